@@ -1,0 +1,868 @@
+#include "keysvc/dispatch.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "keysvc/csr.h"
+#include "proto/b64.h"
+#include "proto/frame.h"
+#include "proto/json.h"
+#include "proto/log.h"
+#include "proto/secmem.h"
+
+#define KS_ID_MAX 64
+#define KS_SIGN_DATA_MAX (48 * 1024)
+#define KS_SAN_MAX 100
+#define KS_CERT_PEM_MAX (32 * 1024)
+#define KS_MESSAGE_MAX 256
+
+struct ks_ctx {
+	struct ks_token *token;
+	struct ks_audit *audit;
+	pthread_mutex_t policy_lock;
+	struct ks_policy *policy;
+};
+
+/* What one request produced: a result object or an error. */
+struct ks_reply {
+	json_t *result;            /* fields for a success response */
+	int err;                   /* negative errno when result is NULL */
+	const char *wire;          /* overrides ks_wire_error(err) when set */
+	char message[KS_MESSAGE_MAX];
+};
+
+struct ks_request {
+	json_t *root;
+	json_t *id;
+	enum ks_op op;
+	const char *key;
+	const struct ks_peer *peer;
+};
+
+int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
+	       struct ks_policy *policy, struct ks_ctx **out)
+{
+	struct ks_ctx *ctx;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		return -ENOMEM;
+	ctx->token = token;
+	ctx->audit = audit;
+	ctx->policy = policy;
+	pthread_mutex_init(&ctx->policy_lock, NULL);
+	*out = ctx;
+	return 0;
+}
+
+void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy)
+{
+	struct ks_policy *old;
+
+	pthread_mutex_lock(&ctx->policy_lock);
+	old = ctx->policy;
+	ctx->policy = policy;
+	pthread_mutex_unlock(&ctx->policy_lock);
+	ks_policy_unref(old);
+}
+
+void ks_ctx_free(struct ks_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	ks_policy_unref(ctx->policy);
+	pthread_mutex_destroy(&ctx->policy_lock);
+	free(ctx);
+}
+
+static struct ks_policy *ctx_policy(struct ks_ctx *ctx)
+{
+	struct ks_policy *p;
+
+	pthread_mutex_lock(&ctx->policy_lock);
+	p = ks_policy_ref(ctx->policy);
+	pthread_mutex_unlock(&ctx->policy_lock);
+	return p;
+}
+
+const char *ks_wire_error(int err)
+{
+	switch (err) {
+	case -EINVAL:
+	case -EBADMSG:
+	case -EMSGSIZE:
+		return "bad-request";
+	case -EACCES:
+	case -EPERM:
+		return "denied";
+	case -ENOENT:
+		return "no-such-key";
+	case -EEXIST:
+		return "exists";
+	case -EOPNOTSUPP:
+		return "unsupported";
+	case -ENODEV:
+	case -EKEYREJECTED:
+	case -ETIMEDOUT:
+		return "token-unavailable";
+	default:
+		return "internal";
+	}
+}
+
+static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	rep->err = err;
+	va_start(ap, fmt);
+	vsnprintf(rep->message, sizeof(rep->message), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* A message for an error of the token layer, naming the key. */
+static int reply_token_error(struct ks_reply *rep, int err, const char *key)
+{
+	switch (err) {
+	case -ENOENT:
+		return reply_error(rep, err, "no key named %s", key);
+	case -EEXIST:
+		return reply_error(rep, err, "a key named %s exists", key);
+	case -ENODEV:
+		return reply_error(rep, err, "the token is not available");
+	case -EKEYREJECTED:
+		return reply_error(rep, err, "the token rejected the PIN; fix the PIN and restart keysvcd");
+	case -ETIMEDOUT:
+		return reply_error(rep, err, "the token is busy; try again");
+	case -EOPNOTSUPP:
+		return reply_error(rep, err, "the token does not support this operation");
+	case -EINVAL:
+		return reply_error(rep, err, "the key %s does not fit this request", key);
+	case -ENOMEM:
+		return reply_error(rep, err, "out of memory");
+	default:
+		return reply_error(rep, err, "token error (see the daemon log)");
+	}
+}
+
+static int set_result(struct ks_reply *rep, json_t *result)
+{
+	if (result == NULL)
+		return reply_error(rep, -ENOMEM, "out of memory");
+	rep->result = result;
+	return 0;
+}
+
+static int pubkey_pem(EVP_PKEY *pub, char **pem)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+	int r = -ENOMEM;
+
+	if (bio == NULL)
+		return -ENOMEM;
+	if (PEM_write_bio_PUBKEY(bio, pub) != 1) {
+		r = -EIO;
+		goto out;
+	}
+	n = BIO_get_mem_data(bio, &data);
+	if (n <= 0 || (*pem = strndup(data, (size_t)n)) == NULL)
+		goto out;
+	r = 0;
+out:
+	BIO_free(bio);
+	return r;
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+struct hello_req {
+	json_t *versions;
+};
+
+static const struct ks_json_field hello_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, 16 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		    struct ks_reply *rep)
+{
+	struct hello_req *h = arg;
+	struct ks_token_info info;
+	json_t *types, *algs, *tok;
+	size_t i;
+	json_t *v;
+	int speaks_v1 = h->versions == NULL;
+
+	(void)rq;
+	if (h->versions != NULL) {
+		json_array_foreach(h->versions, i, v) {
+			if (!json_is_integer(v))
+				return reply_error(rep, -EINVAL, "versions: must be integers");
+			if (json_integer_value(v) == 1)
+				speaks_v1 = 1;
+		}
+	}
+	if (!speaks_v1)
+		return reply_error(rep, -EOPNOTSUPP, "this server speaks protocol version 1 only");
+	memset(&info, 0, sizeof(info));
+	if (ks_token_get_info(ctx->token, &info) != 0)
+		info.up = 0;
+	types = json_array();
+	algs = json_array();
+	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
+		json_array_append_new(types, json_string(ks_key_type_name((enum ks_key_type)t)));
+	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++)
+		json_array_append_new(algs, json_string(ks_sig_alg_name((enum ks_sig_alg)a)));
+	tok = json_pack("{s:s, s:s, s:s, s:s, s:s}",
+			"label", info.label, "manufacturer", info.manufacturer,
+			"model", info.model, "serial", info.serial,
+			"library", info.library);
+	return set_result(rep, json_pack("{s:i, s:s, s:o?, s:s, s:o?, s:o?}",
+					 "version", 1,
+					 "server", "keysvcd " KEYSVC_VERSION,
+					 "token", tok,
+					 "health", info.up ? "ok" : "token-unavailable",
+					 "key_types", types,
+					 "algorithms", algs));
+}
+
+struct key_req {
+	const char *key;
+	const char *type;
+};
+
+static const struct ks_json_field key_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static const struct ks_json_field generate_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, 32 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static const struct ks_json_field list_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static int reply_public_key(struct ks_reply *rep, const char *key,
+			    enum ks_key_type type, EVP_PKEY *pub)
+{
+	char *pem = NULL;
+	int r;
+
+	if ((r = pubkey_pem(pub, &pem)) != 0)
+		return reply_error(rep, r, "cannot encode the public key");
+	r = set_result(rep, json_pack("{s:s, s:s?, s:s}", "key", key,
+				      "type", ks_key_type_name(type), "public_key", pem));
+	free(pem);
+	return r;
+}
+
+static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		       struct ks_reply *rep)
+{
+	struct key_req *k = arg;
+	enum ks_key_type type = ks_key_type_from_name(k->type);
+	EVP_PKEY *pub = NULL;
+	int r;
+
+	if (type == KS_KEY_NONE)
+		return reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
+	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	r = reply_public_key(rep, rq->key, type, pub);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+static int op_public(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		     struct ks_reply *rep)
+{
+	struct ks_key_info info;
+	EVP_PKEY *pub = NULL;
+	int r;
+
+	(void)arg;
+	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	r = reply_public_key(rep, rq->key, info.type, pub);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+static int op_delete(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		     struct ks_reply *rep)
+{
+	int r;
+
+	(void)arg;
+	if ((r = ks_token_delete(ctx->token, rq->key)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	return set_result(rep, json_pack("{s:s}", "key", rq->key));
+}
+
+static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		   struct ks_reply *rep)
+{
+	struct ks_policy *policy = ctx_policy(ctx);
+	struct ks_key_info *keys = NULL;
+	size_t n = 0, shown = 0;
+	json_t *arr = NULL;
+	int r;
+
+	(void)arg;
+	if ((r = ks_token_list(ctx->token, &keys, &n)) != 0) {
+		reply_token_error(rep, r, "");
+		goto out;
+	}
+	if ((arr = json_array()) == NULL) {
+		r = reply_error(rep, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		/* A peer sees only the keys it was granted key.list on. */
+		if (!ks_policy_allows(policy, rq->peer, KS_OP_KEY_LIST, keys[i].name))
+			continue;
+		/* Stay well inside one frame; the rest is reported as truncated. */
+		if (shown >= 512)
+			break;
+		json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
+						     "type", ks_key_type_name(keys[i].type),
+						     "has_cert", keys[i].has_cert));
+		shown++;
+	}
+	r = set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", shown < n &&
+				      shown >= 512));
+out:
+	json_decref(arr);
+	free(keys);
+	ks_policy_unref(policy);
+	return r;
+}
+
+struct csr_req {
+	const char *key;
+	const char *subject;
+	json_t *san;
+	struct ks_strv key_usage;
+	struct ks_strv ext_key_usage;
+	json_t *attributes;
+	const char *digest;
+};
+
+static const struct ks_json_field csr_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "key", KS_JSON_STRING, offsetof(struct csr_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, 4096 },
+	{ "san", KS_JSON_OBJECT, offsetof(struct csr_req, san), 0, 0 },
+	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, 16 },
+	{ "ext_key_usage", KS_JSON_STRV, offsetof(struct csr_req, ext_key_usage), 0, 32 },
+	{ "attributes", KS_JSON_ARRAY, offsetof(struct csr_req, attributes), 0, 16 },
+	{ "digest", KS_JSON_STRING, offsetof(struct csr_req, digest), 0, 16 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+struct san_req {
+	struct ks_strv dns, ip, uri, email;
+};
+
+static const struct ks_json_field san_fields[] = {
+	{ "dns", KS_JSON_STRV, offsetof(struct san_req, dns), 0, KS_SAN_MAX },
+	{ "ip", KS_JSON_STRV, offsetof(struct san_req, ip), 0, KS_SAN_MAX },
+	{ "uri", KS_JSON_STRV, offsetof(struct san_req, uri), 0, KS_SAN_MAX },
+	{ "email", KS_JSON_STRV, offsetof(struct san_req, email), 0, KS_SAN_MAX },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static const struct ks_json_field attr_fields[] = {
+	{ "oid", KS_JSON_STRING, offsetof(struct ks_csr_attr, oid), KS_JSON_REQUIRED, 128 },
+	{ "value", KS_JSON_STRING, offsetof(struct ks_csr_attr, value), KS_JSON_REQUIRED, 1024 },
+	{ "type", KS_JSON_STRING, offsetof(struct ks_csr_attr, string_type), 0, 16 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+struct token_signer {
+	struct ks_token *token;
+	const char *key;
+};
+
+static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
+			       const uint8_t *digest, size_t digest_len,
+			       uint8_t **sig, size_t *sig_len)
+{
+	struct token_signer *ts = arg;
+
+	return ks_token_sign_digest(ts->token, ts->key, alg, digest, digest_len,
+				    sig, sig_len);
+}
+
+static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		  struct ks_reply *rep)
+{
+	struct csr_req *c = arg;
+	struct san_req san;
+	struct ks_csr_attr attrs[16];
+	struct ks_csr_params params;
+	struct ks_key_info info;
+	struct token_signer signer = { ctx->token, rq->key };
+	const char *field = NULL, *why = NULL, *err = NULL;
+	EVP_PKEY *pub = NULL;
+	char *pem = NULL;
+	size_t i;
+	json_t *v;
+	int r;
+
+	memset(&san, 0, sizeof(san));
+	memset(attrs, 0, sizeof(attrs));
+	memset(&params, 0, sizeof(params));
+	if (c->san != NULL &&
+	    ks_json_dispatch(c->san, san_fields, &san, 0, &field, &why) != 0)
+		return reply_error(rep, -EINVAL, "san.%s: %s", field ? field : "", why);
+	if (san.dns.n + san.ip.n + san.uri.n + san.email.n > KS_SAN_MAX)
+		return reply_error(rep, -EINVAL, "san: more than %d names", KS_SAN_MAX);
+	for (i = 0; i < c->key_usage.n; i++) {
+		unsigned bit = ks_key_usage_from_name(c->key_usage.v[i]);
+
+		if (bit == 0)
+			return reply_error(rep, -EINVAL, "key_usage: unknown usage %.64s",
+					   c->key_usage.v[i]);
+		params.key_usage |= bit;
+	}
+	if (c->attributes != NULL) {
+		json_array_foreach(c->attributes, i, v) {
+			if (ks_json_dispatch(v, attr_fields, &attrs[i], 0, &field, &why) != 0)
+				return reply_error(rep, -EINVAL, "attributes[%zu].%s: %s", i,
+						   field ? field : "", why);
+		}
+		params.attrs = attrs;
+		params.n_attrs = json_array_size(c->attributes);
+	}
+	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	params.alg = ks_sig_alg_for_digest(ks_key_type_family(info.type),
+					   c->digest ? c->digest : "sha256");
+	if (params.alg == KS_SIG_NONE)
+		return reply_error(rep, -EINVAL, "digest %s is not available for key %s",
+				   c->digest ? c->digest : "sha256", rq->key);
+	params.subject = c->subject;
+	params.dns = san.dns.v;
+	params.n_dns = san.dns.n;
+	params.ip = san.ip.v;
+	params.n_ip = san.ip.n;
+	params.uri = san.uri.v;
+	params.n_uri = san.uri.n;
+	params.email = san.email.v;
+	params.n_email = san.email.n;
+	params.ext_key_usage = c->ext_key_usage.v;
+	params.n_ext_key_usage = c->ext_key_usage.n;
+	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
+		return reply_token_error(rep, r, rq->key);
+	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
+	if (r == -EINVAL && err != NULL)
+		reply_error(rep, r, "%s", err);
+	else if (r != 0)
+		reply_token_error(rep, r, rq->key);
+	else
+		r = set_result(rep, json_pack("{s:s, s:s}", "key", rq->key, "csr", pem));
+	free(pem);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+struct sign_req {
+	const char *key;
+	const char *alg;
+	const char *digest;
+	const char *data;
+};
+
+static const struct ks_json_field sign_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "key", KS_JSON_STRING, offsetof(struct sign_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, 32 },
+	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128 },
+	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		   struct ks_reply *rep)
+{
+	struct sign_req *s = arg;
+	enum ks_sig_alg alg = ks_sig_alg_from_name(s->alg);
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned md_len = 0;
+	uint8_t *in = NULL, *sig = NULL;
+	size_t in_len = 0, sig_len = 0;
+	char *b64 = NULL;
+	int r;
+
+	if (alg == KS_SIG_NONE)
+		return reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
+	if ((s->digest == NULL) == (s->data == NULL))
+		return reply_error(rep, -EINVAL, "exactly one of digest and data is required");
+	if (s->digest != NULL) {
+		r = ks_b64_decode(s->digest, strlen(s->digest), 64, &in, &in_len);
+		if (r == -EINVAL || r == -EMSGSIZE || (r == 0 && in_len != ks_sig_alg_digest_len(alg))) {
+			free(in);
+			return reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
+					   ks_sig_alg_digest_len(alg), s->alg);
+		}
+		if (r != 0)
+			return reply_error(rep, r, "out of memory");
+		memcpy(md, in, in_len);
+		md_len = (unsigned)in_len;
+	} else {
+		r = ks_b64_decode(s->data, strlen(s->data), KS_SIGN_DATA_MAX, &in, &in_len);
+		if (r == -EINVAL || r == -EMSGSIZE)
+			return reply_error(rep, -EINVAL, "data: must be base64 of at most %d bytes",
+					   KS_SIGN_DATA_MAX);
+		if (r != 0)
+			return reply_error(rep, r, "out of memory");
+		if (EVP_Digest(in, in_len, md, &md_len,
+			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
+			r = reply_error(rep, -EIO, "digest failed");
+			goto out;
+		}
+	}
+	r = ks_token_sign_digest(ctx->token, rq->key, alg, md, md_len, &sig, &sig_len);
+	if (r == -EINVAL) {
+		reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
+		goto out;
+	}
+	if (r != 0) {
+		reply_token_error(rep, r, rq->key);
+		goto out;
+	}
+	if ((r = ks_b64_encode(sig, sig_len, &b64)) != 0) {
+		reply_error(rep, r, "out of memory");
+		goto out;
+	}
+	r = set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
+				      "signature", b64));
+out:
+	ks_freezero(in, in_len);
+	free(sig);
+	free(b64);
+	return r;
+}
+
+struct cert_req {
+	const char *key;
+	const char *cert;
+};
+
+static const struct ks_json_field cert_put_fields[] = {
+	{ "id", KS_JSON_ANY, 0, 0, 0 },
+	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "key", KS_JSON_STRING, offsetof(struct cert_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "cert", KS_JSON_STRING, offsetof(struct cert_req, cert), KS_JSON_REQUIRED, KS_CERT_PEM_MAX },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+/* Exactly one PEM certificate and nothing else of substance. */
+static X509 *parse_one_cert(const char *pem)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
+	X509 *cert = NULL, *extra = NULL;
+
+	if (bio == NULL)
+		return NULL;
+	cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	if (cert != NULL && (extra = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		X509_free(extra);
+		X509_free(cert);
+		cert = NULL;
+	}
+	BIO_free(bio);
+	return cert;
+}
+
+static int op_cert_put(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		       struct ks_reply *rep)
+{
+	struct cert_req *c = arg;
+	EVP_PKEY *pub = NULL;
+	X509 *cert = NULL;
+	uint8_t *der = NULL;
+	int der_len, r;
+
+	if ((cert = parse_one_cert(c->cert)) == NULL)
+		return reply_error(rep, -EINVAL, "cert: must be exactly one PEM certificate");
+	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0) {
+		reply_token_error(rep, r, rq->key);
+		goto out;
+	}
+	if (X509_get0_pubkey(cert) == NULL || EVP_PKEY_eq(X509_get0_pubkey(cert), pub) != 1) {
+		r = reply_error(rep, -EINVAL, "cert: its public key is not the public key of %s",
+				rq->key);
+		goto out;
+	}
+	if ((der_len = i2d_X509(cert, &der)) <= 0) {
+		r = reply_error(rep, -EIO, "cannot encode the certificate");
+		goto out;
+	}
+	if ((r = ks_token_cert_put(ctx->token, rq->key, der, (size_t)der_len)) != 0) {
+		reply_token_error(rep, r, rq->key);
+		goto out;
+	}
+	r = set_result(rep, json_pack("{s:s}", "key", rq->key));
+out:
+	OPENSSL_free(der);
+	X509_free(cert);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+static int op_cert_get(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+		       struct ks_reply *rep)
+{
+	uint8_t *der = NULL;
+	size_t der_len = 0;
+	const unsigned char *p;
+	X509 *cert = NULL;
+	BIO *bio = NULL;
+	char *data;
+	long n;
+	int r;
+
+	(void)arg;
+	if ((r = ks_token_cert_get(ctx->token, rq->key, &der, &der_len)) != 0) {
+		if (r == -ENOENT)
+			return reply_error(rep, r, "no certificate stored for key %s", rq->key);
+		return reply_token_error(rep, r, rq->key);
+	}
+	p = der;
+	if (der_len > KS_CERT_PEM_MAX || (cert = d2i_X509(NULL, &p, (long)der_len)) == NULL) {
+		r = reply_error(rep, -EIO, "the stored certificate of %s is not valid", rq->key);
+		goto out;
+	}
+	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1) {
+		r = reply_error(rep, -ENOMEM, "out of memory");
+		goto out;
+	}
+	n = BIO_get_mem_data(bio, &data);
+	{
+		json_t *pem = json_stringn(data, (size_t)n);
+
+		r = set_result(rep, json_pack("{s:s, s:o}", "key", rq->key, "cert", pem));
+	}
+out:
+	BIO_free(bio);
+	X509_free(cert);
+	free(der);
+	return r;
+}
+
+/* ---- the table --------------------------------------------------------- */
+
+typedef int (*ks_op_fn)(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
+			struct ks_reply *rep);
+
+union ks_op_args {
+	struct hello_req hello;
+	struct key_req key;
+	struct csr_req csr;
+	struct sign_req sign;
+	struct cert_req cert;
+};
+
+static const struct {
+	const struct ks_json_field *fields;
+	ks_op_fn fn;
+	size_t key_offset;       /* where the request struct keeps "key"; SIZE_MAX for none */
+} op_table[KS_OP_COUNT] = {
+	[KS_OP_HELLO] = { hello_fields, op_hello, SIZE_MAX },
+	[KS_OP_KEY_GENERATE] = { generate_fields, op_generate, offsetof(struct key_req, key) },
+	[KS_OP_KEY_LIST] = { list_fields, op_list, SIZE_MAX },
+	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, offsetof(struct key_req, key) },
+	[KS_OP_KEY_DELETE] = { key_fields, op_delete, offsetof(struct key_req, key) },
+	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, offsetof(struct csr_req, key) },
+	[KS_OP_SIGN] = { sign_fields, op_sign, offsetof(struct sign_req, key) },
+	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, offsetof(struct cert_req, key) },
+	[KS_OP_CERT_GET] = { key_fields, op_cert_get, offsetof(struct key_req, key) },
+};
+
+/* ---- framing the answer ------------------------------------------------ */
+
+static int id_valid(json_t *id)
+{
+	if (json_is_string(id))
+		return json_string_length(id) >= 1 && json_string_length(id) <= KS_ID_MAX;
+	if (json_is_integer(id))
+		return json_integer_value(id) >= 0 &&
+		       json_integer_value(id) < ((json_int_t)1 << 53);
+	return 0;
+}
+
+static int encode_reply(json_t *id, struct ks_reply *rep, uint8_t **resp,
+			size_t *resp_len)
+{
+	json_t *o;
+	char *s = NULL;
+	size_t n = 0;
+	int r;
+
+	if (rep->result != NULL) {
+		o = rep->result;
+		rep->result = NULL;
+		json_object_set(o, "id", id ? id : json_null());
+		json_object_set_new(o, "ok", json_true());
+	} else {
+		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error",
+			      rep->wire ? rep->wire : ks_wire_error(rep->err),
+			      "message", rep->message);
+	}
+	if (o == NULL)
+		return -ENOMEM;
+	r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
+	json_decref(o);
+	if (r == -EMSGSIZE) {
+		/* Every result is bounded well below the cap; this is a bug, not the client's fault. */
+		ks_err("response larger than a frame; answering internal");
+		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0,
+			      "error", "internal", "message", "response too large");
+		if (o == NULL)
+			return -ENOMEM;
+		r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
+		json_decref(o);
+	}
+	if (r != 0)
+		return r;
+	*resp = (uint8_t *)s;
+	*resp_len = n;
+	return 0;
+}
+
+static void audit_and_log(struct ks_ctx *ctx, const struct ks_peer *peer,
+			  const char *op, const char *key, struct ks_reply *rep)
+{
+	const char *outcome = rep->result != NULL ? "ok" :
+			      rep->wire ? rep->wire : ks_wire_error(rep->err);
+
+	ks_audit_log(ctx->audit, peer, op, key, outcome);
+	if (rep->result != NULL)
+		ks_debug("uid %u pid %d %s %s: ok", (unsigned)peer->uid, (int)peer->pid,
+			 op ? op : "-", key ? key : "-");
+	else
+		ks_info("uid %u pid %d %s %s: %s: %s", (unsigned)peer->uid, (int)peer->pid,
+			op ? op : "-", key ? key : "-", outcome, rep->message);
+}
+
+int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
+		const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len)
+{
+	struct ks_request rq;
+	struct ks_reply rep;
+	struct ks_policy *policy = NULL;
+	union ks_op_args args;
+	const char *why = NULL, *field = NULL, *op_audit = NULL;
+	json_t *opv;
+	int op, r;
+
+	memset(&rq, 0, sizeof(rq));
+	memset(&rep, 0, sizeof(rep));
+	memset(&args, 0, sizeof(args));
+	rq.peer = peer;
+	*resp = NULL;
+	*resp_len = 0;
+
+	if (len == 0 || len > KS_FRAME_MAX) {
+		reply_error(&rep, -EINVAL, "request length out of range");
+		goto answer;
+	}
+	if ((rq.root = ks_json_parse(req, len, &why)) == NULL) {
+		reply_error(&rep, -EINVAL, "%s", why);
+		goto answer;
+	}
+	rq.id = json_object_get(rq.root, "id");
+	if (rq.id == NULL || !id_valid(rq.id)) {
+		rq.id = NULL;
+		reply_error(&rep, -EINVAL, "id: must be a string of 1..%d bytes or a "
+			    "non-negative integer", KS_ID_MAX);
+		goto answer;
+	}
+	opv = json_object_get(rq.root, "op");
+	if (!json_is_string(opv)) {
+		reply_error(&rep, -EINVAL, "op: must be a string");
+		goto answer;
+	}
+	if ((op = ks_op_from_name(json_string_value(opv))) < 0) {
+		reply_error(&rep, -EOPNOTSUPP, "unknown operation %.64s", json_string_value(opv));
+		goto answer;
+	}
+	rq.op = (enum ks_op)op;
+	op_audit = ks_op_name(rq.op);
+	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
+		reply_error(&rep, -EINVAL, "%.64s: %s", field ? field : "request", why);
+		goto answer;
+	}
+	if (op_table[op].key_offset != SIZE_MAX) {
+		rq.key = *(const char *const *)((const uint8_t *)&args + op_table[op].key_offset);
+		if (!ks_key_name_valid(rq.key)) {
+			reply_error(&rep, -EINVAL, "key: not a valid key name");
+			rq.key = NULL;
+			goto answer;
+		}
+	}
+	/* Default deny, decided before anything touches the token. */
+	policy = ctx_policy(ctx);
+	if (!ks_policy_allows(policy, peer, rq.op, rq.key)) {
+		if (rq.op == KS_OP_HELLO || rq.op == KS_OP_KEY_LIST)
+			reply_error(&rep, -EACCES, "uid %u is not granted %s",
+				    (unsigned)peer->uid, op_audit);
+		else
+			reply_error(&rep, -EACCES, "uid %u is not granted %s on key %s",
+				    (unsigned)peer->uid, op_audit, rq.key);
+		goto answer;
+	}
+	op_table[op].fn(ctx, &rq, &args, &rep);
+
+answer:
+	audit_and_log(ctx, peer, op_audit, rq.key, &rep);
+	r = encode_reply(rq.id, &rep, resp, resp_len);
+	json_decref(rep.result);
+	json_decref(rq.root);
+	ks_policy_unref(policy);
+	return r;
+}
+
+int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
+			    const char *why, uint8_t **resp, size_t *resp_len)
+{
+	struct ks_reply rep;
+
+	memset(&rep, 0, sizeof(rep));
+	reply_error(&rep, -EINVAL, "%s", why);
+	audit_and_log(ctx, peer, NULL, NULL, &rep);
+	return encode_reply(NULL, &rep, resp, resp_len);
+}

@@ -1,0 +1,54 @@
+/*
+ * The request dispatcher: a pure function from one request body to one
+ * response body (after p11-kit's rpc-server). It knows nothing of sockets,
+ * so unit tests and fuzzers call it directly with any bytes and any peer.
+ *
+ * For every request it parses the JSON against the operation's schema,
+ * checks the policy before touching the token, runs the operation,
+ * writes one audit line and maps the result to a named wire error
+ * (proto/PROTOCOL.md).
+ */
+#ifndef KEYSVC_DISPATCH_H
+#define KEYSVC_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keysvc/audit.h"
+#include "keysvc/policy.h"
+#include "pkcs11/token.h"
+
+struct ks_ctx;
+
+/*
+ * A dispatcher context over @token (not owned), @audit (not owned, may be
+ * NULL) and @policy (the reference is taken over). 0 or -ENOMEM.
+ */
+int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
+	       struct ks_policy *policy, struct ks_ctx **out);
+
+/* Replace the policy (SIGHUP); takes over the reference. Requests in flight finish with the old one. */
+void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy);
+
+void ks_ctx_free(struct ks_ctx *ctx);
+
+/*
+ * Handle one request body of @len bytes from @peer. Always produces a
+ * response body in *@resp (malloc'd, at most KS_FRAME_MAX bytes, not
+ * NUL-terminated, caller frees) unless memory runs out, in which case it
+ * returns -ENOMEM and the caller should drop the connection.
+ */
+int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
+		const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
+
+/*
+ * The response for a frame that could not be read as a request (zero or
+ * oversized length): a bad-request with a null id, audited like a request.
+ */
+int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
+			    const char *why, uint8_t **resp, size_t *resp_len);
+
+/* The wire error name for a negative errno from the lower layers. */
+const char *ks_wire_error(int err);
+
+#endif

@@ -1,0 +1,251 @@
+/*
+ * keysvcd: holds private keys in a PKCS#11 token and serves CSR and
+ * signature requests from local processes that the policy allows.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "keysvc/audit.h"
+#include "keysvc/config.h"
+#include "keysvc/dispatch.h"
+#include "keysvc/pin.h"
+#include "keysvc/server.h"
+#include "pkcs11/token.h"
+#include "proto/log.h"
+
+struct daemon_state {
+	const char *config_path;
+	struct ks_ctx *ctx;
+	struct ks_audit *audit;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: keysvcd [-c CONFIG] [--debug] [--check-config]\n"
+		"\n"
+		"Holds private keys in a PKCS#11 token and serves CSR and signing\n"
+		"requests on a Unix socket to the peers its policy allows.\n"
+		"\n"
+		"  -c, --config PATH   configuration file (default %s)\n"
+		"  -d, --debug         log at debug level (never logs secrets)\n"
+		"      --check-config  validate the configuration and PIN source, then exit\n"
+		"  -V, --version       print the version\n"
+		"  -h, --help          this text\n"
+		"\n"
+		"Signals: SIGTERM/SIGINT stop, SIGHUP reloads the policy and reopens the audit log.\n"
+		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error,\n"
+		"4 PIN error, 5 token unavailable or PIN rejected.\n",
+		KS_DEFAULT_CONFIG);
+}
+
+/* No core files and no ptrace by other users: the process holds the PIN. */
+static void harden_process(void)
+{
+	struct rlimit rl = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &rl) != 0)
+		ks_warn("setrlimit(RLIMIT_CORE): %s", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		ks_warn("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+}
+
+/* Tell systemd (Type=notify) we are ready; a no-op outside systemd. */
+static void notify_ready(void)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun;
+	static const char msg[] = "READY=1";
+	socklen_t len;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sun.sun_path))
+		return;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return;
+	if (sendto(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+		ks_warn("sd_notify: %s", strerror(errno));
+	close(fd);
+}
+
+static void reload(void *arg)
+{
+	struct daemon_state *st = arg;
+	struct ks_config *cfg = NULL;
+	char err[512] = "";
+	int r;
+
+	r = ks_config_load(st->config_path, 1, &cfg, err, sizeof(err));
+	if (r != 0) {
+		ks_err("reload: %s; keeping the current policy", err);
+		return;
+	}
+	ks_ctx_set_policy(st->ctx, ks_policy_ref(cfg->policy));
+	ks_notice("reload: policy with %zu rules in force (module, token, PIN and socket "
+		  "changes need a restart)", ks_policy_size(cfg->policy));
+	if (cfg->log_level != NULL)
+		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
+	if ((r = ks_audit_reopen(st->audit)) != 0)
+		ks_err("reload: cannot reopen the audit log: %s", strerror(-r));
+	ks_config_free(cfg);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct daemon_state st = { .config_path = KS_DEFAULT_CONFIG };
+	struct ks_server_config scfg;
+	struct ks_token_config tcfg;
+	struct ks_config *cfg = NULL;
+	struct ks_token *token = NULL;
+	char err[512] = "";
+	char *pin = NULL;
+	size_t pin_len = 0;
+	int debug = 0, check_only = 0, listen_fd = -1, signal_fd = -1;
+	int c, r, ret = 1;
+	sigset_t mask;
+
+	ks_log_set_ident("keysvcd");
+	while ((c = getopt_long(argc, argv, "c:dVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			st.config_path = optarg;
+			break;
+		case 'd':
+			debug = 1;
+			break;
+		case 'C':
+			check_only = 1;
+			break;
+		case 'V':
+			printf("keysvcd %s\n", KEYSVC_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	harden_process();
+
+	if ((r = ks_config_load(st.config_path, 1, &cfg, err, sizeof(err))) != 0) {
+		ks_err("%s", err);
+		return 3;
+	}
+	if (cfg->log_level != NULL)
+		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
+	if (debug)
+		ks_log_set_level(KS_LOG_DEBUG);
+
+	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {
+		ks_err("%s", err);
+		ret = 4;
+		goto out;
+	}
+	if (check_only) {
+		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
+		       ks_policy_size(cfg->policy));
+		ret = 0;
+		goto out;
+	}
+
+	/* Before any thread exists, so every thread inherits the mask. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if ((signal_fd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+		ks_err("signalfd: %s", strerror(errno));
+		goto out;
+	}
+
+	memset(&tcfg, 0, sizeof(tcfg));
+	tcfg.module_path = cfg->module;
+	tcfg.token_uri = cfg->token_uri;
+	tcfg.token_label = cfg->token_label;
+	tcfg.token_serial = cfg->token_serial;
+	tcfg.pin = pin;
+	tcfg.pin_len = pin_len;
+	tcfg.sessions = cfg->sessions;
+	r = ks_token_open(&tcfg, &token);
+	/* The token layer keeps its own locked copy for re-login; ours goes now. */
+	ks_pin_free(pin, pin_len);
+	pin = NULL;
+	if (r != 0) {
+		ks_err("cannot open the token: %s", r == -EKEYREJECTED ? "PIN rejected" :
+		       r == -ENODEV ? "token not found or not present" : strerror(-r));
+		ret = 5;
+		goto out;
+	}
+	if ((r = ks_audit_open(cfg->audit_log, &st.audit)) != 0) {
+		ks_err("audit log %s: %s", cfg->audit_log, strerror(-r));
+		goto out;
+	}
+	if ((r = ks_ctx_new(token, st.audit, ks_policy_ref(cfg->policy), &st.ctx)) != 0) {
+		ks_err("out of memory");
+		goto out;
+	}
+
+	memset(&scfg, 0, sizeof(scfg));
+	scfg.socket_path = cfg->socket_path;
+	scfg.socket_mode = cfg->socket_mode;
+	scfg.has_socket_gid = cfg->has_socket_gid;
+	scfg.socket_gid = cfg->socket_gid;
+	scfg.max_clients = cfg->max_clients;
+	scfg.client_timeout_ms = cfg->client_timeout_ms;
+	if ((listen_fd = ks_server_listen(&scfg, err, sizeof(err))) < 0) {
+		ks_err("%s", err);
+		goto out;
+	}
+	ks_notice("listening on %s (%zu policy rules)", cfg->socket_path,
+		  ks_policy_size(cfg->policy));
+	notify_ready();
+	r = ks_server_run(listen_fd, signal_fd, st.ctx, &scfg, reload, &st);
+	if (r == -EBUSY) {
+		/* A connection thread is stuck in the token; do not free what it uses. */
+		ks_warn("exiting with a request still in the token");
+		_exit(1);
+	}
+	ret = r == 0 ? 0 : 1;
+out:
+	ks_pin_free(pin, pin_len);
+	ks_ctx_free(st.ctx);
+	ks_audit_close(st.audit);
+	ks_token_close(token);
+	if (signal_fd >= 0)
+		close(signal_fd);
+	ks_config_free(cfg);
+	return ret;
+}

@@ -1,0 +1,28 @@
+/*
+ * Reading the token PIN.
+ *
+ * Sources, first found wins: the systemd credential
+ * $CREDENTIALS_DIRECTORY/keysvc-pin (LoadCredential=), then the configured
+ * pin_file. The file must be a regular file (not a symlink) owned by the
+ * effective uid and not accessible to group or others (mode 0600 or
+ * 0400). One trailing newline is dropped. The PIN is returned in locked
+ * memory and must be released with ks_pin_free(), which wipes it.
+ */
+#ifndef KEYSVC_PIN_H
+#define KEYSVC_PIN_H
+
+#include <stddef.h>
+
+#define KS_PIN_MAX 256
+
+/*
+ * Returns 0 with *@pin (NUL-terminated) and *@pin_len, or a negative errno
+ * with @err filled (never containing the PIN): -ENOENT no source,
+ * -EACCES wrong owner/mode/type, -EINVAL empty or too long, -ENOMEM.
+ */
+int ks_pin_load(const char *pin_file, char **pin, size_t *pin_len, char *err,
+		size_t err_len);
+
+void ks_pin_free(char *pin, size_t pin_len);
+
+#endif

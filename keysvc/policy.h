@@ -1,0 +1,79 @@
+/*
+ * Access policy: who may do what to which key.
+ *
+ * A policy is a list of rules; a request runs only if some rule matches
+ * the peer (uid and/or gid, from SO_PEERCRED / SO_PEERGROUPS) and names the
+ * operation and a key pattern (fnmatch(3)) that matches the key. Anything
+ * not granted is denied; there is no implicit grant for root.
+ *
+ * A policy is immutable once built and reference counted, so a SIGHUP
+ * reload swaps it while requests in flight keep the old one.
+ */
+#ifndef KEYSVC_POLICY_H
+#define KEYSVC_POLICY_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#define KS_PEER_MAX_GROUPS 64
+
+enum ks_op {
+	KS_OP_HELLO = 0,
+	KS_OP_KEY_GENERATE,
+	KS_OP_KEY_LIST,
+	KS_OP_KEY_PUBLIC,
+	KS_OP_KEY_DELETE,
+	KS_OP_CSR_CREATE,
+	KS_OP_SIGN,
+	KS_OP_CERT_PUT,
+	KS_OP_CERT_GET,
+	KS_OP_COUNT,
+};
+
+struct ks_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	size_t ngroups;                       /* supplementary groups known */
+	gid_t groups[KS_PEER_MAX_GROUPS];
+};
+
+struct ks_policy;
+
+/* Wire name of @op ("csr.create"); NULL if out of range. */
+const char *ks_op_name(enum ks_op op);
+/* Wire name to op; -1 if unknown. */
+int ks_op_from_name(const char *name);
+
+/*
+ * Build a policy from the JSON array @rules. Each rule is an object:
+ *   "uid":  number or user name      (at least one of uid/gid)
+ *   "gid":  number or group name     (matches the primary or a supplementary group)
+ *   "keys": array of fnmatch patterns (required, non-empty)
+ *   "ops":  array of operation names  (required, non-empty; "hello" is implied)
+ *   "comment": string, ignored
+ * Names are resolved once, here. Unknown fields, unknown operations,
+ * unknown users or groups are errors: a typo must never widen or silently
+ * narrow access. Returns 0 or -EINVAL with @err filled, -ENOMEM.
+ */
+int ks_policy_from_json(json_t *rules, struct ks_policy **out, char *err,
+			size_t err_len);
+
+struct ks_policy *ks_policy_ref(struct ks_policy *p);
+void ks_policy_unref(struct ks_policy *p);
+
+/* Number of rules. */
+size_t ks_policy_size(const struct ks_policy *p);
+
+/*
+ * 1 if a rule grants @peer @op on @key. For KS_OP_HELLO @key is ignored
+ * and any rule matching the peer grants it. A NULL @key asks whether @op
+ * is granted on some key (key.list uses it before filtering each name);
+ * never pass NULL for an operation on one key. @p NULL denies everything.
+ */
+int ks_policy_allows(const struct ks_policy *p, const struct ks_peer *peer,
+		     enum ks_op op, const char *key);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * The token layer: everything keysvcd does with a PKCS#11 module.
+ *
+ * One struct ks_token owns a loaded module, the slot of the configured
+ * token, a login and a pool of read-write sessions. Every C_* call goes
+ * through the wrapper in token.c, which maps CK_RV to the negative errno
+ * values listed below and applies the recovery rules:
+ *
+ *  - CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN:
+ *    the session pool is reopened, the user logged in again, the key found
+ *    again by its CKA_ID, and the operation retried once.
+ *  - CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR and the
+ *    like: the token is marked down, the call answers -ENODEV, and a
+ *    background thread reconnects (finalize, initialize, find the token,
+ *    log in) with exponential backoff (1 s doubling to 60 s).
+ *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
+ *    presented again (tokens lock after a few failures); every later call
+ *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
+ *
+ * Keys are named by CKA_LABEL; the private key, its public key and an
+ * optional certificate share one CKA_ID (16 random bytes chosen at
+ * generation). Private keys are always generated with CKA_TOKEN,
+ * CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false and CKA_SIGN as
+ * their only capability; nothing in this module reads or exports private
+ * key material.
+ *
+ * Return values: 0 on success, or
+ *   -ENOENT        no such key (or no certificate for that key)
+ *   -EEXIST        a key with that name exists
+ *   -EINVAL        bad argument (bad name, wrong digest length, key/alg mismatch)
+ *   -EOPNOTSUPP    the token lacks the mechanism
+ *   -ENODEV        token unavailable (removed, not present, reconnecting)
+ *   -EKEYREJECTED  the token rejected the PIN; no further login is tried
+ *   -ENOMEM        allocation failure
+ *   -ETIMEDOUT     no session became free in time
+ *   -EIO           any other token error (logged with its CKR_ name)
+ *
+ * All functions are thread safe once ks_token_open() returned.
+ */
+#ifndef KEYSVC_PKCS11_TOKEN_H
+#define KEYSVC_PKCS11_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "proto/alg.h"
+
+#define KS_KEY_NAME_MAX 64
+#define KS_KEY_ID_LEN 16
+
+struct ks_token;
+
+struct ks_token_config {
+	/* Absolute path of the PKCS#11 module, from root-owned configuration only. */
+	const char *module_path;
+	/*
+	 * Which token: an RFC 7512 "pkcs11:" URI (token=, serial=,
+	 * manufacturer=, model= attributes are honoured), or NULL to use
+	 * @token_label / @token_serial; if all are NULL the first token found
+	 * is used only when exactly one slot has a token.
+	 */
+	const char *token_uri;
+	const char *token_label;
+	const char *token_serial;
+	/*
+	 * The user PIN. ks_token_open() copies it into locked memory kept for
+	 * re-login after a session loss and wipes that copy in
+	 * ks_token_close(); the caller wipes its own buffer.
+	 */
+	const char *pin;
+	size_t pin_len;
+	/* Number of sessions in the pool (1..64); 0 means 4. */
+	unsigned sessions;
+	/* How long a caller waits for a free session before -ETIMEDOUT; 0 means 30000. */
+	unsigned session_wait_ms;
+};
+
+struct ks_token_info {
+	char label[33];
+	char manufacturer[33];
+	char model[17];
+	char serial[17];
+	char library[33];       /* CK_INFO.libraryDescription */
+	int up;                 /* 1 if the token is logged in and usable now */
+};
+
+struct ks_key_info {
+	char name[KS_KEY_NAME_MAX + 1];
+	enum ks_key_type type;
+	uint8_t id[KS_KEY_ID_LEN];
+	size_t id_len;          /* keys made elsewhere may have other CKA_ID lengths; capped at KS_KEY_ID_LEN */
+	int has_cert;
+};
+
+/*
+ * A key name is 1..64 characters of [A-Za-z0-9._-], not starting with
+ * '.' or '-'. Returns 1 if @name is one.
+ */
+int ks_key_name_valid(const char *name);
+
+/*
+ * Load the module, initialize it, find the token, log in with the PIN and
+ * open the session pool. A wrong PIN gives -EKEYREJECTED and is not retried.
+ * A token that is absent at start gives -ENODEV (the daemon refuses to
+ * start; later losses are recovered in the background).
+ */
+int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out);
+
+/* Close sessions, log out, finalize and unload; wipes the PIN. NULL is fine. */
+void ks_token_close(struct ks_token *tok);
+
+/* Token and library description, and whether it is usable now. Never blocks on the token lock. */
+int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info);
+
+/*
+ * Generate a key pair named @name of @type in the token. -EEXIST if a
+ * private key with that label exists (checked and created under one lock).
+ * On success *@pub is the public key (caller frees) if @pub is not NULL.
+ */
+int ks_token_generate(struct ks_token *tok, const char *name,
+		      enum ks_key_type type, EVP_PKEY **pub);
+
+/* Describe the key @name. */
+int ks_token_key_info(struct ks_token *tok, const char *name,
+		      struct ks_key_info *info);
+
+/*
+ * All private keys on the token whose label is a valid key name, sorted by
+ * name. *@keys is an array of *@n entries the caller frees with free().
+ */
+int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n);
+
+/* The public key of @name as an EVP_PKEY (caller frees). */
+int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub);
+
+/* Destroy the private key, public key and certificate of @name. */
+int ks_token_delete(struct ks_token *tok, const char *name);
+
+/*
+ * Sign the pre-computed @digest (exactly ks_sig_alg_digest_len(@alg)
+ * bytes, else -EINVAL) with key @name. The algorithm's family must match
+ * the key's (-EINVAL otherwise). RSA PKCS#1 v1.5 uses CKM_RSA_PKCS over the
+ * DigestInfo, RSA-PSS uses CKM_RSA_PKCS_PSS with MGF1 of the same digest
+ * and a salt as long as the digest, ECDSA uses CKM_ECDSA and the result is
+ * converted to a DER ECDSA-Sig-Value. *@sig is allocated (caller frees),
+ * *@sig_len set.
+ */
+int ks_token_sign_digest(struct ks_token *tok, const char *name,
+			 enum ks_sig_alg alg, const uint8_t *digest,
+			 size_t digest_len, uint8_t **sig, size_t *sig_len);
+
+/*
+ * Store the DER certificate @der as a CKO_CERTIFICATE object (CKC_X_509,
+ * CKA_TOKEN true, CKA_PRIVATE false) with the key's CKA_ID and label,
+ * replacing an existing one. The caller has checked that it matches the
+ * key; the old object is destroyed only after the new one was created.
+ */
+int ks_token_cert_put(struct ks_token *tok, const char *name,
+		      const uint8_t *der, size_t der_len);
+
+/* The DER certificate stored for @name (caller frees); -ENOENT if none. */
+int ks_token_cert_get(struct ks_token *tok, const char *name,
+		      uint8_t **der, size_t *der_len);
+
+/* The CKR_ name of @rv ("CKR_DEVICE_REMOVED"), or "CKR_0x..." for unknown values. */
+const char *ks_ckr_name(unsigned long rv);
+
+#endif

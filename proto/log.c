@@ -1,0 +1,61 @@
+#include "proto/log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Atomic int log_level = KS_LOG_NOTICE;
+static const char *log_ident = "keysvc";
+
+static const char *const level_names[] = {
+	[KS_LOG_ERR] = "err",
+	[KS_LOG_WARNING] = "warning",
+	[KS_LOG_NOTICE] = "notice",
+	[KS_LOG_INFO] = "info",
+	[KS_LOG_DEBUG] = "debug",
+};
+
+void ks_log_set_level(enum ks_log_level level)
+{
+	atomic_store(&log_level, (int)level);
+}
+
+enum ks_log_level ks_log_get_level(void)
+{
+	return (enum ks_log_level)atomic_load(&log_level);
+}
+
+int ks_log_level_from_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (name != NULL && strcmp(name, level_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+void ks_log_set_ident(const char *ident)
+{
+	log_ident = ident;
+}
+
+void ks_log(enum ks_log_level level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	if ((int)level > atomic_load(&log_level))
+		return;
+	n = snprintf(line, sizeof(line), "%s[%s]: ", log_ident, level_names[level]);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	/* One write per line so concurrent threads never interleave inside a line. */
+	flockfile(stderr);
+	fputs(line, stderr);
+	fputc('\n', stderr);
+	funlockfile(stderr);
+}

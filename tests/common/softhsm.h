@@ -1,0 +1,33 @@
+/*
+ * A private SoftHSM token per test program.
+ *
+ * ks_test_token_setup() runs softhsm-conf/setup-token.sh (path in
+ * $KS_SETUP_TOKEN) on a fresh directory under $TMPDIR, which creates a
+ * softhsm2.conf whose token directory is inside it, a random user PIN and SO
+ * PIN in 0600 files, and an initialised token with the given label. It then
+ * sets SOFTHSM2_CONF for this process so the module opens that token.
+ * Nothing is written to the system token directory or ~/.config/softhsm2.
+ */
+#ifndef KEYSVC_TESTS_SOFTHSM_H
+#define KEYSVC_TESTS_SOFTHSM_H
+
+#include <limits.h>
+#include <stddef.h>
+
+struct ks_test_token {
+	char dir[PATH_MAX];          /* the private directory */
+	char conf[PATH_MAX];         /* dir/softhsm2.conf */
+	char pin_file[PATH_MAX];     /* dir/pin, mode 0600 */
+	char module[PATH_MAX];       /* $KS_SOFTHSM_MODULE */
+	char label[33];
+	char pin[64];                /* the user PIN, read back from pin_file */
+	size_t pin_len;
+};
+
+/* 0 on success; on failure prints why to stderr and returns -1. */
+int ks_test_token_setup(struct ks_test_token *t, const char *label);
+
+/* Removes the directory tree and wipes the PIN. */
+void ks_test_token_teardown(struct ks_test_token *t);
+
+#endif
