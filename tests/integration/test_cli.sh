@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# End to end: keysvcd on a private SoftHSM token, driven by the keysvc CLI,
+# every result checked by the openssl command line tool.
+set -uo pipefail
+
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-cli.XXXXXX")
+passed=0
+failed=0
+
+cleanup() {
+	ks_stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passed=$((passed + 1)); echo "ok - $*"; }
+fail() { failed=$((failed + 1)); echo "not ok - $*"; }
+check() { # check DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@" >"$work/out" 2>&1; then ok "$what"; else fail "$what"; sed 's/^/#   /' "$work/out"; fi
+}
+check_exit() { # check_exit CODE DESCRIPTION COMMAND...
+	local want=$1 what=$2 st=0
+	shift 2
+	"$@" >"$work/out" 2>&1 || st=$?
+	if [ "$st" -eq "$want" ]; then ok "$what (exit $st)"; else
+		fail "$what: exit $st, expected $want"
+		sed 's/^/#   /' "$work/out"
+	fi
+}
+
+policy='[{"uid": 0, "keys": ["*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign", "cert.put", "cert.get"]}]'
+ks_start "$work/d" "$policy"
+
+check "hello" ks_cli hello
+check "hello --json says health ok" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' --json hello | grep -q '\"health\": *\"ok\"'"
+
+subject_base="OU=Test,O=Test,L=Blacksburg,ST=Virginia,C=US"
+head -c 3000 /dev/urandom >"$work/data"
+
+for type in ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096; do
+	k=k-$type
+	d=$work/$type
+	mkdir -p "$d"
+	check "keygen $type" ks_cli keygen "$k" --type "$type" --out "$d/pub.pem"
+	check "$type public key parses" openssl pkey -pubin -in "$d/pub.pem" -noout
+	check "pubkey $type equals keygen output" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey '$k' | cmp -s - '$d/pub.pem'"
+
+	check "csr $type" ks_cli csr "$k" --subject "$subject_base,CN=$k" \
+		--dns a.example.org --dns b.example.org --ip 127.0.0.1 --ip ::1 \
+		--uri spiffe://example.org/agent --email ops@example.org \
+		--key-usage digitalSignature --eku clientAuth,serverAuth \
+		--attr 1.3.6.1.4.1.34380.1.3.2=true:printable --out "$d/csr.pem"
+	check "csr $type: openssl req -verify" bash -c "openssl req -in '$d/csr.pem' -noout -verify 2>&1 | grep -q 'verify OK'"
+	subj=$(openssl req -in "$d/csr.pem" -noout -subject -nameopt RFC2253 2>/dev/null)
+	if [ "$subj" = "subject=$subject_base,CN=$k" ]; then ok "csr $type subject"; else fail "csr $type subject: $subj"; fi
+	openssl req -in "$d/csr.pem" -noout -text >"$d/csr.txt" 2>&1
+	for want in "DNS:a.example.org" "DNS:b.example.org" "IP Address:127.0.0.1" \
+		"IP Address:0:0:0:0:0:0:0:1" "URI:spiffe://example.org/agent" \
+		"email:ops@example.org" "TLS Web Client Authentication" \
+		"TLS Web Server Authentication" "Digital Signature" "1.3.6.1.4.1.34380.1.3.2"; do
+		if grep -qF "$want" "$d/csr.txt"; then ok "csr $type has $want"; else fail "csr $type lacks $want"; fi
+	done
+	check "csr $type carries the token's public key" bash -c "openssl req -in '$d/csr.pem' -noout -pubkey | cmp -s - '$d/pub.pem'"
+
+	case $type in
+	ec-*) algs="ecdsa-sha256 ecdsa-sha384" ;;
+	rsa-*) algs="rsa-pkcs1-sha256 rsa-pkcs1-sha384 rsa-pkcs1-sha512 rsa-pss-sha256 rsa-pss-sha384 rsa-pss-sha512" ;;
+	esac
+	for alg in $algs; do
+		md=${alg##*-}
+		opts=()
+		case $alg in rsa-pss-*) opts=(-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest) ;; esac
+		check "sign $type $alg (data)" ks_cli sign "$k" --alg "$alg" --in "$work/data" --out "$d/$alg.sig"
+		check "verify $type $alg with openssl dgst" openssl dgst "-$md" "${opts[@]}" -verify "$d/pub.pem" -signature "$d/$alg.sig" "$work/data"
+		hex=$(openssl dgst "-$md" -r "$work/data" | cut -d' ' -f1)
+		openssl dgst "-$md" -binary "$work/data" >"$d/digest.bin"
+		check "sign $type $alg (digest)" ks_cli sign "$k" --alg "$alg" --digest-hex "$hex" --out "$d/$alg.dsig"
+		popts=(-pkeyopt "digest:$md")
+		case $alg in rsa-pss-*) popts+=(-pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest) ;; esac
+		check "verify $type $alg digest with openssl pkeyutl" bash -c \
+			"openssl pkeyutl -verify -pubin -inkey '$d/pub.pem' -in '$d/digest.bin' -sigfile '$d/$alg.dsig' ${popts[*]} | grep -q 'Verified Successfully'"
+	done
+	case $type in
+	ec-*) check_exit 2 "rsa algorithm on an EC key is a bad request" ks_cli sign "$k" --alg rsa-pkcs1-sha256 --in "$work/data" --out "$d/x.sig" ;;
+	rsa-*) check_exit 2 "ECDSA on an RSA key is a bad request" ks_cli sign "$k" --alg ecdsa-sha256 --in "$work/data" --out "$d/x.sig" ;;
+	esac
+	check_exit 2 "digest of the wrong length is a bad request" ks_cli sign "$k" --alg "${algs%% *}" --digest-hex 00112233 --out "$d/x.sig"
+	[ ! -e "$d/x.sig" ] && ok "no output file after a failed sign" || fail "a failed sign left $d/x.sig"
+done
+
+# Existing names, missing keys, bad names.
+check_exit 6 "keygen of an existing name" ks_cli keygen k-ec-p256 --type ec-p256
+check_exit 4 "pubkey of a missing key" ks_cli pubkey no-such-key
+check_exit 2 "a bad key name" ks_cli pubkey "bad/name"
+check_exit 7 "an unknown key type" ks_cli keygen k-dsa --type dsa-1024
+check_exit 2 "a bad subject" ks_cli csr k-ec-p256 --subject "CN=x,,O=y" --out "$work/bad.csr"
+check "list shows the keys" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q k-rsa-3072"
+
+# Certificate objects: issued by a local CA from the token's CSR.
+ca=$work/ca
+mkdir -p "$ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/ca.key" \
+	-out "$ca/ca.pem" -subj "/CN=keysvc test CA" -days 2 2>/dev/null
+check "local CA issues a certificate for the CSR" openssl x509 -req -in "$work/ec-p256/csr.pem" \
+	-CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial -days 1 -out "$ca/leaf.pem"
+check "cert-put of the matching certificate" ks_cli cert-put k-ec-p256 "$ca/leaf.pem"
+check "cert-get returns it" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' cert-get k-ec-p256 | openssl x509 -noout -fingerprint -sha256 | cmp -s - <(openssl x509 -in '$ca/leaf.pem' -noout -fingerprint -sha256)"
+check_exit 2 "cert-put of a certificate for another key" ks_cli cert-put k-ec-p384 "$ca/leaf.pem"
+check_exit 4 "cert-get where there is none" ks_cli cert-get k-ec-p384
+
+# Delete removes the key for good.
+check "delete" ks_cli delete k-rsa-2048
+check_exit 4 "pubkey after delete" ks_cli pubkey k-rsa-2048
+check_exit 4 "delete of a missing key" ks_cli delete k-rsa-2048
+
+# A uid without a grant: the socket mode stops it first; opened to all, the policy does.
+if command -v setpriv >/dev/null 2>&1; then
+	check_exit 8 "nobody cannot connect through a 0660 socket" \
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" hello
+	chmod 0666 "$KS_SOCKET"
+	check_exit 3 "nobody is denied hello with the socket 0666" \
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" hello
+	check_exit 3 "nobody is denied sign with the socket 0666" \
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" \
+		sign k-ec-p256 --alg ecdsa-sha256 --digest-hex "$(openssl dgst -sha256 -r "$work/data" | cut -d' ' -f1)"
+	check_exit 3 "nobody is denied keygen with the socket 0666" \
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" keygen evil
+	check "the audit log records the denials" grep -q '"uid":65534.*"outcome":"denied"' "$KS_DIR/audit.log"
+else
+	fail "setpriv (util-linux) is missing"
+fi
+
+check "SIGTERM stops the daemon cleanly" ks_stop
+[ ! -e "$KS_SOCKET" ] && ok "socket removed at exit" || fail "socket left behind"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
