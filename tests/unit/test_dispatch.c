@@ -1,0 +1,365 @@
+/*
+ * The dispatcher as a pure function: request bytes in, response bytes out,
+ * over a real SoftHSM token, with no socket in between.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "keysvc/dispatch.h"
+#include "proto/b64.h"
+#include "proto/frame.h"
+#include "tests/common/softhsm.h"
+
+struct fixture {
+	struct ks_test_token tt;
+	struct ks_token *token;
+	struct ks_ctx *ctx;
+};
+
+static struct fixture fx;
+
+static const struct ks_peer root_peer = { .uid = 0, .gid = 0, .pid = 1 };
+static const struct ks_peer app_peer = { .uid = 1000, .gid = 1000, .pid = 2,
+					 .ngroups = 1, .groups = { 2000 } };
+static const struct ks_peer stranger = { .uid = 4242, .gid = 4242, .pid = 3 };
+
+static const char policy_json[] =
+	"[{\"uid\": 0, \"keys\": [\"*\"], \"ops\": [\"key.generate\", \"key.list\","
+	" \"key.public\", \"key.delete\", \"csr.create\", \"sign\", \"cert.put\", \"cert.get\"]},"
+	" {\"gid\": 2000, \"keys\": [\"app-*\"], \"ops\": [\"csr.create\", \"sign\", \"key.list\","
+	" \"key.public\"]}]";
+
+static int setup(void **state)
+{
+	struct ks_token_config cfg;
+	struct ks_policy *policy = NULL;
+	char err[256];
+	json_t *rules;
+
+	(void)state;
+	memset(&fx, 0, sizeof(fx));
+	if (ks_test_token_setup(&fx.tt, "dispatch") != 0)
+		return -1;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.module_path = fx.tt.module;
+	cfg.token_label = fx.tt.label;
+	cfg.pin = fx.tt.pin;
+	cfg.pin_len = fx.tt.pin_len;
+	cfg.sessions = 2;
+	if (ks_token_open(&cfg, &fx.token) != 0)
+		return -1;
+	rules = json_loads(policy_json, JSON_REJECT_DUPLICATES, NULL);
+	if (rules == NULL || ks_policy_from_json(rules, &policy, err, sizeof(err)) != 0) {
+		fprintf(stderr, "policy: %s\n", err);
+		return -1;
+	}
+	json_decref(rules);
+	return ks_ctx_new(fx.token, NULL, policy, &fx.ctx);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ks_ctx_free(fx.ctx);
+	ks_token_close(fx.token);
+	ks_test_token_teardown(&fx.tt);
+	return 0;
+}
+
+/* Dispatch @req (a C string) for @peer and parse the answer. */
+static json_t *call(const struct ks_peer *peer, const char *req)
+{
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	json_t *o;
+
+	assert_int_equal(ks_dispatch(fx.ctx, peer, (const uint8_t *)req, strlen(req),
+				     &resp, &len), 0);
+	assert_non_null(resp);
+	assert_true(len > 0 && len <= KS_FRAME_MAX);
+	o = json_loadb((const char *)resp, len, JSON_REJECT_DUPLICATES, NULL);
+	assert_non_null(o);
+	free(resp);
+	return o;
+}
+
+static void assert_error(json_t *o, const char *error)
+{
+	assert_true(json_is_false(json_object_get(o, "ok")));
+	assert_string_equal(json_string_value(json_object_get(o, "error")), error);
+	assert_non_null(json_string_value(json_object_get(o, "message")));
+}
+
+static void assert_ok(json_t *o)
+{
+	if (!json_is_true(json_object_get(o, "ok")))
+		fail_msg("not ok: %s: %s", json_string_value(json_object_get(o, "error")),
+			 json_string_value(json_object_get(o, "message")));
+}
+
+static void test_hello(void **state)
+{
+	json_t *o;
+
+	(void)state;
+	o = call(&root_peer, "{\"id\": 1, \"op\": \"hello\", \"versions\": [1]}");
+	assert_ok(o);
+	assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
+	assert_int_equal(json_integer_value(json_object_get(o, "version")), 1);
+	assert_string_equal(json_string_value(json_object_get(o, "health")), "ok");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(o, "token"), "label")),
+			    "dispatch");
+	json_decref(o);
+
+	o = call(&root_peer, "{\"id\": \"v\", \"op\": \"hello\", \"versions\": [2, 3]}");
+	assert_error(o, "unsupported");
+	assert_string_equal(json_string_value(json_object_get(o, "id")), "v");
+	json_decref(o);
+
+	/* A peer no rule names gets nothing, not even hello. */
+	o = call(&stranger, "{\"id\": 2, \"op\": \"hello\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+}
+
+static void test_malformed(void **state)
+{
+	static const struct {
+		const char *req;
+		const char *error;
+		int id_null;
+	} cases[] = {
+		{ "not json", "bad-request", 1 },
+		{ "[1, 2]", "bad-request", 1 },
+		{ "{\"op\": \"hello\"}", "bad-request", 1 },
+		{ "{\"id\": -1, \"op\": \"hello\"}", "bad-request", 1 },
+		{ "{\"id\": 1.5, \"op\": \"hello\"}", "bad-request", 1 },
+		{ "{\"id\": \"\", \"op\": \"hello\"}", "bad-request", 1 },
+		{ "{\"id\": 1, \"id\": 2, \"op\": \"hello\"}", "bad-request", 1 },
+		{ "{\"id\": 3, \"op\": \"frobnicate\"}", "unsupported", 0 },
+		{ "{\"id\": 3, \"op\": 7}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"hello\", \"extra\": true}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"key.public\", \"key\": 5}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"key.public\"}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"key.public\", \"key\": \"../etc\"}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"key.public\", \"key\": \"-x\"}", "bad-request", 0 },
+		{ "{\"id\": 3, \"op\": \"key.generate\", \"key\": \"t\", \"type\": \"dsa\"}", "unsupported", 0 },
+		{ "{\"id\": 3, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha256\"}", "bad-request", 0 },
+	};
+	json_t *o;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		o = call(&root_peer, cases[i].req);
+		if (!json_is_false(json_object_get(o, "ok")) ||
+		    strcmp(json_string_value(json_object_get(o, "error")), cases[i].error) != 0)
+			fail_msg("case %zu (%s): got %s", i, cases[i].req,
+				 json_string_value(json_object_get(o, "error")));
+		assert_int_equal(json_is_null(json_object_get(o, "id")), cases[i].id_null);
+		json_decref(o);
+	}
+}
+
+static void test_invalid_utf8_and_nul(void **state)
+{
+	static const char bad_utf8[] = "{\"id\": 1, \"op\": \"hello\xff\"}";
+	static const char nul[] = "{\"id\": 1, \"op\": \"hel\\u0000lo\"}";
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	json_t *o;
+
+	(void)state;
+	assert_int_equal(ks_dispatch(fx.ctx, &root_peer, (const uint8_t *)bad_utf8,
+				     sizeof(bad_utf8) - 1, &resp, &len), 0);
+	o = json_loadb((const char *)resp, len, 0, NULL);
+	assert_error(o, "bad-request");
+	json_decref(o);
+	free(resp);
+	o = call(&root_peer, nul);
+	assert_error(o, "bad-request");
+	json_decref(o);
+}
+
+static EVP_PKEY *pem_pubkey(json_t *o)
+{
+	const char *pem = json_string_value(json_object_get(o, "public_key"));
+	BIO *bio;
+	EVP_PKEY *pk;
+
+	assert_non_null(pem);
+	bio = BIO_new_mem_buf(pem, -1);
+	pk = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	assert_non_null(pk);
+	return pk;
+}
+
+static void test_generate_csr_sign(void **state)
+{
+	unsigned char md[32];
+	char req[1024], *b64 = NULL;
+	const char *sig_b64;
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+	EVP_PKEY *pub;
+	EVP_MD_CTX *mctx;
+	X509_REQ *csr;
+	BIO *bio;
+	json_t *o;
+
+	(void)state;
+	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\"}");
+	assert_ok(o);
+	assert_string_equal(json_string_value(json_object_get(o, "type")), "ec-p256");
+	pub = pem_pubkey(o);
+	json_decref(o);
+
+	o = call(&root_peer, "{\"id\": 11, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\"}");
+	assert_error(o, "exists");
+	json_decref(o);
+
+	/* The app group may make CSRs for app-* keys. */
+	o = call(&app_peer, "{\"id\": 12, \"op\": \"csr.create\", \"key\": \"app-one\","
+		 " \"subject\": \"CN=app-one,O=Example\", \"san\": {\"dns\": [\"app.example\"]},"
+		 " \"ext_key_usage\": [\"clientAuth\"]}");
+	assert_ok(o);
+	bio = BIO_new_mem_buf(json_string_value(json_object_get(o, "csr")), -1);
+	csr = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	assert_non_null(csr);
+	assert_int_equal(X509_REQ_verify(csr, pub), 1);
+	X509_REQ_free(csr);
+	json_decref(o);
+
+	/* Sign data hashed by the daemon, verify here. */
+	assert_int_equal(EVP_Digest("hello", 5, md, NULL, EVP_sha256(), NULL), 1);
+	assert_int_equal(ks_b64_encode((const uint8_t *)"hello", 5, &b64), 0);
+	snprintf(req, sizeof(req), "{\"id\": 13, \"op\": \"sign\", \"key\": \"app-one\","
+		 " \"alg\": \"ecdsa-sha256\", \"data\": \"%s\"}", b64);
+	free(b64);
+	o = call(&app_peer, req);
+	assert_ok(o);
+	sig_b64 = json_string_value(json_object_get(o, "signature"));
+	assert_non_null(sig_b64);
+	assert_int_equal(ks_b64_decode(sig_b64, strlen(sig_b64), 512, &sig, &sig_len), 0);
+	mctx = EVP_MD_CTX_new();
+	assert_int_equal(EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, pub), 1);
+	assert_int_equal(EVP_DigestVerify(mctx, sig, sig_len, (const unsigned char *)"hello", 5), 1);
+	EVP_MD_CTX_free(mctx);
+	free(sig);
+	json_decref(o);
+
+	/* A digest of the wrong length is refused before the token sees it. */
+	o = call(&app_peer, "{\"id\": 14, \"op\": \"sign\", \"key\": \"app-one\","
+		 " \"alg\": \"ecdsa-sha256\", \"digest\": \"AAAA\"}");
+	assert_error(o, "bad-request");
+	json_decref(o);
+	EVP_PKEY_free(pub);
+}
+
+static void test_policy_enforced(void **state)
+{
+	json_t *o, *keys;
+	size_t i;
+	json_t *k;
+
+	(void)state;
+	o = call(&root_peer, "{\"id\": 20, \"op\": \"key.generate\", \"key\": \"ops-key\", \"type\": \"ec-p256\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	/* Outside the app-* pattern: denied, for every key operation. */
+	o = call(&app_peer, "{\"id\": 21, \"op\": \"sign\", \"key\": \"ops-key\", \"alg\": \"ecdsa-sha256\","
+		 " \"digest\": \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+	/* Generation is a separate grant from csr/sign. */
+	o = call(&app_peer, "{\"id\": 22, \"op\": \"key.generate\", \"key\": \"app-two\", \"type\": \"ec-p256\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+	o = call(&app_peer, "{\"id\": 23, \"op\": \"key.delete\", \"key\": \"app-one\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+	/* The denied generate touched nothing. */
+	o = call(&root_peer, "{\"id\": 24, \"op\": \"key.public\", \"key\": \"app-two\"}");
+	assert_error(o, "no-such-key");
+	json_decref(o);
+
+	/* key.list shows each peer only what it may list. */
+	o = call(&app_peer, "{\"id\": 25, \"op\": \"key.list\"}");
+	assert_ok(o);
+	keys = json_object_get(o, "keys");
+	assert_true(json_array_size(keys) >= 1);
+	json_array_foreach(keys, i, k)
+		assert_int_equal(strncmp(json_string_value(json_object_get(k, "key")), "app-", 4), 0);
+	json_decref(o);
+	o = call(&stranger, "{\"id\": 26, \"op\": \"key.list\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+}
+
+static void test_policy_reload(void **state)
+{
+	struct ks_policy *p = NULL;
+	char err[256];
+	json_t *rules, *o;
+
+	(void)state;
+	rules = json_loads("[{\"uid\": 4242, \"keys\": [\"ops-*\"], \"ops\": [\"key.public\"]}]", 0, NULL);
+	assert_int_equal(ks_policy_from_json(rules, &p, err, sizeof(err)), 0);
+	json_decref(rules);
+	ks_ctx_set_policy(fx.ctx, p);
+	o = call(&stranger, "{\"id\": 30, \"op\": \"key.public\", \"key\": \"ops-key\"}");
+	assert_ok(o);
+	json_decref(o);
+	o = call(&root_peer, "{\"id\": 31, \"op\": \"key.public\", \"key\": \"ops-key\"}");
+	assert_error(o, "denied");
+	json_decref(o);
+	/* Restore the suite's policy for the tests that follow. */
+	rules = json_loads(policy_json, 0, NULL);
+	assert_int_equal(ks_policy_from_json(rules, &p, err, sizeof(err)), 0);
+	json_decref(rules);
+	ks_ctx_set_policy(fx.ctx, p);
+}
+
+static void test_frame_error(void **state)
+{
+	uint8_t *resp = NULL;
+	size_t len = 0;
+	json_t *o;
+
+	(void)state;
+	assert_int_equal(ks_dispatch_frame_error(fx.ctx, &root_peer, "zero-length frame",
+						 &resp, &len), 0);
+	o = json_loadb((const char *)resp, len, 0, NULL);
+	assert_error(o, "bad-request");
+	assert_true(json_is_null(json_object_get(o, "id")));
+	json_decref(o);
+	free(resp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_invalid_utf8_and_nul),
+		cmocka_unit_test(test_generate_csr_sign),
+		cmocka_unit_test(test_policy_enforced),
+		cmocka_unit_test(test_policy_reload),
+		cmocka_unit_test(test_frame_error),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
