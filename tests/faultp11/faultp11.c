@@ -1,0 +1,248 @@
+/*
+ * faultp11: a PKCS#11 module for tests that forwards to a real module
+ * (SoftHSM) and injects faults on command.
+ *
+ *   KS_FAULTP11_TARGET   path of the real module
+ *   KS_FAULTP11_CONTROL  path of a control file, read before every
+ *                        wrapped call; one line:
+ *
+ *     (empty or missing)              pass everything through
+ *     error CKR_NAME always [C_Func]  every wrapped call (or only C_Func) fails
+ *     error CKR_NAME N [C_Func]       the next N such calls fail, then the
+ *                                     line is rewritten with the count left
+ *     hang [C_Func]                   such calls block until the line changes
+ *
+ * Wrapped: C_GetTokenInfo, C_OpenSession, C_Login, C_FindObjectsInit,
+ * C_GetAttributeValue, C_GenerateKeyPair, C_SignInit, C_Sign,
+ * C_CreateObject, C_DestroyObject. Everything else goes straight through,
+ * so initialisation and slot listing always work, as with a real reader
+ * whose token was pulled.
+ *
+ * Test code only: it takes its target from the environment, which keysvcd
+ * itself never does.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
+static CK_FUNCTION_LIST *real;
+static CK_FUNCTION_LIST wrapped;
+static void *real_handle;
+
+static const struct {
+	const char *name;
+	CK_RV rv;
+} ckr_names[] = {
+	{ "CKR_SESSION_HANDLE_INVALID", CKR_SESSION_HANDLE_INVALID },
+	{ "CKR_SESSION_CLOSED", CKR_SESSION_CLOSED },
+	{ "CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN },
+	{ "CKR_DEVICE_REMOVED", CKR_DEVICE_REMOVED },
+	{ "CKR_TOKEN_NOT_PRESENT", CKR_TOKEN_NOT_PRESENT },
+	{ "CKR_DEVICE_ERROR", CKR_DEVICE_ERROR },
+	{ "CKR_GENERAL_ERROR", CKR_GENERAL_ERROR },
+	{ "CKR_FUNCTION_FAILED", CKR_FUNCTION_FAILED },
+	{ "CKR_DEVICE_MEMORY", CKR_DEVICE_MEMORY },
+	{ "CKR_PIN_INCORRECT", CKR_PIN_INCORRECT },
+};
+
+static int read_control(char *line, size_t len)
+{
+	const char *path = getenv("KS_FAULTP11_CONTROL");
+	ssize_t n;
+	int fd;
+
+	line[0] = '\0';
+	if (path == NULL || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, line, len - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	line[n] = '\0';
+	line[strcspn(line, "\n")] = '\0';
+	return 1;
+}
+
+static void write_control(const char *line)
+{
+	const char *path = getenv("KS_FAULTP11_CONTROL");
+	char tmp[4096];
+	int fd;
+
+	if (path == NULL || snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		return;
+	if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	rename(tmp, path);
+}
+
+/* CKR_OK to pass the call through, or the error to return instead. */
+static CK_RV fault_for(const char *func)
+{
+	char line[512], verb[32], name[64], count[32], only[64];
+	struct timespec pause = { 0, 20 * 1000 * 1000 };
+	int n;
+
+	for (;;) {
+		pthread_mutex_lock(&control_lock);
+		if (!read_control(line, sizeof(line))) {
+			pthread_mutex_unlock(&control_lock);
+			return CKR_OK;
+		}
+		only[0] = '\0';
+		n = sscanf(line, "%31s %63s %31s %63s", verb, name, count, only);
+		if (n >= 1 && strcmp(verb, "hang") == 0) {
+			pthread_mutex_unlock(&control_lock);
+			if (n >= 2 && strcmp(name, func) != 0)
+				return CKR_OK;
+			nanosleep(&pause, NULL);
+			continue;
+		}
+		if (n < 3 || strcmp(verb, "error") != 0 || (n == 4 && strcmp(only, func) != 0)) {
+			pthread_mutex_unlock(&control_lock);
+			return CKR_OK;
+		}
+		for (size_t i = 0; i < sizeof(ckr_names) / sizeof(ckr_names[0]); i++) {
+			if (strcmp(ckr_names[i].name, name) != 0)
+				continue;
+			if (strcmp(count, "always") != 0) {
+				long left = strtol(count, NULL, 10) - 1;
+				char next[512];
+
+				if (left > 0)
+					snprintf(next, sizeof(next), "error %s %ld %s", name, left, only);
+				else
+					next[0] = '\0';
+				write_control(next);
+			}
+			pthread_mutex_unlock(&control_lock);
+			return ckr_names[i].rv;
+		}
+		pthread_mutex_unlock(&control_lock);
+		return CKR_OK;
+	}
+}
+
+#define FAULT(name) do { CK_RV f_ = fault_for(#name); if (f_ != CKR_OK) return f_; } while (0)
+
+static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
+{
+	FAULT(C_GetTokenInfo);
+	return real->C_GetTokenInfo(slot, info);
+}
+
+static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app,
+			   CK_NOTIFY notify, CK_SESSION_HANDLE *session)
+{
+	FAULT(C_OpenSession);
+	return real->C_OpenSession(slot, flags, app, notify, session);
+}
+
+static CK_RV w_Login(CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR *pin,
+		     CK_ULONG pin_len)
+{
+	FAULT(C_Login);
+	return real->C_Login(s, user, pin, pin_len);
+}
+
+static CK_RV w_FindObjectsInit(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	FAULT(C_FindObjectsInit);
+	return real->C_FindObjectsInit(s, t, n);
+}
+
+static CK_RV w_GetAttributeValue(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+				 CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	FAULT(C_GetAttributeValue);
+	return real->C_GetAttributeValue(s, o, t, n);
+}
+
+static CK_RV w_GenerateKeyPair(CK_SESSION_HANDLE s, CK_MECHANISM *m,
+			       CK_ATTRIBUTE *pub, CK_ULONG npub,
+			       CK_ATTRIBUTE *priv, CK_ULONG npriv,
+			       CK_OBJECT_HANDLE *hpub, CK_OBJECT_HANDLE *hpriv)
+{
+	FAULT(C_GenerateKeyPair);
+	return real->C_GenerateKeyPair(s, m, pub, npub, priv, npriv, hpub, hpriv);
+}
+
+static CK_RV w_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE k)
+{
+	FAULT(C_SignInit);
+	return real->C_SignInit(s, m, k);
+}
+
+static CK_RV w_Sign(CK_SESSION_HANDLE s, CK_BYTE *data, CK_ULONG len,
+		    CK_BYTE *sig, CK_ULONG *sig_len)
+{
+	CK_RV rv = fault_for("C_Sign");
+
+	if (rv != CKR_OK) {
+		/* A failed C_Sign ends the operation on a real token too. */
+		CK_BYTE scratch[1024];
+		CK_ULONG n = sizeof(scratch);
+
+		real->C_Sign(s, data, len, scratch, &n);
+		return rv;
+	}
+	return real->C_Sign(s, data, len, sig, sig_len);
+}
+
+static CK_RV w_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n,
+			    CK_OBJECT_HANDLE *o)
+{
+	FAULT(C_CreateObject);
+	return real->C_CreateObject(s, t, n, o);
+}
+
+static CK_RV w_DestroyObject(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o)
+{
+	FAULT(C_DestroyObject);
+	return real->C_DestroyObject(s, o);
+}
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
+{
+	CK_RV (*get)(CK_FUNCTION_LIST **);
+	const char *target = getenv("KS_FAULTP11_TARGET");
+	CK_RV rv;
+
+	if (list == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (real == NULL) {
+		if (target == NULL || (real_handle = dlopen(target, RTLD_NOW | RTLD_LOCAL)) == NULL)
+			return CKR_GENERAL_ERROR;
+		*(void **)&get = dlsym(real_handle, "C_GetFunctionList");
+		if (get == NULL || (rv = get(&real)) != CKR_OK)
+			return CKR_GENERAL_ERROR;
+		wrapped = *real;
+		wrapped.C_GetFunctionList = C_GetFunctionList;
+		wrapped.C_GetTokenInfo = w_GetTokenInfo;
+		wrapped.C_OpenSession = w_OpenSession;
+		wrapped.C_Login = w_Login;
+		wrapped.C_FindObjectsInit = w_FindObjectsInit;
+		wrapped.C_GetAttributeValue = w_GetAttributeValue;
+		wrapped.C_GenerateKeyPair = w_GenerateKeyPair;
+		wrapped.C_SignInit = w_SignInit;
+		wrapped.C_Sign = w_Sign;
+		wrapped.C_CreateObject = w_CreateObject;
+		wrapped.C_DestroyObject = w_DestroyObject;
+	}
+	*list = &wrapped;
+	return CKR_OK;
+}
