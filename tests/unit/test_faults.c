@@ -129,8 +129,13 @@ static void test_removed_token_recovers(void **state)
 	start = now_ms();
 	assert_int_equal(sign_once(), -ENODEV);
 	assert_true(now_ms() - start < 1000);
+	/* Reconnect attempts made while the token is still gone fail and leave it down. */
+	usleep(1500 * 1000);
+	assert_int_equal(sign_once(), -ENODEV);
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	assert_int_equal(info.up, 0);
 	set_fault("");
-	/* Backoff starts at 1 s; allow a few rounds. */
+	/* Backoff starts at 1 s and doubles; allow a few rounds. */
 	start = now_ms();
 	do {
 		usleep(100 * 1000);
