@@ -194,8 +194,8 @@ struct hello_req {
 };
 
 static const struct ks_json_field hello_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, 16 },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -249,23 +249,23 @@ struct key_req {
 };
 
 static const struct ks_json_field key_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
 static const struct ks_json_field generate_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
 	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, 32 },
 	{ NULL, 0, 0, 0, 0 },
 };
 
 static const struct ks_json_field list_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -378,8 +378,8 @@ struct csr_req {
 };
 
 static const struct ks_json_field csr_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct csr_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
 	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, 4096 },
 	{ "san", KS_JSON_OBJECT, offsetof(struct csr_req, san), 0, 0 },
@@ -505,8 +505,8 @@ struct sign_req {
 };
 
 static const struct ks_json_field sign_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct sign_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
 	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, 32 },
 	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128 },
@@ -582,8 +582,8 @@ struct cert_req {
 };
 
 static const struct ks_json_field cert_put_fields[] = {
-	{ "id", KS_JSON_ANY, 0, 0, 0 },
-	{ "op", KS_JSON_ANY, 0, 0, 0 },
+	{ "id", KS_JSON_SKIP, 0, 0, 0 },
+	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct cert_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
 	{ "cert", KS_JSON_STRING, offsetof(struct cert_req, cert), KS_JSON_REQUIRED, KS_CERT_PEM_MAX },
 	{ NULL, 0, 0, 0, 0 },

@@ -162,6 +162,8 @@ static int dispatch_one(json_t *v, const struct ks_json_field *f, void *target,
 	case KS_JSON_ANY:
 		*(json_t **)dst = v;
 		return 0;
+	case KS_JSON_SKIP:
+		return 0;
 	}
 	*why = "internal: unknown field type";
 	return -EINVAL;

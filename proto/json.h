@@ -22,6 +22,7 @@ enum ks_json_type {
 	KS_JSON_OBJECT,      /* json_t * (borrowed), checked to be an object */
 	KS_JSON_ARRAY,       /* json_t * (borrowed), checked to be an array of at most max entries */
 	KS_JSON_ANY,         /* json_t * (borrowed), any type; the caller checks it */
+	KS_JSON_SKIP,        /* allowed and not stored: envelope fields checked elsewhere */
 };
 
 /* Field flags. */

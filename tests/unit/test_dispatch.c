@@ -122,6 +122,11 @@ static void test_hello(void **state)
 			    "dispatch");
 	json_decref(o);
 
+	/* versions is optional. */
+	o = call(&root_peer, "{\"id\": 9, \"op\": \"hello\"}");
+	assert_ok(o);
+	json_decref(o);
+
 	o = call(&root_peer, "{\"id\": \"v\", \"op\": \"hello\", \"versions\": [2, 3]}");
 	assert_error(o, "unsupported");
 	assert_string_equal(json_string_value(json_object_get(o, "id")), "v");
