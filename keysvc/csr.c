@@ -304,11 +304,12 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 
 		while (!avas[first].new_rdn)
 			first--;
-		for (size_t i = first; i < end; i++) {
+		/* Within an RDN too, so that printing in RFC 2253 order gives the string back. */
+		for (size_t i = end; i-- > first;) {
 			int type = value_type(avas[i].obj, avas[i].value, avas[i].len, err);
 
 			if (X509_NAME_add_entry_by_OBJ(name, avas[i].obj, type, avas[i].value,
-						       (int)avas[i].len, -1, i == first ? 0 : -1) != 1) {
+						       (int)avas[i].len, -1, i == end - 1 ? 0 : -1) != 1) {
 				*err = "subject: cannot encode an attribute";
 				goto out;
 			}
