@@ -215,6 +215,30 @@ static int start_daemon(void)
 	return -1;
 }
 
+/* Run keysvcd where it is expected to refuse to start; its exit status (-1 if it keeps running). */
+static int run_daemon_once(void)
+{
+	int64_t end = now_ms() + 10000;
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_APPEND);
+
+		dup2(fd, STDERR_FILENO);
+		execl(getenv("KS_KEYSVCD"), "keysvcd", "-c", conf_path, (char *)NULL);
+		_exit(127);
+	}
+	while (now_ms() < end) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		usleep(20 * 1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -1;
+}
+
 /* SIGTERM and the exit status (-1 if it did not end within 5 s). */
 static int stop_daemon(void)
 {
@@ -505,6 +529,22 @@ static void test_sigterm_and_restart(void **state)
 	assert_int_equal(stat(sock_path, &st), 0);
 	assert_int_equal(start_daemon(), 0);
 	assert_hello_works();
+	/* A second daemon on a live socket refuses to start. */
+	assert_int_not_equal(run_daemon_once(), 0);
+	assert_hello_works();
+	/* A file that is not a socket is never replaced. */
+	assert_int_equal(stop_daemon(), 0);
+	{
+		FILE *fp = fopen(sock_path, "w");
+
+		assert_non_null(fp);
+		fclose(fp);
+	}
+	assert_int_not_equal(run_daemon_once(), 0);
+	assert_int_equal(stat(sock_path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	unlink(sock_path);
+	assert_int_equal(start_daemon(), 0);
 }
 
 static void test_sighup_reload(void **state)
@@ -558,24 +598,15 @@ static void test_sighup_reload(void **state)
 
 static void test_refuses_bad_pin_file(void **state)
 {
-	int status;
-	pid_t pid;
-
 	(void)state;
 	assert_int_equal(stop_daemon(), 0);
 	assert_int_equal(chmod(tt.pin_file, 0644), 0);
-	pid = fork();
-	if (pid == 0) {
-		int fd = open("/dev/null", O_WRONLY);
-
-		dup2(fd, STDERR_FILENO);
-		execl(getenv("KS_KEYSVCD"), "keysvcd", "-c", conf_path, (char *)NULL);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 4);
+	assert_int_equal(run_daemon_once(), 4);
 	assert_int_equal(chmod(tt.pin_file, 0600), 0);
+	/* A configuration others may write is refused before anything else. */
+	assert_int_equal(chmod(conf_path, 0666), 0);
+	assert_int_equal(run_daemon_once(), 3);
+	assert_int_equal(chmod(conf_path, 0644), 0);
 	assert_int_equal(start_daemon(), 0);
 }
 
