@@ -248,6 +248,29 @@ static int check_name(keysvc *ks, const char *name)
 	return KEYSVC_OK;
 }
 
+/*
+ * Send @req and copy the string field @field (at most @max bytes) of the
+ * answer to *@out; @field NULL: only the outcome matters.
+ */
+static int call(keysvc *ks, json_t *req, const char *field, size_t max, char **out)
+{
+	const char *value = NULL;
+	const struct ks_json_field table[] = {
+		{ field, KS_JSON_STRING, 0, KS_JSON_REQUIRED, max },
+		{ NULL, 0, 0, 0, 0 },
+	};
+	json_t *resp = NULL;
+	int r;
+
+	if (out != NULL)
+		*out = NULL;
+	r = transact(ks, req, &resp);
+	if (r == KEYSVC_OK && field != NULL && (r = decode(ks, resp, table, &value)) == KEYSVC_OK)
+		r = dup_out(ks, value, out);
+	json_decref(resp);
+	return r;
+}
+
 /* ---- hello ---- */
 
 struct hello_resp {
@@ -333,7 +356,6 @@ out:
 
 struct key_resp {
 	const char *key;
-	const char *type;
 	const char *public_key;
 	json_t *type_any;
 };
@@ -348,8 +370,6 @@ static const struct ks_json_field public_fields[] = {
 KEYSVC_EXPORT int keysvc_key_generate(keysvc *ks, const char *name, const char *type,
 				      char **public_key_pem)
 {
-	struct key_resp kr;
-	json_t *resp = NULL;
 	int r;
 
 	if ((r = check_name(ks, name)) != KEYSVC_OK)
@@ -358,13 +378,8 @@ KEYSVC_EXPORT int keysvc_key_generate(keysvc *ks, const char *name, const char *
 		*public_key_pem = NULL;
 	if (type == NULL)
 		return fail(ks, KEYSVC_E_INVALID, "key type missing");
-	memset(&kr, 0, sizeof(kr));
-	r = transact(ks, json_pack("{s:s, s:s, s:s}", "op", "key.generate", "key", name,
-				   "type", type), &resp);
-	if (r == KEYSVC_OK && (r = decode(ks, resp, public_fields, &kr)) == KEYSVC_OK)
-		r = dup_out(ks, kr.public_key, public_key_pem);
-	json_decref(resp);
-	return r;
+	return call(ks, json_pack("{s:s, s:s, s:s}", "op", "key.generate", "key", name, "type", type),
+		    "public_key", 16384, public_key_pem);
 }
 
 KEYSVC_EXPORT int keysvc_key_public(keysvc *ks, const char *name, char **public_key_pem,
@@ -470,14 +485,11 @@ out:
 
 KEYSVC_EXPORT int keysvc_key_delete(keysvc *ks, const char *name)
 {
-	json_t *resp = NULL;
 	int r;
 
 	if ((r = check_name(ks, name)) != KEYSVC_OK)
 		return r;
-	r = transact(ks, json_pack("{s:s, s:s}", "op", "key.delete", "key", name), &resp);
-	json_decref(resp);
-	return r;
+	return call(ks, json_pack("{s:s, s:s}", "op", "key.delete", "key", name), NULL, 0, NULL);
 }
 
 /* ---- CSRs ---- */
@@ -495,20 +507,10 @@ static json_t *strv_json(const char *const *v, size_t n)
 	return a;
 }
 
-struct csr_resp {
-	const char *csr;
-};
-
-static const struct ks_json_field csr_fields[] = {
-	{ "csr", KS_JSON_STRING, offsetof(struct csr_resp, csr), KS_JSON_REQUIRED, 65536 },
-	{ NULL, 0, 0, 0, 0 },
-};
-
 KEYSVC_EXPORT int keysvc_csr_create(keysvc *ks, const char *name,
 				    const struct keysvc_csr_params *p, char **csr_pem)
 {
-	struct csr_resp cr;
-	json_t *req, *san, *resp = NULL;
+	json_t *req, *san;
 	int r;
 
 	if ((r = check_name(ks, name)) != KEYSVC_OK)
@@ -548,12 +550,7 @@ KEYSVC_EXPORT int keysvc_csr_create(keysvc *ks, const char *name,
 	}
 	if (p->digest != NULL)
 		json_object_set_new(req, "digest", json_string(p->digest));
-	memset(&cr, 0, sizeof(cr));
-	r = transact(ks, req, &resp);
-	if (r == KEYSVC_OK && (r = decode(ks, resp, csr_fields, &cr)) == KEYSVC_OK)
-		r = dup_out(ks, cr.csr, csr_pem);
-	json_decref(resp);
-	return r;
+	return call(ks, req, "csr", 65536, csr_pem);
 }
 
 /* ---- signatures ---- */
@@ -620,43 +617,23 @@ KEYSVC_EXPORT int keysvc_sign_data(keysvc *ks, const char *name, const char *alg
 
 KEYSVC_EXPORT int keysvc_cert_put(keysvc *ks, const char *name, const char *cert_pem)
 {
-	json_t *resp = NULL;
 	int r;
 
 	if ((r = check_name(ks, name)) != KEYSVC_OK)
 		return r;
 	if (cert_pem == NULL)
 		return fail(ks, KEYSVC_E_INVALID, "certificate missing");
-	r = transact(ks, json_pack("{s:s, s:s, s:s}", "op", "cert.put", "key", name,
-				   "cert", cert_pem), &resp);
-	json_decref(resp);
-	return r;
+	return call(ks, json_pack("{s:s, s:s, s:s}", "op", "cert.put", "key", name, "cert", cert_pem),
+		    NULL, 0, NULL);
 }
-
-struct cert_resp {
-	const char *cert;
-};
-
-static const struct ks_json_field cert_fields[] = {
-	{ "cert", KS_JSON_STRING, offsetof(struct cert_resp, cert), KS_JSON_REQUIRED, 65536 },
-	{ NULL, 0, 0, 0, 0 },
-};
 
 KEYSVC_EXPORT int keysvc_cert_get(keysvc *ks, const char *name, char **cert_pem)
 {
-	struct cert_resp cr;
-	json_t *resp = NULL;
 	int r;
 
 	if ((r = check_name(ks, name)) != KEYSVC_OK)
 		return r;
 	if (cert_pem == NULL)
 		return fail(ks, KEYSVC_E_INVALID, "missing argument");
-	*cert_pem = NULL;
-	memset(&cr, 0, sizeof(cr));
-	r = transact(ks, json_pack("{s:s, s:s}", "op", "cert.get", "key", name), &resp);
-	if (r == KEYSVC_OK && (r = decode(ks, resp, cert_fields, &cr)) == KEYSVC_OK)
-		r = dup_out(ks, cr.cert, cert_pem);
-	json_decref(resp);
-	return r;
+	return call(ks, json_pack("{s:s, s:s}", "op", "cert.get", "key", name), "cert", 65536, cert_pem);
 }

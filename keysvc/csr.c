@@ -433,11 +433,24 @@ static int string_ok(const char *s)
 	return n > 0 && n <= KS_NAME_MAX && all_ascii((const unsigned char *)s, n);
 }
 
+/* Encode @value as extension @nid and append it; @value stays the caller's. */
+static int push_ext(STACK_OF(X509_EXTENSION) *exts, int nid, int critical, void *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_i2d(nid, critical, value);
+
+	if (ext == NULL)
+		return -ENOMEM;
+	if (sk_X509_EXTENSION_push(exts, ext) <= 0) {
+		X509_EXTENSION_free(ext);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static int add_san(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p,
 		   const char **err)
 {
 	GENERAL_NAMES *gens;
-	X509_EXTENSION *ext;
 	int r = -EINVAL;
 
 	if (p->n_dns + p->n_ip + p->n_uri + p->n_email == 0)
@@ -484,14 +497,7 @@ static int add_san(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p
 		if ((r = push_ia5(gens, GEN_EMAIL, p->email[i])) != 0)
 			goto out;
 	}
-	r = -ENOMEM;
-	if ((ext = X509V3_EXT_i2d(NID_subject_alt_name, 0, gens)) == NULL)
-		goto out;
-	if (sk_X509_EXTENSION_push(exts, ext) <= 0) {
-		X509_EXTENSION_free(ext);
-		goto out;
-	}
-	r = 0;
+	r = push_ext(exts, NID_subject_alt_name, 0, gens);
 out:
 	GENERAL_NAMES_free(gens);
 	return r;
@@ -500,7 +506,6 @@ out:
 static int add_key_usage(STACK_OF(X509_EXTENSION) *exts, unsigned bits)
 {
 	ASN1_BIT_STRING *ku;
-	X509_EXTENSION *ext = NULL;
 	int r = -ENOMEM;
 
 	if (bits == 0)
@@ -510,13 +515,8 @@ static int add_key_usage(STACK_OF(X509_EXTENSION) *exts, unsigned bits)
 	for (int bit = 0; bit < 7; bit++)
 		if ((bits & (1u << bit)) && ASN1_BIT_STRING_set_bit(ku, bit, 1) != 1)
 			goto out;
-	if ((ext = X509V3_EXT_i2d(NID_key_usage, 1, ku)) == NULL)
-		goto out;
-	if (sk_X509_EXTENSION_push(exts, ext) <= 0) {
-		X509_EXTENSION_free(ext);
-		goto out;
-	}
-	r = 0;
+	/* keyUsage is critical, as RFC 5280 recommends. */
+	r = push_ext(exts, NID_key_usage, 1, ku);
 out:
 	ASN1_BIT_STRING_free(ku);
 	return r;
@@ -548,7 +548,6 @@ static int add_eku(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p
 		   const char **err)
 {
 	EXTENDED_KEY_USAGE *eku;
-	X509_EXTENSION *ext;
 	int r = -EINVAL;
 
 	if (p->n_ext_key_usage == 0)
@@ -568,14 +567,7 @@ static int add_eku(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p
 			goto out;
 		}
 	}
-	r = -ENOMEM;
-	if ((ext = X509V3_EXT_i2d(NID_ext_key_usage, 0, eku)) == NULL)
-		goto out;
-	if (sk_X509_EXTENSION_push(exts, ext) <= 0) {
-		X509_EXTENSION_free(ext);
-		goto out;
-	}
-	r = 0;
+	r = push_ext(exts, NID_ext_key_usage, 0, eku);
 out:
 	sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
 	return r;
