@@ -221,7 +221,12 @@ static void check_full_csr(EVP_PKEY *key, enum ks_sig_alg alg)
 	sk_ASN1_OBJECT_pop_free(ekus, ASN1_OBJECT_free);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 
-	idx = X509_REQ_get_attr_by_OBJ(req, OBJ_txt2obj("1.3.6.1.4.1.34380.1.3.2", 1), -1);
+	{
+		ASN1_OBJECT *auto_renew = OBJ_txt2obj("1.3.6.1.4.1.34380.1.3.2", 1);
+
+		idx = X509_REQ_get_attr_by_OBJ(req, auto_renew, -1);
+		ASN1_OBJECT_free(auto_renew);
+	}
 	assert_true(idx >= 0);
 	xa = X509_REQ_get_attr(req, idx);
 	av = X509_ATTRIBUTE_get0_type(xa, 0);

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,17 +107,24 @@ static const struct ks_json_field fields[] = {
 	{ NULL, 0, 0, 0, 0 },
 };
 
+/* *@field is copied out: it may name a key of the parsed object, freed here. */
 static int dispatch(const char *s, struct target *t, unsigned flags, const char **field)
 {
+	static char field_copy[64];
 	const char *why = NULL;
 	json_t *o = parse(s, &why);
 	int r;
 
 	assert_non_null(o);
 	memset(t, 0, sizeof(*t));
+	*field = NULL;
 	r = ks_json_dispatch(o, fields, t, flags, field, &why);
 	if (r != 0)
 		assert_non_null(why);
+	if (*field != NULL) {
+		snprintf(field_copy, sizeof(field_copy), "%s", *field);
+		*field = field_copy;
+	}
 	json_decref(o);
 	return r;
 }

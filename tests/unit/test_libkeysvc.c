@@ -78,8 +78,10 @@ static void *fake_main(void *arg)
 		case REPLY_JSON:
 		case REPLY_BAD_ID:
 			resp = json_loads(s->reply, 0, NULL);
-			json_object_set(resp, "id", s->kind == REPLY_JSON ? json_object_get(req, "id") :
-					json_integer(999999));
+			if (s->kind == REPLY_JSON)
+				json_object_set(resp, "id", json_object_get(req, "id"));
+			else
+				json_object_set_new(resp, "id", json_integer(999999));
 			out = json_dumps(resp, JSON_COMPACT);
 			ks_frame_write(fd, out, strlen(out), 5000);
 			free(out);

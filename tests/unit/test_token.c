@@ -275,7 +275,9 @@ static void test_certificates_and_list(void **state)
 
 	/* Delete removes private key, public key and certificate. */
 	assert_int_equal(ks_token_delete(tok, "t-p256"), 0);
+	EVP_PKEY_free(pub);
 	assert_int_equal(ks_token_public_key(tok, "t-p256", &pub), -ENOENT);
+	assert_null(pub);
 	assert_int_equal(ks_token_cert_get(tok, "t-p256", &got, &got_len), -ENOENT);
 	assert_int_equal(ks_token_delete(tok, "t-p256"), -ENOENT);
 	/* The name is free again. */
