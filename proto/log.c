@@ -53,6 +53,10 @@ void ks_log(enum ks_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
+	/* Messages may quote client input; no client gets to start a log line of its own. */
+	for (char *p = line + n; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	/* One write per line so concurrent threads never interleave inside a line. */
 	flockfile(stderr);
 	fputs(line, stderr);
