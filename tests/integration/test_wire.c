@@ -350,6 +350,8 @@ static void test_bad_requests_keep_connection(void **state)
 		{ "{\"id\":6,\"op\":\"hello\",\"surprise\":1}", "bad-request" }, /* unknown field */
 		{ "not json at all", "bad-request" },
 		{ "{\"id\":7,\"op\":\"hello\",\"x\":\"a\\u0000b\"}", "bad-request" },
+		/* A forged log line in an op name must stay inside its own line. */
+		{ "{\"id\":9,\"op\":\"x\\nkeysvcd[err]: forged\"}", "unsupported" },
 	};
 	int fd = connect_socket();
 	json_t *o;
@@ -510,6 +512,8 @@ static void test_pin_never_logged(void **state)
 	assert_null(strstr(audit, tt.pin));
 	/* The debug log did record requests, so the check had something to look at. */
 	assert_non_null(strstr(log, "sign"));
+	assert_non_null(strstr(log, "forged"));
+	assert_null(strstr(log, "\nkeysvcd[err]: forged"));
 	free(log);
 	free(audit);
 }
