@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,33 +22,43 @@
 #include "proto/secmem.h"
 
 #define KS_MAX_SESSIONS 64
-#define KS_MAX_OBJECTS 4096
-#define KS_OBJ_ID_MAX 64
-#define KS_SIG_MAX 1024
+#define KS_DEFAULT_SESSIONS 4
+#define KS_DEFAULT_WAIT_MS 30000
+#define KS_PIN_MAX 256
+#define KS_MAX_OBJECTS 10000
+#define KS_FIND_CHUNK 64
+#define KS_OBJ_ID_MAX 256
+#define KS_MODULUS_MAX 1024     /* RSA-8192 */
+#define KS_SIG_MAX 1024         /* the largest raw signature we size for */
+#define KS_CERT_MAX 65536
 #define KS_BACKOFF_MIN_MS 1000
 #define KS_BACKOFF_MAX_MS 60000
 
 enum token_state {
 	TOKEN_UP,
-	TOKEN_DOWN,          /* reconnecting in the background */
-	TOKEN_PIN_REJECTED,  /* never log in again */
+	TOKEN_DOWN,          /* the reconnect thread is working on it */
+	TOKEN_PIN_REJECTED,  /* permanent: the PIN is never presented again */
 };
 
 struct ks_token {
 	CK_FUNCTION_LIST *f;
-	int initialized;
+	int initialized;        /* C_Initialize answered and no C_Finalize since */
+	int owns_init;          /* our C_Initialize did it, so C_Finalize at close is ours too */
 	char *module_path;
 	P11KitUri *uri;
 	char *label, *serial;
-	char *pin;
+	char *pin;              /* ks_secmem; NULL once rejected */
 	size_t pin_len;
 	CK_SLOT_ID slot;
 
-	/* Operations hold it shared; reopening and reconnecting hold it exclusively. */
+	/*
+	 * Operations hold it shared for as long as they use a pooled session;
+	 * reopening and reconnecting hold it exclusively, so no session is
+	 * closed under a running operation.
+	 */
 	pthread_rwlock_t rw;
-	unsigned generation;
+	unsigned generation;    /* bumped (under rw exclusive) whenever the pool is reopened */
 
-	/* The session pool (contents change only under rw held exclusively). */
 	pthread_mutex_t pool_lock;
 	pthread_cond_t pool_cond;
 	unsigned nsessions;
@@ -55,19 +66,22 @@ struct ks_token {
 	int busy[KS_MAX_SESSIONS];
 	unsigned wait_ms;
 
-	/* State, the reconnect thread and cached info for hello. */
 	pthread_mutex_t state_lock;
 	pthread_cond_t state_cond;
 	enum token_state state;
 	int closing;
 	int thread_started;
 	pthread_t reconnect_thread;
+
+	/* Never held across a module call, so answering "hello" cannot hang on the token. */
+	pthread_mutex_t info_lock;
 	struct ks_token_info info;
 
+	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
 };
 
-/* ---- the one wrapper every C_* call goes through ------------------------ */
+/* ---- CKR names ------------------------------------------------------------ */
 
 static const struct {
 	CK_RV rv;
@@ -79,55 +93,103 @@ static const struct {
 	N(CKR_NO_EVENT), N(CKR_NEED_TO_CREATE_THREADS), N(CKR_CANT_LOCK),
 	N(CKR_ATTRIBUTE_READ_ONLY), N(CKR_ATTRIBUTE_SENSITIVE),
 	N(CKR_ATTRIBUTE_TYPE_INVALID), N(CKR_ATTRIBUTE_VALUE_INVALID),
-	N(CKR_DATA_INVALID), N(CKR_DATA_LEN_RANGE), N(CKR_DEVICE_ERROR),
-	N(CKR_DEVICE_MEMORY), N(CKR_DEVICE_REMOVED), N(CKR_FUNCTION_CANCELED),
-	N(CKR_FUNCTION_NOT_PARALLEL), N(CKR_FUNCTION_NOT_SUPPORTED),
-	N(CKR_KEY_HANDLE_INVALID), N(CKR_KEY_SIZE_RANGE), N(CKR_KEY_TYPE_INCONSISTENT),
-	N(CKR_KEY_FUNCTION_NOT_PERMITTED), N(CKR_KEY_NOT_WRAPPABLE),
-	N(CKR_KEY_UNEXTRACTABLE), N(CKR_MECHANISM_INVALID), N(CKR_MECHANISM_PARAM_INVALID),
-	N(CKR_OBJECT_HANDLE_INVALID), N(CKR_OPERATION_ACTIVE), N(CKR_OPERATION_NOT_INITIALIZED),
-	N(CKR_PIN_INCORRECT), N(CKR_PIN_INVALID), N(CKR_PIN_LEN_RANGE), N(CKR_PIN_EXPIRED),
-	N(CKR_PIN_LOCKED), N(CKR_SESSION_CLOSED), N(CKR_SESSION_COUNT),
-	N(CKR_SESSION_HANDLE_INVALID), N(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
-	N(CKR_SESSION_READ_ONLY), N(CKR_SESSION_EXISTS), N(CKR_SESSION_READ_ONLY_EXISTS),
+	N(CKR_ACTION_PROHIBITED), N(CKR_DATA_INVALID), N(CKR_DATA_LEN_RANGE),
+	N(CKR_DEVICE_ERROR), N(CKR_DEVICE_MEMORY), N(CKR_DEVICE_REMOVED),
+	N(CKR_ENCRYPTED_DATA_INVALID), N(CKR_ENCRYPTED_DATA_LEN_RANGE),
+	N(CKR_FUNCTION_CANCELED), N(CKR_FUNCTION_NOT_PARALLEL),
+	N(CKR_FUNCTION_NOT_SUPPORTED), N(CKR_KEY_HANDLE_INVALID), N(CKR_KEY_SIZE_RANGE),
+	N(CKR_KEY_TYPE_INCONSISTENT), N(CKR_KEY_NOT_NEEDED), N(CKR_KEY_CHANGED),
+	N(CKR_KEY_NEEDED), N(CKR_KEY_INDIGESTIBLE), N(CKR_KEY_FUNCTION_NOT_PERMITTED),
+	N(CKR_KEY_NOT_WRAPPABLE), N(CKR_KEY_UNEXTRACTABLE), N(CKR_MECHANISM_INVALID),
+	N(CKR_MECHANISM_PARAM_INVALID), N(CKR_OBJECT_HANDLE_INVALID),
+	N(CKR_OPERATION_ACTIVE), N(CKR_OPERATION_NOT_INITIALIZED), N(CKR_PIN_INCORRECT),
+	N(CKR_PIN_INVALID), N(CKR_PIN_LEN_RANGE), N(CKR_PIN_EXPIRED), N(CKR_PIN_LOCKED),
+	N(CKR_SESSION_CLOSED), N(CKR_SESSION_COUNT), N(CKR_SESSION_HANDLE_INVALID),
+	N(CKR_SESSION_PARALLEL_NOT_SUPPORTED), N(CKR_SESSION_READ_ONLY),
+	N(CKR_SESSION_EXISTS), N(CKR_SESSION_READ_ONLY_EXISTS),
 	N(CKR_SESSION_READ_WRITE_SO_EXISTS), N(CKR_SIGNATURE_INVALID),
 	N(CKR_SIGNATURE_LEN_RANGE), N(CKR_TEMPLATE_INCOMPLETE), N(CKR_TEMPLATE_INCONSISTENT),
 	N(CKR_TOKEN_NOT_PRESENT), N(CKR_TOKEN_NOT_RECOGNIZED), N(CKR_TOKEN_WRITE_PROTECTED),
-	N(CKR_USER_ALREADY_LOGGED_IN), N(CKR_USER_NOT_LOGGED_IN), N(CKR_USER_PIN_NOT_INITIALIZED),
-	N(CKR_USER_TYPE_INVALID), N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
-	N(CKR_USER_TOO_MANY_TYPES), N(CKR_BUFFER_TOO_SMALL), N(CKR_RANDOM_NO_RNG),
-	N(CKR_DOMAIN_PARAMS_INVALID), N(CKR_CRYPTOKI_NOT_INITIALIZED),
-	N(CKR_CRYPTOKI_ALREADY_INITIALIZED), N(CKR_FUNCTION_REJECTED),
+	N(CKR_UNWRAPPING_KEY_HANDLE_INVALID), N(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+	N(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT), N(CKR_USER_ALREADY_LOGGED_IN),
+	N(CKR_USER_NOT_LOGGED_IN), N(CKR_USER_PIN_NOT_INITIALIZED), N(CKR_USER_TYPE_INVALID),
+	N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN), N(CKR_USER_TOO_MANY_TYPES),
+	N(CKR_WRAPPED_KEY_INVALID), N(CKR_WRAPPED_KEY_LEN_RANGE),
+	N(CKR_WRAPPING_KEY_HANDLE_INVALID), N(CKR_WRAPPING_KEY_SIZE_RANGE),
+	N(CKR_WRAPPING_KEY_TYPE_INCONSISTENT), N(CKR_RANDOM_SEED_NOT_SUPPORTED),
+	N(CKR_RANDOM_NO_RNG), N(CKR_DOMAIN_PARAMS_INVALID), N(CKR_CURVE_NOT_SUPPORTED),
+	N(CKR_BUFFER_TOO_SMALL), N(CKR_SAVED_STATE_INVALID), N(CKR_INFORMATION_SENSITIVE),
+	N(CKR_STATE_UNSAVEABLE), N(CKR_CRYPTOKI_NOT_INITIALIZED),
+	N(CKR_CRYPTOKI_ALREADY_INITIALIZED), N(CKR_MUTEX_BAD), N(CKR_MUTEX_NOT_LOCKED),
+	N(CKR_NEW_PIN_MODE), N(CKR_NEXT_OTP), N(CKR_EXCEEDED_MAX_ITERATIONS),
+	N(CKR_FIPS_SELF_TEST_FAILED), N(CKR_LIBRARY_LOAD_FAILED), N(CKR_PIN_TOO_WEAK),
+	N(CKR_PUBLIC_KEY_INVALID), N(CKR_FUNCTION_REJECTED),
 #undef N
 };
 
 const char *ks_ckr_name(unsigned long rv)
 {
+	/* Per thread, so concurrent callers never see each other's number. */
+	static _Thread_local char unknown[sizeof("CKR_0x") + 2 * sizeof(unsigned long)];
+
 	for (size_t i = 0; i < sizeof(ckr_names) / sizeof(ckr_names[0]); i++)
 		if (ckr_names[i].rv == rv)
 			return ckr_names[i].name;
-	return "CKR_UNKNOWN";
+	snprintf(unknown, sizeof(unknown), "CKR_0x%lx", rv);
+	return unknown;
 }
 
-/* Failures are logged here once, with the function's name; callers only classify. */
-static CK_RV p11_result(const char *fn, CK_RV rv)
+/* ---- the one wrapper every C_* call goes through ---------------------------- */
+
+/*
+ * Each failure is logged here with the function's name; callers classify
+ * the value and map it to an errno, they do not log it again.
+ */
+static CK_RV p11_call(const char *fn, CK_RV rv)
 {
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN && rv != CKR_BUFFER_TOO_SMALL)
+	switch (rv) {
+	case CKR_OK:
+	case CKR_USER_ALREADY_LOGGED_IN:
+	case CKR_CRYPTOKI_ALREADY_INITIALIZED:
+		break;
+	/* Answers that are part of normal control flow (length queries, optional attributes). */
+	case CKR_BUFFER_TOO_SMALL:
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+	case CKR_ATTRIBUTE_SENSITIVE:
 		ks_debug("%s: %s", fn, ks_ckr_name(rv));
+		break;
+	default:
+		ks_warn("%s: %s", fn, ks_ckr_name(rv));
+		break;
+	}
 	return rv;
 }
 
-#define P11(tok, fn, ...) p11_result(#fn, (tok)->f->fn(__VA_ARGS__))
+#define P11(tok, fn, ...) p11_call(#fn, (tok)->f->fn(__VA_ARGS__))
 
-enum rv_class { RV_OTHER, RV_SESSION, RV_DEVICE, RV_PIN };
+enum rv_class {
+	RV_OK,
+	RV_OTHER,
+	RV_SESSION,   /* the session or the login is gone: reopen, log in, retry once */
+	RV_STALE,     /* an object handle went stale: find the key again, retry once */
+	RV_DEVICE,    /* the token or the module is gone: down, reconnect in the background */
+	RV_PIN,       /* the PIN is refused: never present it again */
+};
 
 static enum rv_class classify(CK_RV rv)
 {
 	switch (rv) {
+	case CKR_OK:
+		return RV_OK;
 	case CKR_SESSION_HANDLE_INVALID:
 	case CKR_SESSION_CLOSED:
 	case CKR_USER_NOT_LOGGED_IN:
+	/* An operation left unfinished on a pooled session: a fresh session clears it. */
+	case CKR_OPERATION_ACTIVE:
 		return RV_SESSION;
+	case CKR_KEY_HANDLE_INVALID:
+	case CKR_OBJECT_HANDLE_INVALID:
+		return RV_STALE;
 	case CKR_DEVICE_REMOVED:
 	case CKR_TOKEN_NOT_PRESENT:
 	case CKR_DEVICE_ERROR:
@@ -159,6 +221,7 @@ static int rv_errno(CK_RV rv)
 	case CKR_FUNCTION_NOT_SUPPORTED:
 	case CKR_KEY_SIZE_RANGE:
 	case CKR_DOMAIN_PARAMS_INVALID:
+	case CKR_CURVE_NOT_SUPPORTED:
 		return -EOPNOTSUPP;
 	case CKR_KEY_TYPE_INCONSISTENT:
 	case CKR_KEY_FUNCTION_NOT_PERMITTED:
@@ -176,7 +239,7 @@ static int rv_errno(CK_RV rv)
 	}
 }
 
-/* ---- names and small helpers -------------------------------------------- */
+/* ---- names and small helpers ---------------------------------------------- */
 
 int ks_key_name_valid(const char *name)
 {
@@ -196,7 +259,7 @@ int ks_key_name_valid(const char *name)
 	return 1;
 }
 
-/* CK_TOKEN_INFO strings are space padded, not NUL terminated. */
+/* CK_TOKEN_INFO strings are blank padded, not NUL terminated. */
 static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len)
 {
 	size_t n = src_len;
@@ -209,20 +272,36 @@ static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t sr
 	dst[n] = '\0';
 }
 
+/* @want equals the padded field exactly: same bytes, then only padding. */
+static int padded_equal(const unsigned char *field, size_t field_len, const char *want)
+{
+	size_t n = strlen(want);
+
+	if (n > field_len || memcmp(field, want, n) != 0)
+		return 0;
+	/* Blanks per the standard; some modules pad with NULs. */
+	for (size_t i = n; i < field_len; i++)
+		if (field[i] != ' ' && field[i] != '\0')
+			return 0;
+	return 1;
+}
+
 static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
 static const uint8_t oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
 
 static const uint8_t *ec_params_for(enum ks_key_type type, size_t *len)
 {
-	if (type == KS_KEY_EC_P256) {
+	switch (type) {
+	case KS_KEY_EC_P256:
 		*len = sizeof(oid_p256);
 		return oid_p256;
-	}
-	if (type == KS_KEY_EC_P384) {
+	case KS_KEY_EC_P384:
 		*len = sizeof(oid_p384);
 		return oid_p384;
+	default:
+		*len = 0;
+		return NULL;
 	}
-	return NULL;
 }
 
 static enum ks_key_type ec_type_from_params(const uint8_t *p, size_t len)
@@ -234,13 +313,9 @@ static enum ks_key_type ec_type_from_params(const uint8_t *p, size_t len)
 	return KS_KEY_NONE;
 }
 
-static enum ks_key_type rsa_type_from_modulus(const uint8_t *m, size_t len)
+static enum ks_key_type rsa_type_from_bits(size_t bits)
 {
-	while (len > 0 && m[0] == 0) {
-		m++;
-		len--;
-	}
-	switch (len * 8) {
+	switch (bits) {
 	case 2048:
 		return KS_KEY_RSA_2048;
 	case 3072:
@@ -273,25 +348,65 @@ static void cond_init_monotonic(pthread_cond_t *c)
 	pthread_condattr_destroy(&attr);
 }
 
-/* ---- finding the token, logging in, the pool ----------------------------- */
+/* ---- state ------------------------------------------------------------------ */
 
-static int token_matches(struct ks_token *tok, CK_TOKEN_INFO *ti)
+static enum token_state get_state(struct ks_token *tok)
 {
-	char buf[33];
+	enum token_state st;
 
+	pthread_mutex_lock(&tok->state_lock);
+	st = tok->state;
+	pthread_mutex_unlock(&tok->state_lock);
+	return st;
+}
+
+static void set_state(struct ks_token *tok, enum token_state st)
+{
+	pthread_mutex_lock(&tok->state_lock);
+	/* A rejected PIN is final. */
+	if (tok->state != TOKEN_PIN_REJECTED)
+		tok->state = st;
+	pthread_cond_broadcast(&tok->state_cond);
+	pthread_mutex_unlock(&tok->state_lock);
+}
+
+static void mark_down(struct ks_token *tok, CK_RV rv)
+{
+	pthread_mutex_lock(&tok->state_lock);
+	if (tok->state == TOKEN_UP) {
+		ks_err("token unavailable (%s); reconnecting in the background", ks_ckr_name(rv));
+		tok->state = TOKEN_DOWN;
+		pthread_cond_broadcast(&tok->state_cond);
+	}
+	pthread_mutex_unlock(&tok->state_lock);
+}
+
+/* ---- finding the token, logging in, the pool --------------------------------- */
+
+static int token_matches(const struct ks_token *tok, const CK_TOKEN_INFO *ti)
+{
 	if (tok->uri != NULL)
-		return p11_kit_uri_match_token_info(tok->uri, ti);
-	if (tok->label != NULL) {
-		unpad(buf, sizeof(buf), ti->label, sizeof(ti->label));
-		if (strcmp(buf, tok->label) != 0)
-			return 0;
-	}
-	if (tok->serial != NULL) {
-		unpad(buf, sizeof(buf), ti->serialNumber, sizeof(ti->serialNumber));
-		if (strcmp(buf, tok->serial) != 0)
-			return 0;
-	}
+		return p11_kit_uri_match_token_info(tok->uri, ti) == 1;
+	if (tok->label != NULL && !padded_equal(ti->label, sizeof(ti->label), tok->label))
+		return 0;
+	if (tok->serial != NULL &&
+	    !padded_equal(ti->serialNumber, sizeof(ti->serialNumber), tok->serial))
+		return 0;
 	return 1;
+}
+
+static void describe_selector(const struct ks_token *tok, char *buf, size_t len)
+{
+	if (tok->uri != NULL)
+		snprintf(buf, len, "the configured pkcs11: URI");
+	else if (tok->label != NULL && tok->serial != NULL)
+		snprintf(buf, len, "label \"%s\" and serial \"%s\"", tok->label, tok->serial);
+	else if (tok->label != NULL)
+		snprintf(buf, len, "label \"%s\"", tok->label);
+	else if (tok->serial != NULL)
+		snprintf(buf, len, "serial \"%s\"", tok->serial);
+	else
+		snprintf(buf, len, "no selector (the only initialised token)");
 }
 
 static void refresh_info(struct ks_token *tok, const CK_TOKEN_INFO *ti)
@@ -308,28 +423,40 @@ static void refresh_info(struct ks_token *tok, const CK_TOKEN_INFO *ti)
 	if (P11(tok, C_GetInfo, &ci) == CKR_OK)
 		unpad(info.library, sizeof(info.library), ci.libraryDescription,
 		      sizeof(ci.libraryDescription));
-	pthread_mutex_lock(&tok->state_lock);
-	info.up = tok->info.up;
+	pthread_mutex_lock(&tok->info_lock);
 	tok->info = info;
-	pthread_mutex_unlock(&tok->state_lock);
+	pthread_mutex_unlock(&tok->info_lock);
 }
 
-/* Find the configured token's slot. -ENODEV if absent, -EINVAL if ambiguous. */
+/* Set tok->slot to the configured token's. -ENODEV if absent, -EINVAL if ambiguous. */
 static int find_slot(struct ks_token *tok)
 {
-	CK_SLOT_ID slots[256];
-	CK_ULONG n = 256;
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
 	CK_TOKEN_INFO ti, found_ti;
-	int found = 0;
+	char sel[160];
+	int found = 0, r;
 	CK_RV rv;
 
-	if ((rv = P11(tok, C_GetSlotList, CK_TRUE, slots, &n)) != CKR_OK) {
-		ks_err("C_GetSlotList: %s", ks_ckr_name(rv));
-		return rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+	describe_selector(tok, sel, sizeof(sel));
+	if ((rv = P11(tok, C_GetSlotList, CK_TRUE, NULL, &n)) != CKR_OK) {
+		r = rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+		goto out;
+	}
+	if (n > 0) {
+		if ((slots = calloc(n, sizeof(*slots))) == NULL) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if ((rv = P11(tok, C_GetSlotList, CK_TRUE, slots, &n)) != CKR_OK) {
+			r = rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+			goto out;
+		}
 	}
 	for (CK_ULONG i = 0; i < n; i++) {
 		if (P11(tok, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
 			continue;
+		/* SoftHSM always offers one blank token; it is nobody's. */
 		if (!(ti.flags & CKF_TOKEN_INITIALIZED) || !token_matches(tok, &ti))
 			continue;
 		if (found++ == 0) {
@@ -338,15 +465,21 @@ static int find_slot(struct ks_token *tok)
 		}
 	}
 	if (found == 0) {
-		ks_warn("the configured token is not present");
-		return -ENODEV;
+		ks_err("no initialised token matches %s (%lu slots with a token)", sel,
+		       (unsigned long)n);
+		r = -ENODEV;
+		goto out;
 	}
 	if (found > 1) {
-		ks_err("%d tokens match the configuration; name one by serial or URI", found);
-		return -EINVAL;
+		ks_err("%d tokens match %s; select one by serial or a pkcs11: URI", found, sel);
+		r = -EINVAL;
+		goto out;
 	}
 	refresh_info(tok, &found_ti);
-	return 0;
+	r = 0;
+out:
+	free(slots);
+	return r;
 }
 
 static void close_pool(struct ks_token *tok)
@@ -359,103 +492,108 @@ static void close_pool(struct ks_token *tok)
 	}
 }
 
-/* Open the pool and log in; called with rw held exclusively (or before any thread). */
+static void pin_rejected(struct ks_token *tok, CK_RV rv)
+{
+	/* Tokens lock after a few wrong PINs: this one is never presented again. */
+	ks_err("the token rejected the PIN (%s); not trying it again until restarted",
+	       ks_ckr_name(rv));
+	pthread_mutex_lock(&tok->state_lock);
+	tok->state = TOKEN_PIN_REJECTED;
+	pthread_cond_broadcast(&tok->state_cond);
+	pthread_mutex_unlock(&tok->state_lock);
+	ks_secmem_free(tok->pin, tok->pin_len + 1);
+	tok->pin = NULL;
+	tok->pin_len = 0;
+}
+
+/* Open the pool and log in; rw held exclusively, or no other thread exists yet. */
 static int open_pool(struct ks_token *tok)
 {
 	CK_RV rv;
+	int r;
 
-	if (tok->state == TOKEN_PIN_REJECTED)
+	if (get_state(tok) == TOKEN_PIN_REJECTED || tok->pin == NULL)
 		return -EKEYREJECTED;
 	for (unsigned i = 0; i < tok->nsessions; i++) {
 		rv = P11(tok, C_OpenSession, tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 			 NULL, NULL, &tok->sessions[i]);
 		if (rv != CKR_OK) {
-			ks_err("C_OpenSession: %s", ks_ckr_name(rv));
-			close_pool(tok);
-			return rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+			r = classify(rv) == RV_OTHER ? -EIO : -ENODEV;
+			goto fail;
 		}
 		tok->busy[i] = 0;
 	}
 	rv = P11(tok, C_Login, tok->sessions[0], CKU_USER, (CK_UTF8CHAR *)tok->pin,
 		 (CK_ULONG)tok->pin_len);
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		close_pool(tok);
-		if (classify(rv) == RV_PIN) {
-			/* Tokens lock after a few wrong PINs: this one is never presented again. */
-			ks_err("the token rejected the PIN (%s); not trying it again", ks_ckr_name(rv));
-			pthread_mutex_lock(&tok->state_lock);
-			tok->state = TOKEN_PIN_REJECTED;
-			tok->info.up = 0;
-			pthread_mutex_unlock(&tok->state_lock);
-			ks_secmem_free(tok->pin, tok->pin_len + 1);
-			tok->pin = NULL;
-			tok->pin_len = 0;
-			return -EKEYREJECTED;
-		}
-		ks_err("C_Login: %s", ks_ckr_name(rv));
-		return rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+		return 0;
+	if (classify(rv) == RV_PIN) {
+		pin_rejected(tok, rv);
+		r = -EKEYREJECTED;
+	} else {
+		r = classify(rv) == RV_OTHER ? -EIO : -ENODEV;
 	}
-	return 0;
+fail:
+	close_pool(tok);
+	return r;
 }
 
-static void set_state(struct ks_token *tok, enum token_state st)
-{
-	pthread_mutex_lock(&tok->state_lock);
-	if (tok->state != TOKEN_PIN_REJECTED)
-		tok->state = st;
-	tok->info.up = tok->state == TOKEN_UP;
-	pthread_cond_broadcast(&tok->state_cond);
-	pthread_mutex_unlock(&tok->state_lock);
-}
-
-static void mark_down(struct ks_token *tok, CK_RV rv)
-{
-	pthread_mutex_lock(&tok->state_lock);
-	if (tok->state == TOKEN_UP) {
-		ks_err("token unavailable (%s); reconnecting in the background", ks_ckr_name(rv));
-		tok->state = TOKEN_DOWN;
-		tok->info.up = 0;
-		pthread_cond_broadcast(&tok->state_cond);
-	}
-	pthread_mutex_unlock(&tok->state_lock);
-}
-
-/* After a lost session or login: reopen everything once per generation. */
+/* After a lost session or login: reopen once per generation, however many noticed. */
 static int reopen(struct ks_token *tok, unsigned seen_generation)
 {
+	enum token_state st;
 	int r = 0;
 
 	pthread_rwlock_wrlock(&tok->rw);
-	if (tok->generation == seen_generation && tok->state == TOKEN_UP) {
-		ks_warn("token sessions lost; reopening and logging in again");
+	st = get_state(tok);
+	if (st == TOKEN_PIN_REJECTED) {
+		r = -EKEYREJECTED;
+	} else if (st == TOKEN_DOWN) {
+		r = -ENODEV;
+	} else if (tok->generation == seen_generation) {
+		ks_warn("token sessions or login lost; reopening %u sessions and logging in again",
+			tok->nsessions);
 		close_pool(tok);
 		r = open_pool(tok);
 		tok->generation++;
-		if (r == -ENODEV)
-			mark_down(tok, CKR_DEVICE_REMOVED);
+		if (r != 0 && r != -EKEYREJECTED) {
+			/* The background reconnect owns the token from here. */
+			mark_down(tok, CKR_DEVICE_ERROR);
+			r = -ENODEV;
+		}
 	}
 	pthread_rwlock_unlock(&tok->rw);
 	return r;
 }
 
-static int reconnect_locked(struct ks_token *tok)
+static int initialize(struct ks_token *tok)
 {
 	CK_C_INITIALIZE_ARGS args;
 	CK_RV rv;
-	int r;
 
-	close_pool(tok);
-	if (tok->initialized) {
-		P11(tok, C_Finalize, NULL);
-		tok->initialized = 0;
-	}
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
 	rv = P11(tok, C_Initialize, &args);
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
 		return -ENODEV;
 	tok->initialized = 1;
-	if ((r = find_slot(tok)) != 0)
+	/* Someone else in this process initialised the module: their C_Finalize, not ours. */
+	tok->owns_init = rv == CKR_OK;
+	return 0;
+}
+
+/* rw held exclusively. */
+static int reconnect_locked(struct ks_token *tok)
+{
+	int r;
+
+	close_pool(tok);
+	if (tok->initialized) {
+		P11(tok, C_Finalize, NULL);
+		tok->initialized = 0;
+		tok->owns_init = 0;
+	}
+	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
 		return r;
 	return open_pool(tok);
 }
@@ -496,30 +634,39 @@ static void *reconnect_main(void *arg)
 		       pthread_cond_timedwait(&tok->state_cond, &tok->state_lock, &until) != ETIMEDOUT)
 			;
 		pthread_mutex_unlock(&tok->state_lock);
-		backoff = backoff * 2 > KS_BACKOFF_MAX_MS ? KS_BACKOFF_MAX_MS : backoff * 2;
+		backoff = backoff >= KS_BACKOFF_MAX_MS / 2 ? KS_BACKOFF_MAX_MS : backoff * 2;
 	}
 	return NULL;
 }
 
 int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 {
-	struct ks_token *tok;
+	struct ks_token *tok = NULL;
 	pthread_rwlockattr_t rwattr;
-	CK_C_INITIALIZE_ARGS args;
-	CK_RV rv;
-	int r;
+	int r, ur;
 
 	*out = NULL;
 	if (cfg->module_path == NULL || cfg->module_path[0] != '/') {
 		ks_err("the PKCS#11 module path must be absolute");
 		return -EINVAL;
 	}
-	if (cfg->pin == NULL || cfg->pin_len == 0 || cfg->pin_len > 256)
+	if (cfg->pin == NULL || cfg->pin_len == 0 || cfg->pin_len > KS_PIN_MAX) {
+		ks_err("a user PIN of 1..%d bytes is required", KS_PIN_MAX);
 		return -EINVAL;
+	}
+	if (cfg->sessions > KS_MAX_SESSIONS) {
+		ks_err("at most %d sessions", KS_MAX_SESSIONS);
+		return -EINVAL;
+	}
+	if ((cfg->token_label != NULL && strlen(cfg->token_label) > 32) ||
+	    (cfg->token_serial != NULL && strlen(cfg->token_serial) > 16)) {
+		ks_err("a token label has at most 32 characters, a serial at most 16");
+		return -EINVAL;
+	}
 	if ((tok = calloc(1, sizeof(*tok))) == NULL)
 		return -ENOMEM;
 	pthread_rwlockattr_init(&rwattr);
-	/* A reconnect must not starve behind a stream of operations. */
+	/* A reopen or reconnect must not starve behind a steady stream of operations. */
 	pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&tok->rw, &rwattr);
 	pthread_rwlockattr_destroy(&rwattr);
@@ -527,12 +674,13 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	cond_init_monotonic(&tok->pool_cond);
 	pthread_mutex_init(&tok->state_lock, NULL);
 	cond_init_monotonic(&tok->state_cond);
+	pthread_mutex_init(&tok->info_lock, NULL);
 	pthread_mutex_init(&tok->generate_lock, NULL);
-	tok->nsessions = cfg->sessions == 0 ? 4 : cfg->sessions;
-	if (tok->nsessions > KS_MAX_SESSIONS)
-		tok->nsessions = KS_MAX_SESSIONS;
-	tok->wait_ms = cfg->session_wait_ms == 0 ? 30000 : cfg->session_wait_ms;
+	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
+	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->state = TOKEN_UP;
+	for (unsigned i = 0; i < KS_MAX_SESSIONS; i++)
+		tok->sessions[i] = CK_INVALID_HANDLE;
 
 	r = -ENOMEM;
 	if ((tok->module_path = strdup(cfg->module_path)) == NULL ||
@@ -544,15 +692,19 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	memcpy(tok->pin, cfg->pin, cfg->pin_len);
 	tok->pin_len = cfg->pin_len;
 	if (cfg->token_uri != NULL) {
-		tok->uri = p11_kit_uri_new();
-		if (tok->uri == NULL)
+		if ((tok->uri = p11_kit_uri_new()) == NULL)
 			goto fail;
-		if ((r = p11_kit_uri_parse(cfg->token_uri, P11_KIT_URI_FOR_TOKEN, tok->uri)) !=
-		    P11_KIT_URI_OK) {
-			ks_err("token URI: %s", p11_kit_uri_message(r));
+		ur = p11_kit_uri_parse(cfg->token_uri, P11_KIT_URI_FOR_TOKEN, tok->uri);
+		if (ur != P11_KIT_URI_OK) {
+			ks_err("token URI: %s", p11_kit_uri_message(ur));
 			r = -EINVAL;
 			goto fail;
 		}
+		if (p11_kit_uri_get_pin_value(tok->uri) != NULL ||
+		    p11_kit_uri_get_pin_source(tok->uri) != NULL)
+			ks_warn("the token URI's pin-value/pin-source is ignored; the PIN comes from the PIN file");
+		if (cfg->token_label != NULL || cfg->token_serial != NULL)
+			ks_warn("token label/serial are ignored when a token URI is configured");
 	}
 
 	tok->f = p11_kit_module_load(tok->module_path,
@@ -562,18 +714,12 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 		r = -ENODEV;
 		goto fail;
 	}
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	rv = P11(tok, C_Initialize, &args);
-	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		ks_err("C_Initialize: %s", ks_ckr_name(rv));
-		r = -ENODEV;
+	if ((r = initialize(tok)) != 0) {
+		ks_err("cannot initialise PKCS#11 module %s", tok->module_path);
 		goto fail;
 	}
-	tok->initialized = 1;
 	if ((r = find_slot(tok)) != 0 || (r = open_pool(tok)) != 0)
 		goto fail;
-	tok->info.up = 1;
 	if (pthread_create(&tok->reconnect_thread, NULL, reconnect_main, tok) != 0) {
 		r = -ENOMEM;
 		goto fail;
@@ -601,8 +747,12 @@ void ks_token_close(struct ks_token *tok)
 	}
 	if (tok->f != NULL) {
 		if (tok->initialized) {
+			if (tok->state == TOKEN_UP && tok->nsessions > 0 &&
+			    tok->sessions[0] != CK_INVALID_HANDLE)
+				P11(tok, C_Logout, tok->sessions[0]);
 			close_pool(tok);
-			P11(tok, C_Finalize, NULL);
+			if (tok->owns_init)
+				P11(tok, C_Finalize, NULL);
 		}
 		p11_kit_module_release(tok->f);
 	}
@@ -618,20 +768,26 @@ void ks_token_close(struct ks_token *tok)
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_mutex_destroy(&tok->state_lock);
 	pthread_cond_destroy(&tok->state_cond);
+	pthread_mutex_destroy(&tok->info_lock);
 	pthread_mutex_destroy(&tok->generate_lock);
 	free(tok);
 }
 
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 {
-	pthread_mutex_lock(&tok->state_lock);
+	enum token_state st;
+
+	if (tok == NULL || info == NULL)
+		return -EINVAL;
+	st = get_state(tok);
+	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
-	info->up = tok->state == TOKEN_UP;
-	pthread_mutex_unlock(&tok->state_lock);
+	pthread_mutex_unlock(&tok->info_lock);
+	info->up = st == TOKEN_UP;
 	return 0;
 }
 
-/* ---- running an operation with the recovery rules ----------------------- */
+/* ---- running an operation with the recovery rules -------------------------- */
 
 struct session_slot {
 	unsigned index;
@@ -639,26 +795,18 @@ struct session_slot {
 	unsigned generation;
 };
 
-/* Take the shared lock and a free session. On error nothing is held. */
+/* Take rw shared and a free session. On error nothing is held. */
 static int acquire(struct ks_token *tok, struct session_slot *ss)
 {
 	struct timespec until;
 	enum token_state st;
-	int r = 0;
+	int r;
 
-	pthread_mutex_lock(&tok->state_lock);
-	st = tok->state;
-	pthread_mutex_unlock(&tok->state_lock);
-	if (st == TOKEN_PIN_REJECTED)
-		return -EKEYREJECTED;
-	if (st == TOKEN_DOWN)
-		return -ENODEV;
+	/* While down, answer at once: the module may hang, and rw may be held by the reconnect. */
+	if ((st = get_state(tok)) != TOKEN_UP)
+		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
 	pthread_rwlock_rdlock(&tok->rw);
-	/* The state may have changed while we waited for the lock. */
-	pthread_mutex_lock(&tok->state_lock);
-	st = tok->state;
-	pthread_mutex_unlock(&tok->state_lock);
-	if (st != TOKEN_UP) {
+	if ((st = get_state(tok)) != TOKEN_UP) {
 		pthread_rwlock_unlock(&tok->rw);
 		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
 	}
@@ -682,6 +830,7 @@ static int acquire(struct ks_token *tok, struct session_slot *ss)
 	}
 	pthread_mutex_unlock(&tok->pool_lock);
 	pthread_rwlock_unlock(&tok->rw);
+	ks_warn("no token session became free within %u ms", tok->wait_ms);
 	return r;
 }
 
@@ -695,17 +844,37 @@ static void release(struct ks_token *tok, const struct session_slot *ss)
 }
 
 /*
+ * Private objects are invisible, not an error, once the login is gone, so
+ * "not found" is checked against the session state before it is believed.
+ */
+static CK_RV require_login(struct ks_token *tok, CK_SESSION_HANDLE s)
+{
+	CK_SESSION_INFO si;
+	CK_RV rv;
+
+	if ((rv = P11(tok, C_GetSessionInfo, s, &si)) != CKR_OK)
+		return rv;
+	if (si.state != CKS_RW_USER_FUNCTIONS && si.state != CKS_RO_USER_FUNCTIONS) {
+		ks_debug("token session is no longer logged in");
+		return CKR_USER_NOT_LOGGED_IN;
+	}
+	return CKR_OK;
+}
+
+/*
  * One attempt of an operation on session @s. Token errors are returned as
  * CK_RV; logical outcomes (no such key, wrong algorithm) as *@err with CKR_OK.
- * @retry is 1 on the second attempt: find objects by the CKA_ID saved then.
+ * @retry is 1 on the second attempt, which finds the key by the CKA_ID the
+ * first attempt saved.
  */
 typedef CK_RV (*op_fn)(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg,
 		       int retry, int *err);
 
-static int run_op(struct ks_token *tok, op_fn fn, void *arg)
+static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 {
 	struct session_slot ss;
-	CK_RV rv;
+	enum rv_class cls;
+	CK_RV rv = CKR_OK;
 	int err, r;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -713,39 +882,45 @@ static int run_op(struct ks_token *tok, op_fn fn, void *arg)
 			return r;
 		err = 0;
 		rv = fn(tok, ss.h, arg, attempt, &err);
+		cls = classify(rv);
+		/* Handles of private objects die with the login. */
+		if (cls == RV_STALE && require_login(tok, ss.h) != CKR_OK)
+			cls = RV_SESSION;
 		release(tok, &ss);
-		if (rv == CKR_OK)
+		switch (cls) {
+		case RV_OK:
 			return err;
-		switch (classify(rv)) {
 		case RV_SESSION:
-			if (attempt == 0) {
-				if ((r = reopen(tok, ss.generation)) != 0)
-					return r;
-				continue;
-			}
-			ks_err("token operation failed again after reopening: %s", ks_ckr_name(rv));
-			return -EIO;
+		case RV_STALE:
+			if (attempt > 0)
+				break;
+			if (cls == RV_SESSION && (r = reopen(tok, ss.generation)) != 0)
+				return r;
+			ks_info("%s: %s; retrying once", what, ks_ckr_name(rv));
+			continue;
 		case RV_DEVICE:
 			mark_down(tok, rv);
 			return -ENODEV;
 		default:
 			return rv_errno(rv);
 		}
+		break;
 	}
+	ks_err("%s failed again after recovery: %s", what, ks_ckr_name(rv));
 	return -EIO;
 }
 
-/* ---- object lookup -------------------------------------------------------- */
+/* ---- object lookup ------------------------------------------------------------ */
 
 /*
- * Find objects of @cls by label or by CKA_ID. Returns CKR_OK with *@n set
- * (up to @max handles); token errors as CK_RV.
+ * Up to @max objects of class @cls with the given label and/or CKA_ID (a
+ * NULL label or id is not part of the template).
  */
 static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 			  const char *label, const uint8_t *id, size_t id_len,
 			  CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n)
 {
-	CK_ATTRIBUTE tmpl[2];
+	CK_ATTRIBUTE tmpl[3];
 	CK_ULONG nt = 0;
 	CK_RV rv, rv2;
 
@@ -756,7 +931,8 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 		tmpl[nt].type = CKA_LABEL;
 		tmpl[nt].pValue = (void *)(uintptr_t)label;
 		tmpl[nt++].ulValueLen = strlen(label);
-	} else if (id != NULL) {
+	}
+	if (id != NULL) {
 		tmpl[nt].type = CKA_ID;
 		tmpl[nt].pValue = (void *)(uintptr_t)id;
 		tmpl[nt++].ulValueLen = id_len;
@@ -765,6 +941,7 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK)
 		return rv;
 	rv = P11(tok, C_FindObjects, s, out, max, n);
+	/* Always finished, or the session keeps an active search. */
 	rv2 = P11(tok, C_FindObjectsFinal, s);
 	return rv != CKR_OK ? rv : rv2;
 }
@@ -777,59 +954,111 @@ struct key_ref {
 	CK_OBJECT_HANDLE priv;
 	CK_KEY_TYPE key_type;
 	enum ks_key_type type;
+	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
 };
 
-/* Resolve the private key: by label first, by the saved CKA_ID on a retry. */
-static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
-			 int *err)
+/*
+ * Objects belonging to key @k: those with its CKA_ID. A key made elsewhere
+ * with an empty CKA_ID would match every other such object, so then the
+ * label must match too.
+ */
+static CK_RV find_related(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+			  const struct key_ref *k, CK_OBJECT_HANDLE *out, CK_ULONG max,
+			  CK_ULONG *n)
 {
-	CK_OBJECT_HANDLE h[2];
-	CK_ULONG n = 0;
-	uint8_t params[64], modulus[1024];
+	return find_objects(tok, s, cls, k->id_len == 0 ? k->name : NULL, k->id, k->id_len,
+			    out, max, n);
+}
+
+static enum ks_key_family key_family(const struct key_ref *k)
+{
+	return k->key_type == CKK_RSA ? KS_FAMILY_RSA :
+	       k->key_type == CKK_EC ? KS_FAMILY_EC : KS_FAMILY_NONE;
+}
+
+/* CKA_ID, key type and size of the private key @h. Only public attributes are read. */
+static CK_RV describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+			  struct key_ref *k, int *err)
+{
+	uint8_t buf[KS_MODULUS_MAX];
+	size_t len;
 	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 
-	if (k->have_id)
-		rv = find_objects(tok, s, CKO_PRIVATE_KEY, NULL, k->id, k->id_len, h, 2, &n);
-	else
-		rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
-	if (rv != CKR_OK)
-		return rv;
-	if (n == 0) {
-		*err = -ENOENT;
-		return CKR_OK;
-	}
-	if (n > 1) {
-		ks_err("more than one private key is labelled %s; refusing to guess", k->name);
-		*err = -EIO;
-		return CKR_OK;
-	}
-	k->priv = h[0];
+	k->priv = h;
 	a[0].type = CKA_ID;
 	a[0].pValue = k->id;
 	a[0].ulValueLen = sizeof(k->id);
 	a[1].type = CKA_KEY_TYPE;
 	a[1].pValue = &k->key_type;
 	a[1].ulValueLen = sizeof(k->key_type);
-	if ((rv = P11(tok, C_GetAttributeValue, s, k->priv, a, 2)) != CKR_OK)
+	rv = P11(tok, C_GetAttributeValue, s, h, a, 2);
+	if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+		ks_err("private key %s: unusable CKA_ID or CKA_KEY_TYPE", k->name);
+		*err = -EIO;
+		return CKR_OK;
+	}
+	if (rv != CKR_OK)
 		return rv;
 	k->id_len = a[0].ulValueLen;
 	k->have_id = 1;
 	k->type = KS_KEY_NONE;
-	if (k->key_type == CKK_EC) {
+	k->raw_sig_len = 0;
+
+	a[0].pValue = buf;
+	a[0].ulValueLen = sizeof(buf);
+	if (k->key_type == CKK_EC)
 		a[0].type = CKA_EC_PARAMS;
-		a[0].pValue = params;
-		a[0].ulValueLen = sizeof(params);
-		if (P11(tok, C_GetAttributeValue, s, k->priv, a, 1) == CKR_OK)
-			k->type = ec_type_from_params(params, a[0].ulValueLen);
-	} else if (k->key_type == CKK_RSA) {
+	else if (k->key_type == CKK_RSA)
 		a[0].type = CKA_MODULUS;
-		a[0].pValue = modulus;
-		a[0].ulValueLen = sizeof(modulus);
-		if (P11(tok, C_GetAttributeValue, s, k->priv, a, 1) == CKR_OK)
-			k->type = rsa_type_from_modulus(modulus, a[0].ulValueLen);
+	else
+		return CKR_OK;
+	rv = P11(tok, C_GetAttributeValue, s, h, a, 1);
+	if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+		return CKR_OK;
+	if (rv != CKR_OK)
+		return rv;
+	len = a[0].ulValueLen;
+	if (k->key_type == CKK_EC) {
+		k->type = ec_type_from_params(buf, len);
+		k->raw_sig_len = 2 * ((ks_key_type_bits(k->type) + 7) / 8);
+	} else {
+		size_t skip = 0;
+
+		while (skip < len && buf[skip] == 0)
+			skip++;
+		k->raw_sig_len = len - skip;
+		k->type = rsa_type_from_bits((len - skip) * 8);
 	}
 	return CKR_OK;
+}
+
+/* The private key: by label first, by the saved CKA_ID on a retry. */
+static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
+			 int *err)
+{
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	if (k->have_id)
+		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
+	else
+		rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+	if (rv != CKR_OK)
+		return rv;
+	if (n == 0) {
+		if ((rv = require_login(tok, s)) != CKR_OK)
+			return rv;
+		*err = -ENOENT;
+		return CKR_OK;
+	}
+	if (n > 1) {
+		ks_err("several private keys are named %s; refusing to guess", k->name);
+		*err = -EIO;
+		return CKR_OK;
+	}
+	return describe_key(tok, s, h[0], k, err);
 }
 
 /* ---- public keys ------------------------------------------------------------ */
@@ -837,20 +1066,24 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 static int rsa_pkey(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len,
 		    EVP_PKEY **out)
 {
-	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM_BLD *bld = NULL;
 	OSSL_PARAM *params = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
-	BIGNUM *bn = BN_bin2bn(n, (int)n_len, NULL), *be = BN_bin2bn(e, (int)e_len, NULL);
+	BIGNUM *bn = NULL, *be = NULL;
 	int r = -EIO;
 
-	if (bld == NULL || bn == NULL || be == NULL ||
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    (bn = BN_bin2bn(n, (int)n_len, NULL)) == NULL ||
+	    (be = BN_bin2bn(e, (int)e_len, NULL)) == NULL ||
 	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
 	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) ||
 	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
 	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
 	    EVP_PKEY_fromdata_init(ctx) != 1 ||
-	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		ks_err("cannot build an RSA public key from the token's attributes");
 		goto out;
+	}
 	r = 0;
 out:
 	EVP_PKEY_CTX_free(ctx);
@@ -861,63 +1094,103 @@ out:
 	return r;
 }
 
+/*
+ * CKA_EC_POINT is the DER OCTET STRING around the point per PKCS#11 (SoftHSM
+ * does that); some modules store the bare point. Accept both.
+ */
+static int ec_point_unwrap(const uint8_t **p, size_t *len, size_t raw_len)
+{
+	const uint8_t *q = *p;
+	size_t hl = 0, l = 0;
+
+	if (*len == raw_len && q[0] == 0x04)
+		return 0;
+	if (*len >= 2 && q[0] == 0x04) {
+		if (q[1] < 0x80) {
+			hl = 2;
+			l = q[1];
+		} else if (q[1] == 0x81 && *len >= 3) {
+			hl = 3;
+			l = q[2];
+		}
+		if (hl != 0 && hl + l == *len && l == raw_len && q[hl] == 0x04) {
+			*p = q + hl;
+			*len = l;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static int ec_pkey(enum ks_key_type type, const uint8_t *point, size_t len, EVP_PKEY **out)
 {
-	size_t raw_len = type == KS_KEY_EC_P256 ? 65 : 97;
-	OSSL_PARAM params[3];
+	size_t raw_len = 1 + 2 * ((ks_key_type_bits(type) + 7) / 8);
+	const char *group = ks_key_type_group(type);
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
 	int r = -EIO;
 
-	/* CKA_EC_POINT is a DER OCTET STRING around the point on most tokens, raw on some. */
-	if (len == raw_len + 2 && point[0] == 0x04 && point[1] == raw_len) {
-		point += 2;
-		len -= 2;
-	}
-	if (len != raw_len || point[0] != 0x04)
+	if (group == NULL || ec_point_unwrap(&point, &len, raw_len) != 0) {
+		ks_err("unexpected CKA_EC_POINT encoding (%zu bytes)", len);
 		return -EIO;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-						     (char *)(uintptr_t)ks_key_type_group(type), 0);
-	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
-						      (void *)(uintptr_t)point, len);
-	params[2] = OSSL_PARAM_construct_end();
-	if ((ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+	}
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, len) ||
+	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
 	    EVP_PKEY_fromdata_init(ctx) != 1 ||
-	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		ks_err("cannot build an EC public key from the token's attributes");
 		goto out;
+	}
 	r = 0;
 out:
 	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
 	return r;
 }
 
-/* The public key of @k from its public key object (or, for RSA, the private one). */
+/*
+ * The public key of @k from its public key object. RSA falls back to the
+ * modulus and public exponent of the private object, which are public
+ * attributes; an EC private key carries no point.
+ */
 static CK_RV read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 EVP_PKEY **pub, int *err)
 {
 	CK_OBJECT_HANDLE h[1], obj;
 	CK_ULONG n = 0;
-	uint8_t a0[1024], a1[1024];
+	uint8_t a0[KS_MODULUS_MAX], a1[KS_MODULUS_MAX];
 	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 
-	if ((rv = find_objects(tok, s, CKO_PUBLIC_KEY, NULL, k->id, k->id_len, h, 1, &n)) != CKR_OK)
+	if ((rv = find_related(tok, s, CKO_PUBLIC_KEY, k, h, 1, &n)) != CKR_OK)
 		return rv;
 	obj = n == 1 ? h[0] : k->priv;
-	if (k->key_type == CKK_RSA) {
-		a[0].type = CKA_MODULUS;
-		a[1].type = CKA_PUBLIC_EXPONENT;
-	} else if (k->key_type == CKK_EC && n == 1 && k->type != KS_KEY_NONE) {
-		a[0].type = CKA_EC_POINT;
-		a[1].type = CKA_EC_PARAMS;
-	} else {
-		*err = -EOPNOTSUPP;
-		return CKR_OK;
-	}
 	a[0].pValue = a0;
 	a[0].ulValueLen = sizeof(a0);
 	a[1].pValue = a1;
 	a[1].ulValueLen = sizeof(a1);
-	if ((rv = P11(tok, C_GetAttributeValue, s, obj, a, 2)) != CKR_OK)
+	if (k->key_type == CKK_RSA) {
+		a[0].type = CKA_MODULUS;
+		a[1].type = CKA_PUBLIC_EXPONENT;
+		rv = P11(tok, C_GetAttributeValue, s, obj, a, 2);
+	} else if (k->key_type == CKK_EC && k->type != KS_KEY_NONE && n == 1) {
+		a[0].type = CKA_EC_POINT;
+		rv = P11(tok, C_GetAttributeValue, s, obj, a, 1);
+	} else {
+		ks_err("key %s: no public key this service can read", k->name);
+		*err = k->key_type == CKK_EC && n == 0 ? -EIO : -EOPNOTSUPP;
+		return CKR_OK;
+	}
+	if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
+		*err = -EOPNOTSUPP;
+		return CKR_OK;
+	}
+	if (rv != CKR_OK)
 		return rv;
 	if (k->key_type == CKK_RSA)
 		*err = rsa_pkey(a0, a[0].ulValueLen, a1, a[1].ulValueLen, pub);
@@ -946,6 +1219,9 @@ static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	(void)retry;
 	if ((rv = find_objects(tok, s, CKO_PRIVATE_KEY, name, NULL, 0, h, 1, &n)) != CKR_OK)
 		return rv;
+	/* Logged out, the key would be invisible and created a second time. */
+	if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
+		return rv;
 	*err = n > 0 ? -EEXIST : 0;
 	return CKR_OK;
 }
@@ -971,12 +1247,12 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_VERIFY_RECOVER, &no, sizeof(no) },
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
 		{ CKA_ID, g->id, sizeof(g->id) },
-		/* The last entry is the type-specific one. */
+		/* The type-specific entries stay last. */
 		{ CKA_MODULUS_BITS, &bits, sizeof(bits) },
 		{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
 	};
 	CK_ULONG npub = sizeof(pub_tmpl) / sizeof(pub_tmpl[0]);
-	/* Invariant 1 of the project: sensitive, private, never extractable, sign only. */
+	/* The project's first invariant: sensitive, private, never extractable, sign only. */
 	CK_ATTRIBUTE priv_tmpl[] = {
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
@@ -991,24 +1267,37 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_ID, g->id, sizeof(g->id) },
 	};
 	struct key_ref k;
+	CK_OBJECT_HANDLE h[1];
+	CK_ULONG n = 0;
 	CK_RV rv;
 
-	(void)retry;
-	if (ks_key_type_family(g->type) == KS_FAMILY_EC) {
-		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
-		pub_tmpl[npub - 2].type = CKA_EC_PARAMS;
-		pub_tmpl[npub - 2].pValue = (void *)(uintptr_t)params;
-		pub_tmpl[npub - 2].ulValueLen = params_len;
-		npub--;
-	}
-	rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl, npub, priv_tmpl,
-		 sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &hpub, &hpriv);
-	if (rv != CKR_OK)
-		return rv;
-	if (g->pub == NULL)
-		return CKR_OK;
 	memset(&k, 0, sizeof(k));
 	k.name = g->name;
+	memcpy(k.id, g->id, sizeof(g->id));
+	k.id_len = sizeof(g->id);
+	k.have_id = 1;
+	/* The first attempt may have created the pair before the session was lost. */
+	if (retry) {
+		if ((rv = find_related(tok, s, CKO_PRIVATE_KEY, &k, h, 1, &n)) != CKR_OK)
+			return rv;
+		if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
+			return rv;
+	}
+	if (n == 0) {
+		if (ks_key_type_family(g->type) == KS_FAMILY_EC) {
+			mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+			pub_tmpl[npub - 2].type = CKA_EC_PARAMS;
+			pub_tmpl[npub - 2].pValue = (void *)(uintptr_t)params;
+			pub_tmpl[npub - 2].ulValueLen = params_len;
+			npub--;
+		}
+		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl, npub, priv_tmpl,
+			 sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &hpub, &hpriv);
+		if (rv != CKR_OK)
+			return rv;
+	}
+	if (g->pub == NULL)
+		return CKR_OK;
 	if ((rv = resolve_key(tok, s, &k, err)) != CKR_OK || *err != 0)
 		return rv;
 	return read_public(tok, s, &k, g->pub, err);
@@ -1028,26 +1317,25 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 	g.name = name;
 	g.type = type;
 	g.pub = pub;
-	if (RAND_bytes(g.id, sizeof(g.id)) != 1)
+	if (RAND_bytes(g.id, sizeof(g.id)) != 1) {
+		ks_err("RAND_bytes failed");
 		return -EIO;
-	/* One generation at a time, so two requests for one name cannot both create it. */
+	}
 	pthread_mutex_lock(&tok->generate_lock);
-	r = run_op(tok, exists_op, (void *)(uintptr_t)name);
+	r = run_op(tok, "check key name", exists_op, (void *)(uintptr_t)name);
 	if (r == 0)
-		r = run_op(tok, generate_op, &g);
+		r = run_op(tok, "generate key", generate_op, &g);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("generated %s key %s", ks_key_type_name(type), name);
+	else if (pub != NULL) {
+		EVP_PKEY_free(*pub);
+		*pub = NULL;
+	}
 	return r;
 }
 
 /* ---- info, list, public key, delete ---------------------------------------- */
-
-struct info_arg {
-	struct key_ref k;
-	struct ks_key_info *info;
-	EVP_PKEY **pub;
-};
 
 static CK_RV has_cert(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
 		      int *yes)
@@ -1056,10 +1344,26 @@ static CK_RV has_cert(struct ks_token *tok, CK_SESSION_HANDLE s, const struct ke
 	CK_ULONG n = 0;
 	CK_RV rv;
 
-	rv = find_objects(tok, s, CKO_CERTIFICATE, NULL, k->id, k->id_len, h, 1, &n);
+	rv = find_related(tok, s, CKO_CERTIFICATE, k, h, 1, &n);
 	*yes = n > 0;
 	return rv;
 }
+
+static void fill_info(struct ks_key_info *info, const struct key_ref *k)
+{
+	memset(info, 0, sizeof(*info));
+	/* The name is valid, so at most KS_KEY_NAME_MAX bytes. */
+	memcpy(info->name, k->name, strlen(k->name) + 1);
+	info->type = k->type;
+	info->id_len = k->id_len > KS_KEY_ID_LEN ? KS_KEY_ID_LEN : k->id_len;
+	memcpy(info->id, k->id, info->id_len);
+}
+
+struct info_arg {
+	struct key_ref k;
+	struct ks_key_info *info;
+	EVP_PKEY **pub;
+};
 
 static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		     int *err)
@@ -1070,13 +1374,12 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	(void)retry;
 	if ((rv = resolve_key(tok, s, &ia->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	if (ia->pub != NULL)
+	if (ia->pub != NULL) {
+		EVP_PKEY_free(*ia->pub);
+		*ia->pub = NULL;
 		return read_public(tok, s, &ia->k, ia->pub, err);
-	memset(ia->info, 0, sizeof(*ia->info));
-	snprintf(ia->info->name, sizeof(ia->info->name), "%s", ia->k.name);
-	ia->info->type = ia->k.type;
-	ia->info->id_len = ia->k.id_len > KS_KEY_ID_LEN ? KS_KEY_ID_LEN : ia->k.id_len;
-	memcpy(ia->info->id, ia->k.id, ia->info->id_len);
+	}
+	fill_info(ia->info, &ia->k);
 	return has_cert(tok, s, &ia->k, &ia->info->has_cert);
 }
 
@@ -1084,17 +1387,18 @@ int ks_token_key_info(struct ks_token *tok, const char *name, struct ks_key_info
 {
 	struct info_arg ia;
 
-	if (!ks_key_name_valid(name))
+	if (!ks_key_name_valid(name) || info == NULL)
 		return -EINVAL;
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.info = info;
-	return run_op(tok, info_op, &ia);
+	return run_op(tok, "key info", info_op, &ia);
 }
 
 int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
 {
 	struct info_arg ia;
+	int r;
 
 	*pub = NULL;
 	if (!ks_key_name_valid(name))
@@ -1102,7 +1406,11 @@ int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.pub = pub;
-	return run_op(tok, info_op, &ia);
+	if ((r = run_op(tok, "public key", info_op, &ia)) != 0) {
+		EVP_PKEY_free(*pub);
+		*pub = NULL;
+	}
+	return r;
 }
 
 struct list_arg {
@@ -1115,26 +1423,71 @@ static int cmp_key_info(const void *a, const void *b)
 	return strcmp(((const struct ks_key_info *)a)->name, ((const struct ks_key_info *)b)->name);
 }
 
+/* Every private key handle, in chunks. */
+static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE **out,
+			      CK_ULONG *n, int *err)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_OBJECT_HANDLE *h = NULL, *tmp;
+	CK_ULONG got = 0, cap = 0;
+	CK_RV rv, rv2;
+
+	*out = NULL;
+	*n = 0;
+	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK)
+		return rv;
+	for (;;) {
+		if (cap - *n < KS_FIND_CHUNK) {
+			if (cap >= KS_MAX_OBJECTS) {
+				ks_warn("more than %d private keys; listing only those", KS_MAX_OBJECTS);
+				break;
+			}
+			if ((tmp = realloc(h, (cap + KS_FIND_CHUNK * 4) * sizeof(*h))) == NULL) {
+				*err = -ENOMEM;
+				break;
+			}
+			h = tmp;
+			cap += KS_FIND_CHUNK * 4;
+		}
+		if ((rv = P11(tok, C_FindObjects, s, h + *n, KS_FIND_CHUNK, &got)) != CKR_OK)
+			break;
+		*n += got;
+		if (got < KS_FIND_CHUNK)
+			break;
+	}
+	rv2 = P11(tok, C_FindObjectsFinal, s);
+	if (rv == CKR_OK)
+		rv = rv2;
+	if (rv != CKR_OK || *err != 0) {
+		free(h);
+		*n = 0;
+		return rv;
+	}
+	*out = h;
+	return CKR_OK;
+}
+
 static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		     int *err)
 {
 	struct list_arg *la = arg;
 	CK_OBJECT_HANDLE *h = NULL;
 	CK_ULONG n = 0;
-	char label[KS_KEY_NAME_MAX + 2];
+	char label[KS_KEY_NAME_MAX + 1];
 	CK_RV rv;
 
 	(void)retry;
 	free(la->keys);
 	la->keys = NULL;
 	la->n = 0;
-	if ((h = calloc(KS_MAX_OBJECTS, sizeof(*h))) == NULL) {
-		*err = -ENOMEM;
-		return CKR_OK;
-	}
-	if ((rv = find_objects(tok, s, CKO_PRIVATE_KEY, NULL, NULL, 0, h, KS_MAX_OBJECTS, &n)) != CKR_OK)
+	if ((rv = find_all_private(tok, s, &h, &n, err)) != CKR_OK || *err != 0)
+		return rv;
+	if (n == 0) {
+		rv = require_login(tok, s);
 		goto out;
-	if (n > 0 && (la->keys = calloc(n, sizeof(*la->keys))) == NULL) {
+	}
+	if ((la->keys = calloc(n, sizeof(*la->keys))) == NULL) {
 		*err = -ENOMEM;
 		goto out;
 	}
@@ -1143,6 +1496,7 @@ static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		struct key_ref k;
 
 		rv = P11(tok, C_GetAttributeValue, s, h[i], &a, 1);
+		/* Too long for a valid name, or no label: not one of ours to show. */
 		if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID ||
 		    (rv == CKR_OK && a.ulValueLen == CK_UNAVAILABLE_INFORMATION))
 			continue;
@@ -1153,18 +1507,13 @@ static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 			continue;
 		memset(&k, 0, sizeof(k));
 		k.name = label;
-		if ((rv = resolve_key(tok, s, &k, err)) != CKR_OK)
+		if ((rv = describe_key(tok, s, h[i], &k, err)) != CKR_OK)
 			goto out;
 		if (*err != 0) {
-			/* Duplicate labels: shown once, used by nobody until resolved. */
 			*err = 0;
 			continue;
 		}
-		/* A valid name is at most KS_KEY_NAME_MAX bytes. */
-		memcpy(la->keys[la->n].name, label, strlen(label) + 1);
-		la->keys[la->n].type = k.type;
-		la->keys[la->n].id_len = k.id_len > KS_KEY_ID_LEN ? KS_KEY_ID_LEN : k.id_len;
-		memcpy(la->keys[la->n].id, k.id, la->keys[la->n].id_len);
+		fill_info(&la->keys[la->n], &k);
 		if ((rv = has_cert(tok, s, &k, &la->keys[la->n].has_cert)) != CKR_OK)
 			goto out;
 		la->n++;
@@ -1178,27 +1527,37 @@ out:
 int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 {
 	struct list_arg la;
+	size_t j = 0;
 	int r;
 
-	memset(&la, 0, sizeof(la));
 	*keys = NULL;
 	*n = 0;
-	r = run_op(tok, list_op, &la);
-	if (r != 0) {
+	memset(&la, 0, sizeof(la));
+	if ((r = run_op(tok, "list keys", list_op, &la)) != 0) {
 		free(la.keys);
 		return r;
 	}
 	if (la.n > 1)
 		qsort(la.keys, la.n, sizeof(*la.keys), cmp_key_info);
+	/* Two keys under one name: listed once, and refused by name until one is renamed. */
+	for (size_t i = 0; i < la.n; i++) {
+		if (j > 0 && strcmp(la.keys[j - 1].name, la.keys[i].name) == 0) {
+			ks_warn("several private keys are named %s", la.keys[i].name);
+			continue;
+		}
+		if (j != i)
+			la.keys[j] = la.keys[i];
+		j++;
+	}
 	*keys = la.keys;
-	*n = la.n;
+	*n = j;
 	return 0;
 }
 
 static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		       int *err)
 {
-	static const CK_OBJECT_CLASS classes[] = { CKO_CERTIFICATE, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY };
+	static const CK_OBJECT_CLASS classes[] = { CKO_CERTIFICATE, CKO_PUBLIC_KEY };
 	struct key_ref *k = arg;
 	CK_OBJECT_HANDLE h[16];
 	CK_ULONG n;
@@ -1207,15 +1566,17 @@ static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	(void)retry;
 	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK || *err != 0)
 		return rv;
-	/* The private key last: until it is gone the name still resolves, so a retry can finish. */
+	/* The private key last: until it is gone the name resolves, so a retry can finish. */
 	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
-		if ((rv = find_objects(tok, s, classes[c], NULL, k->id, k->id_len, h, 16, &n)) != CKR_OK)
-			return rv;
-		for (CK_ULONG i = 0; i < n; i++)
-			if ((rv = P11(tok, C_DestroyObject, s, h[i])) != CKR_OK)
+		do {
+			if ((rv = find_related(tok, s, classes[c], k, h, 16, &n)) != CKR_OK)
 				return rv;
+			for (CK_ULONG i = 0; i < n; i++)
+				if ((rv = P11(tok, C_DestroyObject, s, h[i])) != CKR_OK)
+					return rv;
+		} while (n == 16);
 	}
-	return CKR_OK;
+	return P11(tok, C_DestroyObject, s, k->priv);
 }
 
 int ks_token_delete(struct ks_token *tok, const char *name)
@@ -1228,7 +1589,7 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	memset(&k, 0, sizeof(k));
 	k.name = name;
 	pthread_mutex_lock(&tok->generate_lock);
-	r = run_op(tok, delete_op, &k);
+	r = run_op(tok, "delete key", delete_op, &k);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("deleted key %s", name);
@@ -1237,6 +1598,7 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 
 /* ---- sign ------------------------------------------------------------------------ */
 
+/* DER DigestInfo prefixes (RFC 8017, section 9.2, note 1). */
 static const uint8_t di_sha256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
 				     0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
 static const uint8_t di_sha384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
@@ -1259,72 +1621,94 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	struct sign_arg *sa = arg;
 	CK_RSA_PKCS_PSS_PARAMS pss;
 	CK_MECHANISM mech = { CKM_RSA_PKCS, NULL, 0 };
-	uint8_t input[19 + 64];
-	size_t input_len = 0;
+	uint8_t input[sizeof(di_sha512) + 64];
+	size_t input_len;
 	const uint8_t *prefix = NULL;
-	size_t prefix_len = 0;
-	enum ks_key_family fam;
 	CK_RV rv;
 
 	(void)retry;
 	if ((rv = resolve_key(tok, s, &sa->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	fam = sa->k.key_type == CKK_RSA ? KS_FAMILY_RSA :
-	      sa->k.key_type == CKK_EC ? KS_FAMILY_EC : KS_FAMILY_NONE;
-	if (fam != ks_sig_alg_family(sa->alg)) {
+	if (key_family(&sa->k) != ks_sig_alg_family(sa->alg)) {
 		*err = -EINVAL;
 		return CKR_OK;
 	}
-	if (fam == KS_FAMILY_EC) {
+	/*
+	 * The output buffer is sized from the key, so C_Sign cannot answer
+	 * CKR_BUFFER_TOO_SMALL and leave the operation active on a pooled session.
+	 */
+	if (sa->k.raw_sig_len == 0 || sa->k.raw_sig_len > sizeof(sa->sig)) {
+		ks_err("key %s: size or curve not supported for signing", sa->k.name);
+		*err = -EOPNOTSUPP;
+		return CKR_OK;
+	}
+	memset(&pss, 0, sizeof(pss));
+	switch (sa->alg) {
+	case KS_SIG_RSA_PKCS1_SHA256:
+		prefix = di_sha256;
+		break;
+	case KS_SIG_RSA_PKCS1_SHA384:
+		prefix = di_sha384;
+		break;
+	case KS_SIG_RSA_PKCS1_SHA512:
+		prefix = di_sha512;
+		break;
+	case KS_SIG_RSA_PSS_SHA256:
+		pss.hashAlg = CKM_SHA256;
+		pss.mgf = CKG_MGF1_SHA256;
+		break;
+	case KS_SIG_RSA_PSS_SHA384:
+		pss.hashAlg = CKM_SHA384;
+		pss.mgf = CKG_MGF1_SHA384;
+		break;
+	case KS_SIG_RSA_PSS_SHA512:
+		pss.hashAlg = CKM_SHA512;
+		pss.mgf = CKG_MGF1_SHA512;
+		break;
+	case KS_SIG_ECDSA_SHA256:
+	case KS_SIG_ECDSA_SHA384:
 		mech.mechanism = CKM_ECDSA;
+		break;
+	default:
+		*err = -EINVAL;
+		return CKR_OK;
+	}
+	input_len = 0;
+	if (prefix != NULL) {
+		/* All three prefixes have the same length. */
+		memcpy(input, prefix, sizeof(di_sha256));
+		input_len = sizeof(di_sha256);
 	} else if (ks_sig_alg_is_pss(sa->alg)) {
 		mech.mechanism = CKM_RSA_PKCS_PSS;
-		switch (sa->digest_len) {
-		case 32:
-			pss.hashAlg = CKM_SHA256;
-			pss.mgf = CKG_MGF1_SHA256;
-			break;
-		case 48:
-			pss.hashAlg = CKM_SHA384;
-			pss.mgf = CKG_MGF1_SHA384;
-			break;
-		default:
-			pss.hashAlg = CKM_SHA512;
-			pss.mgf = CKG_MGF1_SHA512;
-			break;
-		}
 		pss.sLen = sa->digest_len;
 		mech.pParameter = &pss;
 		mech.ulParameterLen = sizeof(pss);
-	} else {
-		prefix = sa->digest_len == 32 ? di_sha256 : sa->digest_len == 48 ? di_sha384 : di_sha512;
-		prefix_len = sizeof(di_sha256);
 	}
-	if (prefix != NULL)
-		memcpy(input, prefix, prefix_len);
-	memcpy(input + prefix_len, sa->digest, sa->digest_len);
-	input_len = prefix_len + sa->digest_len;
-	if ((rv = P11(tok, C_SignInit, s, &mech, sa->k.priv)) != CKR_OK)
-		return rv;
-	sa->sig_len = sizeof(sa->sig);
-	return P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
+	memcpy(input + input_len, sa->digest, sa->digest_len);
+	input_len += sa->digest_len;
+	if ((rv = P11(tok, C_SignInit, s, &mech, sa->k.priv)) == CKR_OK) {
+		sa->sig_len = sa->k.raw_sig_len;
+		rv = P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
+	}
+	explicit_bzero(input, sizeof(input));
+	return rv;
 }
 
-/* r || s of length 2n to a DER ECDSA-Sig-Value. */
+/* r || s, each half the length, to a DER ECDSA-Sig-Value. */
 static int ecdsa_to_der(const uint8_t *rs, size_t len, uint8_t **der, size_t *der_len)
 {
-	ECDSA_SIG *sig = ECDSA_SIG_new();
+	ECDSA_SIG *sig = NULL;
 	BIGNUM *r = NULL, *s = NULL;
 	unsigned char *out = NULL;
 	int n, ret = -EIO;
 
-	if (sig == NULL || len == 0 || len % 2 != 0)
+	if (len == 0 || len % 2 != 0 || (sig = ECDSA_SIG_new()) == NULL)
 		goto out;
 	r = BN_bin2bn(rs, (int)(len / 2), NULL);
 	s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
 	if (r == NULL || s == NULL || ECDSA_SIG_set0(sig, r, s) != 1)
 		goto out;
-	r = s = NULL;
+	r = s = NULL;   /* owned by sig now */
 	if ((n = i2d_ECDSA_SIG(sig, &out)) <= 0)
 		goto out;
 	if ((*der = malloc((size_t)n)) == NULL) {
@@ -1346,7 +1730,7 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 			 const uint8_t *digest, size_t digest_len, uint8_t **sig,
 			 size_t *sig_len)
 {
-	struct sign_arg *sa;
+	struct sign_arg *sa = NULL;
 	int r;
 
 	*sig = NULL;
@@ -1360,7 +1744,7 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 	sa->alg = alg;
 	sa->digest = digest;
 	sa->digest_len = digest_len;
-	if ((r = run_op(tok, sign_op, sa)) != 0)
+	if ((r = run_op(tok, "sign", sign_op, sa)) != 0)
 		goto out;
 	if (ks_sig_alg_family(alg) == KS_FAMILY_EC) {
 		r = ecdsa_to_der(sa->sig, sa->sig_len, sig, sig_len);
@@ -1381,6 +1765,8 @@ struct cert_arg {
 	struct key_ref k;
 	const uint8_t *der;
 	size_t der_len;
+	unsigned char *subject, *issuer, *serial;
+	int subject_len, issuer_len, serial_len;
 	uint8_t *out;
 	size_t out_len;
 };
@@ -1394,26 +1780,11 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_OBJECT_HANDLE old[16], created = CK_INVALID_HANDLE;
 	CK_ULONG nold = 0;
-	const unsigned char *p = ca->der;
-	unsigned char *subject = NULL, *issuer = NULL, *serial = NULL;
-	int subject_len, issuer_len, serial_len;
-	X509 *x = NULL;
-	CK_RV rv = CKR_OK;
+	CK_RV rv;
 
 	(void)retry;
 	if ((rv = resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	if ((x = d2i_X509(NULL, &p, (long)ca->der_len)) == NULL) {
-		*err = -EINVAL;
-		return CKR_OK;
-	}
-	subject_len = i2d_X509_NAME(X509_get_subject_name(x), &subject);
-	issuer_len = i2d_X509_NAME(X509_get_issuer_name(x), &issuer);
-	serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &serial);
-	if (subject_len <= 0 || issuer_len <= 0 || serial_len <= 0) {
-		*err = -EINVAL;
-		goto out;
-	}
 	{
 		CK_ATTRIBUTE tmpl[] = {
 			{ CKA_CLASS, &cls, sizeof(cls) },
@@ -1422,43 +1793,59 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			{ CKA_PRIVATE, &no, sizeof(no) },
 			{ CKA_LABEL, (void *)(uintptr_t)ca->k.name, strlen(ca->k.name) },
 			{ CKA_ID, ca->k.id, ca->k.id_len },
-			{ CKA_SUBJECT, subject, (CK_ULONG)subject_len },
-			{ CKA_ISSUER, issuer, (CK_ULONG)issuer_len },
-			{ CKA_SERIAL_NUMBER, serial, (CK_ULONG)serial_len },
+			{ CKA_SUBJECT, ca->subject, (CK_ULONG)ca->subject_len },
+			{ CKA_ISSUER, ca->issuer, (CK_ULONG)ca->issuer_len },
+			{ CKA_SERIAL_NUMBER, ca->serial, (CK_ULONG)ca->serial_len },
 			{ CKA_VALUE, (void *)(uintptr_t)ca->der, ca->der_len },
 		};
 
-		if ((rv = find_objects(tok, s, CKO_CERTIFICATE, NULL, ca->k.id, ca->k.id_len, old,
-				       16, &nold)) != CKR_OK)
-			goto out;
+		if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16, &nold)) != CKR_OK)
+			return rv;
 		/* The old certificate goes only once the new one is on the token. */
 		if ((rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]),
 			      &created)) != CKR_OK)
-			goto out;
-		for (CK_ULONG i = 0; i < nold; i++)
-			if ((rv = P11(tok, C_DestroyObject, s, old[i])) != CKR_OK)
-				goto out;
+			return rv;
 	}
-out:
-	OPENSSL_free(subject);
-	OPENSSL_free(issuer);
-	OPENSSL_free(serial);
-	X509_free(x);
-	return rv;
+	for (CK_ULONG i = 0; i < nold; i++)
+		if ((rv = P11(tok, C_DestroyObject, s, old[i])) != CKR_OK)
+			return rv;
+	return CKR_OK;
 }
 
 int ks_token_cert_put(struct ks_token *tok, const char *name, const uint8_t *der,
 		      size_t der_len)
 {
 	struct cert_arg ca;
+	const unsigned char *p = der;
+	X509 *x = NULL;
+	int r;
 
-	if (!ks_key_name_valid(name) || der == NULL || der_len == 0 || der_len > 65536)
+	if (!ks_key_name_valid(name) || der == NULL || der_len == 0 || der_len > KS_CERT_MAX)
 		return -EINVAL;
 	memset(&ca, 0, sizeof(ca));
 	ca.k.name = name;
 	ca.der = der;
 	ca.der_len = der_len;
-	return run_op(tok, cert_put_op, &ca);
+	/* Exactly one certificate and nothing after it. */
+	if ((x = d2i_X509(NULL, &p, (long)der_len)) == NULL || p != der + der_len) {
+		r = -EINVAL;
+		goto out;
+	}
+	ca.subject_len = i2d_X509_NAME(X509_get_subject_name(x), &ca.subject);
+	ca.issuer_len = i2d_X509_NAME(X509_get_issuer_name(x), &ca.issuer);
+	ca.serial_len = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &ca.serial);
+	if (ca.subject_len <= 0 || ca.issuer_len <= 0 || ca.serial_len <= 0) {
+		r = -EINVAL;
+		goto out;
+	}
+	if ((r = run_op(tok, "store certificate", cert_put_op, &ca)) == 0)
+		ks_info("stored a certificate for key %s", name);
+out:
+	OPENSSL_free(ca.subject);
+	OPENSSL_free(ca.issuer);
+	OPENSSL_free(ca.serial);
+	X509_free(x);
+	return r;
 }
 
 static CK_RV cert_get_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
@@ -1473,7 +1860,7 @@ static CK_RV cert_get_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	(void)retry;
 	if ((rv = resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	if ((rv = find_objects(tok, s, CKO_CERTIFICATE, NULL, ca->k.id, ca->k.id_len, h, 2, &n)) != CKR_OK)
+	if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, h, 2, &n)) != CKR_OK)
 		return rv;
 	if (n == 0) {
 		*err = -ENOENT;
@@ -1481,11 +1868,13 @@ static CK_RV cert_get_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	}
 	if ((rv = P11(tok, C_GetAttributeValue, s, h[0], &a, 1)) != CKR_OK)
 		return rv;
-	if (a.ulValueLen == 0 || a.ulValueLen > 65536) {
+	if (a.ulValueLen == 0 || a.ulValueLen > KS_CERT_MAX) {
+		ks_err("key %s: certificate object of unexpected size", ca->k.name);
 		*err = -EIO;
 		return CKR_OK;
 	}
 	free(ca->out);
+	ca->out_len = 0;
 	if ((ca->out = malloc(a.ulValueLen)) == NULL) {
 		*err = -ENOMEM;
 		return CKR_OK;
@@ -1508,7 +1897,7 @@ int ks_token_cert_get(struct ks_token *tok, const char *name, uint8_t **der, siz
 		return -EINVAL;
 	memset(&ca, 0, sizeof(ca));
 	ca.k.name = name;
-	if ((r = run_op(tok, cert_get_op, &ca)) != 0) {
+	if ((r = run_op(tok, "read certificate", cert_get_op, &ca)) != 0) {
 		free(ca.out);
 		return r;
 	}

@@ -18,45 +18,80 @@
 #include <p11-kit/pkcs11.h>
 
 #define PIN_MAX 256
+#define EXIT_TOKEN 1
+#define EXIT_USAGE 2
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: ks-token-init --module PATH --label LABEL --pin-file FILE --so-pin-file FILE\n"
 		"\n"
-		"Initialises the first uninitialised token of the module with LABEL,\n"
-		"the SO PIN and the user PIN read from the files (regular files owned\n"
-		"by you, mode 0600 or 0400), and prints the token's serial number.\n"
-		"Exit codes: 0 done, 1 token error, 2 usage or PIN file error.\n");
+		"Initialises the first uninitialised token of the PKCS#11 module PATH with\n"
+		"LABEL (1..32 characters), the SO PIN and the user PIN read from the files,\n"
+		"and prints the token's serial number. A PIN file must be a regular file\n"
+		"owned by you that nobody else can access (mode 0600 or 0400); one trailing\n"
+		"newline is ignored. PINs are never printed.\n"
+		"\n"
+		"Exit codes: 0 done, 1 module or token error, 2 usage or PIN file error.\n");
 }
 
-/* Read a PIN file with the same rules keysvcd applies. Returns its length or -1. */
-static int read_pin(const char *path, char *pin)
+/* Every C_* call: the failure is reported with its name, never with arguments. */
+static CK_RV check(const char *fn, CK_RV rv)
+{
+	if (rv != CKR_OK)
+		fprintf(stderr, "ks-token-init: %s: %s (0x%lx)\n", fn, p11_kit_strerror(rv),
+			(unsigned long)rv);
+	return rv;
+}
+
+#define P11(f, fn, ...) check(#fn, (f)->fn(__VA_ARGS__))
+
+/* Read a PIN file with the rules keysvcd applies to its own. Returns its length or -1. */
+static int read_pin(const char *path, char *pin, size_t pin_size)
 {
 	struct stat st;
-	ssize_t n;
-	int fd;
+	size_t n = 0;
+	ssize_t got;
+	int fd, r = -1;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		fprintf(stderr, "ks-token-init: %s: %s\n", path, strerror(errno));
 		return -1;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-	    (st.st_mode & 077) != 0) {
-		fprintf(stderr, "ks-token-init: %s: must be a regular file of yours with mode 0600\n", path);
-		close(fd);
-		return -1;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "ks-token-init: %s: not a regular file\n", path);
+		goto out;
 	}
-	n = read(fd, pin, PIN_MAX + 1);
-	close(fd);
+	if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		fprintf(stderr, "ks-token-init: %s: must be owned by you with mode 0600 or 0400\n",
+			path);
+		goto out;
+	}
+	/* One byte more than allowed (plus a newline), so an over-long PIN is noticed. */
+	while (n < pin_size) {
+		got = read(fd, pin + n, pin_size - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			fprintf(stderr, "ks-token-init: %s: %s\n", path, strerror(errno));
+			goto out;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
 	if (n > 0 && pin[n - 1] == '\n')
 		n--;
-	if (n <= 0 || n > PIN_MAX) {
-		fprintf(stderr, "ks-token-init: %s: empty or longer than %d bytes\n", path, PIN_MAX);
-		return -1;
+	if (n == 0 || n > PIN_MAX) {
+		fprintf(stderr, "ks-token-init: %s: the PIN is empty or longer than %d bytes\n",
+			path, PIN_MAX);
+		goto out;
 	}
-	return (int)n;
+	r = (int)n;
+out:
+	close(fd);
+	return r;
 }
 
 static void pad_label(const char *label, unsigned char out[32])
@@ -65,6 +100,37 @@ static void pad_label(const char *label, unsigned char out[32])
 
 	memset(out, ' ', 32);
 	memcpy(out, label, n > 32 ? 32 : n);
+}
+
+/* A slot whose token is (or is not) initialised and, if @label, carries it. */
+static int find_slot(CK_FUNCTION_LIST *f, int want_initialised, const unsigned char *label,
+		     CK_SLOT_ID *slot)
+{
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0;
+	CK_TOKEN_INFO ti;
+	int found = 0;
+
+	if (P11(f, C_GetSlotList, CK_TRUE, NULL, &n) != CKR_OK)
+		return -1;
+	if (n == 0 || (slots = calloc(n, sizeof(*slots))) == NULL ||
+	    P11(f, C_GetSlotList, CK_TRUE, slots, &n) != CKR_OK) {
+		free(slots);
+		return 0;
+	}
+	for (CK_ULONG i = 0; i < n && !found; i++) {
+		if (P11(f, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
+			continue;
+		if (!!(ti.flags & CKF_TOKEN_INITIALIZED) != want_initialised)
+			continue;
+		if (label != NULL && (memcmp(ti.label, label, 32) != 0 ||
+				      (ti.flags & CKF_USER_PIN_INITIALIZED)))
+			continue;
+		*slot = slots[i];
+		found = 1;
+	}
+	free(slots);
+	return found;
 }
 
 int main(int argc, char **argv)
@@ -78,15 +144,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *module = NULL, *label = NULL, *pin_file = NULL, *so_pin_file = NULL;
-	char pin[PIN_MAX + 2], so_pin[PIN_MAX + 2];
-	int pin_len = -1, so_pin_len = -1, c, ret = 2, initialized = 0;
+	char pin[PIN_MAX + 2], so_pin[PIN_MAX + 2], serial[17];
+	int pin_len, so_pin_len, c, ret = EXIT_USAGE, initialized = 0;
 	CK_FUNCTION_LIST *f = NULL;
-	CK_SLOT_ID slots[64], slot = 0;
-	CK_ULONG nslots = 64;
+	CK_SLOT_ID slot = 0;
 	CK_TOKEN_INFO ti;
 	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
 	unsigned char padded[32];
-	int found = 0;
+	size_t n;
 	CK_RV rv;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -96,80 +161,67 @@ int main(int argc, char **argv)
 		case 'p': pin_file = optarg; break;
 		case 's': so_pin_file = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default: usage(stderr); return EXIT_USAGE;
 		}
 	}
 	if (optind != argc || module == NULL || label == NULL || pin_file == NULL ||
-	    so_pin_file == NULL || strlen(label) == 0 || strlen(label) > 32) {
+	    so_pin_file == NULL) {
+		fprintf(stderr, "ks-token-init: --module, --label, --pin-file and --so-pin-file are all required\n");
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
-	if ((pin_len = read_pin(pin_file, pin)) < 0 || (so_pin_len = read_pin(so_pin_file, so_pin)) < 0)
+	if (strlen(label) == 0 || strlen(label) > 32) {
+		fprintf(stderr, "ks-token-init: a token label has 1 to 32 characters\n");
+		return EXIT_USAGE;
+	}
+	if ((pin_len = read_pin(pin_file, pin, sizeof(pin))) < 0 ||
+	    (so_pin_len = read_pin(so_pin_file, so_pin, sizeof(so_pin))) < 0)
 		goto out;
 
-	ret = 1;
+	ret = EXIT_TOKEN;
 	if ((f = p11_kit_module_load(module, P11_KIT_MODULE_UNMANAGED | P11_KIT_MODULE_CRITICAL)) == NULL) {
 		fprintf(stderr, "ks-token-init: cannot load %s: %s\n", module, p11_kit_message());
 		goto out;
 	}
-	if ((rv = p11_kit_module_initialize(f)) != CKR_OK) {
-		fprintf(stderr, "ks-token-init: C_Initialize: 0x%lx\n", (unsigned long)rv);
+	rv = check("C_Initialize", p11_kit_module_initialize(f));
+	if (rv != CKR_OK)
 		goto out;
-	}
 	initialized = 1;
-	if ((rv = f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
-		fprintf(stderr, "ks-token-init: C_GetSlotList: 0x%lx\n", (unsigned long)rv);
-		goto out;
-	}
-	for (CK_ULONG i = 0; i < nslots && !found; i++) {
-		if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && !(ti.flags & CKF_TOKEN_INITIALIZED)) {
-			slot = slots[i];
-			found = 1;
-		}
-	}
-	if (!found) {
-		fprintf(stderr, "ks-token-init: no uninitialised token in %s\n", module);
+	if (find_slot(f, 0, NULL, &slot) != 1) {
+		fprintf(stderr, "ks-token-init: %s offers no uninitialised token\n", module);
 		goto out;
 	}
 	pad_label(label, padded);
-	if ((rv = f->C_InitToken(slot, (CK_UTF8CHAR *)so_pin, (CK_ULONG)so_pin_len, padded)) != CKR_OK) {
-		fprintf(stderr, "ks-token-init: C_InitToken: 0x%lx\n", (unsigned long)rv);
+	if (P11(f, C_InitToken, slot, (CK_UTF8CHAR *)so_pin, (CK_ULONG)so_pin_len, padded) != CKR_OK)
+		goto out;
+	/* SoftHSM moves a freshly initialised token to a new slot id; find it again by label. */
+	if (find_slot(f, 1, padded, &slot) != 1) {
+		fprintf(stderr, "ks-token-init: the token just initialised is not to be found\n");
 		goto out;
 	}
-	/* SoftHSM moves a freshly initialised token to a new slot id; find it by label. */
-	nslots = 64;
-	found = 0;
-	if (f->C_GetSlotList(CK_TRUE, slots, &nslots) == CKR_OK) {
-		for (CK_ULONG i = 0; i < nslots && !found; i++) {
-			if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
-			    (ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, padded, 32) == 0 &&
-			    !(ti.flags & CKF_USER_PIN_INITIALIZED)) {
-				slot = slots[i];
-				found = 1;
-			}
-		}
-	}
-	if (!found) {
-		fprintf(stderr, "ks-token-init: the initialised token disappeared\n");
+	if (P11(f, C_OpenSession, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK)
 		goto out;
-	}
-	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s)) != CKR_OK ||
-	    (rv = f->C_Login(s, CKU_SO, (CK_UTF8CHAR *)so_pin, (CK_ULONG)so_pin_len)) != CKR_OK ||
-	    (rv = f->C_InitPIN(s, (CK_UTF8CHAR *)pin, (CK_ULONG)pin_len)) != CKR_OK) {
-		fprintf(stderr, "ks-token-init: setting the user PIN failed: 0x%lx\n", (unsigned long)rv);
+	if (P11(f, C_Login, s, CKU_SO, (CK_UTF8CHAR *)so_pin, (CK_ULONG)so_pin_len) != CKR_OK)
 		goto out;
-	}
-	f->C_Logout(s);
-	if (f->C_GetTokenInfo(slot, &ti) == CKR_OK)
-		printf("token %.32s serial %.16s\n", label, (const char *)ti.serialNumber);
+	if (P11(f, C_InitPIN, s, (CK_UTF8CHAR *)pin, (CK_ULONG)pin_len) != CKR_OK)
+		goto out;
+	P11(f, C_Logout, s);
+	if (P11(f, C_GetTokenInfo, slot, &ti) != CKR_OK)
+		goto out;
+	n = sizeof(ti.serialNumber);
+	while (n > 0 && (ti.serialNumber[n - 1] == ' ' || ti.serialNumber[n - 1] == '\0'))
+		n--;
+	memcpy(serial, ti.serialNumber, n);
+	serial[n] = '\0';
+	printf("token \"%s\" initialised, serial %s\n", label, serial);
 	ret = 0;
 out:
 	explicit_bzero(pin, sizeof(pin));
 	explicit_bzero(so_pin, sizeof(so_pin));
 	if (s != CK_INVALID_HANDLE)
-		f->C_CloseSession(s);
+		P11(f, C_CloseSession, s);
 	if (initialized)
-		p11_kit_module_finalize(f);
+		check("C_Finalize", p11_kit_module_finalize(f));
 	if (f != NULL)
 		p11_kit_module_release(f);
 	return ret;

@@ -41,7 +41,8 @@ static int setup(void **state)
 	cfg.pin_len = tt.pin_len;
 	if (ks_token_open(&cfg, &tok) != 0 ||
 	    ks_token_generate(tok, "rsa-key", KS_KEY_RSA_2048, NULL) != 0 ||
-	    ks_token_generate(tok, "ec-key", KS_KEY_EC_P256, NULL) != 0)
+	    ks_token_generate(tok, "ec-key", KS_KEY_EC_P256, NULL) != 0 ||
+	    ks_token_generate(tok, "ec384-key", KS_KEY_EC_P384, NULL) != 0)
 		return -1;
 
 	/* Our own view of the same token, through the module's function list. */
@@ -75,9 +76,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-static CK_OBJECT_HANDLE find_private(const char *label)
+static CK_OBJECT_HANDLE find_object(CK_OBJECT_CLASS cls, const char *label)
 {
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
 		{ CKA_LABEL, (void *)(uintptr_t)label, strlen(label) },
@@ -90,6 +90,24 @@ static CK_OBJECT_HANDLE find_private(const char *label)
 	assert_int_equal(f->C_FindObjectsFinal(session), CKR_OK);
 	assert_int_equal(n, 1);
 	return h[0];
+}
+
+static CK_OBJECT_HANDLE find_private(const char *label)
+{
+	return find_object(CKO_PRIVATE_KEY, label);
+}
+
+/* The private and public key share one 16-byte CKA_ID. */
+static void assert_shared_id(CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub)
+{
+	unsigned char a[64], b[64];
+	CK_ATTRIBUTE ia = { CKA_ID, a, sizeof(a) }, ib = { CKA_ID, b, sizeof(b) };
+
+	assert_int_equal(f->C_GetAttributeValue(session, priv, &ia, 1), CKR_OK);
+	assert_int_equal(f->C_GetAttributeValue(session, pub, &ib, 1), CKR_OK);
+	assert_int_equal(ia.ulValueLen, KS_KEY_ID_LEN);
+	assert_int_equal(ib.ulValueLen, KS_KEY_ID_LEN);
+	assert_memory_equal(a, b, KS_KEY_ID_LEN);
 }
 
 static CK_BBOOL get_bool(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)
@@ -140,6 +158,37 @@ static void assert_cannot_be_made_extractable(CK_OBJECT_HANDLE h)
 	assert_true(get_bool(h, CKA_SENSITIVE));
 }
 
+/* A copy may not loosen what the original forbids. */
+static void assert_cannot_be_copied_loose(CK_OBJECT_HANDLE h)
+{
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE ext = { CKA_EXTRACTABLE, &yes, sizeof(yes) };
+	CK_ATTRIBUTE sens = { CKA_SENSITIVE, &no, sizeof(no) };
+	CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+	CK_RV rv;
+
+	rv = f->C_CopyObject(session, h, &ext, 1, &copy);
+	if (rv == CKR_OK)
+		f->C_DestroyObject(session, copy);
+	assert_int_not_equal(rv, CKR_OK);
+	copy = CK_INVALID_HANDLE;
+	rv = f->C_CopyObject(session, h, &sens, 1, &copy);
+	if (rv == CKR_OK)
+		f->C_DestroyObject(session, copy);
+	assert_int_not_equal(rv, CKR_OK);
+}
+
+/* The public half: public, verify only. */
+static void assert_public_flags(CK_OBJECT_HANDLE h)
+{
+	assert_true(get_bool(h, CKA_TOKEN));
+	assert_false(get_bool(h, CKA_PRIVATE));
+	assert_true(get_bool(h, CKA_VERIFY));
+	assert_false(get_bool(h, CKA_ENCRYPT));
+	assert_false(get_bool(h, CKA_WRAP));
+	assert_false(get_bool(h, CKA_VERIFY_RECOVER));
+}
+
 static void assert_cannot_be_wrapped(CK_OBJECT_HANDLE h)
 {
 	CK_MECHANISM gen = { CKM_AES_KEY_GEN, NULL, 0 };
@@ -174,18 +223,30 @@ static void test_rsa_private_key(void **state)
 	assert_sensitive(h, CKA_EXPONENT_2);
 	assert_sensitive(h, CKA_COEFFICIENT);
 	assert_cannot_be_made_extractable(h);
+	assert_cannot_be_copied_loose(h);
 	assert_cannot_be_wrapped(h);
+	assert_public_flags(find_object(CKO_PUBLIC_KEY, "rsa-key"));
+	assert_shared_id(h, find_object(CKO_PUBLIC_KEY, "rsa-key"));
+}
+
+static void check_ec(const char *label)
+{
+	CK_OBJECT_HANDLE h = find_private(label);
+
+	assert_flags(h);
+	assert_sensitive(h, CKA_VALUE);
+	assert_cannot_be_made_extractable(h);
+	assert_cannot_be_copied_loose(h);
+	assert_cannot_be_wrapped(h);
+	assert_public_flags(find_object(CKO_PUBLIC_KEY, label));
+	assert_shared_id(h, find_object(CKO_PUBLIC_KEY, label));
 }
 
 static void test_ec_private_key(void **state)
 {
-	CK_OBJECT_HANDLE h = find_private("ec-key");
-
 	(void)state;
-	assert_flags(h);
-	assert_sensitive(h, CKA_VALUE);
-	assert_cannot_be_made_extractable(h);
-	assert_cannot_be_wrapped(h);
+	check_ec("ec-key");
+	check_ec("ec384-key");
 }
 
 int main(void)

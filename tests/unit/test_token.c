@@ -11,9 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -22,6 +25,104 @@
 
 static struct ks_test_token tt;
 static struct ks_token *tok;
+
+/*
+ * A second, raw view of the same SoftHSM instance (one process, one module
+ * state): it can close the token layer's sessions or log it out behind its
+ * back, and count objects the layer should have created or destroyed.
+ */
+static CK_FUNCTION_LIST *raw;
+static CK_SLOT_ID raw_slot;
+
+static void raw_load(void)
+{
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+	int found = 0;
+
+	if (raw != NULL)
+		return;
+	raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
+	assert_non_null(raw);
+	rv = p11_kit_module_initialize(raw);
+	assert_true(rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	assert_int_equal(raw->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+	for (CK_ULONG i = 0; i < n; i++) {
+		if (raw->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		    memcmp(ti.label, "tokentest ", 10) == 0) {
+			raw_slot = slots[i];
+			found++;
+		}
+	}
+	assert_int_equal(found, 1);
+}
+
+/* A fresh raw session: the layer's recovery closes all sessions of the slot, ours too. */
+static CK_SESSION_HANDLE raw_session(void)
+{
+	CK_SESSION_HANDLE s;
+
+	raw_load();
+	assert_int_equal(raw->C_OpenSession(raw_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+					    NULL, NULL, &s), CKR_OK);
+	return s;
+}
+
+static CK_STATE raw_state(CK_SESSION_HANDLE s)
+{
+	CK_SESSION_INFO si;
+
+	assert_int_equal(raw->C_GetSessionInfo(s, &si), CKR_OK);
+	return si.state;
+}
+
+/* Objects of @cls with CKA_ID @id; needs a logged-in raw session to see private ones. */
+static CK_ULONG raw_count(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const uint8_t *id,
+			  size_t id_len)
+{
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)(uintptr_t)id, id_len },
+	};
+	CK_OBJECT_HANDLE h[8];
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(raw->C_FindObjects(s, h, 8, &n), CKR_OK);
+	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	return n;
+}
+
+static CK_ULONG raw_count_label(CK_SESSION_HANDLE s, const char *label)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, (void *)(uintptr_t)label, strlen(label) },
+	};
+	CK_OBJECT_HANDLE h[8];
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(raw->C_FindObjects(s, h, 8, &n), CKR_OK);
+	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	return n;
+}
+
+static int sign_p256(const char *name)
+{
+	uint8_t md[32] = { 9 }, *sig = NULL;
+	size_t sig_len = 0;
+	int r;
+
+	r = ks_token_sign_digest(tok, name, KS_SIG_ECDSA_SHA256, md, sizeof(md), &sig, &sig_len);
+	if (r == 0)
+		assert_true(sig_len > 0);
+	free(sig);
+	return r;
+}
 
 static void base_config(struct ks_token_config *cfg)
 {
@@ -56,6 +157,8 @@ static int teardown(void **state)
 {
 	(void)state;
 	ks_token_close(tok);
+	if (raw != NULL)
+		p11_kit_module_release(raw);
 	ks_test_token_teardown(&tt);
 	return 0;
 }
@@ -221,6 +324,43 @@ static void test_names(void **state)
 	assert_int_equal(ks_token_generate(tok, "t-p256", KS_KEY_EC_P256, NULL), -EEXIST);
 	assert_int_equal(ks_token_generate(tok, "bad name", KS_KEY_EC_P256, NULL), -EINVAL);
 	assert_int_equal(ks_token_generate(tok, "x", KS_KEY_NONE, NULL), -EINVAL);
+	assert_int_equal(ks_token_generate(tok, ".x", KS_KEY_EC_P256, NULL), -EINVAL);
+	assert_int_equal(ks_token_generate(tok, long_name, KS_KEY_NONE, NULL), -EINVAL);
+	long_name[KS_KEY_NAME_MAX] = 'a';
+	assert_int_equal(ks_token_generate(tok, long_name, KS_KEY_EC_P256, NULL), -EINVAL);
+}
+
+static void test_unknown_and_invalid_names(void **state)
+{
+	struct ks_key_info info;
+	EVP_PKEY *pub = NULL;
+	uint8_t *der = NULL;
+	size_t der_len = 0;
+	static const uint8_t junk[] = { 0x30, 0x03, 0x02, 0x01, 0x01 };
+
+	(void)state;
+	assert_int_equal(ks_token_key_info(tok, "nope", &info), -ENOENT);
+	assert_int_equal(ks_token_public_key(tok, "nope", &pub), -ENOENT);
+	assert_null(pub);
+	assert_int_equal(ks_token_delete(tok, "nope"), -ENOENT);
+	assert_int_equal(ks_token_cert_get(tok, "nope", &der, &der_len), -ENOENT);
+	assert_int_equal(ks_token_cert_put(tok, "t-p256", junk, sizeof(junk)), -EINVAL);
+	assert_int_equal(ks_token_key_info(tok, "../etc", &info), -EINVAL);
+	assert_int_equal(ks_token_public_key(tok, "a b", &pub), -EINVAL);
+	assert_int_equal(ks_token_delete(tok, "-rf"), -EINVAL);
+	assert_int_equal(ks_token_cert_get(tok, "", &der, &der_len), -EINVAL);
+	assert_null(der);
+}
+
+static void test_ckr_names(void **state)
+{
+	(void)state;
+	assert_string_equal(ks_ckr_name(CKR_OK), "CKR_OK");
+	assert_string_equal(ks_ckr_name(CKR_DEVICE_REMOVED), "CKR_DEVICE_REMOVED");
+	assert_string_equal(ks_ckr_name(CKR_PIN_INCORRECT), "CKR_PIN_INCORRECT");
+	assert_string_equal(ks_ckr_name(CKR_ATTRIBUTE_SENSITIVE), "CKR_ATTRIBUTE_SENSITIVE");
+	assert_string_equal(ks_ckr_name(CKR_USER_NOT_LOGGED_IN), "CKR_USER_NOT_LOGGED_IN");
+	assert_string_equal(ks_ckr_name(0x8000abcdUL), "CKR_0x8000abcd");
 }
 
 static X509 *self_signed_for(EVP_PKEY *subject_pub)
@@ -269,12 +409,45 @@ static void test_certificates_and_list(void **state)
 	assert_int_equal(n, 5);
 	for (size_t i = 1; i < n; i++)
 		assert_true(strcmp(keys[i - 1].name, keys[i].name) < 0);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		struct ks_key_info one;
+
 		assert_int_equal(keys[i].has_cert, strcmp(keys[i].name, "t-p256") == 0);
+		assert_int_equal(ks_token_key_info(tok, keys[i].name, &one), 0);
+		assert_int_equal(keys[i].type, one.type);
+		assert_int_not_equal(keys[i].type, KS_KEY_NONE);
+		assert_memory_equal(keys[i].id, one.id, KS_KEY_ID_LEN);
+	}
 	free(keys);
 
-	/* Delete removes private key, public key and certificate. */
-	assert_int_equal(ks_token_delete(tok, "t-p256"), 0);
+	/* A certificate with bytes after it is not one certificate. */
+	{
+		uint8_t *longer = malloc((size_t)der_len + 1);
+
+		assert_non_null(longer);
+		memcpy(longer, der, (size_t)der_len);
+		longer[der_len] = 0;
+		assert_int_equal(ks_token_cert_put(tok, "t-p256", longer, (size_t)der_len + 1), -EINVAL);
+		free(longer);
+	}
+
+	/* Delete removes private key, public key and certificate: counted through the raw API. */
+	{
+		struct ks_key_info info;
+		CK_SESSION_HANDLE s = raw_session();
+		CK_RV rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+
+		assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+		assert_int_equal(ks_token_key_info(tok, "t-p256", &info), 0);
+		assert_int_equal(raw_count(s, CKO_PRIVATE_KEY, info.id, info.id_len), 1);
+		assert_int_equal(raw_count(s, CKO_PUBLIC_KEY, info.id, info.id_len), 1);
+		assert_int_equal(raw_count(s, CKO_CERTIFICATE, info.id, info.id_len), 1);
+		assert_int_equal(ks_token_delete(tok, "t-p256"), 0);
+		assert_int_equal(raw_count(s, CKO_PRIVATE_KEY, info.id, info.id_len), 0);
+		assert_int_equal(raw_count(s, CKO_PUBLIC_KEY, info.id, info.id_len), 0);
+		assert_int_equal(raw_count(s, CKO_CERTIFICATE, info.id, info.id_len), 0);
+		raw->C_CloseSession(s);
+	}
 	EVP_PKEY_free(pub);
 	assert_int_equal(ks_token_public_key(tok, "t-p256", &pub), -ENOENT);
 	assert_null(pub);
@@ -315,6 +488,153 @@ static void test_concurrent_signing(void **state)
 	assert_int_equal(failures, 0);
 }
 
+static void test_recover_closed_sessions(void **state)
+{
+	struct ks_key_info *keys = NULL;
+	size_t n = 0;
+
+	(void)state;
+	raw_load();
+	assert_int_equal(sign_p256("t-p256"), 0);
+	/* Every pooled session is gone: only reopen + login + find by CKA_ID + retry works. */
+	assert_int_equal(raw->C_CloseAllSessions(raw_slot), CKR_OK);
+	assert_int_equal(sign_p256("t-p256"), 0);
+	assert_int_equal(raw->C_CloseAllSessions(raw_slot), CKR_OK);
+	assert_int_equal(ks_token_list(tok, &keys, &n), 0);
+	assert_int_equal(n, 5);
+	free(keys);
+	assert_int_equal(sign_p256("t-p256"), 0);
+}
+
+static void test_recover_logout(void **state)
+{
+	CK_SESSION_HANDLE s;
+	struct ks_key_info *keys = NULL;
+	size_t n = 0;
+	CK_RV rv;
+
+	(void)state;
+	/*
+	 * Logged out, private keys are not an error but invisible: a sign must
+	 * not answer -ENOENT, a list must not come back empty, and generate must
+	 * not create a second key under a taken name.
+	 */
+	s = raw_session();
+	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+	assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	assert_int_equal(raw_state(s), CKS_RW_PUBLIC_SESSION);
+	assert_int_equal(sign_p256("t-p256"), 0);
+
+	s = raw_session();
+	assert_int_equal(raw_state(s), CKS_RW_USER_FUNCTIONS);
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	assert_int_equal(ks_token_list(tok, &keys, &n), 0);
+	assert_int_equal(n, 5);
+	free(keys);
+
+	s = raw_session();
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	assert_int_equal(ks_token_generate(tok, "t-p256", KS_KEY_EC_P256, NULL), -EEXIST);
+	s = raw_session();
+	assert_int_equal(raw_state(s), CKS_RW_USER_FUNCTIONS);
+	assert_int_equal(raw_count_label(s, "t-p256"), 1);
+	raw->C_CloseSession(s);
+}
+
+static int concurrent_failures;
+static pthread_barrier_t lost_barrier;
+
+static void *lost_signer(void *arg)
+{
+	(void)arg;
+	for (int round = 0; round < 2; round++) {
+		/* Wait while the main thread breaks the sessions, then all hit the loss at once. */
+		pthread_barrier_wait(&lost_barrier);
+		pthread_barrier_wait(&lost_barrier);
+		for (int i = 0; i < 10; i++)
+			if (sign_p256("t-p256") != 0)
+				__atomic_add_fetch(&concurrent_failures, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void test_recover_under_load(void **state)
+{
+	pthread_t th[6];
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	(void)state;
+	/*
+	 * Six threads on two sessions all notice one lost login (then one lost
+	 * set of sessions): one reopen serves them all, nobody fails. The loss
+	 * is made while no call is in flight; SoftHSM answers CKR_GENERAL_ERROR
+	 * to calls racing a C_Logout, which is its problem, not ours.
+	 */
+	raw_load();
+	concurrent_failures = 0;
+	assert_int_equal(pthread_barrier_init(&lost_barrier, NULL, 7), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, lost_signer, NULL), 0);
+	pthread_barrier_wait(&lost_barrier);
+	s = raw_session();
+	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+	assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	pthread_barrier_wait(&lost_barrier);
+	pthread_barrier_wait(&lost_barrier);
+	assert_int_equal(raw->C_CloseAllSessions(raw_slot), CKR_OK);
+	pthread_barrier_wait(&lost_barrier);
+	for (int i = 0; i < 6; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&lost_barrier);
+	assert_int_equal(concurrent_failures, 0);
+	assert_int_equal(sign_p256("t-p256"), 0);
+}
+
+/* Runs last: it leaves the shared handle refusing everything. */
+static void test_pin_rejected_later_is_final(void **state)
+{
+	static char new_pin[] = "changed-pin-1234";
+	struct ks_token_info info;
+	struct ks_key_info *keys = NULL;
+	struct ks_key_info one;
+	CK_SESSION_HANDLE s;
+	size_t n = 0;
+	CK_RV rv;
+
+	(void)state;
+	assert_int_equal(sign_p256("t-p256"), 0);
+	/* Someone changes the user PIN and the login is lost: the re-login is refused. */
+	s = raw_session();
+	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+	assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+	assert_int_equal(raw->C_SetPIN(s, (CK_UTF8CHAR *)tt.pin, tt.pin_len,
+				       (CK_UTF8CHAR *)new_pin, strlen(new_pin)), CKR_OK);
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	assert_int_equal(sign_p256("t-p256"), -EKEYREJECTED);
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	assert_int_equal(info.up, 0);
+	assert_string_equal(info.label, "tokentest");
+
+	/*
+	 * Put the old PIN back. Were the layer to log in again it would now
+	 * succeed: it must not, so calls keep failing and nobody is logged in.
+	 */
+	s = raw_session();
+	assert_int_equal(raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)new_pin, strlen(new_pin)), CKR_OK);
+	assert_int_equal(raw->C_SetPIN(s, (CK_UTF8CHAR *)new_pin, strlen(new_pin),
+				       (CK_UTF8CHAR *)tt.pin, tt.pin_len), CKR_OK);
+	assert_int_equal(raw->C_Logout(s), CKR_OK);
+	assert_int_equal(sign_p256("t-p256"), -EKEYREJECTED);
+	assert_int_equal(ks_token_key_info(tok, "t-p256", &one), -EKEYREJECTED);
+	assert_int_equal(ks_token_list(tok, &keys, &n), -EKEYREJECTED);
+	assert_int_equal(ks_token_generate(tok, "t-new", KS_KEY_EC_P256, NULL), -EKEYREJECTED);
+	assert_int_equal(raw_state(s), CKS_RW_PUBLIC_SESSION);
+	raw->C_CloseSession(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +646,12 @@ int main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_certificates_and_list),
 		cmocka_unit_test(test_concurrent_signing),
+		cmocka_unit_test(test_unknown_and_invalid_names),
+		cmocka_unit_test(test_ckr_names),
+		cmocka_unit_test(test_recover_closed_sessions),
+		cmocka_unit_test(test_recover_logout),
+		cmocka_unit_test(test_recover_under_load),
+		cmocka_unit_test(test_pin_rejected_later_is_final),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
