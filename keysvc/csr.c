@@ -2,46 +2,29 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#define KS_DN_INPUT_MAX 4096   /* the wire schema's limit for "subject" */
 #define KS_DN_VALUE_MAX 256
 #define KS_DN_MAX_AVAS 64
+#define KS_OID_TEXT_MAX 128
 #define KS_SAN_MAX 100
 #define KS_NAME_MAX 1024
+#define KS_DNS_NAME_MAX 253
+#define KS_DNS_LABEL_MAX 63
+#define KS_KU_ALL 0x7fu
 
-/* ---- RFC 4514 ------------------------------------------------------------ */
-
-static const struct {
-	const char *name;
-	int nid;
-} dn_types[] = {
-	{ "CN", NID_commonName },
-	{ "C", NID_countryName },
-	{ "L", NID_localityName },
-	{ "ST", NID_stateOrProvinceName },
-	{ "O", NID_organizationName },
-	{ "OU", NID_organizationalUnitName },
-	{ "STREET", NID_streetAddress },
-	{ "DC", NID_domainComponent },
-	{ "UID", NID_userId },
-	{ "SERIALNUMBER", NID_serialNumber },
-	{ "emailAddress", NID_pkcs9_emailAddress },
-};
-
-struct ava {
-	ASN1_OBJECT *obj;
-	unsigned char value[KS_DN_VALUE_MAX];
-	size_t len;
-	int new_rdn;          /* first AVA of its RDN */
-};
+/* ---- character classes ---------------------------------------------------- */
 
 static int hexval(char c)
 {
@@ -54,6 +37,17 @@ static int hexval(char c)
 	return -1;
 }
 
+static int is_alpha(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static int is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* Well-formed UTF-8 only: no overlong forms, surrogates or code points past U+10FFFF. */
 static int utf8_valid(const unsigned char *s, size_t len)
 {
 	size_t i = 0;
@@ -84,7 +78,6 @@ static int utf8_valid(const unsigned char *s, size_t len)
 				return 0;
 			cp = (cp << 6) | (s[i + k] & 0x3f);
 		}
-		/* No overlong forms, no surrogates, nothing past U+10FFFF. */
 		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
 		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
 			return 0;
@@ -93,84 +86,146 @@ static int utf8_valid(const unsigned char *s, size_t len)
 	return 1;
 }
 
-static int printable_char(unsigned char c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       strchr(" '()+,-./:=?", c) != NULL;
-}
-
+/* X.680 PrintableString. */
 static int all_printable(const unsigned char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
-		if (!printable_char(s[i]))
+		if (!is_alpha(s[i]) && !is_digit(s[i]) && strchr(" '()+,-./:=?", s[i]) == NULL)
 			return 0;
 	return 1;
 }
 
-static int all_ascii(const unsigned char *s, size_t len)
+/* IA5String minus NUL (which no C string here can carry anyway). */
+static int all_ia5(const unsigned char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
-		if (s[i] == 0 || s[i] > 0x7e)
+		if (s[i] == 0 || s[i] > 0x7f)
 			return 0;
 	return 1;
 }
 
+/* Visible ASCII: what a SAN URI or mailbox may contain (no spaces, no controls). */
+static int all_visible(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/*
+ * RFC 4512 numericoid: at least two arcs, no empty arcs and no leading
+ * zeros, so that every accepted text has exactly one meaning.
+ */
 static int dotted_oid(const char *s, size_t len)
 {
-	int dots = 0, digits = 0;
+	size_t arcs = 0, digits = 0;
 
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '.') {
+	if (len == 0 || len >= KS_OID_TEXT_MAX)
+		return 0;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || s[i] == '.') {
 			if (digits == 0)
 				return 0;
-			dots++;
+			arcs++;
 			digits = 0;
-		} else if (s[i] >= '0' && s[i] <= '9') {
+		} else if (is_digit((unsigned char)s[i])) {
+			if (digits == 1 && s[i - 1] == '0')
+				return 0;
 			digits++;
 		} else {
 			return 0;
 		}
 	}
-	return dots >= 1 && digits > 0;
+	return arcs >= 2;
 }
 
-static ASN1_OBJECT *dn_type(const char *s, size_t len)
+/* A dotted OID as an object; NULL if malformed or not encodable (e.g. "3.1"). */
+static ASN1_OBJECT *oid_object(const char *s, size_t len)
 {
-	char buf[128];
+	char buf[KS_OID_TEXT_MAX];
 
-	if (len == 0 || len >= sizeof(buf))
+	if (!dotted_oid(s, len))
 		return NULL;
 	memcpy(buf, s, len);
 	buf[len] = '\0';
-	for (size_t i = 0; i < sizeof(dn_types) / sizeof(dn_types[0]); i++)
-		if (strcasecmp(dn_types[i].name, buf) == 0)
-			return OBJ_nid2obj(dn_types[i].nid);
-	if (dotted_oid(buf, len))
-		return OBJ_txt2obj(buf, 1);
-	return NULL;
+	return OBJ_txt2obj(buf, 1);
 }
 
-/* The ASN.1 string type an attribute's value is encoded as. */
+/* ---- RFC 4514 ------------------------------------------------------------- */
+
+/*
+ * The grammar is RFC 4514 section 3, read strictly: a typo in a subject
+ * ends up signed by a CA, so anything the RFC does not allow is an error
+ * rather than something quietly repaired.
+ *  - No whitespace around ',', '+' or '=' (RFC 2253 parsers tolerated it;
+ *    RFC 4514 does not). "CN=x, O=y" is rejected.
+ *  - A value must not begin or end with an unescaped space: the RFC
+ *    requires those to be escaped, and trimming them instead would sign a
+ *    different name than the caller wrote. Escaped spaces are kept as is.
+ *  - ';' as a separator (RFC 1779) and "#hex" BER values are rejected.
+ *  - '=' and a non-leading '#' are ordinary value characters, as the RFC's
+ *    stringchar allows.
+ * Inside a multi-valued RDN the AVAs form a SET, which DER sorts by
+ * encoding; the order written in the string therefore survives only in
+ * memory, not in the encoded name.
+ */
+
+static const struct {
+	const char *name;
+	int nid;
+} dn_types[] = {
+	{ "CN", NID_commonName },
+	{ "C", NID_countryName },
+	{ "L", NID_localityName },
+	{ "ST", NID_stateOrProvinceName },
+	{ "O", NID_organizationName },
+	{ "OU", NID_organizationalUnitName },
+	{ "STREET", NID_streetAddress },
+	{ "DC", NID_domainComponent },
+	{ "UID", NID_userId },
+	{ "SERIALNUMBER", NID_serialNumber },
+	{ "emailAddress", NID_pkcs9_emailAddress },
+};
+
+struct ava {
+	ASN1_OBJECT *obj;
+	int type;             /* V_ASN1_* string type of the value */
+	unsigned char value[KS_DN_VALUE_MAX];
+	size_t len;
+	int new_rdn;          /* first AVA of its RDN in the string */
+};
+
+static ASN1_OBJECT *dn_type(const char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(dn_types) / sizeof(dn_types[0]); i++)
+		if (strlen(dn_types[i].name) == len && strncasecmp(dn_types[i].name, s, len) == 0)
+			return OBJ_nid2obj(dn_types[i].nid);
+	return oid_object(s, len);
+}
+
+/* The ASN.1 string type an attribute's value is encoded as, or -1 (with *err). */
 static int value_type(const ASN1_OBJECT *obj, const unsigned char *v, size_t len,
 		      const char **err)
 {
 	switch (OBJ_obj2nid(obj)) {
 	case NID_countryName:
-		if (len != 2 || !((v[0] | 0x20) >= 'a' && (v[0] | 0x20) <= 'z') ||
-		    !((v[1] | 0x20) >= 'a' && (v[1] | 0x20) <= 'z')) {
+		if (len != 2 || !is_alpha(v[0]) || !is_alpha(v[1])) {
 			*err = "subject: C must be a two-letter country code";
 			return -1;
 		}
 		return V_ASN1_PRINTABLESTRING;
 	case NID_serialNumber:
+		/* X.520 fixes serialNumber as PrintableString. */
 		if (!all_printable(v, len)) {
-			*err = "subject: SERIALNUMBER must be a PrintableString";
+			*err = "subject: SERIALNUMBER must contain only PrintableString characters";
 			return -1;
 		}
 		return V_ASN1_PRINTABLESTRING;
 	case NID_domainComponent:
 	case NID_pkcs9_emailAddress:
-		if (!all_ascii(v, len)) {
+		/* RFC 4519 and PKCS#9 fix these as IA5String. */
+		if (!all_ia5(v, len)) {
 			*err = "subject: DC and emailAddress must be ASCII";
 			return -1;
 		}
@@ -180,7 +235,7 @@ static int value_type(const ASN1_OBJECT *obj, const unsigned char *v, size_t len
 	}
 }
 
-/* Parse one attribute value at s[*pos]; stops before an unescaped ',' or '+' or the end. */
+/* Parse one value at s[*pos], stopping before an unescaped ',' or '+' or the end. */
 static int parse_value(const char *s, size_t *pos, struct ava *a, const char **err)
 {
 	size_t i = *pos;
@@ -192,7 +247,7 @@ static int parse_value(const char *s, size_t *pos, struct ava *a, const char **e
 		return -EINVAL;
 	}
 	if (s[i] == ' ') {
-		*err = "subject: a value must not start with an unescaped space";
+		*err = "subject: a value must not start with an unescaped space (write \"\\ \")";
 		return -EINVAL;
 	}
 	while (s[i] != '\0' && s[i] != ',' && s[i] != '+') {
@@ -212,14 +267,14 @@ static int parse_value(const char *s, size_t *pos, struct ava *a, const char **e
 				a->value[a->len++] = (unsigned char)s[i + 1];
 				i += 2;
 			} else {
-				*err = "subject: bad escape sequence";
+				*err = "subject: bad escape sequence (only \\ before one of ,+\"\\<>;= # or two hex digits)";
 				return -EINVAL;
 			}
 			last_escaped = 1;
 			continue;
 		}
 		if (c == '"' || c == ';' || c == '<' || c == '>') {
-			*err = "subject: unescaped special character in a value";
+			*err = "subject: unescaped special character (\" ; < >) in a value";
 			return -EINVAL;
 		}
 		a->value[a->len++] = c;
@@ -231,11 +286,15 @@ static int parse_value(const char *s, size_t *pos, struct ava *a, const char **e
 		return -EINVAL;
 	}
 	if (!last_escaped && a->value[a->len - 1] == ' ') {
-		*err = "subject: a value must not end with an unescaped space";
+		*err = "subject: a value must not end with an unescaped space (write \"\\ \")";
 		return -EINVAL;
 	}
-	if (memchr(a->value, '\0', a->len) != NULL || !utf8_valid(a->value, a->len)) {
-		*err = "subject: a value is not valid UTF-8 (or contains NUL)";
+	if (memchr(a->value, '\0', a->len) != NULL) {
+		*err = "subject: a value contains NUL";
+		return -EINVAL;
+	}
+	if (!utf8_valid(a->value, a->len)) {
+		*err = "subject: a value is not valid UTF-8";
 		return -EINVAL;
 	}
 	*pos = i;
@@ -246,17 +305,24 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 {
 	struct ava *avas = NULL;
 	X509_NAME *name = NULL;
-	size_t navas = 0, pos = 0, start;
+	const char *err_sink;
+	size_t navas = 0, pos = 0, start, slen;
 	int r = -EINVAL, new_rdn = 1;
 
-	*out = NULL;
+	if (err == NULL)
+		err = &err_sink;
 	*err = NULL;
+	if (out == NULL) {
+		*err = "subject: no output";
+		return -EINVAL;
+	}
+	*out = NULL;
 	if (s == NULL || s[0] == '\0') {
 		*err = "subject: empty";
 		return -EINVAL;
 	}
-	if (strlen(s) > 4096) {
-		*err = "subject: too long";
+	if ((slen = strnlen(s, KS_DN_INPUT_MAX + 1)) > KS_DN_INPUT_MAX) {
+		*err = "subject: longer than 4096 bytes";
 		return -EINVAL;
 	}
 	if ((avas = calloc(KS_DN_MAX_AVAS, sizeof(*avas))) == NULL)
@@ -265,15 +331,25 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 		struct ava *a;
 
 		if (navas == KS_DN_MAX_AVAS) {
-			*err = "subject: too many attributes";
+			*err = "subject: more than 64 attributes";
 			goto out;
 		}
 		a = &avas[navas];
 		start = pos;
-		while (s[pos] != '\0' && s[pos] != '=')
+		while (s[pos] != '\0' && s[pos] != '=' && s[pos] != ',' && s[pos] != '+')
 			pos++;
-		if (s[pos] != '=' || (a->obj = dn_type(s + start, pos - start)) == NULL) {
-			*err = "subject: unknown or malformed attribute type";
+		if (s[pos] != '=') {
+			*err = pos == start && (s[pos] == ',' || s[pos] == '+') ?
+			       "subject: empty RDN (stray or doubled separator)" :
+			       "subject: an attribute has no '='";
+			goto out;
+		}
+		if (pos == start) {
+			*err = "subject: missing attribute type before '='";
+			goto out;
+		}
+		if ((a->obj = dn_type(s + start, pos - start)) == NULL) {
+			*err = "subject: unknown attribute type (use CN, C, L, ST, O, OU, STREET, DC, UID, SERIALNUMBER, emailAddress or a dotted OID)";
 			goto out;
 		}
 		navas++;
@@ -282,7 +358,7 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 		if ((r = parse_value(s, &pos, a, err)) != 0)
 			goto out;
 		r = -EINVAL;
-		if (value_type(a->obj, a->value, a->len, err) < 0)
+		if ((a->type = value_type(a->obj, a->value, a->len, err)) < 0)
 			goto out;
 		if (s[pos] == '\0')
 			break;
@@ -294,25 +370,24 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 		}
 	}
 
-	if ((name = X509_NAME_new()) == NULL) {
-		r = -ENOMEM;
+	r = -ENOMEM;
+	if ((name = X509_NAME_new()) == NULL)
 		goto out;
-	}
-	/* RFC 4514 lists the most specific RDN first; the encoding starts with the least. */
+	/*
+	 * RFC 4514 lists the most specific RDN first; the encoding starts with
+	 * the least. The AVAs of one RDN are reversed too so that printing the
+	 * in-memory name in RFC 2253 order gives the string back; -1 then
+	 * joins each AVA to the RDN (SET) just opened with 0.
+	 */
 	for (size_t end = navas; end > 0;) {
 		size_t first = end - 1;
 
 		while (!avas[first].new_rdn)
 			first--;
-		/* Within an RDN too, so that printing in RFC 2253 order gives the string back. */
 		for (size_t i = end; i-- > first;) {
-			int type = value_type(avas[i].obj, avas[i].value, avas[i].len, err);
-
-			if (X509_NAME_add_entry_by_OBJ(name, avas[i].obj, type, avas[i].value,
-						       (int)avas[i].len, -1, i == end - 1 ? 0 : -1) != 1) {
-				*err = "subject: cannot encode an attribute";
+			if (X509_NAME_add_entry_by_OBJ(name, avas[i].obj, avas[i].type, avas[i].value,
+						       (int)avas[i].len, -1, i == end - 1 ? 0 : -1) != 1)
 				goto out;
-			}
 		}
 		end = first;
 	}
@@ -327,7 +402,7 @@ out:
 	return r;
 }
 
-/* ---- extensions -------------------------------------------------------------- */
+/* ---- extensions and attributes --------------------------------------------- */
 
 unsigned ks_key_usage_from_name(const char *name)
 {
@@ -351,86 +426,83 @@ unsigned ks_key_usage_from_name(const char *name)
 	return 0;
 }
 
-static int dns_name_ok(const char *s)
+/*
+ * RFC 5280 4.2.1.6 wants dNSName in the RFC 1034 preferred syntax: LDH
+ * labels of 1..63 characters that neither start nor end with '-'
+ * (internationalized names arrive as A-labels). The only wildcard is a
+ * whole leftmost "*" label. No trailing dot: certificates never carry one.
+ */
+static int dns_name_ok(const char *s, int allow_wildcard)
 {
 	size_t n = strlen(s), label = 0;
 
-	if (strncmp(s, "*.", 2) == 0) {
+	if (allow_wildcard && strncmp(s, "*.", 2) == 0) {
 		s += 2;
 		n -= 2;
 	}
-	if (n == 0 || n > 253 || s[0] == '.' || s[n - 1] == '.')
+	if (n == 0 || n > KS_DNS_NAME_MAX)
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char c = i < n ? (unsigned char)s[i] : '.';
 
 		if (c == '.') {
-			if (label == 0)
+			if (label == 0 || s[i - 1] == '-')
 				return 0;
 			label = 0;
 			continue;
 		}
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '_'))
+		if (!is_alpha(c) && !is_digit(c) && c != '-')
 			return 0;
-		if (++label > 63)
+		if (c == '-' && label == 0)
+			return 0;
+		if (++label > KS_DNS_LABEL_MAX)
 			return 0;
 	}
 	return 1;
 }
 
-static int push_ia5(GENERAL_NAMES *gens, int type, const char *s)
+/* RFC 3986 URI: a scheme, ':', and something after it. */
+static int uri_ok(const char *s)
 {
-	GENERAL_NAME *gn = GENERAL_NAME_new();
-	ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+	size_t n = strlen(s), i = 0;
 
-	if (gn == NULL || ia5 == NULL || ASN1_STRING_set(ia5, s, (int)strlen(s)) != 1) {
-		GENERAL_NAME_free(gn);
-		ASN1_IA5STRING_free(ia5);
-		return -ENOMEM;
-	}
-	GENERAL_NAME_set0_value(gn, type, ia5);
-	if (sk_GENERAL_NAME_push(gens, gn) <= 0) {
-		GENERAL_NAME_free(gn);
-		return -ENOMEM;
-	}
-	return 0;
+	if (n == 0 || n > KS_NAME_MAX || !all_visible(s, n) || !is_alpha((unsigned char)s[0]))
+		return 0;
+	while (is_alpha((unsigned char)s[i]) || is_digit((unsigned char)s[i]) ||
+	       s[i] == '+' || s[i] == '-' || s[i] == '.')
+		i++;
+	return s[i] == ':' && s[i + 1] != '\0';
 }
 
-static int push_ip(GENERAL_NAMES *gens, const char *s)
-{
-	unsigned char buf[16];
-	GENERAL_NAME *gn;
-	ASN1_OCTET_STRING *os;
-	int len;
-
-	/* inet_pton is stricter than OpenSSL's parser (no "1.2.3", no trailing junk). */
-	if (inet_pton(AF_INET, s, buf) == 1)
-		len = 4;
-	else if (inet_pton(AF_INET6, s, buf) == 1)
-		len = 16;
-	else
-		return -EINVAL;
-	gn = GENERAL_NAME_new();
-	os = ASN1_OCTET_STRING_new();
-	if (gn == NULL || os == NULL || ASN1_OCTET_STRING_set(os, buf, len) != 1) {
-		GENERAL_NAME_free(gn);
-		ASN1_OCTET_STRING_free(os);
-		return -ENOMEM;
-	}
-	GENERAL_NAME_set0_value(gn, GEN_IPADD, os);
-	if (sk_GENERAL_NAME_push(gens, gn) <= 0) {
-		GENERAL_NAME_free(gn);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static int string_ok(const char *s)
+/* An RFC 5321 mailbox without quoted local parts: local@domain. */
+static int email_ok(const char *s)
 {
 	size_t n = strlen(s);
+	const char *at = strchr(s, '@');
 
-	return n > 0 && n <= KS_NAME_MAX && all_ascii((const unsigned char *)s, n);
+	if (n == 0 || n > KS_NAME_MAX || !all_visible(s, n) || at == NULL || at == s ||
+	    strchr(at + 1, '@') != NULL || strchr(s, '"') != NULL)
+		return 0;
+	return dns_name_ok(at + 1, 0);
+}
+
+/* Append a GENERAL_NAME of @type holding an IA5String or OCTET STRING copy of @data. */
+static int push_gen(GENERAL_NAMES *gens, int type, const void *data, size_t len)
+{
+	GENERAL_NAME *gn = GENERAL_NAME_new();
+	ASN1_STRING *str = type == GEN_IPADD ? ASN1_OCTET_STRING_new() : ASN1_IA5STRING_new();
+
+	if (gn == NULL || str == NULL || ASN1_STRING_set(str, data, (int)len) != 1) {
+		GENERAL_NAME_free(gn);
+		ASN1_STRING_free(str);
+		return -ENOMEM;
+	}
+	GENERAL_NAME_set0_value(gn, type, str);
+	if (sk_GENERAL_NAME_push(gens, gn) <= 0) {
+		GENERAL_NAME_free(gn);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Encode @value as extension @nid and append it; @value stays the caller's. */
@@ -450,51 +522,66 @@ static int push_ext(STACK_OF(X509_EXTENSION) *exts, int nid, int critical, void 
 static int add_san(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p,
 		   const char **err)
 {
-	GENERAL_NAMES *gens;
+	GENERAL_NAMES *gens = NULL;
 	int r = -EINVAL;
 
+	/* Each count alone first, so the sum below cannot wrap. */
+	if (p->n_dns > KS_SAN_MAX || p->n_ip > KS_SAN_MAX || p->n_uri > KS_SAN_MAX ||
+	    p->n_email > KS_SAN_MAX || p->n_dns + p->n_ip + p->n_uri + p->n_email > KS_SAN_MAX) {
+		*err = "san: more than 100 names";
+		return -EINVAL;
+	}
 	if (p->n_dns + p->n_ip + p->n_uri + p->n_email == 0)
 		return 0;
-	if (p->n_dns + p->n_ip + p->n_uri + p->n_email > KS_SAN_MAX) {
-		*err = "san: more than 100 names";
+	if ((p->n_dns && p->dns == NULL) || (p->n_ip && p->ip == NULL) ||
+	    (p->n_uri && p->uri == NULL) || (p->n_email && p->email == NULL)) {
+		*err = "san: a name list is missing";
 		return -EINVAL;
 	}
 	if ((gens = GENERAL_NAMES_new()) == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n_dns; i++) {
-		if (!dns_name_ok(p->dns[i])) {
-			*err = "san.dns: not a DNS name";
+		if (p->dns[i] == NULL || !dns_name_ok(p->dns[i], 1)) {
+			*err = "san.dns: not a DNS name (letters, digits, '-' in labels of 1..63, optional leading \"*.\")";
+			r = -EINVAL;
 			goto out;
 		}
-		if ((r = push_ia5(gens, GEN_DNS, p->dns[i])) != 0)
+		if ((r = push_gen(gens, GEN_DNS, p->dns[i], strlen(p->dns[i]))) != 0)
 			goto out;
 	}
 	for (size_t i = 0; i < p->n_ip; i++) {
-		if ((r = push_ip(gens, p->ip[i])) != 0) {
-			*err = "san.ip: not an IPv4 or IPv6 address";
-			goto out;
-		}
-	}
-	r = -EINVAL;
-	for (size_t i = 0; i < p->n_uri; i++) {
-		if (!string_ok(p->uri[i]) || strchr(p->uri[i], ':') == NULL ||
-		    strpbrk(p->uri[i], " \t\r\n") != NULL) {
-			*err = "san.uri: not a URI";
-			goto out;
-		}
-		if ((r = push_ia5(gens, GEN_URI, p->uri[i])) != 0)
-			goto out;
-	}
-	r = -EINVAL;
-	for (size_t i = 0; i < p->n_email; i++) {
-		const char *at = strchr(p->email[i], '@');
+		unsigned char addr[16];
+		size_t len;
 
-		if (!string_ok(p->email[i]) || at == NULL || at == p->email[i] || at[1] == '\0' ||
-		    strchr(at + 1, '@') != NULL || strpbrk(p->email[i], " \t\r\n") != NULL) {
-			*err = "san.email: not an email address";
+		/* inet_pton, unlike a2i_IPADDRESS, refuses "1.2.3", octal and trailing junk. */
+		if (p->ip[i] != NULL && inet_pton(AF_INET, p->ip[i], addr) == 1) {
+			len = 4;
+		} else if (p->ip[i] != NULL && inet_pton(AF_INET6, p->ip[i], addr) == 1) {
+			len = 16;
+		} else {
+			*err = "san.ip: not an IPv4 or IPv6 address";
+			r = -EINVAL;
 			goto out;
 		}
-		if ((r = push_ia5(gens, GEN_EMAIL, p->email[i])) != 0)
+		if ((r = push_gen(gens, GEN_IPADD, addr, len)) != 0)
+			goto out;
+	}
+	for (size_t i = 0; i < p->n_uri; i++) {
+		if (p->uri[i] == NULL || !uri_ok(p->uri[i])) {
+			*err = "san.uri: not a URI (scheme:rest, visible ASCII, at most 1024 bytes)";
+			r = -EINVAL;
+			goto out;
+		}
+		if ((r = push_gen(gens, GEN_URI, p->uri[i], strlen(p->uri[i]))) != 0)
+			goto out;
+	}
+	for (size_t i = 0; i < p->n_email; i++) {
+		if (p->email[i] == NULL || !email_ok(p->email[i])) {
+			*err = "san.email: not an email address (local@domain, at most 1024 bytes)";
+			r = -EINVAL;
+			goto out;
+		}
+		if ((r = push_gen(gens, GEN_EMAIL, p->email[i], strlen(p->email[i]))) != 0)
 			goto out;
 	}
 	r = push_ext(exts, NID_subject_alt_name, 0, gens);
@@ -503,19 +590,24 @@ out:
 	return r;
 }
 
-static int add_key_usage(STACK_OF(X509_EXTENSION) *exts, unsigned bits)
+static int add_key_usage(STACK_OF(X509_EXTENSION) *exts, unsigned bits, const char **err)
 {
 	ASN1_BIT_STRING *ku;
 	int r = -ENOMEM;
 
 	if (bits == 0)
 		return 0;
+	if (bits & ~KS_KU_ALL) {
+		*err = "key_usage: unknown bit";
+		return -EINVAL;
+	}
 	if ((ku = ASN1_BIT_STRING_new()) == NULL)
 		return -ENOMEM;
+	/* enum ks_key_usage uses the RFC 5280 bit numbers, so bit n is bit n. */
 	for (int bit = 0; bit < 7; bit++)
 		if ((bits & (1u << bit)) && ASN1_BIT_STRING_set_bit(ku, bit, 1) != 1)
 			goto out;
-	/* keyUsage is critical, as RFC 5280 recommends. */
+	/* Critical, as RFC 5280 4.2.1.3 says it SHOULD be. */
 	r = push_ext(exts, NID_key_usage, 1, ku);
 out:
 	ASN1_BIT_STRING_free(ku);
@@ -536,12 +628,12 @@ static ASN1_OBJECT *eku_object(const char *s)
 		{ "OCSPSigning", NID_OCSP_sign },
 	};
 
+	if (s == NULL)
+		return NULL;
 	for (size_t i = 0; i < sizeof(ekus) / sizeof(ekus[0]); i++)
 		if (strcmp(ekus[i].name, s) == 0)
 			return OBJ_nid2obj(ekus[i].nid);
-	if (strlen(s) < 128 && dotted_oid(s, strlen(s)))
-		return OBJ_txt2obj(s, 1);
-	return NULL;
+	return oid_object(s, strlen(s));
 }
 
 static int add_eku(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p,
@@ -552,13 +644,18 @@ static int add_eku(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p
 
 	if (p->n_ext_key_usage == 0)
 		return 0;
+	if (p->ext_key_usage == NULL) {
+		*err = "ext_key_usage: the list is missing";
+		return -EINVAL;
+	}
 	if ((eku = sk_ASN1_OBJECT_new_null()) == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < p->n_ext_key_usage; i++) {
 		ASN1_OBJECT *obj = eku_object(p->ext_key_usage[i]);
 
 		if (obj == NULL) {
-			*err = "ext_key_usage: unknown usage (use a name or a dotted OID)";
+			*err = "ext_key_usage: unknown usage (serverAuth, clientAuth, codeSigning, emailProtection, timeStamping, OCSPSigning or a dotted OID)";
+			r = -EINVAL;
 			goto out;
 		}
 		if (sk_ASN1_OBJECT_push(eku, obj) <= 0) {
@@ -575,14 +672,18 @@ out:
 
 static int add_attrs(X509_REQ *req, const struct ks_csr_params *p, const char **err)
 {
+	if (p->n_attrs > 0 && p->attrs == NULL) {
+		*err = "attributes: the list is missing";
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < p->n_attrs; i++) {
 		const struct ks_csr_attr *a = &p->attrs[i];
 		const char *t = a->string_type ? a->string_type : "utf8";
-		size_t len = a->value ? strlen(a->value) : 0;
+		size_t len = a->value ? strnlen(a->value, KS_NAME_MAX + 1) : 0;
 		ASN1_OBJECT *obj;
-		int type, ok;
+		int type, ok, nid;
 
-		if (a->oid == NULL || strlen(a->oid) >= 128 || !dotted_oid(a->oid, strlen(a->oid))) {
+		if (a->oid == NULL || !dotted_oid(a->oid, strlen(a->oid))) {
 			*err = "attributes: oid must be a dotted OID";
 			return -EINVAL;
 		}
@@ -598,21 +699,30 @@ static int add_attrs(X509_REQ *req, const struct ks_csr_params *p, const char **
 			ok = all_printable((const unsigned char *)a->value, len);
 		} else if (strcmp(t, "ia5") == 0) {
 			type = V_ASN1_IA5STRING;
-			ok = all_ascii((const unsigned char *)a->value, len);
+			ok = all_ia5((const unsigned char *)a->value, len);
 		} else {
 			*err = "attributes: type must be utf8, printable or ia5";
 			return -EINVAL;
 		}
 		if (!ok) {
-			*err = "attributes: value does not fit its string type";
+			*err = "attributes: value has characters its string type cannot hold";
 			return -EINVAL;
 		}
-		if ((obj = OBJ_txt2obj(a->oid, 1)) == NULL)
-			return -ENOMEM;
-		/* Extensions travel in their own attribute, built from the fields above. */
-		if (OBJ_obj2nid(obj) == NID_ext_req || OBJ_obj2nid(obj) == NID_ms_ext_req) {
+		if ((obj = OBJ_txt2obj(a->oid, 1)) == NULL) {
+			*err = "attributes: oid cannot be encoded";
+			return -EINVAL;
+		}
+		nid = OBJ_obj2nid(obj);
+		/* The extensions travel in their own attribute, built from the fields above. */
+		if (nid == NID_ext_req || nid == NID_ms_ext_req) {
 			ASN1_OBJECT_free(obj);
 			*err = "attributes: extensionRequest is built from san, key_usage and ext_key_usage";
+			return -EINVAL;
+		}
+		/* PKCS#10 attributes are a SET keyed by type; a second value would be ambiguous. */
+		if (X509_REQ_get_attr_by_OBJ(req, obj, -1) >= 0) {
+			ASN1_OBJECT_free(obj);
+			*err = "attributes: the same oid twice";
 			return -EINVAL;
 		}
 		ok = X509_REQ_add1_attr_by_OBJ(req, obj, type, (const unsigned char *)a->value,
@@ -644,6 +754,18 @@ static int sig_algor_nid(enum ks_sig_alg alg)
 	}
 }
 
+static enum ks_key_family key_family(EVP_PKEY *pub)
+{
+	switch (EVP_PKEY_get_base_id(pub)) {
+	case EVP_PKEY_RSA:
+		return KS_FAMILY_RSA;
+	case EVP_PKEY_EC:
+		return KS_FAMILY_EC;
+	default:
+		return KS_FAMILY_NONE;
+	}
+}
+
 int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 		  ks_csr_sign_fn sign, void *sign_arg, char **pem, const char **err)
 {
@@ -652,26 +774,40 @@ int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 	X509_NAME *subject = NULL;
 	X509_ALGOR *algor = NULL;
 	ASN1_BIT_STRING *bits = NULL;
+	EVP_MD *md = NULL;
 	unsigned char *tbs = NULL;
-	uint8_t md[EVP_MAX_MD_SIZE], *sig = NULL;
-	unsigned md_len = 0;
+	uint8_t hash[EVP_MAX_MD_SIZE], *sig = NULL;
+	unsigned hash_len = 0;
 	size_t sig_len = 0;
-	enum ks_key_family fam;
+	const char *err_sink;
 	BIO *bio = NULL;
 	char *data;
 	long n;
 	int tbs_len, nid, r;
 
-	*pem = NULL;
+	if (err == NULL)
+		err = &err_sink;
 	*err = NULL;
-	fam = EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA ? KS_FAMILY_RSA :
-	      EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC ? KS_FAMILY_EC : KS_FAMILY_NONE;
-	if (ks_sig_alg_is_pss(params->alg)) {
-		*err = "RSA-PSS signatures on CSRs are not supported; use PKCS#1 v1.5";
+	if (pem == NULL || pub == NULL || params == NULL || sign == NULL) {
+		*err = "csr: missing argument";
 		return -EINVAL;
 	}
-	if ((nid = sig_algor_nid(params->alg)) == NID_undef || ks_sig_alg_family(params->alg) != fam) {
-		*err = "the signature algorithm does not fit the key";
+	*pem = NULL;
+	/*
+	 * PSS would need RSASSA-PSS-params matching whatever salt the token
+	 * uses, and csr.create only ever asks for PKCS#1 v1.5 or ECDSA
+	 * (ks_sig_alg_for_digest()), so it is refused rather than half done.
+	 */
+	if (ks_sig_alg_is_pss(params->alg)) {
+		*err = "csr: RSA-PSS signatures on CSRs are not supported; use PKCS#1 v1.5";
+		return -EINVAL;
+	}
+	if ((nid = sig_algor_nid(params->alg)) == NID_undef) {
+		*err = "csr: unknown signature algorithm";
+		return -EINVAL;
+	}
+	if (ks_sig_alg_family(params->alg) != key_family(pub)) {
+		*err = "csr: the signature algorithm does not fit the key type";
 		return -EINVAL;
 	}
 	if ((r = ks_rfc4514_parse(params->subject, &subject, err)) != 0)
@@ -680,11 +816,16 @@ int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 	r = -ENOMEM;
 	if ((req = X509_REQ_new()) == NULL || (exts = sk_X509_EXTENSION_new_null()) == NULL)
 		goto out;
-	if (X509_REQ_set_version(req, 0) != 1 || X509_REQ_set_subject_name(req, subject) != 1 ||
-	    X509_REQ_set_pubkey(req, pub) != 1)
+	/* PKCS#10 knows only version 1, encoded as 0. */
+	if (X509_REQ_set_version(req, 0) != 1 || X509_REQ_set_subject_name(req, subject) != 1)
 		goto out;
+	if (X509_REQ_set_pubkey(req, pub) != 1) {
+		*err = "csr: the public key cannot be encoded";
+		r = -EINVAL;
+		goto out;
+	}
 	if ((r = add_san(exts, params, err)) != 0 ||
-	    (r = add_key_usage(exts, params->key_usage)) != 0 ||
+	    (r = add_key_usage(exts, params->key_usage, err)) != 0 ||
 	    (r = add_eku(exts, params, err)) != 0)
 		goto out;
 	r = -ENOMEM;
@@ -693,33 +834,50 @@ int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 	if ((r = add_attrs(req, params, err)) != 0)
 		goto out;
 
+	/* RFC 4055 wants NULL parameters for RSA; RFC 5758 wants none for ECDSA. */
 	r = -ENOMEM;
 	if ((algor = X509_ALGOR_new()) == NULL ||
 	    X509_ALGOR_set0(algor, OBJ_nid2obj(nid),
-			    fam == KS_FAMILY_RSA ? V_ASN1_NULL : V_ASN1_UNDEF, NULL) != 1 ||
+			    ks_sig_alg_family(params->alg) == KS_FAMILY_RSA ? V_ASN1_NULL : V_ASN1_UNDEF,
+			    NULL) != 1 ||
 	    X509_REQ_set1_signature_algo(req, algor) != 1)
 		goto out;
+	/* i2d_re_: the cached encoding predates the fields just set. */
 	if ((tbs_len = i2d_re_X509_REQ_tbs(req, &tbs)) <= 0)
 		goto out;
 	r = -EIO;
-	if (EVP_Digest(tbs, (size_t)tbs_len, md, &md_len,
-		       EVP_get_digestbyname(ks_sig_alg_digest(params->alg)), NULL) != 1)
+	if ((md = EVP_MD_fetch(NULL, ks_sig_alg_digest(params->alg), NULL)) == NULL ||
+	    EVP_Digest(tbs, (size_t)tbs_len, hash, &hash_len, md, NULL) != 1 ||
+	    hash_len != ks_sig_alg_digest_len(params->alg)) {
+		*err = "csr: cannot hash the request";
 		goto out;
-	if ((r = sign(sign_arg, params->alg, md, md_len, &sig, &sig_len)) != 0)
+	}
+	if ((r = sign(sign_arg, params->alg, hash, hash_len, &sig, &sig_len)) != 0) {
+		/* The contract is a negative errno; anything else is the callback's bug. */
+		if (r > 0)
+			r = -EIO;
 		goto out;
+	}
+	if (sig == NULL || sig_len == 0 || sig_len > INT_MAX) {
+		*err = "csr: the signer returned no signature";
+		r = -EIO;
+		goto out;
+	}
 	r = -ENOMEM;
 	if ((bits = ASN1_BIT_STRING_new()) == NULL || ASN1_BIT_STRING_set(bits, sig, (int)sig_len) != 1)
 		goto out;
-	/* A signature has no unused bits; say so rather than let the encoder trim zeros. */
+	/* A signature has no unused bits; say so rather than let the encoder trim zero bits. */
 	bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
 	bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
 	X509_REQ_set0_signature(req, bits);
 	bits = NULL;
+	/* A token that signed with another key must not hand out a CSR for this one. */
 	if (X509_REQ_verify(req, pub) != 1) {
-		*err = "the token's signature does not verify with the key's public key";
+		*err = "csr: the token's signature does not verify with the key's public key";
 		r = -EIO;
 		goto out;
 	}
+	r = -ENOMEM;
 	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509_REQ(bio, req) != 1)
 		goto out;
 	n = BIO_get_mem_data(bio, &data);
@@ -727,10 +885,14 @@ int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 		goto out;
 	r = 0;
 out:
+	/* Leave no stale OpenSSL errors for the next, unrelated, failure report. */
+	if (r != 0)
+		ERR_clear_error();
 	BIO_free(bio);
 	ASN1_BIT_STRING_free(bits);
 	free(sig);
 	OPENSSL_free(tbs);
+	EVP_MD_free(md);
 	X509_ALGOR_free(algor);
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	X509_NAME_free(subject);
