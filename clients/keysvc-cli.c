@@ -1,12 +1,16 @@
 /*
- * keysvc: command line client of keysvcd.
+ * keysvc: command line client of keysvcd, built on libkeysvc.
+ *
+ * Exit codes are part of the interface (see main_usage). With --json every
+ * outcome, success or error, is one JSON object on one line of stdout;
+ * errors are also reported on stderr as "keysvc: COMMAND: ERROR: MESSAGE".
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +22,11 @@
 
 #include "clients/keysvc.h"
 
-#define INPUT_MAX (1024 * 1024)
-#define SIGN_DATA_MAX (48 * 1024)
-#define MAX_LIST 100
+#define INPUT_MAX (1024 * 1024)  /* any input file */
+#define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
+#define MAX_LIST 100             /* repeated options */
+#define MAX_SPLIT 32             /* comma lists */
+#define MAX_ATTRS 16
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -34,11 +40,12 @@ enum exit_code {
 	EXIT_CONNECT = 8,
 };
 
+/* Options before the command; set once in main(). */
 struct global {
 	const char *socket;
 	int json;
-	int timeout_ms;
-	const char *command;
+	int timeout_ms;            /* -1: library default */
+	const char *command;       /* for messages: "keysvc: COMMAND: ..."; NULL before one is known */
 };
 
 static const char main_usage[] =
@@ -49,7 +56,7 @@ static const char main_usage[] =
 	"Commands:\n"
 	"  hello                      daemon, protocol and token status\n"
 	"  keygen NAME [--type T]     generate a key in the token (default ec-p256)\n"
-	"  list                       keys you may list\n"
+	"  list                       keys you may list: NAME TYPE CERT\n"
 	"  pubkey NAME                the public key (PEM)\n"
 	"  csr NAME --subject DN ...  a CSR signed in the token\n"
 	"  sign NAME --alg ALG ...    a signature made in the token\n"
@@ -58,14 +65,17 @@ static const char main_usage[] =
 	"  cert-get NAME              the certificate kept for the key\n"
 	"\n"
 	"Options:\n"
-	"  --socket PATH   daemon socket (default $KEYSVC_SOCKET, then " KEYSVC_DEFAULT_SOCKET ")\n"
-	"  --json          print results and errors as one JSON object\n"
-	"  --timeout MS    per-request deadline (default 30000)\n"
+	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
+	"  --json          print the result, or the error, as one JSON object on stdout\n"
+	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever)\n"
 	"  -h, --help      this text; `keysvc COMMAND --help` for a command\n"
 	"\n"
-	"Exit codes: 0 ok, 1 internal error, 2 usage or bad request, 3 denied,\n"
-	"4 no such key, 5 token unavailable, 6 key exists, 7 unsupported,\n"
-	"8 cannot connect or connection broken.\n";
+	"Output files (--out) are replaced atomically with mode 0644 and left\n"
+	"untouched when the command fails. Input files may be `-` for stdin.\n"
+	"\n"
+	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
+	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
+	"7 unsupported, 8 cannot connect or connection broken.\n";
 
 static int exit_for(int err)
 {
@@ -84,143 +94,253 @@ static int exit_for(int err)
 	}
 }
 
+/* Print @o (reference taken) as one line of JSON on stdout. */
 static void print_json(json_t *o)
 {
-	char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-
-	if (s != NULL) {
-		puts(s);
-		free(s);
-	}
+	if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+		fputs("{\"error\":\"nomem\",\"message\":\"cannot format the result\"}", stdout);
+	fputc('\n', stdout);
 	json_decref(o);
 }
 
-/* Report a library error the way the command line promises; returns the exit code. */
-static int report(const struct global *g, keysvc *ks, int err, const char *what)
+/* Replace control characters of @s (for messages quoting user or daemon text). */
+static void sanitize(char *s)
 {
-	const char *msg = ks != NULL ? keysvc_error_message(ks) : "";
-
-	if (g->json) {
-		print_json(json_pack("{s:s, s:s}", "error", keysvc_strerror(err),
-				     "message", msg[0] ? msg : keysvc_strerror(err)));
-	}
-	if (msg[0] != '\0')
-		fprintf(stderr, "keysvc: %s: %s: %s\n", what, keysvc_strerror(err), msg);
-	else
-		fprintf(stderr, "keysvc: %s: %s\n", what, keysvc_strerror(err));
-	return exit_for(err);
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("keysvc: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\n(see keysvc --help)\n", stderr);
-	return EXIT_USAGE;
-}
-
-/* Read at most @max bytes of @path; a larger file is an error, not a truncation. */
-static int read_file(const char *path, size_t max, uint8_t **data, size_t *len)
-{
-	uint8_t *buf;
-	size_t got = 0;
-	ssize_t n;
-	int fd;
-
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-		fprintf(stderr, "keysvc: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if ((buf = malloc(max + 2)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	for (;;) {
-		n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || got + (size_t)n > max)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	if (n < 0 || n > 0) {
-		fprintf(stderr, "keysvc: %s: %s\n", path, n < 0 ? strerror(errno) : "file too large");
-		free(buf);
-		return -1;
-	}
-	buf[got] = '\0';
-	*data = buf;
-	*len = got;
-	return 0;
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
 }
 
 /*
- * Write @data to @path atomically: a temporary file in the same directory,
- * fsync, rename, fsync of the directory. On failure @path is untouched.
+ * Report an error named @name with exit code @code: on stderr always, and
+ * as {"error", "message"} on stdout with --json. Returns @code.
  */
-static int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
-{
-	char tmp[PATH_MAX], dirbuf[PATH_MAX];
-	int fd, dfd;
+static int report_named(const struct global *g, int code, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
-	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp) ||
-	    snprintf(dirbuf, sizeof(dirbuf), "%s", path) >= (int)sizeof(dirbuf)) {
-		fprintf(stderr, "keysvc: %s: path too long\n", path);
-		return -1;
-	}
-	if ((fd = mkstemp(tmp)) < 0) {
-		fprintf(stderr, "keysvc: %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if (write(fd, data, len) != (ssize_t)len || fchmod(fd, mode) != 0 || fsync(fd) != 0) {
-		fprintf(stderr, "keysvc: %s: %s\n", path, strerror(errno));
-		close(fd);
-		unlink(tmp);
-		return -1;
-	}
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		fprintf(stderr, "keysvc: %s: %s\n", path, strerror(errno));
-		unlink(tmp);
-		return -1;
-	}
-	if ((dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+static int report_named(const struct global *g, int code, const char *name, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sanitize(msg);
+	if (g->json)
+		print_json(json_pack("{s:s, s:s}", "error", name, "message", msg));
+	fprintf(stderr, "keysvc: %s%s%s%s%s\n", g->command != NULL ? g->command : "",
+		g->command != NULL ? ": " : "", name, msg[0] != '\0' ? ": " : "", msg);
+	return code;
 }
 
-/* Print @text, or write it to @out when given. */
-static int emit_text(const char *out, const char *text)
+/* Report a library error; the message is the daemon's, or the library's reason. */
+static int report(const struct global *g, const keysvc *ks, int err)
 {
-	if (out != NULL)
-		return write_file_atomic(out, text, strlen(text), 0644) == 0 ? EXIT_OK : EXIT_INTERNAL;
-	fputs(text, stdout);
+	const char *msg = keysvc_error_message(ks);
+
+	return report_named(g, exit_for(err), keysvc_error_name(err), "%s",
+			    msg[0] != '\0' ? msg : keysvc_strerror(err));
+}
+
+#define usage_error(g, ...) report_named((g), EXIT_USAGE, "usage", __VA_ARGS__)
+
+/* ---- files ---- */
+
+/*
+ * Read all of @path ("-": stdin), at most @max bytes, NUL-terminated. The
+ * size of a regular file is checked before reading; anything else is read
+ * with the same bound, so a larger input is an error, never a truncation.
+ */
+static int read_input(const struct global *g, const char *path, size_t max, uint8_t **data,
+		      size_t *len)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	ssize_t n = 0;
+	int fd, e;
+
+	*data = NULL;
+	*len = 0;
+	if (strcmp(path, "-") == 0)
+		fd = STDIN_FILENO;
+	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+		return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		e = errno;
+		goto err;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		e = EISDIR;
+		goto err;
+	}
+	if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
+		e = EFBIG;
+		goto err;
+	}
+	if ((buf = malloc(max + 2)) == NULL) {
+		e = ENOMEM;
+		goto err;
+	}
+	while (got <= max) {
+		n = read(fd, buf + got, max + 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (n < 0) {
+		e = errno;
+		goto err;
+	}
+	if (got > max) {
+		e = EFBIG;
+		goto err;
+	}
+	if (fd != STDIN_FILENO)
+		close(fd);
+	buf[got] = '\0';
+	*data = buf;
+	*len = got;
+	return EXIT_OK;
+err:
+	free(buf);
+	if (fd != STDIN_FILENO)
+		close(fd);
+	if (e == EFBIG)
+		return report_named(g, EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
+	return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(e));
+}
+
+/*
+ * An output file written atomically: out_open() creates a temporary file
+ * beside @path before the daemon is asked anything (so a bad --out costs
+ * no key generation), out_commit() writes, fsyncs and renames it over
+ * @path, out_abort() removes it. @path is never touched on failure.
+ */
+struct outfile {
+	const char *path;
+	char tmp[PATH_MAX];
+	int fd;
+};
+
+static int out_open(const struct global *g, struct outfile *o, const char *path)
+{
+	o->path = path;
+	o->fd = -1;
+	o->tmp[0] = '\0';
+	if (path == NULL)
+		return EXIT_OK;
+	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(o->tmp))
+		return report_named(g, EXIT_USAGE, "output", "%s: path too long", path);
+	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
+		o->tmp[0] = '\0';
+		return report_named(g, EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
+	}
 	return EXIT_OK;
 }
 
-static int connect_or_report(const struct global *g, keysvc **ks)
+static void out_abort(struct outfile *o)
 {
-	int r = keysvc_connect(g->socket, ks);
+	if (o->fd >= 0)
+		close(o->fd);
+	if (o->tmp[0] != '\0')
+		unlink(o->tmp);
+	o->fd = -1;
+	o->tmp[0] = '\0';
+}
 
-	if (r != KEYSVC_OK)
-		return report(g, NULL, r, g->command);
+static int out_commit(const struct global *g, struct outfile *o, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	char dir[PATH_MAX], *slash;
+	size_t done = 0;
+	ssize_t n;
+	int dfd, e;
+
+	while (done < len) {
+		n = write(o->fd, p + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto err;
+		done += (size_t)n;
+	}
+	if (fchmod(o->fd, 0644) != 0 || fsync(o->fd) != 0)
+		goto err;
+	n = close(o->fd);
+	o->fd = -1;
+	if (n != 0 || rename(o->tmp, o->path) != 0)
+		goto err;
+	o->tmp[0] = '\0';
+	/* Make the rename durable too. */
+	snprintf(dir, sizeof(dir), "%s", o->path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return EXIT_OK;
+err:
+	e = errno != 0 ? errno : EIO;
+	out_abort(o);
+	return report_named(g, EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
+}
+
+/* Write @text to the output file if there is one, else to stdout (unless --json). */
+static int emit_text(const struct global *g, struct outfile *o, const char *text)
+{
+	if (o->path != NULL)
+		return out_commit(g, o, text, strlen(text));
+	if (!g->json)
+		fputs(text, stdout);
+	return EXIT_OK;
+}
+
+/* ---- the daemon ---- */
+
+/* Connect after the command checked its arguments and files. */
+static int dial(const struct global *g, keysvc **ks)
+{
+	const char *path = g->socket;
+	int r, e;
+
+	if ((r = keysvc_connect(g->socket, ks)) != KEYSVC_OK) {
+		e = errno;
+		if (path == NULL && ((path = getenv(KEYSVC_SOCKET_ENV)) == NULL || path[0] == '\0'))
+			path = KEYSVC_DEFAULT_SOCKET;
+		return report_named(g, exit_for(r), keysvc_error_name(r), "%s: %s", path,
+				    r == KEYSVC_E_NOMEM ? keysvc_strerror(r) : strerror(e));
+	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(*ks, g->timeout_ms);
 	return EXIT_OK;
 }
 
-/* Commands share this option table; each accepts only its own. */
-enum { OPT_TYPE = 256, OPT_OUT, OPT_SUBJECT, OPT_DNS, OPT_IP, OPT_URI, OPT_EMAIL, OPT_KU,
-       OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX };
+/* Report a library error on @ks and close it. */
+static int fail_on(const struct global *g, keysvc *ks, int err)
+{
+	int r = report(g, ks, err);
+
+	keysvc_close(ks);
+	return r;
+}
+
+/* ---- command options ---- */
+
+enum {
+	OPT_TYPE = 256, OPT_OUT, OPT_SUBJECT, OPT_DNS, OPT_IP, OPT_URI, OPT_EMAIL, OPT_KU,
+	OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX,
+};
+#define O(opt) (1u << ((opt) - OPT_TYPE))
 
 static const struct option cmd_opts[] = {
 	{ "type", required_argument, NULL, OPT_TYPE },
@@ -242,108 +362,130 @@ static const struct option cmd_opts[] = {
 };
 
 struct cmd_args {
-	const char *name, *type, *out, *subject, *digest, *alg, *in, *digest_hex;
+	const char *type, *out, *subject, *digest, *alg, *in, *digest_hex;
 	const char *dns[MAX_LIST], *ip[MAX_LIST], *uri[MAX_LIST], *email[MAX_LIST];
 	size_t n_dns, n_ip, n_uri, n_email;
-	char *ku_buf, *eku_buf;
-	const char *ku[32], *eku[32];
+	char *ku_join, *ku_buf, *eku_join, *eku_buf;
+	const char *ku[MAX_SPLIT], *eku[MAX_SPLIT];
 	size_t n_ku, n_eku;
-	char *attr_buf[16];
-	struct keysvc_csr_attr attrs[16];
+	char *attr_buf[MAX_ATTRS];
+	struct keysvc_csr_attr attrs[MAX_ATTRS];
 	size_t n_attrs;
-	const char *positional[2];
-	size_t n_positional;
+	const char *pos[2];        /* positional arguments */
+	size_t n_pos;
 };
 
 static void free_args(struct cmd_args *a)
 {
+	free(a->ku_join);
 	free(a->ku_buf);
+	free(a->eku_join);
 	free(a->eku_buf);
 	for (size_t i = 0; i < a->n_attrs; i++)
 		free(a->attr_buf[i]);
 }
 
-static int push(const char **list, size_t *n, size_t max, const char *v, const char *what)
+static int push(const struct global *g, const char **list, size_t *n, const char *v,
+		const char *what)
 {
-	if (*n >= max)
-		return usage_error("too many %s values", what);
+	if (*n >= MAX_LIST)
+		return usage_error(g, "more than %d %s options", MAX_LIST, what);
 	list[(*n)++] = v;
 	return EXIT_OK;
 }
 
-/* Split "a,b,c" into @list (pointing into a copy kept in *@buf). */
-static int split_commas(const char *s, char **buf, const char **list, size_t *n, size_t max)
+/*
+ * Add the comma-separated values of @s to @list. *@join keeps all values
+ * given so far and *@buf the split copy @list points into; repeating the
+ * option adds to the list.
+ */
+static int split_commas(const struct global *g, const char *s, char **join, char **buf,
+			const char **list, size_t *n, const char *what)
 {
-	char *save = NULL, *tok;
+	char *save = NULL, *tok, *joined;
 
+	if (*join != NULL ? asprintf(&joined, "%s,%s", *join, s) < 0 :
+	    (joined = strdup(s)) == NULL)
+		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+	free(*join);
+	*join = joined;
 	free(*buf);
-	if ((*buf = strdup(s)) == NULL)
-		return EXIT_INTERNAL;
+	if ((*buf = strdup(joined)) == NULL)
+		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
 	*n = 0;
 	for (tok = strtok_r(*buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-		if (*n >= max)
-			return usage_error("too many values in %s", s);
+		if (*n >= MAX_SPLIT)
+			return usage_error(g, "more than %d values for %s", MAX_SPLIT, what);
 		list[(*n)++] = tok;
 	}
+	if (*n == 0)
+		return usage_error(g, "%s needs at least one value", what);
 	return EXIT_OK;
 }
 
-/* OID=VALUE[:printable|utf8|ia5] */
-static int parse_attr(struct cmd_args *a, const char *s)
+/* OID=VALUE[:printable|utf8|ia5]; any other ":suffix" is part of VALUE. */
+static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 {
+	struct keysvc_csr_attr *at;
 	char *copy, *eq, *colon;
 
-	if (a->n_attrs >= 16)
-		return usage_error("too many --attr (%s)", s);
+	if (a->n_attrs >= MAX_ATTRS)
+		return usage_error(g, "more than %d --attr options", MAX_ATTRS);
 	if ((copy = strdup(s)) == NULL)
-		return EXIT_INTERNAL;
+		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
 	a->attr_buf[a->n_attrs] = copy;
-	if ((eq = strchr(copy, '=')) == NULL || eq == copy) {
-		a->n_attrs++;
-		return usage_error("--attr %s: expected OID=VALUE[:TYPE]", s);
-	}
+	at = &a->attrs[a->n_attrs++];
+	if ((eq = strchr(copy, '=')) == NULL || eq == copy)
+		return usage_error(g, "--attr %s: expected OID=VALUE[:printable|utf8|ia5]", s);
 	*eq = '\0';
-	a->attrs[a->n_attrs].oid = copy;
-	a->attrs[a->n_attrs].value = eq + 1;
+	at->oid = copy;
+	at->value = eq + 1;
 	colon = strrchr(eq + 1, ':');
-	if (colon != NULL && (strcmp(colon + 1, "printable") == 0 || strcmp(colon + 1, "utf8") == 0 ||
-			      strcmp(colon + 1, "ia5") == 0)) {
+	if (colon != NULL && (strcmp(colon + 1, "printable") == 0 ||
+			      strcmp(colon + 1, "utf8") == 0 || strcmp(colon + 1, "ia5") == 0)) {
 		*colon = '\0';
-		a->attrs[a->n_attrs].type = colon + 1;
+		at->type = colon + 1;
 	}
-	a->n_attrs++;
 	return EXIT_OK;
 }
 
-static int parse_cmd(int argc, char **argv, struct cmd_args *a, const char *allowed,
-		     const char *help)
+/*
+ * Parse a command's options (argv[0] is the command name). @allowed is a
+ * mask of O(OPT_...). Returns EXIT_OK, an exit code, or -1 after --help.
+ */
+static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_args *a,
+		     unsigned allowed, size_t min_pos, size_t max_pos, const char *help)
 {
 	int c, r;
 
 	memset(a, 0, sizeof(*a));
-	/* 0, not 1: glibc then forgets the "+" mode of the first parse and permutes again. */
+	/* 0, not 1: glibc re-initialises and forgets the "+" mode of the first parse. */
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", cmd_opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", cmd_opts, NULL)) != -1) {
 		if (c == 'h') {
 			fputs(help, stdout);
 			return -1;
 		}
 		if (c == '?')
-			return EXIT_USAGE;
-		if (c >= OPT_TYPE && strchr(allowed, 'a' + (c - OPT_TYPE)) == NULL)
-			return usage_error("option --%s does not apply here", cmd_opts[c - OPT_TYPE].name);
+			return usage_error(g, "unknown option %s", argv[optind - 1]);
+		if (c == ':')
+			return usage_error(g, "option %s needs a value", argv[optind - 1]);
+		if ((O(c) & allowed) == 0)
+			return usage_error(g, "option --%s does not apply to %s",
+					   cmd_opts[c - OPT_TYPE].name, g->command);
 		r = EXIT_OK;
 		switch (c) {
 		case OPT_TYPE: a->type = optarg; break;
 		case OPT_OUT: a->out = optarg; break;
 		case OPT_SUBJECT: a->subject = optarg; break;
-		case OPT_DNS: r = push(a->dns, &a->n_dns, MAX_LIST, optarg, "--dns"); break;
-		case OPT_IP: r = push(a->ip, &a->n_ip, MAX_LIST, optarg, "--ip"); break;
-		case OPT_URI: r = push(a->uri, &a->n_uri, MAX_LIST, optarg, "--uri"); break;
-		case OPT_EMAIL: r = push(a->email, &a->n_email, MAX_LIST, optarg, "--email"); break;
-		case OPT_KU: r = split_commas(optarg, &a->ku_buf, a->ku, &a->n_ku, 32); break;
-		case OPT_EKU: r = split_commas(optarg, &a->eku_buf, a->eku, &a->n_eku, 32); break;
-		case OPT_ATTR: r = parse_attr(a, optarg); break;
+		case OPT_DNS: r = push(g, a->dns, &a->n_dns, optarg, "--dns"); break;
+		case OPT_IP: r = push(g, a->ip, &a->n_ip, optarg, "--ip"); break;
+		case OPT_URI: r = push(g, a->uri, &a->n_uri, optarg, "--uri"); break;
+		case OPT_EMAIL: r = push(g, a->email, &a->n_email, optarg, "--email"); break;
+		case OPT_KU: r = split_commas(g, optarg, &a->ku_join, &a->ku_buf, a->ku, &a->n_ku, "--key-usage"); break;
+		case OPT_EKU: r = split_commas(g, optarg, &a->eku_join, &a->eku_buf, a->eku, &a->n_eku, "--eku"); break;
+		case OPT_ATTR: r = parse_attr(g, a, optarg); break;
 		case OPT_DIGEST: a->digest = optarg; break;
 		case OPT_ALG: a->alg = optarg; break;
 		case OPT_IN: a->in = optarg; break;
@@ -353,127 +495,162 @@ static int parse_cmd(int argc, char **argv, struct cmd_args *a, const char *allo
 			return r;
 	}
 	for (; optind < argc; optind++) {
-		if (a->n_positional >= 2)
-			return usage_error("unexpected argument %s", argv[optind]);
-		a->positional[a->n_positional++] = argv[optind];
+		if (a->n_pos >= max_pos)
+			return usage_error(g, "unexpected argument %s", argv[optind]);
+		a->pos[a->n_pos++] = argv[optind];
 	}
-	a->name = a->n_positional > 0 ? a->positional[0] : NULL;
+	if (a->n_pos < min_pos)
+		return usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
+				   "expected a key name");
 	return EXIT_OK;
 }
 
 /* ---- commands ---- */
 
-static int cmd_hello(const struct global *g, keysvc *ks)
+static const char *health_name(enum keysvc_health h)
+{
+	switch (h) {
+	case KEYSVC_HEALTH_OK: return "ok";
+	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return "token-unavailable";
+	default: return "unknown";
+	}
+}
+
+static json_t *strv_json(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+static int cmd_hello(const struct global *g, struct cmd_args *a)
 {
 	struct keysvc_hello *h = NULL;
-	int r = keysvc_hello(ks, &h);
+	keysvc *ks;
+	int r;
 
-	if (r != KEYSVC_OK)
-		return report(g, ks, r, "hello");
+	(void)a;
+	if ((r = dial(g, &ks)) != EXIT_OK)
+		return r;
+	if ((r = keysvc_hello(ks, &h)) != KEYSVC_OK)
+		return fail_on(g, ks, r);
+	keysvc_close(ks);
 	if (g->json) {
-		print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s}",
+		print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:o, s:o}",
 				     "version", h->version, "server", h->server,
-				     "token", "label", h->token_label, "manufacturer",
-				     h->token_manufacturer, "model", h->token_model,
-				     "serial", h->token_serial,
-				     "health", h->token_up ? "ok" : "token-unavailable"));
+				     "token", "label", h->token_label,
+				     "manufacturer", h->token_manufacturer,
+				     "model", h->token_model, "serial", h->token_serial,
+				     "health", health_name(h->health),
+				     "key_types", strv_json(h->key_types, h->n_key_types),
+				     "algorithms", strv_json(h->algorithms, h->n_algorithms)));
 	} else {
-		printf("server:   %s (protocol %d)\n", h->server, h->version);
-		printf("token:    %s (%s %s, serial %s)\n", h->token_label, h->token_manufacturer,
-		       h->token_model, h->token_serial);
-		printf("health:   %s\n", h->token_up ? "ok" : "token unavailable");
+		printf("server:     %s (protocol %d)\n", h->server, h->version);
+		printf("token:      %s (%s, %s, serial %s)\n", h->token_label,
+		       h->token_manufacturer, h->token_model, h->token_serial);
+		printf("health:     %s\n", health_name(h->health));
+		printf("key types: ");
+		for (size_t i = 0; i < h->n_key_types; i++)
+			printf(" %s", h->key_types[i]);
+		printf("\nalgorithms:");
+		for (size_t i = 0; i < h->n_algorithms; i++)
+			printf(" %s", h->algorithms[i]);
+		printf("\n");
 	}
 	keysvc_hello_free(h);
 	return EXIT_OK;
 }
 
-static int cmd_keygen(const struct global *g, keysvc *ks, struct cmd_args *a)
-{
-	const char *type = a->type ? a->type : "ec-p256";
-	char *pem = NULL;
-	int r, ret;
+/*
+ * The commands that produce one PEM text: open the output file, connect,
+ * ask, write. @op fills *@pem (and *@type for pubkey).
+ */
+enum pem_op { PEM_KEYGEN, PEM_PUBKEY, PEM_CSR, PEM_CERT };
 
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("keygen: %s", "expected one key name");
-	if ((r = keysvc_key_generate(ks, a->name, type, &pem)) != KEYSVC_OK)
-		return report(g, ks, r, "keygen");
-	if (a->out != NULL && write_file_atomic(a->out, pem, strlen(pem), 0644) != 0) {
-		free(pem);
-		return EXIT_INTERNAL;
-	}
-	ret = EXIT_OK;
-	if (g->json)
-		print_json(json_pack("{s:s, s:s, s:s}", "key", a->name, "type", type,
-				     "public_key", pem));
-	else if (a->out == NULL)
-		fputs(pem, stdout);
-	else
-		printf("generated %s key %s; public key in %s\n", type, a->name, a->out);
-	free(pem);
-	return ret;
-}
-
-static int cmd_list(const struct global *g, keysvc *ks, struct cmd_args *a)
+static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op op,
+		       const struct keysvc_csr_params *params)
 {
-	struct keysvc_key *keys = NULL;
-	size_t n = 0;
+	const char *name = a->pos[0];
+	struct outfile o;
+	char *pem = NULL, *type = NULL;
+	keysvc *ks;
+	json_t *res = NULL;
 	int r;
 
-	if (a->n_positional != 0)
-		return usage_error("list: %s", "takes no arguments");
-	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
-		return report(g, ks, r, "list");
-	if (g->json) {
-		json_t *arr = json_array();
-
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
-							     "type", keys[i].type,
-							     "has_cert", keys[i].has_cert));
-		print_json(json_pack("{s:o}", "keys", arr));
-	} else {
-		printf("%-40s %-10s %s\n", "NAME", "TYPE", "CERT");
-		for (size_t i = 0; i < n; i++)
-			printf("%-40s %-10s %s\n", keys[i].name, keys[i].type ? keys[i].type : "other",
-			       keys[i].has_cert ? "yes" : "no");
+	if ((r = out_open(g, &o, a->out)) != EXIT_OK)
+		return r;
+	if ((r = dial(g, &ks)) != EXIT_OK) {
+		out_abort(&o);
+		return r;
 	}
-	keysvc_key_list_free(keys, n);
-	return EXIT_OK;
-}
-
-static int cmd_pubkey(const struct global *g, keysvc *ks, struct cmd_args *a)
-{
-	char *pem = NULL, *type = NULL;
-	int r, ret = EXIT_OK;
-
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("pubkey: %s", "expected one key name");
-	if ((r = keysvc_key_public(ks, a->name, &pem, &type)) != KEYSVC_OK)
-		return report(g, ks, r, "pubkey");
-	if (g->json) {
-		if (a->out != NULL)
-			ret = emit_text(a->out, pem);
-		print_json(json_pack("{s:s, s:s?, s:s}", "key", a->name, "type", type,
-				     "public_key", pem));
-	} else {
-		ret = emit_text(a->out, pem);
+	switch (op) {
+	case PEM_KEYGEN:
+		if ((type = strdup(a->type != NULL ? a->type : "ec-p256")) == NULL) {
+			r = KEYSVC_E_NOMEM;
+			break;
+		}
+		r = keysvc_key_generate(ks, name, type, &pem);
+		break;
+	case PEM_PUBKEY:
+		r = keysvc_key_public(ks, name, &pem, &type);
+		break;
+	case PEM_CSR:
+		r = keysvc_csr_create(ks, name, params, &pem);
+		break;
+	case PEM_CERT:
+		r = keysvc_cert_get(ks, name, &pem);
+		break;
+	}
+	if (r != KEYSVC_OK) {
+		out_abort(&o);
+		free(type);
+		return fail_on(g, ks, r);
+	}
+	keysvc_close(ks);
+	r = emit_text(g, &o, pem);
+	if (r == EXIT_OK && g->json) {
+		switch (op) {
+		case PEM_KEYGEN:
+		case PEM_PUBKEY:
+			res = json_pack("{s:s, s:s?, s:s}", "key", name, "type", type, "public_key", pem);
+			break;
+		case PEM_CSR:
+			res = json_pack("{s:s, s:s}", "key", name, "csr", pem);
+			break;
+		case PEM_CERT:
+			res = json_pack("{s:s, s:s}", "key", name, "cert", pem);
+			break;
+		}
+		print_json(res);
 	}
 	free(pem);
 	free(type);
-	return ret;
+	return r;
 }
 
-static int cmd_csr(const struct global *g, keysvc *ks, struct cmd_args *a)
+static int cmd_keygen(const struct global *g, struct cmd_args *a)
 {
-	struct keysvc_csr_params p;
-	char *pem = NULL;
-	int r, ret = EXIT_OK;
+	return pem_command(g, a, PEM_KEYGEN, NULL);
+}
 
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("csr: %s", "expected one key name");
+static int cmd_pubkey(const struct global *g, struct cmd_args *a)
+{
+	return pem_command(g, a, PEM_PUBKEY, NULL);
+}
+
+static int cmd_cert_get(const struct global *g, struct cmd_args *a)
+{
+	return pem_command(g, a, PEM_CERT, NULL);
+}
+
+static int cmd_csr(const struct global *g, struct cmd_args *a)
+{
+	struct keysvc_csr_params p = { 0 };
+
 	if (a->subject == NULL)
-		return usage_error("csr: %s", "--subject is required");
-	memset(&p, 0, sizeof(p));
+		return usage_error(g, "--subject is required");
 	p.subject = a->subject;
 	p.dns = a->dns;
 	p.n_dns = a->n_dns;
@@ -490,19 +667,56 @@ static int cmd_csr(const struct global *g, keysvc *ks, struct cmd_args *a)
 	p.attrs = a->attrs;
 	p.n_attrs = a->n_attrs;
 	p.digest = a->digest;
-	if ((r = keysvc_csr_create(ks, a->name, &p, &pem)) != KEYSVC_OK)
-		return report(g, ks, r, "csr");
-	if (g->json) {
-		if (a->out != NULL)
-			ret = emit_text(a->out, pem);
-		print_json(json_pack("{s:s, s:s}", "key", a->name, "csr", pem));
-	} else {
-		ret = emit_text(a->out, pem);
-	}
-	free(pem);
-	return ret;
+	return pem_command(g, a, PEM_CSR, &p);
 }
 
+static int cmd_list(const struct global *g, struct cmd_args *a)
+{
+	struct keysvc_key *keys = NULL;
+	size_t n = 0;
+	keysvc *ks;
+	int r, width = 4;
+
+	(void)a;
+	if ((r = dial(g, &ks)) != EXIT_OK)
+		return r;
+	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
+		return fail_on(g, ks, r);
+	keysvc_close(ks);
+	if (g->json) {
+		json_t *arr = json_array();
+
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
+							     "type", keys[i].type,
+							     "has_cert", keys[i].has_cert));
+		print_json(json_pack("{s:o}", "keys", arr));
+	} else {
+		for (size_t i = 0; i < n; i++)
+			if ((int)strlen(keys[i].name) > width)
+				width = (int)strlen(keys[i].name);
+		printf("%-*s  %-10s  %s\n", width, "NAME", "TYPE", "CERT");
+		for (size_t i = 0; i < n; i++)
+			printf("%-*s  %-10s  %s\n", width, keys[i].name,
+			       keys[i].type != NULL ? keys[i].type : "-",
+			       keys[i].has_cert ? "yes" : "no");
+	}
+	keysvc_key_list_free(keys, n);
+	return EXIT_OK;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Even-length hex of 1..@max bytes. */
 static int parse_hex(const char *hex, uint8_t *out, size_t max, size_t *len)
 {
 	size_t n = strlen(hex);
@@ -510,151 +724,175 @@ static int parse_hex(const char *hex, uint8_t *out, size_t max, size_t *len)
 	if (n == 0 || n % 2 != 0 || n / 2 > max)
 		return -1;
 	for (size_t i = 0; i < n / 2; i++) {
-		unsigned v;
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1 ||
-		    strchr("0123456789abcdefABCDEF", hex[2 * i]) == NULL ||
-		    strchr("0123456789abcdefABCDEF", hex[2 * i + 1]) == NULL)
+		if (hi < 0 || lo < 0)
 			return -1;
-		out[i] = (uint8_t)v;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	*len = n / 2;
 	return 0;
 }
 
-static int cmd_sign(const struct global *g, keysvc *ks, struct cmd_args *a)
+static int cmd_sign(const struct global *g, struct cmd_args *a)
 {
 	uint8_t digest[64], *data = NULL, *sig = NULL;
 	size_t digest_len = 0, data_len = 0, sig_len = 0;
+	struct outfile o;
 	char *b64 = NULL;
-	int r, ret = EXIT_OK;
+	keysvc *ks;
+	int r;
 
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("sign: %s", "expected one key name");
 	if (a->alg == NULL)
-		return usage_error("sign: %s", "--alg is required");
+		return usage_error(g, "--alg is required");
 	if ((a->in == NULL) == (a->digest_hex == NULL))
-		return usage_error("sign: %s", "give exactly one of --in and --digest-hex");
-	if (a->digest_hex != NULL) {
-		if (parse_hex(a->digest_hex, digest, sizeof(digest), &digest_len) != 0)
-			return usage_error("sign: --digest-hex %s is not hex of at most 64 bytes",
-					   a->digest_hex);
-		r = keysvc_sign_digest(ks, a->name, a->alg, digest, digest_len, &sig, &sig_len);
-	} else {
-		if (read_file(a->in, SIGN_DATA_MAX, &data, &data_len) != 0)
-			return EXIT_USAGE;
-		r = keysvc_sign_data(ks, a->name, a->alg, data, data_len, &sig, &sig_len);
+		return usage_error(g, "give exactly one of --in FILE and --digest-hex HEX");
+	if (a->digest_hex != NULL &&
+	    parse_hex(a->digest_hex, digest, sizeof(digest), &digest_len) != 0)
+		return usage_error(g, "--digest-hex: expected hex of 1 to %zu bytes", sizeof(digest));
+	if (a->in != NULL &&
+	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != EXIT_OK)
+		return r;
+	if ((r = out_open(g, &o, a->out)) != EXIT_OK) {
 		free(data);
+		return r;
 	}
-	if (r != KEYSVC_OK)
-		return report(g, ks, r, "sign");
-	if (a->out != NULL && write_file_atomic(a->out, sig, sig_len, 0644) != 0) {
-		ret = EXIT_INTERNAL;
+	if ((r = dial(g, &ks)) != EXIT_OK) {
+		free(data);
+		out_abort(&o);
+		return r;
+	}
+	if (a->in != NULL)
+		r = keysvc_sign_data(ks, a->pos[0], a->alg, data, data_len, &sig, &sig_len);
+	else
+		r = keysvc_sign_digest(ks, a->pos[0], a->alg, digest, digest_len, &sig, &sig_len);
+	free(data);
+	if (r != KEYSVC_OK) {
+		out_abort(&o);
+		return fail_on(g, ks, r);
+	}
+	keysvc_close(ks);
+	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != EXIT_OK)
 		goto out;
-	}
-	if (g->json || a->out == NULL) {
-		b64 = malloc(4 * ((sig_len + 2) / 3) + 1);
-		if (b64 == NULL) {
-			ret = EXIT_INTERNAL;
+	if (g->json || o.path == NULL) {
+		if ((b64 = malloc(4 * ((sig_len + 2) / 3) + 1)) == NULL) {
+			r = report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
 			goto out;
 		}
 		EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
 		if (g->json)
-			print_json(json_pack("{s:s, s:s, s:s}", "key", a->name, "alg", a->alg,
+			print_json(json_pack("{s:s, s:s, s:s}", "key", a->pos[0], "alg", a->alg,
 					     "signature", b64));
 		else
 			puts(b64);
 	}
+	r = EXIT_OK;
 out:
 	free(b64);
 	free(sig);
-	return ret;
+	return r;
 }
 
-static int cmd_delete(const struct global *g, keysvc *ks, struct cmd_args *a)
+static int cmd_delete(const struct global *g, struct cmd_args *a)
 {
+	keysvc *ks;
 	int r;
 
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("delete: %s", "expected one key name");
-	if ((r = keysvc_key_delete(ks, a->name)) != KEYSVC_OK)
-		return report(g, ks, r, "delete");
+	if ((r = dial(g, &ks)) != EXIT_OK)
+		return r;
+	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK)
+		return fail_on(g, ks, r);
+	keysvc_close(ks);
 	if (g->json)
-		print_json(json_pack("{s:s}", "key", a->name));
+		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
-		printf("deleted %s\n", a->name);
+		printf("deleted %s\n", a->pos[0]);
 	return EXIT_OK;
 }
 
-static int cmd_cert_put(const struct global *g, keysvc *ks, struct cmd_args *a)
+static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 {
 	uint8_t *pem = NULL;
 	size_t len = 0;
+	keysvc *ks;
 	int r;
 
-	if (a->n_positional != 2)
-		return usage_error("cert-put: %s", "expected a key name and a file");
-	if (read_file(a->positional[1], 64 * 1024, &pem, &len) != 0)
-		return EXIT_USAGE;
-	r = keysvc_cert_put(ks, a->name, (const char *)pem);
+	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != EXIT_OK)
+		return r;
+	if (memchr(pem, '\0', len) != NULL) {
+		free(pem);
+		return usage_error(g, "%s: not a PEM file (NUL bytes)", a->pos[1]);
+	}
+	if ((r = dial(g, &ks)) != EXIT_OK) {
+		free(pem);
+		return r;
+	}
+	r = keysvc_cert_put(ks, a->pos[0], (const char *)pem);
 	free(pem);
 	if (r != KEYSVC_OK)
-		return report(g, ks, r, "cert-put");
+		return fail_on(g, ks, r);
+	keysvc_close(ks);
 	if (g->json)
-		print_json(json_pack("{s:s}", "key", a->name));
+		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
-		printf("stored the certificate of %s\n", a->name);
+		printf("stored the certificate of %s\n", a->pos[0]);
 	return EXIT_OK;
 }
 
-static int cmd_cert_get(const struct global *g, keysvc *ks, struct cmd_args *a)
-{
-	char *pem = NULL;
-	int r, ret = EXIT_OK;
-
-	if (a->name == NULL || a->n_positional != 1)
-		return usage_error("cert-get: %s", "expected one key name");
-	if ((r = keysvc_cert_get(ks, a->name, &pem)) != KEYSVC_OK)
-		return report(g, ks, r, "cert-get");
-	if (g->json) {
-		if (a->out != NULL)
-			ret = emit_text(a->out, pem);
-		print_json(json_pack("{s:s, s:s}", "key", a->name, "cert", pem));
-	} else {
-		ret = emit_text(a->out, pem);
-	}
-	free(pem);
-	return ret;
-}
-
-/*
- * Letters of the options a command accepts: a=type b=out c=subject d=dns e=ip
- * f=uri g=email h=key-usage i=eku j=attr k=digest l=alg m=in n=digest-hex.
- */
 static const struct command {
 	const char *name;
-	const char *options;
+	unsigned options;           /* O(OPT_...) mask */
+	size_t min_pos, max_pos;    /* positional arguments */
+	int (*run)(const struct global *g, struct cmd_args *a);
 	const char *help;
-	int (*run)(const struct global *g, keysvc *ks, struct cmd_args *a);
 } commands[] = {
-	{ "hello", "", "Usage: keysvc hello\nShows the daemon, its protocol version and the token's state.\n", NULL },
-	{ "keygen", "ab", "Usage: keysvc keygen NAME [--type rsa-2048|rsa-3072|rsa-4096|ec-p256|ec-p384] [--out FILE]\n"
-	  "Generates key NAME inside the token (default type ec-p256) and prints its public key.\n", cmd_keygen },
-	{ "list", "", "Usage: keysvc list\nLists the keys you may list, with their type and whether a certificate is stored.\n", cmd_list },
-	{ "pubkey", "b", "Usage: keysvc pubkey NAME [--out FILE]\nPrints the public key of NAME (PEM).\n", cmd_pubkey },
-	{ "csr", "bcdefghijk",
-	  "Usage: keysvc csr NAME --subject DN [--dns NAME]... [--ip ADDR]... [--uri URI]... [--email ADDR]...\n"
-	  "                  [--key-usage U[,U...]] [--eku serverAuth,clientAuth|OID] [--attr OID=VALUE[:printable|utf8|ia5]]...\n"
+	{ "hello", 0, 0, 0, cmd_hello,
+	  "Usage: keysvc hello\n"
+	  "Shows the daemon, its protocol version, the token and whether it is usable.\n" },
+	{ "keygen", O(OPT_TYPE) | O(OPT_OUT), 1, 1, cmd_keygen,
+	  "Usage: keysvc keygen NAME [--type rsa-2048|rsa-3072|rsa-4096|ec-p256|ec-p384] [--out FILE]\n"
+	  "Generates key pair NAME inside the token (default type ec-p256); the private\n"
+	  "key never leaves it. Prints the public key (PEM), or writes it to FILE.\n"
+	  "NAME: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n" },
+	{ "list", 0, 0, 0, cmd_list,
+	  "Usage: keysvc list\n"
+	  "Lists the keys you may list: NAME, TYPE (- for a kind protocol v1 does not\n"
+	  "name) and CERT (whether a certificate is stored for it).\n" },
+	{ "pubkey", O(OPT_OUT), 1, 1, cmd_pubkey,
+	  "Usage: keysvc pubkey NAME [--out FILE]\n"
+	  "Prints the public key of NAME (PEM), or writes it to FILE.\n" },
+	{ "csr", O(OPT_OUT) | O(OPT_SUBJECT) | O(OPT_DNS) | O(OPT_IP) | O(OPT_URI) | O(OPT_EMAIL) |
+	  O(OPT_KU) | O(OPT_EKU) | O(OPT_ATTR) | O(OPT_DIGEST), 1, 1, cmd_csr,
+	  "Usage: keysvc csr NAME --subject DN [--dns NAME]... [--ip ADDR]... [--uri URI]...\n"
+	  "                  [--email ADDR]... [--key-usage U[,U...]] [--eku E[,E...]]\n"
+	  "                  [--attr OID=VALUE[:printable|utf8|ia5]]...\n"
 	  "                  [--digest sha256|sha384|sha512] [--out FILE]\n"
-	  "Creates a CSR for key NAME, signed inside the token. DN is RFC 4514, most specific first,\n"
-	  "e.g. \"CN=host,O=Example,C=US\".\n", cmd_csr },
-	{ "sign", "blmn", "Usage: keysvc sign NAME --alg ALG (--in FILE | --digest-hex HEX) [--out FILE]\n"
-	  "Signs FILE (hashed by the daemon, at most 48 KiB) or a digest you computed.\n"
-	  "ALG: rsa-pkcs1-sha256|384|512, rsa-pss-sha256|384|512, ecdsa-sha256|384.\n"
-	  "The signature (ECDSA as DER) goes to FILE, or to stdout in base64.\n", cmd_sign },
-	{ "delete", "", "Usage: keysvc delete NAME\nDestroys key NAME, its public key and its certificate in the token.\n", cmd_delete },
-	{ "cert-put", "", "Usage: keysvc cert-put NAME FILE\nStores the PEM certificate in FILE beside key NAME; it must be for that key.\n", cmd_cert_put },
-	{ "cert-get", "b", "Usage: keysvc cert-get NAME [--out FILE]\nPrints the certificate stored for key NAME.\n", cmd_cert_get },
+	  "Creates a PKCS#10 CSR for key NAME, signed inside the token. Prints it (PEM),\n"
+	  "or writes it to FILE.\n"
+	  "  DN   RFC 4514, most specific first, e.g. \"CN=host,O=Example,C=US\"\n"
+	  "  U    digitalSignature, nonRepudiation, keyEncipherment, dataEncipherment,\n"
+	  "       keyAgreement, keyCertSign, cRLSign\n"
+	  "  E    serverAuth, clientAuth, codeSigning, emailProtection, timeStamping,\n"
+	  "       OCSPSigning, or a dotted OID\n"
+	  "  --attr adds a request attribute (default type utf8).\n"
+	  "  --digest sha512 is for RSA keys only.\n" },
+	{ "sign", O(OPT_OUT) | O(OPT_ALG) | O(OPT_IN) | O(OPT_DIGEST_HEX), 1, 1, cmd_sign,
+	  "Usage: keysvc sign NAME --alg ALG (--in FILE | --digest-hex HEX) [--out FILE]\n"
+	  "Signs FILE (at most 48 KiB, hashed by the daemon; - for stdin) or a digest\n"
+	  "you computed (HEX, exactly the hash length of ALG) with key NAME.\n"
+	  "ALG: rsa-pkcs1-sha256|sha384|sha512, rsa-pss-sha256|sha384|sha512,\n"
+	  "     ecdsa-sha256|sha384.\n"
+	  "The binary signature (ECDSA as DER) goes to FILE, or base64 to stdout.\n" },
+	{ "delete", 0, 1, 1, cmd_delete,
+	  "Usage: keysvc delete NAME\n"
+	  "Destroys key pair NAME and its certificate in the token.\n" },
+	{ "cert-put", 0, 2, 2, cmd_cert_put,
+	  "Usage: keysvc cert-put NAME FILE\n"
+	  "Stores the PEM certificate in FILE (- for stdin) beside key NAME, replacing\n"
+	  "any earlier one. It must be a certificate for that key.\n" },
+	{ "cert-get", O(OPT_OUT), 1, 1, cmd_cert_get,
+	  "Usage: keysvc cert-get NAME [--out FILE]\n"
+	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n" },
 };
 
 int main(int argc, char **argv)
@@ -669,12 +907,13 @@ int main(int argc, char **argv)
 	struct global g = { .timeout_ms = -1 };
 	const struct command *cmd = NULL;
 	struct cmd_args a;
-	keysvc *ks = NULL;
 	char *end;
+	long v;
 	int c, r;
 
+	opterr = 0;
 	/* '+': stop at the command name; its options are parsed by the command. */
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			g.socket = optarg;
@@ -684,43 +923,45 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			errno = 0;
-			g.timeout_ms = (int)strtol(optarg, &end, 10);
-			if (errno != 0 || *end != '\0' || g.timeout_ms < 0 || g.timeout_ms > 3600000)
-				return usage_error("--timeout %s: milliseconds, 0..3600000", optarg);
+			v = strtol(optarg, &end, 10);
+			if (errno != 0 || end == optarg || *end != '\0' || v < 0 || v > 3600000)
+				return usage_error(&g, "--timeout %s: expected 0..3600000 milliseconds",
+						   optarg);
+			g.timeout_ms = (int)v;
 			break;
 		case 'h':
 			fputs(main_usage, stdout);
 			return EXIT_OK;
+		case ':':
+			return usage_error(&g, "option %s needs a value (see keysvc --help)",
+					   argv[optind - 1]);
 		default:
-			fputs(main_usage, stderr);
-			return EXIT_USAGE;
+			return usage_error(&g, "unknown option %s (see keysvc --help)",
+					   argv[optind - 1]);
 		}
 	}
 	if (optind >= argc) {
 		fputs(main_usage, stderr);
-		return EXIT_USAGE;
+		return usage_error(&g, "no command given");
 	}
-	g.command = argv[optind];
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (strcmp(commands[i].name, g.command) == 0)
+		if (strcmp(commands[i].name, argv[optind]) == 0)
 			cmd = &commands[i];
 	if (cmd == NULL)
-		return usage_error("unknown command %s", g.command);
-	r = parse_cmd(argc - optind, argv + optind, &a, cmd->options, cmd->help);
+		return usage_error(&g, "unknown command %s (see keysvc --help)", argv[optind]);
+	g.command = cmd->name;
+	r = parse_cmd(&g, argc - optind, argv + optind, &a, cmd->options, cmd->min_pos,
+		      cmd->max_pos, cmd->help);
 	if (r != EXIT_OK) {
 		free_args(&a);
 		return r < 0 ? EXIT_OK : r;
 	}
-	if ((r = connect_or_report(&g, &ks)) != EXIT_OK) {
-		free_args(&a);
-		return r;
-	}
-	if (cmd->run == NULL) {
-		r = a.n_positional ? usage_error("hello: %s", "takes no arguments") : cmd_hello(&g, ks);
-	} else {
-		r = cmd->run(&g, ks, &a);
-	}
-	keysvc_close(ks);
+	r = cmd->run(&g, &a);
 	free_args(&a);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+		if (r == EXIT_OK)
+			r = EXIT_INTERNAL;
+	}
 	return r;
 }
