@@ -93,7 +93,7 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
-	o = json_pack("{s:s, s:I, s:I, s:I, s:s?, s:s?, s:s}",
+	o = json_pack("{s:s, s:I, s:I, s:I, s:s?, s:s*, s:s}",
 		      "time", when,
 		      "uid", (json_int_t)peer->uid,
 		      "gid", (json_int_t)peer->gid,

@@ -25,6 +25,9 @@ int ks_config_check_file(const char *path, const char *what, char *err,
 		r = -errno;
 		snprintf(err, err_len, "%s %s: %s", what, path,
 			 errno == ELOOP ? "is a symbolic link" : strerror(errno));
+		/* A symlink is a refusal like a bad owner or mode, not an I/O error. */
+		if (r == -ELOOP)
+			r = -EACCES;
 		return r;
 	}
 	if (fstat(fd, &st) != 0) {
@@ -114,7 +117,10 @@ static int read_file_bounded(const char *path, char **data, size_t *len,
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(err, err_len, "config %s: %s", path, strerror(errno));
+		snprintf(err, err_len, "config %s: %s", path,
+			 errno == ELOOP ? "is a symbolic link" : strerror(errno));
+		if (r == -ELOOP)
+			r = -EACCES;
 		return r;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -184,7 +190,7 @@ static int parse_group(json_t *v, gid_t *gid)
 	s = json_string_value(v);
 	errno = 0;
 	id = strtoul(s, &end, 10);
-	if (*end == '\0' && errno == 0 && s[0] != '-' && id < UINT32_MAX) {
+	if (*end == '\0' && errno == 0 && s[0] >= '0' && s[0] <= '9' && id < UINT32_MAX) {
 		*gid = (gid_t)id;
 		return 0;
 	}

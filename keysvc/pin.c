@@ -12,6 +12,14 @@
 #include "keysvc/config.h"
 #include "proto/secmem.h"
 
+/*
+ * The longest file that can still hold a valid PIN is KS_PIN_MAX bytes and
+ * "\r\n"; reading one byte more tells it from a longer file, so a PIN is never
+ * taken from the start of a file that goes on.
+ */
+#define PIN_READ_MAX (KS_PIN_MAX + 3)
+#define PIN_BUF_SIZE (PIN_READ_MAX + 1)
+
 static int pin_read_file(const char *path, char **pin, size_t *pin_len,
 			 char *err, size_t err_len)
 {
@@ -45,13 +53,12 @@ static int pin_read_file(const char *path, char **pin, size_t *pin_len,
 			 path, (unsigned)(st.st_mode & 0777));
 		goto out;
 	}
-	if ((buf = ks_secmem_alloc(KS_PIN_MAX + 2)) == NULL) {
+	if ((buf = ks_secmem_alloc(PIN_BUF_SIZE)) == NULL) {
 		r = -ENOMEM;
 		goto out;
 	}
-	/* Read one byte past the limit to tell "exactly full" from "too long". */
-	while (got < KS_PIN_MAX + 1) {
-		n = read(fd, buf + got, KS_PIN_MAX + 1 - got);
+	while (got < PIN_READ_MAX) {
+		n = read(fd, buf + got, PIN_READ_MAX - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -86,7 +93,7 @@ static int pin_read_file(const char *path, char **pin, size_t *pin_len,
 	buf = NULL;
 	r = 0;
 out:
-	ks_secmem_free(buf, KS_PIN_MAX + 2);
+	ks_secmem_free(buf, PIN_BUF_SIZE);
 	close(fd);
 	return r;
 }
@@ -116,5 +123,5 @@ int ks_pin_load(const char *pin_file, char **pin, size_t *pin_len, char *err,
 void ks_pin_free(char *pin, size_t pin_len)
 {
 	(void)pin_len;
-	ks_secmem_free(pin, KS_PIN_MAX + 2);
+	ks_secmem_free(pin, PIN_BUF_SIZE);
 }

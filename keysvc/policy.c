@@ -90,7 +90,10 @@ size_t ks_policy_size(const struct ks_policy *p)
 	return p != NULL ? p->nrules : 0;
 }
 
-/* A name that is all digits is a number; anything else is looked up. */
+/*
+ * A name that is all digits is a number; anything else is looked up
+ * (strtoul() alone would also take " 0", "+0" or "-18446744073709551615").
+ */
 static int parse_id(json_t *v, int is_group, unsigned long *id, const char **why)
 {
 	char buf[4096];
@@ -112,7 +115,7 @@ static int parse_id(json_t *v, int is_group, unsigned long *id, const char **why
 	s = json_string_value(v);
 	errno = 0;
 	*id = strtoul(s, &end, 10);
-	if (*end == '\0' && errno == 0 && s[0] != '-' && *id < UINT32_MAX)
+	if (*end == '\0' && errno == 0 && s[0] >= '0' && s[0] <= '9' && *id < UINT32_MAX)
 		return 0;
 	if (is_group) {
 		struct group gr, *res = NULL;
