@@ -1,0 +1,319 @@
+#include "clients/provider/provider.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
+
+#define KSP_PROVIDER_NAME "keysvc provider (keys held by keysvcd)"
+
+static const OSSL_ITEM reason_strings[] = {
+	{ KSP_R_DENIED, "keysvcd denied the request (policy)" },
+	{ KSP_R_NO_SUCH_KEY, "keysvcd has no such key" },
+	{ KSP_R_TOKEN_UNAVAILABLE, "keysvcd's token is unavailable" },
+	{ KSP_R_CANNOT_CONNECT, "cannot reach keysvcd" },
+	{ KSP_R_UNSUPPORTED, "operation not supported by the keysvc provider" },
+	{ KSP_R_BAD_URI, "not a keysvc: URI" },
+	{ KSP_R_INTERNAL, "keysvc provider internal error" },
+	{ 0, NULL },
+};
+
+void ksp_raise(struct ksp_ctx *ctx, int reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ctx == NULL || ctx->new_error == NULL || ctx->vset_error == NULL)
+		return;
+	ctx->new_error(ctx->handle);
+	if (ctx->set_error_debug != NULL)
+		ctx->set_error_debug(ctx->handle, OPENSSL_FILE, OPENSSL_LINE, "keysvc");
+	va_start(ap, fmt);
+	ctx->vset_error(ctx->handle, (uint32_t)reason, fmt, ap);
+	va_end(ap);
+}
+
+static int reason_for(int err)
+{
+	switch (err) {
+	case KEYSVC_E_DENIED:
+		return KSP_R_DENIED;
+	case KEYSVC_E_NO_SUCH_KEY:
+		return KSP_R_NO_SUCH_KEY;
+	case KEYSVC_E_TOKEN_UNAVAILABLE:
+		return KSP_R_TOKEN_UNAVAILABLE;
+	case KEYSVC_E_CONNECT:
+	case KEYSVC_E_IO:
+		return KSP_R_CANNOT_CONNECT;
+	case KEYSVC_E_UNSUPPORTED:
+	case KEYSVC_E_BAD_REQUEST:
+		return KSP_R_UNSUPPORTED;
+	default:
+		return KSP_R_INTERNAL;
+	}
+}
+
+/* The shared connection, opened on first use. Called with ctx->lock held. */
+static int conn_locked(struct ksp_ctx *ctx)
+{
+	int r;
+
+	if (ctx->conn != NULL)
+		return KEYSVC_OK;
+	r = keysvc_connect(ctx->socket_path[0] ? ctx->socket_path : NULL, &ctx->conn);
+	if (r != KEYSVC_OK)
+		ctx->conn = NULL;
+	return r;
+}
+
+/* A broken connection is dropped, so the next call reconnects (keysvcd may have restarted). */
+static void drop_if_broken(struct ksp_ctx *ctx, int r)
+{
+	if (r == KEYSVC_E_IO || r == KEYSVC_E_PROTOCOL) {
+		keysvc_close(ctx->conn);
+		ctx->conn = NULL;
+	}
+}
+
+static void raise_from(struct ksp_ctx *ctx, int r, const char *what, const char *name)
+{
+	const char *msg = ctx->conn != NULL ? keysvc_error_message(ctx->conn) : "";
+
+	ksp_raise(ctx, reason_for(r), "%s %s: %s%s%s", what, name, keysvc_strerror(r),
+		  msg[0] ? ": " : "", msg);
+}
+
+struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
+{
+	struct ksp_key *key = NULL;
+	char *pem = NULL, *type = NULL;
+	BIO *bio = NULL;
+	int r;
+
+	pthread_mutex_lock(&ctx->lock);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if ((r = conn_locked(ctx)) != KEYSVC_OK)
+			break;
+		r = keysvc_key_public(ctx->conn, name, &pem, &type);
+		if (r != KEYSVC_E_IO)
+			break;
+		drop_if_broken(ctx, r);
+	}
+	if (r != KEYSVC_OK) {
+		raise_from(ctx, r, "key", name);
+		drop_if_broken(ctx, r);
+		pthread_mutex_unlock(&ctx->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if ((key = calloc(1, sizeof(*key))) == NULL)
+		goto out;
+	atomic_init(&key->refs, 1);
+	key->ctx = ctx;
+	snprintf(key->name, sizeof(key->name), "%s", name);
+	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL ||
+	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, NULL)) == NULL) {
+		ksp_raise(ctx, KSP_R_INTERNAL, "key %s: keysvcd sent an unreadable public key", name);
+		ksp_key_free(key);
+		key = NULL;
+		goto out;
+	}
+	key->is_ec = EVP_PKEY_is_a(key->pub, "EC");
+	if (!key->is_ec && !EVP_PKEY_is_a(key->pub, "RSA")) {
+		ksp_raise(ctx, KSP_R_UNSUPPORTED, "key %s: neither RSA nor EC", name);
+		ksp_key_free(key);
+		key = NULL;
+	}
+out:
+	BIO_free(bio);
+	free(pem);
+	free(type);
+	return key;
+}
+
+void ksp_key_free(struct ksp_key *key)
+{
+	if (key == NULL || atomic_fetch_sub(&key->refs, 1) != 1)
+		return;
+	EVP_PKEY_free(key->pub);
+	free(key);
+}
+
+int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
+		    size_t digest_len, uint8_t **sig, size_t *sig_len)
+{
+	struct ksp_ctx *ctx = key->ctx;
+	int r;
+
+	pthread_mutex_lock(&ctx->lock);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if ((r = conn_locked(ctx)) != KEYSVC_OK)
+			break;
+		r = keysvc_sign_digest(ctx->conn, key->name, alg, digest, digest_len, sig, sig_len);
+		/* Retried only when the request cannot have reached the daemon twice in effect:
+		 * signing is idempotent, so one more try on a fresh connection is safe. */
+		if (r != KEYSVC_E_IO)
+			break;
+		drop_if_broken(ctx, r);
+	}
+	if (r != KEYSVC_OK) {
+		raise_from(ctx, r, "sign with key", key->name);
+		drop_if_broken(ctx, r);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return r == KEYSVC_OK;
+}
+
+/* ---- the provider ----------------------------------------------------------- */
+
+static const OSSL_ALGORITHM keymgmts[] = {
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", "provider=keysvc", ksp_rsa_keymgmt_functions,
+	  "keysvc RSA keys" },
+	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", "provider=keysvc", ksp_ec_keymgmt_functions,
+	  "keysvc EC keys" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM signatures[] = {
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", "provider=keysvc", ksp_rsa_signature_functions,
+	  "RSA PKCS#1 v1.5 and PSS signatures by keysvcd" },
+	{ "ECDSA", "provider=keysvc", ksp_ecdsa_signature_functions, "ECDSA by keysvcd" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM stores[] = {
+	{ "keysvc", "provider=keysvc", ksp_store_functions, "keys held by keysvcd (keysvc:NAME)" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM *ksp_query(void *provctx, int operation_id, int *no_cache)
+{
+	(void)provctx;
+	*no_cache = 0;
+	switch (operation_id) {
+	case OSSL_OP_KEYMGMT:
+		return keymgmts;
+	case OSSL_OP_SIGNATURE:
+		return signatures;
+	case OSSL_OP_STORE:
+		return stores;
+	default:
+		return NULL;
+	}
+}
+
+static const OSSL_PARAM *ksp_gettable_params(void *provctx)
+{
+	static const OSSL_PARAM params[] = {
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+		OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+		OSSL_PARAM_END,
+	};
+
+	(void)provctx;
+	return params;
+}
+
+static int ksp_get_params(void *provctx, OSSL_PARAM params[])
+{
+	OSSL_PARAM *p;
+
+	(void)provctx;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, KSP_PROVIDER_NAME))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, KEYSVC_VERSION))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, "keysvc " KEYSVC_VERSION))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL &&
+	    !OSSL_PARAM_set_int(p, 1))
+		return 0;
+	return 1;
+}
+
+static const OSSL_ITEM *ksp_reasons(void *provctx)
+{
+	(void)provctx;
+	return reason_strings;
+}
+
+static void ksp_teardown(void *provctx)
+{
+	struct ksp_ctx *ctx = provctx;
+
+	if (ctx == NULL)
+		return;
+	keysvc_close(ctx->conn);
+	OSSL_LIB_CTX_free(ctx->libctx);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+}
+
+static const OSSL_DISPATCH provider_functions[] = {
+	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))ksp_query },
+	{ OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))ksp_gettable_params },
+	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))ksp_get_params },
+	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))ksp_reasons },
+	{ OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))ksp_teardown },
+	{ 0, NULL },
+};
+
+__attribute__((visibility("default")))
+int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+		       const OSSL_DISPATCH **out, void **provctx)
+{
+	OSSL_FUNC_core_get_params_fn *get_params = NULL;
+	const OSSL_DISPATCH *core = in;
+	struct ksp_ctx *ctx;
+	char *socket = NULL;
+	OSSL_PARAM params[2];
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		return 0;
+	ctx->handle = handle;
+	pthread_mutex_init(&ctx->lock, NULL);
+	for (; in->function_id != 0; in++) {
+		switch (in->function_id) {
+		case OSSL_FUNC_CORE_GET_PARAMS:
+			get_params = OSSL_FUNC_core_get_params(in);
+			break;
+		case OSSL_FUNC_CORE_NEW_ERROR:
+			ctx->new_error = OSSL_FUNC_core_new_error(in);
+			break;
+		case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+			ctx->set_error_debug = OSSL_FUNC_core_set_error_debug(in);
+			break;
+		case OSSL_FUNC_CORE_VSET_ERROR:
+			ctx->vset_error = OSSL_FUNC_core_vset_error(in);
+			break;
+		default:
+			break;
+		}
+	}
+	/* The socket: "socket = PATH" in this provider's openssl.cnf section, else libkeysvc's default. */
+	if (get_params != NULL) {
+		params[0] = OSSL_PARAM_construct_utf8_ptr("socket", &socket, 0);
+		params[1] = OSSL_PARAM_construct_end();
+		if (get_params(handle, params) && socket != NULL && socket[0] != '\0')
+			snprintf(ctx->socket_path, sizeof(ctx->socket_path), "%s", socket);
+	}
+	/* Digests and the public halves of keys come from the application's other providers. */
+	if ((ctx->libctx = OSSL_LIB_CTX_new_child(handle, core)) == NULL) {
+		pthread_mutex_destroy(&ctx->lock);
+		free(ctx);
+		return 0;
+	}
+	*out = provider_functions;
+	*provctx = ctx;
+	return 1;
+}

@@ -1,0 +1,84 @@
+/*
+ * The keysvc OpenSSL 3 provider: private-key operations on keys held by
+ * keysvcd, forwarded through libkeysvc. The process never sees the token,
+ * its module or its PIN; it needs only the socket and a policy grant.
+ *
+ * Split by operation, as OpenSSL is: provider.c (entry point, parameters,
+ * errors, the daemon connection), kmgmt.c (opaque RSA and EC keys),
+ * store.c (the "keysvc:" URI loader), sig.c (RSA PKCS#1 v1.5, RSA-PSS,
+ * ECDSA, with digest-sign).
+ */
+#ifndef KEYSVC_PROVIDER_H
+#define KEYSVC_PROVIDER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/evp.h>
+
+#include "clients/keysvc.h"
+
+#define KSP_NAME_MAX 64
+#define KSP_URI_SCHEME "keysvc:"
+#define KSP_SOCKET_ENV "KEYSVC_SOCKET"
+
+/* Reason codes of this provider's errors (texts in provider.c). */
+enum ksp_reason {
+	KSP_R_DENIED = 1,
+	KSP_R_NO_SUCH_KEY,
+	KSP_R_TOKEN_UNAVAILABLE,
+	KSP_R_CANNOT_CONNECT,
+	KSP_R_UNSUPPORTED,
+	KSP_R_BAD_URI,
+	KSP_R_INTERNAL,
+};
+
+struct ksp_ctx {
+	const OSSL_CORE_HANDLE *handle;
+	OSSL_LIB_CTX *libctx;         /* a child of the application's, for digests and public keys */
+	OSSL_FUNC_core_new_error_fn *new_error;
+	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
+	OSSL_FUNC_core_vset_error_fn *vset_error;
+	char socket_path[108];        /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
+	pthread_mutex_t lock;         /* one connection, used by one thread at a time */
+	keysvc *conn;
+};
+
+/* A key held by keysvcd: its name and its public half. */
+struct ksp_key {
+	atomic_int refs;
+	struct ksp_ctx *ctx;
+	char name[KSP_NAME_MAX + 1];
+	int is_ec;
+	EVP_PKEY *pub;                /* built in ctx->libctx; never has a private part */
+};
+
+/* Raise an OpenSSL error from this provider. */
+void ksp_raise(struct ksp_ctx *ctx, int reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Fetch key @name's public key from keysvcd into a new ksp_key (refs 1).
+ * NULL with an OpenSSL error raised on failure.
+ */
+struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name);
+void ksp_key_free(struct ksp_key *key);
+
+/*
+ * Have keysvcd sign @digest with @key using wire algorithm @alg. 1 on
+ * success with *@sig malloc'd; 0 with an OpenSSL error raised.
+ */
+int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
+		    size_t digest_len, uint8_t **sig, size_t *sig_len);
+
+extern const OSSL_DISPATCH ksp_rsa_keymgmt_functions[];
+extern const OSSL_DISPATCH ksp_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH ksp_rsa_signature_functions[];
+extern const OSSL_DISPATCH ksp_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH ksp_store_functions[];
+
+#endif

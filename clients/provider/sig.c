@@ -1,0 +1,411 @@
+/*
+ * Signatures with keysvc keys. Hashing happens here (in the application's
+ * providers); only the digest travels to keysvcd, which signs it in the
+ * token. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
+ * uses); EC: ECDSA, DER output.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "clients/provider/provider.h"
+
+struct ksp_sig {
+	struct ksp_ctx *ctx;
+	struct ksp_key *key;
+	int is_ec;
+	char mdname[16];             /* "SHA256", ...; empty until chosen */
+	EVP_MD_CTX *mdctx;           /* digest-sign only */
+	int pad;                     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
+	int saltlen;                 /* RSA_PSS_SALTLEN_DIGEST or a byte count */
+};
+
+static void *sig_newctx(void *provctx, int is_ec)
+{
+	struct ksp_sig *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->ctx = provctx;
+	s->is_ec = is_ec;
+	s->pad = RSA_PKCS1_PADDING;
+	s->saltlen = RSA_PSS_SALTLEN_DIGEST;
+	return s;
+}
+
+static void *rsa_newctx(void *provctx, const char *propq)
+{
+	(void)propq;
+	return sig_newctx(provctx, 0);
+}
+
+static void *ecdsa_newctx(void *provctx, const char *propq)
+{
+	(void)propq;
+	return sig_newctx(provctx, 1);
+}
+
+static void sig_freectx(void *vctx)
+{
+	struct ksp_sig *s = vctx;
+
+	if (s == NULL)
+		return;
+	ksp_key_free(s->key);
+	EVP_MD_CTX_free(s->mdctx);
+	free(s);
+}
+
+static void *sig_dupctx(void *vctx)
+{
+	struct ksp_sig *s = vctx, *d = malloc(sizeof(*d));
+
+	if (d == NULL)
+		return NULL;
+	*d = *s;
+	d->mdctx = NULL;
+	if (s->mdctx != NULL) {
+		if ((d->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(d->mdctx, s->mdctx)) {
+			EVP_MD_CTX_free(d->mdctx);
+			free(d);
+			return NULL;
+		}
+	}
+	if (d->key != NULL)
+		atomic_fetch_add(&d->key->refs, 1);
+	return d;
+}
+
+/* "SHA2-256", "sha256", "SHA256" all name one digest; keep OpenSSL's short name. */
+static int set_digest(struct ksp_sig *s, const char *name)
+{
+	EVP_MD *md;
+	const char *canon;
+
+	if (name == NULL || name[0] == '\0')
+		return 1;
+	if ((md = EVP_MD_fetch(s->ctx->libctx, name, NULL)) == NULL)
+		return 0;
+	canon = EVP_MD_is_a(md, "SHA256") ? "SHA256" : EVP_MD_is_a(md, "SHA384") ? "SHA384" :
+		EVP_MD_is_a(md, "SHA512") ? "SHA512" : NULL;
+	EVP_MD_free(md);
+	if (canon == NULL || (s->is_ec && strcmp(canon, "SHA512") == 0)) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "digest %s is not offered by keysvcd for this key", name);
+		return 0;
+	}
+	memcpy(s->mdname, canon, strlen(canon) + 1);
+	return 1;
+}
+
+static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+	struct ksp_sig *s = vctx;
+	const OSSL_PARAM *p;
+	char buf[32], *str = buf;
+
+	if (params == NULL)
+		return 1;
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL) {
+		if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)) || !set_digest(s, buf))
+			return 0;
+	}
+	if (s->is_ec)
+		return 1;
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
+		int pad = 0;
+
+		if (p->data_type == OSSL_PARAM_UTF8_STRING) {
+			if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)))
+				return 0;
+			pad = strcasecmp(buf, OSSL_PKEY_RSA_PAD_MODE_PKCSV15) == 0 ? RSA_PKCS1_PADDING :
+			      strcasecmp(buf, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0 ? RSA_PKCS1_PSS_PADDING : 0;
+		} else if (!OSSL_PARAM_get_int(p, &pad)) {
+			return 0;
+		}
+		if (pad != RSA_PKCS1_PADDING && pad != RSA_PKCS1_PSS_PADDING) {
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "keysvcd signs with PKCS#1 v1.5 or PSS padding only");
+			return 0;
+		}
+		s->pad = pad;
+	}
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
+		int len = 0;
+
+		if (p->data_type == OSSL_PARAM_UTF8_STRING) {
+			if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)))
+				return 0;
+			if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0)
+				len = RSA_PSS_SALTLEN_DIGEST;
+			else if (strspn(buf, "0123456789") == strlen(buf) && buf[0] != '\0')
+				len = atoi(buf);
+			else
+				len = -100;
+		} else if (!OSSL_PARAM_get_int(p, &len)) {
+			return 0;
+		}
+		if (len != RSA_PSS_SALTLEN_DIGEST && len < 0) {
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+				  "keysvcd signs PSS with a salt as long as the digest only");
+			return 0;
+		}
+		s->saltlen = len;
+	}
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
+		struct ksp_sig tmp = *s;
+
+		/* MGF1 always uses the signature's digest in keysvcd. */
+		if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)) || !set_digest(&tmp, buf) ||
+		    (s->mdname[0] != '\0' && strcmp(tmp.mdname, s->mdname) != 0)) {
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "MGF1 digest must be the signature digest");
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int sig_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+	struct ksp_sig *s = vctx;
+	struct ksp_key *key = keydata;
+
+	if (key == NULL || key->is_ec != s->is_ec)
+		return 0;
+	atomic_fetch_add(&key->refs, 1);
+	ksp_key_free(s->key);
+	s->key = key;
+	return sig_set_ctx_params(s, params);
+}
+
+static int sig_max_size(struct ksp_sig *s, size_t *siglen)
+{
+	int n = EVP_PKEY_get_size(s->key->pub);
+
+	if (n <= 0)
+		return 0;
+	*siglen = (size_t)n;
+	return 1;
+}
+
+/* The wire algorithm for this context and digest length. */
+static const char *wire_alg(struct ksp_sig *s, size_t digest_len)
+{
+	static const char *const names[3][3] = {
+		{ "rsa-pkcs1-sha256", "rsa-pkcs1-sha384", "rsa-pkcs1-sha512" },
+		{ "rsa-pss-sha256", "rsa-pss-sha384", "rsa-pss-sha512" },
+		{ "ecdsa-sha256", "ecdsa-sha384", NULL },
+	};
+	int row = s->is_ec ? 2 : s->pad == RSA_PKCS1_PSS_PADDING ? 1 : 0;
+	int col = digest_len == 32 ? 0 : digest_len == 48 ? 1 : digest_len == 64 ? 2 : -1;
+
+	if (col < 0)
+		return NULL;
+	if (row == 1 && s->saltlen != RSA_PSS_SALTLEN_DIGEST && (size_t)s->saltlen != digest_len)
+		return NULL;
+	return names[row][col];
+}
+
+static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, size_t sigsize,
+		       const unsigned char *tbs, size_t tbslen)
+{
+	uint8_t *out = NULL;
+	size_t out_len = 0;
+	const char *alg;
+
+	if (s->mdname[0] != '\0' && (size_t)EVP_MD_get_size(EVP_get_digestbyname(s->mdname)) != tbslen) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "input is not a %s digest", s->mdname);
+		return 0;
+	}
+	if ((alg = wire_alg(s, tbslen)) == NULL) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+			  "keysvcd signs SHA-256/384/512 digests (PSS with salt = digest length) only");
+		return 0;
+	}
+	if (!ksp_sign_digest(s->key, alg, tbs, tbslen, &out, &out_len))
+		return 0;
+	if (out_len > sigsize) {
+		free(out);
+		ksp_raise(s->ctx, KSP_R_INTERNAL, "signature larger than the buffer");
+		return 0;
+	}
+	memcpy(sig, out, out_len);
+	*siglen = out_len;
+	free(out);
+	return 1;
+}
+
+static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+		    const unsigned char *tbs, size_t tbslen)
+{
+	struct ksp_sig *s = vctx;
+
+	if (s->key == NULL)
+		return 0;
+	if (sig == NULL)
+		return sig_max_size(s, siglen);
+	return sign_digest(s, sig, siglen, sigsize, tbs, tbslen);
+}
+
+static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
+				const OSSL_PARAM params[])
+{
+	struct ksp_sig *s = vctx;
+	EVP_MD *md = NULL;
+	int ok;
+
+	if (!sig_init(s, keydata, NULL) || !set_digest(s, mdname != NULL && mdname[0] ? mdname : "SHA256"))
+		return 0;
+	if (!sig_set_ctx_params(s, params))
+		return 0;
+	EVP_MD_CTX_free(s->mdctx);
+	if ((s->mdctx = EVP_MD_CTX_new()) == NULL ||
+	    (md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL)
+		return 0;
+	ok = EVP_DigestInit_ex2(s->mdctx, md, NULL);
+	EVP_MD_free(md);
+	return ok;
+}
+
+static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t len)
+{
+	struct ksp_sig *s = vctx;
+
+	return s->mdctx != NULL && EVP_DigestUpdate(s->mdctx, data, len);
+}
+
+static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+	struct ksp_sig *s = vctx;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	if (s->key == NULL || s->mdctx == NULL)
+		return 0;
+	/* A size query must leave the digest running for the real call. */
+	if (sig == NULL)
+		return sig_max_size(s, siglen);
+	if (!EVP_DigestFinal_ex(s->mdctx, md, &md_len))
+		return 0;
+	return sign_digest(s, sig, siglen, sigsize, md, md_len);
+}
+
+/* DER AlgorithmIdentifier for X.509 and CSR signing with PKCS#1 v1.5 or ECDSA. */
+static int algorithm_id(struct ksp_sig *s, OSSL_PARAM *p)
+{
+	X509_ALGOR *a = X509_ALGOR_new();
+	unsigned char *der = NULL;
+	const char *md = s->mdname[0] ? s->mdname : "SHA256";
+	int nid, len, ok = 0;
+
+	if (s->is_ec)
+		nid = strcmp(md, "SHA384") == 0 ? NID_ecdsa_with_SHA384 :
+		      strcmp(md, "SHA512") == 0 ? NID_ecdsa_with_SHA512 : NID_ecdsa_with_SHA256;
+	else if (s->pad == RSA_PKCS1_PADDING)
+		nid = strcmp(md, "SHA384") == 0 ? NID_sha384WithRSAEncryption :
+		      strcmp(md, "SHA512") == 0 ? NID_sha512WithRSAEncryption : NID_sha256WithRSAEncryption;
+	else
+		nid = NID_undef;      /* RSA-PSS certificates: not offered */
+	if (a != NULL && nid != NID_undef &&
+	    X509_ALGOR_set0(a, OBJ_nid2obj(nid), s->is_ec ? V_ASN1_UNDEF : V_ASN1_NULL, NULL) &&
+	    (len = i2d_X509_ALGOR(a, &der)) > 0)
+		ok = OSSL_PARAM_set_octet_string(p, der, (size_t)len);
+	OPENSSL_free(der);
+	X509_ALGOR_free(a);
+	return ok;
+}
+
+static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+	struct ksp_sig *s = vctx;
+	OSSL_PARAM *p;
+
+	if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
+	    !algorithm_id(s, p))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
+	    !OSSL_PARAM_set_utf8_string(p, s->mdname))
+		return 0;
+	if (!s->is_ec) {
+		if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
+		    !(p->data_type == OSSL_PARAM_INTEGER ? OSSL_PARAM_set_int(p, s->pad) :
+		      OSSL_PARAM_set_utf8_string(p, s->pad == RSA_PKCS1_PSS_PADDING ?
+						 OSSL_PKEY_RSA_PAD_MODE_PSS : OSSL_PKEY_RSA_PAD_MODE_PKCSV15)))
+			return 0;
+		if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
+		    !(p->data_type == OSSL_PARAM_INTEGER ? OSSL_PARAM_set_int(p, s->saltlen) :
+		      OSSL_PARAM_set_utf8_string(p, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST)))
+			return 0;
+	}
+	return 1;
+}
+
+static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
+{
+	static const OSSL_PARAM params[] = {
+		OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+		OSSL_PARAM_END,
+	};
+
+	(void)vctx;
+	(void)provctx;
+	return params;
+}
+
+static const OSSL_PARAM *sig_settable_ctx_params(void *vctx, void *provctx)
+{
+	static const OSSL_PARAM params[] = {
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
+		OSSL_PARAM_END,
+	};
+
+	(void)vctx;
+	(void)provctx;
+	return params;
+}
+
+#define FN(id, f) { id, (void (*)(void))(f) }
+
+const OSSL_DISPATCH ksp_rsa_signature_functions[] = {
+	FN(OSSL_FUNC_SIGNATURE_NEWCTX, rsa_newctx),
+	FN(OSSL_FUNC_SIGNATURE_FREECTX, sig_freectx),
+	FN(OSSL_FUNC_SIGNATURE_DUPCTX, sig_dupctx),
+	FN(OSSL_FUNC_SIGNATURE_SIGN_INIT, sig_init),
+	FN(OSSL_FUNC_SIGNATURE_SIGN, sig_sign),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, sig_digest_sign_init),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, sig_digest_sign_update),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, sig_digest_sign_final),
+	FN(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, sig_get_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, sig_set_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, sig_settable_ctx_params),
+	{ 0, NULL },
+};
+
+const OSSL_DISPATCH ksp_ecdsa_signature_functions[] = {
+	FN(OSSL_FUNC_SIGNATURE_NEWCTX, ecdsa_newctx),
+	FN(OSSL_FUNC_SIGNATURE_FREECTX, sig_freectx),
+	FN(OSSL_FUNC_SIGNATURE_DUPCTX, sig_dupctx),
+	FN(OSSL_FUNC_SIGNATURE_SIGN_INIT, sig_init),
+	FN(OSSL_FUNC_SIGNATURE_SIGN, sig_sign),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, sig_digest_sign_init),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, sig_digest_sign_update),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, sig_digest_sign_final),
+	FN(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, sig_get_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, sig_set_ctx_params),
+	FN(OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, sig_settable_ctx_params),
+	{ 0, NULL },
+};
