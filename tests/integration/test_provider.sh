@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The keysvc OpenSSL provider driven by the real openssl programs: keys
+# loaded as keysvc:NAME, CSRs, certificates, raw and digest signatures,
+# TLS 1.2 and 1.3 client authentication with s_client/s_server on
+# 127.0.0.1, and keysvcd's errors surfacing as OpenSSL errors.
+#
+# keysvcd runs on faultp11 (tests/faultp11) in pass-through mode, so the
+# token can be "pulled" for the token-unavailable case.
+set -uo pipefail
+
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-provider.XXXXXX")
+chmod 0711 "$work"
+passed=0
+failed=0
+server_pid=
+
+cleanup() {
+	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+	ks_stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passed=$((passed + 1)); echo "ok - $*"; }
+fail() { failed=$((failed + 1)); echo "not ok - $*"; }
+check() { # check DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@" >"$work/out" 2>&1; then ok "$what"; else fail "$what"; sed 's/^/#   /' "$work/out"; fi
+}
+check_fails_with() { # check_fails_with DESCRIPTION TEXT COMMAND...: exits non-zero and says TEXT
+	local what=$1 text=$2 st=0
+	shift 2
+	"$@" >"$work/out" 2>&1 || st=$?
+	if [ "$st" -ne 0 ] && grep -qF -- "$text" "$work/out"; then ok "$what"; else
+		fail "$what: exit $st, expected failure saying '$text'"
+		sed 's/^/#   /' "$work/out"
+	fi
+}
+
+# The default provider first: libssl asks "which provider implements EC?"
+# when it lists TLS groups, and must hear "default" (see README).
+export OPENSSL_MODULES=$KS_PROVIDER_DIR
+prov=(-provider default -provider keysvc)
+
+export KS_FAULTP11_TARGET=${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+export KS_FAULTP11_CONTROL=$work/faults
+: >"$KS_FAULTP11_CONTROL"
+KS_SOFTHSM_MODULE=$KS_FAULTP11
+
+me=$(id -u)
+policy='[{"uid": '"$me"', "keys": ["*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "cert.put", "cert.get"]},
+         {"uid": '"$me"', "keys": ["k-*", "ca-*"], "ops": ["sign"]}]'
+ks_start "$work/d" "$policy"
+export KEYSVC_SOCKET=$KS_SOCKET
+
+check "provider loads" openssl list "${prov[@]}" -providers
+check "provider lists its store loader" bash -c "openssl list ${prov[*]} -store-loaders | grep -q keysvc"
+
+# A file CA for the client certificates and the TLS server.
+ca=$work/ca
+mkdir -p "$ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/ca.key" \
+	-out "$ca/ca.pem" -subj "/CN=keysvc test CA" -days 2 \
+	-addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign >/dev/null 2>&1 ||
+	ks_die "cannot make the test CA"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/server.key" \
+	-out "$ca/server.csr" -subj "/CN=localhost" >/dev/null 2>&1 || ks_die "server CSR"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$ca/server.ext"
+openssl x509 -req -in "$ca/server.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
+	-days 2 -extfile "$ca/server.ext" -out "$ca/server.pem" >/dev/null 2>&1 || ks_die "server cert"
+printf 'extendedKeyUsage=clientAuth\n' >"$ca/client.ext"
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# tls_handshake KEYNAME CERT VERSION: s_server demands a client certificate
+# from the test CA; s_client presents CERT with key keysvc:KEYNAME.
+tls_handshake() {
+	local key=$1 cert=$2 version=$3 port log=$work/s_server.log i
+	port=$(free_port)
+	# s_server reads stdin and stops at its end; keep it open while it serves.
+	local keep keep_pid
+	exec {keep}< <(exec sleep 30 2>/dev/null)
+	keep_pid=$!
+	openssl s_server -accept "127.0.0.1:$port" -naccept 1 \
+		-cert "$ca/server.pem" -key "$ca/server.key" -CAfile "$ca/ca.pem" \
+		-Verify 1 -verify_return_error "-$version" >"$log" 2>&1 <&$keep &
+	server_pid=$!
+	exec {keep}<&-
+	for i in $(seq 1 50); do
+		grep -q ACCEPT "$log" 2>/dev/null && break
+		sleep 0.1
+	done
+	echo "hello" | openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief -no_ign_eof \
+		-CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 \
+		-cert "$cert" -key "keysvc:$key" "-$version" >"$work/s_client.log" 2>&1
+	local st=$?
+	wait "$server_pid" 2>/dev/null
+	server_pid=
+	kill "$keep_pid" 2>/dev/null
+	cat "$work/s_client.log" "$log"
+	[ "$st" -eq 0 ] || return 1
+	local want=TLSv1.2
+	[ "$version" = tls1_3 ] && want=TLSv1.3
+	# The server saw the token's key: it required and verified the client
+	# certificate, whose key the handshake signature was checked against.
+	grep -q "Protocol version: $want" "$work/s_client.log" &&
+		grep -q "^subject=O = keysvc test, CN = $key\$" "$log" &&
+		grep -q "1 server accepts that finished" "$log" &&
+		grep -q "^hello" "$log"
+}
+
+head -c 4000 /dev/urandom >"$work/data"
+openssl dgst -sha256 -binary "$work/data" >"$work/data.sha256"
+
+for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
+	k=k-$type
+	d=$work/$type
+	mkdir -p "$d"
+	check "$type: keygen" ks_cli keygen "$k" --type "$type" --out "$d/pub.pem"
+
+	check "$type: openssl pkey -pubout from keysvc:$k" bash -c \
+		"openssl pkey ${prov[*]} -in 'keysvc:$k' -pubout -out '$d/pub2.pem' && cmp -s '$d/pub.pem' '$d/pub2.pem'"
+	check "$type: keysvc:///$k names the same key" bash -c \
+		"openssl pkey ${prov[*]} -in 'keysvc:///$k' -pubout | cmp -s - '$d/pub.pem'"
+	check "$type: openssl pkey cannot write the private key" bash -c \
+		"! openssl pkey ${prov[*]} -in 'keysvc:$k' -out '$d/priv.pem' && ! grep -q PRIVATE '$d/priv.pem'"
+
+	# CSR and certificates.
+	check "$type: openssl req -new -key keysvc:$k" openssl req "${prov[@]}" -new -key "keysvc:$k" \
+		-subj "/O=keysvc test/CN=$k" -addext "subjectAltName=DNS:$k.example.org" -out "$d/csr.pem"
+	check "$type: CSR verifies" bash -c "openssl req -in '$d/csr.pem' -noout -verify 2>&1 | grep -q 'verify OK'"
+	check "$type: CSR carries the token's public key" bash -c \
+		"openssl req -in '$d/csr.pem' -noout -pubkey | cmp -s - '$d/pub.pem'"
+	check "$type: openssl req -x509 self-signed" openssl req "${prov[@]}" -x509 -new -key "keysvc:$k" \
+		-subj "/CN=$k self" -days 1 -out "$d/self.pem"
+	check "$type: self-signed certificate verifies" openssl verify -CAfile "$d/self.pem" "$d/self.pem"
+	check "$type: openssl x509 -req -signkey keysvc:$k" openssl x509 "${prov[@]}" -req -in "$d/csr.pem" \
+		-signkey "keysvc:$k" -days 1 -out "$d/signkey.pem"
+	check "$type: -signkey certificate verifies" openssl verify -CAfile "$d/signkey.pem" "$d/signkey.pem"
+	check "$type: client certificate from the test CA" openssl x509 -req -in "$d/csr.pem" \
+		-CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial -days 1 -extfile "$ca/client.ext" \
+		-out "$d/client.pem"
+
+	# Signatures: pkeyutl on a digest, dgst on data; verified with the public key only.
+	case $type in
+	ec-*)
+		check "$type: pkeyutl -sign (ECDSA)" openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$k" \
+			-in "$work/data.sha256" -out "$d/sig.ecdsa"
+		check "$type: pkeyutl -verify (ECDSA)" openssl pkeyutl -verify -pubin -inkey "$d/pub.pem" \
+			-in "$work/data.sha256" -sigfile "$d/sig.ecdsa"
+		;;
+	rsa-*)
+		check "$type: pkeyutl -sign (PKCS#1 v1.5)" openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$k" \
+			-pkeyopt digest:sha256 -in "$work/data.sha256" -out "$d/sig.pkcs1"
+		check "$type: pkeyutl -verify (PKCS#1 v1.5)" openssl pkeyutl -verify -pubin -inkey "$d/pub.pem" \
+			-pkeyopt digest:sha256 -in "$work/data.sha256" -sigfile "$d/sig.pkcs1"
+		check "$type: pkeyutl -sign (PSS)" openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$k" \
+			-pkeyopt digest:sha256 -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest \
+			-in "$work/data.sha256" -out "$d/sig.pss"
+		check "$type: pkeyutl -verify (PSS)" openssl pkeyutl -verify -pubin -inkey "$d/pub.pem" \
+			-pkeyopt digest:sha256 -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest \
+			-in "$work/data.sha256" -sigfile "$d/sig.pss"
+		check "$type: dgst -sha384 -sign with PSS" openssl dgst "${prov[@]}" -sha384 -sign "keysvc:$k" \
+			-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest -out "$d/dgst.pss" "$work/data"
+		check "$type: dgst -verify PSS" openssl dgst -sha384 -verify "$d/pub.pem" \
+			-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest -signature "$d/dgst.pss" "$work/data"
+		;;
+	esac
+	check "$type: dgst -sha256 -sign" openssl dgst "${prov[@]}" -sha256 -sign "keysvc:$k" \
+		-out "$d/dgst.sig" "$work/data"
+	check "$type: dgst -verify" openssl dgst -sha256 -verify "$d/pub.pem" -signature "$d/dgst.sig" "$work/data"
+
+	# Mutual TLS with the key in the token, both versions.
+	for version in tls1_2 tls1_3; do
+		check "$type: s_client $version with keysvc:$k, s_server -Verify 1 -verify_return_error" \
+			tls_handshake "$k" "$d/client.pem" "$version"
+	done
+done
+
+# A keysvc key as the issuing CA key: openssl x509 -req -CAkey keysvc:...
+check "CA key in keysvc: keygen" ks_cli keygen ca-root --type ec-p384 --out "$work/ca-root.pub"
+check "CA key in keysvc: self-signed CA certificate" openssl req "${prov[@]}" -x509 -new \
+	-key keysvc:ca-root -subj "/CN=keysvc-held CA" -days 2 \
+	-addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign -out "$work/ca-root.pem"
+check "CA key in keysvc: openssl x509 -req -CAkey keysvc:ca-root" openssl x509 "${prov[@]}" -req \
+	-in "$work/ec-p256/csr.pem" -CA "$work/ca-root.pem" -CAkey keysvc:ca-root -CAcreateserial \
+	-days 1 -out "$work/issued.pem"
+check "CA key in keysvc: issued certificate chains" openssl verify -CAfile "$work/ca-root.pem" "$work/issued.pem"
+
+# A certificate that is not the key's is refused before any handshake.
+check_fails_with "s_client refuses a certificate that is not the key's" "Private key does not match the certificate public key" \
+	openssl s_client "${prov[@]}" -connect 127.0.0.1:1 -cert "$work/rsa-2048/client.pem" \
+	-key keysvc:k-ec-p256
+
+# keysvcd's errors as OpenSSL errors.
+check_fails_with "missing key: no such key" "keysvcd has no such key" \
+	openssl pkey "${prov[@]}" -in keysvc:k-missing -pubout
+check_fails_with "malformed URI is refused" "not a keysvc: URI" \
+	openssl pkey "${prov[@]}" -in "keysvc:../etc/passwd" -pubout
+check "key without a sign grant: keygen" ks_cli keygen nosign --type ec-p256
+check_fails_with "key without a sign grant: denied" "keysvcd denied the request" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:nosign -in "$work/data.sha256"
+check_fails_with "daemon not running: cannot reach keysvcd" "cannot reach keysvcd" \
+	env KEYSVC_SOCKET="$work/no-such.sock" openssl pkey "${prov[@]}" -in keysvc:k-ec-p256 -pubout
+echo "error CKR_DEVICE_REMOVED always C_Sign" >"$KS_FAULTP11_CONTROL"
+check_fails_with "token pulled: token unavailable" "keysvcd's token is unavailable" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-ec-p256 -in "$work/data.sha256"
+: >"$KS_FAULTP11_CONTROL"
+ok=0
+for i in $(seq 1 100); do
+	if openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-ec-p256 -in "$work/data.sha256" -out "$work/again.sig" 2>/dev/null; then
+		ok=1
+		break
+	fi
+	sleep 0.1
+done
+[ "$ok" = 1 ] && ok "token back: signing works again" || fail "token back: signing works again"
+
+ks_stop || fail "keysvcd exit status"
+echo "# provider: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
