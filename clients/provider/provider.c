@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -63,11 +64,19 @@ static int conn_locked(struct ksp_ctx *ctx)
 {
 	int r;
 
+	/* After fork() parent and child would share one socket and read each
+	 * other's answers: the child gets a connection of its own. */
+	if (ctx->conn != NULL && ctx->conn_pid != getpid()) {
+		keysvc_close(ctx->conn);
+		ctx->conn = NULL;
+	}
 	if (ctx->conn != NULL)
 		return KEYSVC_OK;
 	r = keysvc_connect(ctx->socket_path[0] ? ctx->socket_path : NULL, &ctx->conn);
 	if (r != KEYSVC_OK)
 		ctx->conn = NULL;
+	else
+		ctx->conn_pid = getpid();
 	return r;
 }
 

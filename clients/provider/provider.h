@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
@@ -46,6 +47,7 @@ struct ksp_ctx {
 	char socket_path[108];        /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
 	pthread_mutex_t lock;         /* one connection, used by one thread at a time */
 	keysvc *conn;
+	pid_t conn_pid;                /* the process that opened conn */
 };
 
 /* A key held by keysvcd: its name and its public half. */

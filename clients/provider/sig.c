@@ -309,8 +309,12 @@ static int algorithm_id(struct ksp_sig *s, OSSL_PARAM *p)
 	else if (s->pad == RSA_PKCS1_PADDING)
 		nid = strcmp(md, "SHA384") == 0 ? NID_sha384WithRSAEncryption :
 		      strcmp(md, "SHA512") == 0 ? NID_sha512WithRSAEncryption : NID_sha256WithRSAEncryption;
-	else
-		nid = NID_undef;      /* RSA-PSS certificates: not offered */
+	else {
+		/* RSASSA-PSS AlgorithmIdentifiers carry parameters we do not build. */
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+			  "certificates and CSRs signed with RSA-PSS are not offered; use PKCS#1 v1.5");
+		nid = NID_undef;
+	}
 	if (a != NULL && nid != NID_undef &&
 	    X509_ALGOR_set0(a, OBJ_nid2obj(nid), s->is_ec ? V_ASN1_UNDEF : V_ASN1_NULL, NULL) &&
 	    (len = i2d_X509_ALGOR(a, &der)) > 0)

@@ -197,6 +197,15 @@ check_fails_with "s_client refuses a certificate that is not the key's" "Private
 	openssl s_client "${prov[@]}" -connect 127.0.0.1:1 -cert "$work/rsa-2048/client.pem" \
 	-key keysvc:k-ec-p256
 
+# What keysvcd does not offer is refused with a reason, not done differently.
+check_fails_with "PSS with another salt length is refused" "salt as long as the digest only" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-rsa-2048 -pkeyopt digest:sha256 \
+	-pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:max -in "$work/data.sha256"
+check_fails_with "ECDSA with SHA-512 is refused" "digest sha512 is not offered" \
+	openssl dgst "${prov[@]}" -sha512 -sign keysvc:k-ec-p256 "$work/data"
+check_fails_with "an RSA-PSS-signed CSR is refused" "signed with RSA-PSS are not offered" \
+	openssl req "${prov[@]}" -new -key keysvc:k-rsa-2048 -subj /CN=pss -sigopt rsa_padding_mode:pss
+
 # keysvcd's errors as OpenSSL errors.
 check_fails_with "missing key: no such key" "keysvcd has no such key" \
 	openssl pkey "${prov[@]}" -in keysvc:k-missing -pubout
