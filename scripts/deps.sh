@@ -11,6 +11,7 @@ packages=(
 	libjansson-dev              # JSON of the wire protocol and configuration
 	libcmocka-dev               # unit tests
 	libcurl4-openssl-dev        # HTTPS of the renewal clients (OpenSSL flavour)
+	curl python3                # the test CA smoke test speaks HTTPS with curl; a test picks free ports with python3
 )
 
 missing=()
