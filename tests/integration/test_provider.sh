@@ -59,6 +59,27 @@ export KEYSVC_SOCKET=$KS_SOCKET
 check "provider loads" openssl list "${prov[@]}" -providers
 check "provider lists its store loader" bash -c "openssl list ${prov[*]} -store-loaders | grep -q keysvc"
 
+# Loaded from openssl.cnf, the socket from the provider's own section.
+cat >"$work/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+default = default_sect
+keysvc = keysvc_sect
+[default_sect]
+activate = 1
+[keysvc_sect]
+module = $KS_PROVIDER_DIR/keysvc.so
+socket = $KS_SOCKET
+activate = 1
+CNF
+check "openssl.cnf: keysvc loaded with its socket parameter" ks_cli keygen k-conf --type ec-p256 --out "$work/k-conf.pub"
+check "openssl.cnf: keysvc:k-conf without KEYSVC_SOCKET or -provider" bash -c \
+	"env -u KEYSVC_SOCKET -u OPENSSL_MODULES OPENSSL_CONF='$work/openssl.cnf' openssl pkey -in keysvc:k-conf -pubout | cmp -s - '$work/k-conf.pub'"
+check "openssl.cnf: -text_pub shows a 256-bit EC key" bash -c \
+	"env -u KEYSVC_SOCKET OPENSSL_CONF='$work/openssl.cnf' openssl pkey -in keysvc:k-conf -text_pub -noout | grep -q '256 bit'"
+
 # A file CA for the client certificates and the TLS server.
 ca=$work/ca
 mkdir -p "$ca"
