@@ -1,0 +1,2369 @@
+/*
+ * fake-openvox-ca: a local test CA server that imitates the CA of an
+ * OpenVox / Puppet Server (the puppet-ca v1 HTTP API over TLS) for the
+ * tests of keysvc-openvox. Test code only: it listens on loopback and
+ * keeps its CA key in a plain file.
+ *
+ *   fake-openvox-ca --dir DIR [--listen 127.0.0.1|::1] [--port-file FILE]
+ *                   [--control FILE] [--ttl SECONDS] [--renewal-ttl SECONDS]
+ *                   [--autosign] [--header-cert] [--strict-auth]
+ *                   [--allow-subject-alt-names]
+ *
+ *   --dir DIR        CA state (created if missing):
+ *                      ca.pem, ca.key (0600)   the CA; reused if both exist
+ *                      crl.pem                 empty CRL, rewritten at start
+ *                      server.pem, server.key  TLS cert for localhost,
+ *                                              127.0.0.1 and ::1, new at start
+ *                      foreign-ca.pem, .key    an unrelated CA, for client
+ *                                              certs this CA did not sign
+ *                      requests/NAME.pem       pending CSRs
+ *                      signed/NAME.pem         issued (and renewed) certs
+ *                      sign/NAME               touch it to sign NAME's CSR
+ *   --listen ADDR    127.0.0.1 (default) or ::1; nothing else is accepted.
+ *   --port-file F    the port (bound as port 0) is written to F (temp file
+ *                    + rename) once the server listens.
+ *   --control F      fault modes, read on every request: one word per line,
+ *                    see modes[] below; "sign NAME" signs NAME's CSR.
+ *                    Missing or empty file: normal.
+ *   --ttl S          validity of first certificates (default 90 days).
+ *   --renewal-ttl S  auto-renewal-cert-ttl: renewed certificates, and first
+ *                    certificates whose CSR has pp_auth_auto_renew=true
+ *                    (default 90 days).
+ *   --autosign       sign CSRs when they arrive.
+ *   --header-cert    allow-header-cert-info: the renewal certificate comes
+ *                    ONLY from the URL-encoded PEM in X-Client-Cert.
+ *   --strict-auth    behave like the whole real stack instead of the CA
+ *                    handler alone: client certificates that do not verify
+ *                    against this CA fail the TLS handshake, and the stock
+ *                    auth.conf rules apply (renewal needs an authenticated
+ *                    client, unknown routes are denied), both with 403.
+ *   --allow-subject-alt-names  accept CSRs with extra SANs.
+ *
+ * Every response carries X-Puppet-Version and "Connection: close"; one line
+ * per request goes to stderr. SIGTERM/SIGINT end the server with status 0.
+ *
+ * The answers follow OpenVox Server's certificate_authority(_core).clj:
+ * texts, status codes and the order of the checks. Where this server differs
+ * on purpose, a comment says so.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#define PUPPET_VERSION "8.0.0-fake"
+#define MAX_HEADER_BYTES (32 * 1024)
+#define MAX_BODY_BYTES (64 * 1024)
+#define HUGE_BODY_BYTES (64L * 1024 * 1024)
+#define MAX_CONNS 128
+#define IO_TIMEOUT_SECS 30
+#define DAY 86400L
+#define DEFAULT_TTL (90 * DAY)
+#define MAX_TTL (50 * 365 * DAY)
+/* Puppet's default ca_ttl. */
+#define CA_TTL (15 * 365 * DAY)
+/* Certnames become file names NAME.pem. */
+#define MAX_CERTNAME 250
+#define MAX_CONTROL_SIGN 16
+
+#define OID_PP_REG "1.3.6.1.4.1.34380.1.1"
+#define OID_PP_PRIV "1.3.6.1.4.1.34380.1.2"
+#define OID_PP_AUTH "1.3.6.1.4.1.34380.1.3"
+#define OID_PP_CLI_AUTH "1.3.6.1.4.1.34380.1.3.39"
+#define OID_PP_AUTO_RENEW "1.3.6.1.4.1.34380.1.3.2"
+#define OID_SAN "2.5.29.17"
+
+#define P_CERT "/puppet-ca/v1/certificate/"
+#define P_CSR "/puppet-ca/v1/certificate_request/"
+#define P_CRL "/puppet-ca/v1/certificate_revocation_list/"
+#define P_RENEW "/puppet-ca/v1/certificate_renewal"
+
+enum mode {
+	MODE_RENEWAL_DISABLED = 1u << 0,
+	MODE_GARBAGE = 1u << 1,
+	MODE_OTHER_KEY = 1u << 2,
+	MODE_EXPIRED = 1u << 3,
+	MODE_SHORTER = 1u << 4,
+	MODE_HANG = 1u << 5,
+	MODE_HUGE = 1u << 6,
+	MODE_STATUS_500 = 1u << 7,
+	MODE_SIGN_PENDING = 1u << 8,
+};
+
+/* Control-file words. Renewal faults apply in this order when several are
+ * set; they replace the success answer, after the 404/400/403 checks, so
+ * those stay testable whatever the mode. */
+static const struct {
+	const char *word;
+	unsigned mode;
+	const char *effect;
+} modes[] = {
+	{ "normal", 0, "behave like the real CA" },
+	{ "renewal-disabled", MODE_RENEWAL_DISABLED, "renewal: 404 Not Found (allow-auto-renewal false)" },
+	{ "status-500", MODE_STATUS_500, "renewal: 500 with a text body" },
+	{ "hang", MODE_HANG, "renewal: read the request, never answer" },
+	{ "huge", MODE_HUGE, "renewal: 200 with a 64 MiB body" },
+	{ "garbage", MODE_GARBAGE, "renewal: 200 with a body that is not PEM" },
+	{ "other-key", MODE_OTHER_KEY, "renewal: 200, CA-signed cert for another public key" },
+	{ "expired", MODE_EXPIRED, "renewal: 200, cert whose notAfter has passed" },
+	{ "shorter", MODE_SHORTER, "renewal: 200, notAfter earlier than the presented cert's" },
+	{ "sign-pending", MODE_SIGN_PENDING, "enrollment: never sign" },
+};
+
+struct control {
+	unsigned modes;
+	int nsign;
+	char sign[MAX_CONTROL_SIGN][MAX_CERTNAME + 1];
+};
+
+struct config {
+	const char *dir;
+	const char *listen_addr;
+	const char *port_file;
+	const char *control_file;
+	long ttl;
+	long renewal_ttl;
+	bool autosign;
+	bool header_cert;
+	bool strict_auth;
+	bool allow_san;
+};
+
+struct request {
+	char method[16];
+	char path[2048];
+	char *body;
+	size_t body_len;
+	char *x_client_cert;
+	char x_client_verify[64];
+	char x_client_dn[1024];
+	char if_modified_since[128];
+};
+
+enum resp_kind { RESP_NORMAL, RESP_HANG, RESP_HUGE };
+
+struct response {
+	int status;
+	enum resp_kind kind;
+	const char *content_type;
+	char *body;
+	size_t body_len;
+	char note[256];
+};
+
+struct conn {
+	int fd;
+	int slot;
+	SSL *ssl;
+	X509 *peer;
+	long verify_result;
+};
+
+struct slot {
+	bool used;
+	bool done;
+	int fd;
+	pthread_t tid;
+};
+
+static struct config cfg = {
+	.listen_addr = "127.0.0.1",
+	.ttl = DEFAULT_TTL,
+	.renewal_ttl = DEFAULT_TTL,
+};
+
+static X509 *ca_cert;
+static EVP_PKEY *ca_key;
+static SSL_CTX *ssl_ctx;
+
+/* Serialises everything that touches requests/, signed/ and sign/. */
+static pthread_mutex_t ca_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct slot slots[MAX_CONNS];
+
+static volatile sig_atomic_t got_signal;
+/* Self-pipe: the signal handler wakes the accept loop through it. */
+static int signal_pipe[2] = { -1, -1 };
+static atomic_bool stopping;
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+
+static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logmsg(const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "fake-openvox-ca: %s\n", line);
+}
+
+static void log_ssl(const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char buf[256] = "unknown error";
+
+	if (e)
+		ERR_error_string_n(e, buf, sizeof buf);
+	logmsg("%s: %s", what, buf);
+	ERR_clear_error();
+}
+
+static bool pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool pathf(char *out, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vsnprintf(out, n, fmt, ap);
+	va_end(ap);
+	return r >= 0 && (size_t)r < n;
+}
+
+static bool file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+/* NUL-terminated contents, at most max bytes; NULL if missing or larger. */
+static char *read_file(const char *path, size_t max, size_t *len_out)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	buf = malloc(max + 1);
+	if (!buf)
+		goto fail;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, max + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto fail;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			errno = EFBIG;
+			goto fail;
+		}
+	}
+	close(fd);
+	buf[len] = '\0';
+	if (len_out)
+		*len_out = len;
+	return buf;
+fail:
+	close(fd);
+	free(buf);
+	return NULL;
+}
+
+/* Readers (tests, other threads) never see a half-written file. */
+static int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	const char *p = data;
+	int fd, r = -1;
+
+	if (!pathf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path))
+		return -1;
+	fd = mkstemp(tmp);
+	if (fd < 0)
+		return -1;
+	if (fchmod(fd, mode) != 0)
+		goto out;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto out;
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0)
+		goto out;
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r != 0) {
+		logmsg("cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+	return r;
+}
+
+static int make_dir(const char *path)
+{
+	if (mkdir(path, 0755) == 0 || errno == EEXIST)
+		return 0;
+	logmsg("cannot create %s: %s", path, strerror(errno));
+	return -1;
+}
+
+/* A name that is harmless as a file name below requests/ or signed/. */
+static bool safe_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > MAX_CERTNAME || s[0] == '.')
+		return false;
+	for (; *s; s++) {
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '-' || *s == '_'))
+			return false;
+	}
+	return true;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Like ring's url-decode: %XX only ('+' stays), malformed escapes stay as
+ * they are. out needs strlen(in) + 1 bytes; returns the decoded length. */
+static size_t url_decode(const char *in, char *out)
+{
+	size_t n = 0;
+
+	while (*in) {
+		if (in[0] == '%' && hexval(in[1]) >= 0 && hexval(in[2]) >= 0) {
+			out[n++] = (char)(hexval(in[1]) * 16 + hexval(in[2]));
+			in += 3;
+		} else {
+			out[n++] = *in++;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* X.509 helpers                                                       */
+
+static char *bio_take(BIO *b, size_t *len_out)
+{
+	char *data, *out;
+	long n = BIO_get_mem_data(b, &data);
+
+	if (n < 0)
+		return NULL;
+	out = malloc((size_t)n + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
+	if (len_out)
+		*len_out = (size_t)n;
+	return out;
+}
+
+static char *cert_pem(X509 *x, size_t *len)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *out = NULL;
+
+	if (b && PEM_write_bio_X509(b, x))
+		out = bio_take(b, len);
+	BIO_free(b);
+	return out;
+}
+
+static char *csr_pem(X509_REQ *req, size_t *len)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *out = NULL;
+
+	if (b && PEM_write_bio_X509_REQ(b, req))
+		out = bio_take(b, len);
+	BIO_free(b);
+	return out;
+}
+
+static int write_cert(const char *path, X509 *x)
+{
+	size_t len;
+	char *pem = cert_pem(x, &len);
+	int r = -1;
+
+	if (pem)
+		r = write_file_atomic(path, pem, len, 0644);
+	free(pem);
+	return r;
+}
+
+static int write_key(const char *path, EVP_PKEY *key)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem = NULL;
+	size_t len;
+	int r = -1;
+
+	if (!b || !PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL))
+		goto out;
+	pem = bio_take(b, &len);
+	if (pem)
+		r = write_file_atomic(path, pem, len, 0600);
+	OPENSSL_cleanse(pem, pem ? len : 0);
+out:
+	free(pem);
+	BIO_free(b);
+	return r;
+}
+
+/* First CN of a name as UTF-8 (malloc), or NULL. */
+static char *name_cn(const X509_NAME *name)
+{
+	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	unsigned char *utf8 = NULL;
+	char *out = NULL;
+	int n;
+
+	if (idx < 0)
+		return NULL;
+	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+	if (n < 0)
+		return NULL;
+	if (memchr(utf8, '\0', (size_t)n) == NULL)
+		out = strdup((const char *)utf8);
+	OPENSSL_free(utf8);
+	return out;
+}
+
+static X509_NAME *cn_name(const char *cn)
+{
+	X509_NAME *n = X509_NAME_new();
+
+	if (n && !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0)) {
+		X509_NAME_free(n);
+		n = NULL;
+	}
+	return n;
+}
+
+static int add_ext(X509 *issuer, X509 *subject, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+	int ok;
+
+	X509V3_set_ctx(&ctx, issuer, subject, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (!ext) {
+		log_ssl(OBJ_nid2sn(nid));
+		return -1;
+	}
+	ok = X509_add_ext(subject, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok ? 0 : -1;
+}
+
+/* Random positive 128-bit serials, like serial-type uuid: certificates from
+ * CA directories of earlier runs never collide with new ones. */
+static int set_random_serial(X509 *x)
+{
+	unsigned char b[16];
+	BIGNUM *bn;
+	int ok;
+
+	if (RAND_bytes(b, sizeof b) != 1)
+		return -1;
+	b[0] = (unsigned char)((b[0] & 0x7f) | 0x01);
+	bn = BN_bin2bn(b, sizeof b, NULL);
+	ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
+	BN_free(bn);
+	return ok ? 0 : -1;
+}
+
+static X509 *new_cert(const X509_NAME *issuer, const X509_NAME *subject, EVP_PKEY *pub,
+		      time_t not_before, time_t not_after)
+{
+	X509 *x = X509_new();
+
+	if (!x || !X509_set_version(x, X509_VERSION_3) || set_random_serial(x) != 0 ||
+	    !X509_set_issuer_name(x, issuer) || !X509_set_subject_name(x, subject) ||
+	    !X509_set_pubkey(x, pub) || !ASN1_TIME_set(X509_getm_notBefore(x), not_before) ||
+	    !ASN1_TIME_set(X509_getm_notAfter(x), not_after)) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+static int sign_cert(X509 *x, EVP_PKEY *key)
+{
+	if (X509_sign(x, key, EVP_sha256()) <= 0) {
+		log_ssl("signing a certificate");
+		return -1;
+	}
+	return 0;
+}
+
+static int make_ca(const char *cn, X509 **cert_out, EVP_PKEY **key_out)
+{
+	time_t now = time(NULL);
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509_NAME *name = cn_name(cn);
+	X509 *x = NULL;
+	int r = -1;
+
+	if (!key || !name)
+		goto out;
+	x = new_cert(name, name, key, now - DAY, now + CA_TTL);
+	if (!x)
+		goto out;
+	/* What puppetserver's create-ca-extensions puts on its CA. */
+	if (add_ext(x, x, NID_netscape_comment, "Puppet Server Internal Certificate") ||
+	    add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") ||
+	    add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	    add_ext(x, x, NID_subject_key_identifier, "hash") ||
+	    add_ext(x, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, key))
+		goto out;
+	*cert_out = x;
+	*key_out = key;
+	x = NULL;
+	key = NULL;
+	r = 0;
+out:
+	X509_free(x);
+	EVP_PKEY_free(key);
+	X509_NAME_free(name);
+	return r;
+}
+
+static int load_pair(const char *cert_path, const char *key_path, X509 **cert_out, EVP_PKEY **key_out)
+{
+	FILE *f;
+	X509 *x = NULL;
+	EVP_PKEY *k = NULL;
+
+	f = fopen(cert_path, "r");
+	if (f) {
+		x = PEM_read_X509(f, NULL, NULL, NULL);
+		fclose(f);
+	}
+	f = fopen(key_path, "r");
+	if (f) {
+		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+		fclose(f);
+	}
+	if (!x || !k || X509_check_private_key(x, k) != 1) {
+		log_ssl("loading the CA");
+		logmsg("%s and %s are not a matching certificate and key", cert_path, key_path);
+		X509_free(x);
+		EVP_PKEY_free(k);
+		return -1;
+	}
+	*cert_out = x;
+	*key_out = k;
+	return 0;
+}
+
+/* Reuse DIR/NAME.pem + DIR/NAME.key, or make both; half a pair is an error,
+ * as for puppetserver ("need all files or none"). */
+static int load_or_make_ca(const char *base, const char *cn, X509 **cert, EVP_PKEY **key)
+{
+	char cp[PATH_MAX], kp[PATH_MAX];
+	bool have_c, have_k;
+
+	if (!pathf(cp, sizeof cp, "%s/%s.pem", cfg.dir, base) || !pathf(kp, sizeof kp, "%s/%s.key", cfg.dir, base))
+		return -1;
+	have_c = file_exists(cp);
+	have_k = file_exists(kp);
+	if (have_c && have_k)
+		return load_pair(cp, kp, cert, key);
+	if (have_c || have_k) {
+		logmsg("found only one of %s and %s; remove it or supply the other", cp, kp);
+		return -1;
+	}
+	if (make_ca(cn, cert, key) != 0)
+		return -1;
+	if (write_key(kp, *key) != 0 || write_cert(cp, *cert) != 0)
+		return -1;
+	logmsg("created %s", cp);
+	return 0;
+}
+
+static int make_server_cert(void)
+{
+	char cp[PATH_MAX], kp[PATH_MAX];
+	time_t now = time(NULL);
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509_NAME *name = cn_name("localhost");
+	X509 *x = NULL;
+	int r = -1;
+
+	if (!key || !name || !pathf(cp, sizeof cp, "%s/server.pem", cfg.dir) ||
+	    !pathf(kp, sizeof kp, "%s/server.key", cfg.dir))
+		goto out;
+	x = new_cert(X509_get_subject_name(ca_cert), name, key, now - DAY, now + 365 * DAY);
+	if (!x || add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
+	    add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+	    add_ext(ca_cert, x, NID_ext_key_usage, "serverAuth,clientAuth") ||
+	    add_ext(ca_cert, x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1") ||
+	    add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
+	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, ca_key))
+		goto out;
+	if (write_key(kp, key) != 0 || write_cert(cp, x) != 0)
+		goto out;
+	if (SSL_CTX_use_certificate(ssl_ctx, x) != 1 || SSL_CTX_use_PrivateKey(ssl_ctx, key) != 1 ||
+	    SSL_CTX_check_private_key(ssl_ctx) != 1) {
+		log_ssl("server certificate");
+		goto out;
+	}
+	r = 0;
+out:
+	X509_free(x);
+	EVP_PKEY_free(key);
+	X509_NAME_free(name);
+	return r;
+}
+
+static int write_empty_crl(void)
+{
+	char path[PATH_MAX];
+	time_t now = time(NULL);
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *t = ASN1_TIME_set(NULL, now);
+	ASN1_INTEGER *num = ASN1_INTEGER_new();
+	X509_EXTENSION *aki = NULL;
+	X509V3_CTX ctx;
+	BIO *b = BIO_new(BIO_s_mem());
+	char *pem = NULL;
+	size_t len;
+	int r = -1;
+
+	if (!crl || !t || !num || !b || !pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+		goto out;
+	if (!X509_CRL_set_version(crl, X509_CRL_VERSION_2) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca_cert)) || !X509_CRL_set1_lastUpdate(crl, t) ||
+	    !ASN1_TIME_set(t, now + 5 * 365 * DAY) || !X509_CRL_set1_nextUpdate(crl, t))
+		goto out;
+	X509V3_set_ctx(&ctx, ca_cert, NULL, NULL, crl, 0);
+	aki = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
+	if (!aki || !X509_CRL_add_ext(crl, aki, -1) || !ASN1_INTEGER_set(num, 0) ||
+	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) || !X509_CRL_sign(crl, ca_key, EVP_sha256()) ||
+	    !PEM_write_bio_X509_CRL(b, crl))
+		goto out;
+	pem = bio_take(b, &len);
+	if (pem && write_file_atomic(path, pem, len, 0644) == 0)
+		r = 0;
+out:
+	if (r != 0)
+		log_ssl("writing the CRL");
+	free(pem);
+	BIO_free(b);
+	X509_EXTENSION_free(aki);
+	ASN1_INTEGER_free(num);
+	ASN1_TIME_free(t);
+	X509_CRL_free(crl);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Control file                                                        */
+
+/* quiet: the sign poller reads it five times a second; complaints about
+ * unknown words come from the request path only. */
+static void read_control(struct control *ctl, bool quiet)
+{
+	char *text, *line, *save = NULL;
+
+	memset(ctl, 0, sizeof *ctl);
+	if (!cfg.control_file)
+		return;
+	text = read_file(cfg.control_file, 4096, NULL);
+	if (!text)
+		return;
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *end = line + strlen(line);
+		size_t i;
+		bool known = false;
+
+		while (*line == ' ' || *line == '\t')
+			line++;
+		while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+			*--end = '\0';
+		if (*line == '\0' || *line == '#')
+			continue;
+		if (strncmp(line, "sign ", 5) == 0) {
+			const char *name = line + 5;
+
+			while (*name == ' ')
+				name++;
+			if (ctl->nsign < MAX_CONTROL_SIGN && strlen(name) <= MAX_CERTNAME)
+				strcpy(ctl->sign[ctl->nsign++], name);
+			continue;
+		}
+		for (i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+			if (strcmp(line, modes[i].word) == 0) {
+				ctl->modes |= modes[i].mode;
+				known = true;
+			}
+		}
+		if (!known && !quiet)
+			logmsg("control: ignoring unknown word \"%.64s\"", line);
+	}
+	free(text);
+}
+
+static bool control_signs(const struct control *ctl, const char *name)
+{
+	int i;
+
+	for (i = 0; i < ctl->nsign; i++)
+		if (strcmp(ctl->sign[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* CSR validation, in the order of process-csr-submission!             */
+
+static void set_text(struct response *rs, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_text(struct response *rs, int status, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	free(rs->body);
+	rs->body = NULL;
+	rs->body_len = 0;
+	rs->status = status;
+	rs->content_type = "text/plain";
+	va_start(ap, fmt);
+	n = vasprintf(&rs->body, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		rs->body = NULL;
+	else
+		rs->body_len = (size_t)n;
+}
+
+static bool oid_under(const char *oid, const char *arc)
+{
+	size_t n = strlen(arc);
+
+	return strncmp(oid, arc, n) == 0 && oid[n] == '.';
+}
+
+/* validate-subject!: the URL's certname against the CSR's CN. */
+static bool subject_ok(const char *certname, const char *cn, struct response *rs)
+{
+	const char *seg, *p, *last;
+	size_t len;
+
+	if (!cn || strcmp(certname, cn) != 0) {
+		set_text(rs, 400, "Instance name \"%s\" does not match requested key \"%s\"", cn ? cn : "null", certname);
+		return false;
+	}
+	for (p = certname; *p; p++) {
+		if (*p >= 'A' && *p <= 'Z') {
+			set_text(rs, 400, "Certificate names must be lower case.");
+			return false;
+		}
+	}
+	if (strchr(cn, '*')) {
+		set_text(rs, 400, "Subject contains a wildcard, which is not allowed: %s", cn);
+		return false;
+	}
+	len = strlen(cn);
+	/* Java's split drops trailing empty segments, so "host." passes there
+	 * as it does here; an empty name or one of dots does not. */
+	last = cn + len;
+	while (last > cn && last[-1] == '.')
+		last--;
+	if (len == 0 || cn[len - 1] == '-' || last == cn)
+		goto invalid;
+	if (!((cn[0] >= 'a' && cn[0] <= 'z') || (cn[0] >= '0' && cn[0] <= '9') || cn[0] == '_'))
+		goto invalid;
+	for (seg = cn; seg < last; seg = p + 1) {
+		for (p = seg; p < last && *p != '.'; p++) {
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+				goto invalid;
+		}
+		if (p == seg || p[-1] == '-')
+			goto invalid;
+	}
+	return true;
+invalid:
+	set_text(rs, 400, "Subject hostname format is invalid");
+	return false;
+}
+
+static X509_EXTENSION *find_ext(const STACK_OF(X509_EXTENSION) *exts, int nid)
+{
+	int i;
+
+	for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
+
+		if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == nid)
+			return e;
+	}
+	return NULL;
+}
+
+static void append(char *buf, size_t n, const char *sep, const char *item)
+{
+	size_t used = strlen(buf);
+
+	if (used + 1 >= n)
+		return;
+	snprintf(buf + used, n - used, "%s%s", used ? sep : "", item);
+}
+
+/* Addresses as Java's InetAddress.getHostAddress() writes them. */
+static void format_ip(const ASN1_OCTET_STRING *ip, char *out, size_t n)
+{
+	const unsigned char *d = ASN1_STRING_get0_data(ip);
+	int len = ASN1_STRING_length(ip);
+
+	if (len == 4)
+		snprintf(out, n, "IP:%u.%u.%u.%u", d[0], d[1], d[2], d[3]);
+	else if (len == 16)
+		snprintf(out, n, "IP:%x:%x:%x:%x:%x:%x:%x:%x", d[0] << 8 | d[1], d[2] << 8 | d[3], d[4] << 8 | d[5],
+			 d[6] << 8 | d[7], d[8] << 8 | d[9], d[10] << 8 | d[11], d[12] << 8 | d[13],
+			 d[14] << 8 | d[15]);
+	else
+		snprintf(out, n, "IP:?");
+}
+
+/* ensure-subject-alt-names-allowed!: only "DNS:<cn>" may be there unless
+ * --allow-subject-alt-names. Like the real CA it looks at DNS and IP names
+ * only, IPs listed first. */
+static bool sans_ok(const STACK_OF(X509_EXTENSION) *exts, const char *cn, struct response *rs)
+{
+	X509_EXTENSION *ext = find_ext(exts, NID_subject_alt_name);
+	GENERAL_NAMES *gens;
+	char ips[1024] = "", dns[1024] = "", bad[2048] = "", item[512], cn_alt[MAX_CERTNAME + 8];
+	int i, total = 0, cn_hits = 0;
+
+	if (cfg.allow_san || !ext)
+		return true;
+	gens = X509V3_EXT_d2i(ext);
+	if (!gens)
+		return true;
+	snprintf(cn_alt, sizeof cn_alt, "DNS:%s", cn ? cn : "null");
+	for (i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+
+		if (g->type == GEN_IPADD) {
+			format_ip(g->d.iPAddress, item, sizeof item);
+			append(ips, sizeof ips, ", ", item);
+		} else if (g->type == GEN_DNS) {
+			snprintf(item, sizeof item, "DNS:%.*s", ASN1_STRING_length(g->d.dNSName),
+				 (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+			if (strcmp(item, cn_alt) == 0) {
+				cn_hits++;
+			} else {
+				append(dns, sizeof dns, ", ", item);
+			}
+		} else {
+			continue;
+		}
+		total++;
+	}
+	GENERAL_NAMES_free(gens);
+	if (total == 0 || (total == 1 && cn_hits == 1))
+		return true;
+	append(bad, sizeof bad, ", ", ips);
+	if (dns[0])
+		append(bad, sizeof bad, ", ", dns);
+	set_text(rs, 400,
+		 "CSR '%s' contains extra subject alternative names (%s), which are disallowed. "
+		 "To allow subject alternative names, set allow-subject-alt-names to true in your ca.conf file. "
+		 "Then restart the puppetserver and try signing this certificate again.",
+		 cn ? cn : "null", bad);
+	return false;
+}
+
+/* The checks the real CA makes before it signs (autosign or not). */
+static bool csr_policy_ok(X509_REQ *req, const char *cn, struct response *rs)
+{
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+	char oid[128], bad[1024] = "";
+	bool ok = false;
+	int i;
+
+	if (!sans_ok(exts, cn, rs))
+		goto out;
+	for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		OBJ_obj2txt(oid, sizeof oid, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i)), 1);
+		if (oid_under(oid, OID_PP_AUTH)) {
+			set_text(rs, 400,
+				 "CSR '%s' contains an authorization extension, which is disallowed. "
+				 "To allow authorization extensions, set allow-authorization-extensions to true in your "
+				 "ca.conf file. Then restart the puppetserver and try signing this certificate again.",
+				 cn ? cn : "null");
+			goto out;
+		}
+	}
+	for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		OBJ_obj2txt(oid, sizeof oid, X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i)), 1);
+		if (strcmp(oid, OID_SAN) == 0 || (oid_under(oid, OID_PP_AUTH) && strcmp(oid, OID_PP_CLI_AUTH) != 0) ||
+		    oid_under(oid, OID_PP_REG) || oid_under(oid, OID_PP_PRIV))
+			continue;
+		append(bad, sizeof bad, ", ", oid);
+	}
+	if (bad[0]) {
+		set_text(rs, 400, "Found extensions that are not permitted: %s", bad);
+		goto out;
+	}
+	if (X509_REQ_verify(req, X509_REQ_get0_pubkey(req)) != 1) {
+		ERR_clear_error();
+		set_text(rs, 400, "CSR contains a public key that does not correspond to the signing key");
+		goto out;
+	}
+	ok = true;
+out:
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	return ok;
+}
+
+/* supports-auto-renewal?: attribute pp_auth_auto_renew, any string type,
+ * value "true". */
+static bool csr_wants_auto_renew(X509_REQ *req)
+{
+	ASN1_OBJECT *obj = OBJ_txt2obj(OID_PP_AUTO_RENEW, 1);
+	X509_ATTRIBUTE *attr;
+	ASN1_TYPE *t;
+	unsigned char *utf8 = NULL;
+	bool yes = false;
+	int idx, n;
+
+	if (!obj)
+		return false;
+	idx = X509_REQ_get_attr_by_OBJ(req, obj, -1);
+	ASN1_OBJECT_free(obj);
+	if (idx < 0)
+		return false;
+	attr = X509_REQ_get_attr(req, idx);
+	t = attr ? X509_ATTRIBUTE_get0_type(attr, 0) : NULL;
+	if (!t)
+		return false;
+	switch (t->type) {
+	case V_ASN1_UTF8STRING:
+	case V_ASN1_PRINTABLESTRING:
+	case V_ASN1_IA5STRING:
+	case V_ASN1_T61STRING:
+	case V_ASN1_VISIBLESTRING:
+	case V_ASN1_BMPSTRING:
+	case V_ASN1_UNIVERSALSTRING:
+		n = ASN1_STRING_to_UTF8(&utf8, t->value.asn1_string);
+		yes = n == 4 && memcmp(utf8, "true", 4) == 0;
+		OPENSSL_free(utf8);
+		break;
+	default:
+		break;
+	}
+	return yes;
+}
+
+/* ------------------------------------------------------------------ */
+/* Issuing                                                             */
+
+static bool san_has_dns(const GENERAL_NAMES *gens, const char *name)
+{
+	int i;
+
+	for (i = 0; i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+
+		if (g->type == GEN_DNS && (size_t)ASN1_STRING_length(g->d.dNSName) == strlen(name) &&
+		    memcmp(ASN1_STRING_get0_data(g->d.dNSName), name, strlen(name)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The CSR's SAN extension (if any) with DNS:<certname> added, as
+ * ensure-ext-list-has-cn-san does. */
+static int add_agent_san(X509 *x, const STACK_OF(X509_EXTENSION) *exts, const char *certname)
+{
+	X509_EXTENSION *ext = find_ext(exts, NID_subject_alt_name);
+	GENERAL_NAMES *gens = NULL;
+	GENERAL_NAME *g = NULL;
+	ASN1_IA5STRING *s = NULL;
+	int crit = 0, r = -1;
+
+	if (ext) {
+		gens = X509V3_EXT_d2i(ext);
+		crit = X509_EXTENSION_get_critical(ext);
+	}
+	if (!gens)
+		gens = GENERAL_NAMES_new();
+	if (!gens)
+		goto out;
+	if (!san_has_dns(gens, certname)) {
+		g = GENERAL_NAME_new();
+		s = ASN1_IA5STRING_new();
+		if (!g || !s || !ASN1_STRING_set(s, certname, -1))
+			goto out;
+		GENERAL_NAME_set0_value(g, GEN_DNS, s);
+		s = NULL;
+		if (!sk_GENERAL_NAME_push(gens, g))
+			goto out;
+		g = NULL;
+	}
+	if (X509_add1_ext_i2d(x, NID_subject_alt_name, gens, crit, X509V3_ADD_DEFAULT) != 1)
+		goto out;
+	r = 0;
+out:
+	ASN1_IA5STRING_free(s);
+	GENERAL_NAME_free(g);
+	GENERAL_NAMES_free(gens);
+	return r;
+}
+
+/* autosign-certificate-request! / create-agent-extensions. */
+static X509 *issue_from_csr(X509_REQ *req, const char *certname, long ttl)
+{
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+	X509_NAME *subject = cn_name(certname);
+	time_t now = time(NULL);
+	X509 *x = NULL;
+	int i;
+
+	if (!subject)
+		goto fail;
+	x = new_cert(X509_get_subject_name(ca_cert), subject, X509_REQ_get0_pubkey(req), now - DAY, now + ttl);
+	if (!x || add_ext(ca_cert, x, NID_netscape_comment, "Puppet Server Internal Certificate") ||
+	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always") ||
+	    add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
+	    add_ext(ca_cert, x, NID_ext_key_usage, "critical,serverAuth,clientAuth") ||
+	    add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+	    add_ext(ca_cert, x, NID_subject_key_identifier, "hash") || add_agent_san(x, exts, certname))
+		goto fail;
+	for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
+
+		if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name && !X509_add_ext(x, e, -1))
+			goto fail;
+	}
+	if (sign_cert(x, ca_key) != 0)
+		goto fail;
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(subject);
+	return x;
+fail:
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(subject);
+	X509_free(x);
+	return NULL;
+}
+
+static X509_REQ *parse_csr(const char *pem, size_t len)
+{
+	BIO *b = BIO_new_mem_buf(pem, (int)len);
+	X509_REQ *req = b ? PEM_read_bio_X509_REQ(b, NULL, NULL, NULL) : NULL;
+
+	BIO_free(b);
+	ERR_clear_error();
+	return req;
+}
+
+/* Names that failed the signing checks, so a "sign NAME" control line does
+ * not log the same complaint five times a second. */
+static char complained[8][MAX_CERTNAME + 1];
+static unsigned complained_next;
+
+/* Sign requests/NAME.pem. Caller holds ca_lock. */
+static int sign_stored_locked(const char *name, const struct control *ctl)
+{
+	char csr_path[PATH_MAX], cert_path[PATH_MAX], trigger[PATH_MAX];
+	struct response why = { 0 };
+	X509_REQ *req = NULL;
+	X509 *x = NULL;
+	char *pem, *cn = NULL;
+	size_t len;
+	long ttl;
+	unsigned i;
+	int r = -1;
+
+	if (!pathf(csr_path, sizeof csr_path, "%s/requests/%s.pem", cfg.dir, name) ||
+	    !pathf(cert_path, sizeof cert_path, "%s/signed/%s.pem", cfg.dir, name) ||
+	    !pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
+		return -1;
+	pem = read_file(csr_path, MAX_BODY_BYTES, &len);
+	if (!pem)
+		return -1;
+	req = parse_csr(pem, len);
+	free(pem);
+	if (req)
+		cn = name_cn(X509_REQ_get_subject_name(req));
+	if (!req || !csr_policy_ok(req, cn, &why)) {
+		/* The real CA refuses to sign such a request (409 on
+		 * certificate_status) and leaves it pending. */
+		unlink(trigger);
+		for (i = 0; i < sizeof complained / sizeof complained[0]; i++)
+			if (strcmp(complained[i], name) == 0)
+				goto out;
+		logmsg("not signing %s: %s", name, why.body ? why.body : "unreadable CSR");
+		snprintf(complained[complained_next++ % 8], sizeof complained[0], "%s", name);
+		goto out;
+	}
+	ttl = csr_wants_auto_renew(req) && !(ctl->modes & MODE_RENEWAL_DISABLED) ? cfg.renewal_ttl : cfg.ttl;
+	x = issue_from_csr(req, name, ttl);
+	if (!x || write_cert(cert_path, x) != 0)
+		goto out;
+	unlink(csr_path);
+	unlink(trigger);
+	logmsg("signed %s for %ld s", name, ttl);
+	r = 0;
+out:
+	free(why.body);
+	free(cn);
+	X509_free(x);
+	X509_REQ_free(req);
+	return r;
+}
+
+/* Sign what the test asked for: sign/NAME files, "sign NAME" control
+ * lines, and with --autosign requests left over from sign-pending. */
+static void process_sign_triggers(bool quiet)
+{
+	struct control ctl;
+	char dir_path[PATH_MAX], trigger[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	read_control(&ctl, quiet);
+	if (ctl.modes & MODE_SIGN_PENDING)
+		return;
+	if (!pathf(dir_path, sizeof dir_path, "%s/requests", cfg.dir))
+		return;
+	pthread_mutex_lock(&ca_lock);
+	d = opendir(dir_path);
+	while (d && (de = readdir(d)) != NULL) {
+		char name[MAX_CERTNAME + 1];
+		size_t n = strlen(de->d_name);
+
+		if (n <= 4 || n - 4 > MAX_CERTNAME || strcmp(de->d_name + n - 4, ".pem") != 0)
+			continue;
+		memcpy(name, de->d_name, n - 4);
+		name[n - 4] = '\0';
+		if (!safe_name(name) || !pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
+			continue;
+		if (file_exists(trigger) || control_signs(&ctl, name))
+			sign_stored_locked(name, &ctl);
+	}
+	if (d)
+		closedir(d);
+	pthread_mutex_unlock(&ca_lock);
+}
+
+enum renew_kind { RENEW_NORMAL, RENEW_OTHER_KEY, RENEW_EXPIRED, RENEW_SHORTER };
+
+/* renew-certificate!: same subject, key and extensions, new AKI/SKI and
+ * serial; the fault kinds bend exactly one property. */
+static X509 *renew_cert(X509 *old, enum renew_kind kind)
+{
+	time_t now = time(NULL), nb = now - DAY, na = now + cfg.renewal_ttl;
+	EVP_PKEY *pub = X509_get0_pubkey(old), *other = NULL;
+	X509 *x = NULL;
+	int i, days, secs;
+	long left;
+
+	switch (kind) {
+	case RENEW_NORMAL:
+		break;
+	case RENEW_OTHER_KEY:
+		other = EVP_EC_gen("P-256");
+		if (!other)
+			return NULL;
+		pub = other;
+		break;
+	case RENEW_EXPIRED:
+		nb = now - 2 * DAY;
+		na = now - 3600;
+		break;
+	case RENEW_SHORTER:
+		if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(old)))
+			return NULL;
+		left = (long)days * DAY + secs;
+		/* Halfway to the old expiry: still valid, only shorter. */
+		na = left > 2 ? now + left / 2 : now + left - DAY;
+		if (na <= nb)
+			nb = na - 3600;
+		break;
+	}
+	x = new_cert(X509_get_subject_name(ca_cert), X509_get_subject_name(old), pub, nb, na);
+	if (!x || add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
+	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always"))
+		goto fail;
+	for (i = 0; i < X509_get_ext_count(old); i++) {
+		X509_EXTENSION *e = X509_get_ext(old, i);
+		int nid = OBJ_obj2nid(X509_EXTENSION_get_object(e));
+
+		if (nid != NID_subject_key_identifier && nid != NID_authority_key_identifier && !X509_add_ext(x, e, -1))
+			goto fail;
+	}
+	if (sign_cert(x, ca_key) != 0)
+		goto fail;
+	EVP_PKEY_free(other);
+	return x;
+fail:
+	EVP_PKEY_free(other);
+	X509_free(x);
+	return NULL;
+}
+
+/* cert-authority-id-match-ca-subject-id? compares the AKI with the CA's SKI;
+ * the signature check on top keeps a copied AKI from passing. */
+static bool signed_by_ca(X509 *cert)
+{
+	const ASN1_OCTET_STRING *akid = X509_get0_authority_key_id(cert);
+	const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(ca_cert);
+	bool ok;
+
+	if (!akid || !skid || ASN1_OCTET_STRING_cmp(akid, skid) != 0)
+		return false;
+	ok = X509_verify(cert, X509_get0_pubkey(ca_cert)) == 1;
+	ERR_clear_error();
+	return ok;
+}
+
+/* ------------------------------------------------------------------ */
+/* Endpoints                                                           */
+
+/* If-Modified-Since as handle-get-certificate does it: 304 unless the file
+ * changed after the given second. */
+static bool not_modified(const struct request *rq, const struct stat *st)
+{
+	struct tm tm;
+	const char *end;
+	long long mtime_ms, since_ms;
+
+	if (!rq->if_modified_since[0])
+		return false;
+	memset(&tm, 0, sizeof tm);
+	end = strptime(rq->if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	if (!end || *end)
+		return false;
+	since_ms = (long long)timegm(&tm) * 1000;
+	mtime_ms = (long long)st->st_mtim.tv_sec * 1000 + st->st_mtim.tv_nsec / 1000000;
+	return mtime_ms <= since_ms;
+}
+
+/* 404 text: missing followed by name. */
+static void serve_file(const char *path, const struct request *rq, struct response *rs, const char *missing,
+		       const char *name)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		set_text(rs, 404, "%s%s", missing, name);
+		return;
+	}
+	if (not_modified(rq, &st)) {
+		rs->status = 304;
+		rs->content_type = "text/plain";
+		return;
+	}
+	rs->body = read_file(path, 1024 * 1024, &rs->body_len);
+	if (!rs->body) {
+		set_text(rs, 500, "Internal Server Error: cannot read %s", path);
+		return;
+	}
+	rs->status = 200;
+	rs->content_type = "text/plain";
+}
+
+static void get_certificate(const char *name, const struct request *rq, struct response *rs)
+{
+	static const char missing[] = "Could not find certificate ";
+	char path[PATH_MAX];
+
+	if (strcmp(name, "ca") == 0) {
+		if (pathf(path, sizeof path, "%s/ca.pem", cfg.dir))
+			serve_file(path, rq, rs, missing, name);
+		return;
+	}
+	if (safe_name(name) && pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, name))
+		serve_file(path, rq, rs, missing, name);
+	else
+		set_text(rs, 404, "%s%s", missing, name);
+}
+
+static void get_certificate_request(const char *name, const struct request *rq, struct response *rs)
+{
+	static const char missing[] = "Could not find certificate_request ";
+	char path[PATH_MAX];
+
+	if (safe_name(name) && pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name))
+		serve_file(path, rq, rs, missing, name);
+	else
+		set_text(rs, 404, "%s%s", missing, name);
+}
+
+static void put_certificate_request(const char *name, const struct request *rq, struct response *rs,
+				    const struct control *ctl)
+{
+	char path[PATH_MAX];
+	X509_REQ *req = parse_csr(rq->body ? rq->body : "", rq->body_len);
+	char *cn = NULL, *pem = NULL;
+	size_t len;
+
+	if (!req) {
+		/* The real CA has no check for this; the exception becomes a 500. */
+		set_text(rs, 500, "Internal Server Error: no PEM certificate request found in the request body");
+		return;
+	}
+	cn = name_cn(X509_REQ_get_subject_name(req));
+	pthread_mutex_lock(&ca_lock);
+	/* validate-duplicate-cert-policy! goes by the CSR's CN, before the
+	 * CN is compared with the URL. */
+	if (cn && safe_name(cn)) {
+		if (pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn) && file_exists(path)) {
+			set_text(rs, 400, "%s already has a signed certificate; ignoring certificate request", cn);
+			goto out;
+		}
+		if (pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, cn) && file_exists(path)) {
+			set_text(rs, 400, "%s already has a requested certificate; ignoring certificate request", cn);
+			goto out;
+		}
+	}
+	if (!subject_ok(name, cn, rs))
+		goto out;
+	/* Stored before the extension and signature checks, as on the real
+	 * CA: a refused request stays pending and blocks a second PUT. */
+	pem = csr_pem(req, &len);
+	if (!pem || !pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name) ||
+	    write_file_atomic(path, pem, len, 0644) != 0) {
+		set_text(rs, 500, "Internal Server Error: cannot store the certificate request");
+		goto out;
+	}
+	/* Deliberate difference: the real CA runs these checks at PUT only
+	 * when it autosigns, otherwise when an operator signs. Refusing here
+	 * in both cases lets tests see the 400 without an operator step. */
+	if (!csr_policy_ok(req, cn, rs))
+		goto out;
+	if (cfg.autosign) {
+		if (ctl->modes & MODE_SIGN_PENDING) {
+			/* Leave a trigger so the request is signed once the
+			 * mode is lifted. */
+			if (pathf(path, sizeof path, "%s/sign/%s", cfg.dir, name))
+				write_file_atomic(path, "", 0, 0644);
+		} else if (sign_stored_locked(name, ctl) != 0) {
+			set_text(rs, 500, "Internal Server Error: signing failed");
+			goto out;
+		}
+	}
+	rs->status = 200;
+	rs->content_type = "text/plain";
+out:
+	pthread_mutex_unlock(&ca_lock);
+	free(pem);
+	free(cn);
+	X509_REQ_free(req);
+}
+
+static void set_garbage(struct response *rs)
+{
+	set_text(rs, 200, "<html><body>\nThis is not a certificate.\n\x01\x02\x03 MIIBogus==\n</body></html>\n");
+}
+
+static void post_certificate_renewal(const struct conn *c, const struct request *rq, struct response *rs,
+				     const struct control *ctl, X509 *header_cert)
+{
+	X509 *cert, *x = NULL;
+	enum renew_kind kind = RENEW_NORMAL;
+	char path[PATH_MAX], *cn = NULL;
+
+	if (ctl->modes & MODE_RENEWAL_DISABLED) {
+		set_text(rs, 404, "Not Found");
+		return;
+	}
+	if (cfg.header_cert) {
+		cert = header_cert;
+	} else if (rq->x_client_cert) {
+		/* request->cert: a TLS client that also sends X-Client-Cert
+		 * must be on the infra list, which this CA keeps empty. */
+		cert = NULL;
+		snprintf(rs->note, sizeof rs->note, "X-Client-Cert without --header-cert");
+	} else {
+		cert = c->peer;
+	}
+	if (!cert) {
+		set_text(rs, 400, "No valid certificate found in renewal request");
+		return;
+	}
+	if (!signed_by_ca(cert)) {
+		set_text(rs, 403, "Certificate present, but does not match signature");
+		return;
+	}
+	if (ctl->modes & MODE_STATUS_500) {
+		set_text(rs, 500, "Internal Server Error: java.lang.IllegalStateException: simulated failure "
+				  "(fake-openvox-ca control mode status-500)");
+		return;
+	}
+	if (ctl->modes & MODE_HANG) {
+		rs->kind = RESP_HANG;
+		return;
+	}
+	if (ctl->modes & MODE_HUGE) {
+		rs->kind = RESP_HUGE;
+		rs->status = 200;
+		rs->content_type = "text/plain";
+		return;
+	}
+	if (ctl->modes & MODE_GARBAGE) {
+		set_garbage(rs);
+		return;
+	}
+	if (ctl->modes & MODE_OTHER_KEY)
+		kind = RENEW_OTHER_KEY;
+	else if (ctl->modes & MODE_EXPIRED)
+		kind = RENEW_EXPIRED;
+	else if (ctl->modes & MODE_SHORTER)
+		kind = RENEW_SHORTER;
+	pthread_mutex_lock(&ca_lock);
+	x = renew_cert(cert, kind);
+	if (!x) {
+		pthread_mutex_unlock(&ca_lock);
+		set_text(rs, 500, "Internal Server Error: renewal failed");
+		return;
+	}
+	/* Only a real renewal replaces signed/NAME.pem, as on the real CA. */
+	cn = name_cn(X509_get_subject_name(x));
+	if (kind == RENEW_NORMAL && cn && safe_name(cn) && pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn))
+		write_cert(path, x);
+	pthread_mutex_unlock(&ca_lock);
+	rs->body = cert_pem(x, &rs->body_len);
+	rs->status = rs->body ? 200 : 500;
+	rs->content_type = "text/plain";
+	if (kind != RENEW_NORMAL)
+		snprintf(rs->note, sizeof rs->note, "fault: %s",
+			 kind == RENEW_OTHER_KEY ? "other-key" : kind == RENEW_EXPIRED ? "expired" : "shorter");
+	free(cn);
+	X509_free(x);
+}
+
+/* auth-middleware header->cert: in header mode a malformed X-Client-Cert is
+ * refused for every route, before the rules and the handler. */
+static int parse_header_cert(const char *value, X509 **out, struct response *rs)
+{
+	size_t n = strlen(value);
+	char *pem = malloc(n + 1);
+	BIO *b = NULL;
+	X509 *first = NULL;
+	int count = 0, r = -1;
+
+	if (!pem)
+		goto out;
+	n = url_decode(value, pem);
+	b = BIO_new_mem_buf(pem, (int)n);
+	if (!b)
+		goto out;
+	for (;;) {
+		char *name = NULL, *header = NULL;
+		unsigned char *data = NULL;
+		const unsigned char *p;
+		long len = 0;
+		X509 *x;
+
+		if (!PEM_read_bio(b, &name, &header, &data, &len)) {
+			unsigned long e = ERR_peek_last_error();
+
+			if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+				ERR_clear_error();
+				break;
+			}
+			set_text(rs, 400, "Unable to parse x-client-cert into certificate: %s",
+				 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "bad PEM");
+			ERR_clear_error();
+			goto out;
+		}
+		if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) {
+			p = data;
+			x = d2i_X509(NULL, &p, len);
+			if (!x) {
+				set_text(rs, 400, "Unable to parse x-client-cert into certificate: bad DER");
+				ERR_clear_error();
+			} else if (++count == 1) {
+				first = x;
+			} else {
+				X509_free(x);
+			}
+		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(data);
+		if (rs->status == 400)
+			goto out;
+	}
+	if (count == 0) {
+		set_text(rs, 400, "No certs found in PEM read from x-client-cert");
+		goto out;
+	}
+	if (count > 1) {
+		set_text(rs, 400, "Only 1 PEM should be supplied for x-client-cert but %d found", count);
+		goto out;
+	}
+	*out = first;
+	first = NULL;
+	r = 0;
+out:
+	X509_free(first);
+	BIO_free(b);
+	free(pem);
+	return r;
+}
+
+/* The CN of X-Client-DN, RFC 2253 ("CN=a,O=b") or OpenSSL ("/O=b/CN=a"). */
+static bool dn_has_cn(const char *dn)
+{
+	const char *p = dn;
+
+	while ((p = strstr(p, "CN=")) != NULL) {
+		if (p == dn || p[-1] == ',' || p[-1] == '/')
+			return p[3] != '\0' && p[3] != ',' && p[3] != '/';
+		p += 3;
+	}
+	return false;
+}
+
+/* The stock auth.conf rules for the puppet-ca routes (tk-authorization,
+ * "path" rules match by prefix); anything else is denied. */
+static const struct {
+	const char *methods[2];
+	const char *prefix;
+	bool unauthenticated;
+} auth_rules[] = {
+	{ { "GET" }, "/puppet-ca/v1/certificate/", true },
+	{ { "GET" }, "/puppet-ca/v1/certificate_revocation_list/ca", true },
+	{ { "GET", "PUT" }, "/puppet-ca/v1/certificate_request", true },
+	{ { "POST" }, "/puppet-ca/v1/certificate_renewal", false },
+};
+
+static bool auth_allows(const struct conn *c, const struct request *rq)
+{
+	size_t i, m;
+	char *cn;
+	bool authenticated;
+
+	for (i = 0; i < sizeof auth_rules / sizeof auth_rules[0]; i++) {
+		if (strncmp(rq->path, auth_rules[i].prefix, strlen(auth_rules[i].prefix)) != 0)
+			continue;
+		for (m = 0; m < 2; m++) {
+			if (!auth_rules[i].methods[m] || strcmp(auth_rules[i].methods[m], rq->method) != 0)
+				continue;
+			if (auth_rules[i].unauthenticated)
+				return true;
+			if (cfg.header_cert) {
+				authenticated = strcmp(rq->x_client_verify, "SUCCESS") == 0 && dn_has_cn(rq->x_client_dn);
+			} else {
+				cn = c->peer ? name_cn(X509_get_subject_name(c->peer)) : NULL;
+				authenticated = cn && *cn && c->verify_result == X509_V_OK;
+				free(cn);
+			}
+			return authenticated;
+		}
+	}
+	return false;
+}
+
+static bool route_name(const char *path, const char *prefix, char *name, size_t n)
+{
+	size_t plen = strlen(prefix);
+	const char *rest = path + plen;
+
+	if (strncmp(path, prefix, plen) != 0 || *rest == '\0' || strchr(rest, '/') || strlen(rest) >= n)
+		return false;
+	url_decode(rest, name);
+	return true;
+}
+
+static void handle(const struct conn *c, const struct request *rq, struct response *rs)
+{
+	struct control ctl;
+	X509 *header_cert = NULL;
+	char name[1024], method[24];
+	size_t i;
+
+	read_control(&ctl, false);
+	if (cfg.header_cert && rq->x_client_cert && parse_header_cert(rq->x_client_cert, &header_cert, rs) != 0)
+		return;
+	if (cfg.strict_auth && !auth_allows(c, rq)) {
+		for (i = 0; rq->method[i] && i < sizeof method - 2; i++)
+			method[i] = (char)(rq->method[i] | 0x20);
+		method[i] = '\0';
+		set_text(rs, 403, "Forbidden request: %s (method :%s). Please see the server logs for details.",
+			 rq->path, method);
+		goto out;
+	}
+	if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CERT, name, sizeof name)) {
+		get_certificate(name, rq, rs);
+	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CRL, name, sizeof name)) {
+		char path[PATH_MAX];
+
+		if (pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+			serve_file(path, rq, rs, "Not Found", "");
+	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CSR, name, sizeof name)) {
+		get_certificate_request(name, rq, rs);
+	} else if (strcmp(rq->method, "PUT") == 0 && route_name(rq->path, P_CSR, name, sizeof name)) {
+		if (strlen(name) > MAX_CERTNAME)
+			set_text(rs, 400, "Certificate name longer than %d bytes (fake-openvox-ca limit)", MAX_CERTNAME);
+		else
+			put_certificate_request(name, rq, rs, &ctl);
+	} else if (strcmp(rq->method, "POST") == 0 && strcmp(rq->path, P_RENEW) == 0) {
+		post_certificate_renewal(c, rq, rs, &ctl, header_cert);
+	} else {
+		set_text(rs, 404, "Not Found");
+	}
+out:
+	X509_free(header_cert);
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP over TLS                                                       */
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	got_signal = 1;
+	if (write(signal_pipe[1], "x", 1) < 0) {
+		/* Full pipe: the loop wakes up anyway. */
+	}
+	errno = saved;
+}
+
+/* Workers leave SIGTERM/SIGINT to the accept loop, so their reads and
+ * writes are never interrupted. */
+static void block_stop_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+
+static int ssl_write_all(SSL *ssl, const void *data, size_t len)
+{
+	size_t done;
+
+	while (len > 0) {
+		if (SSL_write_ex(ssl, data, len, &done) != 1) {
+			ERR_clear_error();
+			return -1;
+		}
+		data = (const char *)data + done;
+		len -= done;
+	}
+	return 0;
+}
+
+static const char *reason_phrase(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 411: return "Length Required";
+	case 413: return "Payload Too Large";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	default: return "Unknown";
+	}
+}
+
+static void copy_value(char *dst, size_t n, const char *v)
+{
+	snprintf(dst, n, "%s", v);
+}
+
+/* Reads and parses one request. 0: complete; 1: answer rs at once
+ * (malformed, too large); -1: the client went away. */
+static int read_request(struct conn *c, struct request *rq, struct response *rs)
+{
+	char *buf = malloc(MAX_HEADER_BYTES + 1), *hdr_end = NULL, *line, *next, *sp;
+	size_t have = 0, got, body_have;
+	unsigned long long content_length = 0;
+	bool has_length = false, chunked = false, expect_continue = false;
+	int r = -1;
+
+	if (!buf)
+		return -1;
+	while (!hdr_end) {
+		if (have == MAX_HEADER_BYTES) {
+			set_text(rs, 431, "Request header too large");
+			r = 1;
+			goto out;
+		}
+		if (SSL_read_ex(c->ssl, buf + have, MAX_HEADER_BYTES - have, &got) != 1) {
+			ERR_clear_error();
+			goto out;
+		}
+		have += got;
+		buf[have] = '\0';
+		hdr_end = memmem(buf, have, "\r\n\r\n", 4);
+	}
+	*hdr_end = '\0';
+	r = 1;
+	line = buf;
+	next = strstr(line, "\r\n");
+	if (next)
+		*next = '\0';
+	/* Request line: METHOD SP TARGET SP HTTP/1.x */
+	sp = strchr(line, ' ');
+	if (!sp || (size_t)(sp - line) >= sizeof rq->method)
+		goto bad;
+	memcpy(rq->method, line, (size_t)(sp - line));
+	line = sp + 1;
+	sp = strchr(line, ' ');
+	if (!sp || (size_t)(sp - line) >= sizeof rq->path || line[0] != '/' || strncmp(sp + 1, "HTTP/1.", 7) != 0)
+		goto bad;
+	memcpy(rq->path, line, (size_t)(sp - line));
+	rq->path[strcspn(rq->path, "?#")] = '\0';
+	for (line = next ? next + 2 : NULL; line && *line; line = next ? next + 2 : NULL) {
+		char *colon, *value, *end;
+
+		next = strstr(line, "\r\n");
+		if (next)
+			*next = '\0';
+		colon = strchr(line, ':');
+		if (!colon)
+			goto bad;
+		*colon = '\0';
+		value = colon + 1;
+		while (*value == ' ' || *value == '\t')
+			value++;
+		end = value + strlen(value);
+		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (strcasecmp(line, "Content-Length") == 0) {
+			char *e;
+
+			errno = 0;
+			content_length = strtoull(value, &e, 10);
+			if (has_length || errno || e == value || *e || value[0] == '-')
+				goto bad;
+			has_length = true;
+		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+			chunked = strcasecmp(value, "identity") != 0;
+		} else if (strcasecmp(line, "Expect") == 0) {
+			expect_continue = strcasecmp(value, "100-continue") == 0;
+		} else if (strcasecmp(line, "X-Client-Cert") == 0) {
+			free(rq->x_client_cert);
+			rq->x_client_cert = strdup(value);
+			if (!rq->x_client_cert)
+				goto bad;
+		} else if (strcasecmp(line, "X-Client-Verify") == 0) {
+			copy_value(rq->x_client_verify, sizeof rq->x_client_verify, value);
+		} else if (strcasecmp(line, "X-Client-DN") == 0) {
+			copy_value(rq->x_client_dn, sizeof rq->x_client_dn, value);
+		} else if (strcasecmp(line, "If-Modified-Since") == 0) {
+			copy_value(rq->if_modified_since, sizeof rq->if_modified_since, value);
+		}
+	}
+	if (chunked) {
+		/* Only Content-Length bodies; the agent and curl send those. */
+		set_text(rs, 411, "Length Required");
+		goto out;
+	}
+	if (content_length > MAX_BODY_BYTES) {
+		set_text(rs, 413, "Request body larger than %d bytes", MAX_BODY_BYTES);
+		goto out;
+	}
+	if (expect_continue && content_length > 0) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+		if (ssl_write_all(c->ssl, cont, sizeof cont - 1) != 0) {
+			r = -1;
+			goto out;
+		}
+	}
+	rq->body = malloc((size_t)content_length + 1);
+	if (!rq->body) {
+		r = -1;
+		goto out;
+	}
+	body_have = have - (size_t)(hdr_end + 4 - buf);
+	if (body_have > content_length)
+		body_have = (size_t)content_length;
+	memcpy(rq->body, hdr_end + 4, body_have);
+	while (body_have < content_length) {
+		if (SSL_read_ex(c->ssl, rq->body + body_have, (size_t)content_length - body_have, &got) != 1) {
+			ERR_clear_error();
+			r = -1;
+			goto out;
+		}
+		body_have += got;
+	}
+	rq->body[body_have] = '\0';
+	rq->body_len = body_have;
+	r = 0;
+	goto out;
+bad:
+	set_text(rs, 400, "Bad Request");
+out:
+	free(buf);
+	return r;
+}
+
+/* hang: say nothing until the client closes (or the server stops). Raw
+ * reads: what the client still sends does not matter any more. */
+static void wait_until_client_leaves(int fd)
+{
+	char junk[4096];
+
+	while (!atomic_load(&stopping)) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+		int n = poll(&p, 1, 500);
+
+		if (n < 0 && errno != EINTR)
+			return;
+		if (n <= 0)
+			continue;
+		if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+			return;
+		if (recv(fd, junk, sizeof junk, 0) <= 0)
+			return;
+	}
+}
+
+static int send_huge(SSL *ssl)
+{
+	static const char head[] = "-----BEGIN CERTIFICATE-----\n";
+	char *chunk = malloc(64 * 1024);
+	long left = HUGE_BODY_BYTES;
+	size_t i;
+	int r = -1;
+
+	if (!chunk)
+		return -1;
+	for (i = 0; i < 64 * 1024; i++)
+		chunk[i] = (i % 65 == 64) ? '\n' : 'A';
+	memcpy(chunk, head, sizeof head - 1);
+	while (left > 0 && !atomic_load(&stopping)) {
+		size_t n = left < 64 * 1024 ? (size_t)left : 64 * 1024;
+
+		if (ssl_write_all(ssl, chunk, n) != 0)
+			goto out;
+		left -= (long)n;
+		if (left < HUGE_BODY_BYTES - 64 * 1024)
+			memset(chunk, 'A', sizeof head - 1);
+	}
+	r = left == 0 ? 0 : -1;
+out:
+	free(chunk);
+	return r;
+}
+
+static void send_response(struct conn *c, const struct response *rs)
+{
+	char head[512];
+	int n;
+
+	if (rs->status == 304)
+		n = snprintf(head, sizeof head,
+			     "HTTP/1.1 304 Not Modified\r\nX-Puppet-Version: " PUPPET_VERSION
+			     "\r\nContent-Type: %s\r\nConnection: close\r\n\r\n",
+			     rs->content_type);
+	else
+		n = snprintf(head, sizeof head,
+			     "HTTP/1.1 %d %s\r\nX-Puppet-Version: " PUPPET_VERSION
+			     "\r\nContent-Type: %s\r\nContent-Length: %ld\r\nConnection: close\r\n\r\n",
+			     rs->status, reason_phrase(rs->status), rs->content_type ? rs->content_type : "text/plain",
+			     rs->kind == RESP_HUGE ? HUGE_BODY_BYTES : (long)rs->body_len);
+	if (n < 0 || (size_t)n >= sizeof head || ssl_write_all(c->ssl, head, (size_t)n) != 0)
+		return;
+	if (rs->kind == RESP_HUGE)
+		send_huge(c->ssl);
+	else if (rs->status != 304 && rs->body_len > 0)
+		ssl_write_all(c->ssl, rs->body, rs->body_len);
+}
+
+/* Closing with unread input makes the kernel send a reset, which can
+ * destroy the answer before the client reads it (413 with a body still on
+ * its way): read and drop for a moment first. */
+static void linger_close(struct conn *c)
+{
+	char junk[4096];
+	size_t total = 0;
+	int i;
+
+	if (SSL_shutdown(c->ssl) < 0)
+		ERR_clear_error();
+	shutdown(c->fd, SHUT_WR);
+	for (i = 0; i < 20 && total < 1024 * 1024; i++) {
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recv(c->fd, junk, sizeof junk, 0);
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+	}
+}
+
+static int verify_cb(int preverify_ok, X509_STORE_CTX *ctx)
+{
+	(void)ctx;
+	/* Let every client certificate through to the HTTP layer, which
+	 * answers 400/403 itself; SSL_get_verify_result still records the
+	 * verdict. --strict-auth fails the handshake like Jetty does. */
+	return cfg.strict_auth ? preverify_ok : 1;
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+	struct request rq;
+	struct response rs;
+	char verdict[96];
+	int rr;
+
+	block_stop_signals();
+	memset(&rq, 0, sizeof rq);
+	memset(&rs, 0, sizeof rs);
+	c->ssl = SSL_new(ssl_ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+		log_ssl("SSL_new");
+		goto out;
+	}
+	if (SSL_accept(c->ssl) != 1) {
+		log_ssl("TLS handshake failed");
+		goto out;
+	}
+	c->peer = SSL_get1_peer_certificate(c->ssl);
+	c->verify_result = SSL_get_verify_result(c->ssl);
+	if (!c->peer)
+		snprintf(verdict, sizeof verdict, "no client cert");
+	else if (c->verify_result == X509_V_OK)
+		snprintf(verdict, sizeof verdict, "client cert verifies");
+	else
+		snprintf(verdict, sizeof verdict, "client cert does not verify: %s",
+			 X509_verify_cert_error_string(c->verify_result));
+	rr = read_request(c, &rq, &rs);
+	if (rr < 0)
+		goto out;
+	if (rr == 0) {
+		/* Signing on the request path too, so a GET right after
+		 * touching sign/NAME already sees the certificate. */
+		process_sign_triggers(true);
+		handle(c, &rq, &rs);
+	}
+	if (rs.kind == RESP_HANG) {
+		logmsg("%s %s hang (%s)", rq.method, rq.path, verdict);
+		wait_until_client_leaves(c->fd);
+		goto out;
+	}
+	send_response(c, &rs);
+	logmsg("%s %s %d (%s%s%s)", rq.method[0] ? rq.method : "-", rq.path[0] ? rq.path : "-", rs.status, verdict,
+	       rs.note[0] ? "; " : "", rs.note);
+	linger_close(c);
+out:
+	pthread_mutex_lock(&slot_lock);
+	slots[c->slot].fd = -1;
+	pthread_mutex_unlock(&slot_lock);
+	SSL_free(c->ssl);
+	close(c->fd);
+	X509_free(c->peer);
+	free(rq.body);
+	free(rq.x_client_cert);
+	free(rs.body);
+	pthread_mutex_lock(&slot_lock);
+	slots[c->slot].done = true;
+	pthread_mutex_unlock(&slot_lock);
+	free(c);
+	ERR_clear_error();
+	OPENSSL_thread_stop();
+	return NULL;
+}
+
+static void reap_finished(bool all)
+{
+	int i;
+
+	for (i = 0; i < MAX_CONNS; i++) {
+		bool join;
+
+		pthread_mutex_lock(&slot_lock);
+		join = slots[i].used && (slots[i].done || all);
+		pthread_mutex_unlock(&slot_lock);
+		if (!join)
+			continue;
+		pthread_join(slots[i].tid, NULL);
+		pthread_mutex_lock(&slot_lock);
+		slots[i].used = false;
+		pthread_mutex_unlock(&slot_lock);
+	}
+}
+
+static void start_conn(int fd)
+{
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_SECS };
+	struct conn *c;
+	int i;
+
+	reap_finished(false);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	c = calloc(1, sizeof *c);
+	if (!c)
+		goto drop;
+	c->fd = fd;
+	pthread_mutex_lock(&slot_lock);
+	for (i = 0; i < MAX_CONNS && slots[i].used; i++)
+		;
+	if (i == MAX_CONNS) {
+		pthread_mutex_unlock(&slot_lock);
+		logmsg("more than %d connections at once; dropping one", MAX_CONNS);
+		goto drop;
+	}
+	c->slot = i;
+	slots[i] = (struct slot){ .used = true, .fd = fd };
+	/* One thread per connection: a client that hangs holds only its own. */
+	if (pthread_create(&slots[i].tid, NULL, conn_main, c) != 0) {
+		slots[i].used = false;
+		pthread_mutex_unlock(&slot_lock);
+		goto drop;
+	}
+	pthread_mutex_unlock(&slot_lock);
+	return;
+drop:
+	free(c);
+	close(fd);
+}
+
+static void *sign_poller(void *arg)
+{
+	int i;
+
+	(void)arg;
+	block_stop_signals();
+	while (!atomic_load(&stopping)) {
+		process_sign_triggers(true);
+		for (i = 0; i < 4 && !atomic_load(&stopping); i++) {
+			struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+	OPENSSL_thread_stop();
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Startup and main loop                                               */
+
+static int init_tls(void)
+{
+	char ca_path[PATH_MAX];
+	STACK_OF(X509_NAME) *names;
+	static const unsigned char sid[] = "fake-openvox-ca";
+
+	ssl_ctx = SSL_CTX_new(TLS_server_method());
+	if (!ssl_ctx || SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
+	    X509_STORE_add_cert(SSL_CTX_get_cert_store(ssl_ctx), ca_cert) != 1 ||
+	    SSL_CTX_set_session_id_context(ssl_ctx, sid, sizeof sid - 1) != 1) {
+		log_ssl("TLS setup");
+		return -1;
+	}
+	SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_TICKET);
+	/* Ask for a client certificate, never insist: enrollment runs
+	 * without one, like Jetty's client-auth "want". */
+	SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, verify_cb);
+	if (!pathf(ca_path, sizeof ca_path, "%s/ca.pem", cfg.dir))
+		return -1;
+	names = SSL_load_client_CA_file(ca_path);
+	if (names)
+		SSL_CTX_set_client_CA_list(ssl_ctx, names);
+	return make_server_cert();
+}
+
+static int init_ca(void)
+{
+	char path[PATH_MAX];
+	X509 *foreign = NULL;
+	EVP_PKEY *foreign_key = NULL;
+	static const char *const subdirs[] = { "requests", "signed", "sign" };
+	size_t i;
+	int r = -1;
+
+	if (make_dir(cfg.dir) != 0)
+		return -1;
+	for (i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++)
+		if (!pathf(path, sizeof path, "%s/%s", cfg.dir, subdirs[i]) || make_dir(path) != 0)
+			return -1;
+	if (load_or_make_ca("ca", "Puppet CA: fake-openvox-ca", &ca_cert, &ca_key) != 0)
+		goto out;
+	if (!X509_get0_subject_key_id(ca_cert)) {
+		logmsg("the CA certificate has no subject key identifier; renewal cannot match it");
+		goto out;
+	}
+	if (load_or_make_ca("foreign-ca", "Foreign Test CA (not trusted by fake-openvox-ca)", &foreign,
+			    &foreign_key) != 0)
+		goto out;
+	if (write_empty_crl() != 0)
+		goto out;
+	r = 0;
+out:
+	X509_free(foreign);
+	EVP_PKEY_free(foreign_key);
+	return r;
+}
+
+static int listen_socket(int *port_out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd = -1, one = 1;
+	bool v6 = strcmp(cfg.listen_addr, "::1") == 0;
+
+	memset(&ss, 0, sizeof ss);
+	if (v6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		s6->sin6_addr = in6addr_loopback;
+		sl = sizeof *s6;
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+		s4->sin_family = AF_INET;
+		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sl = sizeof *s4;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0)
+		goto fail;
+	sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		goto fail;
+	*port_out = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+fail:
+	logmsg("cannot listen on %s: %s", cfg.listen_addr, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "usage: fake-openvox-ca --dir DIR [--listen 127.0.0.1|::1] [--port-file FILE]\n"
+		   "       [--control FILE] [--ttl SECONDS] [--renewal-ttl SECONDS] [--autosign]\n"
+		   "       [--header-cert] [--strict-auth] [--allow-subject-alt-names]\n"
+		   "control file words (one per line; \"sign NAME\" signs NAME's CSR):\n");
+	for (i = 0; i < sizeof modes / sizeof modes[0]; i++)
+		fprintf(f, "  %-17s %s\n", modes[i].word, modes[i].effect);
+}
+
+static bool parse_seconds(const char *s, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v <= 0 || v > MAX_TTL)
+		return false;
+	*out = v;
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_DIR = 1, O_LISTEN, O_PORT_FILE, O_CONTROL, O_TTL, O_RENEWAL_TTL, O_AUTOSIGN, O_HEADER_CERT,
+	       O_STRICT_AUTH, O_ALLOW_SAN, O_HELP };
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, O_DIR },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "port-file", required_argument, NULL, O_PORT_FILE },
+		{ "control", required_argument, NULL, O_CONTROL },
+		{ "ttl", required_argument, NULL, O_TTL },
+		{ "renewal-ttl", required_argument, NULL, O_RENEWAL_TTL },
+		{ "autosign", no_argument, NULL, O_AUTOSIGN },
+		{ "header-cert", no_argument, NULL, O_HEADER_CERT },
+		{ "strict-auth", no_argument, NULL, O_STRICT_AUTH },
+		{ "allow-subject-alt-names", no_argument, NULL, O_ALLOW_SAN },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sigaction sa;
+	pthread_t poller;
+	bool poller_started = false;
+	char port_text[16];
+	int opt, lfd = -1, port, i, r = 1;
+
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case O_DIR: cfg.dir = optarg; break;
+		case O_LISTEN: cfg.listen_addr = optarg; break;
+		case O_PORT_FILE: cfg.port_file = optarg; break;
+		case O_CONTROL: cfg.control_file = optarg; break;
+		case O_TTL:
+			if (!parse_seconds(optarg, &cfg.ttl)) {
+				fprintf(stderr, "fake-openvox-ca: bad --ttl %s\n", optarg);
+				return 2;
+			}
+			break;
+		case O_RENEWAL_TTL:
+			if (!parse_seconds(optarg, &cfg.renewal_ttl)) {
+				fprintf(stderr, "fake-openvox-ca: bad --renewal-ttl %s\n", optarg);
+				return 2;
+			}
+			break;
+		case O_AUTOSIGN: cfg.autosign = true; break;
+		case O_HEADER_CERT: cfg.header_cert = true; break;
+		case O_STRICT_AUTH: cfg.strict_auth = true; break;
+		case O_ALLOW_SAN: cfg.allow_san = true; break;
+		case O_HELP: usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || !cfg.dir) {
+		usage(stderr);
+		return 2;
+	}
+	/* A test CA with its key in a file must never be reachable from
+	 * another host. */
+	if (strcmp(cfg.listen_addr, "127.0.0.1") != 0 && strcmp(cfg.listen_addr, "::1") != 0) {
+		fprintf(stderr, "fake-openvox-ca: refusing to listen on %s: only 127.0.0.1 or ::1\n", cfg.listen_addr);
+		return 2;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+		perror("fake-openvox-ca: pipe");
+		return 1;
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	if (init_ca() != 0 || init_tls() != 0)
+		goto out;
+	lfd = listen_socket(&port);
+	if (lfd < 0)
+		goto out;
+	if (cfg.port_file) {
+		snprintf(port_text, sizeof port_text, "%d\n", port);
+		if (write_file_atomic(cfg.port_file, port_text, strlen(port_text), 0644) != 0)
+			goto out;
+	}
+	if (pthread_create(&poller, NULL, sign_poller, NULL) != 0)
+		goto out;
+	poller_started = true;
+	logmsg("listening on https://%s%s%s:%d/ (dir %s%s%s%s)", strchr(cfg.listen_addr, ':') ? "[" : "",
+	       cfg.listen_addr, strchr(cfg.listen_addr, ':') ? "]" : "", port, cfg.dir,
+	       cfg.autosign ? ", autosign" : "", cfg.header_cert ? ", header-cert" : "",
+	       cfg.strict_auth ? ", strict-auth" : "");
+
+	while (!got_signal) {
+		struct pollfd p[2] = { { .fd = lfd, .events = POLLIN }, { .fd = signal_pipe[0], .events = POLLIN } };
+		int n = poll(p, 2, 1000);
+
+		if (n < 0 && errno != EINTR) {
+			logmsg("poll: %s", strerror(errno));
+			goto out;
+		}
+		if (n > 0 && (p[0].revents & POLLIN)) {
+			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd >= 0)
+				start_conn(fd);
+		} else {
+			reap_finished(false);
+		}
+	}
+	logmsg("stopping");
+	r = 0;
+out:
+	atomic_store(&stopping, true);
+	if (lfd >= 0)
+		close(lfd);
+	/* Wake every connection blocked in a read or write. */
+	pthread_mutex_lock(&slot_lock);
+	for (i = 0; i < MAX_CONNS; i++)
+		if (slots[i].used && !slots[i].done && slots[i].fd >= 0)
+			shutdown(slots[i].fd, SHUT_RDWR);
+	pthread_mutex_unlock(&slot_lock);
+	reap_finished(true);
+	if (poller_started)
+		pthread_join(poller, NULL);
+	SSL_CTX_free(ssl_ctx);
+	X509_free(ca_cert);
+	EVP_PKEY_free(ca_key);
+	close(signal_pipe[0]);
+	close(signal_pipe[1]);
+	return r;
+}
