@@ -1,0 +1,377 @@
+#include "clients/common/certinstall.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
+
+static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(err, KS_CI_ERR_MAX, fmt, ap);
+		va_end(ap);
+	}
+	return r;
+}
+
+static int only_space(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+			return 0;
+	return 1;
+}
+
+int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
+{
+	static const char begin[] = "-----BEGIN CERTIFICATE-----";
+	static const char end[] = "-----END CERTIFICATE-----";
+	STACK_OF(X509) *certs = NULL;
+	const char *p = pem, *stop = pem + len;
+	int r;
+
+	*out = NULL;
+	if (len > KS_CI_PEM_MAX)
+		return fail(err, -EMSGSIZE, "certificate text of %zu bytes is over the %zu-byte limit",
+			    len, KS_CI_PEM_MAX);
+	if ((certs = sk_X509_new_null()) == NULL)
+		return fail(err, -ENOMEM, "out of memory");
+	/* Walk block by block so that anything between or around the
+	 * certificates (a key, a stray line, HTML) is an error, not skipped. */
+	for (;;) {
+		const char *b = memmem(p, (size_t)(stop - p), begin, sizeof(begin) - 1), *e;
+		BIO *bio;
+		X509 *x;
+
+		if (b == NULL) {
+			if (!only_space(p, (size_t)(stop - p))) {
+				r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+				goto out;
+			}
+			break;
+		}
+		if (!only_space(p, (size_t)(b - p))) {
+			r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+			goto out;
+		}
+		e = memmem(b, (size_t)(stop - b), end, sizeof(end) - 1);
+		if (e == NULL) {
+			r = fail(err, -EBADMSG, "a PEM certificate is cut short");
+			goto out;
+		}
+		e += sizeof(end) - 1;
+		if ((bio = BIO_new_mem_buf(b, (int)(e - b))) == NULL) {
+			r = fail(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+		if (x == NULL) {
+			ERR_clear_error();
+			r = fail(err, -EBADMSG, "a PEM certificate does not parse");
+			goto out;
+		}
+		if (!sk_X509_push(certs, x)) {
+			X509_free(x);
+			r = fail(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		p = e;
+	}
+	if (sk_X509_num(certs) == 0) {
+		r = fail(err, -EBADMSG, "no PEM certificate in the answer");
+		goto out;
+	}
+	*out = certs;
+	certs = NULL;
+	r = 0;
+out:
+	sk_X509_pop_free(certs, X509_free);
+	return r;
+}
+
+int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err)
+{
+	STACK_OF(X509) *certs = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = ks_ci_parse_bundle(pem, len, &certs, err)) < 0)
+		return r;
+	if (sk_X509_num(certs) != 1) {
+		r = fail(err, -EBADMSG, "expected one certificate, got %d", sk_X509_num(certs));
+		goto out;
+	}
+	*out = sk_X509_shift(certs);
+	r = 0;
+out:
+	sk_X509_pop_free(certs, X509_free);
+	return r;
+}
+
+int ks_ci_read_file(const char *path, char **out, size_t *len, char *err)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0;
+	int fd, r;
+
+	*out = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+		return fail(err, -errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		r = fail(err, -EINVAL, "%s: not a regular file", path);
+		goto out;
+	}
+	if ((size_t)st.st_size > KS_CI_PEM_MAX) {
+		r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
+		goto out;
+	}
+	if ((buf = malloc(KS_CI_PEM_MAX + 1)) == NULL) {
+		r = fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t got = read(fd, buf + n, KS_CI_PEM_MAX + 1 - n);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			r = fail(err, -errno, "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+		if (n > KS_CI_PEM_MAX) {
+			r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
+			goto out;
+		}
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	buf = NULL;
+	r = 0;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int ks_ci_parse_pubkey(const char *pem, EVP_PKEY **out, char *err)
+{
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+
+	*out = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	if (*out == NULL) {
+		ERR_clear_error();
+		return fail(err, -EBADMSG, "keysvcd's public key does not parse");
+	}
+	return 0;
+}
+
+long long ks_ci_seconds_until(const ASN1_TIME *t, time_t now)
+{
+	int days = 0, secs = 0;
+	ASN1_TIME *n = ASN1_TIME_set(NULL, now);
+
+	if (n == NULL || !ASN1_TIME_diff(&days, &secs, n, t)) {
+		ASN1_TIME_free(n);
+		return 0;
+	}
+	ASN1_TIME_free(n);
+	return (long long)days * 86400 + secs;
+}
+
+void ks_ci_format_time(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (len == 0)
+		return;
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(buf, len, "(unreadable time)");
+}
+
+static int common_name(X509 *cert, char *buf, size_t len)
+{
+	X509_NAME *name = X509_get_subject_name(cert);
+	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	unsigned char *utf8 = NULL;
+	int n;
+
+	if (idx < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, idx) >= 0)
+		return -1;    /* none, or more than one */
+	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+	if (n < 0 || (size_t)n >= len || memchr(utf8, '\0', (size_t)n) != NULL) {
+		OPENSSL_free(utf8);
+		return -1;
+	}
+	memcpy(buf, utf8, (size_t)n);
+	buf[n] = '\0';
+	OPENSSL_free(utf8);
+	return 0;
+}
+
+int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *exp, char *err)
+{
+	time_t now = exp->now != 0 ? exp->now : time(NULL);
+	char when[64], cn[256];
+	int r;
+
+	if (exp->public_key != NULL) {
+		EVP_PKEY *pub = X509_get0_pubkey(cert);
+
+		if (pub == NULL || EVP_PKEY_eq(pub, exp->public_key) != 1) {
+			ERR_clear_error();
+			return fail(err, -EKEYREJECTED, "the certificate is for another public key than the token key");
+		}
+	}
+	if (exp->trusted != NULL) {
+		X509_STORE *store = X509_STORE_new();
+		X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+		int ok = 0, verr = X509_V_ERR_UNSPECIFIED;
+
+		if (store != NULL && ctx != NULL) {
+			for (int i = 0; i < sk_X509_num(exp->trusted); i++)
+				X509_STORE_add_cert(store, sk_X509_value(exp->trusted, i));
+			if (X509_STORE_CTX_init(ctx, store, cert, chain)) {
+				X509_STORE_CTX_set_time(ctx, 0, now);
+				ok = X509_verify_cert(ctx) == 1;
+				verr = X509_STORE_CTX_get_error(ctx);
+			}
+		}
+		X509_STORE_CTX_free(ctx);
+		X509_STORE_free(store);
+		ERR_clear_error();
+		if (!ok) {
+			if (verr == X509_V_ERR_CERT_HAS_EXPIRED || verr == X509_V_ERR_CERT_NOT_YET_VALID)
+				goto validity;
+			return fail(err, -EPERM, "the certificate does not chain to the pinned CA: %s",
+				    X509_verify_cert_error_string(verr));
+		}
+	}
+validity:
+	if (X509_cmp_time(X509_get0_notAfter(cert), &now) <= 0) {
+		ks_ci_format_time(X509_get0_notAfter(cert), when, sizeof(when));
+		return fail(err, -ETIME, "the certificate expired at %s", when);
+	}
+	if (X509_cmp_time(X509_get0_notBefore(cert), &now) > 0) {
+		ks_ci_format_time(X509_get0_notBefore(cert), when, sizeof(when));
+		return fail(err, -ETIME, "the certificate is not valid before %s", when);
+	}
+	if (exp->common_name != NULL) {
+		if (common_name(cert, cn, sizeof(cn)) != 0)
+			return fail(err, -EBADMSG, "the certificate's subject has no single common name");
+		if (strcmp(cn, exp->common_name) != 0)
+			return fail(err, -EBADMSG, "the certificate is for CN=%.100s, not %.100s", cn,
+				    exp->common_name);
+	}
+	if (exp->later_than != NULL) {
+		r = ASN1_TIME_compare(X509_get0_notAfter(cert), exp->later_than);
+		if (r != 1) {
+			ks_ci_format_time(X509_get0_notAfter(cert), when, sizeof(when));
+			return fail(err, -ESTALE, "the new certificate ends at %s, no later than the current one",
+				    when);
+		}
+	}
+	return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	int fd, r = 0;
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, char *err)
+{
+	char tmp[PATH_MAX], prev[PATH_MAX], prev_tmp[PATH_MAX];
+	const char *p = data;
+	size_t done = 0;
+	int fd = -1, r;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp) ||
+	    snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
+	    snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev.XXXXXX", path) >= (int)sizeof(prev_tmp))
+		return fail(err, -ENAMETOOLONG, "%s: path too long", path);
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
+		return fail(err, -errno, "%s: cannot create a temporary file: %s", path, strerror(errno));
+	while (done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = fail(err, -errno, "%s: write: %s", tmp, strerror(errno));
+			goto out;
+		}
+		done += (size_t)n;
+	}
+	if (fchmod(fd, mode) != 0 || fsync(fd) != 0) {
+		r = fail(err, -errno, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	/* Keep the current file as .prev: a hard link, so that @path itself
+	 * never goes missing, placed by rename so that .prev is never half. */
+	if (access(path, F_OK) == 0) {
+		int pfd = mkostemp(prev_tmp, O_CLOEXEC);
+
+		if (pfd < 0) {
+			r = fail(err, -errno, "%s: %s", prev_tmp, strerror(errno));
+			goto out;
+		}
+		close(pfd);
+		unlink(prev_tmp);
+		if (link(path, prev_tmp) != 0 || rename(prev_tmp, prev) != 0) {
+			r = fail(err, -errno, "%s: cannot keep the previous file: %s", prev, strerror(errno));
+			unlink(prev_tmp);
+			goto out;
+		}
+	}
+	if (rename(tmp, path) != 0) {
+		r = fail(err, -errno, "%s: rename: %s", path, strerror(errno));
+		goto out;
+	}
+	tmp[0] = '\0';
+	(void)fsync_dir_of(path);
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp[0] != '\0')
+		unlink(tmp);
+	return r;
+}

@@ -1,0 +1,738 @@
+/*
+ * keysvc-openvox: enrollment and renewal of an agent certificate with an
+ * OpenVox / Puppet Server CA, the key held by keysvcd.
+ *
+ *   enroll   CSR from the token key (generated if missing) -> PUT
+ *            certificate_request -> poll certificate/<certname> -> check,
+ *            install; the CA bundle and the CRL too.
+ *   renew    POST certificate_renewal over mutual TLS with the current
+ *            certificate and the token key; the CA re-signs the same key.
+ *            --rotate-key NEW: a new key through the enrollment path, the
+ *            old one deleted only after the new certificate is installed.
+ *
+ * Nothing is installed until it has been checked (ks_ci_check), and a
+ * failure leaves every installed file as it was.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "clients/common/certinstall.h"
+#include "clients/https/https.h"
+#include "clients/keysvc.h"
+#include "clients/openvox/openvox.h"
+
+enum exit_code {
+	EXIT_DONE = 0,          /* enrolled, renewed */
+	EXIT_INTERNAL = 1,
+	EXIT_USAGE = 2,         /* bad arguments or local files */
+	EXIT_CA_REFUSED = 3,    /* the CA said no (renewal disabled, 403, 400, other status) */
+	EXIT_CA_ANSWER = 4,     /* the CA's certificate failed a check: nothing installed */
+	EXIT_NETWORK = 5,       /* connection, TLS, timeout, oversized answer */
+	EXIT_KEYSVC = 6,        /* keysvcd unreachable, denied, no key, token down */
+	EXIT_NOT_SIGNED = 7,    /* enroll: the CA has not signed within --maxwaitforcert */
+	EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
+};
+
+struct opts {
+	const char *server, *certname, *key, *cert, *ca_file, *ca_fingerprint, *ca_out, *crl_out;
+	const char *socket, *key_type, *rotate_key, *provider_dir;
+	const char *dns[32];
+	size_t n_dns;
+	long waitforcert, maxwaitforcert, timeout_s, interval_s;
+	int when_due, header_cert, insecure;
+};
+
+static int verbose = 1;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("keysvc-openvox: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static void usage(FILE *f)
+{
+	fputs("Usage: keysvc-openvox COMMAND --server URL --certname NAME [options]\n"
+	      "\n"
+	      "Enrolls and renews an agent certificate with an OpenVox / Puppet Server CA;\n"
+	      "the private key is made and kept in the token by keysvcd.\n"
+	      "\n"
+	      "Commands:\n"
+	      "  enroll     CSR from the token key (made if missing), submit, wait, install\n"
+	      "  renew      POST certificate_renewal with the current certificate (mutual TLS)\n"
+	      "\n"
+	      "Options:\n"
+	      "  --server URL            the CA, e.g. https://puppet.example.org:8140\n"
+	      "  --certname NAME         the agent's certname (lower case)\n"
+	      "  --key NAME              keysvc key name (default: the certname)\n"
+	      "  --cert PATH             the installed certificate (required)\n"
+	      "  --ca-file PATH          pinned CA bundle: the only trust for the CA's TLS and certificates\n"
+	      "  --ca-fingerprint SHA256:HEX  enroll without a CA file: the downloaded CA must have this\n"
+	      "                          fingerprint; it is then saved to --ca-out\n"
+	      "  --ca-out PATH           enroll: where to install the CA bundle\n"
+	      "  --crl-out PATH          enroll: where to install the CA's CRL\n"
+	      "  --dns-alt-name NAME     enroll: extra DNS name (repeatable; the CA must allow them)\n"
+	      "  --key-type TYPE         enroll: key type when the key is made (default ec-p256)\n"
+	      "  --waitforcert SECONDS   enroll: poll interval while the CA has not signed (default 120)\n"
+	      "  --maxwaitforcert SECONDS  enroll: give up after this long (default 3600; 0: ask once)\n"
+	      "  --when-due              renew: only when the certificate ends within the interval\n"
+	      "  --renewal-interval DAYS renew: the interval (default 30, like hostcert_renewal_interval)\n"
+	      "  --header-cert           renew: send the certificate in X-Client-Cert (TLS-terminating proxy)\n"
+	      "  --rotate-key NEWKEY     renew: enroll a new key NEWKEY; the old key is deleted after the\n"
+	      "                          new certificate is installed\n"
+	      "  --socket PATH           keysvcd socket (default $KEYSVC_SOCKET, then /run/keysvc/keysvc.sock)\n"
+	      "  --timeout SECONDS       per HTTPS request (default 60)\n"
+	      "  --insecure              do not verify the CA's TLS certificate (prints a warning)\n"
+	      "  --quiet                 errors only\n"
+	      "\n"
+	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
+	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
+	      "6 keysvcd, 7 not signed in time (enroll), 1 other.\n", f);
+}
+
+/* ---- keysvcd ---- */
+
+static int keysvc_exit(int r)
+{
+	(void)r;
+	return EXIT_KEYSVC;
+}
+
+static int open_keysvc(const struct opts *o, keysvc **ks)
+{
+	int r = keysvc_connect(o->socket, ks);
+
+	if (r != KEYSVC_OK)
+		return die(EXIT_KEYSVC, "cannot reach keysvcd: %s", keysvc_strerror(r));
+	return 0;
+}
+
+/* The token key's public half; 0, or an exit code (no key: -1 when @missing_ok). */
+static int token_public_key(keysvc *ks, const char *key, EVP_PKEY **pub, int missing_ok)
+{
+	char *pem = NULL, err[KS_CI_ERR_MAX];
+	int r = keysvc_key_public(ks, key, &pem, NULL);
+
+	*pub = NULL;
+	if (r == KEYSVC_E_NO_SUCH_KEY && missing_ok)
+		return -1;
+	if (r != KEYSVC_OK)
+		return die(keysvc_exit(r), "key %s: %s: %s", key, keysvc_strerror(r), keysvc_error_message(ks));
+	r = ks_ci_parse_pubkey(pem, pub, err);
+	free(pem);
+	if (r < 0)
+		return die(EXIT_KEYSVC, "key %s: %s", key, err);
+	return 0;
+}
+
+/* ---- HTTPS ---- */
+
+static void https_opts(const struct opts *o, const char *ca_file, int with_client_cert,
+		       const char *key, struct ks_https_opts *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->ca_file = ca_file;
+	h->insecure = o->insecure;
+	h->total_timeout_ms = o->timeout_s * 1000;
+	h->connect_timeout_ms = o->timeout_s * 1000 < 10000 ? o->timeout_s * 1000 : 10000;
+	h->max_response_bytes = KS_CI_PEM_MAX;
+	if (with_client_cert) {
+		h->cert_file = o->cert;
+		h->key_uri = key;
+	}
+}
+
+static int https_exit(int r)
+{
+	return r == -ENOKEY ? EXIT_KEYSVC : r == -EINVAL ? EXIT_USAGE : EXIT_NETWORK;
+}
+
+static int request(const struct ks_https_opts *h, const char *method, const char *server,
+		   const char *path, const char *const *headers, const char *body,
+		   struct ks_https_response *resp)
+{
+	char *url = ovx_url(server, path);
+	int r;
+
+	if (url == NULL)
+		return die(EXIT_USAGE, "--server must be an https:// URL");
+	r = ks_https_request(h, method, url, headers, body, body != NULL ? strlen(body) : 0, resp);
+	if (r < 0)
+		r = die(https_exit(r), "%s %s: %s", method, url, resp->err);
+	free(url);
+	return r;
+}
+
+/* ---- the CA bundle ---- */
+
+static int sha256_matches(X509 *x, const char *want)
+{
+	unsigned char md[32];
+	unsigned int n = sizeof(md);
+	char hex[3 * sizeof(md) + 1];
+	const char *w = want;
+	size_t o = 0;
+
+	if (strncasecmp(w, "SHA256:", 7) == 0)
+		w += 7;
+	if (!X509_digest(x, EVP_sha256(), md, &n))
+		return 0;
+	/* Accept "AA:BB:..." and "aabb...". */
+	for (unsigned int i = 0; i < n; i++)
+		o += (size_t)snprintf(hex + o, sizeof(hex) - o, "%02x", md[i]);
+	for (size_t i = 0, j = 0; ; i++) {
+		if (w[i] == ':')
+			continue;
+		if (w[i] == '\0')
+			return j == o;
+		if (j >= o || (w[i] | 0x20) != hex[j])
+			return 0;
+		j++;
+	}
+}
+
+/*
+ * Fetch the CA bundle. With --ca-file it is fetched over verified TLS and
+ * must contain the pinned certificates; with --ca-fingerprint it is
+ * fetched without verification (there is nothing to verify with yet) and
+ * must contain a certificate with that fingerprint. Installed at --ca-out.
+ * *@trust_file gets the file to trust from now on.
+ */
+static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509) **trusted)
+{
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	STACK_OF(X509) *bundle = NULL, *pinned = NULL;
+	char err[KS_CI_ERR_MAX], *text = NULL;
+	size_t len;
+	int r, found = 0;
+
+	memset(&resp, 0, sizeof(resp));
+	if (o->ca_fingerprint != NULL) {
+		struct opts first = *o;
+
+		say("first contact: fetching the CA certificate unverified, to compare with %s",
+		    o->ca_fingerprint);
+		first.insecure = 1;
+		https_opts(&first, NULL, 0, NULL, &h);
+	} else {
+		https_opts(o, o->ca_file, 0, NULL, &h);
+	}
+	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp)) != 0)
+		goto out;
+	if (resp.status != 200) {
+		r = die(EXIT_CA_REFUSED, "GET certificate/ca: HTTP %ld", resp.status);
+		goto out;
+	}
+	if ((r = ks_ci_parse_bundle(resp.body, resp.body_len, &bundle, err)) < 0) {
+		r = die(EXIT_CA_ANSWER, "the CA bundle: %s", err);
+		goto out;
+	}
+	if (o->ca_fingerprint != NULL) {
+		for (int i = 0; i < sk_X509_num(bundle); i++)
+			found |= sha256_matches(sk_X509_value(bundle, i), o->ca_fingerprint);
+		if (!found) {
+			r = die(EXIT_CA_ANSWER, "no certificate of the CA bundle has fingerprint %s: "
+				"not installing it", o->ca_fingerprint);
+			goto out;
+		}
+	} else {
+		if ((r = ks_ci_read_file(o->ca_file, &text, &len, err)) < 0 ||
+		    (r = ks_ci_parse_bundle(text, len, &pinned, err)) < 0) {
+			r = die(EXIT_USAGE, "--ca-file: %s", err);
+			goto out;
+		}
+		for (int i = 0; i < sk_X509_num(pinned); i++)
+			for (int j = 0; j < sk_X509_num(bundle); j++)
+				found += X509_cmp(sk_X509_value(pinned, i), sk_X509_value(bundle, j)) == 0;
+		if (found == 0) {
+			r = die(EXIT_CA_ANSWER, "the CA's bundle does not contain the pinned CA certificate");
+			goto out;
+		}
+	}
+	if (o->ca_out != NULL) {
+		if ((r = ks_ci_install(o->ca_out, resp.body, resp.body_len, 0644, err)) < 0) {
+			r = die(EXIT_INTERNAL, "%s", err);
+			goto out;
+		}
+		say("installed the CA bundle at %s", o->ca_out);
+		*trust_file = o->ca_out;
+	} else {
+		*trust_file = o->ca_file;
+	}
+	/* Certificates are checked against what was pinned (or fingerprinted). */
+	*trusted = o->ca_fingerprint != NULL ? bundle : pinned;
+	if (o->ca_fingerprint != NULL)
+		bundle = NULL;
+	else
+		pinned = NULL;
+	r = 0;
+out:
+	sk_X509_pop_free(bundle, X509_free);
+	sk_X509_pop_free(pinned, X509_free);
+	free(text);
+	ks_https_response_free(&resp);
+	return r;
+}
+
+static int fetch_crl(const struct opts *o, const char *trust_file, STACK_OF(X509) *trusted)
+{
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	X509_CRL *crl = NULL;
+	BIO *bio = NULL;
+	char err[KS_CI_ERR_MAX];
+	int r, ok = 0;
+
+	memset(&resp, 0, sizeof(resp));
+	https_opts(o, trust_file, 0, NULL, &h);
+	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp)) != 0)
+		goto out;
+	if (resp.status != 200) {
+		r = die(EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld", resp.status);
+		goto out;
+	}
+	if ((bio = BIO_new_mem_buf(resp.body, (int)resp.body_len)) == NULL ||
+	    (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) == NULL) {
+		r = die(EXIT_CA_ANSWER, "the CA's CRL does not parse");
+		goto out;
+	}
+	for (int i = 0; i < sk_X509_num(trusted) && !ok; i++)
+		ok = X509_CRL_verify(crl, X509_get0_pubkey(sk_X509_value(trusted, i))) == 1;
+	if (!ok) {
+		r = die(EXIT_CA_ANSWER, "the CRL is not signed by the CA");
+		goto out;
+	}
+	if ((r = ks_ci_install(o->crl_out, resp.body, resp.body_len, 0644, err)) < 0) {
+		r = die(EXIT_INTERNAL, "%s", err);
+		goto out;
+	}
+	say("installed the CRL at %s", o->crl_out);
+	r = 0;
+out:
+	ERR_clear_error();
+	X509_CRL_free(crl);
+	BIO_free(bio);
+	ks_https_response_free(&resp);
+	return r;
+}
+
+/* ---- checks and installation ---- */
+
+static int check_and_install(const struct opts *o, const char *pem, size_t len, EVP_PKEY *pub,
+			     STACK_OF(X509) *trusted, const ASN1_TIME *later_than)
+{
+	struct ks_ci_expect exp = {
+		.public_key = pub, .trusted = trusted, .common_name = o->certname, .later_than = later_than,
+	};
+	char err[KS_CI_ERR_MAX], until[64];
+	X509 *cert = NULL;
+	int r;
+
+	if ((r = ks_ci_parse_one(pem, len, &cert, err)) < 0 || (r = ks_ci_check(cert, NULL, &exp, err)) < 0) {
+		r = die(EXIT_CA_ANSWER, "the CA's certificate is not installed: %s", err);
+		goto out;
+	}
+	if ((r = ks_ci_install(o->cert, pem, len, 0644, err)) < 0) {
+		r = die(EXIT_INTERNAL, "%s", err);
+		goto out;
+	}
+	ks_ci_format_time(X509_get0_notAfter(cert), until, sizeof(until));
+	say("installed %s (CN=%s, valid until %s)", o->cert, o->certname, until);
+	r = 0;
+out:
+	X509_free(cert);
+	return r;
+}
+
+static int load_trusted(const char *ca_file, STACK_OF(X509) **trusted)
+{
+	char err[KS_CI_ERR_MAX], *text = NULL;
+	size_t len;
+	int r;
+
+	if ((r = ks_ci_read_file(ca_file, &text, &len, err)) < 0 ||
+	    (r = ks_ci_parse_bundle(text, len, trusted, err)) < 0)
+		r = die(EXIT_USAGE, "--ca-file: %s", err);
+	free(text);
+	return r;
+}
+
+/* ---- enroll ---- */
+
+static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const char *trust_file,
+		      STACK_OF(X509) *trusted)
+{
+	struct keysvc_csr_attr attr = { OVX_OID_AUTO_RENEW, "true", "printable" };
+	struct keysvc_csr_params params;
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	static const char *const text_headers[] = { "Content-Type: text/plain", "Accept: text/plain", NULL };
+	char subject[300], path[OVX_CERTNAME_MAX + 64], *csr = NULL;
+	EVP_PKEY *pub = NULL;
+	time_t deadline;
+	int r;
+
+	memset(&resp, 0, sizeof(resp));
+	r = token_public_key(ks, key, &pub, 1);
+	if (r > 0)
+		return r;
+	if (r < 0) {
+		char *pem = NULL;
+
+		r = keysvc_key_generate(ks, key, o->key_type, &pem);
+		free(pem);
+		if (r != KEYSVC_OK)
+			return die(keysvc_exit(r), "generating key %s (%s): %s: %s", key, o->key_type,
+				   keysvc_strerror(r), keysvc_error_message(ks));
+		say("generated key %s (%s) in the token", key, o->key_type);
+		if ((r = token_public_key(ks, key, &pub, 0)) != 0)
+			return r;
+	} else {
+		say("using key %s from the token", key);
+	}
+
+	memset(&params, 0, sizeof(params));
+	snprintf(subject, sizeof(subject), "CN=%s", o->certname);
+	params.subject = subject;
+	params.dns = o->n_dns ? o->dns : NULL;
+	params.n_dns = o->n_dns;
+	/* The CA refuses keyUsage, EKU and basicConstraints in CSRs: none asked for. */
+	params.attrs = &attr;
+	params.n_attrs = 1;
+	if ((r = keysvc_csr_create(ks, key, &params, &csr)) != KEYSVC_OK) {
+		r = die(r == KEYSVC_E_BAD_REQUEST ? EXIT_USAGE : keysvc_exit(r), "CSR: %s: %s",
+			keysvc_strerror(r), keysvc_error_message(ks));
+		goto out;
+	}
+
+	https_opts(o, trust_file, 0, NULL, &h);
+	snprintf(path, sizeof(path), "/certificate_request/%s", o->certname);
+	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp)) != 0)
+		goto out;
+	if (resp.status == 200) {
+		say("submitted the CSR for %s", o->certname);
+	} else if (resp.status == 400) {
+		/* What the agent does too: most likely submitted before; the poll tells. */
+		char said[256];
+
+		ovx_quote(resp.body, resp.body_len, said, sizeof(said));
+		say("the CA did not take the CSR (HTTP 400: \"%s\"); checking for a certificate", said);
+	} else {
+		r = die(EXIT_CA_REFUSED, "PUT certificate_request: HTTP %ld", resp.status);
+		goto out;
+	}
+
+	snprintf(path, sizeof(path), "/certificate/%s", o->certname);
+	deadline = time(NULL) + o->maxwaitforcert;
+	for (;;) {
+		ks_https_response_free(&resp);
+		if ((r = request(&h, "GET", o->server, path, NULL, NULL, &resp)) != 0)
+			goto out;
+		if (resp.status == 200)
+			break;
+		if (resp.status != 404) {
+			r = die(EXIT_CA_REFUSED, "GET certificate/%s: HTTP %ld", o->certname, resp.status);
+			goto out;
+		}
+		if (time(NULL) + o->waitforcert > deadline) {
+			r = die(EXIT_NOT_SIGNED, "the CA has not signed %s yet; run enroll again later "
+				"(the key and the CSR are kept)", o->certname);
+			goto out;
+		}
+		say("not signed yet; asking again in %ld s", o->waitforcert);
+		sleep((unsigned)o->waitforcert);
+	}
+	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL);
+out:
+	free(csr);
+	EVP_PKEY_free(pub);
+	ks_https_response_free(&resp);
+	return r;
+}
+
+static int cmd_enroll(const struct opts *o)
+{
+	STACK_OF(X509) *trusted = NULL;
+	const char *trust_file = NULL;
+	keysvc *ks = NULL;
+	int r;
+
+	if ((r = fetch_ca(o, &trust_file, &trusted)) != 0)
+		goto out;
+	if ((r = open_keysvc(o, &ks)) != 0)
+		goto out;
+	if ((r = enroll_key(o, ks, o->key, trust_file, trusted)) != 0)
+		goto out;
+	if (o->crl_out != NULL && (r = fetch_crl(o, trust_file, trusted)) != 0)
+		goto out;
+	r = 0;
+out:
+	keysvc_close(ks);
+	sk_X509_pop_free(trusted, X509_free);
+	return r;
+}
+
+/* ---- renew ---- */
+
+static int cmd_renew(const struct opts *o)
+{
+	static const char *const text_headers[] = { "Content-Type: text/plain", "Accept: text/plain", NULL };
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	STACK_OF(X509) *trusted = NULL;
+	X509 *current = NULL;
+	EVP_PKEY *pub = NULL;
+	keysvc *ks = NULL;
+	char err[KS_CI_ERR_MAX], msg[512], when[64], uri[80], *text = NULL, *enc = NULL, *hdr = NULL;
+	const char *headers[4] = { NULL };
+	size_t len;
+	time_t opens;
+	int r;
+
+	memset(&resp, 0, sizeof(resp));
+	if ((r = ks_ci_read_file(o->cert, &text, &len, err)) < 0 ||
+	    (r = ks_ci_parse_one(text, len, &current, err)) < 0) {
+		r = die(EXIT_USAGE, "the current certificate: %s", err);
+		goto out;
+	}
+	if (o->when_due && !ovx_is_due(X509_get0_notAfter(current), time(NULL), o->interval_s, &opens)) {
+		struct tm tm;
+
+		ks_ci_format_time(X509_get0_notAfter(current), when, sizeof(when));
+		gmtime_r(&opens, &tm);
+		strftime(msg, sizeof(msg), "%Y-%m-%d %H:%M:%S UTC", &tm);
+		say("not due: %s is valid until %s; renewal starts %s", o->cert, when, msg);
+		r = EXIT_NOT_DUE;
+		goto out;
+	}
+	if ((r = load_trusted(o->ca_file, &trusted)) != 0)
+		goto out;
+	if ((r = open_keysvc(o, &ks)) != 0)
+		goto out;
+
+	if (o->rotate_key != NULL) {
+		/* A new key goes through enrollment; the old one stays until its
+		 * successor's certificate is installed. */
+		if ((r = enroll_key(o, ks, o->rotate_key, o->ca_file, trusted)) != 0)
+			goto out;
+		if ((r = keysvc_key_delete(ks, o->key)) != KEYSVC_OK) {
+			r = die(keysvc_exit(r), "the new certificate is installed, but deleting the old key %s "
+				"failed: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
+			goto out;
+		}
+		say("deleted the old key %s; the key is now %s", o->key, o->rotate_key);
+		r = 0;
+		goto out;
+	}
+
+	if ((r = token_public_key(ks, o->key, &pub, 0)) != 0)
+		goto out;
+	if (EVP_PKEY_eq(X509_get0_pubkey(current), pub) != 1) {
+		r = die(EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);
+		goto out;
+	}
+	snprintf(uri, sizeof(uri), "keysvc:%s", o->key);
+	https_opts(o, o->ca_file, !o->header_cert, uri, &h);
+	headers[0] = text_headers[0];
+	headers[1] = text_headers[1];
+	if (o->header_cert) {
+		if ((enc = ovx_urlencode(text)) == NULL || asprintf(&hdr, "X-Client-Cert: %s", enc) < 0) {
+			hdr = NULL;
+			r = die(EXIT_INTERNAL, "out of memory");
+			goto out;
+		}
+		headers[2] = hdr;
+	}
+	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp)) != 0)
+		goto out;
+	if (ovx_renewal_result(resp.status, resp.body, resp.body_len, msg, sizeof(msg)) != OVX_RENEWED) {
+		r = die(EXIT_CA_REFUSED, "%s", msg);
+		goto out;
+	}
+	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, X509_get0_notAfter(current));
+out:
+	ks_https_response_free(&resp);
+	keysvc_close(ks);
+	sk_X509_pop_free(trusted, X509_free);
+	X509_free(current);
+	EVP_PKEY_free(pub);
+	free(text);
+	free(enc);
+	free(hdr);
+	return r;
+}
+
+/* ---- main ---- */
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT,
+	       O_DNS, O_KEY_TYPE, O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE,
+	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR };
+	static const struct option longopts[] = {
+		{ "server", required_argument, NULL, O_SERVER },
+		{ "certname", required_argument, NULL, O_CERTNAME },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "ca-file", required_argument, NULL, O_CA_FILE },
+		{ "ca-fingerprint", required_argument, NULL, O_CA_FP },
+		{ "ca-out", required_argument, NULL, O_CA_OUT },
+		{ "crl-out", required_argument, NULL, O_CRL_OUT },
+		{ "dns-alt-name", required_argument, NULL, O_DNS },
+		{ "key-type", required_argument, NULL, O_KEY_TYPE },
+		{ "waitforcert", required_argument, NULL, O_WAIT },
+		{ "maxwaitforcert", required_argument, NULL, O_MAXWAIT },
+		{ "when-due", no_argument, NULL, O_WHEN_DUE },
+		{ "renewal-interval", required_argument, NULL, O_INTERVAL },
+		{ "header-cert", no_argument, NULL, O_HEADER_CERT },
+		{ "rotate-key", required_argument, NULL, O_ROTATE },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "insecure", no_argument, NULL, O_INSECURE },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .key_type = "ec-p256", .waitforcert = 120, .maxwaitforcert = 3600,
+			  .timeout_s = 60, .interval_s = OVX_DEFAULT_RENEWAL_INTERVAL_S };
+	char err[KS_HTTPS_ERR_MAX];
+	const char *cmd;
+	long days;
+	int c, r;
+
+	signal(SIGPIPE, SIG_IGN);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_SERVER: o.server = optarg; break;
+		case O_CERTNAME: o.certname = optarg; break;
+		case O_KEY: o.key = optarg; break;
+		case O_CERT: o.cert = optarg; break;
+		case O_CA_FILE: o.ca_file = optarg; break;
+		case O_CA_FP: o.ca_fingerprint = optarg; break;
+		case O_CA_OUT: o.ca_out = optarg; break;
+		case O_CRL_OUT: o.crl_out = optarg; break;
+		case O_DNS:
+			if (o.n_dns == sizeof(o.dns) / sizeof(o.dns[0]))
+				return die(EXIT_USAGE, "at most %zu --dns-alt-name", o.n_dns);
+			o.dns[o.n_dns++] = optarg;
+			break;
+		case O_KEY_TYPE: o.key_type = optarg; break;
+		case O_WAIT:
+			if (parse_long(optarg, 1, 86400, &o.waitforcert) != 0)
+				return die(EXIT_USAGE, "--waitforcert: 1..86400 seconds");
+			break;
+		case O_MAXWAIT:
+			if (parse_long(optarg, 0, 30L * 86400, &o.maxwaitforcert) != 0)
+				return die(EXIT_USAGE, "--maxwaitforcert: 0..2592000 seconds");
+			break;
+		case O_WHEN_DUE: o.when_due = 1; break;
+		case O_INTERVAL:
+			if (parse_long(optarg, 0, 3650, &days) != 0)
+				return die(EXIT_USAGE, "--renewal-interval: 0..3650 days");
+			o.interval_s = days * 86400;
+			break;
+		case O_HEADER_CERT: o.header_cert = 1; break;
+		case O_ROTATE: o.rotate_key = optarg; break;
+		case O_SOCKET: o.socket = optarg; break;
+		case O_TIMEOUT:
+			if (parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
+				return die(EXIT_USAGE, "--timeout: 1..3600 seconds");
+			break;
+		case O_INSECURE: o.insecure = 1; break;
+		case O_QUIET: verbose = 0; break;
+		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[optind];
+	if (o.server == NULL || strncmp(o.server, "https://", 8) != 0)
+		return die(EXIT_USAGE, "--server https://HOST:PORT is required");
+	if (!ovx_certname_ok(o.certname))
+		return die(EXIT_USAGE, "--certname: 1..253 of a-z 0-9 . _ - (the CA wants lower case)");
+	if (o.key == NULL)
+		o.key = o.certname;
+	if (o.cert == NULL)
+		return die(EXIT_USAGE, "--cert PATH is required");
+	if (o.ca_file != NULL && o.ca_fingerprint != NULL)
+		return die(EXIT_USAGE, "--ca-file and --ca-fingerprint exclude each other");
+	if (o.ca_fingerprint != NULL && o.ca_out == NULL)
+		return die(EXIT_USAGE, "--ca-fingerprint needs --ca-out: the CA bundle is kept there");
+	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
+		return die(EXIT_INTERNAL, "setenv: %s", strerror(errno));
+	if (strcmp(cmd, "enroll") == 0) {
+		if (o.ca_file == NULL && o.ca_fingerprint == NULL)
+			return die(EXIT_USAGE, "enroll needs --ca-file or --ca-fingerprint: the CA is never "
+				   "trusted on first sight");
+		if (o.when_due || o.header_cert || o.rotate_key != NULL)
+			return die(EXIT_USAGE, "--when-due, --header-cert and --rotate-key are renew options");
+	} else if (strcmp(cmd, "renew") == 0) {
+		if (o.ca_file == NULL)
+			return die(EXIT_USAGE, "renew needs --ca-file");
+		if (o.ca_fingerprint != NULL || o.ca_out != NULL || o.crl_out != NULL)
+			return die(EXIT_USAGE, "--ca-fingerprint, --ca-out and --crl-out are enroll options");
+		if (o.rotate_key != NULL && o.header_cert)
+			return die(EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
+		if (o.rotate_key != NULL && strcmp(o.rotate_key, o.key) == 0)
+			return die(EXIT_USAGE, "--rotate-key must name a new key, not %s", o.key);
+	} else {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
+		return die(EXIT_INTERNAL, "%s", err);
+	r = strcmp(cmd, "enroll") == 0 ? cmd_enroll(&o) : cmd_renew(&o);
+	ks_https_cleanup();
+	return r;
+}

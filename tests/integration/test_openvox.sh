@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# keysvc-openvox end to end: keysvcd on a private SoftHSM token, the
+# fake OpenVox CA (tests/ca) on 127.0.0.1, enrollment and renewal through
+# the provider, and every way the CA can answer wrong. Where a renewal
+# fails, the installed certificate must be unchanged byte for byte.
+#
+# Arguments: the fake-openvox-ca and keysvc-openvox programs.
+set -uo pipefail
+
+fake_ca=$1
+ovx=$2
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-openvox.XXXXXX")
+chmod 0711 "$work"
+passed=0
+failed=0
+ca_pid=
+ca_port=
+
+stop_ca() {
+	[ -n "$ca_pid" ] || return 0
+	kill -TERM "$ca_pid" 2>/dev/null
+	wait "$ca_pid" 2>/dev/null
+	ca_pid=
+}
+cleanup() {
+	stop_ca
+	ks_stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passed=$((passed + 1)); echo "ok - $*"; }
+fail() { failed=$((failed + 1)); echo "not ok - $*"; }
+check() { # check DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@" >"$work/out" 2>&1; then ok "$what"; else fail "$what"; sed 's/^/#   /' "$work/out"; fi
+}
+# run_exit CODE TEXT DESCRIPTION COMMAND...: exit status CODE and TEXT in the output
+run_exit() {
+	local want=$1 text=$2 what=$3 st=0
+	shift 3
+	"$@" >"$work/out" 2>&1 || st=$?
+	if [ "$st" -eq "$want" ] && { [ -z "$text" ] || grep -qF -- "$text" "$work/out"; }; then ok "$what (exit $st)"; else
+		fail "$what: exit $st, expected $want and '$text'"
+		sed 's/^/#   /' "$work/out"
+	fi
+}
+
+# start_ca DIR [FLAGS...]: the fake CA on 127.0.0.1, port in $ca_port
+start_ca() {
+	local dir=$1 i
+	shift
+	rm -f "$work/port"
+	"$fake_ca" --dir "$dir" --port-file "$work/port" --control "$work/control" "$@" 2>>"$work/ca.log" &
+	ca_pid=$!
+	for i in $(seq 1 100); do
+		[ -s "$work/port" ] && break
+		kill -0 "$ca_pid" 2>/dev/null || ks_die "fake CA exited: $(tail -5 "$work/ca.log")"
+		sleep 0.05
+	done
+	[ -s "$work/port" ] || ks_die "fake CA did not come up"
+	ca_port=$(cat "$work/port")
+}
+mode() { echo "$1" >"$work/control"; }
+
+export OPENSSL_MODULES=$KS_PROVIDER_DIR
+me=$(id -u)
+policy='[{"uid": '"$me"', "keys": ["agent*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]},
+         {"uid": '"$me"', "keys": ["nosign"], "ops": ["key.generate", "key.public", "csr.create"]}]'
+ks_start "$work/d" "$policy"
+: >"$work/control"
+cadir=$work/ca
+start_ca "$cadir" --ttl 864000 --renewal-ttl 7776000
+server=https://127.0.0.1:$ca_port
+certs=$work/certs
+mkdir -p "$certs"
+cert=$certs/agent1.pem
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+
+# ---- enrollment ----
+run_exit 2 "never trusted on first sight" "enroll without a pinned CA is refused" "$ovx" enroll "${common[@]}"
+run_exit 2 "certname" "an upper-case certname is refused" "$ovx" enroll --server "$server" \
+	--certname Agent1 --cert "$cert" --ca-file "$cadir/ca.pem"
+run_exit 2 "https://" "an http:// server is refused" "$ovx" enroll --server "http://127.0.0.1:$ca_port" \
+	--certname agent1.example.org --cert "$cert" --ca-file "$cadir/ca.pem"
+
+# Not signed yet, asked once: exit 7, the key and the request stay.
+run_exit 7 "has not signed" "enroll before the CA signs: not signed in time" \
+	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --maxwaitforcert 0
+check "the key was made in the token" ks_cli pubkey agent1
+[ -e "$cert" ] && fail "nothing installed before signing" || ok "nothing installed before signing"
+check "the CSR reached the CA" test -s "$cadir/requests/agent1.example.org.pem"
+check "the CSR carries pp_auth_auto_renew" bash -c \
+	"openssl req -in '$cadir/requests/agent1.example.org.pem' -noout -text | grep -A1 '1.3.6.1.4.1.34380.1.3.2' | grep -q true"
+check "the CSR is for the token key" bash -c \
+	"openssl req -in '$cadir/requests/agent1.example.org.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1)"
+
+# Signed while the client polls.
+( sleep 1.5; mkdir -p "$cadir/sign"; touch "$cadir/sign/agent1.example.org" ) &
+signer=$!
+run_exit 0 "" "enroll: polls until the CA signs, then installs" \
+	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --waitforcert 1 --maxwaitforcert 30 \
+	--crl-out "$certs/crl.pem"
+wait "$signer"
+check "the certificate verifies against the CA" openssl verify -CAfile "$cadir/ca.pem" "$cert"
+check "the certificate is for the token key" bash -c \
+	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1)"
+check "the certificate is CN=agent1.example.org" bash -c \
+	"openssl x509 -in '$cert' -noout -subject -nameopt RFC2253 | grep -qx 'subject=CN=agent1.example.org'"
+check "the CRL was installed and verifies" openssl crl -in "$certs/crl.pem" -CAfile "$cadir/ca.pem" -noout
+
+# Fingerprint bootstrap.
+fp=$(openssl x509 -in "$cadir/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)
+bad_fp=$(openssl x509 -in "$cadir/foreign-ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)
+run_exit 4 "no certificate of the CA bundle has fingerprint" "enroll with a wrong CA fingerprint" \
+	"$ovx" enroll "${common[@]}" --cert "$certs/fp.pem" --ca-fingerprint "SHA256:$bad_fp" --ca-out "$certs/fp-ca.pem"
+[ -e "$certs/fp-ca.pem" ] && fail "wrong fingerprint: CA not installed" || ok "wrong fingerprint: CA not installed"
+run_exit 7 "has not signed" "enroll with the right CA fingerprint (second agent, pending)" \
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent2.example.org --key agent2 \
+	--cert "$certs/agent2.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/fp-ca.pem" \
+	--waitforcert 1 --maxwaitforcert 0 --quiet
+check "fingerprinted CA bundle installed and equal to the CA" cmp -s "$certs/fp-ca.pem" "$cadir/ca.pem"
+
+# ---- renewal ----
+cp "$cert" "$work/before.pem"
+unchanged() { cmp -s "$cert" "$work/before.pem"; }
+renew() { "$ovx" renew "${common[@]}" --ca-file "$cadir/ca.pem" "$@"; }
+
+run_exit 10 "" "renew --when-due: not due (90 days left, interval 30)" renew --when-due
+check "not due: certificate unchanged" unchanged
+
+for m in renewal-disabled:3:"auto-renewal is disabled on this CA" \
+	garbage:4:"something other than PEM certificates" \
+	other-key:4:"another public key than the token key" \
+	expired:4:"expired" \
+	shorter:4:"no later than the current one" \
+	status-500:3:"unexpected answer from the CA: HTTP 500" \
+	huge:5:"" \
+	hang:5:""; do
+	name=${m%%:*}
+	rest=${m#*:}
+	code=${rest%%:*}
+	text=${rest#*:}
+	mode "$name"
+	run_exit "$code" "$text" "renew against a CA in mode $name" renew --timeout 3
+	check "mode $name: certificate unchanged byte for byte" unchanged
+	[ -e "$cert.prev" ] && fail "mode $name: no .prev made" || ok "mode $name: no .prev made"
+done
+mode normal
+
+run_exit 5 "" "renew with a CA file that does not match the server: TLS verification fails" \
+	"$ovx" renew "${common[@]}" --ca-file "$cadir/foreign-ca.pem"
+check "wrong CA file: certificate unchanged" unchanged
+run_exit 6 "cannot reach keysvcd" "renew with keysvcd unreachable" \
+	"$ovx" renew --server "$server" --socket "$work/none.sock" --certname agent1.example.org --key agent1 \
+	--cert "$cert" --ca-file "$cadir/ca.pem"
+run_exit 2 "is not a certificate for key" "renew with the certificate of another key" \
+	"$ovx" renew --server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent2 \
+	--cert "$cert" --ca-file "$cadir/ca.pem"
+check "other key: certificate unchanged" unchanged
+
+# A certificate for the token key issued by another CA: 403.
+ks_cli csr agent1 --subject CN=agent1.example.org --out "$work/foreign.csr" >/dev/null
+openssl x509 -req -in "$work/foreign.csr" -CA "$cadir/foreign-ca.pem" -CAkey "$cadir/foreign-ca.key" \
+	-CAcreateserial -days 30 -out "$work/foreign.pem" 2>/dev/null
+cp "$work/foreign.pem" "$work/foreign-before.pem"
+run_exit 3 "not signed by this CA" "renew with a certificate from a foreign CA: 403" \
+	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
+check "403: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
+
+# keysvcd will not sign with the key: the handshake cannot complete.
+ks_cli keygen nosign --type ec-p256 >/dev/null
+ks_cli csr nosign --subject CN=nosign.example.org --out "$work/nosign.csr" >/dev/null
+openssl x509 -req -in "$work/nosign.csr" -CA "$cadir/ca.pem" -CAkey "$cadir/ca.key" \
+	-CAcreateserial -days 30 -out "$work/nosign.pem" 2>/dev/null
+run_exit 6 "denied" "renew with a key keysvcd may not sign with" \
+	"$ovx" renew --server "$server" --socket "$KS_SOCKET" --certname nosign.example.org --key nosign \
+	--cert "$work/nosign.pem" --ca-file "$cadir/ca.pem"
+
+sleep 1.1   # the renewed certificate must end later, to the second
+run_exit 0 "" "renew: 200, checked, installed" renew
+check "renewed: the previous certificate is kept as .prev" cmp -s "$cert.prev" "$work/before.pem"
+check "renewed: a new certificate" bash -c "! cmp -s '$cert' '$work/before.pem'"
+check "renewed: same public key" bash -c \
+	"cmp -s <(openssl x509 -in '$cert' -noout -pubkey) <(openssl x509 -in '$work/before.pem' -noout -pubkey)"
+check "renewed: chains to the CA" openssl verify -CAfile "$cadir/ca.pem" "$cert"
+check "renewed: ends later" bash -c \
+	"[ \$(date -d \"\$(openssl x509 -in '$cert' -noout -enddate | cut -d= -f2)\" +%s) -gt \$(date -d \"\$(openssl x509 -in '$work/before.pem' -noout -enddate | cut -d= -f2)\" +%s) ]"
+sleep 1.1
+run_exit 0 "" "renew --when-due with a 3650-day interval: due, renewed" renew --when-due --renewal-interval 3650
+
+# A CA behind a TLS-terminating proxy: the certificate only in X-Client-Cert.
+stop_ca
+start_ca "$cadir" --header-cert
+server=https://127.0.0.1:$ca_port
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+cp "$cert" "$work/before.pem"
+run_exit 3 "no client certificate reached the CA" "header mode, certificate in TLS only: 400" renew
+check "400: certificate unchanged" unchanged
+sleep 1.1
+run_exit 0 "" "header mode with --header-cert: renewed" renew --header-cert
+check "header mode: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
+
+# Rotation: a new key through enrollment, the old key deleted after.
+stop_ca
+rm -f "$cadir/signed/agent1.example.org.pem"     # what `puppetserver ca clean` does
+start_ca "$cadir" --autosign
+server=https://127.0.0.1:$ca_port
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+cp "$cert" "$work/before.pem"
+run_exit 0 "" "renew --rotate-key agent1-b" renew --rotate-key agent1-b --waitforcert 1 --maxwaitforcert 10
+check "rotated: the certificate is for the new key" bash -c \
+	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1-b)"
+run_exit 4 "" "rotated: the old key is gone" ks_cli pubkey agent1
+check "rotated: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
+
+stop_ca
+ks_stop || fail "keysvcd exit status"
+echo "# openvox: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

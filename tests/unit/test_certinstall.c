@@ -1,0 +1,318 @@
+/*
+ * The renewal clients' pure parts: certificate checks, atomic
+ * installation, and the OpenVox rules (status codes, due dates, certnames,
+ * X-Client-Cert encoding).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "clients/common/certinstall.h"
+#include "clients/openvox/openvox.h"
+
+static EVP_PKEY *ec_key(void)
+{
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+	assert_non_null(k);
+	return k;
+}
+
+/* A certificate for @pub, CN @cn, issued by @ca_key/@ca (self-signed if @ca is NULL), valid [from, to] from now. */
+static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to)
+{
+	X509 *x = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+
+	assert_non_null(x);
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), (long)random());
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_subject_name(x, name);
+	X509_set_issuer_name(x, ca != NULL ? X509_get_subject_name(ca) : name);
+	X509_gmtime_adj(X509_getm_notBefore(x), from);
+	X509_gmtime_adj(X509_getm_notAfter(x), to);
+	X509_set_pubkey(x, pub);
+	X509V3_set_ctx(&v3, ca != NULL ? ca : x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca == NULL ? "critical,CA:true" : "CA:false");
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
+	X509_NAME_free(name);
+	return x;
+}
+
+static char *to_pem(X509 *x)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *out;
+	long n;
+
+	assert_true(PEM_write_bio_X509(b, x));
+	n = BIO_get_mem_data(b, &data);
+	out = strndup(data, (size_t)n);
+	BIO_free(b);
+	return out;
+}
+
+struct pki {
+	EVP_PKEY *ca_key, *key, *other_key;
+	X509 *ca, *foreign_ca;
+	EVP_PKEY *foreign_key;
+	STACK_OF(X509) *trusted;
+};
+
+static int pki_setup(void **state)
+{
+	struct pki *p = calloc(1, sizeof(*p));
+
+	p->ca_key = ec_key();
+	p->key = ec_key();
+	p->other_key = ec_key();
+	p->foreign_key = ec_key();
+	p->ca = make_cert(p->ca_key, "test CA", p->ca_key, NULL, -60, 86400 * 10);
+	p->foreign_ca = make_cert(p->foreign_key, "test CA", p->foreign_key, NULL, -60, 86400 * 10);
+	p->trusted = sk_X509_new_null();
+	X509_up_ref(p->ca);
+	sk_X509_push(p->trusted, p->ca);
+	*state = p;
+	return 0;
+}
+
+static int pki_teardown(void **state)
+{
+	struct pki *p = *state;
+
+	EVP_PKEY_free(p->ca_key);
+	EVP_PKEY_free(p->key);
+	EVP_PKEY_free(p->other_key);
+	EVP_PKEY_free(p->foreign_key);
+	X509_free(p->ca);
+	X509_free(p->foreign_ca);
+	sk_X509_pop_free(p->trusted, X509_free);
+	free(p);
+	return 0;
+}
+
+static void test_parse(void **state)
+{
+	struct pki *p = *state;
+	char err[KS_CI_ERR_MAX], *pem = to_pem(p->ca), *two, *junk;
+	STACK_OF(X509) *bundle = NULL;
+	X509 *x = NULL;
+
+	assert_int_equal(ks_ci_parse_one(pem, strlen(pem), &x, err), 0);
+	assert_int_equal(X509_cmp(x, p->ca), 0);
+	X509_free(x);
+	assert_int_equal(asprintf(&two, "%s\n%s", pem, pem), (int)(2 * strlen(pem) + 1));
+	assert_int_equal(ks_ci_parse_one(two, strlen(two), &x, err), -EBADMSG);
+	assert_null(x);
+	assert_int_equal(ks_ci_parse_bundle(two, strlen(two), &bundle, err), 0);
+	assert_int_equal(sk_X509_num(bundle), 2);
+	sk_X509_pop_free(bundle, X509_free);
+	/* Anything around or between certificates is refused, not skipped. */
+	assert_int_equal(asprintf(&junk, "<html>%s", pem), (int)strlen(pem) + 6);
+	assert_int_equal(ks_ci_parse_one(junk, strlen(junk), &x, err), -EBADMSG);
+	free(junk);
+	assert_int_equal(asprintf(&junk, "%s-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", pem),
+			 (int)strlen(pem) + 59);
+	assert_int_equal(ks_ci_parse_one(junk, strlen(junk), &x, err), -EBADMSG);
+	free(junk);
+	assert_int_equal(ks_ci_parse_one("garbage", 7, &x, err), -EBADMSG);
+	assert_int_equal(ks_ci_parse_one("", 0, &x, err), -EBADMSG);
+	/* Cut short, and a body of the right shape that does not parse. */
+	assert_int_equal(ks_ci_parse_one(pem, strlen(pem) - 30, &x, err), -EBADMSG);
+	assert_int_equal(ks_ci_parse_one("-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n", 59,
+					 &x, err), -EBADMSG);
+	assert_int_equal(ks_ci_parse_one(pem, KS_CI_PEM_MAX + 1, &x, err), -EMSGSIZE);
+	free(two);
+	free(pem);
+}
+
+static void test_check(void **state)
+{
+	struct pki *p = *state;
+	X509 *good = make_cert(p->key, "agent1", p->ca_key, p->ca, -60, 86400 * 5);
+	X509 *later = make_cert(p->key, "agent1", p->ca_key, p->ca, -60, 86400 * 8);
+	X509 *expired = make_cert(p->key, "agent1", p->ca_key, p->ca, -86400 * 3, -86400);
+	X509 *future = make_cert(p->key, "agent1", p->ca_key, p->ca, 86400, 86400 * 3);
+	X509 *foreign = make_cert(p->key, "agent1", p->foreign_key, p->foreign_ca, -60, 86400 * 5);
+	X509 *other = make_cert(p->other_key, "agent1", p->ca_key, p->ca, -60, 86400 * 5);
+	X509 *wrong_cn = make_cert(p->key, "agent2", p->ca_key, p->ca, -60, 86400 * 5);
+	struct ks_ci_expect exp = { .public_key = p->key, .trusted = p->trusted, .common_name = "agent1" };
+	char err[KS_CI_ERR_MAX];
+
+	assert_int_equal(ks_ci_check(good, NULL, &exp, err), 0);
+	assert_int_equal(ks_ci_check(other, NULL, &exp, err), -EKEYREJECTED);
+	/* Same subject and issuer name as the real CA, other key: it must not pass. */
+	assert_int_equal(ks_ci_check(foreign, NULL, &exp, err), -EPERM);
+	assert_non_null(strstr(err, "does not chain"));
+	assert_int_equal(ks_ci_check(expired, NULL, &exp, err), -ETIME);
+	assert_non_null(strstr(err, "expired"));
+	assert_int_equal(ks_ci_check(future, NULL, &exp, err), -ETIME);
+	assert_int_equal(ks_ci_check(wrong_cn, NULL, &exp, err), -EBADMSG);
+	assert_non_null(strstr(err, "CN=agent2"));
+	exp.later_than = X509_get0_notAfter(good);
+	assert_int_equal(ks_ci_check(later, NULL, &exp, err), 0);
+	assert_int_equal(ks_ci_check(good, NULL, &exp, err), -ESTALE);
+	X509_free(good);
+	X509_free(later);
+	X509_free(expired);
+	X509_free(future);
+	X509_free(foreign);
+	X509_free(other);
+	X509_free(wrong_cn);
+}
+
+static char *slurp(const char *path)
+{
+	char *buf, err[KS_CI_ERR_MAX];
+	size_t len;
+
+	if (ks_ci_read_file(path, &buf, &len, err) != 0)
+		return NULL;
+	return buf;
+}
+
+static void test_install(void **state)
+{
+	char dir[] = "/tmp/ks-install.XXXXXX", path[256], prev[256], err[KS_CI_ERR_MAX], *s;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/cert.pem", dir);
+	snprintf(prev, sizeof(prev), "%s/cert.pem.prev", dir);
+	assert_int_equal(ks_ci_install(path, "one\n", 4, 0644, err), 0);
+	assert_int_equal(stat(prev, &st), -1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(ks_ci_install(path, "two\n", 4, 0600, err), 0);
+	assert_string_equal((s = slurp(path)), "two\n");
+	free(s);
+	assert_string_equal((s = slurp(prev)), "one\n");
+	free(s);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(ks_ci_install(path, "three\n", 6, 0644, err), 0);
+	assert_string_equal((s = slurp(prev)), "two\n");
+	free(s);
+	/* A directory that cannot be written: the installed file stays as it was. */
+	if (geteuid() != 0) {
+		assert_int_equal(chmod(dir, 0500), 0);
+		assert_true(ks_ci_install(path, "four\n", 5, 0644, err) < 0);
+		assert_int_equal(chmod(dir, 0700), 0);
+		assert_string_equal((s = slurp(path)), "three\n");
+		free(s);
+	}
+	snprintf(path, sizeof(path), "%s/missing-dir/cert.pem", dir);
+	assert_true(ks_ci_install(path, "x", 1, 0644, err) < 0);
+	/* Nothing but the two files is left behind. */
+	snprintf(path, sizeof(path), "test $(ls -A '%s' | wc -l) -eq 2", dir);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	assert_int_equal(system(path), 0);
+}
+
+static void test_read_file(void **state)
+{
+	char err[KS_CI_ERR_MAX], *buf;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(ks_ci_read_file("/nonexistent/x.pem", &buf, &len, err), -ENOENT);
+	assert_null(buf);
+	assert_int_equal(ks_ci_read_file("/tmp", &buf, &len, err), -EINVAL);
+}
+
+static void test_openvox_status(void **state)
+{
+	char msg[512];
+
+	(void)state;
+	assert_int_equal(ovx_renewal_result(200, "x", 1, msg, sizeof(msg)), OVX_RENEWED);
+	assert_int_equal(ovx_renewal_result(404, "Not Found", 9, msg, sizeof(msg)), OVX_RENEWAL_DISABLED);
+	assert_non_null(strstr(msg, "auto-renewal is disabled"));
+	assert_non_null(strstr(msg, "certificate-authority.allow-auto-renewal"));
+	assert_int_equal(ovx_renewal_result(403, "Certificate present, but does not match signature", 49, msg,
+					    sizeof(msg)), OVX_NOT_THIS_CA);
+	assert_non_null(strstr(msg, "not signed by this CA"));
+	assert_int_equal(ovx_renewal_result(400, "No valid certificate found in renewal request", 45, msg,
+					    sizeof(msg)), OVX_NO_CLIENT_CERT);
+	assert_non_null(strstr(msg, "no client certificate"));
+	/* Other statuses quote the CA, one line, no control characters. */
+	assert_int_equal(ovx_renewal_result(500, "boom\x1b[31m\nsecond line", 21, msg, sizeof(msg)),
+			 OVX_UNEXPECTED);
+	assert_non_null(strstr(msg, "HTTP 500"));
+	assert_non_null(strstr(msg, "boom?[31m"));
+	assert_null(strstr(msg, "second"));
+	assert_int_equal(ovx_renewal_result(302, NULL, 0, msg, sizeof(msg)), OVX_UNEXPECTED);
+}
+
+static void test_openvox_due(void **state)
+{
+	ASN1_TIME *t = ASN1_TIME_set(NULL, 1000000000 + 40L * 86400);
+	time_t opens;
+
+	(void)state;
+	assert_int_equal(ovx_is_due(t, 1000000000, 30L * 86400, &opens), 0);
+	assert_int_equal((long)opens, 1000000000 + 10L * 86400);
+	assert_int_equal(ovx_is_due(t, 1000000000 + 10L * 86400, 30L * 86400, NULL), 1);
+	assert_int_equal(ovx_is_due(t, 1000000000 + 10L * 86400 - 1, 30L * 86400, NULL), 0);
+	assert_int_equal(ovx_is_due(t, 1000000000 + 50L * 86400, 30L * 86400, NULL), 1);
+	assert_int_equal(ovx_is_due(t, 1000000000, 0, NULL), 0);
+	ASN1_TIME_free(t);
+}
+
+static void test_openvox_names(void **state)
+{
+	char *s, *url;
+
+	(void)state;
+	assert_true(ovx_certname_ok("agent1.example.org"));
+	assert_true(ovx_certname_ok("a_b-c"));
+	assert_false(ovx_certname_ok("Agent1"));
+	assert_false(ovx_certname_ok(""));
+	assert_false(ovx_certname_ok(NULL));
+	assert_false(ovx_certname_ok("-x"));
+	assert_false(ovx_certname_ok("a/b"));
+	assert_false(ovx_certname_ok("a b"));
+	s = ovx_urlencode("-----BEGIN CERTIFICATE-----\nAB+/=\n");
+	assert_string_equal(s, "-----BEGIN%20CERTIFICATE-----%0AAB%2B%2F%3D%0A");
+	free(s);
+	url = ovx_url("https://ca:8140/", "/certificate/ca");
+	assert_string_equal(url, "https://ca:8140/puppet-ca/v1/certificate/ca");
+	free(url);
+	assert_null(ovx_url("http://ca:8140", "/x"));
+	assert_null(ovx_url("https://", "/x"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_parse, pki_setup, pki_teardown),
+		cmocka_unit_test_setup_teardown(test_check, pki_setup, pki_teardown),
+		cmocka_unit_test(test_install),
+		cmocka_unit_test(test_read_file),
+		cmocka_unit_test(test_openvox_status),
+		cmocka_unit_test(test_openvox_due),
+		cmocka_unit_test(test_openvox_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
