@@ -28,21 +28,10 @@
 #include <openssl/x509.h>
 
 #include "clients/common/certinstall.h"
+#include "clients/common/cliutil.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/openvox/openvox.h"
-
-enum exit_code {
-	EXIT_DONE = 0,          /* enrolled, renewed */
-	EXIT_INTERNAL = 1,
-	EXIT_USAGE = 2,         /* bad arguments or local files */
-	EXIT_CA_REFUSED = 3,    /* the CA said no (renewal disabled, 403, 400, other status) */
-	EXIT_CA_ANSWER = 4,     /* the CA's certificate failed a check: nothing installed */
-	EXIT_NETWORK = 5,       /* connection, TLS, timeout, oversized answer */
-	EXIT_KEYSVC = 6,        /* keysvcd unreachable, denied, no key, token down */
-	EXIT_NOT_SIGNED = 7,    /* enroll: the CA has not signed within --maxwaitforcert */
-	EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
-};
 
 struct opts {
 	const char *server, *certname, *key, *cert, *ca_file, *ca_fingerprint, *ca_out, *crl_out;
@@ -52,35 +41,6 @@ struct opts {
 	long waitforcert, maxwaitforcert, timeout_s, interval_s;
 	int when_due, header_cert, insecure;
 };
-
-static int verbose = 1;
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!verbose)
-		return;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
-
-static int die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("keysvc-openvox: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	return code;
-}
 
 static void usage(FILE *f)
 {
@@ -122,61 +82,12 @@ static void usage(FILE *f)
 	      "6 keysvcd, 7 not signed in time (enroll), 1 other.\n", f);
 }
 
-/* ---- keysvcd ---- */
-
-static int keysvc_exit(int r)
-{
-	(void)r;
-	return EXIT_KEYSVC;
-}
-
-static int open_keysvc(const struct opts *o, keysvc **ks)
-{
-	int r = keysvc_connect(o->socket, ks);
-
-	if (r != KEYSVC_OK)
-		return die(EXIT_KEYSVC, "cannot reach keysvcd: %s", keysvc_strerror(r));
-	return 0;
-}
-
-/* The token key's public half; 0, or an exit code (no key: -1 when @missing_ok). */
-static int token_public_key(keysvc *ks, const char *key, EVP_PKEY **pub, int missing_ok)
-{
-	char *pem = NULL, err[KS_CI_ERR_MAX];
-	int r = keysvc_key_public(ks, key, &pem, NULL);
-
-	*pub = NULL;
-	if (r == KEYSVC_E_NO_SUCH_KEY && missing_ok)
-		return -1;
-	if (r != KEYSVC_OK)
-		return die(keysvc_exit(r), "key %s: %s: %s", key, keysvc_strerror(r), keysvc_error_message(ks));
-	r = ks_ci_parse_pubkey(pem, pub, err);
-	free(pem);
-	if (r < 0)
-		return die(EXIT_KEYSVC, "key %s: %s", key, err);
-	return 0;
-}
-
 /* ---- HTTPS ---- */
 
-static void https_opts(const struct opts *o, const char *ca_file, int with_client_cert,
-		       const char *key, struct ks_https_opts *h)
+/* Options without a client certificate: enrollment needs none. */
+static void https_opts(const struct opts *o, const char *ca_file, struct ks_https_opts *h)
 {
-	memset(h, 0, sizeof(*h));
-	h->ca_file = ca_file;
-	h->insecure = o->insecure;
-	h->total_timeout_ms = o->timeout_s * 1000;
-	h->connect_timeout_ms = o->timeout_s * 1000 < 10000 ? o->timeout_s * 1000 : 10000;
-	h->max_response_bytes = KS_CI_PEM_MAX;
-	if (with_client_cert) {
-		h->cert_file = o->cert;
-		h->key_uri = key;
-	}
-}
-
-static int https_exit(int r)
-{
-	return r == -ENOKEY ? EXIT_KEYSVC : r == -EINVAL ? EXIT_USAGE : EXIT_NETWORK;
+	ks_https_ca_opts(h, ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
 }
 
 static int request(const struct ks_https_opts *h, const char *method, const char *server,
@@ -187,10 +98,10 @@ static int request(const struct ks_https_opts *h, const char *method, const char
 	int r;
 
 	if (url == NULL)
-		return die(EXIT_USAGE, "--server must be an https:// URL");
+		return ks_die(KS_EXIT_USAGE, "--server must be an https:// URL");
 	r = ks_https_request(h, method, url, headers, body, body != NULL ? strlen(body) : 0, resp);
 	if (r < 0)
-		r = die(https_exit(r), "%s %s: %s", method, url, resp->err);
+		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
 	free(url);
 	return r;
 }
@@ -243,51 +154,51 @@ static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509
 	if (o->ca_fingerprint != NULL) {
 		struct opts first = *o;
 
-		say("first contact: fetching the CA certificate unverified, to compare with %s",
+		ks_say("first contact: fetching the CA certificate unverified, to compare with %s",
 		    o->ca_fingerprint);
 		first.insecure = 1;
-		https_opts(&first, NULL, 0, NULL, &h);
+		https_opts(&first, NULL, &h);
 	} else {
-		https_opts(o, o->ca_file, 0, NULL, &h);
+		https_opts(o, o->ca_file, &h);
 	}
 	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp)) != 0)
 		goto out;
 	if (resp.status != 200) {
-		r = die(EXIT_CA_REFUSED, "GET certificate/ca: HTTP %ld", resp.status);
+		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate/ca: HTTP %ld", resp.status);
 		goto out;
 	}
 	if ((r = ks_ci_parse_bundle(resp.body, resp.body_len, &bundle, err)) < 0) {
-		r = die(EXIT_CA_ANSWER, "the CA bundle: %s", err);
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CA bundle: %s", err);
 		goto out;
 	}
 	if (o->ca_fingerprint != NULL) {
 		for (int i = 0; i < sk_X509_num(bundle); i++)
 			found |= sha256_matches(sk_X509_value(bundle, i), o->ca_fingerprint);
 		if (!found) {
-			r = die(EXIT_CA_ANSWER, "no certificate of the CA bundle has fingerprint %s: "
+			r = ks_die(KS_EXIT_CA_ANSWER, "no certificate of the CA bundle has fingerprint %s: "
 				"not installing it", o->ca_fingerprint);
 			goto out;
 		}
 	} else {
 		if ((r = ks_ci_read_file(o->ca_file, &text, &len, err)) < 0 ||
 		    (r = ks_ci_parse_bundle(text, len, &pinned, err)) < 0) {
-			r = die(EXIT_USAGE, "--ca-file: %s", err);
+			r = ks_die(KS_EXIT_USAGE, "--ca-file: %s", err);
 			goto out;
 		}
 		for (int i = 0; i < sk_X509_num(pinned); i++)
 			for (int j = 0; j < sk_X509_num(bundle); j++)
 				found += X509_cmp(sk_X509_value(pinned, i), sk_X509_value(bundle, j)) == 0;
 		if (found == 0) {
-			r = die(EXIT_CA_ANSWER, "the CA's bundle does not contain the pinned CA certificate");
+			r = ks_die(KS_EXIT_CA_ANSWER, "the CA's bundle does not contain the pinned CA certificate");
 			goto out;
 		}
 	}
 	if (o->ca_out != NULL) {
 		if ((r = ks_ci_install(o->ca_out, resp.body, resp.body_len, 0644, err)) < 0) {
-			r = die(EXIT_INTERNAL, "%s", err);
+			r = ks_die(KS_EXIT_INTERNAL, "%s", err);
 			goto out;
 		}
-		say("installed the CA bundle at %s", o->ca_out);
+		ks_say("installed the CA bundle at %s", o->ca_out);
 		*trust_file = o->ca_out;
 	} else {
 		*trust_file = o->ca_file;
@@ -317,29 +228,29 @@ static int fetch_crl(const struct opts *o, const char *trust_file, STACK_OF(X509
 	int r, ok = 0;
 
 	memset(&resp, 0, sizeof(resp));
-	https_opts(o, trust_file, 0, NULL, &h);
+	https_opts(o, trust_file, &h);
 	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp)) != 0)
 		goto out;
 	if (resp.status != 200) {
-		r = die(EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld", resp.status);
+		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld", resp.status);
 		goto out;
 	}
 	if ((bio = BIO_new_mem_buf(resp.body, (int)resp.body_len)) == NULL ||
 	    (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) == NULL) {
-		r = die(EXIT_CA_ANSWER, "the CA's CRL does not parse");
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's CRL does not parse");
 		goto out;
 	}
 	for (int i = 0; i < sk_X509_num(trusted) && !ok; i++)
 		ok = X509_CRL_verify(crl, X509_get0_pubkey(sk_X509_value(trusted, i))) == 1;
 	if (!ok) {
-		r = die(EXIT_CA_ANSWER, "the CRL is not signed by the CA");
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CRL is not signed by the CA");
 		goto out;
 	}
 	if ((r = ks_ci_install(o->crl_out, resp.body, resp.body_len, 0644, err)) < 0) {
-		r = die(EXIT_INTERNAL, "%s", err);
+		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
 		goto out;
 	}
-	say("installed the CRL at %s", o->crl_out);
+	ks_say("installed the CRL at %s", o->crl_out);
 	r = 0;
 out:
 	ERR_clear_error();
@@ -362,15 +273,15 @@ static int check_and_install(const struct opts *o, const char *pem, size_t len, 
 	int r;
 
 	if ((r = ks_ci_parse_one(pem, len, &cert, err)) < 0 || (r = ks_ci_check(cert, NULL, &exp, err)) < 0) {
-		r = die(EXIT_CA_ANSWER, "the CA's certificate is not installed: %s", err);
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's certificate is not installed: %s", err);
 		goto out;
 	}
 	if ((r = ks_ci_install(o->cert, pem, len, 0644, err)) < 0) {
-		r = die(EXIT_INTERNAL, "%s", err);
+		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
 		goto out;
 	}
 	ks_ci_format_time(X509_get0_notAfter(cert), until, sizeof(until));
-	say("installed %s (CN=%s, valid until %s)", o->cert, o->certname, until);
+	ks_say("installed %s (CN=%s, valid until %s)", o->cert, o->certname, until);
 	r = 0;
 out:
 	X509_free(cert);
@@ -385,7 +296,7 @@ static int load_trusted(const char *ca_file, STACK_OF(X509) **trusted)
 
 	if ((r = ks_ci_read_file(ca_file, &text, &len, err)) < 0 ||
 	    (r = ks_ci_parse_bundle(text, len, trusted, err)) < 0)
-		r = die(EXIT_USAGE, "--ca-file: %s", err);
+		r = ks_die(KS_EXIT_USAGE, "--ca-file: %s", err);
 	free(text);
 	return r;
 }
@@ -406,7 +317,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 	int r;
 
 	memset(&resp, 0, sizeof(resp));
-	r = token_public_key(ks, key, &pub, 1);
+	r = ks_token_public_key(ks, key, &pub, 1);
 	if (r > 0)
 		return r;
 	if (r < 0) {
@@ -415,13 +326,13 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 		r = keysvc_key_generate(ks, key, o->key_type, &pem);
 		free(pem);
 		if (r != KEYSVC_OK)
-			return die(keysvc_exit(r), "generating key %s (%s): %s: %s", key, o->key_type,
+			return ks_die(KS_EXIT_KEYSVC, "generating key %s (%s): %s: %s", key, o->key_type,
 				   keysvc_strerror(r), keysvc_error_message(ks));
-		say("generated key %s (%s) in the token", key, o->key_type);
-		if ((r = token_public_key(ks, key, &pub, 0)) != 0)
+		ks_say("generated key %s (%s) in the token", key, o->key_type);
+		if ((r = ks_token_public_key(ks, key, &pub, 0)) != 0)
 			return r;
 	} else {
-		say("using key %s from the token", key);
+		ks_say("using key %s from the token", key);
 	}
 
 	memset(&params, 0, sizeof(params));
@@ -433,25 +344,25 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 	params.attrs = &attr;
 	params.n_attrs = 1;
 	if ((r = keysvc_csr_create(ks, key, &params, &csr)) != KEYSVC_OK) {
-		r = die(r == KEYSVC_E_BAD_REQUEST ? EXIT_USAGE : keysvc_exit(r), "CSR: %s: %s",
+		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_USAGE : KS_EXIT_KEYSVC, "CSR: %s: %s",
 			keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
 
-	https_opts(o, trust_file, 0, NULL, &h);
+	https_opts(o, trust_file, &h);
 	snprintf(path, sizeof(path), "/certificate_request/%s", o->certname);
 	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp)) != 0)
 		goto out;
 	if (resp.status == 200) {
-		say("submitted the CSR for %s", o->certname);
+		ks_say("submitted the CSR for %s", o->certname);
 	} else if (resp.status == 400) {
 		/* What the agent does too: most likely submitted before; the poll tells. */
 		char said[256];
 
 		ovx_quote(resp.body, resp.body_len, said, sizeof(said));
-		say("the CA did not take the CSR (HTTP 400: \"%s\"); checking for a certificate", said);
+		ks_say("the CA did not take the CSR (HTTP 400: \"%s\"); checking for a certificate", said);
 	} else {
-		r = die(EXIT_CA_REFUSED, "PUT certificate_request: HTTP %ld", resp.status);
+		r = ks_die(KS_EXIT_CA_REFUSED, "PUT certificate_request: HTTP %ld", resp.status);
 		goto out;
 	}
 
@@ -464,15 +375,15 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 		if (resp.status == 200)
 			break;
 		if (resp.status != 404) {
-			r = die(EXIT_CA_REFUSED, "GET certificate/%s: HTTP %ld", o->certname, resp.status);
+			r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate/%s: HTTP %ld", o->certname, resp.status);
 			goto out;
 		}
 		if (time(NULL) + o->waitforcert > deadline) {
-			r = die(EXIT_NOT_SIGNED, "the CA has not signed %s yet; run enroll again later "
+			r = ks_die(KS_EXIT_NOT_SIGNED, "the CA has not signed %s yet; run enroll again later "
 				"(the key and the CSR are kept)", o->certname);
 			goto out;
 		}
-		say("not signed yet; asking again in %ld s", o->waitforcert);
+		ks_say("not signed yet; asking again in %ld s", o->waitforcert);
 		sleep((unsigned)o->waitforcert);
 	}
 	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL);
@@ -492,7 +403,7 @@ static int cmd_enroll(const struct opts *o)
 
 	if ((r = fetch_ca(o, &trust_file, &trusted)) != 0)
 		goto out;
-	if ((r = open_keysvc(o, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
 		goto out;
 	if ((r = enroll_key(o, ks, o->key, trust_file, trusted)) != 0)
 		goto out;
@@ -525,7 +436,7 @@ static int cmd_renew(const struct opts *o)
 	memset(&resp, 0, sizeof(resp));
 	if ((r = ks_ci_read_file(o->cert, &text, &len, err)) < 0 ||
 	    (r = ks_ci_parse_one(text, len, &current, err)) < 0) {
-		r = die(EXIT_USAGE, "the current certificate: %s", err);
+		r = ks_die(KS_EXIT_USAGE, "the current certificate: %s", err);
 		goto out;
 	}
 	if (o->when_due && !ovx_is_due(X509_get0_notAfter(current), time(NULL), o->interval_s, &opens)) {
@@ -534,13 +445,13 @@ static int cmd_renew(const struct opts *o)
 		ks_ci_format_time(X509_get0_notAfter(current), when, sizeof(when));
 		gmtime_r(&opens, &tm);
 		strftime(msg, sizeof(msg), "%Y-%m-%d %H:%M:%S UTC", &tm);
-		say("not due: %s is valid until %s; renewal starts %s", o->cert, when, msg);
-		r = EXIT_NOT_DUE;
+		ks_say("not due: %s is valid until %s; renewal starts %s", o->cert, when, msg);
+		r = KS_EXIT_NOT_DUE;
 		goto out;
 	}
 	if ((r = load_trusted(o->ca_file, &trusted)) != 0)
 		goto out;
-	if ((r = open_keysvc(o, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
 		goto out;
 
 	if (o->rotate_key != NULL) {
@@ -549,29 +460,29 @@ static int cmd_renew(const struct opts *o)
 		if ((r = enroll_key(o, ks, o->rotate_key, o->ca_file, trusted)) != 0)
 			goto out;
 		if ((r = keysvc_key_delete(ks, o->key)) != KEYSVC_OK) {
-			r = die(keysvc_exit(r), "the new certificate is installed, but deleting the old key %s "
+			r = ks_die(KS_EXIT_KEYSVC, "the new certificate is installed, but deleting the old key %s "
 				"failed: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
 			goto out;
 		}
-		say("deleted the old key %s; the key is now %s", o->key, o->rotate_key);
+		ks_say("deleted the old key %s; the key is now %s", o->key, o->rotate_key);
 		r = 0;
 		goto out;
 	}
 
-	if ((r = token_public_key(ks, o->key, &pub, 0)) != 0)
+	if ((r = ks_token_public_key(ks, o->key, &pub, 0)) != 0)
 		goto out;
 	if (EVP_PKEY_eq(X509_get0_pubkey(current), pub) != 1) {
-		r = die(EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);
+		r = ks_die(KS_EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);
 		goto out;
 	}
-	snprintf(uri, sizeof(uri), "keysvc:%s", o->key);
-	https_opts(o, o->ca_file, !o->header_cert, uri, &h);
+	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, o->header_cert ? NULL : o->cert,
+			 o->key, uri, sizeof(uri));
 	headers[0] = text_headers[0];
 	headers[1] = text_headers[1];
 	if (o->header_cert) {
 		if ((enc = ovx_urlencode(text)) == NULL || asprintf(&hdr, "X-Client-Cert: %s", enc) < 0) {
 			hdr = NULL;
-			r = die(EXIT_INTERNAL, "out of memory");
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 			goto out;
 		}
 		headers[2] = hdr;
@@ -579,7 +490,7 @@ static int cmd_renew(const struct opts *o)
 	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp)) != 0)
 		goto out;
 	if (ovx_renewal_result(resp.status, resp.body, resp.body_len, msg, sizeof(msg)) != OVX_RENEWED) {
-		r = die(EXIT_CA_REFUSED, "%s", msg);
+		r = ks_die(KS_EXIT_CA_REFUSED, "%s", msg);
 		goto out;
 	}
 	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, X509_get0_notAfter(current));
@@ -596,19 +507,6 @@ out:
 }
 
 /* ---- main ---- */
-
-static int parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -645,7 +543,7 @@ int main(int argc, char **argv)
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
 	long days;
-	int c, r;
+	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -660,78 +558,79 @@ int main(int argc, char **argv)
 		case O_CRL_OUT: o.crl_out = optarg; break;
 		case O_DNS:
 			if (o.n_dns == sizeof(o.dns) / sizeof(o.dns[0]))
-				return die(EXIT_USAGE, "at most %zu --dns-alt-name", o.n_dns);
+				return ks_die(KS_EXIT_USAGE, "at most %zu --dns-alt-name", o.n_dns);
 			o.dns[o.n_dns++] = optarg;
 			break;
 		case O_KEY_TYPE: o.key_type = optarg; break;
 		case O_WAIT:
-			if (parse_long(optarg, 1, 86400, &o.waitforcert) != 0)
-				return die(EXIT_USAGE, "--waitforcert: 1..86400 seconds");
+			if (ks_parse_long(optarg, 1, 86400, &o.waitforcert) != 0)
+				return ks_die(KS_EXIT_USAGE, "--waitforcert: 1..86400 seconds");
 			break;
 		case O_MAXWAIT:
-			if (parse_long(optarg, 0, 30L * 86400, &o.maxwaitforcert) != 0)
-				return die(EXIT_USAGE, "--maxwaitforcert: 0..2592000 seconds");
+			if (ks_parse_long(optarg, 0, 30L * 86400, &o.maxwaitforcert) != 0)
+				return ks_die(KS_EXIT_USAGE, "--maxwaitforcert: 0..2592000 seconds");
 			break;
 		case O_WHEN_DUE: o.when_due = 1; break;
 		case O_INTERVAL:
-			if (parse_long(optarg, 0, 3650, &days) != 0)
-				return die(EXIT_USAGE, "--renewal-interval: 0..3650 days");
+			if (ks_parse_long(optarg, 0, 3650, &days) != 0)
+				return ks_die(KS_EXIT_USAGE, "--renewal-interval: 0..3650 days");
 			o.interval_s = days * 86400;
 			break;
 		case O_HEADER_CERT: o.header_cert = 1; break;
 		case O_ROTATE: o.rotate_key = optarg; break;
 		case O_SOCKET: o.socket = optarg; break;
 		case O_TIMEOUT:
-			if (parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
-				return die(EXIT_USAGE, "--timeout: 1..3600 seconds");
+			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
+				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
 			break;
 		case O_INSECURE: o.insecure = 1; break;
-		case O_QUIET: verbose = 0; break;
+		case O_QUIET: quiet = 1; break;
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return EXIT_USAGE;
+		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
+	ks_cli_init("keysvc-openvox", !quiet);
 	if (optind != argc - 1) {
 		usage(stderr);
-		return EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	}
 	cmd = argv[optind];
 	if (o.server == NULL || strncmp(o.server, "https://", 8) != 0)
-		return die(EXIT_USAGE, "--server https://HOST:PORT is required");
+		return ks_die(KS_EXIT_USAGE, "--server https://HOST:PORT is required");
 	if (!ovx_certname_ok(o.certname))
-		return die(EXIT_USAGE, "--certname: 1..253 of a-z 0-9 . _ - (the CA wants lower case)");
+		return ks_die(KS_EXIT_USAGE, "--certname: 1..253 of a-z 0-9 . _ - (the CA wants lower case)");
 	if (o.key == NULL)
 		o.key = o.certname;
 	if (o.cert == NULL)
-		return die(EXIT_USAGE, "--cert PATH is required");
+		return ks_die(KS_EXIT_USAGE, "--cert PATH is required");
 	if (o.ca_file != NULL && o.ca_fingerprint != NULL)
-		return die(EXIT_USAGE, "--ca-file and --ca-fingerprint exclude each other");
+		return ks_die(KS_EXIT_USAGE, "--ca-file and --ca-fingerprint exclude each other");
 	if (o.ca_fingerprint != NULL && o.ca_out == NULL)
-		return die(EXIT_USAGE, "--ca-fingerprint needs --ca-out: the CA bundle is kept there");
+		return ks_die(KS_EXIT_USAGE, "--ca-fingerprint needs --ca-out: the CA bundle is kept there");
 	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
-		return die(EXIT_INTERNAL, "setenv: %s", strerror(errno));
+		return ks_die(KS_EXIT_INTERNAL, "setenv: %s", strerror(errno));
 	if (strcmp(cmd, "enroll") == 0) {
 		if (o.ca_file == NULL && o.ca_fingerprint == NULL)
-			return die(EXIT_USAGE, "enroll needs --ca-file or --ca-fingerprint: the CA is never "
+			return ks_die(KS_EXIT_USAGE, "enroll needs --ca-file or --ca-fingerprint: the CA is never "
 				   "trusted on first sight");
 		if (o.when_due || o.header_cert || o.rotate_key != NULL)
-			return die(EXIT_USAGE, "--when-due, --header-cert and --rotate-key are renew options");
+			return ks_die(KS_EXIT_USAGE, "--when-due, --header-cert and --rotate-key are renew options");
 	} else if (strcmp(cmd, "renew") == 0) {
 		if (o.ca_file == NULL)
-			return die(EXIT_USAGE, "renew needs --ca-file");
+			return ks_die(KS_EXIT_USAGE, "renew needs --ca-file");
 		if (o.ca_fingerprint != NULL || o.ca_out != NULL || o.crl_out != NULL)
-			return die(EXIT_USAGE, "--ca-fingerprint, --ca-out and --crl-out are enroll options");
+			return ks_die(KS_EXIT_USAGE, "--ca-fingerprint, --ca-out and --crl-out are enroll options");
 		if (o.rotate_key != NULL && o.header_cert)
-			return die(EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
+			return ks_die(KS_EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
 		if (o.rotate_key != NULL && strcmp(o.rotate_key, o.key) == 0)
-			return die(EXIT_USAGE, "--rotate-key must name a new key, not %s", o.key);
+			return ks_die(KS_EXIT_USAGE, "--rotate-key must name a new key, not %s", o.key);
 	} else {
 		usage(stderr);
-		return EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	}
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
-		return die(EXIT_INTERNAL, "%s", err);
+		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	r = strcmp(cmd, "enroll") == 0 ? cmd_enroll(&o) : cmd_renew(&o);
 	ks_https_cleanup();
 	return r;

@@ -1,0 +1,104 @@
+#include "clients/common/cliutil.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clients/common/certinstall.h"
+
+static const char *program = "keysvc";
+static int verbose = 1;
+
+void ks_cli_init(const char *name, int is_verbose)
+{
+	program = name;
+	verbose = is_verbose;
+}
+
+void ks_say(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+int ks_die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+int ks_parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int ks_https_exit(int r)
+{
+	return r == -ENOKEY ? KS_EXIT_KEYSVC : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
+}
+
+int ks_open_keysvc(const char *socket, keysvc **ks)
+{
+	int r = keysvc_connect(socket, ks);
+
+	if (r != KEYSVC_OK)
+		return ks_die(KS_EXIT_KEYSVC, "cannot reach keysvcd: %s", keysvc_strerror(r));
+	return 0;
+}
+
+int ks_token_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok)
+{
+	char *pem = NULL, err[KS_CI_ERR_MAX];
+	int r = keysvc_key_public(ks, name, &pem, NULL);
+
+	*pub = NULL;
+	if (r == KEYSVC_E_NO_SUCH_KEY && missing_ok)
+		return -1;
+	if (r != KEYSVC_OK)
+		return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r),
+			      keysvc_error_message(ks));
+	r = ks_ci_parse_pubkey(pem, pub, err);
+	free(pem);
+	if (r < 0)
+		return ks_die(KS_EXIT_KEYSVC, "key %s: %s", name, err);
+	return 0;
+}
+
+void ks_https_ca_opts(struct ks_https_opts *h, const char *ca_file, long timeout_s, int insecure,
+		      const char *cert_file, const char *key, char *uri_buf, size_t uri_len)
+{
+	memset(h, 0, sizeof(*h));
+	h->ca_file = ca_file;
+	h->insecure = insecure;
+	h->total_timeout_ms = timeout_s * 1000;
+	h->connect_timeout_ms = timeout_s * 1000 < 10000 ? timeout_s * 1000 : 10000;
+	h->max_response_bytes = KS_CI_PEM_MAX;
+	if (cert_file != NULL && key != NULL) {
+		snprintf(uri_buf, uri_len, "keysvc:%s", key);
+		h->cert_file = cert_file;
+		h->key_uri = uri_buf;
+	}
+}

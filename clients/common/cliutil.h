@@ -1,0 +1,61 @@
+/*
+ * What every renewal client's command line shares: messages, the exit
+ * codes, number parsing, keysvcd's public keys and the HTTPS options.
+ * One definition here keeps the clients' behaviour (and their exit codes)
+ * the same, which scripts and systemd units rely on.
+ */
+#ifndef KEYSVC_CLIENTS_CLIUTIL_H
+#define KEYSVC_CLIENTS_CLIUTIL_H
+
+#include <openssl/evp.h>
+
+#include "clients/https/https.h"
+#include "clients/keysvc.h"
+
+/* Exit codes of the renewal clients (documented in the README). */
+enum ks_exit {
+	KS_EXIT_DONE = 0,          /* enrolled, paired, renewed, revoked */
+	KS_EXIT_INTERNAL = 1,
+	KS_EXIT_USAGE = 2,         /* bad arguments or local files */
+	KS_EXIT_CA_REFUSED = 3,    /* the CA said no */
+	KS_EXIT_CA_ANSWER = 4,     /* the CA's answer failed a check: nothing installed */
+	KS_EXIT_NETWORK = 5,       /* connection, TLS, timeout, oversized answer */
+	KS_EXIT_KEYSVC = 6,        /* keysvcd unreachable, denied, no key, token down */
+	KS_EXIT_NOT_SIGNED = 7,    /* not signed in time (enrollment) */
+	KS_EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
+};
+
+/* Set once by main: the program name in messages, and whether say() prints. */
+void ks_cli_init(const char *program, int verbose);
+
+/* A progress line on stdout (unless quiet). */
+void ks_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "PROGRAM: message" on stderr; returns @code, so `return ks_die(...)` reads well. */
+int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A decimal in [@min, @max] with nothing after it. 0 or -1. */
+int ks_parse_long(const char *s, long min, long max, long *out);
+
+/* The exit code for a negative errno from ks_https_request(). */
+int ks_https_exit(int r);
+
+/* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_KEYSVC, with the reason printed. */
+int ks_open_keysvc(const char *socket, keysvc **ks);
+
+/*
+ * Key @name's public key from keysvcd. 0; -1 (nothing printed) if there is
+ * no such key and @missing_ok; else an exit code with the reason printed.
+ */
+int ks_token_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok);
+
+/*
+ * HTTPS options for a CA: pinned @ca_file, total timeout @timeout_s (the
+ * connect timeout at most 10 s of it), answers capped at KS_CI_PEM_MAX,
+ * and a client certificate with key "keysvc:@key" when both are given.
+ * @uri_buf (at least 80 bytes) holds the key URI.
+ */
+void ks_https_ca_opts(struct ks_https_opts *h, const char *ca_file, long timeout_s, int insecure,
+		      const char *cert_file, const char *key, char *uri_buf, size_t uri_len);
+
+#endif
