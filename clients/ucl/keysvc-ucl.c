@@ -1,0 +1,665 @@
+/*
+ * keysvc-ucl: pairing with the Kyma / UCL Connector and renewal of the
+ * client certificate, every key made and kept in the token by keysvcd.
+ *
+ *   pair     one-time token -> configuration (subject, key algorithm, the
+ *            Certificate-Secured Connector URL, a fresh token) -> key and
+ *            CSR in the token -> signCertificateSigningRequest -> check,
+ *            install certificate, chain and CA; remember it all in a state
+ *            file.
+ *   renew    the same two calls over mutual TLS with the current
+ *            certificate, a NEW key (as the connector asks), and the key
+ *            before the previous one deleted only once the new certificate
+ *            is installed: the previous key stays for one rollback.
+ *   revoke   revokeCertificate over mutual TLS.
+ *
+ * Keys are named BASE.N (generation N); the state file says which is
+ * current. Nothing is installed before it is checked, and a failure
+ * leaves the installed files and the state as they were.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+
+#include "clients/common/certinstall.h"
+#include "clients/common/cliutil.h"
+#include "clients/https/https.h"
+#include "clients/keysvc.h"
+#include "clients/ucl/ucl.h"
+
+#define TOKEN_MAX 4096
+#define KEY_BASE_MAX 48
+
+struct opts {
+	const char *connector_url, *token_file, *ca_file, *key_base, *cert, *chain, *ca_out, *state;
+	const char *socket, *provider_dir;
+	long timeout_s, share;
+	int when_due, insecure;
+};
+
+/* What pair writes and renew reads (the state file, JSON). */
+struct state {
+	char *connector_url;          /* the token-secured Connector (pairing) */
+	char *mtls_url;               /* certificateSecuredConnectorURL (renewal, revocation) */
+	char *director_url;
+	char *server_ca_file;         /* pinned trust for the connectors' TLS */
+	char *cert, *chain, *ca;      /* installed files */
+	char *key_base;
+	long generation;              /* current key: key_base.generation */
+	char *previous_key;           /* kept for one rollback; NULL if none */
+};
+
+static void usage(FILE *f)
+{
+	fputs("Usage: keysvc-ucl COMMAND [options]\n"
+	      "\n"
+	      "Pairs with a Kyma / UCL Connector and renews the client certificate; every key\n"
+	      "is made and kept in the token by keysvcd.\n"
+	      "\n"
+	      "  pair   --connector-url URL --token-file FILE --ca-file CA --state FILE\n"
+	      "         --cert FILE --chain FILE --ca-out FILE [--key-base NAME]\n"
+	      "  renew  --state FILE [--when-due] [--renew-share PERCENT]\n"
+	      "  revoke --state FILE\n"
+	      "\n"
+	      "Options:\n"
+	      "  --connector-url URL   the Connector's GraphQL URL (token-secured; pair only)\n"
+	      "  --token-file FILE     the one-time token from UCL, in a file of mode 0600\n"
+	      "  --ca-file CA          pinned CA bundle for the connectors' TLS (kept in the state)\n"
+	      "  --state FILE          where the connector URLs, files and key names are kept\n"
+	      "  --cert/--chain/--ca-out FILE  installed client certificate, chain, CA certificate\n"
+	      "  --key-base NAME       keysvc keys are NAME.1, NAME.2, ... (default: ucl)\n"
+	      "  --when-due            renew only when less than --renew-share of the validity is left\n"
+	      "  --renew-share PERCENT default 30\n"
+	      "  --socket PATH         keysvcd socket (default $KEYSVC_SOCKET, then /run/keysvc/keysvc.sock)\n"
+	      "  --timeout SECONDS     per HTTPS request (default 60)\n"
+	      "  --insecure            do not verify the connector's TLS certificate (prints a warning)\n"
+	      "  --quiet               errors only\n"
+	      "\n"
+	      "Exit codes: 0 done, 10 not due, 2 usage or local files, 3 refused by the connector\n"
+	      "(GraphQL errors, HTTP status), 4 its answer failed a check (nothing installed),\n"
+	      "5 network or TLS, 6 keysvcd, 1 other.\n", f);
+}
+
+/* ---- state ---- */
+
+static void state_free(struct state *s)
+{
+	free(s->connector_url);
+	free(s->mtls_url);
+	free(s->director_url);
+	free(s->server_ca_file);
+	free(s->cert);
+	free(s->chain);
+	free(s->ca);
+	free(s->key_base);
+	free(s->previous_key);
+	memset(s, 0, sizeof(*s));
+}
+
+static int state_load(const char *path, struct state *s)
+{
+	char err[KS_CI_ERR_MAX], *text = NULL;
+	const char *cu = NULL, *mu = NULL, *du = NULL, *ca_file = NULL, *cert = NULL, *chain = NULL,
+		   *ca = NULL, *base = NULL, *prev = NULL;
+	json_int_t version = 0, gen = 0;
+	json_error_t jerr;
+	json_t *root = NULL;
+	size_t len;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	if ((r = ks_ci_read_file(path, &text, &len, err)) < 0)
+		return ks_die(KS_EXIT_USAGE, "state: %s (pair first)", err);
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL ||
+	    json_unpack_ex(root, &jerr, JSON_STRICT,
+			   "{s:I, s:s, s:s, s?z, s:s, s:s, s:s, s:s, s:s, s:I, s?z}",
+			   "version", &version, "connector_url", &cu, "mtls_url", &mu, "director_url", &du,
+			   "server_ca_file", &ca_file, "cert", &cert, "chain", &chain, "ca", &ca,
+			   "key_base", &base, "generation", &gen, "previous_key", &prev) != 0 ||
+	    version != 1 || gen < 1 || gen > 1000000) {
+		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path, jerr.text);
+		goto out;
+	}
+	s->connector_url = strdup(cu);
+	s->mtls_url = strdup(mu);
+	s->director_url = du != NULL ? strdup(du) : NULL;
+	s->server_ca_file = strdup(ca_file);
+	s->cert = strdup(cert);
+	s->chain = strdup(chain);
+	s->ca = strdup(ca);
+	s->key_base = strdup(base);
+	s->generation = (long)gen;
+	s->previous_key = prev != NULL ? strdup(prev) : NULL;
+	r = 0;
+out:
+	json_decref(root);
+	free(text);
+	return r;
+}
+
+static int state_save(const char *path, const struct state *s)
+{
+	char err[KS_CI_ERR_MAX], *text;
+	json_t *o = json_pack("{s:i, s:s, s:s, s:s?, s:s, s:s, s:s, s:s, s:s, s:I, s:s?}",
+			      "version", 1, "connector_url", s->connector_url, "mtls_url", s->mtls_url,
+			      "director_url", s->director_url, "server_ca_file", s->server_ca_file,
+			      "cert", s->cert, "chain", s->chain, "ca", s->ca, "key_base", s->key_base,
+			      "generation", (json_int_t)s->generation, "previous_key", s->previous_key);
+	int r;
+
+	text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	r = ks_ci_install(path, text, strlen(text), 0600, err);
+	free(text);
+	if (r < 0)
+		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+	return 0;
+}
+
+/* ---- the connector ---- */
+
+/* POST a GraphQL body; 0 with an HTTP 200 answer in @resp, or an exit code. */
+static int graphql(const struct ks_https_opts *h, const char *url, const char *token, const char *body,
+		   struct ks_https_response *resp)
+{
+	char *token_hdr = NULL;
+	const char *headers[4] = { "Content-Type: application/json", "Accept: application/json", NULL, NULL };
+	int r;
+
+	if (token != NULL) {
+		if (asprintf(&token_hdr, UCL_TOKEN_HEADER ": %s", token) < 0)
+			return ks_die(KS_EXIT_INTERNAL, "out of memory");
+		headers[2] = token_hdr;
+	}
+	r = ks_https_request(h, "POST", url, headers, body, strlen(body), resp);
+	if (token_hdr != NULL)
+		OPENSSL_clear_free(token_hdr, strlen(token_hdr));
+	if (r < 0)
+		return ks_die(ks_https_exit(r), "POST %s: %s", url, resp->err);
+	if (resp->status != 200)
+		return ks_die(KS_EXIT_CA_REFUSED, "POST %s: HTTP %ld", url, resp->status);
+	return 0;
+}
+
+static int answer_exit(int r)
+{
+	return r == -EREMOTEIO ? KS_EXIT_CA_REFUSED : r == -ENOMEM ? KS_EXIT_INTERNAL : KS_EXIT_CA_ANSWER;
+}
+
+static int read_token(const char *path, char *token, size_t len)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+
+	if (fd < 0)
+		return ks_die(KS_EXIT_USAGE, "--token-file %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
+		close(fd);
+		return ks_die(KS_EXIT_USAGE, "--token-file %s: must be a regular file of mode 0600 "
+			      "(it is a credential)", path);
+	}
+	n = read(fd, token, len - 1);
+	close(fd);
+	if (n <= 0 || (size_t)n >= len - 1)
+		return ks_die(KS_EXIT_USAGE, "--token-file %s: empty or over %zu bytes", path, len - 2);
+	token[n] = '\0';
+	while (n > 0 && (token[n - 1] == '\n' || token[n - 1] == '\r' || token[n - 1] == ' '))
+		token[--n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if ((unsigned char)token[i] < 0x21 || token[i] == 0x7f)
+			return ks_die(KS_EXIT_USAGE, "--token-file %s: the token has a control character or space",
+				      path);
+	return n > 0 ? 0 : ks_die(KS_EXIT_USAGE, "--token-file %s: empty", path);
+}
+
+/*
+ * Key @name for @alg: made if missing; an existing key is reused only if it
+ * is of the right type (a previous attempt that failed after making it).
+ */
+static int make_key(keysvc *ks, const char *name, const char *alg, EVP_PKEY **pub)
+{
+	const char *type = ucl_key_type(alg);
+	char *pem = NULL, *have = NULL;
+	int r;
+
+	if (type == NULL)
+		return ks_die(KS_EXIT_CA_ANSWER, "the connector asks for key algorithm \"%.40s\", which keysvc "
+			      "cannot make (it makes rsa2048, rsa3072, rsa4096)", alg);
+	r = keysvc_key_public(ks, name, NULL, &have);
+	if (r == KEYSVC_OK) {
+		int same = have != NULL && strcmp(have, type) == 0;
+
+		free(have);
+		if (!same)
+			return ks_die(KS_EXIT_KEYSVC, "key %s already exists and is not %s; delete it or choose "
+				      "another --key-base", name, type);
+		ks_say("reusing key %s (%s), made by an earlier attempt", name, type);
+	} else if (r == KEYSVC_E_NO_SUCH_KEY) {
+		if ((r = keysvc_key_generate(ks, name, type, &pem)) != KEYSVC_OK)
+			return ks_die(KS_EXIT_KEYSVC, "generating key %s (%s): %s: %s", name, type,
+				      keysvc_strerror(r), keysvc_error_message(ks));
+		free(pem);
+		ks_say("generated key %s (%s) in the token", name, type);
+	} else {
+		return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r), keysvc_error_message(ks));
+	}
+	r = ks_token_public_key(ks, name, pub, 0);
+	return r;
+}
+
+/*
+ * CSR for @key with exactly @subject, signed by the connector at @url
+ * (@token for the token-secured Connector, NULL over mutual TLS), its
+ * answer checked against the key and the subject, then installed:
+ * CA, chain, certificate.
+ */
+static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const char *url, const char *token,
+			    const char *key, EVP_PKEY *pub, const char *subject, const struct state *st)
+{
+	struct keysvc_csr_params params;
+	struct ks_https_response resp;
+	struct ucl_certs certs;
+	STACK_OF(X509) *ca = NULL, *chain = NULL;
+	X509 *client = NULL;
+	char err[KS_CI_ERR_MAX], *csr = NULL, *body = NULL, until[64];
+	int r;
+
+	memset(&resp, 0, sizeof(resp));
+	memset(&certs, 0, sizeof(certs));
+	memset(&params, 0, sizeof(params));
+	params.subject = subject;
+	if ((r = keysvc_csr_create(ks, key, &params, &csr)) != KEYSVC_OK) {
+		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_CA_ANSWER : KS_EXIT_KEYSVC,
+			   "CSR with subject \"%.200s\": %s: %s", subject, keysvc_strerror(r),
+			   keysvc_error_message(ks));
+		goto out;
+	}
+	if ((body = ucl_sign_request(csr)) == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((r = graphql(h, url, token, body, &resp)) != 0)
+		goto out;
+	if ((r = ucl_parse_certs(resp.body, resp.body_len, &certs, err)) < 0) {
+		r = ks_die(answer_exit(r), "signCertificateSigningRequest: %s", err);
+		goto out;
+	}
+	if ((r = ks_ci_parse_one(certs.client_pem, certs.client_len, &client, err)) < 0 ||
+	    (r = ks_ci_parse_bundle(certs.ca_pem, certs.ca_len, &ca, err)) < 0 ||
+	    (r = ks_ci_parse_bundle(certs.chain_pem, certs.chain_len, &chain, err)) < 0) {
+		r = ks_die(KS_EXIT_CA_ANSWER, "the connector's certificates: %s", err);
+		goto out;
+	}
+	if (X509_cmp(sk_X509_value(chain, 0), client) != 0) {
+		r = ks_die(KS_EXIT_CA_ANSWER, "the certificate chain does not start with the client certificate");
+		goto out;
+	}
+	{
+		struct ks_ci_expect exp = { .public_key = pub, .trusted = ca };
+
+		if ((r = ks_ci_check(client, chain, &exp, err)) < 0 ||
+		    (r = ucl_subject_matches(client, subject, err)) < 0) {
+			r = ks_die(KS_EXIT_CA_ANSWER, "the connector's certificate is not installed: %s", err);
+			goto out;
+		}
+	}
+	/* The certificate goes last: until it is replaced, the files in use still match each other's key. */
+	if ((r = ks_ci_install(st->ca, certs.ca_pem, certs.ca_len, 0644, err)) < 0 ||
+	    (r = ks_ci_install(st->chain, certs.chain_pem, certs.chain_len, 0644, err)) < 0 ||
+	    (r = ks_ci_install(st->cert, certs.client_pem, certs.client_len, 0644, err)) < 0) {
+		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
+		goto out;
+	}
+	ks_ci_format_time(X509_get0_notAfter(client), until, sizeof(until));
+	ks_say("installed %s (key %s, valid until %s), %s and %s", st->cert, key, until, st->chain, st->ca);
+	r = 0;
+out:
+	X509_free(client);
+	sk_X509_pop_free(ca, X509_free);
+	sk_X509_pop_free(chain, X509_free);
+	ucl_certs_free(&certs);
+	ks_https_response_free(&resp);
+	free(csr);
+	free(body);
+	return r;
+}
+
+static int cmd_pair(const struct opts *o)
+{
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	struct ucl_config conf;
+	struct state st;
+	char token[TOKEN_MAX], err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], *body = NULL;
+	EVP_PKEY *pub = NULL;
+	keysvc *ks = NULL;
+	int r;
+
+	memset(&resp, 0, sizeof(resp));
+	memset(&conf, 0, sizeof(conf));
+	memset(&st, 0, sizeof(st));
+	if (access(o->state, F_OK) == 0) {
+		r = ks_die(KS_EXIT_USAGE, "%s exists: already paired; use renew, or move the state away "
+			   "to pair anew", o->state);
+		goto out;
+	}
+	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
+		goto out;
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+		goto out;
+	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	if ((body = ucl_config_request(1)) == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((r = graphql(&h, o->connector_url, token, body, &resp)) != 0)
+		goto out;
+	OPENSSL_cleanse(token, sizeof(token));
+	if ((r = ucl_parse_config(resp.body, resp.body_len, &conf, err)) < 0) {
+		r = ks_die(answer_exit(r), "configuration: %s", err);
+		goto out;
+	}
+	if (conf.token == NULL || conf.connector_url == NULL || strncmp(conf.connector_url, "https://", 8) != 0) {
+		r = ks_die(KS_EXIT_CA_ANSWER, "the configuration has no new token or no https "
+			   "certificateSecuredConnectorURL");
+		goto out;
+	}
+	ks_say("paired as \"%s\"; the connector asks for %s", conf.subject, conf.key_algorithm);
+	st.connector_url = strdup(o->connector_url);
+	st.mtls_url = strdup(conf.connector_url);
+	st.director_url = conf.director_url != NULL ? strdup(conf.director_url) : NULL;
+	st.server_ca_file = strdup(o->ca_file);
+	st.cert = strdup(o->cert);
+	st.chain = strdup(o->chain);
+	st.ca = strdup(o->ca_out);
+	st.key_base = strdup(o->key_base);
+	st.generation = 1;
+	snprintf(key, sizeof(key), "%s.%ld", o->key_base, st.generation);
+	if ((r = make_key(ks, key, conf.key_algorithm, &pub)) != 0)
+		goto out;
+	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, key, pub, conf.subject, &st)) != 0)
+		goto out;
+	r = state_save(o->state, &st);
+	if (r == 0)
+		ks_say("state kept in %s", o->state);
+out:
+	OPENSSL_cleanse(token, sizeof(token));
+	if (conf.token != NULL)
+		OPENSSL_cleanse(conf.token, strlen(conf.token));
+	EVP_PKEY_free(pub);
+	keysvc_close(ks);
+	ucl_config_free(&conf);
+	state_free(&st);
+	ks_https_response_free(&resp);
+	free(body);
+	return r;
+}
+
+/* The state, the current certificate and its key, checked to belong together. */
+static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509 **cert, char *key,
+			size_t key_len)
+{
+	char err[KS_CI_ERR_MAX], *text = NULL;
+	EVP_PKEY *pub = NULL;
+	size_t len;
+	int r;
+
+	if ((r = state_load(o->state, st)) != 0)
+		return r;
+	if ((r = ks_ci_read_file(st->cert, &text, &len, err)) < 0 ||
+	    (r = ks_ci_parse_one(text, len, cert, err)) < 0) {
+		free(text);
+		return ks_die(KS_EXIT_USAGE, "the current certificate: %s", err);
+	}
+	free(text);
+	snprintf(key, key_len, "%s.%ld", st->key_base, st->generation);
+	if (ks == NULL)
+		return 0;
+	if ((r = ks_token_public_key(ks, key, &pub, 0)) != 0)
+		return r;
+	r = EVP_PKEY_eq(X509_get0_pubkey(*cert), pub) == 1 ? 0 :
+	    ks_die(KS_EXIT_USAGE, "%s is not a certificate for the current key %s", st->cert, key);
+	EVP_PKEY_free(pub);
+	return r;
+}
+
+static int cmd_renew(const struct opts *o)
+{
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	struct ucl_config conf;
+	struct state st;
+	char err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], new_key[KEY_BASE_MAX + 16], uri[96], *body = NULL;
+	char *retire = NULL;
+	EVP_PKEY *pub = NULL;
+	X509 *current = NULL;
+	keysvc *ks = NULL;
+	int r;
+
+	memset(&resp, 0, sizeof(resp));
+	memset(&conf, 0, sizeof(conf));
+	memset(&st, 0, sizeof(st));
+	if (o->when_due) {
+		if ((r = load_current(o, NULL, &st, &current, key, sizeof(key))) != 0)
+			goto out;
+		if (!ucl_is_due(current, time(NULL), (int)o->share)) {
+			char until[64];
+
+			ks_ci_format_time(X509_get0_notAfter(current), until, sizeof(until));
+			ks_say("not due: %s is valid until %s, more than %ld%% of its validity left", st.cert,
+			       until, o->share);
+			r = KS_EXIT_NOT_DUE;
+			goto out;
+		}
+		state_free(&st);
+		X509_free(current);
+		current = NULL;
+	}
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 ||
+	    (r = load_current(o, ks, &st, &current, key, sizeof(key))) != 0)
+		goto out;
+	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
+			 st.cert, key, uri, sizeof(uri));
+	if ((body = ucl_config_request(0)) == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((r = graphql(&h, st.mtls_url, NULL, body, &resp)) != 0)
+		goto out;
+	if ((r = ucl_parse_config(resp.body, resp.body_len, &conf, err)) < 0) {
+		r = ks_die(answer_exit(r), "configuration: %s", err);
+		goto out;
+	}
+	snprintf(new_key, sizeof(new_key), "%s.%ld", st.key_base, st.generation + 1);
+	if ((r = make_key(ks, new_key, conf.key_algorithm, &pub)) != 0)
+		goto out;
+	if ((r = sign_and_install(ks, &h, st.mtls_url, NULL, new_key, pub, conf.subject, &st)) != 0)
+		goto out;
+	retire = st.previous_key;
+	st.previous_key = strdup(key);
+	st.generation++;
+	if ((r = state_save(o->state, &st)) != 0) {
+		ks_die(r, "the new certificate is installed but the state is not: key %s is the "
+		       "certificate's key", new_key);
+		goto out;
+	}
+	/* Two generations back: no certificate on disk uses it any more. */
+	if (retire != NULL) {
+		int kr = keysvc_key_delete(ks, retire);
+
+		if (kr != KEYSVC_OK && kr != KEYSVC_E_NO_SUCH_KEY)
+			ks_say("warning: could not delete the retired key %s: %s", retire, keysvc_strerror(kr));
+		else
+			ks_say("deleted the retired key %s", retire);
+	}
+	ks_say("renewed: key %s, previous key %s kept for a rollback (with %s.prev)", new_key, key, st.cert);
+	r = 0;
+out:
+	free(retire);
+	EVP_PKEY_free(pub);
+	X509_free(current);
+	keysvc_close(ks);
+	ucl_config_free(&conf);
+	state_free(&st);
+	ks_https_response_free(&resp);
+	free(body);
+	return r;
+}
+
+static int cmd_revoke(const struct opts *o)
+{
+	struct ks_https_opts h;
+	struct ks_https_response resp;
+	struct state st;
+	char err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], uri[96], *body = NULL;
+	X509 *current = NULL;
+	keysvc *ks = NULL;
+	int r, revoked = 0;
+
+	memset(&resp, 0, sizeof(resp));
+	memset(&st, 0, sizeof(st));
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 ||
+	    (r = load_current(o, ks, &st, &current, key, sizeof(key))) != 0)
+		goto out;
+	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
+			 st.cert, key, uri, sizeof(uri));
+	if ((body = ucl_revoke_request()) == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((r = graphql(&h, st.mtls_url, NULL, body, &resp)) != 0)
+		goto out;
+	if ((r = ucl_parse_revoke(resp.body, resp.body_len, &revoked, err)) < 0) {
+		r = ks_die(answer_exit(r), "revokeCertificate: %s", err);
+		goto out;
+	}
+	if (!revoked) {
+		r = ks_die(KS_EXIT_CA_REFUSED, "the connector did not revoke the certificate");
+		goto out;
+	}
+	ks_say("revoked the certificate in %s", st.cert);
+	r = 0;
+out:
+	X509_free(current);
+	keysvc_close(ks);
+	state_free(&st);
+	ks_https_response_free(&resp);
+	free(body);
+	return r;
+}
+
+static int key_base_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= KEY_BASE_MAX && s[0] != '.' && s[0] != '-' &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
+	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR };
+	static const struct option longopts[] = {
+		{ "connector-url", required_argument, NULL, O_URL },
+		{ "token-file", required_argument, NULL, O_TOKEN },
+		{ "ca-file", required_argument, NULL, O_CA_FILE },
+		{ "key-base", required_argument, NULL, O_KEY_BASE },
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "chain", required_argument, NULL, O_CHAIN },
+		{ "ca-out", required_argument, NULL, O_CA_OUT },
+		{ "state", required_argument, NULL, O_STATE },
+		{ "when-due", no_argument, NULL, O_WHEN_DUE },
+		{ "renew-share", required_argument, NULL, O_SHARE },
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "insecure", no_argument, NULL, O_INSECURE },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { .key_base = "ucl", .timeout_s = 60, .share = UCL_DEFAULT_RENEW_SHARE };
+	char err[KS_HTTPS_ERR_MAX];
+	const char *cmd;
+	int c, r, quiet = 0;
+
+	signal(SIGPIPE, SIG_IGN);
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_URL: o.connector_url = optarg; break;
+		case O_TOKEN: o.token_file = optarg; break;
+		case O_CA_FILE: o.ca_file = optarg; break;
+		case O_KEY_BASE: o.key_base = optarg; break;
+		case O_CERT: o.cert = optarg; break;
+		case O_CHAIN: o.chain = optarg; break;
+		case O_CA_OUT: o.ca_out = optarg; break;
+		case O_STATE: o.state = optarg; break;
+		case O_WHEN_DUE: o.when_due = 1; break;
+		case O_SHARE:
+			if (ks_parse_long(optarg, 1, 99, &o.share) != 0)
+				return ks_die(KS_EXIT_USAGE, "--renew-share: 1..99 (percent)");
+			break;
+		case O_SOCKET: o.socket = optarg; break;
+		case O_TIMEOUT:
+			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
+				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
+			break;
+		case O_INSECURE: o.insecure = 1; break;
+		case O_QUIET: quiet = 1; break;
+		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return KS_EXIT_USAGE;
+		}
+	}
+	ks_cli_init("keysvc-ucl", !quiet);
+	if (optind != argc - 1) {
+		usage(stderr);
+		return KS_EXIT_USAGE;
+	}
+	cmd = argv[optind];
+	if (o.state == NULL)
+		return ks_die(KS_EXIT_USAGE, "--state FILE is required");
+	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
+		return ks_die(KS_EXIT_INTERNAL, "setenv: %s", strerror(errno));
+	if (strcmp(cmd, "pair") == 0) {
+		if (o.connector_url == NULL || strncmp(o.connector_url, "https://", 8) != 0)
+			return ks_die(KS_EXIT_USAGE, "pair needs --connector-url https://...");
+		if (o.token_file == NULL || o.ca_file == NULL || o.cert == NULL || o.chain == NULL ||
+		    o.ca_out == NULL)
+			return ks_die(KS_EXIT_USAGE, "pair needs --token-file, --ca-file, --cert, --chain and --ca-out");
+		if (!key_base_ok(o.key_base))
+			return ks_die(KS_EXIT_USAGE, "--key-base: 1..%d of A-Z a-z 0-9 _ -", KEY_BASE_MAX);
+		if (o.when_due)
+			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
+	} else if (strcmp(cmd, "renew") == 0 || strcmp(cmd, "revoke") == 0) {
+		if (o.connector_url != NULL || o.token_file != NULL || o.cert != NULL || o.chain != NULL ||
+		    o.ca_out != NULL)
+			return ks_die(KS_EXIT_USAGE, "%s takes its URLs and files from --state", cmd);
+		if (o.when_due && strcmp(cmd, "revoke") == 0)
+			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
+	} else {
+		usage(stderr);
+		return KS_EXIT_USAGE;
+	}
+	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
+		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o) : cmd_revoke(&o);
+	ks_https_cleanup();
+	return r;
+}
