@@ -3,7 +3,10 @@
 #   a private SoftHSM token -> keysvcd -> a key generated inside the token ->
 #   a CSR signed inside the token and verified with openssl -> a certificate
 #   from a local test CA, checked and installed -> a renewal with a new CSR
-#   from the same token key, checked and installed, the previous one kept.
+#   from the same token key, checked and installed, the previous one kept ->
+#   the same over the network: keysvc-openvox enrolls with a local OpenVox
+#   test CA on 127.0.0.1 and renews over mutual TLS (certificate_renewal),
+#   the TLS client key used through the keysvc OpenSSL provider.
 # Everything lives in one directory (default: a new one under /tmp) and the
 # daemon is stopped at the end. Usage: bash scripts/demo.sh [DIR]
 set -euo pipefail
@@ -16,8 +19,9 @@ if [ ! -f "$build/build.ninja" ]; then
 	meson setup "$build" "$top" >/dev/null
 fi
 # Only what the demo runs; the test programs are built by scripts/test.sh.
-ninja -C "$build" keysvc/keysvcd clients/keysvc softhsm-conf/ks-token-init >/dev/null ||
-	ninja -C "$build" keysvc/keysvcd clients/keysvc softhsm-conf/ks-token-init
+targets=(keysvc/keysvcd clients/keysvc softhsm-conf/ks-token-init clients/provider/keysvc.so
+	clients/openvox/keysvc-openvox tests/ca/fake-openvox-ca)
+ninja -C "$build" "${targets[@]}" >/dev/null || ninja -C "$build" "${targets[@]}"
 
 export KS_SOURCE_ROOT=$top
 export KS_KEYSVCD=$build/keysvc/keysvcd
@@ -26,12 +30,17 @@ export KS_TOKEN_INIT=$build/softhsm-conf/ks-token-init
 . "$top/tests/integration/harness.sh"
 
 dir=${1:-$(mktemp -d "${TMPDIR:-/tmp}/keysvc-demo.XXXXXX")}
-trap 'ks_stop >/dev/null 2>&1 || true' EXIT
+ca_pid=
+stop_all() {
+	[ -n "$ca_pid" ] && kill "$ca_pid" 2>/dev/null && wait "$ca_pid" 2>/dev/null
+	ks_stop >/dev/null 2>&1 || true
+}
+trap stop_all EXIT
 step() { printf '\n== %s\n' "$*"; }
 
 step "SoftHSM token in $dir/token, keysvcd on $dir/run/keysvc.sock"
 me=$(id -u)
-ks_start "$dir" "[{\"uid\": $me, \"keys\": [\"demo-*\"], \"ops\": [\"key.generate\", \"key.list\", \"key.public\", \"csr.create\", \"sign\", \"cert.put\", \"cert.get\"]}]"
+ks_start "$dir" "[{\"uid\": $me, \"keys\": [\"demo-*\", \"agent*\"], \"ops\": [\"key.generate\", \"key.list\", \"key.public\", \"csr.create\", \"sign\", \"cert.put\", \"cert.get\"]}]"
 ks_cli hello
 
 step "Generate demo-agent (EC P-256) inside the token"
@@ -96,9 +105,38 @@ install_cert "$dir/issued-2.pem"
 echo "previous certificate kept:"
 openssl x509 -in "$dir/certs/demo-agent.pem.prev" -noout -serial
 
-step "The token holds the certificate beside its key"
+step "A local OpenVox CA on 127.0.0.1 (tests/ca/fake-openvox-ca), auto-renewal enabled"
+"$build/tests/ca/fake-openvox-ca" --dir "$dir/openvox-ca" --port-file "$dir/openvox-ca.port" \
+	--autosign 2>"$dir/openvox-ca.log" &
+ca_pid=$!
+for _ in $(seq 1 100); do [ -s "$dir/openvox-ca.port" ] && break; sleep 0.05; done
+server=https://127.0.0.1:$(cat "$dir/openvox-ca.port")
+echo "CA at $server"
+export OPENSSL_MODULES=$build/clients/provider
+
+step "keysvc-openvox enroll: key in the token, CSR, PUT certificate_request, certificate checked and installed"
+"$build/clients/openvox/keysvc-openvox" enroll --server "$server" --socket "$KS_SOCKET" \
+	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
+	--cert "$dir/certs/agent1.pem" --crl-out "$dir/certs/crl.pem"
+openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
+
+step "keysvc-openvox renew: POST certificate_renewal over mutual TLS, the TLS key in the token"
+sleep 1   # so that the renewed certificate ends later, to the second
+"$build/clients/openvox/keysvc-openvox" renew --server "$server" --socket "$KS_SOCKET" \
+	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
+	--cert "$dir/certs/agent1.pem"
+openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
+echo "same key, new certificate; the previous one is kept:"
+for f in "$dir/certs/agent1.pem.prev" "$dir/certs/agent1.pem"; do
+	openssl x509 -in "$f" -noout -serial -enddate | tr '\n' ' '
+	echo
+done
+echo "the audit log shows the handshake signatures made by keysvcd:"
+grep '"sign"' "$dir/audit.log" | tail -n 2
+
+step "The token holds the keys (the private halves never left it)"
 ks_cli list
 
-ks_stop
+stop_all
 trap - EXIT
 step "Done. Token, config, logs and certificates are in $dir (audit log: $dir/audit.log)"
