@@ -10,11 +10,10 @@ set -uo pipefail
 fake_ca=$1
 ovx=$2
 . "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-openvox.XXXXXX")
 chmod 0711 "$work"
-passed=0
-failed=0
 ca_pid=
 ca_port=
 
@@ -30,24 +29,6 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { # check DESCRIPTION COMMAND...
-	local what=$1
-	shift
-	if "$@" >"$work/out" 2>&1; then ok "$what"; else fail "$what"; sed 's/^/#   /' "$work/out"; fi
-}
-# run_exit CODE TEXT DESCRIPTION COMMAND...: exit status CODE and TEXT in the output
-run_exit() {
-	local want=$1 text=$2 what=$3 st=0
-	shift 3
-	"$@" >"$work/out" 2>&1 || st=$?
-	if [ "$st" -eq "$want" ] && { [ -z "$text" ] || grep -qF -- "$text" "$work/out"; }; then ok "$what (exit $st)"; else
-		fail "$what: exit $st, expected $want and '$text'"
-		sed 's/^/#   /' "$work/out"
-	fi
-}
 
 # start_ca DIR [FLAGS...]: the fake CA on 127.0.0.1, port in $ca_port
 start_ca() {
