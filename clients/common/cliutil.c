@@ -42,6 +42,31 @@ int ks_die(int code, const char *fmt, ...)
 	return code;
 }
 
+int ks_check_long_options(int argc, char *const argv[], const struct option *longopts)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *name;
+		const struct option *o;
+		size_t n;
+
+		if (strcmp(arg, "--") == 0)
+			break;
+		if (strncmp(arg, "--", 2) != 0)
+			continue;
+		name = arg + 2;
+		n = strcspn(name, "=");
+		for (o = longopts; o->name != NULL; o++)
+			if (strlen(o->name) == n && strncmp(o->name, name, n) == 0)
+				break;
+		if (o->name == NULL)
+			return ks_die(KS_EXIT_USAGE, "unrecognized option '--%.*s' (see --help)", (int)n, name);
+		/* The next word is this option's value, whatever it looks like. */
+		if (o->has_arg == required_argument && name[n] != '=')
+			i++;
+	}
+	return 0;
+}
+
 int ks_parse_long(const char *s, long min, long max, long *out)
 {
 	char *end;

@@ -7,6 +7,8 @@
 #ifndef KEYSVC_CLIENTS_CLIUTIL_H
 #define KEYSVC_CLIENTS_CLIUTIL_H
 
+#include <getopt.h>
+
 #include <openssl/evp.h>
 
 #include "clients/https/https.h"
@@ -36,6 +38,15 @@ int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 
 /* A decimal in [@min, @max] with nothing after it. 0 or -1. */
 int ks_parse_long(const char *s, long min, long max, long *out);
+
+/*
+ * Every "--name" in @argv (before "--") must be the whole name of an entry
+ * of @longopts. getopt_long() takes unambiguous prefixes, so without this
+ * "--token SECRET" would be read as "--token-file SECRET" and a secret
+ * would sit on a command line that seemed to work. 0, or KS_EXIT_USAGE
+ * with "unrecognized option" printed.
+ */
+int ks_check_long_options(int argc, char *const argv[], const struct option *longopts);
 
 /* The exit code for a negative errno from ks_https_request(). */
 int ks_https_exit(int r);

@@ -546,6 +546,9 @@ int main(int argc, char **argv)
 	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
+	ks_cli_init("keysvc-openvox", 1);
+	if (ks_check_long_options(argc, argv, longopts) != 0)
+		return KS_EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SERVER: o.server = optarg; break;

@@ -124,7 +124,7 @@ static int state_load(const char *path, struct state *s)
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL ||
 	    json_unpack_ex(root, &jerr, JSON_STRICT,
-			   "{s:I, s:s, s:s, s?z, s:s, s:s, s:s, s:s, s:s, s:I, s?z}",
+			   "{s:I, s:s, s:s, s?s, s:s, s:s, s:s, s:s, s:s, s:I, s?s}",
 			   "version", &version, "connector_url", &cu, "mtls_url", &mu, "director_url", &du,
 			   "server_ca_file", &ca_file, "cert", &cert, "chain", &chain, "ca", &ca,
 			   "key_base", &base, "generation", &gen, "previous_key", &prev) != 0 ||
@@ -152,7 +152,7 @@ out:
 static int state_save(const char *path, const struct state *s)
 {
 	char err[KS_CI_ERR_MAX], *text;
-	json_t *o = json_pack("{s:i, s:s, s:s, s:s?, s:s, s:s, s:s, s:s, s:s, s:I, s:s?}",
+	json_t *o = json_pack("{s:i, s:s, s:s, s:s*, s:s, s:s, s:s, s:s, s:s, s:I, s:s*}",
 			      "version", 1, "connector_url", s->connector_url, "mtls_url", s->mtls_url,
 			      "director_url", s->director_url, "server_ca_file", s->server_ca_file,
 			      "cert", s->cert, "chain", s->chain, "ca", s->ca, "key_base", s->key_base,
@@ -600,6 +600,9 @@ int main(int argc, char **argv)
 	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
+	ks_cli_init("keysvc-ucl", 1);
+	if (ks_check_long_options(argc, argv, longopts) != 0)
+		return KS_EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_URL: o.connector_url = optarg; break;
