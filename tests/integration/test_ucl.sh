@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# keysvc-ucl end to end: keysvcd on a private SoftHSM token, the fake UCL
+# connector (tests/ucl) on 127.0.0.1 validating every GraphQL request
+# against the connector's schema, pairing, renewal, revocation, and every
+# way the connector can answer wrong. Where a renewal fails, the installed
+# files, the state and the keys must be as they were.
+#
+# Arguments: the fake-ucl-connector and keysvc-ucl programs, the schema.
+set -uo pipefail
+
+fake=$1
+ucl=$2
+schema=$3
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-ucl.XXXXXX")
+chmod 0711 "$work"
+srv_pid=
+
+stop_srv() {
+	[ -n "$srv_pid" ] || return 0
+	kill -TERM "$srv_pid" 2>/dev/null
+	wait "$srv_pid" 2>/dev/null
+	srv_pid=
+}
+cleanup() {
+	stop_srv
+	ks_stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+token=one-time-$RANDOM$RANDOM
+subject_base="OU=Test,O=Test,L=Blacksburg,ST=Virginia,C=US"
+client_id=app-1234
+
+start_srv() {
+	local i
+	rm -f "$work/port"
+	"$fake" --dir "$work/conn" --schema "$schema" --port-file "$work/port" --control "$work/control" \
+		--token "$token" --client-id "$client_id" --subject-base "$subject_base" "$@" 2>>"$work/srv.log" &
+	srv_pid=$!
+	for i in $(seq 1 100); do
+		[ -s "$work/port" ] && break
+		kill -0 "$srv_pid" 2>/dev/null || ks_die "fake connector exited: $(tail -5 "$work/srv.log")"
+		sleep 0.05
+	done
+	[ -s "$work/port" ] || ks_die "fake connector did not come up"
+	port=$(cat "$work/port")
+}
+mode() { printf '%s\n' "$1" >"$work/control"; }
+
+export OPENSSL_MODULES=$KS_PROVIDER_DIR
+me=$(id -u)
+policy='[{"uid": '"$me"', "keys": ["ucl.*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]}]'
+ks_start "$work/d" "$policy"
+: >"$work/control"
+start_srv
+
+files=$work/files
+mkdir -p "$files"
+state=$files/state.json
+printf '%s\n' "$token" >"$work/token"
+chmod 0600 "$work/token"
+pair=(pair --connector-url "https://127.0.0.1:$port/connector/graphql" --token-file "$work/token"
+	--ca-file "$work/conn/ca.pem" --cert "$files/client.pem" --chain "$files/chain.pem"
+	--ca-out "$files/ca.pem" --state "$state" --socket "$KS_SOCKET" --quiet)
+
+# ---- pairing ----
+chmod 0644 "$work/token"
+run_exit 2 "mode 0600" "a token file readable by others is refused" "$ucl" "${pair[@]}"
+chmod 0600 "$work/token"
+run_exit 2 "unrecognized option" "no --token option exists (the token never goes on a command line)" \
+	"$ucl" pair --token "$token" --state "$state"
+mode "key-algorithm ed25519"
+run_exit 4 "cannot make" "the connector asks for an algorithm keysvc cannot make" "$ucl" "${pair[@]}"
+check "  nothing installed, no state" bash -c "! ls '$files'/* 2>/dev/null | grep -q ."
+mode normal
+# The one-time token was used by the refused attempt: a new one.
+stop_srv
+token=one-time-$RANDOM$RANDOM
+printf '%s\n' "$token" >"$work/token"
+start_srv
+pair[2]="https://127.0.0.1:$port/connector/graphql"
+run_exit 0 "" "pair with the one-time token" "$ucl" "${pair[@]}"
+check "the client certificate is for key ucl.1" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.1)"
+check "the certificate chains to the installed CA" openssl verify -CAfile "$files/ca.pem" "$files/client.pem"
+check "the subject is the configured one" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -subject -nameopt RFC2253 | grep -q 'CN=$client_id'"
+check "the chain starts with the client certificate" bash -c \
+	"cmp -s <(openssl x509 -in '$files/chain.pem') <(openssl x509 -in '$files/client.pem')"
+check "the state file is 0600" bash -c "[ \$(stat -c %a '$state') = 600 ]"
+check "the token is not in the state" bash -c "! grep -q '$token' '$state'"
+run_exit 2 "already paired" "pair again over an existing state is refused" "$ucl" "${pair[@]}"
+run_exit 3 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state/$work/other-state.json}"
+
+# ---- renewal failures: nothing changes ----
+snapshot() { (cd "$files" && sha256sum client.pem chain.pem ca.pem state.json) >"$work/snap"; }
+unchanged() { (cd "$files" && sha256sum -c --quiet "$work/snap"); }
+renew() { "$ucl" renew --state "$state" --socket "$KS_SOCKET" --quiet "$@"; }
+snapshot
+run_exit 10 "" "renew --when-due: not due" renew --when-due
+check "not due: files unchanged" unchanged
+for m in graphql-error:3:"answered with errors" \
+	partial:3:"answered with errors" \
+	http-500:3:"HTTP 500" \
+	wrong-subject:4:"subject" \
+	other-key:4:"another public key than the token key" \
+	bad-base64:4:"not valid base64" \
+	bad-chain:4:"does not chain" \
+	huge:5:"" \
+	hang:5:""; do
+	name=${m%%:*}
+	rest=${m#*:}
+	code=${rest%%:*}
+	text=${rest#*:}
+	mode "$name"
+	run_exit "$code" "$text" "renew against a connector in mode $name" renew --timeout 3
+	check "mode $name: files and state unchanged" unchanged
+	check "mode $name: the current key ucl.1 is still there" ks_cli pubkey ucl.1
+done
+mode normal
+run_exit 5 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
+check "wrong CA file: unchanged" unchanged
+
+# ---- renewal ----
+# The next certificate lives 180 s (notBefore is 60 s back): two thirds left.
+mode "ttl 120"
+run_exit 0 "" "renew: a new key ucl.2, certificate installed" renew
+mode normal
+check "renewed: the certificate is for ucl.2" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.2)"
+check "renewed: the previous key ucl.1 is kept for a rollback" ks_cli pubkey ucl.1
+check "renewed: the previous certificate is kept" test -s "$files/client.pem.prev"
+check "renewed: the state names generation 2" grep -q '"generation": 2' "$state"
+run_exit 10 "" "renew --when-due: two thirds of the validity left is not due at the default 30%" renew --when-due
+run_exit 0 "" "renew --when-due --renew-share 70: due, renewed to ucl.3" renew --when-due --renew-share 70
+check "renewed: the certificate is for ucl.3" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.3)"
+run_exit 4 "" "after two renewals the key two generations back (ucl.1) is deleted" ks_cli pubkey ucl.1
+check "ucl.2 is kept as the previous key" ks_cli pubkey ucl.2
+
+# ---- revocation ----
+run_exit 0 "" "revoke" "$ucl" revoke --state "$state" --socket "$KS_SOCKET" --quiet
+run_exit 3 "Failed to authenticate" "a revoked certificate cannot renew" renew
+check "revoked: the installed files stay (the operator decides)" test -s "$files/client.pem"
+
+stop_srv
+ks_stop || fail "keysvcd exit status"
+echo "# ucl: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
