@@ -46,45 +46,34 @@
  * texts, status codes and the order of the checks. Where this server differs
  * on purpose, a comment says so.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "fakesrv.h"
+
 #define PUPPET_VERSION "8.0.0-fake"
-#define MAX_HEADER_BYTES (32 * 1024)
 #define MAX_BODY_BYTES (64 * 1024)
 #define HUGE_BODY_BYTES (64L * 1024 * 1024)
-#define MAX_CONNS 128
-#define IO_TIMEOUT_SECS 30
-#define DAY 86400L
+#define DAY FS_DAY
 #define DEFAULT_TTL (90 * DAY)
 #define MAX_TTL (50 * 365 * DAY)
 /* Puppet's default ca_ttl. */
@@ -156,17 +145,6 @@ struct config {
 	bool allow_san;
 };
 
-struct request {
-	char method[16];
-	char path[2048];
-	char *body;
-	size_t body_len;
-	char *x_client_cert;
-	char x_client_verify[64];
-	char x_client_dn[1024];
-	char if_modified_since[128];
-};
-
 enum resp_kind { RESP_NORMAL, RESP_HANG, RESP_HUGE };
 
 struct response {
@@ -178,21 +156,6 @@ struct response {
 	char note[256];
 };
 
-struct conn {
-	int fd;
-	int slot;
-	SSL *ssl;
-	X509 *peer;
-	long verify_result;
-};
-
-struct slot {
-	bool used;
-	bool done;
-	int fd;
-	pthread_t tid;
-};
-
 static struct config cfg = {
 	.listen_addr = "127.0.0.1",
 	.ttl = DEFAULT_TTL,
@@ -201,152 +164,12 @@ static struct config cfg = {
 
 static X509 *ca_cert;
 static EVP_PKEY *ca_key;
-static SSL_CTX *ssl_ctx;
 
 /* Serialises everything that touches requests/, signed/ and sign/. */
 static pthread_mutex_t ca_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct slot slots[MAX_CONNS];
-
-static volatile sig_atomic_t got_signal;
-/* Self-pipe: the signal handler wakes the accept loop through it. */
-static int signal_pipe[2] = { -1, -1 };
-static atomic_bool stopping;
-
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "fake-openvox-ca: %s\n", line);
-}
-
-static void log_ssl(const char *what)
-{
-	unsigned long e = ERR_get_error();
-	char buf[256] = "unknown error";
-
-	if (e)
-		ERR_error_string_n(e, buf, sizeof buf);
-	logmsg("%s: %s", what, buf);
-	ERR_clear_error();
-}
-
-static bool pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool pathf(char *out, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vsnprintf(out, n, fmt, ap);
-	va_end(ap);
-	return r >= 0 && (size_t)r < n;
-}
-
-static bool file_exists(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0;
-}
-
-/* NUL-terminated contents, at most max bytes; NULL if missing or larger. */
-static char *read_file(const char *path, size_t max, size_t *len_out)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	buf = malloc(max + 1);
-	if (!buf)
-		goto fail;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, max + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail;
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > max) {
-			errno = EFBIG;
-			goto fail;
-		}
-	}
-	close(fd);
-	buf[len] = '\0';
-	if (len_out)
-		*len_out = len;
-	return buf;
-fail:
-	close(fd);
-	free(buf);
-	return NULL;
-}
-
-/* Readers (tests, other threads) never see a half-written file. */
-static int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	const char *p = data;
-	int fd, r = -1;
-
-	if (!pathf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path))
-		return -1;
-	fd = mkstemp(tmp);
-	if (fd < 0)
-		return -1;
-	if (fchmod(fd, mode) != 0)
-		goto out;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto out;
-		p += n;
-		len -= (size_t)n;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0)
-		goto out;
-	r = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (r != 0) {
-		logmsg("cannot write %s: %s", path, strerror(errno));
-		unlink(tmp);
-	}
-	return r;
-}
-
-static int make_dir(const char *path)
-{
-	if (mkdir(path, 0755) == 0 || errno == EEXIST)
-		return 0;
-	logmsg("cannot create %s: %s", path, strerror(errno));
-	return -1;
-}
 
 /* A name that is harmless as a file name below requests/ or signed/. */
 static bool safe_name(const char *s)
@@ -395,282 +218,15 @@ static size_t url_decode(const char *in, char *out)
 /* ------------------------------------------------------------------ */
 /* X.509 helpers                                                       */
 
-static char *bio_take(BIO *b, size_t *len_out)
-{
-	char *data, *out;
-	long n = BIO_get_mem_data(b, &data);
-
-	if (n < 0)
-		return NULL;
-	out = malloc((size_t)n + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, data, (size_t)n);
-	out[n] = '\0';
-	if (len_out)
-		*len_out = (size_t)n;
-	return out;
-}
-
-static char *cert_pem(X509 *x, size_t *len)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *out = NULL;
-
-	if (b && PEM_write_bio_X509(b, x))
-		out = bio_take(b, len);
-	BIO_free(b);
-	return out;
-}
-
 static char *csr_pem(X509_REQ *req, size_t *len)
 {
 	BIO *b = BIO_new(BIO_s_mem());
 	char *out = NULL;
 
 	if (b && PEM_write_bio_X509_REQ(b, req))
-		out = bio_take(b, len);
+		out = fs_bio_take(b, len);
 	BIO_free(b);
 	return out;
-}
-
-static int write_cert(const char *path, X509 *x)
-{
-	size_t len;
-	char *pem = cert_pem(x, &len);
-	int r = -1;
-
-	if (pem)
-		r = write_file_atomic(path, pem, len, 0644);
-	free(pem);
-	return r;
-}
-
-static int write_key(const char *path, EVP_PKEY *key)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *pem = NULL;
-	size_t len;
-	int r = -1;
-
-	if (!b || !PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL))
-		goto out;
-	pem = bio_take(b, &len);
-	if (pem)
-		r = write_file_atomic(path, pem, len, 0600);
-	OPENSSL_cleanse(pem, pem ? len : 0);
-out:
-	free(pem);
-	BIO_free(b);
-	return r;
-}
-
-/* First CN of a name as UTF-8 (malloc), or NULL. */
-static char *name_cn(const X509_NAME *name)
-{
-	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-	unsigned char *utf8 = NULL;
-	char *out = NULL;
-	int n;
-
-	if (idx < 0)
-		return NULL;
-	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
-	if (n < 0)
-		return NULL;
-	if (memchr(utf8, '\0', (size_t)n) == NULL)
-		out = strdup((const char *)utf8);
-	OPENSSL_free(utf8);
-	return out;
-}
-
-static X509_NAME *cn_name(const char *cn)
-{
-	X509_NAME *n = X509_NAME_new();
-
-	if (n && !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0)) {
-		X509_NAME_free(n);
-		n = NULL;
-	}
-	return n;
-}
-
-static int add_ext(X509 *issuer, X509 *subject, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *ext;
-	int ok;
-
-	X509V3_set_ctx(&ctx, issuer, subject, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	if (!ext) {
-		log_ssl(OBJ_nid2sn(nid));
-		return -1;
-	}
-	ok = X509_add_ext(subject, ext, -1);
-	X509_EXTENSION_free(ext);
-	return ok ? 0 : -1;
-}
-
-/* Random positive 128-bit serials, like serial-type uuid: certificates from
- * CA directories of earlier runs never collide with new ones. */
-static int set_random_serial(X509 *x)
-{
-	unsigned char b[16];
-	BIGNUM *bn;
-	int ok;
-
-	if (RAND_bytes(b, sizeof b) != 1)
-		return -1;
-	b[0] = (unsigned char)((b[0] & 0x7f) | 0x01);
-	bn = BN_bin2bn(b, sizeof b, NULL);
-	ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
-	BN_free(bn);
-	return ok ? 0 : -1;
-}
-
-static X509 *new_cert(const X509_NAME *issuer, const X509_NAME *subject, EVP_PKEY *pub,
-		      time_t not_before, time_t not_after)
-{
-	X509 *x = X509_new();
-
-	if (!x || !X509_set_version(x, X509_VERSION_3) || set_random_serial(x) != 0 ||
-	    !X509_set_issuer_name(x, issuer) || !X509_set_subject_name(x, subject) ||
-	    !X509_set_pubkey(x, pub) || !ASN1_TIME_set(X509_getm_notBefore(x), not_before) ||
-	    !ASN1_TIME_set(X509_getm_notAfter(x), not_after)) {
-		X509_free(x);
-		return NULL;
-	}
-	return x;
-}
-
-static int sign_cert(X509 *x, EVP_PKEY *key)
-{
-	if (X509_sign(x, key, EVP_sha256()) <= 0) {
-		log_ssl("signing a certificate");
-		return -1;
-	}
-	return 0;
-}
-
-static int make_ca(const char *cn, X509 **cert_out, EVP_PKEY **key_out)
-{
-	time_t now = time(NULL);
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509_NAME *name = cn_name(cn);
-	X509 *x = NULL;
-	int r = -1;
-
-	if (!key || !name)
-		goto out;
-	x = new_cert(name, name, key, now - DAY, now + CA_TTL);
-	if (!x)
-		goto out;
-	/* What puppetserver's create-ca-extensions puts on its CA. */
-	if (add_ext(x, x, NID_netscape_comment, "Puppet Server Internal Certificate") ||
-	    add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") ||
-	    add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") ||
-	    add_ext(x, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(x, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, key))
-		goto out;
-	*cert_out = x;
-	*key_out = key;
-	x = NULL;
-	key = NULL;
-	r = 0;
-out:
-	X509_free(x);
-	EVP_PKEY_free(key);
-	X509_NAME_free(name);
-	return r;
-}
-
-static int load_pair(const char *cert_path, const char *key_path, X509 **cert_out, EVP_PKEY **key_out)
-{
-	FILE *f;
-	X509 *x = NULL;
-	EVP_PKEY *k = NULL;
-
-	f = fopen(cert_path, "r");
-	if (f) {
-		x = PEM_read_X509(f, NULL, NULL, NULL);
-		fclose(f);
-	}
-	f = fopen(key_path, "r");
-	if (f) {
-		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-		fclose(f);
-	}
-	if (!x || !k || X509_check_private_key(x, k) != 1) {
-		log_ssl("loading the CA");
-		logmsg("%s and %s are not a matching certificate and key", cert_path, key_path);
-		X509_free(x);
-		EVP_PKEY_free(k);
-		return -1;
-	}
-	*cert_out = x;
-	*key_out = k;
-	return 0;
-}
-
-/* Reuse DIR/NAME.pem + DIR/NAME.key, or make both; half a pair is an error,
- * as for puppetserver ("need all files or none"). */
-static int load_or_make_ca(const char *base, const char *cn, X509 **cert, EVP_PKEY **key)
-{
-	char cp[PATH_MAX], kp[PATH_MAX];
-	bool have_c, have_k;
-
-	if (!pathf(cp, sizeof cp, "%s/%s.pem", cfg.dir, base) || !pathf(kp, sizeof kp, "%s/%s.key", cfg.dir, base))
-		return -1;
-	have_c = file_exists(cp);
-	have_k = file_exists(kp);
-	if (have_c && have_k)
-		return load_pair(cp, kp, cert, key);
-	if (have_c || have_k) {
-		logmsg("found only one of %s and %s; remove it or supply the other", cp, kp);
-		return -1;
-	}
-	if (make_ca(cn, cert, key) != 0)
-		return -1;
-	if (write_key(kp, *key) != 0 || write_cert(cp, *cert) != 0)
-		return -1;
-	logmsg("created %s", cp);
-	return 0;
-}
-
-static int make_server_cert(void)
-{
-	char cp[PATH_MAX], kp[PATH_MAX];
-	time_t now = time(NULL);
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509_NAME *name = cn_name("localhost");
-	X509 *x = NULL;
-	int r = -1;
-
-	if (!key || !name || !pathf(cp, sizeof cp, "%s/server.pem", cfg.dir) ||
-	    !pathf(kp, sizeof kp, "%s/server.key", cfg.dir))
-		goto out;
-	x = new_cert(X509_get_subject_name(ca_cert), name, key, now - DAY, now + 365 * DAY);
-	if (!x || add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
-	    add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
-	    add_ext(ca_cert, x, NID_ext_key_usage, "serverAuth,clientAuth") ||
-	    add_ext(ca_cert, x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1") ||
-	    add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, ca_key))
-		goto out;
-	if (write_key(kp, key) != 0 || write_cert(cp, x) != 0)
-		goto out;
-	if (SSL_CTX_use_certificate(ssl_ctx, x) != 1 || SSL_CTX_use_PrivateKey(ssl_ctx, key) != 1 ||
-	    SSL_CTX_check_private_key(ssl_ctx) != 1) {
-		log_ssl("server certificate");
-		goto out;
-	}
-	r = 0;
-out:
-	X509_free(x);
-	EVP_PKEY_free(key);
-	X509_NAME_free(name);
-	return r;
 }
 
 static int write_empty_crl(void)
@@ -687,7 +243,7 @@ static int write_empty_crl(void)
 	size_t len;
 	int r = -1;
 
-	if (!crl || !t || !num || !b || !pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+	if (!crl || !t || !num || !b || !fs_pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
 		goto out;
 	if (!X509_CRL_set_version(crl, X509_CRL_VERSION_2) ||
 	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca_cert)) || !X509_CRL_set1_lastUpdate(crl, t) ||
@@ -699,12 +255,12 @@ static int write_empty_crl(void)
 	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) || !X509_CRL_sign(crl, ca_key, EVP_sha256()) ||
 	    !PEM_write_bio_X509_CRL(b, crl))
 		goto out;
-	pem = bio_take(b, &len);
-	if (pem && write_file_atomic(path, pem, len, 0644) == 0)
+	pem = fs_bio_take(b, &len);
+	if (pem && fs_write_file_atomic(path, pem, len, 0644) == 0)
 		r = 0;
 out:
 	if (r != 0)
-		log_ssl("writing the CRL");
+		fs_log_ssl("writing the CRL");
 	free(pem);
 	BIO_free(b);
 	X509_EXTENSION_free(aki);
@@ -726,7 +282,7 @@ static void read_control(struct control *ctl, bool quiet)
 	memset(ctl, 0, sizeof *ctl);
 	if (!cfg.control_file)
 		return;
-	text = read_file(cfg.control_file, 4096, NULL);
+	text = fs_read_file(cfg.control_file, 4096, NULL);
 	if (!text)
 		return;
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -756,7 +312,7 @@ static void read_control(struct control *ctl, bool quiet)
 			}
 		}
 		if (!known && !quiet)
-			logmsg("control: ignoring unknown word \"%.64s\"", line);
+			fs_log("control: ignoring unknown word \"%.64s\"", line);
 	}
 	free(text);
 }
@@ -1074,20 +630,20 @@ out:
 static X509 *issue_from_csr(X509_REQ *req, const char *certname, long ttl)
 {
 	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
-	X509_NAME *subject = cn_name(certname);
+	X509_NAME *subject = fs_cn_name(certname);
 	time_t now = time(NULL);
 	X509 *x = NULL;
 	int i;
 
 	if (!subject)
 		goto fail;
-	x = new_cert(X509_get_subject_name(ca_cert), subject, X509_REQ_get0_pubkey(req), now - DAY, now + ttl);
-	if (!x || add_ext(ca_cert, x, NID_netscape_comment, "Puppet Server Internal Certificate") ||
-	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always") ||
-	    add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
-	    add_ext(ca_cert, x, NID_ext_key_usage, "critical,serverAuth,clientAuth") ||
-	    add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
-	    add_ext(ca_cert, x, NID_subject_key_identifier, "hash") || add_agent_san(x, exts, certname))
+	x = fs_new_cert(X509_get_subject_name(ca_cert), subject, X509_REQ_get0_pubkey(req), now - DAY, now + ttl);
+	if (!x || fs_add_ext(ca_cert, x, NID_netscape_comment, "Puppet Server Internal Certificate") ||
+	    fs_add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always") ||
+	    fs_add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
+	    fs_add_ext(ca_cert, x, NID_ext_key_usage, "critical,serverAuth,clientAuth") ||
+	    fs_add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
+	    fs_add_ext(ca_cert, x, NID_subject_key_identifier, "hash") || add_agent_san(x, exts, certname))
 		goto fail;
 	for (i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
 		X509_EXTENSION *e = sk_X509_EXTENSION_value(exts, i);
@@ -1095,7 +651,7 @@ static X509 *issue_from_csr(X509_REQ *req, const char *certname, long ttl)
 		if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) != NID_subject_alt_name && !X509_add_ext(x, e, -1))
 			goto fail;
 	}
-	if (sign_cert(x, ca_key) != 0)
+	if (fs_sign_cert(x, ca_key) != 0)
 		goto fail;
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	X509_NAME_free(subject);
@@ -1135,17 +691,17 @@ static int sign_stored_locked(const char *name, const struct control *ctl)
 	unsigned i;
 	int r = -1;
 
-	if (!pathf(csr_path, sizeof csr_path, "%s/requests/%s.pem", cfg.dir, name) ||
-	    !pathf(cert_path, sizeof cert_path, "%s/signed/%s.pem", cfg.dir, name) ||
-	    !pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
+	if (!fs_pathf(csr_path, sizeof csr_path, "%s/requests/%s.pem", cfg.dir, name) ||
+	    !fs_pathf(cert_path, sizeof cert_path, "%s/signed/%s.pem", cfg.dir, name) ||
+	    !fs_pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
 		return -1;
-	pem = read_file(csr_path, MAX_BODY_BYTES, &len);
+	pem = fs_read_file(csr_path, MAX_BODY_BYTES, &len);
 	if (!pem)
 		return -1;
 	req = parse_csr(pem, len);
 	free(pem);
 	if (req)
-		cn = name_cn(X509_REQ_get_subject_name(req));
+		cn = fs_name_entry(X509_REQ_get_subject_name(req), NID_commonName);
 	if (!req || !csr_policy_ok(req, cn, &why)) {
 		/* The real CA refuses to sign such a request (409 on
 		 * certificate_status) and leaves it pending. */
@@ -1153,17 +709,17 @@ static int sign_stored_locked(const char *name, const struct control *ctl)
 		for (i = 0; i < sizeof complained / sizeof complained[0]; i++)
 			if (strcmp(complained[i], name) == 0)
 				goto out;
-		logmsg("not signing %s: %s", name, why.body ? why.body : "unreadable CSR");
+		fs_log("not signing %s: %s", name, why.body ? why.body : "unreadable CSR");
 		snprintf(complained[complained_next++ % 8], sizeof complained[0], "%s", name);
 		goto out;
 	}
 	ttl = csr_wants_auto_renew(req) && !(ctl->modes & MODE_RENEWAL_DISABLED) ? cfg.renewal_ttl : cfg.ttl;
 	x = issue_from_csr(req, name, ttl);
-	if (!x || write_cert(cert_path, x) != 0)
+	if (!x || fs_write_cert(cert_path, x) != 0)
 		goto out;
 	unlink(csr_path);
 	unlink(trigger);
-	logmsg("signed %s for %ld s", name, ttl);
+	fs_log("signed %s for %ld s", name, ttl);
 	r = 0;
 out:
 	free(why.body);
@@ -1185,7 +741,7 @@ static void process_sign_triggers(bool quiet)
 	read_control(&ctl, quiet);
 	if (ctl.modes & MODE_SIGN_PENDING)
 		return;
-	if (!pathf(dir_path, sizeof dir_path, "%s/requests", cfg.dir))
+	if (!fs_pathf(dir_path, sizeof dir_path, "%s/requests", cfg.dir))
 		return;
 	pthread_mutex_lock(&ca_lock);
 	d = opendir(dir_path);
@@ -1197,9 +753,9 @@ static void process_sign_triggers(bool quiet)
 			continue;
 		memcpy(name, de->d_name, n - 4);
 		name[n - 4] = '\0';
-		if (!safe_name(name) || !pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
+		if (!safe_name(name) || !fs_pathf(trigger, sizeof trigger, "%s/sign/%s", cfg.dir, name))
 			continue;
-		if (file_exists(trigger) || control_signs(&ctl, name))
+		if (fs_file_exists(trigger) || control_signs(&ctl, name))
 			sign_stored_locked(name, &ctl);
 	}
 	if (d)
@@ -1242,9 +798,9 @@ static X509 *renew_cert(X509 *old, enum renew_kind kind)
 			nb = na - 3600;
 		break;
 	}
-	x = new_cert(X509_get_subject_name(ca_cert), X509_get_subject_name(old), pub, nb, na);
-	if (!x || add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always"))
+	x = fs_new_cert(X509_get_subject_name(ca_cert), X509_get_subject_name(old), pub, nb, na);
+	if (!x || fs_add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
+	    fs_add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always"))
 		goto fail;
 	for (i = 0; i < X509_get_ext_count(old); i++) {
 		X509_EXTENSION *e = X509_get_ext(old, i);
@@ -1253,7 +809,7 @@ static X509 *renew_cert(X509 *old, enum renew_kind kind)
 		if (nid != NID_subject_key_identifier && nid != NID_authority_key_identifier && !X509_add_ext(x, e, -1))
 			goto fail;
 	}
-	if (sign_cert(x, ca_key) != 0)
+	if (fs_sign_cert(x, ca_key) != 0)
 		goto fail;
 	EVP_PKEY_free(other);
 	return x;
@@ -1283,16 +839,19 @@ static bool signed_by_ca(X509 *cert)
 
 /* If-Modified-Since as handle-get-certificate does it: 304 unless the file
  * changed after the given second. */
-static bool not_modified(const struct request *rq, const struct stat *st)
+static bool not_modified(const struct fs_request *rq, const struct stat *st)
 {
+	const char *value = fs_header(rq, "If-Modified-Since");
+	char since[128];
 	struct tm tm;
 	const char *end;
 	long long mtime_ms, since_ms;
 
-	if (!rq->if_modified_since[0])
+	if (!value || !*value)
 		return false;
+	snprintf(since, sizeof since, "%s", value);
 	memset(&tm, 0, sizeof tm);
-	end = strptime(rq->if_modified_since, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	end = strptime(since, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	if (!end || *end)
 		return false;
 	since_ms = (long long)timegm(&tm) * 1000;
@@ -1301,7 +860,7 @@ static bool not_modified(const struct request *rq, const struct stat *st)
 }
 
 /* 404 text: missing followed by name. */
-static void serve_file(const char *path, const struct request *rq, struct response *rs, const char *missing,
+static void serve_file(const char *path, const struct fs_request *rq, struct response *rs, const char *missing,
 		       const char *name)
 {
 	struct stat st;
@@ -1315,7 +874,7 @@ static void serve_file(const char *path, const struct request *rq, struct respon
 		rs->content_type = "text/plain";
 		return;
 	}
-	rs->body = read_file(path, 1024 * 1024, &rs->body_len);
+	rs->body = fs_read_file(path, 1024 * 1024, &rs->body_len);
 	if (!rs->body) {
 		set_text(rs, 500, "Internal Server Error: cannot read %s", path);
 		return;
@@ -1324,34 +883,34 @@ static void serve_file(const char *path, const struct request *rq, struct respon
 	rs->content_type = "text/plain";
 }
 
-static void get_certificate(const char *name, const struct request *rq, struct response *rs)
+static void get_certificate(const char *name, const struct fs_request *rq, struct response *rs)
 {
 	static const char missing[] = "Could not find certificate ";
 	char path[PATH_MAX];
 
 	if (strcmp(name, "ca") == 0) {
-		if (pathf(path, sizeof path, "%s/ca.pem", cfg.dir))
+		if (fs_pathf(path, sizeof path, "%s/ca.pem", cfg.dir))
 			serve_file(path, rq, rs, missing, name);
 		return;
 	}
-	if (safe_name(name) && pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, name))
+	if (safe_name(name) && fs_pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, name))
 		serve_file(path, rq, rs, missing, name);
 	else
 		set_text(rs, 404, "%s%s", missing, name);
 }
 
-static void get_certificate_request(const char *name, const struct request *rq, struct response *rs)
+static void get_certificate_request(const char *name, const struct fs_request *rq, struct response *rs)
 {
 	static const char missing[] = "Could not find certificate_request ";
 	char path[PATH_MAX];
 
-	if (safe_name(name) && pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name))
+	if (safe_name(name) && fs_pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name))
 		serve_file(path, rq, rs, missing, name);
 	else
 		set_text(rs, 404, "%s%s", missing, name);
 }
 
-static void put_certificate_request(const char *name, const struct request *rq, struct response *rs,
+static void put_certificate_request(const char *name, const struct fs_request *rq, struct response *rs,
 				    const struct control *ctl)
 {
 	char path[PATH_MAX];
@@ -1364,16 +923,16 @@ static void put_certificate_request(const char *name, const struct request *rq, 
 		set_text(rs, 500, "Internal Server Error: no PEM certificate request found in the request body");
 		return;
 	}
-	cn = name_cn(X509_REQ_get_subject_name(req));
+	cn = fs_name_entry(X509_REQ_get_subject_name(req), NID_commonName);
 	pthread_mutex_lock(&ca_lock);
 	/* validate-duplicate-cert-policy! goes by the CSR's CN, before the
 	 * CN is compared with the URL. */
 	if (cn && safe_name(cn)) {
-		if (pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn) && file_exists(path)) {
+		if (fs_pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn) && fs_file_exists(path)) {
 			set_text(rs, 400, "%s already has a signed certificate; ignoring certificate request", cn);
 			goto out;
 		}
-		if (pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, cn) && file_exists(path)) {
+		if (fs_pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, cn) && fs_file_exists(path)) {
 			set_text(rs, 400, "%s already has a requested certificate; ignoring certificate request", cn);
 			goto out;
 		}
@@ -1383,8 +942,8 @@ static void put_certificate_request(const char *name, const struct request *rq, 
 	/* Stored before the extension and signature checks, as on the real
 	 * CA: a refused request stays pending and blocks a second PUT. */
 	pem = csr_pem(req, &len);
-	if (!pem || !pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name) ||
-	    write_file_atomic(path, pem, len, 0644) != 0) {
+	if (!pem || !fs_pathf(path, sizeof path, "%s/requests/%s.pem", cfg.dir, name) ||
+	    fs_write_file_atomic(path, pem, len, 0644) != 0) {
 		set_text(rs, 500, "Internal Server Error: cannot store the certificate request");
 		goto out;
 	}
@@ -1397,8 +956,8 @@ static void put_certificate_request(const char *name, const struct request *rq, 
 		if (ctl->modes & MODE_SIGN_PENDING) {
 			/* Leave a trigger so the request is signed once the
 			 * mode is lifted. */
-			if (pathf(path, sizeof path, "%s/sign/%s", cfg.dir, name))
-				write_file_atomic(path, "", 0, 0644);
+			if (fs_pathf(path, sizeof path, "%s/sign/%s", cfg.dir, name))
+				fs_write_file_atomic(path, "", 0, 0644);
 		} else if (sign_stored_locked(name, ctl) != 0) {
 			set_text(rs, 500, "Internal Server Error: signing failed");
 			goto out;
@@ -1418,7 +977,7 @@ static void set_garbage(struct response *rs)
 	set_text(rs, 200, "<html><body>\nThis is not a certificate.\n\x01\x02\x03 MIIBogus==\n</body></html>\n");
 }
 
-static void post_certificate_renewal(const struct conn *c, const struct request *rq, struct response *rs,
+static void post_certificate_renewal(const struct fs_conn *c, const struct fs_request *rq, struct response *rs,
 				     const struct control *ctl, X509 *header_cert)
 {
 	X509 *cert, *x = NULL;
@@ -1431,7 +990,7 @@ static void post_certificate_renewal(const struct conn *c, const struct request 
 	}
 	if (cfg.header_cert) {
 		cert = header_cert;
-	} else if (rq->x_client_cert) {
+	} else if (fs_header(rq, "X-Client-Cert")) {
 		/* request->cert: a TLS client that also sends X-Client-Cert
 		 * must be on the infra list, which this CA keeps empty. */
 		cert = NULL;
@@ -1480,11 +1039,11 @@ static void post_certificate_renewal(const struct conn *c, const struct request 
 		return;
 	}
 	/* Only a real renewal replaces signed/NAME.pem, as on the real CA. */
-	cn = name_cn(X509_get_subject_name(x));
-	if (kind == RENEW_NORMAL && cn && safe_name(cn) && pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn))
-		write_cert(path, x);
+	cn = fs_name_entry(X509_get_subject_name(x), NID_commonName);
+	if (kind == RENEW_NORMAL && cn && safe_name(cn) && fs_pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, cn))
+		fs_write_cert(path, x);
 	pthread_mutex_unlock(&ca_lock);
-	rs->body = cert_pem(x, &rs->body_len);
+	rs->body = fs_cert_pem(x, &rs->body_len);
 	rs->status = rs->body ? 200 : 500;
 	rs->content_type = "text/plain";
 	if (kind != RENEW_NORMAL)
@@ -1591,12 +1150,18 @@ static const struct {
 	{ { "POST" }, "/puppet-ca/v1/certificate_renewal", false },
 };
 
-static bool auth_allows(const struct conn *c, const struct request *rq)
+static bool auth_allows(const struct fs_conn *c, const struct fs_request *rq)
 {
+	const char *verify = fs_header(rq, "X-Client-Verify"), *dn = fs_header(rq, "X-Client-DN");
+	char verify_text[64], dn_text[1024];
 	size_t i, m;
 	char *cn;
 	bool authenticated;
 
+	/* The sizes the header values had in the request this was written
+	 * for; a longer value is cut, as it was there. */
+	snprintf(verify_text, sizeof verify_text, "%s", verify ? verify : "");
+	snprintf(dn_text, sizeof dn_text, "%s", dn ? dn : "");
 	for (i = 0; i < sizeof auth_rules / sizeof auth_rules[0]; i++) {
 		if (strncmp(rq->path, auth_rules[i].prefix, strlen(auth_rules[i].prefix)) != 0)
 			continue;
@@ -1606,9 +1171,9 @@ static bool auth_allows(const struct conn *c, const struct request *rq)
 			if (auth_rules[i].unauthenticated)
 				return true;
 			if (cfg.header_cert) {
-				authenticated = strcmp(rq->x_client_verify, "SUCCESS") == 0 && dn_has_cn(rq->x_client_dn);
+				authenticated = strcmp(verify_text, "SUCCESS") == 0 && dn_has_cn(dn_text);
 			} else {
-				cn = c->peer ? name_cn(X509_get_subject_name(c->peer)) : NULL;
+				cn = c->peer ? fs_name_entry(X509_get_subject_name(c->peer), NID_commonName) : NULL;
 				authenticated = cn && *cn && c->verify_result == X509_V_OK;
 				free(cn);
 			}
@@ -1629,15 +1194,16 @@ static bool route_name(const char *path, const char *prefix, char *name, size_t 
 	return true;
 }
 
-static void handle(const struct conn *c, const struct request *rq, struct response *rs)
+static void handle(const struct fs_conn *c, const struct fs_request *rq, struct response *rs)
 {
+	const char *client_cert = fs_header(rq, "X-Client-Cert");
 	struct control ctl;
 	X509 *header_cert = NULL;
 	char name[1024], method[24];
 	size_t i;
 
 	read_control(&ctl, false);
-	if (cfg.header_cert && rq->x_client_cert && parse_header_cert(rq->x_client_cert, &header_cert, rs) != 0)
+	if (cfg.header_cert && client_cert && parse_header_cert(client_cert, &header_cert, rs) != 0)
 		return;
 	if (cfg.strict_auth && !auth_allows(c, rq)) {
 		for (i = 0; rq->method[i] && i < sizeof method - 2; i++)
@@ -1652,7 +1218,7 @@ static void handle(const struct conn *c, const struct request *rq, struct respon
 	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CRL, name, sizeof name)) {
 		char path[PATH_MAX];
 
-		if (pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+		if (fs_pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
 			serve_file(path, rq, rs, "Not Found", "");
 	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CSR, name, sizeof name)) {
 		get_certificate_request(name, rq, rs);
@@ -1673,219 +1239,7 @@ out:
 /* ------------------------------------------------------------------ */
 /* HTTP over TLS                                                       */
 
-static void on_signal(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	got_signal = 1;
-	if (write(signal_pipe[1], "x", 1) < 0) {
-		/* Full pipe: the loop wakes up anyway. */
-	}
-	errno = saved;
-}
-
-/* Workers leave SIGTERM/SIGINT to the accept loop, so their reads and
- * writes are never interrupted. */
-static void block_stop_signals(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-
-static int ssl_write_all(SSL *ssl, const void *data, size_t len)
-{
-	size_t done;
-
-	while (len > 0) {
-		if (SSL_write_ex(ssl, data, len, &done) != 1) {
-			ERR_clear_error();
-			return -1;
-		}
-		data = (const char *)data + done;
-		len -= done;
-	}
-	return 0;
-}
-
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 304: return "Not Modified";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 411: return "Length Required";
-	case 413: return "Payload Too Large";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	default: return "Unknown";
-	}
-}
-
-static void copy_value(char *dst, size_t n, const char *v)
-{
-	snprintf(dst, n, "%s", v);
-}
-
-/* Reads and parses one request. 0: complete; 1: answer rs at once
- * (malformed, too large); -1: the client went away. */
-static int read_request(struct conn *c, struct request *rq, struct response *rs)
-{
-	char *buf = malloc(MAX_HEADER_BYTES + 1), *hdr_end = NULL, *line, *next, *sp;
-	size_t have = 0, got, body_have;
-	unsigned long long content_length = 0;
-	bool has_length = false, chunked = false, expect_continue = false;
-	int r = -1;
-
-	if (!buf)
-		return -1;
-	while (!hdr_end) {
-		if (have == MAX_HEADER_BYTES) {
-			set_text(rs, 431, "Request header too large");
-			r = 1;
-			goto out;
-		}
-		if (SSL_read_ex(c->ssl, buf + have, MAX_HEADER_BYTES - have, &got) != 1) {
-			ERR_clear_error();
-			goto out;
-		}
-		have += got;
-		buf[have] = '\0';
-		hdr_end = memmem(buf, have, "\r\n\r\n", 4);
-	}
-	*hdr_end = '\0';
-	r = 1;
-	line = buf;
-	next = strstr(line, "\r\n");
-	if (next)
-		*next = '\0';
-	/* Request line: METHOD SP TARGET SP HTTP/1.x */
-	sp = strchr(line, ' ');
-	if (!sp || (size_t)(sp - line) >= sizeof rq->method)
-		goto bad;
-	memcpy(rq->method, line, (size_t)(sp - line));
-	line = sp + 1;
-	sp = strchr(line, ' ');
-	if (!sp || (size_t)(sp - line) >= sizeof rq->path || line[0] != '/' || strncmp(sp + 1, "HTTP/1.", 7) != 0)
-		goto bad;
-	memcpy(rq->path, line, (size_t)(sp - line));
-	rq->path[strcspn(rq->path, "?#")] = '\0';
-	for (line = next ? next + 2 : NULL; line && *line; line = next ? next + 2 : NULL) {
-		char *colon, *value, *end;
-
-		next = strstr(line, "\r\n");
-		if (next)
-			*next = '\0';
-		colon = strchr(line, ':');
-		if (!colon)
-			goto bad;
-		*colon = '\0';
-		value = colon + 1;
-		while (*value == ' ' || *value == '\t')
-			value++;
-		end = value + strlen(value);
-		while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		if (strcasecmp(line, "Content-Length") == 0) {
-			char *e;
-
-			errno = 0;
-			content_length = strtoull(value, &e, 10);
-			if (has_length || errno || e == value || *e || value[0] == '-')
-				goto bad;
-			has_length = true;
-		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
-			chunked = strcasecmp(value, "identity") != 0;
-		} else if (strcasecmp(line, "Expect") == 0) {
-			expect_continue = strcasecmp(value, "100-continue") == 0;
-		} else if (strcasecmp(line, "X-Client-Cert") == 0) {
-			free(rq->x_client_cert);
-			rq->x_client_cert = strdup(value);
-			if (!rq->x_client_cert)
-				goto bad;
-		} else if (strcasecmp(line, "X-Client-Verify") == 0) {
-			copy_value(rq->x_client_verify, sizeof rq->x_client_verify, value);
-		} else if (strcasecmp(line, "X-Client-DN") == 0) {
-			copy_value(rq->x_client_dn, sizeof rq->x_client_dn, value);
-		} else if (strcasecmp(line, "If-Modified-Since") == 0) {
-			copy_value(rq->if_modified_since, sizeof rq->if_modified_since, value);
-		}
-	}
-	if (chunked) {
-		/* Only Content-Length bodies; the agent and curl send those. */
-		set_text(rs, 411, "Length Required");
-		goto out;
-	}
-	if (content_length > MAX_BODY_BYTES) {
-		set_text(rs, 413, "Request body larger than %d bytes", MAX_BODY_BYTES);
-		goto out;
-	}
-	if (expect_continue && content_length > 0) {
-		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-		if (ssl_write_all(c->ssl, cont, sizeof cont - 1) != 0) {
-			r = -1;
-			goto out;
-		}
-	}
-	rq->body = malloc((size_t)content_length + 1);
-	if (!rq->body) {
-		r = -1;
-		goto out;
-	}
-	body_have = have - (size_t)(hdr_end + 4 - buf);
-	if (body_have > content_length)
-		body_have = (size_t)content_length;
-	memcpy(rq->body, hdr_end + 4, body_have);
-	while (body_have < content_length) {
-		if (SSL_read_ex(c->ssl, rq->body + body_have, (size_t)content_length - body_have, &got) != 1) {
-			ERR_clear_error();
-			r = -1;
-			goto out;
-		}
-		body_have += got;
-	}
-	rq->body[body_have] = '\0';
-	rq->body_len = body_have;
-	r = 0;
-	goto out;
-bad:
-	set_text(rs, 400, "Bad Request");
-out:
-	free(buf);
-	return r;
-}
-
-/* hang: say nothing until the client closes (or the server stops). Raw
- * reads: what the client still sends does not matter any more. */
-static void wait_until_client_leaves(int fd)
-{
-	char junk[4096];
-
-	while (!atomic_load(&stopping)) {
-		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-		int n = poll(&p, 1, 500);
-
-		if (n < 0 && errno != EINTR)
-			return;
-		if (n <= 0)
-			continue;
-		if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
-			return;
-		if (recv(fd, junk, sizeof junk, 0) <= 0)
-			return;
-	}
-}
-
-static int send_huge(SSL *ssl)
+static int send_huge(struct fs_conn *c)
 {
 	static const char head[] = "-----BEGIN CERTIFICATE-----\n";
 	char *chunk = malloc(64 * 1024);
@@ -1898,10 +1252,10 @@ static int send_huge(SSL *ssl)
 	for (i = 0; i < 64 * 1024; i++)
 		chunk[i] = (i % 65 == 64) ? '\n' : 'A';
 	memcpy(chunk, head, sizeof head - 1);
-	while (left > 0 && !atomic_load(&stopping)) {
+	while (left > 0 && !fs_stopping()) {
 		size_t n = left < 64 * 1024 ? (size_t)left : 64 * 1024;
 
-		if (ssl_write_all(ssl, chunk, n) != 0)
+		if (fs_write(c, chunk, n) != 0)
 			goto out;
 		left -= (long)n;
 		if (left < HUGE_BODY_BYTES - 64 * 1024)
@@ -1913,183 +1267,50 @@ out:
 	return r;
 }
 
-static void send_response(struct conn *c, const struct response *rs)
+static void send_response(struct fs_conn *c, const struct response *rs)
 {
-	char head[512];
-	int n;
+	char lines[256];
 
-	if (rs->status == 304)
-		n = snprintf(head, sizeof head,
-			     "HTTP/1.1 304 Not Modified\r\nX-Puppet-Version: " PUPPET_VERSION
-			     "\r\nContent-Type: %s\r\nConnection: close\r\n\r\n",
-			     rs->content_type);
-	else
-		n = snprintf(head, sizeof head,
-			     "HTTP/1.1 %d %s\r\nX-Puppet-Version: " PUPPET_VERSION
-			     "\r\nContent-Type: %s\r\nContent-Length: %ld\r\nConnection: close\r\n\r\n",
-			     rs->status, reason_phrase(rs->status), rs->content_type ? rs->content_type : "text/plain",
-			     rs->kind == RESP_HUGE ? HUGE_BODY_BYTES : (long)rs->body_len);
-	if (n < 0 || (size_t)n >= sizeof head || ssl_write_all(c->ssl, head, (size_t)n) != 0)
+	/* A 304 has no body, so no Content-Length either. */
+	snprintf(lines, sizeof lines, "X-Puppet-Version: " PUPPET_VERSION "\r\nContent-Type: %s\r\n",
+		 rs->content_type ? rs->content_type : "text/plain");
+	if (fs_send_head(c, rs->status, NULL, lines,
+			 rs->status == 304 ? -1 : rs->kind == RESP_HUGE ? HUGE_BODY_BYTES : (long)rs->body_len) != 0)
 		return;
 	if (rs->kind == RESP_HUGE)
-		send_huge(c->ssl);
+		send_huge(c);
 	else if (rs->status != 304 && rs->body_len > 0)
-		ssl_write_all(c->ssl, rs->body, rs->body_len);
+		fs_write(c, rs->body, rs->body_len);
 }
 
-/* Closing with unread input makes the kernel send a reset, which can
- * destroy the answer before the client reads it (413 with a body still on
- * its way): read and drop for a moment first. */
-static void linger_close(struct conn *c)
+/* The fakesrv handler: one request, its answer and its log line. */
+static void serve(struct fs_conn *c, struct fs_request *rq)
 {
-	char junk[4096];
-	size_t total = 0;
-	int i;
-
-	if (SSL_shutdown(c->ssl) < 0)
-		ERR_clear_error();
-	shutdown(c->fd, SHUT_WR);
-	for (i = 0; i < 20 && total < 1024 * 1024; i++) {
-		struct pollfd p = { .fd = c->fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = recv(c->fd, junk, sizeof junk, 0);
-		if (n <= 0)
-			break;
-		total += (size_t)n;
-	}
-}
-
-static int verify_cb(int preverify_ok, X509_STORE_CTX *ctx)
-{
-	(void)ctx;
-	/* Let every client certificate through to the HTTP layer, which
-	 * answers 400/403 itself; SSL_get_verify_result still records the
-	 * verdict. --strict-auth fails the handshake like Jetty does. */
-	return cfg.strict_auth ? preverify_ok : 1;
-}
-
-static void *conn_main(void *arg)
-{
-	struct conn *c = arg;
-	struct request rq;
 	struct response rs;
-	char verdict[96];
-	int rr;
 
-	block_stop_signals();
-	memset(&rq, 0, sizeof rq);
 	memset(&rs, 0, sizeof rs);
-	c->ssl = SSL_new(ssl_ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
-		log_ssl("SSL_new");
-		goto out;
-	}
-	if (SSL_accept(c->ssl) != 1) {
-		log_ssl("TLS handshake failed");
-		goto out;
-	}
-	c->peer = SSL_get1_peer_certificate(c->ssl);
-	c->verify_result = SSL_get_verify_result(c->ssl);
-	if (!c->peer)
-		snprintf(verdict, sizeof verdict, "no client cert");
-	else if (c->verify_result == X509_V_OK)
-		snprintf(verdict, sizeof verdict, "client cert verifies");
-	else
-		snprintf(verdict, sizeof verdict, "client cert does not verify: %s",
-			 X509_verify_cert_error_string(c->verify_result));
-	rr = read_request(c, &rq, &rs);
-	if (rr < 0)
-		goto out;
-	if (rr == 0) {
+	switch (rq->error) {
+	case 0:
 		/* Signing on the request path too, so a GET right after
 		 * touching sign/NAME already sees the certificate. */
 		process_sign_triggers(true);
-		handle(c, &rq, &rs);
+		handle(c, rq, &rs);
+		break;
+	case 411: set_text(&rs, 411, "Length Required"); break;
+	case 413: set_text(&rs, 413, "Request body larger than %d bytes", MAX_BODY_BYTES); break;
+	case 431: set_text(&rs, 431, "Request header too large"); break;
+	default: set_text(&rs, 400, "Bad Request"); break;
 	}
 	if (rs.kind == RESP_HANG) {
-		logmsg("%s %s hang (%s)", rq.method, rq.path, verdict);
-		wait_until_client_leaves(c->fd);
+		fs_log("%s %s hang (%s)", rq->method, rq->path, c->verdict);
+		fs_wait_until_client_leaves(c);
 		goto out;
 	}
 	send_response(c, &rs);
-	logmsg("%s %s %d (%s%s%s)", rq.method[0] ? rq.method : "-", rq.path[0] ? rq.path : "-", rs.status, verdict,
-	       rs.note[0] ? "; " : "", rs.note);
-	linger_close(c);
+	fs_log("%s %s %d (%s%s%s)", rq->method[0] ? rq->method : "-", rq->path[0] ? rq->path : "-", rs.status,
+	       c->verdict, rs.note[0] ? "; " : "", rs.note);
 out:
-	pthread_mutex_lock(&slot_lock);
-	slots[c->slot].fd = -1;
-	pthread_mutex_unlock(&slot_lock);
-	SSL_free(c->ssl);
-	close(c->fd);
-	X509_free(c->peer);
-	free(rq.body);
-	free(rq.x_client_cert);
 	free(rs.body);
-	pthread_mutex_lock(&slot_lock);
-	slots[c->slot].done = true;
-	pthread_mutex_unlock(&slot_lock);
-	free(c);
-	ERR_clear_error();
-	OPENSSL_thread_stop();
-	return NULL;
-}
-
-static void reap_finished(bool all)
-{
-	int i;
-
-	for (i = 0; i < MAX_CONNS; i++) {
-		bool join;
-
-		pthread_mutex_lock(&slot_lock);
-		join = slots[i].used && (slots[i].done || all);
-		pthread_mutex_unlock(&slot_lock);
-		if (!join)
-			continue;
-		pthread_join(slots[i].tid, NULL);
-		pthread_mutex_lock(&slot_lock);
-		slots[i].used = false;
-		pthread_mutex_unlock(&slot_lock);
-	}
-}
-
-static void start_conn(int fd)
-{
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_SECS };
-	struct conn *c;
-	int i;
-
-	reap_finished(false);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	c = calloc(1, sizeof *c);
-	if (!c)
-		goto drop;
-	c->fd = fd;
-	pthread_mutex_lock(&slot_lock);
-	for (i = 0; i < MAX_CONNS && slots[i].used; i++)
-		;
-	if (i == MAX_CONNS) {
-		pthread_mutex_unlock(&slot_lock);
-		logmsg("more than %d connections at once; dropping one", MAX_CONNS);
-		goto drop;
-	}
-	c->slot = i;
-	slots[i] = (struct slot){ .used = true, .fd = fd };
-	/* One thread per connection: a client that hangs holds only its own. */
-	if (pthread_create(&slots[i].tid, NULL, conn_main, c) != 0) {
-		slots[i].used = false;
-		pthread_mutex_unlock(&slot_lock);
-		goto drop;
-	}
-	pthread_mutex_unlock(&slot_lock);
-	return;
-drop:
-	free(c);
-	close(fd);
 }
 
 static void *sign_poller(void *arg)
@@ -2097,10 +1318,10 @@ static void *sign_poller(void *arg)
 	int i;
 
 	(void)arg;
-	block_stop_signals();
-	while (!atomic_load(&stopping)) {
+	fs_block_stop_signals();
+	while (!fs_stopping()) {
 		process_sign_triggers(true);
-		for (i = 0; i < 4 && !atomic_load(&stopping); i++) {
+		for (i = 0; i < 4 && !fs_stopping(); i++) {
 			struct timespec ts = { .tv_nsec = 50 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
@@ -2113,30 +1334,43 @@ static void *sign_poller(void *arg)
 /* ------------------------------------------------------------------ */
 /* Startup and main loop                                               */
 
-static int init_tls(void)
-{
-	char ca_path[PATH_MAX];
-	STACK_OF(X509_NAME) *names;
-	static const unsigned char sid[] = "fake-openvox-ca";
+/* What puppetserver's create-ca-extensions puts on its CA. */
+static const struct fs_ext ca_exts[] = {
+	{ NID_netscape_comment, "Puppet Server Internal Certificate" },
+	{ NID_basic_constraints, "critical,CA:TRUE" },
+	{ NID_key_usage, "critical,keyCertSign,cRLSign" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_authority_key_identifier, "keyid:always" },
+	{ 0, NULL },
+};
 
-	ssl_ctx = SSL_CTX_new(TLS_server_method());
-	if (!ssl_ctx || SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
-	    X509_STORE_add_cert(SSL_CTX_get_cert_store(ssl_ctx), ca_cert) != 1 ||
-	    SSL_CTX_set_session_id_context(ssl_ctx, sid, sizeof sid - 1) != 1) {
-		log_ssl("TLS setup");
-		return -1;
-	}
-	SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_TICKET);
-	/* Ask for a client certificate, never insist: enrollment runs
-	 * without one, like Jetty's client-auth "want". */
-	SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, verify_cb);
-	if (!pathf(ca_path, sizeof ca_path, "%s/ca.pem", cfg.dir))
-		return -1;
-	names = SSL_load_client_CA_file(ca_path);
-	if (names)
-		SSL_CTX_set_client_CA_list(ssl_ctx, names);
-	return make_server_cert();
+static const struct fs_ext server_exts[] = {
+	{ NID_basic_constraints, "critical,CA:FALSE" },
+	{ NID_key_usage, "critical,digitalSignature,keyEncipherment" },
+	{ NID_ext_key_usage, "serverAuth,clientAuth" },
+	{ NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_authority_key_identifier, "keyid:always" },
+	{ 0, NULL },
+};
+
+/* Ask for a client certificate, never insist: enrollment runs without
+ * one, like Jetty's client-auth "want". Every certificate gets through
+ * to the HTTP layer, which answers 400/403 itself; --strict-auth fails
+ * the handshake for one that does not verify, like Jetty does. */
+static SSL_CTX *init_tls(void)
+{
+	time_t now = time(NULL);
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	SSL_CTX *ctx = NULL;
+
+	if (fs_mint_server_cert(cfg.dir, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
+		ctx = fs_tls_server_ctx(cert, key, ca_cert,
+					cfg.strict_auth ? FS_CLIENT_CERT_WANT_VALID : FS_CLIENT_CERT_WANT);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return ctx;
 }
 
 static int init_ca(void)
@@ -2148,19 +1382,21 @@ static int init_ca(void)
 	size_t i;
 	int r = -1;
 
-	if (make_dir(cfg.dir) != 0)
+	if (fs_make_dir(cfg.dir, 0755) != 0)
 		return -1;
 	for (i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++)
-		if (!pathf(path, sizeof path, "%s/%s", cfg.dir, subdirs[i]) || make_dir(path) != 0)
+		if (!fs_pathf(path, sizeof path, "%s/%s", cfg.dir, subdirs[i]) || fs_make_dir(path, 0755) != 0)
 			return -1;
-	if (load_or_make_ca("ca", "Puppet CA: fake-openvox-ca", &ca_cert, &ca_key) != 0)
+	/* Half a pair is an error, as for puppetserver ("need all files or
+	 * none"). */
+	if (fs_load_or_make_ca(cfg.dir, "ca", "Puppet CA: fake-openvox-ca", CA_TTL, ca_exts, &ca_cert, &ca_key) != 0)
 		goto out;
 	if (!X509_get0_subject_key_id(ca_cert)) {
-		logmsg("the CA certificate has no subject key identifier; renewal cannot match it");
+		fs_log("the CA certificate has no subject key identifier; renewal cannot match it");
 		goto out;
 	}
-	if (load_or_make_ca("foreign-ca", "Foreign Test CA (not trusted by fake-openvox-ca)", &foreign,
-			    &foreign_key) != 0)
+	if (fs_load_or_make_ca(cfg.dir, "foreign-ca", "Foreign Test CA (not trusted by fake-openvox-ca)", CA_TTL,
+			       ca_exts, &foreign, &foreign_key) != 0)
 		goto out;
 	if (write_empty_crl() != 0)
 		goto out;
@@ -2169,47 +1405,6 @@ out:
 	X509_free(foreign);
 	EVP_PKEY_free(foreign_key);
 	return r;
-}
-
-static int listen_socket(int *port_out)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl;
-	int fd = -1, one = 1;
-	bool v6 = strcmp(cfg.listen_addr, "::1") == 0;
-
-	memset(&ss, 0, sizeof ss);
-	if (v6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = in6addr_loopback;
-		sl = sizeof *s6;
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		sl = sizeof *s4;
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (v6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0)
-		goto fail;
-	sl = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-		goto fail;
-	*port_out = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
-fail:
-	logmsg("cannot listen on %s: %s", cfg.listen_addr, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 static void usage(FILE *f)
@@ -2222,19 +1417,6 @@ static void usage(FILE *f)
 		   "control file words (one per line; \"sign NAME\" signs NAME's CSR):\n");
 	for (i = 0; i < sizeof modes / sizeof modes[0]; i++)
 		fprintf(f, "  %-17s %s\n", modes[i].word, modes[i].effect);
-}
-
-static bool parse_seconds(const char *s, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v <= 0 || v > MAX_TTL)
-		return false;
-	*out = v;
-	return true;
 }
 
 int main(int argc, char **argv)
@@ -2255,11 +1437,14 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sigaction sa;
+	struct fs_server srv = {
+		.handle = serve,
+		.max_body_bytes = MAX_BODY_BYTES,
+		.linger = true,
+	};
 	pthread_t poller;
 	bool poller_started = false;
-	char port_text[16];
-	int opt, lfd = -1, port, i, r = 1;
+	int opt, lfd, port, r = 1;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
@@ -2268,13 +1453,13 @@ int main(int argc, char **argv)
 		case O_PORT_FILE: cfg.port_file = optarg; break;
 		case O_CONTROL: cfg.control_file = optarg; break;
 		case O_TTL:
-			if (!parse_seconds(optarg, &cfg.ttl)) {
+			if (!fs_parse_seconds(optarg, MAX_TTL, &cfg.ttl)) {
 				fprintf(stderr, "fake-openvox-ca: bad --ttl %s\n", optarg);
 				return 2;
 			}
 			break;
 		case O_RENEWAL_TTL:
-			if (!parse_seconds(optarg, &cfg.renewal_ttl)) {
+			if (!fs_parse_seconds(optarg, MAX_TTL, &cfg.renewal_ttl)) {
 				fprintf(stderr, "fake-openvox-ca: bad --renewal-ttl %s\n", optarg);
 				return 2;
 			}
@@ -2291,79 +1476,43 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	fs_log_init("fake-openvox-ca");
 	/* A test CA with its key in a file must never be reachable from
 	 * another host. */
-	if (strcmp(cfg.listen_addr, "127.0.0.1") != 0 && strcmp(cfg.listen_addr, "::1") != 0) {
-		fprintf(stderr, "fake-openvox-ca: refusing to listen on %s: only 127.0.0.1 or ::1\n", cfg.listen_addr);
+	if (!fs_listen_addr_ok(cfg.listen_addr)) {
+		fs_log("refusing to listen on %s: only 127.0.0.1 or ::1", cfg.listen_addr);
 		return 2;
 	}
-
-	signal(SIGPIPE, SIG_IGN);
-	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-		perror("fake-openvox-ca: pipe");
+	if (fs_signals_init() != 0)
 		return 1;
-	}
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-
-	if (init_ca() != 0 || init_tls() != 0)
+	if (init_ca() != 0 || (srv.ctx = init_tls()) == NULL)
 		goto out;
-	lfd = listen_socket(&port);
+	lfd = fs_listen(cfg.listen_addr, &port);
 	if (lfd < 0)
 		goto out;
-	if (cfg.port_file) {
-		snprintf(port_text, sizeof port_text, "%d\n", port);
-		if (write_file_atomic(cfg.port_file, port_text, strlen(port_text), 0644) != 0)
-			goto out;
-	}
-	if (pthread_create(&poller, NULL, sign_poller, NULL) != 0)
+	if (cfg.port_file && fs_write_port_file(cfg.port_file, port) != 0) {
+		close(lfd);
 		goto out;
+	}
+	if (pthread_create(&poller, NULL, sign_poller, NULL) != 0) {
+		close(lfd);
+		goto out;
+	}
 	poller_started = true;
-	logmsg("listening on https://%s%s%s:%d/ (dir %s%s%s%s)", strchr(cfg.listen_addr, ':') ? "[" : "",
+	fs_log("listening on https://%s%s%s:%d/ (dir %s%s%s%s)", strchr(cfg.listen_addr, ':') ? "[" : "",
 	       cfg.listen_addr, strchr(cfg.listen_addr, ':') ? "]" : "", port, cfg.dir,
 	       cfg.autosign ? ", autosign" : "", cfg.header_cert ? ", header-cert" : "",
 	       cfg.strict_auth ? ", strict-auth" : "");
-
-	while (!got_signal) {
-		struct pollfd p[2] = { { .fd = lfd, .events = POLLIN }, { .fd = signal_pipe[0], .events = POLLIN } };
-		int n = poll(p, 2, 1000);
-
-		if (n < 0 && errno != EINTR) {
-			logmsg("poll: %s", strerror(errno));
-			goto out;
-		}
-		if (n > 0 && (p[0].revents & POLLIN)) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-
-			if (fd >= 0)
-				start_conn(fd);
-		} else {
-			reap_finished(false);
-		}
-	}
-	logmsg("stopping");
+	if (fs_serve(lfd, &srv) != 0)
+		goto out;
+	fs_log("stopping");
 	r = 0;
 out:
-	atomic_store(&stopping, true);
-	if (lfd >= 0)
-		close(lfd);
-	/* Wake every connection blocked in a read or write. */
-	pthread_mutex_lock(&slot_lock);
-	for (i = 0; i < MAX_CONNS; i++)
-		if (slots[i].used && !slots[i].done && slots[i].fd >= 0)
-			shutdown(slots[i].fd, SHUT_RDWR);
-	pthread_mutex_unlock(&slot_lock);
-	reap_finished(true);
+	/* fs_serve has stopped (or never ran): the poller sees fs_stopping. */
 	if (poller_started)
 		pthread_join(poller, NULL);
-	SSL_CTX_free(ssl_ctx);
+	SSL_CTX_free(srv.ctx);
 	X509_free(ca_cert);
 	EVP_PKEY_free(ca_key);
-	close(signal_pipe[0]);
-	close(signal_pipe[1]);
 	return r;
 }

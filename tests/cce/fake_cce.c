@@ -23,46 +23,38 @@
  * client bug shows as a failed test. One line per request goes to stderr
  * (never the token or the body).
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <poll.h>
+#include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/err.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "fakesrv.h"
 #include "proto/b64.h"
 
-#define MAX_HEADER_BYTES (32 * 1024)
 /* Three base64 parts of 1 MiB each, and some room to see oversized ones arrive. */
 #define MAX_BODY_BYTES (8 * 1024 * 1024)
 #define PART_MAX (1024 * 1024)
 #define EXPIRATION_MAX 8784
 #define TOKEN_MAX 8192
 #define MAX_JOBS 256
-#define IO_TIMEOUT_SECS 30
-#define DAY 86400L
+#define DAY FS_DAY
 
 enum mode {
 	M_NORMAL, M_ERROR1, M_ERROR2, M_401, M_403, M_404, M_500, M_GARBAGE, M_HANG,
@@ -93,15 +85,6 @@ struct job {
 	int polls;
 };
 
-struct request {
-	char method[16];
-	char path[2048];
-	char content_type[128];
-	char *token;
-	char *body;
-	size_t body_len;
-};
-
 struct response {
 	int status;
 	bool hang;
@@ -111,145 +94,60 @@ struct response {
 
 static const char *dir, *port_file, *control_file, *token_file;
 static char expected_token[TOKEN_MAX];
-static SSL_CTX *ssl_ctx;
-static atomic_bool stopping;
-static atomic_int active;
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct job jobs[MAX_JOBS];
 static int n_jobs;
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	va_list ap;
-	char line[512];
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "fake-cce: %s\n", line);
-}
-
 /* ---- files and certificates ---- */
 
-static int write_file(const char *name, const void *data, size_t len, mode_t mode)
+static const struct fs_ext ca_exts[] = {
+	{ NID_basic_constraints, "critical,CA:TRUE" },
+	{ NID_key_usage, "critical,keyCertSign,cRLSign" },
+	{ NID_subject_key_identifier, "hash" },
+	{ 0, NULL },
+};
+
+static const struct fs_ext server_exts[] = {
+	{ NID_basic_constraints, "critical,CA:FALSE" },
+	{ NID_key_usage, "critical,digitalSignature" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_ext_key_usage, "serverAuth" },
+	{ NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1" },
+	{ 0, NULL },
+};
+
+/* Fresh certificates at every start: DIR/ca.pem, ca.key, server.pem,
+ * server.key and other-ca.pem. */
+static SSL_CTX *init_tls(void)
 {
-	char path[4096], tmp[4200];
-	int fd, r = -1;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0)
-		return -1;
-	if (write(fd, data, len) == (ssize_t)len && fsync(fd) == 0)
-		r = 0;
-	close(fd);
-	if (r == 0 && rename(tmp, path) != 0)
-		r = -1;
-	return r;
-}
-
-static int write_pem(const char *name, X509 *x, EVP_PKEY *k)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *p;
-	long n;
-	int r = -1;
-
-	if (b == NULL)
-		return -1;
-	if ((x != NULL && PEM_write_bio_X509(b, x) == 1) || (k != NULL && PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) == 1)) {
-		n = BIO_get_mem_data(b, &p);
-		r = write_file(name, p, (size_t)n, k != NULL ? 0600 : 0644);
-	}
-	BIO_free(b);
-	return r;
-}
-
-static int add_ext(X509 *issuer, X509 *x, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *e;
-
-	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
-	if ((e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value)) == NULL)
-		return -1;
-	X509_add_ext(x, e, -1);
-	X509_EXTENSION_free(e);
-	return 0;
-}
-
-/* A certificate for @key named @cn, signed by @issuer/@ikey (self-signed when NULL). */
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ikey, bool ca)
-{
-	X509 *x = X509_new();
-	X509_NAME *name = X509_NAME_new();
-	unsigned char serial[16];
-	BIGNUM *bn = NULL;
-	bool ok = false;
-
-	if (x == NULL || name == NULL || RAND_bytes(serial, sizeof(serial)) != 1)
-		goto out;
-	serial[0] &= 0x7f;
-	if ((bn = BN_bin2bn(serial, sizeof(serial), NULL)) == NULL || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
-		goto out;
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_version(x, 2);
-	X509_set_subject_name(x, name);
-	X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
-	X509_gmtime_adj(X509_getm_notBefore(x), -DAY);
-	X509_gmtime_adj(X509_getm_notAfter(x), 30 * DAY);
-	X509_set_pubkey(x, key);
-	if (issuer == NULL) {
-		issuer = x;
-		ikey = key;
-	}
-	if (add_ext(issuer, x, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE") ||
-	    add_ext(issuer, x, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature") ||
-	    add_ext(issuer, x, NID_subject_key_identifier, "hash") ||
-	    (!ca && add_ext(issuer, x, NID_ext_key_usage, "serverAuth")) ||
-	    (!ca && add_ext(issuer, x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1")))
-		goto out;
-	ok = X509_sign(x, ikey, EVP_sha256()) > 0;
-out:
-	BN_free(bn);
-	X509_NAME_free(name);
-	if (!ok) {
-		X509_free(x);
-		x = NULL;
-	}
-	return x;
-}
-
-static int init_tls(void)
-{
-	EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *srv_key = EVP_EC_gen("P-256"), *other_key = EVP_EC_gen("P-256");
+	char ca_path[PATH_MAX], ca_key_path[PATH_MAX], other_path[PATH_MAX];
+	time_t now = time(NULL);
+	EVP_PKEY *ca_key = NULL, *srv_key = NULL, *other_key = NULL;
 	X509 *ca = NULL, *srv = NULL, *other = NULL;
-	int r = -1;
+	SSL_CTX *ctx = NULL;
 
-	if (ca_key == NULL || srv_key == NULL || other_key == NULL ||
-	    (ca = make_cert("fake-cce test CA", ca_key, NULL, NULL, true)) == NULL ||
-	    (srv = make_cert("localhost", srv_key, ca, ca_key, false)) == NULL ||
-	    (other = make_cert("an unrelated CA", other_key, NULL, NULL, true)) == NULL)
+	if (!fs_pathf(ca_path, sizeof ca_path, "%s/ca.pem", dir) ||
+	    !fs_pathf(ca_key_path, sizeof ca_key_path, "%s/ca.key", dir) ||
+	    !fs_pathf(other_path, sizeof other_path, "%s/other-ca.pem", dir))
 		goto out;
-	if (write_pem("ca.pem", ca, NULL) || write_pem("ca.key", NULL, ca_key) || write_pem("server.pem", srv, NULL) ||
-	    write_pem("server.key", NULL, srv_key) || write_pem("other-ca.pem", other, NULL))
+	if (fs_mint_ca("fake-cce test CA", 30 * DAY, ca_exts, &ca, &ca_key) != 0 ||
+	    fs_mint_server_cert(dir, ca, ca_key, now - DAY, now + 30 * DAY, server_exts, &srv, &srv_key) != 0 ||
+	    fs_mint_ca("an unrelated CA", 30 * DAY, ca_exts, &other, &other_key) != 0)
 		goto out;
-	if ((ssl_ctx = SSL_CTX_new(TLS_server_method())) == NULL ||
-	    SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_use_certificate(ssl_ctx, srv) != 1 || SSL_CTX_use_PrivateKey(ssl_ctx, srv_key) != 1)
+	if (fs_write_cert(ca_path, ca) != 0 || fs_write_key(ca_key_path, ca_key) != 0 ||
+	    fs_write_cert(other_path, other) != 0)
 		goto out;
-	r = 0;
+	ctx = fs_tls_server_ctx(srv, srv_key, NULL, FS_CLIENT_CERT_NONE);
 out:
-	if (r != 0)
-		logmsg("TLS setup failed: %s", ERR_reason_error_string(ERR_peek_last_error()));
+	if (!ctx)
+		fs_log("TLS setup failed");
 	X509_free(ca);
 	X509_free(srv);
 	X509_free(other);
 	EVP_PKEY_free(ca_key);
 	EVP_PKEY_free(srv_key);
 	EVP_PKEY_free(other_key);
-	return r;
+	return ctx;
 }
 
 static int load_token(void)
@@ -281,7 +179,7 @@ static enum mode read_mode(void)
 		if (strcmp(word, modes[i].word) == 0)
 			return modes[i].mode;
 	if (word[0] != '\0')
-		logmsg("unknown mode \"%s\" in the control file; normal", word);
+		fs_log("unknown mode \"%s\" in the control file; normal", word);
 	return M_NORMAL;
 }
 
@@ -337,14 +235,13 @@ static bool b64_part_ok(json_t *content, const char *name, struct response *rs)
 }
 
 /* The body of rotatecredentials, checked field by field; @rs is set when it is refused. */
-static bool rotate_body_ok(const struct request *rq, struct response *rs)
+static bool rotate_body_ok(const struct fs_request *rq, struct response *rs)
 {
 	json_t *j = NULL, *comp, *exp, *content, *v;
-	const char *key, *c;
+	const char *key, *c, *type = fs_header(rq, "Content-Type");
 	bool ok = false, custom;
 
-	if (strncasecmp(rq->content_type, "application/json", 16) != 0 ||
-	    (rq->content_type[16] != '\0' && rq->content_type[16] != ';')) {
+	if (type == NULL || strncasecmp(type, "application/json", 16) != 0 || (type[16] != '\0' && type[16] != ';')) {
 		bad_request(rs, "Content-Type must be application/json");
 		return false;
 	}
@@ -491,19 +388,24 @@ static bool token_matches(const char *got)
 	return a == b && CRYPTO_memcmp(got, expected_token, a) == 0;
 }
 
-static void handle(const struct request *rq, struct response *rs)
+static void handle(const struct fs_request *rq, struct response *rs)
 {
 	enum mode mode = read_mode();
-	char id[80];
+	const char *token = fs_header(rq, "X-Auth-Token");
+	char path[PATH_MAX], id[80];
 
+	/* Two of them is a client bug: answered as a wrong token. */
+	if (fs_header_count(rq, "X-Auth-Token") > 1)
+		token = "";
 	/* Authentication first, as Huawei's API gateway does, in its shape. */
-	if (!token_matches(rq->token)) {
+	if (!token_matches(token)) {
 		answer(rs, 401, "{\"error_code\":\"APIGW.0301\",\"error_msg\":\"Incorrect IAM authentication "
-		       "information: %s\",\"request_id\":\"fake\"}", rq->token == NULL ? "no X-Auth-Token" : "token mismatch");
-		snprintf(rs->note, sizeof(rs->note), "%s", rq->token == NULL ? "no X-Auth-Token" : "wrong token");
+		       "information: %s\",\"request_id\":\"fake\"}", token == NULL ? "no X-Auth-Token" : "token mismatch");
+		snprintf(rs->note, sizeof(rs->note), "%s", token == NULL ? "no X-Auth-Token" : "wrong token");
 		return;
 	}
-	if (route(rq->path, "clusters", "/rotatecredentials", id, sizeof(id))) {
+	/* Routes go by the whole target: a query string is a route of its own. */
+	if (route(rq->target, "clusters", "/rotatecredentials", id, sizeof(id))) {
 		if (strcmp(rq->method, "POST") != 0) {
 			answer(rs, 405, "{\"errorCode\":\"CCE.01405001\",\"errorMessage\":\"method not allowed\"}");
 			return;
@@ -542,12 +444,13 @@ static void handle(const struct request *rq, struct response *rs)
 		default:
 			break;
 		}
-		if (write_file("last-body.json", rq->body, rq->body_len, 0600) != 0)
-			logmsg("cannot save last-body.json: %s", strerror(errno));
+		if (!fs_pathf(path, sizeof path, "%s/last-body.json", dir) ||
+		    fs_write_file_atomic(path, rq->body, rq->body_len, 0600) != 0)
+			fs_log("cannot save last-body.json");
 		new_job(rs);
 		return;
 	}
-	if (route(rq->path, "jobs", "", id, sizeof(id))) {
+	if (route(rq->target, "jobs", "", id, sizeof(id))) {
 		if (strcmp(rq->method, "GET") != 0) {
 			answer(rs, 405, "{\"errorCode\":\"CCE.01405001\",\"errorMessage\":\"method not allowed\"}");
 			return;
@@ -561,168 +464,48 @@ static void handle(const struct request *rq, struct response *rs)
 
 /* ---- HTTP over TLS ---- */
 
-static int read_request(SSL *ssl, struct request *rq, struct response *rs)
+static void send_response(struct fs_conn *c, const struct response *rs)
 {
-	char *buf = malloc(MAX_HEADER_BYTES + 1), *end = NULL, *line, *next, *sp;
-	size_t have = 0, got, body_have;
-	unsigned long long length = 0;
-	int r = -1;
+	size_t len = rs->body != NULL ? strlen(rs->body) : 0;
 
-	if (buf == NULL)
-		return -1;
-	while (end == NULL) {
-		if (have == MAX_HEADER_BYTES) {
-			answer(rs, 431, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"headers too large\"}");
-			r = 1;
-			goto out;
-		}
-		if (SSL_read_ex(ssl, buf + have, MAX_HEADER_BYTES - have, &got) != 1)
-			goto out;
-		have += got;
-		buf[have] = '\0';
-		end = memmem(buf, have, "\r\n\r\n", 4);
-	}
-	*end = '\0';
-	r = 1;
-	line = buf;
-	if ((next = strstr(line, "\r\n")) != NULL)
-		*next = '\0';
-	if ((sp = strchr(line, ' ')) == NULL || (size_t)(sp - line) >= sizeof(rq->method))
-		goto bad;
-	memcpy(rq->method, line, (size_t)(sp - line));
-	line = sp + 1;
-	if ((sp = strchr(line, ' ')) == NULL || (size_t)(sp - line) >= sizeof(rq->path))
-		goto bad;
-	memcpy(rq->path, line, (size_t)(sp - line));
-	for (line = next ? next + 2 : NULL; line != NULL && *line; line = next ? next + 2 : NULL) {
-		char *colon, *v;
-
-		if ((next = strstr(line, "\r\n")) != NULL)
-			*next = '\0';
-		if ((colon = strchr(line, ':')) == NULL)
-			goto bad;
-		*colon = '\0';
-		for (v = colon + 1; *v == ' ' || *v == '\t'; v++)
-			;
-		if (strcasecmp(line, "Content-Length") == 0)
-			length = strtoull(v, NULL, 10);
-		else if (strcasecmp(line, "Content-Type") == 0)
-			snprintf(rq->content_type, sizeof(rq->content_type), "%s", v);
-		else if (strcasecmp(line, "X-Auth-Token") == 0) {
-			/* Two of them is a client bug: answered as a missing token. */
-			if (rq->token != NULL)
-				rq->token[0] = '\0';
-			else
-				rq->token = strdup(v);
-		} else if (strcasecmp(line, "Transfer-Encoding") == 0)
-			goto bad;
-	}
-	if (length > MAX_BODY_BYTES) {
-		answer(rs, 413, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"body too large\"}");
-		goto out;
-	}
-	if ((rq->body = malloc(length + 1)) == NULL) {
-		r = -1;
-		goto out;
-	}
-	body_have = have - (size_t)(end + 4 - buf);
-	if (body_have > length)
-		body_have = length;
-	memcpy(rq->body, end + 4, body_have);
-	while (body_have < length) {
-		if (SSL_read_ex(ssl, rq->body + body_have, length - body_have, &got) != 1) {
-			r = -1;
-			goto out;
-		}
-		body_have += got;
-	}
-	rq->body[body_have] = '\0';
-	rq->body_len = body_have;
-	r = 0;
-	goto out;
-bad:
-	answer(rs, 400, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"malformed HTTP request\"}");
-out:
-	ERR_clear_error();
-	free(buf);
-	return r;
+	if (fs_send_head(c, rs->status, "Fake", "Content-Type: application/json\r\n", (long)len) == 0 && len > 0)
+		fs_write(c, rs->body, len);
 }
 
-static void send_response(SSL *ssl, const struct response *rs)
+/* The fakesrv handler: one request, its answer and its log line (never
+ * the token or the body). */
+static void serve(struct fs_conn *c, struct fs_request *rq)
 {
-	char head[256];
-	size_t len = rs->body != NULL ? strlen(rs->body) : 0, done;
-	int n = snprintf(head, sizeof(head), "HTTP/1.1 %d Fake\r\nContent-Type: application/json\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n\r\n", rs->status, len);
-
-	if (SSL_write_ex(ssl, head, (size_t)n, &done) == 1 && len > 0)
-		SSL_write_ex(ssl, rs->body, len, &done);
-	ERR_clear_error();
-}
-
-/* hang: say nothing until the client gives up or the server stops. */
-static void wait_for_client(int fd)
-{
-	char junk[4096];
-
-	while (!atomic_load(&stopping)) {
-		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-		int n = poll(&p, 1, 200);
-
-		if (n < 0 && errno != EINTR)
-			return;
-		if (n > 0 && ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) || recv(fd, junk, sizeof(junk), 0) <= 0))
-			return;
-	}
-}
-
-static void *conn_main(void *arg)
-{
-	int fd = (int)(intptr_t)arg;
-	struct request rq;
 	struct response rs;
-	SSL *ssl = SSL_new(ssl_ctx);
-	int rr;
 
-	memset(&rq, 0, sizeof(rq));
 	memset(&rs, 0, sizeof(rs));
-	if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1) {
-		logmsg("TLS handshake failed: %s", ERR_reason_error_string(ERR_peek_last_error()));
-		goto out;
+	/* Only Content-Length bodies, and no Transfer-Encoding at all. */
+	if (rq->error == 0 && fs_header(rq, "Transfer-Encoding") != NULL)
+		rq->error = 400;
+	switch (rq->error) {
+	case 0:
+		handle(rq, &rs);
+		break;
+	case 413:
+		answer(&rs, 413, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"body too large\"}");
+		break;
+	case 431:
+		answer(&rs, 431, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"headers too large\"}");
+		break;
+	default:
+		answer(&rs, 400, "{\"errorCode\":\"CCE.01400001\",\"errorMessage\":\"malformed HTTP request\"}");
+		break;
 	}
-	if ((rr = read_request(ssl, &rq, &rs)) < 0)
-		goto out;
-	if (rr == 0)
-		handle(&rq, &rs);
 	if (rs.hang) {
-		logmsg("%s %s hang", rq.method, rq.path);
-		wait_for_client(fd);
+		fs_log("%s %s hang", rq->method, rq->target);
+		fs_wait_until_client_leaves(c);
 		goto out;
 	}
-	send_response(ssl, &rs);
-	logmsg("%s %s %d%s%s", rq.method[0] ? rq.method : "-", rq.path[0] ? rq.path : "-", rs.status,
+	send_response(c, &rs);
+	fs_log("%s %s %d%s%s", rq->method[0] ? rq->method : "-", rq->target[0] ? rq->target : "-", rs.status,
 	       rs.note[0] ? " " : "", rs.note);
-	SSL_shutdown(ssl);
 out:
-	ERR_clear_error();
-	SSL_free(ssl);
-	close(fd);
-	if (rq.token != NULL)
-		OPENSSL_cleanse(rq.token, strlen(rq.token));
-	free(rq.token);
-	if (rq.body != NULL)
-		OPENSSL_cleanse(rq.body, rq.body_len);
-	free(rq.body);
 	free(rs.body);
-	OPENSSL_thread_stop();
-	atomic_fetch_sub(&active, 1);
-	return NULL;
-}
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	atomic_store(&stopping, true);
 }
 
 static void usage(FILE *f)
@@ -742,11 +525,11 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sockaddr_in sa;
-	struct sigaction act;
-	socklen_t sl = sizeof(sa);
-	char port[16];
-	int c, lfd = -1, one = 1, r = 1;
+	struct fs_server srv = {
+		.handle = serve,
+		.max_body_bytes = MAX_BODY_BYTES,
+	};
+	int c, lfd, port, r = 1;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -762,74 +545,29 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	memset(&act, 0, sizeof(act));
-	act.sa_handler = on_signal;
-	sigaction(SIGTERM, &act, NULL);
-	sigaction(SIGINT, &act, NULL);
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		logmsg("%s: %s", dir, strerror(errno));
+	fs_log_init("fake-cce");
+	if (fs_signals_init() != 0 || fs_make_dir(dir, 0700) != 0)
 		return 1;
-	}
 	if (load_token() != 0) {
-		logmsg("--token-file %s: unreadable or empty", token_file);
+		fs_log("--token-file %s: unreadable or empty", token_file);
 		return 1;
 	}
-	if (init_tls() != 0)
+	if ((srv.ctx = init_tls()) == NULL)
 		goto out;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if ((lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 64) != 0 ||
-	    getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0) {
-		logmsg("cannot listen on 127.0.0.1: %s", strerror(errno));
+	/* Loopback only: the CA key is in a plain file. */
+	lfd = fs_listen("127.0.0.1", &port);
+	if (lfd < 0)
+		goto out;
+	if (port_file != NULL && fs_write_port_file(port_file, port) != 0) {
+		close(lfd);
 		goto out;
 	}
-	snprintf(port, sizeof(port), "%d\n", ntohs(sa.sin_port));
-	if (port_file != NULL) {
-		char tmp[4200];
-		FILE *f;
-
-		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
-		if ((f = fopen(tmp, "w")) == NULL || fputs(port, f) < 0 || fclose(f) != 0 || rename(tmp, port_file) != 0) {
-			logmsg("cannot write %s", port_file);
-			goto out;
-		}
-	}
-	logmsg("listening on https://127.0.0.1:%d/ (dir %s)", ntohs(sa.sin_port), dir);
-	while (!atomic_load(&stopping)) {
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		struct timeval tv = { .tv_sec = IO_TIMEOUT_SECS };
-		pthread_attr_t attr;
-		pthread_t tid;
-		int fd;
-
-		if (poll(&p, 1, 200) <= 0 || (fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0)
-			continue;
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		/* One thread per connection: a hanging answer holds only its own. */
-		atomic_fetch_add(&active, 1);
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&tid, &attr, conn_main, (void *)(intptr_t)fd) != 0) {
-			atomic_fetch_sub(&active, 1);
-			close(fd);
-		}
-		pthread_attr_destroy(&attr);
-	}
+	fs_log("listening on https://127.0.0.1:%d/ (dir %s)", port, dir);
+	if (fs_serve(lfd, &srv) != 0)
+		goto out;
 	r = 0;
 out:
-	atomic_store(&stopping, true);
-	if (lfd >= 0)
-		close(lfd);
-	/* Hanging connections notice `stopping` within 200 ms. */
-	for (int i = 0; i < 50 && atomic_load(&active) > 0; i++)
-		usleep(100 * 1000);
-	if (atomic_load(&active) == 0)
-		SSL_CTX_free(ssl_ctx);
+	SSL_CTX_free(srv.ctx);
 	OPENSSL_cleanse(expected_token, sizeof(expected_token));
 	return r;
 }

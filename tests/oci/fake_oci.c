@@ -59,41 +59,30 @@
  *
  * SIGTERM/SIGINT end the server with status 0.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
-#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#define DAY 86400L
-#define MAX_HEADER_BYTES (32 * 1024)
+#include "fakesrv.h"
+
+#define DAY FS_DAY
 #define MAX_BODY_BYTES (64 * 1024)
 #define MAX_HEADERS 64
-#define IO_TIMEOUT_SECS 30
 #define P_RENEW_PREFIX "/20201210/roverNodes/"
 #define P_RENEW_SUFFIX "/actions/renewCertificate"
 #define P_BUNDLE "/20210224/certificateBundles/"
@@ -101,8 +90,6 @@
 static const char *dir, *port_file, *control_file, *verify_key_path, *key_id;
 static X509 *ca_cert, *foreign_cert;
 static EVP_PKEY *ca_key, *foreign_key;
-static SSL_CTX *ssl_ctx;
-static volatile sig_atomic_t stop;
 static unsigned issued_count;
 static bool rps_mode;
 static const char *infra_id, *state_file;
@@ -111,20 +98,6 @@ static unsigned register_calls, check_calls;
 static struct timespec ready_at;
 static bool ready, never_connected;
 
-struct header {
-	char name[64];
-	char *value;
-};
-
-struct request {
-	char method[16];
-	char target[2048];            /* path and query, as sent */
-	struct header h[MAX_HEADERS];
-	size_t nh;
-	char *body;
-	size_t body_len;
-};
-
 struct response {
 	int status;
 	char *body;                   /* malloc'd */
@@ -132,139 +105,20 @@ struct response {
 	bool hang, huge;
 };
 
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "fake-oci: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop = 1;
-}
-
 /* ---- files and certificates ---- */
 
-static int write_file(const char *path, const void *data, size_t len, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	int fd;
+static const struct fs_ext ca_exts[] = {
+	{ NID_basic_constraints, "critical,CA:TRUE" },
+	{ NID_key_usage, "critical,keyCertSign,cRLSign" },
+	{ NID_subject_key_identifier, "hash" },
+	{ 0, NULL },
+};
 
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -1;
-	if (write(fd, data, len) != (ssize_t)len || close(fd) != 0 || rename(tmp, path) != 0) {
-		unlink(tmp);
-		return -1;
-	}
-	return 0;
-}
-
-static char *pem_of(X509 *x)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *p, *out = NULL;
-	long n;
-
-	if (b != NULL && PEM_write_bio_X509(b, x) && (n = BIO_get_mem_data(b, &p)) > 0 &&
-	    (out = malloc((size_t)n + 1)) != NULL) {
-		memcpy(out, p, (size_t)n);
-		out[n] = '\0';
-	}
-	BIO_free(b);
-	return out;
-}
-
-static int add_ext(X509 *issuer, X509 *x, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *e;
-	int ok;
-
-	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
-	if ((e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value)) == NULL)
-		return -1;
-	ok = X509_add_ext(x, e, -1);
-	X509_EXTENSION_free(e);
-	return ok ? 0 : -1;
-}
-
-static X509 *new_cert(X509 *issuer, const X509_NAME *subject, EVP_PKEY *pub, time_t nb, time_t na)
-{
-	X509 *x = X509_new();
-	unsigned char serial[16];
-	BIGNUM *bn = NULL;
-
-	if (x == NULL || RAND_bytes(serial, sizeof serial) != 1)
-		goto fail;
-	serial[0] = (unsigned char)((serial[0] & 0x7f) | 1);
-	if ((bn = BN_bin2bn(serial, sizeof serial, NULL)) == NULL ||
-	    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) == NULL || !X509_set_version(x, X509_VERSION_3) ||
-	    !X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : subject) ||
-	    !X509_set_subject_name(x, subject) || !X509_set_pubkey(x, pub) ||
-	    !ASN1_TIME_set(X509_getm_notBefore(x), nb) || !ASN1_TIME_set(X509_getm_notAfter(x), na))
-		goto fail;
-	BN_free(bn);
-	return x;
-fail:
-	BN_free(bn);
-	X509_free(x);
-	return NULL;
-}
-
-static int load_or_make_ca(const char *base, const char *cn, X509 **cert, EVP_PKEY **key)
-{
-	char cp[PATH_MAX], kp[PATH_MAX];
-	X509_NAME *name = NULL;
-	FILE *f;
-	BIO *b = NULL;
-	char *pem = NULL;
-	time_t now = time(NULL);
-	int r = -1;
-
-	snprintf(cp, sizeof cp, "%s/%s.pem", dir, base);
-	snprintf(kp, sizeof kp, "%s/%s.key", dir, base);
-	if ((f = fopen(cp, "r")) != NULL) {
-		*cert = PEM_read_X509(f, NULL, NULL, NULL);
-		fclose(f);
-		if ((f = fopen(kp, "r")) != NULL) {
-			*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-			fclose(f);
-		}
-		return *cert != NULL && *key != NULL ? 0 : -1;
-	}
-	if ((*key = EVP_EC_gen("P-256")) == NULL || (name = X509_NAME_new()) == NULL ||
-	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) ||
-	    (*cert = new_cert(NULL, name, *key, now - DAY, now + 3650 * DAY)) == NULL ||
-	    add_ext(*cert, *cert, NID_basic_constraints, "critical,CA:TRUE") != 0 ||
-	    add_ext(*cert, *cert, NID_key_usage, "critical,keyCertSign,cRLSign") != 0 ||
-	    add_ext(*cert, *cert, NID_subject_key_identifier, "hash") != 0 ||
-	    X509_sign(*cert, *key, EVP_sha256()) <= 0 || (pem = pem_of(*cert)) == NULL ||
-	    write_file(cp, pem, strlen(pem), 0644) != 0 || (b = BIO_new(BIO_s_mem())) == NULL ||
-	    !PEM_write_bio_PrivateKey(b, *key, NULL, NULL, 0, NULL, NULL))
-		goto out;
-	{
-		char *p;
-		long n = BIO_get_mem_data(b, &p);
-
-		if (n <= 0 || write_file(kp, p, (size_t)n, 0600) != 0)
-			goto out;
-	}
-	r = 0;
-out:
-	free(pem);
-	BIO_free(b);
-	X509_NAME_free(name);
-	return r;
-}
+static const struct fs_ext server_exts[] = {
+	{ NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1" },
+	{ NID_ext_key_usage, "serverAuth" },
+	{ 0, NULL },
+};
 
 /* A certificate for @req's key (or @pub), subject and SANs, by @issuer. */
 static X509 *issue(X509_REQ *req, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *issuer_key, time_t nb, time_t na,
@@ -279,8 +133,8 @@ static X509 *issue(X509_REQ *req, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *issuer_
 		name = X509_NAME_new();
 		X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)other_subject, -1, -1, 0);
 	}
-	x = new_cert(issuer, name != NULL ? name : X509_REQ_get_subject_name(req),
-		     pub != NULL ? pub : X509_REQ_get0_pubkey(req), nb, na);
+	x = fs_new_cert(X509_get_subject_name(issuer), name != NULL ? name : X509_REQ_get_subject_name(req),
+			pub != NULL ? pub : X509_REQ_get0_pubkey(req), nb, na);
 	if (x == NULL)
 		goto out;
 	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
@@ -289,10 +143,10 @@ static X509 *issue(X509_REQ *req, EVP_PKEY *pub, X509 *issuer, EVP_PKEY *issuer_
 		if (OBJ_obj2nid(X509_EXTENSION_get_object(e)) == NID_subject_alt_name && !X509_add_ext(x, e, -1))
 			goto out;
 	}
-	ok = add_ext(issuer, x, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
-	     add_ext(issuer, x, NID_key_usage, "critical,digitalSignature") == 0 &&
-	     add_ext(issuer, x, NID_ext_key_usage, "clientAuth") == 0 &&
-	     add_ext(issuer, x, NID_authority_key_identifier, "keyid:always") == 0 &&
+	ok = fs_add_ext(issuer, x, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
+	     fs_add_ext(issuer, x, NID_key_usage, "critical,digitalSignature") == 0 &&
+	     fs_add_ext(issuer, x, NID_ext_key_usage, "clientAuth") == 0 &&
+	     fs_add_ext(issuer, x, NID_authority_key_identifier, "keyid:always") == 0 &&
 	     X509_sign(x, issuer_key, EVP_sha256()) > 0;
 out:
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
@@ -320,11 +174,12 @@ static X509_REQ *parse_csr(const char *pem)
 
 /* ---- the OCI signature ---- */
 
-static const char *hval(const struct request *rq, const char *name)
+static const char *hval(const struct fs_request *rq, const char *name)
 {
-	for (size_t i = 0; i < rq->nh; i++)
-		if (strcasecmp(rq->h[i].name, name) == 0)
-			return rq->h[i].value;
+	/* The first of several: what the signature covers. */
+	for (size_t i = 0; i < rq->nheaders; i++)
+		if (strcasecmp(rq->headers[i].name, name) == 0)
+			return rq->headers[i].value;
 	return NULL;
 }
 
@@ -349,7 +204,7 @@ static bool auth_param(const char *auth, const char *param, char *out, size_t le
 }
 
 /* NULL if the request is correctly signed, else why not. */
-static const char *check_signature(const struct request *rq, bool with_body)
+static const char *check_signature(const struct fs_request *rq, bool with_body)
 {
 	static char why[640];
 	const char *auth = hval(rq, "authorization"), *want_headers;
@@ -469,7 +324,7 @@ static void read_control(char *mode, size_t len)
 	mode[strcspn(mode, " \r\n")] = '\0';
 }
 
-static void renew(const struct request *rq, const char *node, const char *mode, struct response *rs)
+static void renew(const struct fs_request *rq, const char *node, const char *mode, struct response *rs)
 {
 	json_error_t jerr;
 	json_t *body = NULL, *csr_j, *end_j;
@@ -500,7 +355,7 @@ static void renew(const struct request *rq, const char *node, const char *mode, 
 		goto out;
 	}
 	snprintf(path, sizeof path, "%s/last-renew.json", dir);
-	write_file(path, rq->body, rq->body_len, 0644);
+	fs_write_file_atomic(path, rq->body, rq->body_len, 0644);
 	body = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	csr_j = json_object_get(body, "csr");
 	end_j = json_object_get(body, "timeCertValidityEnd");
@@ -513,7 +368,7 @@ static void renew(const struct request *rq, const char *node, const char *mode, 
 		goto out;
 	}
 	snprintf(path, sizeof path, "%s/last-csr.pem", dir);
-	write_file(path, json_string_value(csr_j), json_string_length(csr_j), 0644);
+	fs_write_file_atomic(path, json_string_value(csr_j), json_string_length(csr_j), 0644);
 	end = timegm(&tm);
 	if (strcmp(mode, "expired") == 0)
 		end = now - DAY;
@@ -524,15 +379,15 @@ static void renew(const struct request *rq, const char *node, const char *mode, 
 	x = issue(req, other, strcmp(mode, "foreign-ca") == 0 ? foreign_cert : ca_cert,
 		  strcmp(mode, "foreign-ca") == 0 ? foreign_key : ca_key, strcmp(mode, "expired") == 0 ? now - 2 * DAY : now - 60,
 		  end, strcmp(mode, "other-subject") == 0 ? "someone-else" : NULL);
-	if (x == NULL || (pem = pem_of(x)) == NULL) {
+	if (x == NULL || (pem = fs_cert_pem(x, NULL)) == NULL) {
 		set_error(rs, 500, "InternalServerError", "could not issue");
 		goto out;
 	}
 	snprintf(id, sizeof id, "ocid1.certificate.oc1.fake.%u", ++issued_count);
 	snprintf(path, sizeof path, "%s/issued/%s.pem", dir, id);
-	write_file(path, pem, strlen(pem), 0644);
+	fs_write_file_atomic(path, pem, strlen(pem), 0644);
 	if (strcmp(mode, "direct") == 0) {
-		char *chain = pem_of(ca_cert);
+		char *chain = fs_cert_pem(ca_cert, NULL);
 
 		set_json(rs, 200, json_pack("{s:s, s:s, s:s}", "certificateId", id, "certificatePem", pem,
 					    "certChainPem", chain));
@@ -549,7 +404,7 @@ out:
 	json_decref(body);
 }
 
-static void bundle(const struct request *rq, const char *id, const char *mode, struct response *rs)
+static void bundle(const struct fs_request *rq, const char *id, const char *mode, struct response *rs)
 {
 	char path[PATH_MAX], *pem = NULL, *chain = NULL;
 	const char *why;
@@ -573,7 +428,7 @@ static void bundle(const struct request *rq, const char *id, const char *mode, s
 	n = ftell(f);
 	rewind(f);
 	if (n > 0 && (pem = calloc(1, (size_t)n + 1)) != NULL && fread(pem, 1, (size_t)n, f) == (size_t)n &&
-	    (chain = pem_of(ca_cert)) != NULL)
+	    (chain = fs_cert_pem(ca_cert, NULL)) != NULL)
 		set_json(rs, 200, json_pack("{s:s, s:s, s:s, s:i, s:[s]}", "certificateId", id, "certificatePem", pem,
 					    "certChainPem", chain, "versionNumber", 1, "stages", "CURRENT"));
 	else
@@ -610,7 +465,7 @@ static bool next_part(const char **p, const char *end, const char *delim, char *
 }
 
 /* NULL if @rq carries exactly the seed's form, else why not. */
-static const char *check_form(const struct request *rq)
+static const char *check_form(const struct fs_request *rq)
 {
 	static char why[256];
 	const char *ct = hval(rq, "content-type"), *acc = hval(rq, "accept"), *p, *end, *c1, *c2;
@@ -657,7 +512,7 @@ static void write_state(const char *state)
 	char text[32];
 
 	snprintf(text, sizeof text, "%s\n", state);
-	write_file(state_file, text, strlen(text), 0644);
+	fs_write_file_atomic(state_file, text, strlen(text), 0644);
 }
 
 static void update_state(void)
@@ -679,7 +534,7 @@ static void update_state(void)
 	write_state(steps[i]);
 }
 
-static void rps(const struct request *rq, const char *path, const char *mode, struct response *rs)
+static void rps(const struct fs_request *rq, const char *path, const char *mode, struct response *rs)
 {
 	const char *why;
 	bool reg = strcmp(path, "/register") == 0;
@@ -709,7 +564,7 @@ static void rps(const struct request *rq, const char *path, const char *mode, st
 	set_json(rs, 200, json_pack("{s:s}", "status", reg ? "registered" : "ready"));
 }
 
-static void handle(const struct request *rq, struct response *rs)
+static void handle(const struct fs_request *rq, struct response *rs)
 {
 	char mode[64], path[2048], *q;
 	size_t pl = strlen(P_RENEW_PREFIX), sl = strlen(P_RENEW_SUFFIX), n;
@@ -726,8 +581,14 @@ static void handle(const struct request *rq, struct response *rs)
 		snprintf(lp, sizeof lp, "%s/requests.log", dir);
 		if ((log = fopen(lp, "a")) != NULL) {
 			fprintf(log, "%s %s", rq->method, path);
-			for (size_t i = 0; i < rq->nh; i++)
-				fprintf(log, " %s", rq->h[i].name);
+			for (size_t i = 0; i < rq->nheaders; i++) {
+				const char *c = rq->headers[i].name;
+
+				/* Lower case, at most 63 bytes. */
+				fputc(' ', log);
+				for (size_t k = 0; c[k] != '\0' && k < 63; k++)
+					fputc(c[k] >= 'A' && c[k] <= 'Z' ? c[k] + 32 : c[k], log);
+			}
 			fputc('\n', log);
 			fclose(log);
 		}
@@ -757,161 +618,57 @@ static void handle(const struct request *rq, struct response *rs)
 
 /* ---- HTTP over TLS ---- */
 
-static int read_request(SSL *ssl, struct request *rq)
+static void send_response(struct fs_conn *c, const struct response *rs)
 {
-	char *buf = malloc(MAX_HEADER_BYTES + 1), *end = NULL, *line, *next, *sp;
-	size_t have = 0, got, cl = 0, body_have;
-	int r = -1;
-
-	if (buf == NULL)
-		return -1;
-	while (end == NULL) {
-		if (have == MAX_HEADER_BYTES || SSL_read_ex(ssl, buf + have, MAX_HEADER_BYTES - have, &got) != 1)
-			goto out;
-		have += got;
-		buf[have] = '\0';
-		end = strstr(buf, "\r\n\r\n");
-	}
-	*end = '\0';
-	line = buf;
-	next = strstr(line, "\r\n");
-	if (next != NULL)
-		*next = '\0';
-	if ((sp = strchr(line, ' ')) == NULL || (size_t)(sp - line) >= sizeof rq->method)
-		goto out;
-	memcpy(rq->method, line, (size_t)(sp - line));
-	line = sp + 1;
-	if ((sp = strchr(line, ' ')) == NULL || (size_t)(sp - line) >= sizeof rq->target)
-		goto out;
-	memcpy(rq->target, line, (size_t)(sp - line));
-	for (line = next != NULL ? next + 2 : NULL; line != NULL && *line != '\0'; line = next != NULL ? next + 2 : NULL) {
-		char *colon, *v;
-
-		if ((next = strstr(line, "\r\n")) != NULL)
-			*next = '\0';
-		if ((colon = strchr(line, ':')) == NULL || rq->nh == MAX_HEADERS)
-			goto out;
-		*colon = '\0';
-		for (v = colon + 1; *v == ' '; v++)
-			;
-		snprintf(rq->h[rq->nh].name, sizeof rq->h[rq->nh].name, "%s", line);
-		for (char *c = rq->h[rq->nh].name; *c != '\0'; c++)
-			*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-		rq->h[rq->nh++].value = strdup(v);
-		if (strcasecmp(line, "content-length") == 0)
-			cl = strtoul(v, NULL, 10);
-	}
-	if (cl > MAX_BODY_BYTES || (rq->body = malloc(cl + 1)) == NULL)
-		goto out;
-	body_have = have - (size_t)(end + 4 - buf);
-	if (body_have > cl)
-		body_have = cl;
-	memcpy(rq->body, end + 4, body_have);
-	while (body_have < cl) {
-		if (SSL_read_ex(ssl, rq->body + body_have, cl - body_have, &got) != 1)
-			goto out;
-		body_have += got;
-	}
-	rq->body[cl] = '\0';
-	rq->body_len = cl;
-	r = 0;
-out:
-	free(buf);
-	return r;
-}
-
-static void send_response(SSL *ssl, int fd, const struct response *rs)
-{
-	char head[512];
-	int n;
+	char lines[128];
 
 	if (rs->hang) {
-		char c;
-
 		/* Say nothing until the client gives up. */
-		while (!stop) {
-			struct pollfd p = { .fd = fd, .events = POLLIN };
-
-			if (poll(&p, 1, 100) > 0 && recv(fd, &c, 1, 0) <= 0)
-				break;
-		}
+		fs_wait_until_client_leaves(c);
 		return;
 	}
 	if (rs->huge) {
 		static char chunk[16384];
-		size_t w;
 
 		memset(chunk, 'A', sizeof chunk);
-		n = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-			     "Content-Length: %d\r\nConnection: close\r\n\r\n", 1024 * 1024);
-		SSL_write_ex(ssl, head, (size_t)n, &w);
-		for (int i = 0; i < 64 && SSL_write_ex(ssl, chunk, sizeof chunk, &w) == 1; i++)
+		if (fs_send_head(c, 200, "OK", "Content-Type: application/json\r\n", 1024 * 1024) != 0)
+			return;
+		for (int i = 0; i < 64 && fs_write(c, chunk, sizeof chunk) == 0; i++)
 			;
 		return;
 	}
-	n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-		     "opc-request-id: fake-%u\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", rs->status,
-		     rs->status == 200 ? "OK" : "Error", issued_count, rs->body_len);
-	{
-		size_t w;
-
-		if (SSL_write_ex(ssl, head, (size_t)n, &w) == 1 && rs->body_len > 0)
-			SSL_write_ex(ssl, rs->body, rs->body_len, &w);
-	}
+	snprintf(lines, sizeof lines, "Content-Type: application/json\r\nopc-request-id: fake-%u\r\n", issued_count);
+	if (fs_send_head(c, rs->status, rs->status == 200 ? "OK" : "Error", lines, (long)rs->body_len) == 0 &&
+	    rs->body_len > 0)
+		fs_write(c, rs->body, rs->body_len);
 }
 
-static void serve(int fd)
+/* The fakesrv handler. A request it cannot read is not answered at all. */
+static void serve(struct fs_conn *c, struct fs_request *rq)
 {
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_SECS };
-	struct request rq;
 	struct response rs;
-	SSL *ssl = SSL_new(ssl_ctx);
 
-	memset(&rq, 0, sizeof rq);
+	if (rq->error != 0 || rq->nheaders > MAX_HEADERS)
+		return;
 	memset(&rs, 0, sizeof rs);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_accept(ssl) != 1 || read_request(ssl, &rq) != 0) {
-		ERR_clear_error();
-		goto out;
-	}
-	handle(&rq, &rs);
-	logmsg("%s %s -> %d%s", rq.method, rq.target, rs.status, rs.hang ? " (hang)" : rs.huge ? " (huge)" : "");
-	send_response(ssl, fd, &rs);
-	SSL_shutdown(ssl);
-out:
-	ERR_clear_error();
-	SSL_free(ssl);
-	close(fd);
-	for (size_t i = 0; i < rq.nh; i++)
-		free(rq.h[i].value);
-	free(rq.body);
+	handle(rq, &rs);
+	fs_log("%s %s -> %d%s", rq->method, rq->target, rs.status, rs.hang ? " (hang)" : rs.huge ? " (huge)" : "");
+	send_response(c, &rs);
 	free(rs.body);
 }
 
-static int init_tls(void)
+static SSL_CTX *init_tls(void)
 {
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509_NAME *name = X509_NAME_new();
-	X509 *x = NULL;
 	time_t now = time(NULL);
-	int r = -1;
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	SSL_CTX *ctx = NULL;
 
-	ssl_ctx = SSL_CTX_new(TLS_server_method());
-	if (ssl_ctx == NULL || key == NULL || name == NULL ||
-	    SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
-	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)"localhost", -1, -1, 0) ||
-	    (x = new_cert(ca_cert, name, key, now - DAY, now + 365 * DAY)) == NULL ||
-	    add_ext(ca_cert, x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1") != 0 ||
-	    add_ext(ca_cert, x, NID_ext_key_usage, "serverAuth") != 0 || X509_sign(x, ca_key, EVP_sha256()) <= 0 ||
-	    SSL_CTX_use_certificate(ssl_ctx, x) != 1 || SSL_CTX_use_PrivateKey(ssl_ctx, key) != 1)
-		goto out;
-	r = 0;
-out:
-	X509_free(x);
-	X509_NAME_free(name);
+	if (fs_mint_server_cert(NULL, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
+		ctx = fs_tls_server_ctx(cert, key, NULL, FS_CLIENT_CERT_NONE);
+	X509_free(cert);
 	EVP_PKEY_free(key);
-	return r;
+	return ctx;
 }
 
 static int issue_file(const char *csr_path, const char *out_path, long age_days, long days)
@@ -930,7 +687,7 @@ static int issue_file(const char *csr_path, const char *out_path, long age_days,
 	fclose(f);
 	text[n] = '\0';
 	if ((req = parse_csr(text)) != NULL && (x = issue(req, NULL, ca_cert, ca_key, nb, nb + days * DAY, NULL)) != NULL &&
-	    (pem = pem_of(x)) != NULL && write_file(out_path, pem, strlen(pem), 0644) == 0)
+	    (pem = fs_cert_pem(x, NULL)) != NULL && fs_write_file_atomic(out_path, pem, strlen(pem), 0644) == 0)
 		r = 0;
 	free(pem);
 	X509_free(x);
@@ -958,13 +715,17 @@ int main(int argc, char **argv)
 		{ "state-step-ms", required_argument, NULL, O_STEP },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sockaddr_in sa4;
-	struct sigaction sa;
-	socklen_t sl = sizeof sa4;
+	struct fs_server srv = {
+		.handle = serve,
+		.max_body_bytes = MAX_BODY_BYTES,
+		/* One connection at a time: the handlers keep state in globals. */
+		.serial = true,
+		.tick_ms = 50,
+	};
 	const char *issue_csr = NULL, *out = NULL;
-	char path[PATH_MAX], text[32];
+	char path[PATH_MAX];
 	long age = 0, days = 60;
-	int opt, lfd, one = 1;
+	int opt, lfd, port, r = 1;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
@@ -986,60 +747,45 @@ int main(int argc, char **argv)
 	}
 	if (dir == NULL || optind != argc)
 		return 2;
-	mkdir(dir, 0700);
-	snprintf(path, sizeof path, "%s/issued", dir);
-	mkdir(path, 0700);
-	if (load_or_make_ca("ca", "Fake OCI Roving Edge CA", &ca_cert, &ca_key) != 0 ||
-	    load_or_make_ca("foreign-ca", "Foreign CA (not trusted)", &foreign_cert, &foreign_key) != 0) {
-		logmsg("cannot make the CAs in %s", dir);
+	fs_log_init("fake-oci");
+	if (fs_make_dir(dir, 0700) != 0 || !fs_pathf(path, sizeof path, "%s/issued", dir) ||
+	    fs_make_dir(path, 0700) != 0)
+		return 1;
+	if (fs_load_or_make_ca(dir, "ca", "Fake OCI Roving Edge CA", 3650 * DAY, ca_exts, &ca_cert, &ca_key) != 0 ||
+	    fs_load_or_make_ca(dir, "foreign-ca", "Foreign CA (not trusted)", 3650 * DAY, ca_exts, &foreign_cert,
+			       &foreign_key) != 0) {
+		fs_log("cannot make the CAs in %s", dir);
 		return 1;
 	}
 	if (issue_csr != NULL)
 		return out != NULL ? issue_file(issue_csr, out, age, days) : 2;
 	if (rps_mode ? infra_id == NULL || state_file == NULL : verify_key_path == NULL || key_id == NULL)
 		return 2;
-	signal(SIGPIPE, SIG_IGN);
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	if (init_tls() != 0) {
-		logmsg("TLS setup failed");
+	if (fs_signals_init() != 0)
 		return 1;
+	if ((srv.ctx = init_tls()) == NULL) {
+		fs_log("TLS setup failed");
+		goto out;
 	}
 	/* Loopback only: the CA key is in a plain file. */
-	memset(&sa4, 0, sizeof sa4);
-	sa4.sin_family = AF_INET;
-	sa4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if ((lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-	    bind(lfd, (struct sockaddr *)&sa4, sizeof sa4) != 0 || listen(lfd, 16) != 0 ||
-	    getsockname(lfd, (struct sockaddr *)&sa4, &sl) != 0) {
-		logmsg("listen: %s", strerror(errno));
-		return 1;
+	lfd = fs_listen("127.0.0.1", &port);
+	if (lfd < 0)
+		goto out;
+	if (port_file != NULL && fs_write_port_file(port_file, port) != 0) {
+		close(lfd);
+		goto out;
 	}
-	if (port_file != NULL) {
-		snprintf(text, sizeof text, "%d\n", ntohs(sa4.sin_port));
-		if (write_file(port_file, text, strlen(text), 0644) != 0)
-			return 1;
-	}
-	logmsg("listening on https://127.0.0.1:%d/", ntohs(sa4.sin_port));
-	while (!stop) {
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		int fd;
-
-		if (rps_mode)
-			update_state();
-		if (poll(&p, 1, 50) <= 0)
-			continue;
-		if ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
-			serve(fd);
-	}
-	close(lfd);
-	SSL_CTX_free(ssl_ctx);
+	fs_log("listening on https://127.0.0.1:%d/", port);
+	if (rps_mode)
+		srv.tick = update_state;
+	if (fs_serve(lfd, &srv) != 0)
+		goto out;
+	r = 0;
+out:
+	SSL_CTX_free(srv.ctx);
 	X509_free(ca_cert);
 	EVP_PKEY_free(ca_key);
 	X509_free(foreign_cert);
 	EVP_PKEY_free(foreign_key);
-	return 0;
+	return r;
 }

@@ -47,26 +47,18 @@
  * Where this server differs on purpose, a comment says so. One line per
  * request goes to stderr; SIGTERM/SIGINT end the server with status 0.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,17 +73,16 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#define MAX_HEADER_BYTES (32 * 1024)
+#include "fakesrv.h"
+
 #define MAX_BODY_BYTES (64 * 1024)
 #define MAX_SCHEMA_BYTES (1024 * 1024)
 #define HUGE_BODY_BYTES (64L * 1024 * 1024)
 #define MAX_DEPTH 32
-#define MAX_CONNS 128
 #define MAX_TOKENS 256
 #define MAX_TOKEN_LEN 128
 #define MAX_CONTROL_TOKENS 8
-#define IO_TIMEOUT_SECS 30
-#define DAY 86400L
+#define DAY FS_DAY
 #define DEFAULT_TTL (90 * DAY)
 #define MAX_TTL (50 * 365 * DAY)
 #define CA_TTL (10 * 365 * DAY)
@@ -175,16 +166,6 @@ struct config {
 	struct subject_base sb;
 };
 
-struct request {
-	char method[16];
-	char path[2048];
-	char content_type[256];
-	char token[MAX_TOKEN_LEN + 1];
-	bool has_token;
-	char *body;
-	size_t body_len;
-};
-
 enum resp_kind { RESP_NORMAL, RESP_HANG, RESP_HUGE };
 
 struct response {
@@ -194,21 +175,6 @@ struct response {
 	char *body;
 	size_t body_len;
 	char note[512];
-};
-
-struct conn {
-	int fd;
-	int slot;
-	SSL *ssl;
-	X509 *peer;
-	long verify_result;
-};
-
-struct slot {
-	bool used;
-	bool done;
-	int fd;
-	pthread_t tid;
 };
 
 static struct config cfg = {
@@ -223,164 +189,10 @@ static struct config cfg = {
 
 static X509 *ca_cert, *foreign_cert;
 static EVP_PKEY *ca_key, *foreign_key;
-static SSL_CTX *ssl_ctx;
 static char one_time_token[MAX_TOKEN_LEN + 1];
 
 /* Serialises revoked.txt. */
 static pthread_mutex_t ca_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct slot slots[MAX_CONNS];
-
-static volatile sig_atomic_t got_signal;
-/* Self-pipe: the signal handler wakes the accept loop through it. */
-static int signal_pipe[2] = { -1, -1 };
-static atomic_bool stopping;
-
-/* ------------------------------------------------------------------ */
-/* Small helpers                                                       */
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logmsg(const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "fake-ucl-connector: %s\n", line);
-}
-
-static void log_ssl(const char *what)
-{
-	unsigned long e = ERR_get_error();
-	char buf[256] = "unknown error";
-
-	if (e)
-		ERR_error_string_n(e, buf, sizeof buf);
-	logmsg("%s: %s", what, buf);
-	ERR_clear_error();
-}
-
-static bool pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool pathf(char *out, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vsnprintf(out, n, fmt, ap);
-	va_end(ap);
-	return r >= 0 && (size_t)r < n;
-}
-
-static bool file_exists(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0;
-}
-
-/* NUL-terminated contents, at most max bytes; NULL if missing or larger. */
-static char *read_file(const char *path, size_t max, size_t *len_out)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	buf = malloc(max + 1);
-	if (!buf)
-		goto fail;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, max + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail;
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > max) {
-			errno = EFBIG;
-			goto fail;
-		}
-	}
-	close(fd);
-	buf[len] = '\0';
-	if (len_out)
-		*len_out = len;
-	return buf;
-fail:
-	close(fd);
-	free(buf);
-	return NULL;
-}
-
-/* Readers (tests, other threads) never see a half-written file. */
-static int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	const char *p = data;
-	int fd, r = -1;
-
-	if (!pathf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path))
-		return -1;
-	fd = mkstemp(tmp);
-	if (fd < 0)
-		return -1;
-	if (fchmod(fd, mode) != 0)
-		goto out;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto out;
-		p += n;
-		len -= (size_t)n;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0)
-		goto out;
-	r = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (r != 0) {
-		logmsg("cannot write %s: %s", path, strerror(errno));
-		unlink(tmp);
-	}
-	return r;
-}
-
-static int make_dir(const char *path)
-{
-	if (mkdir(path, 0755) == 0 || errno == EEXIST)
-		return 0;
-	logmsg("cannot create %s: %s", path, strerror(errno));
-	return -1;
-}
-
-static void trim(char **s)
-{
-	char *p = *s, *end = p + strlen(p);
-
-	while (*p == ' ' || *p == '\t')
-		p++;
-	while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
-		*--end = '\0';
-	*s = p;
-}
 
 /* ------------------------------------------------------------------ */
 /* Base64                                                              */
@@ -1283,9 +1095,9 @@ static int load_schema(const char *path)
 	const struct stype *t;
 	int r = -1;
 
-	src = read_file(path, MAX_SCHEMA_BYTES, &len);
+	src = fs_read_file(path, MAX_SCHEMA_BYTES, &len);
 	if (!src) {
-		logmsg("cannot read the schema %s: %s", path, strerror(errno));
+		fs_log("cannot read the schema %s: %s", path, strerror(errno));
 		return -1;
 	}
 	lx.src = src;
@@ -1293,7 +1105,7 @@ static int load_schema(const char *path)
 	lx.line = 1;
 	lx.arena = &schema.arena;
 	if (run_sdl(&lx) != 0) {
-		logmsg("%s:%d:%d: %s", path, lx.err_line, lx.err_col, lx.err);
+		fs_log("%s:%d:%d: %s", path, lx.err_line, lx.err_col, lx.err);
 		goto out;
 	}
 	if (!schema.query_type && find_type("Query"))
@@ -1303,7 +1115,7 @@ static int load_schema(const char *path)
 	if (!schema.subscription_type && find_type("Subscription"))
 		schema.subscription_type = "Subscription";
 	if (!schema.query_type || !find_type(schema.query_type)) {
-		logmsg("%s: no query type", path);
+		fs_log("%s: no query type", path);
 		goto out;
 	}
 	for (t = schema.types; t; t = t->next) {
@@ -1312,19 +1124,19 @@ static int load_schema(const char *path)
 		char base[128];
 
 		if (!t->scalar && !t->fields) {
-			logmsg("%s: type %s has no fields", path, t->name);
+			fs_log("%s: type %s has no fields", path, t->name);
 			goto out;
 		}
 		for (f = t->fields; f; f = f->next) {
 			if (!find_type(type_base(f->type, base, sizeof base))) {
-				logmsg("%s: %s.%s: unknown type %s", path, t->name, f->name, base);
+				fs_log("%s: %s.%s: unknown type %s", path, t->name, f->name, base);
 				goto out;
 			}
 			for (a = f->args; a; a = a->next) {
 				const struct stype *at = find_type(type_base(a->type, base, sizeof base));
 
 				if (!at || !at->scalar) {
-					logmsg("%s: %s.%s(%s:): %s is not a known input type", path, t->name, f->name, a->name,
+					fs_log("%s: %s.%s(%s:): %s is not a known input type", path, t->name, f->name, a->name,
 					       base);
 					goto out;
 				}
@@ -2004,7 +1816,7 @@ static void token_add_locked(const char *value, const char *client_id, long ttl)
 			pick = i;
 	}
 	if (pick < 0) {
-		logmsg("token table full; not adding a token");
+		fs_log("token table full; not adding a token");
 		return;
 	}
 	tokens[pick] = (struct token_entry){ .used = true, .expires = now + ttl };
@@ -2068,19 +1880,6 @@ static bool token_consume(const char *value, bool force_expired, char *client_id
 /* ------------------------------------------------------------------ */
 /* Control file                                                        */
 
-static bool parse_seconds(const char *s, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v <= 0 || v > MAX_TTL)
-		return false;
-	*out = v;
-	return true;
-}
-
 static void read_control(struct control *ctl)
 {
 	char *text, *line, *save = NULL;
@@ -2090,35 +1889,35 @@ static void read_control(struct control *ctl)
 	ctl->ttl = cfg.ttl;
 	if (!cfg.control_file)
 		return;
-	text = read_file(cfg.control_file, 4096, NULL);
+	text = fs_read_file(cfg.control_file, 4096, NULL);
 	if (!text)
 		return;
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		size_t i;
 		bool known = false;
 
-		trim(&line);
+		fs_trim(&line);
 		if (*line == '\0' || *line == '#')
 			continue;
 		if (strncmp(line, "key-algorithm ", 14) == 0) {
 			char *alg = line + 14;
 
-			trim(&alg);
+			fs_trim(&alg);
 			snprintf(ctl->key_algorithm, sizeof ctl->key_algorithm, "%s", alg);
 			continue;
 		}
 		if (strncmp(line, "ttl ", 4) == 0) {
 			char *ttl = line + 4;
 
-			trim(&ttl);
-			if (!parse_seconds(ttl, &ctl->ttl))
-				logmsg("control: ignoring bad ttl \"%.32s\"", ttl);
+			fs_trim(&ttl);
+			if (!fs_parse_seconds(ttl, MAX_TTL, &ctl->ttl))
+				fs_log("control: ignoring bad ttl \"%.32s\"", ttl);
 			continue;
 		}
 		if (strncmp(line, "token ", 6) == 0) {
 			char *tok = line + 6;
 
-			trim(&tok);
+			fs_trim(&tok);
 			if (ctl->ntokens < MAX_CONTROL_TOKENS && *tok && strlen(tok) <= MAX_TOKEN_LEN)
 				strcpy(ctl->tokens[ctl->ntokens++], tok);
 			continue;
@@ -2130,274 +1929,13 @@ static void read_control(struct control *ctl)
 			}
 		}
 		if (!known)
-			logmsg("control: ignoring unknown word \"%.64s\"", line);
+			fs_log("control: ignoring unknown word \"%.64s\"", line);
 	}
 	free(text);
 }
 
 /* ------------------------------------------------------------------ */
 /* X.509                                                               */
-
-static char *bio_take(BIO *b, size_t *len_out)
-{
-	char *data, *out;
-	long n = BIO_get_mem_data(b, &data);
-
-	if (n < 0)
-		return NULL;
-	out = malloc((size_t)n + 1);
-	if (!out)
-		return NULL;
-	memcpy(out, data, (size_t)n);
-	out[n] = '\0';
-	if (len_out)
-		*len_out = (size_t)n;
-	return out;
-}
-
-static char *cert_pem(X509 *x, size_t *len)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *out = NULL;
-
-	if (b && PEM_write_bio_X509(b, x))
-		out = bio_take(b, len);
-	BIO_free(b);
-	return out;
-}
-
-static int write_cert(const char *path, X509 *x)
-{
-	size_t len;
-	char *pem = cert_pem(x, &len);
-	int r = -1;
-
-	if (pem)
-		r = write_file_atomic(path, pem, len, 0644);
-	free(pem);
-	return r;
-}
-
-static int write_key(const char *path, EVP_PKEY *key)
-{
-	BIO *b = BIO_new(BIO_s_mem());
-	char *pem = NULL;
-	size_t len;
-	int r = -1;
-
-	if (!b || !PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL))
-		goto out;
-	pem = bio_take(b, &len);
-	if (pem)
-		r = write_file_atomic(path, pem, len, 0600);
-	OPENSSL_cleanse(pem, pem ? len : 0);
-out:
-	free(pem);
-	BIO_free(b);
-	return r;
-}
-
-static X509_NAME *cn_name(const char *cn)
-{
-	X509_NAME *n = X509_NAME_new();
-
-	if (n && !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0)) {
-		X509_NAME_free(n);
-		n = NULL;
-	}
-	return n;
-}
-
-/* First entry of nid in name as UTF-8 (malloc), or NULL. */
-static char *name_entry(const X509_NAME *name, int nid)
-{
-	int idx = X509_NAME_get_index_by_NID(name, nid, -1);
-	unsigned char *utf8 = NULL;
-	char *out = NULL;
-	int n;
-
-	if (idx < 0)
-		return NULL;
-	n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
-	if (n < 0)
-		return NULL;
-	if (memchr(utf8, '\0', (size_t)n) == NULL)
-		out = strdup((const char *)utf8);
-	OPENSSL_free(utf8);
-	return out;
-}
-
-static int add_ext(X509 *issuer, X509 *subject, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *ext;
-	int ok;
-
-	X509V3_set_ctx(&ctx, issuer, subject, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	if (!ext) {
-		log_ssl(OBJ_nid2sn(nid));
-		return -1;
-	}
-	ok = X509_add_ext(subject, ext, -1);
-	X509_EXTENSION_free(ext);
-	return ok ? 0 : -1;
-}
-
-/* Random positive 128-bit serials: certificates from earlier runs on the
- * same CA directory never collide, so revoked.txt stays meaningful. */
-static int set_random_serial(X509 *x)
-{
-	unsigned char b[16];
-	BIGNUM *bn;
-	int ok;
-
-	if (RAND_bytes(b, sizeof b) != 1)
-		return -1;
-	b[0] = (unsigned char)((b[0] & 0x7f) | 0x01);
-	bn = BN_bin2bn(b, sizeof b, NULL);
-	ok = bn && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
-	BN_free(bn);
-	return ok ? 0 : -1;
-}
-
-static X509 *new_cert(const X509_NAME *issuer, const X509_NAME *subject, EVP_PKEY *pub, time_t not_before,
-		      time_t not_after)
-{
-	X509 *x = X509_new();
-
-	if (!x || !X509_set_version(x, X509_VERSION_3) || set_random_serial(x) != 0 ||
-	    !X509_set_issuer_name(x, issuer) || !X509_set_subject_name(x, subject) || !X509_set_pubkey(x, pub) ||
-	    !ASN1_TIME_set(X509_getm_notBefore(x), not_before) || !ASN1_TIME_set(X509_getm_notAfter(x), not_after)) {
-		X509_free(x);
-		return NULL;
-	}
-	return x;
-}
-
-static int sign_cert(X509 *x, EVP_PKEY *key)
-{
-	if (X509_sign(x, key, EVP_sha256()) <= 0) {
-		log_ssl("signing a certificate");
-		return -1;
-	}
-	return 0;
-}
-
-static int make_ca(const char *cn, X509 **cert_out, EVP_PKEY **key_out)
-{
-	time_t now = time(NULL);
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509_NAME *name = cn_name(cn);
-	X509 *x = NULL;
-	int r = -1;
-
-	if (!key || !name)
-		goto out;
-	x = new_cert(name, name, key, now - DAY, now + CA_TTL);
-	if (!x || add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE") ||
-	    add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature") ||
-	    add_ext(x, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(x, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, key))
-		goto out;
-	*cert_out = x;
-	*key_out = key;
-	x = NULL;
-	key = NULL;
-	r = 0;
-out:
-	X509_free(x);
-	EVP_PKEY_free(key);
-	X509_NAME_free(name);
-	return r;
-}
-
-static int load_pair(const char *cert_path, const char *key_path, X509 **cert_out, EVP_PKEY **key_out)
-{
-	FILE *f;
-	X509 *x = NULL;
-	EVP_PKEY *k = NULL;
-
-	f = fopen(cert_path, "r");
-	if (f) {
-		x = PEM_read_X509(f, NULL, NULL, NULL);
-		fclose(f);
-	}
-	f = fopen(key_path, "r");
-	if (f) {
-		k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-		fclose(f);
-	}
-	if (!x || !k || X509_check_private_key(x, k) != 1) {
-		log_ssl("loading a CA");
-		logmsg("%s and %s are not a matching certificate and key", cert_path, key_path);
-		X509_free(x);
-		EVP_PKEY_free(k);
-		return -1;
-	}
-	*cert_out = x;
-	*key_out = k;
-	return 0;
-}
-
-/* Reuse DIR/NAME.pem + DIR/NAME.key, or make both; half a pair is an error. */
-static int load_or_make_ca(const char *base, const char *cn, X509 **cert, EVP_PKEY **key)
-{
-	char cp[PATH_MAX], kp[PATH_MAX];
-	bool have_c, have_k;
-
-	if (!pathf(cp, sizeof cp, "%s/%s.pem", cfg.dir, base) || !pathf(kp, sizeof kp, "%s/%s.key", cfg.dir, base))
-		return -1;
-	have_c = file_exists(cp);
-	have_k = file_exists(kp);
-	if (have_c && have_k)
-		return load_pair(cp, kp, cert, key);
-	if (have_c || have_k) {
-		logmsg("found only one of %s and %s; remove it or supply the other", cp, kp);
-		return -1;
-	}
-	if (make_ca(cn, cert, key) != 0)
-		return -1;
-	if (write_key(kp, *key) != 0 || write_cert(cp, *cert) != 0)
-		return -1;
-	logmsg("created %s", cp);
-	return 0;
-}
-
-static int make_server_cert(void)
-{
-	char cp[PATH_MAX], kp[PATH_MAX];
-	time_t now = time(NULL);
-	EVP_PKEY *key = EVP_EC_gen("P-256");
-	X509_NAME *name = cn_name("localhost");
-	X509 *x = NULL;
-	int r = -1;
-
-	if (!key || !name || !pathf(cp, sizeof cp, "%s/server.pem", cfg.dir) ||
-	    !pathf(kp, sizeof kp, "%s/server.key", cfg.dir))
-		goto out;
-	x = new_cert(X509_get_subject_name(ca_cert), name, key, now - DAY, now + 365 * DAY);
-	if (!x || add_ext(ca_cert, x, NID_basic_constraints, "critical,CA:FALSE") ||
-	    add_ext(ca_cert, x, NID_key_usage, "critical,digitalSignature,keyEncipherment") ||
-	    add_ext(ca_cert, x, NID_ext_key_usage, "serverAuth") ||
-	    add_ext(ca_cert, x, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1") ||
-	    add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, ca_key))
-		goto out;
-	if (write_key(kp, key) != 0 || write_cert(cp, x) != 0)
-		goto out;
-	if (SSL_CTX_use_certificate(ssl_ctx, x) != 1 || SSL_CTX_use_PrivateKey(ssl_ctx, key) != 1 ||
-	    SSL_CTX_check_private_key(ssl_ctx) != 1) {
-		log_ssl("server certificate");
-		goto out;
-	}
-	r = 0;
-out:
-	X509_free(x);
-	EVP_PKEY_free(key);
-	X509_NAME_free(name);
-	return r;
-}
 
 /* --subject-base: exactly C, O, OU, L and ST, as CSRSubjectConsts has. */
 static int parse_subject_base(const char *s)
@@ -2417,8 +1955,8 @@ static int parse_subject_base(const char *s)
 			return -1;
 		*eq = '\0';
 		val = eq + 1;
-		trim(&key);
-		trim(&val);
+		fs_trim(&key);
+		fs_trim(&val);
 		if (strcmp(key, "C") == 0) {
 			dst = cfg.sb.c;
 			bit = 1;
@@ -2467,7 +2005,7 @@ static const char *subject_consts_mismatch(const X509_NAME *name)
 	size_t i;
 
 	for (i = 0; i < sizeof f / sizeof f[0]; i++) {
-		char *v = name_entry(name, f[i].nid);
+		char *v = fs_name_entry(name, f[i].nid);
 		bool same = v && strcmp(v, (const char *)&cfg.sb + f[i].off) == 0;
 
 		if (!v)
@@ -2526,6 +2064,13 @@ static bool key_fits(EVP_PKEY *pub, const char *alg, char *why, size_t n)
  * exactly one property. */
 static X509 *issue(X509_REQ *req, unsigned faults, long ttl)
 {
+	static const struct fs_ext client_exts[] = {
+		{ NID_key_usage, "critical,digitalSignature" },
+		{ NID_ext_key_usage, "clientAuth" },
+		{ NID_subject_key_identifier, "hash" },
+		{ NID_authority_key_identifier, "keyid:always" },
+		{ 0, NULL },
+	};
 	time_t now = time(NULL);
 	EVP_PKEY *other = NULL, *pub = X509_REQ_get0_pubkey(req);
 	X509_NAME *subject = X509_NAME_dup(X509_REQ_get_subject_name(req));
@@ -2554,10 +2099,8 @@ static X509 *issue(X509_REQ *req, unsigned faults, long ttl)
 		issuer = foreign_cert;
 		issuer_key = foreign_key;
 	}
-	x = new_cert(X509_get_subject_name(issuer), subject, pub, now - 60, now + ttl);
-	if (!x || add_ext(issuer, x, NID_key_usage, "critical,digitalSignature") ||
-	    add_ext(issuer, x, NID_ext_key_usage, "clientAuth") || add_ext(issuer, x, NID_subject_key_identifier, "hash") ||
-	    add_ext(issuer, x, NID_authority_key_identifier, "keyid:always") || sign_cert(x, issuer_key))
+	x = fs_mint_cert(subject, pub, issuer, issuer_key, now - 60, now + ttl, client_exts);
+	if (!x)
 		goto fail;
 	EVP_PKEY_free(other);
 	X509_NAME_free(subject);
@@ -2587,15 +2130,15 @@ static bool is_revoked(X509 *x)
 	char path[PATH_MAX], *text, *serial = serial_hex(x), *line, *save = NULL;
 	bool found = false;
 
-	if (!serial || !pathf(path, sizeof path, "%s/revoked.txt", cfg.dir)) {
+	if (!serial || !fs_pathf(path, sizeof path, "%s/revoked.txt", cfg.dir)) {
 		free(serial);
 		return true;
 	}
 	pthread_mutex_lock(&ca_lock);
-	text = read_file(path, 1024 * 1024, NULL);
+	text = fs_read_file(path, 1024 * 1024, NULL);
 	pthread_mutex_unlock(&ca_lock);
 	for (line = text ? strtok_r(text, "\n", &save) : NULL; line && !found; line = strtok_r(NULL, "\n", &save)) {
-		trim(&line);
+		fs_trim(&line);
 		found = strcasecmp(line, serial) == 0;
 	}
 	free(text);
@@ -2609,12 +2152,12 @@ static int revoke_cert(X509 *x)
 	size_t len = 0;
 	int r = -1;
 
-	if (!serial || !pathf(path, sizeof path, "%s/revoked.txt", cfg.dir))
+	if (!serial || !fs_pathf(path, sizeof path, "%s/revoked.txt", cfg.dir))
 		goto out;
 	pthread_mutex_lock(&ca_lock);
-	text = read_file(path, 1024 * 1024, &len);
+	text = fs_read_file(path, 1024 * 1024, &len);
 	if (asprintf(&all, "%s%s\n", text ? text : "", serial) >= 0)
-		r = write_file_atomic(path, all, strlen(all), 0644);
+		r = fs_write_file_atomic(path, all, strlen(all), 0644);
 	pthread_mutex_unlock(&ca_lock);
 out:
 	free(all);
@@ -2700,7 +2243,7 @@ static json_t *resolve_sign(struct exec *ex, const char *csr_b64, char *err, siz
 		snprintf(err, n, MSG_SIGN "CSR signature invalid: crypto/rsa: verification error");
 		goto out;
 	}
-	cn = name_entry(X509_REQ_get_subject_name(req), NID_commonName);
+	cn = fs_name_entry(X509_REQ_get_subject_name(req), NID_commonName);
 	if (!cn || strcmp(cn, ex->client_id) != 0) {
 		snprintf(err, n, MSG_SIGN "CSR: Invalid common name provided.");
 		goto out;
@@ -2715,8 +2258,8 @@ static json_t *resolve_sign(struct exec *ex, const char *csr_b64, char *err, siz
 		goto out;
 	}
 	x = issue(req, faults, ex->ctl->ttl);
-	cert = x ? cert_pem(x, &cert_len) : NULL;
-	ca = cert_pem(ca_cert, &ca_len);
+	cert = x ? fs_cert_pem(x, &cert_len) : NULL;
+	ca = fs_cert_pem(ca_cert, &ca_len);
 	if (!cert || !ca || asprintf(&chain, "%s%s", cert, ca) < 0) {
 		chain = NULL;
 		snprintf(err, n, "Internal Server Error");
@@ -2986,7 +2529,7 @@ static const char *cert_client_id(X509 *peer, char *buf, size_t n, const char **
 		*why = "certificate subject does not match";
 		return NULL;
 	}
-	cn = name_entry(X509_get_subject_name(peer), NID_commonName);
+	cn = fs_name_entry(X509_get_subject_name(peer), NID_commonName);
 	if (!cn || !*cn) {
 		free(cn);
 		*why = "certificate without CN";
@@ -2998,8 +2541,10 @@ static const char *cert_client_id(X509 *peer, char *buf, size_t n, const char **
 	return buf;
 }
 
-static void handle(const struct conn *c, const struct request *rq, struct response *rs)
+static void handle(const struct fs_conn *c, const struct fs_request *rq, struct response *rs)
 {
+	const char *token = fs_header(rq, "Connector-Token"), *content_type = fs_header(rq, "Content-Type");
+	char token_text[MAX_TOKEN_LEN + 1];
 	struct control ctl;
 	struct exec ex = { 0 };
 	struct arena arena = { 0 };
@@ -3053,13 +2598,15 @@ static void handle(const struct conn *c, const struct request *rq, struct respon
 	if (mtls) {
 		ex.peer = c->peer;
 		ex.client_id = cert_client_id(c->peer, client_id, sizeof client_id, &why);
-	} else if (rq->has_token) {
-		if (token_consume(rq->token, ctl.modes & MODE_EXPIRED_TOKEN, client_id, sizeof client_id, &why))
+	} else if (token && *token) {
+		/* An over-long token is simply an unknown one. */
+		snprintf(token_text, sizeof token_text, "%s", token);
+		if (token_consume(token_text, ctl.modes & MODE_EXPIRED_TOKEN, client_id, sizeof client_id, &why))
 			ex.client_id = client_id;
 	}
 	snprintf(rs->note, sizeof rs->note, "%s", why);
 	/* gqlgen: only the POST transport with a JSON body is configured. */
-	if (strcmp(rq->method, "POST") != 0 || !is_json_content_type(rq->content_type)) {
+	if (strcmp(rq->method, "POST") != 0 || !is_json_content_type(content_type ? content_type : "")) {
 		set_graphql_error(rs, 400, NULL, "transport not supported");
 		return;
 	}
@@ -3164,205 +2711,9 @@ out:
 /* ------------------------------------------------------------------ */
 /* HTTP over TLS                                                       */
 
-static void on_signal(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	got_signal = 1;
-	if (write(signal_pipe[1], "x", 1) < 0) {
-		/* Full pipe: the loop wakes up anyway. */
-	}
-	errno = saved;
-}
-
-/* Workers leave SIGTERM/SIGINT to the accept loop, so their reads and
- * writes are never interrupted. */
-static void block_stop_signals(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-static int ssl_write_all(SSL *ssl, const void *data, size_t len)
-{
-	size_t done;
-
-	while (len > 0) {
-		if (SSL_write_ex(ssl, data, len, &done) != 1) {
-			ERR_clear_error();
-			return -1;
-		}
-		data = (const char *)data + done;
-		len -= done;
-	}
-	return 0;
-}
-
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 100: return "Continue";
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 411: return "Length Required";
-	case 413: return "Payload Too Large";
-	case 422: return "Unprocessable Entity";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	default: return "Unknown";
-	}
-}
-
-/* Reads and parses one request. 0: complete; 1: answer rs at once
- * (malformed, too large); -1: the client went away. */
-static int read_request(struct conn *c, struct request *rq, struct response *rs)
-{
-	char *buf = malloc(MAX_HEADER_BYTES + 1), *hdr_end = NULL, *line, *next_line, *sp;
-	size_t have = 0, got, body_have;
-	unsigned long long content_length = 0;
-	bool has_length = false, chunked = false, expect_continue = false;
-	int r = -1;
-
-	if (!buf)
-		return -1;
-	while (!hdr_end) {
-		if (have == MAX_HEADER_BYTES) {
-			set_text(rs, 431, "Request header too large\n");
-			r = 1;
-			goto out;
-		}
-		if (SSL_read_ex(c->ssl, buf + have, MAX_HEADER_BYTES - have, &got) != 1) {
-			ERR_clear_error();
-			goto out;
-		}
-		have += got;
-		buf[have] = '\0';
-		hdr_end = memmem(buf, have, "\r\n\r\n", 4);
-	}
-	*hdr_end = '\0';
-	r = 1;
-	line = buf;
-	next_line = strstr(line, "\r\n");
-	if (next_line)
-		*next_line = '\0';
-	/* Request line: METHOD SP TARGET SP HTTP/1.x */
-	sp = strchr(line, ' ');
-	if (!sp || (size_t)(sp - line) >= sizeof rq->method)
-		goto bad;
-	memcpy(rq->method, line, (size_t)(sp - line));
-	line = sp + 1;
-	sp = strchr(line, ' ');
-	if (!sp || (size_t)(sp - line) >= sizeof rq->path || line[0] != '/' || strncmp(sp + 1, "HTTP/1.", 7) != 0)
-		goto bad;
-	memcpy(rq->path, line, (size_t)(sp - line));
-	rq->path[strcspn(rq->path, "?#")] = '\0';
-	for (line = next_line ? next_line + 2 : NULL; line && *line; line = next_line ? next_line + 2 : NULL) {
-		char *colon, *value;
-
-		next_line = strstr(line, "\r\n");
-		if (next_line)
-			*next_line = '\0';
-		colon = strchr(line, ':');
-		if (!colon)
-			goto bad;
-		*colon = '\0';
-		value = colon + 1;
-		trim(&value);
-		if (strcasecmp(line, "Content-Length") == 0) {
-			char *e;
-
-			errno = 0;
-			content_length = strtoull(value, &e, 10);
-			if (has_length || errno || e == value || *e || value[0] == '-')
-				goto bad;
-			has_length = true;
-		} else if (strcasecmp(line, "Transfer-Encoding") == 0) {
-			chunked = strcasecmp(value, "identity") != 0;
-		} else if (strcasecmp(line, "Expect") == 0) {
-			expect_continue = strcasecmp(value, "100-continue") == 0;
-		} else if (strcasecmp(line, "Content-Type") == 0) {
-			snprintf(rq->content_type, sizeof rq->content_type, "%s", value);
-		} else if (strcasecmp(line, "Connector-Token") == 0) {
-			/* An over-long token is simply an unknown one. */
-			snprintf(rq->token, sizeof rq->token, "%s", value);
-			rq->has_token = *value != '\0';
-		}
-	}
-	if (chunked) {
-		/* Only Content-Length bodies; curl and Go's client send those. */
-		set_text(rs, 411, "Length Required\n");
-		goto out;
-	}
-	if (content_length > MAX_BODY_BYTES) {
-		set_text(rs, 413, "Request body larger than %d bytes (fake-ucl-connector limit)\n", MAX_BODY_BYTES);
-		goto out;
-	}
-	if (expect_continue && content_length > 0) {
-		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-		if (ssl_write_all(c->ssl, cont, sizeof cont - 1) != 0) {
-			r = -1;
-			goto out;
-		}
-	}
-	rq->body = malloc((size_t)content_length + 1);
-	if (!rq->body) {
-		r = -1;
-		goto out;
-	}
-	body_have = have - (size_t)(hdr_end + 4 - buf);
-	if (body_have > content_length)
-		body_have = (size_t)content_length;
-	memcpy(rq->body, hdr_end + 4, body_have);
-	while (body_have < content_length) {
-		if (SSL_read_ex(c->ssl, rq->body + body_have, (size_t)content_length - body_have, &got) != 1) {
-			ERR_clear_error();
-			r = -1;
-			goto out;
-		}
-		body_have += got;
-	}
-	rq->body[body_have] = '\0';
-	rq->body_len = body_have;
-	r = 0;
-	goto out;
-bad:
-	set_text(rs, 400, "Bad Request\n");
-out:
-	free(buf);
-	return r;
-}
-
-/* hang: say nothing until the client closes (or the server stops). */
-static void wait_until_client_leaves(int fd)
-{
-	char junk[4096];
-
-	while (!atomic_load(&stopping)) {
-		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
-		int n = poll(&p, 1, 500);
-
-		if (n < 0 && errno != EINTR)
-			return;
-		if (n <= 0)
-			continue;
-		if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
-			return;
-		if (recv(fd, junk, sizeof junk, 0) <= 0)
-			return;
-	}
-}
-
 /* A JSON answer that looks like the start of a certificate and never
  * ends within any sane limit. */
-static int send_huge(SSL *ssl)
+static int send_huge(struct fs_conn *c)
 {
 	static const char head[] = "{\"data\":{\"result\":{\"certificateChain\":\"";
 	static const char tail[] = "\"}}}";
@@ -3373,282 +2724,121 @@ static int send_huge(SSL *ssl)
 	if (!chunk)
 		return -1;
 	memset(chunk, 'A', 64 * 1024);
-	if (ssl_write_all(ssl, head, sizeof head - 1) != 0)
+	if (fs_write(c, head, sizeof head - 1) != 0)
 		goto out;
 	left -= (long)(sizeof head - 1) + (long)(sizeof tail - 1);
-	while (left > 0 && !atomic_load(&stopping)) {
+	while (left > 0 && !fs_stopping()) {
 		size_t n = left < 64 * 1024 ? (size_t)left : 64 * 1024;
 
-		if (ssl_write_all(ssl, chunk, n) != 0)
+		if (fs_write(c, chunk, n) != 0)
 			goto out;
 		left -= (long)n;
 	}
-	if (left == 0 && ssl_write_all(ssl, tail, sizeof tail - 1) == 0)
+	if (left == 0 && fs_write(c, tail, sizeof tail - 1) == 0)
 		r = 0;
 out:
 	free(chunk);
 	return r;
 }
 
-static void send_response(struct conn *c, const struct response *rs)
+static void send_response(struct fs_conn *c, const struct response *rs)
 {
-	char head[512];
-	int n;
+	char lines[320];
 
-	n = snprintf(head, sizeof head,
-		     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %ld\r\nConnection: close\r\n\r\n",
-		     rs->status, reason_phrase(rs->status), rs->content_type ? rs->content_type : "text/plain",
-		     rs->kind == RESP_HUGE ? HUGE_BODY_BYTES : (long)rs->body_len);
-	if (n < 0 || (size_t)n >= sizeof head || ssl_write_all(c->ssl, head, (size_t)n) != 0)
+	snprintf(lines, sizeof lines, "Content-Type: %s\r\n", rs->content_type ? rs->content_type : "text/plain");
+	if (fs_send_head(c, rs->status, NULL, lines, rs->kind == RESP_HUGE ? HUGE_BODY_BYTES : (long)rs->body_len) != 0)
 		return;
 	if (rs->kind == RESP_HUGE)
-		send_huge(c->ssl);
+		send_huge(c);
 	else if (rs->body_len > 0)
-		ssl_write_all(c->ssl, rs->body, rs->body_len);
+		fs_write(c, rs->body, rs->body_len);
 }
 
-/* Closing with unread input makes the kernel send a reset, which can
- * destroy the answer before the client reads it (413 with a body still on
- * its way): read and drop for a moment first. */
-static void linger_close(struct conn *c)
+/* The fakesrv handler: one request, its answer and its log line. */
+static void serve(struct fs_conn *c, struct fs_request *rq)
 {
-	char junk[4096];
-	size_t total = 0;
-	int i;
-
-	if (SSL_shutdown(c->ssl) < 0)
-		ERR_clear_error();
-	shutdown(c->fd, SHUT_WR);
-	for (i = 0; i < 20 && total < 1024 * 1024; i++) {
-		struct pollfd p = { .fd = c->fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = recv(c->fd, junk, sizeof junk, 0);
-		if (n <= 0)
-			break;
-		total += (size_t)n;
-	}
-}
-
-static int verify_cb(int preverify_ok, X509_STORE_CTX *ctx)
-{
-	(void)preverify_ok;
-	(void)ctx;
-	/* Every client certificate gets through the handshake (the token
-	 * endpoint shares the listener); SSL_get_verify_result keeps the
-	 * verdict for /mtls. */
-	return 1;
-}
-
-static void *conn_main(void *arg)
-{
-	struct conn *c = arg;
-	struct request rq;
 	struct response rs;
-	char verdict[160];
-	int rr;
 
-	block_stop_signals();
-	memset(&rq, 0, sizeof rq);
 	memset(&rs, 0, sizeof rs);
-	c->ssl = SSL_new(ssl_ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
-		log_ssl("SSL_new");
-		goto out;
+	switch (rq->error) {
+	case 0: handle(c, rq, &rs); break;
+	case 411: set_text(&rs, 411, "Length Required\n"); break;
+	case 413: set_text(&rs, 413, "Request body larger than %d bytes (fake-ucl-connector limit)\n", MAX_BODY_BYTES); break;
+	case 431: set_text(&rs, 431, "Request header too large\n"); break;
+	default: set_text(&rs, 400, "Bad Request\n"); break;
 	}
-	if (SSL_accept(c->ssl) != 1) {
-		log_ssl("TLS handshake failed");
-		goto out;
-	}
-	c->peer = SSL_get1_peer_certificate(c->ssl);
-	c->verify_result = SSL_get_verify_result(c->ssl);
-	if (!c->peer)
-		snprintf(verdict, sizeof verdict, "no client cert");
-	else if (c->verify_result == X509_V_OK)
-		snprintf(verdict, sizeof verdict, "client cert verifies");
-	else
-		snprintf(verdict, sizeof verdict, "client cert does not verify: %s",
-			 X509_verify_cert_error_string(c->verify_result));
-	rr = read_request(c, &rq, &rs);
-	if (rr < 0)
-		goto out;
-	if (rr == 0)
-		handle(c, &rq, &rs);
 	if (rs.kind == RESP_HANG) {
-		logmsg("%s %s hang (%s)", rq.method, rq.path, verdict);
-		wait_until_client_leaves(c->fd);
+		fs_log("%s %s hang (%s)", rq->method, rq->path, c->verdict);
+		fs_wait_until_client_leaves(c);
 		goto out;
 	}
 	send_response(c, &rs);
-	logmsg("%s %s %d (%s%s%s)%s", rq.method[0] ? rq.method : "-", rq.path[0] ? rq.path : "-", rs.status, verdict,
-	       rs.note[0] ? "; " : "", rs.note, rs.kind == RESP_HUGE ? " [huge]" : "");
-	linger_close(c);
+	fs_log("%s %s %d (%s%s%s)%s", rq->method[0] ? rq->method : "-", rq->path[0] ? rq->path : "-", rs.status,
+	       c->verdict, rs.note[0] ? "; " : "", rs.note, rs.kind == RESP_HUGE ? " [huge]" : "");
 out:
-	pthread_mutex_lock(&slot_lock);
-	slots[c->slot].fd = -1;
-	pthread_mutex_unlock(&slot_lock);
-	SSL_free(c->ssl);
-	close(c->fd);
-	X509_free(c->peer);
-	free(rq.body);
 	free(rs.body);
-	pthread_mutex_lock(&slot_lock);
-	slots[c->slot].done = true;
-	pthread_mutex_unlock(&slot_lock);
-	free(c);
-	ERR_clear_error();
-	OPENSSL_thread_stop();
-	return NULL;
-}
-
-static void reap_finished(bool all)
-{
-	int i;
-
-	for (i = 0; i < MAX_CONNS; i++) {
-		bool join;
-
-		pthread_mutex_lock(&slot_lock);
-		join = slots[i].used && (slots[i].done || all);
-		pthread_mutex_unlock(&slot_lock);
-		if (!join)
-			continue;
-		pthread_join(slots[i].tid, NULL);
-		pthread_mutex_lock(&slot_lock);
-		slots[i].used = false;
-		pthread_mutex_unlock(&slot_lock);
-	}
-}
-
-static void start_conn(int fd)
-{
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_SECS };
-	struct conn *c;
-	int i;
-
-	reap_finished(false);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	c = calloc(1, sizeof *c);
-	if (!c)
-		goto drop;
-	c->fd = fd;
-	pthread_mutex_lock(&slot_lock);
-	for (i = 0; i < MAX_CONNS && slots[i].used; i++)
-		;
-	if (i == MAX_CONNS) {
-		pthread_mutex_unlock(&slot_lock);
-		logmsg("more than %d connections at once; dropping one", MAX_CONNS);
-		goto drop;
-	}
-	c->slot = i;
-	slots[i] = (struct slot){ .used = true, .fd = fd };
-	/* One thread per connection: a client that hangs holds only its own. */
-	if (pthread_create(&slots[i].tid, NULL, conn_main, c) != 0) {
-		slots[i].used = false;
-		pthread_mutex_unlock(&slot_lock);
-		goto drop;
-	}
-	pthread_mutex_unlock(&slot_lock);
-	return;
-drop:
-	free(c);
-	close(fd);
 }
 
 /* ------------------------------------------------------------------ */
 /* Startup and main loop                                               */
 
-static int init_tls(void)
-{
-	char ca_path[PATH_MAX];
-	STACK_OF(X509_NAME) *names;
-	static const unsigned char sid[] = "fake-ucl-connector";
+static const struct fs_ext ca_exts[] = {
+	{ NID_basic_constraints, "critical,CA:TRUE" },
+	{ NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_authority_key_identifier, "keyid:always" },
+	{ 0, NULL },
+};
 
-	ssl_ctx = SSL_CTX_new(TLS_server_method());
-	if (!ssl_ctx || SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
-	    X509_STORE_add_cert(SSL_CTX_get_cert_store(ssl_ctx), ca_cert) != 1 ||
-	    SSL_CTX_set_session_id_context(ssl_ctx, sid, sizeof sid - 1) != 1) {
-		log_ssl("TLS setup");
-		return -1;
-	}
-	SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_TICKET);
-	/* Ask for a client certificate, never insist: the token endpoint
-	 * runs without one. */
-	SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, verify_cb);
-	if (!pathf(ca_path, sizeof ca_path, "%s/ca.pem", cfg.dir))
-		return -1;
-	names = SSL_load_client_CA_file(ca_path);
-	if (names)
-		SSL_CTX_set_client_CA_list(ssl_ctx, names);
-	return make_server_cert();
+static const struct fs_ext server_exts[] = {
+	{ NID_basic_constraints, "critical,CA:FALSE" },
+	{ NID_key_usage, "critical,digitalSignature,keyEncipherment" },
+	{ NID_ext_key_usage, "serverAuth" },
+	{ NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1,IP:::1" },
+	{ NID_subject_key_identifier, "hash" },
+	{ NID_authority_key_identifier, "keyid:always" },
+	{ 0, NULL },
+};
+
+/* Ask for a client certificate, never insist, and let every one through
+ * the handshake: the token endpoint shares the listener, and /mtls
+ * judges fs_conn.verify_result itself. */
+static SSL_CTX *init_tls(void)
+{
+	time_t now = time(NULL);
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	SSL_CTX *ctx = NULL;
+
+	if (fs_mint_server_cert(cfg.dir, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
+		ctx = fs_tls_server_ctx(cert, key, ca_cert, FS_CLIENT_CERT_WANT);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return ctx;
 }
 
 static int init_state(void)
 {
 	char path[PATH_MAX], text[MAX_TOKEN_LEN + 2];
 
-	if (make_dir(cfg.dir) != 0)
+	if (fs_make_dir(cfg.dir, 0755) != 0)
 		return -1;
-	if (load_or_make_ca("ca", "Kyma Test CA (fake-ucl-connector)", &ca_cert, &ca_key) != 0 ||
-	    load_or_make_ca("foreign-ca", "Foreign Test CA (not trusted by fake-ucl-connector)", &foreign_cert,
-			    &foreign_key) != 0)
+	if (fs_load_or_make_ca(cfg.dir, "ca", "Kyma Test CA (fake-ucl-connector)", CA_TTL, ca_exts, &ca_cert,
+			       &ca_key) != 0 ||
+	    fs_load_or_make_ca(cfg.dir, "foreign-ca", "Foreign Test CA (not trusted by fake-ucl-connector)", CA_TTL,
+			       ca_exts, &foreign_cert, &foreign_key) != 0)
 		return -1;
 	if (cfg.token)
 		snprintf(one_time_token, sizeof one_time_token, "%s", cfg.token);
 	else
 		random_token(one_time_token, sizeof one_time_token);
 	snprintf(text, sizeof text, "%s\n", one_time_token);
-	if (!pathf(path, sizeof path, "%s/token", cfg.dir) || write_file_atomic(path, text, strlen(text), 0600) != 0)
+	if (!fs_pathf(path, sizeof path, "%s/token", cfg.dir) || fs_write_file_atomic(path, text, strlen(text), 0600) != 0)
 		return -1;
 	pthread_mutex_lock(&token_lock);
 	token_add_locked(one_time_token, cfg.client_id, cfg.token_ttl);
 	pthread_mutex_unlock(&token_lock);
 	return 0;
-}
-
-static int listen_socket(int *port_out)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl;
-	int fd = -1, one = 1;
-	bool v6 = strcmp(cfg.listen_addr, "::1") == 0;
-
-	memset(&ss, 0, sizeof ss);
-	if (v6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		s6->sin6_addr = in6addr_loopback;
-		sl = sizeof *s6;
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		sl = sizeof *s4;
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (v6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 64) != 0)
-		goto fail;
-	sl = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-		goto fail;
-	*port_out = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-	return fd;
-fail:
-	logmsg("cannot listen on %s: %s", cfg.listen_addr, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
 }
 
 static void usage(FILE *f)
@@ -3684,10 +2874,13 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct sigaction sa;
-	char port_text[16];
+	struct fs_server srv = {
+		.handle = serve,
+		.max_body_bytes = MAX_BODY_BYTES,
+		.linger = true,
+	};
 	long v;
-	int opt, lfd = -1, port, i, r = 1;
+	int opt, lfd, port, r = 1;
 
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (opt) {
@@ -3702,13 +2895,13 @@ int main(int argc, char **argv)
 		case O_KEY_ALG: cfg.key_algorithm = optarg; break;
 		case O_TTL:
 		case O_TOKEN_TTL:
-			if (!parse_seconds(optarg, opt == O_TTL ? &cfg.ttl : &cfg.token_ttl)) {
+			if (!fs_parse_seconds(optarg, MAX_TTL, opt == O_TTL ? &cfg.ttl : &cfg.token_ttl)) {
 				fprintf(stderr, "fake-ucl-connector: bad --%s %s\n", opt == O_TTL ? "ttl" : "token-ttl", optarg);
 				return 2;
 			}
 			break;
 		case O_VALIDATION_STATUS:
-			if (!parse_seconds(optarg, &v) || v < 200 || v > 599) {
+			if (!fs_parse_seconds(optarg, MAX_TTL, &v) || v < 200 || v > 599) {
 				fprintf(stderr, "fake-ucl-connector: bad --validation-status %s\n", optarg);
 				return 2;
 			}
@@ -3722,10 +2915,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	fs_log_init("fake-ucl-connector");
 	/* A test CA with its key in a file must never be reachable from
 	 * another host. */
-	if (strcmp(cfg.listen_addr, "127.0.0.1") != 0 && strcmp(cfg.listen_addr, "::1") != 0) {
-		fprintf(stderr, "fake-ucl-connector: refusing to listen on %s: only 127.0.0.1 or ::1\n", cfg.listen_addr);
+	if (!fs_listen_addr_ok(cfg.listen_addr)) {
+		fs_log("refusing to listen on %s: only 127.0.0.1 or ::1", cfg.listen_addr);
 		return 2;
 	}
 	if (parse_subject_base(cfg.subject_base) != 0) {
@@ -3739,69 +2933,30 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	signal(SIGPIPE, SIG_IGN);
-	if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-		perror("fake-ucl-connector: pipe");
+	if (fs_signals_init() != 0)
 		return 1;
-	}
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-
-	if (load_schema(cfg.schema_file) != 0 || init_state() != 0 || init_tls() != 0)
+	if (load_schema(cfg.schema_file) != 0 || init_state() != 0 || (srv.ctx = init_tls()) == NULL)
 		goto out;
-	lfd = listen_socket(&port);
+	lfd = fs_listen(cfg.listen_addr, &port);
 	if (lfd < 0)
 		goto out;
 	cfg.port = port;
-	if (cfg.port_file) {
-		snprintf(port_text, sizeof port_text, "%d\n", port);
-		if (write_file_atomic(cfg.port_file, port_text, strlen(port_text), 0644) != 0)
-			goto out;
+	if (cfg.port_file && fs_write_port_file(cfg.port_file, port) != 0) {
+		close(lfd);
+		goto out;
 	}
-	logmsg("listening on https://%s%s%s:%d/ (dir %s, client id %s)", strchr(cfg.listen_addr, ':') ? "[" : "",
+	fs_log("listening on https://%s%s%s:%d/ (dir %s, client id %s)", strchr(cfg.listen_addr, ':') ? "[" : "",
 	       cfg.listen_addr, strchr(cfg.listen_addr, ':') ? "]" : "", port, cfg.dir, cfg.client_id);
-
-	while (!got_signal) {
-		struct pollfd p[2] = { { .fd = lfd, .events = POLLIN }, { .fd = signal_pipe[0], .events = POLLIN } };
-		int n = poll(p, 2, 1000);
-
-		if (n < 0 && errno != EINTR) {
-			logmsg("poll: %s", strerror(errno));
-			goto out;
-		}
-		if (n > 0 && (p[0].revents & POLLIN)) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-
-			if (fd >= 0)
-				start_conn(fd);
-		} else {
-			reap_finished(false);
-		}
-	}
-	logmsg("stopping");
+	if (fs_serve(lfd, &srv) != 0)
+		goto out;
+	fs_log("stopping");
 	r = 0;
 out:
-	atomic_store(&stopping, true);
-	if (lfd >= 0)
-		close(lfd);
-	/* Wake every connection blocked in a read or write. */
-	pthread_mutex_lock(&slot_lock);
-	for (i = 0; i < MAX_CONNS; i++)
-		if (slots[i].used && !slots[i].done && slots[i].fd >= 0)
-			shutdown(slots[i].fd, SHUT_RDWR);
-	pthread_mutex_unlock(&slot_lock);
-	reap_finished(true);
-	SSL_CTX_free(ssl_ctx);
+	SSL_CTX_free(srv.ctx);
 	X509_free(ca_cert);
 	EVP_PKEY_free(ca_key);
 	X509_free(foreign_cert);
 	EVP_PKEY_free(foreign_key);
 	arena_free(&schema.arena);
-	close(signal_pipe[0]);
-	close(signal_pipe[1]);
 	return r;
 }
