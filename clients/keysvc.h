@@ -30,7 +30,9 @@
  *    it, and every later call on the handle returns KEYSVC_E_IO without
  *    touching any socket: keysvc_close() it and connect again. All other
  *    errors (the daemon's named errors, KEYSVC_E_INVALID, KEYSVC_E_NOMEM)
- *    leave the handle usable.
+ *    leave the handle usable, except KEYSVC_E_DENIED for a connection
+ *    keysvcd refused as a whole (over its per-uid or total connection
+ *    limit; the message names the limit): that handle is closed too.
  *  - Messages: keysvc_error_message() gives a human text for the last
  *    error of a handle: the daemon's message, or the library's reason.
  *  - Signals: the library never raises SIGPIPE and retries after EINTR.

@@ -407,6 +407,61 @@ static int decode(keysvc *ks, json_t *obj, const struct ks_json_field *table, vo
 	return KEYSVC_OK;
 }
 
+/* The wire error of a failed response, its message kept for keysvc_error_message(). */
+static int wire_error(keysvc *ks, const struct envelope *env)
+{
+	int code = KEYSVC_E_INTERNAL;
+
+	if (env->error == NULL)
+		return fail(ks, KEYSVC_E_PROTOCOL, "error response without an error name");
+	for (size_t i = 0; i < sizeof(wire_errors) / sizeof(wire_errors[0]); i++)
+		if (strcmp(wire_errors[i].name, env->error) == 0)
+			code = wire_errors[i].code;
+	if (code == KEYSVC_E_INTERNAL && strcmp(env->error, "internal") != 0)
+		set_message(ks, "%s: %s", env->error, env->message != NULL ? env->message : "");
+	else
+		set_message(ks, "%s", env->message != NULL ? env->message : "");
+	return code;
+}
+
+/* After a refusal of the whole connection no request is read any more. */
+static void drop_connection(keysvc *ks)
+{
+	if (ks->fd >= 0)
+		close(ks->fd);
+	ks->fd = -1;
+}
+
+/*
+ * keysvcd refuses a connection over its limits with one error frame whose
+ * id is null, then closes (proto/PROTOCOL.md, "Limits"). When sending
+ * failed because of that close, the frame may still be waiting: read it so
+ * the caller learns why. Otherwise KEYSVC_E_IO for @send_err.
+ */
+static int refusal_or_io(keysvc *ks, int send_err)
+{
+	struct envelope env;
+	struct ks_buf body;
+	json_t *root = NULL;
+	const char *why = NULL, *field = NULL;
+	int code;
+
+	memset(&env, 0, sizeof(env));
+	ks_buf_init(&body, KS_FRAME_MAX);
+	if ((send_err == -EPIPE || send_err == -ECONNRESET) && ks_frame_read(ks->fd, &body, 100) == 0 &&
+	    (root = ks_json_parse(body.data, body.len, &why)) != NULL &&
+	    ks_json_dispatch(root, envelope_fields, &env, KS_JSON_ALLOW_UNKNOWN, &field, &why) == 0 &&
+	    json_is_null(env.id) && !env.ok && env.error != NULL)
+		code = wire_error(ks, &env);
+	else
+		code = fail(ks, KEYSVC_E_IO, "sending: %s",
+			    send_err == -ETIMEDOUT ? "timed out" : strerror(-send_err));
+	json_decref(root);
+	ks_buf_free(&body);
+	drop_connection(ks);
+	return code;
+}
+
 /*
  * Send @req (always consumed) and read the answer. KEYSVC_OK with *@resp
  * the response object (caller decrefs), a named error of the daemon with
@@ -443,8 +498,7 @@ static int transact(keysvc *ks, json_t *req, json_t **resp)
 	/* The request may carry data to be signed. */
 	ks_freezero(s, len + 1);
 	if (r != 0)
-		return fail(ks, KEYSVC_E_IO, "sending: %s",
-			    r == -ETIMEDOUT ? "timed out" : strerror(-r));
+		return refusal_or_io(ks, r);
 
 	ks_buf_init(&body, KS_FRAME_MAX);
 	r = ks_frame_read(ks->fd, &body, ks->timeout_ms);
@@ -475,6 +529,14 @@ static int transact(keysvc *ks, json_t *req, json_t **resp)
 	memset(&env, 0, sizeof(env));
 	if ((code = decode(ks, root, envelope_fields, &env)) != KEYSVC_OK)
 		goto out;
+	if (json_is_null(env.id) && !env.ok) {
+		/* The connection itself was refused (a limit); keysvcd has closed it. */
+		code = wire_error(ks, &env);
+		if (env.message == NULL && env.error != NULL)
+			set_message(ks, "keysvcd ended the connection: %s", env.error);
+		drop_connection(ks);
+		goto out;
+	}
 	if (!json_is_integer(env.id) || json_integer_value(env.id) < 0 ||
 	    (uint64_t)json_integer_value(env.id) != id) {
 		code = fail(ks, KEYSVC_E_PROTOCOL, "response id does not match request id %llu",
@@ -487,18 +549,7 @@ static int transact(keysvc *ks, json_t *req, json_t **resp)
 		code = KEYSVC_OK;
 		goto out;
 	}
-	if (env.error == NULL) {
-		code = fail(ks, KEYSVC_E_PROTOCOL, "error response without an error name");
-		goto out;
-	}
-	code = KEYSVC_E_INTERNAL;
-	for (size_t i = 0; i < sizeof(wire_errors) / sizeof(wire_errors[0]); i++)
-		if (strcmp(wire_errors[i].name, env.error) == 0)
-			code = wire_errors[i].code;
-	if (code == KEYSVC_E_INTERNAL && strcmp(env.error, "internal") != 0)
-		set_message(ks, "%s: %s", env.error, env.message != NULL ? env.message : "");
-	else
-		set_message(ks, "%s", env.message != NULL ? env.message : "");
+	code = wire_error(ks, &env);
 out:
 	json_decref(root);
 	ks_buf_free(&body);

@@ -67,6 +67,9 @@ struct config_json {
 	uint64_t sessions;
 	uint64_t max_clients;
 	uint64_t client_timeout_ms;
+	uint64_t max_clients_per_uid;
+	uint64_t idle_timeout_ms;
+	uint64_t frame_timeout_ms;
 	json_t *policy;
 };
 
@@ -82,6 +85,9 @@ static const struct ks_json_field config_fields[] = {
 	{ "sessions", KS_JSON_UINT, offsetof(struct config_json, sessions), 0, 0 },
 	{ "max_clients", KS_JSON_UINT, offsetof(struct config_json, max_clients), 0, 0 },
 	{ "client_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, client_timeout_ms), 0, 0 },
+	{ "max_clients_per_uid", KS_JSON_UINT, offsetof(struct config_json, max_clients_per_uid), 0, 0 },
+	{ "idle_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, idle_timeout_ms), 0, 0 },
+	{ "frame_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, frame_timeout_ms), 0, 0 },
 	{ "policy", KS_JSON_ARRAY, offsetof(struct config_json, policy), KS_JSON_REQUIRED, 1024 },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -279,6 +285,18 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 			 "client_timeout_ms (100..3600000) out of range");
 		goto out;
 	}
+	if (cj.max_clients_per_uid > 65536) {
+		snprintf(err, err_len, "config: max_clients_per_uid: out of range (1..65536)");
+		goto out;
+	}
+	if (cj.idle_timeout_ms > 3600000 || (cj.idle_timeout_ms > 0 && cj.idle_timeout_ms < 100)) {
+		snprintf(err, err_len, "config: idle_timeout_ms: out of range (100..3600000)");
+		goto out;
+	}
+	if (cj.frame_timeout_ms > 3600000 || (cj.frame_timeout_ms > 0 && cj.frame_timeout_ms < 100)) {
+		snprintf(err, err_len, "config: frame_timeout_ms: out of range (100..3600000)");
+		goto out;
+	}
 
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
 		r = -ENOMEM;
@@ -301,6 +319,11 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 4;
 	cfg->max_clients = cj.max_clients ? (unsigned)cj.max_clients : 512;
 	cfg->client_timeout_ms = cj.client_timeout_ms ? (unsigned)cj.client_timeout_ms : 30000;
+	cfg->max_clients_per_uid = cj.max_clients_per_uid ? (unsigned)cj.max_clients_per_uid : 64;
+	cfg->idle_timeout_ms = cj.idle_timeout_ms ? (unsigned)cj.idle_timeout_ms :
+			       cfg->client_timeout_ms;
+	cfg->frame_timeout_ms = cj.frame_timeout_ms ? (unsigned)cj.frame_timeout_ms :
+				cfg->client_timeout_ms;
 	if ((r = dup_opt(cj.module, &cfg->module)) != 0 ||
 	    (r = dup_opt(tj.uri, &cfg->token_uri)) != 0 ||
 	    (r = dup_opt(tj.label, &cfg->token_label)) != 0 ||

@@ -30,7 +30,10 @@ struct ks_config {
 	char *log_level;          /* NULL: notice */
 	unsigned sessions;        /* PKCS#11 session pool size, default 4 */
 	unsigned max_clients;     /* concurrent connections, default 512 */
-	unsigned client_timeout_ms; /* default 30000 */
+	unsigned client_timeout_ms; /* default 30000; the default of the next two */
+	unsigned max_clients_per_uid; /* concurrent connections of one uid, default 64 */
+	unsigned idle_timeout_ms;   /* wait for the next request, default client_timeout_ms */
+	unsigned frame_timeout_ms;  /* whole request in, whole response out, default client_timeout_ms */
 	struct ks_policy *policy; /* one reference owned by the config */
 };
 

@@ -19,6 +19,7 @@
 #include "keysvc/config.h"
 #include "keysvc/dispatch.h"
 #include "keysvc/pin.h"
+#include "keysvc/sdnotify.h"
 #include "keysvc/server.h"
 #include "pkcs11/token.h"
 #include "proto/log.h"
@@ -60,41 +61,29 @@ static void harden_process(void)
 		ks_warn("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 }
 
-/* Tell systemd (Type=notify) we are ready; a no-op outside systemd. */
-static void notify_ready(void)
+/* sd_notify(3): a failure is logged, never fatal (systemd then times the start out). */
+static void notify(const char *state)
 {
-	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun;
-	static const char msg[] = "READY=1";
-	socklen_t len;
-	int fd;
+	int r = ks_sd_notify(state);
 
-	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
-	    strlen(path) >= sizeof(sun.sun_path))
-		return;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, strlen(path));
-	if (path[0] == '@')
-		sun.sun_path[0] = '\0';
-	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-	if ((fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
-		return;
-	if (sendto(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
-		ks_warn("sd_notify: %s", strerror(errno));
-	close(fd);
+	if (r < 0)
+		ks_warn("sd_notify %s: %s", state, strerror(-r));
 }
 
 static void reload(void *arg)
 {
 	struct daemon_state *st = arg;
 	struct ks_config *cfg = NULL;
-	char err[512] = "";
+	char err[512] = "", state[64];
 	int r;
 
+	/* systemd (Type=notify-reload, or ExecReload=kill -HUP) waits for READY=1 again. */
+	snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu", ks_sd_monotonic_usec());
+	notify(state);
 	r = ks_config_load(st->config_path, 1, &cfg, err, sizeof(err));
 	if (r != 0) {
 		ks_err("reload: %s; keeping the current policy", err);
+		notify("READY=1\nSTATUS=reload failed; the previous policy is in force");
 		return;
 	}
 	ks_ctx_set_policy(st->ctx, ks_policy_ref(cfg->policy));
@@ -105,6 +94,7 @@ static void reload(void *arg)
 	if ((r = ks_audit_reopen(st->audit)) != 0)
 		ks_err("reload: cannot reopen the audit log: %s", strerror(-r));
 	ks_config_free(cfg);
+	notify("READY=1\nSTATUS=policy reloaded");
 }
 
 int main(int argc, char **argv)
@@ -122,10 +112,10 @@ int main(int argc, char **argv)
 	struct ks_token_config tcfg;
 	struct ks_config *cfg = NULL;
 	struct ks_token *token = NULL;
-	char err[512] = "";
+	char err[512] = "", activated_name[128] = "", status[256];
 	char *pin = NULL;
 	size_t pin_len = 0;
-	int debug = 0, check_only = 0, listen_fd = -1, signal_fd = -1;
+	int debug = 0, check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
 	int c, r, ret = 1;
 	sigset_t mask;
 
@@ -157,6 +147,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	harden_process();
+	/*
+	 * Take (and verify) an activated socket before anything else can open
+	 * descriptors, and clear the LISTEN_* variables in every case.
+	 */
+	if ((activated = ks_sd_listen_fd(&listen_fd, activated_name, sizeof(activated_name),
+					 err, sizeof(err))) < 0) {
+		ks_err("%s", err);
+		return 1;
+	}
 
 	if ((r = ks_config_load(st.config_path, 1, &cfg, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
@@ -223,16 +222,31 @@ int main(int argc, char **argv)
 	scfg.socket_mode = cfg->socket_mode;
 	scfg.has_socket_gid = cfg->has_socket_gid;
 	scfg.socket_gid = cfg->socket_gid;
+	scfg.socket_activated = activated;
 	scfg.max_clients = cfg->max_clients;
-	scfg.client_timeout_ms = cfg->client_timeout_ms;
-	if ((listen_fd = ks_server_listen(&scfg, err, sizeof(err))) < 0) {
-		ks_err("%s", err);
-		goto out;
+	scfg.max_clients_per_uid = cfg->max_clients_per_uid;
+	scfg.idle_timeout_ms = cfg->idle_timeout_ms;
+	scfg.frame_timeout_ms = cfg->frame_timeout_ms;
+	if (activated) {
+		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
+		if (strcmp(activated_name, cfg->socket_path) != 0)
+			ks_notice("socket activation: serving %s; the configured socket %s is "
+				  "not used", activated_name, cfg->socket_path);
+		ks_notice("listening on %s, passed by systemd (%zu policy rules)",
+			  activated_name, ks_policy_size(cfg->policy));
+	} else {
+		if ((listen_fd = ks_server_listen(&scfg, err, sizeof(err))) < 0) {
+			ks_err("%s", err);
+			goto out;
+		}
+		ks_notice("listening on %s (%zu policy rules)", cfg->socket_path,
+			  ks_policy_size(cfg->policy));
 	}
-	ks_notice("listening on %s (%zu policy rules)", cfg->socket_path,
-		  ks_policy_size(cfg->policy));
-	notify_ready();
+	snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %s",
+		 activated ? activated_name : cfg->socket_path);
+	notify(status);
 	r = ks_server_run(listen_fd, signal_fd, st.ctx, &scfg, reload, &st);
+	listen_fd = -1;
 	if (r == -EBUSY) {
 		/* A connection thread is stuck in the token; do not free what it uses. */
 		ks_warn("exiting with a request still in the token");
@@ -246,6 +260,9 @@ out:
 	ks_token_close(token);
 	if (signal_fd >= 0)
 		close(signal_fd);
+	/* Only an activated socket is still open here (ks_server_run() closes the rest). */
+	if (listen_fd >= 0)
+		close(listen_fd);
 	ks_config_free(cfg);
 	return ret;
 }

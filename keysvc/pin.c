@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "keysvc/config.h"
@@ -20,7 +22,89 @@
 #define PIN_READ_MAX (KS_PIN_MAX + 3)
 #define PIN_BUF_SIZE (PIN_READ_MAX + 1)
 
-static int pin_read_file(const char *path, char **pin, size_t *pin_len,
+/* The on-disk form of a POSIX ACL (system.posix_acl_access), little-endian. */
+#define ACL_XATTR "system.posix_acl_access"
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER_OBJ 0x01
+#define ACL_TAG_USER 0x02
+#define ACL_TAG_GROUP_OBJ 0x04
+#define ACL_TAG_GROUP 0x08
+#define ACL_TAG_MASK 0x10
+#define ACL_TAG_OTHER 0x20
+#define ACL_PERM_WRITE 0x02
+/* Header plus a handful of entries: more than a credential ever gets. */
+#define ACL_XATTR_MAX (4 + 32 * 8)
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/*
+ * systemd writes a credential root-owned, mode 0400, and gives the
+ * service's user read access with a POSIX ACL entry; the ACL mask then
+ * shows in the group bits (0440). Accept that one shape: the ACL may grant
+ * read to the owner and to our effective uid only, write to nobody but the
+ * owner. 0 if so, -EACCES otherwise (also when there is no ACL).
+ */
+static int credential_acl_ok(int fd)
+{
+	uint8_t acl[ACL_XATTR_MAX];
+	ssize_t n = fgetxattr(fd, ACL_XATTR, acl, sizeof(acl));
+
+	if (n < 4 || (n - 4) % 8 != 0 || le32(acl) != ACL_XATTR_VERSION)
+		return -EACCES;
+	for (ssize_t off = 4; off < n; off += 8) {
+		unsigned tag = (unsigned)acl[off] | (unsigned)acl[off + 1] << 8;
+		unsigned perm = (unsigned)acl[off + 2] | (unsigned)acl[off + 3] << 8;
+		uint32_t id = le32(acl + off + 4);
+
+		switch (tag) {
+		case ACL_TAG_USER_OBJ:
+		case ACL_TAG_MASK:
+			break;
+		case ACL_TAG_USER:
+			if (id != (uint32_t)geteuid() || (perm & ACL_PERM_WRITE))
+				return -EACCES;
+			break;
+		case ACL_TAG_GROUP_OBJ:
+		case ACL_TAG_GROUP:
+		case ACL_TAG_OTHER:
+			if (perm != 0)
+				return -EACCES;
+			break;
+		default:
+			return -EACCES;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A credential from systemd's credentials directory: owned by us or by
+ * root (systemd writes it as root), never writable by group or others,
+ * never readable by others, and readable by the group only as the mask of
+ * an ACL that credential_acl_ok() accepts.
+ */
+static int check_credential_file(int fd, const struct stat *st, const char *path,
+				 char *err, size_t err_len)
+{
+	if (st->st_uid != geteuid() && st->st_uid != 0) {
+		snprintf(err, err_len, "PIN credential %s: owned by uid %u, must be root's or "
+			 "uid %u's", path, (unsigned)st->st_uid, (unsigned)geteuid());
+		return -EACCES;
+	}
+	if ((st->st_mode & 037) != 0 ||
+	    ((st->st_mode & 040) != 0 && credential_acl_ok(fd) != 0)) {
+		snprintf(err, err_len, "PIN credential %s: mode %03o, must be 0400 or 0600 "
+			 "(or 0440 through systemd's ACL for this user)", path,
+			 (unsigned)(st->st_mode & 0777));
+		return -EACCES;
+	}
+	return 0;
+}
+
+static int pin_read_file(const char *path, int credential, char **pin, size_t *pin_len,
 			 char *err, size_t err_len)
 {
 	struct stat st;
@@ -43,12 +127,14 @@ static int pin_read_file(const char *path, char **pin, size_t *pin_len,
 		snprintf(err, err_len, "PIN file %s: not a regular file", path);
 		goto out;
 	}
-	if (st.st_uid != geteuid()) {
+	if (credential) {
+		if ((r = check_credential_file(fd, &st, path, err, err_len)) != 0)
+			goto out;
+	} else if (st.st_uid != geteuid()) {
 		snprintf(err, err_len, "PIN file %s: owned by uid %u, must be owned by uid %u",
 			 path, (unsigned)st.st_uid, (unsigned)geteuid());
 		goto out;
-	}
-	if (st.st_mode & 077) {
+	} else if (st.st_mode & 077) {
 		snprintf(err, err_len, "PIN file %s: mode %03o, must be 0600 or 0400",
 			 path, (unsigned)(st.st_mode & 0777));
 		goto out;
@@ -110,14 +196,14 @@ int ks_pin_load(const char *pin_file, char **pin, size_t *pin_len, char *err,
 	if (creds != NULL && creds[0] == '/') {
 		n = snprintf(path, sizeof(path), "%s/%s", creds, KS_PIN_CREDENTIAL);
 		if (n > 0 && (size_t)n < sizeof(path) && access(path, F_OK) == 0)
-			return pin_read_file(path, pin, pin_len, err, err_len);
+			return pin_read_file(path, 1, pin, pin_len, err, err_len);
 	}
 	if (pin_file == NULL) {
 		snprintf(err, err_len, "no PIN: set pin_file or provide the %s credential",
 			 KS_PIN_CREDENTIAL);
 		return -ENOENT;
 	}
-	return pin_read_file(pin_file, pin, pin_len, err, err_len);
+	return pin_read_file(pin_file, 0, pin, pin_len, err, err_len);
 }
 
 void ks_pin_free(char *pin, size_t pin_len)

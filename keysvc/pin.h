@@ -5,7 +5,10 @@
  * $CREDENTIALS_DIRECTORY/keysvc-pin (LoadCredential=), then the configured
  * pin_file. The file must be a regular file (not a symlink) owned by the
  * effective uid and not accessible to group or others (mode 0600 or
- * 0400). One trailing newline is dropped. The PIN is returned in locked
+ * 0400). The credential may also be root's (systemd writes it as root)
+ * and show group read (0440) when that is the mask of the POSIX ACL
+ * systemd adds for the service's user: the ACL may grant read to the owner
+ * and the effective uid only. One trailing newline is dropped. The PIN is returned in locked
  * memory and must be released with ks_pin_free(), which wipes it.
  */
 #ifndef KEYSVC_PIN_H

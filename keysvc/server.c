@@ -16,11 +16,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "keysvc/sdnotify.h"
 #include "proto/frame.h"
 #include "proto/log.h"
 
 #define KS_THREAD_STACK (256 * 1024)
 #define KS_SHUTDOWN_WAIT_MS 5000
+/* Back-off of the accept loop when descriptors or memory run out. */
+#define KS_ACCEPT_BACKOFF_MIN_MS 100
+#define KS_ACCEPT_BACKOFF_MAX_MS 1000
+/* At most one refusal line per this many ms; the others are counted. */
+#define KS_REFUSAL_LOG_INTERVAL_MS 1000
 
 struct ks_conn {
 	int fd;
@@ -37,7 +43,18 @@ struct ks_server {
 	struct ks_conn *conns;
 	unsigned nconns;
 	int stopping;
+	/* Used by the accept loop only, so not under the lock. */
+	int64_t refusal_logged_ms;
+	unsigned refusals_unlogged;
 };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int check_socket_dir(const char *dir, char *err, size_t err_len)
 {
@@ -205,11 +222,36 @@ static void conn_unlink(struct ks_server *srv, struct ks_conn *c)
 	pthread_mutex_unlock(&srv->lock);
 }
 
+/*
+ * Wait at most @timeout_ms (0: forever) for the first byte of the next
+ * request (or the peer's end). 0 or -ETIMEDOUT or -errno.
+ */
+static int wait_request(int fd, unsigned timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int64_t deadline = now_ms() + timeout_ms, left;
+	int r;
+
+	for (;;) {
+		left = deadline - now_ms();
+		if (timeout_ms > 0 && left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&pfd, 1, timeout_ms > 0 ? (int)left : -1);
+		if (r > 0)
+			return 0;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
 static void *conn_thread(void *arg)
 {
 	struct ks_conn *c = arg;
 	struct ks_server *srv = c->srv;
-	int timeout = (int)srv->cfg->client_timeout_ms;
+	unsigned idle_ms = srv->cfg->idle_timeout_ms;
+	int frame_ms = (int)srv->cfg->frame_timeout_ms;
 	struct ks_buf body;
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
@@ -217,14 +259,26 @@ static void *conn_thread(void *arg)
 
 	ks_buf_init(&body, KS_FRAME_MAX);
 	for (;;) {
-		r = ks_frame_read(c->fd, &body, timeout);
+		/* Idle time between requests and the time one request takes are bounded apart. */
+		if ((r = wait_request(c->fd, idle_ms)) == -ETIMEDOUT) {
+			ks_info("uid %u pid %d: idle for %u ms; closing",
+				(unsigned)c->peer.uid, (int)c->peer.pid, idle_ms);
+			break;
+		}
+		if (r == 0)
+			r = ks_frame_read_deadline(c->fd, &body, 0, frame_ms);
 		if (r == -EBADMSG || r == -EMSGSIZE) {
 			/* The stream is out of sync: answer once, then hang up. */
 			if (ks_dispatch_frame_error(srv->ctx, &c->peer,
 						    r == -EBADMSG ? "zero-length frame" :
 						    "frame longer than 65536 bytes",
 						    &resp, &resp_len) == 0)
-				ks_frame_write(c->fd, resp, resp_len, timeout);
+				ks_frame_write_deadline(c->fd, resp, resp_len, frame_ms);
+			break;
+		}
+		if (r == -ETIMEDOUT) {
+			ks_notice("uid %u pid %d: request frame not complete within %d ms; closing",
+				  (unsigned)c->peer.uid, (int)c->peer.pid, frame_ms);
 			break;
 		}
 		if (r != 0) {
@@ -235,9 +289,17 @@ static void *conn_thread(void *arg)
 		}
 		if (ks_dispatch(srv->ctx, &c->peer, body.data, body.len, &resp, &resp_len) != 0)
 			break;
-		r = ks_frame_write(c->fd, resp, resp_len, timeout);
+		/*
+		 * The next request is not read before this answer is gone, so a
+		 * peer that never reads holds one response and the socket buffer,
+		 * never a queue.
+		 */
+		r = ks_frame_write_deadline(c->fd, resp, resp_len, frame_ms);
 		free(resp);
 		resp = NULL;
+		if (r == -ETIMEDOUT)
+			ks_notice("uid %u pid %d: response not read within %d ms; closing",
+				  (unsigned)c->peer.uid, (int)c->peer.pid, frame_ms);
 		if (r != 0)
 			break;
 	}
@@ -250,25 +312,73 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
-static void accept_one(struct ks_server *srv, int listen_fd)
+/* Connections of @uid now; called with srv->lock held. O(connections), bounded by max_clients. */
+static unsigned conns_of_uid(const struct ks_server *srv, uid_t uid)
+{
+	unsigned n = 0;
+
+	for (const struct ks_conn *c = srv->conns; c != NULL; c = c->next)
+		n += c->peer.uid == uid;
+	return n;
+}
+
+/*
+ * Tell a connection over a limit why, in one frame, and close it. The
+ * socket is fresh and non-blocking and the frame small, so the send never
+ * waits; if it cannot go out at once the peer just sees the close.
+ */
+static void refuse(struct ks_server *srv, int fd, const struct ks_peer *peer,
+		   const char *why, unsigned limit)
+{
+	char msg[256];
+	uint8_t frame[KS_FRAME_HDR + sizeof(msg)];
+	int n;
+	int64_t now = now_ms();
+
+	/* Logged before the peer hears of it, so the line exists once it does. */
+	if (now - srv->refusal_logged_ms >= KS_REFUSAL_LOG_INTERVAL_MS) {
+		/* A peer reconnecting in a loop must not flood the log: one line a second. */
+		ks_warn("uid %u pid %d: %s (limit %u); closing%s", (unsigned)peer->uid,
+			(int)peer->pid, why, limit,
+			srv->refusals_unlogged > 0 ? " (and more refusals not logged)" : "");
+		srv->refusal_logged_ms = now;
+		srv->refusals_unlogged = 0;
+	} else {
+		srv->refusals_unlogged++;
+	}
+	n = snprintf(msg, sizeof(msg), "{\"id\":null,\"ok\":false,\"error\":\"denied\","
+		     "\"message\":\"%s (limit %u); try again later\"}", why, limit);
+	if (n > 0 && (size_t)n < sizeof(msg)) {
+		ks_frame_header_encode(frame, (size_t)n);
+		memcpy(frame + KS_FRAME_HDR, msg, (size_t)n);
+		(void)send(fd, frame, KS_FRAME_HDR + (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	close(fd);
+}
+
+/*
+ * Accept one connection and start its thread. 0 (also when the connection
+ * was refused or its peer had already gone), or the negative errno of an
+ * accept() that failed for lack of resources (-EMFILE, -ENFILE, -ENOBUFS,
+ * -ENOMEM), for the caller to back off.
+ */
+static int accept_one(struct ks_server *srv, int listen_fd)
 {
 	pthread_attr_t attr;
 	pthread_t tid;
 	struct ks_conn *c;
+	unsigned same_uid;
 	int fd;
 
 	fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE) {
-			/* Do not spin on a full descriptor table; the next poll round retries. */
-			ks_warn("accept: %s", strerror(errno));
-			poll(NULL, 0, 100);
-		}
-		return;
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			return -errno;
+		return 0;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		close(fd);
-		return;
+		return -ENOMEM;
 	}
 	c->fd = fd;
 	c->srv = srv;
@@ -276,16 +386,22 @@ static void accept_one(struct ks_server *srv, int listen_fd)
 		ks_warn("cannot read peer credentials; closing");
 		close(fd);
 		free(c);
-		return;
+		return 0;
 	}
 	pthread_mutex_lock(&srv->lock);
 	if (srv->nconns >= srv->cfg->max_clients) {
 		pthread_mutex_unlock(&srv->lock);
-		ks_warn("uid %u pid %d: too many connections (%u); closing",
-			(unsigned)c->peer.uid, (int)c->peer.pid, srv->cfg->max_clients);
-		close(fd);
+		refuse(srv, fd, &c->peer, "too many connections", srv->cfg->max_clients);
 		free(c);
-		return;
+		return 0;
+	}
+	same_uid = conns_of_uid(srv, c->peer.uid);
+	if (same_uid >= srv->cfg->max_clients_per_uid) {
+		pthread_mutex_unlock(&srv->lock);
+		refuse(srv, fd, &c->peer, "too many connections for this uid",
+		       srv->cfg->max_clients_per_uid);
+		free(c);
+		return 0;
 	}
 	c->next = srv->conns;
 	if (srv->conns != NULL)
@@ -304,6 +420,7 @@ static void accept_one(struct ks_server *srv, int listen_fd)
 		free(c);
 	}
 	pthread_attr_destroy(&attr);
+	return 0;
 }
 
 static void shutdown_conns(struct ks_server *srv)
@@ -333,8 +450,10 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	struct ks_server *srvp;
 	struct pollfd pfd[2];
 	struct signalfd_siginfo si;
-	unsigned left;
-	int r = 0;
+	/* Accept back-off: 0 when accepting normally. */
+	int64_t resume_ms = 0;
+	unsigned backoff_ms = 0, failed_accepts = 0, left;
+	int timeout, r = 0;
 
 	/* On the heap: if a thread is still stuck at shutdown it keeps using it. */
 	if ((srvp = calloc(1, sizeof(*srvp))) == NULL)
@@ -348,7 +467,16 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	pfd[1].fd = signal_fd;
 	pfd[1].events = POLLIN;
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		timeout = -1;
+		if (backoff_ms > 0) {
+			int64_t wait = resume_ms - now_ms();
+
+			/* poll() skips a negative fd: the backlog waits, signals do not. */
+			pfd[0].fd = wait > 0 ? -1 : listen_fd;
+			timeout = wait > 0 ? (int)wait : -1;
+		}
+		pfd[0].revents = 0;
+		if (poll(pfd, 2, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = -errno;
@@ -365,13 +493,42 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 				continue;
 			}
 			ks_notice("signal %u: shutting down", si.ssi_signo);
+			ks_sd_notify("STOPPING=1");
 			break;
 		}
-		if (pfd[0].revents & POLLIN)
-			accept_one(srvp, listen_fd);
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		if ((r = accept_one(srvp, listen_fd)) < 0) {
+			/*
+			 * Out of descriptors (or memory): polling again at once would
+			 * spin, since the connection stays in the backlog. Pause, serve
+			 * what is open, retry; one warning for the whole burst.
+			 */
+			if (failed_accepts++ == 0) {
+				pthread_mutex_lock(&srvp->lock);
+				left = srvp->nconns;
+				pthread_mutex_unlock(&srvp->lock);
+				ks_warn("accept: %s (%u connections open); pausing new connections",
+					strerror(-r), left);
+			}
+			backoff_ms = backoff_ms == 0 ? KS_ACCEPT_BACKOFF_MIN_MS :
+				     backoff_ms * 2 > KS_ACCEPT_BACKOFF_MAX_MS ?
+				     KS_ACCEPT_BACKOFF_MAX_MS : backoff_ms * 2;
+			resume_ms = now_ms() + backoff_ms;
+			r = 0;
+			continue;
+		}
+		if (failed_accepts > 0)
+			ks_notice("accepting connections again (%u attempts failed while out of "
+				  "resources)", failed_accepts);
+		failed_accepts = 0;
+		backoff_ms = 0;
+		pfd[0].fd = listen_fd;
 	}
 	close(listen_fd);
-	unlink(cfg->socket_path);
+	/* An activated socket's file belongs to systemd, which may pass it on again. */
+	if (!cfg->socket_activated)
+		unlink(cfg->socket_path);
 	shutdown_conns(srvp);
 	pthread_mutex_lock(&srvp->lock);
 	left = srvp->nconns;

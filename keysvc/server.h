@@ -17,8 +17,12 @@ struct ks_server_config {
 	mode_t socket_mode;
 	int has_socket_gid;
 	gid_t socket_gid;
-	unsigned max_clients;
-	unsigned client_timeout_ms;
+	/* The listening socket came from systemd: its path is not ours to unlink. */
+	int socket_activated;
+	unsigned max_clients;         /* connections in all; more get a denied frame */
+	unsigned max_clients_per_uid; /* connections of one peer uid; likewise */
+	unsigned idle_timeout_ms;     /* wait for the first byte of the next request */
+	unsigned frame_timeout_ms;    /* whole request frame in, whole response frame out */
 };
 
 /*
@@ -40,7 +44,23 @@ typedef void (*ks_reload_fn)(void *arg);
  * Serve @listen_fd until SIGTERM or SIGINT (blocked by the caller and read
  * through @signal_fd). On SIGHUP calls @reload. On return all connection
  * threads have ended (after at most a few seconds) and the socket file is
- * removed. Returns 0 or a negative errno.
+ * removed (unless cfg->socket_activated: systemd owns it then). Sends
+ * STOPPING=1 to systemd when a stop signal arrives.
+ *
+ * Limits, each logged when it strikes (proto/PROTOCOL.md, "Limits"):
+ *   - over max_clients, or over max_clients_per_uid for the peer's uid, a
+ *     new connection gets one denied frame (id null) and is closed;
+ *   - a connection idle for idle_timeout_ms between requests is closed;
+ *   - a request frame not complete frame_timeout_ms after its first byte,
+ *     or a response frame not taken by the peer within frame_timeout_ms,
+ *     closes the connection. Each connection holds at most one request and
+ *     one response (each at most KS_FRAME_MAX) at a time: nothing else is
+ *     buffered for it in user space;
+ *   - when accept() fails for lack of descriptors (EMFILE, ENFILE) or
+ *     memory, the listening socket is left alone for a back-off (100 ms
+ *     doubling to 1 s) while established connections are served; one
+ *     warning per burst, and a notice once accepting works again.
+ * Returns 0 or a negative errno.
  */
 int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 		  const struct ks_server_config *cfg, ks_reload_fn reload,

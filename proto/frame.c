@@ -37,7 +37,9 @@ void ks_frame_header_encode(uint8_t hdr[KS_FRAME_HDR], size_t len)
 
 /*
  * Wait until @fd is ready for @events. The wait is bounded by the per-chunk
- * timeout and by the whole-frame deadline, whichever comes first.
+ * timeout and by the whole-frame deadline, whichever comes first;
+ * @timeout_ms 0 means neither (wait forever), @timeout_ms -1 means only
+ * the deadline.
  */
 static int wait_fd(int fd, short events, int timeout_ms, int64_t deadline)
 {
@@ -46,12 +48,12 @@ static int wait_fd(int fd, short events, int timeout_ms, int64_t deadline)
 
 	for (;;) {
 		wait = -1;
-		if (timeout_ms > 0) {
+		if (timeout_ms != 0) {
 			int64_t left = deadline - now_ms();
 
 			if (left <= 0)
 				return -ETIMEDOUT;
-			wait = left < timeout_ms ? (int)left : timeout_ms;
+			wait = timeout_ms < 0 || left < timeout_ms ? (int)left : timeout_ms;
 		}
 		r = poll(&pfd, 1, wait);
 		if (r > 0)
@@ -96,6 +98,9 @@ int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
 	uint8_t *p;
 	int r;
 
+	/* Negative has always meant "no timeout" here; wait_fd() gives -1 another meaning. */
+	if (timeout_ms < 0)
+		timeout_ms = 0;
 	ks_buf_reset(body);
 	if (body->max < KS_FRAME_MAX)
 		return -EINVAL;
@@ -152,6 +157,8 @@ int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms)
 	int64_t deadline = 0;
 	int r;
 
+	if (timeout_ms < 0)
+		timeout_ms = 0;
 	if (len == 0 || len > KS_FRAME_MAX)
 		return -EMSGSIZE;
 	if (timeout_ms > 0)
@@ -160,4 +167,57 @@ int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms)
 	if ((r = write_full(fd, hdr, sizeof(hdr), timeout_ms, deadline)) != 0)
 		return r;
 	return write_full(fd, body, len, timeout_ms, deadline);
+}
+
+int ks_frame_read_deadline(int fd, struct ks_buf *body, int idle_timeout_ms,
+			   int frame_timeout_ms)
+{
+	uint8_t hdr[KS_FRAME_HDR];
+	/* -1: wait_fd() bounds only by the deadline; 0: no bound at all. */
+	int chunk = frame_timeout_ms > 0 ? -1 : 0;
+	int64_t deadline = 0;
+	size_t got = 0, len = 0, body_got = 0;
+	uint8_t *p;
+	int r;
+
+	ks_buf_reset(body);
+	if (body->max < KS_FRAME_MAX)
+		return -EINVAL;
+	if ((r = wait_fd(fd, POLLIN, idle_timeout_ms > 0 ? -1 : 0,
+			 now_ms() + idle_timeout_ms)) != 0)
+		return r;
+	/* The frame's clock starts when its first byte is readable, not per chunk. */
+	if (frame_timeout_ms > 0)
+		deadline = now_ms() + frame_timeout_ms;
+	r = read_full(fd, hdr, sizeof(hdr), chunk, deadline, &got);
+	if (r == -EPIPE && got == 0)
+		return -ECONNRESET;
+	if (r != 0)
+		return r;
+	if ((r = ks_frame_header_decode(hdr, &len)) != 0)
+		return r;
+	if ((r = ks_buf_reserve(body, len, &p)) != 0)
+		return r;
+	if ((r = read_full(fd, p, len, chunk, deadline, &body_got)) != 0) {
+		ks_buf_reset(body);
+		return r;
+	}
+	return 0;
+}
+
+int ks_frame_write_deadline(int fd, const void *body, size_t len, int frame_timeout_ms)
+{
+	uint8_t hdr[KS_FRAME_HDR];
+	int chunk = frame_timeout_ms > 0 ? -1 : 0;
+	int64_t deadline = 0;
+	int r;
+
+	if (len == 0 || len > KS_FRAME_MAX)
+		return -EMSGSIZE;
+	if (frame_timeout_ms > 0)
+		deadline = now_ms() + frame_timeout_ms;
+	ks_frame_header_encode(hdr, len);
+	if ((r = write_full(fd, hdr, sizeof(hdr), chunk, deadline)) != 0)
+		return r;
+	return write_full(fd, body, len, chunk, deadline);
 }

@@ -45,4 +45,26 @@ int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms);
  */
 int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms);
 
+/*
+ * The server's read, with two separate bounds and no per-chunk timeout:
+ * wait at most @idle_timeout_ms for the first byte of the next frame (the
+ * time a client may sit idle between requests), then at most
+ * @frame_timeout_ms, counted from that first byte, for the whole frame
+ * (header and body) to arrive. A peer that dribbles one byte now and then
+ * is dropped when the frame deadline passes, however regular its bytes.
+ * 0 for either bound means no bound. Same contract and return values as
+ * ks_frame_read() otherwise.
+ */
+int ks_frame_read_deadline(int fd, struct ks_buf *body, int idle_timeout_ms,
+			   int frame_timeout_ms);
+
+/*
+ * Write one frame within a total deadline of @frame_timeout_ms (0 = none)
+ * from the call: a peer that does not take its answer in that time gets
+ * -ETIMEDOUT, so a writer never waits on a reader for longer than that,
+ * and nothing is queued beyond this one frame and the kernel's socket
+ * buffer. Same return values as ks_frame_write().
+ */
+int ks_frame_write_deadline(int fd, const void *body, size_t len, int frame_timeout_ms);
+
 #endif

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -196,16 +199,23 @@ int ks_td_write_config(struct ks_td *d)
 		fprintf(stderr, "daemon harness: policy is not JSON: %s\n", jerr.text);
 		return -1;
 	}
-	cfg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}",
-			"module", d->token.module,
+	cfg = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}",
+			"module", d->module[0] != '\0' ? d->module : d->token.module,
 			"token", d->token.label,
-			"pin_file", d->pin_file,
 			"socket", d->socket_path,
 			"audit_log", d->audit_log,
 			"log_level", "debug",
 			"policy", policy);
 	if (cfg == NULL)
 		return -1;
+	if (!d->no_pin_file)
+		json_object_set_new(cfg, "pin_file", json_string(d->pin_file));
+	if (d->max_clients_per_uid != 0)
+		json_object_set_new(cfg, "max_clients_per_uid", json_integer(d->max_clients_per_uid));
+	if (d->idle_timeout_ms != 0)
+		json_object_set_new(cfg, "idle_timeout_ms", json_integer(d->idle_timeout_ms));
+	if (d->frame_timeout_ms != 0)
+		json_object_set_new(cfg, "frame_timeout_ms", json_integer(d->frame_timeout_ms));
 	if (d->client_timeout_ms != 0)
 		json_object_set_new(cfg, "client_timeout_ms", json_integer(d->client_timeout_ms));
 	if (d->max_clients != 0)
@@ -293,6 +303,43 @@ int ks_td_setup(struct ks_td *d, const char *label, const char *policy,
 
 int ks_td_spawn(struct ks_td *d)
 {
+	return ks_td_spawn_with(d, NULL);
+}
+
+/* In the child, before exec: the environment and descriptors @opts asks for. */
+static void apply_spawn_opts(const struct ks_td_spawn_opts *opts)
+{
+	char pid[32];
+
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("CREDENTIALS_DIRECTORY");
+	if (opts == NULL)
+		return;
+	if (opts->listen_fd >= 0) {
+		if (opts->listen_fd != 3 && dup2(opts->listen_fd, 3) != 3)
+			_exit(126);
+		/* dup2() clears close-on-exec, but not when the fd already was 3. */
+		if (fcntl(3, F_SETFD, 0) != 0)
+			_exit(126);
+		snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+		setenv("LISTEN_PID", pid, 1);
+		setenv("LISTEN_FDS", opts->listen_fds != NULL ? opts->listen_fds : "1", 1);
+		setenv("LISTEN_FDNAMES", "keysvcd.socket", 1);
+	}
+	if (opts->notify_socket != NULL)
+		setenv("NOTIFY_SOCKET", opts->notify_socket, 1);
+	if (opts->credentials_dir != NULL)
+		setenv("CREDENTIALS_DIRECTORY", opts->credentials_dir, 1);
+	if (opts->drop_cap_sys_ptrace && prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0 &&
+	    errno != EPERM)
+		_exit(126);
+}
+
+int ks_td_spawn_with(struct ks_td *d, const struct ks_td_spawn_opts *opts)
+{
 	const char *exe = getenv("KS_KEYSVCD");
 	sigset_t empty;
 	pid_t pid;
@@ -331,6 +378,7 @@ int ks_td_spawn(struct ks_td *d)
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
+		apply_spawn_opts(opts);
 		execl(exe, exe, "-c", d->config, (char *)NULL);
 		dprintf(STDERR_FILENO, "daemon harness: exec %s: %s\n", exe, strerror(errno));
 		_exit(127);
@@ -338,6 +386,23 @@ int ks_td_spawn(struct ks_td *d)
 	close(logfd);
 	d->pid = pid;
 	d->status = -1;
+	/*
+	 * From here rather than in the child: under valgrind the child runs
+	 * on valgrind's emulated setrlimit() until exec, which refuses to lower
+	 * the hard limit. prlimit() on another process is the kernel's, and
+	 * the limit holds across the exec whichever comes first.
+	 */
+	if (opts != NULL && opts->nofile > 0) {
+		struct rlimit rl = { opts->nofile, opts->nofile };
+
+		if (prlimit(pid, RLIMIT_NOFILE, &rl, NULL) != 0) {
+			fprintf(stderr, "daemon harness: prlimit: %s\n", strerror(errno));
+			kill(pid, SIGKILL);
+			waitpid(pid, &d->status, 0);
+			d->pid = 0;
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -613,6 +678,37 @@ int ks_td_wait_closed(int fd, int timeout_ms)
 		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
 	}
+}
+
+int ks_td_send_json(int fd, const char *json)
+{
+	return ks_td_send_frame(fd, json, strlen(json));
+}
+
+json_t *ks_td_read_json(int fd, int timeout_ms, int *err)
+{
+	json_error_t jerr;
+	json_t *resp;
+	char *body = NULL;
+	size_t len = 0;
+	int r;
+
+	if (err != NULL)
+		*err = 0;
+	if ((r = ks_td_read_frame(fd, timeout_ms, &body, &len)) != 0) {
+		if (err != NULL)
+			*err = r;
+		return NULL;
+	}
+	resp = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(body);
+	if (resp == NULL || !json_is_object(resp)) {
+		json_decref(resp);
+		if (err != NULL)
+			*err = -EPROTO;
+		return NULL;
+	}
+	return resp;
 }
 
 json_t *ks_td_request(int fd, const char *json)

@@ -38,6 +38,11 @@ struct ks_td {
 	char *policy;               /* JSON array text of the current policy */
 	unsigned client_timeout_ms; /* 0: not in the config (daemon default) */
 	unsigned max_clients;       /* 0: not in the config (daemon default) */
+	unsigned max_clients_per_uid; /* 0: not in the config (daemon default) */
+	unsigned idle_timeout_ms;   /* 0: not in the config (daemon default) */
+	unsigned frame_timeout_ms;  /* 0: not in the config (daemon default) */
+	char module[PATH_MAX];      /* "": the token's module; else this one (e.g. faultp11) */
+	int no_pin_file;            /* 1: no pin_file in the config (PIN from a credential) */
 	pid_t pid;                  /* 0 when not running */
 	int status;                 /* wait status of the last daemon that ended */
 };
@@ -65,6 +70,32 @@ int ks_td_set_policy(struct ks_td *d, const char *policy);
 
 /* fork/exec $KS_KEYSVCD -c CONFIG, stdout and stderr to the daemon log. */
 int ks_td_spawn(struct ks_td *d);
+
+/* How to start keysvcd the way systemd or a constrained system would. */
+struct ks_td_spawn_opts {
+	/*
+	 * >= 0: passed to keysvcd as fd 3 with LISTEN_FDS (listen_fds, or "1"
+	 * when NULL) and LISTEN_PID set to keysvcd's pid, as systemd's socket
+	 * activation does. Not closed by the harness.
+	 */
+	int listen_fd;
+	const char *listen_fds;
+	const char *notify_socket;   /* NULL: NOTIFY_SOCKET is unset for keysvcd */
+	const char *credentials_dir; /* NULL: CREDENTIALS_DIRECTORY is unset */
+	unsigned long nofile;        /* > 0: RLIMIT_NOFILE (soft and hard), set with prlimit() at spawn */
+	/*
+	 * 1: CAP_SYS_PTRACE leaves the bounding set before exec, so a root
+	 * keysvcd does not have it (a same-uid peer without it is then not
+	 * refused /proc/PID/ access merely for holding fewer capabilities).
+	 */
+	int drop_cap_sys_ptrace;
+};
+
+/*
+ * ks_td_spawn() with @opts (NULL: as ks_td_spawn()). The environment is
+ * changed in the child only; call it while the test has one thread.
+ */
+int ks_td_spawn_with(struct ks_td *d, const struct ks_td_spawn_opts *opts);
 
 /*
  * Wait (at most @timeout_ms) until the socket accepts a connection. On
@@ -152,6 +183,19 @@ int ks_td_log_count(const struct ks_td *d, const char *needle);
  * @count times. 0 or -1.
  */
 int ks_td_wait_log(const struct ks_td *d, const char *needle, int count, int timeout_ms);
+
+/*
+ * Send @json on @fd without reading the answer. 0 or -errno. Used by tests
+ * that pipeline requests or check that a pending one is answered later.
+ */
+int ks_td_send_json(int fd, const char *json);
+
+/*
+ * Read one frame within @timeout_ms and parse it as a JSON object. NULL on
+ * any failure (*@err, if given, gets the negative errno of the read, or
+ * -EPROTO for a body that is not a JSON object).
+ */
+json_t *ks_td_read_json(int fd, int timeout_ms, int *err);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t ks_td_now_ms(void);

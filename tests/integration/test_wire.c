@@ -177,7 +177,7 @@ static void write_config(const char *extra)
 	fprintf(fp,
 		"{\"module\": \"%s\", \"token\": {\"label\": \"%s\"}, \"pin_file\": \"%s\",\n"
 		" \"socket\": \"%s\", \"audit_log\": \"%s\", \"log_level\": \"debug\",\n"
-		" \"client_timeout_ms\": 1000, \"max_clients\": 1000%s,\n"
+		" \"client_timeout_ms\": 1000, \"max_clients\": 1000, \"max_clients_per_uid\": 1000%s,\n"
 		" \"policy\": [{\"uid\": 0, \"keys\": [\"*\"], \"ops\": [\"key.generate\", \"key.list\","
 		" \"key.public\", \"key.delete\", \"csr.create\", \"sign\", \"cert.put\", \"cert.get\"]}]}\n",
 		tt.module, tt.label, tt.pin_file, sock_path, audit_path, extra ? extra : "");

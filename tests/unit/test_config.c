@@ -123,6 +123,10 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->sessions, 4);
 	assert_int_equal(cfg->max_clients, 512);
 	assert_int_equal(cfg->client_timeout_ms, 30000);
+	assert_int_equal(cfg->max_clients_per_uid, 64);
+	/* Both deadlines default to client_timeout_ms. */
+	assert_int_equal(cfg->idle_timeout_ms, 30000);
+	assert_int_equal(cfg->frame_timeout_ms, 30000);
 	assert_null(cfg->audit_log);
 	assert_null(cfg->log_level);
 	assert_non_null(cfg->policy);
@@ -163,6 +167,8 @@ static void test_full(void **state)
 	assert_int_equal(cfg->sessions, 8);
 	assert_int_equal(cfg->max_clients, 100);
 	assert_int_equal(cfg->client_timeout_ms, 5000);
+	assert_int_equal(cfg->idle_timeout_ms, 5000);
+	assert_int_equal(cfg->frame_timeout_ms, 5000);
 	/* The policy is the one in the file. */
 	assert_true(ks_policy_allows(cfg->policy, &root, KS_OP_SIGN, "k"));
 	assert_false(ks_policy_allows(cfg->policy, &root, KS_OP_KEY_DELETE, "k"));
@@ -274,6 +280,14 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"client_timeout_ms\": 99}", "client_timeout_ms" },
 		{ "{" BASE ", \"client_timeout_ms\": 3600001}", "client_timeout_ms" },
 		{ "{" BASE ", \"client_timeout_ms\": 9007199254740992}", "client_timeout_ms" },
+		{ "{" BASE ", \"max_clients_per_uid\": 65537}", "max_clients_per_uid" },
+		{ "{" BASE ", \"max_clients_per_uid\": -1}", "max_clients_per_uid" },
+		{ "{" BASE ", \"max_clients_per_uid\": \"8\"}", "max_clients_per_uid" },
+		{ "{" BASE ", \"idle_timeout_ms\": 99}", "idle_timeout_ms" },
+		{ "{" BASE ", \"idle_timeout_ms\": 3600001}", "idle_timeout_ms" },
+		{ "{" BASE ", \"frame_timeout_ms\": 99}", "frame_timeout_ms" },
+		{ "{" BASE ", \"frame_timeout_ms\": 3600001}", "frame_timeout_ms" },
+		{ "{" BASE ", \"frame_timeout_ms\": 1.5}", "frame_timeout_ms" },
 		/* Token forms. */
 		{ "{\"module\": \"" MODULE "\", \"token\": {}, " POLICY "}", "token" },
 		{ "{\"module\": \"" MODULE "\", \"token\": {\"uri\": \"x:y\"}, " POLICY "}", "pkcs11:" },
@@ -351,6 +365,20 @@ static void test_accepted_values(void **state)
 	assert_int_equal(cfg->sessions, 1);
 	assert_int_equal(cfg->max_clients, 1);
 	assert_int_equal(cfg->client_timeout_ms, 100);
+	ks_config_free(cfg);
+	/* The new limits at their edges, each independent of client_timeout_ms. */
+	cfg = good("{" BASE ", \"max_clients_per_uid\": 1, \"idle_timeout_ms\": 100,"
+		   " \"frame_timeout_ms\": 3600000}", 0);
+	assert_int_equal(cfg->max_clients_per_uid, 1);
+	assert_int_equal(cfg->idle_timeout_ms, 100);
+	assert_int_equal(cfg->frame_timeout_ms, 3600000);
+	assert_int_equal(cfg->client_timeout_ms, 30000);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"max_clients_per_uid\": 65536, \"client_timeout_ms\": 2000,"
+		   " \"idle_timeout_ms\": 3600000, \"frame_timeout_ms\": 100}", 0);
+	assert_int_equal(cfg->max_clients_per_uid, 65536);
+	assert_int_equal(cfg->idle_timeout_ms, 3600000);
+	assert_int_equal(cfg->frame_timeout_ms, 100);
 	ks_config_free(cfg);
 	/* socket_group by number, numeric string and name. */
 	cfg = good("{" BASE ", \"socket_group\": 65534}", 0);

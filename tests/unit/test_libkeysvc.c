@@ -45,6 +45,7 @@ enum reply_kind {
 	REPLY_TRUNCATE,      /* half a frame, then close */
 	REPLY_CLOSE,         /* close without answering */
 	REPLY_SILENT,        /* never answer; wait for the client to give up */
+	REPLY_REFUSE,        /* at accept, before any request: @reply as one frame, then close */
 };
 
 struct step {
@@ -134,6 +135,14 @@ static void *fake_main(void *arg)
 	ks_buf_init(&body, KS_FRAME_MAX);
 	if (fd < 0)
 		fake_fail(f, "accept: %s", strerror(errno));
+	if (fd >= 0 && f->nsteps > 0 && f->steps[0].kind == REPLY_REFUSE) {
+		/* As keysvcd over a connection limit: answer, close, read nothing. */
+		ks_frame_write(fd, f->steps[0].reply, strlen(f->steps[0].reply), 5000);
+		f->served = f->nsteps;
+		ks_buf_free(&body);
+		close(fd);
+		return NULL;
+	}
 	for (; fd >= 0 && f->served < f->nsteps; f->served++) {
 		const struct step *s = &f->steps[f->served];
 		json_t *req;
@@ -189,6 +198,7 @@ static void *fake_main(void *arg)
 			shutdown(fd, SHUT_WR);
 			break;
 		case REPLY_SILENT:
+		case REPLY_REFUSE:
 			break;
 		}
 		json_decref(req);
@@ -549,8 +559,10 @@ static void test_broken_peers(void **state)
 	run_broken("other id", REPLY_BAD_ID, "{\"ok\":true,\"key\":\"k\"}", KEYSVC_E_PROTOCOL);
 	run_broken("no id", REPLY_NO_ID, "{\"ok\":true,\"key\":\"k\"}", KEYSVC_E_PROTOCOL);
 	run_broken("string id", REPLY_STRING_ID, "{\"ok\":true,\"key\":\"k\"}", KEYSVC_E_PROTOCOL);
+	/* An error with a null id is about the connection: named, and the handle is closed. */
 	run_broken("null id", REPLY_RAW, "{\"id\":null,\"ok\":false,\"error\":\"bad-request\"}",
-		   KEYSVC_E_PROTOCOL);
+		   KEYSVC_E_BAD_REQUEST);
+	run_broken("null id, success", REPLY_RAW, "{\"id\":null,\"ok\":true}", KEYSVC_E_PROTOCOL);
 	run_broken("frame over the cap", REPLY_OVERSIZE, NULL, KEYSVC_E_PROTOCOL);
 	run_broken("empty frame", REPLY_ZERO, NULL, KEYSVC_E_PROTOCOL);
 	run_broken("truncated frame", REPLY_TRUNCATE, NULL, KEYSVC_E_IO);
@@ -566,6 +578,25 @@ static void test_broken_peers(void **state)
 	run_broken("error not a string", REPLY_JSON, "{\"ok\":false,\"error\":7}", KEYSVC_E_PROTOCOL);
 	run_broken("message not a string", REPLY_JSON,
 		   "{\"ok\":false,\"error\":\"denied\",\"message\":[]}", KEYSVC_E_PROTOCOL);
+}
+
+/* keysvcd over a connection limit: one denied frame with a null id at accept, then close. */
+static void test_refused_connection(void **state)
+{
+	static const struct step steps[] = {
+		{ NULL, NULL, REPLY_REFUSE,
+		  "{\"id\":null,\"ok\":false,\"error\":\"denied\",\"message\":\"too many connections for uid 1000 (limit 64)\"}" },
+	};
+	keysvc *ks;
+
+	(void)state;
+	FAKE(steps);
+	ks = fake_connect();
+	fake_stop();            /* the refusal is sent and the socket closed */
+	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_DENIED);
+	assert_non_null(strstr(keysvc_error_message(ks), "too many connections"));
+	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_IO);
+	keysvc_close(ks);
 }
 
 /* Each well-framed answer with a field of the wrong type or size breaks the handle. */
@@ -1035,6 +1066,7 @@ int main(void)
 		cmocka_unit_test(test_wire_errors),
 		cmocka_unit_test(test_error_messages),
 		cmocka_unit_test(test_broken_peers),
+		cmocka_unit_test(test_refused_connection),
 		cmocka_unit_test(test_bad_field_types),
 		cmocka_unit_test(test_oversized_signature),
 		cmocka_unit_test(test_local_errors),

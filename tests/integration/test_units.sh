@@ -1,0 +1,44 @@
+#!/bin/bash
+# keysvc/systemd/keysvcd.{service,socket}: `systemd-analyze verify` accepts
+# them (with ExecStart pointed at the built keysvcd, since /usr/sbin/keysvcd
+# need not exist here), and they agree with the daemon's code: the
+# credential name keysvcd reads, the default socket path, Type=notify.
+# Skipped (exit 77) without systemd-analyze.
+set -u
+units=$KS_SOURCE_ROOT/keysvc/systemd
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+	echo "1..0 # SKIP systemd-analyze not installed"
+	exit 77
+fi
+
+mkdir "$work/units"
+sed "s#^ExecStart=/usr/sbin/keysvcd #ExecStart=$KS_KEYSVCD #" "$units/keysvcd.service" >"$work/units/keysvcd.service"
+cp "$units/keysvcd.socket" "$work/units/keysvcd.socket"
+check "the service's ExecStart was rewritten for the test" grep -q "^ExecStart=$KS_KEYSVCD " "$work/units/keysvcd.service"
+check "systemd-analyze verify accepts both units" \
+	systemd-analyze verify "$work/units/keysvcd.socket" "$work/units/keysvcd.service"
+
+cred=$(sed -n 's/^#define KS_PIN_CREDENTIAL "\(.*\)"$/\1/p' "$KS_SOURCE_ROOT/keysvc/config.h")
+sock=$(sed -n 's/^#define KS_DEFAULT_SOCKET "\(.*\)"$/\1/p' "$KS_SOURCE_ROOT/keysvc/config.h")
+check "LoadCredential= names the credential keysvcd reads ($cred)" \
+	grep -qx "LoadCredential=$cred:/etc/keysvc/pin" "$units/keysvcd.service"
+check "ListenStream= is the default socket ($sock)" grep -qx "ListenStream=$sock" "$units/keysvcd.socket"
+check "Type=notify" grep -qx "Type=notify" "$units/keysvcd.service"
+check "the socket is group keysvc, 0660" \
+	sh -c "grep -qx 'SocketGroup=keysvc' '$units/keysvcd.socket' && grep -qx 'SocketMode=0660' '$units/keysvcd.socket'"
+for d in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateNetwork=yes \
+	RestrictAddressFamilies=AF_UNIX CapabilityBoundingSet= SystemCallFilter=@system-service \
+	MemoryDenyWriteExecute=yes LockPersonality=yes RuntimeDirectory=keysvc StateDirectory=keysvc \
+	User=keysvc LimitCORE=0; do
+	check "sandboxing: $d" grep -qx "$d" "$units/keysvcd.service"
+done
+# The exposure score is informative only: it changes between systemd versions.
+systemd-analyze security --offline=yes "$work/units/keysvcd.service" 2>/dev/null | tail -n 1 | sed 's/^/# /' || true
+
+echo "1..$((passed + failed))"
+echo "units: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
