@@ -40,6 +40,20 @@ enum token_state {
 	TOKEN_PIN_REJECTED,  /* permanent: the PIN is never presented again */
 };
 
+#define KS_KEY_CACHE 32
+
+struct key_cache_entry {
+	int used;
+	unsigned generation;
+	char name[KS_KEY_NAME_MAX + 1];
+	uint8_t id[KS_OBJ_ID_MAX];
+	size_t id_len;
+	CK_OBJECT_HANDLE priv;
+	CK_KEY_TYPE key_type;
+	enum ks_key_type type;
+	size_t raw_sig_len;
+};
+
 struct ks_token {
 	CK_FUNCTION_LIST *f;
 	int initialized;        /* C_Initialize answered and no C_Finalize since */
@@ -79,6 +93,15 @@ struct ks_token {
 
 	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
+
+	/*
+	 * Private keys already found, by name (see resolve_key()): a signature
+	 * then costs one C_GetAttributeValue instead of a search of the whole
+	 * token. Entries of an older pool generation are never used.
+	 */
+	pthread_mutex_t cache_lock;
+	struct key_cache_entry cache[KS_KEY_CACHE];
+	unsigned cache_next;
 };
 
 /* ---- CKR names ------------------------------------------------------------ */
@@ -490,6 +513,10 @@ static void close_pool(struct ks_token *tok)
 		tok->sessions[i] = CK_INVALID_HANDLE;
 		tok->busy[i] = 0;
 	}
+	/* Handles may change with the sessions and the login. */
+	pthread_mutex_lock(&tok->cache_lock);
+	memset(tok->cache, 0, sizeof(tok->cache));
+	pthread_mutex_unlock(&tok->cache_lock);
 }
 
 static void pin_rejected(struct ks_token *tok, CK_RV rv)
@@ -676,6 +703,7 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	cond_init_monotonic(&tok->state_cond);
 	pthread_mutex_init(&tok->info_lock, NULL);
 	pthread_mutex_init(&tok->generate_lock, NULL);
+	pthread_mutex_init(&tok->cache_lock, NULL);
 	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->state = TOKEN_UP;
@@ -770,6 +798,7 @@ void ks_token_close(struct ks_token *tok)
 	pthread_cond_destroy(&tok->state_cond);
 	pthread_mutex_destroy(&tok->info_lock);
 	pthread_mutex_destroy(&tok->generate_lock);
+	pthread_mutex_destroy(&tok->cache_lock);
 	free(tok);
 }
 
@@ -1033,6 +1062,102 @@ static CK_RV describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_H
 	return CKR_OK;
 }
 
+/* ---- the cache of found keys ----------------------------------------------- */
+
+/* Called with rw held (shared or exclusive), so tok->generation is stable. */
+static int cache_get(struct ks_token *tok, struct key_ref *k)
+{
+	int hit = 0;
+
+	pthread_mutex_lock(&tok->cache_lock);
+	for (unsigned i = 0; i < KS_KEY_CACHE && !hit; i++) {
+		const struct key_cache_entry *e = &tok->cache[i];
+
+		if (e->used && e->generation == tok->generation && strcmp(e->name, k->name) == 0) {
+			memcpy(k->id, e->id, e->id_len);
+			k->id_len = e->id_len;
+			k->have_id = 1;
+			k->priv = e->priv;
+			k->key_type = e->key_type;
+			k->type = e->type;
+			k->raw_sig_len = e->raw_sig_len;
+			hit = 1;
+		}
+	}
+	pthread_mutex_unlock(&tok->cache_lock);
+	return hit;
+}
+
+static void cache_put(struct ks_token *tok, const struct key_ref *k)
+{
+	struct key_cache_entry *e = NULL;
+
+	if (strlen(k->name) > KS_KEY_NAME_MAX || k->id_len > sizeof(e->id))
+		return;
+	pthread_mutex_lock(&tok->cache_lock);
+	for (unsigned i = 0; i < KS_KEY_CACHE && e == NULL; i++)
+		if (tok->cache[i].used && strcmp(tok->cache[i].name, k->name) == 0)
+			e = &tok->cache[i];
+	for (unsigned i = 0; i < KS_KEY_CACHE && e == NULL; i++)
+		if (!tok->cache[i].used)
+			e = &tok->cache[i];
+	if (e == NULL)
+		e = &tok->cache[tok->cache_next++ % KS_KEY_CACHE];
+	memset(e, 0, sizeof(*e));
+	e->used = 1;
+	e->generation = tok->generation;
+	snprintf(e->name, sizeof(e->name), "%s", k->name);
+	memcpy(e->id, k->id, k->id_len);
+	e->id_len = k->id_len;
+	e->priv = k->priv;
+	e->key_type = k->key_type;
+	e->type = k->type;
+	e->raw_sig_len = k->raw_sig_len;
+	pthread_mutex_unlock(&tok->cache_lock);
+}
+
+static void cache_drop(struct ks_token *tok, const char *name)
+{
+	pthread_mutex_lock(&tok->cache_lock);
+	for (unsigned i = 0; i < KS_KEY_CACHE; i++)
+		if (tok->cache[i].used && strcmp(tok->cache[i].name, name) == 0)
+			memset(&tok->cache[i], 0, sizeof(tok->cache[i]));
+	pthread_mutex_unlock(&tok->cache_lock);
+}
+
+/*
+ * Is the cached handle in @k still the private key of that name and CKA_ID?
+ * A handle can go stale (the key deleted by another application) or, on
+ * some tokens, be reused for another object: either is a mismatch, and the
+ * key is looked up afresh. Token errors are returned for run_op().
+ */
+static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+			 int *match)
+{
+	CK_OBJECT_CLASS cls = 0;
+	char label[KS_KEY_NAME_MAX + 1];
+	uint8_t id[KS_OBJ_ID_MAX];
+	CK_ATTRIBUTE a[3] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, label, sizeof(label) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+	size_t name_len = strlen(k->name);
+	CK_RV rv;
+
+	*match = 0;
+	rv = P11(tok, C_GetAttributeValue, s, k->priv, a, 3);
+	if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL ||
+	    rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)
+		return CKR_OK;
+	if (rv != CKR_OK)
+		return rv;
+	*match = cls == CKO_PRIVATE_KEY && a[1].ulValueLen == name_len &&
+		 memcmp(label, k->name, name_len) == 0 && a[2].ulValueLen == k->id_len &&
+		 memcmp(id, k->id, k->id_len) == 0;
+	return CKR_OK;
+}
+
 /* The private key: by label first, by the saved CKA_ID on a retry. */
 static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err)
@@ -1041,6 +1166,19 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 	CK_ULONG n = 0;
 	CK_RV rv;
 
+	if (!k->have_id && cache_get(tok, k)) {
+		int match;
+
+		if ((rv = cache_check(tok, s, k, &match)) != CKR_OK || match)
+			return rv;
+		ks_debug("key %s: the cached handle is stale; looking it up again", k->name);
+		cache_drop(tok, k->name);
+		k->have_id = 0;
+		k->id_len = 0;
+	} else if (k->have_id) {
+		/* A retry: the handle that failed may be the cached one. */
+		cache_drop(tok, k->name);
+	}
 	if (k->have_id)
 		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
 	else
@@ -1058,7 +1196,9 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		*err = -EIO;
 		return CKR_OK;
 	}
-	return describe_key(tok, s, h[0], k, err);
+	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0)
+		cache_put(tok, k);
+	return rv;
 }
 
 /* ---- public keys ------------------------------------------------------------ */
@@ -1325,6 +1465,7 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 	r = run_op(tok, "check key name", exists_op, (void *)(uintptr_t)name);
 	if (r == 0)
 		r = run_op(tok, "generate key", generate_op, &g);
+	cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("generated %s key %s", ks_key_type_name(type), name);
@@ -1590,6 +1731,7 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	k.name = name;
 	pthread_mutex_lock(&tok->generate_lock);
 	r = run_op(tok, "delete key", delete_op, &k);
+	cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("deleted key %s", name);

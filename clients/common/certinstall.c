@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -316,19 +318,99 @@ static int fsync_dir_of(const char *path)
 	return r;
 }
 
-int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, char *err)
+/*
+ * Temporary files are PATH.ks-tmp.XXXXXX (the new contents) and
+ * PATH.ks-tmp.XXXXXX.prev (a hard link on the way to PATH.prev). The
+ * installer holds an flock on PATH.ks-tmp.XXXXXX while both may exist, so
+ * one that can be locked was left by an installer that died (SIGKILL, a
+ * power cut): the next install of PATH removes it. The names cannot be
+ * taken for PATH or PATH.prev, and a user's file (PATH.backup, ...) never
+ * matches them.
+ */
+#define KS_CI_TMP ".ks-tmp."
+#define KS_CI_TMP_RANDOM 6   /* the XXXXXX of mkostemp() */
+
+static int tmp_suffix(const char *s)
+{
+	for (int i = 0; i < KS_CI_TMP_RANDOM; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= '0' && s[i] <= '9')))
+			return 0;
+	return 1;
+}
+
+/* Remove the temporary files that installers of @path killed mid-way left behind. */
+static void remove_stale_tmp(const char *path)
+{
+	char dir[PATH_MAX], stem[PATH_MAX], link_name[PATH_MAX + 8], base[NAME_MAX + 1];
+	const char *slash = strrchr(path, '/');
+	size_t blen;
+	struct dirent *e;
+	DIR *d;
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (snprintf(base, sizeof(base), "%s%s", slash != NULL ? slash + 1 : path, KS_CI_TMP) >=
+	    (int)sizeof(base) || (d = opendir(dir)) == NULL)
+		return;
+	blen = strlen(base);
+	while ((e = readdir(d)) != NULL) {
+		const char *rest = e->d_name + blen;
+		int fd, orphan;
+
+		if (strncmp(e->d_name, base, blen) != 0 || strlen(rest) < KS_CI_TMP_RANDOM ||
+		    !tmp_suffix(rest) ||
+		    (rest[KS_CI_TMP_RANDOM] != '\0' && strcmp(rest + KS_CI_TMP_RANDOM, ".prev") != 0))
+			continue;
+		if (snprintf(stem, sizeof(stem), "%s/%.*s", dir, (int)(blen + KS_CI_TMP_RANDOM),
+			     e->d_name) >= (int)sizeof(stem) ||
+		    snprintf(link_name, sizeof(link_name), "%s.prev", stem) >= (int)sizeof(link_name))
+			continue;
+		/* Its owner, if alive, holds the lock on PATH.ks-tmp.XXXXXX. */
+		fd = open(stem, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0) {
+			/* No PATH.ks-tmp.XXXXXX: a .prev link whose installer is gone. */
+			orphan = errno == ENOENT && rest[KS_CI_TMP_RANDOM] != '\0';
+		} else {
+			orphan = flock(fd, LOCK_EX | LOCK_NB) == 0;
+		}
+		if (orphan) {
+			/* The .prev link first: it exists only while the other does. */
+			unlink(link_name);
+			if (fd >= 0)
+				unlink(stem);
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+}
+
+/* Both ks_ci_install() (@keep_prev) and ks_ci_write_atomic(). */
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_prev, char *err)
 {
 	char tmp[PATH_MAX], prev[PATH_MAX], prev_tmp[PATH_MAX];
 	const char *p = data;
 	size_t done = 0;
 	int fd = -1, r;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp) ||
+	if (snprintf(tmp, sizeof(tmp), "%s" KS_CI_TMP "XXXXXX", path) >= (int)sizeof(tmp) ||
 	    snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
-	    snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev.XXXXXX", path) >= (int)sizeof(prev_tmp))
+	    strlen(tmp) + strlen(".prev") >= sizeof(prev_tmp))
 		return fail(err, -ENAMETOOLONG, "%s: path too long", path);
+	remove_stale_tmp(path);
 	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
 		return fail(err, -errno, "%s: cannot create a temporary file: %s", path, strerror(errno));
+	snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev", tmp);
+	/* Held until the end (close): marks the temporary files as in use. */
+	if (flock(fd, LOCK_EX) != 0) {
+		r = fail(err, -errno, "%s: flock: %s", tmp, strerror(errno));
+		goto out;
+	}
 	while (done < len) {
 		ssize_t n = write(fd, p + done, len - done);
 
@@ -346,20 +428,16 @@ int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, c
 	}
 	/* Keep the current file as .prev: a hard link, so that @path itself
 	 * never goes missing, placed by rename so that .prev is never half. */
-	if (access(path, F_OK) == 0) {
-		int pfd = mkostemp(prev_tmp, O_CLOEXEC);
-
-		if (pfd < 0) {
-			r = fail(err, -errno, "%s: %s", prev_tmp, strerror(errno));
-			goto out;
-		}
-		close(pfd);
-		unlink(prev_tmp);
+	if (keep_prev && access(path, F_OK) == 0) {
 		if (link(path, prev_tmp) != 0 || rename(prev_tmp, prev) != 0) {
 			r = fail(err, -errno, "%s: cannot keep the previous file: %s", prev, strerror(errno));
 			unlink(prev_tmp);
 			goto out;
 		}
+		/* When PATH.prev already was PATH (the same inode, as after an
+		 * install that stopped here), rename() succeeds without doing
+		 * anything and leaves the link. */
+		unlink(prev_tmp);
 	}
 	if (rename(tmp, path) != 0) {
 		r = fail(err, -errno, "%s: rename: %s", path, strerror(errno));
@@ -374,4 +452,14 @@ out:
 	if (tmp[0] != '\0')
 		unlink(tmp);
 	return r;
+}
+
+int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, char *err)
+{
+	return write_atomic(path, data, len, mode, 1, err);
+}
+
+int ks_ci_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err)
+{
+	return write_atomic(path, data, len, mode, 0, err);
 }

@@ -68,6 +68,12 @@ int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *ex
  */
 int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, char *err);
 
+/*
+ * Like ks_ci_install() but without keeping a .prev: for state that has no
+ * use for an older version (inventory records, metrics files).
+ */
+int ks_ci_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err);
+
 /* Seconds from @now to @t (negative if @t is past). */
 long long ks_ci_seconds_until(const ASN1_TIME *t, time_t now);
 

@@ -1,0 +1,226 @@
+/*
+ * The token layer remembers the handles of private keys it found (a
+ * signature then costs one C_GetAttributeValue instead of a search of the
+ * whole token). A remembered handle must never sign with anything but the
+ * key that has the name now:
+ *
+ *  - a key deleted and generated again under the same name through the
+ *    layer signs with the new key;
+ *  - a key deleted by another application (the raw API, another process's
+ *    view of the same token) gives -ENOENT, not a signature;
+ *  - a key deleted and re-created under the same name by another
+ *    application signs with the new key;
+ *  - after the sessions are lost (C_CloseAllSessions from outside) the
+ *    layer recovers and still signs with the right key.
+ * Each signature is checked against the public key of the moment.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+
+#include "pkcs11/token.h"
+#include "tests/common/softhsm.h"
+
+static struct ks_test_token tt;
+static struct ks_token *tok;
+static CK_FUNCTION_LIST *raw;
+static CK_SLOT_ID raw_slot;
+static const uint8_t md[32] = { 7, 7, 7 };
+
+static int setup(void **state)
+{
+	struct ks_token_config cfg;
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+
+	(void)state;
+	if (ks_test_token_setup(&tt, "cachetest") != 0)
+		return -1;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.module_path = tt.module;
+	cfg.token_label = "cachetest";
+	cfg.pin = tt.pin;
+	cfg.pin_len = tt.pin_len;
+	cfg.sessions = 2;
+	if (ks_token_open(&cfg, &tok) != 0)
+		return -1;
+	raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
+	if (raw == NULL)
+		return -1;
+	rv = p11_kit_module_initialize(raw);
+	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+		return -1;
+	if (raw->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+		return -1;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (raw->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, "cachetest ", 10) == 0)
+			raw_slot = slots[i];
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	ks_token_close(tok);
+	ks_test_token_teardown(&tt);
+	return 0;
+}
+
+/* A raw, logged-in session (the layer's recovery may close ours: open one per use). */
+static CK_SESSION_HANDLE raw_session(void)
+{
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	assert_int_equal(raw->C_OpenSession(raw_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
+			 CKR_OK);
+	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+	assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+	return s;
+}
+
+/* Destroy every object labelled @name, as another application would. */
+static void raw_destroy(const char *name)
+{
+	CK_SESSION_HANDLE s = raw_session();
+	CK_ATTRIBUTE tmpl = { CKA_LABEL, (void *)(uintptr_t)name, strlen(name) };
+	CK_OBJECT_HANDLE h[8];
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->C_FindObjectsInit(s, &tmpl, 1), CKR_OK);
+	assert_int_equal(raw->C_FindObjects(s, h, 8, &n), CKR_OK);
+	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	assert_true(n >= 1);
+	for (CK_ULONG i = 0; i < n; i++)
+		assert_int_equal(raw->C_DestroyObject(s, h[i]), CKR_OK);
+	raw->C_CloseSession(s);
+}
+
+/* Generate a P-256 key pair labelled @name (CKA_ID @idbyte) with the raw API. */
+static void raw_generate(const char *name, uint8_t idbyte)
+{
+	static const uint8_t p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+	CK_SESSION_HANDLE s = raw_session();
+	CK_MECHANISM mech = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+	CK_BBOOL yes = CK_TRUE;
+	uint8_t id[16];
+	CK_ATTRIBUTE pub[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_VERIFY, &yes, sizeof(yes) },
+		{ CKA_EC_PARAMS, (void *)(uintptr_t)p256, sizeof(p256) },
+		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+	CK_ATTRIBUTE priv[] = {
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &yes, sizeof(yes) },
+		{ CKA_SENSITIVE, &yes, sizeof(yes) },
+		{ CKA_SIGN, &yes, sizeof(yes) },
+		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+	CK_OBJECT_HANDLE hpub, hpriv;
+
+	memset(id, idbyte, sizeof(id));
+	assert_int_equal(raw->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
+						sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv), CKR_OK);
+	raw->C_CloseSession(s);
+}
+
+/* Sign through the layer; 1 if the signature verifies with the key's public key now. */
+static int signs_with_current_key(const char *name)
+{
+	EVP_PKEY *pub = NULL;
+	EVP_PKEY_CTX *c;
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+	int ok;
+
+	assert_int_equal(ks_token_sign_digest(tok, name, KS_SIG_ECDSA_SHA256, md, sizeof(md), &sig, &sig_len), 0);
+	assert_int_equal(ks_token_public_key(tok, name, &pub), 0);
+	c = EVP_PKEY_CTX_new(pub, NULL);
+	ok = c != NULL && EVP_PKEY_verify_init(c) == 1 &&
+	     EVP_PKEY_verify(c, sig, sig_len, md, sizeof(md)) == 1;
+	EVP_PKEY_CTX_free(c);
+	EVP_PKEY_free(pub);
+	free(sig);
+	return ok;
+}
+
+static void test_regenerated_through_layer(void **state)
+{
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k1", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k1"));
+	assert_true(signs_with_current_key("k1"));    /* the cached handle */
+	assert_int_equal(ks_token_delete(tok, "k1"), 0);
+	{
+		uint8_t *sig = NULL;
+		size_t sig_len = 0;
+
+		assert_int_equal(ks_token_sign_digest(tok, "k1", KS_SIG_ECDSA_SHA256, md, sizeof(md), &sig,
+						      &sig_len), -ENOENT);
+		assert_null(sig);
+	}
+	assert_int_equal(ks_token_generate(tok, "k1", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k1"));
+}
+
+static void test_deleted_by_another_application(void **state)
+{
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k2", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k2"));
+	raw_destroy("k2");
+	assert_int_equal(ks_token_sign_digest(tok, "k2", KS_SIG_ECDSA_SHA256, md, sizeof(md), &sig, &sig_len),
+			 -ENOENT);
+	assert_null(sig);
+}
+
+static void test_replaced_by_another_application(void **state)
+{
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k3", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k3"));
+	raw_destroy("k3");
+	raw_generate("k3", 0x33);
+	assert_true(signs_with_current_key("k3"));
+	assert_true(signs_with_current_key("k3"));
+}
+
+static void test_sessions_lost(void **state)
+{
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k4", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k4"));
+	/* Another application of this process closes every session of the slot: the login goes too. */
+	assert_int_equal(raw->C_CloseAllSessions(raw_slot), CKR_OK);
+	assert_true(signs_with_current_key("k4"));
+	assert_true(signs_with_current_key("k4"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_regenerated_through_layer),
+		cmocka_unit_test(test_deleted_by_another_application),
+		cmocka_unit_test(test_replaced_by_another_application),
+		cmocka_unit_test(test_sessions_lost),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
