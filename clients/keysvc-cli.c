@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 
 #include "clients/keysvc.h"
+#include "clients/status/statuscmd.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
 #define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
@@ -63,6 +64,8 @@ static const char main_usage[] =
 	"  delete NAME                destroy a key and its certificate\n"
 	"  cert-put NAME FILE         keep a certificate for the key on the token\n"
 	"  cert-get NAME              the certificate kept for the key\n"
+	"  status                     managed certificates: class, expiry, last renewal\n"
+	"  verify                     do the configured endpoints serve the installed certificates?\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
@@ -75,7 +78,8 @@ static const char main_usage[] =
 	"\n"
 	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
 	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
-	"7 unsupported, 8 cannot connect or connection broken.\n";
+	"7 unsupported, 8 cannot connect or connection broken.\n"
+	"status and verify have their own (see keysvc status --help).\n";
 
 static int exit_for(int err)
 {
@@ -845,6 +849,8 @@ static const struct command {
 	size_t min_pos, max_pos;    /* positional arguments */
 	int (*run)(const struct global *g, struct cmd_args *a);
 	const char *help;
+	/* Instead of run: a command that parses its own arguments (argv[0] is its name). */
+	int (*main)(int argc, char **argv, const struct ks_cmd_global *g);
 } commands[] = {
 	{ "hello", 0, 0, 0, cmd_hello,
 	  "Usage: keysvc hello\n"
@@ -892,7 +898,9 @@ static const struct command {
 	  "any earlier one. It must be a certificate for that key.\n" },
 	{ "cert-get", O(OPT_OUT), 1, 1, cmd_cert_get,
 	  "Usage: keysvc cert-get NAME [--out FILE]\n"
-	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n" },
+	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n", NULL },
+	{ "status", 0, 0, 0, NULL, ks_status_usage, ks_status_main },
+	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
 };
 
 int main(int argc, char **argv)
@@ -950,6 +958,17 @@ int main(int argc, char **argv)
 	if (cmd == NULL)
 		return usage_error(&g, "unknown command %s (see keysvc --help)", argv[optind]);
 	g.command = cmd->name;
+	if (cmd->main != NULL) {
+		struct ks_cmd_global cg = { .socket = g.socket, .json = g.json, .timeout_ms = g.timeout_ms };
+
+		r = cmd->main(argc - optind, argv + optind, &cg);
+		if (fflush(stdout) != 0 || ferror(stdout)) {
+			fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+			if (r == EXIT_OK)
+				r = EXIT_INTERNAL;
+		}
+		return r;
+	}
 	r = parse_cmd(&g, argc - optind, argv + optind, &a, cmd->options, cmd->min_pos,
 		      cmd->max_pos, cmd->help);
 	if (r != EXIT_OK) {

@@ -10,11 +10,18 @@
 
 static const char *program = "keysvc";
 static int verbose = 1;
+static char last_error[512];
 
 void ks_cli_init(const char *name, int is_verbose)
 {
 	program = name;
 	verbose = is_verbose;
+	last_error[0] = '\0';
+}
+
+const char *ks_last_error(void)
+{
+	return last_error;
 }
 
 void ks_say(const char *fmt, ...)
@@ -32,13 +39,16 @@ void ks_say(const char *fmt, ...)
 
 int ks_die(int code, const char *fmt, ...)
 {
+	char msg[sizeof(last_error)];
 	va_list ap;
 
-	fprintf(stderr, "%s: ", program);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "%s: %s\n", program, msg);
+	/* The first error is the cause; later ones are consequences or warnings. */
+	if (last_error[0] == '\0')
+		snprintf(last_error, sizeof(last_error), "%s", msg);
 	return code;
 }
 

@@ -24,6 +24,8 @@ enum ks_exit {
 	KS_EXIT_NETWORK = 5,       /* connection, TLS, timeout, oversized answer */
 	KS_EXIT_KEYSVC = 6,        /* keysvcd unreachable, denied, no key, token down */
 	KS_EXIT_NOT_SIGNED = 7,    /* not signed in time (enrollment) */
+	KS_EXIT_PUSH_FAILED = 8,   /* installed, but the reload hook or the served-certificate
+				    * check failed: the previous files are kept (.prev) */
 	KS_EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
 };
 
@@ -35,6 +37,13 @@ void ks_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* "PROGRAM: message" on stderr; returns @code, so `return ks_die(...)` reads well. */
 int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * The first message ks_die() printed since ks_cli_init() (with the
+ * program name left out), "" if none: the one-line reason a renewal
+ * client records in the inventory when it fails.
+ */
+const char *ks_last_error(void);
 
 /* A decimal in [@min, @max] with nothing after it. 0 or -1. */
 int ks_parse_long(const char *s, long min, long max, long *out);

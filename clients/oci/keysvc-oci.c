@@ -37,6 +37,7 @@
 
 #include "clients/common/certinstall.h"
 #include "clients/common/cliutil.h"
+#include "clients/common/push.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/oci/oci.h"
@@ -60,7 +61,7 @@ enum {
 struct opts {
 	const char *key, *new_key, *key_id, *method, *url, *body_file, *content_type, *date;
 	const char *cert, *ca_file, *tls_ca_file, *endpoint, *bundle_endpoint, *node_id;
-	const char *renew_path, *bundle_path, *state, *socket, *provider_dir;
+	const char *renew_path, *bundle_path, *state, *socket, *provider_dir, *inventory, *config;
 	const char *rps_fqdn, *rps_url, *infra_id, *token_zip, *region, *support_dir, *state_command;
 	long register_retry_s, ready_wait_s, check_retry_s, connect_limit_s, poll_s, session_max_age_s;
 	long long renew_after_s, lifetime_s, backoff_base_s, backoff_max_s;
@@ -109,6 +110,10 @@ static void usage(FILE *f)
 	      "  --socket PATH           keysvcd socket (default $KEYSVC_SOCKET, then /run/keysvc/keysvc.sock)\n"
 	      "  --timeout SECONDS       per HTTPS request (default 60)\n"
 	      "  --insecure              do not verify the endpoint's TLS certificate (prints a warning)\n"
+	      "  --inventory DIR         renew: where the outcome is recorded (default $KEYSVC_INVENTORY,\n"
+	      "                          the configuration's, /var/lib/keysvc/inventory)\n"
+	      "  --config FILE           renew: reload hook and endpoints to verify after installing\n"
+	      "                          (default /etc/keysvc/certs.json if it exists); exit 8 when they fail\n"
 	      "rebootstrap options:\n"
 	      "  --rps-url URL           instead of https://rps.FQDN\n"
 	      "  --tls-ca-file PATH      CAs for the RPS's TLS (default /etc/ssl/certs/ca-certificates.crt)\n"
@@ -127,8 +132,10 @@ static void usage(FILE *f)
 	      "Exit codes: 0 done (status: current), 11 status: renewal due, 12 expired:\n"
 	      "re-bootstrap required, 10 renew --when-due: not due or backing off, 2 usage,\n"
 	      "3 refused by OCI, 4 the answer failed a check (nothing installed), 5 network\n"
-	      "or TLS, 6 keysvcd, 1 other; rebootstrap: 20 /register failed twice, 21 /check_ready\n"
-	      "failed twice, 22 not Connected in time (each with a support bundle).\n", f);
+	      "or TLS, 6 keysvcd, 8 renew: installed but the reload hook or the served-certificate\n"
+	      "check failed (the previous certificate is kept as .prev), 1 other; rebootstrap:\n"
+	      "20 /register failed twice, 21 /check_ready failed twice, 22 not Connected in time\n"
+	      "(each with a support bundle).\n", f);
 }
 
 /* ---- signing with keysvcd ---- */
@@ -1160,7 +1167,7 @@ int main(int argc, char **argv)
 	       O_SOCKET, O_PROVIDER_DIR, O_RENEW_AFTER, O_LIFETIME, O_BACKOFF, O_BACKOFF_MAX, O_TIMEOUT,
 	       O_NOW, O_JSON, O_WHEN_DUE, O_INSECURE, O_QUIET, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
 	       O_SUPPORT, O_REG_RETRY, O_READY_WAIT, O_CHECK_RETRY, O_STATE_CMD, O_POLL, O_CONNECT_LIMIT,
-	       O_SESSION_AGE };
+	       O_SESSION_AGE, O_INVENTORY, O_CONFIG };
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, O_KEY },
 		{ "new-key", required_argument, NULL, O_NEW_KEY },
@@ -1204,6 +1211,8 @@ int main(int argc, char **argv)
 		{ "poll-interval", required_argument, NULL, O_POLL },
 		{ "connect-limit", required_argument, NULL, O_CONNECT_LIMIT },
 		{ "session-max-age", required_argument, NULL, O_SESSION_AGE },
+		{ "inventory", required_argument, NULL, O_INVENTORY },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1293,6 +1302,8 @@ int main(int argc, char **argv)
 		case O_WHEN_DUE: o.when_due = 1; break;
 		case O_INSECURE: o.insecure = 1; break;
 		case O_QUIET: quiet = 1; break;
+		case O_INVENTORY: o.inventory = optarg; break;
+		case O_CONFIG: o.config = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -1325,7 +1336,19 @@ int main(int argc, char **argv)
 		o.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
-	r = strcmp(cmd, "renew") == 0 ? cmd_renew(&o) : cmd_rebootstrap(&o);
+	if (strcmp(cmd, "renew") == 0) {
+		struct ks_renewal rn;
+
+		if ((r = ks_renewal_init(&rn, "oci", o.inventory, o.config)) == 0) {
+			r = cmd_renew(&o);
+			/* With --new-key the certificate is for the new key once installed. */
+			r = ks_renewal_finish(&rn, r, o.cert, r == 0 && o.new_key != NULL ? o.new_key : o.key,
+					      o.ca_file, NULL);
+			ks_renewal_free(&rn);
+		}
+	} else {
+		r = cmd_rebootstrap(&o);
+	}
 	ks_https_cleanup();
 	return r;
 }

@@ -29,13 +29,14 @@
 
 #include "clients/common/certinstall.h"
 #include "clients/common/cliutil.h"
+#include "clients/common/push.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/openvox/openvox.h"
 
 struct opts {
 	const char *server, *certname, *key, *cert, *ca_file, *ca_fingerprint, *ca_out, *crl_out;
-	const char *socket, *key_type, *rotate_key, *provider_dir;
+	const char *socket, *key_type, *rotate_key, *provider_dir, *inventory, *config;
 	const char *dns[32];
 	size_t n_dns;
 	long waitforcert, maxwaitforcert, timeout_s, interval_s;
@@ -76,10 +77,15 @@ static void usage(FILE *f)
 	      "  --timeout SECONDS       per HTTPS request (default 60)\n"
 	      "  --insecure              do not verify the CA's TLS certificate (prints a warning)\n"
 	      "  --quiet                 errors only\n"
+	      "  --inventory DIR         where the outcome is recorded (default $KEYSVC_INVENTORY, then\n"
+	      "                          the configuration's, then /var/lib/keysvc/inventory)\n"
+	      "  --config FILE           reload hook and endpoints to verify after installing (default\n"
+	      "                          /etc/keysvc/certs.json if it exists)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
 	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
-	      "6 keysvcd, 7 not signed in time (enroll), 1 other.\n", f);
+	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
+	      "served-certificate check failed (the previous certificate is kept as .prev), 1 other.\n", f);
 }
 
 /* ---- HTTPS ---- */
@@ -418,7 +424,7 @@ out:
 
 /* ---- renew ---- */
 
-static int cmd_renew(const struct opts *o)
+static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 {
 	static const char *const text_headers[] = { "Content-Type: text/plain", "Accept: text/plain", NULL };
 	struct ks_https_opts h;
@@ -431,7 +437,7 @@ static int cmd_renew(const struct opts *o)
 	const char *headers[4] = { NULL };
 	size_t len;
 	time_t opens;
-	int r;
+	int r, recorded = 0;
 
 	memset(&resp, 0, sizeof(resp));
 	if ((r = ks_ci_read_file(o->cert, &text, &len, err)) < 0 ||
@@ -459,6 +465,12 @@ static int cmd_renew(const struct opts *o)
 		 * successor's certificate is installed. */
 		if ((r = enroll_key(o, ks, o->rotate_key, o->ca_file, trusted)) != 0)
 			goto out;
+		/* The push first: if it fails, the old key stays for the rollback to <cert>.prev. */
+		recorded = 1;
+		if ((r = ks_renewal_finish(rn, 0, o->cert, o->rotate_key, o->ca_file, NULL)) != 0) {
+			ks_say("the old key %s is kept for a rollback", o->key);
+			goto out;
+		}
 		if ((r = keysvc_key_delete(ks, o->key)) != KEYSVC_OK) {
 			r = ks_die(KS_EXIT_KEYSVC, "the new certificate is installed, but deleting the old key %s "
 				"failed: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
@@ -495,6 +507,8 @@ static int cmd_renew(const struct opts *o)
 	}
 	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, X509_get0_notAfter(current));
 out:
+	if (!recorded)
+		r = ks_renewal_finish(rn, r, o->cert, o->key, o->ca_file, NULL);
 	ks_https_response_free(&resp);
 	keysvc_close(ks);
 	sk_X509_pop_free(trusted, X509_free);
@@ -512,7 +526,7 @@ int main(int argc, char **argv)
 {
 	enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT,
 	       O_DNS, O_KEY_TYPE, O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE,
-	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR };
+	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG };
 	static const struct option longopts[] = {
 		{ "server", required_argument, NULL, O_SERVER },
 		{ "certname", required_argument, NULL, O_CERTNAME },
@@ -535,11 +549,14 @@ int main(int argc, char **argv)
 		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
+		{ "inventory", required_argument, NULL, O_INVENTORY },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .key_type = "ec-p256", .waitforcert = 120, .maxwaitforcert = 3600,
 			  .timeout_s = 60, .interval_s = OVX_DEFAULT_RENEWAL_INTERVAL_S };
+	struct ks_renewal rn;
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
 	long days;
@@ -589,6 +606,8 @@ int main(int argc, char **argv)
 		case O_INSECURE: o.insecure = 1; break;
 		case O_QUIET: quiet = 1; break;
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
+		case O_INVENTORY: o.inventory = optarg; break;
+		case O_CONFIG: o.config = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -632,9 +651,18 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return KS_EXIT_USAGE;
 	}
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
+	if ((r = ks_renewal_init(&rn, "openvox", o.inventory, o.config)) != 0)
+		return r;
+	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
+		ks_renewal_free(&rn);
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
-	r = strcmp(cmd, "enroll") == 0 ? cmd_enroll(&o) : cmd_renew(&o);
+	}
+	if (strcmp(cmd, "enroll") == 0)
+		r = ks_renewal_finish(&rn, cmd_enroll(&o), o.cert, o.key, o.ca_out != NULL ? o.ca_out : o.ca_file,
+				      o.crl_out);
+	else
+		r = cmd_renew(&o, &rn);
 	ks_https_cleanup();
+	ks_renewal_free(&rn);
 	return r;
 }

@@ -34,6 +34,7 @@
 
 #include "clients/common/certinstall.h"
 #include "clients/common/cliutil.h"
+#include "clients/common/push.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/ucl/ucl.h"
@@ -43,7 +44,7 @@
 
 struct opts {
 	const char *connector_url, *token_file, *ca_file, *key_base, *cert, *chain, *ca_out, *state;
-	const char *socket, *provider_dir;
+	const char *socket, *provider_dir, *inventory, *config;
 	long timeout_s, share;
 	int when_due, insecure;
 };
@@ -85,10 +86,15 @@ static void usage(FILE *f)
 	      "  --timeout SECONDS     per HTTPS request (default 60)\n"
 	      "  --insecure            do not verify the connector's TLS certificate (prints a warning)\n"
 	      "  --quiet               errors only\n"
+	      "  --inventory DIR       where pair and renew record their outcome (default\n"
+	      "                        $KEYSVC_INVENTORY, the configuration's, /var/lib/keysvc/inventory)\n"
+	      "  --config FILE         reload hook and endpoints to verify after installing\n"
+	      "                        (default /etc/keysvc/certs.json if it exists)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due, 2 usage or local files, 3 refused by the connector\n"
 	      "(GraphQL errors, HTTP status), 4 its answer failed a check (nothing installed),\n"
-	      "5 network or TLS, 6 keysvcd, 1 other.\n", f);
+	      "5 network or TLS, 6 keysvcd, 8 installed but the reload hook or the served-certificate\n"
+	      "check failed (the previous files are kept as .prev), 1 other.\n", f);
 }
 
 /* ---- state ---- */
@@ -339,7 +345,7 @@ out:
 	return r;
 }
 
-static int cmd_pair(const struct opts *o)
+static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
@@ -353,6 +359,7 @@ static int cmd_pair(const struct opts *o)
 	memset(&resp, 0, sizeof(resp));
 	memset(&conf, 0, sizeof(conf));
 	memset(&st, 0, sizeof(st));
+	key[0] = '\0';
 	if (access(o->state, F_OK) == 0) {
 		r = ks_die(KS_EXIT_USAGE, "%s exists: already paired; use renew, or move the state away "
 			   "to pair anew", o->state);
@@ -398,6 +405,7 @@ static int cmd_pair(const struct opts *o)
 	if (r == 0)
 		ks_say("state kept in %s", o->state);
 out:
+	r = ks_renewal_finish(rn, r, o->cert, key[0] != '\0' ? key : NULL, o->ca_out, NULL);
 	OPENSSL_cleanse(token, sizeof(token));
 	if (conf.token != NULL)
 		OPENSSL_cleanse(conf.token, strlen(conf.token));
@@ -438,7 +446,7 @@ static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509
 	return r;
 }
 
-static int cmd_renew(const struct opts *o)
+static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
@@ -454,6 +462,7 @@ static int cmd_renew(const struct opts *o)
 	memset(&resp, 0, sizeof(resp));
 	memset(&conf, 0, sizeof(conf));
 	memset(&st, 0, sizeof(st));
+	key[0] = new_key[0] = '\0';
 	if (o->when_due) {
 		if ((r = load_current(o, NULL, &st, &current, key, sizeof(key))) != 0)
 			goto out;
@@ -510,6 +519,8 @@ static int cmd_renew(const struct opts *o)
 	ks_say("renewed: key %s, previous key %s kept for a rollback (with %s.prev)", new_key, key, st.cert);
 	r = 0;
 out:
+	/* st.cert is NULL until the state is read: before that there is nothing to record against. */
+	r = ks_renewal_finish(rn, r, st.cert, r == 0 ? new_key : key[0] != '\0' ? key : NULL, st.ca, NULL);
 	free(retire);
 	EVP_PKEY_free(pub);
 	X509_free(current);
@@ -574,7 +585,7 @@ static int key_base_ok(const char *s)
 int main(int argc, char **argv)
 {
 	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
-	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR };
+	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG };
 	static const struct option longopts[] = {
 		{ "connector-url", required_argument, NULL, O_URL },
 		{ "token-file", required_argument, NULL, O_TOKEN },
@@ -591,10 +602,13 @@ int main(int argc, char **argv)
 		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
+		{ "inventory", required_argument, NULL, O_INVENTORY },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .key_base = "ucl", .timeout_s = 60, .share = UCL_DEFAULT_RENEW_SHARE };
+	struct ks_renewal rn;
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
 	int c, r, quiet = 0;
@@ -626,6 +640,8 @@ int main(int argc, char **argv)
 		case O_INSECURE: o.insecure = 1; break;
 		case O_QUIET: quiet = 1; break;
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
+		case O_INVENTORY: o.inventory = optarg; break;
+		case O_CONFIG: o.config = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -660,9 +676,15 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return KS_EXIT_USAGE;
 	}
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
+	if ((r = ks_renewal_init(&rn, "ucl", o.inventory, o.config)) != 0)
+		return r;
+	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
+		ks_renewal_free(&rn);
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
-	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o) : cmd_revoke(&o);
+	}
+	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o, &rn) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o, &rn) :
+	    cmd_revoke(&o);
 	ks_https_cleanup();
+	ks_renewal_free(&rn);
 	return r;
 }

@@ -1,0 +1,761 @@
+#include "clients/status/statuscmd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "clients/common/certconf.h"
+#include "clients/common/certinstall.h"
+#include "clients/common/cliutil.h"
+#include "clients/common/inventory.h"
+#include "clients/common/served.h"
+#include "clients/keysvc.h"
+#include "clients/status/status.h"
+
+#define MAX_NOTES 4
+#define NOTE_MAX 320
+
+const char ks_status_usage[] =
+	"Usage: keysvc status [--inventory DIR] [--config FILE] [--format text|json|prometheus]\n"
+	"                     [--json] [--textfile PATH] [--color auto|always|never]\n"
+	"Shows every certificate in the inventory and the configuration: class, notAfter,\n"
+	"client, key, last renewal outcome, subject and issuer.\n"
+	"  --inventory DIR   default $" KS_INV_ENV ", then the configuration's, then " KS_INV_DEFAULT_DIR "\n"
+	"  --config FILE     default " KS_CONF_DEFAULT " (if it exists)\n"
+	"  --format F        text (default), json (= --json) or prometheus (text format)\n"
+	"  --textfile PATH   also write the Prometheus metrics to PATH atomically (0644),\n"
+	"                    for node_exporter's textfile collector\n"
+	"  --color WHEN      colour the classes: auto (a terminal, unless $NO_COLOR), always, never\n"
+	"Classes: removed (purple), revoked (black), push-failed (gray), expired (red),\n"
+	"critical (orange, < 10 days), warning (yellow, < 30 days), notice (blue, < 90 days),\n"
+	"valid (green); error when a file is not a certificate.\n"
+	"Keys are checked with keysvcd (key.public); when it cannot be reached, that is said\n"
+	"and no certificate is marked removed for its key.\n"
+	"Exit codes: 0 nothing needs attention (valid, notice), 3 something does (removed,\n"
+	"revoked, push-failed, expired, critical, warning), 1 something could not be checked\n"
+	"(wins over 3), 2 usage or an invalid configuration.\n";
+
+const char ks_verify_usage[] =
+	"Usage: keysvc verify [--config FILE] [--cert PATH] [--json]\n"
+	"For every certificate with endpoints in the configuration, connects to each endpoint\n"
+	"(host, port, SNI name; nothing else is contacted), takes the certificate it serves and\n"
+	"compares it with the installed one: In Sync, or Out of Sync (the previous certificate\n"
+	"<cert>.prev still served, another certificate, or unreachable). The served certificate\n"
+	"is compared, not validated. Ends with the share of endpoints in sync.\n"
+	"  --config FILE   default " KS_CONF_DEFAULT "\n"
+	"  --cert PATH     only this certificate\n"
+	"Exit codes: 0 every endpoint in sync, 3 some are not, 1 an installed certificate\n"
+	"cannot be read, 2 usage or an invalid configuration.\n";
+
+/* ---- shared ---- */
+
+static void sanitize(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+/* With JSON output every failure is also one {"error", "message"} object on stdout, as in the rest of the CLI. */
+static int json_errors;
+
+/* "keysvc: CMD: NAME: message" on stderr (and as JSON); returns @code. */
+static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	fprintf(stderr, "keysvc: %s: %s: %s\n", cmd, name, msg);
+	if (json_errors) {
+		json_t *o = json_pack("{s:s, s:s}", "error", name, "message", msg);
+
+		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+			fputs("{\"error\":\"nomem\",\"message\":\"cannot format the error\"}", stdout);
+		fputc('\n', stdout);
+		json_decref(o);
+	}
+	return code;
+}
+
+#define usage_err(cmd, ...) cmd_fail((cmd), KS_STATUS_EXIT_USAGE, "usage", __VA_ARGS__)
+
+/* The first certificate of @path (a certificate or a chain): 0, -ENOENT, or -EBADMSG with @err. */
+static int read_leaf(const char *path, X509 **out, char *err)
+{
+	STACK_OF(X509) *certs = NULL;
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	*out = NULL;
+	if (access(path, F_OK) != 0 && errno == ENOENT)
+		return -ENOENT;
+	if ((r = ks_ci_read_file(path, &text, &len, err)) < 0)
+		return r;
+	if ((r = ks_ci_parse_bundle(text, len, &certs, err)) == 0)
+		*out = sk_X509_shift(certs);
+	sk_X509_pop_free(certs, X509_free);
+	free(text);
+	return r;
+}
+
+static void name_text(const X509_NAME *name, char *buf, size_t len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	int n = 0;
+
+	buf[0] = '\0';
+	if (bio == NULL)
+		return;
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0)
+		n = BIO_read(bio, buf, (int)len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	BIO_free(bio);
+	sanitize(buf);
+}
+
+static void iso_time(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+		snprintf(buf, len, "?");
+	else
+		strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- status ---- */
+
+struct item {
+	struct ks_inv_entry e;      /* the record, or made from the configuration */
+	X509 *cert;
+	struct ks_status_facts facts;
+	enum ks_class cls;
+	int key_state;              /* 1 present, 0 missing, -1 not checked */
+	int revoked_state;          /* 1 revoked, 0 not, -1 not checked */
+	long long left;             /* seconds to notAfter (valid when cert != NULL) */
+	char subject[512], issuer[512];
+	char notes[MAX_NOTES][NOTE_MAX];
+	size_t n_notes;
+};
+
+struct status_run {
+	struct item *items;
+	size_t n;
+	size_t errors;
+	const char *inventory;
+	int keys_checked;           /* keysvcd answered */
+	char keys_note[NOTE_MAX];
+};
+
+static void note(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void note(struct item *it, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (it->n_notes == MAX_NOTES)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(it->notes[it->n_notes], NOTE_MAX, fmt, ap);
+	va_end(ap);
+	sanitize(it->notes[it->n_notes]);
+	it->n_notes++;
+}
+
+static void bad_record(const char *file, const char *reason, void *ctx)
+{
+	struct status_run *run = ctx;
+
+	fprintf(stderr, "keysvc: status: inventory record %s: %s\n", file, reason);
+	run->errors++;
+}
+
+static int fill_missing(char **field, const char *value)
+{
+	if (*field != NULL || value == NULL)
+		return 0;
+	return (*field = strdup(value)) == NULL ? -ENOMEM : 0;
+}
+
+/* The inventory's records, then the configuration's certificates not in it. */
+static int collect(struct status_run *run, const struct ks_conf *conf)
+{
+	struct ks_inv_entry *recs = NULL;
+	char err[KS_INV_ERR_MAX];
+	size_t n = 0;
+	int r;
+
+	if ((r = ks_inv_list(run->inventory, &recs, &n, bad_record, run, err)) < 0) {
+		return cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+	}
+	if ((run->items = calloc(n + conf->n_certs + 1, sizeof(*run->items))) == NULL) {
+		ks_inv_list_free(recs, n);
+		fprintf(stderr, "keysvc: status: out of memory\n");
+		return KS_STATUS_EXIT_ERROR;
+	}
+	for (size_t i = 0; i < n; i++)
+		run->items[run->n++].e = recs[i];
+	free(recs);   /* the strings moved into the items */
+	for (size_t i = 0; i < conf->n_certs; i++) {
+		const struct ks_conf_cert *cc = &conf->certs[i];
+		struct ks_inv_entry *e = NULL;
+
+		for (size_t k = 0; k < run->n && e == NULL; k++)
+			if (strcmp(run->items[k].e.cert, cc->cert) == 0)
+				e = &run->items[k].e;
+		if (e == NULL) {
+			e = &run->items[run->n++].e;
+			if ((e->cert = strdup(cc->cert)) == NULL)
+				return KS_STATUS_EXIT_ERROR;
+		}
+		/* What the client recorded wins (it knows the key it used); the configuration fills gaps. */
+		if (fill_missing(&e->key, cc->key) < 0 || fill_missing(&e->client, cc->client) < 0 ||
+		    fill_missing(&e->ca_file, cc->ca_file) < 0 || fill_missing(&e->crl, cc->crl) < 0)
+			return KS_STATUS_EXIT_ERROR;
+	}
+	return 0;
+}
+
+static void check_key(struct status_run *run, keysvc **ks, const struct ks_cmd_global *g, struct item *it)
+{
+	int r;
+
+	it->key_state = -1;
+	if (it->e.key == NULL || it->cert == NULL)
+		return;
+	if (*ks == NULL && run->keys_note[0] == '\0') {
+		if ((r = keysvc_connect(g->socket, ks)) != KEYSVC_OK) {
+			snprintf(run->keys_note, sizeof(run->keys_note), "keysvcd cannot be reached (%s): keys "
+				 "not checked, no certificate marked removed for its key", keysvc_strerror(r));
+			*ks = NULL;
+			return;
+		}
+		if (g->timeout_ms >= 0)
+			keysvc_set_timeout(*ks, g->timeout_ms);
+		run->keys_checked = 1;
+	}
+	if (*ks == NULL)
+		return;
+	r = keysvc_key_public(*ks, it->e.key, NULL, NULL);
+	if (r == KEYSVC_OK) {
+		it->key_state = 1;
+	} else if (r == KEYSVC_E_NO_SUCH_KEY) {
+		it->key_state = 0;
+		note(it, "keysvcd has no key %s", it->e.key);
+	} else if (r == KEYSVC_E_CONNECT || r == KEYSVC_E_IO) {
+		snprintf(run->keys_note, sizeof(run->keys_note), "the connection to keysvcd broke (%s): "
+			 "the remaining keys are not checked", keysvc_strerror(r));
+		run->keys_checked = 0;
+		keysvc_close(*ks);
+		*ks = NULL;
+	} else {
+		note(it, "key %s not checked: %s", it->e.key, keysvc_strerror(r));
+	}
+}
+
+static void examine(struct status_run *run, keysvc **ks, const struct ks_cmd_global *g,
+		    const struct ks_conf *conf, struct item *it, time_t now)
+{
+	char err[KS_STATUS_ERR_MAX];
+	int r, revoked = 0, stale = 0;
+
+	it->revoked_state = -1;
+	r = read_leaf(it->e.cert, &it->cert, err);
+	if (r == -ENOENT) {
+		it->facts.file_missing = 1;
+		note(it, "the certificate file is gone");
+	} else if (r < 0) {
+		note(it, "%s", err);
+	}
+	if (it->cert != NULL) {
+		name_text(X509_get_subject_name(it->cert), it->subject, sizeof(it->subject));
+		name_text(X509_get_issuer_name(it->cert), it->issuer, sizeof(it->issuer));
+		it->left = ks_ci_seconds_until(X509_get0_notAfter(it->cert), now);
+	}
+	check_key(run, ks, g, it);
+	if (it->cert != NULL && it->e.crl != NULL) {
+		if (it->e.ca_file == NULL) {
+			note(it, "revocation not checked: a CRL but no CA file to check its signature with");
+			run->errors++;
+		} else if (ks_crl_check(it->cert, it->e.crl, it->e.ca_file, now, &revoked, &stale, err) < 0) {
+			note(it, "revocation not checked: %s", err);
+			run->errors++;
+		} else {
+			it->revoked_state = revoked;
+			if (stale)
+				note(it, "the CRL %s is past its nextUpdate: fetch a fresh one", it->e.crl);
+		}
+	}
+	if (it->e.outcome == KS_INV_FAILED || it->e.outcome == KS_INV_PUSH_FAILED)
+		note(it, "last renewal %s: %s", ks_inv_outcome_name(it->e.outcome),
+		     it->e.reason != NULL ? it->e.reason : "(no reason recorded)");
+	it->facts.cert = it->cert;
+	it->facts.key_missing = it->key_state == 0;
+	it->facts.revoked = it->revoked_state == 1;
+	it->facts.outcome = it->e.outcome;
+	it->cls = ks_status_classify(&it->facts, &conf->thresholds, now);
+}
+
+static const char *client_of(const struct item *it)
+{
+	return it->e.client != NULL ? it->e.client : "other";
+}
+
+static void print_text(const struct status_run *run, FILE *out, int colour)
+{
+	size_t count[KS_CLASS_ERROR + 1] = { 0 };
+
+	if (run->n == 0) {
+		fprintf(out, "no certificates in the inventory (%s) or the configuration\n", run->inventory);
+		return;
+	}
+	fprintf(out, "%-12s %-23s %6s  %-8s %-16s %-12s %s\n", "CLASS", "NOT AFTER", "DAYS", "CLIENT", "KEY",
+		"LAST", "CERTIFICATE");
+	for (size_t i = 0; i < run->n; i++) {
+		const struct item *it = &run->items[i];
+		char until[64] = "-", days[24] = "-";
+
+		if (it->cert != NULL) {
+			ks_ci_format_time(X509_get0_notAfter(it->cert), until, sizeof(until));
+			/* Whole days, rounded down: -1 as soon as it has expired. */
+			snprintf(days, sizeof(days), "%lld", it->left >= 0 ? it->left / 86400 : -((-it->left + 86399) / 86400));
+		}
+		count[it->cls]++;
+		fprintf(out, "%s%-12s%s %-23s %6s  %-8s %-16s %-12s %s\n", colour ? ks_class_ansi(it->cls) : "",
+			ks_class_name(it->cls), colour && ks_class_ansi(it->cls)[0] != '\0' ? "\033[0m" : "",
+			until, days, client_of(it), it->e.key != NULL ? it->e.key : "-",
+			ks_inv_outcome_name(it->e.outcome), it->e.cert);
+		if (it->cert != NULL)
+			fprintf(out, "             subject %s; issuer %s\n", it->subject, it->issuer);
+		for (size_t k = 0; k < it->n_notes; k++)
+			fprintf(out, "             note: %s\n", it->notes[k]);
+	}
+	fprintf(out, "%zu certificate%s:", run->n, run->n == 1 ? "" : "s");
+	for (int c = KS_CLASS_ERROR; c >= KS_CLASS_VALID; c--)
+		if (count[c] > 0)
+			fprintf(out, " %zu %s", count[c], ks_class_name((enum ks_class)c));
+	fputc('\n', out);
+}
+
+static json_t *tri(int v)
+{
+	return v < 0 ? json_null() : json_boolean(v);
+}
+
+static json_t *opt_str(const char *s)
+{
+	return s != NULL ? json_string(s) : json_null();
+}
+
+static json_t *status_json(const struct status_run *run)
+{
+	json_t *root = json_object(), *list = json_array();
+	size_t attention = 0;
+
+	if (root == NULL || list == NULL) {
+		json_decref(root);
+		json_decref(list);
+		return NULL;
+	}
+	for (size_t i = 0; i < run->n; i++) {
+		const struct item *it = &run->items[i];
+		json_t *o = json_object(), *notes = json_array();
+		char not_after[32], last[32];
+
+		if (o == NULL || notes == NULL) {
+			json_decref(o);
+			json_decref(notes);
+			continue;
+		}
+		attention += ks_class_needs_attention(it->cls);
+		json_object_set_new(o, "cert", json_string(it->e.cert));
+		json_object_set_new(o, "class", json_string(ks_class_name(it->cls)));
+		json_object_set_new(o, "colour", json_string(ks_class_colour(it->cls)));
+		json_object_set_new(o, "key", opt_str(it->e.key));
+		json_object_set_new(o, "key_present", tri(it->key_state));
+		json_object_set_new(o, "client", json_string(client_of(it)));
+		if (it->cert != NULL) {
+			iso_time(X509_get0_notAfter(it->cert), not_after, sizeof(not_after));
+			json_object_set_new(o, "subject", json_string(it->subject));
+			json_object_set_new(o, "issuer", json_string(it->issuer));
+			json_object_set_new(o, "not_after", json_string(not_after));
+			json_object_set_new(o, "seconds_left", json_integer(it->left));
+		} else {
+			json_object_set_new(o, "subject", json_null());
+			json_object_set_new(o, "issuer", json_null());
+			json_object_set_new(o, "not_after", json_null());
+			json_object_set_new(o, "seconds_left", json_null());
+		}
+		json_object_set_new(o, "revoked", tri(it->revoked_state));
+		json_object_set_new(o, "outcome", json_string(ks_inv_outcome_name(it->e.outcome)));
+		json_object_set_new(o, "reason", opt_str(it->e.reason));
+		if (it->e.last_renewal != 0) {
+			time_t t = (time_t)it->e.last_renewal;
+			struct tm tm;
+
+			gmtime_r(&t, &tm);
+			strftime(last, sizeof(last), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			json_object_set_new(o, "last_renewal", json_string(last));
+		} else {
+			json_object_set_new(o, "last_renewal", json_null());
+		}
+		json_object_set_new(o, "successes", json_integer((json_int_t)it->e.successes));
+		json_object_set_new(o, "failures", json_integer((json_int_t)it->e.failures));
+		json_object_set_new(o, "ca_file", opt_str(it->e.ca_file));
+		json_object_set_new(o, "crl", opt_str(it->e.crl));
+		for (size_t k = 0; k < it->n_notes; k++)
+			json_array_append_new(notes, json_string(it->notes[k]));
+		json_object_set_new(o, "notes", notes);
+		json_array_append_new(list, o);
+	}
+	json_object_set_new(root, "inventory", json_string(run->inventory));
+	json_object_set_new(root, "keys_checked", json_boolean(run->keys_checked));
+	json_object_set_new(root, "keys_note", run->keys_note[0] != '\0' ? json_string(run->keys_note) : json_null());
+	json_object_set_new(root, "certificates", list);
+	json_object_set_new(root, "total", json_integer((json_int_t)run->n));
+	json_object_set_new(root, "attention", json_integer((json_int_t)attention));
+	json_object_set_new(root, "errors", json_integer((json_int_t)run->errors));
+	return root;
+}
+
+/* One label set, escaped, into @buf. */
+static void labels(const struct item *it, char *buf, size_t len)
+{
+	char cert[3 * 4096 + 1], key[3 * 64 + 1], client[3 * 32 + 1];
+
+	ks_prom_escape(it->e.cert, cert, sizeof(cert));
+	ks_prom_escape(it->e.key != NULL ? it->e.key : "", key, sizeof(key));
+	ks_prom_escape(client_of(it), client, sizeof(client));
+	snprintf(buf, len, "cert=\"%s\",key=\"%s\",client=\"%s\"", cert, key, client);
+}
+
+static void print_prometheus(const struct status_run *run, FILE *out)
+{
+	char *l = malloc(16 * 1024);
+
+	if (l == NULL)
+		return;
+	fputs("# HELP keysvc_certificate_expiry_seconds Seconds until the certificate's notAfter; negative "
+	      "once it has expired.\n# TYPE keysvc_certificate_expiry_seconds gauge\n", out);
+	for (size_t i = 0; i < run->n; i++)
+		if (run->items[i].cert != NULL) {
+			labels(&run->items[i], l, 16 * 1024);
+			fprintf(out, "keysvc_certificate_expiry_seconds{%s} %lld\n", l, run->items[i].left);
+		}
+	fputs("# HELP keysvc_certificate_status The certificate's status class: the series with value 1.\n"
+	      "# TYPE keysvc_certificate_status gauge\n", out);
+	for (size_t i = 0; i < run->n; i++) {
+		labels(&run->items[i], l, 16 * 1024);
+		fprintf(out, "keysvc_certificate_status{%s,class=\"%s\"} 1\n", l, ks_class_name(run->items[i].cls));
+	}
+	fputs("# HELP keysvc_renewal_success_total Renewals recorded as ok in the inventory.\n"
+	      "# TYPE keysvc_renewal_success_total counter\n", out);
+	for (size_t i = 0; i < run->n; i++) {
+		labels(&run->items[i], l, 16 * 1024);
+		fprintf(out, "keysvc_renewal_success_total{%s} %llu\n", l, run->items[i].e.successes);
+	}
+	fputs("# HELP keysvc_renewal_failure_total Renewals recorded as failed or push-failed in the inventory.\n"
+	      "# TYPE keysvc_renewal_failure_total counter\n", out);
+	for (size_t i = 0; i < run->n; i++) {
+		labels(&run->items[i], l, 16 * 1024);
+		fprintf(out, "keysvc_renewal_failure_total{%s} %llu\n", l, run->items[i].e.failures);
+	}
+	free(l);
+}
+
+static int write_textfile(const struct status_run *run, const char *path)
+{
+	char err[KS_CI_ERR_MAX], *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	int r;
+
+	if (mem == NULL) {
+		fprintf(stderr, "keysvc: status: out of memory\n");
+		return -ENOMEM;
+	}
+	print_prometheus(run, mem);
+	if (fclose(mem) != 0) {
+		free(buf);
+		fprintf(stderr, "keysvc: status: out of memory\n");
+		return -ENOMEM;
+	}
+	if ((r = ks_ci_write_atomic(path, buf, len, 0644, err)) < 0)
+		fprintf(stderr, "keysvc: status: --textfile: %s\n", err);
+	free(buf);
+	return r;
+}
+
+int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
+{
+	enum { O_INVENTORY = 256, O_CONFIG, O_FORMAT, O_JSON, O_TEXTFILE, O_COLOR };
+	static const struct option longopts[] = {
+		{ "inventory", required_argument, NULL, O_INVENTORY },
+		{ "config", required_argument, NULL, O_CONFIG },
+		{ "format", required_argument, NULL, O_FORMAT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "textfile", required_argument, NULL, O_TEXTFILE },
+		{ "color", required_argument, NULL, O_COLOR },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *inventory = NULL, *config = NULL, *format = g->json ? "json" : "text", *textfile = NULL;
+	const char *color = "auto", *no_color;
+	struct status_run run;
+	struct ks_conf conf;
+	enum ks_class *cls = NULL;
+	char err[KS_CONF_ERR_MAX];
+	keysvc *ks = NULL;
+	time_t now = time(NULL);
+	int c, r, colour;
+
+	memset(&run, 0, sizeof(run));
+	ks_conf_init(&conf);
+	signal(SIGPIPE, SIG_IGN);
+	json_errors = g->json;
+	ks_cli_init("keysvc: status", 1);
+	if (ks_check_long_options(argc, argv, longopts) != 0)
+		return KS_STATUS_EXIT_USAGE;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_INVENTORY: inventory = optarg; break;
+		case O_CONFIG: config = optarg; break;
+		case O_FORMAT: format = optarg; json_errors = strcmp(optarg, "json") == 0; break;
+		case O_JSON: format = "json"; json_errors = 1; break;
+		case O_TEXTFILE: textfile = optarg; break;
+		case O_COLOR: color = optarg; break;
+		case 'h': fputs(ks_status_usage, stdout); return 0;
+		case ':': return usage_err("status", "option %s needs a value", argv[optind - 1]);
+		default: return usage_err("status", "unknown option %s (see keysvc status --help)", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return usage_err("status", "unexpected argument %s", argv[optind]);
+	if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0 && strcmp(format, "prometheus") != 0)
+		return usage_err("status", "--format %s: text, json or prometheus", format);
+	if (strcmp(color, "auto") == 0) {
+		no_color = getenv("NO_COLOR");
+		colour = isatty(STDOUT_FILENO) && (no_color == NULL || no_color[0] == '\0');
+	} else if (strcmp(color, "always") == 0 || strcmp(color, "never") == 0) {
+		colour = strcmp(color, "always") == 0;
+	} else {
+		return usage_err("status", "--color %s: auto, always or never", color);
+	}
+	if (inventory != NULL && inventory[0] == '\0')
+		return usage_err("status", "--inventory: a directory is needed");
+	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
+		return cmd_fail("status", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+	run.inventory = ks_inv_dir(inventory, conf.inventory);
+	if ((r = collect(&run, &conf)) != 0)
+		goto out;
+	for (size_t i = 0; i < run.n; i++)
+		examine(&run, &ks, g, &conf, &run.items[i], now);
+	keysvc_close(ks);
+	if (run.keys_note[0] != '\0')
+		fprintf(stderr, "keysvc: status: %s\n", run.keys_note);
+	if (strcmp(format, "json") == 0) {
+		json_t *o = status_json(&run);
+
+		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+			run.errors++;
+		fputc('\n', stdout);
+		json_decref(o);
+	} else if (strcmp(format, "prometheus") == 0) {
+		print_prometheus(&run, stdout);
+	} else {
+		print_text(&run, stdout, colour);
+	}
+	if (textfile != NULL && write_textfile(&run, textfile) < 0)
+		run.errors++;
+	if ((cls = calloc(run.n + 1, sizeof(*cls))) == NULL) {
+		r = KS_STATUS_EXIT_ERROR;
+		goto out;
+	}
+	for (size_t i = 0; i < run.n; i++)
+		cls[i] = run.items[i].cls;
+	r = ks_status_exit(cls, run.n, run.errors);
+out:
+	free(cls);
+	for (size_t i = 0; i < run.n; i++) {
+		ks_inv_entry_free(&run.items[i].e);
+		X509_free(run.items[i].cert);
+	}
+	free(run.items);
+	ks_conf_free(&conf);
+	return r;
+}
+
+/* ---- verify ---- */
+
+static X509 *load_optional(const char *path)
+{
+	char err[KS_CI_ERR_MAX];
+	X509 *x = NULL;
+
+	(void)read_leaf(path, &x, err);
+	return x;
+}
+
+int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
+{
+	enum { O_CONFIG = 256, O_CERT, O_JSON };
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, O_CONFIG },
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = NULL, *only = NULL;
+	struct ks_conf conf;
+	json_t *root = NULL, *list = NULL;
+	char err[KS_CONF_ERR_MAX], *only_abs = NULL;
+	size_t total = 0, in_sync = 0, errors = 0;
+	int c, r, json = g->json, matched = 0;
+
+	ks_conf_init(&conf);
+	/* A server that closes mid-handshake must not kill us with SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
+	ks_cli_init("keysvc: verify", 1);
+	json_errors = g->json;
+	if (ks_check_long_options(argc, argv, longopts) != 0)
+		return KS_STATUS_EXIT_USAGE;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CONFIG: config = optarg; break;
+		case O_CERT: only = optarg; break;
+		case O_JSON: json = 1; json_errors = 1; break;
+		case 'h': fputs(ks_verify_usage, stdout); return 0;
+		case ':': return usage_err("verify", "option %s needs a value", argv[optind - 1]);
+		default: return usage_err("verify", "unknown option %s (see keysvc verify --help)", argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return usage_err("verify", "unexpected argument %s", argv[optind]);
+	if (only != NULL && (only_abs = ks_inv_abs_path(only)) == NULL)
+		return usage_err("verify", "--cert %s: cannot make the path absolute", only);
+	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0) {
+		free(only_abs);
+		return cmd_fail("verify", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+	}
+	if (json && ((root = json_object()) == NULL || (list = json_array()) == NULL)) {
+		r = KS_STATUS_EXIT_ERROR;
+		goto out;
+	}
+	if (!json)
+		printf("Push Validation Report\n");
+	for (size_t i = 0; i < conf.n_certs; i++) {
+		const struct ks_conf_cert *cc = &conf.certs[i];
+		char prev_path[4200], rerr[KS_CI_ERR_MAX];
+		X509 *expected = NULL, *previous = NULL;
+
+		if (only_abs != NULL && strcmp(only_abs, cc->cert) != 0)
+			continue;
+		matched = 1;
+		if (cc->n_endpoints == 0)
+			continue;
+		if (!json)
+			printf("\n%s%s%s\n", cc->cert, cc->key != NULL ? "  key " : "", cc->key != NULL ? cc->key : "");
+		if ((r = read_leaf(cc->cert, &expected, rerr)) < 0) {
+			if (r == -ENOENT)
+				snprintf(rerr, sizeof(rerr), "%s: no such file", cc->cert);
+			fprintf(stderr, "keysvc: verify: the installed certificate: %s; its %zu endpoints are not "
+				"checked\n", rerr, cc->n_endpoints);
+			errors++;
+			total += cc->n_endpoints;
+			if (!json)
+				printf("  not checked: %s\n", rerr);
+			continue;
+		}
+		snprintf(prev_path, sizeof(prev_path), "%s.prev", cc->cert);
+		previous = load_optional(prev_path);
+		for (size_t k = 0; k < cc->n_endpoints; k++) {
+			const struct ks_conf_endpoint *ep = &cc->endpoints[k];
+			char detail[KS_SERVED_ERR_MAX], where[KS_CONF_HOST_MAX + 32];
+			enum ks_served s = ks_served_check(ep->host, ep->port, ep->sni, conf.connect_timeout_ms,
+							   conf.handshake_timeout_ms, expected, previous, detail);
+
+			sanitize(detail);
+			total++;
+			in_sync += s == KS_SERVED_EXPECTED;
+			snprintf(where, sizeof(where), strchr(ep->host, ':') != NULL ? "[%s]:%d" : "%s:%d", ep->host,
+				 ep->port);
+			if (json) {
+				json_t *o = json_pack("{s:s, s:s, s:i, s:o, s:b, s:s, s:o}", "cert", cc->cert,
+						      "host", ep->host, "port", ep->port,
+						      "sni", ep->sni != NULL ? json_string(ep->sni) : json_null(),
+						      "in_sync", s == KS_SERVED_EXPECTED, "served", ks_served_name(s),
+						      "detail", detail[0] != '\0' ? json_string(detail) : json_null());
+
+				if (o != NULL)
+					json_array_append_new(list, o);
+			} else {
+				printf("  %-12s %s%s%s%s%s\n", s == KS_SERVED_EXPECTED ? "In Sync" : "Out of Sync", where,
+				       ep->sni != NULL ? " (SNI " : "", ep->sni != NULL ? ep->sni : "",
+				       ep->sni != NULL ? ")" : "", "");
+				if (s == KS_SERVED_PREVIOUS)
+					printf("               an older certificate is still served: %s.prev (%s)\n",
+					       cc->cert, detail);
+				else if (s != KS_SERVED_EXPECTED)
+					printf("               %s\n", detail);
+			}
+		}
+		X509_free(expected);
+		X509_free(previous);
+	}
+	if (only_abs != NULL && !matched) {
+		json_decref(list);
+		json_decref(root);
+		list = root = NULL;
+		r = cmd_fail("verify", KS_STATUS_EXIT_USAGE, "usage", "%s is not in the configuration", only_abs);
+		goto out;
+	}
+	if (json) {
+		json_object_set_new(root, "endpoints", list);
+		list = NULL;
+		json_object_set_new(root, "total", json_integer((json_int_t)total));
+		json_object_set_new(root, "in_sync", json_integer((json_int_t)in_sync));
+		json_object_set_new(root, "share", total > 0 ? json_real((double)in_sync / (double)total) : json_null());
+		json_object_set_new(root, "errors", json_integer((json_int_t)errors));
+		if (json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+			errors++;
+		fputc('\n', stdout);
+	} else if (total == 0) {
+		printf("\nno endpoints configured\n");
+	} else {
+		printf("\nIn Sync: %zu of %zu endpoints (%.0f%%); Out of Sync: %zu\n", in_sync, total,
+		       100.0 * (double)in_sync / (double)total, total - in_sync);
+	}
+	r = errors > 0 ? KS_STATUS_EXIT_ERROR : in_sync < total ? KS_STATUS_EXIT_ATTENTION : KS_STATUS_EXIT_OK;
+out:
+	json_decref(list);
+	json_decref(root);
+	ks_conf_free(&conf);
+	free(only_abs);
+	return r;
+}

@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# keysvc status, keysvc verify and the install hooks end to end.
+#
+#  - status: certificates minted by a local CA with chosen dates, recorded in
+#    a temporary inventory; every class, --json, exit codes, Prometheus text
+#    (label escaping, --textfile), colours, a CRL revoking one, a removed
+#    file, a key removed from keysvcd and keysvcd unreachable.
+#  - verify: TLS servers on 127.0.0.1 serving the installed certificate, the
+#    previous one, an unrelated one, and one that never answers the handshake.
+#  - hooks: keysvc-openvox against the fake CA with a reload command that
+#    succeeds, fails, hangs past its timeout, and endpoints that keep
+#    serving the old certificate: push-failed recorded, exit 8, .prev kept.
+#
+# Arguments: the fake-openvox-ca and keysvc-openvox programs, tls_server.py.
+set -uo pipefail
+
+fake_ca=$1
+ovx=$2
+tls_server=$3
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+# run_exit's output stays in $work/last for the checks that follow (check itself writes $work/out).
+eval "tap_$(declare -f run_exit)"
+run_exit() { tap_run_exit "$@"; cp "$work/out" "$work/last"; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-status.XXXXXX")
+chmod 0711 "$work"
+servers=()
+ca_pid=
+
+cleanup() {
+	local p
+	for p in "${servers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	if [ -n "$ca_pid" ]; then kill "$ca_pid" 2>/dev/null; wait "$ca_pid" 2>/dev/null; fi
+	ks_stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+cli() { "$KS_KEYSVC_CLI" "$@"; }
+# No keysvcd for the first part: the socket is a path nobody listens on.
+export KEYSVC_SOCKET=$work/nobody.sock
+unset NO_COLOR KEYSVC_INVENTORY
+
+# ---- a CA that mints certificates with chosen dates ----
+ca=$work/ca
+mkdir -p "$ca/new"
+: >"$ca/index.txt"
+echo 1000 >"$ca/serial"
+cat >"$ca/ca.cnf" <<EOF
+[ca]
+default_ca = own
+[own]
+dir = $ca
+database = \$dir/index.txt
+new_certs_dir = \$dir/new
+certificate = \$dir/ca.pem
+private_key = \$dir/ca.key
+serial = \$dir/serial
+default_md = sha256
+policy = any
+unique_subject = no
+default_crl_days = 7
+[any]
+commonName = supplied
+EOF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/ca.key" -out "$ca/ca.pem" \
+	-subj "/CN=keysvc status test CA" -days 3650 2>/dev/null || ks_die "CA"
+# A look-alike CA: same name, another key.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/fake.key" -out "$ca/fake.pem" \
+	-subj "/CN=keysvc status test CA" -days 3650 2>/dev/null || ks_die "fake CA"
+
+when() { date -u -d "$1" +%Y%m%d%H%M%SZ; }
+# mint FILE CN START END: a certificate for a new key (FILE.key) valid from START to END ("date -d" words)
+mint() {
+	local f=$1 cn=$2
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$f.key" -out "$f.csr" \
+		-subj "/CN=$cn" 2>/dev/null &&
+	openssl ca -batch -config "$ca/ca.cnf" -in "$f.csr" -out "$f" -notext \
+		-startdate "$(when "$3")" -enddate "$(when "$4")" 2>/dev/null || ks_die "mint $cn"
+	rm -f "$f.csr"
+}
+
+inv=$work/inv
+mkdir -p "$inv" "$work/c"
+# record CERT KEY CLIENT OUTCOME [EXTRA-JSON]: an inventory record written by hand
+record() {
+	local name
+	name=$(printf %s "$1" | sha256sum | cut -c1-64)
+	printf '{"version": 1, "cert": "%s", "key": "%s", "client": "%s", "outcome": "%s", "successes": 2, "failures": 1%s}\n' \
+		"$(printf %s "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')" "$2" "$3" "$4" "${5:-}" >"$inv/$name.json"
+}
+
+c=$work/c
+mint "$c/valid.pem" valid "-1 day" "+200 days"
+mint "$c/notice.pem" notice "-1 day" "+60 days"
+mint "$c/warning.pem" warning "-1 day" "+20 days"
+mint "$c/critical.pem" critical "-1 day" "+5 days"
+mint "$c/expired.pem" expired "-30 days" "-1 day"
+mint "$c/revoked.pem" revoked "-1 day" "+200 days"
+mint "$c/pushfail.pem" pushfail "-1 day" "+200 days"
+mint "$c/gone.pem" gone "-1 day" "+200 days"
+weird=$c/'we"ird\name.pem'
+mint "$weird" weird "-1 day" "+200 days"
+openssl ca -config "$ca/ca.cnf" -revoke "$c/revoked.pem" 2>/dev/null || ks_die "revoke"
+openssl ca -config "$ca/ca.cnf" -gencrl -out "$ca/crl.pem" 2>/dev/null || ks_die "gencrl"
+rm -f "$c/gone.pem"
+
+record "$c/valid.pem" k-valid openvox ok
+record "$c/notice.pem" k-notice ucl ok
+record "$c/warning.pem" k-warning oci failed ', "reason": "HTTP 500 from the CA"'
+record "$c/critical.pem" k-critical openvox ok
+record "$c/expired.pem" k-expired openvox ok
+record "$c/revoked.pem" k-revoked openvox ok ", \"ca_file\": \"$ca/ca.pem\", \"crl\": \"$ca/crl.pem\""
+record "$c/pushfail.pem" k-pushfail openvox push-failed ', "reason": "reload hook failed"'
+record "$c/gone.pem" k-gone openvox ok
+record "$weird" k-weird other ok
+# A certificate only in the configuration, with the valid one's CRL settings.
+cat >"$work/certs.json" <<EOF
+{"thresholds": {"critical_days": 10, "warning_days": 30, "notice_days": 90},
+ "certificates": [{"cert": "$c/extra.pem", "client": "other"},
+                  {"cert": "$c/valid.pem", "ca_file": "$ca/ca.pem", "crl": "$ca/crl.pem"}]}
+EOF
+mint "$c/extra.pem" extra "-1 day" "+300 days"
+
+st() { cli status --inventory "$inv" --config "$work/certs.json" "$@"; }
+run_exit 3 "" "status: something needs attention" st
+cp "$work/out" "$work/status.txt"
+line_class() { grep -F -- "$2" "$work/status.txt" | grep -q "^$1 "; }
+for pair in valid:valid.pem notice:notice.pem warning:warning.pem critical:critical.pem expired:expired.pem \
+	revoked:revoked.pem push-failed:pushfail.pem removed:gone.pem valid:extra.pem; do
+	check "status text: ${pair#*:} is ${pair%%:*}" line_class "${pair%%:*}" "$c/${pair#*:}"
+done
+check "status text: subject and issuer shown" grep -q "subject CN=notice; issuer CN=keysvc status test CA" "$work/status.txt"
+check "status text: the failure reason shown" grep -q "last renewal failed: HTTP 500 from the CA" "$work/status.txt"
+check "status text: keysvcd unreachable is said" grep -q "keysvcd cannot be reached" "$work/status.txt"
+check "status text: no colour when not a terminal" bash -c "! grep -q $'\e' '$work/status.txt'"
+check "status text: summary" grep -q "^10 certificates: 1 removed 1 revoked 1 push-failed 1 expired 1 critical 1 warning 1 notice 3 valid" "$work/status.txt"
+
+run_exit 3 "" "status --color always" st --color always
+check "colour: expired in red" grep -q $'\e\[31mexpired' "$work/last"
+check "colour: critical in orange" grep -q $'\e\[38;5;208mcritical' "$work/last"
+check "colour: revoked white on black" grep -q $'\e\[97;40mrevoked' "$work/last"
+check "colour: removed in purple" grep -q $'\e\[35mremoved' "$work/last"
+check "colour: valid in green" grep -q $'\e\[32mvalid' "$work/last"
+run_exit 3 "" "status --color never" st --color never
+check "--color never: no escape" bash -c "! grep -q $'\e' '$work/last'"
+# NO_COLOR on a terminal: script(1) gives us one.
+if command -v script >/dev/null; then
+	NO_COLOR=1 script -qec "'$KS_KEYSVC_CLI' status --inventory '$inv' --config '$work/certs.json'" /dev/null \
+		>"$work/tty-nocolor" 2>&1
+	script -qec "'$KS_KEYSVC_CLI' status --inventory '$inv' --config '$work/certs.json'" /dev/null \
+		>"$work/tty-color" 2>&1
+	check "terminal: coloured" grep -q $'\e\[31mexpired' "$work/tty-color"
+	check "terminal with NO_COLOR: not coloured" bash -c "! grep -q $'\e\[' '$work/tty-nocolor'"
+fi
+
+# JSON: one object, class names and colours.
+st --json >"$work/status.json" 2>/dev/null
+check "status --json: classes and colours" python3 - "$work/status.json" "$c" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = sys.argv[2]
+got = {e["cert"][len(c) + 1:]: (e["class"], e["colour"]) for e in d["certificates"]}
+want = {"valid.pem": ("valid", "green"), "notice.pem": ("notice", "blue"), "warning.pem": ("warning", "yellow"),
+        "critical.pem": ("critical", "orange"), "expired.pem": ("expired", "red"), "revoked.pem": ("revoked", "black"),
+        "pushfail.pem": ("push-failed", "gray"), "gone.pem": ("removed", "purple"), "extra.pem": ("valid", "green"),
+        'we"ird\\name.pem': ("valid", "green")}
+assert got == want, got
+assert d["keys_checked"] is False and "cannot be reached" in d["keys_note"]
+assert d["total"] == 10 and d["attention"] == 6 and d["errors"] == 0
+by = {e["cert"][len(c) + 1:]: e for e in d["certificates"]}
+assert by["revoked.pem"]["revoked"] is True and by["valid.pem"]["revoked"] is False
+assert by["notice.pem"]["revoked"] is None
+assert by["warning.pem"]["reason"] == "HTTP 500 from the CA" and by["warning.pem"]["outcome"] == "failed"
+assert by["valid.pem"]["client"] == "openvox" and by["extra.pem"]["client"] == "other"
+assert by["gone.pem"]["not_after"] is None and by["valid.pem"]["seconds_left"] > 199 * 86400
+assert by["expired.pem"]["seconds_left"] < 0
+EOF
+cli --json status --inventory "$inv" --config "$work/certs.json" >"$work/status2.json" 2>/dev/null
+check "keysvc --json status: the same JSON" python3 -c "
+import json; a = json.load(open('$work/status.json')); b = json.load(open('$work/status2.json'))
+assert [e['class'] for e in a['certificates']] == [e['class'] for e in b['certificates']]"
+
+# Prometheus.
+st --format prometheus >"$work/prom.txt" 2>/dev/null
+check "prometheus: HELP and TYPE of each metric" bash -c "
+	for m in keysvc_certificate_expiry_seconds:gauge keysvc_certificate_status:gauge \
+		keysvc_renewal_success_total:counter keysvc_renewal_failure_total:counter; do
+		grep -q \"^# HELP \${m%%:*} \" '$work/prom.txt' && grep -q \"^# TYPE \${m%%:*} \${m#*:}\$\" '$work/prom.txt' || exit 1
+	done"
+check "prometheus: class of the expired one" grep -qF "keysvc_certificate_status{cert=\"$c/expired.pem\",key=\"k-expired\",client=\"openvox\",class=\"expired\"} 1" "$work/prom.txt"
+check "prometheus: expiry seconds negative once expired" grep -qE "^keysvc_certificate_expiry_seconds\{cert=\"$c/expired.pem\",[^}]*\} -[0-9]+$" "$work/prom.txt"
+check "prometheus: no expiry for a removed file" bash -c "! grep -q 'expiry_seconds{cert=\"$c/gone.pem\"' '$work/prom.txt'"
+check "prometheus: counters from the inventory" grep -qF "keysvc_renewal_failure_total{cert=\"$c/warning.pem\",key=\"k-warning\",client=\"oci\"} 1" "$work/prom.txt"
+check "prometheus: label values escaped" grep -qF "cert=\"$c/we\\\"ird\\\\name.pem\",key=\"k-weird\"" "$work/prom.txt"
+check "prometheus: every sample line parses" python3 - "$work/prom.txt" <<'EOF'
+import re, sys
+lab = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+pat = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{' + lab + r'(?:,' + lab + r')*\} -?[0-9]+$')
+n = 0
+for line in open(sys.argv[1]):
+    line = line.rstrip("\n")
+    if line.startswith("#"):
+        continue
+    assert pat.match(line), line
+    n += 1
+assert n == 9 + 10 + 10 + 10, n
+EOF
+st --format prometheus --textfile "$work/keysvc.prom" >"$work/prom-same.txt" 2>/dev/null
+check "textfile: what --format prometheus prints" cmp -s "$work/keysvc.prom" "$work/prom-same.txt"
+rm -f "$work/keysvc.prom"
+run_exit 3 "" "status --textfile with --format json" st --textfile "$work/keysvc.prom" --format json
+check "textfile written beside JSON" grep -q "^keysvc_certificate_status{" "$work/keysvc.prom"
+check "textfile: mode 0644" bash -c "[ \$(stat -c %a '$work/keysvc.prom') = 644 ]"
+check "textfile: no temporary file left" bash -c "[ \$(ls '$work' | grep -c '^keysvc.prom') = 1 ]"
+run_exit 1 "--textfile" "textfile in a missing directory: error" st --textfile "$work/none/keysvc.prom"
+
+# Exit codes.
+mkdir -p "$work/inv-ok"
+cp "$inv/$(printf %s "$c/valid.pem" | sha256sum | cut -c1-64).json" "$work/inv-ok/"
+cp "$inv/$(printf %s "$c/notice.pem" | sha256sum | cut -c1-64).json" "$work/inv-ok/"
+echo '{}' >"$work/empty.json"
+run_exit 0 "" "status: only valid and notice: nothing needs attention" \
+	cli status --inventory "$work/inv-ok" --config "$work/empty.json"
+run_exit 0 "" "KEYSVC_INVENTORY names the directory" env KEYSVC_INVENTORY="$work/inv-ok" \
+	"$KS_KEYSVC_CLI" status --config "$work/empty.json"
+check "KEYSVC_INVENTORY: two certificates" grep -q "^2 certificates: 1 notice 1 valid" "$work/last"
+echo '{"version": 1, "cert": "/x", "colour": "red"}' >"$work/inv-ok/$(printf '%064d' 0).json"
+run_exit 1 "inventory record" "status: a broken record is an error (the others still shown)" \
+	cli status --inventory "$work/inv-ok" --config "$work/empty.json"
+check "broken record: the others still listed" grep -q "2 certificates" "$work/last"
+echo '{"certificates": [{"cert": "/a", "colour": "red"}]}' >"$work/bad1.json"
+echo '{"thresholds": {}, "thresholds": {}}' >"$work/bad2.json"
+echo '{"thresholds": {"critical_days": "10"}}' >"$work/bad3.json"
+run_exit 2 "certificates[0]: unknown field \"colour\"" "status: a configuration with an unknown field" \
+	cli status --inventory "$inv" --config "$work/bad1.json"
+run_exit 2 "duplicate object key" "status: a configuration with a duplicate key" \
+	cli status --inventory "$inv" --config "$work/bad2.json"
+run_exit 2 "thresholds.critical_days: expected an integer" "status: a configuration with a wrong type" \
+	cli status --inventory "$inv" --config "$work/bad3.json"
+cli status --json --inventory "$inv" --config "$work/bad1.json" >"$work/err.json" 2>/dev/null
+check "status --json: the error as one JSON object" python3 -c "
+import json; d = json.loads(open('$work/err.json').read())
+assert d['error'] == 'configuration' and 'unknown field' in d['message'], d"
+run_exit 2 "not a regular file" "status: a configuration that is not a regular file" \
+	cli status --inventory "$inv" --config <(echo '{}')
+run_exit 2 "No such file" "status: a missing --config" cli status --config "$work/none.json"
+run_exit 2 "--format" "status: unknown format" st --format xml
+run_exit 2 "unrecognized option" "status: a prefix of an option is not taken" st --inv "$inv"
+run_exit 2 "unexpected argument" "status: stray argument" st extra
+# Thresholds from the configuration: with notice at 10 days the 60-day one is valid.
+cat >"$work/short.json" <<EOF
+{"thresholds": {"critical_days": 1, "warning_days": 2, "notice_days": 10}}
+EOF
+run_exit 3 "" "status with configured thresholds" cli status --inventory "$inv" --config "$work/short.json"
+check "thresholds: 60 days left is valid" bash -c "grep -F '$c/notice.pem' '$work/last' | grep -q '^valid '"
+check "thresholds: 5 days left is notice" bash -c "grep -F '$c/critical.pem' '$work/last' | grep -q '^notice '"
+
+# The CRL: one signed by the look-alike CA is not believed.
+openssl ca -config "$ca/ca.cnf" -keyfile "$ca/fake.key" -cert "$ca/fake.pem" -gencrl -out "$work/fake-crl.pem" 2>/dev/null
+record "$c/revoked.pem" k-revoked openvox ok ", \"ca_file\": \"$ca/ca.pem\", \"crl\": \"$work/fake-crl.pem\""
+run_exit 1 "not signed by a CA certificate" "status: a CRL not signed by the CA: error, not revoked" st
+check "fake CRL: not classed revoked" bash -c "grep -F '$c/revoked.pem' '$work/last' | grep -q '^valid '"
+record "$c/revoked.pem" k-revoked openvox ok ", \"ca_file\": \"$ca/ca.pem\", \"crl\": \"$ca/crl.pem\""
+
+# ---- keys: keysvcd running ----
+me=$(id -u)
+ks_start "$work/d" '[{"uid": '"$me"', "keys": ["*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]}]'
+export KEYSVC_SOCKET=$KS_SOCKET
+for k in k-valid k-notice k-warning k-critical k-expired k-revoked k-pushfail k-weird; do
+	ks_cli keygen "$k" >/dev/null || ks_die "keygen $k"
+done
+run_exit 3 "" "status with keysvcd: k-gone's file is gone anyway" st
+check "keysvcd reachable: no unreachable note" bash -c "! grep -q 'cannot be reached' '$work/last'"
+check "keysvcd: the valid one stays valid" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
+ks_cli delete k-valid >/dev/null
+run_exit 3 "keysvcd has no key k-valid" "status: a key removed from keysvcd" st
+check "removed key: class removed" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^removed '"
+st --json >"$work/keys.json" 2>/dev/null
+check "removed key: key_present false in JSON" python3 -c "
+import json; d = json.load(open('$work/keys.json'))
+e = {x['cert'].rsplit('/', 1)[1]: x for x in d['certificates']}
+assert d['keys_checked'] is True
+assert e['valid.pem']['key_present'] is False and e['valid.pem']['class'] == 'removed'
+assert e['notice.pem']['key_present'] is True"
+ks_stop
+run_exit 3 "keysvcd cannot be reached" "status with keysvcd stopped: said so" st
+check "keysvcd stopped: the key is not taken as removed" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
+
+# ---- verify ----
+# serve NAME CERT KEY | serve NAME --hang: a server in the background, its port in $port
+serve() {
+	local name=$1 i
+	shift
+	rm -f "$work/$name.port"
+	python3 "$tls_server" "$work/$name.port" "$@" 2>>"$work/servers.log" &
+	servers+=($!)
+	for i in $(seq 1 100); do
+		[ -s "$work/$name.port" ] && break
+		sleep 0.05
+	done
+	[ -s "$work/$name.port" ] || ks_die "server $name did not come up: $(cat "$work/servers.log")"
+	port=$(cat "$work/$name.port")
+}
+v=$work/v
+mkdir -p "$v"
+mint "$v/web.pem" web.example.org "-1 day" "+200 days"
+mint "$v/old.pem" web.example.org "-100 days" "+100 days"
+mint "$v/unrelated.pem" other.example.org "-1 day" "+200 days"
+cp "$v/old.pem" "$v/web.pem.prev"
+serve good "$v/web.pem" "$v/web.pem.key" "$work/sni.log"; p_good=$port
+serve prev "$v/old.pem" "$v/old.pem.key"; p_prev=$port
+serve other "$v/unrelated.pem" "$v/unrelated.pem.key"; p_other=$port
+serve hang --hang; p_hang=$port
+p_closed=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/verify.json" <<EOF
+{"verify": {"connect_timeout_ms": 2000, "handshake_timeout_ms": 1500},
+ "certificates": [{"cert": "$v/web.pem", "key": "web", "endpoints": [
+   {"host": "127.0.0.1", "port": $p_good, "sni": "web.example.org"},
+   {"host": "127.0.0.1", "port": $p_prev, "sni": "web.example.org"},
+   {"host": "127.0.0.1", "port": $p_other},
+   {"host": "127.0.0.1", "port": $p_hang},
+   {"host": "127.0.0.1", "port": $p_closed}]},
+  {"cert": "$v/unrelated.pem"}]}
+EOF
+start=$(date +%s)
+run_exit 3 "Push Validation Report" "verify: some endpoints out of sync" cli verify --config "$work/verify.json"
+took=$(( $(date +%s) - start ))
+cp "$work/out" "$work/verify.txt"
+check "verify: the expected certificate is In Sync" grep -q "^  In Sync      127.0.0.1:$p_good (SNI web.example.org)" "$work/verify.txt"
+check "verify: the previous certificate still served" bash -c "grep -A1 '^  Out of Sync  127.0.0.1:$p_prev ' '$work/verify.txt' | grep -q 'an older certificate is still served: $v/web.pem.prev'"
+check "verify: an unrelated certificate" bash -c "grep -A1 '^  Out of Sync  127.0.0.1:$p_other\$' '$work/verify.txt' | grep -q 'another certificate served: CN=other.example.org'"
+check "verify: a silent server times out" bash -c "grep -A1 '^  Out of Sync  127.0.0.1:$p_hang\$' '$work/verify.txt' | grep -q 'timed out'"
+check "verify: a closed port" bash -c "grep -A1 '^  Out of Sync  127.0.0.1:$p_closed\$' '$work/verify.txt' | grep -q 'Connection refused'"
+check "verify: the share in sync" grep -q "^In Sync: 1 of 5 endpoints (20%); Out of Sync: 4" "$work/verify.txt"
+check "verify: bounded by the handshake timeout (took ${took}s)" test "$took" -lt 10
+check "verify: the SNI name was sent" grep -qx "web.example.org" "$work/sni.log"
+cli verify --config "$work/verify.json" --json >"$work/verify.json.out" 2>/dev/null
+check "verify --json" python3 -c "
+import json; d = json.load(open('$work/verify.json.out'))
+assert d['total'] == 5 and d['in_sync'] == 1 and abs(d['share'] - 0.2) < 1e-9, d
+s = [e['served'] for e in d['endpoints']]
+assert s == ['in-sync', 'previous', 'other', 'unreachable', 'unreachable'], s
+assert d['endpoints'][0]['in_sync'] is True and d['endpoints'][1]['sni'] == 'web.example.org'"
+cat >"$work/verify-ok.json" <<EOF
+{"certificates": [{"cert": "$v/web.pem", "endpoints": [{"host": "127.0.0.1", "port": $p_good, "sni": "web.example.org"}]}]}
+EOF
+run_exit 0 "In Sync: 1 of 1 endpoints (100%)" "verify: all in sync" cli verify --config "$work/verify-ok.json"
+run_exit 3 "In Sync: 0 of 1" "verify --cert: only that certificate" bash -c \
+	"cd '$v' && '$KS_KEYSVC_CLI' verify --config '$work/verify.json' --cert unrelated.pem --json >/dev/null; \
+	 sed 's/\"port\": $p_good/\"port\": $p_prev/' '$work/verify-ok.json' >'$work/verify-prev.json'; \
+	 '$KS_KEYSVC_CLI' verify --config '$work/verify-prev.json' --cert '$v/web.pem'"
+run_exit 2 "not in the configuration" "verify --cert not configured" cli verify --config "$work/verify.json" --cert /etc/none.pem
+rm "$v/web.pem.prev"
+run_exit 3 "another certificate served" "verify: without .prev the old one is just another certificate" \
+	cli verify --config "$work/verify.json"
+
+# ---- install hooks through keysvc-openvox ----
+export OPENSSL_MODULES=$KS_PROVIDER_DIR
+ks_start "$work/d2" '[{"uid": '"$me"', "keys": ["agent*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]}]'
+export KEYSVC_SOCKET=$KS_SOCKET
+cadir=$work/fakeca
+: >"$work/control"
+"$fake_ca" --dir "$cadir" --port-file "$work/ca.port" --control "$work/control" --autosign \
+	--ttl 864000 --renewal-ttl 7776000 2>>"$work/ca.log" &
+ca_pid=$!
+for i in $(seq 1 100); do [ -s "$work/ca.port" ] && break; sleep 0.05; done
+[ -s "$work/ca.port" ] || ks_die "fake CA did not come up: $(cat "$work/ca.log")"
+server=https://127.0.0.1:$(cat "$work/ca.port")
+certs=$work/agent
+mkdir -p "$certs"
+cert=$certs/agent1.pem
+oinv=$work/oinv
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert"
+	--quiet --inventory "$oinv")
+orec() { cat "$oinv/$(printf %s "$cert" | sha256sum | cut -c1-64).json"; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]))" \
+	"$oinv/$(printf %s "$cert" | sha256sum | cut -c1-64).json" "$1"; }
+
+echo '{"certificates": 1}' >"$work/bad4.json"
+run_exit 2 "certificates: expected an array" "openvox: a broken --config is refused before anything" \
+	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --config "$work/bad4.json"
+run_exit 2 "No such file" "openvox: a missing --config is refused" \
+	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --config "$work/none.json"
+[ -e "$cert" ] && fail "broken config: nothing enrolled" || ok "broken config: nothing enrolled"
+run_exit 0 "" "openvox enroll records into the inventory" \
+	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --waitforcert 1 --maxwaitforcert 10 \
+	--crl-out "$certs/crl.pem"
+check "inventory: ok, openvox, key, CA, CRL" bash -c "[ '$(field outcome)' = ok ] && [ '$(field client)' = openvox ] &&
+	[ '$(field key)' = agent1 ] && [ '$(field ca_file)' = '$cadir/ca.pem' ] && [ '$(field crl)' = '$certs/crl.pem' ] &&
+	[ '$(field successes)' = 1 ]"
+check "inventory record mode 0644" bash -c "[ \$(stat -c %a '$oinv'/*.json) = 644 ]"
+run_exit 0 "" "status of the enrolled certificate (89 days: notice, nothing to do)" \
+	cli status --inventory "$oinv" --config "$work/empty.json"
+check "enrolled: notice, openvox, agent1, ok" bash -c "grep -F '$cert' '$work/last' | grep -qE '^notice .* openvox +agent1 +ok '"
+run_exit 0 "" "status: the CA's CRL checked and not revoking it" bash -c \
+	"'$KS_KEYSVC_CLI' status --inventory '$oinv' --config '$work/empty.json' --json | python3 -c 'import json,sys; e=json.load(sys.stdin)[\"certificates\"][0]; assert e[\"revoked\"] is False and e[\"key_present\"] is True, e'"
+
+# The endpoint: openssl s_server with the installed certificate and its key in the
+# token (through the provider). The reload hook restarts it, so that it serves
+# whatever is installed at that moment.
+p_agent=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/restart.sh" <<SCRIPT
+#!/bin/sh
+# The reload: the endpoint restarts with the installed certificate.
+if [ -s "$work/agent-server.pid" ]; then
+	pid=\$(cat "$work/agent-server.pid")
+	kill \$pid 2>/dev/null
+	while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
+fi
+openssl s_server -provider default -provider keysvc -accept 127.0.0.1:$p_agent -cert "$cert" \\
+	-key keysvc:agent1 -www </dev/null >"$work/agent-server.log" 2>&1 &
+echo \$! >"$work/agent-server.pid"
+for i in \$(seq 1 100); do
+	grep -q ACCEPT "$work/agent-server.log" && { echo reloaded >>"$work/reload.log"; exit 0; }
+	sleep 0.05
+done
+exit 1
+SCRIPT
+chmod +x "$work/restart.sh"
+stop_agent_server() {
+	[ -s "$work/agent-server.pid" ] && kill "$(cat "$work/agent-server.pid")" 2>/dev/null
+	rm -f "$work/agent-server.pid"
+}
+trap 'stop_agent_server; cleanup' EXIT
+check "the endpoint starts with the enrolled certificate" "$work/restart.sh"
+
+# hookconf RELOAD-JSON [EXTRA]: the configuration for the agent's certificate, its endpoint included
+hookconf() {
+	printf '{"verify": {"handshake_timeout_ms": 3000}, "certificates": [{"cert": "%s", "reload": %s, "endpoints": [{"host": "127.0.0.1", "port": %s, "sni": "agent1.example.org"}]%s}]}\n' \
+		"$cert" "$1" "$p_agent" "${2:-}" >"$work/hook.json"
+}
+renew() { sleep 1.1; "$ovx" renew "${common[@]}" --ca-file "$cadir/ca.pem" --config "$work/hook.json" "$@"; }
+reason() { field reason; }
+
+hookconf "[\"$work/restart.sh\"]"
+run_exit 0 "In Sync: 1 of 1" "verify: the endpoint serves the enrolled certificate" cli verify --config "$work/hook.json"
+cp "$cert" "$work/before.pem"
+: >"$work/reload.log"
+run_exit 0 "" "renew, reload hook restarts the endpoint, verified In Sync" renew
+check "hook ok: the reload ran" grep -qx reloaded "$work/reload.log"
+check "hook ok: recorded ok, 2 successes" bash -c "[ '$(field outcome)' = ok ] && [ '$(field successes)' = 2 ]"
+check "hook ok: .prev is the previous certificate" cmp -s "$cert.prev" "$work/before.pem"
+run_exit 0 "In Sync: 1 of 1" "verify: the renewed certificate is served" cli verify --config "$work/hook.json"
+
+# The hook "succeeds" but reloads nothing: the endpoint still serves the previous certificate.
+hookconf '["true"]' ', "verify_wait": 1'
+cp "$cert" "$work/before.pem"
+run_exit 8 "the previous certificate served" "renew, endpoint still serving the old certificate: exit 8" renew
+check "verification failed: push-failed recorded" bash -c "[ '$(field outcome)' = push-failed ]"
+case "$(reason)" in
+*"1 of 1 endpoints do not serve the new certificate"*) ok "verification failed: the reason recorded" ;;
+*) fail "verification failed: the reason recorded: $(reason)" ;;
+esac
+check "verification failed: the new certificate is installed" bash -c "! cmp -s '$cert' '$work/before.pem'"
+check "verification failed: .prev kept for the rollback" cmp -s "$cert.prev" "$work/before.pem"
+run_exit 3 "an older certificate is still served: $cert.prev" "verify says the older certificate is served" \
+	cli verify --config "$work/hook.json"
+run_exit 3 "" "status after the failed push" cli status --inventory "$oinv" --config "$work/hook.json"
+check "status: push-failed (gray)" bash -c "grep -F '$cert' '$work/last' | grep -q '^push-failed '"
+cli status --inventory "$oinv" --config "$work/hook.json" --format prometheus >"$work/prom2.txt" 2>/dev/null
+check "prometheus: push-failed class and the counters" bash -c "
+	grep -qF 'keysvc_certificate_status{cert=\"$cert\",key=\"agent1\",client=\"openvox\",class=\"push-failed\"} 1' '$work/prom2.txt' &&
+	grep -qF 'keysvc_renewal_success_total{cert=\"$cert\",key=\"agent1\",client=\"openvox\"} 2' '$work/prom2.txt' &&
+	grep -qF 'keysvc_renewal_failure_total{cert=\"$cert\",key=\"agent1\",client=\"openvox\"} 1' '$work/prom2.txt'"
+
+hookconf '["sh", "-c", "echo reload failed >&2; exit 4"]'
+cp "$cert" "$work/before.pem"
+run_exit 8 "push failed: sh exited with status 4" "renew with a failing reload hook: exit 8" renew
+check "failing hook: push-failed recorded with the reason" bash -c "[ '$(field outcome)' = push-failed ] &&
+	[ '$(field reason)' = 'sh exited with status 4' ] && [ '$(field failures)' = 2 ]"
+check "failing hook: .prev kept for the rollback" cmp -s "$cert.prev" "$work/before.pem"
+
+hookconf '["sh", "-c", "sleep 60"]' ', "reload_timeout": 1'
+start=$(date +%s)
+run_exit 8 "timed out after 1 s" "renew with a hanging reload hook: killed, exit 8" renew
+took=$(( $(date +%s) - start ))
+check "hanging hook: bounded (took ${took}s)" test "$took" -lt 15
+check "hanging hook: push-failed" bash -c "[ '$(field outcome)' = push-failed ] && [ '$(field failures)' = 3 ]"
+
+hookconf '["/nonexistent/reload"]'
+run_exit 8 "cannot run /nonexistent/reload" "renew with a reload command that does not exist" renew
+
+# A renewal that fails at the CA: failed, with the reason; no reload attempted.
+echo status-500 >"$work/control"
+: >"$work/reload.log"
+hookconf "[\"$work/restart.sh\"]"
+run_exit 3 "HTTP 500" "renew refused by the CA" renew
+check "CA failure: recorded failed" bash -c "[ '$(field outcome)' = failed ]"
+case "$(reason)" in
+*"HTTP 500"*) ok "CA failure: the reason recorded" ;;
+*) fail "CA failure: the reason recorded: $(reason)" ;;
+esac
+check "CA failure: no reload attempted" bash -c "! [ -s '$work/reload.log' ]"
+echo normal >"$work/control"
+run_exit 0 "" "renew again: reloaded and verified" renew
+check "recorded ok again" bash -c "[ '$(field outcome)' = ok ] && [ '$(field successes)' = 3 ]"
+stop_agent_server
+
+kill "$ca_pid" 2>/dev/null; wait "$ca_pid" 2>/dev/null; ca_pid=
+ks_stop || fail "keysvcd exit status"
+echo "# status: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
