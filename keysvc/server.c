@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "keysvc/sdnotify.h"
 #include "proto/frame.h"
 #include "proto/log.h"
@@ -305,6 +307,13 @@ static void *conn_thread(void *arg)
 	}
 	free(resp);
 	ks_buf_free(&body);
+	/*
+	 * Threads are detached and shutdown waits only until the last one has
+	 * unlinked itself: free this thread's OpenSSL state (its DRBG, made by
+	 * key.generate or a CSR) before that, or main() may exit with it still
+	 * allocated.
+	 */
+	OPENSSL_thread_stop();
 	/* Unlinked first, so shutdown_conns() never touches a closed (maybe reused) fd. */
 	conn_unlink(srv, c);
 	close(c->fd);

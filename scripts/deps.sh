@@ -12,6 +12,8 @@ packages=(
 	libcmocka-dev               # unit tests
 	libcurl4-openssl-dev        # HTTPS of the renewal clients (OpenSSL flavour)
 	curl python3                # the test CA smoke test speaks HTTPS with curl; a test picks free ports with python3
+	clang libclang-rt-14-dev    # libFuzzer and clang's sanitizer runtimes (tests/fuzz/run.sh)
+	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
 )
 
 missing=()
