@@ -117,14 +117,14 @@ export OPENSSL_MODULES=$build/clients/provider
 step "keysvc-openvox enroll: key in the token, CSR, PUT certificate_request, certificate checked and installed"
 "$build/clients/openvox/keysvc-openvox" enroll --server "$server" --socket "$KS_SOCKET" \
 	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
-	--cert "$dir/certs/agent1.pem" --crl-out "$dir/certs/crl.pem"
+	--cert "$dir/certs/agent1.pem" --crl-out "$dir/certs/crl.pem" --inventory "$dir/inventory"
 openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
 
 step "keysvc-openvox renew: POST certificate_renewal over mutual TLS, the TLS key in the token"
 sleep 1   # so that the renewed certificate ends later, to the second
 "$build/clients/openvox/keysvc-openvox" renew --server "$server" --socket "$KS_SOCKET" \
 	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
-	--cert "$dir/certs/agent1.pem"
+	--cert "$dir/certs/agent1.pem" --inventory "$dir/inventory"
 openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
 echo "same key, new certificate; the previous one is kept:"
 for f in "$dir/certs/agent1.pem.prev" "$dir/certs/agent1.pem"; do
@@ -136,6 +136,9 @@ grep '"sign"' "$dir/audit.log" | tail -n 2
 
 step "The token holds the keys (the private halves never left it)"
 ks_cli list
+
+step "keysvc status: the managed certificate, its class and last renewal (exit 0: nothing needs attention)"
+ks_cli status --inventory "$dir/inventory" --color never
 
 stop_all
 trap - EXIT
