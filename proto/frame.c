@@ -90,7 +90,13 @@ static int read_full(int fd, uint8_t *p, size_t n, int timeout_ms,
 	return 0;
 }
 
-int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
+/*
+ * Both readers: wait at most @first_wait_ms for the first byte (0: no
+ * bound), then read the frame with each wait bounded by @chunk_ms (as
+ * wait_fd() takes it) and the whole frame by @frame_ms from its first byte
+ * (0: no bound).
+ */
+static int read_frame(int fd, struct ks_buf *body, int first_wait_ms, int chunk_ms, int64_t frame_ms)
 {
 	uint8_t hdr[KS_FRAME_HDR];
 	int64_t deadline = 0;
@@ -98,19 +104,15 @@ int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
 	uint8_t *p;
 	int r;
 
-	/* Negative has always meant "no timeout" here; wait_fd() gives -1 another meaning. */
-	if (timeout_ms < 0)
-		timeout_ms = 0;
 	ks_buf_reset(body);
 	if (body->max < KS_FRAME_MAX)
 		return -EINVAL;
-	/* The first byte may take as long as an idle client is allowed to idle. */
-	if (timeout_ms > 0 &&
-	    (r = wait_fd(fd, POLLIN, timeout_ms, now_ms() + timeout_ms)) != 0)
+	if ((r = wait_fd(fd, POLLIN, first_wait_ms > 0 ? -1 : 0, now_ms() + first_wait_ms)) != 0)
 		return r;
-	if (timeout_ms > 0)
-		deadline = now_ms() + 4 * (int64_t)timeout_ms;
-	r = read_full(fd, hdr, sizeof(hdr), timeout_ms, deadline, &got);
+	/* The frame's clock starts when its first byte is readable. */
+	if (frame_ms > 0)
+		deadline = now_ms() + frame_ms;
+	r = read_full(fd, hdr, sizeof(hdr), chunk_ms, deadline, &got);
 	if (r == -EPIPE && got == 0)
 		return -ECONNRESET;
 	if (r != 0)
@@ -120,12 +122,20 @@ int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
 		return r;
 	if ((r = ks_buf_reserve(body, len, &p)) != 0)
 		return r;
-	r = read_full(fd, p, len, timeout_ms, deadline, &body_got);
-	if (r != 0) {
+	if ((r = read_full(fd, p, len, chunk_ms, deadline, &body_got)) != 0) {
 		ks_buf_reset(body);
 		return r;
 	}
 	return 0;
+}
+
+int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
+{
+	/* Negative has always meant "no timeout" here; wait_fd() gives -1 another meaning. */
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	/* The first byte may take as long as an idle client is allowed to idle. */
+	return read_frame(fd, body, timeout_ms, timeout_ms, 4 * (int64_t)timeout_ms);
 }
 
 static int write_full(int fd, const uint8_t *p, size_t n, int timeout_ms,
@@ -151,73 +161,38 @@ static int write_full(int fd, const uint8_t *p, size_t n, int timeout_ms,
 	return 0;
 }
 
-int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms)
+/* Both writers: each wait bounded by @chunk_ms (as wait_fd() takes it), the frame by @frame_ms (0: none). */
+static int write_frame(int fd, const void *body, size_t len, int chunk_ms, int64_t frame_ms)
 {
 	uint8_t hdr[KS_FRAME_HDR];
 	int64_t deadline = 0;
 	int r;
 
-	if (timeout_ms < 0)
-		timeout_ms = 0;
 	if (len == 0 || len > KS_FRAME_MAX)
 		return -EMSGSIZE;
-	if (timeout_ms > 0)
-		deadline = now_ms() + 4 * (int64_t)timeout_ms;
+	if (frame_ms > 0)
+		deadline = now_ms() + frame_ms;
 	ks_frame_header_encode(hdr, len);
-	if ((r = write_full(fd, hdr, sizeof(hdr), timeout_ms, deadline)) != 0)
+	if ((r = write_full(fd, hdr, sizeof(hdr), chunk_ms, deadline)) != 0)
 		return r;
-	return write_full(fd, body, len, timeout_ms, deadline);
+	return write_full(fd, body, len, chunk_ms, deadline);
 }
 
+int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	return write_frame(fd, body, len, timeout_ms, 4 * (int64_t)timeout_ms);
+}
+
+/* -1 for wait_fd(): waits bounded only by the frame's deadline; 0: no bound at all. */
 int ks_frame_read_deadline(int fd, struct ks_buf *body, int idle_timeout_ms,
 			   int frame_timeout_ms)
 {
-	uint8_t hdr[KS_FRAME_HDR];
-	/* -1: wait_fd() bounds only by the deadline; 0: no bound at all. */
-	int chunk = frame_timeout_ms > 0 ? -1 : 0;
-	int64_t deadline = 0;
-	size_t got = 0, len = 0, body_got = 0;
-	uint8_t *p;
-	int r;
-
-	ks_buf_reset(body);
-	if (body->max < KS_FRAME_MAX)
-		return -EINVAL;
-	if ((r = wait_fd(fd, POLLIN, idle_timeout_ms > 0 ? -1 : 0,
-			 now_ms() + idle_timeout_ms)) != 0)
-		return r;
-	/* The frame's clock starts when its first byte is readable, not per chunk. */
-	if (frame_timeout_ms > 0)
-		deadline = now_ms() + frame_timeout_ms;
-	r = read_full(fd, hdr, sizeof(hdr), chunk, deadline, &got);
-	if (r == -EPIPE && got == 0)
-		return -ECONNRESET;
-	if (r != 0)
-		return r;
-	if ((r = ks_frame_header_decode(hdr, &len)) != 0)
-		return r;
-	if ((r = ks_buf_reserve(body, len, &p)) != 0)
-		return r;
-	if ((r = read_full(fd, p, len, chunk, deadline, &body_got)) != 0) {
-		ks_buf_reset(body);
-		return r;
-	}
-	return 0;
+	return read_frame(fd, body, idle_timeout_ms, frame_timeout_ms > 0 ? -1 : 0, frame_timeout_ms);
 }
 
 int ks_frame_write_deadline(int fd, const void *body, size_t len, int frame_timeout_ms)
 {
-	uint8_t hdr[KS_FRAME_HDR];
-	int chunk = frame_timeout_ms > 0 ? -1 : 0;
-	int64_t deadline = 0;
-	int r;
-
-	if (len == 0 || len > KS_FRAME_MAX)
-		return -EMSGSIZE;
-	if (frame_timeout_ms > 0)
-		deadline = now_ms() + frame_timeout_ms;
-	ks_frame_header_encode(hdr, len);
-	if ((r = write_full(fd, hdr, sizeof(hdr), chunk, deadline)) != 0)
-		return r;
-	return write_full(fd, body, len, chunk, deadline);
+	return write_frame(fd, body, len, frame_timeout_ms > 0 ? -1 : 0, frame_timeout_ms);
 }
