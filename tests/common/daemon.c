@@ -762,3 +762,22 @@ const char *ks_td_outcome(json_t *resp)
 		return json_string_value(json_object_get(resp, "error"));
 	return NULL;
 }
+
+int ks_td_fixture_alloc(void **state)
+{
+	struct ks_td *d = calloc(1, sizeof(*d));
+
+	if (d == NULL)
+		return -1;
+	*state = d;
+	return 0;
+}
+
+int ks_td_fixture_free(void **state)
+{
+	struct ks_td *d = *state;
+
+	ks_td_teardown(d);
+	free(d);
+	return 0;
+}

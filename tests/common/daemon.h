@@ -130,6 +130,14 @@ int ks_td_reload(struct ks_td *d);
 /* Stop the daemon if alive, remove the directory tree, wipe the PIN. */
 void ks_td_teardown(struct ks_td *d);
 
+/*
+ * cmocka fixtures for tests that each start their own daemon: *@state gets
+ * a zeroed struct ks_td (for ks_td_init()), and is torn down and freed
+ * after the test, whatever state it reached.
+ */
+int ks_td_fixture_alloc(void **state);
+int ks_td_fixture_free(void **state);
+
 /* ---- wire -------------------------------------------------------------- */
 
 /* A connected socket (blocking, close-on-exec), or -errno. */

@@ -39,25 +39,6 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static int td_alloc(void **state)
-{
-	struct ks_td *d = calloc(1, sizeof(*d));
-
-	if (d == NULL)
-		return -1;
-	*state = d;
-	return 0;
-}
-
-static int td_free(void **state)
-{
-	struct ks_td *d = *state;
-
-	ks_td_teardown(d);
-	free(d);
-	return 0;
-}
-
 static void dump(const char *what, json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1185,17 +1166,17 @@ static void test_config_refusal(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_hello, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_bad_frames, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_denied_peer, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_policy_reload, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_audit, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_pin_canary, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_concurrency, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_stalled_client, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_max_clients, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_signals, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_config_refusal, td_alloc, td_free),
+		cmocka_unit_test_setup_teardown(test_hello, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_bad_frames, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_denied_peer, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_policy_reload, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_audit, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_pin_canary, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_concurrency, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_stalled_client, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_max_clients, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_signals, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_config_refusal, ks_td_fixture_alloc, ks_td_fixture_free),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -52,25 +52,6 @@
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static int td_alloc(void **state)
-{
-	struct ks_td *d = calloc(1, sizeof(*d));
-
-	if (d == NULL)
-		return -1;
-	*state = d;
-	return 0;
-}
-
-static int td_free(void **state)
-{
-	struct ks_td *d = *state;
-
-	ks_td_teardown(d);
-	free(d);
-	return 0;
-}
-
 static void sleep_ms(int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -599,11 +580,11 @@ static void test_no_core_dumps(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_per_uid_limit, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_deadlines, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_unread_responses, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_emfile, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_no_core_dumps, td_alloc, td_free),
+		cmocka_unit_test_setup_teardown(test_per_uid_limit, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_deadlines, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_unread_responses, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_emfile, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_no_core_dumps, ks_td_fixture_alloc, ks_td_fixture_free),
 	};
 
 	/* Writes to a connection the daemon dropped must fail with EPIPE, not kill us. */

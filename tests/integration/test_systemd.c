@@ -41,25 +41,6 @@
 #define HELLO "{\"id\":1,\"op\":\"hello\"}"
 #define ROOT_ALL "[{\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"key.list\"]}]"
 
-static int td_alloc(void **state)
-{
-	struct ks_td *d = calloc(1, sizeof(*d));
-
-	if (d == NULL)
-		return -1;
-	*state = d;
-	return 0;
-}
-
-static int td_free(void **state)
-{
-	struct ks_td *d = *state;
-
-	ks_td_teardown(d);
-	free(d);
-	return 0;
-}
-
 /* A socket of @type bound to @path (unlinked first); listening if @listening. */
 static int bound_socket(const char *path, int type, int listening)
 {
@@ -466,9 +447,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_listen_fd_parsing),
-		cmocka_unit_test_setup_teardown(test_socket_activation, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_notify, td_alloc, td_free),
-		cmocka_unit_test_setup_teardown(test_credential_pin, td_alloc, td_free),
+		cmocka_unit_test_setup_teardown(test_socket_activation, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_notify, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_credential_pin, ks_td_fixture_alloc, ks_td_fixture_free),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
