@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -347,6 +348,7 @@ out:
 int ks_conf_load(const char *path, int must_exist, struct ks_conf *c, char *err)
 {
 	char why[KS_CI_ERR_MAX], *text = NULL;
+	struct stat st;
 	size_t len;
 	int r;
 
@@ -355,7 +357,17 @@ int ks_conf_load(const char *path, int must_exist, struct ks_conf *c, char *err)
 		return 0;
 	if ((r = ks_ci_read_file(path, &text, &len, why)) < 0)
 		return fail(err, r, "%s", why);
-	if ((r = ks_conf_parse(text, len, c, why)) < 0)
+	/*
+	 * Its reload commands run as whoever reads it: the file (after any
+	 * symlink) must be root's or ours and writable by nobody else.
+	 */
+	if (stat(path, &st) != 0) {
+		r = fail(err, -errno, "%s: %s", path, strerror(errno));
+	} else if (!S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) ||
+		   (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		r = fail(err, -EPERM, "%s: must be a regular file owned by root or by uid %u and writable by "
+			 "no one else (it names commands to run)", path, (unsigned)geteuid());
+	} else if ((r = ks_conf_parse(text, len, c, why)) < 0)
 		r = fail(err, r, "%s: %s", path, why);
 	free(text);
 	return r;

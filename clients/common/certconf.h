@@ -86,6 +86,8 @@ int ks_conf_parse(const char *json, size_t len, struct ks_conf *c, char *err);
 /*
  * Load @path. With @must_exist 0 a missing file is an empty configuration
  * (the default path is optional; one given on the command line is not).
+ * The file must be a regular file owned by root or the effective uid and
+ * not writable by group or others (-EPERM): its reload commands are run.
  */
 int ks_conf_load(const char *path, int must_exist, struct ks_conf *c, char *err);
 

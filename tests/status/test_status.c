@@ -403,6 +403,24 @@ static void test_conf_accepted(void **state)
 	assert_int_equal(ks_conf_load("/nonexistent/certs.json", 0, &c, err), 0);
 	assert_int_equal(c.n_certs, 0);
 	assert_int_equal(ks_conf_load("/nonexistent/certs.json", 1, &c, err), -ENOENT);
+	/* it names commands to run: writable by others is refused */
+	{
+		char path[] = "/tmp/keysvc-conf-XXXXXX";
+		int fd = mkstemp(path);
+
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "{}", 2), 2);
+		close(fd);
+		assert_int_equal(chmod(path, 0644), 0);
+		assert_int_equal(ks_conf_load(path, 1, &c, err), 0);
+		ks_conf_free(&c);
+		assert_int_equal(chmod(path, 0664), 0);
+		assert_int_equal(ks_conf_load(path, 1, &c, err), -EPERM);
+		assert_non_null(strstr(err, "writable by no one else"));
+		assert_int_equal(chmod(path, 0646), 0);
+		assert_int_equal(ks_conf_load(path, 1, &c, err), -EPERM);
+		unlink(path);
+	}
 }
 
 /* ---- inventory ---- */
