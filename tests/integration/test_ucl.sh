@@ -99,7 +99,21 @@ run_exit 3 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state
 # ---- renewal failures: nothing changes ----
 snapshot() { (cd "$files" && sha256sum client.pem chain.pem ca.pem state.json) >"$work/snap"; }
 unchanged() { (cd "$files" && sha256sum -c --quiet "$work/snap"); }
-renew() { "$ucl" renew --state "$state" --socket "$KS_SOCKET" --quiet "$@"; }
+renew() { "$ucl" renew --state "$state" --socket "$KS_SOCKET" --quiet --inventory "$work/inv" "$@"; }
+# inv_says FIELD VALUE...: the certificate's inventory record, read through keysvc status --json.
+inv_says() {
+	local report
+	# Exit 3 (something needs attention) is expected here: only the record matters.
+	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$work/inv" 2>/dev/null)
+	printf '%s' "$report" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+c = [x for x in d['certificates'] if x['cert'].endswith('/client.pem')]
+want = sys.argv[1:]
+got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
+print(got)
+sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$@"
+}
 snapshot
 run_exit 10 "" "renew --when-due: not due" renew --when-due
 check "not due: files unchanged" unchanged
@@ -122,6 +136,7 @@ for m in graphql-error:3:"answered with errors" \
 	check "mode $name: the current key ucl.1 is still there" ks_cli pubkey ucl.1
 done
 mode normal
+check "inventory: the failed renewals are recorded (client ucl, outcome failed)" inv_says client ucl outcome failed key ucl.1
 run_exit 5 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
 check "wrong CA file: unchanged" unchanged
 
@@ -135,6 +150,7 @@ check "renewed: the certificate is for ucl.2" bash -c \
 check "renewed: the previous key ucl.1 is kept for a rollback" ks_cli pubkey ucl.1
 check "renewed: the previous certificate is kept" test -s "$files/client.pem.prev"
 check "renewed: the state names generation 2" grep -q '"generation": 2' "$state"
+check "inventory: the renewal is recorded (outcome ok, key ucl.2)" inv_says outcome ok key ucl.2 successes 1
 run_exit 10 "" "renew --when-due: two thirds of the validity left is not due at the default 30%" renew --when-due
 run_exit 0 "" "renew --when-due --renew-share 70: due, renewed to ucl.3" renew --when-due --renew-share 70
 check "renewed: the certificate is for ucl.3" bash -c \

@@ -90,7 +90,21 @@ mode() { echo "$1" >"$work/control"; }
 cert=$certs/node.pem
 common=(--cert "$cert" --ca-file "$ca/ca.pem" --key node1 --key-id "$key_id" --endpoint "$endpoint"
 	--node-id ocid1.rovernode.oc1.test.node1 --socket "$KS_SOCKET")
-renew() { "$oci" renew "${common[@]}" --quiet "$@"; }
+renew() { "$oci" renew "${common[@]}" --quiet --inventory "$work/inv" "$@"; }
+# inv_says FIELD VALUE...: the certificate's inventory record, read through keysvc status --json.
+inv_says() {
+	local report
+	# Exit 3 (something needs attention) is expected here: only the record matters.
+	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$work/inv" 2>/dev/null)
+	printf '%s' "$report" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+c = [x for x in d['certificates'] if x['cert'].endswith('/node.pem')]
+want = sys.argv[1:]
+got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
+print(got)
+sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$@"
+}
 reset_cert() { cp "$1" "$cert"; cp "$1" "$work/before.pem"; rm -f "$cert.prev" "$cert.state"; }
 unchanged() { cmp -s "$cert" "$work/before.pem"; }
 
@@ -123,6 +137,7 @@ check "the bundle was fetched with a signed GET" grep -q '^GET /20210224/certifi
 	"$ca/requests.log"
 run_exit 0 "current" "status after renewal: current" "$oci" status --cert "$cert"
 check "no state file after a success" test ! -e "$cert.state"
+check "inventory: the renewal is recorded (client oci, outcome ok, key node1)" inv_says client oci outcome ok key node1
 
 # A server that answers the certificate directly.
 reset_cert "$work/due.pem"
@@ -169,6 +184,7 @@ mode normal
 reset_cert "$work/due.pem"
 mode status-500
 run_exit 3 "" "a failed renewal" renew --backoff 30 --backoff-max 60
+check "inventory: the failure is recorded" inv_says outcome failed
 mode normal
 run_exit 10 "backing off after 1 failed attempt" "renew --when-due right after: backing off" \
 	"$oci" renew "${common[@]}" --when-due
