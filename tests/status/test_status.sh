@@ -362,8 +362,10 @@ ks_start "$work/d2" '[{"uid": '"$me"', "keys": ["agent*"], "ops": ["key.generate
 export KEYSVC_SOCKET=$KS_SOCKET
 cadir=$work/fakeca
 : >"$work/control"
+# Certificates of 90 days less an hour: "notice" however fast the test runs
+# (exactly 90 days left, in the same second, would still be "valid").
 "$fake_ca" --dir "$cadir" --port-file "$work/ca.port" --control "$work/control" --autosign \
-	--ttl 864000 --renewal-ttl 7776000 2>>"$work/ca.log" &
+	--ttl 864000 --renewal-ttl 7772400 2>>"$work/ca.log" &
 ca_pid=$!
 for i in $(seq 1 100); do [ -s "$work/ca.port" ] && break; sleep 0.05; done
 [ -s "$work/ca.port" ] || ks_die "fake CA did not come up: $(cat "$work/ca.log")"
