@@ -59,3 +59,21 @@ ks_stop() {
 ks_cli() {
 	"$KS_KEYSVC_CLI" --socket "$KS_SOCKET" "$@"
 }
+
+# ks_inventory_says DIR CERT_SUFFIX FIELD VALUE...: the inventory in DIR, read
+# through `keysvc status --json`, has a record for the certificate whose path
+# ends in CERT_SUFFIX with each FIELD equal to VALUE (what it has is printed).
+ks_inventory_says() {
+	local dir=$1 suffix=$2 report
+	shift 2
+	# Exit 3 (something needs attention) is expected here: only the record matters.
+	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$dir" 2>/dev/null)
+	printf '%s' "$report" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+c = [x for x in d['certificates'] if x['cert'].endswith(sys.argv[1])]
+want = sys.argv[2:]
+got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
+print(got)
+sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$suffix" "$@"
+}

@@ -100,20 +100,7 @@ run_exit 3 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state
 snapshot() { (cd "$files" && sha256sum client.pem chain.pem ca.pem state.json) >"$work/snap"; }
 unchanged() { (cd "$files" && sha256sum -c --quiet "$work/snap"); }
 renew() { "$ucl" renew --state "$state" --socket "$KS_SOCKET" --quiet --inventory "$work/inv" "$@"; }
-# inv_says FIELD VALUE...: the certificate's inventory record, read through keysvc status --json.
-inv_says() {
-	local report
-	# Exit 3 (something needs attention) is expected here: only the record matters.
-	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$work/inv" 2>/dev/null)
-	printf '%s' "$report" | python3 -c "
-import json, sys
-d = json.load(sys.stdin)
-c = [x for x in d['certificates'] if x['cert'].endswith('/client.pem')]
-want = sys.argv[1:]
-got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
-print(got)
-sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$@"
-}
+inv_says() { ks_inventory_says "$work/inv" /client.pem "$@"; }
 snapshot
 run_exit 10 "" "renew --when-due: not due" renew --when-due
 check "not due: files unchanged" unchanged

@@ -91,20 +91,7 @@ cert=$certs/node.pem
 common=(--cert "$cert" --ca-file "$ca/ca.pem" --key node1 --key-id "$key_id" --endpoint "$endpoint"
 	--node-id ocid1.rovernode.oc1.test.node1 --socket "$KS_SOCKET")
 renew() { "$oci" renew "${common[@]}" --quiet --inventory "$work/inv" "$@"; }
-# inv_says FIELD VALUE...: the certificate's inventory record, read through keysvc status --json.
-inv_says() {
-	local report
-	# Exit 3 (something needs attention) is expected here: only the record matters.
-	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$work/inv" 2>/dev/null)
-	printf '%s' "$report" | python3 -c "
-import json, sys
-d = json.load(sys.stdin)
-c = [x for x in d['certificates'] if x['cert'].endswith('/node.pem')]
-want = sys.argv[1:]
-got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
-print(got)
-sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$@"
-}
+inv_says() { ks_inventory_says "$work/inv" /node.pem "$@"; }
 reset_cert() { cp "$1" "$cert"; cp "$1" "$work/before.pem"; rm -f "$cert.prev" "$cert.state"; }
 unchanged() { cmp -s "$cert" "$work/before.pem"; }
 
