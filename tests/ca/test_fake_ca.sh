@@ -15,70 +15,18 @@ export LC_ALL=C
 work=$(mktemp -d "${TMPDIR:-/tmp}/fake-ca.XXXXXX")
 ca=$work/ca
 control=$work/control
-passed=0
-failed=0
-declare -A pid port
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+. "$KS_SOURCE_ROOT/tests/integration/fakesrv.sh"
 
 cleanup() {
-	local n
-	for n in "${!pid[@]}"; do
-		kill -KILL "${pid[$n]}" 2>/dev/null
-	done
-	jobs -p | xargs -r kill 2>/dev/null
-	wait 2>/dev/null
+	srv_cleanup
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { # check DESCRIPTION COMMAND...
-	local what=$1
-	shift
-	if "$@" >"$work/out" 2>&1; then ok "$what"; else
-		fail "$what"
-		sed 's/^/#   /' "$work/out"
-	fi
-}
-
-# start NAME ARGS...: a server on $ca, waiting for its port file.
-start() {
-	local name=$1 i
-	shift
-	rm -f "$work/$name.port"
-	${FAKE_CA_WRAPPER:-} "$fake_ca" --dir "$ca" --port-file "$work/$name.port" --control "$control" "$@" \
-		2>"$work/$name.log" &
-	pid[$name]=$!
-	for i in $(seq 1 "${FAKE_CA_START_TRIES:-200}"); do
-		[ -s "$work/$name.port" ] && break
-		kill -0 "${pid[$name]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [ -s "$work/$name.port" ]; then
-		port[$name]=$(cat "$work/$name.port")
-		ok "$name: listening on port ${port[$name]}"
-	else
-		fail "$name: did not start"
-		sed 's/^/#   /' "$work/$name.log"
-		exit 1
-	fi
-}
-
-# stop NAME: SIGTERM must end the server promptly with status 0.
-stop() {
-	local name=$1 st=0 i
-	kill -TERM "${pid[$name]}"
-	for i in $(seq 1 "${FAKE_CA_STOP_TRIES:-100}"); do
-		kill -0 "${pid[$name]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	wait "${pid[$name]}" || st=$?
-	unset "pid[$name]"
-	if [ "$st" -eq 0 ]; then ok "$name: SIGTERM, exit status 0"; else
-		fail "$name: exit status $st after SIGTERM"
-		sed 's/^/#   /' "$work/$name.log"
-	fi
-}
+# start NAME ARGS... / stop NAME: a server on the shared state.
+start() { local name=$1; shift; srv_start "$name" "$fake_ca" --dir "$ca" --control "$control" "$@"; }
+stop() { srv_stop "$1"; }
 
 # req SERVER METHOD PATH [CURL-ARGS...]: sets $code; body in $work/body.
 req() {
@@ -469,8 +417,8 @@ stop c
 
 # ---------------------------------------------------------------- valgrind
 if [ "${FAKE_CA_VALGRIND:-0}" = 1 ]; then
-	FAKE_CA_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
---show-leak-kinds=definite --log-file=$work/valgrind.log" FAKE_CA_START_TRIES=600 FAKE_CA_STOP_TRIES=600 \
+	SRV_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+--show-leak-kinds=definite --log-file=$work/valgrind.log" SRV_START_TRIES=600 SRV_STOP_TRIES=600 \
 		start v --autosign
 	req v GET /puppet-ca/v1/certificate/ca
 	expect "valgrind: GET ca" 200
@@ -494,7 +442,7 @@ if [ "${FAKE_CA_VALGRIND:-0}" = 1 ]; then
 	echo hang >"$control"
 	hang_renew v "$work/agent11.pem" "$work/agent11.key" 60
 	sleep 2
-	FAKE_CA_STOP_TRIES=600 stop v
+	SRV_STOP_TRIES=600 stop v
 	: >"$control"
 	if [ ! -e "$work/valgrind.log" ] || [ -s "$work/valgrind.log" ]; then
 		fail "valgrind reported something"

@@ -16,70 +16,19 @@ export LC_ALL=C
 work=$(mktemp -d "${TMPDIR:-/tmp}/fake-ucl.XXXXXX")
 st=$work/state
 control=$work/control
-passed=0
-failed=0
-declare -A pid port listen
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+. "$KS_SOURCE_ROOT/tests/integration/fakesrv.sh"
+declare -A listen
 
 cleanup() {
-	local n
-	for n in "${!pid[@]}"; do
-		kill -KILL "${pid[$n]}" 2>/dev/null
-	done
-	jobs -p | xargs -r kill 2>/dev/null
-	wait 2>/dev/null
+	srv_cleanup
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-check() { # check DESCRIPTION COMMAND...
-	local what=$1
-	shift
-	if "$@" >"$work/out" 2>&1; then ok "$what"; else
-		fail "$what"
-		sed 's/^/#   /' "$work/out"
-	fi
-}
-
-# start NAME ARGS...: a server on $st, waiting for its port file.
-start() {
-	local name=$1 i
-	shift
-	rm -f "$work/$name.port"
-	${FAKE_UCL_WRAPPER:-} "$fake" --dir "$st" --schema "$schema" --port-file "$work/$name.port" \
-		--control "$control" "$@" 2>"$work/$name.log" &
-	pid[$name]=$!
-	for i in $(seq 1 "${FAKE_UCL_START_TRIES:-200}"); do
-		[ -s "$work/$name.port" ] && break
-		kill -0 "${pid[$name]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [ -s "$work/$name.port" ]; then
-		port[$name]=$(cat "$work/$name.port")
-		ok "$name: listening on port ${port[$name]}"
-	else
-		fail "$name: did not start"
-		sed 's/^/#   /' "$work/$name.log"
-		exit 1
-	fi
-}
-
-# stop NAME: SIGTERM must end the server promptly with status 0.
-stop() {
-	local name=$1 rc=0 i
-	kill -TERM "${pid[$name]}"
-	for i in $(seq 1 "${FAKE_UCL_STOP_TRIES:-100}"); do
-		kill -0 "${pid[$name]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	wait "${pid[$name]}" || rc=$?
-	unset "pid[$name]"
-	if [ "$rc" -eq 0 ]; then ok "$name: SIGTERM, exit status 0"; else
-		fail "$name: exit status $rc after SIGTERM"
-		sed 's/^/#   /' "$work/$name.log"
-	fi
-}
+# start NAME ARGS... / stop NAME: a server on the shared state.
+start() { local name=$1; shift; srv_start "$name" "$fake" --dir "$st" --schema "$schema" --control "$control" "$@"; }
+stop() { srv_stop "$1"; }
 
 host_of() { if [ "${listen[$1]:-}" = "::1" ]; then echo '[::1]'; else echo 127.0.0.1; fi; }
 
@@ -439,8 +388,8 @@ fi
 
 # ---------------------------------------------------------------- valgrind
 if [ "${FAKE_UCL_VALGRIND:-0}" = 1 ] && command -v valgrind >/dev/null; then
-	FAKE_UCL_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
---show-leak-kinds=definite --log-file=$work/valgrind.log" FAKE_UCL_START_TRIES=600 FAKE_UCL_STOP_TRIES=600 \
+	SRV_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+--show-leak-kinds=definite --log-file=$work/valgrind.log" SRV_START_TRIES=600 SRV_STOP_TRIES=600 \
 		start vg --token T7
 	gql vg /connector/graphql "$CONFIG" null -H 'Connector-Token: T7'
 	expect "valgrind: configuration" 200
