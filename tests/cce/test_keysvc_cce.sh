@@ -12,27 +12,21 @@ fake=$1
 cce=$2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-cce.XXXXXX")
-passed=0
-failed=0
-fake_pid=
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
 
 cleanup() {
-	if [ -n "$fake_pid" ]; then
-		kill -TERM "$fake_pid" 2>/dev/null
-		wait "$fake_pid" 2>/dev/null
-	fi
+	ks_fake_stop
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-die() { echo "Bail out! $*"; exit 1; }
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-fail() { failed=$((failed + 1)); echo "not ok - $*"; }
-
 # Everything keysvc-cce prints, for the final token search.
 : >"$work/all.out"
-# run_exit CODE TEXT DESCRIPTION ARGS...: keysvc-cce exits CODE and prints TEXT (stdout or stderr).
-run_exit() {
+# run_cce CODE TEXT DESCRIPTION ARGS...: keysvc-cce exits CODE and prints TEXT (stdout or stderr).
+# Unlike tap.sh's run_cce it keeps stdout apart ($work/stdout, for the --json
+# checks) and everything printed in all.out.
+run_cce() {
 	local want=$1 text=$2 what=$3 st=0
 	shift 3
 	"$cce" "$@" >"$work/stdout" 2>"$work/stderr" || st=$?
@@ -63,16 +57,8 @@ printf '%s\n' "$token" >"$work/server-token"
 printf '%s\n' "$token" >"$work/token"
 chmod 0600 "$work/token"
 : >"$work/control"
-"$fake" --dir "$work/fake" --token-file "$work/server-token" --port-file "$work/port" \
-	--control "$work/control" 2>"$work/fake.log" &
-fake_pid=$!
-for _ in $(seq 1 100); do
-	[ -s "$work/port" ] && break
-	kill -0 "$fake_pid" 2>/dev/null || die "fake-cce exited: $(tail -5 "$work/fake.log")"
-	sleep 0.05
-done
-[ -s "$work/port" ] || die "fake-cce did not come up"
-port=$(cat "$work/port")
+ks_fake_start "$fake" --dir "$work/fake" --token-file "$work/server-token" --control "$work/control"
+port=$KS_FAKE_PORT
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
 unset KEYSVC_CCE_TOKEN
@@ -81,33 +67,33 @@ base=(--endpoint "$ep" --project-id 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --cluster-i
 	--ca-file "$work/fake/ca.pem" --token-file "$work/token" --timeout 10)
 
 # ---- components and expiration ----
-run_exit 0 "CCE accepted the rotation of all" "component all" rotate "${base[@]}" --component all
+run_cce 0 "CCE accepted the rotation of all" "component all" rotate "${base[@]}" --component all
 expect_eq "all: body" "$(jq -c . "$work/fake/last-body.json")" '{"component":"all"}'
-run_exit 0 "job " "component service-account-controller" rotate "${base[@]}" --component service-account-controller
+run_cce 0 "job " "component service-account-controller" rotate "${base[@]}" --component service-account-controller
 expect_eq "service-account-controller: no certificateExpirationTime unless given" \
 	"$(body '.certificateExpirationTime // "absent"')" absent
-run_exit 0 "job " "expiration 0 accepted" rotate "${base[@]}" --component service-account-controller --expiration-hours 0
+run_cce 0 "job " "expiration 0 accepted" rotate "${base[@]}" --component service-account-controller --expiration-hours 0
 expect_eq "expiration 0 sent as an integer" "$(body '.certificateExpirationTime | type') $(body .certificateExpirationTime)" "number 0"
-run_exit 0 "job " "expiration 8784 accepted" rotate "${base[@]}" --component all --expiration-hours 8784
+run_cce 0 "job " "expiration 8784 accepted" rotate "${base[@]}" --component all --expiration-hours 8784
 expect_eq "expiration 8784 sent" "$(body .certificateExpirationTime)" 8784
 mark
-run_exit 2 "--expiration-hours: 0..8784" "expiration -1 refused" rotate "${base[@]}" --component all --expiration-hours -1
-run_exit 2 "--expiration-hours: 0..8784" "expiration 8785 refused" rotate "${base[@]}" --component all --expiration-hours 8785
-run_exit 2 "--expiration-hours" "expiration 1.5 refused" rotate "${base[@]}" --component all --expiration-hours 1.5
-run_exit 2 "--component: all, service-account-controller or custom" "unknown component" rotate "${base[@]}" --component ALL
-run_exit 2 "--project-id" "project id with a slash" rotate "${base[@]}" --project-id ../x --component all
-run_exit 2 "--cluster-id" "cluster id of 65 characters" rotate "${base[@]}" --cluster-id "$(printf 'a%.0s' $(seq 65))" --component all
+run_cce 2 "--expiration-hours: 0..8784" "expiration -1 refused" rotate "${base[@]}" --component all --expiration-hours -1
+run_cce 2 "--expiration-hours: 0..8784" "expiration 8785 refused" rotate "${base[@]}" --component all --expiration-hours 8785
+run_cce 2 "--expiration-hours" "expiration 1.5 refused" rotate "${base[@]}" --component all --expiration-hours 1.5
+run_cce 2 "--component: all, service-account-controller or custom" "unknown component" rotate "${base[@]}" --component ALL
+run_cce 2 "--project-id" "project id with a slash" rotate "${base[@]}" --project-id ../x --component all
+run_cce 2 "--cluster-id" "cluster id of 65 characters" rotate "${base[@]}" --cluster-id "$(printf 'a%.0s' $(seq 65))" --component all
 no_request "local refusals of arguments"
 
 # ---- custom ----
 m=$work/m
 mkdir -p "$m"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$m/ca.key" -out "$m/ca.pem" \
-	-subj /CN=proxy-ca -days 30 2>/dev/null || die "openssl: CA"
+	-subj /CN=proxy-ca -days 30 2>/dev/null || ks_die "openssl: CA"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$m/client.key" -out "$m/client.csr" \
-	-subj /CN=front-proxy-client 2>/dev/null || die "openssl: CSR"
+	-subj /CN=front-proxy-client 2>/dev/null || ks_die "openssl: CSR"
 openssl x509 -req -in "$m/client.csr" -CA "$m/ca.pem" -CAkey "$m/ca.key" -CAcreateserial -days 30 \
-	-out "$m/client.pem" 2>/dev/null || die "openssl: cert"
+	-out "$m/client.pem" 2>/dev/null || ks_die "openssl: cert"
 openssl x509 -in "$m/client.pem" -outform DER -out "$m/client.der"
 openssl pkey -in "$m/client.key" -outform DER -out "$m/client.key.der"
 openssl pkey -in "$m/client.key" -aes128 -passout pass:secret -out "$m/client.enc.key"
@@ -116,35 +102,35 @@ head -c $((1024 * 1024 + 1)) /dev/zero >"$m/big.pem"
 echo "not a certificate" >"$m/junk.pem"
 custom=(--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.key")
 
-run_exit 0 "notice: the private key in $m/client.key is sent to CCE" "custom with PEM files" rotate "${base[@]}" "${custom[@]}"
+run_cce 0 "notice: the private key in $m/client.key is sent to CCE" "custom with PEM files" rotate "${base[@]}" "${custom[@]}"
 for part in ca:ca.pem cert:client.pem privateKey:client.key; do
 	body ".certContent.${part%%:*}" | base64 -d >"$work/decoded"
 	if cmp -s "$work/decoded" "$m/${part#*:}"; then ok "custom: certContent.${part%%:*} is the file's base64"; else
 		fail "custom: certContent.${part%%:*} differs from ${part#*:}"; fi
 done
-run_exit 0 "job " "custom with DER certificate and key, expiration 48" rotate "${base[@]}" --component custom \
+run_cce 0 "job " "custom with DER certificate and key, expiration 48" rotate "${base[@]}" --component custom \
 	--custom-ca "$m/ca.pem" --custom-cert "$m/client.der" --custom-key "$m/client.key.der" --expiration-hours 48
 expect_eq "custom DER: expiration sent" "$(body .certificateExpirationTime)" 48
 mark
-run_exit 2 "--custom-key $m/missing.key: No such file" "custom: missing key file" rotate "${base[@]}" \
+run_cce 2 "--custom-key $m/missing.key: No such file" "custom: missing key file" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/missing.key"
-run_exit 2 "over CCE's limit" "custom: CA file over 1 MiB" rotate "${base[@]}" \
+run_cce 2 "over CCE's limit" "custom: CA file over 1 MiB" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/big.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.key"
-run_exit 2 "a key held by keysvcd is never exported" "custom: keysvc: key refused" rotate "${base[@]}" \
+run_cce 2 "a key held by keysvcd is never exported" "custom: keysvc: key refused" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key keysvc:proxy
-run_exit 2 "--custom-cert $m/junk.pem: not an X.509 certificate" "custom: not a certificate" rotate "${base[@]}" \
+run_cce 2 "--custom-cert $m/junk.pem: not an X.509 certificate" "custom: not a certificate" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/junk.pem" --custom-key "$m/client.key"
-run_exit 2 "--custom-ca $m/client.key: not an X.509 certificate" "custom: a key as the CA" rotate "${base[@]}" \
+run_cce 2 "--custom-ca $m/client.key: not an X.509 certificate" "custom: a key as the CA" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/client.key" --custom-cert "$m/client.pem" --custom-key "$m/client.key"
-run_exit 2 "--custom-key $m/client.pem: not a private key" "custom: a certificate as the key" rotate "${base[@]}" \
+run_cce 2 "--custom-key $m/client.pem: not a private key" "custom: a certificate as the key" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.pem"
-run_exit 2 "encrypted; CCE takes only an unencrypted key" "custom: encrypted key" rotate "${base[@]}" \
+run_cce 2 "encrypted; CCE takes only an unencrypted key" "custom: encrypted key" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.enc.key"
-run_exit 2 "not for this private key" "custom: certificate and key do not match" rotate "${base[@]}" \
+run_cce 2 "not for this private key" "custom: certificate and key do not match" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/other.key"
-run_exit 2 "needs --custom-ca, --custom-cert and --custom-key" "custom: a part missing" rotate "${base[@]}" \
+run_cce 2 "needs --custom-ca, --custom-cert and --custom-key" "custom: a part missing" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem"
-run_exit 2 "go only with --component custom" "custom files with component all" rotate "${base[@]}" \
+run_cce 2 "go only with --component custom" "custom files with component all" rotate "${base[@]}" \
 	--component all --custom-ca "$m/ca.pem"
 no_request "local refusals of custom material"
 if grep -qF -- "$(sed -n 2p "$m/client.key")" "$work/all.out"; then fail "the custom key appears in the output"; else
@@ -154,23 +140,23 @@ if grep -qF -- "$(sed -n 2p "$m/client.key")" "$work/all.out"; then fail "the cu
 mark
 cp "$work/token" "$work/token-0644"
 chmod 0644 "$work/token-0644"
-run_exit 2 "lets other users read it" "token file readable by others" rotate "${base[@]}" --component all --token-file "$work/token-0644"
+run_cce 2 "lets other users read it" "token file readable by others" rotate "${base[@]}" --component all --token-file "$work/token-0644"
 chmod 0640 "$work/token-0644"
-run_exit 2 "lets other users read it" "token file readable by the group" rotate "${base[@]}" --component all --token-file "$work/token-0644"
-run_exit 2 "not a regular file" "token file a directory" rotate "${base[@]}" --component all --token-file "$work"
+run_cce 2 "lets other users read it" "token file readable by the group" rotate "${base[@]}" --component all --token-file "$work/token-0644"
+run_cce 2 "not a regular file" "token file a directory" rotate "${base[@]}" --component all --token-file "$work"
 nobase=(--endpoint "$ep" --project-id p1 --cluster-id c1 --ca-file "$work/fake/ca.pem" --component all)
-run_exit 2 "no IAM token: give --token-file FILE (mode 0600) or set KEYSVC_CCE_TOKEN" "no token at all" rotate "${nobase[@]}"
-run_exit 2 "a token on the command line can be read by every user" "--token refused" rotate "${nobase[@]}" --token "$token"
-run_exit 2 "a token on the command line can be read by every user" "--token=... refused" rotate "${nobase[@]}" "--token=$token"
+run_cce 2 "no IAM token: give --token-file FILE (mode 0600) or set KEYSVC_CCE_TOKEN" "no token at all" rotate "${nobase[@]}"
+run_cce 2 "a token on the command line can be read by every user" "--token refused" rotate "${nobase[@]}" --token "$token"
+run_cce 2 "a token on the command line can be read by every user" "--token=... refused" rotate "${nobase[@]}" "--token=$token"
 no_request "token refusals"
-KEYSVC_CCE_TOKEN=$token run_exit 0 "job " "token from KEYSVC_CCE_TOKEN" rotate "${nobase[@]}"
-KEYSVC_CCE_TOKEN=not-the-token run_exit 3 "CCE refused the rotation: the token is invalid or expired: APIGW.0301" \
+KEYSVC_CCE_TOKEN=$token run_cce 0 "job " "token from KEYSVC_CCE_TOKEN" rotate "${nobase[@]}"
+KEYSVC_CCE_TOKEN=not-the-token run_cce 3 "CCE refused the rotation: the token is invalid or expired: APIGW.0301" \
 	"a wrong token (the server's 401)" rotate "${nobase[@]}"
 
 # ---- CCE's refusals ----
 run_mode() { # run_mode MODE CODE TEXT
 	mode "$1"
-	run_exit "$2" "$3" "mode $1" rotate "${base[@]}" --component all
+	run_cce "$2" "$3" "mode $1" rotate "${base[@]}" --component all
 }
 run_mode error-shape-1 3 "CCE refused the rotation: CCE.01400013: Cluster status is not available for rotating credentials (HTTP 400)"
 run_mode error-shape-2 3 "CCE refused the rotation: CCE.01400001: Invalid request: the cluster version does not support this component (HTTP 400)"
@@ -181,48 +167,48 @@ run_mode 500 3 "CCE refused the rotation: CCE.01500001: Internal server error (H
 run_mode garbage 4 "its answer is malformed: the answer is not a JSON object"
 mode hang
 start=$SECONDS
-run_exit 5 "POST $ep/api/v3/projects/" "mode hang, --timeout 2" rotate "${base[@]}" --component all --timeout 2
+run_cce 5 "POST $ep/api/v3/projects/" "mode hang, --timeout 2" rotate "${base[@]}" --component all --timeout 2
 [ $((SECONDS - start)) -le 8 ] && ok "hang: gave up in time" || fail "hang: took $((SECONDS - start)) s"
 mode normal
 
 # ---- --wait, --json, --quiet ----
-run_exit 0 "job " "--wait: Running, then Success" rotate "${base[@]}" --component all --wait --poll-interval 1 --max-wait 30
+run_cce 0 "job " "--wait: Running, then Success" rotate "${base[@]}" --component all --wait --poll-interval 1 --max-wait 30
 grep -qE 'job [0-9a-f-]+: Success after' "$work/out" && ok "--wait: reports Success" || fail "--wait: no Success line"
 grep -qE 'Running; asking again in 1 s' "$work/out" && ok "--wait: reports Running" || fail "--wait: no Running line"
 mode job-flat
-run_exit 0 "Success" "--wait: the flat status shape" rotate "${base[@]}" --component all --wait --poll-interval 1
+run_cce 0 "Success" "--wait: the flat status shape" rotate "${base[@]}" --component all --wait --poll-interval 1
 mode job-fails
-run_exit 3 "failed: rotating the certificates failed: kube-apiserver did not come back" "--wait: job Failed" \
+run_cce 3 "failed: rotating the certificates failed: kube-apiserver did not come back" "--wait: job Failed" \
 	rotate "${base[@]}" --component all --wait --poll-interval 1
 mode job-pending-forever
 start=$SECONDS
-run_exit 7 "is still Running after" "--wait: job never ends, --max-wait 2" rotate "${base[@]}" --component all \
+run_cce 7 "is still Running after" "--wait: job never ends, --max-wait 2" rotate "${base[@]}" --component all \
 	--wait --poll-interval 1 --max-wait 2
 [ $((SECONDS - start)) -le 6 ] && ok "--max-wait: gave up in time" || fail "--max-wait: took $((SECONDS - start)) s"
 mode normal
-run_exit 0 "" "--json" rotate "${base[@]}" --component all --json
+run_cce 0 "" "--json" rotate "${base[@]}" --component all --json
 jq -e '.jobid | test("^[0-9a-f-]{36}$")' "$work/stdout" >/dev/null && [ "$(wc -l <"$work/stdout")" -eq 1 ] &&
 	ok "--json: stdout is {\"jobid\": ...} alone" || { fail "--json: stdout is not the JSON document"; cat "$work/stdout"; }
-run_exit 0 "" "--json --wait" rotate "${base[@]}" --component all --json --wait --poll-interval 1
+run_cce 0 "" "--json --wait" rotate "${base[@]}" --component all --json --wait --poll-interval 1
 expect_eq "--json --wait: phase" "$(jq -r .phase "$work/stdout")" Success
 mode job-fails
-run_exit 3 "" "--json --wait, job Failed" rotate "${base[@]}" --component all --json --wait --poll-interval 1
+run_cce 3 "" "--json --wait, job Failed" rotate "${base[@]}" --component all --json --wait --poll-interval 1
 expect_eq "--json --wait failed: phase and reason" "$(jq -r '.phase + ": " + .reason' "$work/stdout")" \
 	"Failed: rotating the certificates failed: kube-apiserver did not come back"
 mode normal
-run_exit 0 "" "--quiet" rotate "${base[@]}" --component all --quiet
+run_cce 0 "" "--quiet" rotate "${base[@]}" --component all --quiet
 grep -qxE '[0-9a-f-]{36}' "$work/stdout" && [ "$(wc -l <"$work/stdout")" -eq 1 ] && [ ! -s "$work/stderr" ] &&
 	ok "--quiet: only the job id" || fail "--quiet: printed more than the job id"
 
 # ---- TLS and the endpoint ----
 mark
-run_exit 5 "" "pinned CA mismatch" rotate "${base[@]}" --component all --ca-file "$work/fake/other-ca.pem"
-run_exit 2 "plain http is refused" "http:// endpoint" rotate "${base[@]}" --component all --endpoint "http://127.0.0.1:$port"
-run_exit 2 "with no path" "endpoint with a path" rotate "${base[@]}" --component all --endpoint "$ep/api"
-run_exit 2 "--ca-file PEM_BUNDLE is required" "no --ca-file" rotate --endpoint "$ep" --project-id p --cluster-id c \
+run_cce 5 "" "pinned CA mismatch" rotate "${base[@]}" --component all --ca-file "$work/fake/other-ca.pem"
+run_cce 2 "plain http is refused" "http:// endpoint" rotate "${base[@]}" --component all --endpoint "http://127.0.0.1:$port"
+run_cce 2 "with no path" "endpoint with a path" rotate "${base[@]}" --component all --endpoint "$ep/api"
+run_cce 2 "--ca-file PEM_BUNDLE is required" "no --ca-file" rotate --endpoint "$ep" --project-id p --cluster-id c \
 	--component all --token-file "$work/token"
 no_request "TLS and endpoint refusals"
-run_exit 0 "--insecure: the IAM token goes to a server that is not verified" "--insecure" rotate --endpoint "$ep" \
+run_cce 0 "--insecure: the IAM token goes to a server that is not verified" "--insecure" rotate --endpoint "$ep" \
 	--project-id p --cluster-id c --component all --token-file "$work/token" --insecure
 
 # ---- the token never shows ----

@@ -4,6 +4,12 @@
 #   ks_start DIR POLICY_JSON    token + config + daemon; sets KS_DIR, KS_SOCKET, KS_PID
 #   ks_stop                     SIGTERM, wait, check the exit status
 #   ks_cli ARGS...              the keysvc CLI on the daemon's socket
+#   ks_fake_start PROGRAM ARGS...
+#                               a fake server (tests/fakesrv) in the background:
+#                               ARGS plus --port-file, stderr appended to
+#                               $work/fake.log; sets KS_FAKE_PID, KS_FAKE_PORT;
+#                               a running one is stopped first
+#   ks_fake_stop                SIGTERM and wait (nothing if none runs)
 #
 # Needs KS_KEYSVCD, KS_KEYSVC_CLI, KS_TOKEN_INIT (paths of the built
 # programs) and optionally KS_SOFTHSM_MODULE.
@@ -76,4 +82,26 @@ want = sys.argv[2:]
 got = {k: str(c[0].get(k)) for k in want[0::2]} if c else {}
 print(got)
 sys.exit(0 if c and all(got[k] == v for k, v in zip(want[0::2], want[1::2])) else 1)" "$suffix" "$@"
+}
+
+ks_fake_stop() {
+	[ -n "${KS_FAKE_PID:-}" ] || return 0
+	kill -TERM "$KS_FAKE_PID" 2>/dev/null
+	wait "$KS_FAKE_PID" 2>/dev/null
+	KS_FAKE_PID=
+}
+
+ks_fake_start() {
+	local i
+	ks_fake_stop
+	rm -f "$work/fake.port"
+	"$@" --port-file "$work/fake.port" 2>>"$work/fake.log" &
+	KS_FAKE_PID=$!
+	for i in $(seq 1 100); do
+		[ -s "$work/fake.port" ] && break
+		kill -0 "$KS_FAKE_PID" 2>/dev/null || ks_die "$(basename "$1") exited: $(tail -5 "$work/fake.log")"
+		sleep 0.05
+	done
+	[ -s "$work/fake.port" ] || ks_die "$(basename "$1") did not come up: $(tail -5 "$work/fake.log")"
+	KS_FAKE_PORT=$(cat "$work/fake.port")
 }

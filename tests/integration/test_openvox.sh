@@ -14,17 +14,8 @@ ovx=$2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-openvox.XXXXXX")
 chmod 0711 "$work"
-ca_pid=
-ca_port=
-
-stop_ca() {
-	[ -n "$ca_pid" ] || return 0
-	kill -TERM "$ca_pid" 2>/dev/null
-	wait "$ca_pid" 2>/dev/null
-	ca_pid=
-}
 cleanup() {
-	stop_ca
+	ks_fake_stop
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -32,19 +23,12 @@ trap cleanup EXIT
 
 # start_ca DIR [FLAGS...]: the fake CA on 127.0.0.1, port in $ca_port
 start_ca() {
-	local dir=$1 i
+	local dir=$1
 	shift
-	rm -f "$work/port"
-	"$fake_ca" --dir "$dir" --port-file "$work/port" --control "$work/control" "$@" 2>>"$work/ca.log" &
-	ca_pid=$!
-	for i in $(seq 1 100); do
-		[ -s "$work/port" ] && break
-		kill -0 "$ca_pid" 2>/dev/null || ks_die "fake CA exited: $(tail -5 "$work/ca.log")"
-		sleep 0.05
-	done
-	[ -s "$work/port" ] || ks_die "fake CA did not come up"
-	ca_port=$(cat "$work/port")
+	ks_fake_start "$fake_ca" --dir "$dir" --control "$work/control" "$@"
+	ca_port=$KS_FAKE_PORT
 }
+stop_ca() { ks_fake_stop; }
 mode() { echo "$1" >"$work/control"; }
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR

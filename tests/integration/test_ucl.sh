@@ -16,16 +16,8 @@ schema=$3
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-ucl.XXXXXX")
 chmod 0711 "$work"
-srv_pid=
-
-stop_srv() {
-	[ -n "$srv_pid" ] || return 0
-	kill -TERM "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
-}
 cleanup() {
-	stop_srv
+	ks_fake_stop
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -36,19 +28,11 @@ subject_base="OU=Test,O=Test,L=Blacksburg,ST=Virginia,C=US"
 client_id=app-1234
 
 start_srv() {
-	local i
-	rm -f "$work/port"
-	"$fake" --dir "$work/conn" --schema "$schema" --port-file "$work/port" --control "$work/control" \
-		--token "$token" --client-id "$client_id" --subject-base "$subject_base" "$@" 2>>"$work/srv.log" &
-	srv_pid=$!
-	for i in $(seq 1 100); do
-		[ -s "$work/port" ] && break
-		kill -0 "$srv_pid" 2>/dev/null || ks_die "fake connector exited: $(tail -5 "$work/srv.log")"
-		sleep 0.05
-	done
-	[ -s "$work/port" ] || ks_die "fake connector did not come up"
-	port=$(cat "$work/port")
+	ks_fake_start "$fake" --dir "$work/conn" --schema "$schema" --control "$work/control" \
+		--token "$token" --client-id "$client_id" --subject-base "$subject_base" "$@"
+	port=$KS_FAKE_PORT
 }
+stop_srv() { ks_fake_stop; }
 mode() { printf '%s\n' "$1" >"$work/control"; }
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR

@@ -11,24 +11,17 @@ set -uo pipefail
 
 fake=$1
 oci=$2
+. "$KS_SOURCE_ROOT/tests/integration/harness.sh"
 . "$KS_SOURCE_ROOT/tests/integration/tap.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-oci-rb.XXXXXX")
-srv_pid=
-die() { echo "test_oci_rebootstrap: $*" >&2; exit 1; }
-stop_srv() {
-	[ -n "$srv_pid" ] || return 0
-	kill -TERM "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
-}
-cleanup() { stop_srv; rm -rf "$work"; }
+cleanup() { ks_fake_stop; rm -rf "$work"; }
 trap cleanup EXIT
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
 infra=ocid1.rovinfra.oc1.test.infra1
 # An exported session token: a real zip, with a marker that must never reach a bundle.
-python3 - "$work/exportedToken.zip" <<'PY' || die "zip"
+python3 - "$work/exportedToken.zip" <<'PY' || ks_die "zip"
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1], 'w') as z:
     z.writestr('config', '[new_profile]\nregion=us-ashburn-1\n')
@@ -39,15 +32,12 @@ zip=$work/exportedToken.zip
 # start MODE [STEP_MS]: a fresh fake RPS (its counters start at zero) in MODE,
 # the connection state moving one step every STEP_MS (default 300).
 start() {
-	stop_srv
-	rm -f "$work/port" "$work/state"
+	ks_fake_stop
+	rm -f "$work/state"
 	echo "$1" >"$work/control"
-	"$fake" --dir "$work/ca" --rps --infrastructure-id "$infra" --state-file "$work/state" --state-step-ms "${2:-300}" \
-		--port-file "$work/port" --control "$work/control" 2>>"$work/srv.log" &
-	srv_pid=$!
-	for i in $(seq 1 100); do [ -s "$work/port" ] && break; sleep 0.05; done
-	[ -s "$work/port" ] || die "fake-oci --rps did not come up: $(tail -3 "$work/srv.log")"
-	rps=https://127.0.0.1:$(cat "$work/port")
+	ks_fake_start "$fake" --dir "$work/ca" --rps --infrastructure-id "$infra" --state-file "$work/state" \
+		--state-step-ms "${2:-300}" --control "$work/control"
+	rps=https://127.0.0.1:$KS_FAKE_PORT
 }
 rb() {
 	rm -rf "$work/support"
@@ -148,6 +138,6 @@ run_exit 2 "--rps-fqdn" "an RPS FQDN with a path" "$oci" rebootstrap --rps-fqdn 
 	--token-zip "$zip" --region r
 run_exit 2 "needs" "missing arguments" "$oci" rebootstrap --rps-fqdn example.org
 
-stop_srv
+ks_fake_stop
 echo "# oci-rebootstrap: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

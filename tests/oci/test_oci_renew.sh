@@ -15,16 +15,8 @@ oci=$2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-oci.XXXXXX")
 chmod 0711 "$work"
-srv_pid=
-
-stop_srv() {
-	[ -n "$srv_pid" ] || return 0
-	kill -TERM "$srv_pid" 2>/dev/null
-	wait "$srv_pid" 2>/dev/null
-	srv_pid=
-}
 cleanup() {
-	stop_srv
+	ks_fake_stop
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -78,13 +70,8 @@ run_exit 2 "" "status of a missing file" "$oci" status --cert "$work/none.pem"
 # ---- renewal ----
 key_id="ocid1.tenancy.oc1..aaaatest/ocid1.user.oc1..aaaatest/11:22:33"
 : >"$work/control"
-rm -f "$work/port"
-"$fake" --dir "$ca" --verify-key "$work/node1.pub" --key-id "$key_id" --port-file "$work/port" \
-	--control "$work/control" 2>>"$work/srv.log" &
-srv_pid=$!
-for i in $(seq 1 100); do [ -s "$work/port" ] && break; sleep 0.05; done
-[ -s "$work/port" ] || ks_die "fake-oci did not come up: $(cat "$work/srv.log")"
-endpoint=https://127.0.0.1:$(cat "$work/port")
+ks_fake_start "$fake" --dir "$ca" --verify-key "$work/node1.pub" --key-id "$key_id" --control "$work/control"
+endpoint=https://127.0.0.1:$KS_FAKE_PORT
 mode() { echo "$1" >"$work/control"; }
 
 cert=$certs/node.pem
@@ -255,6 +242,6 @@ assert d['content-length'] == '9' and d['authorization'].startswith('Signature v
 run_exit 6 "keysvcd would not sign" "sign-request with a key the policy does not let us sign with" \
 	"$oci" sign-request --socket "$KS_SOCKET" --key nosign --key-id "$key_id" --method GET --url "$endpoint/x"
 
-stop_srv
+ks_fake_stop
 echo "# oci-renew: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

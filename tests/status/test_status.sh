@@ -26,12 +26,11 @@ run_exit() { tap_run_exit "$@"; cp "$work/out" "$work/last"; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-status.XXXXXX")
 chmod 0711 "$work"
 servers=()
-ca_pid=
 
 cleanup() {
 	local p
 	for p in "${servers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	if [ -n "$ca_pid" ]; then kill "$ca_pid" 2>/dev/null; wait "$ca_pid" 2>/dev/null; fi
+	ks_fake_stop
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -364,12 +363,8 @@ cadir=$work/fakeca
 : >"$work/control"
 # Certificates of 90 days less an hour: "notice" however fast the test runs
 # (exactly 90 days left, in the same second, would still be "valid").
-"$fake_ca" --dir "$cadir" --port-file "$work/ca.port" --control "$work/control" --autosign \
-	--ttl 864000 --renewal-ttl 7772400 2>>"$work/ca.log" &
-ca_pid=$!
-for i in $(seq 1 100); do [ -s "$work/ca.port" ] && break; sleep 0.05; done
-[ -s "$work/ca.port" ] || ks_die "fake CA did not come up: $(cat "$work/ca.log")"
-server=https://127.0.0.1:$(cat "$work/ca.port")
+ks_fake_start "$fake_ca" --dir "$cadir" --control "$work/control" --autosign --ttl 864000 --renewal-ttl 7772400
+server=https://127.0.0.1:$KS_FAKE_PORT
 certs=$work/agent
 mkdir -p "$certs"
 cert=$certs/agent1.pem
@@ -500,7 +495,7 @@ run_exit 0 "" "renew again: reloaded and verified" renew
 check "recorded ok again" bash -c "[ '$(field outcome)' = ok ] && [ '$(field successes)' = 3 ]"
 stop_agent_server
 
-kill "$ca_pid" 2>/dev/null; wait "$ca_pid" 2>/dev/null; ca_pid=
+ks_fake_stop
 ks_stop || fail "keysvcd exit status"
 echo "# status: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
