@@ -106,30 +106,12 @@ static int token_ok(char *token, size_t n, const char *from)
 
 static int read_token_file(const char *path, char *token, size_t len)
 {
-	struct stat st;
-	ssize_t n;
-	size_t have = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	size_t n;
+	int r;
 
-	if (fd < 0)
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: not a regular file", path);
-	}
-	if ((st.st_mode & 077) != 0) {
-		close(fd);
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: mode %04o lets other users read it; the token is "
-			      "a credential: chmod 0600 it (and get a new token if others may have read it)",
-			      path, (unsigned)(st.st_mode & 07777));
-	}
-	while (have < len - 1 && (n = read(fd, token + have, len - 1 - have)) > 0)
-		have += (size_t)n;
-	close(fd);
-	token[have] = '\0';
-	if (have >= len - 1)
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: over %zu bytes; not an IAM token", path, len - 2);
-	return token_ok(token, have, "--token-file");
+	if ((r = ks_read_secret_file("--token-file", path, token, len, &n)) != 0)
+		return r;
+	return token_ok(token, n, "--token-file");
 }
 
 static int read_token(const char *path, char *token, size_t len)

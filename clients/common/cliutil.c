@@ -1,10 +1,13 @@
 #include "clients/common/cliutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "clients/common/certinstall.h"
 
@@ -74,6 +77,38 @@ int ks_check_long_options(int argc, char *const argv[], const struct option *lon
 		if (o->has_arg == required_argument && name[n] != '=')
 			i++;
 	}
+	return 0;
+}
+
+int ks_read_secret_file(const char *option, const char *path, char *buf, size_t len, size_t *n)
+{
+	struct stat st;
+	size_t have = 0;
+	ssize_t got = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+
+	*n = 0;
+	if (fd < 0)
+		return ks_die(KS_EXIT_USAGE, "%s %s: %s", option, path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return ks_die(KS_EXIT_USAGE, "%s %s: not a regular file", option, path);
+	}
+	if ((st.st_mode & 077) != 0) {
+		close(fd);
+		return ks_die(KS_EXIT_USAGE, "%s %s: mode %04o lets other users read it; a credential must be "
+			      "mode 0600 (chmod 0600 it, and get a new one if others may have read it)", option, path,
+			      (unsigned)(st.st_mode & 07777));
+	}
+	while (have < len - 1 && (got = read(fd, buf + have, len - 1 - have)) > 0)
+		have += (size_t)got;
+	close(fd);
+	buf[have] = '\0';
+	if (got < 0)
+		return ks_die(KS_EXIT_USAGE, "%s %s: %s", option, path, strerror(errno));
+	if (have >= len - 1)
+		return ks_die(KS_EXIT_USAGE, "%s %s: over %zu bytes", option, path, len - 2);
+	*n = have;
 	return 0;
 }
 

@@ -45,6 +45,15 @@ int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
  */
 const char *ks_last_error(void);
 
+/*
+ * A credential (a one-time or IAM token) from @path, named @option in
+ * messages: a regular file, not a symlink, of mode 0600 or stricter, and
+ * shorter than @len - 1 bytes. 0 with @buf NUL-terminated and *@n its
+ * length; else KS_EXIT_USAGE with the reason printed. The caller checks
+ * the contents and wipes @buf.
+ */
+int ks_read_secret_file(const char *option, const char *path, char *buf, size_t len, size_t *n);
+
 /* A decimal in [@min, @max] with nothing after it. 0 or -1. */
 int ks_parse_long(const char *s, long min, long max, long *out);
 

@@ -18,13 +18,11 @@
  * leaves the installed files and the state as they were.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -208,25 +206,14 @@ static int answer_exit(int r)
 
 static int read_token(const char *path, char *token, size_t len)
 {
-	struct stat st;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	size_t n;
+	int r;
 
-	if (fd < 0)
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-		close(fd);
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: must be a regular file of mode 0600 "
-			      "(it is a credential)", path);
-	}
-	n = read(fd, token, len - 1);
-	close(fd);
-	if (n <= 0 || (size_t)n >= len - 1)
-		return ks_die(KS_EXIT_USAGE, "--token-file %s: empty or over %zu bytes", path, len - 2);
-	token[n] = '\0';
+	if ((r = ks_read_secret_file("--token-file", path, token, len, &n)) != 0)
+		return r;
 	while (n > 0 && (token[n - 1] == '\n' || token[n - 1] == '\r' || token[n - 1] == ' '))
 		token[--n] = '\0';
-	for (ssize_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)token[i] < 0x21 || token[i] == 0x7f)
 			return ks_die(KS_EXIT_USAGE, "--token-file %s: the token has a control character or space",
 				      path);
