@@ -177,6 +177,19 @@ out:
 	return r;
 }
 
+int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err)
+{
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	*out = NULL;
+	if ((r = ks_ci_read_file(path, &text, &len, err)) == 0)
+		r = ks_ci_parse_bundle(text, len, out, err);
+	free(text);
+	return r;
+}
+
 int ks_ci_parse_pubkey(const char *pem, EVP_PKEY **out, char *err)
 {
 	BIO *bio = BIO_new_mem_buf(pem, -1);

@@ -112,6 +112,15 @@ int ks_read_secret_file(const char *option, const char *path, char *buf, size_t 
 	return 0;
 }
 
+int ks_load_ca_file(const char *path, STACK_OF(X509) **out)
+{
+	char err[KS_CI_ERR_MAX];
+
+	if (ks_ci_load_bundle(path, out, err) < 0)
+		return ks_die(KS_EXIT_USAGE, "--ca-file %s: %s", path, err);
+	return 0;
+}
+
 int ks_parse_long(const char *s, long min, long max, long *out)
 {
 	char *end;

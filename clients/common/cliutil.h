@@ -10,6 +10,7 @@
 #include <getopt.h>
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
@@ -65,6 +66,9 @@ int ks_parse_long(const char *s, long min, long max, long *out);
  * with "unrecognized option" printed.
  */
 int ks_check_long_options(int argc, char *const argv[], const struct option *longopts);
+
+/* The CA certificates of @path (--ca-file). 0, or KS_EXIT_USAGE with the reason printed. */
+int ks_load_ca_file(const char *path, STACK_OF(X509) **out);
 
 /* The exit code for a negative errno from ks_https_request(). */
 int ks_https_exit(int r);

@@ -526,18 +526,6 @@ static int refused(const char *what, const struct ks_https_response *resp)
 	return ks_die(KS_EXIT_CA_REFUSED, "%s: HTTP %ld: %s", what, resp->status, text);
 }
 
-static int load_trusted(const char *path, STACK_OF(X509) **out)
-{
-	char err[KS_CI_ERR_MAX], *text = NULL;
-	size_t len;
-	int r;
-
-	if ((r = ks_ci_read_file(path, &text, &len, err)) < 0 || (r = ks_ci_parse_bundle(text, len, out, err)) < 0)
-		r = ks_die(KS_EXIT_USAGE, "--ca-file %s: %s", path, err);
-	free(text);
-	return r;
-}
-
 /* Check the new certificate (and its chain) and install it. */
 static int check_and_install(const struct opts *o, const char *pem, const char *chain_pem, EVP_PKEY *pub,
 			     X509 *current)
@@ -549,7 +537,7 @@ static int check_and_install(const struct opts *o, const char *pem, const char *
 	X509 *cert = NULL;
 	int r;
 
-	if ((r = load_trusted(o->ca_file, &trusted)) != 0)
+	if ((r = ks_load_ca_file(o->ca_file, &trusted)) != 0)
 		goto out;
 	exp.trusted = trusted;
 	if ((r = ks_ci_parse_one(pem, strlen(pem), &cert, err)) < 0 ||

@@ -152,8 +152,7 @@ static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	STACK_OF(X509) *bundle = NULL, *pinned = NULL;
-	char err[KS_CI_ERR_MAX], *text = NULL;
-	size_t len;
+	char err[KS_CI_ERR_MAX];
 	int r, found = 0;
 
 	memset(&resp, 0, sizeof(resp));
@@ -186,11 +185,8 @@ static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509
 			goto out;
 		}
 	} else {
-		if ((r = ks_ci_read_file(o->ca_file, &text, &len, err)) < 0 ||
-		    (r = ks_ci_parse_bundle(text, len, &pinned, err)) < 0) {
-			r = ks_die(KS_EXIT_USAGE, "--ca-file: %s", err);
+		if ((r = ks_load_ca_file(o->ca_file, &pinned)) != 0)
 			goto out;
-		}
 		for (int i = 0; i < sk_X509_num(pinned); i++)
 			for (int j = 0; j < sk_X509_num(bundle); j++)
 				found += X509_cmp(sk_X509_value(pinned, i), sk_X509_value(bundle, j)) == 0;
@@ -219,7 +215,6 @@ static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509
 out:
 	sk_X509_pop_free(bundle, X509_free);
 	sk_X509_pop_free(pinned, X509_free);
-	free(text);
 	ks_https_response_free(&resp);
 	return r;
 }
@@ -291,19 +286,6 @@ static int check_and_install(const struct opts *o, const char *pem, size_t len, 
 	r = 0;
 out:
 	X509_free(cert);
-	return r;
-}
-
-static int load_trusted(const char *ca_file, STACK_OF(X509) **trusted)
-{
-	char err[KS_CI_ERR_MAX], *text = NULL;
-	size_t len;
-	int r;
-
-	if ((r = ks_ci_read_file(ca_file, &text, &len, err)) < 0 ||
-	    (r = ks_ci_parse_bundle(text, len, trusted, err)) < 0)
-		r = ks_die(KS_EXIT_USAGE, "--ca-file: %s", err);
-	free(text);
 	return r;
 }
 
@@ -455,7 +437,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		r = KS_EXIT_NOT_DUE;
 		goto out;
 	}
-	if ((r = load_trusted(o->ca_file, &trusted)) != 0)
+	if ((r = ks_load_ca_file(o->ca_file, &trusted)) != 0)
 		goto out;
 	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
 		goto out;

@@ -194,17 +194,15 @@ int ks_crl_check(X509 *cert, const char *crl_path, const char *ca_file, time_t n
 	STACK_OF(X509) *cas = NULL;
 	X509_CRL *crl = NULL;
 	X509_REVOKED *entry = NULL;
-	char why[KS_CI_ERR_MAX], *text = NULL;
+	char why[KS_CI_ERR_MAX];
 	const ASN1_TIME *next;
-	size_t len;
 	int r, signed_ok = 0;
 
 	*revoked = 0;
 	*stale = 0;
 	if ((crl = load_crl(crl_path, err)) == NULL)
 		return -EBADMSG;
-	if ((r = ks_ci_read_file(ca_file, &text, &len, why)) < 0 ||
-	    (r = ks_ci_parse_bundle(text, len, &cas, why)) < 0) {
+	if ((r = ks_ci_load_bundle(ca_file, &cas, why)) < 0) {
 		r = fail(err, r, "CA file %s", why);
 		goto out;
 	}
@@ -230,6 +228,5 @@ out:
 	ERR_clear_error();
 	sk_X509_pop_free(cas, X509_free);
 	X509_CRL_free(crl);
-	free(text);
 	return r;
 }

@@ -103,19 +103,14 @@ static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt
 static int read_leaf(const char *path, X509 **out, char *err)
 {
 	STACK_OF(X509) *certs = NULL;
-	char *text = NULL;
-	size_t len;
 	int r;
 
 	*out = NULL;
 	if (access(path, F_OK) != 0 && errno == ENOENT)
 		return -ENOENT;
-	if ((r = ks_ci_read_file(path, &text, &len, err)) < 0)
-		return r;
-	if ((r = ks_ci_parse_bundle(text, len, &certs, err)) == 0)
+	if ((r = ks_ci_load_bundle(path, &certs, err)) == 0)
 		*out = sk_X509_shift(certs);
 	sk_X509_pop_free(certs, X509_free);
-	free(text);
 	return r;
 }
 
