@@ -56,7 +56,7 @@ static void usage(FILE *f)
 	      "Asks Huawei Cloud CCE to rotate a cluster's certificates (rotatecredentials) and\n"
 	      "prints the job id; --wait follows the job until it ends.\n"
 	      "\n"
-	      "The IAM token is read from --token-file (a regular file of mode 0600 or stricter) or\n"
+	      "The IAM token is read from --token-file (a regular file, not a symlink, mode 0600) or\n"
 	      "else from $" TOKEN_ENV "; never from the command line.\n"
 	      "\n"
 	      "Options:\n"
