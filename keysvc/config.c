@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pkcs11/token.h"
 #include "proto/json.h"
 #include "proto/log.h"
 
@@ -70,8 +71,12 @@ struct config_json {
 	uint64_t max_clients_per_uid;
 	uint64_t idle_timeout_ms;
 	uint64_t frame_timeout_ms;
+	uint64_t key_recheck_ms;
 	json_t *policy;
 };
+
+/* Absent from the file: explicit 0 means "read back on every use". */
+#define KEY_RECHECK_UNSET UINT64_MAX
 
 static const struct ks_json_field config_fields[] = {
 	{ "module", KS_JSON_STRING, offsetof(struct config_json, module), KS_JSON_REQUIRED, 4096 },
@@ -88,6 +93,7 @@ static const struct ks_json_field config_fields[] = {
 	{ "max_clients_per_uid", KS_JSON_UINT, offsetof(struct config_json, max_clients_per_uid), 0, 0 },
 	{ "idle_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, idle_timeout_ms), 0, 0 },
 	{ "frame_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, frame_timeout_ms), 0, 0 },
+	{ "key_recheck_ms", KS_JSON_UINT, offsetof(struct config_json, key_recheck_ms), 0, 0 },
 	{ "policy", KS_JSON_ARRAY, offsetof(struct config_json, policy), KS_JSON_REQUIRED, 1024 },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -220,6 +226,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 
 	*out = NULL;
 	memset(&cj, 0, sizeof(cj));
+	cj.key_recheck_ms = KEY_RECHECK_UNSET;   /* 0 is a value of its own */
 	memset(&tj, 0, sizeof(tj));
 	if (check_owner && (r = ks_config_check_file(path, "config", err, err_len)) != 0)
 		return r;
@@ -297,6 +304,10 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		snprintf(err, err_len, "config: frame_timeout_ms: out of range (100..3600000)");
 		goto out;
 	}
+	if (cj.key_recheck_ms != KEY_RECHECK_UNSET && cj.key_recheck_ms > 3600000) {
+		snprintf(err, err_len, "config: key_recheck_ms: out of range (0..3600000)");
+		goto out;
+	}
 
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
 		r = -ENOMEM;
@@ -324,6 +335,8 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 			       cfg->client_timeout_ms;
 	cfg->frame_timeout_ms = cj.frame_timeout_ms ? (unsigned)cj.frame_timeout_ms :
 				cfg->client_timeout_ms;
+	cfg->key_recheck_ms = cj.key_recheck_ms == KEY_RECHECK_UNSET ? KS_DEFAULT_KEY_RECHECK_MS :
+			      (unsigned)cj.key_recheck_ms;
 	if ((r = dup_opt(cj.module, &cfg->module)) != 0 ||
 	    (r = dup_opt(tj.uri, &cfg->token_uri)) != 0 ||
 	    (r = dup_opt(tj.label, &cfg->token_label)) != 0 ||

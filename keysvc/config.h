@@ -34,6 +34,7 @@ struct ks_config {
 	unsigned max_clients_per_uid; /* concurrent connections of one uid, default 64 */
 	unsigned idle_timeout_ms;   /* wait for the next request, default client_timeout_ms */
 	unsigned frame_timeout_ms;  /* whole request in, whole response out, default client_timeout_ms */
+	unsigned key_recheck_ms;    /* cached key handles used unchecked this long; 0: every use */
 	struct ks_policy *policy; /* one reference owned by the config */
 };
 

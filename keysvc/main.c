@@ -198,6 +198,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
+	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
 	r = ks_token_open(&tcfg, &token);
 	/* The token layer keeps its own locked copy for re-login; ours goes now. */
 	ks_pin_free(pin, pin_len);

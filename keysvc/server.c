@@ -224,30 +224,6 @@ static void conn_unlink(struct ks_server *srv, struct ks_conn *c)
 	pthread_mutex_unlock(&srv->lock);
 }
 
-/*
- * Wait at most @timeout_ms (0: forever) for the first byte of the next
- * request (or the peer's end). 0 or -ETIMEDOUT or -errno.
- */
-static int wait_request(int fd, unsigned timeout_ms)
-{
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int64_t deadline = now_ms() + timeout_ms, left;
-	int r;
-
-	for (;;) {
-		left = deadline - now_ms();
-		if (timeout_ms > 0 && left <= 0)
-			return -ETIMEDOUT;
-		r = poll(&pfd, 1, timeout_ms > 0 ? (int)left : -1);
-		if (r > 0)
-			return 0;
-		if (r == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
-			return -errno;
-	}
-}
-
 static void *conn_thread(void *arg)
 {
 	struct ks_conn *c = arg;
@@ -262,13 +238,12 @@ static void *conn_thread(void *arg)
 	ks_buf_init(&body, KS_FRAME_MAX);
 	for (;;) {
 		/* Idle time between requests and the time one request takes are bounded apart. */
-		if ((r = wait_request(c->fd, idle_ms)) == -ETIMEDOUT) {
+		r = ks_frame_read_deadline(c->fd, &body, (int)idle_ms, frame_ms);
+		if (r == -ETIME) {
 			ks_info("uid %u pid %d: idle for %u ms; closing",
 				(unsigned)c->peer.uid, (int)c->peer.pid, idle_ms);
 			break;
 		}
-		if (r == 0)
-			r = ks_frame_read_deadline(c->fd, &body, 0, frame_ms);
 		if (r == -EBADMSG || r == -EMSGSIZE) {
 			/* The stream is out of sync: answer once, then hang up. */
 			if (ks_dispatch_frame_error(srv->ctx, &c->peer,

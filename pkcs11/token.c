@@ -52,6 +52,7 @@ struct key_cache_entry {
 	CK_KEY_TYPE key_type;
 	enum ks_key_type type;
 	size_t raw_sig_len;
+	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
 };
 
 struct ks_token {
@@ -79,6 +80,7 @@ struct ks_token {
 	CK_SESSION_HANDLE sessions[KS_MAX_SESSIONS];
 	int busy[KS_MAX_SESSIONS];
 	unsigned wait_ms;
+	unsigned key_recheck_ms; /* 0: a cached key handle is read back on every use */
 
 	pthread_mutex_t state_lock;
 	pthread_cond_t state_cond;
@@ -348,6 +350,14 @@ static enum ks_key_type rsa_type_from_bits(size_t bits)
 	default:
 		return KS_KEY_NONE;
 	}
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void deadline_in(struct timespec *ts, unsigned ms)
@@ -706,6 +716,8 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	pthread_mutex_init(&tok->cache_lock, NULL);
 	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
+	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
+			      (unsigned)cfg->key_recheck_ms;
 	tok->state = TOKEN_UP;
 	for (unsigned i = 0; i < KS_MAX_SESSIONS; i++)
 		tok->sessions[i] = CK_INVALID_HANDLE;
@@ -984,6 +996,8 @@ struct key_ref {
 	CK_KEY_TYPE key_type;
 	enum ks_key_type type;
 	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
+	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
+	int unchecked;          /* @priv is a cached handle this request has not read back */
 };
 
 /*
@@ -1081,6 +1095,7 @@ static int cache_get(struct ks_token *tok, struct key_ref *k)
 			k->key_type = e->key_type;
 			k->type = e->type;
 			k->raw_sig_len = e->raw_sig_len;
+			k->checked_ms = e->checked_ms;
 			hit = 1;
 		}
 	}
@@ -1113,6 +1128,20 @@ static void cache_put(struct ks_token *tok, const struct key_ref *k)
 	e->key_type = k->key_type;
 	e->type = k->type;
 	e->raw_sig_len = k->raw_sig_len;
+	e->checked_ms = mono_ms();
+	pthread_mutex_unlock(&tok->cache_lock);
+}
+
+/* The entry of @k was read back and matched just now. */
+static void cache_checked(struct ks_token *tok, const struct key_ref *k)
+{
+	int64_t now = mono_ms();
+
+	pthread_mutex_lock(&tok->cache_lock);
+	for (unsigned i = 0; i < KS_KEY_CACHE; i++)
+		if (tok->cache[i].used && tok->cache[i].priv == k->priv &&
+		    strcmp(tok->cache[i].name, k->name) == 0)
+			tok->cache[i].checked_ms = now;
 	pthread_mutex_unlock(&tok->cache_lock);
 }
 
@@ -1166,11 +1195,36 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 	CK_ULONG n = 0;
 	CK_RV rv;
 
+	if (k->have_id && k->unchecked) {
+		/*
+		 * The failed attempt used a cached handle without reading it
+		 * back: the key of that name may be another object now, so
+		 * the retry looks it up by name, not by the old CKA_ID.
+		 */
+		cache_drop(tok, k->name);
+		k->have_id = 0;
+		k->id_len = 0;
+		k->unchecked = 0;
+	}
 	if (!k->have_id && cache_get(tok, k)) {
 		int match;
 
-		if ((rv = cache_check(tok, s, k, &match)) != CKR_OK || match)
+		/*
+		 * Reading the attributes back costs more than the signature on
+		 * some tokens (SoftHSM decrypts them), so a handle checked less
+		 * than key_recheck_ms ago is used as is; if it went stale the
+		 * token refuses it and the operation is retried by name.
+		 */
+		if (tok->key_recheck_ms > 0 && mono_ms() - k->checked_ms < (int64_t)tok->key_recheck_ms) {
+			k->unchecked = 1;
+			return CKR_OK;
+		}
+		if ((rv = cache_check(tok, s, k, &match)) != CKR_OK)
 			return rv;
+		if (match) {
+			cache_checked(tok, k);
+			return CKR_OK;
+		}
 		ks_debug("key %s: the cached handle is stale; looking it up again", k->name);
 		cache_drop(tok, k->name);
 		k->have_id = 0;
@@ -1828,7 +1882,11 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	}
 	memcpy(input + input_len, sa->digest, sa->digest_len);
 	input_len += sa->digest_len;
-	if ((rv = P11(tok, C_SignInit, s, &mech, sa->k.priv)) == CKR_OK) {
+	rv = P11(tok, C_SignInit, s, &mech, sa->k.priv);
+	/* An unchecked cached handle that now names some other object. */
+	if (sa->k.unchecked && (rv == CKR_KEY_TYPE_INCONSISTENT || rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
+		rv = CKR_KEY_HANDLE_INVALID;
+	if (rv == CKR_OK) {
 		sa->sig_len = sa->k.raw_sig_len;
 		rv = P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
 	}
@@ -1872,7 +1930,7 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 			 const uint8_t *digest, size_t digest_len, uint8_t **sig,
 			 size_t *sig_len)
 {
-	struct sign_arg *sa = NULL;
+	struct sign_arg sa;
 	int r;
 
 	*sig = NULL;
@@ -1880,25 +1938,20 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 	if (!ks_key_name_valid(name) || ks_sig_alg_name(alg) == NULL || digest == NULL ||
 	    digest_len != ks_sig_alg_digest_len(alg))
 		return -EINVAL;
-	if ((sa = calloc(1, sizeof(*sa))) == NULL)
+	memset(&sa, 0, sizeof(sa));
+	sa.k.name = name;
+	sa.alg = alg;
+	sa.digest = digest;
+	sa.digest_len = digest_len;
+	if ((r = run_op(tok, "sign", sign_op, &sa)) != 0)
+		return r;
+	if (ks_sig_alg_family(alg) == KS_FAMILY_EC)
+		return ecdsa_to_der(sa.sig, sa.sig_len, sig, sig_len);
+	if ((*sig = malloc(sa.sig_len)) == NULL)
 		return -ENOMEM;
-	sa->k.name = name;
-	sa->alg = alg;
-	sa->digest = digest;
-	sa->digest_len = digest_len;
-	if ((r = run_op(tok, "sign", sign_op, sa)) != 0)
-		goto out;
-	if (ks_sig_alg_family(alg) == KS_FAMILY_EC) {
-		r = ecdsa_to_der(sa->sig, sa->sig_len, sig, sig_len);
-	} else if ((*sig = malloc(sa->sig_len)) == NULL) {
-		r = -ENOMEM;
-	} else {
-		memcpy(*sig, sa->sig, sa->sig_len);
-		*sig_len = sa->sig_len;
-	}
-out:
-	free(sa);
-	return r;
+	memcpy(*sig, sa.sig, sa.sig_len);
+	*sig_len = sa.sig_len;
+	return 0;
 }
 
 /* ---- certificates ---------------------------------------------------------------- */

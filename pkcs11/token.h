@@ -48,6 +48,7 @@
 #include "proto/alg.h"
 
 #define KS_KEY_NAME_MAX 64
+#define KS_DEFAULT_KEY_RECHECK_MS 1000
 #define KS_KEY_ID_LEN 16
 
 struct ks_token;
@@ -75,6 +76,21 @@ struct ks_token_config {
 	unsigned sessions;
 	/* How long a caller waits for a free session before -ETIMEDOUT; 0 means 30000. */
 	unsigned session_wait_ms;
+	/*
+	 * A key found once is remembered by name with its object handle. For
+	 * this many milliseconds after the handle was last read back (class,
+	 * label and CKA_ID) it is used without reading it again; 0 reads it
+	 * back on every use, negative means KS_DEFAULT_KEY_RECHECK_MS. A
+	 * handle that went stale in between is refused by the token and the
+	 * operation retried with the key looked up by name. What the interval
+	 * lets through, until the next read-back: a key renamed by another
+	 * application while its handle stays valid still signs under its old
+	 * name; and, on a token that reuses the handles of deleted objects, a
+	 * key deleted by another application whose handle went to a new
+	 * signing key would sign with that key. Use 0 where other
+	 * applications change keys on the same token.
+	 */
+	int key_recheck_ms;
 };
 
 struct ks_token_info {

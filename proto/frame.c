@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 static int64_t now_ms(void)
@@ -92,14 +93,14 @@ static int read_full(int fd, uint8_t *p, size_t n, int timeout_ms,
 
 /*
  * Both readers: wait at most @first_wait_ms for the first byte (0: no
- * bound), then read the frame with each wait bounded by @chunk_ms (as
- * wait_fd() takes it) and the whole frame by @frame_ms from its first byte
- * (0: no bound).
+ * bound; -ETIME when it passes), then read the frame with each wait bounded
+ * by @chunk_ms (as wait_fd() takes it) and the whole frame by @frame_ms
+ * from its first byte (0: no bound).
  */
 static int read_frame(int fd, struct ks_buf *body, int first_wait_ms, int chunk_ms, int64_t frame_ms)
 {
 	uint8_t hdr[KS_FRAME_HDR];
-	int64_t deadline = 0;
+	int64_t first_deadline = now_ms() + first_wait_ms, deadline = 0;
 	size_t got = 0, len = 0, body_got = 0;
 	uint8_t *p;
 	int r;
@@ -107,9 +108,16 @@ static int read_frame(int fd, struct ks_buf *body, int first_wait_ms, int chunk_
 	ks_buf_reset(body);
 	if (body->max < KS_FRAME_MAX)
 		return -EINVAL;
-	if ((r = wait_fd(fd, POLLIN, first_wait_ms > 0 ? -1 : 0, now_ms() + first_wait_ms)) != 0)
+	/*
+	 * poll() first: with one request in flight per connection, the other
+	 * side's frame is hardly ever queued yet when this is called.
+	 */
+	r = wait_fd(fd, POLLIN, first_wait_ms > 0 ? -1 : 0, first_deadline);
+	if (r == -ETIMEDOUT)
+		return -ETIME;
+	if (r != 0)
 		return r;
-	/* The frame's clock starts when its first byte is readable. */
+	/* The frame's clock starts with its first byte. */
 	if (frame_ms > 0)
 		deadline = now_ms() + frame_ms;
 	r = read_full(fd, hdr, sizeof(hdr), chunk_ms, deadline, &got);
@@ -131,22 +139,50 @@ static int read_frame(int fd, struct ks_buf *body, int first_wait_ms, int chunk_
 
 int ks_frame_read(int fd, struct ks_buf *body, int timeout_ms)
 {
+	int r;
+
 	/* Negative has always meant "no timeout" here; wait_fd() gives -1 another meaning. */
 	if (timeout_ms < 0)
 		timeout_ms = 0;
 	/* The first byte may take as long as an idle client is allowed to idle. */
-	return read_frame(fd, body, timeout_ms, timeout_ms, 4 * (int64_t)timeout_ms);
+	r = read_frame(fd, body, timeout_ms, timeout_ms, 4 * (int64_t)timeout_ms);
+	return r == -ETIME ? -ETIMEDOUT : r;
 }
 
-static int write_full(int fd, const uint8_t *p, size_t n, int timeout_ms,
-		      int64_t deadline)
+/*
+ * Send the header and the body with one sendmsg() when the socket takes
+ * them: a reader woken by the header alone would wake again for the body.
+ */
+static int write_frame(int fd, const void *body, size_t len, int chunk_ms, int64_t frame_ms)
 {
-	size_t done = 0;
+	uint8_t hdr[KS_FRAME_HDR];
+	struct iovec iov[2];
+	struct msghdr msg;
+	size_t done = 0, total = sizeof(hdr) + len;
+	int64_t deadline = 0;
 	ssize_t r;
 	int e;
 
-	while (done < n) {
-		r = send(fd, p + done, n - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (len == 0 || len > KS_FRAME_MAX)
+		return -EMSGSIZE;
+	if (frame_ms > 0)
+		deadline = now_ms() + frame_ms;
+	ks_frame_header_encode(hdr, len);
+	while (done < total) {
+		memset(&msg, 0, sizeof(msg));
+		if (done < sizeof(hdr)) {
+			iov[0].iov_base = hdr + done;
+			iov[0].iov_len = sizeof(hdr) - done;
+			iov[1].iov_base = (void *)(uintptr_t)body;
+			iov[1].iov_len = len;
+			msg.msg_iovlen = 2;
+		} else {
+			iov[0].iov_base = (uint8_t *)(uintptr_t)body + (done - sizeof(hdr));
+			iov[0].iov_len = total - done;
+			msg.msg_iovlen = 1;
+		}
+		msg.msg_iov = iov;
+		r = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (r > 0) {
 			done += (size_t)r;
 			continue;
@@ -155,27 +191,10 @@ static int write_full(int fd, const uint8_t *p, size_t n, int timeout_ms,
 			continue;
 		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
-		if ((e = wait_fd(fd, POLLOUT, timeout_ms, deadline)) != 0)
+		if ((e = wait_fd(fd, POLLOUT, chunk_ms, deadline)) != 0)
 			return e;
 	}
 	return 0;
-}
-
-/* Both writers: each wait bounded by @chunk_ms (as wait_fd() takes it), the frame by @frame_ms (0: none). */
-static int write_frame(int fd, const void *body, size_t len, int chunk_ms, int64_t frame_ms)
-{
-	uint8_t hdr[KS_FRAME_HDR];
-	int64_t deadline = 0;
-	int r;
-
-	if (len == 0 || len > KS_FRAME_MAX)
-		return -EMSGSIZE;
-	if (frame_ms > 0)
-		deadline = now_ms() + frame_ms;
-	ks_frame_header_encode(hdr, len);
-	if ((r = write_full(fd, hdr, sizeof(hdr), chunk_ms, deadline)) != 0)
-		return r;
-	return write_full(fd, body, len, chunk_ms, deadline);
 }
 
 int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms)

@@ -53,7 +53,9 @@ int ks_frame_write(int fd, const void *body, size_t len, int timeout_ms);
  * (header and body) to arrive. A peer that dribbles one byte now and then
  * is dropped when the frame deadline passes, however regular its bytes.
  * 0 for either bound means no bound. Same contract and return values as
- * ks_frame_read() otherwise.
+ * ks_frame_read() otherwise, except that an idle bound that passes before
+ * any byte arrived is -ETIME (the client is idle), told apart from
+ * -ETIMEDOUT (a frame started and did not finish in time).
  */
 int ks_frame_read_deadline(int fd, struct ks_buf *body, int idle_timeout_ms,
 			   int frame_timeout_ms);

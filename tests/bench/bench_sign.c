@@ -84,9 +84,9 @@
  * (find the private key by label, read CKA_ID, CKA_KEY_TYPE and the size,
  * then C_SignInit + C_Sign), separating token work from socket work.
  */
-enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_COUNT };
+enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_HELLO, W_COUNT };
 static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "p11-kit server",
-					       "in-process+lookup" };
+					       "in-process+lookup", "keysvcd hello" };
 
 struct keydef {
 	const char *id;          /* for KS_BENCH_KEYS */
@@ -113,7 +113,7 @@ static uint8_t digest[32];
 static double opt_seconds = 2.0, opt_warmup = 0.5;
 static int opt_rounds = 3;
 static int opt_clients[MAX_CELLS] = { 1, 2, 4, 16 }, opt_nclients = 4;
-static int opt_way[W_COUNT] = { 1, 1, 1, 0 };
+static int opt_way[W_COUNT] = { 1, 1, 1, 0, 0 };
 static int opt_key[NKEYS] = { 1, 1 };
 static long opt_mem_requests = 100000;
 static const char *opt_sessions;
@@ -421,7 +421,13 @@ static int sign_once(struct client *c, int check)
 {
 	int rsa = keys[c->key].type[0] == 'r';
 
-	if (c->way == W_KEYSVCD) {
+	if (c->way == W_HELLO) {
+		struct keysvc_hello *h = NULL;
+		int r = keysvc_hello(c->ks, &h);
+
+		keysvc_hello_free(h);
+		return r == KEYSVC_OK ? 0 : -1;
+	} else if (c->way == W_KEYSVCD) {
 		uint8_t *sig = NULL;
 		size_t sig_len = 0;
 		int r = keysvc_sign_digest(c->ks, keys[c->key].name, keys[c->key].alg, digest,
@@ -467,6 +473,7 @@ static void client_open(struct client *c, enum way way, size_t key)
 	c->key = key;
 	switch (way) {
 	case W_KEYSVCD:
+	case W_HELLO:
 		if (keysvc_connect(d.socket_path, &c->ks) != KEYSVC_OK)
 			die("cannot connect to keysvcd");
 		break;
@@ -868,6 +875,7 @@ static void parse_env(void)
 		opt_way[W_INPROC] = strstr(s, "inproc") != NULL;
 		opt_way[W_P11KIT] = strstr(s, "p11kit") != NULL;
 		opt_way[W_LOOKUP] = strstr(s, "lookup") != NULL;
+		opt_way[W_HELLO] = strstr(s, "hello") != NULL;
 	}
 	if ((s = getenv("KS_BENCH_KEYS")) != NULL && *s) {
 		opt_key[0] = strstr(s, "rsa") != NULL;

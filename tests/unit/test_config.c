@@ -127,6 +127,7 @@ static void test_defaults(void **state)
 	/* Both deadlines default to client_timeout_ms. */
 	assert_int_equal(cfg->idle_timeout_ms, 30000);
 	assert_int_equal(cfg->frame_timeout_ms, 30000);
+	assert_int_equal(cfg->key_recheck_ms, 1000);
 	assert_null(cfg->audit_log);
 	assert_null(cfg->log_level);
 	assert_non_null(cfg->policy);
@@ -288,6 +289,8 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"frame_timeout_ms\": 99}", "frame_timeout_ms" },
 		{ "{" BASE ", \"frame_timeout_ms\": 3600001}", "frame_timeout_ms" },
 		{ "{" BASE ", \"frame_timeout_ms\": 1.5}", "frame_timeout_ms" },
+		{ "{" BASE ", \"key_recheck_ms\": 3600001}", "key_recheck_ms" },
+		{ "{" BASE ", \"key_recheck_ms\": -1}", "key_recheck_ms" },
 		/* Token forms. */
 		{ "{\"module\": \"" MODULE "\", \"token\": {}, " POLICY "}", "token" },
 		{ "{\"module\": \"" MODULE "\", \"token\": {\"uri\": \"x:y\"}, " POLICY "}", "pkcs11:" },
@@ -379,6 +382,13 @@ static void test_accepted_values(void **state)
 	assert_int_equal(cfg->max_clients_per_uid, 65536);
 	assert_int_equal(cfg->idle_timeout_ms, 3600000);
 	assert_int_equal(cfg->frame_timeout_ms, 100);
+	ks_config_free(cfg);
+	/* 0 is a value of its own (read back on every use), not "the default". */
+	cfg = good("{" BASE ", \"key_recheck_ms\": 0}", 0);
+	assert_int_equal(cfg->key_recheck_ms, 0);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"key_recheck_ms\": 3600000}", 0);
+	assert_int_equal(cfg->key_recheck_ms, 3600000);
 	ks_config_free(cfg);
 	/* socket_group by number, numeric string and name. */
 	cfg = good("{" BASE ", \"socket_group\": 65534}", 0);

@@ -12,7 +12,12 @@
  *    application signs with the new key;
  *  - after the sessions are lost (C_CloseAllSessions from outside) the
  *    layer recovers and still signs with the right key.
- * Each signature is checked against the public key of the moment.
+ * Each signature is checked against the public key of the moment. The
+ * tests run twice: with key_recheck_ms 0 (the handle read back on every
+ * use) and with a long interval (the handle trusted, a stale one refused
+ * by the token and the key looked up again). A third group checks the one
+ * thing the interval allows: a key renamed behind the layer's back is
+ * noticed at the next read-back, once the interval has passed.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -21,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -36,7 +42,7 @@ static CK_FUNCTION_LIST *raw;
 static CK_SLOT_ID raw_slot;
 static const uint8_t md[32] = { 7, 7, 7 };
 
-static int setup(void **state)
+static int setup_with(int key_recheck_ms)
 {
 	struct ks_token_config cfg;
 	CK_SLOT_ID slots[16];
@@ -44,7 +50,6 @@ static int setup(void **state)
 	CK_TOKEN_INFO ti;
 	CK_RV rv;
 
-	(void)state;
 	if (ks_test_token_setup(&tt, "cachetest") != 0)
 		return -1;
 	memset(&cfg, 0, sizeof(cfg));
@@ -53,6 +58,7 @@ static int setup(void **state)
 	cfg.pin = tt.pin;
 	cfg.pin_len = tt.pin_len;
 	cfg.sessions = 2;
+	cfg.key_recheck_ms = key_recheck_ms;
 	if (ks_token_open(&cfg, &tok) != 0)
 		return -1;
 	raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
@@ -69,10 +75,36 @@ static int setup(void **state)
 	return 0;
 }
 
+#define RENAME_RECHECK_MS 300
+
+static int setup_every_use(void **state)
+{
+	(void)state;
+	return setup_with(0);
+}
+
+static int setup_trusted(void **state)
+{
+	(void)state;
+	return setup_with(3600000);
+}
+
+static int setup_rename(void **state)
+{
+	(void)state;
+	return setup_with(RENAME_RECHECK_MS);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
 	ks_token_close(tok);
+	tok = NULL;
+	if (raw != NULL) {
+		p11_kit_module_finalize(raw);
+		p11_kit_module_release(raw);
+		raw = NULL;
+	}
 	ks_test_token_teardown(&tt);
 	return 0;
 }
@@ -213,6 +245,46 @@ static void test_sessions_lost(void **state)
 	assert_true(signs_with_current_key("k4"));
 }
 
+/* Give the private key labelled @from the label @to, as another application would. */
+static void raw_relabel(const char *from, const char *to)
+{
+	CK_SESSION_HANDLE s = raw_session();
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE tmpl[2] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, (void *)(uintptr_t)from, strlen(from) },
+	};
+	CK_ATTRIBUTE label = { CKA_LABEL, (void *)(uintptr_t)to, strlen(to) };
+	CK_OBJECT_HANDLE h;
+	CK_ULONG n = 0;
+
+	assert_int_equal(raw->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(raw->C_FindObjects(s, &h, 1, &n), CKR_OK);
+	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(raw->C_SetAttributeValue(s, h, &label, 1), CKR_OK);
+	raw->C_CloseSession(s);
+}
+
+/*
+ * The old key keeps its valid handle under a new label and a new key takes
+ * the name: within key_recheck_ms the layer may still sign with the old
+ * one (documented), after it the read-back finds the label changed.
+ */
+static void test_renamed_by_another_application(void **state)
+{
+	struct timespec pause = { 0, (RENAME_RECHECK_MS + 100) * 1000000L };
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k5", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k5"));
+	raw_relabel("k5", "k5-old");
+	raw_generate("k5", 0x55);
+	nanosleep(&pause, NULL);
+	assert_true(signs_with_current_key("k5"));
+	assert_true(signs_with_current_key("k5"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -221,6 +293,15 @@ int main(void)
 		cmocka_unit_test(test_replaced_by_another_application),
 		cmocka_unit_test(test_sessions_lost),
 	};
+	const struct CMUnitTest rename_tests[] = {
+		cmocka_unit_test(test_renamed_by_another_application),
+	};
+	int r = 0;
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	r |= _cmocka_run_group_tests("checked on every use", tests, sizeof(tests) / sizeof(tests[0]),
+				     setup_every_use, teardown);
+	r |= _cmocka_run_group_tests("trusted between read-backs", tests, sizeof(tests) / sizeof(tests[0]),
+				     setup_trusted, teardown);
+	r |= cmocka_run_group_tests(rename_tests, setup_rename, teardown);
+	return r;
 }
