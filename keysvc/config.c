@@ -327,7 +327,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	}
 	if ((r = ks_policy_from_json(cj.policy, &cfg->policy, err, err_len)) != 0)
 		goto out;
-	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 4;
+	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 16;
 	cfg->max_clients = cj.max_clients ? (unsigned)cj.max_clients : 512;
 	cfg->client_timeout_ms = cj.client_timeout_ms ? (unsigned)cj.client_timeout_ms : 30000;
 	cfg->max_clients_per_uid = cj.max_clients_per_uid ? (unsigned)cj.max_clients_per_uid : 64;

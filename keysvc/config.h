@@ -28,7 +28,7 @@ struct ks_config {
 	mode_t socket_mode;       /* default 0660 */
 	char *audit_log;          /* NULL: audit lines go to stderr */
 	char *log_level;          /* NULL: notice */
-	unsigned sessions;        /* PKCS#11 session pool size, default 4 */
+	unsigned sessions;        /* PKCS#11 session pool size, default 16 */
 	unsigned max_clients;     /* concurrent connections, default 512 */
 	unsigned client_timeout_ms; /* default 30000; the default of the next two */
 	unsigned max_clients_per_uid; /* concurrent connections of one uid, default 64 */

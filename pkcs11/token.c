@@ -22,7 +22,7 @@
 #include "proto/secmem.h"
 
 #define KS_MAX_SESSIONS 64
-#define KS_DEFAULT_SESSIONS 4
+#define KS_DEFAULT_SESSIONS 16
 #define KS_DEFAULT_WAIT_MS 30000
 #define KS_PIN_MAX 256
 #define KS_MAX_OBJECTS 10000

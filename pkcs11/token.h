@@ -72,7 +72,7 @@ struct ks_token_config {
 	 */
 	const char *pin;
 	size_t pin_len;
-	/* Number of sessions in the pool (1..64); 0 means 4. */
+	/* Number of sessions in the pool (1..64); 0 means 16. */
 	unsigned sessions;
 	/* How long a caller waits for a free session before -ETIMEDOUT; 0 means 30000. */
 	unsigned session_wait_ms;

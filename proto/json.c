@@ -215,20 +215,31 @@ int ks_json_dispatch(json_t *obj, const struct ks_json_field *table,
 
 int ks_json_serialize(const json_t *obj, size_t max, char **out, size_t *out_len)
 {
-	size_t n;
+	/* Most messages fit: one pass into this much, a second only for larger ones. */
+	size_t first = max < 4096 ? max : 4096, n;
 	char *s;
 
-	n = json_dumpb(obj, NULL, 0, JSON_COMPACT);
-	if (n == 0)
+	if ((s = malloc(first + 1)) == NULL)
 		return -ENOMEM;
-	if (n > max)
-		return -EMSGSIZE;
-	s = malloc(n + 1);
-	if (s == NULL)
-		return -ENOMEM;
-	if (json_dumpb(obj, s, n, JSON_COMPACT) != n) {
+	n = json_dumpb(obj, s, first, JSON_COMPACT);
+	if (n == 0) {
 		free(s);
 		return -ENOMEM;
+	}
+	if (n > max) {
+		free(s);
+		return -EMSGSIZE;
+	}
+	if (n > first) {
+		/* The partial output is data to be signed too: wipe before letting go. */
+		explicit_bzero(s, first);
+		free(s);
+		if ((s = malloc(n + 1)) == NULL)
+			return -ENOMEM;
+		if (json_dumpb(obj, s, n, JSON_COMPACT) != n) {
+			free(s);
+			return -ENOMEM;
+		}
 	}
 	s[n] = '\0';
 	*out = s;

@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,6 +68,8 @@
 #include <p11-kit/pkcs11.h>
 
 #include "clients/keysvc.h"
+#include "proto/buf.h"
+#include "proto/frame.h"
 #include "tests/common/daemon.h"
 
 #ifndef KS_P11KIT_CLIENT_DEFAULT
@@ -84,9 +87,17 @@
  * (find the private key by label, read CKA_ID, CKA_KEY_TYPE and the size,
  * then C_SignInit + C_Sign), separating token work from socket work.
  */
-enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_HELLO, W_COUNT };
+/*
+ * W_ECHO (the IPC floor, on unless KS_BENCH_WAYS leaves out "echo"): each
+ * client sends a frame the size of a sign request to a process that, like
+ * keysvcd, serves each connection with a thread of its own and answers
+ * with a frame the size of a signature answer, through the same frame
+ * code; no JSON, policy, audit or token. Any signer in another process
+ * pays at least this per signature on this machine.
+ */
+enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_ECHO, W_COUNT };
 static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "p11-kit server",
-					       "in-process+lookup", "keysvcd hello" };
+					       "in-process+lookup", "echo (IPC floor)" };
 
 struct keydef {
 	const char *id;          /* for KS_BENCH_KEYS */
@@ -113,7 +124,7 @@ static uint8_t digest[32];
 static double opt_seconds = 2.0, opt_warmup = 0.5;
 static int opt_rounds = 3;
 static int opt_clients[MAX_CELLS] = { 1, 2, 4, 16 }, opt_nclients = 4;
-static int opt_way[W_COUNT] = { 1, 1, 1, 0, 0 };
+static int opt_way[W_COUNT] = { 1, 1, 1, 0, 1 };
 static int opt_key[NKEYS] = { 1, 1 };
 static long opt_mem_requests = 100000;
 static const char *opt_sessions;
@@ -123,11 +134,18 @@ static CK_C_GetFunctionList p11kit_getfl; /* p11-kit-client.so's */
 static pid_t p11kit_pid;
 static char p11kit_sock[PATH_MAX];
 static EVP_PKEY *pubkeys[NKEYS];
+static pid_t echo_pid;
+static char echo_sock[PATH_MAX];
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void cleanup(void)
 {
+	if (echo_pid > 0) {
+		kill(echo_pid, SIGTERM);
+		waitpid(echo_pid, NULL, 0);
+		echo_pid = 0;
+	}
 	if (p11kit_pid > 0) {
 		kill(p11kit_pid, SIGTERM);
 		waitpid(p11kit_pid, NULL, 0);
@@ -371,6 +389,90 @@ static void p11kit_start(void)
 	setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
 }
 
+/* ---- the echo server (IPC floor) ------------------------------------------- */
+
+/*
+ * Frame sizes of a sign request and its answer as libkeysvc and keysvcd
+ * write them: {"op":"sign","key":NAME,"alg":ALG,"digest":B64(32),"id":N}
+ * and {"id":N,"result":{"signature":B64(SIG)}}; the request's first two
+ * bytes tell the echo server how long an answer to send.
+ */
+static size_t echo_req_len(size_t key)
+{
+	return 50 + strlen(keys[key].name) + strlen(keys[key].alg) + 44 + 6;
+}
+
+static size_t echo_resp_len(size_t key)
+{
+	size_t sig = keys[key].type[0] == 'r' ? 256 : 72;   /* RSA-2048; P-256 DER, typical */
+
+	return 36 + 4 * ((sig + 2) / 3) + 6;
+}
+
+static void *echo_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	struct ks_buf b;
+	uint8_t *out = calloc(1, KS_FRAME_MAX);
+
+	ks_buf_init(&b, KS_FRAME_MAX);
+	while (out != NULL && ks_frame_read_deadline(fd, &b, 0, 0) == 0 && b.len >= 2) {
+		size_t n = (size_t)b.data[0] << 8 | b.data[1];
+
+		if (n == 0 || n > KS_FRAME_MAX || ks_frame_write_deadline(fd, out, n, 0) != 0)
+			break;
+	}
+	ks_buf_free(&b);
+	free(out);
+	close(fd);
+	return NULL;
+}
+
+static void echo_serve(int lfd)
+{
+	pthread_attr_t attr;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		pthread_t th;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			_exit(1);
+		}
+		if (pthread_create(&th, &attr, echo_conn, (void *)(intptr_t)fd) != 0)
+			close(fd);
+	}
+}
+
+/* Fork the echo server; it listens on echo_sock before this returns. */
+static void echo_start(void)
+{
+	struct sockaddr_un sa;
+	int lfd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(d.dir) > 80)
+		die("directory name too long for a socket: %s (set TMPDIR shorter)", d.dir);
+	snprintf(echo_sock, sizeof(echo_sock), "%.80s/echo.sock", d.dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", echo_sock);
+	if ((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 128) != 0)
+		die("echo server socket %s: %s", echo_sock, strerror(errno));
+	if ((echo_pid = fork()) < 0)
+		die("fork: %s", strerror(errno));
+	if (echo_pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		echo_serve(lfd);
+		_exit(0);
+	}
+	close(lfd);
+}
+
 /* ---- clients --------------------------------------------------------------- */
 
 /* What pkcs11/token.c does before each signature (resolve_key, describe_key). */
@@ -394,6 +496,9 @@ struct client {
 	enum way way;
 	size_t key;
 	keysvc *ks;
+	int echo_fd;
+	uint8_t echo_req[512];
+	struct ks_buf echo_resp;
 	CK_FUNCTION_LIST *f;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE h;
@@ -421,12 +526,13 @@ static int sign_once(struct client *c, int check)
 {
 	int rsa = keys[c->key].type[0] == 'r';
 
-	if (c->way == W_HELLO) {
-		struct keysvc_hello *h = NULL;
-		int r = keysvc_hello(c->ks, &h);
+	if (c->way == W_ECHO) {
+		size_t want = echo_resp_len(c->key);
 
-		keysvc_hello_free(h);
-		return r == KEYSVC_OK ? 0 : -1;
+		if (ks_frame_write(c->echo_fd, c->echo_req, echo_req_len(c->key), 0) != 0 ||
+		    ks_frame_read(c->echo_fd, &c->echo_resp, 0) != 0 || c->echo_resp.len != want)
+			return -1;
+		return 0;
 	} else if (c->way == W_KEYSVCD) {
 		uint8_t *sig = NULL;
 		size_t sig_len = 0;
@@ -472,8 +578,15 @@ static void client_open(struct client *c, enum way way, size_t key)
 	c->way = way;
 	c->key = key;
 	switch (way) {
+	case W_ECHO:
+		if ((c->echo_fd = ks_td_connect_path(echo_sock)) < 0)
+			die("cannot connect to the echo server");
+		memset(c->echo_req, 'x', sizeof(c->echo_req));
+		c->echo_req[0] = (uint8_t)(echo_resp_len(key) >> 8);
+		c->echo_req[1] = (uint8_t)echo_resp_len(key);
+		ks_buf_init(&c->echo_resp, KS_FRAME_MAX);
+		break;
 	case W_KEYSVCD:
-	case W_HELLO:
 		if (keysvc_connect(d.socket_path, &c->ks) != KEYSVC_OK)
 			die("cannot connect to keysvcd");
 		break;
@@ -505,6 +618,10 @@ static void client_open(struct client *c, enum way way, size_t key)
 static void client_close(struct client *c)
 {
 	keysvc_close(c->ks);
+	if (c->way == W_ECHO) {
+		close(c->echo_fd);
+		ks_buf_free(&c->echo_resp);
+	}
 	if (c->f != NULL) {
 		c->f->C_CloseSession(c->s);
 		if (c->way == W_P11KIT)
@@ -542,8 +659,8 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
-/* CPU seconds (user + system) this process and keysvcd have used. */
-static void cpu_now(double *self, double *daemon)
+/* CPU seconds (user + system) this process and the server @pid have used. */
+static void cpu_now(pid_t pid, double *self, double *daemon)
 {
 	struct rusage ru;
 	char path[64], buf[1024], *p;
@@ -554,7 +671,7 @@ static void cpu_now(double *self, double *daemon)
 	*self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 	*daemon = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)d.pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	if ((f = fopen(path, "r")) == NULL)
 		return;
 	/* Fields 14 and 15 (utime, stime), counted after the ")" closing the name. */
@@ -582,6 +699,7 @@ static double run_window(struct client *cl, int n, struct samples *lat, double *
 {
 	long total = 0, errors = 0;
 	double s0, d0, s1, d1;
+	pid_t server = cl[0].way == W_ECHO ? echo_pid : d.pid;
 
 	if (pthread_barrier_init(&barrier, NULL, (unsigned)n + 1) != 0)
 		die("pthread_barrier_init");
@@ -594,9 +712,9 @@ static double run_window(struct client *cl, int n, struct samples *lat, double *
 	win_end = win_start + opt_seconds;
 	pthread_barrier_wait(&barrier);
 	sleep_until(win_start);
-	cpu_now(&s0, &d0);
+	cpu_now(server, &s0, &d0);
 	sleep_until(win_end);
-	cpu_now(&s1, &d1);
+	cpu_now(server, &s1, &d1);
 	*cpu_self += s1 - s0;
 	*cpu_daemon += d1 - d0;
 	for (int i = 0; i < n; i++) {
@@ -679,6 +797,62 @@ static void print_num(double v)
 		printf(" n/a |");
 	else
 		printf(" %.0f |", v);
+}
+
+/*
+ * What any signer in another process could reach, from the IPC floor: a
+ * signature through it costs at least one echo round trip on top of the
+ * token's own signature, in time with one client and in CPU once the CPUs
+ * are saturated, so its rate is at most 1 / (1/in-process + 1/echo), that
+ * is echo / (echo + in-process) of the in-process rate. And no server in
+ * front of the token signs faster than the token in-process, so
+ * keysvcd / p11-kit server is at most in-process / p11-kit server.
+ */
+static void print_bounds(struct cell_result (*res)[MAX_CELLS])
+{
+	printf("\n| key | clients | echo round trips/s (IPC floor) | any out-of-process signer / in-process, at most "
+	       "| keysvcd / in-process | keysvcd / that bound | in-process / p11-kit server "
+	       "(the most keysvcd / p11-kit server can be) |\n|---|---:|---:|---:|---:|---:|---:|\n");
+	for (size_t k = 0; k < NKEYS; k++) {
+		for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
+			struct cell_result *r = &res[k][c];
+			double e = r->rate[W_ECHO], i = r->rate[W_INPROC], bound = e / (e + i);
+
+			printf("| %s | %d | %.0f | %.2f | %.2f | %.2f |", keys[k].title, opt_clients[c], e, bound,
+			       r->rate[W_KEYSVCD] / i, r->rate[W_KEYSVCD] / i / bound);
+			if (isnan(r->rate[W_P11KIT]))
+				printf(" n/a |\n");
+			else
+				printf(" %.2f |\n", i / r->rate[W_P11KIT]);
+		}
+	}
+}
+
+/* Each way's highest rate over the client counts of this run: its capacity on this machine. */
+static void print_peaks(struct cell_result (*res)[MAX_CELLS])
+{
+	printf("\n| key | peak over 1..%d clients: in-process (sig/s) | p11-kit server (sig/s) | keysvcd (sig/s) "
+	       "| keysvcd / in-process | target | keysvcd / p11-kit server | target |\n"
+	       "|---|---:|---:|---:|---:|---|---:|---|\n", opt_clients[opt_nclients - 1]);
+	for (size_t k = 0; k < NKEYS; k++) {
+		double peak[W_COUNT];
+
+		if (!opt_key[k])
+			continue;
+		for (int w = 0; w < W_COUNT; w++) {
+			peak[w] = NAN;
+			for (int c = 0; c < opt_nclients; c++)
+				if (!isnan(res[k][c].rate[w]) && (isnan(peak[w]) || res[k][c].rate[w] > peak[w]))
+					peak[w] = res[k][c].rate[w];
+		}
+		printf("| %s |", keys[k].title);
+		print_num(peak[W_INPROC]);
+		print_num(peak[W_P11KIT]);
+		print_num(peak[W_KEYSVCD]);
+		print_ratio(peak[W_KEYSVCD], peak[W_INPROC], keys[k].target_inproc);
+		print_ratio(peak[W_KEYSVCD], peak[W_P11KIT], keys[k].target_p11kit);
+		printf("\n");
+	}
 }
 
 /* ---- CSR latency and memory ------------------------------------------------ */
@@ -875,7 +1049,7 @@ static void parse_env(void)
 		opt_way[W_INPROC] = strstr(s, "inproc") != NULL;
 		opt_way[W_P11KIT] = strstr(s, "p11kit") != NULL;
 		opt_way[W_LOOKUP] = strstr(s, "lookup") != NULL;
-		opt_way[W_HELLO] = strstr(s, "hello") != NULL;
+		opt_way[W_ECHO] = strstr(s, "echo") != NULL;
 	}
 	if ((s = getenv("KS_BENCH_KEYS")) != NULL && *s) {
 		opt_key[0] = strstr(s, "rsa") != NULL;
@@ -946,6 +1120,8 @@ int main(void)
 		inproc_init();
 	if (opt_way[W_P11KIT])
 		p11kit_start();
+	if (opt_way[W_ECHO])
+		echo_start();
 
 	fprintf(stderr, "bench_sign: %.1f s windows after %.1f s warm-up, %d round(s), ways alternating\n",
 		opt_seconds, opt_warmup, opt_rounds);
@@ -969,6 +1145,9 @@ int main(void)
 			printf("\n");
 		}
 	}
+	if (opt_way[W_ECHO] && opt_way[W_INPROC])
+		print_bounds(res);
+	print_peaks(res);
 	printf("\n| key | clients | in-process median / p99 (ms) | p11-kit server median / p99 (ms) "
 	       "| keysvcd median / p99 (ms) |\n|---|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < NKEYS; k++) {
@@ -987,15 +1166,18 @@ int main(void)
 	}
 
 	printf("\n| key | clients | in-process: CPU µs per signature | keysvcd: CPU µs per signature, "
-	       "daemon + client = total | keysvcd total / in-process |\n|---|---:|---:|---:|---:|\n");
+	       "daemon + client = total | keysvcd total / in-process | echo: CPU µs per round trip, "
+	       "server + client = total |\n|---|---:|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < NKEYS; k++) {
 		for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
 			struct cell_result *r = &res[k][c];
 			double tot = r->cpu_daemon[W_KEYSVCD] + r->cpu_self[W_KEYSVCD];
 
-			printf("| %s | %d | %.0f | %.0f + %.0f = %.0f | %.2f |\n", keys[k].title, opt_clients[c],
+			printf("| %s | %d | %.0f | %.0f + %.0f = %.0f | %.2f | %.0f + %.0f = %.0f |\n",
+			       keys[k].title, opt_clients[c],
 			       r->cpu_self[W_INPROC], r->cpu_daemon[W_KEYSVCD], r->cpu_self[W_KEYSVCD], tot,
-			       tot / r->cpu_self[W_INPROC]);
+			       tot / r->cpu_self[W_INPROC], r->cpu_daemon[W_ECHO], r->cpu_self[W_ECHO],
+			       r->cpu_daemon[W_ECHO] + r->cpu_self[W_ECHO]);
 		}
 	}
 	if (opt_way[W_LOOKUP]) {
@@ -1014,7 +1196,7 @@ int main(void)
 	if (opt_mem_requests > 0)
 		memory_check(idle_kib);
 	printf("\nkeysvcd pool: %s sessions; log level notice; %ld KiB VmRSS at the end.\n",
-	       opt_sessions != NULL ? opt_sessions : "default (4)", vm_rss_kib(d.pid));
+	       opt_sessions != NULL ? opt_sessions : "default (16)", vm_rss_kib(d.pid));
 
 	if (p11kit_pid > 0) {
 		kill(p11kit_pid, SIGTERM);

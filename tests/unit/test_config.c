@@ -120,7 +120,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->socket_path, "/run/keysvc/keysvc.sock");
 	assert_int_equal(cfg->socket_mode, 0660);
 	assert_int_equal(cfg->has_socket_gid, 0);
-	assert_int_equal(cfg->sessions, 4);
+	assert_int_equal(cfg->sessions, 16);
 	assert_int_equal(cfg->max_clients, 512);
 	assert_int_equal(cfg->client_timeout_ms, 30000);
 	assert_int_equal(cfg->max_clients_per_uid, 64);

@@ -626,6 +626,28 @@ static void test_serialize(void **state)
 	assert_int_equal(n, 2);
 	free(s);
 	json_decref(o);
+
+	/* Around the first pass's 4096 bytes: {"k":"..."} is 8 bytes plus the string. */
+	for (size_t len = 4086; len <= 4092; len++) {
+		char *v = malloc(len + 1);
+
+		assert_non_null(v);
+		memset(v, 'x', len);
+		v[len] = '\0';
+		o = json_pack("{s:s}", "k", v);
+		assert_int_equal(ks_json_serialize(o, len + 7, &s, &n), -EMSGSIZE);
+		assert_int_equal(ks_json_serialize(o, 65536, &s, &n), 0);
+		assert_int_equal(n, len + 8);
+		assert_int_equal(strlen(s), n);
+		assert_memory_equal(s + 6, v, len);
+		assert_string_equal(s + 6 + len, "\"}");
+		free(s);
+		assert_int_equal(ks_json_serialize(o, len + 8, &s, &n), 0);
+		assert_int_equal(n, len + 8);
+		free(s);
+		json_decref(o);
+		free(v);
+	}
 }
 
 int main(void)
