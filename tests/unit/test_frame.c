@@ -354,6 +354,36 @@ static void test_idle(void **state)
 	ks_buf_free(&body);
 }
 
+/* The server's reader tells an idle client (-ETIME) from a frame that stalled (-ETIMEDOUT). */
+static void test_deadline_idle_and_stall(void **state)
+{
+	struct ks_buf body;
+
+	(void)state;
+	ks_buf_init(&body, KS_FRAME_MAX);
+	assert_int_equal(ks_frame_read_deadline(sv[1], &body, 150, 5000), -ETIME);
+	assert_int_equal(body.alloc, 0);
+	/* Two header bytes: the frame has started, the idle bound no longer applies. */
+	assert_int_equal(write(sv[0], "\0\0", 2), 2);
+	assert_int_equal(ks_frame_read_deadline(sv[1], &body, 50, 200), -ETIMEDOUT);
+	assert_int_equal(body.alloc, 0);
+	ks_buf_free(&body);
+}
+
+/* Idle bound 0 waits for the first byte without limit; a frame already there is read whole. */
+static void test_deadline_no_idle_bound(void **state)
+{
+	struct ks_buf body;
+
+	(void)state;
+	ks_buf_init(&body, KS_FRAME_MAX);
+	assert_int_equal(write(sv[0], "\0\0\0\x02{}", 6), 6);
+	assert_int_equal(ks_frame_read_deadline(sv[1], &body, 0, 200), 0);
+	assert_int_equal(body.len, 2);
+	assert_memory_equal(body.data, "{}", 2);
+	ks_buf_free(&body);
+}
+
 static void *slow_writer(void *arg)
 {
 	static const char frame[] = "\0\0\0\x04{\"\"}";
@@ -463,6 +493,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stall, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stall_in_header, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deadline_idle_and_stall, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deadline_no_idle_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trickle_is_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_to_closed_peer, setup, teardown),
