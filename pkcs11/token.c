@@ -98,8 +98,9 @@ struct ks_token {
 
 	/*
 	 * Private keys already found, by name (see resolve_key()): a signature
-	 * then costs one C_GetAttributeValue instead of a search of the whole
-	 * token. Entries of an older pool generation are never used.
+	 * then costs no search of the whole token, and its handle is read back
+	 * at most once per key_recheck_ms. Entries of an older pool generation
+	 * are never used.
 	 */
 	pthread_mutex_t cache_lock;
 	struct key_cache_entry cache[KS_KEY_CACHE];

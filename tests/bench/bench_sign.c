@@ -9,14 +9,21 @@
  *
  *   keysvcd     libkeysvc connection, keysvc_sign_digest() per signature
  *               (JSON frame over the Unix socket, policy, audit line,
- *               key lookup, C_SignInit + C_Sign in keysvcd's SoftHSM);
+ *               cached key handle, C_SignInit + C_Sign in keysvcd's
+ *               SoftHSM);
  *   in-process  SoftHSM dlopen'ed here, one session per thread, the key
  *               handle found once, C_SignInit + C_Sign per signature;
  *   p11-kit     p11-kit-client.so, one C_GetFunctionList per thread (so
  *               one socket, and one p11-kit-remote process, per thread),
- *               C_SignInit + C_Sign per signature.
+ *               C_SignInit + C_Sign per signature;
+ *   echo        the IPC floor: frames of a sign request's and answer's
+ *               size through a server with keysvcd's threading and frame
+ *               code, nothing else (see W_ECHO below).
  *
- * The three ways take turns in rounds (the order rotating each round), each
+ * From the echo and in-process rates the bound on any out-of-process
+ * signer is printed, and keysvcd's share of it (see print_bounds()).
+ *
+ * The ways take turns in rounds (the order rotating each round), each
  * turn a warm-up then a fixed measured window, so machine noise hits all of
  * them alike. Throughput is the median over rounds, latency percentiles
  * pool every signature of every round. Ratios are printed against the
@@ -34,7 +41,8 @@
  *   KS_BENCH_ROUNDS       rounds per cell (3)
  *   KS_BENCH_CLIENTS      client counts, comma-separated (1,2,4,16)
  *   KS_BENCH_KEYS         "rsa,ec" (both), "rsa" or "ec"
- *   KS_BENCH_WAYS         which ways run, subset of "keysvcd,inproc,p11kit"
+ *   KS_BENCH_WAYS         which ways run, subset of "keysvcd,inproc,p11kit,echo"
+ *                         (keysvcd required; "lookup" adds a diagnostic way)
  *   KS_BENCH_SESSIONS     keysvcd's "sessions" (pool size); unset: the default
  *   KS_BENCH_MEM_REQUESTS requests of the memory check (100000; 0 skips it)
  *   KS_P11KIT_CLIENT      p11-kit-client.so (default: the p11-kit module dir)

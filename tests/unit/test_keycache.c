@@ -1,8 +1,7 @@
 /*
  * The token layer remembers the handles of private keys it found (a
- * signature then costs one C_GetAttributeValue instead of a search of the
- * whole token). A remembered handle must never sign with anything but the
- * key that has the name now:
+ * signature then costs no search of the whole token). A remembered handle
+ * must never sign with anything but the key that has the name now:
  *
  *  - a key deleted and generated again under the same name through the
  *    layer signs with the new key;
