@@ -16,6 +16,9 @@
  *   p11-kit     p11-kit-client.so, one C_GetFunctionList per thread (so
  *               one socket, and one p11-kit-remote process, per thread),
  *               C_SignInit + C_Sign per signature;
+ *   p11-kit, one module
+ *               the same server, one p11-kit-client.so instance shared by
+ *               all threads, as a threaded program loads a module;
  *   echo        the IPC floor: frames of a sign request's and answer's
  *               size through a server with keysvcd's threading and frame
  *               code, nothing else (see W_ECHO below).
@@ -41,8 +44,9 @@
  *   KS_BENCH_ROUNDS       rounds per cell (3)
  *   KS_BENCH_CLIENTS      client counts, comma-separated (1,2,4,16)
  *   KS_BENCH_KEYS         "rsa,ec" (both), "rsa" or "ec"
- *   KS_BENCH_WAYS         which ways run, subset of "keysvcd,inproc,p11kit,echo"
- *                         (keysvcd required; "lookup" adds a diagnostic way)
+ *   KS_BENCH_WAYS         which ways run, comma-separated, of "keysvcd,inproc,
+ *                         p11kit,p11kit1,echo" (the default; keysvcd required)
+ *                         and "lookup" (a diagnostic way)
  *   KS_BENCH_SESSIONS     keysvcd's "sessions" (pool size); unset: the default
  *   KS_BENCH_MEM_REQUESTS requests of the memory check (100000; 0 skips it)
  *   KS_P11KIT_CLIENT      p11-kit-client.so (default: the p11-kit module dir)
@@ -103,9 +107,18 @@
  * code; no JSON, policy, audit or token. Any signer in another process
  * pays at least this per signature on this machine.
  */
-enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_ECHO, W_COUNT };
+/*
+ * W_P11KIT_ONE ("p11kit1"): p11-kit server again, but the way a threaded
+ * program loads a PKCS#11 module: one p11-kit-client.so instance
+ * (C_Initialize once) for all client threads, a session per thread; the
+ * module serialises its calls over one socket.
+ */
+enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_ECHO, W_P11KIT_ONE, W_COUNT };
 static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "p11-kit server",
-					       "in-process+lookup", "echo (IPC floor)" };
+					       "in-process+lookup", "echo (IPC floor)",
+					       "p11-kit, one module" };
+static const char *const way_key[W_COUNT] = { "keysvcd", "inproc", "p11kit", "lookup", "echo",
+					      "p11kit1" };
 
 struct keydef {
 	const char *id;          /* for KS_BENCH_KEYS */
@@ -132,13 +145,14 @@ static uint8_t digest[32];
 static double opt_seconds = 2.0, opt_warmup = 0.5;
 static int opt_rounds = 3;
 static int opt_clients[MAX_CELLS] = { 1, 2, 4, 16 }, opt_nclients = 4;
-static int opt_way[W_COUNT] = { 1, 1, 1, 0, 1 };
+static int opt_way[W_COUNT] = { 1, 1, 1, 0, 1, 1 };
 static int opt_key[NKEYS] = { 1, 1 };
 static long opt_mem_requests = 100000;
 static const char *opt_sessions;
 
 static CK_FUNCTION_LIST *inproc_f;       /* SoftHSM in this process */
 static CK_C_GetFunctionList p11kit_getfl; /* p11-kit-client.so's */
+static CK_FUNCTION_LIST *p11kit_one;     /* the instance W_P11KIT_ONE's threads share */
 static pid_t p11kit_pid;
 static char p11kit_sock[PATH_MAX];
 static EVP_PKEY *pubkeys[NKEYS];
@@ -397,6 +411,24 @@ static void p11kit_start(void)
 	setenv("P11_KIT_SERVER_ADDRESS", addr, 1);
 }
 
+/* The shared p11-kit-client instance of W_P11KIT_ONE, logged in once. */
+static void p11kit_one_init(void)
+{
+	CK_C_INITIALIZE_ARGS args;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	if ((rv = p11kit_getfl(&p11kit_one)) != CKR_OK)
+		die("p11-kit-client C_GetFunctionList: %s", ckr(rv));
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	if ((rv = p11kit_one->C_Initialize(&args)) != CKR_OK)
+		die("p11-kit-client C_Initialize: %s", ckr(rv));
+	if ((rv = p11kit_one->C_OpenSession(find_slot(p11kit_one), CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+		die("p11-kit-client C_OpenSession: %s", ckr(rv));
+	p11_login(p11kit_one, s);
+}
+
 /* ---- the echo server (IPC floor) ------------------------------------------- */
 
 /*
@@ -603,6 +635,12 @@ static void client_open(struct client *c, enum way way, size_t key)
 		c->f = inproc_f;
 		if ((rv = c->f->C_OpenSession(find_slot(c->f), CKF_SERIAL_SESSION, NULL, NULL, &c->s)) != CKR_OK)
 			die("C_OpenSession: %s", ckr(rv));
+		c->h = find_key(c->f, c->s, keys[key].name);
+		break;
+	case W_P11KIT_ONE:
+		c->f = p11kit_one;
+		if ((rv = c->f->C_OpenSession(find_slot(c->f), CKF_SERIAL_SESSION, NULL, NULL, &c->s)) != CKR_OK)
+			die("p11-kit-client C_OpenSession: %s", ckr(rv));
 		c->h = find_key(c->f, c->s, keys[key].name);
 		break;
 	case W_P11KIT:
@@ -1053,11 +1091,19 @@ static void parse_env(void)
 		free(copy);
 	}
 	if ((s = getenv("KS_BENCH_WAYS")) != NULL && *s) {
-		opt_way[W_KEYSVCD] = strstr(s, "keysvcd") != NULL;
-		opt_way[W_INPROC] = strstr(s, "inproc") != NULL;
-		opt_way[W_P11KIT] = strstr(s, "p11kit") != NULL;
-		opt_way[W_LOOKUP] = strstr(s, "lookup") != NULL;
-		opt_way[W_ECHO] = strstr(s, "echo") != NULL;
+		char *copy = strdup(s), *save = NULL;
+
+		memset(opt_way, 0, sizeof(opt_way));
+		for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+			int w = 0;
+
+			while (w < W_COUNT && strcmp(t, way_key[w]) != 0)
+				w++;
+			if (w == W_COUNT)
+				die("KS_BENCH_WAYS: unknown way %s", t);
+			opt_way[w] = 1;
+		}
+		free(copy);
 	}
 	if ((s = getenv("KS_BENCH_KEYS")) != NULL && *s) {
 		opt_key[0] = strstr(s, "rsa") != NULL;
@@ -1126,8 +1172,10 @@ int main(void)
 	idle_kib = vm_rss_kib(d.pid);
 	if (opt_way[W_INPROC] || opt_way[W_LOOKUP])
 		inproc_init();
-	if (opt_way[W_P11KIT])
+	if (opt_way[W_P11KIT] || opt_way[W_P11KIT_ONE])
 		p11kit_start();
+	if (opt_way[W_P11KIT_ONE])
+		p11kit_one_init();
 	if (opt_way[W_ECHO])
 		echo_start();
 
@@ -1155,6 +1203,20 @@ int main(void)
 	}
 	if (opt_way[W_ECHO] && opt_way[W_INPROC])
 		print_bounds(res);
+	if (opt_way[W_P11KIT_ONE]) {
+		printf("\n| key | clients | p11-kit server, one module for all threads (sig/s) | keysvcd (sig/s) "
+		       "| keysvcd / p11-kit, one module | target |\n|---|---:|---:|---:|---:|---|\n");
+		for (size_t k = 0; k < NKEYS; k++)
+			for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
+				struct cell_result *r = &res[k][c];
+
+				printf("| %s | %d |", keys[k].title, opt_clients[c]);
+				print_num(r->rate[W_P11KIT_ONE]);
+				print_num(r->rate[W_KEYSVCD]);
+				print_ratio(r->rate[W_KEYSVCD], r->rate[W_P11KIT_ONE], keys[k].target_p11kit);
+				printf("\n");
+			}
+	}
 	print_peaks(res);
 	printf("\n| key | clients | in-process median / p99 (ms) | p11-kit server median / p99 (ms) "
 	       "| keysvcd median / p99 (ms) |\n|---|---:|---:|---:|---:|\n");
@@ -1206,6 +1268,10 @@ int main(void)
 	printf("\nkeysvcd pool: %s sessions; log level notice; %ld KiB VmRSS at the end.\n",
 	       opt_sessions != NULL ? opt_sessions : "default (16)", vm_rss_kib(d.pid));
 
+	if (p11kit_one != NULL) {
+		p11kit_one->C_Finalize(NULL);
+		p11kit_one = NULL;
+	}
 	if (p11kit_pid > 0) {
 		kill(p11kit_pid, SIGTERM);
 		waitpid(p11kit_pid, NULL, 0);
