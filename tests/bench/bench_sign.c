@@ -332,28 +332,39 @@ static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k
 	return f->C_Sign(s, in, in_len, sig, sig_len) == CKR_OK ? 0 : -1;
 }
 
+/*
+ * C_Initialize @f (OS locking), open a session on the benchmark's token and
+ * log in; the session, which keeps the login for the whole application.
+ */
+static CK_SESSION_HANDLE p11_open_logged_in(CK_FUNCTION_LIST *f, const char *who)
+{
+	CK_C_INITIALIZE_ARGS args;
+	CK_SESSION_HANDLE s;
+	CK_RV rv;
+
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	if ((rv = f->C_Initialize(&args)) != CKR_OK)
+		die("%s C_Initialize: %s", who, ckr(rv));
+	if ((rv = f->C_OpenSession(find_slot(f), CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+		die("%s C_OpenSession: %s", who, ckr(rv));
+	p11_login(f, s);
+	return s;
+}
+
 static void inproc_init(void)
 {
 	const char *module = getenv("KS_SOFTHSM_MODULE");
-	CK_C_INITIALIZE_ARGS args;
 	CK_C_GetFunctionList getfl;
-	CK_SESSION_HANDLE s;
 	void *h;
-	CK_RV rv;
 
 	if (module == NULL || (h = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL)
 		die("cannot load the SoftHSM module (KS_SOFTHSM_MODULE): %s", dlerror());
 	if ((getfl = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList")) == NULL ||
 	    getfl(&inproc_f) != CKR_OK)
 		die("C_GetFunctionList of %s", module);
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	if ((rv = inproc_f->C_Initialize(&args)) != CKR_OK)
-		die("C_Initialize: %s", ckr(rv));
 	/* The login is per application: one is enough for every session. */
-	if ((rv = inproc_f->C_OpenSession(find_slot(inproc_f), CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
-		die("C_OpenSession: %s", ckr(rv));
-	p11_login(inproc_f, s);
+	p11_open_logged_in(inproc_f, "SoftHSM");
 }
 
 static void p11kit_start(void)
@@ -414,19 +425,11 @@ static void p11kit_start(void)
 /* The shared p11-kit-client instance of W_P11KIT_ONE, logged in once. */
 static void p11kit_one_init(void)
 {
-	CK_C_INITIALIZE_ARGS args;
-	CK_SESSION_HANDLE s;
 	CK_RV rv;
 
 	if ((rv = p11kit_getfl(&p11kit_one)) != CKR_OK)
 		die("p11-kit-client C_GetFunctionList: %s", ckr(rv));
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	if ((rv = p11kit_one->C_Initialize(&args)) != CKR_OK)
-		die("p11-kit-client C_Initialize: %s", ckr(rv));
-	if ((rv = p11kit_one->C_OpenSession(find_slot(p11kit_one), CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
-		die("p11-kit-client C_OpenSession: %s", ckr(rv));
-	p11_login(p11kit_one, s);
+	p11_open_logged_in(p11kit_one, "p11-kit-client");
 }
 
 /* ---- the echo server (IPC floor) ------------------------------------------- */
@@ -611,7 +614,6 @@ static int sign_once(struct client *c, int check)
 
 static void client_open(struct client *c, enum way way, size_t key)
 {
-	CK_C_INITIALIZE_ARGS args;
 	CK_RV rv;
 
 	memset(c, 0, sizeof(*c));
@@ -647,13 +649,7 @@ static void client_open(struct client *c, enum way way, size_t key)
 		/* A new instance per client: its own socket and p11-kit-remote process. */
 		if ((rv = p11kit_getfl(&c->f)) != CKR_OK)
 			die("p11-kit-client C_GetFunctionList: %s", ckr(rv));
-		memset(&args, 0, sizeof(args));
-		args.flags = CKF_OS_LOCKING_OK;
-		if ((rv = c->f->C_Initialize(&args)) != CKR_OK)
-			die("p11-kit-client C_Initialize: %s", ckr(rv));
-		if ((rv = c->f->C_OpenSession(find_slot(c->f), CKF_SERIAL_SESSION, NULL, NULL, &c->s)) != CKR_OK)
-			die("p11-kit-client C_OpenSession: %s", ckr(rv));
-		p11_login(c->f, c->s);
+		c->s = p11_open_logged_in(c->f, "p11-kit-client");
 		c->h = find_key(c->f, c->s, keys[key].name);
 		break;
 	default:
