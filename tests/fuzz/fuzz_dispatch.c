@@ -51,20 +51,11 @@
 #include "pkcs11/token.h"
 #include "proto/frame.h"
 #include "tests/common/softhsm.h"
+#include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_MESSAGES 16
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, \
-				__LINE__, #cond);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 #define KEY_RSA "fz-rsa"
 #define KEY_EC "fz-ec"

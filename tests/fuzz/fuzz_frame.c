@@ -22,20 +22,11 @@
 
 #include "proto/buf.h"
 #include "proto/frame.h"
+#include "tests/fuzz/fuzz.h"
 
 /* Generous: data is always there or the stream is closed, so no wait should ever expire. */
 #define READ_TIMEOUT_MS 10000
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, \
-				__LINE__, #cond);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
 
 struct writer {
 	int fd;
