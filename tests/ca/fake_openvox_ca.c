@@ -1360,17 +1360,8 @@ static const struct fs_ext server_exts[] = {
  * the handshake for one that does not verify, like Jetty does. */
 static SSL_CTX *init_tls(void)
 {
-	time_t now = time(NULL);
-	X509 *cert = NULL;
-	EVP_PKEY *key = NULL;
-	SSL_CTX *ctx = NULL;
-
-	if (fs_mint_server_cert(cfg.dir, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
-		ctx = fs_tls_server_ctx(cert, key, ca_cert,
-					cfg.strict_auth ? FS_CLIENT_CERT_WANT_VALID : FS_CLIENT_CERT_WANT);
-	X509_free(cert);
-	EVP_PKEY_free(key);
-	return ctx;
+	return fs_tls_server_minted(cfg.dir, ca_cert, ca_key, 365 * DAY, server_exts, ca_cert,
+				    cfg.strict_auth ? FS_CLIENT_CERT_WANT_VALID : FS_CLIENT_CERT_WANT);
 }
 
 static int init_ca(void)
@@ -1487,13 +1478,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (init_ca() != 0 || (srv.ctx = init_tls()) == NULL)
 		goto out;
-	lfd = fs_listen(cfg.listen_addr, &port);
-	if (lfd < 0)
+	if ((lfd = fs_listen_announced(cfg.listen_addr, cfg.port_file, &port)) < 0)
 		goto out;
-	if (cfg.port_file && fs_write_port_file(cfg.port_file, port) != 0) {
-		close(lfd);
-		goto out;
-	}
 	if (pthread_create(&poller, NULL, sign_poller, NULL) != 0) {
 		close(lfd);
 		goto out;

@@ -555,13 +555,8 @@ int main(int argc, char **argv)
 	if ((srv.ctx = init_tls()) == NULL)
 		goto out;
 	/* Loopback only: the CA key is in a plain file. */
-	lfd = fs_listen("127.0.0.1", &port);
-	if (lfd < 0)
+	if ((lfd = fs_listen_announced("127.0.0.1", port_file, &port)) < 0)
 		goto out;
-	if (port_file != NULL && fs_write_port_file(port_file, port) != 0) {
-		close(lfd);
-		goto out;
-	}
 	fs_log("listening on https://127.0.0.1:%d/ (dir %s)", port, dir);
 	if (fs_serve(lfd, &srv) != 0)
 		goto out;

@@ -512,6 +512,21 @@ static int verify_want(int preverify_ok, X509_STORE_CTX *ctx)
 	return 1;
 }
 
+SSL_CTX *fs_tls_server_minted(const char *dir, X509 *ca, EVP_PKEY *ca_key, long lifetime,
+			      const struct fs_ext *exts, X509 *client_ca, enum fs_client_auth auth)
+{
+	time_t now = time(NULL);
+	X509 *cert = NULL;
+	EVP_PKEY *key = NULL;
+	SSL_CTX *ctx = NULL;
+
+	if (fs_mint_server_cert(dir, ca, ca_key, now - FS_DAY, now + lifetime, exts, &cert, &key) == 0)
+		ctx = fs_tls_server_ctx(cert, key, client_ca, auth);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return ctx;
+}
+
 SSL_CTX *fs_tls_server_ctx(X509 *cert, EVP_PKEY *key, X509 *client_ca, enum fs_client_auth auth)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -544,6 +559,17 @@ fail:
 bool fs_listen_addr_ok(const char *addr)
 {
 	return strcmp(addr, "127.0.0.1") == 0 || strcmp(addr, "::1") == 0;
+}
+
+int fs_listen_announced(const char *addr, const char *port_file, int *port_out)
+{
+	int fd = fs_listen(addr, port_out);
+
+	if (fd >= 0 && port_file != NULL && fs_write_port_file(port_file, *port_out) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 int fs_listen(const char *addr, int *port_out)

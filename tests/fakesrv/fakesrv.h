@@ -123,6 +123,10 @@ enum fs_client_auth {
  * must then be given) also without session resumption, so every
  * connection shows its certificate. The context holds its own references. */
 SSL_CTX *fs_tls_server_ctx(X509 *cert, EVP_PKEY *key, X509 *client_ca, enum fs_client_auth auth);
+/* fs_mint_server_cert (valid from a day ago for lifetime seconds) and
+ * fs_tls_server_ctx in one: the context, or NULL. */
+SSL_CTX *fs_tls_server_minted(const char *dir, X509 *ca, EVP_PKEY *ca_key, long lifetime,
+			      const struct fs_ext *exts, X509 *client_ca, enum fs_client_auth auth);
 
 /* The fakes keep CA keys in plain files: they listen on loopback only. */
 bool fs_listen_addr_ok(const char *addr);
@@ -131,6 +135,9 @@ bool fs_listen_addr_ok(const char *addr);
 int fs_listen(const char *addr, int *port_out);
 /* "PORT\n", atomically, for the tests to wait for. */
 int fs_write_port_file(const char *path, int port);
+/* fs_listen, then fs_write_port_file when port_file is not NULL; the
+ * socket, or -1 with nothing left open. */
+int fs_listen_announced(const char *addr, const char *port_file, int *port_out);
 
 /* SIGPIPE ignored; SIGTERM and SIGINT make fs_serve return 0. Call early,
  * before anything slow, so a stop during start-up is orderly too. */

@@ -659,16 +659,7 @@ static void serve(struct fs_conn *c, struct fs_request *rq)
 
 static SSL_CTX *init_tls(void)
 {
-	time_t now = time(NULL);
-	X509 *cert = NULL;
-	EVP_PKEY *key = NULL;
-	SSL_CTX *ctx = NULL;
-
-	if (fs_mint_server_cert(NULL, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
-		ctx = fs_tls_server_ctx(cert, key, NULL, FS_CLIENT_CERT_NONE);
-	X509_free(cert);
-	EVP_PKEY_free(key);
-	return ctx;
+	return fs_tls_server_minted(NULL, ca_cert, ca_key, 365 * DAY, server_exts, NULL, FS_CLIENT_CERT_NONE);
 }
 
 static int issue_file(const char *csr_path, const char *out_path, long age_days, long days)
@@ -768,13 +759,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	/* Loopback only: the CA key is in a plain file. */
-	lfd = fs_listen("127.0.0.1", &port);
-	if (lfd < 0)
+	if ((lfd = fs_listen_announced("127.0.0.1", port_file, &port)) < 0)
 		goto out;
-	if (port_file != NULL && fs_write_port_file(port_file, port) != 0) {
-		close(lfd);
-		goto out;
-	}
 	fs_log("listening on https://127.0.0.1:%d/", port);
 	if (rps_mode)
 		srv.tick = update_state;

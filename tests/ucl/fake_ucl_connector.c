@@ -2805,16 +2805,8 @@ static const struct fs_ext server_exts[] = {
  * judges fs_conn.verify_result itself. */
 static SSL_CTX *init_tls(void)
 {
-	time_t now = time(NULL);
-	X509 *cert = NULL;
-	EVP_PKEY *key = NULL;
-	SSL_CTX *ctx = NULL;
-
-	if (fs_mint_server_cert(cfg.dir, ca_cert, ca_key, now - DAY, now + 365 * DAY, server_exts, &cert, &key) == 0)
-		ctx = fs_tls_server_ctx(cert, key, ca_cert, FS_CLIENT_CERT_WANT);
-	X509_free(cert);
-	EVP_PKEY_free(key);
-	return ctx;
+	return fs_tls_server_minted(cfg.dir, ca_cert, ca_key, 365 * DAY, server_exts, ca_cert,
+				    FS_CLIENT_CERT_WANT);
 }
 
 static int init_state(void)
@@ -2937,14 +2929,9 @@ int main(int argc, char **argv)
 		return 1;
 	if (load_schema(cfg.schema_file) != 0 || init_state() != 0 || (srv.ctx = init_tls()) == NULL)
 		goto out;
-	lfd = fs_listen(cfg.listen_addr, &port);
-	if (lfd < 0)
+	if ((lfd = fs_listen_announced(cfg.listen_addr, cfg.port_file, &port)) < 0)
 		goto out;
 	cfg.port = port;
-	if (cfg.port_file && fs_write_port_file(cfg.port_file, port) != 0) {
-		close(lfd);
-		goto out;
-	}
 	fs_log("listening on https://%s%s%s:%d/ (dir %s, client id %s)", strchr(cfg.listen_addr, ':') ? "[" : "",
 	       cfg.listen_addr, strchr(cfg.listen_addr, ':') ? "]" : "", port, cfg.dir, cfg.client_id);
 	if (fs_serve(lfd, &srv) != 0)
