@@ -311,18 +311,25 @@ validity:
 	return 0;
 }
 
+/* The directory @path is in: "." for a bare name, "/" for a file at the root. */
+static void dir_of(const char *path, char dir[PATH_MAX])
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		snprintf(dir, PATH_MAX, ".");
+	else if (slash == path)
+		snprintf(dir, PATH_MAX, "/");
+	else
+		snprintf(dir, PATH_MAX, "%.*s", (int)(slash - path), path);
+}
+
 static int fsync_dir_of(const char *path)
 {
 	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
 	int fd, r = 0;
 
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == path)
-		snprintf(dir, sizeof(dir), "/");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	dir_of(path, dir);
 	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -errno;
 	if (fsync(fd) != 0)
@@ -361,12 +368,7 @@ static void remove_stale_tmp(const char *path)
 	struct dirent *e;
 	DIR *d;
 
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == path)
-		snprintf(dir, sizeof(dir), "/");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	dir_of(path, dir);
 	if (snprintf(base, sizeof(base), "%s%s", slash != NULL ? slash + 1 : path, KS_CI_TMP) >=
 	    (int)sizeof(base) || (d = opendir(dir)) == NULL)
 		return;
