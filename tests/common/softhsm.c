@@ -162,6 +162,15 @@ fail:
 	return -1;
 }
 
+void ks_test_token_config(const struct ks_test_token *t, struct ks_token_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->module_path = t->module;
+	cfg->token_label = t->label;
+	cfg->pin = t->pin;
+	cfg->pin_len = t->pin_len;
+}
+
 void ks_test_token_teardown(struct ks_test_token *t)
 {
 	remove_tree(t);

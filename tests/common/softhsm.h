@@ -14,6 +14,8 @@
 #include <limits.h>
 #include <stddef.h>
 
+#include "pkcs11/token.h"
+
 struct ks_test_token {
 	char dir[PATH_MAX];          /* the private directory */
 	char conf[PATH_MAX];         /* dir/softhsm2.conf */
@@ -26,6 +28,12 @@ struct ks_test_token {
 
 /* 0 on success; on failure prints why to stderr and returns -1. */
 int ks_test_token_setup(struct ks_test_token *t, const char *label);
+
+/*
+ * A token-layer configuration for @t: zeroed, then the module, the label
+ * and the PIN (borrowed from @t); the caller sets the rest.
+ */
+void ks_test_token_config(const struct ks_test_token *t, struct ks_token_config *cfg);
 
 /* Removes the directory tree and wipes the PIN. */
 void ks_test_token_teardown(struct ks_test_token *t);

@@ -195,11 +195,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	setenv("KS_TOKEN_INIT", KS_FUZZ_TOKEN_INIT, 0);
 	if (ks_test_token_setup(&fz.tt, "fuzz") != 0)
 		die("token");
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.module_path = fz.tt.module;
-	cfg.token_label = fz.tt.label;
-	cfg.pin = fz.tt.pin;
-	cfg.pin_len = fz.tt.pin_len;
+	ks_test_token_config(&fz.tt, &cfg);
 	cfg.sessions = 2;
 	if (ks_token_open(&cfg, &fz.token) != 0)
 		die("token open");

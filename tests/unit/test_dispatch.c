@@ -51,11 +51,7 @@ static int setup(void **state)
 	memset(&fx, 0, sizeof(fx));
 	if (ks_test_token_setup(&fx.tt, "dispatch") != 0)
 		return -1;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.module_path = fx.tt.module;
-	cfg.token_label = fx.tt.label;
-	cfg.pin = fx.tt.pin;
-	cfg.pin_len = fx.tt.pin_len;
+	ks_test_token_config(&fx.tt, &cfg);
 	cfg.sessions = 2;
 	if (ks_token_open(&cfg, &fx.token) != 0)
 		return -1;

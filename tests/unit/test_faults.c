@@ -75,11 +75,8 @@ static int setup(void **state)
 	setenv("KS_FAULTP11_TARGET", tt.module, 1);
 	setenv("KS_FAULTP11_CONTROL", control, 1);
 	set_fault("");
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.module_path = shim;
-	cfg.token_label = tt.label;
-	cfg.pin = tt.pin;
-	cfg.pin_len = tt.pin_len;
+	ks_test_token_config(&tt, &cfg);
+	cfg.module_path = shim;   /* faultp11, in front of SoftHSM */
 	cfg.sessions = 2;
 	if (ks_token_open(&cfg, &tok) != 0)
 		return -1;

@@ -51,11 +51,7 @@ static int setup_with(int key_recheck_ms)
 
 	if (ks_test_token_setup(&tt, "cachetest") != 0)
 		return -1;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.module_path = tt.module;
-	cfg.token_label = "cachetest";
-	cfg.pin = tt.pin;
-	cfg.pin_len = tt.pin_len;
+	ks_test_token_config(&tt, &cfg);
 	cfg.sessions = 2;
 	cfg.key_recheck_ms = key_recheck_ms;
 	if (ks_token_open(&cfg, &tok) != 0)

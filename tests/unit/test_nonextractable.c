@@ -34,11 +34,7 @@ static int setup(void **state)
 	(void)state;
 	if (ks_test_token_setup(&tt, "nonextract") != 0)
 		return -1;
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.module_path = tt.module;
-	cfg.token_label = tt.label;
-	cfg.pin = tt.pin;
-	cfg.pin_len = tt.pin_len;
+	ks_test_token_config(&tt, &cfg);
 	if (ks_token_open(&cfg, &tok) != 0 ||
 	    ks_token_generate(tok, "rsa-key", KS_KEY_RSA_2048, NULL) != 0 ||
 	    ks_token_generate(tok, "ec-key", KS_KEY_EC_P256, NULL) != 0 ||
