@@ -32,7 +32,7 @@ check "the socket is group keysvc, 0660" \
 	sh -c "grep -qx 'SocketGroup=keysvc' '$units/keysvcd.socket' && grep -qx 'SocketMode=0660' '$units/keysvcd.socket'"
 for d in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateNetwork=yes \
 	RestrictAddressFamilies=AF_UNIX CapabilityBoundingSet= SystemCallFilter=@system-service \
-	MemoryDenyWriteExecute=yes LockPersonality=yes RuntimeDirectory=keysvc StateDirectory=keysvc \
+	MemoryDenyWriteExecute=yes LockPersonality=yes StateDirectory=keysvc \
 	User=keysvc LimitCORE=0; do
 	check "sandboxing: $d" grep -qx "$d" "$units/keysvcd.service"
 done

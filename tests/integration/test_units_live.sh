@@ -1,0 +1,242 @@
+#!/bin/bash
+# keysvcd.socket and keysvcd.service as shipped, run by a live systemd.
+#
+# systemd is booted as PID 1 of private namespaces (PID, mount, UTS, IPC,
+# cgroup) over the host's own file system, with /etc, /usr and /var behind
+# throw-away overlays and a fresh /run and cgroup2 tree, so nothing outside
+# the test's scratch directory is written. In there: a "keysvc" system user,
+# keysvcd installed as /usr/sbin/keysvcd, the units in /usr/lib/systemd/system,
+# the PIN in /etc/keysvc/pin (root 0600), a SoftHSM token in /var/lib/keysvc.
+# The only change to the units is a drop-in with DefaultDependencies=no (and
+# SOFTHSM2_CONF), since this systemd boots no sysinit.target.
+#
+# Checked: socket activation (the socket exists first, a client starts the
+# service), Type=notify, the PIN as a LoadCredential= credential, User=, the
+# sandbox as the kernel shows it, the socket's owner and mode kept, keys and
+# CSRs through the socket, the audit log in LogsDirectory=, peers refused by
+# the socket's mode and by the policy, reload, restart after a crash, no
+# restart loop on a rejected PIN, stop and re-activation, RemoveOnStop=.
+#
+# Needs root, unshare/nsenter (util-linux), overlayfs and systemd; skipped
+# (exit 77) without them, and for sanitizer builds (the sandbox's syscall
+# filter stops the sanitizers' runtime, not keysvcd).
+set -u
+
+if [ "${1:-}" = --pid1 ]; then
+	# ---- inside the namespaces, as PID 1 --------------------------------
+	set -e
+	T=$2
+	for d in etc usr var; do
+		mkdir -p "$T/ov/$d/upper" "$T/ov/$d/work"
+		mount -t overlay overlay -o "lowerdir=/$d,upperdir=$T/ov/$d/upper,workdir=$T/ov/$d/work" "/$d"
+	done
+	mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+	# The cgroup namespace's root is the test's own cgroup (see below).
+	mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+	# systemd hands mounts to services (credentials) through shared propagation.
+	mount --make-rshared /
+
+	useradd --system --user-group --no-create-home --shell /usr/sbin/nologin keysvc
+	useradd --system --no-create-home --shell /usr/sbin/nologin -G keysvc ksmember
+	install -m 0755 "$KS_KEYSVCD" /usr/sbin/keysvcd
+	install -d -m 0755 /usr/local/libexec/keysvc-live
+	install -m 0755 "$KS_KEYSVC_CLI" "$(dirname "$KS_KEYSVC_CLI")/libkeysvc.so.1" /usr/local/libexec/keysvc-live/
+	install -m 0644 "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.service" \
+		"$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.socket" /usr/lib/systemd/system/
+	mkdir -p /run/systemd/system/keysvcd.service.d /run/systemd/system/keysvcd.socket.d
+	printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=SOFTHSM2_CONF=/var/lib/keysvc/token/softhsm2.conf\n' \
+		>/run/systemd/system/keysvcd.service.d/live-test.conf
+	printf '[Unit]\nDefaultDependencies=no\n' >/run/systemd/system/keysvcd.socket.d/live-test.conf
+	printf '[Unit]\nDescription=keysvc live test\nDefaultDependencies=no\nWants=keysvcd.socket systemd-journald.socket\n' \
+		>/run/systemd/system/keysvc-live.target
+
+	mkdir -p /var/lib/keysvc /etc/keysvc
+	bash "$KS_SOURCE_ROOT/softhsm-conf/setup-token.sh" /var/lib/keysvc/token keysvc >/dev/null
+	install -m 0600 /var/lib/keysvc/token/pin /etc/keysvc/pin
+	rm /var/lib/keysvc/token/pin
+	chown -R keysvc:keysvc /var/lib/keysvc
+	chmod 0700 /var/lib/keysvc
+	# No pin_file: the PIN can only come from the credential.
+	cat >/etc/keysvc/keysvcd.json <<JSON
+{
+  "module": "${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}",
+  "token": {"label": "keysvc"},
+  "audit_log": "/var/log/keysvc/audit.log",
+  "policy": [{"uid": 0, "keys": ["*"], "ops": ["key.generate", "key.list", "key.public", "csr.create", "sign"]}]
+}
+JSON
+	chmod 0644 /etc/keysvc/keysvcd.json
+	exec env -i container=keysvc-live PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		/usr/lib/systemd/systemd --system --unit=keysvc-live.target --log-target=journal \
+		--log-level=debug --show-status=no
+fi
+
+# ---- outside: set up, boot, check -----------------------------------------
+work=$(mktemp -d)
+chmod 0755 "$work"
+. "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+skip() { echo "1..0 # SKIP $*"; rm -rf "$work"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (namespaces, overlay mounts, a system user)"
+[ "${KS_B_SANITIZE:-none}" = none ] || skip "sanitizer build (b_sanitize=$KS_B_SANITIZE)"
+for c in unshare nsenter useradd setpriv; do
+	command -v $c >/dev/null 2>&1 || skip "$c not installed"
+done
+[ -x /usr/lib/systemd/systemd ] || skip "systemd not installed"
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
+grep -qw overlay /proc/filesystems || skip "no overlayfs"
+
+# A cgroup of the test's own in the cgroup2 hierarchy: the namespaced
+# systemd's root, removed afterwards with everything systemd made in it.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+	cg_mount=/sys/fs/cgroup
+elif [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+	cg_mount=/sys/fs/cgroup/unified
+else
+	skip "no cgroup2 hierarchy"
+fi
+cg=$cg_mount$(sed -n 's/^0:://p' /proc/self/cgroup)/keysvc-live.$$
+cg=${cg//\/\//\/}
+mkdir "$cg" 2>/dev/null || skip "cannot create a cgroup under $cg_mount"
+
+ns_pid=
+unshare_pid=
+cleanup() {
+	[ -n "$ns_pid" ] && kill -KILL "$ns_pid" 2>/dev/null
+	[ -n "$unshare_pid" ] && wait "$unshare_pid" 2>/dev/null
+	# Children first; a cgroup empties a moment after its processes die.
+	local i
+	for i in $(seq 1 50); do
+		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+		[ -d "$cg" ] || break
+		sleep 0.1
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+(
+	echo $BASHPID >"$cg/cgroup.procs"
+	exec unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --propagation private \
+		bash "$0" --pid1 "$work"
+) >"$work/boot.log" 2>&1 &
+unshare_pid=$!
+
+for i in $(seq 1 100); do
+	ns_pid=$(pgrep -P "$unshare_pid" 2>/dev/null | head -n 1)
+	[ -n "$ns_pid" ] && break
+	sleep 0.1
+done
+[ -n "$ns_pid" ] || { cat "$work/boot.log" >&2; skip "could not create the namespaces"; }
+
+in_ns() { nsenter --target "$ns_pid" --mount --pid --uts --ipc -- "$@"; }
+ctl() { in_ns systemctl "$@"; }
+cli() { in_ns /usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock "$@"; }
+as_user() { # as_user USER COMMAND...: with USER's uid, gid and groups
+	local uid gid
+	uid=$(in_ns id -u "$1") && gid=$(in_ns id -g "$1") || return 1
+	shift
+	in_ns setpriv --reuid="$uid" --regid="$gid" --init-groups "$@"
+}
+prop() { ctl show -p "$1" --value "$2"; }
+wait_for() { # wait_for SECONDS COMMAND...
+	local n=$(($1 * 10))
+	shift
+	while [ "$n" -gt 0 ]; do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	return 1
+}
+booted() { case $(ctl is-system-running 2>/dev/null) in running | degraded) return 0 ;; esac; return 1; }
+
+if ! wait_for 30 booted; then
+	kill -0 "$ns_pid" 2>/dev/null || { cat "$work/boot.log" >&2; skip "systemd did not start in the namespaces"; }
+fi
+check "systemd runs as PID 1 of the namespaces and reached keysvc-live.target" booted
+
+check "keysvcd.socket is listening" sh -c "[ \"\$(nsenter -t $ns_pid -m -p -- systemctl is-active keysvcd.socket)\" = active ]"
+check "keysvcd.service has not started before the first client" \
+	sh -c "[ \"\$(nsenter -t $ns_pid -m -p -- systemctl is-active keysvcd.service)\" = inactive ]"
+sock_shape() { in_ns stat -c '%U:%G %a' "$1"; }
+check "the socket is root:keysvc 0660 before keysvcd starts" sh -c '[ "$1" = "root:keysvc 660" ]' - "$(sock_shape /run/keysvc/keysvc.sock)"
+
+run_exit 0 "health:     ok" "the first client starts keysvcd and is answered (hello)" cli hello
+check "keysvcd.service is active (Type=notify: READY=1 arrived)" sh -c '[ "$1" = active ]' - "$(ctl is-active keysvcd.service)"
+check "the STATUS= text keysvcd sent" sh -c '[ "$1" = "serving /run/keysvc/keysvc.sock" ]' - "$(prop StatusText keysvcd.service)"
+check "keysvcd says it took the socket from systemd" \
+	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'passed by systemd'"
+check "the socket is still root:keysvc 0660 with keysvcd running" \
+	sh -c '[ "$1" = "root:keysvc 660" ]' - "$(sock_shape /run/keysvc/keysvc.sock)"
+check "/run/keysvc is still root 0755" sh -c '[ "$1" = "root:root 755" ]' - "$(sock_shape /run/keysvc)"
+
+main=$(prop MainPID keysvcd.service)
+status_of() { in_ns cat "/proc/$main/status"; }
+field() { status_of | sed -n "s/^$1:[[:space:]]*//p" | awk '{print $1}'; }
+ks_uid=$(in_ns id -u keysvc)
+check "keysvcd runs as user keysvc (uid $ks_uid)" sh -c '[ "$1" = "$2" ]' - "$(field Uid)" "$ks_uid"
+check "no capabilities (CapEff and CapBnd 0)" \
+	sh -c '[ "$1" = 0000000000000000 ] && [ "$2" = 0000000000000000 ]' - "$(field CapEff)" "$(field CapBnd)"
+check "NoNewPrivs is set" sh -c '[ "$1" = 1 ]' - "$(field NoNewPrivs)"
+check "a seccomp filter is in force (SystemCallFilter=)" sh -c '[ "$1" = 2 ]' - "$(field Seccomp)"
+check "the PIN came as the keysvc-pin credential (no pin_file configured)" \
+	in_ns test -e "/proc/$main/root/run/credentials/keysvcd.service/keysvc-pin"
+check "keysvcd has a mount namespace of its own (ProtectSystem=, PrivateTmp=)" \
+	sh -c '[ -n "$1" ] && [ "$1" != "$2" ]' - "$(in_ns readlink "/proc/$main/ns/mnt")" "$(in_ns readlink /proc/1/ns/mnt)"
+
+run_exit 0 "BEGIN PUBLIC KEY" "keygen through the socket" cli keygen live
+run_exit 0 "" "csr through the socket" cli csr live --subject CN=live.example --out "$work/live.csr"
+check "the CSR's signature verifies" openssl req -in "$work/live.csr" -verify -noout
+check "the audit log (LogsDirectory=) has the CSR" \
+	in_ns grep -q '"op":"csr.create","key":"live","outcome":"ok"' /var/log/keysvc/audit.log
+pin=$(in_ns cat /etc/keysvc/pin)
+check "the journal never shows the PIN" \
+	sh -c "! nsenter -t $ns_pid -m -p -- journalctl --no-pager | grep -qF -- \"\$1\"" - "$pin"
+
+run_exit 8 "" "a user outside group keysvc cannot connect (socket mode)" as_user nobody \
+	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello
+run_exit 3 "denied" "a member of group keysvc without a policy grant is denied" as_user ksmember \
+	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock list
+
+check "systemctl reload" ctl reload keysvcd.service
+check "after reload: active, same process" \
+	sh -c '[ "$1" = active ] && [ "$2" = "$3" ]' - "$(ctl is-active keysvcd.service)" "$(prop MainPID keysvcd.service)" "$main"
+check "keysvcd told systemd it was reloading (RELOADING=1)" \
+	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'RELOADING=1'"
+
+# Guarded: "kill -KILL 0" would hit this script's own process group.
+[ "${main:-0}" -gt 1 ] && in_ns kill -KILL "$main"
+restarted() { local p; p=$(prop MainPID keysvcd.service); [ "$p" != 0 ] && [ "$p" != "$main" ] && [ "$(ctl is-active keysvcd.service)" = active ]; }
+check "killed with SIGKILL, keysvcd is restarted (Restart=on-failure)" wait_for 15 restarted
+run_exit 0 "live" "the key is still there after the restart" cli list
+
+check "systemctl stop keysvcd.service" ctl stop keysvcd.service
+check "keysvcd told systemd it was stopping (STOPPING=1)" \
+	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'STOPPING=1'"
+check "the socket stays while keysvcd is stopped" in_ns test -S /run/keysvc/keysvc.sock
+run_exit 0 "live" "the next client starts keysvcd again" cli list
+
+# A PIN the token rejects: exit 5, and no restart presents it again.
+in_ns sh -c 'printf "%s\n" 00000000wrong > /etc/keysvc/pin'
+ctl restart keysvcd.service >/dev/null 2>&1
+sleep 3
+check "a rejected PIN: keysvcd exits 5" sh -c '[ "$1" = 5 ]' - "$(prop ExecMainStatus keysvcd.service)"
+check "... and is not restarted (RestartPreventExitStatus=)" \
+	sh -c '[ "$1" = 0 ] && [ "$2" != active ]' - "$(prop NRestarts keysvcd.service)" "$(ctl is-active keysvcd.service)"
+check "... with a clear message" \
+	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -qi 'pin'"
+in_ns sh -c 'printf "%s\n" "$1" > /etc/keysvc/pin' - "$pin"
+ctl reset-failed keysvcd.service keysvcd.socket >/dev/null 2>&1
+ctl start keysvcd.socket >/dev/null 2>&1
+run_exit 0 "live" "with the PIN put back, a client starts keysvcd again" cli list
+
+check "systemctl stop keysvcd.socket keysvcd.service" ctl stop keysvcd.socket keysvcd.service
+check "the socket file is gone (RemoveOnStop=)" in_ns test ! -e /run/keysvc/keysvc.sock
+
+if [ "$failed" -ne 0 ]; then
+	echo "# the namespaced journal:"
+	in_ns journalctl --no-pager -o short-monotonic 2>&1 | grep -v 'systemd\[1\]: .*\(Got\|Changed\|Passing\|Sent message\|Received\)' | tail -n 80 | sed 's/^/#   /'
+fi
+echo "1..$((passed + failed))"
+[ "$failed" -eq 0 ]
