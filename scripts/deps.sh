@@ -14,6 +14,7 @@ packages=(
 	curl python3                # the test CA smoke test speaks HTTPS with curl; a test picks free ports with python3
 	clang libclang-rt-14-dev    # libFuzzer and clang's sanitizer runtimes (tests/fuzz/run.sh)
 	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
+	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
 )
 
 missing=()

@@ -36,8 +36,10 @@ if [ "${1:-}" = --pid1 ]; then
 	# systemd hands mounts to services (credentials) through shared propagation.
 	mount --make-rshared /
 
-	useradd --system --user-group --no-create-home --shell /usr/sbin/nologin keysvc
-	useradd --system --no-create-home --shell /usr/sbin/nologin -G keysvc ksmember
+	# In the overlay only; a host that has them already keeps its own.
+	id keysvc >/dev/null 2>&1 || useradd --system --user-group --no-create-home --shell /usr/sbin/nologin keysvc
+	id ksmember >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin ksmember
+	usermod -a -G keysvc ksmember
 	install -m 0755 "$KS_KEYSVCD" /usr/sbin/keysvcd
 	install -d -m 0755 /usr/local/libexec/keysvc-live
 	install -m 0755 "$KS_KEYSVC_CLI" "$(dirname "$KS_KEYSVC_CLI")/libkeysvc.so.1" /usr/local/libexec/keysvc-live/
@@ -83,8 +85,14 @@ for c in unshare nsenter useradd setpriv; do
 	command -v $c >/dev/null 2>&1 || skip "$c not installed"
 done
 [ -x /usr/lib/systemd/systemd ] || skip "systemd not installed"
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || skip "no overlayfs"
+# What this machine lets root do, tried in throw-away namespaces first: past
+# this point a systemd that does not come up is a failure, not a skip.
+mkdir -p "$work/probe/lower" "$work/probe/upper" "$work/probe/work" "$work/probe/merged"
+unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --propagation private \
+	mount -t overlay overlay \
+	-o "lowerdir=$work/probe/lower,upperdir=$work/probe/upper,workdir=$work/probe/work" \
+	"$work/probe/merged" >/dev/null 2>&1 || skip "cannot make PID, mount, cgroup namespaces with an overlay mount here"
+rm -rf "$work/probe"
 
 # A cgroup of the test's own in the cgroup2 hierarchy: the namespaced
 # systemd's root, removed afterwards with everything systemd made in it.
@@ -122,12 +130,17 @@ trap cleanup EXIT
 ) >"$work/boot.log" 2>&1 &
 unshare_pid=$!
 
-for i in $(seq 1 100); do
+for _ in $(seq 1 100); do
 	ns_pid=$(pgrep -P "$unshare_pid" 2>/dev/null | head -n 1)
 	[ -n "$ns_pid" ] && break
 	sleep 0.1
 done
-[ -n "$ns_pid" ] || { cat "$work/boot.log" >&2; skip "could not create the namespaces"; }
+if [ -z "$ns_pid" ]; then
+	fail "the namespaces were not created"
+	sed 's/^/#   /' "$work/boot.log"
+	echo "1..$((passed + failed))"
+	exit 1
+fi
 
 in_ns() { nsenter --target "$ns_pid" --mount --pid --uts --ipc -- "$@"; }
 ctl() { in_ns systemctl "$@"; }
@@ -151,8 +164,15 @@ wait_for() { # wait_for SECONDS COMMAND...
 }
 booted() { case $(ctl is-system-running 2>/dev/null) in running | degraded) return 0 ;; esac; return 1; }
 
-if ! wait_for 30 booted; then
-	kill -0 "$ns_pid" 2>/dev/null || { cat "$work/boot.log" >&2; skip "systemd did not start in the namespaces"; }
+# Up, or PID 1 gone (its set-up failed): no use waiting longer.
+up_or_gone() { booted || ! kill -0 "$ns_pid" 2>/dev/null; }
+wait_for 30 up_or_gone
+if ! booted; then
+	fail "systemd did not come up in the namespaces"
+	sed 's/^/#   /' "$work/boot.log"
+	in_ns journalctl --no-pager 2>&1 | tail -n 40 | sed 's/^/#   /'
+	echo "1..$((passed + failed))"
+	exit 1
 fi
 check "systemd runs as PID 1 of the namespaces and reached keysvc-live.target" booted
 
