@@ -21,10 +21,15 @@
  *               all threads, as a threaded program loads a module;
  *   echo        the IPC floor: frames of a sign request's and answer's
  *               size through a server with keysvcd's threading and frame
- *               code, nothing else (see W_ECHO below).
+ *               code, nothing else (see W_ECHO below);
+ *   raw signer  the smallest out-of-process signer: the same server, but
+ *               each frame signed with C_SignInit + C_Sign on the token
+ *               in that process (see W_RAW below).
  *
  * From the echo and in-process rates the bound on any out-of-process
- * signer is printed, and keysvcd's share of it (see print_bounds()).
+ * signer is printed, and keysvcd's share of it; from the raw signer's, what
+ * signing in another process costs and what keysvcd's own work costs
+ * (see print_bounds()).
  *
  * The ways take turns in rounds (the order rotating each round), each
  * turn a warm-up then a fixed measured window, so machine noise hits all of
@@ -45,7 +50,7 @@
  *   KS_BENCH_CLIENTS      client counts, comma-separated (1,2,4,16)
  *   KS_BENCH_KEYS         "rsa,ec" (both), "rsa" or "ec"
  *   KS_BENCH_WAYS         which ways run, comma-separated, of "keysvcd,inproc,
- *                         p11kit,p11kit1,echo" (the default; keysvcd required)
+ *                         p11kit,p11kit1,echo,raw" (the default; keysvcd required)
  *                         and "lookup" (a diagnostic way)
  *   KS_BENCH_SESSIONS     keysvcd's "sessions" (pool size); unset: the default
  *   KS_BENCH_MEM_REQUESTS requests of the memory check (100000; 0 skips it)
@@ -108,17 +113,27 @@
  * pays at least this per signature on this machine.
  */
 /*
+ * W_RAW ("raw"): the smallest signer in another process. A process of its
+ * own, forked before this one loads SoftHSM, loads SoftHSM and logs in,
+ * then serves each connection with a thread and a session of its own
+ * through keysvcd's frame code: one byte (the key) and the digest in,
+ * C_SignInit + C_Sign, the token's signature out. No JSON, policy, audit,
+ * base64, session pool or validation. raw / in-process is what signing in
+ * another process costs at all on this machine; keysvcd / raw is what
+ * keysvcd's own work costs on top.
+ */
+/*
  * W_P11KIT_ONE ("p11kit1"): p11-kit server again, but the way a threaded
  * program loads a PKCS#11 module: one p11-kit-client.so instance
  * (C_Initialize once) for all client threads, a session per thread; the
  * module serialises its calls over one socket.
  */
-enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_ECHO, W_P11KIT_ONE, W_COUNT };
+enum way { W_KEYSVCD, W_INPROC, W_P11KIT, W_LOOKUP, W_ECHO, W_P11KIT_ONE, W_RAW, W_COUNT };
 static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "p11-kit server",
 					       "in-process+lookup", "echo (IPC floor)",
-					       "p11-kit, one module" };
+					       "p11-kit, one module", "raw signer" };
 static const char *const way_key[W_COUNT] = { "keysvcd", "inproc", "p11kit", "lookup", "echo",
-					      "p11kit1" };
+					      "p11kit1", "raw" };
 
 struct keydef {
 	const char *id;          /* for KS_BENCH_KEYS */
@@ -145,7 +160,7 @@ static uint8_t digest[32];
 static double opt_seconds = 2.0, opt_warmup = 0.5;
 static int opt_rounds = 3;
 static int opt_clients[MAX_CELLS] = { 1, 2, 4, 16 }, opt_nclients = 4;
-static int opt_way[W_COUNT] = { 1, 1, 1, 0, 1, 1 };
+static int opt_way[W_COUNT] = { 1, 1, 1, 0, 1, 1, 1 };
 static int opt_key[NKEYS] = { 1, 1 };
 static long opt_mem_requests = 100000;
 static const char *opt_sessions;
@@ -158,6 +173,9 @@ static char p11kit_sock[PATH_MAX];
 static EVP_PKEY *pubkeys[NKEYS];
 static pid_t echo_pid;
 static char echo_sock[PATH_MAX];
+static CK_FUNCTION_LIST *raw_f;          /* SoftHSM in the raw signer's process */
+static pid_t raw_pid;
+static char raw_sock[PATH_MAX];
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -314,7 +332,7 @@ static void p11_login(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s)
 }
 
 static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, int rsa,
-		    uint8_t *sig, CK_ULONG *sig_len)
+		    const uint8_t *dg, uint8_t *sig, CK_ULONG *sig_len)
 {
 	CK_MECHANISM mech = { rsa ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0 };
 	uint8_t in[sizeof(di_sha256) + sizeof(digest)];
@@ -324,7 +342,7 @@ static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k
 		memcpy(in, di_sha256, sizeof(di_sha256));
 		in_len = sizeof(di_sha256);
 	}
-	memcpy(in + in_len, digest, sizeof(digest));
+	memcpy(in + in_len, dg, sizeof(digest));
 	in_len += sizeof(digest);
 	*sig_len = 512;
 	if (f->C_SignInit(s, &mech, key) != CKR_OK)
@@ -352,19 +370,27 @@ static CK_SESSION_HANDLE p11_open_logged_in(CK_FUNCTION_LIST *f, const char *who
 	return s;
 }
 
-static void inproc_init(void)
+/* SoftHSM loaded into this process, initialised and logged in. */
+static CK_FUNCTION_LIST *softhsm_load(void)
 {
 	const char *module = getenv("KS_SOFTHSM_MODULE");
 	CK_C_GetFunctionList getfl;
+	CK_FUNCTION_LIST *f;
 	void *h;
 
 	if (module == NULL || (h = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL)
 		die("cannot load the SoftHSM module (KS_SOFTHSM_MODULE): %s", dlerror());
 	if ((getfl = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList")) == NULL ||
-	    getfl(&inproc_f) != CKR_OK)
+	    getfl(&f) != CKR_OK)
 		die("C_GetFunctionList of %s", module);
 	/* The login is per application: one is enough for every session. */
-	p11_open_logged_in(inproc_f, "SoftHSM");
+	p11_open_logged_in(f, "SoftHSM");
+	return f;
+}
+
+static void inproc_init(void)
+{
+	inproc_f = softhsm_load();
 }
 
 static void p11kit_start(void)
@@ -471,7 +497,8 @@ static void *echo_conn(void *arg)
 	return NULL;
 }
 
-static void echo_serve(int lfd)
+/* Accept forever, each connection served by @conn(fd) on a detached thread. */
+static void serve_threads(int lfd, void *(*conn)(void *))
 {
 	pthread_attr_t attr;
 
@@ -486,35 +513,92 @@ static void echo_serve(int lfd)
 				continue;
 			_exit(1);
 		}
-		if (pthread_create(&th, &attr, echo_conn, (void *)(intptr_t)fd) != 0)
+		if (pthread_create(&th, &attr, conn, (void *)(intptr_t)fd) != 0)
 			close(fd);
 	}
 }
 
-/* Fork the echo server; it listens on echo_sock before this returns. */
-static void echo_start(void)
+/* One raw signer connection: a session of its own, the keys found once. */
+static void *raw_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h[NKEYS];
+	struct ks_buf b;
+	uint8_t sig[512];
+	CK_ULONG sig_len;
+
+	if (raw_f->C_OpenSession(find_slot(raw_f), CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK) {
+		close(fd);
+		return NULL;
+	}
+	for (size_t k = 0; k < NKEYS; k++)
+		h[k] = find_key(raw_f, s, keys[k].name);
+	ks_buf_init(&b, KS_FRAME_MAX);
+	while (ks_frame_read_deadline(fd, &b, 0, 0) == 0 && b.len == 1 + sizeof(digest) &&
+	       b.data[0] < NKEYS) {
+		size_t k = b.data[0];
+
+		if (p11_sign(raw_f, s, h[k], keys[k].type[0] == 'r', b.data + 1, sig, &sig_len) != 0 ||
+		    ks_frame_write_deadline(fd, sig, sig_len, 0) != 0)
+			break;
+	}
+	ks_buf_free(&b);
+	raw_f->C_CloseSession(s);
+	close(fd);
+	return NULL;
+}
+
+/*
+ * Fork a server that listens on DIR/@name (its path into @path) before this
+ * returns; the child runs @setup (may be NULL), then serves each connection
+ * with @conn on a thread of its own. The child's pid.
+ */
+static pid_t server_start(const char *name, char *path, size_t path_len, void (*setup)(void),
+			  void *(*conn)(void *))
 {
 	struct sockaddr_un sa;
+	pid_t pid;
 	int lfd;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	if (strlen(d.dir) > 80)
 		die("directory name too long for a socket: %s (set TMPDIR shorter)", d.dir);
-	snprintf(echo_sock, sizeof(echo_sock), "%.80s/echo.sock", d.dir);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", echo_sock);
+	snprintf(path, path_len, "%.80s/%s", d.dir, name);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", path);
 	if ((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 128) != 0)
-		die("echo server socket %s: %s", echo_sock, strerror(errno));
-	if ((echo_pid = fork()) < 0)
+		die("%s: %s", path, strerror(errno));
+	if ((pid = fork()) < 0)
 		die("fork: %s", strerror(errno));
-	if (echo_pid == 0) {
+	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		echo_serve(lfd);
+		if (setup != NULL)
+			setup();
+		serve_threads(lfd, conn);
 		_exit(0);
 	}
 	close(lfd);
+	return pid;
 }
+
+static void raw_setup(void)
+{
+	raw_f = softhsm_load();
+}
+
+/* Before inproc_init(): SoftHSM must not be loaded in a process that forks a user of it. */
+static void raw_start(void)
+{
+	raw_pid = server_start("raw.sock", raw_sock, sizeof(raw_sock), raw_setup, raw_conn);
+}
+
+static void echo_start(void)
+{
+	echo_pid = server_start("echo.sock", echo_sock, sizeof(echo_sock), NULL, echo_conn);
+}
+
 
 /* ---- clients --------------------------------------------------------------- */
 
@@ -539,9 +623,9 @@ struct client {
 	enum way way;
 	size_t key;
 	keysvc *ks;
-	int echo_fd;
+	int srv_fd;                  /* W_ECHO, W_RAW: the connection to that server */
 	uint8_t echo_req[512];
-	struct ks_buf echo_resp;
+	struct ks_buf srv_resp;
 	CK_FUNCTION_LIST *f;
 	CK_SESSION_HANDLE s;
 	CK_OBJECT_HANDLE h;
@@ -565,6 +649,21 @@ static void check_sig(size_t key, const uint8_t *sig, size_t sig_len, const char
 }
 
 /* One signature; 0 or -1. @check: verify it against the public key. */
+/* One signature from the raw signer, the token's bytes as in-process gets them. */
+static int raw_sign(struct client *c, uint8_t *sig, CK_ULONG *sig_len)
+{
+	uint8_t req[1 + sizeof(digest)];
+
+	req[0] = (uint8_t)c->key;
+	memcpy(req + 1, digest, sizeof(digest));
+	if (ks_frame_write(c->srv_fd, req, sizeof(req), 0) != 0 ||
+	    ks_frame_read(c->srv_fd, &c->srv_resp, 0) != 0 || c->srv_resp.len > 512)
+		return -1;
+	memcpy(sig, c->srv_resp.data, c->srv_resp.len);
+	*sig_len = c->srv_resp.len;
+	return 0;
+}
+
 static int sign_once(struct client *c, int check)
 {
 	int rsa = keys[c->key].type[0] == 'r';
@@ -572,8 +671,8 @@ static int sign_once(struct client *c, int check)
 	if (c->way == W_ECHO) {
 		size_t want = echo_resp_len(c->key);
 
-		if (ks_frame_write(c->echo_fd, c->echo_req, echo_req_len(c->key), 0) != 0 ||
-		    ks_frame_read(c->echo_fd, &c->echo_resp, 0) != 0 || c->echo_resp.len != want)
+		if (ks_frame_write(c->srv_fd, c->echo_req, echo_req_len(c->key), 0) != 0 ||
+		    ks_frame_read(c->srv_fd, &c->srv_resp, 0) != 0 || c->srv_resp.len != want)
 			return -1;
 		return 0;
 	} else if (c->way == W_KEYSVCD) {
@@ -592,8 +691,12 @@ static int sign_once(struct client *c, int check)
 
 		if (c->way == W_LOOKUP)
 			c->h = lookup_like_keysvcd(c->f, c->s, keys[c->key].name);
-		if (p11_sign(c->f, c->s, c->h, rsa, sig, &sig_len) != 0)
+		if (c->way == W_RAW) {
+			if (raw_sign(c, sig, &sig_len) != 0)
+				return -1;
+		} else if (p11_sign(c->f, c->s, c->h, rsa, digest, sig, &sig_len) != 0) {
 			return -1;
+		}
 		if (check && rsa) {
 			check_sig(c->key, sig, sig_len, way_name[c->way]);
 		} else if (check) {
@@ -621,12 +724,17 @@ static void client_open(struct client *c, enum way way, size_t key)
 	c->key = key;
 	switch (way) {
 	case W_ECHO:
-		if ((c->echo_fd = ks_td_connect_path(echo_sock)) < 0)
+		if ((c->srv_fd = ks_td_connect_path(echo_sock)) < 0)
 			die("cannot connect to the echo server");
 		memset(c->echo_req, 'x', sizeof(c->echo_req));
 		c->echo_req[0] = (uint8_t)(echo_resp_len(key) >> 8);
 		c->echo_req[1] = (uint8_t)echo_resp_len(key);
-		ks_buf_init(&c->echo_resp, KS_FRAME_MAX);
+		ks_buf_init(&c->srv_resp, KS_FRAME_MAX);
+		break;
+	case W_RAW:
+		if ((c->srv_fd = ks_td_connect_path(raw_sock)) < 0)
+			die("cannot connect to the raw signer");
+		ks_buf_init(&c->srv_resp, KS_FRAME_MAX);
 		break;
 	case W_KEYSVCD:
 		if (keysvc_connect(d.socket_path, &c->ks) != KEYSVC_OK)
@@ -660,9 +768,9 @@ static void client_open(struct client *c, enum way way, size_t key)
 static void client_close(struct client *c)
 {
 	keysvc_close(c->ks);
-	if (c->way == W_ECHO) {
-		close(c->echo_fd);
-		ks_buf_free(&c->echo_resp);
+	if (c->way == W_ECHO || c->way == W_RAW) {
+		close(c->srv_fd);
+		ks_buf_free(&c->srv_resp);
 	}
 	if (c->f != NULL) {
 		c->f->C_CloseSession(c->s);
@@ -741,7 +849,7 @@ static double run_window(struct client *cl, int n, struct samples *lat, double *
 {
 	long total = 0, errors = 0;
 	double s0, d0, s1, d1;
-	pid_t server = cl[0].way == W_ECHO ? echo_pid : d.pid;
+	pid_t server = cl[0].way == W_ECHO ? echo_pid : cl[0].way == W_RAW ? raw_pid : d.pid;
 
 	if (pthread_barrier_init(&barrier, NULL, (unsigned)n + 1) != 0)
 		die("pthread_barrier_init");
@@ -809,7 +917,7 @@ static void run_cell(size_t key, int nclients, struct cell_result *res)
 		}
 	}
 	for (int w = 0; w < W_COUNT; w++) {
-		res->rate[w] = res->med[w] = res->p99[w] = NAN;
+		res->rate[w] = res->med[w] = res->p99[w] = res->cpu_self[w] = res->cpu_daemon[w] = NAN;
 		if (!opt_way[w])
 			continue;
 		res->rate[w] = median_of(rates[w], opt_rounds);
@@ -850,22 +958,32 @@ static void print_num(double v)
  * front of the token signs faster than the token in-process, so
  * keysvcd / p11-kit server is at most in-process / p11-kit server.
  */
+/* " a/b |", or " n/a |" when either way did not run. */
+static void print_plain_ratio(double a, double b)
+{
+	if (isnan(a) || isnan(b) || b <= 0)
+		printf(" n/a |");
+	else
+		printf(" %.2f |", a / b);
+}
+
 static void print_bounds(struct cell_result (*res)[MAX_CELLS])
 {
 	printf("\n| key | clients | echo round trips/s (IPC floor) | any out-of-process signer / in-process, at most "
-	       "| keysvcd / in-process | keysvcd / that bound | in-process / p11-kit server "
-	       "(the most keysvcd / p11-kit server can be) |\n|---|---:|---:|---:|---:|---:|---:|\n");
+	       "| raw signer / in-process | keysvcd / in-process | keysvcd / that bound | keysvcd / raw signer "
+	       "| in-process / p11-kit server (the most keysvcd / p11-kit server can be) |\n"
+	       "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < NKEYS; k++) {
 		for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
 			struct cell_result *r = &res[k][c];
 			double e = r->rate[W_ECHO], i = r->rate[W_INPROC], bound = e / (e + i);
 
-			printf("| %s | %d | %.0f | %.2f | %.2f | %.2f |", keys[k].title, opt_clients[c], e, bound,
-			       r->rate[W_KEYSVCD] / i, r->rate[W_KEYSVCD] / i / bound);
-			if (isnan(r->rate[W_P11KIT]))
-				printf(" n/a |\n");
-			else
-				printf(" %.2f |\n", i / r->rate[W_P11KIT]);
+			printf("| %s | %d | %.0f | %.2f |", keys[k].title, opt_clients[c], e, bound);
+			print_plain_ratio(r->rate[W_RAW], i);
+			printf(" %.2f | %.2f |", r->rate[W_KEYSVCD] / i, r->rate[W_KEYSVCD] / i / bound);
+			print_plain_ratio(r->rate[W_KEYSVCD], r->rate[W_RAW]);
+			print_plain_ratio(i, r->rate[W_P11KIT]);
+			printf("\n");
 		}
 	}
 }
@@ -1166,6 +1284,8 @@ int main(void)
 	keysvc_close(ks);
 	usleep(300000);
 	idle_kib = vm_rss_kib(d.pid);
+	if (opt_way[W_RAW])
+		raw_start();
 	if (opt_way[W_INPROC] || opt_way[W_LOOKUP])
 		inproc_init();
 	if (opt_way[W_P11KIT] || opt_way[W_P11KIT_ONE])
@@ -1233,17 +1353,19 @@ int main(void)
 
 	printf("\n| key | clients | in-process: CPU µs per signature | keysvcd: CPU µs per signature, "
 	       "daemon + client = total | keysvcd total / in-process | echo: CPU µs per round trip, "
-	       "server + client = total |\n|---|---:|---:|---:|---:|---:|\n");
+	       "server + client = total | raw signer: CPU µs per signature, server + client = total |\n"
+	       "|---|---:|---:|---:|---:|---:|---:|\n");
 	for (size_t k = 0; k < NKEYS; k++) {
 		for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
 			struct cell_result *r = &res[k][c];
 			double tot = r->cpu_daemon[W_KEYSVCD] + r->cpu_self[W_KEYSVCD];
 
-			printf("| %s | %d | %.0f | %.0f + %.0f = %.0f | %.2f | %.0f + %.0f = %.0f |\n",
+			printf("| %s | %d | %.0f | %.0f + %.0f = %.0f | %.2f | %.0f + %.0f = %.0f | %.0f + %.0f = %.0f |\n",
 			       keys[k].title, opt_clients[c],
 			       r->cpu_self[W_INPROC], r->cpu_daemon[W_KEYSVCD], r->cpu_self[W_KEYSVCD], tot,
 			       tot / r->cpu_self[W_INPROC], r->cpu_daemon[W_ECHO], r->cpu_self[W_ECHO],
-			       r->cpu_daemon[W_ECHO] + r->cpu_self[W_ECHO]);
+			       r->cpu_daemon[W_ECHO] + r->cpu_self[W_ECHO], r->cpu_daemon[W_RAW],
+			       r->cpu_self[W_RAW], r->cpu_daemon[W_RAW] + r->cpu_self[W_RAW]);
 		}
 	}
 	if (opt_way[W_LOOKUP]) {
