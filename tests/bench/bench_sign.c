@@ -550,16 +550,19 @@ static void *raw_conn(void *arg)
 }
 
 /*
- * Fork a server that listens on DIR/@name (its path into @path) before this
- * returns; the child runs @setup (may be NULL), then serves each connection
- * with @conn on a thread of its own. The child's pid.
+ * Fork a server that listens on DIR/@name (its path into @path); the child
+ * runs @setup (may be NULL), then serves each connection with @conn on a
+ * thread of its own. Returns the child's pid once @setup has finished:
+ * SoftHSM logins of two processes at once can leave one of them without
+ * the token.
  */
 static pid_t server_start(const char *name, char *path, size_t path_len, void (*setup)(void),
 			  void *(*conn)(void *))
 {
 	struct sockaddr_un sa;
 	pid_t pid;
-	int lfd;
+	int lfd, ready[2];
+	char c;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
@@ -570,15 +573,23 @@ static pid_t server_start(const char *name, char *path, size_t path_len, void (*
 	if ((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 128) != 0)
 		die("%s: %s", path, strerror(errno));
-	if ((pid = fork()) < 0)
+	if (pipe2(ready, O_CLOEXEC) != 0 || (pid = fork()) < 0)
 		die("fork: %s", strerror(errno));
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		close(ready[0]);
 		if (setup != NULL)
 			setup();
+		if (write(ready[1], "", 1) != 1)
+			_exit(1);
+		close(ready[1]);
 		serve_threads(lfd, conn);
 		_exit(0);
 	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1)
+		die("the server on %s did not start", path);
+	close(ready[0]);
 	close(lfd);
 	return pid;
 }
