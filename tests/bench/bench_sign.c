@@ -610,7 +610,6 @@ static void echo_start(void)
 	echo_pid = server_start("echo.sock", echo_sock, sizeof(echo_sock), NULL, echo_conn);
 }
 
-
 /* ---- clients --------------------------------------------------------------- */
 
 /* What pkcs11/token.c does before each signature (resolve_key, describe_key). */
@@ -659,7 +658,6 @@ static void check_sig(size_t key, const uint8_t *sig, size_t sig_len, const char
 		die("%s: a %s signature does not verify with keysvcd's public key", who, keys[key].name);
 }
 
-/* One signature; 0 or -1. @check: verify it against the public key. */
 /* One signature from the raw signer, the token's bytes as in-process gets them. */
 static int raw_sign(struct client *c, uint8_t *sig, CK_ULONG *sig_len)
 {
@@ -675,6 +673,7 @@ static int raw_sign(struct client *c, uint8_t *sig, CK_ULONG *sig_len)
 	return 0;
 }
 
+/* One signature; 0 or -1. @check: verify it against the public key. */
 static int sign_once(struct client *c, int check)
 {
 	int rsa = keys[c->key].type[0] == 'r';

@@ -163,6 +163,12 @@ wait_for() { # wait_for SECONDS COMMAND...
 	return 1
 }
 booted() { case $(ctl is-system-running 2>/dev/null) in running | degraded) return 0 ;; esac; return 1; }
+is() { # is WANT GOT: for check, with both shown on a mismatch
+	[ "$1" = "$2" ] && return 0
+	echo "expected '$1', got '$2'"
+	return 1
+}
+unit_log_has() { in_ns journalctl --no-pager -u keysvcd.service | grep -q "$@"; }
 
 # Up, or PID 1 gone (its set-up failed): no use waiting longer.
 up_or_gone() { booted || ! kill -0 "$ns_pid" 2>/dev/null; }
@@ -176,34 +182,32 @@ if ! booted; then
 fi
 check "systemd runs as PID 1 of the namespaces and reached keysvc-live.target" booted
 
-check "keysvcd.socket is listening" sh -c "[ \"\$(nsenter -t $ns_pid -m -p -- systemctl is-active keysvcd.socket)\" = active ]"
-check "keysvcd.service has not started before the first client" \
-	sh -c "[ \"\$(nsenter -t $ns_pid -m -p -- systemctl is-active keysvcd.service)\" = inactive ]"
+check "keysvcd.socket is listening" is active "$(ctl is-active keysvcd.socket)"
+check "keysvcd.service has not started before the first client" is inactive "$(ctl is-active keysvcd.service)"
 sock_shape() { in_ns stat -c '%U:%G %a' "$1"; }
-check "the socket is root:keysvc 0660 before keysvcd starts" sh -c '[ "$1" = "root:keysvc 660" ]' - "$(sock_shape /run/keysvc/keysvc.sock)"
+check "the socket is root:keysvc 0660 before keysvcd starts" is "root:keysvc 660" "$(sock_shape /run/keysvc/keysvc.sock)"
 
 run_exit 0 "health:     ok" "the first client starts keysvcd and is answered (hello)" cli hello
-check "keysvcd.service is active (Type=notify: READY=1 arrived)" sh -c '[ "$1" = active ]' - "$(ctl is-active keysvcd.service)"
-check "the STATUS= text keysvcd sent" sh -c '[ "$1" = "serving /run/keysvc/keysvc.sock" ]' - "$(prop StatusText keysvcd.service)"
-check "keysvcd says it took the socket from systemd" \
-	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'passed by systemd'"
+check "keysvcd.service is active (Type=notify: READY=1 arrived)" is active "$(ctl is-active keysvcd.service)"
+check "the STATUS= text keysvcd sent" is "serving /run/keysvc/keysvc.sock" "$(prop StatusText keysvcd.service)"
+check "keysvcd says it took the socket from systemd" unit_log_has 'passed by systemd'
 check "the socket is still root:keysvc 0660 with keysvcd running" \
-	sh -c '[ "$1" = "root:keysvc 660" ]' - "$(sock_shape /run/keysvc/keysvc.sock)"
-check "/run/keysvc is still root 0755" sh -c '[ "$1" = "root:root 755" ]' - "$(sock_shape /run/keysvc)"
+	is "root:keysvc 660" "$(sock_shape /run/keysvc/keysvc.sock)"
+check "/run/keysvc is still root 0755" is "root:root 755" "$(sock_shape /run/keysvc)"
 
 main=$(prop MainPID keysvcd.service)
 status_of() { in_ns cat "/proc/$main/status"; }
 field() { status_of | sed -n "s/^$1:[[:space:]]*//p" | awk '{print $1}'; }
 ks_uid=$(in_ns id -u keysvc)
-check "keysvcd runs as user keysvc (uid $ks_uid)" sh -c '[ "$1" = "$2" ]' - "$(field Uid)" "$ks_uid"
+check "keysvcd runs as user keysvc (uid $ks_uid)" is "$ks_uid" "$(field Uid)"
 check "no capabilities (CapEff and CapBnd 0)" \
-	sh -c '[ "$1" = 0000000000000000 ] && [ "$2" = 0000000000000000 ]' - "$(field CapEff)" "$(field CapBnd)"
-check "NoNewPrivs is set" sh -c '[ "$1" = 1 ]' - "$(field NoNewPrivs)"
-check "a seccomp filter is in force (SystemCallFilter=)" sh -c '[ "$1" = 2 ]' - "$(field Seccomp)"
+	is "0000000000000000 0000000000000000" "$(field CapEff) $(field CapBnd)"
+check "NoNewPrivs is set" is 1 "$(field NoNewPrivs)"
+check "a seccomp filter is in force (SystemCallFilter=)" is 2 "$(field Seccomp)"
 check "the PIN came as the keysvc-pin credential (no pin_file configured)" \
 	in_ns test -e "/proc/$main/root/run/credentials/keysvcd.service/keysvc-pin"
-check "keysvcd has a mount namespace of its own (ProtectSystem=, PrivateTmp=)" \
-	sh -c '[ -n "$1" ] && [ "$1" != "$2" ]' - "$(in_ns readlink "/proc/$main/ns/mnt")" "$(in_ns readlink /proc/1/ns/mnt)"
+own_mount_ns() { local m; m=$(in_ns readlink "/proc/$main/ns/mnt") && [ -n "$m" ] && [ "$m" != "$(in_ns readlink /proc/1/ns/mnt)" ]; }
+check "keysvcd has a mount namespace of its own (ProtectSystem=, PrivateTmp=)" own_mount_ns
 
 run_exit 0 "BEGIN PUBLIC KEY" "keygen through the socket" cli keygen live
 run_exit 0 "" "csr through the socket" cli csr live --subject CN=live.example --out "$work/live.csr"
@@ -211,8 +215,8 @@ check "the CSR's signature verifies" openssl req -in "$work/live.csr" -verify -n
 check "the audit log (LogsDirectory=) has the CSR" \
 	in_ns grep -q '"op":"csr.create","key":"live","outcome":"ok"' /var/log/keysvc/audit.log
 pin=$(in_ns cat /etc/keysvc/pin)
-check "the journal never shows the PIN" \
-	sh -c "! nsenter -t $ns_pid -m -p -- journalctl --no-pager | grep -qF -- \"\$1\"" - "$pin"
+journal_lacks() { ! in_ns journalctl --no-pager | grep -qF -- "$1"; }
+check "the journal never shows the PIN" journal_lacks "$pin"
 
 run_exit 8 "" "a user outside group keysvc cannot connect (socket mode)" as_user nobody \
 	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello
@@ -221,9 +225,8 @@ run_exit 3 "denied" "a member of group keysvc without a policy grant is denied" 
 
 check "systemctl reload" ctl reload keysvcd.service
 check "after reload: active, same process" \
-	sh -c '[ "$1" = active ] && [ "$2" = "$3" ]' - "$(ctl is-active keysvcd.service)" "$(prop MainPID keysvcd.service)" "$main"
-check "keysvcd told systemd it was reloading (RELOADING=1)" \
-	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'RELOADING=1'"
+	is "active $main" "$(ctl is-active keysvcd.service) $(prop MainPID keysvcd.service)"
+check "keysvcd told systemd it was reloading (RELOADING=1)" unit_log_has 'RELOADING=1'
 
 # Guarded: "kill -KILL 0" would hit this script's own process group.
 [ "${main:-0}" -gt 1 ] && in_ns kill -KILL "$main"
@@ -232,8 +235,7 @@ check "killed with SIGKILL, keysvcd is restarted (Restart=on-failure)" wait_for 
 run_exit 0 "live" "the key is still there after the restart" cli list
 
 check "systemctl stop keysvcd.service" ctl stop keysvcd.service
-check "keysvcd told systemd it was stopping (STOPPING=1)" \
-	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -q 'STOPPING=1'"
+check "keysvcd told systemd it was stopping (STOPPING=1)" unit_log_has 'STOPPING=1'
 check "the socket stays while keysvcd is stopped" in_ns test -S /run/keysvc/keysvc.sock
 run_exit 0 "live" "the next client starts keysvcd again" cli list
 
@@ -241,11 +243,10 @@ run_exit 0 "live" "the next client starts keysvcd again" cli list
 in_ns sh -c 'printf "%s\n" 00000000wrong > /etc/keysvc/pin'
 ctl restart keysvcd.service >/dev/null 2>&1
 sleep 3
-check "a rejected PIN: keysvcd exits 5" sh -c '[ "$1" = 5 ]' - "$(prop ExecMainStatus keysvcd.service)"
-check "... and is not restarted (RestartPreventExitStatus=)" \
-	sh -c '[ "$1" = 0 ] && [ "$2" != active ]' - "$(prop NRestarts keysvcd.service)" "$(ctl is-active keysvcd.service)"
-check "... with a clear message" \
-	sh -c "nsenter -t $ns_pid -m -p -- journalctl --no-pager -u keysvcd.service | grep -qi 'pin'"
+check "a rejected PIN: keysvcd exits 5" is 5 "$(prop ExecMainStatus keysvcd.service)"
+not_restarted() { [ "$(prop NRestarts keysvcd.service)" = 0 ] && [ "$(ctl is-active keysvcd.service)" != active ]; }
+check "... and is not restarted (RestartPreventExitStatus=)" not_restarted
+check "... with a clear message" unit_log_has -i 'pin'
 in_ns sh -c 'printf "%s\n" "$1" > /etc/keysvc/pin' - "$pin"
 ctl reset-failed keysvcd.service keysvcd.socket >/dev/null 2>&1
 ctl start keysvcd.socket >/dev/null 2>&1
