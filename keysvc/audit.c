@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,10 +12,14 @@
 #include "proto/log.h"
 
 struct ks_audit {
-	pthread_mutex_t lock;
 	char *path;
+	/*
+	 * Never changes while the daemon runs: a reopen puts the new file
+	 * under this number with dup3(), so writers need no lock and a
+	 * write racing the reopen lands whole in the old file or the new.
+	 */
 	int fd;
-	int warned;
+	int warned;     /* atomic: one diagnostic per failing file */
 };
 
 static int open_log(const char *path)
@@ -30,7 +33,6 @@ int ks_audit_open(const char *path, struct ks_audit **out)
 
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return -ENOMEM;
-	pthread_mutex_init(&a->lock, NULL);
 	a->fd = STDERR_FILENO;
 	if (path != NULL) {
 		if ((a->path = strdup(path)) == NULL) {
@@ -51,18 +53,18 @@ int ks_audit_open(const char *path, struct ks_audit **out)
 
 int ks_audit_reopen(struct ks_audit *a)
 {
-	int fd;
+	int fd, r = 0;
 
 	if (a == NULL || a->path == NULL)
 		return 0;
 	if ((fd = open_log(a->path)) < 0)
 		return -errno;
-	pthread_mutex_lock(&a->lock);
-	close(a->fd);
-	a->fd = fd;
-	a->warned = 0;
-	pthread_mutex_unlock(&a->lock);
-	return 0;
+	if (dup3(fd, a->fd, O_CLOEXEC) < 0)
+		r = -errno;
+	else
+		__atomic_store_n(&a->warned, 0, __ATOMIC_RELAXED);
+	close(fd);
+	return r;
 }
 
 void ks_audit_close(struct ks_audit *a)
@@ -71,7 +73,6 @@ void ks_audit_close(struct ks_audit *a)
 		return;
 	if (a->path != NULL)
 		close(a->fd);
-	pthread_mutex_destroy(&a->lock);
 	free(a->path);
 	free(a);
 }
@@ -149,11 +150,9 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		line = heap;
 	}
 	line[len] = '\n';      /* overwrite the NUL: one write carries the whole line */
-	pthread_mutex_lock(&a->lock);
-	if (write(a->fd, line, len + 1) != (ssize_t)(len + 1) && !a->warned) {
-		a->warned = 1;
+	/* O_APPEND: the kernel keeps concurrent lines apart, no lock of ours is held across the write. */
+	if (write(a->fd, line, len + 1) != (ssize_t)(len + 1) &&
+	    !__atomic_exchange_n(&a->warned, 1, __ATOMIC_RELAXED))
 		ks_err("audit log write failed: %s", strerror(errno));
-	}
-	pthread_mutex_unlock(&a->lock);
 	free(heap);
 }
