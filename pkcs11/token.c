@@ -999,6 +999,13 @@ struct key_ref {
 	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
 	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
 	int unchecked;          /* @priv is a cached handle this request has not read back */
+	/*
+	 * Set by sign only: a cached handle younger than key_recheck_ms may be
+	 * used unread. Everything else (delete, certificates, public keys)
+	 * reads it back, so a renamed or replaced key is never destroyed,
+	 * given a certificate or described under the old name.
+	 */
+	int may_skip_check;
 };
 
 /*
@@ -1216,7 +1223,8 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		 * than key_recheck_ms ago is used as is; if it went stale the
 		 * token refuses it and the operation is retried by name.
 		 */
-		if (tok->key_recheck_ms > 0 && mono_ms() - k->checked_ms < (int64_t)tok->key_recheck_ms) {
+		if (k->may_skip_check && tok->key_recheck_ms > 0 &&
+		    mono_ms() - k->checked_ms < (int64_t)tok->key_recheck_ms) {
 			k->unchecked = 1;
 			return CKR_OK;
 		}
@@ -1941,6 +1949,7 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 		return -EINVAL;
 	memset(&sa, 0, sizeof(sa));
 	sa.k.name = name;
+	sa.k.may_skip_check = 1;
 	sa.alg = alg;
 	sa.digest = digest;
 	sa.digest_len = digest_len;

@@ -79,7 +79,8 @@ struct ks_token_config {
 	/*
 	 * A key found once is remembered by name with its object handle. For
 	 * this many milliseconds after the handle was last read back (class,
-	 * label and CKA_ID) it is used without reading it again; 0 reads it
+	 * label and CKA_ID) a signature uses it without reading it again
+	 * (every other operation reads it back); 0 reads it
 	 * back on every use, negative means KS_DEFAULT_KEY_RECHECK_MS. A
 	 * handle that went stale in between is refused by the token and the
 	 * operation retried with the key looked up by name. What the interval

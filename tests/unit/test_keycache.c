@@ -14,7 +14,9 @@
  * Each signature is checked against the public key of the moment. The
  * tests run twice: with key_recheck_ms 0 (the handle read back on every
  * use) and with a long interval (the handle trusted, a stale one refused
- * by the token and the key looked up again). A third group checks the one
+ * by the token and the key looked up again); in both, a key renamed behind
+ * the layer's back is never deleted or described under its old name. A
+ * third group checks the one
  * thing the interval allows: a key renamed behind the layer's back is
  * noticed at the next read-back, once the interval has passed.
  */
@@ -262,6 +264,26 @@ static void raw_relabel(const char *from, const char *to)
 }
 
 /*
+ * Only a signature may use a handle between read-backs. A key renamed by
+ * another application is not destroyed, nor its public key given out,
+ * under its old name, however recently its handle was used.
+ */
+static void test_renamed_then_deleted(void **state)
+{
+	EVP_PKEY *pub = NULL;
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "k6", KS_KEY_EC_P256, NULL), 0);
+	assert_true(signs_with_current_key("k6"));
+	raw_relabel("k6", "k6-renamed");
+	assert_int_equal(ks_token_public_key(tok, "k6", &pub), -ENOENT);
+	assert_null(pub);
+	assert_int_equal(ks_token_delete(tok, "k6"), -ENOENT);
+	assert_true(signs_with_current_key("k6-renamed"));
+	assert_int_equal(ks_token_delete(tok, "k6-renamed"), 0);
+}
+
+/*
  * The old key keeps its valid handle under a new label and a new key takes
  * the name: within key_recheck_ms the layer may still sign with the old
  * one (documented), after it the read-back finds the label changed.
@@ -287,6 +309,7 @@ int main(void)
 		cmocka_unit_test(test_deleted_by_another_application),
 		cmocka_unit_test(test_replaced_by_another_application),
 		cmocka_unit_test(test_sessions_lost),
+		cmocka_unit_test(test_renamed_then_deleted),
 	};
 	const struct CMUnitTest rename_tests[] = {
 		cmocka_unit_test(test_renamed_by_another_application),
