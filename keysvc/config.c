@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,55 @@
 #include "proto/log.h"
 
 #define KS_CONFIG_MAX (1024 * 1024)
+
+int ks_config_check_dirs(const char *path, const char *what, char *err,
+			 size_t err_len)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	char *slash;
+
+	if (path[0] != '/' || strlen(path) >= sizeof(dir)) {
+		snprintf(err, err_len, "%s %s: not an absolute path", what, path);
+		return -EINVAL;
+	}
+	memcpy(dir, path, strlen(path) + 1);
+	/* From the file's own directory up to the root. */
+	while ((slash = strrchr(dir, '/')) != NULL) {
+		if (slash == dir)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (lstat(dir, &st) != 0) {
+			int r = -errno;
+
+			snprintf(err, err_len, "%s %s: directory %s: %s", what, path, dir, strerror(errno));
+			return r;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			snprintf(err, err_len, "%s %s: %s is not a directory", what, path, dir);
+			return -EACCES;
+		}
+		if (st.st_uid != 0 && st.st_uid != geteuid()) {
+			snprintf(err, err_len, "%s %s: directory %s is owned by uid %u, must be root's",
+				 what, path, dir, (unsigned)st.st_uid);
+			return -EACCES;
+		}
+		/*
+		 * In a root-owned sticky directory (/tmp) others may add
+		 * entries but not rename or remove ours: the path below it
+		 * stays as checked.
+		 */
+		if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !((st.st_mode & S_ISVTX) && st.st_uid == 0)) {
+			snprintf(err, err_len, "%s %s: directory %s is writable by group or others",
+				 what, path, dir);
+			return -EACCES;
+		}
+		if (dir[1] == '\0')
+			break;
+	}
+	return 0;
+}
 
 int ks_config_check_file(const char *path, const char *what, char *err,
 			 size_t err_len)
@@ -357,7 +407,9 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		}
 		free(cfg->module);
 		cfg->module = real;
-		if ((r = ks_config_check_file(cfg->module, "module", err, err_len)) != 0)
+		/* Whoever could swap a directory on the way could swap the module. */
+		if ((r = ks_config_check_file(cfg->module, "module", err, err_len)) != 0 ||
+		    (r = ks_config_check_dirs(cfg->module, "module", err, err_len)) != 0)
 			goto out;
 	}
 	*out = cfg;

@@ -41,7 +41,8 @@ struct ks_config {
 /*
  * Read and validate @path. With @check_owner the file must be a regular
  * file (not a symlink) owned by root or by the effective uid and not
- * writable by group or others; the module file gets the same check.
+ * writable by group or others; the module file gets the same check, and
+ * each directory above it ks_config_check_dirs().
  * Returns 0 and *@out, or -EINVAL/-EACCES/-ENOENT/-ENOMEM with @err
  * describing the problem (naming the field).
  */
@@ -56,6 +57,15 @@ void ks_config_free(struct ks_config *cfg);
  * others. 0 or a negative errno with @err filled.
  */
 int ks_config_check_file(const char *path, const char *what, char *err,
+			 size_t err_len);
+
+/*
+ * Check every directory above @path, which must be absolute and free of
+ * symlinks (a realpath()): each must be a directory owned by root or the
+ * effective uid, and not writable by group or others unless it is a
+ * root-owned sticky directory. 0 or a negative errno with @err filled.
+ */
+int ks_config_check_dirs(const char *path, const char *what, char *err,
 			 size_t err_len);
 
 #endif

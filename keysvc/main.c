@@ -258,7 +258,10 @@ out:
 	ks_pin_free(pin, pin_len);
 	ks_ctx_free(st.ctx);
 	ks_audit_close(st.audit);
-	ks_token_close(token);
+	if (ks_token_close(token) == -EBUSY) {
+		ks_warn("exiting with the token reconnect still in the module");
+		_exit(1);
+	}
 	if (signal_fd >= 0)
 		close(signal_fd);
 	/* Only an activated socket is still open here (ks_server_run() closes the rest). */

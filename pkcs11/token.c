@@ -31,6 +31,8 @@
 #define KS_MODULUS_MAX 1024     /* RSA-8192 */
 #define KS_SIG_MAX 1024         /* the largest raw signature we size for */
 #define KS_CERT_MAX 65536
+/* How long ks_token_close() waits for the reconnect thread. */
+#define KS_CLOSE_WAIT_MS 5000
 #define KS_BACKOFF_MIN_MS 1000
 #define KS_BACKOFF_MAX_MS 60000
 
@@ -52,6 +54,7 @@ struct key_cache_entry {
 	CK_KEY_TYPE key_type;
 	enum ks_key_type type;
 	size_t raw_sig_len;
+	int always_auth;
 	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
 };
 
@@ -579,10 +582,20 @@ fail:
 /* After a lost session or login: reopen once per generation, however many noticed. */
 static int reopen(struct ks_token *tok, unsigned seen_generation)
 {
+	struct timespec until;
 	enum token_state st;
 	int r = 0;
 
-	pthread_rwlock_wrlock(&tok->rw);
+	/*
+	 * Every other operation has to finish first. One hung in the module
+	 * would hold this thread (and its client) for ever: after wait_ms the
+	 * token counts as down and the background reconnect takes over.
+	 */
+	deadline_in(&until, tok->wait_ms);
+	if (pthread_rwlock_clockwrlock(&tok->rw, CLOCK_MONOTONIC, &until) != 0) {
+		mark_down(tok, CKR_DEVICE_ERROR);
+		return -ENODEV;
+	}
 	st = get_state(tok);
 	if (st == TOKEN_PIN_REJECTED) {
 		r = -EKEYREJECTED;
@@ -626,12 +639,13 @@ static int reconnect_locked(struct ks_token *tok)
 	int r;
 
 	close_pool(tok);
-	if (tok->initialized) {
+	/* Another user's initialisation stays: finalizing it would end their sessions too. */
+	if (tok->initialized && tok->owns_init) {
 		P11(tok, C_Finalize, NULL);
 		tok->initialized = 0;
 		tok->owns_init = 0;
 	}
-	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
+	if ((!tok->initialized && (r = initialize(tok)) != 0) || (r = find_slot(tok)) != 0)
 		return r;
 	return open_pool(tok);
 }
@@ -775,16 +789,29 @@ fail:
 	return r;
 }
 
-void ks_token_close(struct ks_token *tok)
+int ks_token_close(struct ks_token *tok)
 {
 	if (tok == NULL)
-		return;
+		return 0;
 	if (tok->thread_started) {
+		struct timespec until;
+
 		pthread_mutex_lock(&tok->state_lock);
 		tok->closing = 1;
 		pthread_cond_broadcast(&tok->state_cond);
 		pthread_mutex_unlock(&tok->state_lock);
-		pthread_join(tok->reconnect_thread, NULL);
+		deadline_in(&until, KS_CLOSE_WAIT_MS);
+		if (pthread_clockjoin_np(tok->reconnect_thread, NULL, CLOCK_MONOTONIC, &until) != 0) {
+			/*
+			 * It is inside the module: nothing it uses may be freed
+			 * or finalized. The PIN is wiped all the same (a login
+			 * it is in the middle of fails, harmlessly).
+			 */
+			ks_warn("the token reconnect is stuck in the PKCS#11 module; leaving it");
+			if (tok->pin != NULL)
+				explicit_bzero(tok->pin, tok->pin_len);
+			return -EBUSY;
+		}
 	}
 	if (tok->f != NULL) {
 		if (tok->initialized) {
@@ -813,6 +840,7 @@ void ks_token_close(struct ks_token *tok)
 	pthread_mutex_destroy(&tok->generate_lock);
 	pthread_mutex_destroy(&tok->cache_lock);
 	free(tok);
+	return 0;
 }
 
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
@@ -847,12 +875,20 @@ static int acquire(struct ks_token *tok, struct session_slot *ss)
 	/* While down, answer at once: the module may hang, and rw may be held by the reconnect. */
 	if ((st = get_state(tok)) != TOKEN_UP)
 		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
-	pthread_rwlock_rdlock(&tok->rw);
+	deadline_in(&until, tok->wait_ms);
+	/*
+	 * Bounded: a reopen queued behind a call hung in the module blocks
+	 * new readers (the lock prefers writers), and that wait must end
+	 * like any wait for a session.
+	 */
+	if (pthread_rwlock_clockrdlock(&tok->rw, CLOCK_MONOTONIC, &until) != 0) {
+		ks_warn("the token was busy recovering for more than %u ms", tok->wait_ms);
+		return -ETIMEDOUT;
+	}
 	if ((st = get_state(tok)) != TOKEN_UP) {
 		pthread_rwlock_unlock(&tok->rw);
 		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
 	}
-	deadline_in(&until, tok->wait_ms);
 	pthread_mutex_lock(&tok->pool_lock);
 	for (;;) {
 		for (unsigned i = 0; i < tok->nsessions; i++) {
@@ -997,6 +1033,7 @@ struct key_ref {
 	CK_KEY_TYPE key_type;
 	enum ks_key_type type;
 	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
+	int always_auth;        /* CKA_ALWAYS_AUTHENTICATE: a login for every signature */
 	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
 	int unchecked;          /* @priv is a cached handle this request has not read back */
 	/*
@@ -1055,6 +1092,19 @@ static CK_RV describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_H
 	k->have_id = 1;
 	k->type = KS_KEY_NONE;
 	k->raw_sig_len = 0;
+	k->always_auth = 0;
+
+	{
+		CK_BBOOL always = CK_FALSE;
+		CK_ATTRIBUTE aa = { CKA_ALWAYS_AUTHENTICATE, &always, sizeof(always) };
+
+		/* Tokens older than v2.20 may not know the attribute: then it is false. */
+		rv = P11(tok, C_GetAttributeValue, s, h, &aa, 1);
+		if (rv == CKR_OK)
+			k->always_auth = always == CK_TRUE;
+		else if (rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+			return rv;
+	}
 
 	a[0].pValue = buf;
 	a[0].ulValueLen = sizeof(buf);
@@ -1103,6 +1153,7 @@ static int cache_get(struct ks_token *tok, struct key_ref *k)
 			k->key_type = e->key_type;
 			k->type = e->type;
 			k->raw_sig_len = e->raw_sig_len;
+			k->always_auth = e->always_auth;
 			k->checked_ms = e->checked_ms;
 			hit = 1;
 		}
@@ -1136,6 +1187,7 @@ static void cache_put(struct ks_token *tok, const struct key_ref *k)
 	e->key_type = k->key_type;
 	e->type = k->type;
 	e->raw_sig_len = k->raw_sig_len;
+	e->always_auth = k->always_auth;
 	e->checked_ms = mono_ms();
 	pthread_mutex_unlock(&tok->cache_lock);
 }
@@ -1836,6 +1888,17 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		return rv;
 	if (key_family(&sa->k) != ks_sig_alg_family(sa->alg)) {
 		*err = -EINVAL;
+		return CKR_OK;
+	}
+	/*
+	 * Such a key wants the PIN again (CKU_CONTEXT_SPECIFIC) after every
+	 * C_SignInit: a daemon that signs for others unattended must not
+	 * satisfy a per-signature login meant for a person.
+	 */
+	if (sa->k.always_auth) {
+		ks_err("key %s needs a login for every signature (CKA_ALWAYS_AUTHENTICATE); "
+		       "keysvcd does not sign with such keys", sa->k.name);
+		*err = -EOPNOTSUPP;
 		return CKR_OK;
 	}
 	/*

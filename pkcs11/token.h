@@ -125,8 +125,14 @@ int ks_key_name_valid(const char *name);
  */
 int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out);
 
-/* Close sessions, log out, finalize and unload; wipes the PIN. NULL is fine. */
-void ks_token_close(struct ks_token *tok);
+/*
+ * Close sessions, log out, finalize and unload; wipes the PIN. NULL is
+ * fine. Returns 0, or -EBUSY when the background reconnect is still inside
+ * a module call after 5 s: the PIN is wiped but nothing is freed or
+ * finalized, and the caller should exit without unloading anything.
+ * Operations of other threads must have ended before the call.
+ */
+int ks_token_close(struct ks_token *tok);
 
 /* Token and library description, and whether it is usable now. Never blocks on the token lock. */
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info);

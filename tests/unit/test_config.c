@@ -608,6 +608,47 @@ static void test_check_file(void **state)
 	assert_non_null(strstr(err, "thing"));
 }
 
+/*
+ * The module's directories: a group- or world-writable one on the way, or
+ * one owned by another user, would let someone swap the module.
+ */
+static void test_check_dirs(void **state)
+{
+	char err[512], sub[PATH_MAX], f[PATH_MAX + 16];
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/lib", dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(f, sizeof(f), "%s/module.so", sub);
+	write_at(f, "x", 0644);
+	err[0] = '\0';
+	assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), 0);
+	assert_int_equal(chmod(sub, 0775), 0);
+	assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, sub));
+	assert_non_null(strstr(err, "writable"));
+	assert_int_equal(chmod(sub, 0757), 0);
+	assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), -EACCES);
+	/* Sticky, as /tmp: others cannot move our entries. Only when root owns it. */
+	assert_int_equal(chmod(sub, 01777), 0);
+	if (geteuid() == 0) {
+		assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), 0);
+		assert_int_equal(chown(sub, 65534, 65534), 0);
+		assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), -EACCES);
+		assert_int_equal(chmod(sub, 0755), 0);
+		assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), -EACCES);
+		assert_non_null(strstr(err, "uid 65534"));
+		assert_int_equal(chown(sub, 0, 0), 0);
+	} else {
+		assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), -EACCES);
+	}
+	assert_int_equal(chmod(sub, 0755), 0);
+	assert_int_equal(ks_config_check_dirs(f, "module", err, sizeof(err)), 0);
+	assert_int_equal(ks_config_check_dirs("relative/module.so", "module", err, sizeof(err)), -EINVAL);
+	assert_int_equal(unlink(f), 0);
+	assert_int_equal(rmdir(sub), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -620,6 +661,7 @@ int main(void)
 		cmocka_unit_test(test_file_checks),
 		cmocka_unit_test(test_module_checks),
 		cmocka_unit_test(test_check_file),
+		cmocka_unit_test(test_check_dirs),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -17,9 +17,13 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
 
 #include "pkcs11/token.h"
 #include "tests/common/softhsm.h"
+
+#define WAIT_MS 1500
 
 static struct ks_test_token tt;
 static struct ks_token *tok;
@@ -78,6 +82,7 @@ static int setup(void **state)
 	ks_test_token_config(&tt, &cfg);
 	cfg.module_path = shim;   /* faultp11, in front of SoftHSM */
 	cfg.sessions = 2;
+	cfg.session_wait_ms = WAIT_MS;
 	if (ks_token_open(&cfg, &tok) != 0)
 		return -1;
 	if (ks_token_generate(tok, "fault-key", KS_KEY_EC_P256, NULL) != 0)
@@ -90,7 +95,8 @@ static int teardown(void **state)
 {
 	(void)state;
 	set_fault("");
-	ks_token_close(tok);
+	if (tok != NULL)
+		assert_int_equal(ks_token_close(tok), 0);
 	ks_test_token_teardown(&tt);
 	return 0;
 }
@@ -162,7 +168,7 @@ static void test_token_not_present_recovers(void **state)
 
 static void *sign_thread(void *arg)
 {
-	*(int *)arg = sign_once();
+	__atomic_store_n((int *)arg, sign_once(), __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -185,6 +191,111 @@ static void test_hung_token_does_not_block_info(void **state)
 	assert_int_equal(result, 0);
 }
 
+/*
+ * Close every session of the token's slot, as another application of this
+ * process would: SoftHSM behind faultp11 is the same module instance.
+ */
+static void close_all_sessions_from_outside(void)
+{
+	CK_FUNCTION_LIST *raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+
+	assert_non_null(raw);
+	rv = p11_kit_module_initialize(raw);
+	assert_true(rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	assert_int_equal(raw->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+	for (CK_ULONG i = 0; i < n; i++)
+		if (raw->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, "faults ", 7) == 0)
+			assert_int_equal(raw->C_CloseAllSessions(slots[i]), CKR_OK);
+	/* Not finalized: that would end the token layer's use of the module too. */
+	p11_kit_module_release(raw);
+}
+
+static void *list_thread(void *arg)
+{
+	struct ks_key_info *keys = NULL;
+	size_t n = 0;
+
+	__atomic_store_n((int *)arg, ks_token_list(tok, &keys, &n), __ATOMIC_RELEASE);
+	free(keys);
+	return NULL;
+}
+
+/* Wait up to @ms for *@result to leave @unset; the time waited. */
+static int64_t wait_result(const int *result, int unset, int64_t ms)
+{
+	int64_t start = now_ms();
+
+	while (__atomic_load_n(result, __ATOMIC_ACQUIRE) == unset && now_ms() - start < ms)
+		usleep(20 * 1000);
+	return now_ms() - start;
+}
+
+/*
+ * One request hangs in the token while the sessions are lost: the request
+ * that notices the loss cannot reopen the pool until the hung one returns.
+ * Neither it nor the requests after it may wait longer than the session
+ * wait; the token counts as down and recovers once the hang clears.
+ */
+static void test_recovery_behind_hung_call_is_bounded(void **state)
+{
+	pthread_t hung, noticer, later;
+	int hung_r = 1, noticer_r = 1, later_r = 1;
+	int64_t start;
+	int r;
+
+	(void)state;
+	set_fault("hang C_Sign");
+	assert_int_equal(pthread_create(&hung, NULL, sign_thread, &hung_r), 0);
+	usleep(300 * 1000);
+	close_all_sessions_from_outside();
+	assert_int_equal(pthread_create(&noticer, NULL, list_thread, &noticer_r), 0);
+	usleep(300 * 1000);
+	assert_int_equal(pthread_create(&later, NULL, list_thread, &later_r), 0);
+	assert_true(wait_result(&noticer_r, 1, 3 * WAIT_MS) < 3 * WAIT_MS);
+	assert_true(wait_result(&later_r, 1, 3 * WAIT_MS) < 3 * WAIT_MS);
+	assert_true(noticer_r == -ENODEV || noticer_r == -ETIMEDOUT);
+	assert_true(later_r == -ENODEV || later_r == -ETIMEDOUT);
+	assert_int_equal(__atomic_load_n(&hung_r, __ATOMIC_ACQUIRE), 1);
+	set_fault("");
+	assert_int_equal(pthread_join(hung, NULL), 0);
+	assert_int_equal(pthread_join(noticer, NULL), 0);
+	assert_int_equal(pthread_join(later, NULL), 0);
+	start = now_ms();
+	do {
+		usleep(100 * 1000);
+		r = sign_once();
+	} while (r != 0 && now_ms() - start < 20000);
+	assert_int_equal(r, 0);
+}
+
+/*
+ * Shutting down while the background reconnect is inside a module call
+ * that does not return: the close gives up after its wait with -EBUSY (the
+ * daemon then exits without unloading), and works once the call returns.
+ * Last in the group: it closes the token.
+ */
+static void test_close_with_reconnect_stuck(void **state)
+{
+	int64_t start;
+
+	(void)state;
+	set_fault("error CKR_DEVICE_REMOVED always");
+	assert_int_equal(sign_once(), -ENODEV);
+	set_fault("hang C_GetTokenInfo");
+	/* The next attempt comes after the first back-off (1 s) and hangs. */
+	usleep(1800 * 1000);
+	start = now_ms();
+	assert_int_equal(ks_token_close(tok), -EBUSY);
+	assert_true(now_ms() - start < 8000);
+	set_fault("");
+	assert_int_equal(ks_token_close(tok), 0);
+	tok = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -192,6 +303,8 @@ int main(void)
 		cmocka_unit_test(test_removed_token_recovers),
 		cmocka_unit_test(test_token_not_present_recovers),
 		cmocka_unit_test(test_hung_token_does_not_block_info),
+		cmocka_unit_test(test_recovery_behind_hung_call_is_bounded),
+		cmocka_unit_test(test_close_with_reconnect_stuck),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

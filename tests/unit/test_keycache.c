@@ -136,8 +136,11 @@ static void raw_destroy(const char *name)
 	raw->C_CloseSession(s);
 }
 
-/* Generate a P-256 key pair labelled @name (CKA_ID @idbyte) with the raw API. */
-static void raw_generate(const char *name, uint8_t idbyte)
+/*
+ * Generate a P-256 key pair labelled @name (CKA_ID @idbyte) with the raw
+ * API; @always_auth sets CKA_ALWAYS_AUTHENTICATE on the private key.
+ */
+static void raw_generate_with(const char *name, uint8_t idbyte, CK_BBOOL always_auth)
 {
 	static const uint8_t p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
 	CK_SESSION_HANDLE s = raw_session();
@@ -156,6 +159,7 @@ static void raw_generate(const char *name, uint8_t idbyte)
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
 		{ CKA_SENSITIVE, &yes, sizeof(yes) },
 		{ CKA_SIGN, &yes, sizeof(yes) },
+		{ CKA_ALWAYS_AUTHENTICATE, &always_auth, sizeof(always_auth) },
 		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
 		{ CKA_ID, id, sizeof(id) },
 	};
@@ -165,6 +169,11 @@ static void raw_generate(const char *name, uint8_t idbyte)
 	assert_int_equal(raw->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
 						sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv), CKR_OK);
 	raw->C_CloseSession(s);
+}
+
+static void raw_generate(const char *name, uint8_t idbyte)
+{
+	raw_generate_with(name, idbyte, CK_FALSE);
 }
 
 /* Sign through the layer; 1 if the signature verifies with the key's public key now. */
@@ -284,6 +293,28 @@ static void test_renamed_then_deleted(void **state)
 }
 
 /*
+ * A key that wants a login for every signature (made by another
+ * application) is refused as unsupported, at once and every time: the
+ * session pool is not torn down and the PIN not presented again for it,
+ * and the other keys go on signing.
+ */
+static void test_always_authenticate_refused(void **state)
+{
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+
+	(void)state;
+	raw_generate_with("k7", 0x77, CK_TRUE);
+	assert_int_equal(ks_token_generate(tok, "k8", KS_KEY_EC_P256, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ks_token_sign_digest(tok, "k7", KS_SIG_ECDSA_SHA256, md, sizeof(md), &sig,
+						      &sig_len), -EOPNOTSUPP);
+		assert_null(sig);
+		assert_true(signs_with_current_key("k8"));
+	}
+}
+
+/*
  * The old key keeps its valid handle under a new label and a new key takes
  * the name: within key_recheck_ms the layer may still sign with the old
  * one (documented), after it the read-back finds the label changed.
@@ -310,6 +341,7 @@ int main(void)
 		cmocka_unit_test(test_replaced_by_another_application),
 		cmocka_unit_test(test_sessions_lost),
 		cmocka_unit_test(test_renamed_then_deleted),
+		cmocka_unit_test(test_always_authenticate_refused),
 	};
 	const struct CMUnitTest rename_tests[] = {
 		cmocka_unit_test(test_renamed_by_another_application),
