@@ -63,13 +63,22 @@ static int sign_once(void)
 	return r;
 }
 
-static int setup(void **state)
+/* The token layer on faultp11, in front of SoftHSM. */
+static int open_token(void)
 {
 	struct ks_token_config cfg;
-	const char *shim = getenv("KS_FAULTP11");
 
+	ks_test_token_config(&tt, &cfg);
+	cfg.module_path = getenv("KS_FAULTP11");
+	cfg.sessions = 2;
+	cfg.session_wait_ms = WAIT_MS;
+	return ks_token_open(&cfg, &tok);
+}
+
+static int setup(void **state)
+{
 	(void)state;
-	if (shim == NULL) {
+	if (getenv("KS_FAULTP11") == NULL) {
 		fprintf(stderr, "KS_FAULTP11 is not set\n");
 		return -1;
 	}
@@ -79,11 +88,7 @@ static int setup(void **state)
 	setenv("KS_FAULTP11_TARGET", tt.module, 1);
 	setenv("KS_FAULTP11_CONTROL", control, 1);
 	set_fault("");
-	ks_test_token_config(&tt, &cfg);
-	cfg.module_path = shim;   /* faultp11, in front of SoftHSM */
-	cfg.sessions = 2;
-	cfg.session_wait_ms = WAIT_MS;
-	if (ks_token_open(&cfg, &tok) != 0)
+	if (open_token() != 0)
 		return -1;
 	if (ks_token_generate(tok, "fault-key", KS_KEY_EC_P256, NULL) != 0)
 		return -1;
@@ -276,7 +281,7 @@ static void test_recovery_behind_hung_call_is_bounded(void **state)
  * Shutting down while the background reconnect is inside a module call
  * that does not return: the close gives up after its wait with -EBUSY (the
  * daemon then exits without unloading), and works once the call returns.
- * Last in the group: it closes the token.
+ * It closes the token: only the next test, which opens its own, may follow.
  */
 static void test_close_with_reconnect_stuck(void **state)
 {
@@ -296,6 +301,39 @@ static void test_close_with_reconnect_stuck(void **state)
 	tok = NULL;
 }
 
+/*
+ * Another user of this process initialised the module first: the token
+ * layer's reconnect and close leave that initialisation alone.
+ */
+static void test_foreign_initialisation_survives(void **state)
+{
+	CK_FUNCTION_LIST *other = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
+	CK_INFO info;
+	int64_t start;
+	int r;
+
+	(void)state;
+	assert_null(tok);
+	assert_non_null(other);
+	assert_int_equal(p11_kit_module_initialize(other), CKR_OK);
+	assert_int_equal(open_token(), 0);
+	set_fault("error CKR_DEVICE_REMOVED always");
+	assert_int_equal(sign_once(), -ENODEV);
+	usleep(300 * 1000);
+	set_fault("");
+	start = now_ms();
+	do {
+		usleep(100 * 1000);
+		r = sign_once();
+	} while (r != 0 && now_ms() - start < 20000);
+	assert_int_equal(r, 0);
+	assert_int_equal(ks_token_close(tok), 0);
+	tok = NULL;
+	assert_int_equal(other->C_GetInfo(&info), CKR_OK);
+	assert_int_equal(p11_kit_module_finalize(other), CKR_OK);
+	p11_kit_module_release(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +343,7 @@ int main(void)
 		cmocka_unit_test(test_hung_token_does_not_block_info),
 		cmocka_unit_test(test_recovery_behind_hung_call_is_bounded),
 		cmocka_unit_test(test_close_with_reconnect_stuck),
+		cmocka_unit_test(test_foreign_initialisation_survives),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
