@@ -228,6 +228,8 @@ int main(int argc, char **argv)
 	scfg.max_clients_per_uid = cfg->max_clients_per_uid;
 	scfg.idle_timeout_ms = cfg->idle_timeout_ms;
 	scfg.frame_timeout_ms = cfg->frame_timeout_ms;
+	/* The token opens files (SoftHSM) or sockets per operation: a few per session. */
+	scfg.fd_reserve = 16 + 4 * cfg->sessions;
 	if (activated) {
 		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
 		if (strcmp(activated_name, cfg->socket_path) != 0)

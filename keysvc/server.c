@@ -3,12 +3,14 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -44,6 +46,7 @@ struct ks_server {
 	pthread_cond_t drained;
 	struct ks_conn *conns;
 	unsigned nconns;
+	unsigned max_conns;     /* max_clients, or fewer if the descriptor limit says so */
 	int stopping;
 	/* Used by the accept loop only, so not under the lock. */
 	int64_t refusal_logged_ms;
@@ -373,9 +376,9 @@ static int accept_one(struct ks_server *srv, int listen_fd)
 		return 0;
 	}
 	pthread_mutex_lock(&srv->lock);
-	if (srv->nconns >= srv->cfg->max_clients) {
+	if (srv->nconns >= srv->max_conns) {
 		pthread_mutex_unlock(&srv->lock);
-		refuse(srv, fd, &c->peer, "too many connections", srv->cfg->max_clients);
+		refuse(srv, fd, &c->peer, "too many connections", srv->max_conns);
 		free(c);
 		return 0;
 	}
@@ -405,6 +408,50 @@ static int accept_one(struct ks_server *srv, int listen_fd)
 	}
 	pthread_attr_destroy(&attr);
 	return 0;
+}
+
+/* Descriptors open now; -1 if /proc cannot tell. */
+static int open_descriptors(void)
+{
+	struct dirent *de;
+	DIR *dir;
+	int n = 0;
+
+	if ((dir = opendir("/proc/self/fd")) == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(dir);
+	return n - 1;   /* the directory's own */
+}
+
+/*
+ * How many connections the descriptor limit allows with cfg->fd_reserve
+ * kept free: a connection holds one descriptor, and the token needs some
+ * of its own for every operation. Without them SoftHSM, for one, takes
+ * keys it cannot open for keys that are gone. 0 if none are left.
+ */
+static unsigned connection_budget(const struct ks_server_config *cfg)
+{
+	struct rlimit rl;
+	int used = open_descriptors();
+	unsigned long long avail;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return cfg->max_clients;
+	if (used < 0)
+		used = 64;
+	if (rl.rlim_cur <= (rlim_t)used + cfg->fd_reserve)
+		return 0;
+	avail = (unsigned long long)rl.rlim_cur - (unsigned long long)used - cfg->fd_reserve;
+	if (avail < cfg->max_clients) {
+		ks_warn("the descriptor limit (%llu, %d in use, %u kept for the token) allows "
+			"%llu connections: serving at most that many, not max_clients %u",
+			(unsigned long long)rl.rlim_cur, used, cfg->fd_reserve, avail,
+			cfg->max_clients);
+		return (unsigned)avail;
+	}
+	return cfg->max_clients;
 }
 
 static void shutdown_conns(struct ks_server *srv)
@@ -444,6 +491,12 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 		return -ENOMEM;
 	srvp->ctx = ctx;
 	srvp->cfg = cfg;
+	if ((srvp->max_conns = connection_budget(cfg)) == 0) {
+		ks_err("the descriptor limit leaves none for connections with %u kept for the "
+		       "token; raise RLIMIT_NOFILE (LimitNOFILE=) or lower sessions", cfg->fd_reserve);
+		free(srvp);
+		return -EMFILE;
+	}
 	pthread_mutex_init(&srvp->lock, NULL);
 	pthread_cond_init(&srvp->drained, NULL);
 	pfd[0].fd = listen_fd;

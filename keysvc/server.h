@@ -23,6 +23,12 @@ struct ks_server_config {
 	unsigned max_clients_per_uid; /* connections of one peer uid; likewise */
 	unsigned idle_timeout_ms;     /* wait for the first byte of the next request */
 	unsigned frame_timeout_ms;    /* whole request frame in, whole response frame out */
+	/*
+	 * Descriptors kept free below RLIMIT_NOFILE for the token and for
+	 * refusals: ks_server_run() serves fewer than max_clients connections
+	 * at once if the limit leaves less room, and refuses to run if none.
+	 */
+	unsigned fd_reserve;
 };
 
 /*
@@ -48,8 +54,11 @@ typedef void (*ks_reload_fn)(void *arg);
  * STOPPING=1 to systemd when a stop signal arrives.
  *
  * Limits, each logged when it strikes (proto/PROTOCOL.md, "Limits"):
- *   - over max_clients, or over max_clients_per_uid for the peer's uid, a
- *     new connection gets one denied frame (id null) and is closed;
+ *   - over max_clients (or the fewer connections RLIMIT_NOFILE allows with
+ *     cfg->fd_reserve descriptors kept free, counted once at start; -EMFILE
+ *     at once if that is none), or over max_clients_per_uid for the
+ *     peer's uid, a new connection gets one denied frame (id null) and is
+ *     closed;
  *   - a connection idle for idle_timeout_ms between requests is closed;
  *   - a request frame not complete frame_timeout_ms after its first byte,
  *     or a response frame not taken by the peer within frame_timeout_ms,

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -401,12 +402,88 @@ static int open_fds(pid_t pid)
 	return n;
 }
 
+#define SIGN_REQ "{\"id\":3,\"op\":\"sign\",\"key\":\"fdkey\",\"alg\":\"ecdsa-sha256\"," \
+	"\"digest\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}"
+
+/*
+ * The descriptor limit at start leaves room for fewer connections than
+ * max_clients: keysvcd serves that many, refuses the next with a denied
+ * frame, and keeps descriptors for the token, so signing on the open
+ * connections goes on working (SoftHSM opens files for every operation).
+ */
+static void test_descriptor_budget(void **state)
+{
+	struct ks_td *d = *state;
+	/* The default 16 sessions keep 16 + 4 * 16 = 80 descriptors for the token. */
+	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 120 };
+	int kept[128], nkept = 0, refused = 0;
+	json_t *resp;
+
+	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
+	d->max_clients_per_uid = 1000;
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
+	assert_int_equal(ks_td_wait_ready(d, 10000), 0);
+	assert_int_equal(ks_td_wait_log(d, "serving at most that many", 1, 5000), 0);
+	resp = ks_td_request_once(d, "{\"id\":2,\"op\":\"key.generate\",\"key\":\"fdkey\",\"type\":\"ec-p256\"}");
+	check_outcome(resp, "ok", "generate");
+	json_decref(resp);
+
+	while (nkept < (int)(sizeof(kept) / sizeof(kept[0])) && !refused) {
+		int fd = ks_td_connect(d);
+
+		assert_true(fd >= 0);
+		resp = ks_td_request(fd, HELLO);
+		assert_non_null(resp);
+		if (strcmp(ks_td_outcome(resp), "denied") == 0) {
+			refused = 1;
+			close(fd);
+		} else {
+			check_outcome(resp, "ok", "connection within the budget");
+			kept[nkept++] = fd;
+		}
+		json_decref(resp);
+	}
+	assert_true(refused);
+	assert_true(nkept >= 3 && nkept < 120 - 80);
+	/* Every open connection can still use the token. */
+	for (int i = 0; i < nkept; i++) {
+		resp = ks_td_request(kept[i], SIGN_REQ);
+		check_outcome(resp, "ok", "sign at the descriptor budget");
+		json_decref(resp);
+	}
+	assert_true(open_fds(d->pid) < 120);
+	while (nkept > 0)
+		close(kept[--nkept]);
+	assert_true(ks_td_alive(d));
+	assert_int_equal(ks_td_stop(d), 0);
+}
+
+/* A limit that leaves nothing for connections: keysvcd says so and does not start. */
+static void test_descriptor_budget_none(void **state)
+{
+	struct ks_td *d = *state;
+	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 60 };
+
+	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
+	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
+	assert_int_equal(ks_td_wait_exit(d, 10000), 0);
+	assert_true(WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0);
+	assert_true(ks_td_log_count(d, "raise RLIMIT_NOFILE") >= 1);
+}
+
+/*
+ * The limit lowered while keysvcd runs (prlimit), below what it counted
+ * on at start: accept() fails with EMFILE, and keysvcd pauses accepting
+ * without spinning while it serves the open connections.
+ */
 static void test_emfile(void **state)
 {
 	struct ks_td *d = *state;
-	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 40 };
+	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 1024 };
 	int kept[64], nkept = 0, pending = -1, baseline;
 	long long t0_ticks, ticks, hz = sysconf(_SC_CLK_TCK);
+	struct rlimit rl;
 	int64_t t0;
 	json_t *resp;
 
@@ -416,9 +493,11 @@ static void test_emfile(void **state)
 	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
 	assert_int_equal(ks_td_wait_ready(d, 10000), 0);
 	baseline = open_fds(d->pid);
-	/* Room for a few connections below the limit of 40, or the test proves nothing. */
-	if (baseline < 0 || baseline > 32)
-		fail_msg("keysvcd holds %d descriptors at rest; RLIMIT_NOFILE 40 is too low", baseline);
+	assert_true(baseline > 0);
+	/* Room for a few connections, then EMFILE. */
+	rl.rlim_cur = (rlim_t)baseline + 8;
+	rl.rlim_max = 1024;
+	assert_int_equal(prlimit(d->pid, RLIMIT_NOFILE, &rl, NULL), 0);
 
 	/* Connections until one is not accepted: the daemon is at its descriptor limit. */
 	while (nkept < (int)(sizeof(kept) / sizeof(kept[0]))) {
@@ -584,6 +663,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deadlines, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_unread_responses, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_emfile, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_descriptor_budget, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_descriptor_budget_none, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_no_core_dumps, ks_td_fixture_alloc, ks_td_fixture_free),
 	};
 
