@@ -56,9 +56,11 @@ struct ks_ci_expect {
  * Check @cert against @exp: chain (X.509 path validation to a trusted
  * certificate, with the given untrusted @chain for intermediates, may be
  * NULL), validity at @exp->now, public key, CN, notAfter. 0 or
- * -EKEYREJECTED (another key), -EPERM (does not chain), -ETIME (expired or
- * not yet valid), -EBADMSG (wrong CN), -ESTALE (not later than the current
- * one), with the reason in @err.
+ * -EKEYREJECTED (another key), -EPERM (does not chain: any failure of the
+ * path validation, an expired or not yet valid CA or intermediate
+ * included), -ETIME (the chain verifies and only @cert itself is expired
+ * or not yet valid), -EBADMSG (wrong CN), -ESTALE (not later than the
+ * current one), with the reason in @err.
  */
 int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *exp, char *err);
 

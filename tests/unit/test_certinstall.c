@@ -57,6 +57,46 @@ static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca
 	return x;
 }
 
+/* A CA certificate (CA:true) for @pub, CN @cn, issued by @ca_key/@ca, valid [from, to] from now: an intermediate. */
+static X509 *make_sub_ca(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to)
+{
+	X509 *x = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+
+	assert_non_null(x);
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), (long)random());
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_subject_name(x, name);
+	X509_set_issuer_name(x, X509_get_subject_name(ca));
+	X509_gmtime_adj(X509_getm_notBefore(x), from);
+	X509_gmtime_adj(X509_getm_notAfter(x), to);
+	X509_set_pubkey(x, pub);
+	X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:true");
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
+	X509_NAME_free(name);
+	return x;
+}
+
+static STACK_OF(X509) *stack_of(X509 *a, X509 *b)
+{
+	STACK_OF(X509) *s = sk_X509_new_null();
+
+	assert_non_null(s);
+	X509_up_ref(a);
+	sk_X509_push(s, a);
+	if (b != NULL) {
+		X509_up_ref(b);
+		sk_X509_push(s, b);
+	}
+	return s;
+}
+
 static char *to_pem(X509 *x)
 {
 	BIO *b = BIO_new(BIO_s_mem());
@@ -177,6 +217,54 @@ static void test_check(void **state)
 	X509_free(foreign);
 	X509_free(other);
 	X509_free(wrong_cn);
+}
+
+/*
+ * OpenSSL reports the first error from the top of the chain down: an
+ * expired CA comes before the leaf's signature is looked at. A forged leaf
+ * (right names, signed by another key) under an expired CA must still be
+ * refused, and refused as not chaining, not as merely expired.
+ */
+static void test_check_expired_ca(void **state)
+{
+	struct pki *p = *state;
+	EVP_PKEY *old_key = ec_key(), *mid_key = ec_key(), *forger = ec_key();
+	X509 *old_root = make_cert(old_key, "old CA", old_key, NULL, -86400 * 30, -86400);
+	X509 *forged_under_old = make_cert(p->key, "agent1", forger, old_root, -60, 86400 * 5);
+	X509 *genuine_under_old = make_cert(p->key, "agent1", old_key, old_root, -60, 86400 * 5);
+	X509 *old_mid = make_sub_ca(mid_key, "signing CA", p->ca_key, p->ca, -86400 * 30, -86400);
+	X509 *forged_under_mid = make_cert(p->key, "agent1", forger, old_mid, -60, 86400 * 5);
+	X509 *genuine_under_mid = make_cert(p->key, "agent1", mid_key, old_mid, -60, 86400 * 5);
+	X509 *expired_leaf = make_cert(p->key, "agent1", p->ca_key, p->ca, -86400 * 3, -86400);
+	STACK_OF(X509) *old_trusted = stack_of(old_root, NULL), *mid_chain = stack_of(old_mid, NULL);
+	struct ks_ci_expect exp = { .public_key = p->key, .trusted = old_trusted, .common_name = "agent1" };
+	char err[KS_CI_ERR_MAX];
+
+	/* The pinned root itself has expired. */
+	assert_int_equal(ks_ci_check(forged_under_old, NULL, &exp, err), -EPERM);
+	assert_non_null(strstr(err, "does not chain"));
+	assert_int_equal(ks_ci_check(genuine_under_old, NULL, &exp, err), -EPERM);
+	assert_non_null(strstr(err, "expired"));
+	/* An expired intermediate from the server, under a valid pinned root. */
+	exp.trusted = p->trusted;
+	assert_int_equal(ks_ci_check(forged_under_mid, mid_chain, &exp, err), -EPERM);
+	assert_int_equal(ks_ci_check(genuine_under_mid, mid_chain, &exp, err), -EPERM);
+	assert_non_null(strstr(err, "signing CA"));
+	/* Only a leaf whose one fault is its dates is called expired. */
+	assert_int_equal(ks_ci_check(expired_leaf, NULL, &exp, err), -ETIME);
+	assert_non_null(strstr(err, "the certificate expired at"));
+	X509_free(old_root);
+	X509_free(forged_under_old);
+	X509_free(genuine_under_old);
+	X509_free(old_mid);
+	X509_free(forged_under_mid);
+	X509_free(genuine_under_mid);
+	X509_free(expired_leaf);
+	sk_X509_pop_free(old_trusted, X509_free);
+	sk_X509_pop_free(mid_chain, X509_free);
+	EVP_PKEY_free(old_key);
+	EVP_PKEY_free(mid_key);
+	EVP_PKEY_free(forger);
 }
 
 static char *slurp(const char *path)
@@ -307,6 +395,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_parse, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_check, pki_setup, pki_teardown),
+		cmocka_unit_test_setup_teardown(test_check_expired_ca, pki_setup, pki_teardown),
 		cmocka_unit_test(test_install),
 		cmocka_unit_test(test_read_file),
 		cmocka_unit_test(test_openvox_status),
