@@ -266,7 +266,9 @@ static int verify_tolerating_leaf_time(int ok, X509_STORE_CTX *ctx)
 
 /*
  * X.509 path validation of @cert to one of @trusted at @now, with @chain as
- * untrusted intermediates. 0 (also when only the leaf's dates are wrong: the caller
+ * untrusted intermediates. Every certificate of @trusted is an anchor
+ * (X509_V_FLAG_PARTIAL_CHAIN), self-signed or not: an operator may pin the
+ * signing CA alone, as a UCL connector hands out only that one. 0 (also when only the leaf's dates are wrong: the caller
  * checks those itself), or -EPERM with the reason in @err.
  */
 static int verify_path(X509 *cert, STACK_OF(X509) *chain, STACK_OF(X509) *trusted, time_t now, char *err)
@@ -285,6 +287,7 @@ static int verify_path(X509 *cert, STACK_OF(X509) *chain, STACK_OF(X509) *truste
 			r = fail(err, -ENOMEM, "out of memory");
 			goto out;
 		}
+	X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
 	if (X509_STORE_CTX_init(ctx, store, cert, chain)) {
 		X509_STORE_CTX_set_time(ctx, 0, now);
 		X509_STORE_CTX_set_verify_cb(ctx, verify_tolerating_leaf_time);

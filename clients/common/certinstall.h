@@ -46,7 +46,8 @@ int ks_ci_parse_pubkey(const char *pem, EVP_PKEY **out, char *err);
 /* What a certificate from the CA must satisfy. Unset pointers are not checked. */
 struct ks_ci_expect {
 	EVP_PKEY *public_key;          /* the token key: the certificate must be for it */
-	STACK_OF(X509) *trusted;       /* the pinned CA certificates: it must chain to one */
+	STACK_OF(X509) *trusted;       /* the pinned CA certificates: it must chain to one; each is
+				        * an anchor, a pinned intermediate too */
 	const char *common_name;       /* the subject's CN must equal this */
 	const ASN1_TIME *later_than;   /* its notAfter must be strictly later (renewal) */
 	time_t now;                    /* 0: time(NULL) */

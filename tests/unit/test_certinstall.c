@@ -267,6 +267,40 @@ static void test_check_expired_ca(void **state)
 	EVP_PKEY_free(forger);
 }
 
+/*
+ * A root and an intermediate signing CA, the leaf issued by the
+ * intermediate (puppetserver's default CA, a UCL connector without a root
+ * secret): pinning the root with the intermediate given as untrusted works,
+ * and so does pinning the intermediate alone.
+ */
+static void test_check_intermediate(void **state)
+{
+	struct pki *p = *state;
+	EVP_PKEY *mid_key = ec_key();
+	X509 *mid = make_sub_ca(mid_key, "signing CA", p->ca_key, p->ca, -60, 86400 * 10);
+	X509 *leaf = make_cert(p->key, "agent1", mid_key, mid, -60, 86400 * 5);
+	X509 *foreign_mid = make_sub_ca(mid_key, "signing CA", p->foreign_key, p->foreign_ca, -60, 86400 * 10);
+	STACK_OF(X509) *mid_only = stack_of(mid, NULL), *foreign_chain = stack_of(foreign_mid, NULL);
+	struct ks_ci_expect exp = { .public_key = p->key, .trusted = p->trusted, .common_name = "agent1" };
+	char err[KS_CI_ERR_MAX];
+
+	/* Root pinned: the intermediate must come with the answer. */
+	assert_int_equal(ks_ci_check(leaf, mid_only, &exp, err), 0);
+	assert_int_equal(ks_ci_check(leaf, NULL, &exp, err), -EPERM);
+	/* The same key and names under another root do not chain to the pinned one. */
+	assert_int_equal(ks_ci_check(leaf, foreign_chain, &exp, err), -EPERM);
+	/* Only the intermediate pinned: an anchor, although not self-signed. */
+	exp.trusted = mid_only;
+	assert_int_equal(ks_ci_check(leaf, NULL, &exp, err), 0);
+	assert_int_equal(ks_ci_check(leaf, mid_only, &exp, err), 0);
+	X509_free(mid);
+	X509_free(leaf);
+	X509_free(foreign_mid);
+	sk_X509_pop_free(mid_only, X509_free);
+	sk_X509_pop_free(foreign_chain, X509_free);
+	EVP_PKEY_free(mid_key);
+}
+
 static char *slurp(const char *path)
 {
 	char *buf, err[KS_CI_ERR_MAX];
@@ -396,6 +430,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_parse, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_check, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_check_expired_ca, pki_setup, pki_teardown),
+		cmocka_unit_test_setup_teardown(test_check_intermediate, pki_setup, pki_teardown),
 		cmocka_unit_test(test_install),
 		cmocka_unit_test(test_read_file),
 		cmocka_unit_test(test_openvox_status),
