@@ -16,6 +16,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -358,6 +359,104 @@ int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *ex
 	return 0;
 }
 
+static int is_one_of(X509 *x, STACK_OF(X509) *set)
+{
+	for (int i = 0; i < sk_X509_num(set); i++)
+		if (X509_cmp(x, sk_X509_value(set, i)) == 0)
+			return 1;
+	return 0;
+}
+
+int ks_ci_vouched(STACK_OF(X509) *certs, STACK_OF(X509) *anchors, STACK_OF(X509) *pool, time_t now,
+		  STACK_OF(X509) **kept, char *err)
+{
+	STACK_OF(X509) *out = sk_X509_new_null(), *untrusted = sk_X509_new_null();
+	struct ks_ci_expect exp = { .trusted = anchors, .now = now != 0 ? now : time(NULL) };
+	char why[KS_CI_ERR_MAX], subject[256];
+	int r, left_out = 0;
+
+	*kept = NULL;
+	if (err != NULL)
+		err[0] = '\0';
+	if (out == NULL || untrusted == NULL) {
+		r = fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < sk_X509_num(certs); i++)
+		if (!sk_X509_push(untrusted, sk_X509_value(certs, i))) {
+			r = fail(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+	for (int i = 0; i < sk_X509_num(pool); i++)
+		if (!sk_X509_push(untrusted, sk_X509_value(pool, i))) {
+			r = fail(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+	for (int i = 0; i < sk_X509_num(certs); i++) {
+		X509 *x = sk_X509_value(certs, i);
+		int vouched = is_one_of(x, anchors);
+
+		/* Not an anchor: a CA certificate that a pinned one vouches for, fully valid (a leaf
+		 * check's tolerance of expired leaves does not apply to a CA). */
+		if (!vouched && X509_check_ca(x) >= 1 && verify_path(x, untrusted, anchors, exp.now, why) == 0)
+			vouched = X509_cmp_time(X509_get0_notAfter(x), &exp.now) > 0 &&
+				  X509_cmp_time(X509_get0_notBefore(x), &exp.now) <= 0;
+		if (vouched) {
+			if (!sk_X509_push(out, x)) {
+				r = fail(err, -ENOMEM, "out of memory");
+				goto out;
+			}
+			X509_up_ref(x);
+			continue;
+		}
+		if (left_out++ == 0) {
+			X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof(subject));
+			fail(err, 0, "%.200s", subject);
+		}
+	}
+	*kept = out;
+	out = NULL;
+	r = left_out;
+out:
+	sk_X509_pop_free(out, X509_free);
+	sk_X509_free(untrusted);
+	ERR_clear_error();
+	return r;
+}
+
+int ks_ci_pem_of(STACK_OF(X509) *certs, char **pem, size_t *len, char *err)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+	int r;
+
+	*pem = NULL;
+	*len = 0;
+	if (bio == NULL) {
+		r = fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < sk_X509_num(certs); i++)
+		if (!PEM_write_bio_X509(bio, sk_X509_value(certs, i))) {
+			r = fail(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+	n = BIO_get_mem_data(bio, &data);
+	if (n < 0 || (*pem = malloc((size_t)n + 1)) == NULL) {
+		r = fail(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(*pem, data, (size_t)n);
+	(*pem)[n] = '\0';
+	*len = (size_t)n;
+	r = 0;
+out:
+	BIO_free(bio);
+	ERR_clear_error();
+	return r;
+}
+
 /* The directory @path is in: "." for a bare name, "/" for a file at the root. */
 static void dir_of(const char *path, char dir[PATH_MAX])
 {
@@ -452,67 +551,110 @@ static void remove_stale_tmp(const char *path)
 	closedir(d);
 }
 
-/* Both ks_ci_install() (@keep_prev) and ks_ci_write_atomic(). */
-static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_prev, char *err)
+/* A new version of a file, written and fsync'd under a temporary name, not yet in place. */
+struct staged {
+	char tmp[PATH_MAX];           /* "" once renamed into place */
+	int fd;                       /* holds the flock that marks tmp as in use */
+};
+
+static void discard(struct staged *st)
 {
-	char tmp[PATH_MAX], prev[PATH_MAX], prev_tmp[PATH_MAX];
+	if (st->fd >= 0)
+		close(st->fd);
+	st->fd = -1;
+	if (st->tmp[0] != '\0')
+		unlink(st->tmp);
+	st->tmp[0] = '\0';
+}
+
+/* Write @data to a temporary file next to @path, fsync'd and with @mode. On failure nothing is left. */
+static int stage(const char *path, const void *data, size_t len, mode_t mode, struct staged *st, char *err)
+{
+	char prev[PATH_MAX];
 	const char *p = data;
 	size_t done = 0;
-	int fd = -1, r;
+	int r;
 
-	if (snprintf(tmp, sizeof(tmp), "%s" KS_CI_TMP "XXXXXX", path) >= (int)sizeof(tmp) ||
+	st->fd = -1;
+	st->tmp[0] = '\0';
+	if (snprintf(st->tmp, sizeof(st->tmp), "%s" KS_CI_TMP "XXXXXX", path) >= (int)sizeof(st->tmp) ||
 	    snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
-	    strlen(tmp) + strlen(".prev") >= sizeof(prev_tmp))
+	    strlen(st->tmp) + strlen(".prev") >= sizeof(prev)) {
+		st->tmp[0] = '\0';
 		return fail(err, -ENAMETOOLONG, "%s: path too long", path);
+	}
 	remove_stale_tmp(path);
-	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
-		return fail(err, -errno, "%s: cannot create a temporary file: %s", path, strerror(errno));
-	snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev", tmp);
-	/* Held until the end (close): marks the temporary files as in use. */
-	if (flock(fd, LOCK_EX) != 0) {
-		r = fail(err, -errno, "%s: flock: %s", tmp, strerror(errno));
+	if ((st->fd = mkostemp(st->tmp, O_CLOEXEC)) < 0) {
+		r = fail(err, -errno, "%s: cannot create a temporary file: %s", path, strerror(errno));
+		st->tmp[0] = '\0';
+		return r;
+	}
+	/* Held until discard(): marks the temporary files as in use. */
+	if (flock(st->fd, LOCK_EX) != 0) {
+		r = fail(err, -errno, "%s: flock: %s", st->tmp, strerror(errno));
 		goto out;
 	}
 	while (done < len) {
-		ssize_t n = write(fd, p + done, len - done);
+		ssize_t n = write(st->fd, p + done, len - done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = fail(err, -errno, "%s: write: %s", tmp, strerror(errno));
+			r = fail(err, -errno, "%s: write: %s", st->tmp, strerror(errno));
 			goto out;
 		}
 		done += (size_t)n;
 	}
-	if (fchmod(fd, mode) != 0 || fsync(fd) != 0) {
-		r = fail(err, -errno, "%s: %s", tmp, strerror(errno));
+	if (fchmod(st->fd, mode) != 0 || fsync(st->fd) != 0) {
+		r = fail(err, -errno, "%s: %s", st->tmp, strerror(errno));
 		goto out;
 	}
+	r = 0;
+out:
+	if (r < 0)
+		discard(st);
+	return r;
+}
+
+/* Rename the staged file over @path, first keeping the current @path as .prev when @keep_prev. */
+static int commit(const char *path, struct staged *st, int keep_prev, char *err)
+{
+	char prev[PATH_MAX + 8], prev_tmp[PATH_MAX + 8];
+
+	/* No overflow: stage() made sure both fit in PATH_MAX. */
+	snprintf(prev, sizeof(prev), "%s.prev", path);
+	snprintf(prev_tmp, sizeof(prev_tmp), "%s.prev", st->tmp);
 	/* Keep the current file as .prev: a hard link, so that @path itself
 	 * never goes missing, placed by rename so that .prev is never half. */
 	if (keep_prev && access(path, F_OK) == 0) {
 		if (link(path, prev_tmp) != 0 || rename(prev_tmp, prev) != 0) {
-			r = fail(err, -errno, "%s: cannot keep the previous file: %s", prev, strerror(errno));
+			int e = errno;
+
 			unlink(prev_tmp);
-			goto out;
+			return fail(err, -e, "%s: cannot keep the previous file: %s", prev, strerror(e));
 		}
 		/* When PATH.prev already was PATH (the same inode, as after an
 		 * install that stopped here), rename() succeeds without doing
 		 * anything and leaves the link. */
 		unlink(prev_tmp);
 	}
-	if (rename(tmp, path) != 0) {
-		r = fail(err, -errno, "%s: rename: %s", path, strerror(errno));
-		goto out;
-	}
-	tmp[0] = '\0';
+	if (rename(st->tmp, path) != 0)
+		return fail(err, -errno, "%s: rename: %s", path, strerror(errno));
+	st->tmp[0] = '\0';
 	(void)fsync_dir_of(path);
-	r = 0;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp[0] != '\0')
-		unlink(tmp);
+	return 0;
+}
+
+/* Both ks_ci_install() (@keep_prev) and ks_ci_write_atomic(). */
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_prev, char *err)
+{
+	struct staged st;
+	int r;
+
+	if ((r = stage(path, data, len, mode, &st, err)) < 0)
+		return r;
+	r = commit(path, &st, keep_prev, err);
+	discard(&st);
 	return r;
 }
 
@@ -524,4 +666,58 @@ int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, c
 int ks_ci_write_atomic(const char *path, const void *data, size_t len, mode_t mode, char *err)
 {
 	return write_atomic(path, data, len, mode, 0, err);
+}
+
+/* Put @path back as it was before commit(): from its .prev, or gone if it did not exist. */
+static int roll_back(const char *path, int existed)
+{
+	char prev[PATH_MAX + 8];
+	int r = 0;
+
+	/* No overflow: stage() made sure PATH.prev fits in PATH_MAX. */
+	snprintf(prev, sizeof(prev), "%s.prev", path);
+	if (existed ? rename(prev, path) != 0 : unlink(path) != 0)
+		r = -errno;
+	(void)fsync_dir_of(path);
+	return r;
+}
+
+int ks_ci_install_all(const struct ks_ci_file *files, size_t n, char *err)
+{
+	struct staged st[KS_CI_INSTALL_ALL_MAX];
+	int existed[KS_CI_INSTALL_ALL_MAX];
+	size_t staged = 0, committed = 0;
+	int r;
+
+	if (n > KS_CI_INSTALL_ALL_MAX)
+		return fail(err, -E2BIG, "at most %d files at once", KS_CI_INSTALL_ALL_MAX);
+	/* Everything that can run out of room or permission happens before any file is replaced. */
+	for (; staged < n; staged++)
+		if ((r = stage(files[staged].path, files[staged].data, files[staged].len, files[staged].mode,
+			       &st[staged], err)) < 0)
+			goto out;
+	for (; committed < n; committed++) {
+		existed[committed] = access(files[committed].path, F_OK) == 0;
+		if ((r = commit(files[committed].path, &st[committed], 1, err)) < 0)
+			break;
+	}
+	if (committed == n) {
+		r = 0;
+		goto out;
+	}
+	/* A rename failed half-way: the ones already in place go back. */
+	while (committed-- > 0) {
+		int rr = roll_back(files[committed].path, existed[committed]);
+
+		if (rr < 0 && err != NULL) {
+			size_t used = strlen(err);
+
+			snprintf(err + used, KS_CI_ERR_MAX - used, "; and %s could not be put back: %s",
+				 files[committed].path, strerror(-rr));
+		}
+	}
+out:
+	while (staged-- > 0)
+		discard(&st[staged]);
+	return r;
 }

@@ -66,6 +66,22 @@ struct ks_ci_expect {
 int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *exp, char *err);
 
 /*
+ * Which of @certs (a CA's bundle, an answer's CA certificates) the pinned
+ * @anchors vouch for: each certificate that is one of @anchors, and each CA
+ * certificate (basicConstraints CA:TRUE) that is currently valid and
+ * verifies up to one of them (ks_ci_check's path validation at @now, 0:
+ * time(NULL), with @certs and @pool, which may be NULL, as intermediates).
+ * *@kept gets those, in the order of @certs, as new references (possibly
+ * none). Returns how many of @certs were left out, with the subject of the
+ * first of them in @err (empty when none), or -ENOMEM.
+ */
+int ks_ci_vouched(STACK_OF(X509) *certs, STACK_OF(X509) *anchors, STACK_OF(X509) *pool, time_t now,
+		  STACK_OF(X509) **kept, char *err);
+
+/* @certs as one PEM bundle, malloc'd and NUL-terminated (not counted in *@len). -ENOMEM. */
+int ks_ci_pem_of(STACK_OF(X509) *certs, char **pem, size_t *len, char *err);
+
+/*
  * Replace @path with @data atomically: a temporary file in the same
  * directory, written, fsync'd, given @mode, renamed over @path, directory
  * fsync'd. When @path existed it is first hard-linked as @path.prev
@@ -73,6 +89,29 @@ int ks_ci_check(X509 *cert, STACK_OF(X509) *chain, const struct ks_ci_expect *ex
  * failure @path is untouched and the temporary file removed.
  */
 int ks_ci_install(const char *path, const void *data, size_t len, mode_t mode, char *err);
+
+/* One file of ks_ci_install_all(). */
+struct ks_ci_file {
+	const char *path;
+	const void *data;
+	size_t len;
+	mode_t mode;
+};
+
+#define KS_CI_INSTALL_ALL_MAX 8
+
+/*
+ * ks_ci_install() of several files that belong together (a certificate,
+ * its chain, its CA), all or none: every temporary file is written and
+ * fsync'd first, so that a full disk or an unwritable directory fails
+ * before anything is replaced; then each is renamed over its path, its
+ * current version kept as .prev. Should a rename still fail, the files
+ * already replaced are put back from their .prev (or removed if they did
+ * not exist before), so that on any failure every path holds what it held
+ * before (their older .prev versions are then gone). At most
+ * KS_CI_INSTALL_ALL_MAX files; the error is that of the first failure.
+ */
+int ks_ci_install_all(const struct ks_ci_file *files, size_t n, char *err);
 
 /*
  * Like ks_ci_install() but without keeping a .prev: for state that has no

@@ -351,6 +351,146 @@ static void test_install(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+static void put(const char *dir, const char *name, const char *text)
+{
+	char path[512], err[KS_CI_ERR_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(ks_ci_write_atomic(path, text, strlen(text), 0644, err), 0);
+}
+
+static void has(const char *dir, const char *name, const char *text)
+{
+	char path[512], *s;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	s = slurp(path);
+	assert_non_null(s);
+	assert_string_equal(s, text);
+	free(s);
+}
+
+static void absent(const char *dir, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(stat(path, &st), -1);
+}
+
+/*
+ * Three files that belong together: all replaced, or none. A failure in
+ * the last rename (its .prev cannot be made: a directory is in the way,
+ * which stops root too) puts the first two back; a failure while writing
+ * (a directory that does not exist) touches nothing.
+ */
+static void test_install_all(void **state)
+{
+	char dir[] = "/tmp/ks-install-all.XXXXXX", a[256], b[256], c[256], cmd[600], err[KS_CI_ERR_MAX];
+	struct ks_ci_file files[3];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/ca.pem", dir);
+	snprintf(b, sizeof(b), "%s/chain.pem", dir);
+	snprintf(c, sizeof(c), "%s/cert.pem", dir);
+	files[0] = (struct ks_ci_file){ a, "ca2\n", 4, 0644 };
+	files[1] = (struct ks_ci_file){ b, "chain2\n", 7, 0644 };
+	files[2] = (struct ks_ci_file){ c, "cert2\n", 6, 0644 };
+
+	put(dir, "ca.pem", "ca1\n");
+	put(dir, "chain.pem", "chain1\n");
+	put(dir, "cert.pem", "cert1\n");
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s/cert.pem.prev/x'", dir);
+	assert_int_equal(system(cmd), 0);
+
+	/* The last .prev cannot be made: the first two are put back. */
+	assert_true(ks_ci_install_all(files, 3, err) < 0);
+	assert_non_null(strstr(err, "cert.pem.prev"));
+	has(dir, "ca.pem", "ca1\n");
+	has(dir, "chain.pem", "chain1\n");
+	has(dir, "cert.pem", "cert1\n");
+	absent(dir, "ca.pem.prev");
+	absent(dir, "chain.pem.prev");
+
+	/* Files that did not exist before are removed again. */
+	snprintf(cmd, sizeof(cmd), "cd '%s' && rm -f ca.pem chain.pem", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_true(ks_ci_install_all(files, 3, err) < 0);
+	absent(dir, "ca.pem");
+	absent(dir, "chain.pem");
+	has(dir, "cert.pem", "cert1\n");
+	put(dir, "ca.pem", "ca1\n");
+	put(dir, "chain.pem", "chain1\n");
+
+	/* Writing fails (no such directory): nothing is replaced. */
+	snprintf(c, sizeof(c), "%s/missing-dir/cert.pem", dir);
+	assert_true(ks_ci_install_all(files, 3, err) < 0);
+	has(dir, "ca.pem", "ca1\n");
+	has(dir, "chain.pem", "chain1\n");
+	absent(dir, "ca.pem.prev");
+
+	/* And once nothing is in the way, all three go in with their .prev. */
+	snprintf(c, sizeof(c), "%s/cert.pem", dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/cert.pem.prev'", dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(ks_ci_install_all(files, 3, err), 0);
+	has(dir, "ca.pem", "ca2\n");
+	has(dir, "chain.pem", "chain2\n");
+	has(dir, "cert.pem", "cert2\n");
+	has(dir, "ca.pem.prev", "ca1\n");
+	has(dir, "cert.pem.prev", "cert1\n");
+	/* No temporary file is left behind. */
+	snprintf(cmd, sizeof(cmd), "test $(ls -A '%s' | grep -c ks-tmp) -eq 0", dir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Which certificates of a bundle the pinned ones vouch for. */
+static void test_vouched(void **state)
+{
+	struct pki *p = *state;
+	EVP_PKEY *mid_key = ec_key();
+	X509 *mid = make_sub_ca(mid_key, "signing CA", p->ca_key, p->ca, -60, 86400 * 10);
+	X509 *old_mid = make_sub_ca(mid_key, "old signing CA", p->ca_key, p->ca, -86400 * 30, -86400);
+	X509 *leaf = make_cert(p->key, "agent1", p->ca_key, p->ca, -60, 86400 * 5);
+	STACK_OF(X509) *bundle = sk_X509_new_null(), *kept = NULL, *mid_only = stack_of(mid, NULL);
+	char err[KS_CI_ERR_MAX];
+
+	/* [genuine root, attacker root, intermediate, expired intermediate, a leaf] */
+	sk_X509_push(bundle, p->ca);
+	sk_X509_push(bundle, p->foreign_ca);
+	sk_X509_push(bundle, mid);
+	sk_X509_push(bundle, old_mid);
+	sk_X509_push(bundle, leaf);
+	assert_int_equal(ks_ci_vouched(bundle, p->trusted, NULL, 0, &kept, err), 3);
+	assert_int_equal(sk_X509_num(kept), 2);
+	assert_int_equal(X509_cmp(sk_X509_value(kept, 0), p->ca), 0);
+	assert_int_equal(X509_cmp(sk_X509_value(kept, 1), mid), 0);
+	assert_non_null(strstr(err, "test CA"));
+	sk_X509_pop_free(kept, X509_free);
+	/* Only the intermediate pinned: the root above it is not vouched for. */
+	assert_int_equal(ks_ci_vouched(bundle, mid_only, NULL, 0, &kept, err), 4);
+	assert_int_equal(sk_X509_num(kept), 1);
+	assert_int_equal(X509_cmp(sk_X509_value(kept, 0), mid), 0);
+	sk_X509_pop_free(kept, X509_free);
+	/* Nothing in common: nothing kept. */
+	sk_X509_delete(bundle, 0);
+	sk_X509_delete(bundle, 1);
+	assert_int_equal(sk_X509_num(bundle), 3);   /* [attacker root, expired intermediate, leaf] */
+	assert_int_equal(ks_ci_vouched(bundle, p->trusted, NULL, 0, &kept, err), 3);
+	assert_int_equal(sk_X509_num(kept), 0);
+	sk_X509_pop_free(kept, X509_free);
+	sk_X509_free(bundle);
+	sk_X509_pop_free(mid_only, X509_free);
+	X509_free(mid);
+	X509_free(old_mid);
+	X509_free(leaf);
+	EVP_PKEY_free(mid_key);
+}
+
 static void test_read_file(void **state)
 {
 	char err[KS_CI_ERR_MAX], *buf;
@@ -432,6 +572,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_check_expired_ca, pki_setup, pki_teardown),
 		cmocka_unit_test_setup_teardown(test_check_intermediate, pki_setup, pki_teardown),
 		cmocka_unit_test(test_install),
+		cmocka_unit_test(test_install_all),
+		cmocka_unit_test_setup_teardown(test_vouched, pki_setup, pki_teardown),
 		cmocka_unit_test(test_read_file),
 		cmocka_unit_test(test_openvox_status),
 		cmocka_unit_test(test_openvox_due),
