@@ -2,9 +2,10 @@
  * keysvc-openvox: enrollment and renewal of an agent certificate with an
  * OpenVox / Puppet Server CA, the key held by keysvcd.
  *
- *   enroll   CSR from the token key (generated if missing) -> PUT
+ *   enroll   CA bundle, cut down to what the pinned CA vouches for -> CSR
+ *            from the token key (generated if missing) -> PUT
  *            certificate_request -> poll certificate/<certname> -> check,
- *            install; the CA bundle and the CRL too.
+ *            install with the CA bundle; then the CRL.
  *   renew    POST certificate_renewal over mutual TLS with the current
  *            certificate and the token key; the CA re-signs the same key.
  *            --rotate-key NEW: a new key through the enrollment path, the
@@ -14,7 +15,9 @@
  * failure leaves every installed file as it was.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,9 +63,10 @@ static void usage(FILE *f)
 	      "  --key NAME              keysvc key name (default: the certname)\n"
 	      "  --cert PATH             the installed certificate (required)\n"
 	      "  --ca-file PATH          pinned CA bundle: the only trust for the CA's TLS and certificates\n"
-	      "  --ca-fingerprint SHA256:HEX  enroll without a CA file: the downloaded CA must have this\n"
-	      "                          fingerprint; it is then saved to --ca-out\n"
-	      "  --ca-out PATH           enroll: where to install the CA bundle\n"
+	      "  --ca-fingerprint SHA256:HEX  enroll without a CA file: the downloaded bundle must hold a\n"
+	      "                          certificate with this fingerprint; it is then the pinned CA\n"
+	      "  --ca-out PATH           enroll: where to install, with the certificate, the pinned CA and the\n"
+	      "                          CAs of the bundle it vouches for (the rest of the bundle is dropped)\n"
 	      "  --crl-out PATH          enroll: where to install the CA's CRL\n"
 	      "  --dns-alt-name NAME     enroll: extra DNS name (repeatable; the CA must allow them)\n"
 	      "  --key-type TYPE         enroll: key type when the key is made (default ec-p256)\n"
@@ -140,22 +144,82 @@ static int sha256_matches(X509 *x, const char *want)
 	}
 }
 
+/* What enrollment trusts, from the pinned CA and the CA's bundle. */
+struct ca_trust {
+	STACK_OF(X509) *trusted;      /* anchors for the certificate check and the CRL */
+	STACK_OF(X509) *chain;        /* the bundle's certificates that were kept: intermediates */
+	char *pem;                    /* those as PEM: what --ca-out receives */
+	size_t pem_len;
+	char tls_file[PATH_MAX];      /* --ca-fingerprint: a private copy of @pem for the TLS that follows */
+	const char *trust_file;       /* the CA file for the TLS that follows */
+};
+
+static void ca_trust_free(struct ca_trust *t)
+{
+	sk_X509_pop_free(t->trusted, X509_free);
+	sk_X509_pop_free(t->chain, X509_free);
+	free(t->pem);
+	if (t->tls_file[0] != '\0')
+		unlink(t->tls_file);
+	memset(t, 0, sizeof(*t));
+}
+
+/* @pem in a new private temporary file, its name in @path: the CA file for libcurl. */
+static int write_tls_trust(const char *pem, size_t len, char path[PATH_MAX])
+{
+	const char *dir = getenv("TMPDIR");
+	size_t done = 0;
+	int fd, r;
+
+	if (dir == NULL || dir[0] != '/')
+		dir = "/tmp";
+	if (snprintf(path, PATH_MAX, "%s/keysvc-openvox-ca.XXXXXX", dir) >= PATH_MAX) {
+		path[0] = '\0';
+		return ks_die(KS_EXIT_INTERNAL, "TMPDIR is too long");
+	}
+	if ((fd = mkostemp(path, O_CLOEXEC)) < 0) {
+		r = ks_die(KS_EXIT_INTERNAL, "%s: %s", path, strerror(errno));
+		path[0] = '\0';
+		return r;
+	}
+	while (done < len) {
+		ssize_t n = write(fd, pem + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = ks_die(KS_EXIT_INTERNAL, "%s: %s", path, strerror(errno));
+			close(fd);
+			return r;
+		}
+		done += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
 /*
- * Fetch the CA bundle. With --ca-file it is fetched over verified TLS and
- * must contain the pinned certificates; with --ca-fingerprint it is
- * fetched without verification (there is nothing to verify with yet) and
- * must contain a certificate with that fingerprint. Installed at --ca-out.
- * *@trust_file gets the file to trust from now on.
+ * Fetch the CA bundle and keep only what the pinned CA vouches for. With
+ * --ca-file it is fetched over verified TLS and the pinned certificates are
+ * the anchors; with --ca-fingerprint it is fetched without verification
+ * (there is nothing to verify with yet) and the anchor is its certificate
+ * with that fingerprint. Of the bundle only the anchors and the CA
+ * certificates that verify up to them are kept (ks_ci_vouched): anything
+ * else, such as a certificate a man in the middle put next to the genuine
+ * one, is dropped with a warning and trusted for nothing. Nothing is
+ * installed here: --ca-out gets the kept certificates only once a
+ * certificate has passed its checks.
  */
-static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509) **trusted)
+static int fetch_ca(const struct opts *o, struct ca_trust *t)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
-	STACK_OF(X509) *bundle = NULL, *pinned = NULL;
+	STACK_OF(X509) *bundle = NULL, *anchors = NULL;
 	char err[KS_CI_ERR_MAX];
-	int r, found = 0;
+	int r, dropped;
 
 	memset(&resp, 0, sizeof(resp));
+	memset(t, 0, sizeof(*t));
 	if (o->ca_fingerprint != NULL) {
 		struct opts first = *o;
 
@@ -177,44 +241,70 @@ static int fetch_ca(const struct opts *o, const char **trust_file, STACK_OF(X509
 		goto out;
 	}
 	if (o->ca_fingerprint != NULL) {
-		for (int i = 0; i < sk_X509_num(bundle); i++)
-			found |= sha256_matches(sk_X509_value(bundle, i), o->ca_fingerprint);
-		if (!found) {
+		if ((anchors = sk_X509_new_null()) == NULL) {
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+			goto out;
+		}
+		for (int i = 0; i < sk_X509_num(bundle); i++) {
+			X509 *x = sk_X509_value(bundle, i);
+
+			if (!sha256_matches(x, o->ca_fingerprint))
+				continue;
+			if (!sk_X509_push(anchors, x)) {
+				r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+				goto out;
+			}
+			X509_up_ref(x);
+		}
+		if (sk_X509_num(anchors) == 0) {
 			r = ks_die(KS_EXIT_CA_ANSWER, "no certificate of the CA bundle has fingerprint %s: "
 				"not installing it", o->ca_fingerprint);
 			goto out;
 		}
-	} else {
-		if ((r = ks_load_ca_file(o->ca_file, &pinned)) != 0)
-			goto out;
-		for (int i = 0; i < sk_X509_num(pinned); i++)
-			for (int j = 0; j < sk_X509_num(bundle); j++)
-				found += X509_cmp(sk_X509_value(pinned, i), sk_X509_value(bundle, j)) == 0;
-		if (found == 0) {
-			r = ks_die(KS_EXIT_CA_ANSWER, "the CA's bundle does not contain the pinned CA certificate");
+	} else if ((r = ks_load_ca_file(o->ca_file, &anchors)) != 0) {
+		goto out;
+	}
+	if ((dropped = ks_ci_vouched(bundle, anchors, NULL, 0, &t->chain, err)) < 0) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	if (sk_X509_num(t->chain) == 0) {
+		r = ks_die(KS_EXIT_CA_ANSWER, "no certificate of the CA's bundle is the pinned CA certificate "
+			   "or a CA it vouches for");
+		goto out;
+	}
+	if (dropped > 0)
+		ks_say("warning: ignoring %d certificate(s) of the CA's bundle that the pinned CA does not vouch "
+		       "for (the first: %s)", dropped, err);
+	if ((r = ks_ci_pem_of(t->chain, &t->pem, &t->pem_len, err)) < 0) {
+		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
+		goto out;
+	}
+	/* The anchors, and the intermediates they vouch for (anchors too, as ks_ci_check goes). */
+	t->trusted = anchors;
+	anchors = NULL;
+	for (int i = 0; i < sk_X509_num(t->chain); i++) {
+		X509 *x = sk_X509_value(t->chain, i);
+
+		if (!sk_X509_push(t->trusted, x)) {
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 			goto out;
 		}
+		X509_up_ref(x);
 	}
-	if (o->ca_out != NULL) {
-		if ((r = ks_ci_install(o->ca_out, resp.body, resp.body_len, 0644, err)) < 0) {
-			r = ks_die(KS_EXIT_INTERNAL, "%s", err);
+	if (o->ca_fingerprint != NULL) {
+		if ((r = write_tls_trust(t->pem, t->pem_len, t->tls_file)) != 0)
 			goto out;
-		}
-		ks_say("installed the CA bundle at %s", o->ca_out);
-		*trust_file = o->ca_out;
+		t->trust_file = t->tls_file;
 	} else {
-		*trust_file = o->ca_file;
+		t->trust_file = o->ca_file;
 	}
-	/* Certificates are checked against what was pinned (or fingerprinted). */
-	*trusted = o->ca_fingerprint != NULL ? bundle : pinned;
-	if (o->ca_fingerprint != NULL)
-		bundle = NULL;
-	else
-		pinned = NULL;
 	r = 0;
 out:
+	if (r != 0)
+		ca_trust_free(t);
 	sk_X509_pop_free(bundle, X509_free);
-	sk_X509_pop_free(pinned, X509_free);
+	sk_X509_pop_free(anchors, X509_free);
 	ks_https_response_free(&resp);
 	return r;
 }
@@ -263,24 +353,38 @@ out:
 
 /* ---- checks and installation ---- */
 
+/*
+ * Check the CA's certificate (@chain: intermediates from the verified
+ * bundle, may be NULL) and install it; on enrollment with --ca-out, the
+ * kept CA bundle @ca_pem goes in with it, both or neither.
+ */
 static int check_and_install(const struct opts *o, const char *pem, size_t len, EVP_PKEY *pub,
-			     STACK_OF(X509) *trusted, const ASN1_TIME *later_than)
+			     STACK_OF(X509) *trusted, STACK_OF(X509) *chain, const ASN1_TIME *later_than,
+			     const char *ca_pem, size_t ca_len)
 {
 	struct ks_ci_expect exp = {
 		.public_key = pub, .trusted = trusted, .common_name = o->certname, .later_than = later_than,
 	};
+	struct ks_ci_file files[2];
 	char err[KS_CI_ERR_MAX], until[64];
 	X509 *cert = NULL;
+	size_t n = 0;
 	int r;
 
-	if ((r = ks_ci_parse_one(pem, len, &cert, err)) < 0 || (r = ks_ci_check(cert, NULL, &exp, err)) < 0) {
+	if ((r = ks_ci_parse_one(pem, len, &cert, err)) < 0 || (r = ks_ci_check(cert, chain, &exp, err)) < 0) {
 		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's certificate is not installed: %s", err);
 		goto out;
 	}
-	if ((r = ks_ci_install(o->cert, pem, len, 0644, err)) < 0) {
+	if (ca_pem != NULL && o->ca_out != NULL)
+		files[n++] = (struct ks_ci_file){ o->ca_out, ca_pem, ca_len, 0644 };
+	/* The certificate last: it is the one whose failure matters most, and it puts the others back. */
+	files[n++] = (struct ks_ci_file){ o->cert, pem, len, 0644 };
+	if ((r = ks_ci_install_all(files, n, err)) < 0) {
 		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
 		goto out;
 	}
+	if (n == 2)
+		ks_say("installed the CA bundle at %s", o->ca_out);
 	ks_ci_format_time(X509_get0_notAfter(cert), until, sizeof(until));
 	ks_say("installed %s (CN=%s, valid until %s)", o->cert, o->certname, until);
 	r = 0;
@@ -291,8 +395,7 @@ out:
 
 /* ---- enroll ---- */
 
-static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const char *trust_file,
-		      STACK_OF(X509) *trusted)
+static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const struct ca_trust *t)
 {
 	struct keysvc_csr_attr attr = { OVX_OID_AUTO_RENEW, "true", "printable" };
 	struct keysvc_csr_params params;
@@ -337,7 +440,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 		goto out;
 	}
 
-	https_opts(o, trust_file, &h);
+	https_opts(o, t->trust_file, &h);
 	snprintf(path, sizeof(path), "/certificate_request/%s", o->certname);
 	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp)) != 0)
 		goto out;
@@ -374,7 +477,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const c
 		ks_say("not signed yet; asking again in %ld s", o->waitforcert);
 		sleep((unsigned)o->waitforcert);
 	}
-	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL);
+	r = check_and_install(o, resp.body, resp.body_len, pub, t->trusted, t->chain, NULL, t->pem, t->pem_len);
 out:
 	free(csr);
 	EVP_PKEY_free(pub);
@@ -384,23 +487,23 @@ out:
 
 static int cmd_enroll(const struct opts *o)
 {
-	STACK_OF(X509) *trusted = NULL;
-	const char *trust_file = NULL;
+	struct ca_trust t;
 	keysvc *ks = NULL;
 	int r;
 
-	if ((r = fetch_ca(o, &trust_file, &trusted)) != 0)
+	memset(&t, 0, sizeof(t));
+	if ((r = fetch_ca(o, &t)) != 0)
 		goto out;
 	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
 		goto out;
-	if ((r = enroll_key(o, ks, o->key, trust_file, trusted)) != 0)
+	if ((r = enroll_key(o, ks, o->key, &t)) != 0)
 		goto out;
-	if (o->crl_out != NULL && (r = fetch_crl(o, trust_file, trusted)) != 0)
+	if (o->crl_out != NULL && (r = fetch_crl(o, t.trust_file, t.trusted)) != 0)
 		goto out;
 	r = 0;
 out:
 	keysvc_close(ks);
-	sk_X509_pop_free(trusted, X509_free);
+	ca_trust_free(&t);
 	return r;
 }
 
@@ -445,7 +548,9 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	if (o->rotate_key != NULL) {
 		/* A new key goes through enrollment; the old one stays until its
 		 * successor's certificate is installed. */
-		if ((r = enroll_key(o, ks, o->rotate_key, o->ca_file, trusted)) != 0)
+		struct ca_trust t = { .trusted = trusted, .trust_file = o->ca_file };
+
+		if ((r = enroll_key(o, ks, o->rotate_key, &t)) != 0)
 			goto out;
 		/* The push first: if it fails, the old key stays for the rollback to <cert>.prev. */
 		recorded = 1;
@@ -487,7 +592,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		r = ks_die(KS_EXIT_CA_REFUSED, "%s", msg);
 		goto out;
 	}
-	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, X509_get0_notAfter(current));
+	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL, X509_get0_notAfter(current), NULL, 0);
 out:
 	if (!recorded)
 		r = ks_renewal_finish(rn, r, o->cert, o->key, o->ca_file, NULL);

@@ -104,6 +104,8 @@ enum mode {
 	MODE_HUGE = 1u << 6,
 	MODE_STATUS_500 = 1u << 7,
 	MODE_SIGN_PENDING = 1u << 8,
+	MODE_EXTRA_CA = 1u << 9,
+	MODE_FOREIGN_CERT = 1u << 10,
 };
 
 /* Control-file words. Renewal faults apply in this order when several are
@@ -124,6 +126,9 @@ static const struct {
 	{ "expired", MODE_EXPIRED, "renewal: 200, cert whose notAfter has passed" },
 	{ "shorter", MODE_SHORTER, "renewal: 200, notAfter earlier than the presented cert's" },
 	{ "sign-pending", MODE_SIGN_PENDING, "enrollment: never sign" },
+	/* A man in the middle: his CA next to the genuine one, and the agent's certificate issued by it. */
+	{ "extra-ca", MODE_EXTRA_CA, "certificate/ca: the bundle has foreign-ca.pem after ca.pem" },
+	{ "foreign-cert", MODE_FOREIGN_CERT, "certificate/NAME: the signed cert re-issued by the foreign CA" },
 };
 
 struct control {
@@ -162,8 +167,8 @@ static struct config cfg = {
 	.renewal_ttl = DEFAULT_TTL,
 };
 
-static X509 *ca_cert;
-static EVP_PKEY *ca_key;
+static X509 *ca_cert, *foreign_cert;
+static EVP_PKEY *ca_key, *foreign_key;
 
 /* Serialises everything that touches requests/, signed/ and sign/. */
 static pthread_mutex_t ca_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -763,7 +768,7 @@ static void process_sign_triggers(bool quiet)
 	pthread_mutex_unlock(&ca_lock);
 }
 
-enum renew_kind { RENEW_NORMAL, RENEW_OTHER_KEY, RENEW_EXPIRED, RENEW_SHORTER };
+enum renew_kind { RENEW_NORMAL, RENEW_OTHER_KEY, RENEW_EXPIRED, RENEW_SHORTER, RENEW_FOREIGN };
 
 /* renew-certificate!: same subject, key and extensions, new AKI/SKI and
  * serial; the fault kinds bend exactly one property. */
@@ -771,12 +776,15 @@ static X509 *renew_cert(X509 *old, enum renew_kind kind)
 {
 	time_t now = time(NULL), nb = now - DAY, na = now + cfg.renewal_ttl;
 	EVP_PKEY *pub = X509_get0_pubkey(old), *other = NULL;
+	X509 *issuer = kind == RENEW_FOREIGN ? foreign_cert : ca_cert;
+	EVP_PKEY *issuer_key = kind == RENEW_FOREIGN ? foreign_key : ca_key;
 	X509 *x = NULL;
 	int i, days, secs;
 	long left;
 
 	switch (kind) {
 	case RENEW_NORMAL:
+	case RENEW_FOREIGN:
 		break;
 	case RENEW_OTHER_KEY:
 		other = EVP_EC_gen("P-256");
@@ -798,9 +806,9 @@ static X509 *renew_cert(X509 *old, enum renew_kind kind)
 			nb = na - 3600;
 		break;
 	}
-	x = fs_new_cert(X509_get_subject_name(ca_cert), X509_get_subject_name(old), pub, nb, na);
-	if (!x || fs_add_ext(ca_cert, x, NID_subject_key_identifier, "hash") ||
-	    fs_add_ext(ca_cert, x, NID_authority_key_identifier, "keyid:always,issuer:always"))
+	x = fs_new_cert(X509_get_subject_name(issuer), X509_get_subject_name(old), pub, nb, na);
+	if (!x || fs_add_ext(issuer, x, NID_subject_key_identifier, "hash") ||
+	    fs_add_ext(issuer, x, NID_authority_key_identifier, "keyid:always,issuer:always"))
 		goto fail;
 	for (i = 0; i < X509_get_ext_count(old); i++) {
 		X509_EXTENSION *e = X509_get_ext(old, i);
@@ -809,7 +817,7 @@ static X509 *renew_cert(X509 *old, enum renew_kind kind)
 		if (nid != NID_subject_key_identifier && nid != NID_authority_key_identifier && !X509_add_ext(x, e, -1))
 			goto fail;
 	}
-	if (fs_sign_cert(x, ca_key) != 0)
+	if (fs_sign_cert(x, issuer_key) != 0)
 		goto fail;
 	EVP_PKEY_free(other);
 	return x;
@@ -883,7 +891,8 @@ static void serve_file(const char *path, const struct fs_request *rq, struct res
 	rs->content_type = "text/plain";
 }
 
-static void get_certificate(const char *name, const struct fs_request *rq, struct response *rs)
+static void get_certificate(const char *name, const struct fs_request *rq, struct response *rs,
+			    const struct control *ctl)
 {
 	static const char missing[] = "Could not find certificate ";
 	char path[PATH_MAX];
@@ -891,12 +900,45 @@ static void get_certificate(const char *name, const struct fs_request *rq, struc
 	if (strcmp(name, "ca") == 0) {
 		if (fs_pathf(path, sizeof path, "%s/ca.pem", cfg.dir))
 			serve_file(path, rq, rs, missing, name);
+		if (rs->status == 200 && (ctl->modes & MODE_EXTRA_CA)) {
+			size_t len;
+			char *extra = fs_cert_pem(foreign_cert, &len), *both = NULL;
+
+			if (!extra || asprintf(&both, "%s%s", rs->body, extra) < 0) {
+				free(extra);
+				set_text(rs, 500, "Internal Server Error: extra-ca");
+				return;
+			}
+			free(extra);
+			free(rs->body);
+			rs->body = both;
+			rs->body_len = strlen(both);
+			snprintf(rs->note, sizeof rs->note, "fault: extra-ca");
+		}
 		return;
 	}
-	if (safe_name(name) && fs_pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, name))
-		serve_file(path, rq, rs, missing, name);
-	else
+	if (!safe_name(name) || !fs_pathf(path, sizeof path, "%s/signed/%s.pem", cfg.dir, name)) {
 		set_text(rs, 404, "%s%s", missing, name);
+		return;
+	}
+	serve_file(path, rq, rs, missing, name);
+	if (rs->status == 200 && (ctl->modes & MODE_FOREIGN_CERT)) {
+		BIO *b = BIO_new_mem_buf(rs->body, (int)rs->body_len);
+		X509 *signed_cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL, *x = NULL;
+
+		BIO_free(b);
+		pthread_mutex_lock(&ca_lock);
+		x = signed_cert ? renew_cert(signed_cert, RENEW_FOREIGN) : NULL;
+		pthread_mutex_unlock(&ca_lock);
+		free(rs->body);
+		rs->body = x ? fs_cert_pem(x, &rs->body_len) : NULL;
+		if (!rs->body)
+			set_text(rs, 500, "Internal Server Error: foreign-cert");
+		else
+			snprintf(rs->note, sizeof rs->note, "fault: foreign-cert");
+		X509_free(signed_cert);
+		X509_free(x);
+	}
 }
 
 static void get_certificate_request(const char *name, const struct fs_request *rq, struct response *rs)
@@ -1214,7 +1256,7 @@ static void handle(const struct fs_conn *c, const struct fs_request *rq, struct 
 		goto out;
 	}
 	if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CERT, name, sizeof name)) {
-		get_certificate(name, rq, rs);
+		get_certificate(name, rq, rs, &ctl);
 	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CRL, name, sizeof name)) {
 		char path[PATH_MAX];
 
@@ -1367,8 +1409,6 @@ static SSL_CTX *init_tls(void)
 static int init_ca(void)
 {
 	char path[PATH_MAX];
-	X509 *foreign = NULL;
-	EVP_PKEY *foreign_key = NULL;
 	static const char *const subdirs[] = { "requests", "signed", "sign" };
 	size_t i;
 	int r = -1;
@@ -1387,14 +1427,12 @@ static int init_ca(void)
 		goto out;
 	}
 	if (fs_load_or_make_ca(cfg.dir, "foreign-ca", "Foreign Test CA (not trusted by fake-openvox-ca)", CA_TTL,
-			       ca_exts, &foreign, &foreign_key) != 0)
+			       ca_exts, &foreign_cert, &foreign_key) != 0)
 		goto out;
 	if (write_empty_crl() != 0)
 		goto out;
 	r = 0;
 out:
-	X509_free(foreign);
-	EVP_PKEY_free(foreign_key);
 	return r;
 }
 
@@ -1500,5 +1538,7 @@ out:
 	SSL_CTX_free(srv.ctx);
 	X509_free(ca_cert);
 	EVP_PKEY_free(ca_key);
+	X509_free(foreign_cert);
+	EVP_PKEY_free(foreign_key);
 	return r;
 }

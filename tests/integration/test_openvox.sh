@@ -87,7 +87,43 @@ run_exit 7 "has not signed" "enroll with the right CA fingerprint (second agent,
 	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent2.example.org --key agent2 \
 	--cert "$certs/agent2.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/fp-ca.pem" \
 	--waitforcert 1 --maxwaitforcert 0 --quiet
-check "fingerprinted CA bundle installed and equal to the CA" cmp -s "$certs/fp-ca.pem" "$cadir/ca.pem"
+[ -e "$certs/fp-ca.pem" ] && fail "pending: --ca-out not written before a certificate is" ||
+	ok "pending: --ca-out not written before a certificate is"
+
+# A man in the middle adds his CA to the bundle, next to the genuine one, and
+# answers with a certificate for the token key that his CA issued. Only what
+# the pinned (or fingerprinted) CA vouches for is trusted.
+printf 'extra-ca\nforeign-cert\nsign agent3.example.org\n' >"$work/control"
+run_exit 4 "does not chain" "fingerprint: a certificate from a CA added to the bundle is refused" \
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
+	--cert "$certs/mitm.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/mitm-ca.pem" \
+	--waitforcert 1 --maxwaitforcert 10 --quiet
+for f in mitm.pem mitm-ca.pem; do
+	[ -e "$certs/$f" ] && fail "fingerprint, added CA: $f not installed" || ok "fingerprint, added CA: $f not installed"
+done
+run_exit 4 "does not chain" "--ca-file: a certificate from a CA added to the bundle is refused" \
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
+	--cert "$certs/mitm.pem" --ca-file "$cadir/ca.pem" --ca-out "$certs/mitm-ca.pem" \
+	--waitforcert 1 --maxwaitforcert 10 --quiet
+for f in mitm.pem mitm-ca.pem; do
+	[ -e "$certs/$f" ] && fail "--ca-file, added CA: $f not installed" || ok "--ca-file, added CA: $f not installed"
+done
+# The genuine certificate, the extra CA still in the bundle: enrolled, and
+# --ca-out holds the genuine CA only.
+mode extra-ca
+run_exit 0 "" "fingerprint: enrolled with an extra CA in the bundle" \
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
+	--cert "$certs/agent3.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/agent3-ca.pem" \
+	--waitforcert 1 --maxwaitforcert 10 --quiet
+check "fingerprint: --ca-out holds the genuine CA only" cmp -s "$certs/agent3-ca.pem" "$cadir/ca.pem"
+check "fingerprint: the certificate verifies against --ca-out" \
+	openssl verify -CAfile "$certs/agent3-ca.pem" "$certs/agent3.pem"
+run_exit 0 "" "--ca-file: enrolled with an extra CA in the bundle" \
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
+	--cert "$certs/agent3b.pem" --ca-file "$cadir/ca.pem" --ca-out "$certs/agent3b-ca.pem" \
+	--waitforcert 1 --maxwaitforcert 10 --quiet
+check "--ca-file: --ca-out holds the genuine CA only" cmp -s "$certs/agent3b-ca.pem" "$cadir/ca.pem"
+mode normal
 
 # ---- renewal ----
 cp "$cert" "$work/before.pem"
