@@ -176,7 +176,11 @@ static int state_save(const char *path, const struct state *s)
 
 /* ---- the connector ---- */
 
-/* POST a GraphQL body; 0 with an HTTP 200 answer in @resp, or an exit code. */
+/*
+ * POST a GraphQL body; 0 with an HTTP 200 answer in @resp, or an exit code.
+ * Another status with GraphQL errors in the body (gqlgen's 422 for a
+ * document it cannot parse or validate) is reported with their messages.
+ */
 static int graphql(const struct ks_https_opts *h, const char *url, const char *token, const char *body,
 		   struct ks_https_response *resp)
 {
@@ -194,8 +198,13 @@ static int graphql(const struct ks_https_opts *h, const char *url, const char *t
 		OPENSSL_clear_free(token_hdr, strlen(token_hdr));
 	if (r < 0)
 		return ks_die(ks_https_exit(r), "POST %s: %s", url, resp->err);
-	if (resp->status != 200)
+	if (resp->status != 200) {
+		char err[UCL_ERR_MAX];
+
+		if (ucl_parse_errors(resp->body, resp->body_len, err) == -EREMOTEIO)
+			return ks_die(KS_EXIT_CA_REFUSED, "POST %s: HTTP %ld: %s", url, resp->status, err);
 		return ks_die(KS_EXIT_CA_REFUSED, "POST %s: HTTP %ld", url, resp->status);
+	}
 	return 0;
 }
 

@@ -116,6 +116,21 @@ static int result_of(const char *body, size_t len, json_t **root, json_t **resul
 	return 0;
 }
 
+int ucl_parse_errors(const char *body, size_t len, char *err)
+{
+	json_error_t jerr;
+	json_t *root = body != NULL ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+	json_t *errors = json_is_object(root) ? json_object_get(root, "errors") : NULL;
+	int r;
+
+	if (json_is_array(errors) && json_array_size(errors) > 0)
+		r = graphql_errors(errors, err);
+	else
+		r = fail(err, -EBADMSG, "no GraphQL errors in the answer");
+	json_decref(root);
+	return r;
+}
+
 /* A string at @path under @o ("a.b"); NULL if absent or null, -1 through *@bad if of another type. */
 static const char *string_at(json_t *o, const char *a, const char *b, int *bad)
 {

@@ -51,6 +51,14 @@ int ucl_parse_config(const char *body, size_t len, struct ucl_config *out, char 
 int ucl_parse_certs(const char *body, size_t len, struct ucl_certs *out, char *err);
 int ucl_parse_revoke(const char *body, size_t len, int *revoked, char *err);
 
+/*
+ * The GraphQL errors of an answer of any HTTP status (gqlgen answers
+ * parse and validation errors with 422): -EREMOTEIO with the server's
+ * messages in @err, or -EBADMSG if @body is not a JSON object with a
+ * non-empty "errors" array.
+ */
+int ucl_parse_errors(const char *body, size_t len, char *err);
+
 void ucl_config_free(struct ucl_config *c);
 void ucl_certs_free(struct ucl_certs *c);
 

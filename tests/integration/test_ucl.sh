@@ -95,6 +95,7 @@ for m in graphql-error:3:"answered with errors" \
 	other-key:4:"another public key than the token key" \
 	bad-base64:4:"not valid base64" \
 	bad-chain:4:"does not chain" \
+	validation-error:3:"HTTP 422: the connector answered with errors: fake-ucl-connector: validation failed" \
 	huge:5:"" \
 	hang:5:""; do
 	name=${m%%:*}

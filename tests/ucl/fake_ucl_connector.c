@@ -113,6 +113,7 @@ enum mode {
 	MODE_HANG = 1u << 7,
 	MODE_HUGE = 1u << 8,
 	MODE_EXPIRED_TOKEN = 1u << 9,
+	MODE_VALIDATION_ERROR = 1u << 10,
 };
 
 static const struct {
@@ -131,6 +132,8 @@ static const struct {
 	{ "hang", MODE_HANG, "every request: read it, never answer" },
 	{ "huge", MODE_HUGE, "every request: 200 with a 64 MiB body" },
 	{ "expired-token", MODE_EXPIRED_TOKEN, "every token is treated as expired" },
+	{ "validation-error", MODE_VALIDATION_ERROR,
+	  "valid requests: --validation-status (422) with a validation error, as gqlgen" },
 	{ "key-algorithm ALG", 0, "configuration asks for ALG, signing checks against ALG" },
 	{ "token VALUE", 0, "one more one-time token for --client-id (once per value)" },
 	{ "ttl SECONDS", 0, "validity of the certificates issued from now on" },
@@ -2668,6 +2671,13 @@ static void handle(const struct fs_conn *c, const struct fs_request *rq, struct 
 	}
 	coerce_variables(errors, op, vars);
 	if (json_array_size(errors) > 0) {
+		set_graphql(rs, cfg.validation_status, errors, NULL);
+		goto out;
+	}
+	if (ctl.modes & MODE_VALIDATION_ERROR) {
+		add_error(errors, 1, 1, CODE_VALIDATION, NULL,
+			  "fake-ucl-connector: validation failed (control mode validation-error)");
+		note_add(rs, "; fault: validation-error");
 		set_graphql(rs, cfg.validation_status, errors, NULL);
 		goto out;
 	}
