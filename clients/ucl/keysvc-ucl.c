@@ -268,7 +268,7 @@ static int make_key(keysvc *ks, const char *name, const char *alg, EVP_PKEY **pu
  * CSR for @key with exactly @subject, signed by the connector at @url
  * (@token for the token-secured Connector, NULL over mutual TLS), its
  * answer checked against the key and the subject, then installed:
- * CA, chain, certificate.
+ * CA, chain, certificate, all or none.
  */
 static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const char *url, const char *token,
 			    const char *key, EVP_PKEY *pub, const char *subject, const struct state *st)
@@ -320,12 +320,18 @@ static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const cha
 			goto out;
 		}
 	}
-	/* The certificate goes last: until it is replaced, the files in use still match each other's key. */
-	if ((r = ks_ci_install(st->ca, certs.ca_pem, certs.ca_len, 0644, err)) < 0 ||
-	    (r = ks_ci_install(st->chain, certs.chain_pem, certs.chain_len, 0644, err)) < 0 ||
-	    (r = ks_ci_install(st->cert, certs.client_pem, certs.client_len, 0644, err)) < 0) {
-		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
-		goto out;
+	{
+		/* The certificate last: should its rename fail, the other two are put back. */
+		struct ks_ci_file files[] = {
+			{ st->ca, certs.ca_pem, certs.ca_len, 0644 },
+			{ st->chain, certs.chain_pem, certs.chain_len, 0644 },
+			{ st->cert, certs.client_pem, certs.client_len, 0644 },
+		};
+
+		if ((r = ks_ci_install_all(files, sizeof(files) / sizeof(files[0]), err)) < 0) {
+			r = ks_die(KS_EXIT_INTERNAL, "%s (nothing installed)", err);
+			goto out;
+		}
 	}
 	ks_ci_format_time(X509_get0_notAfter(client), until, sizeof(until));
 	ks_say("installed %s (key %s, valid until %s), %s and %s", st->cert, key, until, st->chain, st->ca);

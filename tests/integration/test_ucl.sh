@@ -112,6 +112,14 @@ check "inventory: the failed renewals are recorded (client ucl, outcome failed)"
 run_exit 5 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
 check "wrong CA file: unchanged" unchanged
 
+# The certificate cannot be installed after the chain and the CA could be (a
+# directory in the way of its .prev stops root too): all three stay as they were.
+mkdir -p "$files/client.pem.prev/in-the-way"
+run_exit 1 "cannot keep the previous file" "renew: the certificate's install fails last" renew
+check "  certificate, chain, CA and state unchanged" unchanged
+check "  no .prev left of the files put back" bash -c "! ls '$files'/chain.pem.prev '$files'/ca.pem.prev 2>/dev/null"
+rm -rf "$files/client.pem.prev"
+
 # ---- renewal ----
 # The next certificate lives 180 s (notBefore is 60 s back): two thirds left.
 mode "ttl 120"
