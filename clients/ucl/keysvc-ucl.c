@@ -4,13 +4,15 @@
  *
  *   pair     one-time token -> configuration (subject, key algorithm, the
  *            Certificate-Secured Connector URL, a fresh token) -> key and
- *            CSR in the token -> signCertificateSigningRequest -> check,
+ *            CSR in the token -> signCertificateSigningRequest -> check
+ *            (against --issuer-ca, else the answer's CA on first use),
  *            install certificate, chain and CA; remember it all in a state
  *            file.
  *   renew    the same two calls over mutual TLS with the current
  *            certificate, a NEW key (as the connector asks), and the key
  *            before the previous one deleted only once the new certificate
- *            is installed: the previous key stays for one rollback.
+ *            is installed: the previous key stays for one rollback. The
+ *            new certificate and CA must chain to the installed CA.
  *   revoke   revokeCertificate over mutual TLS.
  *
  * Keys are named BASE.N (generation N); the state file says which is
@@ -41,7 +43,7 @@
 #define KEY_BASE_MAX 48
 
 struct opts {
-	const char *connector_url, *token_file, *ca_file, *key_base, *cert, *chain, *ca_out, *state;
+	const char *connector_url, *token_file, *ca_file, *issuer_ca, *key_base, *cert, *chain, *ca_out, *state;
 	const char *socket, *provider_dir, *inventory, *config;
 	long timeout_s, share;
 	int when_due, insecure;
@@ -67,7 +69,7 @@ static void usage(FILE *f)
 	      "is made and kept in the token by keysvcd.\n"
 	      "\n"
 	      "  pair   --connector-url URL --token-file FILE --ca-file CA --state FILE\n"
-	      "         --cert FILE --chain FILE --ca-out FILE [--key-base NAME]\n"
+	      "         --cert FILE --chain FILE --ca-out FILE [--issuer-ca FILE] [--key-base NAME]\n"
 	      "  renew  --state FILE [--when-due] [--renew-share PERCENT]\n"
 	      "  revoke --state FILE\n"
 	      "\n"
@@ -75,6 +77,10 @@ static void usage(FILE *f)
 	      "  --connector-url URL   the Connector's GraphQL URL (token-secured; pair only)\n"
 	      "  --token-file FILE     the one-time token from UCL, in a file of mode 0600\n"
 	      "  --ca-file CA          pinned CA bundle for the connectors' TLS (kept in the state)\n"
+	      "  --issuer-ca FILE      pair: the CA that must issue the client certificate; the answer's\n"
+	      "                        caCertificate must be it or chain to it (without it, that\n"
+	      "                        caCertificate is trusted on first use). renew always checks\n"
+	      "                        against the installed CA (--ca-out)\n"
 	      "  --state FILE          where the connector URLs, files and key names are kept\n"
 	      "  --cert/--chain/--ca-out FILE  installed client certificate, chain, CA certificate\n"
 	      "  --key-base NAME       keysvc keys are NAME.1, NAME.2, ... (default: ucl)\n"
@@ -267,19 +273,28 @@ static int make_key(keysvc *ks, const char *name, const char *alg, EVP_PKEY **pu
 /*
  * CSR for @key with exactly @subject, signed by the connector at @url
  * (@token for the token-secured Connector, NULL over mutual TLS), its
- * answer checked against the key and the subject, then installed:
- * CA, chain, certificate, all or none.
+ * answer checked, then installed: CA, chain, certificate, all or none.
+ *
+ * Trust: @anchors are the CA certificates the answer must chain to (on
+ * renewal the CA installed at pairing, at pairing an --issuer-ca the
+ * operator pinned). Every certificate of the answer's caCertificate and of
+ * its chain must be one of them or a CA verifying up to one: a connector
+ * (or whoever answers in its name) cannot bring a CA of its own. @anchors
+ * NULL (pairing without --issuer-ca): the answer's caCertificate is trusted
+ * on first use, having come over the verified TLS connection. @what names
+ * the anchors in messages.
  */
 static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const char *url, const char *token,
-			    const char *key, EVP_PKEY *pub, const char *subject, const struct state *st)
+			    const char *key, EVP_PKEY *pub, const char *subject, const struct state *st,
+			    STACK_OF(X509) *anchors, const char *what)
 {
 	struct keysvc_csr_params params;
 	struct ks_https_response resp;
 	struct ucl_certs certs;
-	STACK_OF(X509) *ca = NULL, *chain = NULL;
+	STACK_OF(X509) *ca = NULL, *chain = NULL, *vouched = NULL, *above = NULL;
 	X509 *client = NULL;
 	char err[KS_CI_ERR_MAX], *csr = NULL, *body = NULL, until[64];
-	int r;
+	int r, left_out;
 
 	memset(&resp, 0, sizeof(resp));
 	memset(&certs, 0, sizeof(certs));
@@ -311,12 +326,52 @@ static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const cha
 		r = ks_die(KS_EXIT_CA_ANSWER, "the certificate chain does not start with the client certificate");
 		goto out;
 	}
+	/* The chain's CA certificates, after the client certificate. */
+	if ((above = sk_X509_dup(chain)) == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
+	(void)sk_X509_shift(above);
+	if (anchors != NULL) {
+		if ((left_out = ks_ci_vouched(ca, anchors, above, 0, &vouched, err)) < 0) {
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+			goto out;
+		}
+		if (left_out > 0) {
+			r = ks_die(KS_EXIT_CA_ANSWER, "the connector's caCertificate (%s) does not chain to %s: "
+				   "nothing installed; if the connector's CA was replaced, pair again", err, what);
+			goto out;
+		}
+	}
 	{
-		struct ks_ci_expect exp = { .public_key = pub, .trusted = ca };
+		struct ks_ci_expect exp = { .public_key = pub, .trusted = anchors != NULL ? anchors : ca };
+		STACK_OF(X509) *pool = NULL;
 
-		if ((r = ks_ci_check(client, chain, &exp, err)) < 0 ||
-		    (r = ucl_subject_matches(client, subject, err)) < 0) {
+		/* The client certificate, through the chain's and caCertificate's CAs as intermediates. */
+		if ((pool = sk_X509_dup(above)) == NULL) {
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+			goto out;
+		}
+		for (int i = 0; i < sk_X509_num(ca); i++)
+			if (!sk_X509_push(pool, sk_X509_value(ca, i))) {
+				sk_X509_free(pool);
+				r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+				goto out;
+			}
+		r = ks_ci_check(client, pool, &exp, err);
+		sk_X509_free(pool);
+		if (r < 0 || (r = ucl_subject_matches(client, subject, err)) < 0) {
 			r = ks_die(KS_EXIT_CA_ANSWER, "the connector's certificate is not installed: %s", err);
+			goto out;
+		}
+		/* Nothing in the chain file that the trusted CA does not vouch for. */
+		sk_X509_pop_free(vouched, X509_free);
+		vouched = NULL;
+		if ((left_out = ks_ci_vouched(above, exp.trusted, ca, 0, &vouched, err)) != 0) {
+			r = left_out < 0 ? ks_die(KS_EXIT_INTERNAL, "out of memory") :
+			    ks_die(KS_EXIT_CA_ANSWER, "the certificate chain holds a certificate (%s) that does "
+				   "not chain to %s: nothing installed", err, anchors != NULL ? what :
+				   "the connector's caCertificate");
 			goto out;
 		}
 	}
@@ -340,6 +395,8 @@ out:
 	X509_free(client);
 	sk_X509_pop_free(ca, X509_free);
 	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(vouched, X509_free);
+	sk_X509_free(above);
 	ucl_certs_free(&certs);
 	ks_https_response_free(&resp);
 	free(csr);
@@ -354,6 +411,7 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	struct ucl_config conf;
 	struct state st;
 	char token[TOKEN_MAX], err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], *body = NULL;
+	STACK_OF(X509) *issuer = NULL;
 	EVP_PKEY *pub = NULL;
 	keysvc *ks = NULL;
 	int r;
@@ -399,15 +457,23 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	st.key_base = strdup(o->key_base);
 	st.generation = 1;
 	snprintf(key, sizeof(key), "%s.%ld", o->key_base, st.generation);
+	if (o->issuer_ca != NULL && (r = ks_ci_load_bundle(o->issuer_ca, &issuer, err)) < 0) {
+		r = ks_die(KS_EXIT_USAGE, "--issuer-ca %s: %s", o->issuer_ca, err);
+		goto out;
+	}
 	if ((r = make_key(ks, key, conf.key_algorithm, &pub)) != 0)
 		goto out;
-	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, key, pub, conf.subject, &st)) != 0)
+	if (issuer == NULL)
+		ks_say("no --issuer-ca: trusting the connector's caCertificate on first use");
+	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, key, pub, conf.subject, &st, issuer,
+				  o->issuer_ca)) != 0)
 		goto out;
 	r = state_save(o->state, &st);
 	if (r == 0)
 		ks_say("state kept in %s", o->state);
 out:
 	r = ks_renewal_finish(rn, r, o->cert, key[0] != '\0' ? key : NULL, o->ca_out, NULL);
+	sk_X509_pop_free(issuer, X509_free);
 	OPENSSL_cleanse(token, sizeof(token));
 	if (conf.token != NULL)
 		OPENSSL_cleanse(conf.token, strlen(conf.token));
@@ -455,7 +521,8 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	struct ucl_config conf;
 	struct state st;
 	char err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], new_key[KEY_BASE_MAX + 16], uri[96], *body = NULL;
-	char *retire = NULL;
+	char *retire = NULL, installed_ca_what[256];
+	STACK_OF(X509) *installed_ca = NULL;
 	EVP_PKEY *pub = NULL;
 	X509 *current = NULL;
 	keysvc *ks = NULL;
@@ -484,6 +551,12 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 ||
 	    (r = load_current(o, ks, &st, &current, key, sizeof(key))) != 0)
 		goto out;
+	/* What the new certificate must chain to: the CA installed at pairing (or last renewal). */
+	if ((r = ks_ci_load_bundle(st.ca, &installed_ca, err)) < 0) {
+		r = ks_die(KS_EXIT_USAGE, "the installed CA: %s", err);
+		goto out;
+	}
+	snprintf(installed_ca_what, sizeof(installed_ca_what), "the installed CA %.200s", st.ca);
 	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
 			 st.cert, key, uri, sizeof(uri));
 	if ((body = ucl_config_request(0)) == NULL) {
@@ -499,7 +572,8 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	snprintf(new_key, sizeof(new_key), "%s.%ld", st.key_base, st.generation + 1);
 	if ((r = make_key(ks, new_key, conf.key_algorithm, &pub)) != 0)
 		goto out;
-	if ((r = sign_and_install(ks, &h, st.mtls_url, NULL, new_key, pub, conf.subject, &st)) != 0)
+	if ((r = sign_and_install(ks, &h, st.mtls_url, NULL, new_key, pub, conf.subject, &st, installed_ca,
+				  installed_ca_what)) != 0)
 		goto out;
 	retire = st.previous_key;
 	st.previous_key = strdup(key);
@@ -524,6 +598,7 @@ out:
 	/* st.cert is NULL until the state is read: before that there is nothing to record against. */
 	r = ks_renewal_finish(rn, r, st.cert, r == 0 ? new_key : key[0] != '\0' ? key : NULL, st.ca, NULL);
 	free(retire);
+	sk_X509_pop_free(installed_ca, X509_free);
 	EVP_PKEY_free(pub);
 	X509_free(current);
 	keysvc_close(ks);
@@ -586,12 +661,13 @@ static int key_base_ok(const char *s)
 
 int main(int argc, char **argv)
 {
-	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
+	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_ISSUER_CA, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
 	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG };
 	static const struct option longopts[] = {
 		{ "connector-url", required_argument, NULL, O_URL },
 		{ "token-file", required_argument, NULL, O_TOKEN },
 		{ "ca-file", required_argument, NULL, O_CA_FILE },
+		{ "issuer-ca", required_argument, NULL, O_ISSUER_CA },
 		{ "key-base", required_argument, NULL, O_KEY_BASE },
 		{ "cert", required_argument, NULL, O_CERT },
 		{ "chain", required_argument, NULL, O_CHAIN },
@@ -624,6 +700,7 @@ int main(int argc, char **argv)
 		case O_URL: o.connector_url = optarg; break;
 		case O_TOKEN: o.token_file = optarg; break;
 		case O_CA_FILE: o.ca_file = optarg; break;
+		case O_ISSUER_CA: o.issuer_ca = optarg; break;
 		case O_KEY_BASE: o.key_base = optarg; break;
 		case O_CERT: o.cert = optarg; break;
 		case O_CHAIN: o.chain = optarg; break;
@@ -670,8 +747,9 @@ int main(int argc, char **argv)
 			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
 	} else if (strcmp(cmd, "renew") == 0 || strcmp(cmd, "revoke") == 0) {
 		if (o.connector_url != NULL || o.token_file != NULL || o.cert != NULL || o.chain != NULL ||
-		    o.ca_out != NULL)
-			return ks_die(KS_EXIT_USAGE, "%s takes its URLs and files from --state", cmd);
+		    o.ca_out != NULL || o.issuer_ca != NULL)
+			return ks_die(KS_EXIT_USAGE, "%s takes its URLs and files from --state (the CA it trusts is "
+				      "the installed one)", cmd);
 		if (o.when_due && strcmp(cmd, "revoke") == 0)
 			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
 	} else {

@@ -37,7 +37,7 @@ mode() { printf '%s\n' "$1" >"$work/control"; }
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
 me=$(id -u)
-policy='[{"uid": '"$me"', "keys": ["ucl.*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]}]'
+policy='[{"uid": '"$me"', "keys": ["ucl.*", "uclx*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]}]'
 ks_start "$work/d" "$policy"
 : >"$work/control"
 start_srv
@@ -80,6 +80,54 @@ check "the token is not in the state" bash -c "! grep -q '$token' '$state'"
 run_exit 2 "already paired" "pair again over an existing state is refused" "$ucl" "${pair[@]}"
 run_exit 3 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state/$work/other-state.json}"
 
+# ---- the CA the client certificate must chain to ----
+# pair_as DIR KEYBASE TOKEN [OPTIONS...]: another pairing, into DIR, with a
+# one-time token that the control file must add.
+pair_as() {
+	local d=$1 base=$2 tok=$3
+	shift 3
+	mkdir -p "$d"
+	printf '%s\n' "$tok" >"$work/token-$base"
+	chmod 0600 "$work/token-$base"
+	"$ucl" pair --connector-url "https://127.0.0.1:$port/connector/graphql" --token-file "$work/token-$base" \
+		--ca-file "$work/conn/ca.pem" --cert "$d/client.pem" --chain "$d/chain.pem" --ca-out "$d/ca.pem" \
+		--state "$d/state.json" --key-base "$base" --socket "$KS_SOCKET" --quiet "$@"
+}
+renew_as() { "$ucl" renew --state "$1/state.json" --socket "$KS_SOCKET" --quiet --inventory "$work/inv-x"; }
+# --issuer-ca pins the CA: a self-consistent answer from another CA is refused.
+printf 'token tok-a-%s\nother-ca\n' "$RANDOM" >"$work/control"
+run_exit 4 "does not chain to" "pair --issuer-ca: an answer from another CA is refused" \
+	pair_as "$work/pa" uclxa "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
+check "  refused: nothing installed, no state" bash -c "! ls '$work/pa'/* 2>/dev/null | grep -q ."
+# The connector hands out only its signing CA (no root secret): pinning the
+# root works, and so does pinning the signing CA alone.
+printf 'token tok-b-%s\nsub-ca\n' "$RANDOM" >"$work/control"
+run_exit 0 "" "pair --issuer-ca ROOT, the answer's CA an intermediate under it" \
+	pair_as "$work/pb" uclxb "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
+check "  the installed CA is the connector's signing CA" cmp -s "$work/pb/ca.pem" "$work/conn/sub-ca.pem"
+check "  the certificate chains through it to the root" \
+	openssl verify -CAfile "$work/conn/ca.pem" -untrusted "$work/pb/ca.pem" "$work/pb/client.pem"
+printf 'token tok-c-%s\nsub-ca\n' "$RANDOM" >"$work/control"
+run_exit 0 "" "pair --issuer-ca with only the signing CA (not self-signed) pinned" \
+	pair_as "$work/pc" uclxc "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/sub-ca.pem"
+mode sub-ca
+run_exit 0 "" "renew: the installed signing CA alone is the trust anchor" renew_as "$work/pc"
+# A CA above the installed one is not vouched for by it: pair again.
+cp "$work/pc/chain.pem" "$work/pc-chain.before"
+mode normal
+run_exit 4 "pair again" "renew: a caCertificate the installed CA does not vouch for is refused" renew_as "$work/pc"
+check "  refused: chain unchanged" cmp -s "$work/pc/chain.pem" "$work/pc-chain.before"
+# Without --issuer-ca the first answer's CA is trusted (TOFU over verified TLS);
+# a later caCertificate must chain to it.
+printf 'token tok-d-%s\n' "$RANDOM" >"$work/control"
+run_exit 0 "" "pair without --issuer-ca: the answer's CA is trusted on first use" \
+	pair_as "$work/pd" uclxd "$(sed -n 's/^token //p' "$work/control")"
+check "  the installed CA is the connector's CA" cmp -s "$work/pd/ca.pem" "$work/conn/ca.pem"
+mode sub-ca
+run_exit 0 "" "renew: a new caCertificate that chains to the installed CA is accepted" renew_as "$work/pd"
+check "  and installed" cmp -s "$work/pd/ca.pem" "$work/conn/sub-ca.pem"
+mode normal
+
 # ---- renewal failures: nothing changes ----
 snapshot() { (cd "$files" && sha256sum client.pem chain.pem ca.pem state.json) >"$work/snap"; }
 unchanged() { (cd "$files" && sha256sum -c --quiet "$work/snap"); }
@@ -95,6 +143,7 @@ for m in graphql-error:3:"answered with errors" \
 	other-key:4:"another public key than the token key" \
 	bad-base64:4:"not valid base64" \
 	bad-chain:4:"does not chain" \
+	other-ca:4:"pair again" \
 	validation-error:3:"HTTP 422: the connector answered with errors: fake-ucl-connector: validation failed" \
 	huge:5:"" \
 	hang:5:""; do

@@ -13,7 +13,9 @@
  *
  *   --dir DIR          state (created if missing):
  *                        ca.pem, ca.key (0600)      the CA; reused if both exist
- *                        foreign-ca.pem, .key       an unrelated CA (bad-chain)
+ *                        foreign-ca.pem, .key       an unrelated CA (bad-chain, other-ca)
+ *                        sub-ca.pem                 a signing CA under ca.pem, new at
+ *                                                   start (sub-ca)
  *                        server.pem, server.key     TLS cert for localhost,
  *                                                   127.0.0.1 and ::1, new at start
  *                        token                      the one-time token (0600)
@@ -114,6 +116,8 @@ enum mode {
 	MODE_HUGE = 1u << 8,
 	MODE_EXPIRED_TOKEN = 1u << 9,
 	MODE_VALIDATION_ERROR = 1u << 10,
+	MODE_OTHER_CA = 1u << 11,
+	MODE_SUB_CA = 1u << 12,
 };
 
 static const struct {
@@ -134,6 +138,8 @@ static const struct {
 	{ "expired-token", MODE_EXPIRED_TOKEN, "every token is treated as expired" },
 	{ "validation-error", MODE_VALIDATION_ERROR,
 	  "valid requests: --validation-status (422) with a validation error, as gqlgen" },
+	{ "other-ca", MODE_OTHER_CA, "sign: client cert, chain and caCertificate all of the foreign CA" },
+	{ "sub-ca", MODE_SUB_CA, "sign: issued by a signing CA under ca.pem; caCertificate is that CA" },
 	{ "key-algorithm ALG", 0, "configuration asks for ALG, signing checks against ALG" },
 	{ "token VALUE", 0, "one more one-time token for --client-id (once per value)" },
 	{ "ttl SECONDS", 0, "validity of the certificates issued from now on" },
@@ -190,8 +196,8 @@ static struct config cfg = {
 	.validation_status = 422,
 };
 
-static X509 *ca_cert, *foreign_cert;
-static EVP_PKEY *ca_key, *foreign_key;
+static X509 *ca_cert, *foreign_cert, *sub_cert;
+static EVP_PKEY *ca_key, *foreign_key, *sub_key;
 static char one_time_token[MAX_TOKEN_LEN + 1];
 
 /* Serialises revoked.txt. */
@@ -2098,9 +2104,12 @@ static X509 *issue(X509_REQ *req, unsigned faults, long ttl)
 			goto fail;
 		pub = other;
 	}
-	if (faults & MODE_BAD_CHAIN) {
+	if (faults & (MODE_BAD_CHAIN | MODE_OTHER_CA)) {
 		issuer = foreign_cert;
 		issuer_key = foreign_key;
+	} else if (faults & MODE_SUB_CA) {
+		issuer = sub_cert;
+		issuer_key = sub_key;
 	}
 	x = fs_mint_cert(subject, pub, issuer, issuer_key, now - 60, now + ttl, client_exts);
 	if (!x)
@@ -2207,7 +2216,8 @@ static json_t *resolve_configuration(struct exec *ex, char *err, size_t n)
 
 static json_t *resolve_sign(struct exec *ex, const char *csr_b64, char *err, size_t n)
 {
-	unsigned faults = ex->ctl->modes & (MODE_WRONG_SUBJECT | MODE_OTHER_KEY | MODE_BAD_CHAIN);
+	unsigned faults = ex->ctl->modes & (MODE_WRONG_SUBJECT | MODE_OTHER_KEY | MODE_BAD_CHAIN | MODE_OTHER_CA |
+					    MODE_SUB_CA);
 	unsigned char *der = NULL;
 	size_t der_len = 0, cert_len = 0, ca_len = 0;
 	char *cert = NULL, *ca = NULL, *chain = NULL, *cn = NULL, why[256];
@@ -2262,7 +2272,9 @@ static json_t *resolve_sign(struct exec *ex, const char *csr_b64, char *err, siz
 	}
 	x = issue(req, faults, ex->ctl->ttl);
 	cert = x ? fs_cert_pem(x, &cert_len) : NULL;
-	ca = fs_cert_pem(ca_cert, &ca_len);
+	/* other-ca: a whole other, self-consistent PKI; sub-ca: only the signing CA, as the
+	 * connector hands out without a root secret. */
+	ca = fs_cert_pem(faults & MODE_OTHER_CA ? foreign_cert : faults & MODE_SUB_CA ? sub_cert : ca_cert, &ca_len);
 	if (!cert || !ca || asprintf(&chain, "%s%s", cert, ca) < 0) {
 		chain = NULL;
 		snprintf(err, n, "Internal Server Error");
@@ -2287,10 +2299,11 @@ static json_t *resolve_sign(struct exec *ex, const char *csr_b64, char *err, siz
 	{
 		char *serial = serial_hex(x);
 
-		snprintf(ex->note, sizeof ex->note, "signed serial %s for %s%s%s%s%s", serial ? serial : "?",
+		snprintf(ex->note, sizeof ex->note, "signed serial %s for %s%s%s%s%s%s%s", serial ? serial : "?",
 			 ex->client_id, faults & MODE_WRONG_SUBJECT ? " [wrong-subject]" : "",
 			 faults & MODE_OTHER_KEY ? " [other-key]" : "", faults & MODE_BAD_CHAIN ? " [bad-chain]" : "",
-			 faults & MODE_BAD_BASE64 ? " [bad-base64]" : "");
+			 faults & MODE_BAD_BASE64 ? " [bad-base64]" : "", faults & MODE_OTHER_CA ? " [other-ca]" : "",
+			 faults & MODE_SUB_CA ? " [sub-ca]" : "");
 		free(serial);
 	}
 out:
@@ -2815,8 +2828,18 @@ static const struct fs_ext server_exts[] = {
  * judges fs_conn.verify_result itself. */
 static SSL_CTX *init_tls(void)
 {
-	return fs_tls_server_minted(cfg.dir, ca_cert, ca_key, 365 * DAY, server_exts, ca_cert,
-				    FS_CLIENT_CERT_WANT);
+	SSL_CTX *ctx = fs_tls_server_minted(cfg.dir, ca_cert, ca_key, 365 * DAY, server_exts, ca_cert,
+					    FS_CLIENT_CERT_WANT);
+
+	/* Clients issued by the signing CA (mode sub-ca) send only their own
+	 * certificate, as a real client of such a connector would: the
+	 * gateway knows the signing CA. */
+	if (ctx && !X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), sub_cert)) {
+		fs_log_ssl("adding the signing CA to the client trust");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
 }
 
 static int init_state(void)
@@ -2830,6 +2853,19 @@ static int init_state(void)
 	    fs_load_or_make_ca(cfg.dir, "foreign-ca", "Foreign Test CA (not trusted by fake-ucl-connector)", CA_TTL,
 			       ca_exts, &foreign_cert, &foreign_key) != 0)
 		return -1;
+	/* A signing CA under ca.pem, new at each start (mode sub-ca). */
+	{
+		X509_NAME *name = fs_cn_name("Kyma Test Signing CA (fake-ucl-connector)");
+		time_t now = time(NULL);
+
+		sub_key = fs_mint_key();
+		sub_cert = name && sub_key ? fs_mint_cert(name, sub_key, ca_cert, ca_key, now - DAY, now + CA_TTL, ca_exts)
+					   : NULL;
+		X509_NAME_free(name);
+		if (!sub_cert || !fs_pathf(path, sizeof path, "%s/sub-ca.pem", cfg.dir) ||
+		    fs_write_cert(path, sub_cert) != 0)
+			return -1;
+	}
 	if (cfg.token)
 		snprintf(one_time_token, sizeof one_time_token, "%s", cfg.token);
 	else
@@ -2954,6 +2990,8 @@ out:
 	EVP_PKEY_free(ca_key);
 	X509_free(foreign_cert);
 	EVP_PKEY_free(foreign_key);
+	X509_free(sub_cert);
+	EVP_PKEY_free(sub_key);
 	arena_free(&schema.arena);
 	return r;
 }
