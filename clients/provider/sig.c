@@ -170,16 +170,28 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 	return 1;
 }
 
+/*
+ * A NULL key is OpenSSL re-initialising the operation with the key it
+ * already has (EVP_DigestSignInit(ctx, NULL, NULL, NULL, NULL) and the like
+ * pass NULL on purpose): keep ours, fail only if there is none.
+ */
 static int sig_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 {
 	struct ksp_sig *s = vctx;
 	struct ksp_key *key = keydata;
 
-	if (key == NULL || key->is_ec != s->is_ec)
-		return 0;
-	atomic_fetch_add(&key->refs, 1);
-	ksp_key_free(s->key);
-	s->key = key;
+	if (key == NULL) {
+		if (s->key == NULL) {
+			ksp_raise(s->ctx, KSP_R_INTERNAL, "signature operation initialised without a key");
+			return 0;
+		}
+	} else {
+		if (key->is_ec != s->is_ec)
+			return 0;
+		atomic_fetch_add(&key->refs, 1);
+		ksp_key_free(s->key);
+		s->key = key;
+	}
 	return sig_set_ctx_params(s, params);
 }
 
@@ -257,19 +269,35 @@ static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
 {
 	struct ksp_sig *s = vctx;
 	EVP_MD *md = NULL;
-	int ok;
+	int r = 0;
 
-	if (!sig_init(s, keydata, NULL) || !set_digest(s, mdname != NULL && mdname[0] ? mdname : "SHA256"))
-		return 0;
-	if (!sig_set_ctx_params(s, params))
-		return 0;
+	/* Whatever happens below, the digest of an earlier message is gone: a
+	 * failed (re-)initialisation must leave nothing that could be signed. */
 	EVP_MD_CTX_free(s->mdctx);
+	s->mdctx = NULL;
+	if (!sig_init(s, keydata, NULL))
+		goto out;
+	/* A re-initialisation without a digest name keeps the digest in use. */
+	if (mdname != NULL && mdname[0] != '\0') {
+		if (!set_digest(s, mdname))
+			goto out;
+	} else if (s->mdname[0] == '\0' && !set_digest(s, "SHA256")) {
+		goto out;
+	}
+	if (!sig_set_ctx_params(s, params))
+		goto out;
 	if ((s->mdctx = EVP_MD_CTX_new()) == NULL ||
-	    (md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL)
-		return 0;
-	ok = EVP_DigestInit_ex2(s->mdctx, md, NULL);
+	    (md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL ||
+	    !EVP_DigestInit_ex2(s->mdctx, md, NULL))
+		goto out;
+	r = 1;
+out:
+	if (!r) {
+		EVP_MD_CTX_free(s->mdctx);
+		s->mdctx = NULL;
+	}
 	EVP_MD_free(md);
-	return ok;
+	return r;
 }
 
 static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t len)

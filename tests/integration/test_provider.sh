@@ -10,6 +10,9 @@ set -uo pipefail
 
 . "$KS_SOURCE_ROOT/tests/integration/harness.sh"
 
+# provider_api (provider_api.c): the checks openssl(1) cannot express.
+api=${1:?usage: test_provider.sh PATH_OF_provider_api}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-provider.XXXXXX")
 chmod 0711 "$work"
 passed=0
@@ -195,6 +198,9 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 	check "$type: dgst -sha256 -sign" openssl dgst "${prov[@]}" -sha256 -sign "keysvc:$k" \
 		-out "$d/dgst.sig" "$work/data"
 	check "$type: dgst -verify" openssl dgst -sha256 -verify "$d/pub.pem" -signature "$d/dgst.sig" "$work/data"
+
+	# Through the API: what the openssl commands cannot ask.
+	check "$type: re-init with no key signs the new message only" "$api" reinit "$k"
 
 	# Mutual TLS with the key in the token, both versions.
 	for version in tls1_2 tls1_3; do

@@ -1,0 +1,176 @@
+/*
+ * provider_api: checks of the keysvc provider (clients/provider/) that
+ * openssl(1) command lines cannot express, run by test_provider.sh against
+ * its keysvcd. One check per run:
+ *
+ *   provider_api CHECK KEY...
+ *
+ * exits 0 when the check holds, else 1 with the reason and OpenSSL's error
+ * queue on stderr. The providers come from OPENSSL_MODULES ("default",
+ * then "keysvc"), the socket from KEYSVC_SOCKET. Signatures made through
+ * keysvc are verified with a copy of the public key in the default
+ * provider, so a check never trusts the provider under test to judge itself.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/provider.h>
+#include <openssl/store.h>
+#include <openssl/x509.h>
+
+static int failed(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int failed(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "provider_api: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	ERR_print_errors_fp(stderr);
+	return 0;
+}
+
+/* keysvc:NAME through OSSL_STORE, as applications load it. */
+static EVP_PKEY *load(const char *name)
+{
+	char uri[128];
+	OSSL_STORE_CTX *st;
+	OSSL_STORE_INFO *info;
+	EVP_PKEY *pkey = NULL;
+
+	snprintf(uri, sizeof(uri), "keysvc:%s", name);
+	if ((st = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL)) == NULL)
+		return NULL;
+	while (pkey == NULL && !OSSL_STORE_eof(st)) {
+		if ((info = OSSL_STORE_load(st)) == NULL)
+			continue;
+		if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+			pkey = OSSL_STORE_INFO_get1_PKEY(info);
+		OSSL_STORE_INFO_free(info);
+	}
+	OSSL_STORE_close(st);
+	return pkey;
+}
+
+/* The same public key, held by the default provider. */
+static EVP_PKEY *plain_public(EVP_PKEY *key)
+{
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	EVP_PKEY *pub = NULL;
+	int len;
+
+	if ((len = i2d_PUBKEY(key, &der)) <= 0)
+		return NULL;
+	p = der;
+	pub = d2i_PUBKEY_ex(NULL, &p, len, NULL, "provider=default");
+	OPENSSL_free(der);
+	return pub;
+}
+
+/* 1 if @sig is a SHA-256 signature of @msg by @pub (default provider). */
+static int verifies(EVP_PKEY *pub, const char *msg, const unsigned char *sig, size_t sig_len)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int ok;
+
+	ok = md != NULL && EVP_DigestVerifyInit_ex(md, NULL, "SHA256", NULL, "provider=default", pub, NULL) == 1 &&
+	     EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)msg, strlen(msg)) == 1;
+	EVP_MD_CTX_free(md);
+	ERR_clear_error();
+	return ok;
+}
+
+/*
+ * Re-initialising a digest-sign context with no key (OpenSSL 3.0 passes the
+ * provider a NULL key on purpose) starts a new message with the same key;
+ * a failed re-initialisation leaves nothing that can be signed.
+ */
+static int check_reinit(EVP_PKEY *key)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_PKEY *pub = plain_public(key);
+	unsigned char sig[1024];
+	size_t sig_len = sizeof(sig);
+	int ok = 0;
+
+	if (md == NULL || pub == NULL) {
+		failed("%s", "setup");
+		goto out;
+	}
+	if (EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) != 1 ||
+	    EVP_DigestSignUpdate(md, "abc", 3) != 1) {
+		failed("%s", "first init and update");
+		goto out;
+	}
+	if (EVP_DigestSignInit(md, NULL, NULL, NULL, NULL) != 1) {
+		failed("%s", "re-init with no key failed");
+		goto out;
+	}
+	if (EVP_DigestSignUpdate(md, "xyz", 3) != 1 || EVP_DigestSignFinal(md, sig, &sig_len) != 1) {
+		failed("%s", "update and final after re-init");
+		goto out;
+	}
+	if (verifies(pub, "abcxyz", sig, sig_len)) {
+		failed("%s", "re-init kept the old message: the signature covers \"abcxyz\"");
+		goto out;
+	}
+	if (!verifies(pub, "xyz", sig, sig_len)) {
+		failed("%s", "the signature after re-init does not verify over \"xyz\"");
+		goto out;
+	}
+	/* A re-init that fails (MD5 is not offered) must not leave "abc" to be signed. */
+	if (EVP_DigestSignInit(md, NULL, NULL, NULL, NULL) != 1 || EVP_DigestSignUpdate(md, "abc", 3) != 1) {
+		failed("%s", "second re-init");
+		goto out;
+	}
+	if (EVP_DigestSignInit(md, NULL, EVP_md5(), NULL, NULL) == 1) {
+		failed("%s", "re-init with MD5 succeeded");
+		goto out;
+	}
+	ERR_clear_error();
+	sig_len = sizeof(sig);
+	if (EVP_DigestSignUpdate(md, "xyz", 3) == 1 && EVP_DigestSignFinal(md, sig, &sig_len) == 1) {
+		failed("%s", "a failed re-init left a digest that could still be signed");
+		goto out;
+	}
+	ERR_clear_error();
+	ok = 1;
+out:
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
+int main(int argc, char **argv)
+{
+	EVP_PKEY *key = NULL;
+	int ok = 0;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: provider_api CHECK KEY...\n");
+		return 2;
+	}
+	if (OSSL_PROVIDER_load(NULL, "default") == NULL || OSSL_PROVIDER_load(NULL, "keysvc") == NULL) {
+		failed("%s", "cannot load the default and keysvc providers");
+		return 1;
+	}
+	if ((key = load(argv[2])) == NULL) {
+		failed("cannot load keysvc:%s", argv[2]);
+		return 1;
+	}
+	if (strcmp(argv[1], "reinit") == 0)
+		ok = check_reinit(key);
+	else
+		fprintf(stderr, "provider_api: unknown check %s\n", argv[1]);
+	EVP_PKEY_free(key);
+	return ok ? 0 : 1;
+}
