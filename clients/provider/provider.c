@@ -1,5 +1,6 @@
 #include "clients/provider/provider.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ static const OSSL_ITEM reason_strings[] = {
 	{ KSP_R_UNSUPPORTED, "operation not supported by the keysvc provider" },
 	{ KSP_R_BAD_URI, "not a keysvc: URI" },
 	{ KSP_R_INTERNAL, "keysvc provider internal error" },
+	{ KSP_R_BAD_CONFIG, "bad keysvc provider setting in openssl.cnf" },
 	{ 0, NULL },
 };
 
@@ -59,6 +61,14 @@ static int reason_for(int err)
 	}
 }
 
+static void raise_from(struct ksp_ctx *ctx, int r, const char *what, const char *name)
+{
+	const char *msg = ctx->conn != NULL ? keysvc_error_message(ctx->conn) : "";
+
+	ksp_raise(ctx, reason_for(r), "%s %s: %s%s%s", what, name, keysvc_strerror(r),
+		  msg[0] ? ": " : "", msg);
+}
+
 /* The shared connection, opened on first use. Called with ctx->lock held. */
 static int conn_locked(struct ksp_ctx *ctx)
 {
@@ -73,59 +83,111 @@ static int conn_locked(struct ksp_ctx *ctx)
 	if (ctx->conn != NULL)
 		return KEYSVC_OK;
 	r = keysvc_connect(ctx->socket_path[0] ? ctx->socket_path : NULL, &ctx->conn);
-	if (r != KEYSVC_OK)
+	if (r != KEYSVC_OK) {
 		ctx->conn = NULL;
-	else
-		ctx->conn_pid = getpid();
-	return r;
-}
-
-/* A broken connection is dropped, so the next call reconnects (keysvcd may have restarted). */
-static void drop_if_broken(struct ksp_ctx *ctx, int r)
-{
-	if (r == KEYSVC_E_IO || r == KEYSVC_E_PROTOCOL) {
+		return r;
+	}
+	ctx->conn_pid = getpid();
+	if ((r = keysvc_set_timeout(ctx->conn, ctx->timeout_ms)) != KEYSVC_OK) {
 		keysvc_close(ctx->conn);
 		ctx->conn = NULL;
 	}
+	return r;
 }
 
-static void raise_from(struct ksp_ctx *ctx, int r, const char *what, const char *name)
+static void drop_conn(struct ksp_ctx *ctx)
 {
-	const char *msg = ctx->conn != NULL ? keysvc_error_message(ctx->conn) : "";
+	keysvc_close(ctx->conn);
+	ctx->conn = NULL;
+}
 
-	ksp_raise(ctx, reason_for(r), "%s %s: %s%s%s", what, name, keysvc_strerror(r),
-		  msg[0] ? ": " : "", msg);
+/*
+ * Whether a request that failed on a connection kept from an earlier call
+ * never reached keysvcd: sending it failed because the daemon had already
+ * closed its end (idle timeout, restart), which libkeysvc reports as
+ * "sending: ..." with EPIPE or ECONNRESET. A frame whose send failed was
+ * never whole in the daemon's queue, so it cannot have been served. Not a
+ * send that timed out (a stalled daemon: another try waits as long again),
+ * and never a failure after the request went out (a timeout or a closed
+ * connection while waiting for the answer): the daemon may have read it, and
+ * a sign request sent again would be a second signature.
+ */
+static int never_sent(const keysvc *conn, int r)
+{
+	const char *msg = keysvc_error_message(conn);
+
+	return r == KEYSVC_E_IO && strncmp(msg, "sending: ", 9) == 0 &&
+	       strcmp(msg, "sending: timed out") != 0;
+}
+
+/* One request to keysvcd: @op on the shared connection. 1, or 0 with an OpenSSL error raised. */
+static int request(struct ksp_ctx *ctx, int (*op)(keysvc *conn, void *arg), void *arg,
+		   const char *what, const char *name)
+{
+	const char *path;
+	int r, reused, e;
+
+	/* OpenSSL drops errors raised while it loads openssl.cnf: a bad setting
+	 * is reported here, where the application sees it, and nothing is sent. */
+	if (ctx->config_error[0] != '\0') {
+		ksp_raise(ctx, KSP_R_BAD_CONFIG, "%s %s: %s", what, name, ctx->config_error);
+		return 0;
+	}
+	pthread_mutex_lock(&ctx->lock);
+	for (;;) {
+		reused = ctx->conn != NULL && ctx->conn_pid == getpid();
+		if ((r = conn_locked(ctx)) != KEYSVC_OK) {
+			e = errno;
+			path = ctx->socket_path[0] ? ctx->socket_path : getenv(KSP_SOCKET_ENV);
+			if (path == NULL || path[0] == '\0')
+				path = KEYSVC_DEFAULT_SOCKET;
+			ksp_raise(ctx, reason_for(r), "%s %s: %s %s: %s", what, name, keysvc_strerror(r),
+				  path, strerror(e));
+			break;
+		}
+		if ((r = op(ctx->conn, arg)) == KEYSVC_OK)
+			break;
+		/* Once only: the next try is on a new connection, which is not reused. */
+		if (reused && never_sent(ctx->conn, r)) {
+			drop_conn(ctx);
+			continue;
+		}
+		/* libkeysvc's message lives in the handle: raise before dropping it. */
+		raise_from(ctx, r, what, name);
+		if (r == KEYSVC_E_IO || r == KEYSVC_E_PROTOCOL)
+			drop_conn(ctx);
+		break;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return r == KEYSVC_OK;
+}
+
+struct public_req {
+	const char *name;
+	char *pem, *type;
+};
+
+static int do_public(keysvc *conn, void *arg)
+{
+	struct public_req *q = arg;
+
+	return keysvc_key_public(conn, q->name, &q->pem, &q->type);
 }
 
 struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 {
+	struct public_req q = { .name = name };
 	struct ksp_key *key = NULL;
-	char *pem = NULL, *type = NULL;
 	BIO *bio = NULL;
-	int r;
 
-	pthread_mutex_lock(&ctx->lock);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if ((r = conn_locked(ctx)) != KEYSVC_OK)
-			break;
-		r = keysvc_key_public(ctx->conn, name, &pem, &type);
-		if (r != KEYSVC_E_IO)
-			break;
-		drop_if_broken(ctx, r);
-	}
-	if (r != KEYSVC_OK) {
-		raise_from(ctx, r, "key", name);
-		drop_if_broken(ctx, r);
-		pthread_mutex_unlock(&ctx->lock);
+	if (!request(ctx, do_public, &q, "key", name))
 		goto out;
-	}
-	pthread_mutex_unlock(&ctx->lock);
 	if ((key = calloc(1, sizeof(*key))) == NULL)
 		goto out;
 	atomic_init(&key->refs, 1);
 	key->ctx = ctx;
 	snprintf(key->name, sizeof(key->name), "%s", name);
-	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL ||
+	if ((bio = BIO_new_mem_buf(q.pem, -1)) == NULL ||
 	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, NULL)) == NULL) {
 		ksp_raise(ctx, KSP_R_INTERNAL, "key %s: keysvcd sent an unreadable public key", name);
 		ksp_key_free(key);
@@ -140,8 +202,8 @@ struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 	}
 out:
 	BIO_free(bio);
-	free(pem);
-	free(type);
+	free(q.pem);
+	free(q.type);
 	return key;
 }
 
@@ -153,29 +215,27 @@ void ksp_key_free(struct ksp_key *key)
 	free(key);
 }
 
+struct sign_req {
+	const char *name, *alg;
+	const uint8_t *digest;
+	size_t digest_len;
+	uint8_t **sig;
+	size_t *sig_len;
+};
+
+static int do_sign(keysvc *conn, void *arg)
+{
+	struct sign_req *q = arg;
+
+	return keysvc_sign_digest(conn, q->name, q->alg, q->digest, q->digest_len, q->sig, q->sig_len);
+}
+
 int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
 		    size_t digest_len, uint8_t **sig, size_t *sig_len)
 {
-	struct ksp_ctx *ctx = key->ctx;
-	int r;
+	struct sign_req q = { key->name, alg, digest, digest_len, sig, sig_len };
 
-	pthread_mutex_lock(&ctx->lock);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if ((r = conn_locked(ctx)) != KEYSVC_OK)
-			break;
-		r = keysvc_sign_digest(ctx->conn, key->name, alg, digest, digest_len, sig, sig_len);
-		/* Retried only when the request cannot have reached the daemon twice in effect:
-		 * signing is idempotent, so one more try on a fresh connection is safe. */
-		if (r != KEYSVC_E_IO)
-			break;
-		drop_if_broken(ctx, r);
-	}
-	if (r != KEYSVC_OK) {
-		raise_from(ctx, r, "sign with key", key->name);
-		drop_if_broken(ctx, r);
-	}
-	pthread_mutex_unlock(&ctx->lock);
-	return r == KEYSVC_OK;
+	return request(key->ctx, do_sign, &q, "sign with key", key->name);
 }
 
 /* ---- the provider ----------------------------------------------------------- */
@@ -277,6 +337,22 @@ static const OSSL_DISPATCH provider_functions[] = {
 	{ 0, NULL },
 };
 
+/* "timeout = SECONDS" from openssl.cnf: 0 (wait forever) to KSP_MAX_TIMEOUT_S. */
+static int parse_timeout(const char *text, int *ms)
+{
+	char *end = NULL;
+	long v;
+
+	if (text[0] < '0' || text[0] > '9')
+		return 0;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || v > KSP_MAX_TIMEOUT_S)
+		return 0;
+	*ms = (int)v * 1000;
+	return 1;
+}
+
 __attribute__((visibility("default")))
 int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 		       const OSSL_DISPATCH **out, void **provctx)
@@ -284,12 +360,14 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	OSSL_FUNC_core_get_params_fn *get_params = NULL;
 	const OSSL_DISPATCH *core = in;
 	struct ksp_ctx *ctx;
-	char *socket = NULL;
-	OSSL_PARAM params[2];
+	char *socket = NULL, *timeout = NULL;
+	OSSL_PARAM params[3];
+	int r = 0;
 
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
 		return 0;
 	ctx->handle = handle;
+	ctx->timeout_ms = KSP_DEFAULT_TIMEOUT_S * 1000;
 	pthread_mutex_init(&ctx->lock, NULL);
 	for (; in->function_id != 0; in++) {
 		switch (in->function_id) {
@@ -309,20 +387,32 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 			break;
 		}
 	}
-	/* The socket: "socket = PATH" in this provider's openssl.cnf section, else libkeysvc's default. */
+	/*
+	 * From this provider's openssl.cnf section: "socket = PATH" (else
+	 * libkeysvc's default) and "timeout = SECONDS" (else KSP_DEFAULT_TIMEOUT_S).
+	 */
 	if (get_params != NULL) {
 		params[0] = OSSL_PARAM_construct_utf8_ptr("socket", &socket, 0);
-		params[1] = OSSL_PARAM_construct_end();
-		if (get_params(handle, params) && socket != NULL && socket[0] != '\0')
+		params[1] = OSSL_PARAM_construct_utf8_ptr("timeout", &timeout, 0);
+		params[2] = OSSL_PARAM_construct_end();
+		if (!get_params(handle, params))
+			socket = timeout = NULL;
+		if (socket != NULL && socket[0] != '\0')
 			snprintf(ctx->socket_path, sizeof(ctx->socket_path), "%s", socket);
+		if (timeout != NULL && !parse_timeout(timeout, &ctx->timeout_ms))
+			snprintf(ctx->config_error, sizeof(ctx->config_error),
+				 "timeout = %.32s: expected whole seconds, 0 to %d", timeout, KSP_MAX_TIMEOUT_S);
 	}
 	/* Digests and the public halves of keys come from the application's other providers. */
-	if ((ctx->libctx = OSSL_LIB_CTX_new_child(handle, core)) == NULL) {
-		pthread_mutex_destroy(&ctx->lock);
-		free(ctx);
-		return 0;
-	}
+	if ((ctx->libctx = OSSL_LIB_CTX_new_child(handle, core)) == NULL)
+		goto out;
 	*out = provider_functions;
 	*provctx = ctx;
-	return 1;
+	r = 1;
+out:
+	if (!r) {
+		pthread_mutex_destroy(&ctx->lock);
+		free(ctx);
+	}
+	return r;
 }

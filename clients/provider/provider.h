@@ -26,6 +26,9 @@
 #define KSP_NAME_MAX 64
 #define KSP_URI_SCHEME "keysvc:"
 #define KSP_SOCKET_ENV "KEYSVC_SOCKET"
+/* How long one wait for keysvcd may last unless openssl.cnf says (timeout = SECONDS). */
+#define KSP_DEFAULT_TIMEOUT_S 10
+#define KSP_MAX_TIMEOUT_S 3600
 
 /* Reason codes of this provider's errors (texts in provider.c). */
 enum ksp_reason {
@@ -36,6 +39,7 @@ enum ksp_reason {
 	KSP_R_UNSUPPORTED,
 	KSP_R_BAD_URI,
 	KSP_R_INTERNAL,
+	KSP_R_BAD_CONFIG,
 };
 
 struct ksp_ctx {
@@ -45,6 +49,8 @@ struct ksp_ctx {
 	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *vset_error;
 	char socket_path[108];        /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
+	int timeout_ms;               /* keysvc_set_timeout() of each connection; 0 waits forever */
+	char config_error[160];       /* a bad openssl.cnf setting: every request fails with this */
 	pthread_mutex_t lock;         /* one connection, used by one thread at a time */
 	keysvc *conn;
 	pid_t conn_pid;                /* the process that opened conn */

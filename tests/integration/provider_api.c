@@ -150,6 +150,57 @@ out:
 	return ok;
 }
 
+/* EVP_PKEY_sign of SHA-256("abc") with @key; 1 if the signature verifies with @pub. */
+static int sign_abc(EVP_PKEY *key, EVP_PKEY *pub)
+{
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL), *vc = NULL;
+	unsigned char md[32], sig[1024];
+	size_t sig_len = sizeof(sig);
+	int ok;
+
+	ok = pc != NULL && EVP_Digest("abc", 3, md, NULL, EVP_sha256(), NULL) == 1 &&
+	     EVP_PKEY_sign_init(pc) == 1 && EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) == 1 &&
+	     EVP_PKEY_sign(pc, sig, &sig_len, md, sizeof(md)) == 1 &&
+	     (vc = EVP_PKEY_CTX_new_from_pkey(NULL, pub, "provider=default")) != NULL &&
+	     EVP_PKEY_verify_init(vc) == 1 && EVP_PKEY_CTX_set_signature_md(vc, EVP_sha256()) == 1 &&
+	     EVP_PKEY_verify(vc, sig, sig_len, md, sizeof(md)) == 1;
+	EVP_PKEY_CTX_free(pc);
+	EVP_PKEY_CTX_free(vc);
+	return ok;
+}
+
+/*
+ * Sign, say so on stdout, wait for a line on stdin (test_provider.sh
+ * restarts keysvcd meanwhile), sign again: the connection kept from the
+ * first signature is dead, its send fails before the daemon could read
+ * anything, and the provider must send the request again on a new one.
+ */
+static int check_resend(EVP_PKEY *key)
+{
+	EVP_PKEY *pub = plain_public(key);
+	char line[16];
+	int ok = 0;
+
+	if (pub == NULL || !sign_abc(key, pub)) {
+		failed("%s", "first signature");
+		goto out;
+	}
+	printf("signed once\n");
+	fflush(stdout);
+	if (fgets(line, sizeof(line), stdin) == NULL) {
+		failed("%s", "no go-ahead on stdin");
+		goto out;
+	}
+	if (!sign_abc(key, pub)) {
+		failed("%s", "the signature after keysvcd restarted");
+		goto out;
+	}
+	ok = 1;
+out:
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
 int main(int argc, char **argv)
 {
 	EVP_PKEY *key = NULL;
@@ -169,6 +220,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "reinit") == 0)
 		ok = check_reinit(key);
+	else if (strcmp(argv[1], "resend") == 0)
+		ok = check_resend(key);
 	else
 		fprintf(stderr, "provider_api: unknown check %s\n", argv[1]);
 	EVP_PKEY_free(key);

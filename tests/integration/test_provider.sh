@@ -233,6 +233,45 @@ check_fails_with "ECDSA with SHA-512 is refused" "digest sha512 is not offered" 
 check_fails_with "an RSA-PSS-signed CSR is refused" "signed with RSA-PSS are not offered" \
 	openssl req "${prov[@]}" -new -key keysvc:k-rsa-2048 -subj /CN=pss -sigopt rsa_padding_mode:pss
 
+# A stalled keysvcd costs one wait of the configured timeout, not two of
+# libkeysvc's 30 s; the request that timed out is not sent again (the daemon
+# has it and may still sign it), and the error keeps libkeysvc's reason.
+check "stalled daemon: keygen" ks_cli keygen k-stall --type ec-p256
+sed "s|^socket = .*|&\ntimeout = 1|" "$work/openssl.cnf" >"$work/timeout.cnf"
+echo "hang C_Sign" >"$KS_FAULTP11_CONTROL"
+t0=$(date +%s)
+check_fails_with "stalled daemon: the signature fails with libkeysvc's reason" "no answer within 1000 ms" \
+	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/timeout.cnf" openssl pkeyutl -sign -inkey keysvc:k-stall \
+	-in "$work/data.sha256"
+t1=$(date +%s)
+check "stalled daemon: given up after the 1 s timeout, not retried (took $((t1 - t0)) s)" test $((t1 - t0)) -le 4
+: >"$KS_FAULTP11_CONTROL"
+signs() { grep -c '"op":"sign","key":"k-stall"' "$KS_DIR/audit.log"; }
+for i in $(seq 1 50); do [ "$(signs)" -ge 1 ] && break; sleep 0.1; done
+sleep 1.5
+check "stalled daemon: the request reached keysvcd once ($(signs) signatures)" test "$(signs)" -eq 1
+sed "s|^timeout = 1|timeout = -1|" "$work/timeout.cnf" >"$work/bad-timeout.cnf"
+check_fails_with "timeout = -1 in openssl.cnf is refused when the key is used" "timeout = -1: expected whole seconds" \
+	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-timeout.cnf" openssl pkey -in keysvc:k-stall -pubout
+
+# keysvcd restarted under a process that keeps its connection: the next
+# request's send fails before the daemon could read it, and is sent again.
+mkfifo "$work/go"
+"$api" resend k-ec-p256 <"$work/go" >"$work/resend.out" 2>&1 &
+api_pid=$!
+exec {go}>"$work/go"
+for i in $(seq 1 100); do grep -q "signed once" "$work/resend.out" && break; sleep 0.1; done
+ks_stop
+"$KS_KEYSVCD" -c "$KS_DIR/keysvcd.json" 2>>"$KS_DIR/daemon.log" &
+KS_PID=$!
+for i in $(seq 1 100); do ks_cli hello >/dev/null 2>&1 && break; sleep 0.1; done
+echo go >&$go
+exec {go}>&-
+if wait "$api_pid"; then ok "keysvcd restarted: a kept connection's request is sent again"; else
+	fail "keysvcd restarted: a kept connection's request is sent again"
+	sed 's/^/#   /' "$work/resend.out"
+fi
+
 # keysvcd's errors as OpenSSL errors.
 check_fails_with "missing key: no such key" "keysvcd has no such key" \
 	openssl pkey "${prov[@]}" -in keysvc:k-missing -pubout
