@@ -223,6 +223,36 @@ static const char *wire_alg(struct ksp_sig *s, size_t digest_len)
 	return names[row][col];
 }
 
+/*
+ * DER DigestInfo with NULL parameters (RFC 8017, 9.2 note 1) of the hashes
+ * keysvcd signs, up to the digest itself.
+ */
+static const struct {
+	size_t len;
+	unsigned char prefix[19];
+} digest_infos[] = {
+	{ 32, { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+		0x05, 0x00, 0x04, 0x20 } },
+	{ 48, { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+		0x05, 0x00, 0x04, 0x30 } },
+	{ 64, { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+		0x05, 0x00, 0x04, 0x40 } },
+};
+
+/* The digest inside @in if it is exactly a DigestInfo of SHA-256/384/512, else NULL. */
+static const unsigned char *unwrap_digest_info(const unsigned char *in, size_t *len)
+{
+	for (size_t i = 0; i < sizeof(digest_infos) / sizeof(digest_infos[0]); i++) {
+		size_t n = sizeof(digest_infos[i].prefix);
+
+		if (*len == n + digest_infos[i].len && memcmp(in, digest_infos[i].prefix, n) == 0) {
+			*len = digest_infos[i].len;
+			return in + n;
+		}
+	}
+	return NULL;
+}
+
 static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, size_t sigsize,
 		       const unsigned char *tbs, size_t tbslen)
 {
@@ -230,6 +260,21 @@ static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, si
 	size_t out_len = 0;
 	const char *alg;
 
+	/*
+	 * RSA with no digest set means, to OpenSSL, PKCS#1 v1.5 padding of the
+	 * input as given. keysvcd builds the DigestInfo itself, so it can do
+	 * that only for an input that is one: sign its digest. Anything else
+	 * (a bare digest, PSS) would be signed differently from what was asked.
+	 * ECDSA signs the input hash as given either way; its length names the
+	 * wire algorithm (the daemon takes 32 or 48 bytes).
+	 */
+	if (!s->is_ec && s->mdname[0] == '\0' &&
+	    (s->pad != RSA_PKCS1_PADDING || (tbs = unwrap_digest_info(tbs, &tbslen)) == NULL)) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+			  "set a digest: keysvcd signs digests (RSA with no digest set takes only a "
+			  "DER DigestInfo of SHA-256/384/512, with PKCS#1 v1.5 padding)");
+		return 0;
+	}
 	if (s->mdname[0] != '\0' && (size_t)EVP_MD_get_size(EVP_get_digestbyname(s->mdname)) != tbslen) {
 		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "input is not a %s digest", s->mdname);
 		return 0;

@@ -140,6 +140,9 @@ tls_handshake() {
 
 head -c 4000 /dev/urandom >"$work/data"
 openssl dgst -sha256 -binary "$work/data" >"$work/data.sha256"
+# The same digest as a DER DigestInfo (what RSA PKCS#1 v1.5 pads).
+{ printf '\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20'
+  cat "$work/data.sha256"; } >"$work/data.sha256.di"
 
 for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 	k=k-$type
@@ -189,6 +192,18 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 		check "$type: pkeyutl -verify (PSS)" openssl pkeyutl -verify -pubin -inkey "$d/pub.pem" \
 			-pkeyopt digest:sha256 -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest \
 			-in "$work/data.sha256" -sigfile "$d/sig.pss"
+		# No digest set: OpenSSL pads the input as given, so only a DigestInfo can be signed.
+		check_fails_with "$type: pkeyutl -sign of a bare digest with no digest set is refused" \
+			"set a digest: keysvcd signs digests" \
+			openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$k" -in "$work/data.sha256" -out "$d/sig.bare"
+		check "$type: pkeyutl -sign of a DigestInfo with no digest set" openssl pkeyutl "${prov[@]}" -sign \
+			-inkey "keysvc:$k" -in "$work/data.sha256.di" -out "$d/sig.di"
+		check "$type: it verifies as raw PKCS#1 v1.5 of the DigestInfo" openssl pkeyutl -verify -pubin \
+			-inkey "$d/pub.pem" -in "$work/data.sha256.di" -sigfile "$d/sig.di"
+		check "$type: it is the SHA-256 signature of the digest" cmp -s "$d/sig.di" "$d/sig.pkcs1"
+		check_fails_with "$type: PSS with no digest set is refused" "set a digest: keysvcd signs digests" \
+			openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$k" -pkeyopt rsa_padding_mode:pss \
+			-in "$work/data.sha256.di"
 		check "$type: dgst -sha384 -sign with PSS" openssl dgst "${prov[@]}" -sha384 -sign "keysvc:$k" \
 			-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest -out "$d/dgst.pss" "$work/data"
 		check "$type: dgst -verify PSS" openssl dgst -sha384 -verify "$d/pub.pem" \
