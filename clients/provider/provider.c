@@ -24,6 +24,7 @@ static const OSSL_ITEM reason_strings[] = {
 	{ KSP_R_BAD_URI, "not a keysvc: URI" },
 	{ KSP_R_INTERNAL, "keysvc provider internal error" },
 	{ KSP_R_BAD_CONFIG, "bad keysvc provider setting in openssl.cnf" },
+	{ KSP_R_BUFFER_TOO_SMALL, "output buffer too small for the signature" },
 	{ 0, NULL },
 };
 

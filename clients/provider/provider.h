@@ -40,6 +40,7 @@ enum ksp_reason {
 	KSP_R_BAD_URI,
 	KSP_R_INTERNAL,
 	KSP_R_BAD_CONFIG,
+	KSP_R_BUFFER_TOO_SMALL,
 };
 
 struct ksp_ctx {

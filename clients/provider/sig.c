@@ -257,7 +257,7 @@ static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, si
 		       const unsigned char *tbs, size_t tbslen)
 {
 	uint8_t *out = NULL;
-	size_t out_len = 0;
+	size_t out_len = 0, max = 0;
 	const char *alg;
 
 	/*
@@ -282,6 +282,13 @@ static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, si
 	if ((alg = wire_alg(s, tbslen)) == NULL) {
 		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
 			  "keysvcd signs SHA-256/384/512 digests (PSS with salt = digest length) only");
+		return 0;
+	}
+	/* Before the daemon signs: a signature it made (and audited) must not be thrown away. */
+	if (!sig_max_size(s, &max))
+		return 0;
+	if (sigsize < max) {
+		ksp_raise(s->ctx, KSP_R_BUFFER_TOO_SMALL, "%zu bytes for a signature of up to %zu", sigsize, max);
 		return 0;
 	}
 	if (!ksp_sign_digest(s->key, alg, tbs, tbslen, &out, &out_len))

@@ -201,6 +201,36 @@ out:
 	return ok;
 }
 
+/* A signature buffer one byte short is refused before anything is sent. */
+static int check_small_buffer(EVP_PKEY *key)
+{
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+	unsigned char md[32] = { 0 }, sig[1024];
+	size_t sig_len = (size_t)EVP_PKEY_get_size(key) - 1;
+	unsigned long e;
+	char text[256];
+	int ok = 0;
+
+	if (pc == NULL || EVP_PKEY_sign_init(pc) != 1 || EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) != 1) {
+		failed("%s", "setup");
+		goto out;
+	}
+	if (EVP_PKEY_sign(pc, sig, &sig_len, md, sizeof(md)) == 1) {
+		failed("signed into a buffer of %zu bytes", sig_len);
+		goto out;
+	}
+	while ((e = ERR_get_error()) != 0) {
+		ERR_error_string_n(e, text, sizeof(text));
+		if (strstr(text, "output buffer too small") != NULL)
+			ok = 1;
+	}
+	if (!ok)
+		failed("%s", "no \"output buffer too small\" error");
+out:
+	EVP_PKEY_CTX_free(pc);
+	return ok;
+}
+
 int main(int argc, char **argv)
 {
 	EVP_PKEY *key = NULL;
@@ -220,6 +250,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "reinit") == 0)
 		ok = check_reinit(key);
+	else if (strcmp(argv[1], "small-buffer") == 0)
+		ok = check_small_buffer(key);
 	else if (strcmp(argv[1], "resend") == 0)
 		ok = check_resend(key);
 	else

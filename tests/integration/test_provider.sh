@@ -216,6 +216,10 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 
 	# Through the API: what the openssl commands cannot ask.
 	check "$type: re-init with no key signs the new message only" "$api" reinit "$k"
+	n=$(grep -c "\"op\":\"sign\",\"key\":\"$k\"" "$KS_DIR/audit.log")
+	check "$type: a buffer too small is refused" "$api" small-buffer "$k"
+	check "$type: ... before keysvcd was asked to sign" \
+		test "$(grep -c "\"op\":\"sign\",\"key\":\"$k\"" "$KS_DIR/audit.log")" -eq "$n"
 
 	# Mutual TLS with the key in the token, both versions.
 	for version in tls1_2 tls1_3; do
