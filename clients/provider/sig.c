@@ -21,7 +21,8 @@ struct ksp_sig {
 	struct ksp_ctx *ctx;
 	struct ksp_key *key;
 	int is_ec;
-	char mdname[16];             /* "SHA256", ...; empty until chosen */
+	int verify;                  /* the operation initialised last is a verification */
+	char mdname[32];             /* "SHA256", ...; empty until chosen */
 	EVP_MD_CTX *mdctx;           /* digest-sign only */
 	int pad;                     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
 	int saltlen;                 /* RSA_PSS_SALTLEN_DIGEST or a byte count */
@@ -83,7 +84,11 @@ static void *sig_dupctx(void *vctx)
 	return d;
 }
 
-/* "SHA2-256", "sha256", "SHA256" all name one digest; keep OpenSSL's short name. */
+/*
+ * "SHA2-256", "sha256", "SHA256" all name one digest; keep OpenSSL's short
+ * name. Signing takes what keysvcd offers; verifying is done here with the
+ * public key, so any digest the application's providers have will do.
+ */
 static int set_digest(struct ksp_sig *s, const char *name)
 {
 	EVP_MD *md;
@@ -95,12 +100,16 @@ static int set_digest(struct ksp_sig *s, const char *name)
 		return 0;
 	canon = EVP_MD_is_a(md, "SHA256") ? "SHA256" : EVP_MD_is_a(md, "SHA384") ? "SHA384" :
 		EVP_MD_is_a(md, "SHA512") ? "SHA512" : NULL;
-	EVP_MD_free(md);
-	if (canon == NULL || (s->is_ec && strcmp(canon, "SHA512") == 0)) {
+	if (s->verify && canon == NULL)
+		canon = EVP_MD_get0_name(md);
+	if (canon == NULL || strlen(canon) >= sizeof(s->mdname) ||
+	    (!s->verify && s->is_ec && strcmp(canon, "SHA512") == 0)) {
+		EVP_MD_free(md);
 		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "digest %s is not offered by keysvcd for this key", name);
 		return 0;
 	}
 	memcpy(s->mdname, canon, strlen(canon) + 1);
+	EVP_MD_free(md);
 	return 1;
 }
 
@@ -143,6 +152,10 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 				return 0;
 			if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0)
 				len = RSA_PSS_SALTLEN_DIGEST;
+			else if (s->verify && strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0)
+				len = RSA_PSS_SALTLEN_AUTO;
+			else if (s->verify && strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0)
+				len = RSA_PSS_SALTLEN_MAX;
 			else if (strspn(buf, "0123456789") == strlen(buf) && buf[0] != '\0')
 				len = atoi(buf);
 			else
@@ -150,7 +163,8 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 		} else if (!OSSL_PARAM_get_int(p, &len)) {
 			return 0;
 		}
-		if (len != RSA_PSS_SALTLEN_DIGEST && len < 0) {
+		if (len < 0 && len != RSA_PSS_SALTLEN_DIGEST &&
+		    !(s->verify && (len == RSA_PSS_SALTLEN_AUTO || len == RSA_PSS_SALTLEN_MAX))) {
 			ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
 				  "keysvcd signs PSS with a salt as long as the digest only");
 			return 0;
@@ -175,11 +189,11 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
  * already has (EVP_DigestSignInit(ctx, NULL, NULL, NULL, NULL) and the like
  * pass NULL on purpose): keep ours, fail only if there is none.
  */
-static int sig_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+static int sig_init_op(struct ksp_sig *s, void *keydata, const OSSL_PARAM params[], int verify)
 {
-	struct ksp_sig *s = vctx;
 	struct ksp_key *key = keydata;
 
+	s->verify = verify;
 	if (key == NULL) {
 		if (s->key == NULL) {
 			ksp_raise(s->ctx, KSP_R_INTERNAL, "signature operation initialised without a key");
@@ -193,6 +207,16 @@ static int sig_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 		s->key = key;
 	}
 	return sig_set_ctx_params(s, params);
+}
+
+static int sig_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+	return sig_init_op(vctx, keydata, params, 0);
+}
+
+static int sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+	return sig_init_op(vctx, keydata, params, 1);
 }
 
 static int sig_max_size(struct ksp_sig *s, size_t *siglen)
@@ -316,10 +340,9 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
 	return sign_digest(s, sig, siglen, sigsize, tbs, tbslen);
 }
 
-static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
-				const OSSL_PARAM params[])
+static int digest_init(struct ksp_sig *s, const char *mdname, void *keydata, const OSSL_PARAM params[],
+		       int verify)
 {
-	struct ksp_sig *s = vctx;
 	EVP_MD *md = NULL;
 	int r = 0;
 
@@ -327,7 +350,7 @@ static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
 	 * failed (re-)initialisation must leave nothing that could be signed. */
 	EVP_MD_CTX_free(s->mdctx);
 	s->mdctx = NULL;
-	if (!sig_init(s, keydata, NULL))
+	if (!sig_init_op(s, keydata, NULL, verify))
 		goto out;
 	/* A re-initialisation without a digest name keeps the digest in use. */
 	if (mdname != NULL && mdname[0] != '\0') {
@@ -352,6 +375,18 @@ out:
 	return r;
 }
 
+static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
+				const OSSL_PARAM params[])
+{
+	return digest_init(vctx, mdname, keydata, params, 0);
+}
+
+static int sig_digest_verify_init(void *vctx, const char *mdname, void *keydata,
+				  const OSSL_PARAM params[])
+{
+	return digest_init(vctx, mdname, keydata, params, 1);
+}
+
 static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t len)
 {
 	struct ksp_sig *s = vctx;
@@ -373,6 +408,56 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
 	if (!EVP_DigestFinal_ex(s->mdctx, md, &md_len))
 		return 0;
 	return sign_digest(s, sig, siglen, sigsize, md, md_len);
+}
+
+/*
+ * Verification needs no private key: it is done with the public key we hold,
+ * by the application's providers (ctx->libctx), and nothing goes to keysvcd.
+ * OpenSSL 3.0 verifies with the key's own provider and does not fall back.
+ */
+static int verify_with_public(struct ksp_sig *s, const unsigned char *sig, size_t siglen,
+			      const unsigned char *tbs, size_t tbslen)
+{
+	EVP_PKEY_CTX *pc = NULL;
+	EVP_MD *md = NULL;
+	int r = 0;
+
+	if (s->key == NULL)
+		goto out;
+	if ((pc = EVP_PKEY_CTX_new_from_pkey(s->ctx->libctx, s->key->pub, NULL)) == NULL ||
+	    EVP_PKEY_verify_init(pc) <= 0)
+		goto out;
+	if (s->mdname[0] != '\0' && ((md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL ||
+				     EVP_PKEY_CTX_set_signature_md(pc, md) <= 0))
+		goto out;
+	if (!s->is_ec && EVP_PKEY_CTX_set_rsa_padding(pc, s->pad) <= 0)
+		goto out;
+	if (!s->is_ec && s->pad == RSA_PKCS1_PSS_PADDING &&
+	    (EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, s->saltlen) <= 0 ||
+	     (md != NULL && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, md) <= 0)))
+		goto out;
+	r = EVP_PKEY_verify(pc, sig, siglen, tbs, tbslen) == 1;
+out:
+	EVP_MD_free(md);
+	EVP_PKEY_CTX_free(pc);
+	return r;
+}
+
+static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
+		      const unsigned char *tbs, size_t tbslen)
+{
+	return verify_with_public(vctx, sig, siglen, tbs, tbslen);
+}
+
+static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
+{
+	struct ksp_sig *s = vctx;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+
+	if (s->key == NULL || s->mdctx == NULL || !EVP_DigestFinal_ex(s->mdctx, md, &md_len))
+		return 0;
+	return verify_with_public(s, sig, siglen, md, md_len);
 }
 
 /* DER AlgorithmIdentifier for X.509 and CSR signing with PKCS#1 v1.5 or ECDSA. */
@@ -471,6 +556,11 @@ const OSSL_DISPATCH ksp_rsa_signature_functions[] = {
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, sig_digest_sign_init),
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, sig_digest_sign_update),
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, sig_digest_sign_final),
+	FN(OSSL_FUNC_SIGNATURE_VERIFY_INIT, sig_verify_init),
+	FN(OSSL_FUNC_SIGNATURE_VERIFY, sig_verify),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, sig_digest_verify_init),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, sig_digest_sign_update),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, sig_digest_verify_final),
 	FN(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, sig_get_ctx_params),
 	FN(OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
 	FN(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, sig_set_ctx_params),
@@ -487,6 +577,11 @@ const OSSL_DISPATCH ksp_ecdsa_signature_functions[] = {
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, sig_digest_sign_init),
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, sig_digest_sign_update),
 	FN(OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, sig_digest_sign_final),
+	FN(OSSL_FUNC_SIGNATURE_VERIFY_INIT, sig_verify_init),
+	FN(OSSL_FUNC_SIGNATURE_VERIFY, sig_verify),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, sig_digest_verify_init),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, sig_digest_sign_update),
+	FN(OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, sig_digest_verify_final),
 	FN(OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, sig_get_ctx_params),
 	FN(OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
 	FN(OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, sig_set_ctx_params),

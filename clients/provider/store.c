@@ -1,6 +1,9 @@
 /*
- * The store loader for "keysvc:NAME" URIs: one object, the key, passed to
- * the key manager by reference so that it never leaves this provider.
+ * The store loader for "keysvc:NAME" URIs: one object, the key. A private
+ * key (what signing needs) is passed to the key manager by reference, so it
+ * stays an opaque keysvc key; when the caller expects a public key only
+ * (OSSL_STORE_expect, "-pubin"), the public key is passed as data, a DER
+ * SubjectPublicKeyInfo, which OpenSSL decodes into an ordinary public key.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -8,12 +11,15 @@
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
 #include <openssl/params.h>
+#include <openssl/store.h>
+#include <openssl/x509.h>
 
 #include "clients/provider/provider.h"
 
 struct ksp_store {
 	struct ksp_ctx *ctx;
 	char name[KSP_NAME_MAX + 1];
+	int expect;                  /* OSSL_STORE_INFO_*; 0: anything */
 	int done;
 };
 
@@ -53,26 +59,44 @@ static int ksp_store_load(void *loaderctx, OSSL_CALLBACK *object_cb, void *objec
 			  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
 	struct ksp_store *st = loaderctx;
-	struct ksp_key *key;
-	OSSL_PARAM params[4];
-	int type = OSSL_OBJECT_PKEY, ok;
+	struct ksp_key *key = NULL;
+	OSSL_PARAM params[5];
+	unsigned char *der = NULL;
+	int type = OSSL_OBJECT_PKEY, len, r = 0;
+	char *data_type;
 
 	(void)pw_cb;
 	(void)pw_cbarg;
 	if (st->done)
-		return 0;
+		goto out;
 	st->done = 1;
+	/* Certificates, CRLs, parameters, names: there is none here, and no reason to ask keysvcd. */
+	if (st->expect != 0 && st->expect != OSSL_STORE_INFO_PKEY && st->expect != OSSL_STORE_INFO_PUBKEY)
+		goto out;
 	if ((key = ksp_key_fetch(st->ctx, st->name)) == NULL)
-		return 0;
+		goto out;
+	data_type = key->is_ec ? (char *)"EC" : (char *)"RSA";
 	params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
-	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
-						     key->is_ec ? (char *)"EC" : (char *)"RSA", 0);
-	params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key));
-	params[3] = OSSL_PARAM_construct_end();
-	/* The key manager's load takes its own reference; ours is dropped here. */
-	ok = object_cb(params, object_cbarg);
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE, data_type, 0);
+	if (st->expect == OSSL_STORE_INFO_PUBKEY) {
+		if ((len = i2d_PUBKEY(key->pub, &der)) <= 0) {
+			ksp_raise(st->ctx, KSP_R_INTERNAL, "key %s: cannot encode its public key", st->name);
+			goto out;
+		}
+		params[2] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
+							     (char *)"SubjectPublicKeyInfo", 0);
+		params[3] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)len);
+		params[4] = OSSL_PARAM_construct_end();
+	} else {
+		/* The key manager's load takes its own reference; ours is dropped below. */
+		params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key));
+		params[3] = OSSL_PARAM_construct_end();
+	}
+	r = object_cb(params, object_cbarg);
+out:
+	OPENSSL_free(der);
 	ksp_key_free(key);
-	return ok;
+	return r;
 }
 
 static int ksp_store_eof(void *loaderctx)
@@ -88,7 +112,10 @@ static int ksp_store_close(void *loaderctx)
 
 static const OSSL_PARAM *ksp_store_settable(void *provctx)
 {
-	static const OSSL_PARAM params[] = { OSSL_PARAM_END };
+	static const OSSL_PARAM params[] = {
+		OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+		OSSL_PARAM_END,
+	};
 
 	(void)provctx;
 	return params;
@@ -96,8 +123,14 @@ static const OSSL_PARAM *ksp_store_settable(void *provctx)
 
 static int ksp_store_set_params(void *loaderctx, const OSSL_PARAM params[])
 {
-	(void)loaderctx;
-	(void)params;
+	struct ksp_store *st = loaderctx;
+	const OSSL_PARAM *p;
+
+	if (params == NULL)
+		return 1;
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_EXPECT)) != NULL &&
+	    !OSSL_PARAM_get_int(p, &st->expect))
+		return 0;
 	return 1;
 }
 

@@ -214,6 +214,32 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 		-out "$d/dgst.sig" "$work/data"
 	check "$type: dgst -verify" openssl dgst -sha256 -verify "$d/pub.pem" -signature "$d/dgst.sig" "$work/data"
 
+	# Verifying with the keysvc key: as a public key (-pubin, dgst -verify) and
+	# as the key itself (pkeyutl -verify, EVP_DigestVerify in the key's provider).
+	check "$type: pkey -pubin -in keysvc:$k" bash -c \
+		"openssl pkey ${prov[*]} -pubin -in 'keysvc:$k' | cmp -s - '$d/pub.pem'"
+	check "$type: dgst -verify keysvc:$k" openssl dgst "${prov[@]}" -sha256 -verify "keysvc:$k" \
+		-signature "$d/dgst.sig" "$work/data"
+	check_fails_with "$type: dgst -verify keysvc:$k rejects other data" "Verification failure" \
+		openssl dgst "${prov[@]}" -sha256 -verify "keysvc:$k" -signature "$d/dgst.sig" "$work/data.sha256"
+	case $type in
+	ec-*) vopts=() vsig=$d/sig.ecdsa ;;
+	rsa-*) vopts=(-pkeyopt digest:sha256 -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:digest) vsig=$d/sig.pss ;;
+	esac
+	check "$type: pkeyutl -verify -inkey keysvc:$k" openssl pkeyutl "${prov[@]}" -verify -inkey "keysvc:$k" \
+		"${vopts[@]}" -in "$work/data.sha256" -sigfile "$vsig"
+	check "$type: pkeyutl -verify -pubin -inkey keysvc:$k" openssl pkeyutl "${prov[@]}" -verify -pubin \
+		-inkey "keysvc:$k" "${vopts[@]}" -in "$work/data.sha256" -sigfile "$vsig"
+	check_fails_with "$type: pkeyutl -verify -inkey keysvc:$k rejects a changed signature" "Signature Verification Failure" \
+		bash -c "cp '$vsig' '$d/bad.sig' && printf '\\x01' | dd of='$d/bad.sig' bs=1 seek=10 conv=notrunc 2>/dev/null &&
+		openssl pkeyutl ${prov[*]} -verify -inkey 'keysvc:$k' ${vopts[*]} -in '$work/data.sha256' -sigfile '$d/bad.sig'"
+	check "$type: EVP_DigestVerify with the keysvc key" "$api" verify "$k"
+	n=$(grep -c '"op":"key.public"' "$KS_DIR/audit.log")
+	check "$type: storeutl -certs keysvc:$k finds no key" bash -c \
+		"openssl storeutl ${prov[*]} -certs 'keysvc:$k' | grep -q 'Total found: 0'"
+	check "$type: ... and did not ask keysvcd for one" \
+		test "$(grep -c '"op":"key.public"' "$KS_DIR/audit.log")" -eq "$n"
+
 	# Through the API: what the openssl commands cannot ask.
 	check "$type: re-init with no key signs the new message only" "$api" reinit "$k"
 	n=$(grep -c "\"op\":\"sign\",\"key\":\"$k\"" "$KS_DIR/audit.log")
