@@ -40,11 +40,29 @@ static int ksp_km_match(const void *a, const void *b, int selection)
 {
 	const struct ksp_key *ka = a, *kb = b;
 
-	(void)selection;
-	if (ka == NULL || kb == NULL)
+	if (ka == NULL || kb == NULL || ka->is_ec != kb->is_ec)
 		return 0;
 	/* Two keysvc keys are the same key when their public halves are. */
-	return EVP_PKEY_eq(ka->pub, kb->pub) == 1;
+	if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
+		return EVP_PKEY_eq(ka->pub, kb->pub) == 1;
+	/* Parameters only: the curve for EC; RSA keys have none to differ in. */
+	if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) && ka->is_ec)
+		return EVP_PKEY_parameters_eq(ka->pub, kb->pub) == 1;
+	return 1;
+}
+
+/* The key is never changed once made: a duplicate is another reference to it. */
+static void *ksp_km_dup(const void *keydata, int selection)
+{
+	struct ksp_key *key;
+
+	(void)selection;
+	/* OpenSSL hands the key over as const; its reference count is ours to change. */
+	memcpy(&key, &keydata, sizeof(key));
+	if (key == NULL)
+		return NULL;
+	atomic_fetch_add(&key->refs, 1);
+	return key;
 }
 
 static int ksp_km_get_params(void *keydata, OSSL_PARAM params[])
@@ -152,6 +170,7 @@ const OSSL_DISPATCH ksp_rsa_keymgmt_functions[] = {
 	FN(OSSL_FUNC_KEYMGMT_FREE, ksp_km_free),
 	FN(OSSL_FUNC_KEYMGMT_HAS, ksp_km_has),
 	FN(OSSL_FUNC_KEYMGMT_MATCH, ksp_km_match),
+	FN(OSSL_FUNC_KEYMGMT_DUP, ksp_km_dup),
 	FN(OSSL_FUNC_KEYMGMT_GET_PARAMS, ksp_km_get_params),
 	FN(OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, ksp_rsa_gettable),
 	FN(OSSL_FUNC_KEYMGMT_EXPORT, ksp_km_export),
@@ -165,6 +184,7 @@ const OSSL_DISPATCH ksp_ec_keymgmt_functions[] = {
 	FN(OSSL_FUNC_KEYMGMT_FREE, ksp_km_free),
 	FN(OSSL_FUNC_KEYMGMT_HAS, ksp_km_has),
 	FN(OSSL_FUNC_KEYMGMT_MATCH, ksp_km_match),
+	FN(OSSL_FUNC_KEYMGMT_DUP, ksp_km_dup),
 	FN(OSSL_FUNC_KEYMGMT_GET_PARAMS, ksp_km_get_params),
 	FN(OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, ksp_ec_gettable),
 	FN(OSSL_FUNC_KEYMGMT_EXPORT, ksp_km_export),

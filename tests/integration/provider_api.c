@@ -234,6 +234,44 @@ out:
 	return ok;
 }
 
+/*
+ * EVP_PKEY_parameters_eq and EVP_PKEY_eq between keysvc keys: KEY and SAME
+ * are on one curve (or both RSA), OTHER on another curve. The selection
+ * counts: same parameters are not the same key.
+ */
+static int check_match(EVP_PKEY *key, EVP_PKEY *same, EVP_PKEY *other)
+{
+	if (EVP_PKEY_eq(key, key) != 1)
+		return failed("%s", "EVP_PKEY_eq(key, key) is not 1");
+	if (EVP_PKEY_eq(key, same) == 1)
+		return failed("%s", "two keys are EVP_PKEY_eq");
+	if (EVP_PKEY_parameters_eq(key, same) != 1)
+		return failed("%s", "two keys on the same curve have different parameters");
+	if (other != NULL && EVP_PKEY_parameters_eq(key, other) == 1)
+		return failed("%s", "keys on different curves have the same parameters");
+	ERR_clear_error();
+	return 1;
+}
+
+/* EVP_PKEY_dup of a keysvc key: the same key, still able to sign. */
+static int check_dup(EVP_PKEY *key)
+{
+	EVP_PKEY *dup = EVP_PKEY_dup(key), *pub = plain_public(key);
+	int ok = 0;
+
+	if (dup == NULL)
+		failed("%s", "EVP_PKEY_dup failed");
+	else if (EVP_PKEY_eq(dup, key) != 1)
+		failed("%s", "the duplicate is not the same key");
+	else if (pub == NULL || !sign_abc(dup, pub))
+		failed("%s", "the duplicate does not sign");
+	else
+		ok = 1;
+	EVP_PKEY_free(dup);
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
 /* A signature buffer one byte short is refused before anything is sent. */
 static int check_small_buffer(EVP_PKEY *key)
 {
@@ -283,7 +321,18 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "reinit") == 0)
 		ok = check_reinit(key);
-	else if (strcmp(argv[1], "verify") == 0)
+	else if (strcmp(argv[1], "dup") == 0)
+		ok = check_dup(key);
+	else if (strcmp(argv[1], "match") == 0 && argc >= 4) {
+		EVP_PKEY *same = load(argv[3]), *other = argc >= 5 ? load(argv[4]) : NULL;
+
+		if (same == NULL || (argc >= 5 && other == NULL))
+			failed("%s", "cannot load the keys to compare");
+		else
+			ok = check_match(key, same, other);
+		EVP_PKEY_free(same);
+		EVP_PKEY_free(other);
+	} else if (strcmp(argv[1], "verify") == 0)
 		ok = check_verify(key);
 	else if (strcmp(argv[1], "small-buffer") == 0)
 		ok = check_small_buffer(key);

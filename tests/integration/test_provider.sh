@@ -254,6 +254,12 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 	done
 done
 
+# Comparing and duplicating keysvc keys.
+check "EC keys on one curve: same parameters, different keys" "$api" match k-ec-p256 k-conf k-ec-p384
+check "RSA keys: same (no) parameters, different keys" "$api" match k-rsa-2048 k-rsa-3072
+check "EVP_PKEY_dup of an EC key" "$api" dup k-ec-p256
+check "EVP_PKEY_dup of an RSA key" "$api" dup k-rsa-2048
+
 # A keysvc key as the issuing CA key: openssl x509 -req -CAkey keysvc:...
 check "CA key in keysvc: keygen" ks_cli keygen ca-root --type ec-p384 --out "$work/ca-root.pub"
 check "CA key in keysvc: self-signed CA certificate" openssl req "${prov[@]}" -x509 -new \
