@@ -398,9 +398,14 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 		params[2] = OSSL_PARAM_construct_end();
 		if (!get_params(handle, params))
 			socket = timeout = NULL;
-		if (socket != NULL && socket[0] != '\0')
-			snprintf(ctx->socket_path, sizeof(ctx->socket_path), "%s", socket);
-		if (timeout != NULL && !parse_timeout(timeout, &ctx->timeout_ms))
+		if (socket != NULL && strlen(socket) >= sizeof(ctx->socket_path))
+			/* Cut short, it would name another socket. */
+			snprintf(ctx->config_error, sizeof(ctx->config_error),
+				 "socket = %.40s...: longer than the %zu bytes of a Unix socket path",
+				 socket, sizeof(ctx->socket_path) - 1);
+		else if (socket != NULL && socket[0] != '\0')
+			memcpy(ctx->socket_path, socket, strlen(socket) + 1);
+		if (timeout != NULL && ctx->config_error[0] == '\0' && !parse_timeout(timeout, &ctx->timeout_ms))
 			snprintf(ctx->config_error, sizeof(ctx->config_error),
 				 "timeout = %.32s: expected whole seconds, 0 to %d", timeout, KSP_MAX_TIMEOUT_S);
 	}

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
@@ -49,7 +50,7 @@ struct ksp_ctx {
 	OSSL_FUNC_core_new_error_fn *new_error;
 	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *vset_error;
-	char socket_path[108];        /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
+	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
 	int timeout_ms;               /* keysvc_set_timeout() of each connection; 0 waits forever */
 	char config_error[160];       /* a bad openssl.cnf setting: every request fails with this */
 	pthread_mutex_t lock;         /* one connection, used by one thread at a time */

@@ -304,6 +304,10 @@ check "stalled daemon: the request reached keysvcd once ($(signs) signatures)" t
 sed "s|^timeout = 1|timeout = -1|" "$work/timeout.cnf" >"$work/bad-timeout.cnf"
 check_fails_with "timeout = -1 in openssl.cnf is refused when the key is used" "timeout = -1: expected whole seconds" \
 	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-timeout.cnf" openssl pkey -in keysvc:k-stall -pubout
+long=$work/$(printf 'x%.0s' $(seq 1 120))/keysvc.sock
+sed "s|^socket = .*|socket = $long|" "$work/openssl.cnf" >"$work/long-socket.cnf"
+check_fails_with "a socket path too long for a Unix socket is refused, not cut short" "longer than the 107 bytes" \
+	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/long-socket.cnf" openssl pkey -in keysvc:k-stall -pubout
 
 # keysvcd restarted under a process that keeps its connection: the next
 # request's send fails before the daemon could read it, and is sent again.
