@@ -6,7 +6,7 @@
  * Split by operation, as OpenSSL is: provider.c (entry point, parameters,
  * errors, the daemon connection), kmgmt.c (opaque RSA and EC keys),
  * store.c (the "keysvc:" URI loader), sig.c (RSA PKCS#1 v1.5, RSA-PSS,
- * ECDSA, with digest-sign).
+ * ECDSA, with digest-sign; verification with the public key).
  */
 #ifndef KEYSVC_PROVIDER_H
 #define KEYSVC_PROVIDER_H

@@ -2,7 +2,8 @@
  * Signatures with keysvc keys. Hashing happens here (in the application's
  * providers); only the digest travels to keysvcd, which signs it in the
  * token. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
- * uses); EC: ECDSA, DER output.
+ * uses); EC: ECDSA, DER output. Verification needs no private key and is
+ * done here with the public key, by the application's providers.
  */
 #include <stdlib.h>
 #include <string.h>
