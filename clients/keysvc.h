@@ -127,6 +127,17 @@ const char *keysvc_strerror(int err);
  */
 const char *keysvc_error_message(const keysvc *ks);
 
+/*
+ * After a call failed with KEYSVC_E_IO: 1 if its request certainly never
+ * reached keysvcd (the handle was already broken, or the daemon had closed
+ * the connection before the request was whole there, as after its idle
+ * timeout or a restart), so sending it again on a new connection cannot
+ * make it happen twice; 0 otherwise (a timeout, or a failure after the
+ * request went out: the daemon may have acted on it). 0 for a NULL handle.
+ * Since KEYSVC_1.1.
+ */
+int keysvc_request_unsent(const keysvc *ks);
+
 /* ---- hello ---- */
 
 enum keysvc_health {

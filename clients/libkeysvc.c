@@ -43,6 +43,7 @@ struct keysvc {
 	int fd;                  /* -1 once broken */
 	int timeout_ms;
 	uint64_t next_id;
+	int unsent;              /* the last request certainly never reached the daemon */
 	char message[KEYSVC_MESSAGE_MAX];
 };
 
@@ -102,6 +103,11 @@ KEYSVC_EXPORT const char *keysvc_strerror(int err)
 KEYSVC_EXPORT const char *keysvc_error_message(const keysvc *ks)
 {
 	return ks != NULL ? ks->message : "";
+}
+
+KEYSVC_EXPORT int keysvc_request_unsent(const keysvc *ks)
+{
+	return ks != NULL && ks->unsent;
 }
 
 /*
@@ -453,9 +459,16 @@ static int refusal_or_io(keysvc *ks, int send_err)
 	    ks_json_dispatch(root, envelope_fields, &env, KS_JSON_ALLOW_UNKNOWN, &field, &why) == 0 &&
 	    json_is_null(env.id) && !env.ok && env.error != NULL)
 		code = wire_error(ks, &env);
-	else
+	else {
+		/*
+		 * The daemon had closed its end before the frame was whole
+		 * there: it cannot have read the request. A send that timed
+		 * out may have left a whole frame in its queue.
+		 */
+		ks->unsent = send_err == -EPIPE || send_err == -ECONNRESET;
 		code = fail(ks, KEYSVC_E_IO, "sending: %s",
 			    send_err == -ETIMEDOUT ? "timed out" : strerror(-send_err));
+	}
 	json_decref(root);
 	ks_buf_free(&body);
 	drop_connection(ks);
@@ -479,8 +492,10 @@ static int transact(keysvc *ks, json_t *req, json_t **resp)
 	int r, code;
 
 	*resp = NULL;
+	ks->unsent = 0;
 	if (ks->fd < 0) {
 		json_decref(req);
+		ks->unsent = 1;
 		return fail(ks, KEYSVC_E_IO, "the connection was broken by an earlier error; reconnect");
 	}
 	id = ks->next_id;

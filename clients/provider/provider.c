@@ -104,21 +104,14 @@ static void drop_conn(struct ksp_ctx *ctx)
 
 /*
  * Whether a request that failed on a connection kept from an earlier call
- * never reached keysvcd: sending it failed because the daemon had already
- * closed its end (idle timeout, restart), which libkeysvc reports as
- * "sending: ..." with EPIPE or ECONNRESET. A frame whose send failed was
- * never whole in the daemon's queue, so it cannot have been served. Not a
- * send that timed out (a stalled daemon: another try waits as long again),
- * and never a failure after the request went out (a timeout or a closed
- * connection while waiting for the answer): the daemon may have read it, and
- * a sign request sent again would be a second signature.
+ * never reached keysvcd (the daemon had closed its end: idle timeout,
+ * restart). Never a timeout or a failure after the request went out: the
+ * daemon may have read it, and a sign request sent again would be a second
+ * signature.
  */
 static int never_sent(const keysvc *conn, int r)
 {
-	const char *msg = keysvc_error_message(conn);
-
-	return r == KEYSVC_E_IO && strncmp(msg, "sending: ", 9) == 0 &&
-	       strcmp(msg, "sending: timed out") != 0;
+	return r == KEYSVC_E_IO && keysvc_request_unsent(conn);
 }
 
 /* One request to keysvcd: @op on the shared connection. 1, or 0 with an OpenSSL error raised. */

@@ -45,7 +45,7 @@ enum reply_kind {
 	REPLY_TRUNCATE,      /* half a frame, then close */
 	REPLY_CLOSE,         /* close without answering */
 	REPLY_SILENT,        /* never answer; wait for the client to give up */
-	REPLY_REFUSE,        /* at accept, before any request: @reply as one frame, then close */
+	REPLY_REFUSE,        /* at accept, before any request: @reply (if any) as one frame, then close */
 };
 
 struct step {
@@ -137,7 +137,8 @@ static void *fake_main(void *arg)
 		fake_fail(f, "accept: %s", strerror(errno));
 	if (fd >= 0 && f->nsteps > 0 && f->steps[0].kind == REPLY_REFUSE) {
 		/* As keysvcd over a connection limit: answer, close, read nothing. */
-		ks_frame_write(fd, f->steps[0].reply, strlen(f->steps[0].reply), 5000);
+		if (f->steps[0].reply != NULL)
+			ks_frame_write(fd, f->steps[0].reply, strlen(f->steps[0].reply), 5000);
 		f->served = f->nsteps;
 		ks_buf_free(&body);
 		close(fd);
@@ -546,8 +547,12 @@ static void run_broken(const char *what, enum reply_kind kind, const char *reply
 		fail_msg("%s: %s, expected %s (%s)", what, keysvc_error_name(r),
 			 keysvc_error_name(expect), keysvc_error_message(ks));
 	assert_true(keysvc_error_message(ks)[0] != '\0');
+	/* The fake read the request: it may have been acted on. */
+	if (r == KEYSVC_E_IO && keysvc_request_unsent(ks))
+		fail_msg("%s: the request counts as unsent", what);
 	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_IO);
 	assert_non_null(strstr(keysvc_error_message(ks), "broken"));
+	assert_int_equal(keysvc_request_unsent(ks), 1);
 	fake_stop();
 	assert_int_equal(keysvc_cert_put(ks, "k", "x"), KEYSVC_E_IO);
 	keysvc_close(ks);
@@ -597,6 +602,27 @@ static void test_refused_connection(void **state)
 	assert_non_null(strstr(keysvc_error_message(ks), "too many connections"));
 	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_IO);
 	keysvc_close(ks);
+}
+
+/*
+ * keysvcd closed the connection before the request (its idle timeout, a
+ * restart): the request never reached it, and the handle says so, so a
+ * caller may send it again on a new connection without doing it twice.
+ */
+static void test_request_unsent(void **state)
+{
+	static const struct step closed_at_once[] = { { NULL, NULL, REPLY_REFUSE, NULL } };
+	keysvc *ks;
+
+	(void)state;
+	FAKE(closed_at_once);
+	ks = fake_connect();
+	fake_stop();            /* the socket is closed before anything is sent */
+	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_IO);
+	assert_non_null(strstr(keysvc_error_message(ks), "sending"));
+	assert_int_equal(keysvc_request_unsent(ks), 1);
+	keysvc_close(ks);
+	assert_int_equal(keysvc_request_unsent(NULL), 0);
 }
 
 /* Each well-framed answer with a field of the wrong type or size breaks the handle. */
@@ -1067,6 +1093,7 @@ int main(void)
 		cmocka_unit_test(test_error_messages),
 		cmocka_unit_test(test_broken_peers),
 		cmocka_unit_test(test_refused_connection),
+		cmocka_unit_test(test_request_unsent),
 		cmocka_unit_test(test_bad_field_types),
 		cmocka_unit_test(test_oversized_signature),
 		cmocka_unit_test(test_local_errors),
