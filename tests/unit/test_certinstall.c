@@ -31,8 +31,12 @@ static EVP_PKEY *ec_key(void)
 	return k;
 }
 
-/* A certificate for @pub, CN @cn, issued by @ca_key/@ca (self-signed if @ca is NULL), valid [from, to] from now. */
-static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to)
+/*
+ * A certificate for @pub, CN @cn, issued by @ca_key/@ca (self-signed if
+ * @ca is NULL), valid [from, to] from now; a CA (CA:true) when @is_ca.
+ */
+static X509 *make_x509(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to,
+		       int is_ca)
 {
 	X509 *x = X509_new();
 	X509_NAME *name = X509_NAME_new();
@@ -49,7 +53,7 @@ static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca
 	X509_gmtime_adj(X509_getm_notAfter(x), to);
 	X509_set_pubkey(x, pub);
 	X509V3_set_ctx(&v3, ca != NULL ? ca : x, x, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca == NULL ? "critical,CA:true" : "CA:false");
+	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, is_ca ? "critical,CA:true" : "CA:false");
 	X509_add_ext(x, ext, -1);
 	X509_EXTENSION_free(ext);
 	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
@@ -57,30 +61,16 @@ static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca
 	return x;
 }
 
-/* A CA certificate (CA:true) for @pub, CN @cn, issued by @ca_key/@ca, valid [from, to] from now: an intermediate. */
+/* A self-signed CA when @ca is NULL, else a leaf issued by @ca_key/@ca. */
+static X509 *make_cert(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to)
+{
+	return make_x509(pub, cn, ca_key, ca, from, to, ca == NULL);
+}
+
+/* An intermediate: a CA issued by @ca_key/@ca. */
 static X509 *make_sub_ca(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to)
 {
-	X509 *x = X509_new();
-	X509_NAME *name = X509_NAME_new();
-	X509V3_CTX v3;
-	X509_EXTENSION *ext;
-
-	assert_non_null(x);
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), (long)random());
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_subject_name(x, name);
-	X509_set_issuer_name(x, X509_get_subject_name(ca));
-	X509_gmtime_adj(X509_getm_notBefore(x), from);
-	X509_gmtime_adj(X509_getm_notAfter(x), to);
-	X509_set_pubkey(x, pub);
-	X509V3_set_ctx(&v3, ca, x, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:true");
-	X509_add_ext(x, ext, -1);
-	X509_EXTENSION_free(ext);
-	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
-	X509_NAME_free(name);
-	return x;
+	return make_x509(pub, cn, ca_key, ca, from, to, 1);
 }
 
 static STACK_OF(X509) *stack_of(X509 *a, X509 *b)

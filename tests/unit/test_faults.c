@@ -75,6 +75,19 @@ static int open_token(void)
 	return ks_token_open(&cfg, &tok);
 }
 
+/* Sign until it works again, for at most 20 s (the reconnect backs off from 1 s). */
+static int sign_when_recovered(void)
+{
+	int64_t start = now_ms();
+	int r;
+
+	do {
+		usleep(100 * 1000);
+		r = sign_once();
+	} while (r != 0 && now_ms() - start < 20000);
+	return r;
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -126,7 +139,6 @@ static void test_removed_token_recovers(void **state)
 {
 	struct ks_token_info info;
 	int64_t start;
-	int r;
 
 	(void)state;
 	set_fault("error CKR_DEVICE_REMOVED always");
@@ -144,31 +156,19 @@ static void test_removed_token_recovers(void **state)
 	assert_int_equal(info.up, 0);
 	set_fault("");
 	/* Backoff starts at 1 s and doubles; allow a few rounds. */
-	start = now_ms();
-	do {
-		usleep(100 * 1000);
-		r = sign_once();
-	} while (r != 0 && now_ms() - start < 20000);
-	assert_int_equal(r, 0);
+	assert_int_equal(sign_when_recovered(), 0);
 	assert_int_equal(ks_token_get_info(tok, &info), 0);
 	assert_int_equal(info.up, 1);
 }
 
 static void test_token_not_present_recovers(void **state)
 {
-	int64_t start;
-	int r;
 
 	(void)state;
 	set_fault("error CKR_TOKEN_NOT_PRESENT always");
 	assert_int_equal(sign_once(), -ENODEV);
 	set_fault("");
-	start = now_ms();
-	do {
-		usleep(100 * 1000);
-		r = sign_once();
-	} while (r != 0 && now_ms() - start < 20000);
-	assert_int_equal(r, 0);
+	assert_int_equal(sign_when_recovered(), 0);
 }
 
 static void *sign_thread(void *arg)
@@ -249,8 +249,6 @@ static void test_recovery_behind_hung_call_is_bounded(void **state)
 {
 	pthread_t hung, noticer, later;
 	int hung_r = 1, noticer_r = 1, later_r = 1;
-	int64_t start;
-	int r;
 
 	(void)state;
 	set_fault("hang C_Sign");
@@ -269,12 +267,7 @@ static void test_recovery_behind_hung_call_is_bounded(void **state)
 	assert_int_equal(pthread_join(hung, NULL), 0);
 	assert_int_equal(pthread_join(noticer, NULL), 0);
 	assert_int_equal(pthread_join(later, NULL), 0);
-	start = now_ms();
-	do {
-		usleep(100 * 1000);
-		r = sign_once();
-	} while (r != 0 && now_ms() - start < 20000);
-	assert_int_equal(r, 0);
+	assert_int_equal(sign_when_recovered(), 0);
 }
 
 /*
@@ -309,8 +302,6 @@ static void test_foreign_initialisation_survives(void **state)
 {
 	CK_FUNCTION_LIST *other = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
 	CK_INFO info;
-	int64_t start;
-	int r;
 
 	(void)state;
 	assert_null(tok);
@@ -321,12 +312,7 @@ static void test_foreign_initialisation_survives(void **state)
 	assert_int_equal(sign_once(), -ENODEV);
 	usleep(300 * 1000);
 	set_fault("");
-	start = now_ms();
-	do {
-		usleep(100 * 1000);
-		r = sign_once();
-	} while (r != 0 && now_ms() - start < 20000);
-	assert_int_equal(r, 0);
+	assert_int_equal(sign_when_recovered(), 0);
 	assert_int_equal(ks_token_close(tok), 0);
 	tok = NULL;
 	assert_int_equal(other->C_GetInfo(&info), CKR_OK);
