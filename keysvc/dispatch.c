@@ -24,6 +24,7 @@
 #define KS_SAN_MAX 100
 #define KS_CERT_PEM_MAX (32 * 1024)
 #define KS_MESSAGE_MAX 256
+#define KS_QUOTE_MAX 64          /* bytes of client text quoted in a message */
 
 struct ks_ctx {
 	struct ks_token *token;
@@ -37,6 +38,7 @@ struct ks_reply {
 	json_t *result;            /* fields for a success response */
 	int err;                   /* negative errno when result is NULL */
 	const char *wire;          /* overrides ks_wire_error(err) when set */
+	const char *outcome;       /* set by encode_reply(): "ok" or the error sent */
 	char message[KS_MESSAGE_MAX];
 };
 
@@ -118,6 +120,86 @@ const char *ks_wire_error(int err)
 	}
 }
 
+/*
+ * Length of the UTF-8 sequence starting at @s (at most @n bytes available),
+ * or 0 if it is not a complete, shortest-form encoding of a Unicode scalar
+ * value: the rules jansson applies before it accepts a string.
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * How many bytes of the client's string @s to quote in a message: all of
+ * it up to @max bytes, else the longest prefix that ends on a character
+ * boundary, so that a cut never leaves half a character behind. @s comes
+ * from jansson and is valid UTF-8.
+ */
+static int utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+
+	if (n == max)
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	return (int)n;
+}
+
+/*
+ * Make @s valid UTF-8 in place: a sequence cut off by the end of the
+ * buffer is dropped, any other invalid byte becomes '?'. The message goes
+ * into a JSON string, which jansson refuses to build from invalid UTF-8.
+ */
+static void utf8_sanitize(char *s)
+{
+	size_t n = strlen(s), i = 0, len;
+
+	while (i < n) {
+		len = utf8_seq_len((const unsigned char *)s + i, n - i);
+		if (len > 0) {
+			i += len;
+			continue;
+		}
+		/* A lead byte whose continuation bytes run to the end: cut there. */
+		len = 1;
+		while (i + len < n && ((unsigned char)s[i + len] & 0xc0) == 0x80)
+			len++;
+		if (i + len == n && ((unsigned char)s[i] & 0xc0) == 0xc0 && len < 4) {
+			s[i] = '\0';
+			return;
+		}
+		s[i++] = '?';
+	}
+}
+
 static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -129,6 +211,8 @@ static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(rep->message, sizeof(rep->message), fmt, ap);
 	va_end(ap);
+	/* vsnprintf cuts at a byte count, maybe inside a character the client sent. */
+	utf8_sanitize(rep->message);
 	return err;
 }
 
@@ -445,21 +529,25 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	memset(&params, 0, sizeof(params));
 	if (c->san != NULL &&
 	    ks_json_dispatch(c->san, san_fields, &san, 0, &field, &why) != 0)
-		return reply_error(rep, -EINVAL, "san.%s: %s", field ? field : "", why);
+		return reply_error(rep, -EINVAL, "san.%.*s: %s",
+				   field ? utf8_prefix(field, KS_QUOTE_MAX) : 0,
+				   field ? field : "", why);
 	if (san.dns.n + san.ip.n + san.uri.n + san.email.n > KS_SAN_MAX)
 		return reply_error(rep, -EINVAL, "san: more than %d names", KS_SAN_MAX);
 	for (i = 0; i < c->key_usage.n; i++) {
 		unsigned bit = ks_key_usage_from_name(c->key_usage.v[i]);
 
 		if (bit == 0)
-			return reply_error(rep, -EINVAL, "key_usage: unknown usage %.64s",
+			return reply_error(rep, -EINVAL, "key_usage: unknown usage %.*s",
+					   utf8_prefix(c->key_usage.v[i], KS_QUOTE_MAX),
 					   c->key_usage.v[i]);
 		params.key_usage |= bit;
 	}
 	if (c->attributes != NULL) {
 		json_array_foreach(c->attributes, i, v) {
 			if (ks_json_dispatch(v, attr_fields, &attrs[i], 0, &field, &why) != 0)
-				return reply_error(rep, -EINVAL, "attributes[%zu].%s: %s", i,
+				return reply_error(rep, -EINVAL, "attributes[%zu].%.*s: %s", i,
+						   field ? utf8_prefix(field, KS_QUOTE_MAX) : 0,
 						   field ? field : "", why);
 		}
 		params.attrs = attrs;
@@ -724,43 +812,91 @@ static int id_valid(json_t *id)
 	return 0;
 }
 
+/*
+ * The answer when the proper one cannot be built: the id (which the parser
+ * already accepted), rep->outcome and rep->message, which the callers set
+ * to fixed ASCII. If even that cannot be built, a constant frame with a
+ * null id. -ENOMEM only when not even that copy can be made.
+ */
+static int encode_fixed(json_t *id, struct ks_reply *rep, uint8_t **resp, size_t *resp_len)
+{
+	static const char last[] = "{\"id\":null,\"ok\":false,\"error\":\"internal\","
+				   "\"message\":\"out of memory\"}";
+	json_t *o;
+	char *s = NULL;
+	size_t n = 0;
+	int r = -ENOMEM;
+
+	o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error", rep->outcome,
+		      "message", rep->message);
+	if (o != NULL) {
+		r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
+		json_decref(o);
+	}
+	if (r != 0) {
+		rep->outcome = "internal";
+		snprintf(rep->message, sizeof(rep->message), "out of memory");
+		if ((s = strdup(last)) == NULL)
+			return -ENOMEM;
+		n = sizeof(last) - 1;
+	}
+	*resp = (uint8_t *)s;
+	*resp_len = n;
+	return 0;
+}
+
+/*
+ * Encode the answer for @rep and set rep->outcome to what the client is
+ * told: "ok" or the wire error name. A reply that cannot be encoded is
+ * answered with a fixed frame instead, never by dropping the connection.
+ */
 static int encode_reply(json_t *id, struct ks_reply *rep, uint8_t **resp,
 			size_t *resp_len)
 {
 	json_t *o;
 	char *s = NULL;
 	size_t n = 0;
-	int r;
+	int r = -ENOMEM, ok = rep->result != NULL;
 
-	if (rep->result != NULL) {
+	if (ok) {
 		o = rep->result;
 		rep->result = NULL;
-		json_object_set(o, "id", id ? id : json_null());
-		json_object_set_new(o, "ok", json_true());
+		rep->outcome = "ok";
+		if (json_object_set(o, "id", id ? id : json_null()) != 0 ||
+		    json_object_set_new(o, "ok", json_true()) != 0) {
+			json_decref(o);
+			o = NULL;
+		}
 	} else {
-		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error",
-			      rep->wire ? rep->wire : ks_wire_error(rep->err),
+		rep->outcome = rep->wire ? rep->wire : ks_wire_error(rep->err);
+		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error", rep->outcome,
 			      "message", rep->message);
 	}
-	if (o == NULL)
-		return -ENOMEM;
-	r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
-	json_decref(o);
-	if (r == -EMSGSIZE) {
-		/* Every result is bounded well below the cap; this is a bug, not the client's fault. */
-		ks_err("response larger than a frame; answering internal");
-		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0,
-			      "error", "internal", "message", "response too large");
-		if (o == NULL)
-			return -ENOMEM;
+	if (o != NULL) {
 		r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
 		json_decref(o);
 	}
-	if (r != 0)
-		return r;
-	*resp = (uint8_t *)s;
-	*resp_len = n;
-	return 0;
+	if (r == 0) {
+		*resp = (uint8_t *)s;
+		*resp_len = n;
+		return 0;
+	}
+	if (r == -EMSGSIZE) {
+		/* Every result is bounded well below the cap; this is a bug, not the client's fault. */
+		ks_err("response larger than a frame; answering internal");
+		rep->outcome = "internal";
+		snprintf(rep->message, sizeof(rep->message), "response too large");
+	} else if (ok) {
+		ks_err("cannot encode a response: %s; answering internal", strerror(-r));
+		rep->outcome = "internal";
+		snprintf(rep->message, sizeof(rep->message), "out of memory");
+	} else {
+		/* The error stands; only its message is lost. */
+		ks_err("cannot encode a %s response; answering it without its message",
+		       rep->outcome);
+		snprintf(rep->message, sizeof(rep->message), "(the message could not be encoded)");
+	}
+	return encode_fixed(id, rep, resp, resp_len);
 }
 
 static void audit_and_log(struct ks_ctx *ctx, const struct ks_peer *peer,
@@ -817,13 +953,16 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 		goto answer;
 	}
 	if ((op = ks_op_from_name(json_string_value(opv))) < 0) {
-		reply_error(&rep, -EOPNOTSUPP, "unknown operation %.64s", json_string_value(opv));
+		reply_error(&rep, -EOPNOTSUPP, "unknown operation %.*s",
+			    utf8_prefix(json_string_value(opv), KS_QUOTE_MAX), json_string_value(opv));
 		goto answer;
 	}
 	rq.op = (enum ks_op)op;
 	op_audit = ks_op_name(rq.op);
 	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
-		reply_error(&rep, -EINVAL, "%.64s: %s", field ? field : "request", why);
+		if (field == NULL)
+			field = "request";
+		reply_error(&rep, -EINVAL, "%.*s: %s", utf8_prefix(field, KS_QUOTE_MAX), field, why);
 		goto answer;
 	}
 	if (op_table[op].key_offset != SIZE_MAX) {
@@ -849,7 +988,9 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 
 answer:
 	audit_and_log(ctx, peer, op_audit, rq.key, &rep);
-	r = encode_reply(rq.id, &rep, resp, resp_len);
+	if ((r = encode_reply(rq.id, &rep, resp, resp_len)) != 0)
+		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
+		       (unsigned)peer->uid, (int)peer->pid);
 	json_decref(rep.result);
 	json_decref(rq.root);
 	ks_policy_unref(policy);

@@ -334,6 +334,70 @@ static void test_policy_reload(void **state)
 	ks_ctx_set_policy(fx.ctx, p);
 }
 
+/*
+ * Client text quoted in an error message is cut to 64 bytes; a cut inside
+ * a multi-byte character once made the message invalid UTF-8, the answer
+ * failed to encode and the connection was dropped without one.
+ */
+static void test_utf8_cut(void **state)
+{
+	static const char *const fills[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+	char text[256], req[1024], want[128];
+	json_t *o;
+
+	(void)state;
+	for (size_t f = 0; f < sizeof(fills) / sizeof(fills[0]); f++) {
+		size_t cl = strlen(fills[f]), n;
+
+		/* "a" and then characters of cl bytes, well over the 64 quoted. */
+		strcpy(text, "a");
+		while (strlen(text) + cl < 200)
+			strcat(text, fills[f]);
+		/* What may be quoted: whole characters within 64 bytes (61, 63 or 64). */
+		n = 1 + (64 - 1) / cl * cl;
+
+		snprintf(req, sizeof(req), "{\"id\": 1, \"op\": \"%s\"}", text);
+		o = call(&root_peer, req);
+		assert_error(o, "unsupported");
+		assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
+		snprintf(want, sizeof(want), "unknown operation %.*s", (int)n, text);
+		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+		json_decref(o);
+
+		snprintf(req, sizeof(req), "{\"id\": 2, \"op\": \"hello\", \"%s\": 1}", text);
+		o = call(&root_peer, req);
+		assert_error(o, "bad-request");
+		assert_int_equal(json_integer_value(json_object_get(o, "id")), 2);
+		snprintf(want, sizeof(want), "%.*s: unknown field", (int)n, text);
+		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+		json_decref(o);
+
+		snprintf(req, sizeof(req), "{\"id\": 3, \"op\": \"csr.create\", \"key\": \"app-utf8\","
+			 " \"subject\": \"CN=x\", \"key_usage\": [\"%s\"]}", text);
+		o = call(&root_peer, req);
+		assert_error(o, "bad-request");
+		snprintf(want, sizeof(want), "key_usage: unknown usage %.*s", (int)n, text);
+		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+		json_decref(o);
+
+		snprintf(req, sizeof(req), "{\"id\": 4, \"op\": \"csr.create\", \"key\": \"app-utf8\","
+			 " \"subject\": \"CN=x\", \"san\": {\"%s\": []}}", text);
+		o = call(&root_peer, req);
+		assert_error(o, "bad-request");
+		snprintf(want, sizeof(want), "san.%.*s: unknown field", (int)n, text);
+		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+		json_decref(o);
+
+		snprintf(req, sizeof(req), "{\"id\": 5, \"op\": \"csr.create\", \"key\": \"app-utf8\","
+			 " \"subject\": \"CN=x\", \"attributes\": [{\"%s\": 1}]}", text);
+		o = call(&root_peer, req);
+		assert_error(o, "bad-request");
+		snprintf(want, sizeof(want), "attributes[0].%.*s: unknown field", (int)n, text);
+		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+		json_decref(o);
+	}
+}
+
 static void test_frame_error(void **state)
 {
 	uint8_t *resp = NULL;
@@ -356,6 +420,7 @@ int main(void)
 		cmocka_unit_test(test_hello),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_invalid_utf8_and_nul),
+		cmocka_unit_test(test_utf8_cut),
 		cmocka_unit_test(test_generate_csr_sign),
 		cmocka_unit_test(test_policy_enforced),
 		cmocka_unit_test(test_policy_reload),
