@@ -31,6 +31,7 @@ struct ks_ctx {
 	struct ks_audit *audit;
 	pthread_mutex_t policy_lock;
 	struct ks_policy *policy;
+	size_t response_max;       /* KS_FRAME_MAX; smaller only in tests */
 };
 
 /* What one request produced: a result object or an error. */
@@ -60,6 +61,7 @@ int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
 	ctx->token = token;
 	ctx->audit = audit;
 	ctx->policy = policy;
+	ctx->response_max = KS_FRAME_MAX;
 	pthread_mutex_init(&ctx->policy_lock, NULL);
 	*out = ctx;
 	return 0;
@@ -74,6 +76,11 @@ void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy)
 	ctx->policy = policy;
 	pthread_mutex_unlock(&ctx->policy_lock);
 	ks_policy_unref(old);
+}
+
+void ks_ctx_set_response_max(struct ks_ctx *ctx, size_t max)
+{
+	ctx->response_max = max < KS_FRAME_MAX ? max : KS_FRAME_MAX;
 }
 
 void ks_ctx_free(struct ks_ctx *ctx)
@@ -850,8 +857,8 @@ static int encode_fixed(json_t *id, struct ks_reply *rep, uint8_t **resp, size_t
  * told: "ok" or the wire error name. A reply that cannot be encoded is
  * answered with a fixed frame instead, never by dropping the connection.
  */
-static int encode_reply(json_t *id, struct ks_reply *rep, uint8_t **resp,
-			size_t *resp_len)
+static int encode_reply(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
+			uint8_t **resp, size_t *resp_len)
 {
 	json_t *o;
 	char *s = NULL;
@@ -873,7 +880,7 @@ static int encode_reply(json_t *id, struct ks_reply *rep, uint8_t **resp,
 			      "message", rep->message);
 	}
 	if (o != NULL) {
-		r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
+		r = ks_json_serialize(o, ctx->response_max, &s, &n);
 		json_decref(o);
 	}
 	if (r == 0) {
@@ -899,14 +906,14 @@ static int encode_reply(json_t *id, struct ks_reply *rep, uint8_t **resp,
 	return encode_fixed(id, rep, resp, resp_len);
 }
 
+/* After encode_reply(): the audit line records what the client was told. */
 static void audit_and_log(struct ks_ctx *ctx, const struct ks_peer *peer,
-			  const char *op, const char *key, struct ks_reply *rep)
+			  const char *op, const char *key, const struct ks_reply *rep)
 {
-	const char *outcome = rep->result != NULL ? "ok" :
-			      rep->wire ? rep->wire : ks_wire_error(rep->err);
+	const char *outcome = rep->outcome;
 
 	ks_audit_log(ctx->audit, peer, op, key, outcome);
-	if (rep->result != NULL)
+	if (strcmp(outcome, "ok") == 0)
 		ks_debug("uid %u pid %d %s %s: ok", (unsigned)peer->uid, (int)peer->pid,
 			 op ? op : "-", key ? key : "-");
 	else
@@ -987,10 +994,10 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	op_table[op].fn(ctx, &rq, &args, &rep);
 
 answer:
-	audit_and_log(ctx, peer, op_audit, rq.key, &rep);
-	if ((r = encode_reply(rq.id, &rep, resp, resp_len)) != 0)
+	if ((r = encode_reply(ctx, rq.id, &rep, resp, resp_len)) != 0)
 		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
 		       (unsigned)peer->uid, (int)peer->pid);
+	audit_and_log(ctx, peer, op_audit, rq.key, &rep);
 	json_decref(rep.result);
 	json_decref(rq.root);
 	ks_policy_unref(policy);
@@ -1001,9 +1008,11 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 			    const char *why, uint8_t **resp, size_t *resp_len)
 {
 	struct ks_reply rep;
+	int r;
 
 	memset(&rep, 0, sizeof(rep));
 	reply_error(&rep, -EINVAL, "%s", why);
+	r = encode_reply(ctx, NULL, &rep, resp, resp_len);
 	audit_and_log(ctx, peer, NULL, NULL, &rep);
-	return encode_reply(NULL, &rep, resp, resp_len);
+	return r;
 }

@@ -4,9 +4,9 @@
  * so unit tests and fuzzers call it directly with any bytes and any peer.
  *
  * For every request it parses the JSON against the operation's schema,
- * checks the policy before touching the token, runs the operation,
- * writes one audit line and maps the result to a named wire error
- * (proto/PROTOCOL.md).
+ * checks the policy before touching the token, runs the operation, maps
+ * the result to a named wire error (proto/PROTOCOL.md), encodes the
+ * answer and then writes one audit line with the outcome the client got.
  */
 #ifndef KEYSVC_DISPATCH_H
 #define KEYSVC_DISPATCH_H
@@ -29,6 +29,13 @@ int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
 
 /* Replace the policy (SIGHUP); takes over the reference. Requests in flight finish with the old one. */
 void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy);
+
+/*
+ * For tests: encode answers as if a frame held only @max bytes (at most
+ * KS_FRAME_MAX, the default), to reach the path of an answer too large
+ * to send. keysvcd never calls it.
+ */
+void ks_ctx_set_response_max(struct ks_ctx *ctx, size_t max);
 
 void ks_ctx_free(struct ks_ctx *ctx);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -40,12 +41,23 @@ static const char policy_json[] =
 	" {\"gid\": 2000, \"keys\": [\"app-*\"], \"ops\": [\"csr.create\", \"sign\", \"key.list\","
 	" \"key.public\"]}]";
 
+static struct ks_policy *suite_policy(void)
+{
+	struct ks_policy *policy = NULL;
+	char err[256] = "";
+	json_t *rules;
+
+	rules = json_loads(policy_json, JSON_REJECT_DUPLICATES, NULL);
+	if (rules == NULL || ks_policy_from_json(rules, &policy, err, sizeof(err)) != 0)
+		fprintf(stderr, "policy: %s\n", err);
+	json_decref(rules);
+	return policy;
+}
+
 static int setup(void **state)
 {
 	struct ks_token_config cfg;
-	struct ks_policy *policy = NULL;
-	char err[256];
-	json_t *rules;
+	struct ks_policy *policy;
 
 	(void)state;
 	memset(&fx, 0, sizeof(fx));
@@ -55,12 +67,8 @@ static int setup(void **state)
 	cfg.sessions = 2;
 	if (ks_token_open(&cfg, &fx.token) != 0)
 		return -1;
-	rules = json_loads(policy_json, JSON_REJECT_DUPLICATES, NULL);
-	if (rules == NULL || ks_policy_from_json(rules, &policy, err, sizeof(err)) != 0) {
-		fprintf(stderr, "policy: %s\n", err);
+	if ((policy = suite_policy()) == NULL)
 		return -1;
-	}
-	json_decref(rules);
 	return ks_ctx_new(fx.token, NULL, policy, &fx.ctx);
 }
 
@@ -73,14 +81,14 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Dispatch @req (a C string) for @peer and parse the answer. */
-static json_t *call(const struct ks_peer *peer, const char *req)
+/* Dispatch @req (a C string) for @peer through @ctx and parse the answer. */
+static json_t *call_ctx(struct ks_ctx *ctx, const struct ks_peer *peer, const char *req)
 {
 	uint8_t *resp = NULL;
 	size_t len = 0;
 	json_t *o;
 
-	assert_int_equal(ks_dispatch(fx.ctx, peer, (const uint8_t *)req, strlen(req),
+	assert_int_equal(ks_dispatch(ctx, peer, (const uint8_t *)req, strlen(req),
 				     &resp, &len), 0);
 	assert_non_null(resp);
 	assert_true(len > 0 && len <= KS_FRAME_MAX);
@@ -88,6 +96,75 @@ static json_t *call(const struct ks_peer *peer, const char *req)
 	assert_non_null(o);
 	free(resp);
 	return o;
+}
+
+static json_t *call(const struct ks_peer *peer, const char *req)
+{
+	return call_ctx(fx.ctx, peer, req);
+}
+
+/* A second dispatcher over the same token whose audit lines go to a file. */
+struct audited {
+	char path[64];
+	struct ks_audit *audit;
+	struct ks_ctx *ctx;
+};
+
+static void audited_open(struct audited *a)
+{
+	int fd;
+
+	memset(a, 0, sizeof(*a));
+	snprintf(a->path, sizeof(a->path), "/tmp/ks-dispatch-audit-XXXXXX");
+	assert_true((fd = mkstemp(a->path)) >= 0);
+	close(fd);
+	assert_int_equal(ks_audit_open(a->path, &a->audit), 0);
+	assert_int_equal(ks_ctx_new(fx.token, a->audit, suite_policy(), &a->ctx), 0);
+}
+
+static void audited_close(struct audited *a)
+{
+	ks_ctx_free(a->ctx);
+	ks_audit_close(a->audit);
+	unlink(a->path);
+}
+
+/* The last audit line written, parsed. */
+static json_t *audit_last(struct audited *a)
+{
+	char buf[65536], *line, *last = NULL, *save = NULL;
+	size_t n;
+	FILE *f;
+	json_t *o;
+
+	assert_non_null(f = fopen(a->path, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+		last = line;
+	assert_non_null(last);
+	assert_non_null(o = json_loads(last, JSON_REJECT_DUPLICATES, NULL));
+	return o;
+}
+
+/* The last audit line has @op, @key (NULL: absent) and @outcome. */
+static void assert_audit(struct audited *a, const char *op, const char *key, const char *outcome)
+{
+	json_t *o = audit_last(a), *v;
+
+	v = json_object_get(o, "op");
+	if (op == NULL)
+		assert_true(v == NULL || json_is_null(v));
+	else
+		assert_string_equal(json_string_value(v), op);
+	v = json_object_get(o, "key");
+	if (key == NULL)
+		assert_true(v == NULL || json_is_null(v));
+	else
+		assert_string_equal(json_string_value(v), key);
+	assert_string_equal(json_string_value(json_object_get(o, "outcome")), outcome);
+	json_decref(o);
 }
 
 static void assert_error(json_t *o, const char *error)
@@ -398,6 +475,41 @@ static void test_utf8_cut(void **state)
 	}
 }
 
+/*
+ * The audit line is written after the answer is encoded and records what
+ * the client got: an answer too large for a frame is "internal", even
+ * though the operation itself succeeded.
+ */
+static void test_audit_outcome_is_answer(void **state)
+{
+	struct audited a;
+	json_t *o;
+
+	(void)state;
+	audited_open(&a);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 40, \"op\": \"key.generate\", \"key\": \"app-audit\","
+		     " \"type\": \"ec-p256\"}");
+	assert_ok(o);
+	json_decref(o);
+	assert_audit(&a, "key.generate", "app-audit", "ok");
+
+	/* A P-256 public key in PEM is about 180 bytes: that answer no longer fits. */
+	ks_ctx_set_response_max(a.ctx, 160);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 41, \"op\": \"key.public\", \"key\": \"app-audit\"}");
+	assert_error(o, "internal");
+	assert_int_equal(json_integer_value(json_object_get(o, "id")), 41);
+	assert_string_equal(json_string_value(json_object_get(o, "message")), "response too large");
+	json_decref(o);
+	assert_audit(&a, "key.public", "app-audit", "internal");
+
+	/* An error answer is audited with its own name. */
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 42, \"op\": \"key.public\", \"key\": \"app-none\"}");
+	assert_error(o, "no-such-key");
+	json_decref(o);
+	assert_audit(&a, "key.public", "app-none", "no-such-key");
+	audited_close(&a);
+}
+
 static void test_frame_error(void **state)
 {
 	uint8_t *resp = NULL;
@@ -424,6 +536,7 @@ int main(void)
 		cmocka_unit_test(test_generate_csr_sign),
 		cmocka_unit_test(test_policy_enforced),
 		cmocka_unit_test(test_policy_reload),
+		cmocka_unit_test(test_audit_outcome_is_answer),
 		cmocka_unit_test(test_frame_error),
 	};
 
