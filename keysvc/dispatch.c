@@ -23,6 +23,18 @@
 #define KS_SIGN_DATA_MAX (48 * 1024)
 #define KS_SAN_MAX 100
 #define KS_CERT_PEM_MAX (32 * 1024)
+/*
+ * The bytes of text a CSR is built from (subject, SAN entries,
+ * ext_key_usage entries, attribute OIDs and values) together. The DER
+ * holds this plus at most about 6 KiB (tags and lengths of at most 212
+ * strings, 16 bytes for an IPv6 address written "::", an RSA-4096 key
+ * and signature), and the answer carries it as PEM in a JSON string,
+ * 1.375 bytes per DER byte: under 54 KiB, so every CSR that passes this
+ * check is answered within one 64 KiB frame (test_dispatch.c builds the
+ * largest). Checked before the token is touched, so a CSR too large to
+ * send is never signed.
+ */
+#define KS_CSR_TEXT_MAX (32 * 1024)
 #define KS_MESSAGE_MAX 256
 #define KS_QUOTE_MAX 64          /* bytes of client text quoted in a message */
 
@@ -500,6 +512,15 @@ static const struct ks_json_field attr_fields[] = {
 	{ NULL, 0, 0, 0, 0 },
 };
 
+static size_t strv_bytes(const struct ks_strv *v)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < v->n; i++)
+		n += strlen(v->v[i]);
+	return n;
+}
+
 struct token_signer {
 	struct ks_token *token;
 	const char *key;
@@ -527,7 +548,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	const char *field = NULL, *why = NULL, *err = NULL;
 	EVP_PKEY *pub = NULL;
 	char *pem = NULL;
-	size_t i;
+	size_t i, text;
 	json_t *v;
 	int r;
 
@@ -560,6 +581,14 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		params.attrs = attrs;
 		params.n_attrs = json_array_size(c->attributes);
 	}
+	/* Every string is at most 64 KiB (one frame) and there are at most 280: no overflow. */
+	text = strlen(c->subject) + strv_bytes(&san.dns) + strv_bytes(&san.ip) +
+	       strv_bytes(&san.uri) + strv_bytes(&san.email) + strv_bytes(&c->ext_key_usage);
+	for (i = 0; i < params.n_attrs; i++)
+		text += strlen(attrs[i].oid) + strlen(attrs[i].value);
+	if (text > KS_CSR_TEXT_MAX)
+		return reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
+				   "%zu bytes in all, more than %d", text, KS_CSR_TEXT_MAX);
 	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
 		return reply_token_error(rep, r, rq->key);
 	params.alg = ks_sig_alg_for_digest(ks_key_type_family(info.type),

@@ -510,6 +510,159 @@ static void test_audit_outcome_is_answer(void **state)
 	audited_close(&a);
 }
 
+/* A string of @n bytes: @prefix, then @fill repeated. */
+static json_t *filled(const char *prefix, char fill, size_t n)
+{
+	char buf[2048];
+	size_t p = strlen(prefix);
+
+	assert_true(n < sizeof(buf) && n >= p);
+	memcpy(buf, prefix, p);
+	memset(buf + p, fill, n - p);
+	buf[n] = '\0';
+	return json_string(buf);
+}
+
+/* A dotted OID of exactly @n characters (21 + 2j, at most 127), distinct for each @k < 100. */
+static json_t *long_oid(unsigned k, size_t n)
+{
+	char buf[128];
+	size_t p;
+
+	p = (size_t)snprintf(buf, sizeof(buf), "1.3.6.1.4.1.55555.%u", k + 100);
+	assert_true(n < sizeof(buf) && (n - p) % 2 == 0);
+	while (p < n) {
+		buf[p++] = '.';
+		buf[p++] = '7';
+	}
+	buf[p] = '\0';
+	return json_string(buf);
+}
+
+/*
+ * The request csr.create with the most DER for its text that the schema
+ * allows (64 subject AVAs, 100 SANs half of them 16-byte IPv6 addresses,
+ * 32 EKU OIDs, 16 attributes, the rest in URIs, which DER copies byte for
+ * byte), its text exactly @text bytes, for @key.
+ */
+static char *worst_csr(const char *key, size_t text)
+{
+	json_t *req, *ip, *uri, *eku, *attrs, *ku;
+	char subject[4097], *out;
+	size_t used = 0, sp = 0, uri_bytes;
+	unsigned i;
+
+	/* Subject: 64 AVAs "CN=xxx", 4096 bytes with the commas. */
+	for (i = 0; i < 64; i++) {
+		size_t len;
+
+		sp += (size_t)snprintf(subject + sp, sizeof(subject) - sp, "%sCN=", i ? "," : "");
+		len = i < 63 ? 60 : 4096 - sp;
+		assert_true(sp + len < sizeof(subject));
+		memset(subject + sp, 'a' + (int)(i % 26), len);
+		sp += len;
+		subject[sp] = '\0';
+	}
+	assert_int_equal(strlen(subject), 4096);
+	used += 4096;
+	ip = json_array();
+	for (i = 0; i < 50; i++) {
+		char a[16];
+
+		snprintf(a, sizeof(a), "::%x", i + 1);
+		used += strlen(a);
+		json_array_append_new(ip, json_string(a));
+	}
+	eku = json_array();
+	for (i = 0; i < 32; i++) {
+		json_array_append_new(eku, long_oid(i, 21));
+		used += 21;
+	}
+	attrs = json_array();
+	for (i = 0; i < 16; i++) {
+		json_array_append_new(attrs, json_pack("{s:o, s:o}", "oid", long_oid(50 + i, 21),
+						       "value", filled("", 'v', 1024)));
+		used += 21 + 1024;
+	}
+	/* The URIs take the rest. */
+	assert_true(text > used + 50 * 3);
+	uri_bytes = text - used;
+	uri = json_array();
+	for (i = 0; i < 50; i++) {
+		size_t len = uri_bytes / 50 + (i < uri_bytes % 50);
+
+		json_array_append_new(uri, filled("u:", 'x', len));
+	}
+	ku = json_pack("[s, s, s, s, s, s, s]", "digitalSignature", "nonRepudiation",
+		       "keyEncipherment", "dataEncipherment", "keyAgreement", "keyCertSign", "cRLSign");
+	req = json_pack("{s:i, s:s, s:s, s:s, s:{s:o, s:o}, s:o, s:o, s:o, s:s}", "id", 50,
+			"op", "csr.create", "key", key, "subject", subject,
+			"san", "ip", ip, "uri", uri, "key_usage", ku, "ext_key_usage", eku,
+			"attributes", attrs, "digest", "sha512");
+	assert_non_null(req);
+	out = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	assert_non_null(out);
+	assert_true(strlen(out) <= KS_FRAME_MAX);
+	return out;
+}
+
+/*
+ * A CSR within every limit once came out over 64 KiB: the token signed,
+ * the client got "internal" and the audit said "ok". The text a CSR is
+ * built from is bounded so that its answer always fits, and a request
+ * over the bound is refused before the token signs anything.
+ */
+static void test_csr_fits_a_frame(void **state)
+{
+	struct audited a;
+	json_t *o, *uris;
+	char *req;
+	uint8_t *resp = NULL;
+	size_t len = 0;
+
+	(void)state;
+	audited_open(&a);
+	o = call(&root_peer, "{\"id\": 51, \"op\": \"key.generate\", \"key\": \"app-big\", \"type\": \"rsa-4096\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	/* The reviewer's request: 60 URIs of about 1 KB, 60,310 bytes. */
+	uris = json_array();
+	for (unsigned i = 0; i < 60; i++)
+		json_array_append_new(uris, filled("https://example.com/", 'p', 990));
+	o = json_pack("{s:i, s:s, s:s, s:s, s:{s:o}}", "id", 52, "op", "csr.create",
+		      "key", "app-big", "subject", "CN=big", "san", "uri", uris);
+	req = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	o = call_ctx(a.ctx, &root_peer, req);
+	free(req);
+	assert_error(o, "bad-request");
+	assert_non_null(strstr(json_string_value(json_object_get(o, "message")), "more than 32768"));
+	json_decref(o);
+	assert_audit(&a, "csr.create", "app-big", "bad-request");
+
+	/* The largest CSR the limits allow, with the largest key: answered, within a frame. */
+	req = worst_csr("app-big", 32768);
+	assert_int_equal(ks_dispatch(a.ctx, &root_peer, (const uint8_t *)req, strlen(req),
+				     &resp, &len), 0);
+	free(req);
+	o = json_loadb((const char *)resp, len, 0, NULL);
+	free(resp);
+	assert_ok(o);
+	assert_true(len <= KS_FRAME_MAX - 4096);
+	json_decref(o);
+	assert_audit(&a, "csr.create", "app-big", "ok");
+
+	/* One byte more is refused. */
+	req = worst_csr("app-big", 32769);
+	o = call_ctx(a.ctx, &root_peer, req);
+	free(req);
+	assert_error(o, "bad-request");
+	json_decref(o);
+	audited_close(&a);
+}
+
 static void test_frame_error(void **state)
 {
 	uint8_t *resp = NULL;
@@ -537,6 +690,7 @@ int main(void)
 		cmocka_unit_test(test_policy_enforced),
 		cmocka_unit_test(test_policy_reload),
 		cmocka_unit_test(test_audit_outcome_is_answer),
+		cmocka_unit_test(test_csr_fits_a_frame),
 		cmocka_unit_test(test_frame_error),
 	};
 
