@@ -31,10 +31,20 @@ int ks_b64_encode(const uint8_t *in, size_t len, char **out)
 	return 0;
 }
 
-static int b64_char_ok(unsigned char c)
+/* The 6-bit value of a base64 character, or -1. */
+static int b64_value(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	       (c >= '0' && c <= '9') || c == '+' || c == '/';
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
 }
 
 int ks_b64_decode(const char *in, size_t in_len, size_t max, uint8_t **out,
@@ -61,9 +71,18 @@ int ks_b64_decode(const char *in, size_t in_len, size_t max, uint8_t **out,
 	if (in[in_len - 2] == '=')
 		pad++;
 	for (size_t i = 0; i < in_len - pad; i++)
-		if (!b64_char_ok((unsigned char)in[i]))
+		if (b64_value((unsigned char)in[i]) < 0)
 			return -EINVAL;
 	if (pad == 1 && in[in_len - 2] == '=')
+		return -EINVAL;
+	/*
+	 * The last character before the padding carries bits that decode to
+	 * nothing (4 with "==", 2 with "="). RFC 4648 section 3.5: they must
+	 * be zero, or "QQ==" and "QR==" would both be "A" and one value
+	 * would have several encodings.
+	 */
+	if (pad > 0 && (b64_value((unsigned char)in[in_len - pad - 1]) &
+			(pad == 2 ? 0x0f : 0x03)) != 0)
 		return -EINVAL;
 	n = in_len / 4 * 3 - pad;
 	if (n > max)

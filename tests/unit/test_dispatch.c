@@ -234,6 +234,9 @@ static void test_malformed(void **state)
 		{ "{\"id\": 3, \"op\": \"key.public\", \"key\": \"-x\"}", "bad-request", 0 },
 		{ "{\"id\": 3, \"op\": \"key.generate\", \"key\": \"t\", \"type\": \"dsa\"}", "unsupported", 0 },
 		{ "{\"id\": 3, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha256\"}", "bad-request", 0 },
+		/* 32 bytes, but a non-canonical encoding (the bits '=' discards are not zero). */
+		{ "{\"id\": 3, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha256\","
+		  " \"digest\": \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB=\"}", "bad-request", 0 },
 	};
 	json_t *o;
 
