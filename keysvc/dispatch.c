@@ -957,8 +957,8 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	struct ks_reply rep;
 	struct ks_policy *policy = NULL;
 	union ks_op_args args;
-	const char *why = NULL, *field = NULL, *op_audit = NULL;
-	json_t *opv;
+	const char *why = NULL, *field = NULL, *op_audit = NULL, *key_audit = NULL;
+	json_t *opv, *keyv;
 	int op, r;
 
 	memset(&rq, 0, sizeof(rq));
@@ -976,6 +976,17 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 		reply_error(&rep, -EINVAL, "%s", why);
 		goto answer;
 	}
+	/*
+	 * What the audit line names, taken before any check can refuse the
+	 * request: the operation if it is one, the key if it is a valid name.
+	 * A refused request is audited with what it asked for.
+	 */
+	opv = json_object_get(rq.root, "op");
+	if (json_is_string(opv) && (op = ks_op_from_name(json_string_value(opv))) >= 0)
+		op_audit = ks_op_name((enum ks_op)op);
+	keyv = json_object_get(rq.root, "key");
+	if (json_is_string(keyv) && ks_key_name_valid(json_string_value(keyv)))
+		key_audit = json_string_value(keyv);
 	rq.id = json_object_get(rq.root, "id");
 	if (rq.id == NULL || !id_valid(rq.id)) {
 		rq.id = NULL;
@@ -983,7 +994,6 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 			    "non-negative integer", KS_ID_MAX);
 		goto answer;
 	}
-	opv = json_object_get(rq.root, "op");
 	if (!json_is_string(opv)) {
 		reply_error(&rep, -EINVAL, "op: must be a string");
 		goto answer;
@@ -994,7 +1004,6 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 		goto answer;
 	}
 	rq.op = (enum ks_op)op;
-	op_audit = ks_op_name(rq.op);
 	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
 		if (field == NULL)
 			field = "request";
@@ -1026,7 +1035,7 @@ answer:
 	if ((r = encode_reply(ctx, rq.id, &rep, resp, resp_len)) != 0)
 		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
 		       (unsigned)peer->uid, (int)peer->pid);
-	audit_and_log(ctx, peer, op_audit, rq.key, &rep);
+	audit_and_log(ctx, peer, op_audit, key_audit, &rep);
 	json_decref(rep.result);
 	json_decref(rq.root);
 	ks_policy_unref(policy);

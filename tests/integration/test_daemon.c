@@ -629,7 +629,7 @@ static void test_audit(void **state)
 		{ "{\"id\":6,\"op\":\"key.list\"}", "key.list", NULL, "ok" },
 		{ "{\"id\":7,\"op\":\"sign\",\"key\":\"a1\",\"alg\":\"nope\",\"data\":\"AA==\"}", "sign", "a1", "unsupported" },
 		{ "{\"id\":8,\"op\":\"key.public\",\"key\":\"zzz\"}", "key.public", "zzz", "denied" },
-		{ "{\"id\":9,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\",\"x\":1}", "key.generate", NULL, "bad-request" },
+		{ "{\"id\":9,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\",\"x\":1}", "key.generate", "a1", "bad-request" },
 		{ "{\"id\":10,\"op\":\"key.public\",\"key\":\"a1\"}", "key.public", "a1", "ok" },
 		{ "{\"id\":11,\"op\":\"key.delete\",\"key\":\"a1\"}", "key.delete", "a1", "ok" },
 	};
@@ -656,7 +656,7 @@ static void test_audit(void **state)
 	}
 	close(fd);
 	assert_non_null(sig64);
-	/* The audit line is written before the answer, so it is there now. */
+	/* The audit line is written before the answer is sent, so it is there now. */
 	assert_non_null(audit = ks_td_audit_log(d, &len));
 	assert_false(has_needle(audit, len, sig64, strlen(sig64)));
 	assert_false(has_needle(audit, len, md64, strlen(md64)));

@@ -154,15 +154,19 @@ static void assert_audit(struct audited *a, const char *op, const char *key, con
 	json_t *o = audit_last(a), *v;
 
 	v = json_object_get(o, "op");
-	if (op == NULL)
+	if (op == NULL) {
 		assert_true(v == NULL || json_is_null(v));
-	else
+	} else {
+		assert_true(json_is_string(v));
 		assert_string_equal(json_string_value(v), op);
+	}
 	v = json_object_get(o, "key");
-	if (key == NULL)
+	if (key == NULL) {
 		assert_true(v == NULL || json_is_null(v));
-	else
+	} else {
+		assert_true(json_is_string(v));
 		assert_string_equal(json_string_value(v), key);
+	}
 	assert_string_equal(json_string_value(json_object_get(o, "outcome")), outcome);
 	json_decref(o);
 }
@@ -666,6 +670,49 @@ static void test_csr_fits_a_frame(void **state)
 	audited_close(&a);
 }
 
+/*
+ * A request refused by the id or schema checks is audited with the
+ * operation and key it named (when they are a known operation and a valid
+ * key name), not with null: the audit log must show what was attempted.
+ */
+static void test_audit_refused_requests(void **state)
+{
+	static const struct {
+		const char *req;
+		const char *op, *key, *outcome;
+	} cases[] = {
+		{ "{\"op\": \"sign\", \"key\": \"app-x\", \"alg\": \"ecdsa-sha256\"}",
+		  "sign", "app-x", "bad-request" },
+		{ "{\"id\": -1, \"op\": \"key.public\", \"key\": \"app-x\"}",
+		  "key.public", "app-x", "bad-request" },
+		{ "{\"id\": [], \"op\": \"hello\"}", "hello", NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": \"csr.create\", \"key\": \"app-x\", \"subject\": 5}",
+		  "csr.create", "app-x", "bad-request" },
+		{ "{\"id\": 1, \"op\": \"sign\", \"key\": \"app-x\", \"alg\": \"ecdsa-sha256\", \"extra\": 1}",
+		  "sign", "app-x", "bad-request" },
+		{ "{\"id\": 1, \"op\": \"key.delete\"}", "key.delete", NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": \"frobnicate\", \"key\": \"app-x\"}", NULL, "app-x", "unsupported" },
+		{ "{\"id\": 1, \"op\": \"key.public\", \"key\": \"../etc\"}", "key.public", NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": \"key.public\", \"key\": 5}", "key.public", NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": 7, \"key\": \"app-x\"}", NULL, "app-x", "bad-request" },
+		{ "not json", NULL, NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": \"key.public\", \"key\": \"app-none\"}", "key.public", "app-none", "no-such-key" },
+	};
+	struct audited a;
+	json_t *o;
+
+	(void)state;
+	audited_open(&a);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		o = call_ctx(a.ctx, &root_peer, cases[i].req);
+		assert_error(o, cases[i].outcome);
+		json_decref(o);
+		print_message("case %zu: %s\n", i, cases[i].req);
+		assert_audit(&a, cases[i].op, cases[i].key, cases[i].outcome);
+	}
+	audited_close(&a);
+}
+
 static void test_frame_error(void **state)
 {
 	uint8_t *resp = NULL;
@@ -694,6 +741,7 @@ int main(void)
 		cmocka_unit_test(test_policy_reload),
 		cmocka_unit_test(test_audit_outcome_is_answer),
 		cmocka_unit_test(test_csr_fits_a_frame),
+		cmocka_unit_test(test_audit_refused_requests),
 		cmocka_unit_test(test_frame_error),
 	};
 
