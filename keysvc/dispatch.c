@@ -22,6 +22,8 @@
 #define KS_ID_MAX 64
 #define KS_SIGN_DATA_MAX (48 * 1024)
 #define KS_SAN_MAX 100
+/* Keys in one key.list answer: 512 of the longest entries take about 56 KiB. */
+#define KS_LIST_MAX 512
 #define KS_CERT_PEM_MAX (32 * 1024)
 /*
  * The bytes of text a CSR is built from (subject, SAN entries,
@@ -44,6 +46,7 @@ struct ks_ctx {
 	pthread_mutex_t policy_lock;
 	struct ks_policy *policy;
 	size_t response_max;       /* KS_FRAME_MAX; smaller only in tests */
+	size_t list_max;           /* KS_LIST_MAX; smaller only in tests */
 };
 
 /* What one request produced: a result object or an error. */
@@ -74,6 +77,7 @@ int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
 	ctx->audit = audit;
 	ctx->policy = policy;
 	ctx->response_max = KS_FRAME_MAX;
+	ctx->list_max = KS_LIST_MAX;
 	pthread_mutex_init(&ctx->policy_lock, NULL);
 	*out = ctx;
 	return 0;
@@ -93,6 +97,11 @@ void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy)
 void ks_ctx_set_response_max(struct ks_ctx *ctx, size_t max)
 {
 	ctx->response_max = max < KS_FRAME_MAX ? max : KS_FRAME_MAX;
+}
+
+void ks_ctx_set_list_max(struct ks_ctx *ctx, size_t max)
+{
+	ctx->list_max = max < KS_LIST_MAX ? max : KS_LIST_MAX;
 }
 
 void ks_ctx_free(struct ks_ctx *ctx)
@@ -438,7 +447,7 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct ks_key_info *keys = NULL;
 	size_t n = 0, shown = 0;
 	json_t *arr = NULL;
-	int r;
+	int truncated = 0, r;
 
 	(void)arg;
 	if ((r = ks_token_list(ctx->token, &keys, &n)) != 0) {
@@ -453,16 +462,20 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		/* A peer sees only the keys it was granted key.list on. */
 		if (!ks_policy_allows(policy, rq->peer, KS_OP_KEY_LIST, keys[i].name))
 			continue;
-		/* Stay well inside one frame; the rest is reported as truncated. */
-		if (shown >= 512)
+		/*
+		 * Stay inside one frame; "truncated" says that a key the peer
+		 * may list was left out (keys it may not list never count).
+		 */
+		if (shown >= ctx->list_max) {
+			truncated = 1;
 			break;
+		}
 		json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
 						     "type", ks_key_type_name(keys[i].type),
 						     "has_cert", keys[i].has_cert));
 		shown++;
 	}
-	r = set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", shown < n &&
-				      shown >= 512));
+	r = set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", truncated));
 out:
 	json_decref(arr);
 	free(keys);

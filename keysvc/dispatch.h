@@ -37,6 +37,12 @@ void ks_ctx_set_policy(struct ks_ctx *ctx, struct ks_policy *policy);
  */
 void ks_ctx_set_response_max(struct ks_ctx *ctx, size_t max);
 
+/*
+ * For tests: answer key.list with at most @max keys (at most 512, the
+ * default), to reach "truncated" without 513 keys on a SoftHSM token.
+ */
+void ks_ctx_set_list_max(struct ks_ctx *ctx, size_t max);
+
 void ks_ctx_free(struct ks_ctx *ctx);
 
 /*

@@ -713,6 +713,67 @@ static void test_audit_refused_requests(void **state)
 	audited_close(&a);
 }
 
+/*
+ * key.list answers at most 512 keys (3 here, through the test setter);
+ * "truncated" is true exactly when a key the peer may list was left out.
+ * Keys it may not list do not count: they once made a peer with exactly
+ * the cap of keys see "truncated" (and so learn that other keys exist).
+ */
+static void test_list_truncated(void **state)
+{
+	static const struct ks_peer lister = { .uid = 4343, .gid = 4343, .pid = 4 };
+	static const char *const names[] = { "lst-0", "lst-1", "lst-2", "lst-3", "zzz-other" };
+	struct ks_policy *p = NULL;
+	struct ks_ctx *ctx = NULL;
+	char err[256];
+	json_t *rules, *o, *keys;
+	EVP_PKEY *pub;
+
+	(void)state;
+	rules = json_loads("[{\"uid\": 4343, \"keys\": [\"lst-*\"], \"ops\": [\"key.list\"]}]", 0, NULL);
+	assert_int_equal(ks_policy_from_json(rules, &p, err, sizeof(err)), 0);
+	json_decref(rules);
+	assert_int_equal(ks_ctx_new(fx.token, NULL, p, &ctx), 0);
+	ks_ctx_set_list_max(ctx, 3);
+	/* Keys this peer may not list sort before (app-*) and after its own. */
+	for (size_t i = 0; i < 5; i++) {
+		if (i == 3)
+			continue;
+		pub = NULL;
+		assert_int_equal(ks_token_generate(fx.token, names[i], KS_KEY_EC_P256, &pub), 0);
+		EVP_PKEY_free(pub);
+	}
+	/* Exactly the cap visible, others on the token: all shown, nothing left out. */
+	o = call_ctx(ctx, &lister, "{\"id\": 61, \"op\": \"key.list\"}");
+	assert_ok(o);
+	assert_int_equal(json_array_size(json_object_get(o, "keys")), 3);
+	assert_true(json_is_false(json_object_get(o, "truncated")));
+	json_decref(o);
+
+	/* One more visible: the first three by name, and truncated. */
+	pub = NULL;
+	assert_int_equal(ks_token_generate(fx.token, names[3], KS_KEY_EC_P256, &pub), 0);
+	EVP_PKEY_free(pub);
+	o = call_ctx(ctx, &lister, "{\"id\": 62, \"op\": \"key.list\"}");
+	assert_ok(o);
+	keys = json_object_get(o, "keys");
+	assert_int_equal(json_array_size(keys), 3);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(keys, 2), "key")), "lst-2");
+	assert_true(json_is_true(json_object_get(o, "truncated")));
+	json_decref(o);
+
+	/* The full cap is in force by default: all four. */
+	ks_ctx_set_list_max(ctx, 100000);
+	o = call_ctx(ctx, &lister, "{\"id\": 63, \"op\": \"key.list\"}");
+	assert_int_equal(json_array_size(json_object_get(o, "keys")), 4);
+	assert_true(json_is_false(json_object_get(o, "truncated")));
+	json_decref(o);
+	/* Leave the token as the other tests know it. */
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(ks_token_delete(fx.token, names[i]), 0);
+	ks_ctx_free(ctx);
+}
+
 static void test_frame_error(void **state)
 {
 	uint8_t *resp = NULL;
@@ -742,6 +803,7 @@ int main(void)
 		cmocka_unit_test(test_audit_outcome_is_answer),
 		cmocka_unit_test(test_csr_fits_a_frame),
 		cmocka_unit_test(test_audit_refused_requests),
+		cmocka_unit_test(test_list_truncated),
 		cmocka_unit_test(test_frame_error),
 	};
 
