@@ -28,6 +28,7 @@ struct daemon_state {
 	const char *config_path;
 	struct ks_ctx *ctx;
 	struct ks_audit *audit;
+	const struct ks_config *running;   /* the configuration read at start */
 };
 
 static void usage(FILE *f)
@@ -70,12 +71,78 @@ static void notify(const char *state)
 		ks_warn("sd_notify %s: %s", state, strerror(-r));
 }
 
+static int str_changed(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/*
+ * A reload applies the policy and the log level and reopens the audit
+ * log; everything else is read once at start. Name each such setting
+ * the new file changes, so that the log does not say "reloaded" over a
+ * change that is not in force. Returns how many.
+ */
+static int warn_not_reloaded(const struct ks_config *old, const struct ks_config *cfg)
+{
+	int n = 0;
+
+#define KS_CHANGED_STR(name, field)                                                    \
+	do {                                                                           \
+		if (str_changed(old->field, cfg->field)) {                             \
+			ks_warn("reload: %s changed; not applied until keysvcd is restarted", \
+				name);                                                 \
+			n++;                                                           \
+		}                                                                      \
+	} while (0)
+#define KS_CHANGED_NUM(name, field)                                                    \
+	do {                                                                           \
+		if (old->field != cfg->field) {                                        \
+			ks_warn("reload: %s changed (%u in force, %u in the file); not "  \
+				"applied until keysvcd is restarted", name,             \
+				(unsigned)old->field, (unsigned)cfg->field);           \
+			n++;                                                           \
+		}                                                                      \
+	} while (0)
+	KS_CHANGED_STR("module", module);
+	if (str_changed(old->token_uri, cfg->token_uri) ||
+	    str_changed(old->token_label, cfg->token_label) ||
+	    str_changed(old->token_serial, cfg->token_serial)) {
+		ks_warn("reload: token changed; not applied until keysvcd is restarted");
+		n++;
+	}
+	KS_CHANGED_STR("pin_file", pin_file);
+	KS_CHANGED_STR("socket", socket_path);
+	if (old->has_socket_gid != cfg->has_socket_gid ||
+	    (old->has_socket_gid && old->socket_gid != cfg->socket_gid)) {
+		ks_warn("reload: socket_group changed; not applied until keysvcd is restarted");
+		n++;
+	}
+	if (old->socket_mode != cfg->socket_mode) {
+		ks_warn("reload: socket_mode changed (%04o in force, %04o in the file); not "
+			"applied until keysvcd is restarted", (unsigned)old->socket_mode,
+			(unsigned)cfg->socket_mode);
+		n++;
+	}
+	KS_CHANGED_STR("audit_log", audit_log);
+	KS_CHANGED_NUM("sessions", sessions);
+	KS_CHANGED_NUM("max_clients", max_clients);
+	KS_CHANGED_NUM("max_clients_per_uid", max_clients_per_uid);
+	KS_CHANGED_NUM("client_timeout_ms", client_timeout_ms);
+	/* The values in force, defaults from client_timeout_ms included. */
+	KS_CHANGED_NUM("idle_timeout_ms", idle_timeout_ms);
+	KS_CHANGED_NUM("frame_timeout_ms", frame_timeout_ms);
+	KS_CHANGED_NUM("key_recheck_ms", key_recheck_ms);
+#undef KS_CHANGED_STR
+#undef KS_CHANGED_NUM
+	return n;
+}
+
 static void reload(void *arg)
 {
 	struct daemon_state *st = arg;
 	struct ks_config *cfg = NULL;
-	char err[512] = "", state[64];
-	int r;
+	char err[512] = "", state[128];
+	int r, unapplied;
 
 	/* systemd (Type=notify-reload, or ExecReload=kill -HUP) waits for READY=1 again. */
 	snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu", ks_sd_monotonic_usec());
@@ -87,14 +154,24 @@ static void reload(void *arg)
 		return;
 	}
 	ks_ctx_set_policy(st->ctx, ks_policy_ref(cfg->policy));
-	ks_notice("reload: policy with %zu rules in force (module, token, PIN and socket "
-		  "changes need a restart)", ks_policy_size(cfg->policy));
+	unapplied = warn_not_reloaded(st->running, cfg);
+	if (unapplied > 0)
+		ks_notice("reload: policy with %zu rules in force; %d other changed settings "
+			  "need a restart (see above)", ks_policy_size(cfg->policy), unapplied);
+	else
+		ks_notice("reload: policy with %zu rules in force", ks_policy_size(cfg->policy));
 	if (cfg->log_level != NULL)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
 	if ((r = ks_audit_reopen(st->audit)) != 0)
 		ks_err("reload: cannot reopen the audit log: %s", strerror(-r));
 	ks_config_free(cfg);
-	notify("READY=1\nSTATUS=policy reloaded");
+	if (unapplied > 0) {
+		snprintf(state, sizeof(state), "READY=1\nSTATUS=policy reloaded; %d settings "
+			 "need a restart", unapplied);
+		notify(state);
+	} else {
+		notify("READY=1\nSTATUS=policy reloaded");
+	}
 }
 
 int main(int argc, char **argv)
@@ -161,6 +238,8 @@ int main(int argc, char **argv)
 		ks_err("%s", err);
 		return 3;
 	}
+	/* Kept until exit: reload() compares new files with it. */
+	st.running = cfg;
 	if (cfg->log_level != NULL)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
 	if (debug)

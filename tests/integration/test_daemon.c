@@ -587,6 +587,55 @@ static void test_policy_reload(void **state)
 	assert_int_equal(ks_td_stop(d), 0);
 }
 
+/*
+ * Limits and timeouts are read once at start. A reload that changes them
+ * used to log only "reload: policy with N rules in force" as if all were
+ * applied; now it names each changed setting that needs a restart, and
+ * a reload that changes nothing of the kind names none.
+ */
+static void test_reload_restart_settings(void **state)
+{
+	static const char *const names[] = {
+		"max_clients changed", "max_clients_per_uid changed", "client_timeout_ms changed",
+		"idle_timeout_ms changed", "frame_timeout_ms changed",
+	};
+	struct ks_td *d = *state;
+	int reloads;
+
+	setup_daemon(d, ROOT_ALL, 0, 0);
+	/* The policy alone: nothing to warn about. */
+	reloads = ks_td_log_count(d, "reload: policy with");
+	assert_int_equal(ks_td_set_policy(d, "[{\"uid\":0,\"keys\":[\"x-*\"],\"ops\":" ALL_OPS "}]"), 0);
+	assert_int_equal(ks_td_reload(d), 0);
+	assert_int_equal(ks_td_wait_log(d, "reload: policy with", reloads + 1, 5000), 0);
+	assert_false(log_has(d, "need a restart"));
+	assert_false(log_has(d, "not applied until keysvcd is restarted"));
+
+	/* Every limit and timeout: each named, with the value still in force. */
+	d->max_clients = 7;
+	d->max_clients_per_uid = 3;
+	d->client_timeout_ms = 20000;   /* idle and frame follow it: they change too */
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_reload(d), 0);
+	assert_int_equal(ks_td_wait_log(d, "reload: policy with", reloads + 2, 5000), 0);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!log_has(d, names[i]))
+			fail_msg("no warning \"%s\" after the reload", names[i]);
+	assert_true(log_has(d, "max_clients changed (512 in force, 7 in the file)"));
+	assert_true(log_has(d, "5 other changed settings need a restart"));
+	/* Not applied: the old per-uid limit of 64 still lets 4 connections in. */
+	{
+		int fds[4];
+
+		for (size_t i = 0; i < 4; i++)
+			assert_true((fds[i] = ks_td_connect(d)) >= 0);
+		expect_once(d, "{\"id\":1,\"op\":\"hello\"}", "ok");
+		for (size_t i = 0; i < 4; i++)
+			close(fds[i]);
+	}
+	assert_int_equal(ks_td_stop(d), 0);
+}
+
 /* ---- 5. audit ---------------------------------------------------------- */
 
 struct audit_want {
@@ -1170,6 +1219,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_frames, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_denied_peer, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_policy_reload, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_reload_restart_settings, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_audit, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_pin_canary, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_concurrency, ks_td_fixture_alloc, ks_td_fixture_free),
