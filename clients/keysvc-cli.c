@@ -679,14 +679,17 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 	struct keysvc_key *keys = NULL;
 	size_t n = 0;
 	keysvc *ks;
-	int r, width = 4;
+	int r, width = 4, truncated;
 
 	(void)a;
 	if ((r = dial(g, &ks)) != EXIT_OK)
 		return r;
 	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
 		return fail_on(g, ks, r);
+	truncated = keysvc_key_list_truncated(ks);
 	keysvc_close(ks);
+	if (truncated)
+		fprintf(stderr, "keysvc: keysvcd listed only the first %zu keys by name; there are more\n", n);
 	if (g->json) {
 		json_t *arr = json_array();
 
@@ -694,7 +697,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
 							     "type", keys[i].type,
 							     "has_cert", keys[i].has_cert));
-		print_json(json_pack("{s:o}", "keys", arr));
+		print_json(json_pack("{s:o, s:b}", "keys", arr, "truncated", truncated));
 	} else {
 		for (size_t i = 0; i < n; i++)
 			if ((int)strlen(keys[i].name) > width)

@@ -44,6 +44,7 @@ struct keysvc {
 	int timeout_ms;
 	uint64_t next_id;
 	int unsent;              /* the last request certainly never reached the daemon */
+	int list_truncated;      /* the last key.list left out keys the peer may list */
 	char message[KEYSVC_MESSAGE_MAX];
 };
 
@@ -108,6 +109,11 @@ KEYSVC_EXPORT const char *keysvc_error_message(const keysvc *ks)
 KEYSVC_EXPORT int keysvc_request_unsent(const keysvc *ks)
 {
 	return ks != NULL && ks->unsent;
+}
+
+KEYSVC_EXPORT int keysvc_key_list_truncated(const keysvc *ks)
+{
+	return ks != NULL && ks->list_truncated;
 }
 
 /*
@@ -822,10 +828,13 @@ KEYSVC_EXPORT void keysvc_key_list_free(struct keysvc_key *keys, size_t n)
 
 struct list_resp {
 	json_t *keys;
+	int truncated;
 };
 
 static const struct ks_json_field list_fields[] = {
 	{ "keys", KS_JSON_ARRAY, offsetof(struct list_resp, keys), KS_JSON_REQUIRED, LIST_MAX_ENTRIES },
+	/* Optional: daemons before it was documented may not send it. */
+	{ "truncated", KS_JSON_BOOL, offsetof(struct list_resp, truncated), 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -854,6 +863,8 @@ KEYSVC_EXPORT int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *
 		*keys = NULL;
 	if (n != NULL)
 		*n = 0;
+	if (ks != NULL)
+		ks->list_truncated = 0;
 	if ((r = req_new(ks, "key.list", &req)) != KEYSVC_OK)
 		return r;
 	if (keys == NULL || n == NULL) {
@@ -885,6 +896,7 @@ KEYSVC_EXPORT int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *
 	}
 	*keys = out;
 	*n = count;
+	ks->list_truncated = lr.truncated;
 	out = NULL;
 out:
 	keysvc_key_list_free(out, count);

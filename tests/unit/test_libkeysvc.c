@@ -276,7 +276,7 @@ static void test_operations(void **state)
 		  "{\"ok\":true,\"key\":\"k2\",\"type\":\"rsa-2048\",\"public_key\":\"PEM2\"}" },
 		{ "{\"op\":\"key.list\"}", NULL, REPLY_JSON,
 		  "{\"ok\":true,\"keys\":[{\"key\":\"a\",\"type\":\"rsa-2048\",\"has_cert\":true},"
-		  "{\"key\":\"b\",\"type\":null,\"has_cert\":false}]}" },
+		  "{\"key\":\"b\",\"type\":null,\"has_cert\":false}],\"truncated\":true}" },
 		{ "{\"op\":\"key.list\"}", NULL, REPLY_JSON, "{\"ok\":true,\"keys\":[]}" },
 		{ "{\"op\":\"key.public\",\"key\":\"k\"}", NULL, REPLY_JSON,
 		  "{\"ok\":true,\"key\":\"k\",\"type\":\"ec-p384\",\"public_key\":\"PUB\"}" },
@@ -360,10 +360,13 @@ static void test_operations(void **state)
 	assert_string_equal(keys[1].name, "b");
 	assert_null(keys[1].type);
 	assert_int_equal(keys[1].has_cert, 0);
+	assert_int_equal(keysvc_key_list_truncated(ks), 1);
 	keysvc_key_list_free(keys, n);
+	/* A daemon that does not send "truncated" lists everything. */
 	assert_int_equal(keysvc_key_list(ks, &keys, &n), KEYSVC_OK);
 	assert_int_equal(n, 0);
 	assert_null(keys);
+	assert_int_equal(keysvc_key_list_truncated(ks), 0);
 
 	assert_int_equal(keysvc_key_public(ks, "k", &s, &type), KEYSVC_OK);
 	assert_string_equal(s, "PUB");
