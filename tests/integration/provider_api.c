@@ -302,19 +302,11 @@ out:
 	return ok;
 }
 
-int main(int argc, char **argv)
+static int run_check(int argc, char **argv)
 {
 	EVP_PKEY *key = NULL;
 	int ok = 0;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: provider_api CHECK KEY...\n");
-		return 2;
-	}
-	if (OSSL_PROVIDER_load(NULL, "default") == NULL || OSSL_PROVIDER_load(NULL, "keysvc") == NULL) {
-		failed("%s", "cannot load the default and keysvc providers");
-		return 1;
-	}
 	if ((key = load(argv[2])) == NULL) {
 		failed("cannot load keysvc:%s", argv[2]);
 		return 1;
@@ -342,4 +334,26 @@ int main(int argc, char **argv)
 		fprintf(stderr, "provider_api: unknown check %s\n", argv[1]);
 	EVP_PKEY_free(key);
 	return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	OSSL_PROVIDER *deflt = NULL, *keysvc = NULL;
+	int r = 1;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: provider_api CHECK KEY...\n");
+		return 2;
+	}
+	if ((deflt = OSSL_PROVIDER_load(NULL, "default")) == NULL ||
+	    (keysvc = OSSL_PROVIDER_load(NULL, "keysvc")) == NULL)
+		failed("%s", "cannot load the default and keysvc providers");
+	else
+		r = run_check(argc, argv);
+	/* Loaded providers stay until unloaded, even past OPENSSL_cleanup(): LeakSanitizer would see them. */
+	if (keysvc != NULL)
+		OSSL_PROVIDER_unload(keysvc);
+	if (deflt != NULL)
+		OSSL_PROVIDER_unload(deflt);
+	return r;
 }
