@@ -29,6 +29,7 @@ struct daemon_state {
 	struct ks_ctx *ctx;
 	struct ks_audit *audit;
 	const struct ks_config *running;   /* the configuration read at start */
+	int debug;                         /* --debug: outranks log_level, also on reload */
 };
 
 static void usage(FILE *f)
@@ -160,7 +161,7 @@ static void reload(void *arg)
 			  "need a restart (see above)", ks_policy_size(cfg->policy), unapplied);
 	else
 		ks_notice("reload: policy with %zu rules in force", ks_policy_size(cfg->policy));
-	if (cfg->log_level != NULL)
+	if (cfg->log_level != NULL && !st->debug)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
 	if ((r = ks_audit_reopen(st->audit)) != 0)
 		ks_err("reload: cannot reopen the audit log: %s", strerror(-r));
@@ -192,7 +193,7 @@ int main(int argc, char **argv)
 	char err[512] = "", activated_name[128] = "", status[256];
 	char *pin = NULL;
 	size_t pin_len = 0;
-	int debug = 0, check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
+	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
 	int c, r, ret = 1;
 	sigset_t mask;
 
@@ -203,7 +204,7 @@ int main(int argc, char **argv)
 			st.config_path = optarg;
 			break;
 		case 'd':
-			debug = 1;
+			st.debug = 1;
 			break;
 		case 'C':
 			check_only = 1;
@@ -242,7 +243,7 @@ int main(int argc, char **argv)
 	st.running = cfg;
 	if (cfg->log_level != NULL)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
-	if (debug)
+	if (st.debug)
 		ks_log_set_level(KS_LOG_DEBUG);
 
 	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {

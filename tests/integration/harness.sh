@@ -2,6 +2,8 @@
 # daemon in one directory. Sourced by the shell tests and by scripts/demo.sh.
 #
 #   ks_start DIR POLICY_JSON    token + config + daemon; sets KS_DIR, KS_SOCKET, KS_PID
+#                               ($KS_LOG_LEVEL: the config's log_level, default info;
+#                               $KS_KEYSVCD_ARGS: more keysvcd arguments, split on blanks)
 #   ks_stop                     SIGTERM, wait, check the exit status
 #   ks_cli ARGS...              the keysvc CLI on the daemon's socket
 #   ks_fake_start PROGRAM ARGS...
@@ -39,7 +41,8 @@ ks_start() {
 }
 JSON
 	chmod 0644 "$dir/keysvcd.json"
-	"$KS_KEYSVCD" -c "$dir/keysvcd.json" 2>"$dir/daemon.log" &
+	# shellcheck disable=SC2086 # a list of arguments, split on purpose
+	"$KS_KEYSVCD" -c "$dir/keysvcd.json" ${KS_KEYSVCD_ARGS:-} 2>"$dir/daemon.log" &
 	KS_PID=$!
 	local i
 	for i in $(seq 1 100); do

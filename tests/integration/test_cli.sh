@@ -139,5 +139,15 @@ fi
 check "SIGTERM stops the daemon cleanly" ks_stop
 [ ! -e "$KS_SOCKET" ] && ok "socket removed at exit" || fail "socket left behind"
 
+# --debug outranks the configuration's log_level, on a reload too.
+KS_LOG_LEVEL=notice KS_KEYSVCD_ARGS=--debug ks_start "$work/dbg" "$policy"
+kill -HUP "$KS_PID"
+for _ in $(seq 1 50); do grep -q "reload: policy" "$KS_DIR/daemon.log" && break; sleep 0.1; done
+check "--debug: reloaded" grep -q "reload: policy" "$KS_DIR/daemon.log"
+check "--debug: hello after the reload" ks_cli hello
+check "--debug: still debug after a reload to log_level notice" \
+	awk '/reload: policy/ { r = 1 } r && / hello - ?: ok/ { f = 1 } END { exit !f }' "$KS_DIR/daemon.log"
+check "SIGTERM stops the --debug daemon" ks_stop
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
