@@ -18,6 +18,7 @@
 #include "proto/json.h"
 #include "proto/log.h"
 #include "proto/secmem.h"
+#include "proto/utf8.h"
 
 #define KS_ID_MAX 64
 #define KS_SIGN_DATA_MAX (48 * 1024)
@@ -148,86 +149,6 @@ const char *ks_wire_error(int err)
 	}
 }
 
-/*
- * Length of the UTF-8 sequence starting at @s (at most @n bytes available),
- * or 0 if it is not a complete, shortest-form encoding of a Unicode scalar
- * value: the rules jansson applies before it accepts a string.
- */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-	size_t len, i;
-	uint32_t cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
-/*
- * How many bytes of the client's string @s to quote in a message: all of
- * it up to @max bytes, else the longest prefix that ends on a character
- * boundary, so that a cut never leaves half a character behind. @s comes
- * from jansson and is valid UTF-8.
- */
-static int utf8_prefix(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-
-	if (n == max)
-		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-	return (int)n;
-}
-
-/*
- * Make @s valid UTF-8 in place: a sequence cut off by the end of the
- * buffer is dropped, any other invalid byte becomes '?'. The message goes
- * into a JSON string, which jansson refuses to build from invalid UTF-8.
- */
-static void utf8_sanitize(char *s)
-{
-	size_t n = strlen(s), i = 0, len;
-
-	while (i < n) {
-		len = utf8_seq_len((const unsigned char *)s + i, n - i);
-		if (len > 0) {
-			i += len;
-			continue;
-		}
-		/* A lead byte whose continuation bytes run to the end: cut there. */
-		len = 1;
-		while (i + len < n && ((unsigned char)s[i + len] & 0xc0) == 0x80)
-			len++;
-		if (i + len == n && ((unsigned char)s[i] & 0xc0) == 0xc0 && len < 4) {
-			s[i] = '\0';
-			return;
-		}
-		s[i++] = '?';
-	}
-}
-
 static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -240,7 +161,7 @@ static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
 	vsnprintf(rep->message, sizeof(rep->message), fmt, ap);
 	va_end(ap);
 	/* vsnprintf cuts at a byte count, maybe inside a character the client sent. */
-	utf8_sanitize(rep->message);
+	ks_utf8_sanitize(rep->message);
 	return err;
 }
 
@@ -571,7 +492,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (c->san != NULL &&
 	    ks_json_dispatch(c->san, san_fields, &san, 0, &field, &why) != 0)
 		return reply_error(rep, -EINVAL, "san.%.*s: %s",
-				   field ? utf8_prefix(field, KS_QUOTE_MAX) : 0,
+				   field ? ks_utf8_prefix(field, KS_QUOTE_MAX) : 0,
 				   field ? field : "", why);
 	if (san.dns.n + san.ip.n + san.uri.n + san.email.n > KS_SAN_MAX)
 		return reply_error(rep, -EINVAL, "san: more than %d names", KS_SAN_MAX);
@@ -580,7 +501,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 
 		if (bit == 0)
 			return reply_error(rep, -EINVAL, "key_usage: unknown usage %.*s",
-					   utf8_prefix(c->key_usage.v[i], KS_QUOTE_MAX),
+					   ks_utf8_prefix(c->key_usage.v[i], KS_QUOTE_MAX),
 					   c->key_usage.v[i]);
 		params.key_usage |= bit;
 	}
@@ -588,7 +509,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		json_array_foreach(c->attributes, i, v) {
 			if (ks_json_dispatch(v, attr_fields, &attrs[i], 0, &field, &why) != 0)
 				return reply_error(rep, -EINVAL, "attributes[%zu].%.*s: %s", i,
-						   field ? utf8_prefix(field, KS_QUOTE_MAX) : 0,
+						   field ? ks_utf8_prefix(field, KS_QUOTE_MAX) : 0,
 						   field ? field : "", why);
 		}
 		params.attrs = attrs;
@@ -1013,14 +934,14 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	}
 	if ((op = ks_op_from_name(json_string_value(opv))) < 0) {
 		reply_error(&rep, -EOPNOTSUPP, "unknown operation %.*s",
-			    utf8_prefix(json_string_value(opv), KS_QUOTE_MAX), json_string_value(opv));
+			    ks_utf8_prefix(json_string_value(opv), KS_QUOTE_MAX), json_string_value(opv));
 		goto answer;
 	}
 	rq.op = (enum ks_op)op;
 	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
 		if (field == NULL)
 			field = "request";
-		reply_error(&rep, -EINVAL, "%.*s: %s", utf8_prefix(field, KS_QUOTE_MAX), field, why);
+		reply_error(&rep, -EINVAL, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
 		goto answer;
 	}
 	if (op_table[op].key_offset != SIZE_MAX) {

@@ -20,6 +20,7 @@
 
 #include "proto/log.h"
 #include "proto/secmem.h"
+#include "proto/utf8.h"
 
 #define KS_MAX_SESSIONS 64
 #define KS_DEFAULT_SESSIONS 16
@@ -288,7 +289,11 @@ int ks_key_name_valid(const char *name)
 	return 1;
 }
 
-/* CK_TOKEN_INFO strings are blank padded, not NUL terminated. */
+/*
+ * CK_TOKEN_INFO strings are blank padded, not NUL terminated, and meant
+ * to be UTF-8, which not every module keeps to: invalid bytes become '?',
+ * so that the text can go into a JSON answer.
+ */
 static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t src_len)
 {
 	size_t n = src_len;
@@ -299,6 +304,7 @@ static void unpad(char *dst, size_t dst_len, const unsigned char *src, size_t sr
 		n = dst_len - 1;
 	memcpy(dst, src, n);
 	dst[n] = '\0';
+	ks_utf8_sanitize(dst);
 }
 
 /* @want equals the padded field exactly: same bytes, then only padding. */

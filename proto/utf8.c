@@ -1,0 +1,84 @@
+#include "proto/utf8.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/*
+ * Length of the UTF-8 sequence starting at @s (at most @n bytes available),
+ * or 0 if it is not a complete, shortest-form encoding of a Unicode scalar
+ * value: the rules jansson applies before it accepts a string.
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * How many bytes of the client's string @s to quote in a message: all of
+ * it up to @max bytes, else the longest prefix that ends on a character
+ * boundary, so that a cut never leaves half a character behind. @s comes
+ * from jansson and is valid UTF-8.
+ */
+int ks_utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+
+	if (n == max)
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	return (int)n;
+}
+
+/*
+ * Make @s valid UTF-8 in place: a sequence cut off by the end of the
+ * buffer is dropped, any other invalid byte becomes '?'. The message goes
+ * into a JSON string, which jansson refuses to build from invalid UTF-8.
+ */
+void ks_utf8_sanitize(char *s)
+{
+	size_t n = strlen(s), i = 0, len;
+
+	while (i < n) {
+		len = utf8_seq_len((const unsigned char *)s + i, n - i);
+		if (len > 0) {
+			i += len;
+			continue;
+		}
+		/* A lead byte whose continuation bytes run to the end: cut there. */
+		len = 1;
+		while (i + len < n && ((unsigned char)s[i + len] & 0xc0) == 0x80)
+			len++;
+		if (i + len == n && ((unsigned char)s[i] & 0xc0) == 0xc0 && len < 4) {
+			s[i] = '\0';
+			return;
+		}
+		s[i++] = '?';
+	}
+}
