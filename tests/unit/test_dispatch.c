@@ -426,6 +426,19 @@ static void test_policy_reload(void **state)
 static void test_utf8_cut(void **state)
 {
 	static const char *const fills[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+#define CSR_HEAD "\"op\": \"csr.create\", \"key\": \"app-utf8\", \"subject\": \"CN=x\", "
+	/* The request around the text, the error, and the message around the quoted part. */
+	static const struct {
+		const char *req_head, *req_tail, *error, *msg_head, *msg_tail;
+	} cases[] = {
+		{ "\"op\": \"", "\"}", "unsupported", "unknown operation ", "" },
+		{ "\"op\": \"hello\", \"", "\": 1}", "bad-request", "", ": unknown field" },
+		{ CSR_HEAD "\"key_usage\": [\"", "\"]}", "bad-request", "key_usage: unknown usage ", "" },
+		{ CSR_HEAD "\"san\": {\"", "\": []}}", "bad-request", "san.", ": unknown field" },
+		{ CSR_HEAD "\"attributes\": [{\"", "\": 1}]}", "bad-request", "attributes[0].",
+		  ": unknown field" },
+	};
+#undef CSR_HEAD
 	char text[256], req[1024], want[128];
 	json_t *o;
 
@@ -439,46 +452,17 @@ static void test_utf8_cut(void **state)
 			strcat(text, fills[f]);
 		/* What may be quoted: whole characters within 64 bytes (61, 63 or 64). */
 		n = 1 + (64 - 1) / cl * cl;
-
-		snprintf(req, sizeof(req), "{\"id\": 1, \"op\": \"%s\"}", text);
-		o = call(&root_peer, req);
-		assert_error(o, "unsupported");
-		assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
-		snprintf(want, sizeof(want), "unknown operation %.*s", (int)n, text);
-		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
-		json_decref(o);
-
-		snprintf(req, sizeof(req), "{\"id\": 2, \"op\": \"hello\", \"%s\": 1}", text);
-		o = call(&root_peer, req);
-		assert_error(o, "bad-request");
-		assert_int_equal(json_integer_value(json_object_get(o, "id")), 2);
-		snprintf(want, sizeof(want), "%.*s: unknown field", (int)n, text);
-		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
-		json_decref(o);
-
-		snprintf(req, sizeof(req), "{\"id\": 3, \"op\": \"csr.create\", \"key\": \"app-utf8\","
-			 " \"subject\": \"CN=x\", \"key_usage\": [\"%s\"]}", text);
-		o = call(&root_peer, req);
-		assert_error(o, "bad-request");
-		snprintf(want, sizeof(want), "key_usage: unknown usage %.*s", (int)n, text);
-		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
-		json_decref(o);
-
-		snprintf(req, sizeof(req), "{\"id\": 4, \"op\": \"csr.create\", \"key\": \"app-utf8\","
-			 " \"subject\": \"CN=x\", \"san\": {\"%s\": []}}", text);
-		o = call(&root_peer, req);
-		assert_error(o, "bad-request");
-		snprintf(want, sizeof(want), "san.%.*s: unknown field", (int)n, text);
-		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
-		json_decref(o);
-
-		snprintf(req, sizeof(req), "{\"id\": 5, \"op\": \"csr.create\", \"key\": \"app-utf8\","
-			 " \"subject\": \"CN=x\", \"attributes\": [{\"%s\": 1}]}", text);
-		o = call(&root_peer, req);
-		assert_error(o, "bad-request");
-		snprintf(want, sizeof(want), "attributes[0].%.*s: unknown field", (int)n, text);
-		assert_string_equal(json_string_value(json_object_get(o, "message")), want);
-		json_decref(o);
+		for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+			snprintf(req, sizeof(req), "{\"id\": %zu, %s%s%s", c + 1, cases[c].req_head, text,
+				 cases[c].req_tail);
+			o = call(&root_peer, req);
+			assert_error(o, cases[c].error);
+			assert_int_equal(json_integer_value(json_object_get(o, "id")), c + 1);
+			snprintf(want, sizeof(want), "%s%.*s%s", cases[c].msg_head, (int)n, text,
+				 cases[c].msg_tail);
+			assert_string_equal(json_string_value(json_object_get(o, "message")), want);
+			json_decref(o);
+		}
 	}
 }
 
