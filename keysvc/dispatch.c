@@ -912,14 +912,18 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	}
 	/*
 	 * What the audit line names, taken before any check can refuse the
-	 * request: the operation if it is one, the key if it is a valid name.
-	 * A refused request is audited with what it asked for.
+	 * request: the operation if it is one, and the key if it is a valid
+	 * name (the whole string: jansson keeps a "\u0000" that would cut it
+	 * short), unless the operation is one that takes no key. A refused
+	 * request is audited with what it asked for.
 	 */
 	opv = json_object_get(rq.root, "op");
 	if (json_is_string(opv) && (op = ks_op_from_name(json_string_value(opv))) >= 0)
 		op_audit = ks_op_name((enum ks_op)op);
 	keyv = json_object_get(rq.root, "key");
-	if (json_is_string(keyv) && ks_key_name_valid(json_string_value(keyv)))
+	if (!(op_audit != NULL && (op == KS_OP_HELLO || op == KS_OP_KEY_LIST)) && json_is_string(keyv) &&
+	    json_string_length(keyv) == strlen(json_string_value(keyv)) &&
+	    ks_key_name_valid(json_string_value(keyv)))
 		key_audit = json_string_value(keyv);
 	rq.id = json_object_get(rq.root, "id");
 	if (rq.id == NULL || !id_valid(rq.id)) {

@@ -645,13 +645,18 @@ static int reconnect_locked(struct ks_token *tok)
 	int r;
 
 	close_pool(tok);
-	/* Another user's initialisation stays: finalizing it would end their sessions too. */
+	/*
+	 * Another user's initialisation stays: finalizing it would end their
+	 * sessions too. C_Initialize is called all the same: it is a no-op
+	 * while they keep the module initialised, and makes the
+	 * initialisation ours once they have finalized it.
+	 */
 	if (tok->initialized && tok->owns_init) {
 		P11(tok, C_Finalize, NULL);
 		tok->initialized = 0;
 		tok->owns_init = 0;
 	}
-	if ((!tok->initialized && (r = initialize(tok)) != 0) || (r = find_slot(tok)) != 0)
+	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
 		return r;
 	return open_pool(tok);
 }

@@ -397,8 +397,10 @@ int ks_ci_vouched(STACK_OF(X509) *certs, STACK_OF(X509) *anchors, STACK_OF(X509)
 		int vouched = is_one_of(x, anchors);
 
 		/* Not an anchor: a CA certificate that a pinned one vouches for, fully valid (a leaf
-		 * check's tolerance of expired leaves does not apply to a CA). */
-		if (!vouched && X509_check_ca(x) >= 1 && verify_path(x, untrusted, anchors, exp.now, why) == 0)
+		 * check's tolerance of expired leaves does not apply to a CA). A CA by
+		 * basicConstraints CA:TRUE only: X509_check_ca() also counts keyUsage
+		 * keyCertSign alone, v1 self-signed and Netscape types (other values). */
+		if (!vouched && X509_check_ca(x) == 1 && verify_path(x, untrusted, anchors, exp.now, why) == 0)
 			vouched = X509_cmp_time(X509_get0_notAfter(x), &exp.now) > 0 &&
 				  X509_cmp_time(X509_get0_notBefore(x), &exp.now) <= 0;
 		if (vouched) {

@@ -470,6 +470,8 @@ static void test_descriptor_budget_none(void **state)
 	assert_int_equal(ks_td_wait_exit(d, 10000), 0);
 	assert_true(WIFEXITED(d->status) && WEXITSTATUS(d->status) != 0);
 	assert_true(ks_td_log_count(d, "raise RLIMIT_NOFILE") >= 1);
+	/* Nothing left behind: the socket file goes with the daemon, as on any exit. */
+	assert_int_equal(access(d->socket_path, F_OK), -1);
 }
 
 /*

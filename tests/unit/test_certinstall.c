@@ -33,7 +33,9 @@ static EVP_PKEY *ec_key(void)
 
 /*
  * A certificate for @pub, CN @cn, issued by @ca_key/@ca (self-signed if
- * @ca is NULL), valid [from, to] from now; a CA (CA:true) when @is_ca.
+ * @ca is NULL), valid [from, to] from now; a CA (CA:true) when @is_ca is
+ * 1, CA:false when 0; when -1 no basicConstraints but keyUsage keyCertSign
+ * (what OpenSSL's X509_check_ca() also counts as a CA).
  */
 static X509 *make_x509(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca, long from, long to,
 		       int is_ca)
@@ -53,7 +55,11 @@ static X509 *make_x509(EVP_PKEY *pub, const char *cn, EVP_PKEY *ca_key, X509 *ca
 	X509_gmtime_adj(X509_getm_notAfter(x), to);
 	X509_set_pubkey(x, pub);
 	X509V3_set_ctx(&v3, ca != NULL ? ca : x, x, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, is_ca ? "critical,CA:true" : "CA:false");
+	if (is_ca < 0)
+		ext = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage, "critical,keyCertSign");
+	else
+		ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+					  is_ca ? "critical,CA:true" : "CA:false");
 	X509_add_ext(x, ext, -1);
 	X509_EXTENSION_free(ext);
 	assert_true(X509_sign(x, ca_key, EVP_sha256()) > 0);
@@ -474,6 +480,19 @@ static void test_vouched(void **state)
 	assert_int_equal(sk_X509_num(kept), 0);
 	sk_X509_pop_free(kept, X509_free);
 	sk_X509_free(bundle);
+	/* A "CA" by keyUsage alone, signed by the pinned CA: not basicConstraints CA:TRUE, not kept. */
+	{
+		X509 *ku_only = make_x509(mid_key, "keyCertSign only", p->ca_key, p->ca, -60, 86400, -1);
+
+		bundle = stack_of(p->ca, ku_only);
+		assert_int_equal(X509_check_ca(ku_only), 4);
+		assert_int_equal(ks_ci_vouched(bundle, p->trusted, NULL, 0, &kept, err), 1);
+		assert_int_equal(sk_X509_num(kept), 1);
+		assert_int_equal(X509_cmp(sk_X509_value(kept, 0), p->ca), 0);
+		sk_X509_pop_free(kept, X509_free);
+		sk_X509_pop_free(bundle, X509_free);
+		X509_free(ku_only);
+	}
 	sk_X509_pop_free(mid_only, X509_free);
 	X509_free(mid);
 	X509_free(old_mid);

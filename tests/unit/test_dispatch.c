@@ -681,6 +681,11 @@ static void test_audit_refused_requests(void **state)
 		{ "{\"id\": 1, \"op\": 7, \"key\": \"app-x\"}", NULL, "app-x", "bad-request" },
 		{ "not json", NULL, NULL, "bad-request" },
 		{ "{\"id\": 1, \"op\": \"key.public\", \"key\": \"app-none\"}", "key.public", "app-none", "no-such-key" },
+		/* A NUL inside: the parser refuses it, and nothing is named. */
+		{ "{\"id\": 1, \"op\": \"key.delete\", \"key\": \"app-x\\u0000y\"}", NULL, NULL, "bad-request" },
+		/* An operation that takes no key names none, whatever the request carries. */
+		{ "{\"id\": 1, \"op\": \"hello\", \"key\": \"app-x\"}", "hello", NULL, "bad-request" },
+		{ "{\"id\": 1, \"op\": \"key.list\", \"key\": \"app-x\"}", "key.list", NULL, "bad-request" },
 	};
 	struct audited a;
 	json_t *o;

@@ -296,7 +296,8 @@ static void test_close_with_reconnect_stuck(void **state)
 
 /*
  * Another user of this process initialised the module first: the token
- * layer's reconnect and close leave that initialisation alone.
+ * layer's reconnect and close leave that initialisation alone, and if that
+ * user finalizes the module, the token layer initialises it again.
  */
 static void test_foreign_initialisation_survives(void **state)
 {
@@ -316,7 +317,13 @@ static void test_foreign_initialisation_survives(void **state)
 	assert_int_equal(ks_token_close(tok), 0);
 	tok = NULL;
 	assert_int_equal(other->C_GetInfo(&info), CKR_OK);
+	/* The other user finalizes while the token layer uses the module: it initialises it again. */
+	assert_int_equal(open_token(), 0);
+	assert_int_equal(sign_once(), 0);
 	assert_int_equal(p11_kit_module_finalize(other), CKR_OK);
+	assert_int_equal(sign_when_recovered(), 0);
+	assert_int_equal(ks_token_close(tok), 0);
+	tok = NULL;
 	p11_kit_module_release(other);
 }
 
