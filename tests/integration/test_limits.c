@@ -402,6 +402,21 @@ static int open_fds(pid_t pid)
 	return n;
 }
 
+/*
+ * keysvcd under RLIMIT_NOFILE @nofile, with no per-uid limit in the way
+ * (the descriptor tests open many connections from one uid), ready.
+ */
+static void spawn_with_nofile(struct ks_td *d, unsigned long nofile)
+{
+	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = nofile };
+
+	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
+	d->max_clients_per_uid = 1000;
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
+	assert_int_equal(ks_td_wait_ready(d, 10000), 0);
+}
+
 #define SIGN_REQ "{\"id\":3,\"op\":\"sign\",\"key\":\"fdkey\",\"alg\":\"ecdsa-sha256\"," \
 	"\"digest\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}"
 
@@ -415,15 +430,10 @@ static void test_descriptor_budget(void **state)
 {
 	struct ks_td *d = *state;
 	/* The default 16 sessions keep 16 + 4 * 16 = 80 descriptors for the token. */
-	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 120 };
 	int kept[128], nkept = 0, refused = 0;
 	json_t *resp;
 
-	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
-	d->max_clients_per_uid = 1000;
-	assert_int_equal(ks_td_write_config(d), 0);
-	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
-	assert_int_equal(ks_td_wait_ready(d, 10000), 0);
+	spawn_with_nofile(d, 120);
 	assert_int_equal(ks_td_wait_log(d, "serving at most that many", 1, 5000), 0);
 	resp = ks_td_request_once(d, "{\"id\":2,\"op\":\"key.generate\",\"key\":\"fdkey\",\"type\":\"ec-p256\"}");
 	check_outcome(resp, "ok", "generate");
@@ -482,18 +492,13 @@ static void test_descriptor_budget_none(void **state)
 static void test_emfile(void **state)
 {
 	struct ks_td *d = *state;
-	struct ks_td_spawn_opts opts = { .listen_fd = -1, .nofile = 1024 };
 	int kept[64], nkept = 0, pending = -1, baseline;
 	long long t0_ticks, ticks, hz = sysconf(_SC_CLK_TCK);
 	struct rlimit rl;
 	int64_t t0;
 	json_t *resp;
 
-	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
-	d->max_clients_per_uid = 1000;
-	assert_int_equal(ks_td_write_config(d), 0);
-	assert_int_equal(ks_td_spawn_with(d, &opts), 0);
-	assert_int_equal(ks_td_wait_ready(d, 10000), 0);
+	spawn_with_nofile(d, 1024);
 	baseline = open_fds(d->pid);
 	assert_true(baseline > 0);
 	/* Room for a few connections, then EMFILE. */

@@ -94,19 +94,15 @@ run_exit 7 "has not signed" "enroll with the right CA fingerprint (second agent,
 # answers with a certificate for the token key that his CA issued. Only what
 # the pinned (or fingerprinted) CA vouches for is trusted.
 printf 'extra-ca\nforeign-cert\nsign agent3.example.org\n' >"$work/control"
-run_exit 4 "does not chain" "fingerprint: a certificate from a CA added to the bundle is refused" \
-	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
-	--cert "$certs/mitm.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/mitm-ca.pem" \
-	--waitforcert 1 --maxwaitforcert 10 --quiet
-for f in mitm.pem mitm-ca.pem; do
-	[ -e "$certs/$f" ] && fail "fingerprint, added CA: $f not installed" || ok "fingerprint, added CA: $f not installed"
-done
-run_exit 4 "does not chain" "--ca-file: a certificate from a CA added to the bundle is refused" \
-	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
-	--cert "$certs/mitm.pem" --ca-file "$cadir/ca.pem" --ca-out "$certs/mitm-ca.pem" \
-	--waitforcert 1 --maxwaitforcert 10 --quiet
-for f in mitm.pem mitm-ca.pem; do
-	[ -e "$certs/$f" ] && fail "--ca-file, added CA: $f not installed" || ok "--ca-file, added CA: $f not installed"
+for pin in "fingerprint|--ca-fingerprint|SHA256:$fp" "--ca-file|--ca-file|$cadir/ca.pem"; do
+	IFS='|' read -r label pin_opt pin_val <<<"$pin"
+	run_exit 4 "does not chain" "$label: a certificate from a CA added to the bundle is refused" \
+		"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
+		--cert "$certs/mitm.pem" "$pin_opt" "$pin_val" --ca-out "$certs/mitm-ca.pem" \
+		--waitforcert 1 --maxwaitforcert 10 --quiet
+	for f in mitm.pem mitm-ca.pem; do
+		[ -e "$certs/$f" ] && fail "$label, added CA: $f not installed" || ok "$label, added CA: $f not installed"
+	done
 done
 # The genuine certificate, the extra CA still in the bundle: enrolled, and
 # --ca-out holds the genuine CA only.
