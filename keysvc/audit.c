@@ -2,67 +2,270 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
+#include "keysvc/config.h"
+#include "proto/auditchain.h"
 #include "proto/log.h"
 
 struct ks_audit {
-	char *path;
+	pthread_mutex_t lock;          /* everything below */
+	pthread_cond_t sync_done;
+	char *path;                    /* NULL: stderr */
 	/*
 	 * Never changes while the daemon runs: a reopen puts the new file
-	 * under this number with dup3(), so writers need no lock and a
-	 * write racing the reopen lands whole in the old file or the new.
+	 * under this number with dup3(), under the lock.
 	 */
 	int fd;
-	int warned;     /* atomic: one diagnostic per failing file */
+	enum ks_audit_sync sync;
+	enum ks_audit_failure failure;
+	uint64_t seq;                  /* of the last record written */
+	char head[KS_AUDIT_HASH_HEX];  /* its hash; the next record's "prev" */
+	const char *chain;             /* the next record starts a chain: "new", "restart"; or NULL */
+	off_t truncate_to;             /* -1, or the size to cut a partial record back to first */
+	uint64_t lost;                 /* records not written since the last one written */
+	int failing;                   /* the last write failed (logged once per errno) */
+	int failing_errno;
+	/* Group commit: records written, covered by a finished sync, covered by a failed one. */
+	uint64_t written, synced, sync_failed;
+	int sync_errno;
+	int syncing;
 };
 
-static int open_log(const char *path)
+static void now(char when[64])
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(when, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
 }
 
-int ks_audit_open(const char *path, struct ks_audit **out)
+/*
+ * Open @path and check what was opened: a file another user could have
+ * placed or could rewrite is refused, as is a directory where another
+ * user could swap it.
+ */
+static int open_checked(const char *path, int *out, char *err, size_t err_len)
+{
+	struct stat st;
+	int fd, flags, r;
+
+	if ((r = ks_config_check_dirs(path, "audit log", err, err_len)) != 0)
+		return r;
+	/* O_NONBLOCK: a FIFO planted at the path must not block the open. */
+	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0640);
+	if (fd < 0) {
+		r = errno == ELOOP ? -EACCES : -errno;
+		snprintf(err, err_len, "audit log %s: %s", path,
+			 errno == ELOOP ? "is a symbolic link" : strerror(errno));
+		return r;
+	}
+	r = -EACCES;
+	if (fstat(fd, &st) != 0) {
+		r = -errno;
+		snprintf(err, err_len, "audit log %s: %s", path, strerror(errno));
+	} else if (!S_ISREG(st.st_mode)) {
+		snprintf(err, err_len, "audit log %s: not a regular file", path);
+	} else if (st.st_uid != geteuid()) {
+		snprintf(err, err_len, "audit log %s: owned by uid %u, must be keysvcd's (uid %u)",
+			 path, (unsigned)st.st_uid, (unsigned)geteuid());
+	} else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, err_len, "audit log %s: writable by group or others (mode %04o)",
+			 path, (unsigned)(st.st_mode & 07777));
+	} else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		snprintf(err, err_len, "audit log %s: %s", path, strerror(errno));
+	} else {
+		*out = fd;
+		return 0;
+	}
+	close(fd);
+	return r;
+}
+
+/*
+ * The chain state at the end of the file @fd: an incomplete last line (a
+ * record whose write was cut by a crash) is truncated away; the last
+ * record's hash and seq continue the chain. Sets a->head, a->seq and
+ * a->chain when @continue_chain, else only repairs the tail. 0 or a
+ * negative errno with @err filled.
+ */
+static int read_tail(struct ks_audit *a, const char *path, int fd, int continue_chain,
+		     char *err, size_t err_len)
+{
+	char buf[KS_AUDIT_LINE_MAX + 2], *nl, *line;
+	struct ks_audit_link link;
+	struct stat st;
+	size_t want, got = 0;
+	off_t start;
+	ssize_t n;
+
+	if (fstat(fd, &st) != 0)
+		goto io;
+	if (st.st_size == 0) {
+		if (continue_chain) {
+			a->chain = "new";
+			memcpy(a->head, ks_auditchain_zero, KS_AUDIT_HASH_HEX);
+			a->seq = 0;
+		}
+		return 0;
+	}
+	want = st.st_size < (off_t)sizeof(buf) ? (size_t)st.st_size : sizeof(buf);
+	start = st.st_size - (off_t)want;
+	while (got < want) {
+		if ((n = pread(fd, buf + got, want - got, start + (off_t)got)) < 0) {
+			if (errno == EINTR)
+				continue;
+			goto io;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	want = got;
+	if (want == 0 || buf[want - 1] != '\n') {
+		nl = want > 0 ? memrchr(buf, '\n', want) : NULL;
+		if (nl != NULL || start == 0) {
+			off_t keep = nl != NULL ? start + (nl - buf) + 1 : 0;
+
+			if (ftruncate(fd, keep) != 0)
+				goto io;
+			ks_warn("audit log %s: removed an incomplete last record (%lld bytes)",
+				path, (long long)(st.st_size - keep));
+			want = nl != NULL ? (size_t)(nl - buf) + 1 : 0;
+		} else {
+			/* Longer than any record: not ours to cut. End it, and restart the chain. */
+			if (write(fd, "\n", 1) != 1)
+				goto io;
+			ks_warn("audit log %s: ends in %zu or more bytes that are not a record",
+				path, want);
+			want = 0;
+			start = -1;
+		}
+	}
+	if (!continue_chain)
+		return 0;
+	a->seq = 0;
+	memcpy(a->head, ks_auditchain_zero, KS_AUDIT_HASH_HEX);
+	if (want == 0 && start == 0) {
+		a->chain = "new";
+		return 0;
+	}
+	/* The last line: after the newline before the final one, if that is in the buffer. */
+	if (want > 0) {
+		buf[want - 1] = '\0';
+		line = memrchr(buf, '\n', want - 1);
+		if (line != NULL)
+			line++;
+		else if (start == 0)
+			line = buf;
+		if (line != NULL && ks_auditchain_parse(line, strlen(line), &link) == 0) {
+			ks_auditchain_hash(line, strlen(line), a->head);
+			a->seq = link.seq;
+			a->chain = NULL;
+			return 0;
+		}
+	}
+	ks_warn("audit log %s: the last line is not an audit record; a new chain starts "
+		"(\"chain\":\"restart\")", path);
+	a->chain = "restart";
+	return 0;
+io:
+	snprintf(err, err_len, "audit log %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct ks_audit **out,
+		  char *err, size_t err_len)
 {
 	struct ks_audit *a;
+	int r;
 
-	if ((a = calloc(1, sizeof(*a))) == NULL)
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		snprintf(err, err_len, "out of memory");
 		return -ENOMEM;
+	}
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->sync_done, NULL);
 	a->fd = STDERR_FILENO;
+	a->truncate_to = -1;
+	a->chain = "new";
+	memcpy(a->head, ks_auditchain_zero, KS_AUDIT_HASH_HEX);
+	if (opt != NULL) {
+		a->sync = opt->sync;
+		a->failure = opt->failure;
+	}
 	if (path != NULL) {
 		if ((a->path = strdup(path)) == NULL) {
-			free(a);
-			return -ENOMEM;
+			snprintf(err, err_len, "out of memory");
+			r = -ENOMEM;
+			goto fail;
 		}
-		if ((a->fd = open_log(path)) < 0) {
-			int r = -errno;
-
-			free(a->path);
-			free(a);
-			return r;
+		if ((r = open_checked(path, &a->fd, err, err_len)) != 0)
+			goto fail;
+		if ((r = read_tail(a, path, a->fd, 1, err, err_len)) != 0) {
+			close(a->fd);
+			goto fail;
 		}
 	}
 	*out = a;
 	return 0;
+fail:
+	pthread_cond_destroy(&a->sync_done);
+	pthread_mutex_destroy(&a->lock);
+	free(a->path);
+	free(a);
+	return r;
 }
 
 int ks_audit_reopen(struct ks_audit *a)
 {
-	int fd, r = 0;
+	char err[512];
+	int fd, r;
 
 	if (a == NULL || a->path == NULL)
 		return 0;
-	if ((fd = open_log(a->path)) < 0)
-		return -errno;
-	if (dup3(fd, a->fd, O_CLOEXEC) < 0)
+	if ((r = open_checked(a->path, &fd, err, sizeof(err))) != 0) {
+		ks_err("reload: %s; the audit log stays open as before", err);
+		return r;
+	}
+	/* The chain continues from memory; the new file's tail is only repaired. */
+	if ((r = read_tail(a, a->path, fd, 0, err, sizeof(err))) != 0) {
+		ks_err("reload: %s; the audit log stays open as before", err);
+		close(fd);
+		return r;
+	}
+	pthread_mutex_lock(&a->lock);
+	/* A sync running unlocked on the old file must finish before the number changes. */
+	while (a->syncing)
+		pthread_cond_wait(&a->sync_done, &a->lock);
+	if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written) {
+		if (fdatasync(a->fd) == 0) {
+			a->synced = a->written;
+		} else {
+			a->sync_errno = errno;
+			a->sync_failed = a->written;
+			ks_err("audit log %s: fdatasync before reopening: %s", a->path, strerror(errno));
+		}
+	}
+	if (dup3(fd, a->fd, O_CLOEXEC) < 0) {
 		r = -errno;
-	else
-		__atomic_store_n(&a->warned, 0, __ATOMIC_RELAXED);
+		ks_err("reload: audit log %s: %s; the old file stays in use", a->path, strerror(errno));
+	} else {
+		a->truncate_to = -1;
+	}
+	pthread_mutex_unlock(&a->lock);
 	close(fd);
 	return r;
 }
@@ -71,88 +274,205 @@ void ks_audit_close(struct ks_audit *a)
 {
 	if (a == NULL)
 		return;
-	if (a->path != NULL)
+	if (a->path != NULL) {
+		if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written && fdatasync(a->fd) != 0)
+			ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 		close(a->fd);
+	}
+	pthread_cond_destroy(&a->sync_done);
+	pthread_mutex_destroy(&a->lock);
 	free(a->path);
 	free(a);
 }
 
-/* Letters, digits, '.', '_' and '-': nothing JSON would escape. */
-static int plain(const char *s)
+/* Called with the lock held. A failure is logged when it starts or its errno changes. */
+static void note_failure(struct ks_audit *a, const char *what, int err)
 {
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
-			return 0;
-	return 1;
+	a->lost++;
+	if (!a->failing || a->failing_errno != err)
+		ks_err("audit log %s: %s: %s", a->path ? a->path : "(stderr)", what, strerror(err));
+	a->failing = 1;
+	a->failing_errno = err;
 }
 
 /*
- * The line as jansson writes it; a general path for any strings. NULL on
- * failure. @when is already plain.
+ * Append @line (@len bytes and a newline at line[len]) whole, or leave the
+ * file as it was. Called with the lock held. 0 or a negative errno.
  */
-static char *line_json(const char *when, const struct ks_peer *peer, const char *op,
-		       const char *key, const char *outcome, size_t *len)
+static int append(struct ks_audit *a, const char *line, size_t len)
 {
-	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s?, s:s*, s:s}",
-			      "time", when,
-			      "uid", (json_int_t)peer->uid,
-			      "gid", (json_int_t)peer->gid,
-			      "pid", (json_int_t)peer->pid,
-			      "op", op,
-			      "key", key,
-			      "outcome", outcome);
-	char *line;
+	size_t done = 0, total = len + 1;
+	struct stat st;
+	off_t before = -1;
+	ssize_t n;
+	int err = 0;
 
-	if (o == NULL)
-		return NULL;
-	line = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (line != NULL)
-		*len = strlen(line);
-	return line;
+	if (a->path != NULL) {
+		if (a->truncate_to >= 0) {
+			if (ftruncate(a->fd, a->truncate_to) != 0) {
+				note_failure(a, "cannot remove a partial record", errno);
+				return -a->failing_errno;
+			}
+			a->truncate_to = -1;
+		}
+		if (fstat(a->fd, &st) != 0) {
+			note_failure(a, "fstat", errno);
+			return -a->failing_errno;
+		}
+		before = st.st_size;
+	}
+	while (done < total) {
+		n = write(a->fd, line + done, total - done);
+		if (n > 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		/* write(2) returning 0 leaves errno alone: say what it means. */
+		err = n < 0 ? errno : ENOSPC;
+		break;
+	}
+	if (done == total)
+		return 0;
+	if (done > 0 && before >= 0 && ftruncate(a->fd, before) != 0) {
+		ks_err("audit log %s: cannot remove the partial record (%zu bytes): %s; trying "
+		       "again before the next record", a->path, done, strerror(errno));
+		a->truncate_to = before;
+	}
+	if (done > 0) {
+		char what[96];
+
+		snprintf(what, sizeof(what), "short write (%zu of %zu bytes), rolled back", done, total);
+		note_failure(a, what, err);
+	} else {
+		note_failure(a, "write failed", err);
+	}
+	return -err;
+}
+
+/*
+ * Wait until a sync that started after record number @gen was written
+ * has finished; one thread syncs for all waiting. Called with the lock
+ * held (released while syncing). 0 or the sync's negative errno.
+ */
+static int wait_synced(struct ks_audit *a, uint64_t gen)
+{
+	for (;;) {
+		if (a->sync_failed >= gen)
+			return -a->sync_errno;
+		if (a->synced >= gen)
+			return 0;
+		if (!a->syncing) {
+			uint64_t target = a->written;
+			int r;
+
+			a->syncing = 1;
+			pthread_mutex_unlock(&a->lock);
+			r = fdatasync(a->fd);
+			pthread_mutex_lock(&a->lock);
+			a->syncing = 0;
+			if (r == 0) {
+				a->synced = target;
+			} else {
+				a->sync_errno = errno;
+				a->sync_failed = target;
+				a->lost++;
+				if (!a->failing || a->failing_errno != errno)
+					ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
+				a->failing = 1;
+				a->failing_errno = errno;
+			}
+			pthread_cond_broadcast(&a->sync_done);
+		} else {
+			pthread_cond_wait(&a->sync_done, &a->lock);
+		}
+	}
+}
+
+static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int durable,
+			uint64_t *seq)
+{
+	char when[64], line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_HASH_HEX];
+	size_t len = 0;
+	uint64_t gen;
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	now(when);
+	rec->time = when;
+	rec->seq = a->seq + 1;
+	rec->prev = a->head;
+	rec->chain = a->chain;
+	rec->lost = a->lost;
+	if ((r = ks_auditchain_format(rec, line, sizeof(line), &len)) != 0) {
+		note_failure(a, "cannot format a record", -r);
+		goto out;
+	}
+	line[len] = '\n';      /* overwrite the NUL: one write carries the whole line */
+	if ((r = append(a, line, len)) != 0)
+		goto out;
+	ks_auditchain_hash(line, len, head);
+	memcpy(a->head, head, sizeof(head));
+	a->seq = rec->seq;
+	a->chain = NULL;
+	if (a->failing)
+		ks_notice("audit log %s: written again (%" PRIu64 " records could not be written; "
+			  "\"lost\" in record %" PRIu64 ")", a->path ? a->path : "(stderr)",
+			  a->lost, a->seq);
+	a->lost = 0;
+	a->failing = 0;
+	gen = ++a->written;
+	if (seq != NULL)
+		*seq = rec->seq;
+	if (durable && a->path != NULL && a->sync == KS_AUDIT_SYNC_DATA)
+		r = wait_synced(a, gen);
+out:
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+		    const char *key, const char *hash_name, const char *hash_hex,
+		    uint64_t *seq)
+{
+	struct ks_audit_record rec = {
+		.uid = (uint32_t)peer->uid, .gid = (uint32_t)peer->gid, .pid = peer->pid,
+		.op = op, .key = key, .is_intent = 1,
+		.hash_name = hash_name, .hash_hex = hash_hex,
+	};
+	int r;
+
+	*seq = 0;
+	if (a == NULL)
+		return 0;
+	if ((r = write_record(a, &rec, 1, seq)) == 0)
+		return 0;
+	/* *seq stays set when the record was written but could not be synced. */
+	if (a->failure == KS_AUDIT_CONTINUE) {
+		ks_warn("uid %u %s %s: no durable intent record in the audit log (%s); going "
+			"ahead as audit_failure is continue", (unsigned)peer->uid, op ? op : "-",
+			key ? key : "-", strerror(-r));
+		return 0;
+	}
+	return r;
+}
+
+void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+		      const char *key, uint64_t intent, const char *outcome)
+{
+	struct ks_audit_record rec = {
+		.uid = (uint32_t)peer->uid, .gid = (uint32_t)peer->gid, .pid = peer->pid,
+		.op = op, .key = key, .intent = intent, .outcome = outcome,
+	};
+
+	if (a == NULL)
+		return;
+	(void)write_record(a, &rec, 0, NULL);
 }
 
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome)
 {
-	char when[64], buf[512], *line = buf, *heap = NULL;
-	struct timespec ts;
-	struct tm tm;
-	size_t len = 0;
-	int n = -1;
-
-	if (a == NULL)
-		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
-	/*
-	 * The daemon passes operation names, validated key names and error
-	 * names, which need no JSON escaping: formatting them directly keeps
-	 * jansson's allocations off the signing path. Anything else takes the
-	 * general path, so the line is valid JSON whatever the caller passes.
-	 */
-	if ((op == NULL || plain(op)) && (key == NULL || plain(key)) && plain(outcome))
-		n = snprintf(buf, sizeof(buf) - 1,
-			     "{\"time\":\"%s\",\"uid\":%u,\"gid\":%u,\"pid\":%ld,\"op\":%s%s%s%s%s%s,\"outcome\":\"%s\"}",
-			     when, (unsigned)peer->uid, (unsigned)peer->gid, (long)peer->pid,
-			     op ? "\"" : "null", op ? op : "", op ? "\"" : "",
-			     key ? ",\"key\":\"" : "", key ? key : "", key ? "\"" : "",
-			     outcome);
-	if (n > 0 && (size_t)n < sizeof(buf) - 1) {
-		len = (size_t)n;
-	} else {
-		if ((heap = line_json(when, peer, op, key, outcome, &len)) == NULL)
-			return;
-		line = heap;
-	}
-	line[len] = '\n';      /* overwrite the NUL: one write carries the whole line */
-	/* O_APPEND: the kernel keeps concurrent lines apart, no lock of ours is held across the write. */
-	if (write(a->fd, line, len + 1) != (ssize_t)(len + 1) &&
-	    !__atomic_exchange_n(&a->warned, 1, __ATOMIC_RELAXED))
-		ks_err("audit log write failed: %s", strerror(errno));
-	free(heap);
+	ks_audit_outcome(a, peer, op, key, 0, outcome);
 }

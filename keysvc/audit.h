@@ -1,35 +1,97 @@
 /*
- * The audit log: one JSON object per line per request, appended with a
- * single write(2) so lines from concurrent requests never interleave:
- *   {"time":"2026-11-24T09:21:48.123Z","uid":1000,"gid":1000,"pid":42,
- *    "op":"sign","key":"web","outcome":"ok"}
- * No payloads, signatures, CSRs or secrets are ever written.
+ * The audit log: one JSON record per line, hash-chained (the format and
+ * the chain are proto/auditchain.h; PROTOCOL.md "Audit" documents them):
+ *   {"time":"2026-11-24T09:21:48.123Z","seq":8,"prev":"3f…","uid":1000,
+ *    "gid":1000,"pid":42,"op":"sign","key":"web","phase":"intent",
+ *    "sha256":"9a…"}
+ *   {"time":…,"seq":9,"prev":"c1…",…,"op":"sign","key":"web","intent":8,
+ *    "outcome":"ok"}
+ * No payloads, signatures, CSRs or secrets are ever written, only hashes.
+ *
+ * Records are serialised under one lock: each is formatted with the hash
+ * of the one before and written with one write(2); a write that fails or
+ * falls short is rolled back (the file truncated to its size before the
+ * record) before anything else is appended, so the file only ever holds
+ * whole records. Intent records are made durable (fdatasync, one sync
+ * for all records written before it: group commit) before the caller
+ * touches the token.
  */
 #ifndef KEYSVC_AUDIT_H
 #define KEYSVC_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "keysvc/policy.h"
 
 struct ks_audit;
 
+enum ks_audit_sync {
+	KS_AUDIT_SYNC_DATA = 0,    /* fdatasync before an intent counts as written */
+	KS_AUDIT_SYNC_NONE,        /* write(2) only: survives a crash of keysvcd, not of the machine */
+};
+
+enum ks_audit_failure {
+	KS_AUDIT_REFUSE = 0,       /* an intent that cannot be written refuses the operation */
+	KS_AUDIT_CONTINUE,         /* it is logged and the operation goes ahead */
+};
+
+struct ks_audit_options {
+	enum ks_audit_sync sync;
+	enum ks_audit_failure failure;
+};
+
 /*
  * Open @path for appending (created 0640, not following symlinks), or
- * stderr when @path is NULL. 0 or a negative errno.
+ * stderr when @path is NULL (no sync, no roll-back). An existing file must
+ * be a regular file owned by the effective uid and not writable by group
+ * or others, and every directory above it pass ks_config_check_dirs();
+ * otherwise -EACCES with @err naming the path and the problem. An
+ * incomplete last line is truncated away (and logged); the chain goes on
+ * from the last record, or restarts ("chain":"restart") when that is not
+ * a record. @opt NULL: the defaults (sync data, refuse). 0 or a negative
+ * errno with @err filled.
  */
-int ks_audit_open(const char *path, struct ks_audit **out);
+int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct ks_audit **out,
+		  char *err, size_t err_len);
 
-/* Reopen the file (after log rotation, on SIGHUP). 0 or a negative errno; the old file stays in use on failure. */
+/*
+ * Reopen the file (after log rotation, on SIGHUP), with the same checks
+ * as ks_audit_open(); the chain goes on in the new file. Records written
+ * to the old file are synced first. 0 or a negative errno (logged with
+ * the reason); the old file stays in use on failure.
+ */
 int ks_audit_reopen(struct ks_audit *a);
 
 void ks_audit_close(struct ks_audit *a);
 
 /*
- * Write one line. @op is the wire operation name or NULL when the request
- * did not get that far; @key may be NULL; @outcome is "ok" or an error name.
- * A write failure is reported once to the diagnostic log and otherwise
- * ignored: losing the audit file must not stop signing (the journal still
- * has the diagnostic line).
+ * Write the intent record of a token-touching operation and wait until it
+ * is durable. @hash_name ("sha256", "digest") and @hash_hex (lowercase
+ * hex) name what is about to be signed, or NULL. Returns 0 with *@seq set
+ * to the record's number (0 when it was not written but the failure mode
+ * is continue), or the negative errno of the write or sync when it could
+ * not be written and the failure mode is refuse: the caller must not
+ * touch the token. The errno is in the diagnostic log. A NULL @a
+ * (tests without a log) writes nothing and returns 0.
  */
+int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+		    const char *key, const char *hash_name, const char *hash_hex,
+		    uint64_t *seq);
+
+/*
+ * Write one outcome record. @op is the wire operation name or NULL when
+ * the request did not get that far; @key may be NULL; @intent is the seq
+ * of the operation's intent record or 0; @outcome is "ok" or an error
+ * name. Not waited for: the next intent's sync covers it. A record that
+ * cannot be written is counted ("lost" in the next record written) and
+ * the errno logged to the diagnostic log; until a write succeeds again
+ * intents are attempted and refused as they fail.
+ */
+void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+		      const char *key, uint64_t intent, const char *outcome);
+
+/* ks_audit_outcome() of a request without an intent record. */
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome);
 

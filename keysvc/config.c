@@ -114,6 +114,8 @@ struct config_json {
 	json_t *socket_group;
 	const char *socket_mode;
 	const char *audit_log;
+	const char *audit_failure;
+	const char *audit_sync;
 	const char *log_level;
 	uint64_t sessions;
 	uint64_t max_clients;
@@ -136,6 +138,8 @@ static const struct ks_json_field config_fields[] = {
 	{ "socket_group", KS_JSON_ANY, offsetof(struct config_json, socket_group), 0, 0 },
 	{ "socket_mode", KS_JSON_STRING, offsetof(struct config_json, socket_mode), 0, 4 },
 	{ "audit_log", KS_JSON_STRING, offsetof(struct config_json, audit_log), 0, 4096 },
+	{ "audit_failure", KS_JSON_STRING, offsetof(struct config_json, audit_failure), 0, 16 },
+	{ "audit_sync", KS_JSON_STRING, offsetof(struct config_json, audit_sync), 0, 16 },
 	{ "log_level", KS_JSON_STRING, offsetof(struct config_json, log_level), 0, 16 },
 	{ "sessions", KS_JSON_UINT, offsetof(struct config_json, sessions), 0, 0 },
 	{ "max_clients", KS_JSON_UINT, offsetof(struct config_json, max_clients), 0, 0 },
@@ -332,6 +336,16 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		snprintf(err, err_len, "config: audit_log: must be an absolute path");
 		goto out;
 	}
+	if (cj.audit_failure != NULL && strcmp(cj.audit_failure, "refuse") != 0 &&
+	    strcmp(cj.audit_failure, "continue") != 0) {
+		snprintf(err, err_len, "config: audit_failure: refuse or continue");
+		goto out;
+	}
+	if (cj.audit_sync != NULL && strcmp(cj.audit_sync, "data") != 0 &&
+	    strcmp(cj.audit_sync, "none") != 0) {
+		snprintf(err, err_len, "config: audit_sync: data or none");
+		goto out;
+	}
 	if (cj.log_level != NULL && ks_log_level_from_name(cj.log_level) < 0) {
 		snprintf(err, err_len, "config: log_level: one of err, warning, notice, info, debug");
 		goto out;
@@ -377,6 +391,8 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	}
 	if ((r = ks_policy_from_json(cj.policy, &cfg->policy, err, err_len)) != 0)
 		goto out;
+	cfg->audit_continue = cj.audit_failure != NULL && strcmp(cj.audit_failure, "continue") == 0;
+	cfg->audit_sync_none = cj.audit_sync != NULL && strcmp(cj.audit_sync, "none") == 0;
 	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 16;
 	cfg->max_clients = cj.max_clients ? (unsigned)cj.max_clients : 512;
 	cfg->client_timeout_ms = cj.client_timeout_ms ? (unsigned)cj.client_timeout_ms : 30000;

@@ -27,6 +27,8 @@ struct ks_config {
 	gid_t socket_gid;
 	mode_t socket_mode;       /* default 0660 */
 	char *audit_log;          /* NULL: audit lines go to stderr */
+	int audit_continue;       /* "audit_failure": "continue"; default refuse */
+	int audit_sync_none;      /* "audit_sync": "none"; default data (fdatasync) */
 	char *log_level;          /* NULL: notice */
 	unsigned sessions;        /* PKCS#11 session pool size, default 16 */
 	unsigned max_clients;     /* concurrent connections, default 512 */

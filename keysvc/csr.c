@@ -852,7 +852,7 @@ int ks_csr_create(EVP_PKEY *pub, const struct ks_csr_params *params,
 		*err = "csr: cannot hash the request";
 		goto out;
 	}
-	if ((r = sign(sign_arg, params->alg, hash, hash_len, &sig, &sig_len)) != 0) {
+	if ((r = sign(sign_arg, params->alg, tbs, (size_t)tbs_len, hash, hash_len, &sig, &sig_len)) != 0) {
 		/* The contract is a negative errno; anything else is the callback's bug. */
 		if (r > 0)
 			r = -EIO;

@@ -50,11 +50,14 @@ struct ks_csr_params {
 };
 
 /*
- * Signs @digest (already hashed with the algorithm's digest) with
- * algorithm @alg; returns 0 and a malloc'd signature, or a negative errno
- * that ks_csr_create() passes back unchanged.
+ * Signs @digest (@tbs, the DER of the CertificationRequestInfo, already
+ * hashed with the algorithm's digest) with algorithm @alg; returns 0 and
+ * a malloc'd signature, or a negative errno that ks_csr_create() passes
+ * back unchanged. @tbs is there for the audit log, which names what the
+ * key signs.
  */
 typedef int (*ks_csr_sign_fn)(void *arg, enum ks_sig_alg alg,
+			      const uint8_t *tbs, size_t tbs_len,
 			      const uint8_t *digest, size_t digest_len,
 			      uint8_t **sig, size_t *sig_len);
 

@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "keysvc/audit.h"
 #include "keysvc/csr.h"
 #include "proto/b64.h"
 #include "proto/frame.h"
@@ -65,6 +66,7 @@ struct ks_request {
 	enum ks_op op;
 	const char *key;
 	const struct ks_peer *peer;
+	uint64_t audit_seq;        /* the intent record's seq; 0: none */
 };
 
 int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
@@ -220,6 +222,50 @@ out:
 	return r;
 }
 
+static void to_hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* @out = hex SHA-256 of @data; 0 or -EIO. */
+static int sha256_hex(const uint8_t *data, size_t len, char out[65])
+{
+	uint8_t md[32];
+	unsigned md_len = 0;
+
+	if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
+		return -EIO;
+	to_hex(md, 32, out);
+	return 0;
+}
+
+/*
+ * The intent record of an operation that uses or changes the token:
+ * called right before the token is asked, after every check that can
+ * refuse the request. When it cannot be written (and audit_failure is
+ * refuse) the request is answered audit-unavailable and the caller
+ * returns without touching the token. @hash_name/@hash_hex: what the key
+ * is about to sign, or NULL.
+ */
+static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_reply *rep,
+			const char *hash_name, const char *hash_hex)
+{
+	int r = ks_audit_intent(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key, hash_name,
+				hash_hex, &rq->audit_seq);
+
+	if (r == 0)
+		return 0;
+	rep->wire = "audit-unavailable";
+	return reply_error(rep, r, "the audit log cannot be written; refused before the token "
+			   "was used (see the daemon log)");
+}
+
 /* ---- operations -------------------------------------------------------- */
 
 struct hello_req {
@@ -326,6 +372,8 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 
 	if (type == KS_KEY_NONE)
 		return reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
+	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
+		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
 		return reply_token_error(rep, r, rq->key);
 	r = reply_public_key(rep, rq->key, type, pub);
@@ -356,6 +404,8 @@ static int op_delete(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	int r;
 
 	(void)arg;
+	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
+		return r;
 	if ((r = ks_token_delete(ctx->token, rq->key)) != 0)
 		return reply_token_error(rep, r, rq->key);
 	return set_result(rep, json_pack("{s:s}", "key", rq->key));
@@ -456,17 +506,26 @@ static size_t strv_bytes(const struct ks_strv *v)
 }
 
 struct token_signer {
-	struct ks_token *token;
-	const char *key;
+	struct ks_ctx *ctx;
+	struct ks_request *rq;
+	struct ks_reply *rep;
 };
 
+/* The intent names the SHA-256 of the CertificationRequestInfo the key signs. */
 static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
+			       const uint8_t *tbs, size_t tbs_len,
 			       const uint8_t *digest, size_t digest_len,
 			       uint8_t **sig, size_t *sig_len)
 {
 	struct token_signer *ts = arg;
+	char tbs_hash[65];
+	int r;
 
-	return ks_token_sign_digest(ts->token, ts->key, alg, digest, digest_len,
+	if ((r = sha256_hex(tbs, tbs_len, tbs_hash)) != 0)
+		return r;
+	if ((r = audit_intent(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
+		return r;
+	return ks_token_sign_digest(ts->ctx->token, ts->rq->key, alg, digest, digest_len,
 				    sig, sig_len);
 }
 
@@ -478,7 +537,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct ks_csr_attr attrs[16];
 	struct ks_csr_params params;
 	struct ks_key_info info;
-	struct token_signer signer = { ctx->token, rq->key };
+	struct token_signer signer = { ctx, rq, rep };
 	const char *field = NULL, *why = NULL, *err = NULL;
 	EVP_PKEY *pub = NULL;
 	char *pem = NULL;
@@ -544,7 +603,9 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
-	if (r == -EINVAL && err != NULL)
+	if (r != 0 && rep->wire != NULL)
+		;       /* audit_intent() refused it and said so in @rep */
+	else if (r == -EINVAL && err != NULL)
 		reply_error(rep, r, "%s", err);
 	else if (r != 0)
 		reply_token_error(rep, r, rq->key);
@@ -581,7 +642,8 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	unsigned md_len = 0;
 	uint8_t *in = NULL, *sig = NULL;
 	size_t in_len = 0, sig_len = 0;
-	char *b64 = NULL;
+	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1];
+	const char *signed_name;
 	int r;
 
 	if (alg == KS_SIG_NONE)
@@ -599,6 +661,8 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 			return reply_error(rep, r, "out of memory");
 		memcpy(md, in, in_len);
 		md_len = (unsigned)in_len;
+		signed_name = "digest";
+		to_hex(md, md_len, signed_hex);
 	} else {
 		r = ks_b64_decode(s->data, strlen(s->data), KS_SIGN_DATA_MAX, &in, &in_len);
 		if (r == -EINVAL || r == -EMSGSIZE)
@@ -611,7 +675,17 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 			r = reply_error(rep, -EIO, "digest failed");
 			goto out;
 		}
+		/* The data's SHA-256 whatever the algorithm's hash, so records compare. */
+		signed_name = "sha256";
+		if (md_len == 32 && strcmp(ks_sig_alg_digest(alg), "sha256") == 0) {
+			to_hex(md, md_len, signed_hex);
+		} else if (sha256_hex(in, in_len, signed_hex) != 0) {
+			r = reply_error(rep, -EIO, "digest failed");
+			goto out;
+		}
 	}
+	if ((r = audit_intent(ctx, rq, rep, signed_name, signed_hex)) != 0)
+		goto out;
 	r = ks_token_sign_digest(ctx->token, rq->key, alg, md, md_len, &sig, &sig_len);
 	if (r == -EINVAL) {
 		reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
@@ -672,6 +746,7 @@ static int op_cert_put(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	EVP_PKEY *pub = NULL;
 	X509 *cert = NULL;
 	uint8_t *der = NULL;
+	char cert_hash[65];
 	int der_len, r;
 
 	if ((cert = parse_one_cert(c->cert)) == NULL)
@@ -689,6 +764,12 @@ static int op_cert_put(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		r = reply_error(rep, -EIO, "cannot encode the certificate");
 		goto out;
 	}
+	if ((r = sha256_hex(der, (size_t)der_len, cert_hash)) != 0) {
+		reply_error(rep, r, "cannot hash the certificate");
+		goto out;
+	}
+	if ((r = audit_intent(ctx, rq, rep, "sha256", cert_hash)) != 0)
+		goto out;
 	if ((r = ks_token_cert_put(ctx->token, rq->key, der, (size_t)der_len)) != 0) {
 		reply_token_error(rep, r, rq->key);
 		goto out;
@@ -869,13 +950,18 @@ static int encode_reply(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
 	return encode_fixed(id, rep, resp, resp_len);
 }
 
-/* After encode_reply(): the audit line records what the client was told. */
+/*
+ * After encode_reply(): the audit record says what the client was told,
+ * linked to the intent record (@intent, 0 for none) written before the
+ * token was used.
+ */
 static void audit_and_log(struct ks_ctx *ctx, const struct ks_peer *peer,
-			  const char *op, const char *key, const struct ks_reply *rep)
+			  const char *op, const char *key, uint64_t intent,
+			  const struct ks_reply *rep)
 {
 	const char *outcome = rep->outcome;
 
-	ks_audit_log(ctx->audit, peer, op, key, outcome);
+	ks_audit_outcome(ctx->audit, peer, op, key, intent, outcome);
 	if (strcmp(outcome, "ok") == 0)
 		ks_debug("uid %u pid %d %s %s: ok", (unsigned)peer->uid, (int)peer->pid,
 			 op ? op : "-", key ? key : "-");
@@ -973,7 +1059,7 @@ answer:
 	if ((r = encode_reply(ctx, rq.id, &rep, resp, resp_len)) != 0)
 		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
 		       (unsigned)peer->uid, (int)peer->pid);
-	audit_and_log(ctx, peer, op_audit, key_audit, &rep);
+	audit_and_log(ctx, peer, op_audit, key_audit, rq.audit_seq, &rep);
 	json_decref(rep.result);
 	json_decref(rq.root);
 	ks_policy_unref(policy);
@@ -989,6 +1075,6 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 	memset(&rep, 0, sizeof(rep));
 	reply_error(&rep, -EINVAL, "%s", why);
 	r = encode_reply(ctx, NULL, &rep, resp, resp_len);
-	audit_and_log(ctx, peer, NULL, NULL, &rep);
+	audit_and_log(ctx, peer, NULL, NULL, 0, &rep);
 	return r;
 }

@@ -125,6 +125,8 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_STR("audit_log", audit_log);
+	KS_CHANGED_NUM("audit_failure", audit_continue);
+	KS_CHANGED_NUM("audit_sync", audit_sync_none);
 	KS_CHANGED_NUM("sessions", sessions);
 	KS_CHANGED_NUM("max_clients", max_clients);
 	KS_CHANGED_NUM("max_clients_per_uid", max_clients_per_uid);
@@ -163,8 +165,8 @@ static void reload(void *arg)
 		ks_notice("reload: policy with %zu rules in force", ks_policy_size(cfg->policy));
 	if (cfg->log_level != NULL && !st->debug)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
-	if ((r = ks_audit_reopen(st->audit)) != 0)
-		ks_err("reload: cannot reopen the audit log: %s", strerror(-r));
+	/* ks_audit_reopen() logs why it failed; the old file stays in use. */
+	(void)ks_audit_reopen(st->audit);
 	ks_config_free(cfg);
 	if (unapplied > 0) {
 		snprintf(state, sizeof(state), "READY=1\nSTATUS=policy reloaded; %d settings "
@@ -188,6 +190,7 @@ int main(int argc, char **argv)
 	struct daemon_state st = { .config_path = KS_DEFAULT_CONFIG };
 	struct ks_server_config scfg;
 	struct ks_token_config tcfg;
+	struct ks_audit_options aopt;
 	struct ks_config *cfg = NULL;
 	struct ks_token *token = NULL;
 	char err[512] = "", activated_name[128] = "", status[256];
@@ -289,10 +292,21 @@ int main(int argc, char **argv)
 		ret = 5;
 		goto out;
 	}
-	if ((r = ks_audit_open(cfg->audit_log, &st.audit)) != 0) {
-		ks_err("audit log %s: %s", cfg->audit_log, strerror(-r));
+	aopt.sync = cfg->audit_sync_none ? KS_AUDIT_SYNC_NONE : KS_AUDIT_SYNC_DATA;
+	aopt.failure = cfg->audit_continue ? KS_AUDIT_CONTINUE : KS_AUDIT_REFUSE;
+	if ((r = ks_audit_open(cfg->audit_log, &aopt, &st.audit, err, sizeof(err))) != 0) {
+		ks_err("%s", err);
+		/* A file or directory others could tamper with is a configuration error. */
+		if (r == -EACCES)
+			ret = 3;
 		goto out;
 	}
+	if (cfg->audit_continue)
+		ks_warn("audit_failure is continue: keys are used even when the audit log "
+			"cannot record it");
+	if (cfg->audit_sync_none)
+		ks_notice("audit_sync is none: audit records survive a crash of keysvcd but "
+			  "not of the machine");
 	if ((r = ks_ctx_new(token, st.audit, ks_policy_ref(cfg->policy), &st.ctx)) != 0) {
 		ks_err("out of memory");
 		goto out;

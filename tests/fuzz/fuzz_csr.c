@@ -34,12 +34,14 @@
 
 static EVP_PKEY *key;
 
-static int soft_sign(void *arg, enum ks_sig_alg alg, const uint8_t *digest, size_t digest_len,
-		     uint8_t **sig, size_t *sig_len)
+static int soft_sign(void *arg, enum ks_sig_alg alg, const uint8_t *tbs, size_t tbs_len,
+		     const uint8_t *digest, size_t digest_len, uint8_t **sig, size_t *sig_len)
 {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
 	size_t len = 0;
 
+	(void)tbs;
+	(void)tbs_len;
 	(void)arg;
 	CHECK(ctx != NULL && EVP_PKEY_sign_init(ctx) == 1);
 	CHECK(EVP_PKEY_CTX_set_signature_md(ctx, EVP_get_digestbyname(ks_sig_alg_digest(alg))) == 1);

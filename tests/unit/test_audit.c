@@ -40,7 +40,8 @@ static void check_line(const char *line, const struct ks_peer *peer, const struc
 	json_error_t jerr;
 	json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *v;
 	const char *t;
-	size_t want_fields = c->key != NULL ? 7 : 6;
+	/* time uid gid pid op outcome seq prev [key] [chain: the first record] */
+	size_t want_fields = (c->key != NULL ? 9 : 8) + (c == &cases[0]);
 
 	if (o == NULL)
 		fail_msg("not JSON: %s (%s)", line, jerr.text);
@@ -71,7 +72,7 @@ static void check_line(const char *line, const struct ks_peer *peer, const struc
 
 static void test_lines(void **state)
 {
-	char path[] = "/tmp/ks-audit-XXXXXX", buf[8192], *line, *save = NULL;
+	char path[] = "/tmp/ks-audit-XXXXXX", buf[8192], *line, *save = NULL, err[512];
 	struct ks_peer peer = { .uid = 4294967294u, .gid = 1000, .pid = 2147483647 };
 	struct ks_audit *a = NULL;
 	size_t n = 0;
@@ -80,7 +81,7 @@ static void test_lines(void **state)
 
 	(void)state;
 	assert_true((fd = mkstemp(path)) >= 0);
-	assert_int_equal(ks_audit_open(path, &a), 0);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), 0);
 	for (size_t i = 0; i < NCASES; i++)
 		ks_audit_log(a, &peer, cases[i].op, cases[i].key, cases[i].outcome);
 	ks_audit_close(a);

@@ -39,13 +39,15 @@ struct soft_signer {
 };
 
 /* What the token does: sign an already computed digest. */
-static int soft_sign(void *arg, enum ks_sig_alg alg, const uint8_t *digest, size_t digest_len,
-		     uint8_t **sig, size_t *sig_len)
+static int soft_sign(void *arg, enum ks_sig_alg alg, const uint8_t *tbs, size_t tbs_len,
+		     const uint8_t *digest, size_t digest_len, uint8_t **sig, size_t *sig_len)
 {
 	struct soft_signer *s = arg;
 	EVP_PKEY_CTX *ctx;
 	size_t len = 0;
 
+	(void)tbs;
+	(void)tbs_len;
 	s->calls++;
 	s->alg = alg;
 	assert_true(digest_len <= sizeof(s->digest));

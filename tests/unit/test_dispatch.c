@@ -112,13 +112,14 @@ struct audited {
 
 static void audited_open(struct audited *a)
 {
+	char err[512];
 	int fd;
 
 	memset(a, 0, sizeof(*a));
 	snprintf(a->path, sizeof(a->path), "/tmp/ks-dispatch-audit-XXXXXX");
 	assert_true((fd = mkstemp(a->path)) >= 0);
 	close(fd);
-	assert_int_equal(ks_audit_open(a->path, &a->audit), 0);
+	assert_int_equal(ks_audit_open(a->path, NULL, &a->audit, err, sizeof(err)), 0);
 	assert_int_equal(ks_ctx_new(fx.token, a->audit, suite_policy(), &a->ctx), 0);
 }
 
