@@ -22,6 +22,7 @@
 
 #include "clients/keysvc.h"
 #include "clients/status/statuscmd.h"
+#include "proto/auditchain.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
 #define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
@@ -39,6 +40,7 @@ enum exit_code {
 	EXIT_EXISTS = 6,
 	EXIT_UNSUPPORTED = 7,
 	EXIT_CONNECT = 8,
+	EXIT_AUDIT = 9,
 };
 
 /* Options before the command; set once in main(). */
@@ -66,6 +68,7 @@ static const char main_usage[] =
 	"  cert-get NAME              the certificate kept for the key\n"
 	"  status                     managed certificates: class, expiry, last renewal\n"
 	"  verify                     do the configured endpoints serve the installed certificates?\n"
+	"  audit-verify FILE...       check the hash chain of keysvcd's audit log files\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
@@ -78,8 +81,9 @@ static const char main_usage[] =
 	"\n"
 	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
 	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
-	"7 unsupported, 8 cannot connect or connection broken.\n"
-	"status and verify have their own (see keysvc status --help).\n";
+	"7 unsupported, 8 cannot connect or connection broken, 9 the daemon's audit\n"
+	"log cannot be written (nothing was done).\n"
+	"status, verify and audit-verify have their own (see COMMAND --help).\n";
 
 static int exit_for(int err)
 {
@@ -94,6 +98,7 @@ static int exit_for(int err)
 	case KEYSVC_E_UNSUPPORTED: return EXIT_UNSUPPORTED;
 	case KEYSVC_E_CONNECT:
 	case KEYSVC_E_IO: return EXIT_CONNECT;
+	case KEYSVC_E_AUDIT_UNAVAILABLE: return EXIT_AUDIT;
 	default: return EXIT_INTERNAL;
 	}
 }
@@ -846,6 +851,100 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	return EXIT_OK;
 }
 
+/* ---- audit-verify: no daemon involved ---- */
+
+static const char audit_verify_usage[] =
+	"Usage: keysvc audit-verify FILE...\n"
+	"Checks the hash chain of keysvcd's audit log: FILEs in rotation order, oldest\n"
+	"first (audit.log.2 audit.log.1 audit.log). Each record must name the hash of\n"
+	"the one before, across files, with seq counting up by one.\n"
+	"Prints FILE:LINE: REASON for the first bad record (edited, removed, reordered,\n"
+	"cut) and warnings for chains that start anew (keysvcd started on an empty\n"
+	"file, or could not read the last record).\n"
+	"Exit codes: 0 intact, 1 a record was edited, removed, reordered or cut,\n"
+	"2 usage or a file that cannot be read.\n";
+
+struct audit_line_pos {
+	const char *file;
+	unsigned long line;
+};
+
+/* Check one file's lines; 0 intact so far, 1 bad (reported), 2 I/O error (reported). */
+static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
+			     struct audit_line_pos *last, unsigned long *records)
+{
+	char why[256], *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	unsigned long lineno = 0;
+	int r = 0;
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+
+	if (f == NULL) {
+		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
+		return 2;
+	}
+	while ((n = getline(&line, &cap, f)) > 0) {
+		enum ks_audit_verdict verdict;
+
+		lineno++;
+		if (line[n - 1] != '\n') {
+			printf("%s:%lu: cut: the last record has no newline\n", path, lineno);
+			r = 1;
+			break;
+		}
+		line[--n] = '\0';
+		verdict = ks_auditchain_verify(v, line, (size_t)n, lineno == 1, why, sizeof(why));
+		if (verdict == KS_AUDIT_BAD) {
+			printf("%s:%lu: %s\n", path, lineno, why);
+			r = 1;
+			break;
+		}
+		if (verdict == KS_AUDIT_BAD_BEFORE) {
+			printf("%s:%lu: %s\n", last->file, last->line, why);
+			r = 1;
+			break;
+		}
+		if (verdict == KS_AUDIT_WARNING)
+			fprintf(stderr, "%s:%lu: %s\n", path, lineno, why);
+		last->file = path;
+		last->line = lineno;
+		(*records)++;
+	}
+	if (r == 0 && ferror(f)) {
+		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
+		r = 2;
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	return r;
+}
+
+static int audit_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
+{
+	struct ks_auditchain_verifier v;
+	struct audit_line_pos last = { NULL, 0 };
+	unsigned long records = 0;
+	int i, r;
+
+	(void)g;
+	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		fputs(audit_verify_usage, stdout);
+		return 0;
+	}
+	if (argc < 2) {
+		fputs(audit_verify_usage, stderr);
+		return 2;
+	}
+	memset(&v, 0, sizeof(v));
+	for (i = 1; i < argc; i++)
+		if ((r = audit_verify_file(argv[i], &v, &last, &records)) != 0)
+			return r;
+	printf("%lu records in %d file%s: intact\n", records, argc - 1, argc == 2 ? "" : "s");
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	unsigned options;           /* O(OPT_...) mask */
@@ -904,6 +1003,7 @@ static const struct command {
 	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n", NULL },
 	{ "status", 0, 0, 0, NULL, ks_status_usage, ks_status_main },
 	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
+	{ "audit-verify", 0, 0, 0, NULL, audit_verify_usage, audit_verify_main },
 };
 
 int main(int argc, char **argv)

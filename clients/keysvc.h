@@ -67,6 +67,8 @@ enum keysvc_error {
 	KEYSVC_E_TOKEN_UNAVAILABLE = -6, /* "token-unavailable": token absent or not logged in */
 	KEYSVC_E_INTERNAL = -7,          /* "internal", or an error name this library does not
 					    know (the name is then kept in the message) */
+	KEYSVC_E_AUDIT_UNAVAILABLE = -8, /* "audit-unavailable": the daemon cannot write its audit
+					    log, so it refused to use or change the token */
 	/* Local errors. */
 	KEYSVC_E_CONNECT = -20,          /* cannot connect to the socket (errno is kept) */
 	KEYSVC_E_IO = -21,               /* the connection broke, timed out, or was broken before */

@@ -59,6 +59,7 @@ static const struct {
 	{ "unsupported", KEYSVC_E_UNSUPPORTED },
 	{ "token-unavailable", KEYSVC_E_TOKEN_UNAVAILABLE },
 	{ "internal", KEYSVC_E_INTERNAL },
+	{ "audit-unavailable", KEYSVC_E_AUDIT_UNAVAILABLE },
 };
 
 KEYSVC_EXPORT const char *keysvc_error_name(int err)
@@ -72,6 +73,7 @@ KEYSVC_EXPORT const char *keysvc_error_name(int err)
 	case KEYSVC_E_UNSUPPORTED: return "unsupported";
 	case KEYSVC_E_TOKEN_UNAVAILABLE: return "token-unavailable";
 	case KEYSVC_E_INTERNAL: return "internal";
+	case KEYSVC_E_AUDIT_UNAVAILABLE: return "audit-unavailable";
 	case KEYSVC_E_CONNECT: return "connect";
 	case KEYSVC_E_IO: return "io";
 	case KEYSVC_E_PROTOCOL: return "protocol";
@@ -92,6 +94,7 @@ KEYSVC_EXPORT const char *keysvc_strerror(int err)
 	case KEYSVC_E_UNSUPPORTED: return "not supported by the daemon or token";
 	case KEYSVC_E_TOKEN_UNAVAILABLE: return "the token is unavailable";
 	case KEYSVC_E_INTERNAL: return "internal error in the daemon";
+	case KEYSVC_E_AUDIT_UNAVAILABLE: return "the daemon's audit log cannot be written";
 	case KEYSVC_E_CONNECT: return "cannot connect to keysvcd";
 	case KEYSVC_E_IO: return "connection to keysvcd broken";
 	case KEYSVC_E_PROTOCOL: return "malformed answer from keysvcd";

@@ -1,7 +1,9 @@
 /*
  * The audit log: every line is one JSON object with exactly the documented
- * fields, whether ks_audit_log() formats it directly (names that need no
- * escaping, the daemon's case) or through jansson (anything else).
+ * fields, whether it is formatted directly (names that need no escaping,
+ * the daemon's case) or through jansson (anything else); the hash chain
+ * across rotation and restart; records written whole or rolled back; the
+ * checks of `keysvc audit-verify`; the refusal of unsafe files.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,12 +14,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
 #include "keysvc/audit.h"
+#include "proto/auditchain.h"
 
 struct audit_case {
 	const char *op, *key, *outcome;
@@ -110,11 +119,568 @@ static void test_null(void **state)
 	ks_audit_close(NULL);
 }
 
+
+/* ---- chain, roll-back, ownership ---- */
+
+static const struct ks_peer alice = { .uid = 1000, .gid = 1000, .pid = 4242 };
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	size_t n;
+
+	assert_non_null(f);
+	assert_non_null(buf = malloc(1 << 20));
+	n = fread(buf, 1, (1 << 20) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return buf;
+}
+
+static void spit(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* @n signatures: an intent (with the hash of what is signed) and its outcome each. */
+static void sign_n(struct ks_audit *a, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uint64_t seq = 0;
+
+		assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", "sha256",
+						 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+						 &seq), 0);
+		assert_true(seq > 0);
+		ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+	}
+}
+
+static struct ks_audit *open_ok(const char *path)
+{
+	struct ks_audit *a = NULL;
+	char err[512] = "";
+
+	if (ks_audit_open(path, NULL, &a, err, sizeof(err)) != 0)
+		fail_msg("ks_audit_open %s: %s", path, err);
+	return a;
+}
+
+/* Line @n (1-based) of @text, parsed. */
+static json_t *line_json(const char *text, int n)
+{
+	const char *p = text, *e;
+	json_t *o;
+
+	for (int i = 1; i < n; i++) {
+		assert_non_null(p = strchr(p, '\n'));
+		p++;
+	}
+	assert_non_null(e = strchr(p, '\n'));
+	if ((o = json_loadb(p, (size_t)(e - p), JSON_REJECT_DUPLICATES, NULL)) == NULL)
+		fail_msg("line %d is not JSON", n);
+	return o;
+}
+
+/* The hex SHA-256 of line @n of @text without its newline. */
+static void line_hash(const char *text, int n, char hex[KS_AUDIT_HASH_HEX])
+{
+	const char *p = text, *e;
+
+	for (int i = 1; i < n; i++)
+		p = strchr(p, '\n') + 1;
+	e = strchr(p, '\n');
+	ks_auditchain_hash(p, (size_t)(e - p), hex);
+}
+
+static int count_lines(const char *text)
+{
+	int n = 0;
+
+	for (; *text != '\0'; text++)
+		n += *text == '\n';
+	return n;
+}
+
+/*
+ * keysvc audit-verify ARGS; its exit status, stdout in @out. -1 when the
+ * CLI is not known (run outside meson).
+ */
+static int run_verify(const char *const *files, char *out, size_t out_len)
+{
+	const char *cli = getenv("KS_KEYSVC_CLI");
+	const char *argv[16];
+	int pipefd[2], st;
+	size_t n = 0, got = 0;
+	ssize_t r;
+	pid_t pid;
+
+	if (cli == NULL)
+		return -1;
+	argv[n++] = cli;
+	argv[n++] = "audit-verify";
+	for (; *files != NULL && n < 15; files++)
+		argv[n++] = *files;
+	argv[n] = NULL;
+	assert_int_equal(pipe(pipefd), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		if (dup2(pipefd[1], 1) < 0 || nul < 0 || dup2(nul, 2) < 0)
+			_exit(127);
+		execv(cli, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	while (got + 1 < out_len && (r = read(pipefd[0], out + got, out_len - 1 - got)) > 0)
+		got += (size_t)r;
+	out[got] = '\0';
+	close(pipefd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void make_dir(char dir[64])
+{
+	snprintf(dir, 64, "/tmp/ks-audit-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+}
+
+static void remove_dir(const char *dir)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/*
+ * Intent records name what is signed and outcome records their intent;
+ * "prev" chains every record to the one before, across a rotation
+ * (rename, then reopen as on SIGHUP) and a restart of keysvcd.
+ */
+static void test_chain_rotation_restart(void **state)
+{
+	char dir[64], path[96], old[96], h[KS_AUDIT_HASH_HEX], out[4096];
+	char *t1, *t2;
+	struct ks_audit *a;
+	json_t *o;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(old, sizeof(old), "%s/audit.log.1", dir);
+	a = open_ok(path);
+	sign_n(a, 2);
+	assert_int_equal(rename(path, old), 0);
+	assert_int_equal(ks_audit_reopen(a), 0);
+	sign_n(a, 1);
+	ks_audit_close(a);
+	a = open_ok(path);           /* a restart */
+	ks_audit_log(a, &alice, "key.list", NULL, "ok");
+	ks_audit_close(a);
+
+	t1 = slurp(old, NULL);
+	t2 = slurp(path, NULL);
+	assert_int_equal(count_lines(t1), 4);
+	assert_int_equal(count_lines(t2), 3);
+	o = line_json(t1, 1);
+	assert_string_equal(json_string_value(json_object_get(o, "chain")), "new");
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), ks_auditchain_zero);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 1);
+	assert_string_equal(json_string_value(json_object_get(o, "phase")), "intent");
+	assert_string_equal(json_string_value(json_object_get(o, "sha256")),
+			    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+	assert_null(json_object_get(o, "outcome"));
+	json_decref(o);
+	o = line_json(t1, 2);
+	assert_int_equal(json_integer_value(json_object_get(o, "intent")), 1);
+	assert_string_equal(json_string_value(json_object_get(o, "outcome")), "ok");
+	line_hash(t1, 1, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	json_decref(o);
+	/* The new file's first record names the old file's last. */
+	o = line_json(t2, 1);
+	line_hash(t1, 4, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 5);
+	assert_null(json_object_get(o, "chain"));
+	json_decref(o);
+	/* The restart went on from the file's last record. */
+	o = line_json(t2, 3);
+	line_hash(t2, 2, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 7);
+	json_decref(o);
+	{
+		const char *files[] = { old, path, NULL };
+		int st = run_verify(files, out, sizeof(out));
+
+		if (st >= 0) {
+			assert_int_equal(st, 0);
+			assert_non_null(strstr(out, "7 records in 2 files: intact"));
+		}
+	}
+	free(t1);
+	free(t2);
+	remove_dir(dir);
+}
+
+/* Each way of tampering with a log is found, at the right line. */
+static void test_verify_tampering(void **state)
+{
+	static const struct {
+		const char *what;
+		int swap, drop, edit, cut, forge;    /* line numbers (1-based) */
+		const char *want;
+	} tamper[] = {
+		{ "intact", 0, 0, 0, 0, 0, NULL },
+		{ "edited", 0, 0, 3, 0, 0, ":3: edited" },
+		{ "removed", 0, 3, 0, 0, 0, ":3: records missing" },
+		{ "reordered", 3, 0, 0, 0, 0, ":3: records missing" },
+		{ "cut", 0, 0, 0, 6, 0, ":6: cut" },
+		{ "cut inside", 0, 0, 0, 2, 0, ":2: not an audit record" },
+		{ "new chain forged", 0, 0, 0, 0, 4, ":4: a new chain" },
+	};
+	char dir[64], path[96], bad[96], out[4096];
+	char *text;
+	size_t len;
+	struct ks_audit *a;
+
+	(void)state;
+	if (getenv("KS_KEYSVC_CLI") == NULL)
+		skip();
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(bad, sizeof(bad), "%s/bad.log", dir);
+	a = open_ok(path);
+	sign_n(a, 3);
+	ks_audit_close(a);
+	text = slurp(path, &len);
+	assert_int_equal(count_lines(text), 6);
+	for (size_t c = 0; c < sizeof(tamper) / sizeof(tamper[0]); c++) {
+		char *lines[8], *copy = strdup(text), *save = NULL, *l, buf[16384];
+		const char *files[] = { bad, NULL };
+		size_t n = 0, off = 0;
+		int st;
+
+		for (l = strtok_r(copy, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save))
+			lines[n++] = l;
+		assert_int_equal(n, 6);
+		for (size_t i = 1; i <= n; i++) {
+			char line[4096];
+
+			if ((int)i == tamper[c].drop)
+				continue;
+			if ((int)i == tamper[c].swap)
+				snprintf(line, sizeof(line), "%s\n%s\n", lines[i], lines[i - 1]);
+			else if ((int)i == tamper[c].swap + 1 && tamper[c].swap != 0)
+				continue;
+			else
+				snprintf(line, sizeof(line), "%s\n", lines[i - 1]);
+			if ((int)i == tamper[c].edit)
+				memcpy(strstr(line, "\"uid\":1000"), "\"uid\":1001", 10);
+			if ((int)i == tamper[c].cut)
+				strcpy(line + strlen(line) - 12, i == n ? "" : "\n");
+			if ((int)i == tamper[c].forge) {
+				char *prev = strstr(line, "\"prev\":\"") + 8;
+
+				memcpy(prev, ks_auditchain_zero, 64);
+				memmove(prev + 65 + 14, prev + 65, strlen(prev + 65) + 1);
+				memcpy(prev + 65, ",\"chain\":\"new\"", 14);
+			}
+			memcpy(buf + off, line, strlen(line));
+			off += strlen(line);
+		}
+		spit(bad, buf, off);
+		st = run_verify(files, out, sizeof(out));
+		if (tamper[c].want == NULL) {
+			if (st != 0)
+				fail_msg("%s: exit %d: %s", tamper[c].what, st, out);
+		} else if (st != 1 || strstr(out, tamper[c].want) == NULL) {
+			fail_msg("%s: exit %d, output %s; want 1 and %s", tamper[c].what, st, out,
+				 tamper[c].want);
+		}
+		free(copy);
+	}
+	/* Rotated files: in order, out of order, one left out. */
+	{
+		char r1[96], r2[96];
+		const char *files[4] = { NULL };
+
+		snprintf(r1, sizeof(r1), "%s/audit.log.1", dir);
+		snprintf(r2, sizeof(r2), "%s/audit.log.2", dir);
+		a = open_ok(path);
+		assert_int_equal(rename(path, r2), 0);
+		assert_int_equal(ks_audit_reopen(a), 0);
+		sign_n(a, 1);
+		assert_int_equal(rename(path, r1), 0);
+		assert_int_equal(ks_audit_reopen(a), 0);
+		sign_n(a, 1);
+		ks_audit_close(a);
+		files[0] = r2, files[1] = r1, files[2] = path;
+		assert_int_equal(run_verify(files, out, sizeof(out)), 0);
+		files[0] = r1, files[1] = r2, files[2] = path;
+		assert_int_equal(run_verify(files, out, sizeof(out)), 1);
+		files[0] = r2, files[1] = path, files[2] = NULL;
+		assert_int_equal(run_verify(files, out, sizeof(out)), 1);
+		assert_non_null(strstr(out, "audit.log:1: records missing"));
+	}
+	{
+		const char *none[] = { NULL };
+		const char *missing[] = { "/nonexistent/audit.log", NULL };
+
+		assert_int_equal(run_verify(none, out, sizeof(out)), 2);
+		assert_int_equal(run_verify(missing, out, sizeof(out)), 2);
+	}
+	free(text);
+	remove_dir(dir);
+}
+
+/* A record cut by a crash is removed at the next start; the chain goes on from the last whole one. */
+static void test_partial_tail_removed(void **state)
+{
+	char dir[64], path[96], h[KS_AUDIT_HASH_HEX];
+	char *text;
+	size_t len, whole;
+	struct ks_audit *a;
+	json_t *o;
+	FILE *f;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	sign_n(a, 1);
+	ks_audit_close(a);
+	free(slurp(path, &whole));
+	assert_non_null(f = fopen(path, "a"));
+	fputs("{\"time\":\"2026-12-06T10:00:00.000Z\",\"seq\":3,\"pr", f);
+	fclose(f);
+	a = open_ok(path);
+	free(slurp(path, &len));
+	assert_int_equal(len, whole);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	assert_int_equal(count_lines(text), 3);
+	o = line_json(text, 3);
+	line_hash(text, 2, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 3);
+	json_decref(o);
+	free(text);
+	remove_dir(dir);
+}
+
+/*
+ * A write that falls short (here at RLIMIT_FSIZE, as on a full file
+ * system) is rolled back: the file keeps whole records only, the intent
+ * is refused with the real errno, and the next record written says how
+ * many were lost and still chains to the last one written.
+ */
+static void test_short_write_rolled_back(void **state)
+{
+	char dir[64], path[96], h[KS_AUDIT_HASH_HEX];
+	struct rlimit old, lim;
+	struct stat st;
+	size_t before;
+	uint64_t seq = 99;
+	char *text;
+	struct ks_audit *a;
+	json_t *o;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	sign_n(a, 1);
+	assert_int_equal(stat(path, &st), 0);
+	before = (size_t)st.st_size;
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = before + 40;       /* room for part of a record */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq), -EFBIG);
+	assert_int_equal(seq, 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal((size_t)st.st_size, before);
+	ks_audit_outcome(a, &alice, "sign", "web", 0, "audit-unavailable");
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal((size_t)st.st_size, before);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	assert_int_equal(count_lines(text), 3);
+	o = line_json(text, 3);
+	assert_int_equal(json_integer_value(json_object_get(o, "lost")), 2);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 3);
+	line_hash(text, 2, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	json_decref(o);
+	free(text);
+	remove_dir(dir);
+}
+
+/* With audit_failure continue the intent fails but the caller may go ahead. */
+static void test_continue_mode(void **state)
+{
+	struct ks_audit_options opt = { .failure = KS_AUDIT_CONTINUE };
+	char dir[64], path[96], err[512];
+	struct rlimit old, lim;
+	uint64_t seq = 99;
+	struct ks_audit *a = NULL;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	assert_int_equal(ks_audit_open(path, &opt, &a, err, sizeof(err)), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 10;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq), 0);
+	assert_int_equal(seq, 0);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	ks_audit_close(a);
+	remove_dir(dir);
+}
+
+/*
+ * The issue's case: the log on a full 64 KiB file system (a tmpfs in a
+ * private mount namespace; root only). Every intent either is written
+ * whole and durably, or is refused; the file ends with a newline and its
+ * chain is intact.
+ */
+static void test_full_filesystem(void **state)
+{
+	char dir[64];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	make_dir(dir);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		char path[96], why[256], *text, *line, *save = NULL;
+		struct ks_auditchain_verifier v;
+		struct ks_audit *a;
+		int written = 0, refused = 0, intents = 0;
+		size_t len;
+
+		if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+		    mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700") != 0)
+			_exit(77);
+		snprintf(path, sizeof(path), "%s/audit.log", dir);
+		a = open_ok(path);
+		for (int i = 0; i < 1200; i++) {
+			uint64_t seq = 0;
+
+			if (ks_audit_intent(a, &alice, "sign", "web", "sha256", ks_auditchain_zero, &seq) == 0) {
+				written++;
+				ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+			} else {
+				refused++;
+				ks_audit_outcome(a, &alice, "sign", "web", 0, "audit-unavailable");
+			}
+		}
+		ks_audit_close(a);
+		text = slurp(path, &len);
+		if (written == 0 || refused == 0 || len == 0 || text[len - 1] != '\n')
+			_exit(10);
+		memset(&v, 0, sizeof(v));
+		for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+			if (ks_auditchain_verify(&v, line, strlen(line), 0, why, sizeof(why)) != KS_AUDIT_INTACT)
+				_exit(11);
+			intents += strstr(line, "\"phase\":\"intent\"") != NULL;
+		}
+		if (intents != written)
+			_exit(12);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	rmdir(dir);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A file or directory another user could have placed or could rewrite is refused. */
+static void test_refuses_unsafe(void **state)
+{
+	char dir[64], path[96], err[512];
+	struct ks_audit *a = NULL;
+	int fd;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+
+	assert_true((fd = open(path, O_WRONLY | O_CREAT, 0600)) >= 0);
+	assert_int_equal(fchmod(fd, 0666), 0);
+	close(fd);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "writable by group or others"));
+	assert_non_null(strstr(err, path));
+	assert_int_equal(chmod(path, 0640), 0);
+
+	if (geteuid() == 0) {
+		assert_int_equal(chown(path, 65534, 65534), 0);
+		assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), -EACCES);
+		assert_non_null(strstr(err, "owned by uid 65534"));
+		assert_int_equal(chown(path, 0, 0), 0);
+	}
+
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "writable by group or others"));
+	assert_int_equal(chmod(dir, 0700), 0);
+
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink("/etc/passwd", path), 0);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(unlink(path), 0);
+
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "not a regular file"));
+	assert_int_equal(unlink(path), 0);
+
+	a = open_ok(path);
+	ks_audit_close(a);
+	remove_dir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lines),
 		cmocka_unit_test(test_null),
+		cmocka_unit_test(test_chain_rotation_restart),
+		cmocka_unit_test(test_verify_tampering),
+		cmocka_unit_test(test_partial_tail_removed),
+		cmocka_unit_test(test_short_write_rolled_back),
+		cmocka_unit_test(test_continue_mode),
+		cmocka_unit_test(test_full_filesystem),
+		cmocka_unit_test(test_refuses_unsafe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

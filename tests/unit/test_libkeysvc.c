@@ -450,16 +450,18 @@ static void test_wire_errors(void **state)
 		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"unsupported\",\"message\":\"m5\"}" },
 		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"token-unavailable\",\"message\":\"m6\"}" },
 		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"internal\",\"message\":\"m7\"}" },
-		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"brand-new\",\"message\":\"m8\"}" },
+		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"audit-unavailable\",\"message\":\"m8\"}" },
+		{ NULL, "key.public", REPLY_JSON, "{\"ok\":false,\"error\":\"brand-new\",\"message\":\"m9\"}" },
 		{ NULL, "key.public", REPLY_JSON, "{\"ok\":true,\"key\":\"k\",\"type\":\"ec-p256\",\"public_key\":\"P\"}" },
 	};
 	static const int codes[] = {
 		KEYSVC_E_BAD_REQUEST, KEYSVC_E_DENIED, KEYSVC_E_NO_SUCH_KEY, KEYSVC_E_EXISTS,
-		KEYSVC_E_UNSUPPORTED, KEYSVC_E_TOKEN_UNAVAILABLE, KEYSVC_E_INTERNAL, KEYSVC_E_INTERNAL,
+		KEYSVC_E_UNSUPPORTED, KEYSVC_E_TOKEN_UNAVAILABLE, KEYSVC_E_INTERNAL,
+		KEYSVC_E_AUDIT_UNAVAILABLE, KEYSVC_E_INTERNAL,
 	};
 	static const char *const names[] = {
 		"bad-request", "denied", "no-such-key", "exists", "unsupported",
-		"token-unavailable", "internal", "internal",
+		"token-unavailable", "internal", "audit-unavailable", "internal",
 	};
 	char *pem = NULL, *type = NULL, want[8];
 	keysvc *ks;
@@ -467,7 +469,7 @@ static void test_wire_errors(void **state)
 	(void)state;
 	FAKE(steps);
 	ks = fake_connect();
-	for (size_t i = 0; i < 8; i++) {
+	for (size_t i = 0; i < 9; i++) {
 		pem = (char *)"garbage";
 		type = (char *)"garbage";
 		assert_int_equal(keysvc_key_public(ks, "k", &pem, &type), codes[i]);
@@ -475,7 +477,7 @@ static void test_wire_errors(void **state)
 		assert_null(type);
 		assert_string_equal(keysvc_error_name(codes[i]), names[i]);
 		snprintf(want, sizeof(want), "m%zu", i + 1);
-		if (i < 7)
+		if (i < 8)
 			assert_string_equal(keysvc_error_message(ks), want);
 	}
 	/* An error name this library does not know: internal, with the name kept. */
@@ -836,8 +838,8 @@ static void test_error_names(void **state)
 	static const int codes[] = {
 		KEYSVC_OK, KEYSVC_E_BAD_REQUEST, KEYSVC_E_DENIED, KEYSVC_E_NO_SUCH_KEY,
 		KEYSVC_E_EXISTS, KEYSVC_E_UNSUPPORTED, KEYSVC_E_TOKEN_UNAVAILABLE,
-		KEYSVC_E_INTERNAL, KEYSVC_E_CONNECT, KEYSVC_E_IO, KEYSVC_E_PROTOCOL,
-		KEYSVC_E_NOMEM, KEYSVC_E_INVALID,
+		KEYSVC_E_INTERNAL, KEYSVC_E_AUDIT_UNAVAILABLE, KEYSVC_E_CONNECT, KEYSVC_E_IO,
+		KEYSVC_E_PROTOCOL, KEYSVC_E_NOMEM, KEYSVC_E_INVALID,
 	};
 	const size_t n = sizeof(codes) / sizeof(codes[0]);
 
@@ -845,6 +847,7 @@ static void test_error_names(void **state)
 	/* The numbers are ABI. */
 	assert_int_equal(KEYSVC_E_BAD_REQUEST, -1);
 	assert_int_equal(KEYSVC_E_INTERNAL, -7);
+	assert_int_equal(KEYSVC_E_AUDIT_UNAVAILABLE, -8);
 	assert_int_equal(KEYSVC_E_CONNECT, -20);
 	assert_int_equal(KEYSVC_E_INVALID, -24);
 	for (size_t i = 0; i < n; i++) {
@@ -968,7 +971,7 @@ static void test_cli_errors(void **state)
 	} cases[] = {
 		{ "bad-request", 2 }, { "denied", 3 }, { "no-such-key", 4 },
 		{ "token-unavailable", 5 }, { "exists", 6 }, { "unsupported", 7 }, { "internal", 1 },
-		{ "something-new", 1 },
+		{ "audit-unavailable", 9 }, { "something-new", 1 },
 	};
 	struct cli_result res;
 	char reply[128], want[128];
