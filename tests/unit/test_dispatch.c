@@ -3,12 +3,15 @@
  * over a real SoftHSM token, with no socket in between.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,7 +20,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "keysvc/audit.h"
 #include "keysvc/dispatch.h"
+#include "proto/auditchain.h"
 #include "proto/b64.h"
 #include "proto/frame.h"
 #include "tests/common/softhsm.h"
@@ -780,6 +785,236 @@ static void test_frame_error(void **state)
 	free(resp);
 }
 
+/* ---- intent records and a log that cannot be written ---- */
+
+/* Lines of the audit file at @path, chain-checked; the number of lines. */
+static size_t audit_lines(const char *path, json_t **lines, size_t max)
+{
+	struct ks_auditchain_verifier v;
+	char buf[65536], *line, *save = NULL, why[256];
+	size_t n = 0, got;
+	FILE *f;
+
+	memset(&v, 0, sizeof(v));
+	assert_non_null(f = fopen(path, "r"));
+	got = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	assert_true(got == 0 || buf[got - 1] == '\n');
+	for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		if (ks_auditchain_verify(&v, line, strlen(line), n == 0, why, sizeof(why)) !=
+		    KS_AUDIT_INTACT)
+			fail_msg("audit line %zu: %s", n + 1, why);
+		assert_true(n < max);
+		assert_non_null(lines[n++] = json_loads(line, JSON_REJECT_DUPLICATES, NULL));
+	}
+	return n;
+}
+
+static void free_lines(json_t **lines, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		json_decref(lines[i]);
+}
+
+static const char *field(json_t *o, const char *name)
+{
+	return json_string_value(json_object_get(o, name));
+}
+
+/* An intent record for @op on @key, and right after it its outcome. */
+static void assert_intent(json_t **lines, size_t i, const char *op, const char *key,
+			  const char *outcome)
+{
+	assert_string_equal(field(lines[i], "phase"), "intent");
+	assert_string_equal(field(lines[i], "op"), op);
+	assert_string_equal(field(lines[i], "key"), key);
+	assert_null(json_object_get(lines[i], "outcome"));
+	assert_null(json_object_get(lines[i + 1], "phase"));
+	assert_string_equal(field(lines[i + 1], "op"), op);
+	assert_int_equal(json_integer_value(json_object_get(lines[i + 1], "intent")),
+			 json_integer_value(json_object_get(lines[i], "seq")));
+	assert_string_equal(field(lines[i + 1], "outcome"), outcome);
+}
+
+static void sha256_hex_of(const void *data, size_t len, char out[65])
+{
+	unsigned char md[32];
+
+	assert_int_equal(EVP_Digest(data, len, md, NULL, EVP_sha256(), NULL), 1);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/*
+ * Each operation that uses or changes the token writes an intent record
+ * before it, naming what is signed: the data's SHA-256, the digest given,
+ * the SHA-256 of the CSR's CertificationRequestInfo; reads get one record.
+ */
+static void test_audit_intents(void **state)
+{
+	struct audited a;
+	json_t *o, *lines[32];
+	char want[65], req[512], *b64 = NULL;
+	unsigned char *tbs = NULL;
+	int tbs_len;
+	size_t n;
+	X509_REQ *csr;
+	BIO *bio;
+
+	(void)state;
+	audited_open(&a);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-intent\","
+		     " \"type\": \"ec-p256\"}");
+	assert_ok(o);
+	json_decref(o);
+	assert_int_equal(ks_b64_encode((const uint8_t *)"hello", 5, &b64), 0);
+	/* ECDSA with SHA-384 over the data: the record still names the data's SHA-256. */
+	snprintf(req, sizeof(req), "{\"id\": 2, \"op\": \"sign\", \"key\": \"app-intent\","
+		 " \"alg\": \"ecdsa-sha384\", \"data\": \"%s\"}", b64);
+	free(b64);
+	o = call_ctx(a.ctx, &root_peer, req);
+	assert_ok(o);
+	json_decref(o);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 3, \"op\": \"sign\", \"key\": \"app-intent\","
+		     " \"alg\": \"ecdsa-sha256\", \"digest\": \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}");
+	assert_ok(o);
+	json_decref(o);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 4, \"op\": \"csr.create\", \"key\": \"app-intent\","
+		     " \"subject\": \"CN=intent\"}");
+	assert_ok(o);
+	bio = BIO_new_mem_buf(field(o, "csr"), -1);
+	assert_non_null(csr = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL));
+	BIO_free(bio);
+	assert_true((tbs_len = i2d_re_X509_REQ_tbs(csr, &tbs)) > 0);
+	X509_REQ_free(csr);
+	json_decref(o);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 5, \"op\": \"key.public\", \"key\": \"app-intent\"}");
+	assert_ok(o);
+	json_decref(o);
+	o = call_ctx(a.ctx, &root_peer, "{\"id\": 6, \"op\": \"key.delete\", \"key\": \"app-intent\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	n = audit_lines(a.path, lines, 32);
+	assert_int_equal(n, 11);
+	assert_intent(lines, 0, "key.generate", "app-intent", "ok");
+	assert_intent(lines, 2, "sign", "app-intent", "ok");
+	sha256_hex_of("hello", 5, want);
+	assert_string_equal(field(lines[2], "sha256"), want);
+	assert_intent(lines, 4, "sign", "app-intent", "ok");
+	assert_string_equal(field(lines[4], "digest"),
+			    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+	assert_intent(lines, 6, "csr.create", "app-intent", "ok");
+	sha256_hex_of(tbs, (size_t)tbs_len, want);
+	assert_string_equal(field(lines[6], "sha256"), want);
+	/* A read: one record, no intent. */
+	assert_null(json_object_get(lines[8], "phase"));
+	assert_null(json_object_get(lines[8], "intent"));
+	assert_string_equal(field(lines[8], "op"), "key.public");
+	assert_intent(lines, 9, "key.delete", "app-intent", "ok");
+	free_lines(lines, n);
+	OPENSSL_free(tbs);
+	audited_close(&a);
+}
+
+static int mount_ns;     /* main() made a private mount namespace: tests may mount */
+
+/*
+ * The audit log on a full file system: every operation that would use or
+ * change the token is refused with audit-unavailable before the token is
+ * asked (a refused key.generate leaves no key, a refused key.delete
+ * leaves the key); with audit_failure continue it goes ahead; once space
+ * is free again records are written and say how many were lost.
+ */
+static void test_audit_unavailable(void **state)
+{
+	struct ks_audit_options cont = { .failure = KS_AUDIT_CONTINUE };
+	char dir[] = "/tmp/ks-dispatch-full-XXXXXX", path[96], path2[96], filler[96], err[512];
+	static const char zeros[4096];
+	struct ks_audit *refusing = NULL, *continuing = NULL;
+	struct ks_ctx *ctx = NULL, *ctx2 = NULL;
+	json_t *o, *lines[8];
+	size_t n;
+	int fd;
+
+	(void)state;
+	if (!mount_ns)
+		skip();
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700"), 0);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(path2, sizeof(path2), "%s/audit2.log", dir);
+	snprintf(filler, sizeof(filler), "%s/filler", dir);
+	assert_int_equal(ks_audit_open(path, NULL, &refusing, err, sizeof(err)), 0);
+	assert_int_equal(ks_audit_open(path2, &cont, &continuing, err, sizeof(err)), 0);
+	assert_int_equal(ks_ctx_new(fx.token, refusing, suite_policy(), &ctx), 0);
+	assert_int_equal(ks_ctx_new(fx.token, continuing, suite_policy(), &ctx2), 0);
+	assert_true((fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
+	while (write(fd, zeros, sizeof(zeros)) > 0)
+		;
+	assert_int_equal(errno, ENOSPC);
+	close(fd);
+
+	o = call_ctx(ctx, &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-full\","
+		     " \"type\": \"ec-p256\"}");
+	assert_error(o, "audit-unavailable");
+	json_decref(o);
+	o = call(&root_peer, "{\"id\": 2, \"op\": \"key.public\", \"key\": \"app-full\"}");
+	assert_error(o, "no-such-key");
+	json_decref(o);
+
+	o = call(&root_peer, "{\"id\": 3, \"op\": \"key.generate\", \"key\": \"app-full\","
+		 " \"type\": \"ec-p256\"}");
+	assert_ok(o);
+	json_decref(o);
+	o = call_ctx(ctx, &root_peer, "{\"id\": 4, \"op\": \"key.delete\", \"key\": \"app-full\"}");
+	assert_error(o, "audit-unavailable");
+	json_decref(o);
+	o = call(&root_peer, "{\"id\": 5, \"op\": \"key.public\", \"key\": \"app-full\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	o = call_ctx(ctx, &root_peer, "{\"id\": 6, \"op\": \"sign\", \"key\": \"app-full\","
+		     " \"alg\": \"ecdsa-sha256\", \"data\": \"aGVsbG8=\"}");
+	assert_error(o, "audit-unavailable");
+	assert_null(json_object_get(o, "signature"));
+	json_decref(o);
+	o = call_ctx(ctx, &root_peer, "{\"id\": 7, \"op\": \"csr.create\", \"key\": \"app-full\","
+		     " \"subject\": \"CN=full\"}");
+	assert_error(o, "audit-unavailable");
+	json_decref(o);
+
+	/* audit_failure continue: the same request signs. */
+	o = call_ctx(ctx2, &root_peer, "{\"id\": 8, \"op\": \"sign\", \"key\": \"app-full\","
+		     " \"alg\": \"ecdsa-sha256\", \"data\": \"aGVsbG8=\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	/* Space again: records are written, and say that some were lost. */
+	assert_int_equal(unlink(filler), 0);
+	o = call_ctx(ctx, &root_peer, "{\"id\": 9, \"op\": \"sign\", \"key\": \"app-full\","
+		     " \"alg\": \"ecdsa-sha256\", \"data\": \"aGVsbG8=\"}");
+	assert_ok(o);
+	json_decref(o);
+	n = audit_lines(path, lines, 8);
+	assert_int_equal(n, 2);
+	assert_intent(lines, 0, "sign", "app-full", "ok");
+	/* 4 intents refused, their 4 outcome records and nothing else. */
+	assert_int_equal(json_integer_value(json_object_get(lines[0], "lost")), 8);
+	free_lines(lines, n);
+
+	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.delete\", \"key\": \"app-full\"}");
+	assert_ok(o);
+	json_decref(o);
+	ks_ctx_free(ctx);
+	ks_ctx_free(ctx2);
+	ks_audit_close(refusing);
+	ks_audit_close(continuing);
+	assert_int_equal(umount(dir), 0);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -795,7 +1030,20 @@ int main(void)
 		cmocka_unit_test(test_audit_refused_requests),
 		cmocka_unit_test(test_list_truncated),
 		cmocka_unit_test(test_frame_error),
+		cmocka_unit_test(test_audit_intents),
+		cmocka_unit_test(test_audit_unavailable),
 	};
+
+	/*
+	 * Before any thread exists (unshare(CLONE_NEWNS) needs that): a
+	 * private mount namespace, where test_audit_unavailable mounts a
+	 * small tmpfs that nobody else sees. Root only; the test skips
+	 * otherwise.
+	 */
+	mount_ns = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+	if (!mount_ns)
+		fprintf(stderr, "no private mount namespace (%s): test_audit_unavailable skips\n",
+			strerror(errno));
 
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
