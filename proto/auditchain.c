@@ -139,7 +139,7 @@ static int hex64(const char *s)
 int ks_auditchain_parse(const char *line, size_t len, struct ks_audit_link *out)
 {
 	json_t *o, *seq, *chain;
-	const char *prev;
+	const char *prev, *when;
 	int r = -EBADMSG;
 
 	if (len > KS_AUDIT_LINE_MAX || memchr(line, '\n', len) != NULL)
@@ -164,6 +164,9 @@ int ks_auditchain_parse(const char *line, size_t len, struct ks_audit_link *out)
 	}
 	out->seq = (uint64_t)json_integer_value(seq);
 	memcpy(out->prev, prev, KS_AUDIT_HASH_HEX);
+	when = json_string_value(json_object_get(o, "time"));
+	if (when != NULL && strlen(when) < sizeof(out->time))
+		memcpy(out->time, when, strlen(when) + 1);
 	r = 0;
 out:
 	json_decref(o);
@@ -193,6 +196,12 @@ enum ks_audit_verdict ks_auditchain_verify(struct ks_auditchain_verifier *v, con
 				 link.start == KS_AUDIT_CHAIN_NEW ? "new" : "restart");
 			return KS_AUDIT_BAD;
 		}
+		/* RFC 3339 UTC with fixed digits: text order is time order. */
+		if (v->have_last && strcmp(link.time, v->last_time) < 0) {
+			snprintf(why, why_len, "a new chain older than the record before it "
+				 "(files out of order?)");
+			return KS_AUDIT_BAD;
+		}
 		if (v->have_last) {
 			snprintf(why, why_len, "warning: a new chain (\"%s\"): not linked to the "
 				 "previous file", link.start == KS_AUDIT_CHAIN_NEW ? "new" : "restart");
@@ -220,6 +229,7 @@ enum ks_audit_verdict ks_auditchain_verify(struct ks_auditchain_verifier *v, con
 	}
 	v->have_last = 1;
 	v->last_seq = link.seq;
+	memcpy(v->last_time, link.time, sizeof(v->last_time));
 	ks_auditchain_hash(line, len, v->last_hash);
 	return verdict;
 }

@@ -60,6 +60,7 @@ enum ks_audit_chain_start {
 /* What the chain needs from a record. */
 struct ks_audit_link {
 	uint64_t seq;
+	char time[32];             /* "" when the record has none that fits */
 	char prev[KS_AUDIT_HASH_HEX];
 	enum ks_audit_chain_start start;
 };
@@ -75,6 +76,7 @@ int ks_auditchain_parse(const char *line, size_t len, struct ks_audit_link *out)
 struct ks_auditchain_verifier {
 	int have_last;
 	uint64_t last_seq;
+	char last_time[32];
 	char last_hash[KS_AUDIT_HASH_HEX];
 };
 
@@ -90,9 +92,11 @@ enum ks_audit_verdict {
  * before it. @first_in_file: the line opens a file. @why gets a reason
  * for anything but KS_AUDIT_INTACT. A line that is not a record, a "seq"
  * that does not follow by one (records removed or reordered), a chain
- * start in the middle of a file, or a "prev" that is not the hash of the
- * line before are all failures; the very first line checked is taken as
- * it is (the check may start anywhere in the history).
+ * start in the middle of a file, a chain start at the top of a later file
+ * whose "time" is before the last record's (files out of order), or a
+ * "prev" that is not the hash of the line before are all failures; the
+ * very first line checked is taken as it is (the check may start anywhere
+ * in the history).
  */
 enum ks_audit_verdict ks_auditchain_verify(struct ks_auditchain_verifier *v, const char *line,
 					   size_t len, int first_in_file, char *why,

@@ -667,6 +667,28 @@ static int rfc3339_ms_recent(const char *s)
 	return t > time(NULL) - 300 && t <= time(NULL) + 5;
 }
 
+/* `keysvc audit-verify FILE1 FILE2`: its exit status. */
+static int audit_verify(const char *file1, const char *file2)
+{
+	const char *cli = getenv("KS_KEYSVC_CLI");
+	pid_t pid;
+	int st;
+
+	assert_non_null(cli);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		if (nul < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0)
+			_exit(127);
+		execl(cli, cli, "audit-verify", file1, file2, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
 static void test_audit(void **state)
 {
 	static const struct audit_want want[] = {
@@ -682,11 +704,15 @@ static void test_audit(void **state)
 		{ "{\"id\":10,\"op\":\"key.public\",\"key\":\"a1\"}", "key.public", "a1", "ok" },
 		{ "{\"id\":11,\"op\":\"key.delete\",\"key\":\"a1\"}", "key.delete", "a1", "ok" },
 	};
-	static const char *const allowed[] = { "time", "uid", "gid", "pid", "op", "key", "outcome" };
+	static const char *const allowed[] = {
+		"time", "seq", "prev", "chain", "lost", "uid", "gid", "pid", "op", "key", "phase",
+		"sha256", "digest", "intent", "outcome",
+	};
 	struct ks_td *d = *state;
 	uint8_t md[32];
 	char sign_req[256], *md64, *sig64 = NULL, *audit, *line, *save = NULL;
-	size_t len, n = 0;
+	size_t len, n = 0, intents = 0;
+	json_int_t intent_seq = 0;
 	int fd;
 
 	setup_daemon(d, "[{\"uid\":0,\"keys\":[\"a*\"],\"ops\":" ALL_OPS "}]", 0, 0);
@@ -711,7 +737,7 @@ static void test_audit(void **state)
 	assert_false(has_needle(audit, len, md64, strlen(md64)));
 	assert_false(has_needle(audit, len, "BEGIN", 5));
 	assert_int_equal(len > 0 && audit[len - 1] == '\n', 1);
-	for (line = strtok_r(audit, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save), n++) {
+	for (line = strtok_r(audit, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
 		json_error_t jerr;
 		json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *v;
 		const char *k;
@@ -738,6 +764,22 @@ static void test_audit(void **state)
 		assert_int_equal(json_integer_value(json_object_get(o, "gid")), getgid());
 		assert_true(json_is_integer(json_object_get(o, "pid")));
 		assert_int_equal(json_integer_value(json_object_get(o, "pid")), getpid());
+		/* An operation that uses or changes the token: its intent, then its outcome. */
+		if (json_object_get(o, "phase") != NULL) {
+			assert_string_equal(json_string_value(json_object_get(o, "phase")), "intent");
+			assert_string_equal(json_string_value(json_object_get(o, "op")), want[n].op);
+			assert_string_equal(json_string_value(json_object_get(o, "key")), want[n].key);
+			assert_null(json_object_get(o, "outcome"));
+			intent_seq = json_integer_value(json_object_get(o, "seq"));
+			intents++;
+			json_decref(o);
+			continue;
+		}
+		if (intent_seq != 0)
+			assert_int_equal(json_integer_value(json_object_get(o, "intent")), intent_seq);
+		else
+			assert_null(json_object_get(o, "intent"));
+		intent_seq = 0;
 		if (want[n].op != NULL) {
 			assert_true(json_is_string(json_object_get(o, "op")));
 			assert_string_equal(json_string_value(json_object_get(o, "op")), want[n].op);
@@ -751,9 +793,11 @@ static void test_audit(void **state)
 		assert_true(json_is_string(json_object_get(o, "outcome")));
 		assert_string_equal(json_string_value(json_object_get(o, "outcome")), want[n].outcome);
 		json_decref(o);
+		n++;
 	}
-	/* Exactly one line per request. */
+	/* One outcome line per request; intents for key.generate twice, sign, key.delete. */
 	assert_int_equal(n, sizeof(want) / sizeof(want[0]));
+	assert_int_equal(intents, 4);
 	free(audit);
 
 	/* Rotation: after SIGHUP the daemon writes to a new file at the same path. */
@@ -773,8 +817,11 @@ static void test_audit(void **state)
 		assert_non_null(audit = ks_td_read_file(rotated, &len));
 		for (n = 0, line = audit; (line = memchr(line, '\n', len - (size_t)(line - audit))) != NULL; line++)
 			n++;
-		assert_int_equal(n, sizeof(want) / sizeof(want[0]));
+		assert_int_equal(n, sizeof(want) / sizeof(want[0]) + intents);
 		free(audit);
+		/* The chain runs on from the rotated file into the new one. */
+		assert_int_equal(audit_verify(rotated, d->audit_log), 0);
+		assert_int_equal(audit_verify(d->audit_log, rotated), 1);
 	}
 	free(md64);
 	free(sig64);

@@ -481,7 +481,7 @@ static void test_wire_errors(void **state)
 			assert_string_equal(keysvc_error_message(ks), want);
 	}
 	/* An error name this library does not know: internal, with the name kept. */
-	assert_string_equal(keysvc_error_message(ks), "brand-new: m8");
+	assert_string_equal(keysvc_error_message(ks), "brand-new: m9");
 	/* Named errors leave the handle usable, and a success clears the message. */
 	assert_int_equal(keysvc_key_public(ks, "k", &pem, NULL), KEYSVC_OK);
 	assert_string_equal(pem, "P");
