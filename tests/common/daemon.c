@@ -220,6 +220,8 @@ int ks_td_write_config(struct ks_td *d)
 		json_object_set_new(cfg, "client_timeout_ms", json_integer(d->client_timeout_ms));
 	if (d->max_clients != 0)
 		json_object_set_new(cfg, "max_clients", json_integer(d->max_clients));
+	if (d->audit_failure != NULL)
+		json_object_set_new(cfg, "audit_failure", json_string(d->audit_failure));
 	text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(cfg);
 	if (text == NULL)

@@ -43,6 +43,7 @@ struct ks_td {
 	unsigned frame_timeout_ms;  /* 0: not in the config (daemon default) */
 	char module[PATH_MAX];      /* "": the token's module; else this one (e.g. faultp11) */
 	int no_pin_file;            /* 1: no pin_file in the config (PIN from a credential) */
+	const char *audit_failure;  /* NULL: not in the config; else "refuse" or "continue" */
 	pid_t pid;                  /* 0 when not running */
 	int status;                 /* wait status of the last daemon that ended */
 };

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -667,7 +669,7 @@ static int rfc3339_ms_recent(const char *s)
 	return t > time(NULL) - 300 && t <= time(NULL) + 5;
 }
 
-/* `keysvc audit-verify FILE1 FILE2`: its exit status. */
+/* `keysvc audit-verify FILE1 [FILE2]` (@file2 NULL: one file): its exit status. */
 static int audit_verify(const char *file1, const char *file2)
 {
 	const char *cli = getenv("KS_KEYSVC_CLI");
@@ -1220,7 +1222,7 @@ static void test_config_refusal(void **state)
 {
 	static const char wrong_pin[] = "7e1c0ffee0dd5a1e";
 	struct ks_td *d = *state;
-	char *log;
+	char *log, needle[2 * PATH_MAX + 64];
 	size_t len;
 	int fd;
 
@@ -1254,9 +1256,109 @@ static void test_config_refusal(void **state)
 	/* The same setup with the right PIN works: the refusals were specific. */
 	snprintf(d->pin_file, sizeof(d->pin_file), "%s", d->token.pin_file);
 	assert_int_equal(ks_td_write_config(d), 0);
+	/*
+	 * An audit log another user made and anyone may write (the issue's
+	 * 0666 file of another uid), then a directory anyone may write.
+	 */
+	if (geteuid() == 0) {
+		assert_true((fd = open(d->audit_log, O_WRONLY | O_CREAT | O_EXCL, 0666)) >= 0);
+		assert_int_equal(fchmod(fd, 0666), 0);
+		assert_int_equal(fchown(fd, 65534, 65534), 0);
+		close(fd);
+		refuses(d, 3, "owned by uid 65534");
+		assert_true(log_has(d, d->audit_log));
+		assert_int_equal(unlink(d->audit_log), 0);
+	}
+	assert_int_equal(chmod(d->dir, 0777), 0);
+	snprintf(needle, sizeof(needle), "audit log %s: directory %s is writable by group or others",
+		 d->audit_log, d->dir);
+	refuses(d, 3, needle);
+	assert_int_equal(chmod(d->dir, 0711), 0);
+
 	assert_int_equal(ks_td_start(d), 0);
 	hello_ok_new_client(d);
 	assert_int_equal(ks_td_stop(d), 0);
+}
+
+/* ---- 11. the audit log on a full file system ----------------------------- */
+
+static int mount_ns;     /* main() made a private mount namespace that keysvcd inherits */
+
+static int count_needle(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (; (hay = strstr(hay, needle)) != NULL; hay++)
+		n++;
+	return n;
+}
+
+/*
+ * The issue's case: the audit log on a full 64 KiB file system and 1,200
+ * signatures asked for. Every signature made has its intent record; the
+ * rest are refused with audit-unavailable; the file holds whole, chained
+ * records; the daemon log names the real errno. With audit_failure
+ * continue keysvcd warns at start and signs.
+ */
+static void test_audit_full_filesystem(void **state)
+{
+	struct ks_td *d = *state;
+	char fs[PATH_MAX], *audit, *log;
+	int fd, ok = 0, refused = 0;
+	size_t len;
+
+	if (!mount_ns)
+		skip();
+	assert_int_equal(ks_td_init(d, "keysvc-it", ROOT_ALL, 0, 0), 0);
+	assert_true(snprintf(fs, sizeof(fs), "%s/auditfs", d->dir) < (int)sizeof(fs));
+	assert_int_equal(mkdir(fs, 0700), 0);
+	assert_int_equal(mount("tmpfs", fs, "tmpfs", 0, "size=64k,mode=0700"), 0);
+	assert_true(snprintf(d->audit_log, sizeof(d->audit_log), "%s/audit.log", fs) <
+		    (int)sizeof(d->audit_log));
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_start(d), 0);
+	assert_true((fd = ks_td_connect(d)) >= 0);
+	expect_free(fd, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"full\",\"type\":\"ec-p256\"}", "ok");
+	for (int i = 0; i < 1200; i++) {
+		json_t *resp = ks_td_request(fd, "{\"id\":2,\"op\":\"sign\",\"key\":\"full\","
+					     "\"alg\":\"ecdsa-sha256\",\"data\":\"aGVsbG8=\"}");
+		const char *outcome = resp ? ks_td_outcome(resp) : NULL;
+
+		assert_non_null(outcome);
+		if (strcmp(outcome, "ok") == 0)
+			ok++;
+		else if (strcmp(outcome, "audit-unavailable") == 0)
+			refused++;
+		else
+			fail_msg("sign %d: %s", i, outcome);
+		json_decref(resp);
+	}
+	close(fd);
+	assert_true(ok > 0);
+	assert_true(refused > 0);
+	assert_int_equal(ok + refused, 1200);
+	assert_non_null(audit = ks_td_audit_log(d, &len));
+	assert_int_equal(audit[len - 1], '\n');
+	assert_int_equal(count_needle(audit, "\"op\":\"sign\",\"key\":\"full\",\"phase\":\"intent\""), ok);
+	free(audit);
+	assert_int_equal(audit_verify(d->audit_log, NULL), 0);
+	assert_non_null(log = ks_td_daemon_log(d, &len));
+	assert_non_null(strstr(log, "No space left on device"));
+	assert_null(strstr(log, "Success"));
+	free(log);
+	assert_int_equal(ks_td_stop(d), 0);
+
+	/* The same full file system with audit_failure continue. */
+	d->audit_failure = "continue";
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_start(d), 0);
+	assert_true(log_has(d, "audit_failure is continue"));
+	expect_once(d, "{\"id\":3,\"op\":\"sign\",\"key\":\"full\",\"alg\":\"ecdsa-sha256\","
+		    "\"data\":\"aGVsbG8=\"}", "ok");
+	assert_int_equal(ks_td_stop(d), 0);
+	d->audit_failure = NULL;
+	assert_int_equal(umount(fs), 0);
+	rmdir(fs);
 }
 
 int main(void)
@@ -1274,7 +1376,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_max_clients, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_signals, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_config_refusal, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_audit_full_filesystem, ks_td_fixture_alloc, ks_td_fixture_free),
 	};
+
+	/* Root only, before any thread: keysvcd inherits the namespace and sees the tmpfs. */
+	mount_ns = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests_name("daemon", tests, NULL, NULL);
