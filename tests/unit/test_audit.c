@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -560,6 +561,74 @@ static void test_continue_mode(void **state)
 	remove_dir(dir);
 }
 
+#define SIGNERS 8
+#define SIGNS_EACH 100
+
+static void *signer_thread(void *arg)
+{
+	struct ks_audit *a = arg;
+
+	for (int i = 0; i < SIGNS_EACH; i++) {
+		uint64_t seq = 0;
+
+		if (ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq) != 0 || seq == 0)
+			return (void *)1;
+		ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+	}
+	return NULL;
+}
+
+/*
+ * Concurrent signers share syncs (group commit) and the lock orders their
+ * records: one chain with every intent before its outcome.
+ */
+static void test_concurrent_chain(void **state)
+{
+	char dir[64], path[96], why[256], *text, *line, *save = NULL;
+	struct ks_auditchain_verifier v;
+	pthread_t t[SIGNERS];
+	struct ks_audit *a;
+	uint8_t *seen;
+	size_t n = 0;
+	void *ret;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	for (int i = 0; i < SIGNERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, signer_thread, a), 0);
+	for (int i = 0; i < SIGNERS; i++) {
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_null(ret);
+	}
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	assert_non_null(seen = calloc(2 * SIGNERS * SIGNS_EACH + 1, 1));
+	memset(&v, 0, sizeof(v));
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(line, 0, NULL), *intent;
+
+		if (ks_auditchain_verify(&v, line, strlen(line), n == 0, why, sizeof(why)) != KS_AUDIT_INTACT)
+			fail_msg("line %zu: %s", n + 1, why);
+		assert_non_null(o);
+		n++;
+		if ((intent = json_object_get(o, "intent")) != NULL) {
+			json_int_t s = json_integer_value(intent);
+
+			assert_true(s >= 1 && s < (json_int_t)n && seen[s] == 1);
+			seen[s] = 2;     /* one outcome per intent */
+		} else {
+			seen[n] = 1;
+		}
+		json_decref(o);
+	}
+	assert_int_equal(n, 2 * SIGNERS * SIGNS_EACH);
+	free(seen);
+	free(text);
+	remove_dir(dir);
+}
+
 /*
  * The issue's case: the log on a full 64 KiB file system (a tmpfs in a
  * private mount namespace; root only). Every intent either is written
@@ -679,6 +748,7 @@ int main(void)
 		cmocka_unit_test(test_partial_tail_removed),
 		cmocka_unit_test(test_short_write_rolled_back),
 		cmocka_unit_test(test_continue_mode),
+		cmocka_unit_test(test_concurrent_chain),
 		cmocka_unit_test(test_full_filesystem),
 		cmocka_unit_test(test_refuses_unsafe),
 	};

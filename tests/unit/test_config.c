@@ -129,6 +129,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->frame_timeout_ms, 30000);
 	assert_int_equal(cfg->key_recheck_ms, 1000);
 	assert_null(cfg->audit_log);
+	assert_int_equal(cfg->audit_continue, 0);      /* refuse */
+	assert_int_equal(cfg->audit_sync_none, 0);     /* data */
 	assert_null(cfg->log_level);
 	assert_non_null(cfg->policy);
 	assert_int_equal(ks_policy_size(cfg->policy), 1);
@@ -152,7 +154,8 @@ static void test_full(void **state)
 	cfg = good("{\"module\": \"" MODULE "\", \"token\": \"pkcs11:token=hsm;serial=1\","
 		   " \"pin_file\": \"/etc/keysvc/pin\","
 		   " \"socket\": \"/run/k/s.sock\", \"socket_group\": 0, \"socket_mode\": \"0600\","
-		   " \"audit_log\": \"/var/log/k.log\", \"log_level\": \"debug\", \"sessions\": 8,"
+		   " \"audit_log\": \"/var/log/k.log\", \"audit_failure\": \"continue\","
+		   " \"audit_sync\": \"none\", \"log_level\": \"debug\", \"sessions\": 8,"
 		   " \"max_clients\": 100, \"client_timeout_ms\": 5000, " POLICY "}", 0);
 	assert_string_equal(cfg->module, MODULE);
 	assert_string_equal(cfg->token_uri, "pkcs11:token=hsm;serial=1");
@@ -164,6 +167,8 @@ static void test_full(void **state)
 	assert_int_equal(cfg->has_socket_gid, 1);
 	assert_int_equal(cfg->socket_gid, 0);
 	assert_string_equal(cfg->audit_log, "/var/log/k.log");
+	assert_int_equal(cfg->audit_continue, 1);
+	assert_int_equal(cfg->audit_sync_none, 1);
 	assert_string_equal(cfg->log_level, "debug");
 	assert_int_equal(cfg->sessions, 8);
 	assert_int_equal(cfg->max_clients, 100);
@@ -266,6 +271,11 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"socket_mode\": \"1660\"}", "socket_mode" },
 		{ "{" BASE ", \"socket_mode\": \"00660\"}", "socket_mode" },
 		{ "{" BASE ", \"socket_mode\": \"660 \"}", "socket_mode" },
+		/* The audit log's failure mode and sync. */
+		{ "{" BASE ", \"audit_failure\": \"ignore\"}", "audit_failure" },
+		{ "{" BASE ", \"audit_failure\": true}", "audit_failure" },
+		{ "{" BASE ", \"audit_sync\": \"full\"}", "audit_sync" },
+		{ "{" BASE ", \"audit_sync\": \"\"}", "audit_sync" },
 		/* log_level. */
 		{ "{" BASE ", \"log_level\": \"loud\"}", "log_level" },
 		{ "{" BASE ", \"log_level\": \"DEBUG\"}", "log_level" },
