@@ -815,6 +815,8 @@ static void test_audit(void **state)
 		assert_non_null(memchr(audit, '\n', len));
 		assert_ptr_equal(memchr(audit, '\n', len), audit + len - 1);   /* one line */
 		assert_non_null(strstr(audit, "\"op\":\"hello\""));
+		/* It continues the old file's chain rather than starting one. */
+		assert_null(strstr(audit, "\"chain\":"));
 		free(audit);
 		assert_non_null(audit = ks_td_read_file(rotated, &len));
 		for (n = 0, line = audit; (line = memchr(line, '\n', len - (size_t)(line - audit))) != NULL; line++)
