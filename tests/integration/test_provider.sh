@@ -297,7 +297,8 @@ check_fails_with "stalled daemon: the signature fails with libkeysvc's reason" "
 t1=$(date +%s)
 check "stalled daemon: given up after the 1 s timeout, not retried (took $((t1 - t0)) s)" test $((t1 - t0)) -le 4
 : >"$KS_FAULTP11_CONTROL"
-signs() { grep -c '"op":"sign","key":"k-stall"' "$KS_DIR/audit.log"; }
+# Intent records: written when the request reached the token, before the hang.
+signs() { grep -c '"op":"sign","key":"k-stall","phase":"intent"' "$KS_DIR/audit.log"; }
 for i in $(seq 1 50); do [ "$(signs)" -ge 1 ] && break; sleep 0.1; done
 sleep 1.5
 check "stalled daemon: the request reached keysvcd once ($(signs) signatures)" test "$(signs)" -eq 1
