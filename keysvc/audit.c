@@ -95,6 +95,27 @@ static int open_checked(const char *path, int *out, char *err, size_t err_len)
 }
 
 /*
+ * Make a file just created survive a power loss too: its directory entry
+ * is synced once, so the intent records synced into it are found.
+ */
+static void sync_dir(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd;
+
+	if (dir == NULL)
+		return;
+	if ((slash = strrchr(dir, '/')) != NULL)
+		slash[slash == dir ? 1 : 0] = '\0';
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		if (fsync(fd) != 0)
+			ks_warn("audit log %s: fsync of its directory: %s", path, strerror(errno));
+		close(fd);
+	}
+	free(dir);
+}
+
+/*
  * The chain state at the end of the file @fd: an incomplete last line (a
  * record whose write was cut by a crash) is truncated away; the last
  * record's hash and seq continue the chain. Sets a->head, a->seq and
@@ -214,6 +235,8 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 		}
 		if ((r = open_checked(path, &a->fd, err, err_len)) != 0)
 			goto fail;
+		if (a->sync == KS_AUDIT_SYNC_DATA)
+			sync_dir(path);
 		if ((r = read_tail(a, path, a->fd, 1, err, err_len)) != 0) {
 			close(a->fd);
 			goto fail;
@@ -240,6 +263,8 @@ int ks_audit_reopen(struct ks_audit *a)
 		ks_err("reload: %s; the audit log stays open as before", err);
 		return r;
 	}
+	if (a->sync == KS_AUDIT_SYNC_DATA)
+		sync_dir(a->path);
 	/* The chain continues from memory; the new file's tail is only repaired. */
 	if ((r = read_tail(a, a->path, fd, 0, err, sizeof(err))) != 0) {
 		ks_err("reload: %s; the audit log stays open as before", err);
@@ -375,9 +400,9 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
 			if (r == 0) {
 				a->synced = target;
 			} else {
+				/* The records are in the file, maybe not on disk: not lost, not durable. */
 				a->sync_errno = errno;
 				a->sync_failed = target;
-				a->lost++;
 				if (!a->failing || a->failing_errno != errno)
 					ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 				a->failing = 1;
@@ -450,7 +475,8 @@ int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *
 		return 0;
 	/* *seq stays set when the record was written but could not be synced. */
 	if (a->failure == KS_AUDIT_CONTINUE) {
-		ks_warn("uid %u %s %s: no durable intent record in the audit log (%s); going "
+		/* The failure itself was logged once as an error; this is per request. */
+		ks_info("uid %u %s %s: no durable intent record in the audit log (%s); going "
 			"ahead as audit_failure is continue", (unsigned)peer->uid, op ? op : "-",
 			key ? key : "-", strerror(-r));
 		return 0;
