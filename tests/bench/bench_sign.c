@@ -53,6 +53,7 @@
  *                         p11kit,p11kit1,echo,raw" (the default; keysvcd required)
  *                         and "lookup" (a diagnostic way)
  *   KS_BENCH_SESSIONS     keysvcd's "sessions" (pool size); unset: the default
+ *   KS_BENCH_AUDIT_SYNC   keysvcd's "audit_sync" ("data", "none"); unset: the default (data)
  *   KS_BENCH_MEM_REQUESTS requests of the memory check (100000; 0 skips it)
  *   KS_P11KIT_CLIENT      p11-kit-client.so (default: the p11-kit module dir)
  *   KS_P11KIT             the p11-kit program (default: p11-kit on PATH)
@@ -1252,6 +1253,8 @@ static void tune_config(void)
 	json_object_set_new(cfg, "log_level", json_string("notice"));
 	if (opt_sessions != NULL)
 		json_object_set_new(cfg, "sessions", json_integer(atoi(opt_sessions)));
+	if (getenv("KS_BENCH_AUDIT_SYNC") != NULL && *getenv("KS_BENCH_AUDIT_SYNC") != '\0')
+		json_object_set_new(cfg, "audit_sync", json_string(getenv("KS_BENCH_AUDIT_SYNC")));
 	if ((text = json_dumps(cfg, JSON_INDENT(2))) == NULL || ks_td_write_config_raw(&d, text) != 0)
 		die("cannot write %s", d.config);
 	free(text);
