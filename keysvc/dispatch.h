@@ -6,7 +6,11 @@
  * For every request it parses the JSON against the operation's schema,
  * checks the policy before touching the token, runs the operation, maps
  * the result to a named wire error (proto/PROTOCOL.md), encodes the
- * answer and then writes one audit line with the outcome the client got.
+ * answer and then writes one audit record with the outcome the client got.
+ * An operation that uses or changes the token (key.generate, key.delete,
+ * csr.create, sign, cert.put) first writes an intent record naming what
+ * is signed (ks_audit_intent()); when that cannot be written it is
+ * answered audit-unavailable and the token is not used.
  */
 #ifndef KEYSVC_DISPATCH_H
 #define KEYSVC_DISPATCH_H
