@@ -131,6 +131,7 @@ static int read_tail(struct ks_audit *a, const char *path, int fd, int continue_
 	size_t want, got = 0;
 	off_t start;
 	ssize_t n;
+	int r;
 
 	if (fstat(fd, &st) != 0)
 		goto io;
@@ -167,8 +168,11 @@ static int read_tail(struct ks_audit *a, const char *path, int fd, int continue_
 			want = nl != NULL ? (size_t)(nl - buf) + 1 : 0;
 		} else {
 			/* Longer than any record: not ours to cut. End it, and restart the chain. */
-			if (write(fd, "\n", 1) != 1)
+			if ((n = write(fd, "\n", 1)) != 1) {
+				if (n == 0)
+					errno = ENOSPC;
 				goto io;
+			}
 			ks_warn("audit log %s: ends in %zu or more bytes that are not a record",
 				path, want);
 			want = 0;
@@ -203,8 +207,9 @@ static int read_tail(struct ks_audit *a, const char *path, int fd, int continue_
 	a->chain = "restart";
 	return 0;
 io:
-	snprintf(err, err_len, "audit log %s: %s", path, strerror(errno));
-	return -errno;
+	r = -errno;
+	snprintf(err, err_len, "audit log %s: %s", path, strerror(-r));
+	return r;
 }
 
 int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct ks_audit **out,
@@ -335,14 +340,16 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	if (a->path != NULL) {
 		if (a->truncate_to >= 0) {
 			if (ftruncate(a->fd, a->truncate_to) != 0) {
-				note_failure(a, "cannot remove a partial record", errno);
-				return -a->failing_errno;
+				err = errno;
+				note_failure(a, "cannot remove a partial record", err);
+				return -err;
 			}
 			a->truncate_to = -1;
 		}
 		if (fstat(a->fd, &st) != 0) {
-			note_failure(a, "fstat", errno);
-			return -a->failing_errno;
+			err = errno;
+			note_failure(a, "fstat", err);
+			return -err;
 		}
 		before = st.st_size;
 	}
@@ -361,6 +368,7 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	if (done == total)
 		return 0;
 	if (done > 0 && before >= 0 && ftruncate(a->fd, before) != 0) {
+		/* Not even that: the next record first cuts the file back, or is not written. */
 		ks_err("audit log %s: cannot remove the partial record (%zu bytes): %s; trying "
 		       "again before the next record", a->path, done, strerror(errno));
 		a->truncate_to = before;
@@ -394,19 +402,19 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
 
 			a->syncing = 1;
 			pthread_mutex_unlock(&a->lock);
-			r = fdatasync(a->fd);
+			r = fdatasync(a->fd) == 0 ? 0 : errno;
 			pthread_mutex_lock(&a->lock);
 			a->syncing = 0;
 			if (r == 0) {
 				a->synced = target;
 			} else {
 				/* The records are in the file, maybe not on disk: not lost, not durable. */
-				a->sync_errno = errno;
+				a->sync_errno = r;
 				a->sync_failed = target;
-				if (!a->failing || a->failing_errno != errno)
-					ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
+				if (!a->failing || a->failing_errno != r)
+					ks_err("audit log %s: fdatasync: %s", a->path, strerror(r));
 				a->failing = 1;
-				a->failing_errno = errno;
+				a->failing_errno = r;
 			}
 			pthread_cond_broadcast(&a->sync_done);
 		} else {
