@@ -441,6 +441,18 @@ static void test_verify_tampering(void **state)
 		assert_int_equal(run_verify(files, out, sizeof(out)), 1);
 		assert_non_null(strstr(out, "audit.log:1: records missing"));
 	}
+	/* keysvcd restarted on a fresh file after a rotation: a warning, not a failure. */
+	{
+		char r0[96];
+		const char *files[] = { r0, path, NULL };
+
+		snprintf(r0, sizeof(r0), "%s/audit.log.0", dir);
+		assert_int_equal(rename(path, r0), 0);
+		a = open_ok(path);
+		sign_n(a, 1);
+		ks_audit_close(a);
+		assert_int_equal(run_verify(files, out, sizeof(out)), 0);
+	}
 	{
 		const char *none[] = { NULL };
 		const char *missing[] = { "/nonexistent/audit.log", NULL };
@@ -455,6 +467,7 @@ static void test_verify_tampering(void **state)
 /* A record cut by a crash is removed at the next start; the chain goes on from the last whole one. */
 static void test_partial_tail_removed(void **state)
 {
+	static const char old_format[] = "{\"time\":\"2026-11-24T09:21:48.123Z\",\"uid\":0,\"op\":\"hello\"}\n";
 	char dir[64], path[96], h[KS_AUDIT_HASH_HEX];
 	char *text;
 	size_t len, whole;
@@ -483,6 +496,19 @@ static void test_partial_tail_removed(void **state)
 	line_hash(text, 2, h);
 	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
 	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 3);
+	json_decref(o);
+	free(text);
+
+	/* A last line that is no record (a log of an older keysvcd): a new chain, said so. */
+	spit(path, old_format, strlen(old_format));
+	a = open_ok(path);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	o = line_json(text, 2);
+	assert_string_equal(json_string_value(json_object_get(o, "chain")), "restart");
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), ks_auditchain_zero);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 1);
 	json_decref(o);
 	free(text);
 	remove_dir(dir);
@@ -704,13 +730,15 @@ static void test_full_filesystem(void **state)
 /* A file or directory another user could have placed or could rewrite is refused. */
 static void test_refuses_unsafe(void **state)
 {
-	char dir[64], path[96], err[512];
+	char dir[64], path[96], old[96], err[512];
+	struct stat st;
 	struct ks_audit *a = NULL;
 	int fd;
 
 	(void)state;
 	make_dir(dir);
 	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(old, sizeof(old), "%s/audit.log.1", dir);
 
 	assert_true((fd = open(path, O_WRONLY | O_CREAT, 0600)) >= 0);
 	assert_int_equal(fchmod(fd, 0666), 0);
@@ -743,8 +771,19 @@ static void test_refuses_unsafe(void **state)
 	assert_non_null(strstr(err, "not a regular file"));
 	assert_int_equal(unlink(path), 0);
 
+	/* A reopen (SIGHUP) onto an unsafe file keeps writing to the old one. */
 	a = open_ok(path);
+	assert_int_equal(rename(path, old), 0);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600)) >= 0);
+	assert_int_equal(fchmod(fd, 0622), 0);
+	close(fd);
+	assert_int_equal(ks_audit_reopen(a), -EACCES);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
 	ks_audit_close(a);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(stat(old, &st), 0);
+	assert_true(st.st_size > 0);
 	remove_dir(dir);
 }
 
