@@ -846,6 +846,39 @@ static void sha256_hex_of(const void *data, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/* A certificate for @pub, issued by a throwaway key: PEM in *@pem, DER's SHA-256 in @hash. */
+static void make_cert(EVP_PKEY *pub, char **pem, char hash[65])
+{
+	EVP_PKEY *ca = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	unsigned char *der = NULL;
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data;
+	long n;
+	int len;
+
+	assert_non_null(ca);
+	assert_non_null(x);
+	assert_int_equal(X509_set_version(x, 2), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 7), 1);
+	assert_int_equal(X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+						    (const unsigned char *)"intent", -1, -1, 0), 1);
+	assert_int_equal(X509_set_issuer_name(x, X509_get_subject_name(x)), 1);
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+	assert_int_equal(X509_set_pubkey(x, pub), 1);
+	assert_true(X509_sign(x, ca, EVP_sha256()) > 0);
+	assert_true((len = i2d_X509(x, &der)) > 0);
+	sha256_hex_of(der, (size_t)len, hash);
+	assert_int_equal(PEM_write_bio_X509(bio, x), 1);
+	n = BIO_get_mem_data(bio, &data);
+	assert_non_null(*pem = strndup(data, (size_t)n));
+	OPENSSL_free(der);
+	BIO_free(bio);
+	X509_free(x);
+	EVP_PKEY_free(ca);
+}
+
 /*
  * Each operation that uses or changes the token writes an intent record
  * before it, naming what is signed: the data's SHA-256, the digest given,
@@ -854,8 +887,9 @@ static void sha256_hex_of(const void *data, size_t len, char out[65])
 static void test_audit_intents(void **state)
 {
 	struct audited a;
-	json_t *o, *lines[32];
-	char want[65], req[512], *b64 = NULL;
+	json_t *o, *lines[32], *put;
+	char want[65], cert_hash[65], req[512], *b64 = NULL, *cert_pem = NULL, *put_text;
+	EVP_PKEY *pub;
 	unsigned char *tbs = NULL;
 	int tbs_len;
 	size_t n;
@@ -867,6 +901,7 @@ static void test_audit_intents(void **state)
 	o = call_ctx(a.ctx, &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-intent\","
 		     " \"type\": \"ec-p256\"}");
 	assert_ok(o);
+	pub = pem_pubkey(o);
 	json_decref(o);
 	assert_int_equal(ks_b64_encode((const uint8_t *)"hello", 5, &b64), 0);
 	/* ECDSA with SHA-384 over the data: the record still names the data's SHA-256. */
@@ -892,12 +927,21 @@ static void test_audit_intents(void **state)
 	o = call_ctx(a.ctx, &root_peer, "{\"id\": 5, \"op\": \"key.public\", \"key\": \"app-intent\"}");
 	assert_ok(o);
 	json_decref(o);
+	make_cert(pub, &cert_pem, cert_hash);
+	put = json_pack("{s:i, s:s, s:s, s:s}", "id", 7, "op", "cert.put", "key", "app-intent",
+			"cert", cert_pem);
+	assert_non_null(put_text = json_dumps(put, JSON_COMPACT));
+	o = call_ctx(a.ctx, &root_peer, put_text);
+	assert_ok(o);
+	json_decref(o);
+	free(put_text);
+	json_decref(put);
 	o = call_ctx(a.ctx, &root_peer, "{\"id\": 6, \"op\": \"key.delete\", \"key\": \"app-intent\"}");
 	assert_ok(o);
 	json_decref(o);
 
 	n = audit_lines(a.path, lines, 32);
-	assert_int_equal(n, 11);
+	assert_int_equal(n, 13);
 	assert_intent(lines, 0, "key.generate", "app-intent", "ok");
 	assert_intent(lines, 2, "sign", "app-intent", "ok");
 	sha256_hex_of("hello", 5, want);
@@ -912,8 +956,12 @@ static void test_audit_intents(void **state)
 	assert_null(json_object_get(lines[8], "phase"));
 	assert_null(json_object_get(lines[8], "intent"));
 	assert_string_equal(field(lines[8], "op"), "key.public");
-	assert_intent(lines, 9, "key.delete", "app-intent", "ok");
+	assert_intent(lines, 9, "cert.put", "app-intent", "ok");
+	assert_string_equal(field(lines[9], "sha256"), cert_hash);
+	assert_intent(lines, 11, "key.delete", "app-intent", "ok");
 	free_lines(lines, n);
+	free(cert_pem);
+	EVP_PKEY_free(pub);
 	OPENSSL_free(tbs);
 	audited_close(&a);
 }
