@@ -869,31 +869,60 @@ struct audit_line_pos {
 	unsigned long line;
 };
 
+/*
+ * The next line of @f into @line (at most KS_AUDIT_LINE_MAX bytes and the
+ * newline; NUL bytes kept, counted in *@len). 1 a line, 0 end of file, -1
+ * a line too long for a record, -2 a last line without its newline.
+ */
+static int read_record_line(FILE *f, char *line, size_t *len)
+{
+	size_t n = 0;
+	int c;
+
+	while ((c = getc(f)) != EOF) {
+		if (c == '\n') {
+			line[n] = '\0';
+			*len = n;
+			return 1;
+		}
+		if (n == KS_AUDIT_LINE_MAX)
+			return -1;
+		line[n++] = (char)c;
+	}
+	return n == 0 ? 0 : -2;
+}
+
 /* Check one file's lines; 0 intact so far, 1 bad (reported), 2 I/O error (reported). */
 static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
 			     struct audit_line_pos *last, unsigned long *records)
 {
-	char why[256], *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
+	char why[256], line[KS_AUDIT_LINE_MAX + 1];
+	size_t n = 0;
 	unsigned long lineno = 0;
-	int r = 0;
+	int r = 0, got;
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
 
 	if (f == NULL) {
 		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
 		return 2;
 	}
-	while ((n = getline(&line, &cap, f)) > 0) {
+	while ((got = read_record_line(f, line, &n)) != 0) {
 		enum ks_audit_verdict verdict;
 
 		lineno++;
-		if (line[n - 1] != '\n') {
+		if (got == -2 && !ferror(f)) {
 			printf("%s:%lu: cut: the last record has no newline\n", path, lineno);
 			r = 1;
 			break;
 		}
-		line[--n] = '\0';
+		if (got == -1) {
+			printf("%s:%lu: not an audit record (longer than %d bytes)\n", path, lineno,
+			       KS_AUDIT_LINE_MAX);
+			r = 1;
+			break;
+		}
+		if (got < 0)
+			break;
 		verdict = ks_auditchain_verify(v, line, (size_t)n, lineno == 1, why, sizeof(why));
 		if (verdict == KS_AUDIT_BAD) {
 			printf("%s:%lu: %s\n", path, lineno, why);
@@ -915,7 +944,6 @@ static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
 		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
 		r = 2;
 	}
-	free(line);
 	if (f != stdin)
 		fclose(f);
 	return r;

@@ -418,6 +418,19 @@ static void test_verify_tampering(void **state)
 		}
 		free(copy);
 	}
+	/* A line longer than any record is refused without being read whole. */
+	{
+		char *big = malloc(1 << 20);
+		const char *files[] = { bad, NULL };
+
+		assert_non_null(big);
+		memset(big, 'x', 1 << 20);
+		big[(1 << 20) - 1] = '\n';
+		spit(bad, big, 1 << 20);
+		free(big);
+		assert_int_equal(run_verify(files, out, sizeof(out)), 1);
+		assert_non_null(strstr(out, "bad.log:1: not an audit record (longer than"));
+	}
 	/* Rotated files: in order, out of order, one left out. */
 	{
 		char r1[96], r2[96];
