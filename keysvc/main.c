@@ -125,8 +125,18 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_STR("audit_log", audit_log);
-	KS_CHANGED_NUM("audit_failure", audit_continue);
-	KS_CHANGED_NUM("audit_sync", audit_sync_none);
+	if (old->audit_continue != cfg->audit_continue) {
+		ks_warn("reload: audit_failure changed (%s in force, %s in the file); not applied "
+			"until keysvcd is restarted", old->audit_continue ? "continue" : "refuse",
+			cfg->audit_continue ? "continue" : "refuse");
+		n++;
+	}
+	if (old->audit_sync_none != cfg->audit_sync_none) {
+		ks_warn("reload: audit_sync changed (%s in force, %s in the file); not applied "
+			"until keysvcd is restarted", old->audit_sync_none ? "none" : "data",
+			cfg->audit_sync_none ? "none" : "data");
+		n++;
+	}
 	KS_CHANGED_NUM("sessions", sessions);
 	KS_CHANGED_NUM("max_clients", max_clients);
 	KS_CHANGED_NUM("max_clients_per_uid", max_clients_per_uid);

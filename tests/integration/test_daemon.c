@@ -635,6 +635,14 @@ static void test_reload_restart_settings(void **state)
 		for (size_t i = 0; i < 4; i++)
 			close(fds[i]);
 	}
+	/* The audit log's failure mode is read at start only, like the limits. */
+	d->audit_failure = "continue";
+	assert_int_equal(ks_td_write_config(d), 0);
+	assert_int_equal(ks_td_reload(d), 0);
+	assert_int_equal(ks_td_wait_log(d, "reload: policy with", reloads + 3, 5000), 0);
+	assert_true(log_has(d, "audit_failure changed (refuse in force, continue in the file)"));
+	assert_false(log_has(d, "audit_failure is continue"));
+	d->audit_failure = NULL;
 	assert_int_equal(ks_td_stop(d), 0);
 }
 
