@@ -128,10 +128,31 @@ static void test_null(void **state)
  * command (EIO), which no healthy file system here can be made to do.
  */
 static int sync_calls, sync_fail;
+static const char *sync_hold_path;   /* the first sync waits until this file has sync_hold_lines */
+static int sync_hold_lines;
+
+static int file_lines(const char *path)
+{
+	char buf[8192];
+	ssize_t n;
+	int fd = open(path, O_RDONLY), lines = 0;
+
+	if (fd < 0)
+		return 0;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	close(fd);
+	return lines;
+}
 
 int fdatasync(int fd)
 {
-	__atomic_add_fetch(&sync_calls, 1, __ATOMIC_SEQ_CST);
+	int call = __atomic_add_fetch(&sync_calls, 1, __ATOMIC_SEQ_CST);
+
+	if (call == 1 && sync_hold_path != NULL)
+		for (int i = 0; i < 500 && file_lines(sync_hold_path) < sync_hold_lines; i++)
+			usleep(10000);
 	if (__atomic_load_n(&sync_fail, __ATOMIC_SEQ_CST)) {
 		errno = EIO;
 		return -1;
@@ -696,6 +717,48 @@ static void test_concurrent_chain(void **state)
 	remove_dir(dir);
 }
 
+static void *one_intent(void *arg)
+{
+	uint64_t seq = 0;
+
+	return ks_audit_intent(arg, &alice, "sign", "web", NULL, NULL, &seq) == 0 ? NULL : arg;
+}
+
+/*
+ * Group commit: while one sync runs, the intents written meanwhile wait
+ * and then share a single sync rather than taking one each.
+ */
+static void test_group_commit(void **state)
+{
+	char dir[64], path[96];
+	pthread_t t[5];
+	struct ks_audit *a;
+	void *ret;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	sync_calls = 0;
+	sync_hold_lines = 5;
+	sync_hold_path = path;
+	assert_int_equal(pthread_create(&t[0], NULL, one_intent, a), 0);
+	while (__atomic_load_n(&sync_calls, __ATOMIC_SEQ_CST) == 0)
+		usleep(1000);
+	/* The first sync is held until these four intents are in the file. */
+	for (int i = 1; i < 5; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, one_intent, a), 0);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_null(ret);
+	}
+	sync_hold_path = NULL;
+	assert_int_equal(file_lines(path), 5);
+	assert_int_equal(sync_calls, 2);
+	ks_audit_close(a);
+	remove_dir(dir);
+}
+
 /*
  * "Durably written": each intent waits for a sync that started after it
  * was written (outcomes do not); with audit_sync none nothing is synced;
@@ -881,6 +944,7 @@ int main(void)
 		cmocka_unit_test(test_continue_mode),
 		cmocka_unit_test(test_concurrent_chain),
 		cmocka_unit_test(test_intent_synced),
+		cmocka_unit_test(test_group_commit),
 		cmocka_unit_test(test_full_filesystem),
 		cmocka_unit_test(test_refuses_unsafe),
 	};
