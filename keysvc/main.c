@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "keysvc/config.h"
 #include "keysvc/dispatch.h"
 #include "keysvc/pin.h"
+#include "keysvc/pinguard.h"
 #include "keysvc/sdnotify.h"
 #include "keysvc/server.h"
 #include "pkcs11/token.h"
@@ -47,9 +49,22 @@ static void usage(FILE *f)
 		"  -h, --help          this text\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop, SIGHUP reloads the policy and reopens the audit log.\n"
-		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error,\n"
-		"4 PIN error, 5 token unavailable or PIN rejected.\n",
+		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error\n"
+		"(state_dir included), 4 PIN file error, 5 token unavailable, 6 PIN rejected by\n"
+		"the token, now or before (see state_dir/pin-rejected).\n",
 		KS_DEFAULT_CONFIG);
+}
+
+/* Exit codes (usage()); keysvcd.service's RestartPreventExitStatus= names the final ones. */
+#define EXIT_CONFIG 3
+#define EXIT_PIN_FILE 4
+#define EXIT_TOKEN 5
+#define EXIT_PIN_REJECTED 6
+
+/* The token layer's pin_rejected callback: the next keysvcd must not present this PIN either. */
+static void record_pin_rejected(void *arg, unsigned long ckr)
+{
+	(void)ks_pin_guard_record(arg, ckr);
 }
 
 /* No core files and no ptrace by other users: the process holds the PIN. */
@@ -112,6 +127,7 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_STR("pin_file", pin_file);
+	KS_CHANGED_STR("state_dir", state_dir);
 	KS_CHANGED_STR("socket", socket_path);
 	if (old->has_socket_gid != cfg->has_socket_gid ||
 	    (old->has_socket_gid && old->socket_gid != cfg->socket_gid)) {
@@ -190,13 +206,15 @@ int main(int argc, char **argv)
 	struct ks_token_config tcfg;
 	struct ks_config *cfg = NULL;
 	struct ks_token *token = NULL;
-	char err[512] = "", activated_name[128] = "", status[256];
+	struct ks_pin_guard guard;
+	char err[1024] = "", activated_name[128] = "", status[256], pin_path[PATH_MAX] = "";
 	char *pin = NULL;
 	size_t pin_len = 0;
 	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
-	int c, r, ret = 1;
+	int c, r, ret = 1, credential = 0;
 	sigset_t mask;
 
+	memset(&guard, 0, sizeof(guard));
 	ks_log_set_ident("keysvcd");
 	while ((c = getopt_long(argc, argv, "c:dVh", opts, NULL)) != -1) {
 		switch (c) {
@@ -237,7 +255,7 @@ int main(int argc, char **argv)
 
 	if ((r = ks_config_load(st.config_path, 1, &cfg, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		return 3;
+		return EXIT_CONFIG;
 	}
 	/* Kept until exit: reload() compares new files with it. */
 	st.running = cfg;
@@ -248,9 +266,10 @@ int main(int argc, char **argv)
 
 	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		ret = 4;
+		ret = EXIT_PIN_FILE;
 		goto out;
 	}
+	(void)ks_pin_source(cfg->pin_file, pin_path, sizeof(pin_path), &credential);
 	if (check_only) {
 		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
 		       ks_policy_size(cfg->policy));
@@ -270,6 +289,23 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	/*
+	 * Before the token sees the PIN: one it refused before is not tried
+	 * again, whatever restarted keysvcd (systemd, socket activation, an
+	 * administrator), until the PIN is replaced.
+	 */
+	if ((r = ks_pin_guard_open(&guard, cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
+		if (r == -EKEYREJECTED) {
+			ks_err("PIN %s %s: %s", credential ? "credential" : "file", pin_path, err);
+			ret = EXIT_PIN_REJECTED;
+		} else {
+			ks_err("%s; keysvcd records a PIN the token rejects there and does not "
+			       "start without it", err);
+			ret = EXIT_CONFIG;
+		}
+		goto out;
+	}
+
 	memset(&tcfg, 0, sizeof(tcfg));
 	tcfg.module_path = cfg->module;
 	tcfg.token_uri = cfg->token_uri;
@@ -279,6 +315,8 @@ int main(int argc, char **argv)
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
+	tcfg.pin_rejected = record_pin_rejected;
+	tcfg.pin_rejected_arg = &guard;
 	r = ks_token_open(&tcfg, &token);
 	/* The token layer keeps its own locked copy for re-login; ours goes now. */
 	ks_pin_free(pin, pin_len);
@@ -286,7 +324,7 @@ int main(int argc, char **argv)
 	if (r != 0) {
 		ks_err("cannot open the token: %s", r == -EKEYREJECTED ? "PIN rejected" :
 		       r == -ENODEV ? "token not found or not present" : strerror(-r));
-		ret = 5;
+		ret = r == -EKEYREJECTED ? EXIT_PIN_REJECTED : EXIT_TOKEN;
 		goto out;
 	}
 	if ((r = ks_audit_open(cfg->audit_log, &st.audit)) != 0) {
@@ -350,5 +388,6 @@ out:
 	if (listen_fd >= 0)
 		close(listen_fd);
 	ks_config_free(cfg);
+	ks_pin_guard_clear(&guard);
 	return ret;
 }

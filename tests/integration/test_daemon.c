@@ -1198,7 +1198,7 @@ static void test_config_refusal(void **state)
 	assert_int_equal(write(fd, wrong_pin, strlen(wrong_pin)), (ssize_t)strlen(wrong_pin));
 	close(fd);
 	assert_int_equal(ks_td_write_config(d), 0);
-	refuses(d, 5, "PIN rejected");
+	refuses(d, 6, "PIN rejected");
 	assert_non_null(log = ks_td_daemon_log(d, &len));
 	assert_false(has_needle(log, len, wrong_pin, strlen(wrong_pin)));
 	assert_false(has_needle(log, len, d->token.pin, d->token.pin_len));
