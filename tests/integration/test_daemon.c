@@ -424,14 +424,21 @@ static pid_t as_nobody(struct ks_td *d, int with_requests, char *out, size_t out
 			dprintf(p[1], "connect=%s\n", strerror(-fd));
 			_exit(0);
 		}
+		/* A peer no rule names gets one answer per connection: one each. */
 		for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
-			json_t *resp = ks_td_request(fd, reqs[i][1]);
-			const char *o = resp ? ks_td_outcome(resp) : NULL;
+			json_t *resp;
+			const char *o;
 
+			if (i > 0 && (fd = ks_td_connect(d)) < 0) {
+				dprintf(p[1], "connect=%s\n", strerror(-fd));
+				_exit(0);
+			}
+			resp = ks_td_request(fd, reqs[i][1]);
+			o = resp ? ks_td_outcome(resp) : NULL;
 			dprintf(p[1], "%s=%s\n", reqs[i][0], o ? o : "none");
 			json_decref(resp);
+			close(fd);
 		}
-		close(fd);
 		_exit(0);
 	}
 	close(p[1]);
