@@ -296,7 +296,8 @@ int main(int argc, char **argv)
 	 */
 	if ((r = ks_pin_guard_open(&guard, cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
 		if (r == -EKEYREJECTED) {
-			ks_err("PIN %s %s: %s", credential ? "credential" : "file", pin_path, err);
+			ks_err("PIN %s %s: %s; exiting with code %d", credential ? "credential" : "file",
+			       pin_path, err, EXIT_PIN_REJECTED);
 			ret = EXIT_PIN_REJECTED;
 		} else {
 			ks_err("%s; keysvcd records a PIN the token rejects there and does not "
@@ -322,9 +323,10 @@ int main(int argc, char **argv)
 	ks_pin_free(pin, pin_len);
 	pin = NULL;
 	if (r != 0) {
-		ks_err("cannot open the token: %s", r == -EKEYREJECTED ? "PIN rejected" :
-		       r == -ENODEV ? "token not found or not present" : strerror(-r));
 		ret = r == -EKEYREJECTED ? EXIT_PIN_REJECTED : EXIT_TOKEN;
+		ks_err("cannot open the token: %s; exiting with code %d", r == -EKEYREJECTED ?
+		       "PIN rejected" : r == -ENODEV ? "token not found or not present" :
+		       strerror(-r), ret);
 		goto out;
 	}
 	if ((r = ks_audit_open(cfg->audit_log, &st.audit)) != 0) {

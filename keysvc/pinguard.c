@@ -293,7 +293,9 @@ out:
 
 int ks_pin_guard_record(const struct ks_pin_guard *g, unsigned long ckr)
 {
-	char tmp[PATH_MAX], text[MARKER_MAX];
+	char tmp[PATH_MAX], text[MARKER_MAX], when[32];
+	struct tm tm;
+	time_t now;
 	int fd, n, r;
 
 	if (!g->armed)
@@ -301,8 +303,11 @@ int ks_pin_guard_record(const struct ks_pin_guard *g, unsigned long ckr)
 	n = snprintf(text, sizeof(text), MAC_PREFIX);
 	for (size_t i = 0; i < sizeof(g->mac); i++)
 		n += snprintf(text + n, sizeof(text) - (size_t)n, "%02x", g->mac[i]);
-	n += snprintf(text + n, sizeof(text) - (size_t)n, " ckr=%s time=%lld\n",
-		      ks_ckr_name(ckr), (long long)time(NULL));
+	now = time(NULL);
+	if (gmtime_r(&now, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(when, sizeof(when), "%lld", (long long)now);
+	n += snprintf(text + n, sizeof(text) - (size_t)n, " ckr=%s time=%s\n",
+		      ks_ckr_name(ckr), when);
 	if (n <= 0 || (size_t)n >= sizeof(text) ||
 	    path_in(tmp, sizeof(tmp), g->dir, KS_PIN_GUARD_MARKER ".new") != 0)
 		return -ENAMETOOLONG;

@@ -9,7 +9,7 @@
  * /var/lib/keysvc):
  *
  *   pin-guard.key   32 random bytes, 0600, made once (O_EXCL, fsync)
- *   pin-rejected    "hmac-sha256=HEX ckr=CKR_NAME time=UNIXTIME\n",
+ *   pin-rejected    "hmac-sha256=HEX ckr=CKR_NAME time=YYYY-MM-DDTHH:MM:SSZ\n",
  *                   written atomically (temp file, fsync, rename, fsync of
  *                   the directory) when the token refuses the PIN
  *
