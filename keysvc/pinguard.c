@@ -29,6 +29,14 @@ static int path_in(char *out, size_t out_len, const char *dir, const char *name)
 	return n > 0 && (size_t)n < out_len ? 0 : -ENAMETOOLONG;
 }
 
+/* A temporary name next to @name, this process's own (two keysvcd may start at once). */
+static int tmp_name(char *out, size_t out_len, const char *dir, const char *name)
+{
+	int n = snprintf(out, out_len, "%s/.%s.%ld", dir, name, (long)getpid());
+
+	return n > 0 && (size_t)n < out_len ? 0 : -ENAMETOOLONG;
+}
+
 static int fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
@@ -106,7 +114,7 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], char *err, size
 	int fd, r;
 
 	if (path_in(path, sizeof(path), dir, KS_PIN_GUARD_KEY) != 0 ||
-	    path_in(tmp, sizeof(tmp), dir, KS_PIN_GUARD_KEY ".new") != 0) {
+	    tmp_name(tmp, sizeof(tmp), dir, KS_PIN_GUARD_KEY) != 0) {
 		snprintf(err, err_len, "state_dir %s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
@@ -309,7 +317,7 @@ int ks_pin_guard_record(const struct ks_pin_guard *g, unsigned long ckr)
 	n += snprintf(text + n, sizeof(text) - (size_t)n, " ckr=%s time=%s\n",
 		      ks_ckr_name(ckr), when);
 	if (n <= 0 || (size_t)n >= sizeof(text) ||
-	    path_in(tmp, sizeof(tmp), g->dir, KS_PIN_GUARD_MARKER ".new") != 0)
+	    tmp_name(tmp, sizeof(tmp), g->dir, KS_PIN_GUARD_MARKER) != 0)
 		return -ENAMETOOLONG;
 	(void)unlink(tmp);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
