@@ -44,7 +44,8 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config PATH   configuration file (default %s)\n"
 		"  -d, --debug         log at debug level (never logs secrets)\n"
-		"      --check-config  validate the configuration and PIN source, then exit\n"
+		"      --check-config  validate the configuration, the PIN source and state_dir\n"
+		"                      (and that the token did not reject this PIN before), then exit\n"
 		"  -V, --version       print the version\n"
 		"  -h, --help          this text\n"
 		"\n"
@@ -271,6 +272,18 @@ int main(int argc, char **argv)
 	}
 	(void)ks_pin_source(cfg->pin_file, pin_path, sizeof(pin_path), &credential);
 	if (check_only) {
+		/* Also what the start would refuse: an unusable state_dir, a PIN rejected before. */
+		if ((r = ks_pin_guard_check(cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
+			if (r == -EKEYREJECTED) {
+				ks_err("PIN %s %s: %s", credential ? "credential" : "file",
+				       pin_path, err);
+				ret = EXIT_PIN_REJECTED;
+			} else {
+				ks_err("%s", err);
+				ret = EXIT_CONFIG;
+			}
+			goto out;
+		}
 		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
 		       ks_policy_size(cfg->policy));
 		ret = 0;

@@ -107,7 +107,8 @@ out:
  * place, so the key file is complete whenever it exists, and of two
  * keysvcd starting at once both end up with the one that won.
  */
-static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], char *err, size_t err_len)
+static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], int create, char *err,
+		    size_t err_len)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	size_t len = 0;
@@ -128,6 +129,8 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], char *err, size
 			 strerror(-r));
 		return r == 0 ? -EINVAL : r;
 	}
+	if (!create)
+		return -ENOENT;
 	if (getrandom(key, GUARD_KEY_LEN, 0) != GUARD_KEY_LEN) {
 		r = -errno;
 		snprintf(err, err_len, "getrandom: %s", strerror(errno));
@@ -150,7 +153,7 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], char *err, size
 		r = -errno;
 		unlink(tmp);
 		if (r == -EEXIST)   /* another keysvcd made it first: use that one */
-			return load_key(dir, key, err, err_len);
+			return load_key(dir, key, create, err, err_len);
 		snprintf(err, err_len, "%s: %s", path, strerror(-r));
 		return r;
 	}
@@ -220,8 +223,9 @@ static int marker_mac(const char *text, uint8_t mac[32])
 	return text[64] == ' ' || text[64] == '\n' || text[64] == '\0' ? 0 : -EINVAL;
 }
 
-int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
-		      const char *pin, size_t pin_len, char *err, size_t err_len)
+/* ks_pin_guard_open(), or with @dry_run ks_pin_guard_check(): nothing written or removed. */
+static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char *pin,
+		      size_t pin_len, int dry_run, char *err, size_t err_len)
 {
 	uint8_t key[GUARD_KEY_LEN], old[32];
 	char text[MARKER_MAX + 1];
@@ -237,7 +241,18 @@ int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
 	}
 	if ((r = check_state_dir(state_dir, err, err_len)) != 0)
 		return r;
-	if ((r = load_key(state_dir, key, err, err_len)) != 0)
+	if (dry_run && access(state_dir, W_OK) != 0) {
+		r = -errno;
+		snprintf(err, err_len, "state_dir %s: not writable: %s", state_dir, strerror(errno));
+		return r;
+	}
+	r = load_key(state_dir, key, !dry_run, err, err_len);
+	if (r == -ENOENT && dry_run) {
+		/* No key yet: the start makes one, and no marker can name this PIN. */
+		r = 0;
+		goto out;
+	}
+	if (r != 0)
 		goto out;
 	if (HMAC(EVP_sha256(), key, GUARD_KEY_LEN, (const unsigned char *)pin, pin_len,
 		 g->mac, &mac_len) == NULL || mac_len != sizeof(g->mac)) {
@@ -280,6 +295,10 @@ int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
 		goto out;
 	}
 	/* Another PIN than the one refused: it gets its try. */
+	if (dry_run) {
+		r = 0;
+		goto out;
+	}
 	if (unlink(g->marker) != 0 && errno != ENOENT) {
 		r = -errno;
 		snprintf(err, err_len, "%s: %s", g->marker, strerror(errno));
@@ -294,8 +313,24 @@ int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
 out:
 	explicit_bzero(key, sizeof(key));
 	explicit_bzero(old, sizeof(old));
-	if (r != 0 && r != -EKEYREJECTED)
+	if ((r != 0 && r != -EKEYREJECTED) || dry_run)
 		ks_pin_guard_clear(g);
+	return r;
+}
+
+int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
+		      const char *pin, size_t pin_len, char *err, size_t err_len)
+{
+	return guard_open(g, state_dir, pin, pin_len, 0, err, err_len);
+}
+
+int ks_pin_guard_check(const char *state_dir, const char *pin, size_t pin_len,
+		       char *err, size_t err_len)
+{
+	struct ks_pin_guard g;
+	int r = guard_open(&g, state_dir, pin, pin_len, 1, err, err_len);
+
+	ks_pin_guard_clear(&g);
 	return r;
 }
 

@@ -53,6 +53,14 @@ int ks_pin_guard_open(struct ks_pin_guard *g, const char *state_dir,
 		      const char *pin, size_t pin_len, char *err, size_t err_len);
 
 /*
+ * What ks_pin_guard_open() would answer, for --check-config: the same
+ * checks (and -EACCES if keysvcd could not write @state_dir), but nothing
+ * is made or removed. 0 also when there is no key yet.
+ */
+int ks_pin_guard_check(const char *state_dir, const char *pin, size_t pin_len,
+		       char *err, size_t err_len);
+
+/*
  * Record that the token refused the PIN of ks_pin_guard_open() with
  * @ckr. Safe from any thread (one writer at a time is the token layer's
  * doing: a PIN is refused once per process). 0 or a negative errno,

@@ -133,6 +133,29 @@ static void refused(struct guard_test *g, int code, const char *log_says)
 	}
 }
 
+/* keysvcd --check-config: its exit code, its output in DIR/check.log. */
+static int check_config(struct guard_test *g)
+{
+	char out[PATH_MAX + 32];
+	int status, fd;
+	pid_t pid;
+
+	snprintf(out, sizeof(out), "%s/check.log", g->td.dir);
+	fflush(NULL);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if ((fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
+		    dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+			_exit(125);
+		execl(getenv("KS_KEYSVCD"), "keysvcd", "-c", g->td.config, "--check-config",
+		      (char *)NULL);
+		_exit(126);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
 static void use_pin_file(struct guard_test *g, const char *path)
 {
 	snprintf(g->td.pin_file, sizeof(g->td.pin_file), "%s", path);
@@ -174,9 +197,15 @@ static void test_restarts(void **state)
 		assert_int_equal(logins(g), 1);
 	}
 	assert_int_equal(ks_td_log_count(&g->td, "0badc0ffee0badc0"), 0);
+	/* --check-config says so too, and changes nothing. */
+	assert_int_equal(check_config(g), EXIT_PIN_REJECTED);
+	assert_int_equal(logins(g), 1);
+	assert_int_equal(lstat(g->marker, &st), 0);
 
-	/* Another PIN in the file: it gets its one try. */
+	/* Another PIN in the file: it gets its one try (--check-config leaves the marker). */
 	write_text(g->wrong_pin_file, "0badc0ffee0badc1\n", 0600);
+	assert_int_equal(check_config(g), 0);
+	assert_int_equal(lstat(g->marker, &st), 0);
 	refused(g, EXIT_PIN_REJECTED, "PIN was replaced since the token rejected one");
 	assert_int_equal(logins(g), 2);
 	refused(g, EXIT_PIN_REJECTED, "rejected this PIN before");
@@ -242,7 +271,13 @@ static void test_state_dir(void **state)
 	struct guard_test *g = *state;
 	char key[PATH_MAX + 32], *text;
 
+	/* --check-config makes nothing, not even the key. */
+	assert_int_equal(check_config(g), 0);
+	snprintf(key, sizeof(key), "%s/pin-guard.key", g->td.state_dir);
+	assert_null(ks_td_read_file(key, NULL));
+
 	assert_int_equal(chmod(g->td.state_dir, 0770), 0);
+	assert_int_equal(check_config(g), EXIT_CONFIG);
 	refused(g, EXIT_CONFIG, "writable by group or others");
 	assert_int_equal(chmod(g->td.state_dir, 0700), 0);
 	if (geteuid() == 0) {
@@ -264,7 +299,6 @@ static void test_state_dir(void **state)
 	assert_int_equal(ks_td_start(&g->td), 0);
 	assert_int_equal(logins(g), 1);
 	assert_int_equal(ks_td_stop(&g->td), 0);
-	snprintf(key, sizeof(key), "%s/pin-guard.key", g->td.state_dir);
 	assert_non_null(text = ks_td_read_file(key, NULL));
 	free(text);
 }
