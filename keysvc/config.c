@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keysvc/pinguard.h"
 #include "pkcs11/token.h"
 #include "proto/json.h"
 #include "proto/log.h"
@@ -110,6 +111,7 @@ struct config_json {
 	const char *module;
 	json_t *token;
 	const char *pin_file;
+	const char *state_dir;
 	const char *socket;
 	json_t *socket_group;
 	const char *socket_mode;
@@ -134,6 +136,7 @@ static const struct ks_json_field config_fields[] = {
 	{ "module", KS_JSON_STRING, offsetof(struct config_json, module), KS_JSON_REQUIRED, 4096 },
 	{ "token", KS_JSON_ANY, offsetof(struct config_json, token), KS_JSON_REQUIRED, 0 },
 	{ "pin_file", KS_JSON_STRING, offsetof(struct config_json, pin_file), 0, 4096 },
+	{ "state_dir", KS_JSON_STRING, offsetof(struct config_json, state_dir), 0, 4000 },
 	{ "socket", KS_JSON_STRING, offsetof(struct config_json, socket), 0, 107 },
 	{ "socket_group", KS_JSON_ANY, offsetof(struct config_json, socket_group), 0, 0 },
 	{ "socket_mode", KS_JSON_STRING, offsetof(struct config_json, socket_mode), 0, 4 },
@@ -328,6 +331,10 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		snprintf(err, err_len, "config: pin_file: must be an absolute path");
 		goto out;
 	}
+	if (cj.state_dir != NULL && cj.state_dir[0] != '/') {
+		snprintf(err, err_len, "config: state_dir: must be an absolute path");
+		goto out;
+	}
 	if (cj.socket != NULL && cj.socket[0] != '/') {
 		snprintf(err, err_len, "config: socket: must be an absolute path");
 		goto out;
@@ -408,6 +415,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	    (r = dup_opt(tj.label, &cfg->token_label)) != 0 ||
 	    (r = dup_opt(tj.serial, &cfg->token_serial)) != 0 ||
 	    (r = dup_opt(cj.pin_file, &cfg->pin_file)) != 0 ||
+	    (r = dup_opt(cj.state_dir ? cj.state_dir : KS_DEFAULT_STATE_DIR, &cfg->state_dir)) != 0 ||
 	    (r = dup_opt(cj.socket ? cj.socket : KS_DEFAULT_SOCKET, &cfg->socket_path)) != 0 ||
 	    (r = dup_opt(cj.audit_log, &cfg->audit_log)) != 0 ||
 	    (r = dup_opt(cj.log_level, &cfg->log_level)) != 0)
@@ -447,6 +455,7 @@ void ks_config_free(struct ks_config *cfg)
 	free(cfg->token_label);
 	free(cfg->token_serial);
 	free(cfg->pin_file);
+	free(cfg->state_dir);
 	free(cfg->socket_path);
 	free(cfg->audit_log);
 	free(cfg->log_level);

@@ -22,6 +22,7 @@ struct ks_config {
 	char *token_label;
 	char *token_serial;
 	char *pin_file;           /* NULL: only $CREDENTIALS_DIRECTORY/keysvc-pin */
+	char *state_dir;          /* the rejected-PIN guard's files (keysvc/pinguard.h); default /var/lib/keysvc */
 	char *socket_path;
 	int has_socket_gid;
 	gid_t socket_gid;

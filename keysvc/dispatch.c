@@ -1078,3 +1078,17 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 	audit_and_log(ctx, peer, NULL, NULL, 0, &rep);
 	return r;
 }
+
+int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer)
+{
+	struct ks_policy *policy = ctx_policy(ctx);
+	int known = ks_policy_knows_peer(policy, peer);
+
+	ks_policy_unref(policy);
+	return known;
+}
+
+void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer)
+{
+	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_error(-EACCES));
+}

@@ -65,6 +65,17 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 			    const char *why, uint8_t **resp, size_t *resp_len);
 
+/* 1 if the policy in force has a rule naming @peer (ks_policy_knows_peer()). */
+int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer);
+
+/*
+ * Audit a connection refused before any request was read (over a
+ * connection limit): outcome "denied", no operation, no key. The caller
+ * sends the refusal and logs it (rate-limited); nothing is logged here, so
+ * a peer reconnecting in a loop fills the audit log, not the journal.
+ */
+void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer);
+
 /* The wire error name for a negative errno from the lower layers. */
 const char *ks_wire_error(int err);
 

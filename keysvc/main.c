@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "keysvc/config.h"
 #include "keysvc/dispatch.h"
 #include "keysvc/pin.h"
+#include "keysvc/pinguard.h"
 #include "keysvc/sdnotify.h"
 #include "keysvc/server.h"
 #include "pkcs11/token.h"
@@ -42,14 +44,28 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config PATH   configuration file (default %s)\n"
 		"  -d, --debug         log at debug level (never logs secrets)\n"
-		"      --check-config  validate the configuration and PIN source, then exit\n"
+		"      --check-config  validate the configuration, the PIN source and state_dir\n"
+		"                      (and that the token did not reject this PIN before), then exit\n"
 		"  -V, --version       print the version\n"
 		"  -h, --help          this text\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop, SIGHUP reloads the policy and reopens the audit log.\n"
-		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error,\n"
-		"4 PIN error, 5 token unavailable or PIN rejected.\n",
+		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error\n"
+		"(state_dir included), 4 PIN file error, 5 token unavailable, 6 PIN rejected by\n"
+		"the token, now or before (see state_dir/pin-rejected).\n",
 		KS_DEFAULT_CONFIG);
+}
+
+/* Exit codes (usage()); keysvcd.service's RestartPreventExitStatus= names the final ones. */
+#define EXIT_CONFIG 3
+#define EXIT_PIN_FILE 4
+#define EXIT_TOKEN 5
+#define EXIT_PIN_REJECTED 6
+
+/* The token layer's pin_rejected callback: the next keysvcd must not present this PIN either. */
+static void record_pin_rejected(void *arg, unsigned long ckr)
+{
+	(void)ks_pin_guard_record(arg, ckr);
 }
 
 /* No core files and no ptrace by other users: the process holds the PIN. */
@@ -112,6 +128,7 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_STR("pin_file", pin_file);
+	KS_CHANGED_STR("state_dir", state_dir);
 	KS_CHANGED_STR("socket", socket_path);
 	if (old->has_socket_gid != cfg->has_socket_gid ||
 	    (old->has_socket_gid && old->socket_gid != cfg->socket_gid)) {
@@ -203,13 +220,15 @@ int main(int argc, char **argv)
 	struct ks_audit_options aopt;
 	struct ks_config *cfg = NULL;
 	struct ks_token *token = NULL;
-	char err[512] = "", activated_name[128] = "", status[256];
+	struct ks_pin_guard guard;
+	char err[1024] = "", activated_name[128] = "", status[256], pin_path[PATH_MAX] = "";
 	char *pin = NULL;
 	size_t pin_len = 0;
 	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
-	int c, r, ret = 1;
+	int c, r, ret = 1, credential = 0;
 	sigset_t mask;
 
+	memset(&guard, 0, sizeof(guard));
 	ks_log_set_ident("keysvcd");
 	while ((c = getopt_long(argc, argv, "c:dVh", opts, NULL)) != -1) {
 		switch (c) {
@@ -250,7 +269,7 @@ int main(int argc, char **argv)
 
 	if ((r = ks_config_load(st.config_path, 1, &cfg, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		return 3;
+		return EXIT_CONFIG;
 	}
 	/* Kept until exit: reload() compares new files with it. */
 	st.running = cfg;
@@ -261,10 +280,23 @@ int main(int argc, char **argv)
 
 	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		ret = 4;
+		ret = EXIT_PIN_FILE;
 		goto out;
 	}
+	(void)ks_pin_source(cfg->pin_file, pin_path, sizeof(pin_path), &credential);
 	if (check_only) {
+		/* Also what the start would refuse: an unusable state_dir, a PIN rejected before. */
+		if ((r = ks_pin_guard_check(cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
+			if (r == -EKEYREJECTED) {
+				ks_err("PIN %s %s: %s", credential ? "credential" : "file",
+				       pin_path, err);
+				ret = EXIT_PIN_REJECTED;
+			} else {
+				ks_err("%s", err);
+				ret = EXIT_CONFIG;
+			}
+			goto out;
+		}
 		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
 		       ks_policy_size(cfg->policy));
 		ret = 0;
@@ -283,6 +315,24 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	/*
+	 * Before the token sees the PIN: one it refused before is not tried
+	 * again, whatever restarted keysvcd (systemd, socket activation, an
+	 * administrator), until the PIN is replaced.
+	 */
+	if ((r = ks_pin_guard_open(&guard, cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
+		if (r == -EKEYREJECTED) {
+			ks_err("PIN %s %s: %s; exiting with code %d", credential ? "credential" : "file",
+			       pin_path, err, EXIT_PIN_REJECTED);
+			ret = EXIT_PIN_REJECTED;
+		} else {
+			ks_err("%s; keysvcd records a PIN the token rejects there and does not "
+			       "start without it", err);
+			ret = EXIT_CONFIG;
+		}
+		goto out;
+	}
+
 	memset(&tcfg, 0, sizeof(tcfg));
 	tcfg.module_path = cfg->module;
 	tcfg.token_uri = cfg->token_uri;
@@ -292,14 +342,17 @@ int main(int argc, char **argv)
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
+	tcfg.pin_rejected = record_pin_rejected;
+	tcfg.pin_rejected_arg = &guard;
 	r = ks_token_open(&tcfg, &token);
 	/* The token layer keeps its own locked copy for re-login; ours goes now. */
 	ks_pin_free(pin, pin_len);
 	pin = NULL;
 	if (r != 0) {
-		ks_err("cannot open the token: %s", r == -EKEYREJECTED ? "PIN rejected" :
-		       r == -ENODEV ? "token not found or not present" : strerror(-r));
-		ret = 5;
+		ret = r == -EKEYREJECTED ? EXIT_PIN_REJECTED : EXIT_TOKEN;
+		ks_err("cannot open the token: %s; exiting with code %d", r == -EKEYREJECTED ?
+		       "PIN rejected" : r == -ENODEV ? "token not found or not present" :
+		       strerror(-r), ret);
 		goto out;
 	}
 	aopt.sync = cfg->audit_sync_none ? KS_AUDIT_SYNC_NONE : KS_AUDIT_SYNC_DATA;
@@ -374,5 +427,6 @@ out:
 	if (listen_fd >= 0)
 		close(listen_fd);
 	ks_config_free(cfg);
+	ks_pin_guard_clear(&guard);
 	return ret;
 }

@@ -184,26 +184,42 @@ out:
 	return r;
 }
 
+int ks_pin_source(const char *pin_file, char *path, size_t path_len, int *credential)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	int n;
+
+	*credential = 0;
+	if (creds != NULL && creds[0] == '/') {
+		n = snprintf(path, path_len, "%s/%s", creds, KS_PIN_CREDENTIAL);
+		if (n > 0 && (size_t)n < path_len && access(path, F_OK) == 0) {
+			*credential = 1;
+			return 0;
+		}
+	}
+	if (pin_file == NULL || snprintf(path, path_len, "%s", pin_file) >= (int)path_len)
+		return -ENOENT;
+	return 0;
+}
+
 int ks_pin_load(const char *pin_file, char **pin, size_t *pin_len, char *err,
 		size_t err_len)
 {
-	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 	char path[PATH_MAX];
-	int n;
+	int credential, r;
 
 	*pin = NULL;
 	*pin_len = 0;
-	if (creds != NULL && creds[0] == '/') {
-		n = snprintf(path, sizeof(path), "%s/%s", creds, KS_PIN_CREDENTIAL);
-		if (n > 0 && (size_t)n < sizeof(path) && access(path, F_OK) == 0)
-			return pin_read_file(path, 1, pin, pin_len, err, err_len);
-	}
-	if (pin_file == NULL) {
+	if (ks_pin_source(pin_file, path, sizeof(path), &credential) != 0) {
 		snprintf(err, err_len, "no PIN: set pin_file or provide the %s credential",
 			 KS_PIN_CREDENTIAL);
 		return -ENOENT;
 	}
-	return pin_read_file(pin_file, 0, pin, pin_len, err, err_len);
+	/* Whoever could swap a directory on the way could swap the PIN. */
+	if ((r = ks_config_check_dirs(path, credential ? "PIN credential" : "PIN file",
+				      err, err_len)) != 0)
+		return r == -ENOENT ? r : -EACCES;
+	return pin_read_file(path, credential, pin, pin_len, err, err_len);
 }
 
 void ks_pin_free(char *pin, size_t pin_len)

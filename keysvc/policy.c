@@ -294,3 +294,13 @@ int ks_policy_allows(const struct ks_policy *p, const struct ks_peer *peer,
 	}
 	return 0;
 }
+
+int ks_policy_knows_peer(const struct ks_policy *p, const struct ks_peer *peer)
+{
+	if (p == NULL || peer == NULL)
+		return 0;
+	for (size_t i = 0; i < p->nrules; i++)
+		if (rule_matches_peer(&p->rules[i], peer))
+			return 1;
+	return 0;
+}

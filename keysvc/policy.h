@@ -76,4 +76,12 @@ size_t ks_policy_size(const struct ks_policy *p);
 int ks_policy_allows(const struct ks_policy *p, const struct ks_peer *peer,
 		     enum ks_op op, const char *key);
 
+/*
+ * 1 if some rule names @peer (its uid, or its primary or a supplementary
+ * group), whatever it grants. keysvcd gives a peer no rule names one
+ * answered request per connection and a smaller share of the connection
+ * slots (keysvc/server.h). @p NULL knows nobody.
+ */
+int ks_policy_knows_peer(const struct ks_policy *p, const struct ks_peer *peer);
+
 #endif

@@ -34,6 +34,7 @@
 
 struct ks_conn {
 	int fd;
+	int known;              /* a policy rule named the peer at accept */
 	struct ks_peer peer;
 	struct ks_server *srv;
 	struct ks_conn *prev, *next;
@@ -46,12 +47,21 @@ struct ks_server {
 	pthread_cond_t drained;
 	struct ks_conn *conns;
 	unsigned nconns;
+	unsigned nunknown;      /* of nconns, those of peers no rule names */
 	unsigned max_conns;     /* max_clients, or fewer if the descriptor limit says so */
+	unsigned max_unknown;   /* max_conns less the reserve for known peers */
 	int stopping;
 	/* Used by the accept loop only, so not under the lock. */
 	int64_t refusal_logged_ms;
 	unsigned refusals_unlogged;
 };
+
+unsigned ks_server_known_reserve(unsigned max_conns)
+{
+	unsigned reserve = max_conns / KS_KNOWN_RESERVE_DIVISOR;
+
+	return reserve > 0 ? reserve : max_conns > 0 ? 1 : 0;
+}
 
 static int64_t now_ms(void)
 {
@@ -222,6 +232,7 @@ static void conn_unlink(struct ks_server *srv, struct ks_conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	srv->nunknown -= !c->known;
 	if (srv->nconns == 0)
 		pthread_cond_broadcast(&srv->drained);
 	pthread_mutex_unlock(&srv->lock);
@@ -239,6 +250,13 @@ static void *conn_thread(void *arg)
 	int r;
 
 	ks_buf_init(&body, KS_FRAME_MAX);
+	/*
+	 * A peer no rule names has nothing to wait for: it gets one answer
+	 * (denied, audited by the dispatcher) and as little time for its
+	 * request as any request gets.
+	 */
+	if (!c->known && (unsigned)frame_ms < idle_ms)
+		idle_ms = (unsigned)frame_ms;
 	for (;;) {
 		/* Idle time between requests and the time one request takes are bounded apart. */
 		r = ks_frame_read_deadline(c->fd, &body, (int)idle_ms, frame_ms);
@@ -282,6 +300,11 @@ static void *conn_thread(void *arg)
 				  (unsigned)c->peer.uid, (int)c->peer.pid, frame_ms);
 		if (r != 0)
 			break;
+		if (!c->known) {
+			ks_debug("uid %u pid %d: no policy rule names this peer; closing after "
+				 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
+			break;
+		}
 	}
 	free(resp);
 	ks_buf_free(&body);
@@ -322,6 +345,8 @@ static void refuse(struct ks_server *srv, int fd, const struct ks_peer *peer,
 	int n;
 	int64_t now = now_ms();
 
+	/* Every refusal is audited; the diagnostic log gets at most one line a second. */
+	ks_dispatch_audit_refusal(srv->ctx, peer);
 	/* Logged before the peer hears of it, so the line exists once it does. */
 	if (now - srv->refusal_logged_ms >= KS_REFUSAL_LOG_INTERVAL_MS) {
 		/* A peer reconnecting in a loop must not flood the log: one line a second. */
@@ -375,10 +400,19 @@ static int accept_one(struct ks_server *srv, int listen_fd)
 		free(c);
 		return 0;
 	}
+	c->known = ks_ctx_knows_peer(srv->ctx, &c->peer);
 	pthread_mutex_lock(&srv->lock);
 	if (srv->nconns >= srv->max_conns) {
 		pthread_mutex_unlock(&srv->lock);
 		refuse(srv, fd, &c->peer, "too many connections", srv->max_conns);
+		free(c);
+		return 0;
+	}
+	/* The rest is kept for peers the policy names, however many others connect. */
+	if (!c->known && srv->nunknown >= srv->max_unknown) {
+		pthread_mutex_unlock(&srv->lock);
+		refuse(srv, fd, &c->peer, "too many connections from peers no policy rule names",
+		       srv->max_unknown);
 		free(c);
 		return 0;
 	}
@@ -395,6 +429,7 @@ static int accept_one(struct ks_server *srv, int listen_fd)
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->nconns++;
+	srv->nunknown += !c->known;
 	pthread_mutex_unlock(&srv->lock);
 
 	pthread_attr_init(&attr);
@@ -501,6 +536,7 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 		free(srvp);
 		return -EMFILE;
 	}
+	srvp->max_unknown = srvp->max_conns - ks_server_known_reserve(srvp->max_conns);
 	pthread_mutex_init(&srvp->lock, NULL);
 	pthread_cond_init(&srvp->drained, NULL);
 	pfd[0].fd = listen_fd;

@@ -31,6 +31,16 @@ struct ks_server_config {
 	unsigned fd_reserve;
 };
 
+/* The part of max_clients kept for peers the policy names: a quarter. */
+#define KS_KNOWN_RESERVE_DIVISOR 4
+
+/*
+ * Connection slots of @max_conns that peers no policy rule names never
+ * get: max_conns / KS_KNOWN_RESERVE_DIVISOR, at least 1 (so with
+ * max_clients 1 only named peers are served).
+ */
+unsigned ks_server_known_reserve(unsigned max_conns);
+
 /*
  * Create the listening socket at cfg->socket_path. Its directory must be
  * a real directory (not a symlink) owned by root or the effective uid and
@@ -59,6 +69,16 @@ typedef void (*ks_reload_fn)(void *arg);
  *     at once if that is none), or over max_clients_per_uid for the
  *     peer's uid, a new connection gets one denied frame (id null) and is
  *     closed;
+ *   - a peer no policy rule names (ks_policy_knows_peer(), decided at
+ *     accept with the policy then in force) may hold connections only up
+ *     to max_clients less ks_server_known_reserve(): the rest is kept for
+ *     the peers the policy names, so that unknown peers cannot lock them
+ *     out. Such a connection gets one request answered (denied by the
+ *     policy, audited by the dispatcher) and is then closed; its wait for
+ *     that request is frame_timeout_ms if that is shorter than
+ *     idle_timeout_ms;
+ *   - every connection refused at accept is audited (outcome "denied", op
+ *     null) through ks_dispatch_audit_refusal();
  *   - a connection idle for idle_timeout_ms between requests is closed;
  *   - a request frame not complete frame_timeout_ms after its first byte,
  *     or a response frame not taken by the peer within frame_timeout_ms,

@@ -68,6 +68,8 @@ struct ks_token {
 	char *label, *serial;
 	char *pin;              /* ks_secmem; NULL once rejected */
 	size_t pin_len;
+	void (*pin_rejected_cb)(void *arg, unsigned long ckr);
+	void *pin_rejected_arg;
 	CK_SLOT_ID slot;
 
 	/*
@@ -544,6 +546,8 @@ static void pin_rejected(struct ks_token *tok, CK_RV rv)
 	/* Tokens lock after a few wrong PINs: this one is never presented again. */
 	ks_err("the token rejected the PIN (%s); not trying it again until restarted",
 	       ks_ckr_name(rv));
+	if (tok->pin_rejected_cb != NULL)
+		tok->pin_rejected_cb(tok->pin_rejected_arg, (unsigned long)rv);
 	pthread_mutex_lock(&tok->state_lock);
 	tok->state = TOKEN_PIN_REJECTED;
 	pthread_cond_broadcast(&tok->state_cond);
@@ -745,6 +749,8 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
 			      (unsigned)cfg->key_recheck_ms;
 	tok->state = TOKEN_UP;
+	tok->pin_rejected_cb = cfg->pin_rejected;
+	tok->pin_rejected_arg = cfg->pin_rejected_arg;
 	for (unsigned i = 0; i < KS_MAX_SESSIONS; i++)
 		tok->sessions[i] = CK_INVALID_HANDLE;
 

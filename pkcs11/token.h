@@ -16,6 +16,7 @@
  *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
  *    presented again (tokens lock after a few failures); every later call
  *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
+ *    cfg->pin_rejected is told, so that a restart does not present it either.
  *
  * Keys are named by CKA_LABEL; the private key, its public key and an
  * optional certificate share one CKA_ID (16 random bytes chosen at
@@ -92,6 +93,17 @@ struct ks_token_config {
 	 * applications change keys on the same token.
 	 */
 	int key_recheck_ms;
+	/*
+	 * Called when the token refuses the PIN, whether at ks_token_open(),
+	 * on a reopen after a lost login or in the background reconnect,
+	 * once per process (the PIN is then wiped and never presented
+	 * again), from the thread that saw it, with @pin_rejected_arg and the
+	 * CKR_ value. keysvcd records the refusal there so that no restart
+	 * presents the PIN either (keysvc/pinguard.h); this module stays
+	 * free of files. NULL: nobody is told.
+	 */
+	void (*pin_rejected)(void *arg, unsigned long ckr);
+	void *pin_rejected_arg;
 };
 
 struct ks_token_info {

@@ -9,6 +9,7 @@
  *   DIR/keysvcd.json    the configuration (0600, written atomically)
  *   DIR/run/            socket directory, 0755
  *   DIR/run/keysvc.sock the socket
+ *   DIR/state/          state_dir (the rejected-PIN guard's files), 0700
  *   DIR/audit.log       the audit log
  *   DIR/daemon.log      the daemon's stdout and stderr (truncated at each start)
  *
@@ -35,6 +36,7 @@ struct ks_td {
 	char audit_log[PATH_MAX];   /* DIR/audit.log */
 	char daemon_log[PATH_MAX];  /* DIR/daemon.log */
 	char pin_file[PATH_MAX];    /* the PIN file named in the config */
+	char state_dir[PATH_MAX];   /* DIR/state, the config's state_dir */
 	char *policy;               /* JSON array text of the current policy */
 	unsigned client_timeout_ms; /* 0: not in the config (daemon default) */
 	unsigned max_clients;       /* 0: not in the config (daemon default) */

@@ -12,6 +12,11 @@
  *                                     line is rewritten with the count left
  *     hang [C_Func]                   such calls block until the line changes
  *
+ *   KS_FAULTP11_COUNT    path of a file that gets one line "C_Login" appended
+ *                        for every C_Login that reaches this module, before
+ *                        any fault is applied: the number of times a PIN was
+ *                        presented, however the call then ended
+ *
  * Wrapped: C_GetTokenInfo, C_OpenSession, C_Login, C_FindObjectsInit,
  * C_GetAttributeValue, C_GenerateKeyPair, C_SignInit, C_Sign,
  * C_CreateObject, C_DestroyObject. Everything else goes straight through,
@@ -152,9 +157,25 @@ static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app,
 	return real->C_OpenSession(slot, flags, app, notify, session);
 }
 
+/* One line per call; O_APPEND keeps the lines of concurrent processes whole. */
+static void count_call(const char *func)
+{
+	const char *path = getenv("KS_FAULTP11_COUNT");
+	char line[64];
+	int fd, n;
+
+	if (path == NULL || (fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%s\n", func);
+	if (n > 0 && write(fd, line, (size_t)n) != n)
+		fprintf(stderr, "faultp11: cannot append to %s\n", path);
+	close(fd);
+}
+
 static CK_RV w_Login(CK_SESSION_HANDLE s, CK_USER_TYPE user, CK_UTF8CHAR *pin,
 		     CK_ULONG pin_len)
 {
+	count_call("C_Login");
 	FAULT(C_Login);
 	return real->C_Login(s, user, pin, pin_len);
 }

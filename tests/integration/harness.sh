@@ -27,13 +27,15 @@ ks_start() {
 	conf=$(KS_TOKEN_INIT=$KS_TOKEN_INIT bash "$KS_SOURCE_ROOT/softhsm-conf/setup-token.sh" "$dir/token" keysvc-test | tail -n 1)
 	[ "${conf%%=*}" = SOFTHSM2_CONF ] || ks_die "setup-token.sh did not report SOFTHSM2_CONF"
 	export SOFTHSM2_CONF=${conf#SOFTHSM2_CONF=}
-	mkdir -p "$dir/run"
+	mkdir -p "$dir/run" "$dir/state"
 	chmod 0755 "$dir/run"
+	chmod 0700 "$dir/state"
 	cat >"$dir/keysvcd.json" <<JSON
 {
   "module": "${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}",
   "token": {"label": "keysvc-test"},
   "pin_file": "$dir/token/pin",
+  "state_dir": "$dir/state",
   "socket": "$KS_SOCKET",
   "audit_log": "$dir/audit.log",
   "log_level": "${KS_LOG_LEVEL:-info}",

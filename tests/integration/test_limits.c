@@ -3,6 +3,9 @@
  * daemon (tests/common/daemon.h):
  *   - max_clients_per_uid: the connection over it gets one denied frame and
  *     is closed, the others of that uid and other uids keep working;
+ *   - peers no policy rule names hold at most max_clients less the reserve
+ *     for named peers, get one answer per connection, and every refusal is
+ *     audited;
  *   - idle_timeout_ms and frame_timeout_ms, separately: an idle client, a
  *     client dribbling one byte at a time (dropped by the whole-frame
  *     deadline, however regular its bytes) and a slow but timely one;
@@ -198,6 +201,173 @@ static void test_per_uid_limit(void **state)
 	close(fds[0]);
 	for (int i = 1; i < 3; i++)
 		close(fds[i]);
+	assert_int_equal(ks_td_stop(d), 0);
+}
+
+/* ---- 1b. peers the policy does not name --------------------------------- */
+
+#define UNKNOWN_UID 20001   /* no rule names these uids (nor their gid) */
+#define UNKNOWN_PEERS 4
+#define CONNS_EACH 3
+
+/*
+ * In a child that becomes @uid: open @n connections, each either held (no
+ * frame within 300 ms) or refused (a denied frame naming the unknown-peer
+ * limit). Writes "HELD REFUSED" to @report, then keeps the held ones open
+ * until @hold is closed by the parent.
+ */
+static void unknown_holder(struct ks_td *d, uid_t uid, int n, int report, int hold)
+{
+	int fds[CONNS_EACH], held = 0, refused = 0;
+	char c;
+
+	if (setgroups(0, NULL) != 0 || setresgid(uid, uid, uid) != 0 ||
+	    setresuid(uid, uid, uid) != 0)
+		_exit(99);
+	for (int i = 0; i < n; i++) {
+		json_t *resp;
+		int err = 0;
+
+		if ((fds[i] = ks_td_connect(d)) < 0)
+			_exit(98);
+		resp = ks_td_read_json(fds[i], 300, &err);
+		if (resp == NULL && err == -ETIMEDOUT) {
+			held++;
+			continue;
+		}
+		if (resp != NULL && strcmp(ks_td_outcome(resp), "denied") == 0 &&
+		    strstr(json_string_value(json_object_get(resp, "message")),
+			   "no policy rule names") != NULL)
+			refused++;
+		json_decref(resp);
+		close(fds[i]);
+		fds[i] = -1;
+	}
+	dprintf(report, "%d %d\n", held, refused);
+	close(report);
+	if (read(hold, &c, 1) < 0)
+		_exit(95);
+	_exit(0);
+}
+
+/* Audit lines for @uid with @op_and_outcome ("\"op\":null,\"outcome\":\"denied\"" say). */
+static int audit_count(struct ks_td *d, uid_t uid, const char *op_and_outcome)
+{
+	char *log = ks_td_audit_log(d, NULL), *line, *save = NULL, uid_field[32];
+	int n = 0;
+
+	snprintf(uid_field, sizeof(uid_field), "\"uid\":%u,", (unsigned)uid);
+	for (line = log ? strtok_r(log, "\n", &save) : NULL; line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		n += strstr(line, uid_field) != NULL && strstr(line, op_and_outcome) != NULL;
+	free(log);
+	return n;
+}
+
+static void test_unknown_peers(void **state)
+{
+	struct ks_td *d = *state;
+	int hold[2], report[2], fds[2], held = 0, refused = 0, status;
+	pid_t pids[UNKNOWN_PEERS + 1];
+
+	if (geteuid() != 0)
+		skip();
+	/* 8 slots: 2 kept for named peers, 6 for all the others together. */
+	assert_int_equal(ks_td_init(d, "keysvc-limits", ROOT_ALL, 0, 0), 0);
+	d->max_clients = 8;
+	d->idle_timeout_ms = 20000;
+	d->frame_timeout_ms = 20000;
+	start(d);
+	assert_int_equal(chmod(d->socket_path, 0666), 0);
+
+	/* Four unknown uids try three idle connections each, one after the other. */
+	assert_int_equal(pipe(hold), 0);
+	assert_int_equal(pipe(report), 0);
+	for (int i = 0; i < UNKNOWN_PEERS; i++) {
+		fflush(NULL);
+		assert_true((pids[i] = fork()) >= 0);
+		if (pids[i] == 0) {
+			close(hold[1]);
+			close(report[0]);
+			unknown_holder(d, UNKNOWN_UID + (uid_t)i, CONNS_EACH, report[1], hold[0]);
+		}
+		/* The next starts once this one has said how it went. */
+		{
+			char line[32];
+			ssize_t n = read(report[0], line, sizeof(line) - 1);
+			int h = 0, r = 0;
+
+			assert_true(n > 0);
+			line[n] = '\0';
+			assert_int_equal(sscanf(line, "%d %d", &h, &r), 2);
+			held += h;
+			refused += r;
+		}
+	}
+	close(report[1]);
+	close(hold[0]);
+	/* Only 6 held, whatever uid; the other 6 refused for the unknown-peer limit. */
+	assert_int_equal(held, 6);
+	assert_int_equal(refused, 6);
+
+	/* Named peers still get the 2 reserved slots, at once. */
+	fds[0] = served(d, "uid 0 with unknown peers holding their share");
+	fds[1] = served(d, "a second uid 0 connection in the reserve");
+	close(fds[0]);
+	close(fds[1]);
+
+	/* Each refusal is in the audit log: denied, no operation. */
+	{
+		int audited = 0;
+
+		for (int i = 0; i < UNKNOWN_PEERS; i++)
+			audited += audit_count(d, UNKNOWN_UID + (uid_t)i,
+					       "\"op\":null,\"outcome\":\"denied\"");
+		assert_int_equal(audited, 6);
+	}
+	assert_int_equal(ks_td_wait_log(d, "too many connections from peers no policy rule names "
+					"(limit 6)", 1, 5000), 0);
+
+	/* The holders leave; an unknown peer is answered once, then closed. */
+	close(hold[1]);
+	for (int i = 0; i < UNKNOWN_PEERS; i++) {
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	fflush(NULL);
+	assert_true((pids[UNKNOWN_PEERS] = fork()) >= 0);
+	if (pids[UNKNOWN_PEERS] == 0) {
+		int64_t deadline = ks_td_now_ms() + 5000;
+		json_t *resp = NULL;
+		int fd = -1;
+
+		if (setgroups(0, NULL) != 0 || setresgid(UNKNOWN_UID + 10, UNKNOWN_UID + 10, UNKNOWN_UID + 10) != 0 ||
+		    setresuid(UNKNOWN_UID + 10, UNKNOWN_UID + 10, UNKNOWN_UID + 10) != 0)
+			_exit(99);
+		/* The holders' slots are free once their threads saw the close. */
+		for (;;) {
+			if ((fd = ks_td_connect(d)) < 0)
+				_exit(98);
+			resp = ks_td_request(fd, HELLO);
+			if (resp != NULL && strstr(json_string_value(json_object_get(resp, "message")),
+						   "is not granted hello") != NULL)
+				break;
+			json_decref(resp);
+			close(fd);
+			if (ks_td_now_ms() >= deadline)
+				_exit(97);
+			sleep_ms(50);
+		}
+		json_decref(resp);
+		/* Answered once (denied): then closed, not left to idle for 20 s. */
+		_exit(ks_td_wait_closed(fd, 2000) == 0 ? 0 : 96);
+	}
+	assert_int_equal(waitpid(pids[UNKNOWN_PEERS], &status, 0), pids[UNKNOWN_PEERS]);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("unknown peer's connection: child exit %d (96: not closed after its "
+			 "answer)", WEXITSTATUS(status));
+	assert_int_equal(audit_count(d, UNKNOWN_UID + 10, "\"op\":\"hello\",\"outcome\":\"denied\""), 1);
 	assert_int_equal(ks_td_stop(d), 0);
 }
 
@@ -667,6 +837,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_per_uid_limit, ks_td_fixture_alloc, ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_unknown_peers, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_deadlines, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_unread_responses, ks_td_fixture_alloc, ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_emfile, ks_td_fixture_alloc, ks_td_fixture_free),

@@ -36,6 +36,12 @@ for d in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes
 	User=keysvc LimitCORE=0; do
 	check "sandboxing: $d" grep -qx "$d" "$units/keysvcd.service"
 done
+# keysvcd's exit codes (usage() in keysvc/main.c): 6, a PIN the token
+# rejected, is final; 5, a token absent at start, is retried.
+check "RestartPreventExitStatus= stops 2 3 4 6 (not 5)" grep -qx "RestartPreventExitStatus=2 3 4 6" "$units/keysvcd.service"
+check "the usage text has the same exit codes" \
+	sh -c "grep -q '5 token unavailable, 6 PIN rejected' '$KS_SOURCE_ROOT/keysvc/main.c'"
+check "a start limit stops socket re-activation (StartLimitBurst=)" grep -qx "StartLimitBurst=5" "$units/keysvcd.service"
 # The exposure score is informative only: it changes between systemd versions.
 systemd-analyze security --offline=yes "$work/units/keysvcd.service" 2>/dev/null | tail -n 1 | sed 's/^/# /' || true
 

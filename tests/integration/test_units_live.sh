@@ -14,8 +14,11 @@
 # service), Type=notify, the PIN as a LoadCredential= credential, User=, the
 # sandbox as the kernel shows it, the socket's owner and mode kept, keys and
 # CSRs through the socket, the audit log in LogsDirectory=, peers refused by
-# the socket's mode and by the policy, reload, restart after a crash, no
-# restart loop on a rejected PIN, stop and re-activation, RemoveOnStop=.
+# the socket's mode and by the policy, reload, restart after a crash, stop
+# and re-activation, RemoveOnStop=; and a rejected PIN: the token sees it
+# once however many clients knock (keysvcd's marker in StateDirectory=, the
+# service's start limit stopping the socket), counted by tests/faultp11 in
+# front of SoftHSM (KS_FAULTP11_COUNT: one line per C_Login).
 #
 # Needs root, unshare/nsenter (util-linux), overlayfs and systemd; skipped
 # (exit 77) without them, and for sanitizer builds (the sandbox's syscall
@@ -43,10 +46,13 @@ if [ "${1:-}" = --pid1 ]; then
 	install -m 0755 "$KS_KEYSVCD" /usr/sbin/keysvcd
 	install -d -m 0755 /usr/local/libexec/keysvc-live
 	install -m 0755 "$KS_KEYSVC_CLI" "$(dirname "$KS_KEYSVC_CLI")/libkeysvc.so.1" /usr/local/libexec/keysvc-live/
+	install -m 0755 "$KS_FAULTP11" /usr/local/libexec/keysvc-live/faultp11.so
 	install -m 0644 "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.service" \
 		"$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.socket" /usr/lib/systemd/system/
 	mkdir -p /run/systemd/system/keysvcd.service.d /run/systemd/system/keysvcd.socket.d
-	printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=SOFTHSM2_CONF=/var/lib/keysvc/token/softhsm2.conf\n' \
+	printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=SOFTHSM2_CONF=/var/lib/keysvc/token/softhsm2.conf\n%s\n%s\n' \
+		"Environment=KS_FAULTP11_TARGET=${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" \
+		"Environment=KS_FAULTP11_COUNT=/var/lib/keysvc/c_login.count" \
 		>/run/systemd/system/keysvcd.service.d/live-test.conf
 	printf '[Unit]\nDefaultDependencies=no\n' >/run/systemd/system/keysvcd.socket.d/live-test.conf
 	printf '[Unit]\nDescription=keysvc live test\nDefaultDependencies=no\nWants=keysvcd.socket systemd-journald.socket\n' \
@@ -61,7 +67,7 @@ if [ "${1:-}" = --pid1 ]; then
 	# No pin_file: the PIN can only come from the credential.
 	cat >/etc/keysvc/keysvcd.json <<JSON
 {
-  "module": "${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}",
+  "module": "/usr/local/libexec/keysvc-live/faultp11.so",
   "token": {"label": "keysvc"},
   "audit_log": "/var/log/keysvc/audit.log",
   "policy": [{"uid": 0, "keys": ["*"], "ops": ["key.generate", "key.list", "key.public", "csr.create", "sign"]}]
@@ -85,6 +91,7 @@ for c in unshare nsenter useradd setpriv; do
 	command -v $c >/dev/null 2>&1 || skip "$c not installed"
 done
 [ -x /usr/lib/systemd/systemd ] || skip "systemd not installed"
+[ -n "${KS_FAULTP11:-}" ] || skip "KS_FAULTP11 is not set"
 # What this machine lets root do, tried in throw-away namespaces first: past
 # this point a systemd that does not come up is a failure, not a skip.
 mkdir -p "$work/probe/lower" "$work/probe/upper" "$work/probe/work" "$work/probe/merged"
@@ -239,18 +246,43 @@ check "keysvcd told systemd it was stopping (STOPPING=1)" unit_log_has 'STOPPING
 check "the socket stays while keysvcd is stopped" in_ns test -S /run/keysvc/keysvc.sock
 run_exit 0 "live" "the next client starts keysvcd again" cli list
 
-# A PIN the token rejects: exit 5, and no restart presents it again.
+check "the PIN guard's key is in StateDirectory=, keysvc's, 0600" \
+	is "keysvc 600" "$(in_ns stat -c '%U %a' /var/lib/keysvc/pin-guard.key)"
+
+# A PIN the token rejects: exit 6, and the token sees it once, whatever
+# restarts keysvcd. Earlier starts are not to count against the start limit.
+logins() { in_ns sh -c 'grep -c "^C_Login$" /var/lib/keysvc/c_login.count || true'; }
+ctl reset-failed keysvcd.service keysvcd.socket >/dev/null 2>&1
+before=$(logins)
 in_ns sh -c 'printf "%s\n" 00000000wrong > /etc/keysvc/pin'
 ctl restart keysvcd.service >/dev/null 2>&1
 sleep 3
-check "a rejected PIN: keysvcd exits 5" is 5 "$(prop ExecMainStatus keysvcd.service)"
+check "a rejected PIN: keysvcd exits 6" is 6 "$(prop ExecMainStatus keysvcd.service)"
 not_restarted() { [ "$(prop NRestarts keysvcd.service)" = 0 ] && [ "$(ctl is-active keysvcd.service)" != active ]; }
 check "... and is not restarted (RestartPreventExitStatus=)" not_restarted
-check "... with a clear message" unit_log_has -i 'pin'
+check "... with a clear message" unit_log_has -i 'pin rejected'
+check "... and records it in StateDirectory= (pin-rejected)" in_ns test -f /var/lib/keysvc/pin-rejected
+marker_lacks_pin() { ! in_ns grep -q 00000000wrong /var/lib/keysvc/pin-rejected; }
+check "... without the PIN in it" marker_lacks_pin
+# Clients knock: each connection re-triggers keysvcd through the socket.
+for _ in 1 2 3 4 5 6 7 8; do
+	in_ns timeout 10 /usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello >/dev/null 2>&1
+done
+socket_gave_up() { [ "$(ctl is-active keysvcd.socket) $(prop Result keysvcd.socket)" = "failed service-start-limit-hit" ]; }
+check "after the start limit the socket stops re-triggering (failed, service-start-limit-hit)" \
+	wait_for 15 socket_gave_up
+check "the restarts refused the PIN without presenting it" unit_log_has 'rejected this PIN before'
+check "the token saw the wrong PIN exactly once (C_Login through faultp11)" \
+	is "$((before + 1))" "$(logins)"
+run_exit 8 "" "with the socket failed, a client cannot connect" cli hello
+check "... and the token still saw the wrong PIN once" is "$((before + 1))" "$(logins)"
+
 in_ns sh -c 'printf "%s\n" "$1" > /etc/keysvc/pin' - "$pin"
 ctl reset-failed keysvcd.service keysvcd.socket >/dev/null 2>&1
 ctl start keysvcd.socket >/dev/null 2>&1
 run_exit 0 "live" "with the PIN put back, a client starts keysvcd again" cli list
+check "the replaced PIN was presented (one more C_Login)" is "$((before + 2))" "$(logins)"
+check "... and the marker is gone" in_ns test ! -e /var/lib/keysvc/pin-rejected
 
 check "systemctl stop keysvcd.socket keysvcd.service" ctl stop keysvcd.socket keysvcd.service
 check "the socket file is gone (RemoveOnStop=)" in_ns test ! -e /run/keysvc/keysvc.sock

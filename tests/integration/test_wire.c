@@ -31,7 +31,7 @@
 
 static struct ks_test_token tt;
 static char base[PATH_MAX], sock_path[PATH_MAX], conf_path[PATH_MAX];
-static char log_path[PATH_MAX], audit_path[PATH_MAX];
+static char log_path[PATH_MAX], audit_path[PATH_MAX], state_path[PATH_MAX];
 static pid_t daemon_pid = -1;
 
 static int64_t now_ms(void)
@@ -175,12 +175,12 @@ static void write_config(const char *extra)
 
 	assert_non_null(fp);
 	fprintf(fp,
-		"{\"module\": \"%s\", \"token\": {\"label\": \"%s\"}, \"pin_file\": \"%s\",\n"
+		"{\"module\": \"%s\", \"token\": {\"label\": \"%s\"}, \"pin_file\": \"%s\", \"state_dir\": \"%s\",\n"
 		" \"socket\": \"%s\", \"audit_log\": \"%s\", \"log_level\": \"debug\",\n"
 		" \"client_timeout_ms\": 1000, \"max_clients\": 1000, \"max_clients_per_uid\": 1000%s,\n"
 		" \"policy\": [{\"uid\": 0, \"keys\": [\"*\"], \"ops\": [\"key.generate\", \"key.list\","
 		" \"key.public\", \"key.delete\", \"csr.create\", \"sign\", \"cert.put\", \"cert.get\"]}]}\n",
-		tt.module, tt.label, tt.pin_file, sock_path, audit_path, extra ? extra : "");
+		tt.module, tt.label, tt.pin_file, state_path, sock_path, audit_path, extra ? extra : "");
 	assert_int_equal(fclose(fp), 0);
 	chmod(conf_path, 0644);
 }
@@ -275,7 +275,10 @@ static int setup(void **state)
 	if (snprintf(sock_path, sizeof(sock_path), "%s/run/keysvc.sock", base) >= (int)sizeof(sock_path) ||
 	    snprintf(conf_path, sizeof(conf_path), "%s/keysvcd.json", base) >= (int)sizeof(conf_path) ||
 	    snprintf(log_path, sizeof(log_path), "%s/daemon.log", base) >= (int)sizeof(log_path) ||
-	    snprintf(audit_path, sizeof(audit_path), "%s/audit.log", base) >= (int)sizeof(audit_path))
+	    snprintf(audit_path, sizeof(audit_path), "%s/audit.log", base) >= (int)sizeof(audit_path) ||
+	    snprintf(state_path, sizeof(state_path), "%s/state", base) >= (int)sizeof(state_path))
+		return -1;
+	if (mkdir(state_path, 0700) != 0)
 		return -1;
 	/* Hundreds of clients in one process, and as many threads in the daemon. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4096) {
@@ -565,10 +568,10 @@ static void test_sighup_reload(void **state)
 
 		assert_non_null(fp);
 		fprintf(fp,
-			"{\"module\": \"%s\", \"token\": {\"label\": \"%s\"}, \"pin_file\": \"%s\",\n"
+			"{\"module\": \"%s\", \"token\": {\"label\": \"%s\"}, \"pin_file\": \"%s\", \"state_dir\": \"%s\",\n"
 			" \"socket\": \"%s\", \"audit_log\": \"%s\", \"log_level\": \"debug\",\n"
 			" \"policy\": [{\"uid\": 0, \"keys\": [\"other-*\"], \"ops\": [\"key.public\"]}]}\n",
-			tt.module, tt.label, tt.pin_file, sock_path, audit_path);
+			tt.module, tt.label, tt.pin_file, state_path, sock_path, audit_path);
 		assert_int_equal(fclose(fp), 0);
 	}
 	kill(daemon_pid, SIGHUP);

@@ -116,6 +116,7 @@ static void test_defaults(void **state)
 	assert_null(cfg->token_uri);
 	assert_null(cfg->token_serial);
 	assert_string_equal(cfg->pin_file, "/etc/keysvc/pin");
+	assert_string_equal(cfg->state_dir, "/var/lib/keysvc");
 	assert_string_equal(cfg->socket_path, KS_DEFAULT_SOCKET);
 	assert_string_equal(cfg->socket_path, "/run/keysvc/keysvc.sock");
 	assert_int_equal(cfg->socket_mode, 0660);
@@ -141,6 +142,9 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->module, MODULE);
 	assert_null(cfg->pin_file);
 	assert_string_equal(cfg->token_label, "t");
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"state_dir\": \"/srv/keysvc-state\"}", 0);
+	assert_string_equal(cfg->state_dir, "/srv/keysvc-state");
 	ks_config_free(cfg);
 	ks_config_free(NULL);
 }
@@ -244,6 +248,9 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"socket\": \"@abstract\"}", "socket" },
 		{ "{" BASE ", \"audit_log\": \"a\"}", "audit_log" },
 		{ "{" BASE ", \"audit_log\": \"log/a\"}", "audit_log" },
+		{ "{" BASE ", \"state_dir\": \"state\"}", "state_dir" },
+		{ "{" BASE ", \"state_dir\": \"\"}", "state_dir" },
+		{ "{" BASE ", \"state_dir\": 1}", "state_dir" },
 		/* Wrong types. */
 		{ "{\"module\": 1, \"token\": \"t\", " POLICY "}", "module" },
 		{ "{" BASE ", \"pin_file\": null}", "pin_file" },

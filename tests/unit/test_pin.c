@@ -242,6 +242,56 @@ static void test_owner(void **state)
 	unlink(path);
 }
 
+/*
+ * The directories above the PIN file and the credential get the module's
+ * check: whoever may replace one of them may replace the PIN with theirs.
+ * A root-owned sticky directory (/tmp, above the test's own) stays fine.
+ */
+static void test_directory(void **state)
+{
+	char sub[PATH_MAX], file[PATH_MAX + 16];
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/sub", dir);
+	snprintf(file, sizeof(file), "%s/pin", sub);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	write_pin(file, "in-sub", 6, 0600);
+	accepted(file, "in-sub");
+
+	/* Writable by all, not sticky. */
+	assert_int_equal(chmod(sub, 0777), 0);
+	refused(file, -EACCES, "writable by group or others");
+	/* Writable by the group only. */
+	assert_int_equal(chmod(sub, 0770), 0);
+	refused(file, -EACCES, "writable by group or others");
+	/* Sticky but not root's: its owner may still swap entries. */
+	if (geteuid() != 0) {
+		assert_int_equal(chmod(sub, 01777), 0);
+		refused(file, -EACCES, "writable by group or others");
+	}
+	assert_int_equal(chmod(sub, 0700), 0);
+	accepted(file, "in-sub");
+
+	/* The same for the credentials directory. */
+	write_pin(file, "from-credential", 15, 0600);
+	snprintf(file, sizeof(file), "%s/keysvc-pin", sub);
+	write_pin(file, "from-credential", 15, 0400);
+	setenv("CREDENTIALS_DIRECTORY", sub, 1);
+	accepted(NULL, "from-credential");
+	assert_int_equal(chmod(sub, 0777), 0);
+	refused(NULL, -EACCES, "writable by group or others");
+	assert_int_equal(chmod(sub, 0700), 0);
+	unsetenv("CREDENTIALS_DIRECTORY");
+
+	/* A directory owned by another user. */
+	if (geteuid() == 0) {
+		snprintf(file, sizeof(file), "%s/pin", sub);
+		assert_int_equal(chmod(sub, 0755), 0);
+		assert_int_equal(chown(sub, 65534, 65534), 0);
+		refused(file, -EACCES, "owned by uid 65534");
+	}
+}
+
 static void test_credential_wins(void **state)
 {
 	char cred[PATH_MAX], credlink[PATH_MAX], creddir[PATH_MAX], missing[PATH_MAX];
@@ -297,6 +347,7 @@ int main(void)
 		cmocka_unit_test(test_missing),
 		cmocka_unit_test(test_owner),
 		cmocka_unit_test(test_credential_wins),
+		cmocka_unit_test(test_directory),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

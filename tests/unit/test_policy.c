@@ -393,6 +393,33 @@ static void test_many_groups(void **state)
 	ks_policy_unref(p);
 }
 
+/* Named by a rule: by uid, by primary or supplementary group, or both at once. */
+static void test_knows_peer(void **state)
+{
+	char err[256];
+	struct ks_policy *p = load("[{\"uid\": 7, \"keys\": [\"a\"], \"ops\": [\"sign\"]},"
+				   " {\"gid\": 50, \"keys\": [\"*\"], \"ops\": [\"key.list\"]},"
+				   " {\"uid\": 8, \"gid\": 60, \"keys\": [\"*\"], \"ops\": [\"sign\"]}]",
+				   0, err, sizeof(err));
+	struct ks_peer seven = { .uid = 7, .gid = 1 };
+	struct ks_peer in50 = { .uid = 9, .gid = 50 };
+	struct ks_peer sup50 = { .uid = 9, .gid = 1, .ngroups = 2, .groups = { 3, 50 } };
+	struct ks_peer eight = { .uid = 8, .gid = 1 };
+	struct ks_peer eight60 = { .uid = 8, .gid = 60 };
+	struct ks_peer other = { .uid = 9, .gid = 1, .ngroups = 1, .groups = { 60 } };
+
+	(void)state;
+	assert_true(ks_policy_knows_peer(p, &seven));
+	assert_true(ks_policy_knows_peer(p, &in50));
+	assert_true(ks_policy_knows_peer(p, &sup50));
+	assert_true(ks_policy_knows_peer(p, &eight60));
+	/* A rule naming uid and gid names only a peer with both. */
+	assert_false(ks_policy_knows_peer(p, &eight));
+	assert_false(ks_policy_knows_peer(p, &other));
+	assert_false(ks_policy_knows_peer(NULL, &seven));
+	ks_policy_unref(p);
+}
+
 static void test_refcount(void **state)
 {
 	char err[256];
@@ -423,6 +450,7 @@ int main(void)
 		cmocka_unit_test(test_hello_explicit),
 		cmocka_unit_test(test_many_groups),
 		cmocka_unit_test(test_refcount),
+		cmocka_unit_test(test_knows_peer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
