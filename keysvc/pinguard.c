@@ -231,7 +231,8 @@ static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char 
 	char text[MARKER_MAX + 1];
 	unsigned mac_len = 0;
 	size_t len = 0;
-	int r;
+	struct stat st;
+	int have_marker = 0, r;
 
 	memset(g, 0, sizeof(*g));
 	if (snprintf(g->dir, sizeof(g->dir), "%s", state_dir) >= (int)sizeof(g->dir) ||
@@ -246,7 +247,22 @@ static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char 
 		snprintf(err, err_len, "state_dir %s: not writable: %s", state_dir, strerror(errno));
 		return r;
 	}
-	r = load_key(state_dir, key, !dry_run, err, err_len);
+	/*
+	 * A marker without the key that made it cannot say which PIN it
+	 * stands for: a new key would make it look like another PIN's, and
+	 * the refused PIN would be presented again. Fail closed instead.
+	 */
+	if (lstat(g->marker, &st) == 0 || errno != ENOENT)
+		have_marker = 1;
+	r = load_key(state_dir, key, !dry_run && !have_marker, err, err_len);
+	if (r == -ENOENT && have_marker) {
+		snprintf(err, err_len, "%s exists but the key %s/%s that made it is gone, so it "
+			 "cannot tell whether this PIN is the one the token rejected; not "
+			 "presenting the PIN. Check the PIN, then remove %s", g->marker,
+			 state_dir, KS_PIN_GUARD_KEY, g->marker);
+		r = -EKEYREJECTED;
+		goto out;
+	}
 	if (r == -ENOENT && dry_run) {
 		/* No key yet: the start makes one, and no marker can name this PIN. */
 		r = 0;

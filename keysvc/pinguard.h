@@ -45,6 +45,8 @@ struct ks_pin_guard {
  *     marker is removed, 0;
  *   - for this PIN, or unreadable: -EKEYREJECTED; the token must not see
  *     this PIN, @err says why and names the marker.
+ * A marker whose key file is gone also gives -EKEYREJECTED: it cannot
+ * tell which PIN it stands for.
  * Other negative errnos (-EACCES, -ENOENT, -EROFS, ...) with @err filled
  * when the directory is unsafe or cannot be written: a guard that cannot
  * record a rejection is no guard, so the caller must not go on.

@@ -1239,7 +1239,7 @@ static void test_config_refusal(void **state)
 {
 	static const char wrong_pin[] = "7e1c0ffee0dd5a1e";
 	struct ks_td *d = *state;
-	char *log, needle[2 * PATH_MAX + 64];
+	char *log, needle[2 * PATH_MAX + 64], audit_dir[PATH_MAX];
 	size_t len;
 	int fd;
 
@@ -1286,11 +1286,18 @@ static void test_config_refusal(void **state)
 		assert_true(log_has(d, d->audit_log));
 		assert_int_equal(unlink(d->audit_log), 0);
 	}
-	assert_int_equal(chmod(d->dir, 0777), 0);
+	/* In a directory of its own: the PIN file's directories are checked first. */
+	assert_true(snprintf(audit_dir, sizeof(audit_dir), "%s/audit", d->dir) <
+		    (int)sizeof(audit_dir));
+	assert_int_equal(mkdir(audit_dir, 0777), 0);
+	assert_int_equal(chmod(audit_dir, 0777), 0);
+	assert_true(snprintf(d->audit_log, sizeof(d->audit_log), "%s/audit.log", audit_dir) <
+		    (int)sizeof(d->audit_log));
+	assert_int_equal(ks_td_write_config(d), 0);
 	snprintf(needle, sizeof(needle), "audit log %s: directory %s is writable by group or others",
-		 d->audit_log, d->dir);
+		 d->audit_log, audit_dir);
 	refuses(d, 3, needle);
-	assert_int_equal(chmod(d->dir, 0711), 0);
+	assert_int_equal(chmod(audit_dir, 0700), 0);
 
 	assert_int_equal(ks_td_start(d), 0);
 	hello_ok_new_client(d);

@@ -290,17 +290,38 @@ static void test_state_dir(void **state)
 	assert_int_equal(logins(g), 0);
 	assert_int_equal(mkdir(g->td.state_dir, 0700), 0);
 
-	/* A marker keysvcd did not write is not ignored. */
-	write_text(g->marker, "garbage\n", 0600);
-	refused(g, EXIT_PIN_REJECTED, "not a marker keysvcd wrote");
-	assert_int_equal(logins(g), 0);
-	assert_int_equal(unlink(g->marker), 0);
-
-	assert_int_equal(ks_td_start(&g->td), 0);
+	/*
+	 * A marker whose key is gone cannot tell which PIN it stands for: a
+	 * new key would make it look like another PIN's, so it refuses.
+	 */
+	write_text(g->wrong_pin_file, "0badc0ffee0badc0\n", 0600);
+	use_pin_file(g, g->wrong_pin_file);
+	refused(g, EXIT_PIN_REJECTED, "PIN rejected");
 	assert_int_equal(logins(g), 1);
+	assert_int_equal(unlink(key), 0);
+	refused(g, EXIT_PIN_REJECTED, "cannot tell whether this PIN is the one");
+	assert_int_equal(check_config(g), EXIT_PIN_REJECTED);
+	assert_int_equal(logins(g), 1);
+	assert_null(ks_td_read_file(key, NULL));
+	assert_int_equal(unlink(g->marker), 0);
+	use_pin_file(g, g->td.token.pin_file);
+
+	/* The right PIN: the key is made again. */
+	assert_int_equal(ks_td_start(&g->td), 0);
+	assert_int_equal(logins(g), 2);
 	assert_int_equal(ks_td_stop(&g->td), 0);
 	assert_non_null(text = ks_td_read_file(key, NULL));
 	free(text);
+
+	/* A marker keysvcd did not write is not ignored. */
+	write_text(g->marker, "garbage\n", 0600);
+	refused(g, EXIT_PIN_REJECTED, "not a marker keysvcd wrote");
+	assert_int_equal(logins(g), 2);
+	assert_int_equal(unlink(g->marker), 0);
+
+	assert_int_equal(ks_td_start(&g->td), 0);
+	assert_int_equal(logins(g), 3);
+	assert_int_equal(ks_td_stop(&g->td), 0);
 }
 
 int main(void)
