@@ -257,6 +257,8 @@ run_exit 0 "" "enroll without the keysvc provider installed: enrolled" \
 check "enrolled without the provider: the certificate is installed" \
 	openssl verify -CAfile "$cadir/ca.pem" "$certs/agent5.pem"
 cp "$certs/agent5.pem" "$work/agent5-before.pem"
+run_exit 10 "" "renew --when-due without the provider: not due, no request needs it" \
+	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider" --when-due
 run_exit 6 "no usable keysvc.so in $work/no-provider (--provider-dir" \
 	"renew without the provider (--provider-dir): names the directory searched" \
 	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider"
