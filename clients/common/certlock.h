@@ -25,7 +25,9 @@ struct ks_cert_lock {
 
 /*
  * Lock @cert_path's PATH.lock (created 0600 if missing, never through a
- * symlink), trying again every 100 ms for up to @wait_s seconds (0: once).
+ * symlink; made by root, it is given to the certificate's owner, else to
+ * its directory's), trying again every 100 ms for up to @wait_s seconds
+ * (0: once).
  * 0 with @lock held; KS_EXIT_BUSY ("another run holds the lock on CERT")
  * when the wait ran out, KS_EXIT_USAGE when the lock file cannot be opened
  * or locked, each with the reason printed.

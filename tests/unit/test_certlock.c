@@ -2,11 +2,13 @@
  * The per-certificate lock of the renewal clients (certlock.h): a second
  * holder waits a bounded time then gets KS_EXIT_BUSY, the lock is free
  * again after release, the lock file is 0600 beside the certificate, and
- * a symlink planted in its place is refused, not followed. flock() locks
+ * a symlink planted in its place is refused, not followed, and one made by
+ * root belongs to the certificate's owner. flock() locks
  * belong to open file descriptions, so two holders in one process
  * contend like two processes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +47,7 @@ static int teardown(void **state)
 
 	(void)state;
 	unlink(lockpath);
+	unlink(cert);
 	snprintf(path, sizeof(path), "%s/elsewhere", dir);
 	unlink(path);
 	rmdir(dir);
@@ -101,11 +105,49 @@ static void test_symlink_refused(void **state)
 	unlink(lockpath);
 }
 
+/*
+ * A manual run as root makes the lock file; the timer's user must still be
+ * able to take it afterwards.
+ */
+static void test_root_gives_it_to_the_cert_owner(void **state)
+{
+	const uid_t user = 65534;
+	struct ks_cert_lock lock;
+	struct stat st;
+	pid_t pid;
+	int status, fd;
+
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_true((fd = open(cert, O_WRONLY | O_CREAT | O_TRUNC, 0644)) >= 0);
+	assert_int_equal(fchown(fd, user, user), 0);
+	close(fd);
+	assert_int_equal(ks_cert_lock(cert, 0, &lock), 0);
+	assert_int_equal(stat(lockpath, &st), 0);
+	assert_int_equal(st.st_uid, user);
+	assert_int_equal(st.st_gid, user);
+	ks_cert_unlock(&lock);
+
+	if ((pid = fork()) == 0) {
+		if (setgid(user) != 0 || setuid(user) != 0)
+			_exit(100);
+		_exit(ks_cert_lock(cert, 0, &lock));
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	unlink(cert);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_second_holder_busy_then_free, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_root_gives_it_to_the_cert_owner, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
