@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -142,9 +143,13 @@ static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
 
 /* ---- init ----------------------------------------------------------------------- */
 
+/* Where keysvc.so is looked for, and why there: set by ks_https_init(). */
+static char g_provider_dir[PATH_ARG_MAX + 1];
+static const char *g_provider_dir_from;
+
 int ks_https_init(const char *provider_dir, char *err, size_t err_len)
 {
-	const char *dir = provider_dir;
+	const char *dir = provider_dir, *from = "--provider-dir";
 	CURLcode cr;
 	int r;
 
@@ -156,47 +161,45 @@ int ks_https_init(const char *provider_dir, char *err, size_t err_len)
 		goto out;
 	}
 	ERR_clear_error();
-	if (dir == NULL || dir[0] == '\0')
+	if (dir == NULL || dir[0] == '\0') {
 		dir = secure_getenv("OPENSSL_MODULES");
-	if (dir != NULL && dir[0] != '\0' && !OSSL_PROVIDER_set_default_search_path(NULL, dir)) {
+		from = "$OPENSSL_MODULES";
+	}
+	if (dir == NULL || dir[0] == '\0') {
+		/* What OpenSSL falls back to itself: named so that a failure can say where it looked. */
+		dir = OPENSSL_info(OPENSSL_INFO_MODULES_DIR);
+		from = "OpenSSL's modules directory";
+	} else if (!OSSL_PROVIDER_set_default_search_path(NULL, dir)) {
 		set_err(err, err_len, "cannot set the OpenSSL provider path to %s", dir);
 		drain_ossl_errors(err, err_len, ": ");
 		r = -ENOMEM;
 		goto out;
 	}
+	snprintf(g_provider_dir, sizeof(g_provider_dir), "%s", dir != NULL ? dir : "(unknown)");
+	g_provider_dir_from = from;
 	/* libcurl first: it loads openssl.cnf, which may activate providers of its own. */
 	if ((cr = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
 		set_err(err, err_len, "cannot initialise libcurl: %s", curl_easy_strerror(cr));
 		r = -EIO;
 		goto out;
 	}
-	/* "default" strictly before "keysvc": see https.h. */
+	/* "default" strictly before "keysvc" (loaded by the first request that needs it): see https.h. */
 	if ((g_default = OSSL_PROVIDER_load(NULL, "default")) == NULL) {
 		set_err(err, err_len, "cannot load the OpenSSL default provider");
 		drain_ossl_errors(err, err_len, ": ");
 		r = -ENOENT;
 		goto fail_curl;
 	}
-	if ((g_keysvc = OSSL_PROVIDER_load(NULL, "keysvc")) == NULL) {
-		set_err(err, err_len, "cannot load the keysvc OpenSSL provider (keysvc.so) from %s",
-			dir != NULL && dir[0] != '\0' ? dir : "OpenSSL's modules directory");
-		drain_ossl_errors(err, err_len, ": ");
-		r = -ENOENT;
-		goto fail_default;
-	}
 	/* One index for the life of the process, kept across cleanup and a new init. */
 	if (g_ex_index < 0 &&
 	    (g_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL)) < 0) {
 		set_err(err, err_len, "cannot allocate an OpenSSL ex_data index");
 		r = -ENOMEM;
-		goto fail_keysvc;
+		goto fail_default;
 	}
 	g_ready = 1;
 	r = 0;
 	goto out;
-fail_keysvc:
-	OSSL_PROVIDER_unload(g_keysvc);
-	g_keysvc = NULL;
 fail_default:
 	OSSL_PROVIDER_unload(g_default);
 	g_default = NULL;
@@ -208,11 +211,42 @@ out:
 	return r;
 }
 
+/*
+ * The keysvc provider, loaded on first use: commands whose requests use no
+ * token key (enrollment, a bootstrap with a key file) must work on a host
+ * where keysvc.so is not installed. -ENOKEY, with the directory searched
+ * in @err, if it cannot be loaded.
+ */
+static int need_keysvc_provider(char *err, size_t err_len)
+{
+	int r;
+
+	pthread_mutex_lock(&g_lock);
+	if (g_keysvc != NULL) {
+		r = 0;
+		goto out;
+	}
+	ERR_clear_error();
+	if ((g_keysvc = OSSL_PROVIDER_load(NULL, "keysvc")) == NULL) {
+		set_err(err, err_len, "cannot load the keysvc OpenSSL provider: no usable keysvc.so in %s "
+			"(%s; --provider-dir DIR names another)", g_provider_dir, g_provider_dir_from);
+		drain_ossl_errors(err, err_len, ": ");
+		r = -ENOKEY;
+		goto out;
+	}
+	r = 0;
+out:
+	ERR_clear_error();
+	pthread_mutex_unlock(&g_lock);
+	return r;
+}
+
 void ks_https_cleanup(void)
 {
 	pthread_mutex_lock(&g_lock);
 	if (g_ready) {
-		OSSL_PROVIDER_unload(g_keysvc);
+		if (g_keysvc != NULL)
+			OSSL_PROVIDER_unload(g_keysvc);
 		OSSL_PROVIDER_unload(g_default);
 		g_keysvc = NULL;
 		g_default = NULL;
@@ -718,6 +752,9 @@ int ks_https_request(const struct ks_https_opts *opts, const char *method, const
 		fprintf(stderr, "WARNING: TLS verification disabled (--insecure): the server's "
 			"certificate and name are NOT checked; anyone on the network path can "
 			"impersonate it\n");
+	if (opts->key_uri != NULL && strncasecmp(opts->key_uri, "keysvc:", 7) == 0 &&
+	    (r = need_keysvc_provider(out->err, sizeof(out->err))) != 0)
+		goto out;
 	if (opts->cert_file != NULL && (r = load_client_credentials(&q)) != 0)
 		goto out;
 

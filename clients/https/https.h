@@ -95,21 +95,24 @@ struct ks_https_response {
 };
 
 /*
- * Load the OpenSSL providers into the default library context, "default"
- * first and "keysvc" second, and initialise libcurl. The order matters:
- * with keysvc activated first, libssl's TLS 1.2 group detection loses the
- * EC groups and ECDHE handshakes fail.
+ * Load OpenSSL's "default" provider into the default library context and
+ * initialise libcurl. The keysvc provider is loaded later, by the first
+ * request whose key_uri is "keysvc:...", so that requests without a token
+ * key work where keysvc.so is not installed. The order matters: with
+ * keysvc activated before "default", libssl's TLS 1.2 group detection
+ * loses the EC groups and ECDHE handshakes fail.
  *
  * keysvc.so is searched in @provider_dir, else $OPENSSL_MODULES, else
  * OpenSSL's built-in modules directory; a directory given here (or in the
- * environment) becomes the process's default provider search path. The
- * provider finds keysvcd through $KEYSVC_SOCKET (or its openssl.cnf
+ * environment) becomes the process's default provider search path. A
+ * request that cannot load it fails with -ENOKEY and names that directory.
+ * The provider finds keysvcd through $KEYSVC_SOCKET (or its openssl.cnf
  * "socket"), read when a key is first used, not here.
  *
  * Call once, before any thread makes a request; later calls return 0 and
  * change nothing. 0, or a negative errno with a reason in @err (@err_len
- * bytes, may be NULL/0): -ENOENT if a provider cannot be loaded, -EIO if
- * libcurl cannot be initialised, -ENOMEM.
+ * bytes, may be NULL/0): -ENOENT if the default provider cannot be loaded,
+ * -EIO if libcurl cannot be initialised, -ENOMEM.
  */
 int ks_https_init(const char *provider_dir, char *err, size_t err_len);
 
@@ -133,7 +136,8 @@ void ks_https_cleanup(void);
  *   -EINVAL          a bad argument or option, ks_https_init() not called,
  *                    an unreadable CA bundle or client certificate
  *   -EPROTONOSUPPORT the URL (or a redirect) is not https://
- *   -ENOKEY          the private key could not be loaded, or keysvcd would
+ *   -ENOKEY          the private key could not be loaded (for "keysvc:"
+ *                    keys also: keysvc.so not found), or keysvcd would
  *                    not sign the handshake with it: keysvcd unreachable,
  *                    "no such key", "denied" (key.public before connecting,
  *                    sign during the handshake), token unavailable

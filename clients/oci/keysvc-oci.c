@@ -36,6 +36,7 @@
 #include <openssl/x509v3.h>
 
 #include "clients/common/certinstall.h"
+#include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
 #include "clients/https/https.h"
@@ -114,6 +115,8 @@ static void usage(FILE *f)
 	      "                          the configuration's, /var/lib/keysvc/inventory)\n"
 	      "  --config FILE           renew: reload hook and endpoints to verify after installing\n"
 	      "                          (default /etc/keysvc/certs.json if it exists); exit 8 when they fail\n"
+	      "  --lock-wait SECONDS     renew: wait this long for another run on the same --cert\n"
+	      "                          (default 60); exit 11 when it does not end in time\n"
 	      "rebootstrap options:\n"
 	      "  --rps-url URL           instead of https://rps.FQDN\n"
 	      "  --tls-ca-file PATH      CAs for the RPS's TLS (default /etc/ssl/certs/ca-certificates.crt)\n"
@@ -129,7 +132,8 @@ static void usage(FILE *f)
 	      "  --now EPOCH             status, renew: take this as the current time (what-if, tests)\n"
 	      "  --quiet                 errors only\n"
 	      "\n"
-	      "Exit codes: 0 done (status: current), 11 status: renewal due, 12 expired:\n"
+	      "Exit codes: 0 done (status: current), 11 status: renewal due (renew: another run\n"
+	      "holds the lock on --cert), 12 expired:\n"
 	      "re-bootstrap required, 10 renew --when-due: not due or backing off, 2 usage,\n"
 	      "3 refused by OCI, 4 the answer failed a check (nothing installed), 5 network\n"
 	      "or TLS, 6 keysvcd, 8 renew: installed but the reload hook or the served-certificate\n"
@@ -1155,7 +1159,7 @@ int main(int argc, char **argv)
 	       O_SOCKET, O_PROVIDER_DIR, O_RENEW_AFTER, O_LIFETIME, O_BACKOFF, O_BACKOFF_MAX, O_TIMEOUT,
 	       O_NOW, O_JSON, O_WHEN_DUE, O_INSECURE, O_QUIET, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
 	       O_SUPPORT, O_REG_RETRY, O_READY_WAIT, O_CHECK_RETRY, O_STATE_CMD, O_POLL, O_CONNECT_LIMIT,
-	       O_SESSION_AGE, O_INVENTORY, O_CONFIG };
+	       O_SESSION_AGE, O_INVENTORY, O_CONFIG, O_LOCK_WAIT };
 	static const struct option longopts[] = {
 		{ "key", required_argument, NULL, O_KEY },
 		{ "new-key", required_argument, NULL, O_NEW_KEY },
@@ -1201,6 +1205,7 @@ int main(int argc, char **argv)
 		{ "session-max-age", required_argument, NULL, O_SESSION_AGE },
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
+		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1211,7 +1216,7 @@ int main(int argc, char **argv)
 			  .check_retry_s = 120, .poll_s = 30, .connect_limit_s = 1200, .session_max_age_s = 3600 };
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
-	long v;
+	long v, lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
 	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1292,6 +1297,10 @@ int main(int argc, char **argv)
 		case O_QUIET: quiet = 1; break;
 		case O_INVENTORY: o.inventory = optarg; break;
 		case O_CONFIG: o.config = optarg; break;
+		case O_LOCK_WAIT:
+			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
+				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -1326,14 +1335,18 @@ int main(int argc, char **argv)
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	if (strcmp(cmd, "renew") == 0) {
 		struct ks_renewal rn;
+		struct ks_cert_lock lock = { .fd = -1 };
 
-		if ((r = ks_renewal_init(&rn, "oci", o.inventory, o.config)) == 0) {
+		/* Held until the inventory record is written: see certlock.h. Without --cert, renew says so. */
+		if ((r = o.cert != NULL ? ks_cert_lock(o.cert, lock_wait, &lock) : 0) == 0 &&
+		    (r = ks_renewal_init(&rn, "oci", o.inventory, o.config)) == 0) {
 			r = cmd_renew(&o);
 			/* With --new-key the certificate is for the new key once installed. */
 			r = ks_renewal_finish(&rn, r, o.cert, r == 0 && o.new_key != NULL ? o.new_key : o.key,
 					      o.ca_file, NULL);
 			ks_renewal_free(&rn);
 		}
+		ks_cert_unlock(&lock);
 	} else {
 		r = cmd_rebootstrap(&o);
 	}

@@ -31,6 +31,7 @@
 #include <openssl/x509.h>
 
 #include "clients/common/certinstall.h"
+#include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
 #include "clients/https/https.h"
@@ -85,11 +86,13 @@ static void usage(FILE *f)
 	      "                          the configuration's, then /var/lib/keysvc/inventory)\n"
 	      "  --config FILE           reload hook and endpoints to verify after installing (default\n"
 	      "                          /etc/keysvc/certs.json if it exists)\n"
+	      "  --lock-wait SECONDS     wait this long for another run on the same --cert (default 60)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
 	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
 	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
-	      "served-certificate check failed (the previous certificate is kept as .prev), 1 other.\n", f);
+	      "served-certificate check failed (the previous certificate is kept as .prev), 11 another\n"
+	      "run holds the lock on --cert, 1 other.\n", f);
 }
 
 /* ---- HTTPS ---- */
@@ -613,7 +616,8 @@ int main(int argc, char **argv)
 {
 	enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT,
 	       O_DNS, O_KEY_TYPE, O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE,
-	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG };
+	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
+	       O_LOCK_WAIT };
 	static const struct option longopts[] = {
 		{ "server", required_argument, NULL, O_SERVER },
 		{ "certname", required_argument, NULL, O_CERTNAME },
@@ -638,15 +642,17 @@ int main(int argc, char **argv)
 		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
+		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .key_type = "ec-p256", .waitforcert = 120, .maxwaitforcert = 3600,
 			  .timeout_s = 60, .interval_s = OVX_DEFAULT_RENEWAL_INTERVAL_S };
 	struct ks_renewal rn;
+	struct ks_cert_lock lock;
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
-	long days;
+	long days, lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
 	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -695,6 +701,10 @@ int main(int argc, char **argv)
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
 		case O_INVENTORY: o.inventory = optarg; break;
 		case O_CONFIG: o.config = optarg; break;
+		case O_LOCK_WAIT:
+			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
+				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -740,7 +750,13 @@ int main(int argc, char **argv)
 	}
 	if ((r = ks_renewal_init(&rn, "openvox", o.inventory, o.config)) != 0)
 		return r;
+	/* Held until the inventory record is written: see certlock.h. */
+	if ((r = ks_cert_lock(o.cert, lock_wait, &lock)) != 0) {
+		ks_renewal_free(&rn);
+		return r;
+	}
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
+		ks_cert_unlock(&lock);
 		ks_renewal_free(&rn);
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	}
@@ -750,6 +766,7 @@ int main(int argc, char **argv)
 	else
 		r = cmd_renew(&o, &rn);
 	ks_https_cleanup();
+	ks_cert_unlock(&lock);
 	ks_renewal_free(&rn);
 	return r;
 }

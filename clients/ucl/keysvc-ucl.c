@@ -33,6 +33,7 @@
 #include <openssl/x509.h>
 
 #include "clients/common/certinstall.h"
+#include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
 #include "clients/https/https.h"
@@ -94,11 +95,13 @@ static void usage(FILE *f)
 	      "                        $KEYSVC_INVENTORY, the configuration's, /var/lib/keysvc/inventory)\n"
 	      "  --config FILE         reload hook and endpoints to verify after installing\n"
 	      "                        (default /etc/keysvc/certs.json if it exists)\n"
+	      "  --lock-wait SECONDS   wait this long for another run on the same --state (default 60)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due, 2 usage or local files, 3 refused by the connector\n"
 	      "(GraphQL errors, HTTP status), 4 its answer failed a check (nothing installed),\n"
 	      "5 network or TLS, 6 keysvcd, 8 installed but the reload hook or the served-certificate\n"
-	      "check failed (the previous files are kept as .prev), 1 other.\n", f);
+	      "check failed (the previous files are kept as .prev), 11 another run holds the lock\n"
+	      "on --state, 1 other.\n", f);
 }
 
 /* ---- state ---- */
@@ -662,7 +665,8 @@ static int key_base_ok(const char *s)
 int main(int argc, char **argv)
 {
 	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_ISSUER_CA, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
-	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG };
+	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
+	       O_LOCK_WAIT };
 	static const struct option longopts[] = {
 		{ "connector-url", required_argument, NULL, O_URL },
 		{ "token-file", required_argument, NULL, O_TOKEN },
@@ -682,13 +686,16 @@ int main(int argc, char **argv)
 		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
+		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .key_base = "ucl", .timeout_s = 60, .share = UCL_DEFAULT_RENEW_SHARE };
 	struct ks_renewal rn;
+	struct ks_cert_lock lock;
 	char err[KS_HTTPS_ERR_MAX];
 	const char *cmd;
+	long lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
 	int c, r, quiet = 0;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -721,6 +728,10 @@ int main(int argc, char **argv)
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
 		case O_INVENTORY: o.inventory = optarg; break;
 		case O_CONFIG: o.config = optarg; break;
+		case O_LOCK_WAIT:
+			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
+				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
@@ -758,13 +769,23 @@ int main(int argc, char **argv)
 	}
 	if ((r = ks_renewal_init(&rn, "ucl", o.inventory, o.config)) != 0)
 		return r;
+	/*
+	 * The state names the certificate (renew reads it from there): its lock
+	 * stands for the certificate's, held until the inventory record is written.
+	 */
+	if ((r = ks_cert_lock(o.state, lock_wait, &lock)) != 0) {
+		ks_renewal_free(&rn);
+		return r;
+	}
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
+		ks_cert_unlock(&lock);
 		ks_renewal_free(&rn);
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	}
 	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o, &rn) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o, &rn) :
 	    cmd_revoke(&o);
 	ks_https_cleanup();
+	ks_cert_unlock(&lock);
 	ks_renewal_free(&rn);
 	return r;
 }

@@ -106,6 +106,7 @@ enum mode {
 	MODE_SIGN_PENDING = 1u << 8,
 	MODE_EXTRA_CA = 1u << 9,
 	MODE_FOREIGN_CERT = 1u << 10,
+	MODE_SLOW = 1u << 11,
 };
 
 /* Control-file words. Renewal faults apply in this order when several are
@@ -120,6 +121,8 @@ static const struct {
 	{ "renewal-disabled", MODE_RENEWAL_DISABLED, "renewal: 404 Not Found (allow-auto-renewal false)" },
 	{ "status-500", MODE_STATUS_500, "renewal: 500 with a text body" },
 	{ "hang", MODE_HANG, "renewal: read the request, never answer" },
+	/* A busy CA: what makes a timer run and a manual run overlap. */
+	{ "slow", MODE_SLOW, "renewal: answer normally, but after 2 s" },
 	{ "huge", MODE_HUGE, "renewal: 200 with a 64 MiB body" },
 	{ "garbage", MODE_GARBAGE, "renewal: 200 with a body that is not PEM" },
 	{ "other-key", MODE_OTHER_KEY, "renewal: 200, CA-signed cert for another public key" },
@@ -1056,6 +1059,12 @@ static void post_certificate_renewal(const struct fs_conn *c, const struct fs_re
 	if (ctl->modes & MODE_HANG) {
 		rs->kind = RESP_HANG;
 		return;
+	}
+	if (ctl->modes & MODE_SLOW) {
+		struct timespec ts = { .tv_sec = 2 };
+
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !fs_stopping())
+			;
 	}
 	if (ctl->modes & MODE_HUGE) {
 		rs->kind = RESP_HUGE;

@@ -69,6 +69,9 @@ base=(--endpoint "$ep" --project-id 0a1b2c3d4e5f60718293a4b5c6d7e8f9 --cluster-i
 # ---- components and expiration ----
 run_cce 0 "CCE accepted the rotation of all" "component all" rotate "${base[@]}" --component all
 expect_eq "all: body" "$(jq -c . "$work/fake/last-body.json")" '{"component":"all"}'
+mkdir -p "$work/no-provider"    # no token key is used: keysvc.so need not be installed
+run_cce 0 "CCE accepted the rotation of all" "without the keysvc provider installed" rotate "${base[@]}" \
+	--component all --provider-dir "$work/no-provider"
 run_cce 0 "job " "component service-account-controller" rotate "${base[@]}" --component service-account-controller
 expect_eq "service-account-controller: no certificateExpirationTime unless given" \
 	"$(body '.certificateExpirationTime // "absent"')" absent

@@ -189,9 +189,42 @@ check "renewed: ends later" bash -c \
 sleep 1.1
 run_exit 0 "" "renew --when-due with a 3650-day interval: due, renewed" renew --when-due --renewal-interval 3650
 
+# ---- one run at a time per certificate ----
+# The timer and a manual run at once, against a busy CA: the first renews,
+# the second waits for the lock, then finds the new certificate not due.
+# Without the lock both would renew, and .prev would hold the first renewal.
+stop_ca
+start_ca "$cadir" --renewal-ttl 17280000      # 200 days: not due within a 100-day interval; 90 left now
+server=https://127.0.0.1:$ca_port
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+cp "$cert" "$work/before.pem"
+mode slow
+renew --when-due --renewal-interval 100 >"$work/first.out" 2>&1 &
+first=$!
+sleep 0.5
+run_exit 10 "" "a second renew --when-due during the first: waits for it, then not due" \
+	renew --when-due --renewal-interval 100
+st=0
+wait "$first" || st=$?
+[ "$st" -eq 0 ] && ok "the first run renewed" || { fail "the first run renewed: exit $st"; sed 's/^/#   /' "$work/first.out"; }
+mode normal
+check "two runs at once: .prev keeps the original certificate" cmp -s "$cert.prev" "$work/before.pem"
+check "the lock file is beside the certificate, 0600" test "$(stat -c %a "$cert.lock")" = 600
+# A run that holds the lock longer than --lock-wait: exit 11, nothing touched.
+cp "$cert" "$work/before.pem"
+cp "$cert.prev" "$work/before.prev"
+flock "$cert.lock" sleep 4 &
+holder=$!
+while flock -n "$cert.lock" true; do sleep 0.1; done
+run_exit 11 "another run holds the lock on $cert" "renew while another run holds the lock: busy" \
+	renew --lock-wait 1
+check "busy: certificate unchanged" unchanged
+check "busy: .prev unchanged" cmp -s "$cert.prev" "$work/before.prev"
+wait "$holder"
+
 # A CA behind a TLS-terminating proxy: the certificate only in X-Client-Cert.
 stop_ca
-start_ca "$cadir" --header-cert
+start_ca "$cadir" --header-cert --renewal-ttl 17280000
 server=https://127.0.0.1:$ca_port
 common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
 cp "$cert" "$work/before.pem"
@@ -213,6 +246,34 @@ check "rotated: the certificate is for the new key" bash -c \
 	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1-b)"
 run_exit 4 "" "rotated: the old key is gone" ks_cli pubkey agent1
 check "rotated: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
+
+# No keysvc.so where the client looks: enrollment uses no token key for TLS
+# and works; renewal does, and says which directory it searched.
+mkdir -p "$work/no-provider"
+agent5=(--server "$server" --socket "$KS_SOCKET" --certname agent5.example.org --key agent5
+	--cert "$certs/agent5.pem" --ca-file "$cadir/ca.pem" --quiet)
+run_exit 0 "" "enroll without the keysvc provider installed: enrolled" \
+	"$ovx" enroll "${agent5[@]}" --provider-dir "$work/no-provider" --waitforcert 1 --maxwaitforcert 10
+check "enrolled without the provider: the certificate is installed" \
+	openssl verify -CAfile "$cadir/ca.pem" "$certs/agent5.pem"
+cp "$certs/agent5.pem" "$work/agent5-before.pem"
+run_exit 10 "" "renew --when-due without the provider: not due, no request needs it" \
+	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider" --when-due
+run_exit 6 "no usable keysvc.so in $work/no-provider (--provider-dir" \
+	"renew without the provider (--provider-dir): names the directory searched" \
+	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider"
+run_exit 6 "no usable keysvc.so in $work/no-provider (\$OPENSSL_MODULES" \
+	"renew without the provider (\$OPENSSL_MODULES): names the directory searched" \
+	env OPENSSL_MODULES="$work/no-provider" "$ovx" renew "${agent5[@]}"
+modulesdir=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
+if [ -n "$modulesdir" ] && [ ! -e "$modulesdir/keysvc.so" ]; then
+	run_exit 6 "no usable keysvc.so in $modulesdir (OpenSSL's modules directory" \
+		"renew without the provider (no --provider-dir, no \$OPENSSL_MODULES): names OpenSSL's directory" \
+		env -u OPENSSL_MODULES "$ovx" renew "${agent5[@]}"
+else
+	ok "# SKIP keysvc.so is installed in OpenSSL's modules directory ${modulesdir:-(unknown)}"
+fi
+check "renew without the provider: certificate unchanged" cmp -s "$certs/agent5.pem" "$work/agent5-before.pem"
 
 stop_ca
 ks_stop || fail "keysvcd exit status"

@@ -59,7 +59,8 @@ run_exit 2 "unrecognized option" "no --token option exists (the token never goes
 	"$ucl" pair --token "$token" --state "$state"
 mode "key-algorithm ed25519"
 run_exit 4 "cannot make" "the connector asks for an algorithm keysvc cannot make" "$ucl" "${pair[@]}"
-check "  nothing installed, no state" bash -c "! ls '$files'/* 2>/dev/null | grep -q ."
+# (The run's lock file, state.json.lock, stays: see certlock.h.)
+check "  nothing installed, no state" bash -c "! ls '$files'/* 2>/dev/null | grep -v '\.lock$' | grep -q ."
 mode normal
 # The one-time token was used by the refused attempt: a new one.
 stop_srv
@@ -98,7 +99,7 @@ renew_as() { "$ucl" renew --state "$1/state.json" --socket "$KS_SOCKET" --quiet 
 printf 'token tok-a-%s\nother-ca\n' "$RANDOM" >"$work/control"
 run_exit 4 "does not chain to" "pair --issuer-ca: an answer from another CA is refused" \
 	pair_as "$work/pa" uclxa "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
-check "  refused: nothing installed, no state" bash -c "! ls '$work/pa'/* 2>/dev/null | grep -q ."
+check "  refused: nothing installed, no state" bash -c "! ls '$work/pa'/* 2>/dev/null | grep -v '\.lock$' | grep -q ."
 # The connector hands out only its signing CA (no root secret): pinning the
 # root works, and so does pinning the signing CA alone.
 printf 'token tok-b-%s\nsub-ca\n' "$RANDOM" >"$work/control"
@@ -168,6 +169,14 @@ run_exit 1 "cannot keep the previous file" "renew: the certificate's install fai
 check "  certificate, chain, CA and state unchanged" unchanged
 check "  no .prev left of the files put back" bash -c "! ls '$files'/chain.pem.prev '$files'/ca.pem.prev 2>/dev/null"
 rm -rf "$files/client.pem.prev"
+
+# Another run holds the pairing's lock (beside --state, which names the certificate).
+flock "$state.lock" sleep 4 &
+holder=$!
+while flock -n "$state.lock" true; do sleep 0.1; done
+run_exit 11 "another run holds the lock on $state" "renew while another run holds the lock: busy" renew --lock-wait 0
+check "  busy: certificate, chain, CA and state unchanged" unchanged
+wait "$holder"
 
 # ---- renewal ----
 # The next certificate lives 180 s (notBefore is 60 s back): two thirds left.

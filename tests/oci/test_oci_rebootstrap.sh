@@ -81,6 +81,14 @@ run_exit 0 "no --state-command to follow it" "without --state-command: ends afte
 	"$oci" rebootstrap --rps-url "$rps" --tls-ca-file "$work/ca/ca.pem" --infrastructure-id "$infra" \
 	--token-zip "$zip" --region us-ashburn-1 --support-dir "$work/support2" --ready-wait 0
 
+# No token key is used: keysvc.so need not be installed.
+mkdir -p "$work/no-provider"
+start normal
+run_exit 0 "no --state-command to follow it" "without the keysvc provider installed" \
+	"$oci" rebootstrap --rps-url "$rps" --tls-ca-file "$work/ca/ca.pem" --infrastructure-id "$infra" \
+	--token-zip "$zip" --region us-ashburn-1 --support-dir "$work/support3" --ready-wait 0 \
+	--provider-dir "$work/no-provider"
+
 start register-fail-once
 run_exit 0 "Connected" "register fails once: waits, tries once more, goes on" rb
 cp "$work/out" "$work/last"

@@ -87,6 +87,13 @@ run_exit 10 "" "renew --when-due with a current certificate: not due" renew --wh
 check "not due: nothing sent" test ! -e "$ca/requests.log"
 
 reset_cert "$work/due.pem"
+flock "$cert.lock" sleep 4 &
+holder=$!
+while flock -n "$cert.lock" true; do sleep 0.1; done
+run_exit 11 "another run holds the lock on $cert" "renew while another run holds the lock: busy" renew --lock-wait 0
+check "busy: certificate unchanged" unchanged
+check "busy: nothing sent" test ! -e "$ca/requests.log"
+wait "$holder"
 run_exit 0 "" "renew --when-due with a 31-day-old certificate: renewed" renew --when-due
 check "the new certificate chains to the CA" openssl verify -CAfile "$ca/ca.pem" "$cert"
 check "the previous certificate is kept as .prev" cmp -s "$cert.prev" "$work/due.pem"
