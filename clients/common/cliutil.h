@@ -28,7 +28,7 @@ enum ks_exit {
 	KS_EXIT_PUSH_FAILED = 8,   /* installed, but the reload hook or the served-certificate
 				    * check failed: the previous files are kept (.prev) */
 	KS_EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
-	KS_EXIT_BUSY = 11,         /* another run holds the certificate's lock (certlock.h) */
+	KS_EXIT_BUSY = 13,         /* another run holds the certificate's lock (certlock.h) */
 };
 
 /* Set once by main: the program name in messages, and whether say() prints. */

@@ -91,7 +91,7 @@ static void usage(FILE *f)
 	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
 	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
 	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
-	      "served-certificate check failed (the previous certificate is kept as .prev), 11 another\n"
+	      "served-certificate check failed (the previous certificate is kept as .prev), 13 another\n"
 	      "run holds the lock on --cert, 1 other.\n", f);
 }
 

@@ -100,7 +100,7 @@ static void usage(FILE *f)
 	      "Exit codes: 0 done, 10 not due, 2 usage or local files, 3 refused by the connector\n"
 	      "(GraphQL errors, HTTP status), 4 its answer failed a check (nothing installed),\n"
 	      "5 network or TLS, 6 keysvcd, 8 installed but the reload hook or the served-certificate\n"
-	      "check failed (the previous files are kept as .prev), 11 another run holds the lock\n"
+	      "check failed (the previous files are kept as .prev), 13 another run holds the lock\n"
 	      "on --state, 1 other.\n", f);
 }
 

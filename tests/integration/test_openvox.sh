@@ -210,13 +210,13 @@ wait "$first" || st=$?
 mode normal
 check "two runs at once: .prev keeps the original certificate" cmp -s "$cert.prev" "$work/before.pem"
 check "the lock file is beside the certificate, 0600" test "$(stat -c %a "$cert.lock")" = 600
-# A run that holds the lock longer than --lock-wait: exit 11, nothing touched.
+# A run that holds the lock longer than --lock-wait: exit 13, nothing touched.
 cp "$cert" "$work/before.pem"
 cp "$cert.prev" "$work/before.prev"
 flock "$cert.lock" sleep 4 &
 holder=$!
 while flock -n "$cert.lock" true; do sleep 0.1; done
-run_exit 11 "another run holds the lock on $cert" "renew while another run holds the lock: busy" \
+run_exit 13 "another run holds the lock on $cert" "renew while another run holds the lock: busy" \
 	renew --lock-wait 1
 check "busy: certificate unchanged" unchanged
 check "busy: .prev unchanged" cmp -s "$cert.prev" "$work/before.prev"

@@ -174,7 +174,7 @@ rm -rf "$files/client.pem.prev"
 flock "$state.lock" sleep 4 &
 holder=$!
 while flock -n "$state.lock" true; do sleep 0.1; done
-run_exit 11 "another run holds the lock on $state" "renew while another run holds the lock: busy" renew --lock-wait 0
+run_exit 13 "another run holds the lock on $state" "renew while another run holds the lock: busy" renew --lock-wait 0
 check "  busy: certificate, chain, CA and state unchanged" unchanged
 wait "$holder"
 

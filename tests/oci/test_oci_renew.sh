@@ -90,7 +90,7 @@ reset_cert "$work/due.pem"
 flock "$cert.lock" sleep 4 &
 holder=$!
 while flock -n "$cert.lock" true; do sleep 0.1; done
-run_exit 11 "another run holds the lock on $cert" "renew while another run holds the lock: busy" renew --lock-wait 0
+run_exit 13 "another run holds the lock on $cert" "renew while another run holds the lock: busy" renew --lock-wait 0
 check "busy: certificate unchanged" unchanged
 check "busy: nothing sent" test ! -e "$ca/requests.log"
 wait "$holder"
