@@ -1,6 +1,7 @@
 #include "pkcs11/token.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,15 @@
 /* How long ks_token_close() waits for the reconnect thread. */
 #define KS_CLOSE_WAIT_MS 5000
 #define KS_BACKOFF_MIN_MS 1000
-#define KS_BACKOFF_MAX_MS 60000
+/* A token that comes back is in use again within this (plus one attempt). */
+#define KS_BACKOFF_MAX_MS 5000
+/* Token faults in a row (no success in between) that make the module be initialised again. */
+#define KS_FAULT_THRESHOLD 3
+/* The least and most time between two such re-initialisations while the faults go on. */
+#define KS_FAULT_REINIT_MIN_MS 1000
+#define KS_FAULT_REINIT_MAX_MS 60000
+/* Bounds the set of key names known to exist; names beyond it simply get no doubt. */
+#define KS_MAX_KNOWN KS_MAX_OBJECTS
 
 enum token_state {
 	TOKEN_UP,
@@ -57,6 +66,14 @@ struct key_cache_entry {
 	size_t raw_sig_len;
 	int always_auth;
 	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
+};
+
+/* A key name seen on the token (list, generate, lookup); see key_missing(). */
+struct known_key {
+	char name[KS_KEY_NAME_MAX + 1];
+	int doubted;            /* once found missing: then the module was initialised again */
+	unsigned doubt_reinit;  /* the reinit_count when it was found missing */
+	unsigned long added_seq;
 };
 
 struct ks_token {
@@ -92,10 +109,36 @@ struct ks_token {
 	int closing;
 	int thread_started;
 	pthread_t reconnect_thread;
+	unsigned reinit_count;  /* successful reconnects (module initialised again), under state_lock */
 
 	/* Never held across a module call, so answering "hello" cannot hang on the token. */
 	pthread_mutex_t info_lock;
 	struct ks_token_info info;
+	/*
+	 * The live record health is computed from, under info_lock: token
+	 * faults in a row (no success in between), the last one and when the
+	 * first happened; why and since when the token is down.
+	 */
+	unsigned faults;
+	CK_RV fault_rv;
+	const char *fault_fn;   /* a string literal: the C_* name */
+	time_t fault_since;
+	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
+	unsigned fault_backoff_ms;
+	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];
+	int modifiable_refused; /* the token refused CKA_MODIFIABLE false; warned once */
+
+	/* Names of keys known to exist (see key_missing()); never held across a module call. */
+	pthread_mutex_t known_lock;
+	struct known_key *known;
+	size_t nknown, known_cap;
+	/*
+	 * Counts additions and removals; forget_seq is its value at the last
+	 * removal. A lookup compares them with the value when its search
+	 * began, so a search that raced a delete or a generate neither
+	 * doubts a name learned after it nor brings back one forgotten.
+	 */
+	unsigned long known_seq, forget_seq;
 
 	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
@@ -171,12 +214,17 @@ const char *ks_ckr_name(unsigned long rv)
 
 /* ---- the one wrapper every C_* call goes through ---------------------------- */
 
+/* The last call of this thread that failed, for the health record. */
+static _Thread_local const char *p11_failed_fn;
+
 /*
  * Each failure is logged here with the function's name; callers classify
  * the value and map it to an errno, they do not log it again.
  */
 static CK_RV p11_call(const char *fn, CK_RV rv)
 {
+	if (rv != CKR_OK)
+		p11_failed_fn = fn;
 	switch (rv) {
 	case CKR_OK:
 	case CKR_USER_ALREADY_LOGGED_IN:
@@ -413,15 +461,196 @@ static void set_state(struct ks_token *tok, enum token_state st)
 	pthread_mutex_unlock(&tok->state_lock);
 }
 
-static void mark_down(struct ks_token *tok, CK_RV rv)
+/* "2026-12-06T10:02:11Z": health reasons name wall-clock times an operator can match with logs. */
+static void utc_stamp(char *buf, size_t len, time_t t)
 {
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "?");
+}
+
+/*
+ * The token counts as down from now, for @reason: requests answer -ENODEV
+ * and the background thread initialises the module again. The first
+ * reason of an outage is the one kept.
+ */
+static void go_down(struct ks_token *tok, const char *reason)
+{
+	char since[32];
+
+	utc_stamp(since, sizeof(since), time(NULL));
 	pthread_mutex_lock(&tok->state_lock);
 	if (tok->state == TOKEN_UP) {
-		ks_err("token unavailable (%s); reconnecting in the background", ks_ckr_name(rv));
+		ks_err("token unavailable (%s); reconnecting in the background", reason);
 		tok->state = TOKEN_DOWN;
+		pthread_mutex_lock(&tok->info_lock);
+		snprintf(tok->down_reason, sizeof(tok->down_reason), "%s since %s; reconnecting",
+			 reason, since);
+		pthread_mutex_unlock(&tok->info_lock);
 		pthread_cond_broadcast(&tok->state_cond);
 	}
 	pthread_mutex_unlock(&tok->state_lock);
+}
+
+static void mark_down(struct ks_token *tok, CK_RV rv)
+{
+	go_down(tok, ks_ckr_name(rv));
+}
+
+/*
+ * Failures that say the module itself is in trouble rather than the
+ * request: SoftHSM with its token directory gone answers
+ * CKR_GENERAL_ERROR, tpm2-pkcs11 out of object contexts
+ * CKR_GENERAL_ERROR or CKR_DEVICE_MEMORY.
+ */
+static int is_fault(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED ||
+	       rv == CKR_DEVICE_MEMORY || rv == CKR_HOST_MEMORY;
+}
+
+/*
+ * Record the outcome of one operation's token calls for health. Returns 1
+ * when @rv is the KS_FAULT_THRESHOLD-th fault in a row and the module is
+ * due to be initialised again: not more often than a backoff that starts
+ * at KS_FAULT_REINIT_MIN_MS and doubles while the faults go on, so a
+ * fault that survives re-initialisation does not make a loop of them.
+ */
+static int note_result(struct ks_token *tok, CK_RV rv, const char *fn)
+{
+	int64_t now = mono_ms();
+	int due = 0;
+
+	if (rv != CKR_OK && !is_fault(rv))
+		return 0;
+	pthread_mutex_lock(&tok->info_lock);
+	if (rv == CKR_OK) {
+		tok->faults = 0;
+		tok->fault_backoff_ms = 0;
+	} else {
+		if (tok->faults++ == 0)
+			tok->fault_since = time(NULL);
+		tok->fault_rv = rv;
+		tok->fault_fn = fn != NULL ? fn : "token";
+		if (tok->faults >= KS_FAULT_THRESHOLD &&
+		    (tok->fault_backoff_ms == 0 ||
+		     now - tok->fault_reinit_ms >= (int64_t)tok->fault_backoff_ms)) {
+			due = 1;
+			tok->fault_reinit_ms = now;
+			tok->fault_backoff_ms = tok->fault_backoff_ms == 0 ? KS_FAULT_REINIT_MIN_MS :
+				tok->fault_backoff_ms >= KS_FAULT_REINIT_MAX_MS / 2 ?
+				KS_FAULT_REINIT_MAX_MS : tok->fault_backoff_ms * 2;
+		}
+	}
+	pthread_mutex_unlock(&tok->info_lock);
+	return due;
+}
+
+/* ---- keys known to exist ------------------------------------------------------ */
+
+static struct known_key *known_find(struct ks_token *tok, const char *name)
+{
+	for (size_t i = 0; i < tok->nknown; i++)
+		if (strcmp(tok->known[i].name, name) == 0)
+			return &tok->known[i];
+	return NULL;
+}
+
+/* Taken before a search, for known_add() and key_missing(). */
+static unsigned long known_snapshot(struct ks_token *tok)
+{
+	unsigned long seq;
+
+	pthread_mutex_lock(&tok->known_lock);
+	seq = tok->known_seq;
+	pthread_mutex_unlock(&tok->known_lock);
+	return seq;
+}
+
+/*
+ * @name was seen on the token by a search that began at @snap, or created
+ * (@snap is ULONG_MAX). A search older than the last removal may have seen
+ * a key deleted since: it teaches nothing.
+ */
+static void known_add(struct ks_token *tok, const char *name, unsigned long snap)
+{
+	struct known_key *e, *tmp;
+
+	if (strlen(name) > KS_KEY_NAME_MAX)
+		return;
+	pthread_mutex_lock(&tok->known_lock);
+	if (snap != ULONG_MAX && tok->forget_seq > snap)
+		goto out;
+	if ((e = known_find(tok, name)) == NULL && tok->nknown < KS_MAX_KNOWN) {
+		if (tok->nknown == tok->known_cap) {
+			size_t cap = tok->known_cap == 0 ? 16 : tok->known_cap * 2;
+
+			if ((tmp = realloc(tok->known, cap * sizeof(*tmp))) == NULL)
+				goto out;
+			tok->known = tmp;
+			tok->known_cap = cap;
+		}
+		e = &tok->known[tok->nknown++];
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		e->added_seq = ++tok->known_seq;
+	}
+	if (e != NULL)
+		e->doubted = 0;
+out:
+	pthread_mutex_unlock(&tok->known_lock);
+}
+
+static void known_forget(struct ks_token *tok, const char *name)
+{
+	struct known_key *e;
+
+	pthread_mutex_lock(&tok->known_lock);
+	if ((e = known_find(tok, name)) != NULL)
+		*e = tok->known[--tok->nknown];
+	tok->forget_seq = ++tok->known_seq;
+	pthread_mutex_unlock(&tok->known_lock);
+}
+
+/*
+ * No private key named @name was found, though the login is intact. If the
+ * name is known to exist, the token is in doubt rather than the key gone:
+ * SoftHSM whose token directory went away for a moment answers empty
+ * searches until the module is finalized and initialised again. The first
+ * miss therefore takes the token down for the background reconnect and
+ * answers -ENODEV (a renewal client told "no such key" might make a new
+ * one); a miss after a re-initialisation means the key is gone (another
+ * application deleted it): it is forgotten and -ENOENT answered from then
+ * on. Unknown names, and names learned after the search began at @snap
+ * (a generate that raced it), answer -ENOENT at once.
+ */
+static int key_missing(struct ks_token *tok, const char *name, unsigned long snap)
+{
+	struct known_key *e;
+	unsigned reinit;
+	char reason[KS_KEY_NAME_MAX + 64];
+
+	pthread_mutex_lock(&tok->state_lock);
+	reinit = tok->reinit_count;
+	pthread_mutex_unlock(&tok->state_lock);
+	pthread_mutex_lock(&tok->known_lock);
+	if ((e = known_find(tok, name)) == NULL || e->added_seq > snap) {
+		pthread_mutex_unlock(&tok->known_lock);
+		return -ENOENT;
+	}
+	if (e->doubted && e->doubt_reinit != reinit) {
+		*e = tok->known[--tok->nknown];
+		pthread_mutex_unlock(&tok->known_lock);
+		ks_notice("key %s is no longer on the token after the module was initialised "
+			  "again; taking it as deleted", name);
+		return -ENOENT;
+	}
+	e->doubted = 1;
+	e->doubt_reinit = reinit;
+	pthread_mutex_unlock(&tok->known_lock);
+	snprintf(reason, sizeof(reason), "key %s, known to exist, not found", name);
+	go_down(tok, reason);
+	return -ENODEV;
 }
 
 /* ---- finding the token, logging in, the pool --------------------------------- */
@@ -546,6 +775,10 @@ static void pin_rejected(struct ks_token *tok, CK_RV rv)
 	       ks_ckr_name(rv));
 	pthread_mutex_lock(&tok->state_lock);
 	tok->state = TOKEN_PIN_REJECTED;
+	pthread_mutex_lock(&tok->info_lock);
+	snprintf(tok->down_reason, sizeof(tok->down_reason),
+		 "the token rejected the PIN (%s); fix the PIN and restart keysvcd", ks_ckr_name(rv));
+	pthread_mutex_unlock(&tok->info_lock);
 	pthread_cond_broadcast(&tok->state_cond);
 	pthread_mutex_unlock(&tok->state_lock);
 	ks_secmem_free(tok->pin, tok->pin_len + 1);
@@ -682,6 +915,9 @@ static void *reconnect_main(void *arg)
 		r = reconnect_locked(tok);
 		if (r == 0) {
 			tok->generation++;
+			pthread_mutex_lock(&tok->state_lock);
+			tok->reinit_count++;
+			pthread_mutex_unlock(&tok->state_lock);
 			set_state(tok, TOKEN_UP);
 			ks_notice("token reconnected");
 			backoff = KS_BACKOFF_MIN_MS;
@@ -740,6 +976,7 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	pthread_mutex_init(&tok->info_lock, NULL);
 	pthread_mutex_init(&tok->generate_lock, NULL);
 	pthread_mutex_init(&tok->cache_lock, NULL);
+	pthread_mutex_init(&tok->known_lock, NULL);
 	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
@@ -850,6 +1087,8 @@ int ks_token_close(struct ks_token *tok)
 	pthread_mutex_destroy(&tok->info_lock);
 	pthread_mutex_destroy(&tok->generate_lock);
 	pthread_mutex_destroy(&tok->cache_lock);
+	pthread_mutex_destroy(&tok->known_lock);
+	free(tok->known);
 	free(tok);
 	return 0;
 }
@@ -857,14 +1096,29 @@ int ks_token_close(struct ks_token *tok)
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 {
 	enum token_state st;
+	char since[32];
 
 	if (tok == NULL || info == NULL)
 		return -EINVAL;
 	st = get_state(tok);
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
-	pthread_mutex_unlock(&tok->info_lock);
 	info->up = st == TOKEN_UP;
+	info->health_reason[0] = '\0';
+	if (st != TOKEN_UP) {
+		info->health = KS_HEALTH_UNAVAILABLE;
+		snprintf(info->health_reason, sizeof(info->health_reason), "%s",
+			 tok->down_reason[0] != '\0' ? tok->down_reason : "reconnecting");
+	} else if (tok->faults > 0) {
+		info->health = KS_HEALTH_DEGRADED;
+		utc_stamp(since, sizeof(since), tok->fault_since);
+		snprintf(info->health_reason, sizeof(info->health_reason),
+			 "%s: %s %u time%s since %s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
+			 tok->faults, tok->faults == 1 ? "" : "s", since);
+	} else {
+		info->health = KS_HEALTH_OK;
+	}
+	pthread_mutex_unlock(&tok->info_lock);
 	return 0;
 }
 
@@ -970,12 +1224,22 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 		if ((r = acquire(tok, &ss)) != 0)
 			return r;
 		err = 0;
+		p11_failed_fn = NULL;
 		rv = fn(tok, ss.h, arg, attempt, &err);
 		cls = classify(rv);
 		/* Handles of private objects die with the login. */
 		if (cls == RV_STALE && require_login(tok, ss.h) != CKR_OK)
 			cls = RV_SESSION;
 		release(tok, &ss);
+		if (note_result(tok, rv, p11_failed_fn)) {
+			char reason[96];
+
+			snprintf(reason, sizeof(reason), "%s: %s %d times in a row",
+				 p11_failed_fn != NULL ? p11_failed_fn : what, ks_ckr_name(rv),
+				 KS_FAULT_THRESHOLD);
+			go_down(tok, reason);
+			return -ENODEV;
+		}
 		switch (cls) {
 		case RV_OK:
 			return err;
@@ -1264,6 +1528,7 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 {
 	CK_OBJECT_HANDLE h[2];
 	CK_ULONG n = 0;
+	unsigned long snap;
 	CK_RV rv;
 
 	if (k->have_id && k->unchecked) {
@@ -1305,6 +1570,7 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		/* A retry: the handle that failed may be the cached one. */
 		cache_drop(tok, k->name);
 	}
+	snap = known_snapshot(tok);
 	if (k->have_id)
 		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
 	else
@@ -1314,7 +1580,7 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 	if (n == 0) {
 		if ((rv = require_login(tok, s)) != CKR_OK)
 			return rv;
-		*err = -ENOENT;
+		*err = key_missing(tok, k->name, snap);
 		return CKR_OK;
 	}
 	if (n > 1) {
@@ -1322,8 +1588,10 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		*err = -EIO;
 		return CKR_OK;
 	}
-	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0)
+	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0) {
 		cache_put(tok, k);
+		known_add(tok, k->name, snap);
+	}
 	return rv;
 }
 
@@ -1474,12 +1742,68 @@ struct generate_arg {
 	EVP_PKEY **pub;
 };
 
+#define KS_LEFTOVERS_MAX 64
+
+/*
+ * Public keys and certificates labelled @name whose CKA_ID no private key
+ * has: what a delete cut short after its first step (the private key)
+ * leaves behind. They are destroyed and counted in *@removed. Called only
+ * when no private key is named @name; an object whose CKA_ID a private key
+ * of another name has (renamed by another application) is kept.
+ */
+static CK_RV remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const char *name,
+			      int *removed)
+{
+	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
+	CK_OBJECT_HANDLE h[KS_LEFTOVERS_MAX], owner[1];
+	uint8_t id[KS_OBJ_ID_MAX];
+	CK_ULONG n, nowner;
+	CK_RV rv;
+
+	*removed = 0;
+	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+		if ((rv = find_objects(tok, s, classes[c], name, NULL, 0, h, KS_LEFTOVERS_MAX,
+				       &n)) != CKR_OK)
+			return rv;
+		for (CK_ULONG i = 0; i < n; i++) {
+			CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+
+			rv = P11(tok, C_GetAttributeValue, s, h[i], &a, 1);
+			if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL)
+				continue;
+			if (rv == CKR_ATTRIBUTE_TYPE_INVALID || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+				a.ulValueLen = 0;
+			else if (rv != CKR_OK)
+				return rv;
+			nowner = 0;
+			if (a.ulValueLen > 0 &&
+			    (rv = find_objects(tok, s, CKO_PRIVATE_KEY, NULL, id, a.ulValueLen, owner,
+					       1, &nowner)) != CKR_OK)
+				return rv;
+			if (nowner > 0)
+				continue;
+			rv = P11(tok, C_DestroyObject, s, h[i]);
+			if (rv == CKR_OK)
+				(*removed)++;
+			else if (classify(rv) != RV_STALE)
+				return rv;
+		}
+	}
+	if (*removed > 0)
+		ks_notice("removed %d leftover object%s of key %s (a delete cut short)", *removed,
+			  *removed == 1 ? "" : "s", name);
+	return CKR_OK;
+}
+
+/* Is the name free? Clears what a delete cut short left under it. */
 static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		       int *err)
 {
 	const char *name = arg;
 	CK_OBJECT_HANDLE h[1];
 	CK_ULONG n = 0;
+	unsigned long snap = known_snapshot(tok);
+	int removed;
 	CK_RV rv;
 
 	(void)retry;
@@ -1488,8 +1812,16 @@ static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	/* Logged out, the key would be invisible and created a second time. */
 	if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
 		return rv;
-	*err = n > 0 ? -EEXIST : 0;
-	return CKR_OK;
+	if (n > 0) {
+		*err = -EEXIST;
+		return CKR_OK;
+	}
+	/* A key known to exist that the token does not show: not a free name until that is settled. */
+	if (key_missing(tok, name, snap) == -ENODEV) {
+		*err = -ENODEV;
+		return CKR_OK;
+	}
+	return remove_leftovers(tok, s, name, &removed);
 }
 
 static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
@@ -1504,7 +1836,12 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	size_t params_len = 0;
 	const uint8_t *params = ec_params_for(g->type, &params_len);
 	size_t label_len = strlen(g->name);
+	/*
+	 * CKA_MODIFIABLE comes first in both templates, so that a token that
+	 * refuses it can be given the rest (see below).
+	 */
 	CK_ATTRIBUTE pub_tmpl[] = {
+		{ CKA_MODIFIABLE, &no, sizeof(no) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &no, sizeof(no) },
 		{ CKA_VERIFY, &yes, sizeof(yes) },
@@ -1518,8 +1855,13 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
 	};
 	CK_ULONG npub = sizeof(pub_tmpl) / sizeof(pub_tmpl[0]);
-	/* The project's first invariant: sensitive, private, never extractable, sign only. */
+	/*
+	 * The project's first invariant: sensitive, private, never extractable,
+	 * sign only; not modifiable, so that nobody with the PIN can turn on
+	 * decrypt, unwrap or derive later.
+	 */
 	CK_ATTRIBUTE priv_tmpl[] = {
+		{ CKA_MODIFIABLE, &no, sizeof(no) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
 		{ CKA_SENSITIVE, &yes, sizeof(yes) },
@@ -1532,6 +1874,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
 		{ CKA_ID, g->id, sizeof(g->id) },
 	};
+	CK_ULONG npriv = sizeof(priv_tmpl) / sizeof(priv_tmpl[0]);
+	CK_ULONG skip = __atomic_load_n(&tok->modifiable_refused, __ATOMIC_RELAXED) ? 1 : 0;
 	struct key_ref k;
 	CK_OBJECT_HANDLE h[1];
 	CK_ULONG n = 0;
@@ -1557,8 +1901,18 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			pub_tmpl[npub - 2].ulValueLen = params_len;
 			npub--;
 		}
-		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl, npub, priv_tmpl,
-			 sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &hpub, &hpriv);
+		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
+			 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
+		if (skip == 0 && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+				  rv == CKR_ATTRIBUTE_READ_ONLY || rv == CKR_TEMPLATE_INCONSISTENT)) {
+			/* Said once per token open; the keys are still sensitive and sign-only. */
+			ks_warn("the token refuses CKA_MODIFIABLE false (%s): anyone with the PIN "
+				"can change the attributes of the keys it generates", ks_ckr_name(rv));
+			__atomic_store_n(&tok->modifiable_refused, 1, __ATOMIC_RELAXED);
+			skip = 1;
+			rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
+				 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
+		}
 		if (rv != CKR_OK)
 			return rv;
 	}
@@ -1592,6 +1946,8 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 	if (r == 0)
 		r = run_op(tok, "generate key", generate_op, &g);
 	cache_drop(tok, name);
+	if (r == 0)
+		known_add(tok, name, ULONG_MAX);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("generated %s key %s", ks_key_type_name(type), name);
@@ -1791,9 +2147,38 @@ out:
 	return rv;
 }
 
+/*
+ * Every key known to exist before the listing began at @snap must be in
+ * @keys (sorted); a missing one puts the token in doubt (see key_missing()).
+ */
+static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys, size_t n,
+			    unsigned long snap)
+{
+	struct ks_key_info want;
+	int found, r;
+
+	for (;;) {
+		found = 0;
+		pthread_mutex_lock(&tok->known_lock);
+		for (size_t i = 0; i < tok->nknown && !found; i++) {
+			if (tok->known[i].added_seq > snap)
+				continue;
+			memcpy(want.name, tok->known[i].name, sizeof(want.name));
+			found = bsearch(&want, keys, n, sizeof(*keys), cmp_key_info) == NULL;
+		}
+		pthread_mutex_unlock(&tok->known_lock);
+		if (!found)
+			return 0;
+		/* Either -ENODEV, or the name is forgotten and the loop moves on. */
+		if ((r = key_missing(tok, want.name, snap)) == -ENODEV)
+			return r;
+	}
+}
+
 int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 {
 	struct list_arg la;
+	unsigned long snap = known_snapshot(tok);
 	size_t j = 0;
 	int r;
 
@@ -1814,7 +2199,12 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 		}
 		if (j != i)
 			la.keys[j] = la.keys[i];
+		known_add(tok, la.keys[j].name, snap);
 		j++;
+	}
+	if ((r = list_check_known(tok, la.keys, j, snap)) != 0) {
+		free(la.keys);
+		return r;
 	}
 	*keys = la.keys;
 	*n = j;
@@ -1824,16 +2214,32 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		       int *err)
 {
-	static const CK_OBJECT_CLASS classes[] = { CKO_CERTIFICATE, CKO_PUBLIC_KEY };
+	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
 	struct key_ref *k = arg;
 	CK_OBJECT_HANDLE h[16];
 	CK_ULONG n;
+	int removed;
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK || *err != 0)
+	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK)
 		return rv;
-	/* The private key last: until it is gone the name resolves, so a retry can finish. */
+	if (*err == -ENOENT) {
+		/* No private key: finish a delete cut short (here, or before a restart). */
+		*err = 0;
+		if ((rv = remove_leftovers(tok, s, k->name, &removed)) == CKR_OK && removed == 0)
+			*err = -ENOENT;
+		return rv;
+	}
+	if (*err != 0)
+		return rv;
+	/*
+	 * The private key first: once it is gone the name resolves no more
+	 * (sign, key.public and cert.get answer -ENOENT), and whatever a kill
+	 * leaves behind is removed by the next generate or delete of the name.
+	 */
+	if ((rv = P11(tok, C_DestroyObject, s, k->priv)) != CKR_OK)
+		return rv;
 	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
 		do {
 			if ((rv = find_related(tok, s, classes[c], k, h, 16, &n)) != CKR_OK)
@@ -1843,7 +2249,7 @@ static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 					return rv;
 		} while (n == 16);
 	}
-	return P11(tok, C_DestroyObject, s, k->priv);
+	return CKR_OK;
 }
 
 int ks_token_delete(struct ks_token *tok, const char *name)
@@ -1856,6 +2262,8 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	memset(&k, 0, sizeof(k));
 	k.name = name;
 	pthread_mutex_lock(&tok->generate_lock);
+	/* Before the search, so that no lookup racing the delete doubts the token when the key is gone. */
+	known_forget(tok, name);
 	r = run_op(tok, "delete key", delete_op, &k);
 	cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
