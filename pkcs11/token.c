@@ -142,6 +142,14 @@ struct ks_token {
 
 	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
+	/*
+	 * Searches hold it shared, object creation exclusively. SoftHSM
+	 * matches a search against every object's attributes, and one that
+	 * reads an object while C_GenerateKeyPair is still writing it shows
+	 * the searcher a key without its attributes ("unsupported") and
+	 * fails the generation (CKR_GENERAL_ERROR).
+	 */
+	pthread_rwlock_t objects_rw;
 
 	/*
 	 * Private keys already found, by name (see resolve_key()): a signature
@@ -968,6 +976,8 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	/* A reopen or reconnect must not starve behind a steady stream of operations. */
 	pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&tok->rw, &rwattr);
+	/* A generation must not starve behind a steady stream of searches either. */
+	pthread_rwlock_init(&tok->objects_rw, &rwattr);
 	pthread_rwlockattr_destroy(&rwattr);
 	pthread_mutex_init(&tok->pool_lock, NULL);
 	cond_init_monotonic(&tok->pool_cond);
@@ -1080,6 +1090,7 @@ int ks_token_close(struct ks_token *tok)
 	free(tok->label);
 	free(tok->serial);
 	pthread_rwlock_destroy(&tok->rw);
+	pthread_rwlock_destroy(&tok->objects_rw);
 	pthread_mutex_destroy(&tok->pool_lock);
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_mutex_destroy(&tok->state_lock);
@@ -1291,11 +1302,15 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 		tmpl[nt++].ulValueLen = id_len;
 	}
 	*n = 0;
-	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK)
+	pthread_rwlock_rdlock(&tok->objects_rw);
+	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK) {
+		pthread_rwlock_unlock(&tok->objects_rw);
 		return rv;
+	}
 	rv = P11(tok, C_FindObjects, s, out, max, n);
 	/* Always finished, or the session keeps an active search. */
 	rv2 = P11(tok, C_FindObjectsFinal, s);
+	pthread_rwlock_unlock(&tok->objects_rw);
 	return rv != CKR_OK ? rv : rv2;
 }
 
@@ -1511,8 +1526,12 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 
 	*match = 0;
 	rv = P11(tok, C_GetAttributeValue, s, k->priv, a, 3);
-	if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL ||
-	    rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)
+	/*
+	 * SoftHSM answers CKR_GENERAL_ERROR for an object deleted under the
+	 * handle: any refusal that is not about the session or the device
+	 * sends the caller to look the key up by name, which tells.
+	 */
+	if (classify(rv) == RV_STALE || classify(rv) == RV_OTHER)
 		return CKR_OK;
 	if (rv != CKR_OK)
 		return rv;
@@ -1520,6 +1539,32 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 		 memcmp(label, k->name, name_len) == 0 && a[2].ulValueLen == k->id_len &&
 		 memcmp(id, k->id, k->id_len) == 0;
 	return CKR_OK;
+}
+
+/*
+ * After a call on @k->priv failed with @rv: was the key deleted under the
+ * handle (by a concurrent delete, here or elsewhere)? Tokens answer that
+ * in many ways (SoftHSM: CKR_GENERAL_ERROR, CKR_KEY_TYPE_INCONSISTENT...),
+ * so a search by the key's label and CKA_ID decides; if the handle is not
+ * among the results, CKR_KEY_HANDLE_INVALID is returned for run_op() to
+ * retry with the key looked up by name, else @rv.
+ */
+static CK_RV key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+			    CK_RV rv)
+{
+	CK_OBJECT_HANDLE h[4];
+	CK_ULONG n = 0;
+
+	if (classify(rv) != RV_OTHER || !k->have_id)
+		return rv;
+	if (find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->id, k->id_len, h, 4, &n) != CKR_OK)
+		return rv;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (h[i] == k->priv)
+			return rv;
+	ks_debug("key %s: deleted while in use (%s); looking it up again", k->name,
+		 ks_ckr_name(rv));
+	return CKR_KEY_HANDLE_INVALID;
 }
 
 /* The private key: by label first, by the saved CKA_ID on a retry. */
@@ -1592,6 +1637,9 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		cache_put(tok, k);
 		known_add(tok, k->name, snap);
 	}
+	/* Found, then deleted before its attributes were read. */
+	if (rv != CKR_OK && k->have_id)
+		rv = key_gone_check(tok, s, k, rv);
 	return rv;
 }
 
@@ -1892,6 +1940,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			return rv;
 		if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
 			return rv;
+		if (n > 0)
+			hpriv = h[0];
 	}
 	if (n == 0) {
 		if (ks_key_type_family(g->type) == KS_FAMILY_EC) {
@@ -1901,6 +1951,7 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			pub_tmpl[npub - 2].ulValueLen = params_len;
 			npub--;
 		}
+		pthread_rwlock_wrlock(&tok->objects_rw);
 		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
 			 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
 		if (skip == 0 && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
@@ -1913,12 +1964,18 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
 				 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
 		}
+		pthread_rwlock_unlock(&tok->objects_rw);
 		if (rv != CKR_OK)
 			return rv;
 	}
 	if (g->pub == NULL)
 		return CKR_OK;
-	if ((rv = resolve_key(tok, s, &k, err)) != CKR_OK || *err != 0)
+	/*
+	 * The key just made is read by its handle: a search right after the
+	 * generation does not always find it on SoftHSM while other sessions
+	 * search the token.
+	 */
+	if ((rv = describe_key(tok, s, hpriv, &k, err)) != CKR_OK || *err != 0)
 		return rv;
 	return read_public(tok, s, &k, g->pub, err);
 }
@@ -2058,8 +2115,11 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 
 	*out = NULL;
 	*n = 0;
-	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK)
+	pthread_rwlock_rdlock(&tok->objects_rw);
+	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK) {
+		pthread_rwlock_unlock(&tok->objects_rw);
 		return rv;
+	}
 	for (;;) {
 		if (cap - *n < KS_FIND_CHUNK) {
 			if (cap >= KS_MAX_OBJECTS) {
@@ -2080,6 +2140,7 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 			break;
 	}
 	rv2 = P11(tok, C_FindObjectsFinal, s);
+	pthread_rwlock_unlock(&tok->objects_rw);
 	if (rv == CKR_OK)
 		rv = rv2;
 	if (rv != CKR_OK || *err != 0) {
@@ -2382,7 +2443,8 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		rv = P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
 	}
 	explicit_bzero(input, sizeof(input));
-	return rv;
+	/* A delete of the key between the lookup and here: retried by name, never "unsupported". */
+	return rv == CKR_OK ? rv : key_gone_check(tok, s, &sa->k, rv);
 }
 
 /* r || s, each half the length, to a DER ECDSA-Sig-Value. */
@@ -2489,8 +2551,10 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16, &nold)) != CKR_OK)
 			return rv;
 		/* The old certificate goes only once the new one is on the token. */
-		if ((rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]),
-			      &created)) != CKR_OK)
+		pthread_rwlock_wrlock(&tok->objects_rw);
+		rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
+		pthread_rwlock_unlock(&tok->objects_rw);
+		if (rv != CKR_OK)
 			return rv;
 	}
 	for (CK_ULONG i = 0; i < nold; i++)
