@@ -253,6 +253,12 @@ static CK_RV p11_call(const char *fn, CK_RV rv)
 
 #define P11(tok, fn, ...) p11_call(#fn, (tok)->f->fn(__VA_ARGS__))
 
+/*
+ * Not from a module: a search waited longer than the session wait for a
+ * key generation of ours to finish (see objects_rw). Answers -ETIMEDOUT.
+ */
+#define KS_CKR_BUSY (CKR_VENDOR_DEFINED | 0x4b5301UL)
+
 enum rv_class {
 	RV_OK,
 	RV_OTHER,
@@ -313,6 +319,8 @@ static int rv_errno(CK_RV rv)
 	case CKR_KEY_FUNCTION_NOT_PERMITTED:
 	case CKR_DATA_LEN_RANGE:
 		return -EINVAL;
+	case KS_CKR_BUSY:
+		return -ETIMEDOUT;
 	default:
 		switch (classify(rv)) {
 		case RV_DEVICE:
@@ -1276,6 +1284,36 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 
 /* ---- object lookup ------------------------------------------------------------ */
 
+/* objects_rw exclusive for creating an object; bounded, a search may hang in the module. */
+static CK_RV objects_wrlock(struct ks_token *tok)
+{
+	struct timespec until;
+
+	deadline_in(&until, tok->wait_ms);
+	if (pthread_rwlock_clockwrlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
+		ks_warn("searches kept the token's objects busy for more than %u ms", tok->wait_ms);
+		return KS_CKR_BUSY;
+	}
+	return CKR_OK;
+}
+
+/*
+ * objects_rw shared for a search, bounded like every wait for the token: a
+ * generation hung in the module must not hold every lookup for ever.
+ */
+static CK_RV objects_rdlock(struct ks_token *tok)
+{
+	struct timespec until;
+
+	deadline_in(&until, tok->wait_ms);
+	if (pthread_rwlock_clockrdlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
+		ks_warn("a key generation kept the token's objects busy for more than %u ms",
+			tok->wait_ms);
+		return KS_CKR_BUSY;
+	}
+	return CKR_OK;
+}
+
 /*
  * Up to @max objects of class @cls with the given label and/or CKA_ID (a
  * NULL label or id is not part of the template).
@@ -1302,7 +1340,8 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 		tmpl[nt++].ulValueLen = id_len;
 	}
 	*n = 0;
-	pthread_rwlock_rdlock(&tok->objects_rw);
+	if ((rv = objects_rdlock(tok)) != CKR_OK)
+		return rv;
 	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK) {
 		pthread_rwlock_unlock(&tok->objects_rw);
 		return rv;
@@ -1951,7 +1990,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			pub_tmpl[npub - 2].ulValueLen = params_len;
 			npub--;
 		}
-		pthread_rwlock_wrlock(&tok->objects_rw);
+		if ((rv = objects_wrlock(tok)) != CKR_OK)
+			return rv;
 		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
 			 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
 		if (skip == 0 && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
@@ -2115,7 +2155,8 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 
 	*out = NULL;
 	*n = 0;
-	pthread_rwlock_rdlock(&tok->objects_rw);
+	if ((rv = objects_rdlock(tok)) != CKR_OK)
+		return rv;
 	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK) {
 		pthread_rwlock_unlock(&tok->objects_rw);
 		return rv;
@@ -2551,7 +2592,8 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16, &nold)) != CKR_OK)
 			return rv;
 		/* The old certificate goes only once the new one is on the token. */
-		pthread_rwlock_wrlock(&tok->objects_rw);
+		if ((rv = objects_wrlock(tok)) != CKR_OK)
+			return rv;
 		rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
 		pthread_rwlock_unlock(&tok->objects_rw);
 		if (rv != CKR_OK)
