@@ -644,7 +644,6 @@ static int key_missing(struct ks_token *tok, const char *name, unsigned long sna
 {
 	struct known_key *e;
 	unsigned reinit;
-	char reason[KS_KEY_NAME_MAX + 64];
 
 	pthread_mutex_lock(&tok->state_lock);
 	reinit = tok->reinit_count;
@@ -664,8 +663,9 @@ static int key_missing(struct ks_token *tok, const char *name, unsigned long sna
 	e->doubted = 1;
 	e->doubt_reinit = reinit;
 	pthread_mutex_unlock(&tok->known_lock);
-	snprintf(reason, sizeof(reason), "key %s, known to exist, not found", name);
-	go_down(tok, reason);
+	/* The name only in the log: hello's reason goes to peers that may not know the key. */
+	ks_warn("key %s, known to exist, not found; initialising the module again", name);
+	go_down(tok, "a key known to exist not found");
 	return -ENODEV;
 }
 

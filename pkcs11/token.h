@@ -127,7 +127,8 @@ struct ks_token_info {
 	/*
 	 * Why it is not ok, "" when ok: "C_SignInit: CKR_GENERAL_ERROR 2
 	 * times since 2026-12-06T10:02:11Z", "CKR_DEVICE_REMOVED since
-	 * ...; reconnecting", "the token rejected the PIN (...)...".
+	 * ...; reconnecting", "the token rejected the PIN (...)...". It
+	 * names no key: hello answers it to any peer of the policy.
 	 */
 	char health_reason[160];
 };
