@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
@@ -440,6 +441,34 @@ static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
 	return found;
 }
 
+/* Store a certificate for @name's public key (issued by a throwaway key: the layer checks no chain). */
+static void put_cert(const char *name)
+{
+	EVP_PKEY *pub = NULL, *ca = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *x = X509_new();
+	uint8_t *der = NULL;
+	int der_len;
+
+	assert_non_null(ca);
+	assert_non_null(x);
+	assert_int_equal(ks_token_public_key(tok, name, &pub), 0);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 5);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				   (const unsigned char *)name, -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pub);
+	assert_true(X509_sign(x, ca, EVP_sha256()) > 0);
+	assert_true((der_len = i2d_X509(x, &der)) > 0);
+	assert_int_equal(ks_token_cert_put(tok, name, der, (size_t)der_len), 0);
+	OPENSSL_free(der);
+	X509_free(x);
+	EVP_PKEY_free(pub);
+	EVP_PKEY_free(ca);
+}
+
 /*
  * A delete killed after its first step, and the daemon started again: the
  * private key is gone (no signature, no public key, no certificate under
@@ -455,7 +484,9 @@ static void test_delete_cut_short(void **state)
 	(void)state;
 	for (int finish_by_delete = 0; finish_by_delete < 2; finish_by_delete++) {
 		assert_int_equal(ks_token_generate(tok, "half-key", KS_KEY_EC_P256, NULL), 0);
+		put_cert("half-key");
 		assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+		assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 1);
 		/* The first destroy goes through; then the token is pulled. */
 		set_fault("fail-after 1 CKR_DEVICE_REMOVED C_DestroyObject");
 		assert_int_equal(ks_token_delete(tok, "half-key"), -ENODEV);
@@ -466,6 +497,7 @@ static void test_delete_cut_short(void **state)
 
 		assert_int_equal(count_objects(CKO_PRIVATE_KEY, "half-key"), 0);
 		assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+		assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 1);
 		assert_int_equal(sign_key("half-key"), -ENOENT);
 		assert_int_equal(ks_token_public_key(tok, "half-key", &pub), -ENOENT);
 		assert_null(pub);
@@ -473,12 +505,15 @@ static void test_delete_cut_short(void **state)
 		if (finish_by_delete) {
 			assert_int_equal(ks_token_delete(tok, "half-key"), 0);
 			assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 0);
+			assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 0);
 			assert_int_equal(ks_token_delete(tok, "half-key"), -ENOENT);
 		} else {
 			assert_int_equal(ks_token_generate(tok, "half-key", KS_KEY_EC_P256, &pub), 0);
 			EVP_PKEY_free(pub);
 			pub = NULL;
 			assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+			assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 0);
+			assert_int_equal(ks_token_cert_get(tok, "half-key", &der, &der_len), -ENOENT);
 			assert_int_equal(sign_key("half-key"), 0);
 			assert_int_equal(ks_token_public_key(tok, "half-key", &pub), 0);
 			EVP_PKEY_free(pub);
