@@ -40,6 +40,8 @@
 #define KS_BACKOFF_MAX_MS 5000
 /* Token faults in a row (no success in between) that make the module be initialised again. */
 #define KS_FAULT_THRESHOLD 3
+/* Lookups again by name after a key was deleted or replaced under its handle. */
+#define KS_STALE_RETRIES 2
 /* The least and most time between two such re-initialisations while the faults go on. */
 #define KS_FAULT_REINIT_MIN_MS 1000
 #define KS_FAULT_REINIT_MAX_MS 60000
@@ -139,6 +141,8 @@ struct ks_token {
 	 * doubts a name learned after it nor brings back one forgotten.
 	 */
 	unsigned long known_seq, forget_seq;
+	/* The name a delete is working on ("" if none): no lookup may teach it meanwhile. */
+	char deleting[KS_KEY_NAME_MAX + 1];
 
 	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
@@ -596,7 +600,7 @@ static void known_add(struct ks_token *tok, const char *name, unsigned long snap
 	if (strlen(name) > KS_KEY_NAME_MAX)
 		return;
 	pthread_mutex_lock(&tok->known_lock);
-	if (snap != ULONG_MAX && tok->forget_seq > snap)
+	if (snap != ULONG_MAX && (tok->forget_seq > snap || strcmp(tok->deleting, name) == 0))
 		goto out;
 	if ((e = known_find(tok, name)) == NULL && tok->nknown < KS_MAX_KNOWN) {
 		if (tok->nknown == tok->known_cap) {
@@ -617,13 +621,18 @@ out:
 	pthread_mutex_unlock(&tok->known_lock);
 }
 
-static void known_forget(struct ks_token *tok, const char *name)
+/*
+ * A delete of @name begins (@name) or ends (NULL): the name is forgotten,
+ * and lookups that see the key until it is destroyed do not teach it again.
+ */
+static void known_deleting(struct ks_token *tok, const char *name)
 {
 	struct known_key *e;
 
 	pthread_mutex_lock(&tok->known_lock);
-	if ((e = known_find(tok, name)) != NULL)
+	if (name != NULL && (e = known_find(tok, name)) != NULL)
 		*e = tok->known[--tok->nknown];
+	snprintf(tok->deleting, sizeof(tok->deleting), "%s", name != NULL ? name : "");
 	tok->forget_seq = ++tok->known_seq;
 	pthread_mutex_unlock(&tok->known_lock);
 }
@@ -1237,9 +1246,9 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 	struct session_slot ss;
 	enum rv_class cls;
 	CK_RV rv = CKR_OK;
-	int err, r;
+	int err, r, session_retries = 0, stale_retries = 0;
 
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0;; attempt++) {
 		if ((r = acquire(tok, &ss)) != 0)
 			return r;
 		err = 0;
@@ -1263,12 +1272,22 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 		case RV_OK:
 			return err;
 		case RV_SESSION:
-		case RV_STALE:
-			if (attempt > 0)
+			if (session_retries++ > 0)
 				break;
-			if (cls == RV_SESSION && (r = reopen(tok, ss.generation)) != 0)
+			if ((r = reopen(tok, ss.generation)) != 0)
 				return r;
 			ks_info("%s: %s; retrying once", what, ks_ckr_name(rv));
+			continue;
+		case RV_STALE:
+			/*
+			 * The key was deleted or replaced under its handle; the
+			 * next attempt looks it up by name. A key deleted and made
+			 * again between the lookup and its use, twice over, still
+			 * gets an answer.
+			 */
+			if (stale_retries++ >= KS_STALE_RETRIES)
+				break;
+			ks_info("%s: %s; looking the key up again", what, ks_ckr_name(rv));
 			continue;
 		case RV_DEVICE:
 			mark_down(tok, rv);
@@ -1655,10 +1674,20 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		cache_drop(tok, k->name);
 	}
 	snap = known_snapshot(tok);
-	if (k->have_id)
+	if (k->have_id) {
 		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
-	else
+		/*
+		 * The key of the first attempt is gone (deleted, maybe made
+		 * again under the name): what the name is now decides.
+		 */
+		if (rv == CKR_OK && n == 0) {
+			k->have_id = 0;
+			k->id_len = 0;
+			rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+		}
+	} else {
 		rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+	}
 	if (rv != CKR_OK)
 		return rv;
 	if (n == 0) {
@@ -2266,7 +2295,7 @@ static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys
 			if (tok->known[i].added_seq > snap)
 				continue;
 			memcpy(want.name, tok->known[i].name, sizeof(want.name));
-			found = bsearch(&want, keys, n, sizeof(*keys), cmp_key_info) == NULL;
+			found = n == 0 || bsearch(&want, keys, n, sizeof(*keys), cmp_key_info) == NULL;
 		}
 		pthread_mutex_unlock(&tok->known_lock);
 		if (!found)
@@ -2365,8 +2394,9 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	k.name = name;
 	pthread_mutex_lock(&tok->generate_lock);
 	/* Before the search, so that no lookup racing the delete doubts the token when the key is gone. */
-	known_forget(tok, name);
+	known_deleting(tok, name);
 	r = run_op(tok, "delete key", delete_op, &k);
+	known_deleting(tok, NULL);
 	cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)

@@ -9,6 +9,10 @@
  *  - CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN:
  *    the session pool is reopened, the user logged in again, the key found
  *    again by its CKA_ID, and the operation retried once.
+ *  - CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, or any other
+ *    refusal of a key handle that a search shows is no longer the key's
+ *    (deleted, or deleted and made again, during the operation): the key
+ *    is looked up again by name and the operation retried, at most twice.
  *  - CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR and the
  *    like: the token is marked down, the call answers -ENODEV, and a
  *    background thread reconnects (finalize, initialize, find the token,
