@@ -252,6 +252,48 @@ static void test_health_follows_the_token(void **state)
 	expect_health("ok", "after the keys came back");
 }
 
+/*
+ * The real SoftHSM token directory moved away for 12 s and back, under
+ * keysvcd: sign never answers no-such-key meanwhile, hello says the token
+ * is not ok, and signing works again within 10 s of the return, without a
+ * restart.
+ */
+static void test_token_directory_away_and_back(void **state)
+{
+	char dir[PATH_MAX + 16], away[PATH_MAX + 32], msg[512], health[64];
+	int64_t start;
+	int unavailable = 0, not_ok = 0;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/tokens", td.token.dir);
+	snprintf(away, sizeof(away), "%s/tokens.away", td.token.dir);
+	expect(SIGN, "ok", "before the directory goes");
+	assert_int_equal(rename(dir, away), 0);
+	start = ks_td_now_ms();
+	while (ks_td_now_ms() - start < 12000) {
+		json_t *resp;
+		const char *h;
+
+		snprintf(msg, sizeof(msg), "%s", outcome_of(SIGN, NULL, 0));
+		if (strcmp(msg, "no-such-key") == 0 || strcmp(msg, "none") == 0) {
+			rename(away, dir);
+			fail_msg("sign answered %s while the token directory was away", msg);
+		}
+		unavailable += strcmp(msg, "token-unavailable") == 0;
+		resp = ks_td_request_once(&td, HELLO);
+		h = json_string_value(json_object_get(resp, "health"));
+		snprintf(health, sizeof(health), "%s", h != NULL ? h : "(none)");
+		json_decref(resp);
+		not_ok += strcmp(health, "ok") != 0;
+		sleep_ms(200);
+	}
+	assert_int_equal(rename(away, dir), 0);
+	assert_true(unavailable > 0);
+	assert_true(not_ok > 0);
+	recovers(SIGN, 10000, "the token directory back");
+	expect_health("ok", "the token directory back");
+}
+
 /* A hung token holds only the requests that need it. */
 static void test_hang(void **state)
 {
@@ -287,6 +329,7 @@ int main(void)
 		cmocka_unit_test(test_session_faults),
 		cmocka_unit_test(test_device_faults),
 		cmocka_unit_test(test_health_follows_the_token),
+		cmocka_unit_test(test_token_directory_away_and_back),
 		cmocka_unit_test(test_hang),
 	};
 
