@@ -44,11 +44,16 @@
  *   -EEXIST        a key with that name exists
  *   -EINVAL        bad argument (bad name, wrong digest length, key/alg mismatch)
  *   -EOPNOTSUPP    the token lacks the mechanism
- *   -ENODEV        token unavailable (removed, not present, reconnecting)
+ *   -ENODEV        token unavailable (removed, not present, reconnecting, in doubt)
  *   -EKEYREJECTED  the token rejected the PIN; no further login is tried
  *   -ENOMEM        allocation failure
- *   -ETIMEDOUT     no session became free in time
+ *   -ETIMEDOUT     no session became free in time, or a search waited as
+ *                  long for a key generation to finish
  *   -EIO           any other token error (logged with its CKR_ name)
+ *
+ * Searches wait while this module creates a key or certificate: SoftHSM
+ * shows a search an object still being written, without its attributes,
+ * and then fails the generation.
  *
  * All functions are thread safe once ks_token_open() returned.
  */
@@ -178,7 +183,9 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info);
 /*
  * Generate a key pair named @name of @type in the token. -EEXIST if a
  * private key with that label exists (checked and created under one lock);
- * leftovers of a delete cut short are removed first. Both keys are asked
+ * -ENODEV if the name is of a key known to exist that the token does not
+ * show now (see "in doubt" above); leftovers of a delete cut short are
+ * removed first. Both keys are asked
  * for with CKA_MODIFIABLE false; a token that refuses that gets the
  * template without it and a warning in the log (once per open).
  * On success *@pub is the public key (caller frees) if @pub is not NULL.
