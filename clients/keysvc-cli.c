@@ -521,6 +521,7 @@ static const char *health_name(enum keysvc_health h)
 	switch (h) {
 	case KEYSVC_HEALTH_OK: return "ok";
 	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return "token-unavailable";
+	case KEYSVC_HEALTH_DEGRADED: return "degraded";
 	default: return "unknown";
 	}
 }
@@ -547,19 +548,23 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
 		return fail_on(g, ks, r);
 	keysvc_close(ks);
 	if (g->json) {
-		print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:o, s:o}",
+		print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:o, s:o}",
 				     "version", h->version, "server", h->server,
 				     "token", "label", h->token_label,
 				     "manufacturer", h->token_manufacturer,
 				     "model", h->token_model, "serial", h->token_serial,
 				     "health", health_name(h->health),
+				     "health_reason", h->health_reason,
 				     "key_types", strv_json(h->key_types, h->n_key_types),
 				     "algorithms", strv_json(h->algorithms, h->n_algorithms)));
 	} else {
 		printf("server:     %s (protocol %d)\n", h->server, h->version);
 		printf("token:      %s (%s, %s, serial %s)\n", h->token_label,
 		       h->token_manufacturer, h->token_model, h->token_serial);
-		printf("health:     %s\n", health_name(h->health));
+		if (h->health_reason[0] != '\0')
+			printf("health:     %s (%s)\n", health_name(h->health), h->health_reason);
+		else
+			printf("health:     %s\n", health_name(h->health));
 		printf("key types: ");
 		for (size_t i = 0; i < h->n_key_types; i++)
 			printf(" %s", h->key_types[i]);

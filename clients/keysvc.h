@@ -145,7 +145,8 @@ int keysvc_request_unsent(const keysvc *ks);
 enum keysvc_health {
 	KEYSVC_HEALTH_UNKNOWN = 0,            /* a state this library does not know */
 	KEYSVC_HEALTH_OK = 1,                 /* "ok": the token is logged in */
-	KEYSVC_HEALTH_TOKEN_UNAVAILABLE = 2,  /* "token-unavailable" */
+	KEYSVC_HEALTH_TOKEN_UNAVAILABLE = 2,  /* "token-unavailable": down, reconnecting, or the PIN rejected */
+	KEYSVC_HEALTH_DEGRADED = 3,           /* "degraded": up, but operations meet token faults (see health_reason) */
 };
 
 /*
@@ -164,6 +165,8 @@ struct keysvc_hello {
 	size_t n_key_types;
 	char **algorithms;            /* signature algorithms the token supports */
 	size_t n_algorithms;
+	/* Why health is not ok: "" when ok or when the daemon does not say; never NULL */
+	char *health_reason;
 };
 
 /*

@@ -632,6 +632,7 @@ struct hello_resp {
 	const char *server;
 	json_t *token;
 	const char *health;
+	const char *health_reason;
 	struct ks_strv key_types;
 	struct ks_strv algorithms;
 };
@@ -641,6 +642,7 @@ static const struct ks_json_field hello_fields[] = {
 	{ "server", KS_JSON_STRING, offsetof(struct hello_resp, server), KS_JSON_REQUIRED, SHORT_MAX_BYTES },
 	{ "token", KS_JSON_OBJECT, offsetof(struct hello_resp, token), KS_JSON_REQUIRED, 0 },
 	{ "health", KS_JSON_STRING, offsetof(struct hello_resp, health), KS_JSON_REQUIRED, SHORT_MAX_BYTES },
+	{ "health_reason", KS_JSON_STRING, offsetof(struct hello_resp, health_reason), 0, SHORT_MAX_BYTES },
 	{ "key_types", KS_JSON_STRV, offsetof(struct hello_resp, key_types), 0, 0 },
 	{ "algorithms", KS_JSON_STRV, offsetof(struct hello_resp, algorithms), 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
@@ -697,6 +699,7 @@ KEYSVC_EXPORT void keysvc_hello_free(struct keysvc_hello *h)
 	free(h->token_serial);
 	strv_free(h->key_types, h->n_key_types);
 	strv_free(h->algorithms, h->n_algorithms);
+	free(h->health_reason);
 	free(h);
 }
 
@@ -741,6 +744,8 @@ KEYSVC_EXPORT int keysvc_hello(keysvc *ks, struct keysvc_hello **out)
 		h->health = KEYSVC_HEALTH_OK;
 	else if (strcmp(hr.health, "token-unavailable") == 0)
 		h->health = KEYSVC_HEALTH_TOKEN_UNAVAILABLE;
+	else if (strcmp(hr.health, "degraded") == 0)
+		h->health = KEYSVC_HEALTH_DEGRADED;
 	else
 		h->health = KEYSVC_HEALTH_UNKNOWN;
 	if ((r = dup_out(ks, hr.server, &h->server)) != KEYSVC_OK ||
@@ -748,6 +753,7 @@ KEYSVC_EXPORT int keysvc_hello(keysvc *ks, struct keysvc_hello **out)
 	    (r = dup_out(ks, tr.manufacturer ? tr.manufacturer : "", &h->token_manufacturer)) != KEYSVC_OK ||
 	    (r = dup_out(ks, tr.model ? tr.model : "", &h->token_model)) != KEYSVC_OK ||
 	    (r = dup_out(ks, tr.serial ? tr.serial : "", &h->token_serial)) != KEYSVC_OK ||
+	    (r = dup_out(ks, hr.health_reason ? hr.health_reason : "", &h->health_reason)) != KEYSVC_OK ||
 	    (r = strv_dup(ks, &hr.key_types, &h->key_types, &h->n_key_types)) != KEYSVC_OK ||
 	    (r = strv_dup(ks, &hr.algorithms, &h->algorithms, &h->n_algorithms)) != KEYSVC_OK)
 		goto out;

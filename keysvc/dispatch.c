@@ -284,7 +284,8 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct hello_req *h = arg;
 	struct ks_token_info info;
-	json_t *types, *algs, *tok;
+	json_t *types, *algs, *tok, *result;
+	const char *health;
 	size_t i;
 	json_t *v;
 	int speaks_v1 = h->versions == NULL;
@@ -302,7 +303,10 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		return reply_error(rep, -EOPNOTSUPP, "this server speaks protocol version 1 only");
 	memset(&info, 0, sizeof(info));
 	if (ks_token_get_info(ctx->token, &info) != 0)
-		info.up = 0;
+		info.health = KS_HEALTH_UNAVAILABLE;
+	/* "token-unavailable" is the unavailable state's wire name since version 1. */
+	health = info.health == KS_HEALTH_OK ? "ok" :
+		 info.health == KS_HEALTH_DEGRADED ? "degraded" : "token-unavailable";
 	types = json_array();
 	algs = json_array();
 	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
@@ -313,13 +317,19 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 			"label", info.label, "manufacturer", info.manufacturer,
 			"model", info.model, "serial", info.serial,
 			"library", info.library);
-	return set_result(rep, json_pack("{s:i, s:s, s:o?, s:s, s:o?, s:o?}",
-					 "version", 1,
-					 "server", "keysvcd " KEYSVC_VERSION,
-					 "token", tok,
-					 "health", info.up ? "ok" : "token-unavailable",
-					 "key_types", types,
-					 "algorithms", algs));
+	result = json_pack("{s:i, s:s, s:o?, s:s, s:o?, s:o?}",
+			   "version", 1,
+			   "server", "keysvcd " KEYSVC_VERSION,
+			   "token", tok,
+			   "health", health,
+			   "key_types", types,
+			   "algorithms", algs);
+	if (result != NULL && info.health_reason[0] != '\0' &&
+	    json_object_set_new(result, "health_reason", json_string(info.health_reason)) != 0) {
+		json_decref(result);
+		result = NULL;
+	}
+	return set_result(rep, result);
 }
 
 struct key_req {

@@ -1,6 +1,7 @@
 #include "pkcs11/token.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,17 @@
 /* How long ks_token_close() waits for the reconnect thread. */
 #define KS_CLOSE_WAIT_MS 5000
 #define KS_BACKOFF_MIN_MS 1000
-#define KS_BACKOFF_MAX_MS 60000
+/* A token that comes back is in use again within this (plus one attempt). */
+#define KS_BACKOFF_MAX_MS 5000
+/* Token faults in a row (no success in between) that make the module be initialised again. */
+#define KS_FAULT_THRESHOLD 3
+/* Lookups again by name after a key was deleted or replaced under its handle. */
+#define KS_STALE_RETRIES 2
+/* The least and most time between two such re-initialisations while the faults go on. */
+#define KS_FAULT_REINIT_MIN_MS 1000
+#define KS_FAULT_REINIT_MAX_MS 60000
+/* Bounds the set of key names known to exist; names beyond it simply get no doubt. */
+#define KS_MAX_KNOWN KS_MAX_OBJECTS
 
 enum token_state {
 	TOKEN_UP,
@@ -57,6 +68,14 @@ struct key_cache_entry {
 	size_t raw_sig_len;
 	int always_auth;
 	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
+};
+
+/* A key name seen on the token (list, generate, lookup); see key_missing(). */
+struct known_key {
+	char name[KS_KEY_NAME_MAX + 1];
+	int doubted;            /* once found missing: then the module was initialised again */
+	unsigned doubt_reinit;  /* the reinit_count when it was found missing */
+	unsigned long added_seq;
 };
 
 struct ks_token {
@@ -94,13 +113,49 @@ struct ks_token {
 	int closing;
 	int thread_started;
 	pthread_t reconnect_thread;
+	unsigned reinit_count;  /* successful reconnects (module initialised again), under state_lock */
 
 	/* Never held across a module call, so answering "hello" cannot hang on the token. */
 	pthread_mutex_t info_lock;
 	struct ks_token_info info;
+	/*
+	 * The live record health is computed from, under info_lock: token
+	 * faults in a row (no success in between), the last one and when the
+	 * first happened; why and since when the token is down.
+	 */
+	unsigned faults;
+	CK_RV fault_rv;
+	const char *fault_fn;   /* a string literal: the C_* name */
+	time_t fault_since;
+	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
+	unsigned fault_backoff_ms;
+	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];
+	int modifiable_refused; /* the token refused CKA_MODIFIABLE false; warned once */
+
+	/* Names of keys known to exist (see key_missing()); never held across a module call. */
+	pthread_mutex_t known_lock;
+	struct known_key *known;
+	size_t nknown, known_cap;
+	/*
+	 * Counts additions and removals; forget_seq is its value at the last
+	 * removal. A lookup compares them with the value when its search
+	 * began, so a search that raced a delete or a generate neither
+	 * doubts a name learned after it nor brings back one forgotten.
+	 */
+	unsigned long known_seq, forget_seq;
+	/* The name a delete is working on ("" if none): no lookup may teach it meanwhile. */
+	char deleting[KS_KEY_NAME_MAX + 1];
 
 	/* Name checks and creation/deletion happen under it, so a name is taken once. */
 	pthread_mutex_t generate_lock;
+	/*
+	 * Searches hold it shared, object creation exclusively. SoftHSM
+	 * matches a search against every object's attributes, and one that
+	 * reads an object while C_GenerateKeyPair is still writing it shows
+	 * the searcher a key without its attributes ("unsupported") and
+	 * fails the generation (CKR_GENERAL_ERROR).
+	 */
+	pthread_rwlock_t objects_rw;
 
 	/*
 	 * Private keys already found, by name (see resolve_key()): a signature
@@ -173,12 +228,17 @@ const char *ks_ckr_name(unsigned long rv)
 
 /* ---- the one wrapper every C_* call goes through ---------------------------- */
 
+/* The last call of this thread that failed, for the health record. */
+static _Thread_local const char *p11_failed_fn;
+
 /*
  * Each failure is logged here with the function's name; callers classify
  * the value and map it to an errno, they do not log it again.
  */
 static CK_RV p11_call(const char *fn, CK_RV rv)
 {
+	if (rv != CKR_OK)
+		p11_failed_fn = fn;
 	switch (rv) {
 	case CKR_OK:
 	case CKR_USER_ALREADY_LOGGED_IN:
@@ -198,6 +258,12 @@ static CK_RV p11_call(const char *fn, CK_RV rv)
 }
 
 #define P11(tok, fn, ...) p11_call(#fn, (tok)->f->fn(__VA_ARGS__))
+
+/*
+ * Not from a module: a search waited longer than the session wait for a
+ * key generation of ours to finish (see objects_rw). Answers -ETIMEDOUT.
+ */
+#define KS_CKR_BUSY (CKR_VENDOR_DEFINED | 0x4b5301UL)
 
 enum rv_class {
 	RV_OK,
@@ -259,6 +325,8 @@ static int rv_errno(CK_RV rv)
 	case CKR_KEY_FUNCTION_NOT_PERMITTED:
 	case CKR_DATA_LEN_RANGE:
 		return -EINVAL;
+	case KS_CKR_BUSY:
+		return -ETIMEDOUT;
 	default:
 		switch (classify(rv)) {
 		case RV_DEVICE:
@@ -415,15 +483,201 @@ static void set_state(struct ks_token *tok, enum token_state st)
 	pthread_mutex_unlock(&tok->state_lock);
 }
 
-static void mark_down(struct ks_token *tok, CK_RV rv)
+/* "2026-12-06T10:02:11Z": health reasons name wall-clock times an operator can match with logs. */
+static void utc_stamp(char *buf, size_t len, time_t t)
 {
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "?");
+}
+
+/*
+ * The token counts as down from now, for @reason: requests answer -ENODEV
+ * and the background thread initialises the module again. The first
+ * reason of an outage is the one kept.
+ */
+static void go_down(struct ks_token *tok, const char *reason)
+{
+	char since[32];
+
+	utc_stamp(since, sizeof(since), time(NULL));
 	pthread_mutex_lock(&tok->state_lock);
 	if (tok->state == TOKEN_UP) {
-		ks_err("token unavailable (%s); reconnecting in the background", ks_ckr_name(rv));
+		ks_err("token unavailable (%s); reconnecting in the background", reason);
 		tok->state = TOKEN_DOWN;
+		pthread_mutex_lock(&tok->info_lock);
+		snprintf(tok->down_reason, sizeof(tok->down_reason), "%s since %s; reconnecting",
+			 reason, since);
+		pthread_mutex_unlock(&tok->info_lock);
 		pthread_cond_broadcast(&tok->state_cond);
 	}
 	pthread_mutex_unlock(&tok->state_lock);
+}
+
+static void mark_down(struct ks_token *tok, CK_RV rv)
+{
+	go_down(tok, ks_ckr_name(rv));
+}
+
+/*
+ * Failures that say the module itself is in trouble rather than the
+ * request: SoftHSM with its token directory gone answers
+ * CKR_GENERAL_ERROR, tpm2-pkcs11 out of object contexts
+ * CKR_GENERAL_ERROR or CKR_DEVICE_MEMORY.
+ */
+static int is_fault(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED ||
+	       rv == CKR_DEVICE_MEMORY || rv == CKR_HOST_MEMORY;
+}
+
+/*
+ * Record the outcome of one operation's token calls for health. Returns 1
+ * when @rv is the KS_FAULT_THRESHOLD-th fault in a row and the module is
+ * due to be initialised again: not more often than a backoff that starts
+ * at KS_FAULT_REINIT_MIN_MS and doubles while the faults go on, so a
+ * fault that survives re-initialisation does not make a loop of them.
+ */
+static int note_result(struct ks_token *tok, CK_RV rv, const char *fn)
+{
+	int64_t now = mono_ms();
+	int due = 0;
+
+	if (rv != CKR_OK && !is_fault(rv))
+		return 0;
+	pthread_mutex_lock(&tok->info_lock);
+	if (rv == CKR_OK) {
+		tok->faults = 0;
+		tok->fault_backoff_ms = 0;
+	} else {
+		if (tok->faults++ == 0)
+			tok->fault_since = time(NULL);
+		tok->fault_rv = rv;
+		tok->fault_fn = fn != NULL ? fn : "token";
+		if (tok->faults >= KS_FAULT_THRESHOLD &&
+		    (tok->fault_backoff_ms == 0 ||
+		     now - tok->fault_reinit_ms >= (int64_t)tok->fault_backoff_ms)) {
+			due = 1;
+			tok->fault_reinit_ms = now;
+			tok->fault_backoff_ms = tok->fault_backoff_ms == 0 ? KS_FAULT_REINIT_MIN_MS :
+				tok->fault_backoff_ms >= KS_FAULT_REINIT_MAX_MS / 2 ?
+				KS_FAULT_REINIT_MAX_MS : tok->fault_backoff_ms * 2;
+		}
+	}
+	pthread_mutex_unlock(&tok->info_lock);
+	return due;
+}
+
+/* ---- keys known to exist ------------------------------------------------------ */
+
+static struct known_key *known_find(struct ks_token *tok, const char *name)
+{
+	for (size_t i = 0; i < tok->nknown; i++)
+		if (strcmp(tok->known[i].name, name) == 0)
+			return &tok->known[i];
+	return NULL;
+}
+
+/* Taken before a search, for known_add() and key_missing(). */
+static unsigned long known_snapshot(struct ks_token *tok)
+{
+	unsigned long seq;
+
+	pthread_mutex_lock(&tok->known_lock);
+	seq = tok->known_seq;
+	pthread_mutex_unlock(&tok->known_lock);
+	return seq;
+}
+
+/*
+ * @name was seen on the token by a search that began at @snap, or created
+ * (@snap is ULONG_MAX). A search older than the last removal may have seen
+ * a key deleted since: it teaches nothing.
+ */
+static void known_add(struct ks_token *tok, const char *name, unsigned long snap)
+{
+	struct known_key *e, *tmp;
+
+	if (strlen(name) > KS_KEY_NAME_MAX)
+		return;
+	pthread_mutex_lock(&tok->known_lock);
+	if (snap != ULONG_MAX && (tok->forget_seq > snap || strcmp(tok->deleting, name) == 0))
+		goto out;
+	if ((e = known_find(tok, name)) == NULL && tok->nknown < KS_MAX_KNOWN) {
+		if (tok->nknown == tok->known_cap) {
+			size_t cap = tok->known_cap == 0 ? 16 : tok->known_cap * 2;
+
+			if ((tmp = realloc(tok->known, cap * sizeof(*tmp))) == NULL)
+				goto out;
+			tok->known = tmp;
+			tok->known_cap = cap;
+		}
+		e = &tok->known[tok->nknown++];
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		e->added_seq = ++tok->known_seq;
+	}
+	if (e != NULL)
+		e->doubted = 0;
+out:
+	pthread_mutex_unlock(&tok->known_lock);
+}
+
+/*
+ * A delete of @name begins (@name) or ends (NULL): the name is forgotten,
+ * and lookups that see the key until it is destroyed do not teach it again.
+ */
+static void known_deleting(struct ks_token *tok, const char *name)
+{
+	struct known_key *e;
+
+	pthread_mutex_lock(&tok->known_lock);
+	if (name != NULL && (e = known_find(tok, name)) != NULL)
+		*e = tok->known[--tok->nknown];
+	snprintf(tok->deleting, sizeof(tok->deleting), "%s", name != NULL ? name : "");
+	tok->forget_seq = ++tok->known_seq;
+	pthread_mutex_unlock(&tok->known_lock);
+}
+
+/*
+ * No private key named @name was found, though the login is intact. If the
+ * name is known to exist, the token is in doubt rather than the key gone:
+ * SoftHSM whose token directory went away for a moment answers empty
+ * searches until the module is finalized and initialised again. The first
+ * miss therefore takes the token down for the background reconnect and
+ * answers -ENODEV (a renewal client told "no such key" might make a new
+ * one); a miss after a re-initialisation means the key is gone (another
+ * application deleted it): it is forgotten and -ENOENT answered from then
+ * on. Unknown names, and names learned after the search began at @snap
+ * (a generate that raced it), answer -ENOENT at once.
+ */
+static int key_missing(struct ks_token *tok, const char *name, unsigned long snap)
+{
+	struct known_key *e;
+	unsigned reinit;
+
+	pthread_mutex_lock(&tok->state_lock);
+	reinit = tok->reinit_count;
+	pthread_mutex_unlock(&tok->state_lock);
+	pthread_mutex_lock(&tok->known_lock);
+	if ((e = known_find(tok, name)) == NULL || e->added_seq > snap) {
+		pthread_mutex_unlock(&tok->known_lock);
+		return -ENOENT;
+	}
+	if (e->doubted && e->doubt_reinit != reinit) {
+		*e = tok->known[--tok->nknown];
+		pthread_mutex_unlock(&tok->known_lock);
+		ks_notice("key %s is no longer on the token after the module was initialised "
+			  "again; taking it as deleted", name);
+		return -ENOENT;
+	}
+	e->doubted = 1;
+	e->doubt_reinit = reinit;
+	pthread_mutex_unlock(&tok->known_lock);
+	/* The name only in the log: hello's reason goes to peers that may not know the key. */
+	ks_warn("key %s, known to exist, not found; initialising the module again", name);
+	go_down(tok, "a key known to exist not found");
+	return -ENODEV;
 }
 
 /* ---- finding the token, logging in, the pool --------------------------------- */
@@ -550,6 +804,10 @@ static void pin_rejected(struct ks_token *tok, CK_RV rv)
 		tok->pin_rejected_cb(tok->pin_rejected_arg, (unsigned long)rv);
 	pthread_mutex_lock(&tok->state_lock);
 	tok->state = TOKEN_PIN_REJECTED;
+	pthread_mutex_lock(&tok->info_lock);
+	snprintf(tok->down_reason, sizeof(tok->down_reason),
+		 "the token rejected the PIN (%s); fix the PIN and restart keysvcd", ks_ckr_name(rv));
+	pthread_mutex_unlock(&tok->info_lock);
 	pthread_cond_broadcast(&tok->state_cond);
 	pthread_mutex_unlock(&tok->state_lock);
 	ks_secmem_free(tok->pin, tok->pin_len + 1);
@@ -686,6 +944,9 @@ static void *reconnect_main(void *arg)
 		r = reconnect_locked(tok);
 		if (r == 0) {
 			tok->generation++;
+			pthread_mutex_lock(&tok->state_lock);
+			tok->reinit_count++;
+			pthread_mutex_unlock(&tok->state_lock);
 			set_state(tok, TOKEN_UP);
 			ks_notice("token reconnected");
 			backoff = KS_BACKOFF_MIN_MS;
@@ -736,6 +997,8 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	/* A reopen or reconnect must not starve behind a steady stream of operations. */
 	pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&tok->rw, &rwattr);
+	/* A generation must not starve behind a steady stream of searches either. */
+	pthread_rwlock_init(&tok->objects_rw, &rwattr);
 	pthread_rwlockattr_destroy(&rwattr);
 	pthread_mutex_init(&tok->pool_lock, NULL);
 	cond_init_monotonic(&tok->pool_cond);
@@ -744,6 +1007,7 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	pthread_mutex_init(&tok->info_lock, NULL);
 	pthread_mutex_init(&tok->generate_lock, NULL);
 	pthread_mutex_init(&tok->cache_lock, NULL);
+	pthread_mutex_init(&tok->known_lock, NULL);
 	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
@@ -849,6 +1113,7 @@ int ks_token_close(struct ks_token *tok)
 	free(tok->label);
 	free(tok->serial);
 	pthread_rwlock_destroy(&tok->rw);
+	pthread_rwlock_destroy(&tok->objects_rw);
 	pthread_mutex_destroy(&tok->pool_lock);
 	pthread_cond_destroy(&tok->pool_cond);
 	pthread_mutex_destroy(&tok->state_lock);
@@ -856,6 +1121,8 @@ int ks_token_close(struct ks_token *tok)
 	pthread_mutex_destroy(&tok->info_lock);
 	pthread_mutex_destroy(&tok->generate_lock);
 	pthread_mutex_destroy(&tok->cache_lock);
+	pthread_mutex_destroy(&tok->known_lock);
+	free(tok->known);
 	free(tok);
 	return 0;
 }
@@ -863,14 +1130,29 @@ int ks_token_close(struct ks_token *tok)
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 {
 	enum token_state st;
+	char since[32];
 
 	if (tok == NULL || info == NULL)
 		return -EINVAL;
 	st = get_state(tok);
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
-	pthread_mutex_unlock(&tok->info_lock);
 	info->up = st == TOKEN_UP;
+	info->health_reason[0] = '\0';
+	if (st != TOKEN_UP) {
+		info->health = KS_HEALTH_UNAVAILABLE;
+		snprintf(info->health_reason, sizeof(info->health_reason), "%s",
+			 tok->down_reason[0] != '\0' ? tok->down_reason : "reconnecting");
+	} else if (tok->faults > 0) {
+		info->health = KS_HEALTH_DEGRADED;
+		utc_stamp(since, sizeof(since), tok->fault_since);
+		snprintf(info->health_reason, sizeof(info->health_reason),
+			 "%s: %s %u time%s since %s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
+			 tok->faults, tok->faults == 1 ? "" : "s", since);
+	} else {
+		info->health = KS_HEALTH_OK;
+	}
+	pthread_mutex_unlock(&tok->info_lock);
 	return 0;
 }
 
@@ -970,28 +1252,48 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 	struct session_slot ss;
 	enum rv_class cls;
 	CK_RV rv = CKR_OK;
-	int err, r;
+	int err, r, session_retries = 0, stale_retries = 0;
 
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0;; attempt++) {
 		if ((r = acquire(tok, &ss)) != 0)
 			return r;
 		err = 0;
+		p11_failed_fn = NULL;
 		rv = fn(tok, ss.h, arg, attempt, &err);
 		cls = classify(rv);
 		/* Handles of private objects die with the login. */
 		if (cls == RV_STALE && require_login(tok, ss.h) != CKR_OK)
 			cls = RV_SESSION;
 		release(tok, &ss);
+		if (note_result(tok, rv, p11_failed_fn)) {
+			char reason[96];
+
+			snprintf(reason, sizeof(reason), "%s: %s %d times in a row",
+				 p11_failed_fn != NULL ? p11_failed_fn : what, ks_ckr_name(rv),
+				 KS_FAULT_THRESHOLD);
+			go_down(tok, reason);
+			return -ENODEV;
+		}
 		switch (cls) {
 		case RV_OK:
 			return err;
 		case RV_SESSION:
-		case RV_STALE:
-			if (attempt > 0)
+			if (session_retries++ > 0)
 				break;
-			if (cls == RV_SESSION && (r = reopen(tok, ss.generation)) != 0)
+			if ((r = reopen(tok, ss.generation)) != 0)
 				return r;
 			ks_info("%s: %s; retrying once", what, ks_ckr_name(rv));
+			continue;
+		case RV_STALE:
+			/*
+			 * The key was deleted or replaced under its handle; the
+			 * next attempt looks it up by name. A key deleted and made
+			 * again between the lookup and its use, twice over, still
+			 * gets an answer.
+			 */
+			if (stale_retries++ >= KS_STALE_RETRIES)
+				break;
+			ks_info("%s: %s; looking the key up again", what, ks_ckr_name(rv));
 			continue;
 		case RV_DEVICE:
 			mark_down(tok, rv);
@@ -1006,6 +1308,36 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 }
 
 /* ---- object lookup ------------------------------------------------------------ */
+
+/* objects_rw exclusive for creating an object; bounded, a search may hang in the module. */
+static CK_RV objects_wrlock(struct ks_token *tok)
+{
+	struct timespec until;
+
+	deadline_in(&until, tok->wait_ms);
+	if (pthread_rwlock_clockwrlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
+		ks_warn("searches kept the token's objects busy for more than %u ms", tok->wait_ms);
+		return KS_CKR_BUSY;
+	}
+	return CKR_OK;
+}
+
+/*
+ * objects_rw shared for a search, bounded like every wait for the token: a
+ * generation hung in the module must not hold every lookup for ever.
+ */
+static CK_RV objects_rdlock(struct ks_token *tok)
+{
+	struct timespec until;
+
+	deadline_in(&until, tok->wait_ms);
+	if (pthread_rwlock_clockrdlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
+		ks_warn("a key generation kept the token's objects busy for more than %u ms",
+			tok->wait_ms);
+		return KS_CKR_BUSY;
+	}
+	return CKR_OK;
+}
 
 /*
  * Up to @max objects of class @cls with the given label and/or CKA_ID (a
@@ -1033,11 +1365,16 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 		tmpl[nt++].ulValueLen = id_len;
 	}
 	*n = 0;
-	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK)
+	if ((rv = objects_rdlock(tok)) != CKR_OK)
 		return rv;
+	if ((rv = P11(tok, C_FindObjectsInit, s, tmpl, nt)) != CKR_OK) {
+		pthread_rwlock_unlock(&tok->objects_rw);
+		return rv;
+	}
 	rv = P11(tok, C_FindObjects, s, out, max, n);
 	/* Always finished, or the session keeps an active search. */
 	rv2 = P11(tok, C_FindObjectsFinal, s);
+	pthread_rwlock_unlock(&tok->objects_rw);
 	return rv != CKR_OK ? rv : rv2;
 }
 
@@ -1253,8 +1590,12 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 
 	*match = 0;
 	rv = P11(tok, C_GetAttributeValue, s, k->priv, a, 3);
-	if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL ||
-	    rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE)
+	/*
+	 * SoftHSM answers CKR_GENERAL_ERROR for an object deleted under the
+	 * handle: any refusal that is not about the session or the device
+	 * sends the caller to look the key up by name, which tells.
+	 */
+	if (classify(rv) == RV_STALE || classify(rv) == RV_OTHER)
 		return CKR_OK;
 	if (rv != CKR_OK)
 		return rv;
@@ -1264,12 +1605,39 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 	return CKR_OK;
 }
 
+/*
+ * After a call on @k->priv failed with @rv: was the key deleted under the
+ * handle (by a concurrent delete, here or elsewhere)? Tokens answer that
+ * in many ways (SoftHSM: CKR_GENERAL_ERROR, CKR_KEY_TYPE_INCONSISTENT...),
+ * so a search by the key's label and CKA_ID decides; if the handle is not
+ * among the results, CKR_KEY_HANDLE_INVALID is returned for run_op() to
+ * retry with the key looked up by name, else @rv.
+ */
+static CK_RV key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+			    CK_RV rv)
+{
+	CK_OBJECT_HANDLE h[4];
+	CK_ULONG n = 0;
+
+	if (classify(rv) != RV_OTHER || !k->have_id)
+		return rv;
+	if (find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->id, k->id_len, h, 4, &n) != CKR_OK)
+		return rv;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (h[i] == k->priv)
+			return rv;
+	ks_debug("key %s: deleted while in use (%s); looking it up again", k->name,
+		 ks_ckr_name(rv));
+	return CKR_KEY_HANDLE_INVALID;
+}
+
 /* The private key: by label first, by the saved CKA_ID on a retry. */
 static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err)
 {
 	CK_OBJECT_HANDLE h[2];
 	CK_ULONG n = 0;
+	unsigned long snap;
 	CK_RV rv;
 
 	if (k->have_id && k->unchecked) {
@@ -1311,16 +1679,27 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		/* A retry: the handle that failed may be the cached one. */
 		cache_drop(tok, k->name);
 	}
-	if (k->have_id)
+	snap = known_snapshot(tok);
+	if (k->have_id) {
 		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
-	else
+		/*
+		 * The key of the first attempt is gone (deleted, maybe made
+		 * again under the name): what the name is now decides.
+		 */
+		if (rv == CKR_OK && n == 0) {
+			k->have_id = 0;
+			k->id_len = 0;
+			rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+		}
+	} else {
 		rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+	}
 	if (rv != CKR_OK)
 		return rv;
 	if (n == 0) {
 		if ((rv = require_login(tok, s)) != CKR_OK)
 			return rv;
-		*err = -ENOENT;
+		*err = key_missing(tok, k->name, snap);
 		return CKR_OK;
 	}
 	if (n > 1) {
@@ -1328,8 +1707,13 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		*err = -EIO;
 		return CKR_OK;
 	}
-	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0)
+	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0) {
 		cache_put(tok, k);
+		known_add(tok, k->name, snap);
+	}
+	/* Found, then deleted before its attributes were read. */
+	if (rv != CKR_OK && k->have_id)
+		rv = key_gone_check(tok, s, k, rv);
 	return rv;
 }
 
@@ -1480,12 +1864,68 @@ struct generate_arg {
 	EVP_PKEY **pub;
 };
 
+#define KS_LEFTOVERS_MAX 64
+
+/*
+ * Public keys and certificates labelled @name whose CKA_ID no private key
+ * has: what a delete cut short after its first step (the private key)
+ * leaves behind. They are destroyed and counted in *@removed. Called only
+ * when no private key is named @name; an object whose CKA_ID a private key
+ * of another name has (renamed by another application) is kept.
+ */
+static CK_RV remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const char *name,
+			      int *removed)
+{
+	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
+	CK_OBJECT_HANDLE h[KS_LEFTOVERS_MAX], owner[1];
+	uint8_t id[KS_OBJ_ID_MAX];
+	CK_ULONG n, nowner;
+	CK_RV rv;
+
+	*removed = 0;
+	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+		if ((rv = find_objects(tok, s, classes[c], name, NULL, 0, h, KS_LEFTOVERS_MAX,
+				       &n)) != CKR_OK)
+			return rv;
+		for (CK_ULONG i = 0; i < n; i++) {
+			CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+
+			rv = P11(tok, C_GetAttributeValue, s, h[i], &a, 1);
+			if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL)
+				continue;
+			if (rv == CKR_ATTRIBUTE_TYPE_INVALID || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+				a.ulValueLen = 0;
+			else if (rv != CKR_OK)
+				return rv;
+			nowner = 0;
+			if (a.ulValueLen > 0 &&
+			    (rv = find_objects(tok, s, CKO_PRIVATE_KEY, NULL, id, a.ulValueLen, owner,
+					       1, &nowner)) != CKR_OK)
+				return rv;
+			if (nowner > 0)
+				continue;
+			rv = P11(tok, C_DestroyObject, s, h[i]);
+			if (rv == CKR_OK)
+				(*removed)++;
+			else if (classify(rv) != RV_STALE)
+				return rv;
+		}
+	}
+	if (*removed > 0)
+		ks_notice("removed %d leftover object%s of key %s (a delete cut short)", *removed,
+			  *removed == 1 ? "" : "s", name);
+	return CKR_OK;
+}
+
+/* Is the name free? Clears what a delete cut short left under it. */
 static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		       int *err)
 {
 	const char *name = arg;
 	CK_OBJECT_HANDLE h[1];
 	CK_ULONG n = 0;
+	unsigned long snap = known_snapshot(tok);
+	int removed;
 	CK_RV rv;
 
 	(void)retry;
@@ -1494,8 +1934,16 @@ static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	/* Logged out, the key would be invisible and created a second time. */
 	if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
 		return rv;
-	*err = n > 0 ? -EEXIST : 0;
-	return CKR_OK;
+	if (n > 0) {
+		*err = -EEXIST;
+		return CKR_OK;
+	}
+	/* A key known to exist that the token does not show: not a free name until that is settled. */
+	if (key_missing(tok, name, snap) == -ENODEV) {
+		*err = -ENODEV;
+		return CKR_OK;
+	}
+	return remove_leftovers(tok, s, name, &removed);
 }
 
 static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
@@ -1510,7 +1958,12 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	size_t params_len = 0;
 	const uint8_t *params = ec_params_for(g->type, &params_len);
 	size_t label_len = strlen(g->name);
+	/*
+	 * CKA_MODIFIABLE comes first in both templates, so that a token that
+	 * refuses it can be given the rest (see below).
+	 */
 	CK_ATTRIBUTE pub_tmpl[] = {
+		{ CKA_MODIFIABLE, &no, sizeof(no) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &no, sizeof(no) },
 		{ CKA_VERIFY, &yes, sizeof(yes) },
@@ -1524,8 +1977,13 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
 	};
 	CK_ULONG npub = sizeof(pub_tmpl) / sizeof(pub_tmpl[0]);
-	/* The project's first invariant: sensitive, private, never extractable, sign only. */
+	/*
+	 * The project's first invariant: sensitive, private, never extractable,
+	 * sign only; not modifiable, so that nobody with the PIN can turn on
+	 * decrypt, unwrap or derive later.
+	 */
 	CK_ATTRIBUTE priv_tmpl[] = {
+		{ CKA_MODIFIABLE, &no, sizeof(no) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
 		{ CKA_SENSITIVE, &yes, sizeof(yes) },
@@ -1538,6 +1996,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
 		{ CKA_ID, g->id, sizeof(g->id) },
 	};
+	CK_ULONG npriv = sizeof(priv_tmpl) / sizeof(priv_tmpl[0]);
+	CK_ULONG skip = __atomic_load_n(&tok->modifiable_refused, __ATOMIC_RELAXED) ? 1 : 0;
 	struct key_ref k;
 	CK_OBJECT_HANDLE h[1];
 	CK_ULONG n = 0;
@@ -1554,6 +2014,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			return rv;
 		if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
 			return rv;
+		if (n > 0)
+			hpriv = h[0];
 	}
 	if (n == 0) {
 		if (ks_key_type_family(g->type) == KS_FAMILY_EC) {
@@ -1563,14 +2025,32 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			pub_tmpl[npub - 2].ulValueLen = params_len;
 			npub--;
 		}
-		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl, npub, priv_tmpl,
-			 sizeof(priv_tmpl) / sizeof(priv_tmpl[0]), &hpub, &hpriv);
+		if ((rv = objects_wrlock(tok)) != CKR_OK)
+			return rv;
+		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
+			 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
+		if (skip == 0 && (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+				  rv == CKR_ATTRIBUTE_READ_ONLY || rv == CKR_TEMPLATE_INCONSISTENT)) {
+			/* Said once per token open; the keys are still sensitive and sign-only. */
+			ks_warn("the token refuses CKA_MODIFIABLE false (%s): anyone with the PIN "
+				"can change the attributes of the keys it generates", ks_ckr_name(rv));
+			__atomic_store_n(&tok->modifiable_refused, 1, __ATOMIC_RELAXED);
+			skip = 1;
+			rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
+				 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
+		}
+		pthread_rwlock_unlock(&tok->objects_rw);
 		if (rv != CKR_OK)
 			return rv;
 	}
 	if (g->pub == NULL)
 		return CKR_OK;
-	if ((rv = resolve_key(tok, s, &k, err)) != CKR_OK || *err != 0)
+	/*
+	 * The key just made is read by its handle: a search right after the
+	 * generation does not always find it on SoftHSM while other sessions
+	 * search the token.
+	 */
+	if ((rv = describe_key(tok, s, hpriv, &k, err)) != CKR_OK || *err != 0)
 		return rv;
 	return read_public(tok, s, &k, g->pub, err);
 }
@@ -1598,6 +2078,8 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 	if (r == 0)
 		r = run_op(tok, "generate key", generate_op, &g);
 	cache_drop(tok, name);
+	if (r == 0)
+		known_add(tok, name, ULONG_MAX);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("generated %s key %s", ks_key_type_name(type), name);
@@ -1708,8 +2190,12 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 
 	*out = NULL;
 	*n = 0;
-	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK)
+	if ((rv = objects_rdlock(tok)) != CKR_OK)
 		return rv;
+	if ((rv = P11(tok, C_FindObjectsInit, s, &tmpl, 1)) != CKR_OK) {
+		pthread_rwlock_unlock(&tok->objects_rw);
+		return rv;
+	}
 	for (;;) {
 		if (cap - *n < KS_FIND_CHUNK) {
 			if (cap >= KS_MAX_OBJECTS) {
@@ -1730,6 +2216,7 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 			break;
 	}
 	rv2 = P11(tok, C_FindObjectsFinal, s);
+	pthread_rwlock_unlock(&tok->objects_rw);
 	if (rv == CKR_OK)
 		rv = rv2;
 	if (rv != CKR_OK || *err != 0) {
@@ -1797,9 +2284,38 @@ out:
 	return rv;
 }
 
+/*
+ * Every key known to exist before the listing began at @snap must be in
+ * @keys (sorted); a missing one puts the token in doubt (see key_missing()).
+ */
+static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys, size_t n,
+			    unsigned long snap)
+{
+	struct ks_key_info want;
+	int found, r;
+
+	for (;;) {
+		found = 0;
+		pthread_mutex_lock(&tok->known_lock);
+		for (size_t i = 0; i < tok->nknown && !found; i++) {
+			if (tok->known[i].added_seq > snap)
+				continue;
+			memcpy(want.name, tok->known[i].name, sizeof(want.name));
+			found = n == 0 || bsearch(&want, keys, n, sizeof(*keys), cmp_key_info) == NULL;
+		}
+		pthread_mutex_unlock(&tok->known_lock);
+		if (!found)
+			return 0;
+		/* Either -ENODEV, or the name is forgotten and the loop moves on. */
+		if ((r = key_missing(tok, want.name, snap)) == -ENODEV)
+			return r;
+	}
+}
+
 int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 {
 	struct list_arg la;
+	unsigned long snap = known_snapshot(tok);
 	size_t j = 0;
 	int r;
 
@@ -1820,7 +2336,12 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 		}
 		if (j != i)
 			la.keys[j] = la.keys[i];
+		known_add(tok, la.keys[j].name, snap);
 		j++;
+	}
+	if ((r = list_check_known(tok, la.keys, j, snap)) != 0) {
+		free(la.keys);
+		return r;
 	}
 	*keys = la.keys;
 	*n = j;
@@ -1830,16 +2351,32 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		       int *err)
 {
-	static const CK_OBJECT_CLASS classes[] = { CKO_CERTIFICATE, CKO_PUBLIC_KEY };
+	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
 	struct key_ref *k = arg;
 	CK_OBJECT_HANDLE h[16];
 	CK_ULONG n;
+	int removed;
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK || *err != 0)
+	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK)
 		return rv;
-	/* The private key last: until it is gone the name resolves, so a retry can finish. */
+	if (*err == -ENOENT) {
+		/* No private key: finish a delete cut short (here, or before a restart). */
+		*err = 0;
+		if ((rv = remove_leftovers(tok, s, k->name, &removed)) == CKR_OK && removed == 0)
+			*err = -ENOENT;
+		return rv;
+	}
+	if (*err != 0)
+		return rv;
+	/*
+	 * The private key first: once it is gone the name resolves no more
+	 * (sign, key.public and cert.get answer -ENOENT), and whatever a kill
+	 * leaves behind is removed by the next generate or delete of the name.
+	 */
+	if ((rv = P11(tok, C_DestroyObject, s, k->priv)) != CKR_OK)
+		return rv;
 	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
 		do {
 			if ((rv = find_related(tok, s, classes[c], k, h, 16, &n)) != CKR_OK)
@@ -1849,7 +2386,7 @@ static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 					return rv;
 		} while (n == 16);
 	}
-	return P11(tok, C_DestroyObject, s, k->priv);
+	return CKR_OK;
 }
 
 int ks_token_delete(struct ks_token *tok, const char *name)
@@ -1862,7 +2399,10 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	memset(&k, 0, sizeof(k));
 	k.name = name;
 	pthread_mutex_lock(&tok->generate_lock);
+	/* Before the search, so that no lookup racing the delete doubts the token when the key is gone. */
+	known_deleting(tok, name);
 	r = run_op(tok, "delete key", delete_op, &k);
+	known_deleting(tok, NULL);
 	cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
@@ -1980,7 +2520,8 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		rv = P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
 	}
 	explicit_bzero(input, sizeof(input));
-	return rv;
+	/* A delete of the key between the lookup and here: retried by name, never "unsupported". */
+	return rv == CKR_OK ? rv : key_gone_check(tok, s, &sa->k, rv);
 }
 
 /* r || s, each half the length, to a DER ECDSA-Sig-Value. */
@@ -2087,8 +2628,11 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16, &nold)) != CKR_OK)
 			return rv;
 		/* The old certificate goes only once the new one is on the token. */
-		if ((rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]),
-			      &created)) != CKR_OK)
+		if ((rv = objects_wrlock(tok)) != CKR_OK)
+			return rv;
+		rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
+		pthread_rwlock_unlock(&tok->objects_rw);
+		if (rv != CKR_OK)
 			return rv;
 	}
 	for (CK_ULONG i = 0; i < nold; i++)

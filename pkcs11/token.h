@@ -9,10 +9,25 @@
  *  - CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN:
  *    the session pool is reopened, the user logged in again, the key found
  *    again by its CKA_ID, and the operation retried once.
+ *  - CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, or any other
+ *    refusal of a key handle that a search shows is no longer the key's
+ *    (deleted, or deleted and made again, during the operation): the key
+ *    is looked up again by name and the operation retried, at most twice.
  *  - CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR and the
  *    like: the token is marked down, the call answers -ENODEV, and a
  *    background thread reconnects (finalize, initialize, find the token,
- *    log in) with exponential backoff (1 s doubling to 60 s).
+ *    log in) with backoff (1 s doubling to 5 s, so that a token that comes
+ *    back is in use again within about 5 s).
+ *  - The token in doubt: a key known to exist (seen by a list, a lookup or
+ *    its generation, and not deleted by us since) is not found, or
+ *    CKR_GENERAL_ERROR, CKR_FUNCTION_FAILED, CKR_DEVICE_MEMORY or
+ *    CKR_HOST_MEMORY come 3 times without a success in between: the call
+ *    answers -ENODEV and the token is reconnected as above (SoftHSM whose
+ *    token directory went away for a moment finds the keys again only
+ *    after C_Finalize and C_Initialize). A known key still missing after
+ *    the reconnect is taken as deleted elsewhere and answers -ENOENT from
+ *    then on. Fault-driven reconnects are at least 1 s apart, doubling to
+ *    60 s while the faults go on.
  *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
  *    presented again (tokens lock after a few failures); every later call
  *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
@@ -30,11 +45,16 @@
  *   -EEXIST        a key with that name exists
  *   -EINVAL        bad argument (bad name, wrong digest length, key/alg mismatch)
  *   -EOPNOTSUPP    the token lacks the mechanism
- *   -ENODEV        token unavailable (removed, not present, reconnecting)
+ *   -ENODEV        token unavailable (removed, not present, reconnecting, in doubt)
  *   -EKEYREJECTED  the token rejected the PIN; no further login is tried
  *   -ENOMEM        allocation failure
- *   -ETIMEDOUT     no session became free in time
+ *   -ETIMEDOUT     no session became free in time, or a search waited as
+ *                  long for a key generation to finish
  *   -EIO           any other token error (logged with its CKR_ name)
+ *
+ * Searches wait while this module creates a key or certificate: SoftHSM
+ * shows a search an object still being written, without its attributes,
+ * and then fails the generation.
  *
  * All functions are thread safe once ks_token_open() returned.
  */
@@ -106,6 +126,12 @@ struct ks_token_config {
 	void *pin_rejected_arg;
 };
 
+enum ks_token_health {
+	KS_HEALTH_OK,           /* up, and the last operation met no token fault */
+	KS_HEALTH_DEGRADED,     /* up, but the latest operations met token faults */
+	KS_HEALTH_UNAVAILABLE,  /* down and reconnecting, or the PIN was rejected */
+};
+
 struct ks_token_info {
 	char label[33];
 	char manufacturer[33];
@@ -113,6 +139,19 @@ struct ks_token_info {
 	char serial[17];
 	char library[33];       /* CK_INFO.libraryDescription */
 	int up;                 /* 1 if the token is logged in and usable now */
+	/*
+	 * From the token layer's live record, as of this call: the state,
+	 * the faults in a row since the last success (which call, which
+	 * CKR_, how many, since when).
+	 */
+	enum ks_token_health health;
+	/*
+	 * Why it is not ok, "" when ok: "C_SignInit: CKR_GENERAL_ERROR 2
+	 * times since 2026-12-06T10:02:11Z", "CKR_DEVICE_REMOVED since
+	 * ...; reconnecting", "the token rejected the PIN (...)...". It
+	 * names no key: hello answers it to any peer of the policy.
+	 */
+	char health_reason[160];
 };
 
 struct ks_key_info {
@@ -146,12 +185,21 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out);
  */
 int ks_token_close(struct ks_token *tok);
 
-/* Token and library description, and whether it is usable now. Never blocks on the token lock. */
+/*
+ * Token and library description, whether it is usable now, and its health.
+ * Never blocks on the token lock or calls the module, so it answers while
+ * the module hangs.
+ */
 int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info);
 
 /*
  * Generate a key pair named @name of @type in the token. -EEXIST if a
- * private key with that label exists (checked and created under one lock).
+ * private key with that label exists (checked and created under one lock);
+ * -ENODEV if the name is of a key known to exist that the token does not
+ * show now (see "in doubt" above); leftovers of a delete cut short are
+ * removed first. Both keys are asked
+ * for with CKA_MODIFIABLE false; a token that refuses that gets the
+ * template without it and a warning in the log (once per open).
  * On success *@pub is the public key (caller frees) if @pub is not NULL.
  */
 int ks_token_generate(struct ks_token *tok, const char *name,
@@ -170,7 +218,14 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n);
 /* The public key of @name as an EVP_PKEY (caller frees). */
 int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub);
 
-/* Destroy the private key, public key and certificate of @name. */
+/*
+ * Destroy the private key, then the public key and certificates of @name.
+ * The private key goes first: after a kill at any step the name no longer
+ * resolves, and the public key and certificate left behind (those labelled
+ * @name whose CKA_ID no private key has) are removed by the next
+ * ks_token_delete() (which then answers 0; -ENOENT when there was nothing
+ * at all) or ks_token_generate() of the name.
+ */
 int ks_token_delete(struct ks_token *tok, const char *name);
 
 /*

@@ -11,13 +11,24 @@
  *     error CKR_NAME N [C_Func]       the next N such calls fail, then the
  *                                     line is rewritten with the count left
  *     hang [C_Func]                   such calls block until the line changes
+ *     fail-after N CKR_NAME C_Func    the next N calls of C_Func pass (the
+ *                                     line is rewritten with the count
+ *                                     left), every later one fails
+ *     empty                           C_FindObjects finds nothing, as
+ *                                     SoftHSM does while its token
+ *                                     directory is gone
+ *     empty-until-reinit              the same until the next
+ *                                     C_Initialize, which clears the line:
+ *                                     SoftHSM sees the directory again
+ *                                     only once initialised again
  *
  *   KS_FAULTP11_COUNT    path of a file that gets one line "C_Login" appended
  *                        for every C_Login that reaches this module, before
  *                        any fault is applied: the number of times a PIN was
  *                        presented, however the call then ended
  *
- * Wrapped: C_GetTokenInfo, C_OpenSession, C_Login, C_FindObjectsInit,
+ * Wrapped: C_Initialize (only for empty-until-reinit), C_GetTokenInfo,
+ * C_OpenSession, C_Login, C_FindObjectsInit, C_FindObjects,
  * C_GetAttributeValue, C_GenerateKeyPair, C_SignInit, C_Sign,
  * C_CreateObject, C_DestroyObject. Everything else goes straight through,
  * so initialisation and slot listing always work, as with a real reader
@@ -117,7 +128,24 @@ static CK_RV fault_for(const char *func)
 			nanosleep(&pause, NULL);
 			continue;
 		}
-		if (n < 3 || strcmp(verb, "error") != 0 || (n == 4 && strcmp(only, func) != 0)) {
+		if (n == 4 && strcmp(verb, "fail-after") == 0) {
+			long pass = strtol(name, NULL, 10);
+			char next[512];
+
+			if (strcmp(only, func) != 0) {
+				pthread_mutex_unlock(&control_lock);
+				return CKR_OK;
+			}
+			if (pass > 0) {
+				snprintf(next, sizeof(next), "fail-after %ld %s %s", pass - 1, count, only);
+				write_control(next);
+				pthread_mutex_unlock(&control_lock);
+				return CKR_OK;
+			}
+			/* The error name is in the third field here. */
+			snprintf(name, sizeof(name), "%s", count);
+			snprintf(count, sizeof(count), "always");
+		} else if (n < 3 || strcmp(verb, "error") != 0 || (n == 4 && strcmp(only, func) != 0)) {
 			pthread_mutex_unlock(&control_lock);
 			return CKR_OK;
 		}
@@ -142,7 +170,43 @@ static CK_RV fault_for(const char *func)
 	}
 }
 
+/* 1 while the control line is empty or empty-until-reinit; the latter ends if @reinit. */
+static int searches_empty(int reinit)
+{
+	char line[512];
+	int empty = 0;
+
+	pthread_mutex_lock(&control_lock);
+	if (read_control(line, sizeof(line))) {
+		if (strcmp(line, "empty") == 0) {
+			empty = 1;
+		} else if (strcmp(line, "empty-until-reinit") == 0) {
+			empty = !reinit;
+			if (reinit)
+				write_control("");
+		}
+	}
+	pthread_mutex_unlock(&control_lock);
+	return empty;
+}
+
 #define FAULT(name) do { CK_RV f_ = fault_for(#name); if (f_ != CKR_OK) return f_; } while (0)
+
+static CK_RV w_Initialize(void *args)
+{
+	searches_empty(1);
+	return real->C_Initialize(args);
+}
+
+static CK_RV w_FindObjects(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *o, CK_ULONG max,
+			   CK_ULONG *n)
+{
+	CK_RV rv = real->C_FindObjects(s, o, max, n);
+
+	if (rv == CKR_OK && searches_empty(0))
+		*n = 0;
+	return rv;
+}
 
 static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 {
@@ -253,6 +317,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
 			return CKR_GENERAL_ERROR;
 		wrapped = *real;
 		wrapped.C_GetFunctionList = C_GetFunctionList;
+		wrapped.C_Initialize = w_Initialize;
+		wrapped.C_FindObjects = w_FindObjects;
 		wrapped.C_GetTokenInfo = w_GetTokenInfo;
 		wrapped.C_OpenSession = w_OpenSession;
 		wrapped.C_Login = w_Login;

@@ -203,6 +203,97 @@ static void test_device_faults(void **state)
 	assert_true(ks_td_alive(&td));
 }
 
+/* hello's health_reason contains @needle. */
+static void expect_reason(const char *needle, const char *what)
+{
+	json_t *resp = ks_td_request_once(&td, HELLO);
+	const char *r = json_string_value(json_object_get(resp, "health_reason"));
+
+	if (r == NULL || strstr(r, needle) == NULL)
+		fail_msg("%s: hello health_reason \"%s\", expected it to contain \"%s\"", what,
+			 r ? r : "(none)", needle);
+	json_decref(resp);
+}
+
+/*
+ * hello's health follows the token's record: degraded with the failing call
+ * while token faults repeat, ok after a success; and a key known to exist
+ * that a search no longer shows (SoftHSM after its token directory was
+ * away) answers token-unavailable, never an empty list or no-such-key,
+ * until the module initialised again shows it.
+ */
+static void test_health_follows_the_token(void **state)
+{
+	char msg[512], *dump;
+	json_t *resp;
+
+	(void)state;
+	expect(SIGN, "ok", "sign before any fault");
+	expect_health("ok", "before any fault");
+	set_fault("error CKR_GENERAL_ERROR 2 C_SignInit");
+	expect(SIGN, "internal", "first CKR_GENERAL_ERROR");
+	expect_health("degraded", "one CKR_GENERAL_ERROR");
+	expect_reason("C_SignInit: CKR_GENERAL_ERROR 1 time since ", "one CKR_GENERAL_ERROR");
+	expect(SIGN, "internal", "second CKR_GENERAL_ERROR");
+	expect_reason("C_SignInit: CKR_GENERAL_ERROR 2 times since ", "two CKR_GENERAL_ERROR");
+	expect(SIGN, "ok", "after the faults");
+	expect_health("ok", "after a success");
+
+	set_fault("empty-until-reinit");
+	snprintf(msg, sizeof(msg), "%s", outcome_of(LIST, NULL, 0));
+	assert_string_equal(msg, "token-unavailable");
+	recovers(LIST, 10000, "keys seen again");
+	resp = ks_td_request_once(&td, LIST);
+	assert_non_null(resp);
+	assert_non_null(dump = json_dumps(resp, 0));
+	assert_non_null(strstr(dump, "\"fk\""));
+	free(dump);
+	json_decref(resp);
+	expect_health("ok", "after the keys came back");
+}
+
+/*
+ * The real SoftHSM token directory moved away for 12 s and back, under
+ * keysvcd: sign never answers no-such-key meanwhile, hello says the token
+ * is not ok, and signing works again within 10 s of the return, without a
+ * restart.
+ */
+static void test_token_directory_away_and_back(void **state)
+{
+	char dir[PATH_MAX + 16], away[PATH_MAX + 32], msg[512], health[64];
+	int64_t start;
+	int unavailable = 0, not_ok = 0;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/tokens", td.token.dir);
+	snprintf(away, sizeof(away), "%s/tokens.away", td.token.dir);
+	expect(SIGN, "ok", "before the directory goes");
+	assert_int_equal(rename(dir, away), 0);
+	start = ks_td_now_ms();
+	while (ks_td_now_ms() - start < 12000) {
+		json_t *resp;
+		const char *h;
+
+		snprintf(msg, sizeof(msg), "%s", outcome_of(SIGN, NULL, 0));
+		if (strcmp(msg, "no-such-key") == 0 || strcmp(msg, "none") == 0) {
+			rename(away, dir);
+			fail_msg("sign answered %s while the token directory was away", msg);
+		}
+		unavailable += strcmp(msg, "token-unavailable") == 0;
+		resp = ks_td_request_once(&td, HELLO);
+		h = json_string_value(json_object_get(resp, "health"));
+		snprintf(health, sizeof(health), "%s", h != NULL ? h : "(none)");
+		json_decref(resp);
+		not_ok += strcmp(health, "ok") != 0;
+		sleep_ms(200);
+	}
+	assert_int_equal(rename(away, dir), 0);
+	assert_true(unavailable > 0);
+	assert_true(not_ok > 0);
+	recovers(SIGN, 10000, "the token directory back");
+	expect_health("ok", "the token directory back");
+}
+
 /* A hung token holds only the requests that need it. */
 static void test_hang(void **state)
 {
@@ -237,6 +328,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_session_faults),
 		cmocka_unit_test(test_device_faults),
+		cmocka_unit_test(test_health_follows_the_token),
+		cmocka_unit_test(test_token_directory_away_and_back),
 		cmocka_unit_test(test_hang),
 	};
 

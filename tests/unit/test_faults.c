@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
@@ -270,6 +271,258 @@ static void test_recovery_behind_hung_call_is_bounded(void **state)
 	assert_int_equal(sign_when_recovered(), 0);
 }
 
+static int sign_key(const char *name)
+{
+	uint8_t *sig = NULL;
+	size_t sig_len = 0;
+	int r;
+
+	r = ks_token_sign_digest(tok, name, KS_SIG_ECDSA_SHA256, digest, sizeof(digest), &sig,
+				 &sig_len);
+	free(sig);
+	return r;
+}
+
+static enum ks_token_health health(char *reason, size_t len)
+{
+	struct ks_token_info info;
+
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	if (reason != NULL)
+		snprintf(reason, len, "%s", info.health_reason);
+	return info.health;
+}
+
+/* Wait up to 10 s for the token to be up again. */
+static void wait_up(void)
+{
+	struct ks_token_info info;
+	int64_t start = now_ms();
+
+	do {
+		usleep(50 * 1000);
+		assert_int_equal(ks_token_get_info(tok, &info), 0);
+	} while (!info.up && now_ms() - start < 10000);
+	assert_int_equal(info.up, 1);
+}
+
+/*
+ * SoftHSM whose token directory was away for a moment: searches find
+ * nothing until the module is initialised again. A key known to exist
+ * answers -ENODEV, never -ENOENT (a renewal client would make a new key),
+ * hello says unavailable, a generate of the name creates nothing, and the
+ * re-initialisation in the background brings the key back within 10 s.
+ */
+static void test_vanished_key_puts_token_in_doubt(void **state)
+{
+	char reason[160];
+	int64_t start;
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "vanish-key", KS_KEY_EC_P256, NULL), 0);
+	set_fault("empty-until-reinit");
+	start = now_ms();
+	assert_int_equal(sign_key("vanish-key"), -ENODEV);
+	assert_int_equal(health(reason, sizeof(reason)), KS_HEALTH_UNAVAILABLE);
+	assert_non_null(strstr(reason, "a key known to exist not found since "));
+	while (sign_key("vanish-key") != 0 && now_ms() - start < 10000)
+		usleep(100 * 1000);
+	assert_int_equal(sign_key("vanish-key"), 0);
+	assert_true(now_ms() - start < 10000);
+	assert_int_equal(health(NULL, 0), KS_HEALTH_OK);
+
+	/* Listing misses a known key the same way. */
+	{
+		struct ks_key_info *keys = NULL;
+		size_t n = 0;
+
+		set_fault("empty-until-reinit");
+		assert_int_equal(ks_token_list(tok, &keys, &n), -ENODEV);
+		assert_null(keys);
+		wait_up();
+		assert_int_equal(ks_token_list(tok, &keys, &n), 0);
+		assert_true(n >= 2);
+		free(keys);
+	}
+	/* And a generate of a known name does not make a second key while in doubt. */
+	set_fault("empty-until-reinit");
+	assert_int_equal(ks_token_generate(tok, "vanish-key", KS_KEY_EC_P256, NULL), -ENODEV);
+	wait_up();
+	assert_int_equal(ks_token_generate(tok, "vanish-key", KS_KEY_EC_P256, NULL), -EEXIST);
+}
+
+/*
+ * A known key still missing after the module was initialised again was
+ * deleted by someone else: -ENOENT from then on, without another
+ * re-initialisation.
+ */
+static void test_key_gone_after_reinit_is_gone(void **state)
+{
+	struct ks_token_info info;
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "gone-key", KS_KEY_EC_P256, NULL), 0);
+	set_fault("empty");
+	assert_int_equal(sign_key("gone-key"), -ENODEV);
+	wait_up();
+	assert_int_equal(sign_key("gone-key"), -ENOENT);
+	assert_int_equal(sign_key("gone-key"), -ENOENT);
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	assert_int_equal(info.up, 1);
+	assert_int_equal(info.health, KS_HEALTH_OK);
+	set_fault("");
+	assert_int_equal(sign_key("gone-key"), 0);
+}
+
+/*
+ * Token faults (CKR_GENERAL_ERROR...) make health degraded with the call,
+ * the error and the count; a success makes it ok again; the third in a
+ * row makes the module be initialised again, after which it works.
+ */
+static void test_repeated_faults_degrade_and_reinitialise(void **state)
+{
+	char reason[160];
+
+	(void)state;
+	assert_int_equal(sign_once(), 0);
+	assert_int_equal(health(NULL, 0), KS_HEALTH_OK);
+	set_fault("error CKR_GENERAL_ERROR 2 C_SignInit");
+	assert_int_equal(sign_once(), -EIO);
+	assert_int_equal(health(reason, sizeof(reason)), KS_HEALTH_DEGRADED);
+	assert_non_null(strstr(reason, "C_SignInit: CKR_GENERAL_ERROR 1 time since "));
+	assert_int_equal(sign_once(), -EIO);
+	assert_int_equal(health(reason, sizeof(reason)), KS_HEALTH_DEGRADED);
+	assert_non_null(strstr(reason, "C_SignInit: CKR_GENERAL_ERROR 2 times since "));
+	assert_int_equal(sign_once(), 0);
+	assert_int_equal(health(NULL, 0), KS_HEALTH_OK);
+
+	set_fault("error CKR_GENERAL_ERROR always C_SignInit");
+	assert_int_equal(sign_once(), -EIO);
+	assert_int_equal(sign_once(), -EIO);
+	assert_int_equal(sign_once(), -ENODEV);
+	assert_int_not_equal(health(NULL, 0), KS_HEALTH_OK);
+	set_fault("");
+	assert_int_equal(sign_when_recovered(), 0);
+	assert_int_equal(health(NULL, 0), KS_HEALTH_OK);
+}
+
+/* Objects of class @cls labelled @label, seen through the module directly. */
+static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
+{
+	CK_FUNCTION_LIST *raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, (void *)(uintptr_t)label, strlen(label) },
+	};
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16, found = 0;
+	CK_OBJECT_HANDLE h[16];
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_TOKEN_INFO ti;
+	CK_RV rv;
+
+	assert_non_null(raw);
+	rv = p11_kit_module_initialize(raw);
+	assert_true(rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	assert_int_equal(raw->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+	for (CK_ULONG i = 0; i < n && s == CK_INVALID_HANDLE; i++)
+		if (raw->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, "faults ", 7) == 0)
+			assert_int_equal(raw->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s),
+					 CKR_OK);
+	assert_int_not_equal(s, CK_INVALID_HANDLE);
+	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
+	assert_true(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+	assert_int_equal(raw->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+	assert_int_equal(raw->C_FindObjects(s, h, 16, &found), CKR_OK);
+	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	/* Not logged out or finalized: that would end the token layer's login too. */
+	raw->C_CloseSession(s);
+	p11_kit_module_release(raw);
+	return found;
+}
+
+/* Store a certificate for @name's public key (issued by a throwaway key: the layer checks no chain). */
+static void put_cert(const char *name)
+{
+	EVP_PKEY *pub = NULL, *ca = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *x = X509_new();
+	uint8_t *der = NULL;
+	int der_len;
+
+	assert_non_null(ca);
+	assert_non_null(x);
+	assert_int_equal(ks_token_public_key(tok, name, &pub), 0);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 5);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				   (const unsigned char *)name, -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pub);
+	assert_true(X509_sign(x, ca, EVP_sha256()) > 0);
+	assert_true((der_len = i2d_X509(x, &der)) > 0);
+	assert_int_equal(ks_token_cert_put(tok, name, der, (size_t)der_len), 0);
+	OPENSSL_free(der);
+	X509_free(x);
+	EVP_PKEY_free(pub);
+	EVP_PKEY_free(ca);
+}
+
+/*
+ * A delete killed after its first step, and the daemon started again: the
+ * private key is gone (no signature, no public key, no certificate under
+ * the name), and a delete or a generate of the name removes what is left.
+ * The token layer opened afresh stands for the restarted daemon.
+ */
+static void test_delete_cut_short(void **state)
+{
+	EVP_PKEY *pub = NULL;
+	uint8_t *der = NULL;
+	size_t der_len = 0;
+
+	(void)state;
+	for (int finish_by_delete = 0; finish_by_delete < 2; finish_by_delete++) {
+		assert_int_equal(ks_token_generate(tok, "half-key", KS_KEY_EC_P256, NULL), 0);
+		put_cert("half-key");
+		assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+		assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 1);
+		/* The first destroy goes through; then the token is pulled. */
+		set_fault("fail-after 1 CKR_DEVICE_REMOVED C_DestroyObject");
+		assert_int_equal(ks_token_delete(tok, "half-key"), -ENODEV);
+		set_fault("");
+		assert_int_equal(ks_token_close(tok), 0);
+		tok = NULL;
+		assert_int_equal(open_token(), 0);
+
+		assert_int_equal(count_objects(CKO_PRIVATE_KEY, "half-key"), 0);
+		assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+		assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 1);
+		assert_int_equal(sign_key("half-key"), -ENOENT);
+		assert_int_equal(ks_token_public_key(tok, "half-key", &pub), -ENOENT);
+		assert_null(pub);
+		assert_int_equal(ks_token_cert_get(tok, "half-key", &der, &der_len), -ENOENT);
+		if (finish_by_delete) {
+			assert_int_equal(ks_token_delete(tok, "half-key"), 0);
+			assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 0);
+			assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 0);
+			assert_int_equal(ks_token_delete(tok, "half-key"), -ENOENT);
+		} else {
+			assert_int_equal(ks_token_generate(tok, "half-key", KS_KEY_EC_P256, &pub), 0);
+			EVP_PKEY_free(pub);
+			pub = NULL;
+			assert_int_equal(count_objects(CKO_PUBLIC_KEY, "half-key"), 1);
+			assert_int_equal(count_objects(CKO_CERTIFICATE, "half-key"), 0);
+			assert_int_equal(ks_token_cert_get(tok, "half-key", &der, &der_len), -ENOENT);
+			assert_int_equal(sign_key("half-key"), 0);
+			assert_int_equal(ks_token_public_key(tok, "half-key", &pub), 0);
+			EVP_PKEY_free(pub);
+			pub = NULL;
+			assert_int_equal(ks_token_delete(tok, "half-key"), 0);
+		}
+	}
+}
+
 /*
  * Shutting down while the background reconnect is inside a module call
  * that does not return: the close gives up after its wait with -EBUSY (the
@@ -335,6 +588,10 @@ int main(void)
 		cmocka_unit_test(test_token_not_present_recovers),
 		cmocka_unit_test(test_hung_token_does_not_block_info),
 		cmocka_unit_test(test_recovery_behind_hung_call_is_bounded),
+		cmocka_unit_test(test_vanished_key_puts_token_in_doubt),
+		cmocka_unit_test(test_key_gone_after_reinit_is_gone),
+		cmocka_unit_test(test_repeated_faults_degrade_and_reinitialise),
+		cmocka_unit_test(test_delete_cut_short),
 		cmocka_unit_test(test_close_with_reconnect_stuck),
 		cmocka_unit_test(test_foreign_initialisation_survives),
 	};

@@ -410,6 +410,9 @@ static void test_hello_health(void **state)
 		{ NULL, "hello", REPLY_JSON,
 		  "{\"ok\":true,\"version\":1,\"server\":\"s\",\"health\":\"token-unavailable\",\"token\":{}}" },
 		{ NULL, "hello", REPLY_JSON,
+		  "{\"ok\":true,\"version\":1,\"server\":\"s\",\"health\":\"degraded\",\"token\":{},"
+		  "\"health_reason\":\"C_SignInit: CKR_GENERAL_ERROR 2 times since 2026-12-06T10:02:11Z\"}" },
+		{ NULL, "hello", REPLY_JSON,
 		  "{\"ok\":true,\"version\":1,\"server\":\"s\",\"health\":\"on-fire\",\"token\":{}}" },
 		{ NULL, "hello", REPLY_JSON,
 		  "{\"ok\":false,\"error\":\"unsupported\",\"message\":\"protocol version\"}" },
@@ -427,6 +430,13 @@ static void test_hello_health(void **state)
 	assert_string_equal(h->token_serial, "");
 	assert_int_equal(h->n_key_types, 0);
 	assert_null(h->key_types);
+	/* A daemon that gives no reason: "", never NULL. */
+	assert_string_equal(h->health_reason, "");
+	keysvc_hello_free(h);
+	assert_int_equal(keysvc_hello(ks, &h), KEYSVC_OK);
+	assert_int_equal(h->health, KEYSVC_HEALTH_DEGRADED);
+	assert_string_equal(h->health_reason,
+			    "C_SignInit: CKR_GENERAL_ERROR 2 times since 2026-12-06T10:02:11Z");
 	keysvc_hello_free(h);
 	assert_int_equal(keysvc_hello(ks, &h), KEYSVC_OK);
 	assert_int_equal(h->health, KEYSVC_HEALTH_UNKNOWN);

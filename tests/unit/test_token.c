@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -593,6 +594,177 @@ static void test_recover_under_load(void **state)
 	assert_int_equal(sign_p256("t-p256"), 0);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define RACE_SIGNERS 8
+#define RACE_ROUNDS 25
+#define RACE_SIGS_KEPT 256
+
+static const uint8_t race_md[32] = { 0x5a, 1, 2, 3 };
+
+struct race_signer {
+	int stop_seen;
+	int ok, enoent, bad;
+	int bad_errors[8];
+	uint8_t *sigs[RACE_SIGS_KEPT];
+	size_t sig_lens[RACE_SIGS_KEPT];
+	int nsigs;
+};
+
+static int race_stop;
+
+static void *race_signer_thread(void *arg)
+{
+	struct race_signer *rs = arg;
+	uint8_t *sig;
+	size_t sig_len;
+	int r;
+
+	while (!__atomic_load_n(&race_stop, __ATOMIC_ACQUIRE)) {
+		sig = NULL;
+		r = ks_token_sign_digest(tok, "race-key", KS_SIG_ECDSA_SHA256, race_md,
+					 sizeof(race_md), &sig, &sig_len);
+		if (r == 0) {
+			rs->ok++;
+			if (rs->nsigs < RACE_SIGS_KEPT) {
+				rs->sigs[rs->nsigs] = sig;
+				rs->sig_lens[rs->nsigs++] = sig_len;
+				sig = NULL;
+			}
+		} else if (r == -ENOENT) {
+			rs->enoent++;
+		} else {
+			if (rs->bad < 8)
+				rs->bad_errors[rs->bad] = r;
+			rs->bad++;
+		}
+		free(sig);
+	}
+	return NULL;
+}
+
+static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pub, NULL);
+	int ok;
+
+	assert_non_null(ctx);
+	ok = EVP_PKEY_verify_init(ctx) == 1 &&
+	     EVP_PKEY_verify(ctx, sig, sig_len, race_md, sizeof(race_md)) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	return ok;
+}
+
+/*
+ * Eight signers on one name while the key is deleted and generated again:
+ * every answer is a signature by one of the generations or -ENOENT, never
+ * -EOPNOTSUPP, -EIO or -EINVAL; every generate and delete succeeds.
+ */
+static void test_sign_during_delete_and_regenerate(void **state)
+{
+	static struct race_signer rs[RACE_SIGNERS];
+	EVP_PKEY *pubs[RACE_ROUNDS + 1];
+	pthread_t th[RACE_SIGNERS];
+	int enoent = 0, ok = 0, lifecycle_errors = 0, r;
+
+	(void)state;
+	memset(pubs, 0, sizeof(pubs));
+	assert_int_equal(ks_token_generate(tok, "race-key", KS_KEY_EC_P256, &pubs[0]), 0);
+	race_stop = 0;
+	for (int i = 0; i < RACE_SIGNERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, race_signer_thread, &rs[i]), 0);
+	for (int round = 1; round <= RACE_ROUNDS; round++) {
+		usleep(20 * 1000);
+		if ((r = ks_token_delete(tok, "race-key")) != 0) {
+			fprintf(stderr, "round %d: delete: %d\n", round, r);
+			lifecycle_errors++;
+		}
+		usleep(5 * 1000);
+		if ((r = ks_token_generate(tok, "race-key", KS_KEY_EC_P256, &pubs[round])) != 0) {
+			fprintf(stderr, "round %d: generate: %d\n", round, r);
+			lifecycle_errors++;
+		}
+	}
+	__atomic_store_n(&race_stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < RACE_SIGNERS; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < RACE_SIGNERS; i++) {
+		for (int j = 0; j < rs[i].bad && j < 8; j++)
+			fprintf(stderr, "signer %d: error %d\n", i, rs[i].bad_errors[j]);
+		ok += rs[i].ok;
+		enoent += rs[i].enoent;
+		for (int j = 0; j < rs[i].nsigs; j++) {
+			int good = 0;
+
+			for (int g = 0; g <= RACE_ROUNDS && !good; g++)
+				good = pubs[g] != NULL &&
+				       verifies(pubs[g], rs[i].sigs[j], rs[i].sig_lens[j]);
+			assert_true(good);
+			free(rs[i].sigs[j]);
+		}
+	}
+	fprintf(stderr, "race: %d signatures, %d no-such-key, %d generate/delete failures\n", ok,
+		enoent, lifecycle_errors);
+	for (int i = 0; i < RACE_SIGNERS; i++)
+		assert_int_equal(rs[i].bad, 0);
+	assert_int_equal(lifecycle_errors, 0);
+	assert_true(ok > 0);
+	for (int g = 0; g <= RACE_ROUNDS; g++)
+		EVP_PKEY_free(pubs[g]);
+	assert_int_equal(ks_token_delete(tok, "race-key"), 0);
+}
+
+/*
+ * The real SoftHSM token directory moved away (as by a restore, or an
+ * unmounted volume) and back after 12 s: a key known to exist is never
+ * answered -ENOENT meanwhile, health is not ok, and signing works again
+ * within 10 s of the directory's return, without reopening anything.
+ */
+static void test_token_directory_away_and_back(void **state)
+{
+	char dir[PATH_MAX + 16], away[PATH_MAX + 32];
+	struct ks_token_info info;
+	int64_t start;
+	int r, unavailable = 0, not_ok = 0;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/tokens", tt.dir);
+	snprintf(away, sizeof(away), "%s/tokens.away", tt.dir);
+	assert_int_equal(ks_token_generate(tok, "moved-key", KS_KEY_EC_P256, NULL), 0);
+	assert_int_equal(sign_p256("moved-key"), 0);
+	assert_int_equal(rename(dir, away), 0);
+	start = now_ms();
+	while (now_ms() - start < 12000) {
+		r = sign_p256("moved-key");
+		assert_int_not_equal(r, -ENOENT);
+		unavailable += r == -ENODEV;
+		assert_int_equal(ks_token_get_info(tok, &info), 0);
+		not_ok += info.health != KS_HEALTH_OK;
+		usleep(200 * 1000);
+	}
+	assert_true(unavailable > 0);
+	assert_true(not_ok > 0);
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	assert_int_equal(info.health, KS_HEALTH_UNAVAILABLE);
+	assert_int_equal(rename(away, dir), 0);
+	start = now_ms();
+	while ((r = sign_p256("moved-key")) != 0 && now_ms() - start < 10000) {
+		assert_int_not_equal(r, -ENOENT);
+		usleep(100 * 1000);
+	}
+	fprintf(stderr, "signing again %lld ms after the directory came back\n",
+		(long long)(now_ms() - start));
+	assert_int_equal(r, 0);
+	assert_int_equal(ks_token_get_info(tok, &info), 0);
+	assert_int_equal(info.health, KS_HEALTH_OK);
+}
+
 /* Runs last: it leaves the shared handle refusing everything. */
 static void test_pin_rejected_later_is_final(void **state)
 {
@@ -616,6 +788,8 @@ static void test_pin_rejected_later_is_final(void **state)
 	assert_int_equal(sign_p256("t-p256"), -EKEYREJECTED);
 	assert_int_equal(ks_token_get_info(tok, &info), 0);
 	assert_int_equal(info.up, 0);
+	assert_int_equal(info.health, KS_HEALTH_UNAVAILABLE);
+	assert_non_null(strstr(info.health_reason, "rejected the PIN"));
 	assert_string_equal(info.label, "tokentest");
 
 	/*
@@ -651,6 +825,8 @@ int main(void)
 		cmocka_unit_test(test_recover_closed_sessions),
 		cmocka_unit_test(test_recover_logout),
 		cmocka_unit_test(test_recover_under_load),
+		cmocka_unit_test(test_sign_during_delete_and_regenerate),
+		cmocka_unit_test(test_token_directory_away_and_back),
 		cmocka_unit_test(test_pin_rejected_later_is_final),
 	};
 
