@@ -68,8 +68,13 @@ printf '%s\n' "$token" >"$work/token"
 start_srv
 pair[2]="https://127.0.0.1:$port/connector/graphql"
 run_exit 0 "" "pair with the one-time token" "$ucl" "${pair[@]}"
-check "the client certificate is for key ucl.1" bash -c \
-	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.1)"
+# Keys are BASE.ID.N, ID the pairing id of the state file.
+id=$(jq -r .pairing_id "$state")
+check "the state has a pairing id of 8 hex digits" bash -c "[[ '$id' =~ ^[0-9a-f]{8}\$ ]]"
+k1=ucl.$id.1 k2=ucl.$id.2 k3=ucl.$id.3
+check "the client certificate is for key $k1" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey $k1)"
+check "the state names it as the current key" test "$(jq -r .key "$state")" = "$k1"
 check "the certificate chains to the installed CA" openssl verify -CAfile "$files/ca.pem" "$files/client.pem"
 check "the subject is the configured one" bash -c \
 	"openssl x509 -in '$files/client.pem' -noout -subject -nameopt RFC2253 | grep -q 'CN=$client_id'"
@@ -98,7 +103,21 @@ renew_as() { "$ucl" renew --state "$1/state.json" --socket "$KS_SOCKET" --quiet 
 printf 'token tok-a-%s\nother-ca\n' "$RANDOM" >"$work/control"
 run_exit 4 "does not chain to" "pair --issuer-ca: an answer from another CA is refused" \
 	pair_as "$work/pa" uclxa "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
-check "  refused: nothing installed, no state" bash -c "! ls '$work/pa'/* 2>/dev/null | grep -q ."
+check "  refused: nothing installed" bash -c "! ls '$work/pa'/*.pem 2>/dev/null | grep -q ."
+check "  the state records only the unfinished attempt and its key" \
+	jq -e '(keys == ["key_base", "pairing_id", "unfinished_key", "version"]) and
+		.unfinished_key == "uclxa." + .pairing_id + ".1"' "$work/pa/state.json"
+run_exit 2 "did not finish" "  renew refuses the unfinished pairing" renew_as "$work/pa"
+# pair again with this state (and a new token): the attempt's key is reused.
+ida=$(jq -r .pairing_id "$work/pa/state.json")
+ks_cli pubkey "uclxa.$ida.1" >"$work/pa-key1"
+printf 'token tok-a2-%s\n' "$RANDOM" >"$work/control"
+run_exit 0 "" "pair again with the unfinished state" \
+	pair_as "$work/pa" uclxa "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
+check "  the certificate is for the key the unfinished attempt made" bash -c \
+	"openssl x509 -in '$work/pa/client.pem' -noout -pubkey | cmp -s - '$work/pa-key1'"
+check "  now paired, under the same pairing id" \
+	jq -e '.unfinished_key == null and .key == "uclxa." + .pairing_id + ".1"' "$work/pa/state.json"
 # The connector hands out only its signing CA (no root secret): pinning the
 # root works, and so does pinning the signing CA alone.
 printf 'token tok-b-%s\nsub-ca\n' "$RANDOM" >"$work/control"
@@ -154,10 +173,10 @@ for m in graphql-error:3:"answered with errors" \
 	mode "$name"
 	run_exit "$code" "$text" "renew against a connector in mode $name" renew --timeout 3
 	check "mode $name: files and state unchanged" unchanged
-	check "mode $name: the current key ucl.1 is still there" ks_cli pubkey ucl.1
+	check "mode $name: the current key $k1 is still there" ks_cli pubkey "$k1"
 done
 mode normal
-check "inventory: the failed renewals are recorded (client ucl, outcome failed)" inv_says client ucl outcome failed key ucl.1
+check "inventory: the failed renewals are recorded (client ucl, outcome failed)" inv_says client ucl outcome failed key "$k1"
 run_exit 5 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
 check "wrong CA file: unchanged" unchanged
 
@@ -172,20 +191,20 @@ rm -rf "$files/client.pem.prev"
 # ---- renewal ----
 # The next certificate lives 180 s (notBefore is 60 s back): two thirds left.
 mode "ttl 120"
-run_exit 0 "" "renew: a new key ucl.2, certificate installed" renew
+run_exit 0 "" "renew: a new key $k2, certificate installed" renew
 mode normal
-check "renewed: the certificate is for ucl.2" bash -c \
-	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.2)"
-check "renewed: the previous key ucl.1 is kept for a rollback" ks_cli pubkey ucl.1
+check "renewed: the certificate is for $k2" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey $k2)"
+check "renewed: the previous key $k1 is kept for a rollback" ks_cli pubkey "$k1"
 check "renewed: the previous certificate is kept" test -s "$files/client.pem.prev"
 check "renewed: the state names generation 2" grep -q '"generation": 2' "$state"
-check "inventory: the renewal is recorded (outcome ok, key ucl.2)" inv_says outcome ok key ucl.2 successes 1
+check "inventory: the renewal is recorded (outcome ok, key $k2)" inv_says outcome ok key "$k2" successes 1
 run_exit 10 "" "renew --when-due: two thirds of the validity left is not due at the default 30%" renew --when-due
-run_exit 0 "" "renew --when-due --renew-share 70: due, renewed to ucl.3" renew --when-due --renew-share 70
-check "renewed: the certificate is for ucl.3" bash -c \
-	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey ucl.3)"
-run_exit 4 "" "after two renewals the key two generations back (ucl.1) is deleted" ks_cli pubkey ucl.1
-check "ucl.2 is kept as the previous key" ks_cli pubkey ucl.2
+run_exit 0 "" "renew --when-due --renew-share 70: due, renewed to $k3" renew --when-due --renew-share 70
+check "renewed: the certificate is for $k3" bash -c \
+	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey $k3)"
+run_exit 4 "" "after two renewals the key two generations back ($k1) is deleted" ks_cli pubkey "$k1"
+check "$k2 is kept as the previous key" ks_cli pubkey "$k2"
 
 # ---- revocation ----
 run_exit 0 "" "revoke" "$ucl" revoke --state "$state" --socket "$KS_SOCKET" --quiet
