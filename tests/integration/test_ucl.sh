@@ -147,6 +147,102 @@ run_exit 0 "" "renew: a new caCertificate that chains to the installed CA is acc
 check "  and installed" cmp -s "$work/pd/ca.pem" "$work/conn/sub-ca.pem"
 mode normal
 
+# ---- pairings that share a key base ----
+# Each pairing has its own id in its key names, so neither reuses nor
+# deletes the other's keys (before, the second reused BASE.1 and the first's
+# renewals deleted it under it). Also with the default base: the main
+# pairing above is ucl too, and s3 renews after the main one's renewals.
+next_token() { printf 'token tok-%s-%s\n' "$1" "$RANDOM" >"$work/control"; sed -n 's/^token //p' "$work/control"; }
+for s in s1 s2; do
+	run_exit 0 "" "pair $s with --key-base uclxs" pair_as "$work/$s" uclxs "$(next_token "$s")"
+done
+mkdir -p "$work/s3"
+tok=$(next_token s3)
+printf '%s\n' "$tok" >"$work/token-s3"
+chmod 0600 "$work/token-s3"
+run_exit 0 "" "pair s3 with the default key base, as the main pairing" "$ucl" pair \
+	--connector-url "https://127.0.0.1:$port/connector/graphql" --token-file "$work/token-s3" \
+	--ca-file "$work/conn/ca.pem" --cert "$work/s3/client.pem" --chain "$work/s3/chain.pem" \
+	--ca-out "$work/s3/ca.pem" --state "$work/s3/state.json" --socket "$KS_SOCKET" --quiet
+mode normal
+check "  s1 and s2 have keys of their own" \
+	test "$(jq -r .key "$work/s1/state.json")" != "$(jq -r .key "$work/s2/state.json")"
+check "  s3's key is not the main pairing's" test "$(jq -r .key "$work/s3/state.json")" != "$k1"
+for s in s1 s1 s2 s2; do
+	run_exit 0 "" "renew $s (two renewals each, s1's first)" renew_as "$work/$s"
+done
+for s in s1 s2; do
+	check "  $s's certificate is for its current key" bash -c \
+		"openssl x509 -in '$work/$s/client.pem' -noout -pubkey |
+			cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey \$(jq -r .key '$work/$s/state.json'))"
+	check "  $s's previous key is there for a rollback" ks_cli pubkey "$(jq -r .previous_key "$work/$s/state.json")"
+done
+
+# ---- relative paths on pair's command line ----
+# The state holds them absolute: the service renews from /.
+mkdir -p "$work/rel/p1"
+printf '%s\n' "$(next_token rel)" >"$work/rel/token"
+chmod 0600 "$work/rel/token"
+cp "$work/conn/ca.pem" "$work/rel/server-ca.pem"
+run_exit 0 "" "pair with relative paths" bash -c "cd '$work/rel' && '$ucl' pair \
+	--connector-url 'https://127.0.0.1:$port/connector/graphql' --token-file token --ca-file server-ca.pem \
+	--cert p1/client.pem --chain p1/chain.pem --ca-out p1/ca.pem --state p1/state.json --key-base uclxr \
+	--socket '$KS_SOCKET' --quiet"
+mode normal
+check "  the state's paths are absolute" jq -e --arg d "$(realpath "$work/rel")" \
+	'[.cert, .chain, .ca, .server_ca_file] == [$d + "/p1/client.pem", $d + "/p1/chain.pem", $d + "/p1/ca.pem",
+	 $d + "/server-ca.pem"]' "$work/rel/p1/state.json"
+run_exit 0 "" "renew from / with the state's absolute path" \
+	bash -c "cd / && '$ucl' renew --state '$work/rel/p1/state.json' --socket '$KS_SOCKET' --quiet --inventory '$work/inv-x'"
+
+# ---- a state file of an earlier keysvc-ucl (version 1) ----
+# Made as it made them: key BASE.1 (no pairing id), its certificate from the
+# token-secured connector, the paths as given to pair in $work/old, no id.
+mkdir -p "$work/old/m"
+cp "$work/conn/ca.pem" "$work/old/server-ca.pem"
+tok=$(next_token old)
+gql_old() {
+	jq -n --arg q "$1" --argjson v "$2" '{query: $q, variables: $v}' |
+		curl -sS --fail --cacert "$work/conn/ca.pem" -H 'Content-Type: application/json' -H "Connector-Token: $3" \
+			--data-binary @- "https://127.0.0.1:$port/connector/graphql"
+}
+ks_cli keygen uclxm.1 --type rsa-2048 >/dev/null
+ks_cli csr uclxm.1 --subject "$subject_base,CN=$client_id" >"$work/old/m.csr"
+tok2=$(gql_old 'query { result: configuration { token { token } } }' null "$tok" | jq -r .data.result.token.token)
+gql_old 'mutation S($csr: String!) { result: signCertificateSigningRequest(csr: $csr) {
+	certificateChain caCertificate clientCertificate } }' \
+	"$(jq -n --arg c "$(base64 -w0 "$work/old/m.csr")" '{csr: $c}')" "$tok2" >"$work/old/sign.json"
+mode normal
+for f in client:clientCertificate chain:certificateChain ca:caCertificate; do
+	jq -r ".data.result.${f#*:}" "$work/old/sign.json" | base64 -d >"$work/old/m/${f%%:*}.pem"
+done
+cat >"$work/old/m/state.json" <<JSON
+{
+  "ca": "m/ca.pem",
+  "cert": "m/client.pem",
+  "chain": "m/chain.pem",
+  "connector_url": "https://127.0.0.1:$port/connector/graphql",
+  "generation": 1,
+  "key_base": "uclxm",
+  "mtls_url": "https://127.0.0.1:$port/mtls/graphql",
+  "server_ca_file": "server-ca.pem",
+  "version": 1
+}
+JSON
+chmod 0600 "$work/old/m/state.json"
+check "  the version 1 certificate is for uclxm.1" bash -c \
+	"openssl x509 -in '$work/old/m/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey uclxm.1)"
+renew_old() { (cd / && "$ucl" renew --state "$work/old/m/state.json" --socket "$KS_SOCKET" --inventory "$work/inv-x"); }
+run_exit 0 "now with pairing id" "renew a version 1 state from /: its relative paths found from its directory's parent" renew_old
+idm=$(jq -r .pairing_id "$work/old/m/state.json")
+check "  migrated: version 2, a pairing id, absolute paths, the new key with the id" \
+	jq -e --arg d "$(realpath "$work/old")" '.version == 2 and (.pairing_id | test("^[0-9a-f]{8}$")) and
+	.cert == $d + "/m/client.pem" and .server_ca_file == $d + "/server-ca.pem" and
+	.key == "uclxm." + .pairing_id + ".2" and .previous_key == "uclxm.1"' "$work/old/m/state.json"
+run_exit 0 "kept the retired key uclxm.1" "renew it again: the id-less key uclxm.1 is retired but not deleted" renew_old
+check "  uclxm.1 is still in the token" ks_cli pubkey uclxm.1
+check "  the current key is uclxm.$idm.3" test "$(jq -r .key "$work/old/m/state.json")" = "uclxm.$idm.3"
+
 # ---- renewal failures: nothing changes ----
 snapshot() { (cd "$files" && sha256sum client.pem chain.pem ca.pem state.json) >"$work/snap"; }
 unchanged() { (cd "$files" && sha256sum -c --quiet "$work/snap"); }
@@ -205,6 +301,8 @@ check "renewed: the certificate is for $k3" bash -c \
 	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey $k3)"
 run_exit 4 "" "after two renewals the key two generations back ($k1) is deleted" ks_cli pubkey "$k1"
 check "$k2 is kept as the previous key" ks_cli pubkey "$k2"
+run_exit 0 "" "s3, paired with the same default base, still renews after the main pairing's renewals" \
+	renew_as "$work/s3"
 
 # ---- revocation ----
 run_exit 0 "" "revoke" "$ucl" revoke --state "$state" --socket "$KS_SOCKET" --quiet
