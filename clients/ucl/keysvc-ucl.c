@@ -15,9 +15,14 @@
  *            new certificate and CA must chain to the installed CA.
  *   revoke   revokeCertificate over mutual TLS.
  *
- * Keys are named BASE.N (generation N); the state file says which is
- * current. Nothing is installed before it is checked, and a failure
- * leaves the installed files and the state as they were.
+ * Keys are named BASE.ID.N: ID is the pairing's random id, written to the
+ * state file before its first key is made, N the generation. A key is
+ * reused or deleted only if it carries this state's id, so pairings that
+ * share a base never touch each other's keys. The state file says which
+ * key is current and holds absolute paths (the service runs in /).
+ * Nothing is installed before it is checked, and a failure leaves the
+ * installed files and the state as they were (a pairing that made its key
+ * leaves a state naming it, which pair run again reuses).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -108,9 +113,11 @@ static void usage(FILE *f)
 	      "                        caCertificate must be it or chain to it (without it, that\n"
 	      "                        caCertificate is trusted on first use). renew always checks\n"
 	      "                        against the installed CA (--ca-out)\n"
-	      "  --state FILE          where the connector URLs, files and key names are kept\n"
+	      "  --state FILE          where the connector URLs, files (as absolute paths) and key\n"
+	      "                        names are kept; pair resumes an unfinished pairing in it\n"
 	      "  --cert/--chain/--ca-out FILE  installed client certificate, chain, CA certificate\n"
-	      "  --key-base NAME       keysvc keys are NAME.1, NAME.2, ... (default: ucl)\n"
+	      "  --key-base NAME       keysvc keys are NAME.ID.1, NAME.ID.2, ..., ID the pairing's\n"
+	      "                        random id kept in the state (default NAME: ucl)\n"
 	      "  --when-due            renew only when less than --renew-share of the validity is left\n"
 	      "  --renew-share PERCENT default 30\n"
 	      "  --socket PATH         keysvcd socket (default $KEYSVC_SOCKET, then /run/keysvc/keysvc.sock)\n"
