@@ -248,8 +248,8 @@ static int state_load(const char *path, struct state *s)
 			bad = "a field is missing";
 		else if (gen < 1 || gen > GENERATION_MAX)
 			bad = "generation out of range";
-		else if (version == 1 && (id != NULL || key != NULL))
-			bad = "pairing_id or key in version 1";
+		else if (version == 1 && (id != NULL || key != NULL || unfinished != NULL))
+			bad = "pairing_id, key or unfinished_key in version 1";
 		else if (version == 2 && (id == NULL || key == NULL || !pairing_id_ok(id)))
 			bad = "bad or missing pairing_id or key";
 		else if (version == 2 && (ca_file[0] != '/' || cert[0] != '/' || chain[0] != '/' || ca[0] != '/'))
@@ -912,6 +912,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	if (o->when_due) {
 		if ((r = load_current(o, NULL, &st, &current)) != 0)
 			goto out;
+		snprintf(key, sizeof(key), "%s", st.key);
 		if (!ucl_is_due(current, time(NULL), (int)o->share)) {
 			char until[64];
 
