@@ -118,6 +118,26 @@ check "  the certificate is for the key the unfinished attempt made" bash -c \
 	"openssl x509 -in '$work/pa/client.pem' -noout -pubkey | cmp -s - '$work/pa-key1'"
 check "  now paired, under the same pairing id" \
 	jq -e '.unfinished_key == null and .key == "uclxa." + .pairing_id + ".1"' "$work/pa/state.json"
+
+# An unfinished pairing resumes only with its own base; its key, if the
+# connector now asks for another algorithm, is replaced (it is this state's).
+printf 'token tok-e-%s\nother-ca\n' "$RANDOM" >"$work/control"
+run_exit 4 "does not chain to" "pair into pe fails after making its key" \
+	pair_as "$work/pe" uclxe "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
+ide=$(jq -r .pairing_id "$work/pe/state.json")
+printf 'token tok-e2-%s\n' "$RANDOM" >"$work/control"
+run_exit 2 "unfinished pairing with --key-base uclxe" "  pair again with another --key-base is refused" \
+	pair_as "$work/pe" uclxf "$(sed -n 's/^token //p' "$work/control")"
+printf 'token tok-e3-%s\nkey-algorithm rsa4096\n' "$RANDOM" >"$work/control"
+run_exit 0 "" "  pair again, the connector now asking for rsa4096" \
+	pair_as "$work/pe" uclxe "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
+mode normal
+check "  the attempt's rsa-2048 key replaced by an rsa-4096 one under the same name" bash -c \
+	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -qE '^uclxe\.$ide\.1 +rsa-4096'"
+# A version 2 state holds absolute paths only.
+jq '.cert = "pe/client.pem"' "$work/pe/state.json" >"$work/pe-rel.json"
+run_exit 2 "a relative path" "a version 2 state with a relative path is refused" \
+	"$ucl" renew --state "$work/pe-rel.json" --socket "$KS_SOCKET" --quiet --inventory "$work/inv-x"
 # The connector hands out only its signing CA (no root secret): pinning the
 # root works, and so does pinning the signing CA alone.
 printf 'token tok-b-%s\nsub-ca\n' "$RANDOM" >"$work/control"
