@@ -15,9 +15,14 @@
  *            new certificate and CA must chain to the installed CA.
  *   revoke   revokeCertificate over mutual TLS.
  *
- * Keys are named BASE.N (generation N); the state file says which is
- * current. Nothing is installed before it is checked, and a failure
- * leaves the installed files and the state as they were.
+ * Keys are named BASE.ID.N: ID is the pairing's random id, written to the
+ * state file before its first key is made, N the generation. A key is
+ * reused or deleted only if it carries this state's id, so pairings that
+ * share a base never touch each other's keys. The state file says which
+ * key is current and holds absolute paths (the service runs in /).
+ * Nothing is installed before it is checked, and a failure leaves the
+ * installed files and the state as they were (a pairing that made its key
+ * leaves a state naming it, which pair run again reuses).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +35,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "clients/common/certinstall.h"
@@ -50,15 +56,41 @@ struct opts {
 	int when_due, insecure;
 };
 
-/* What pair writes and renew reads (the state file, JSON). */
+/*
+ * Key names: BASE.ID.N, ID the pairing's id (below), N the generation, N at
+ * most GENERATION_MAX so that the longest name fits keysvcd's 64 bytes.
+ */
+#define PAIRING_ID_LEN 8
+#define GENERATION_MAX 999999L
+#define KEY_NAME_MAX (KEY_BASE_MAX + 1 + PAIRING_ID_LEN + 1 + 6)
+_Static_assert(KEY_NAME_MAX <= 64, "keysvcd's KS_KEY_NAME_MAX");
+
+/*
+ * What pair writes and renew reads (the state file, JSON). Version 2; a
+ * version 1 file (earlier keysvc-ucl: no pairing id, keys BASE.N, paths as
+ * given on pair's command line) is read too and migrated by renew.
+ */
 struct state {
+	int version;
+	/*
+	 * Random, made by pair and written before any key is: the proof that a
+	 * key named BASE.ID.N is this pairing's. NULL for a version 1 file.
+	 */
+	char *pairing_id;
+	/*
+	 * Set when pair made (or was about to make) this key and did not
+	 * finish: the only field besides the id and the base. pair run again
+	 * with the same --state reuses it; renew and revoke refuse the file.
+	 */
+	char *unfinished_key;
 	char *connector_url;          /* the token-secured Connector (pairing) */
 	char *mtls_url;               /* certificateSecuredConnectorURL (renewal, revocation) */
 	char *director_url;
 	char *server_ca_file;         /* pinned trust for the connectors' TLS */
-	char *cert, *chain, *ca;      /* installed files */
+	char *cert, *chain, *ca;      /* installed files, absolute paths */
 	char *key_base;
-	long generation;              /* current key: key_base.generation */
+	long generation;
+	char *key;                    /* current key: BASE.ID.generation (BASE.generation from version 1) */
 	char *previous_key;           /* kept for one rollback; NULL if none */
 };
 
@@ -82,9 +114,11 @@ static void usage(FILE *f)
 	      "                        caCertificate must be it or chain to it (without it, that\n"
 	      "                        caCertificate is trusted on first use). renew always checks\n"
 	      "                        against the installed CA (--ca-out)\n"
-	      "  --state FILE          where the connector URLs, files and key names are kept\n"
+	      "  --state FILE          where the connector URLs, files (as absolute paths) and key\n"
+	      "                        names are kept; pair resumes an unfinished pairing in it\n"
 	      "  --cert/--chain/--ca-out FILE  installed client certificate, chain, CA certificate\n"
-	      "  --key-base NAME       keysvc keys are NAME.1, NAME.2, ... (default: ucl)\n"
+	      "  --key-base NAME       keysvc keys are NAME.ID.1, NAME.ID.2, ..., ID the pairing's\n"
+	      "                        random id kept in the state (default NAME: ucl)\n"
 	      "  --when-due            renew only when less than --renew-share of the validity is left\n"
 	      "  --renew-share PERCENT default 30\n"
 	      "  --socket PATH         keysvcd socket (default $KEYSVC_SOCKET, then /run/keysvc/keysvc.sock)\n"
@@ -106,8 +140,53 @@ static void usage(FILE *f)
 
 /* ---- state ---- */
 
+static int key_base_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= KEY_BASE_MAX && s[0] != '.' && s[0] != '-' &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+static int pairing_id_ok(const char *s)
+{
+	return strlen(s) == PAIRING_ID_LEN && strspn(s, "0123456789abcdef") == PAIRING_ID_LEN;
+}
+
+static int new_pairing_id(char id[PAIRING_ID_LEN + 1])
+{
+	unsigned char rnd[PAIRING_ID_LEN / 2];
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return ks_die(KS_EXIT_INTERNAL, "no random bytes for a pairing id");
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+	return 0;
+}
+
+/* BASE.ID.N into @name (KEY_NAME_MAX + 1 bytes); base and id are checked when read. */
+static void key_name(char *name, const char *base, const char *id, long generation)
+{
+	snprintf(name, KEY_NAME_MAX + 1, "%s.%s.%ld", base, id, generation);
+}
+
+/*
+ * 1 if @name carries this pairing's id: only such a key may be deleted or
+ * reused, since no other state file can name it (an id-less key of a
+ * version 1 state may be named by another state of the same base).
+ */
+static int key_is_ours(const struct state *s, const char *name)
+{
+	size_t b = strlen(s->key_base);
+
+	return s->pairing_id != NULL && strncmp(name, s->key_base, b) == 0 && name[b] == '.' &&
+	       strncmp(name + b + 1, s->pairing_id, PAIRING_ID_LEN) == 0 && name[b + 1 + PAIRING_ID_LEN] == '.';
+}
+
 static void state_free(struct state *s)
 {
+	free(s->pairing_id);
+	free(s->unfinished_key);
 	free(s->connector_url);
 	free(s->mtls_url);
 	free(s->director_url);
@@ -116,15 +195,27 @@ static void state_free(struct state *s)
 	free(s->chain);
 	free(s->ca);
 	free(s->key_base);
+	free(s->key);
 	free(s->previous_key);
 	memset(s, 0, sizeof(*s));
 }
 
+static char *dup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+/*
+ * Read the state file @path: 0, or KS_EXIT_USAGE with the reason printed.
+ * Paths of a version 1 file may be relative (see resolve_old_paths()); a
+ * version 2 file's are absolute. The caller checks for an unfinished pairing.
+ */
 static int state_load(const char *path, struct state *s)
 {
-	char err[KS_CI_ERR_MAX], *text = NULL;
-	const char *cu = NULL, *mu = NULL, *du = NULL, *ca_file = NULL, *cert = NULL, *chain = NULL,
-		   *ca = NULL, *base = NULL, *prev = NULL;
+	char err[KS_CI_ERR_MAX], *text = NULL, name[KEY_NAME_MAX + 1];
+	const char *id = NULL, *unfinished = NULL, *cu = NULL, *mu = NULL, *du = NULL, *ca_file = NULL,
+		   *cert = NULL, *chain = NULL, *ca = NULL, *base = NULL, *key = NULL, *prev = NULL;
+	const char *bad = NULL;
 	json_int_t version = 0, gen = 0;
 	json_error_t jerr;
 	json_t *root = NULL;
@@ -137,24 +228,77 @@ static int state_load(const char *path, struct state *s)
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL ||
 	    json_unpack_ex(root, &jerr, JSON_STRICT,
-			   "{s:I, s:s, s:s, s?s, s:s, s:s, s:s, s:s, s:s, s:I, s?s}",
-			   "version", &version, "connector_url", &cu, "mtls_url", &mu, "director_url", &du,
-			   "server_ca_file", &ca_file, "cert", &cert, "chain", &chain, "ca", &ca,
-			   "key_base", &base, "generation", &gen, "previous_key", &prev) != 0 ||
-	    version != 1 || gen < 1 || gen > 1000000) {
-		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path, jerr.text);
+			   "{s:I, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s:s, s?I, s?s, s?s}",
+			   "version", &version, "pairing_id", &id, "unfinished_key", &unfinished,
+			   "connector_url", &cu, "mtls_url", &mu, "director_url", &du, "server_ca_file", &ca_file,
+			   "cert", &cert, "chain", &chain, "ca", &ca, "key_base", &base, "generation", &gen,
+			   "key", &key, "previous_key", &prev) != 0) {
+		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path,
+			   root == NULL || jerr.text[0] != '\0' ? jerr.text : "?");
 		goto out;
 	}
-	s->connector_url = strdup(cu);
-	s->mtls_url = strdup(mu);
-	s->director_url = du != NULL ? strdup(du) : NULL;
-	s->server_ca_file = strdup(ca_file);
-	s->cert = strdup(cert);
-	s->chain = strdup(chain);
-	s->ca = strdup(ca);
+	if (version == 2 && unfinished != NULL) {
+		if (id == NULL || cu != NULL || mu != NULL || du != NULL || ca_file != NULL || cert != NULL ||
+		    chain != NULL || ca != NULL || gen != 0 || key != NULL || prev != NULL)
+			bad = "an unfinished pairing has only pairing_id, key_base and unfinished_key";
+		else if (!pairing_id_ok(id) || !key_base_ok(base))
+			bad = "bad pairing_id or key_base";
+		else if (key_name(name, base, id, 1), strcmp(unfinished, name) != 0)
+			bad = "unfinished_key is not BASE.ID.1";
+	} else if (version == 1 || version == 2) {
+		if (cu == NULL || mu == NULL || ca_file == NULL || cert == NULL || chain == NULL || ca == NULL ||
+		    gen == 0)
+			bad = "a field is missing";
+		else if (gen < 1 || gen > GENERATION_MAX)
+			bad = "generation out of range";
+		else if (version == 1 && (id != NULL || key != NULL || unfinished != NULL))
+			bad = "pairing_id, key or unfinished_key in version 1";
+		else if (version == 2 && (id == NULL || key == NULL || !pairing_id_ok(id)))
+			bad = "bad or missing pairing_id or key";
+		else if (version == 2 && (ca_file[0] != '/' || cert[0] != '/' || chain[0] != '/' || ca[0] != '/'))
+			bad = "a relative path";
+		else if (!key_base_ok(base))
+			bad = "bad key_base";
+	} else {
+		bad = "unknown version";
+	}
+	if (bad == NULL && version == 2 && unfinished == NULL) {
+		/* The current key: this pairing's, or the id-less one a migrated version 1 file named. */
+		char old[KEY_NAME_MAX + 1];
+
+		key_name(name, base, id, (long)gen);
+		snprintf(old, sizeof(old), "%s.%ld", base, (long)gen);
+		if (strcmp(key, name) != 0 && strcmp(key, old) != 0)
+			bad = "key is not BASE.ID.generation";
+	}
+	if (bad != NULL) {
+		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path, bad);
+		goto out;
+	}
+	s->version = (int)version;
+	s->pairing_id = dup_or_null(id);
+	s->unfinished_key = dup_or_null(unfinished);
+	s->connector_url = dup_or_null(cu);
+	s->mtls_url = dup_or_null(mu);
+	s->director_url = dup_or_null(du);
+	s->server_ca_file = dup_or_null(ca_file);
+	s->cert = dup_or_null(cert);
+	s->chain = dup_or_null(chain);
+	s->ca = dup_or_null(ca);
 	s->key_base = strdup(base);
 	s->generation = (long)gen;
-	s->previous_key = prev != NULL ? strdup(prev) : NULL;
+	s->previous_key = dup_or_null(prev);
+	if (version == 1) {
+		snprintf(name, sizeof(name), "%s.%ld", base, (long)gen);
+		s->key = strdup(name);
+	} else {
+		s->key = dup_or_null(key);
+	}
+	if (s->key_base == NULL || (unfinished == NULL && (s->cert == NULL || s->key == NULL))) {
+		state_free(s);
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
 	r = 0;
 out:
 	json_decref(root);
@@ -162,16 +306,23 @@ out:
 	return r;
 }
 
+/* Write @s (version 2) to @path atomically, mode 0600: 0 or an exit code, printed. */
 static int state_save(const char *path, const struct state *s)
 {
 	char err[KS_CI_ERR_MAX], *text;
-	json_t *o = json_pack("{s:i, s:s, s:s, s:s*, s:s, s:s, s:s, s:s, s:s, s:I, s:s*}",
-			      "version", 1, "connector_url", s->connector_url, "mtls_url", s->mtls_url,
-			      "director_url", s->director_url, "server_ca_file", s->server_ca_file,
-			      "cert", s->cert, "chain", s->chain, "ca", s->ca, "key_base", s->key_base,
-			      "generation", (json_int_t)s->generation, "previous_key", s->previous_key);
+	json_t *o;
 	int r;
 
+	if (s->unfinished_key != NULL)
+		o = json_pack("{s:i, s:s, s:s, s:s}", "version", 2, "pairing_id", s->pairing_id, "key_base",
+			      s->key_base, "unfinished_key", s->unfinished_key);
+	else
+		o = json_pack("{s:i, s:s, s:s, s:s, s:s*, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s*}", "version", 2,
+			      "pairing_id", s->pairing_id, "connector_url", s->connector_url, "mtls_url",
+			      s->mtls_url, "director_url", s->director_url, "server_ca_file", s->server_ca_file,
+			      "cert", s->cert, "chain", s->chain, "ca", s->ca, "key_base", s->key_base,
+			      "generation", (json_int_t)s->generation, "key", s->key, "previous_key",
+			      s->previous_key);
 	text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	json_decref(o);
 	if (text == NULL)
@@ -181,6 +332,116 @@ static int state_save(const char *path, const struct state *s)
 	if (r < 0)
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	return 0;
+}
+
+/*
+ * @path made absolute in @out (malloc'd) from the real path of its
+ * directory, which must exist; the file itself need not. The service runs
+ * in /, so a path relative to where pair ran would not be found. 0 or
+ * KS_EXIT_USAGE with the reason printed (@what names the option).
+ */
+static int absolute_path(const char *what, const char *path, char **out)
+{
+	const char *slash = strrchr(path, '/'), *file = slash != NULL ? slash + 1 : path;
+	char *dir, *real;
+	int r;
+
+	*out = NULL;
+	if (*file == '\0' || strcmp(file, ".") == 0 || strcmp(file, "..") == 0)
+		return ks_die(KS_EXIT_USAGE, "%s %s: not a file name", what, path);
+	dir = slash == NULL ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+	if (dir == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	if ((real = realpath(dir, NULL)) == NULL) {
+		r = ks_die(KS_EXIT_USAGE, "%s %s: %s: %s", what, path, dir, strerror(errno));
+		free(dir);
+		return r;
+	}
+	free(dir);
+	r = asprintf(out, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", file) < 0 ? -1 : 0;
+	free(real);
+	if (r < 0) {
+		*out = NULL;
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	}
+	return 0;
+}
+
+/*
+ * A version 1 state holds pair's paths as given, perhaps relative to the
+ * directory pair ran in, which is not recorded. They are looked up from
+ * the current directory (where version 1 looked), then from the state
+ * file's directory and each of its parents: the first directory from which
+ * every relative path exists is taken, and the paths made absolute with it.
+ * 0 or KS_EXIT_USAGE, printed.
+ */
+static int resolve_old_paths(const char *state_path, struct state *s)
+{
+	char **paths[] = { &s->server_ca_file, &s->cert, &s->chain, &s->ca };
+	const size_t n = sizeof(paths) / sizeof(paths[0]);
+	char *state_real = NULL, *base = NULL, *cut;
+	int r, relative = 0, found = 0;
+
+	for (size_t i = 0; i < n; i++)
+		relative |= (*paths[i])[0] != '/';
+	if (!relative)
+		return 0;
+	if ((base = getcwd(NULL, 0)) == NULL)
+		return ks_die(KS_EXIT_USAGE, "the current directory: %s", strerror(errno));
+	state_real = realpath(state_path, NULL);
+	for (int candidate = 0; !found;) {
+		found = 1;
+		for (size_t i = 0; i < n && found; i++) {
+			char *p;
+
+			if ((*paths[i])[0] == '/')
+				continue;
+			if (asprintf(&p, "%s/%s", strcmp(base, "/") == 0 ? "" : base, *paths[i]) < 0) {
+				r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+				goto out;
+			}
+			found = access(p, F_OK) == 0;
+			free(p);
+		}
+		if (found)
+			break;
+		/* Next: the state file's directory, then up to /. */
+		if (candidate++ == 0) {
+			free(base);
+			base = state_real != NULL ? strdup(state_real) : NULL;
+		}
+		if (base == NULL || strcmp(base, "/") == 0 || (cut = strrchr(base, '/')) == NULL)
+			break;
+		if (cut == base)
+			cut[1] = '\0';
+		else
+			*cut = '\0';
+	}
+	if (!found) {
+		r = ks_die(KS_EXIT_USAGE, "state %s (written by an earlier keysvc-ucl) names relative paths that "
+			   "exist neither from the current directory nor from the state file's directory or a "
+			   "parent: run renew once from the directory pair ran in, or make them absolute in it",
+			   state_path);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char *p;
+
+		if ((*paths[i])[0] == '/')
+			continue;
+		if (asprintf(&p, "%s/%s", strcmp(base, "/") == 0 ? "" : base, *paths[i]) < 0) {
+			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+			goto out;
+		}
+		free(*paths[i]);
+		*paths[i] = p;
+	}
+	ks_say("state %s: its relative paths found from %s", state_path, base);
+	r = 0;
+out:
+	free(base);
+	free(state_real);
+	return r;
 }
 
 /* ---- the connector ---- */
@@ -239,38 +500,56 @@ static int read_token(const char *path, char *token, size_t len)
 }
 
 /*
- * Key @name for @alg: made if missing; an existing key is reused only if it
- * is of the right type (a previous attempt that failed after making it).
+ * Key @name (this pairing's: the caller proved it) of keysvc type @type,
+ * its public key in @pub: made if missing; an existing one was made by an
+ * attempt of this pairing that did not finish, and is reused if of @type,
+ * else replaced. 0 or an exit code, printed.
  */
-static int make_key(keysvc *ks, const char *name, const char *alg, EVP_PKEY **pub)
+static int make_key(keysvc *ks, const char *name, const char *type, EVP_PKEY **pub)
 {
-	const char *type = ucl_key_type(alg);
 	char *pem = NULL, *have = NULL;
 	int r;
 
-	if (type == NULL)
-		return ks_die(KS_EXIT_CA_ANSWER, "the connector asks for key algorithm \"%.40s\", which keysvc "
-			      "cannot make (it makes rsa2048, rsa3072, rsa4096)", alg);
 	r = keysvc_key_public(ks, name, NULL, &have);
 	if (r == KEYSVC_OK) {
 		int same = have != NULL && strcmp(have, type) == 0;
 
+		if (same) {
+			ks_say("reusing key %s (%s), made by an unfinished attempt of this pairing", name, type);
+		} else if ((r = keysvc_key_delete(ks, name)) != KEYSVC_OK) {
+			r = ks_die(KS_EXIT_KEYSVC, "key %s of an unfinished attempt is %s, not %s, and cannot be "
+				   "deleted: %s: %s", name, have != NULL ? have : "?", type, keysvc_strerror(r),
+				   keysvc_error_message(ks));
+			free(have);
+			return r;
+		} else {
+			ks_say("deleted key %s of an unfinished attempt: it is %s, the connector now asks for %s",
+			       name, have != NULL ? have : "?", type);
+			r = KEYSVC_E_NO_SUCH_KEY;
+		}
 		free(have);
-		if (!same)
-			return ks_die(KS_EXIT_KEYSVC, "key %s already exists and is not %s; delete it or choose "
-				      "another --key-base", name, type);
-		ks_say("reusing key %s (%s), made by an earlier attempt", name, type);
-	} else if (r == KEYSVC_E_NO_SUCH_KEY) {
+	}
+	if (r == KEYSVC_E_NO_SUCH_KEY) {
 		if ((r = keysvc_key_generate(ks, name, type, &pem)) != KEYSVC_OK)
 			return ks_die(KS_EXIT_KEYSVC, "generating key %s (%s): %s: %s", name, type,
 				      keysvc_strerror(r), keysvc_error_message(ks));
 		free(pem);
 		ks_say("generated key %s (%s) in the token", name, type);
-	} else {
+	} else if (r != KEYSVC_OK) {
 		return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r), keysvc_error_message(ks));
 	}
-	r = ks_token_public_key(ks, name, pub, 0);
-	return r;
+	return ks_token_public_key(ks, name, pub, 0);
+}
+
+/* keysvc's key type for the connector's @alg, or NULL with the reason printed. */
+static const char *key_type_of(const char *alg)
+{
+	const char *type = ucl_key_type(alg);
+
+	if (type == NULL)
+		ks_die(KS_EXIT_CA_ANSWER, "the connector asks for key algorithm \"%.40s\", which keysvc "
+		       "cannot make (it makes rsa2048, rsa3072, rsa4096)", alg);
+	return type;
 }
 
 /*
@@ -407,13 +686,57 @@ out:
 	return r;
 }
 
+/*
+ * The pairing's id and first key: those of the unfinished attempt @path
+ * holds, else a new id, written to @path (as an unfinished pairing) before
+ * the key is made, so that the key is reused only by a pair run with this
+ * state file. A new id whose key already exists (another pairing's id of
+ * the same base) is not taken. 0 or an exit code, printed.
+ */
+static int pairing_start(const struct opts *o, keysvc *ks, const struct state *prior, struct state *st)
+{
+	char id[PAIRING_ID_LEN + 1], name[KEY_NAME_MAX + 1], *have = NULL;
+	int r, tries;
+
+	if (prior->unfinished_key != NULL) {
+		if ((st->pairing_id = strdup(prior->pairing_id)) == NULL ||
+		    (st->key = strdup(prior->unfinished_key)) == NULL)
+			return ks_die(KS_EXIT_INTERNAL, "out of memory");
+		return 0;
+	}
+	for (tries = 0;; tries++) {
+		if ((r = new_pairing_id(id)) != 0)
+			return r;
+		key_name(name, o->key_base, id, 1);
+		r = keysvc_key_public(ks, name, NULL, &have);
+		free(have);
+		have = NULL;
+		if (r == KEYSVC_E_NO_SUCH_KEY)
+			break;
+		if (r != KEYSVC_OK)
+			return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r),
+				      keysvc_error_message(ks));
+		if (tries == 8)
+			return ks_die(KS_EXIT_INTERNAL, "no unused pairing id for --key-base %s", o->key_base);
+	}
+	if ((st->pairing_id = strdup(id)) == NULL || (st->key = strdup(name)) == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	{
+		struct state unfinished = { .version = 2, .pairing_id = st->pairing_id, .key_base = st->key_base,
+					    .unfinished_key = st->key };
+
+		return state_save(o->state, &unfinished);
+	}
+}
+
 static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	struct ucl_config conf;
-	struct state st;
-	char token[TOKEN_MAX], err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], *body = NULL;
+	struct state st, prior;
+	char token[TOKEN_MAX], err[KS_CI_ERR_MAX], *body = NULL;
+	const char *type;
 	STACK_OF(X509) *issuer = NULL;
 	EVP_PKEY *pub = NULL;
 	keysvc *ks = NULL;
@@ -422,12 +745,27 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	memset(&resp, 0, sizeof(resp));
 	memset(&conf, 0, sizeof(conf));
 	memset(&st, 0, sizeof(st));
-	key[0] = '\0';
+	memset(&prior, 0, sizeof(prior));
 	if (access(o->state, F_OK) == 0) {
-		r = ks_die(KS_EXIT_USAGE, "%s exists: already paired; use renew, or move the state away "
-			   "to pair anew", o->state);
-		goto out;
+		if ((r = state_load(o->state, &prior)) != 0)
+			goto out;
+		if (prior.unfinished_key == NULL) {
+			r = ks_die(KS_EXIT_USAGE, "%s exists: already paired; use renew, or move the state away "
+				   "to pair anew", o->state);
+			goto out;
+		}
+		if (strcmp(prior.key_base, o->key_base) != 0) {
+			r = ks_die(KS_EXIT_USAGE, "%s holds an unfinished pairing with --key-base %s (key %s): "
+				   "pair with that base, or delete the key and the state", o->state,
+				   prior.key_base, prior.unfinished_key);
+			goto out;
+		}
 	}
+	if ((r = absolute_path("--cert", o->cert, &st.cert)) != 0 ||
+	    (r = absolute_path("--chain", o->chain, &st.chain)) != 0 ||
+	    (r = absolute_path("--ca-out", o->ca_out, &st.ca)) != 0 ||
+	    (r = absolute_path("--ca-file", o->ca_file, &st.server_ca_file)) != 0)
+		goto out;
 	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
 		goto out;
 	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
@@ -450,32 +788,38 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 		goto out;
 	}
 	ks_say("paired as \"%s\"; the connector asks for %s", conf.subject, conf.key_algorithm);
+	st.version = 2;
 	st.connector_url = strdup(o->connector_url);
 	st.mtls_url = strdup(conf.connector_url);
 	st.director_url = conf.director_url != NULL ? strdup(conf.director_url) : NULL;
-	st.server_ca_file = strdup(o->ca_file);
-	st.cert = strdup(o->cert);
-	st.chain = strdup(o->chain);
-	st.ca = strdup(o->ca_out);
 	st.key_base = strdup(o->key_base);
 	st.generation = 1;
-	snprintf(key, sizeof(key), "%s.%ld", o->key_base, st.generation);
+	if (st.connector_url == NULL || st.mtls_url == NULL || st.key_base == NULL ||
+	    (conf.director_url != NULL && st.director_url == NULL)) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		goto out;
+	}
 	if (o->issuer_ca != NULL && (r = ks_ci_load_bundle(o->issuer_ca, &issuer, err)) < 0) {
 		r = ks_die(KS_EXIT_USAGE, "--issuer-ca %s: %s", o->issuer_ca, err);
 		goto out;
 	}
-	if ((r = make_key(ks, key, conf.key_algorithm, &pub)) != 0)
+	if ((type = key_type_of(conf.key_algorithm)) == NULL) {
+		r = KS_EXIT_CA_ANSWER;
+		goto out;
+	}
+	if ((r = pairing_start(o, ks, &prior, &st)) != 0 || (r = make_key(ks, st.key, type, &pub)) != 0)
 		goto out;
 	if (issuer == NULL)
 		ks_say("no --issuer-ca: trusting the connector's caCertificate on first use");
-	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, key, pub, conf.subject, &st, issuer,
+	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, st.key, pub, conf.subject, &st, issuer,
 				  o->issuer_ca)) != 0)
 		goto out;
 	r = state_save(o->state, &st);
 	if (r == 0)
-		ks_say("state kept in %s", o->state);
+		ks_say("state kept in %s (pairing id %s)", o->state, st.pairing_id);
 out:
-	r = ks_renewal_finish(rn, r, o->cert, key[0] != '\0' ? key : NULL, o->ca_out, NULL);
+	r = ks_renewal_finish(rn, r, st.cert != NULL ? st.cert : o->cert, st.key, st.ca != NULL ? st.ca : o->ca_out,
+			      NULL);
 	sk_X509_pop_free(issuer, X509_free);
 	OPENSSL_cleanse(token, sizeof(token));
 	if (conf.token != NULL)
@@ -484,14 +828,18 @@ out:
 	keysvc_close(ks);
 	ucl_config_free(&conf);
 	state_free(&st);
+	state_free(&prior);
 	ks_https_response_free(&resp);
 	free(body);
 	return r;
 }
 
-/* The state, the current certificate and its key, checked to belong together. */
-static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509 **cert, char *key,
-			size_t key_len)
+/*
+ * The state, the current certificate and its key, checked to belong
+ * together (the key only when @ks is given); a version 1 state's relative
+ * paths made absolute. 0 or an exit code, printed.
+ */
+static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509 **cert)
 {
 	char err[KS_CI_ERR_MAX], *text = NULL;
 	EVP_PKEY *pub = NULL;
@@ -500,21 +848,49 @@ static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509
 
 	if ((r = state_load(o->state, st)) != 0)
 		return r;
+	if (st->unfinished_key != NULL)
+		return ks_die(KS_EXIT_USAGE, "state %s: the pairing did not finish (its key %s has no certificate): "
+			      "run pair again with a new token and this --state", o->state, st->unfinished_key);
+	if (st->version == 1 && (r = resolve_old_paths(o->state, st)) != 0)
+		return r;
 	if ((r = ks_ci_read_file(st->cert, &text, &len, err)) < 0 ||
 	    (r = ks_ci_parse_one(text, len, cert, err)) < 0) {
 		free(text);
 		return ks_die(KS_EXIT_USAGE, "the current certificate: %s", err);
 	}
 	free(text);
-	snprintf(key, key_len, "%s.%ld", st->key_base, st->generation);
 	if (ks == NULL)
 		return 0;
-	if ((r = ks_token_public_key(ks, key, &pub, 0)) != 0)
+	if ((r = ks_token_public_key(ks, st->key, &pub, 0)) != 0)
 		return r;
 	r = EVP_PKEY_eq(X509_get0_pubkey(*cert), pub) == 1 ? 0 :
-	    ks_die(KS_EXIT_USAGE, "%s is not a certificate for the current key %s", st->cert, key);
+	    ks_die(KS_EXIT_USAGE, "%s is not a certificate for the current key %s", st->cert, st->key);
 	EVP_PKEY_free(pub);
 	return r;
+}
+
+/*
+ * A version 1 state (no pairing id, keys BASE.N) given an id and written
+ * with absolute paths before renewal makes a key named with that id, so
+ * that a failed renewal's key is this state's to reuse. Its id-less keys
+ * stay as they are and are never deleted (another version 1 state of the
+ * same base may name them). 0 or an exit code, printed.
+ */
+static int migrate_old_state(const struct opts *o, struct state *st)
+{
+	char id[PAIRING_ID_LEN + 1];
+	int r;
+
+	if ((r = new_pairing_id(id)) != 0)
+		return r;
+	if ((st->pairing_id = strdup(id)) == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	st->version = 2;
+	if ((r = state_save(o->state, st)) != 0)
+		return r;
+	ks_say("state %s: written by an earlier keysvc-ucl; now with pairing id %s and absolute paths (its "
+	       "keys without the id are never deleted by keysvc-ucl)", o->state, id);
+	return 0;
 }
 
 static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
@@ -523,8 +899,9 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	struct ks_https_response resp;
 	struct ucl_config conf;
 	struct state st;
-	char err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], new_key[KEY_BASE_MAX + 16], uri[96], *body = NULL;
+	char err[KS_CI_ERR_MAX], key[KEY_NAME_MAX + 1], new_key[KEY_NAME_MAX + 1], uri[96], *body = NULL;
 	char *retire = NULL, installed_ca_what[256];
+	const char *type;
 	STACK_OF(X509) *installed_ca = NULL;
 	EVP_PKEY *pub = NULL;
 	X509 *current = NULL;
@@ -536,8 +913,9 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	memset(&st, 0, sizeof(st));
 	key[0] = new_key[0] = '\0';
 	if (o->when_due) {
-		if ((r = load_current(o, NULL, &st, &current, key, sizeof(key))) != 0)
+		if ((r = load_current(o, NULL, &st, &current)) != 0)
 			goto out;
+		snprintf(key, sizeof(key), "%s", st.key);
 		if (!ucl_is_due(current, time(NULL), (int)o->share)) {
 			char until[64];
 
@@ -551,9 +929,13 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		X509_free(current);
 		current = NULL;
 	}
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 ||
-	    (r = load_current(o, ks, &st, &current, key, sizeof(key))) != 0)
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
 		goto out;
+	snprintf(key, sizeof(key), "%s", st.key);
+	if (st.generation >= GENERATION_MAX) {
+		r = ks_die(KS_EXIT_USAGE, "state %s: generation %ld is the last: pair again", o->state, st.generation);
+		goto out;
+	}
 	/* What the new certificate must chain to: the CA installed at pairing (or last renewal). */
 	if ((r = ks_ci_load_bundle(st.ca, &installed_ca, err)) < 0) {
 		r = ks_die(KS_EXIT_USAGE, "the installed CA: %s", err);
@@ -572,22 +954,42 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		r = ks_die(answer_exit(r), "configuration: %s", err);
 		goto out;
 	}
-	snprintf(new_key, sizeof(new_key), "%s.%ld", st.key_base, st.generation + 1);
-	if ((r = make_key(ks, new_key, conf.key_algorithm, &pub)) != 0)
+	if ((type = key_type_of(conf.key_algorithm)) == NULL) {
+		r = KS_EXIT_CA_ANSWER;
+		goto out;
+	}
+	if (st.pairing_id == NULL && (r = migrate_old_state(o, &st)) != 0)
+		goto out;
+	/* Carries this pairing's id: if it exists, a failed renewal of this pairing made it. */
+	key_name(new_key, st.key_base, st.pairing_id, st.generation + 1);
+	if ((r = make_key(ks, new_key, type, &pub)) != 0)
 		goto out;
 	if ((r = sign_and_install(ks, &h, st.mtls_url, NULL, new_key, pub, conf.subject, &st, installed_ca,
 				  installed_ca_what)) != 0)
 		goto out;
 	retire = st.previous_key;
 	st.previous_key = strdup(key);
+	free(st.key);
+	st.key = strdup(new_key);
 	st.generation++;
+	if (st.previous_key == NULL || st.key == NULL) {
+		r = ks_die(KS_EXIT_INTERNAL, "out of memory: the new certificate is installed but the state is "
+			   "not: key %s is the certificate's key", new_key);
+		goto out;
+	}
 	if ((r = state_save(o->state, &st)) != 0) {
 		ks_die(r, "the new certificate is installed but the state is not: key %s is the "
 		       "certificate's key", new_key);
 		goto out;
 	}
-	/* Two generations back: no certificate on disk uses it any more. */
-	if (retire != NULL) {
+	/*
+	 * Two generations back: no certificate on disk uses it any more. Only
+	 * a key with this pairing's id is surely named by no other state file.
+	 */
+	if (retire != NULL && !key_is_ours(&st, retire)) {
+		ks_say("kept the retired key %s: it has no pairing id (made by an earlier keysvc-ucl), so another "
+		       "state file may name it; delete it (keysvc delete %s) once none does", retire, retire);
+	} else if (retire != NULL) {
 		int kr = keysvc_key_delete(ks, retire);
 
 		if (kr != KEYSVC_OK && kr != KEYSVC_E_NO_SUCH_KEY)
@@ -617,18 +1019,17 @@ static int cmd_revoke(const struct opts *o)
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	struct state st;
-	char err[KS_CI_ERR_MAX], key[KEY_BASE_MAX + 16], uri[96], *body = NULL;
+	char err[KS_CI_ERR_MAX], uri[96], *body = NULL;
 	X509 *current = NULL;
 	keysvc *ks = NULL;
 	int r, revoked = 0;
 
 	memset(&resp, 0, sizeof(resp));
 	memset(&st, 0, sizeof(st));
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 ||
-	    (r = load_current(o, ks, &st, &current, key, sizeof(key))) != 0)
+	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
 		goto out;
 	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
-			 st.cert, key, uri, sizeof(uri));
+			 st.cert, st.key, uri, sizeof(uri));
 	if ((body = ucl_revoke_request()) == NULL) {
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 		goto out;
@@ -652,14 +1053,6 @@ out:
 	ks_https_response_free(&resp);
 	free(body);
 	return r;
-}
-
-static int key_base_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	return n > 0 && n <= KEY_BASE_MAX && s[0] != '.' && s[0] != '-' &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
 int main(int argc, char **argv)
