@@ -90,7 +90,7 @@ static void usage(FILE *f)
 	      "                          /etc/keysvc/certs.json if it exists)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
-	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
+	      "4 the CA's certificate or CRL failed a check (nothing installed), 5 network or TLS,\n"
 	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
 	      "served-certificate check failed (the previous certificate is kept as .prev), 1 other.\n", f);
 }

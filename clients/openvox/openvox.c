@@ -119,7 +119,7 @@ enum ovx_renewal ovx_renewal_result(long status, const char *body, size_t body_l
 			snprintf(msg, len, "the server's auth.conf denies the renewal (HTTP 403: \"%s\"): a server "
 				 "setting, not a CA mismatch. Puppet Server and OpenVox Server before 8 have no "
 				 "renewal endpoint: there, enroll a new certificate (on the CA: puppetserver ca clean "
-				 "--certname NAME, then renew --rotate-key). On 8 and later, add this rule to "
+				 "--certname NAME, then renew --rotate-key NEWKEY or enroll again). On 8 and later, add this rule to "
 				 "authorization.rules in the server's auth.conf and restart it: {match-request: "
 				 "{path: \"^/puppet-ca/v1/certificate_renewal$\", type: regex, method: post}, "
 				 "allow: \"*\" (or the agents' certnames), sort-order: 500, name: \"certificate "
