@@ -63,9 +63,14 @@ void ovx_escape(const char *body, size_t body_len, char *out, size_t len)
 		}
 	}
 	out[o] = '\0';
-	/* Whole or not at all: half a note would read as the CA's text. */
-	if (cut && len - o > sizeof(" [cut at 1024 bytes]"))
-		snprintf(out + o, len - o, " [cut at %d bytes]", OVX_REASON_MAX);
+	if (cut) {
+		char note[40];
+		size_t n_note = (size_t)snprintf(note, sizeof(note), " [cut at %d bytes]", OVX_REASON_MAX);
+
+		/* Whole or not at all: half a note would read as the CA's text. */
+		if (n_note < len - o)
+			memcpy(out + o, note, n_note + 1);
+	}
 }
 
 enum ovx_csr_answer ovx_csr_answer(long status, const char *body, size_t body_len, const char *certname)
