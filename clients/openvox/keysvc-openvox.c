@@ -103,9 +103,10 @@ static void https_opts(const struct opts *o, const char *ca_file, struct ks_http
 	ks_https_ca_opts(h, ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
 }
 
+/* 0, or an exit code with the reason printed; *@https_r (if not NULL) gets ks_https_request()'s error. */
 static int request(const struct ks_https_opts *h, const char *method, const char *server,
 		   const char *path, const char *const *headers, const char *body,
-		   struct ks_https_response *resp)
+		   struct ks_https_response *resp, int *https_r)
 {
 	char *url = ovx_url(server, path);
 	int r;
@@ -113,6 +114,8 @@ static int request(const struct ks_https_opts *h, const char *method, const char
 	if (url == NULL)
 		return ks_die(KS_EXIT_USAGE, "--server must be an https:// URL");
 	r = ks_https_request(h, method, url, headers, body, body != NULL ? strlen(body) : 0, resp);
+	if (https_r != NULL)
+		*https_r = r < 0 ? r : 0;
 	if (r < 0)
 		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
 	free(url);
@@ -233,7 +236,7 @@ static int fetch_ca(const struct opts *o, struct ca_trust *t)
 	} else {
 		https_opts(o, o->ca_file, &h);
 	}
-	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp)) != 0)
+	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp, NULL)) != 0)
 		goto out;
 	if (resp.status != 200) {
 		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate/ca: HTTP %ld", resp.status);
@@ -329,7 +332,7 @@ static int fetch_crl(const struct opts *o, const char *trust_file, STACK_OF(X509
 
 	memset(&resp, 0, sizeof(resp));
 	https_opts(o, trust_file, &h);
-	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp)) != 0)
+	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp, NULL)) != 0)
 		goto out;
 	if (resp.status != 200) {
 		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld; nothing installed",
@@ -457,7 +460,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 
 	https_opts(o, t->trust_file, &h);
 	snprintf(path, sizeof(path), "/certificate_request/%s", o->certname);
-	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp)) != 0)
+	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp, NULL)) != 0)
 		goto out;
 	ovx_escape(resp.body, resp.body_len, reason, sizeof(reason));
 	switch (ovx_csr_answer(resp.status, resp.body, resp.body_len, o->certname)) {
@@ -481,7 +484,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	deadline = time(NULL) + o->maxwaitforcert;
 	for (;;) {
 		ks_https_response_free(&resp);
-		if ((r = request(&h, "GET", o->server, path, NULL, NULL, &resp)) != 0)
+		if ((r = request(&h, "GET", o->server, path, NULL, NULL, &resp, NULL)) != 0)
 			goto out;
 		if (resp.status == 200)
 			break;
@@ -545,7 +548,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	const char *headers[4] = { NULL };
 	size_t len;
 	time_t opens;
-	int r, recorded = 0;
+	int r, https_r = 0, recorded = 0;
 
 	memset(&resp, 0, sizeof(resp));
 	if ((r = ks_ci_read_file(o->cert, &text, &len, err)) < 0 ||
@@ -609,8 +612,14 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		}
 		headers[2] = hdr;
 	}
-	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp)) != 0)
+	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp, &https_r)) != 0) {
+		/* The whole Puppet Server stack answers a certificate of another CA without any 403. */
+		if (!o->header_cert && (https_r == -EPROTO || https_r == -EIO))
+			(void)ks_die(0, "note: Puppet Server refuses a client certificate it did not sign (or has "
+				     "revoked) in the TLS handshake itself; if %s is not from this CA, enroll with "
+				     "this CA", o->cert);
 		goto out;
+	}
 	if (ovx_renewal_result(resp.status, resp.body, resp.body_len, msg, sizeof(msg)) != OVX_RENEWED) {
 		r = ks_die(KS_EXIT_CA_REFUSED, "%s", msg);
 		goto out;

@@ -259,6 +259,16 @@ sleep 1.1
 run_exit 0 "" "header mode with --header-cert: renewed" renew --header-cert
 check "header mode: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
 
+# The whole Puppet Server stack: a client certificate this CA did not sign
+# fails the TLS handshake itself, before any 403 could say so.
+stop_ca
+start_ca "$cadir" --strict-auth
+server=https://127.0.0.1:$ca_port
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+run_exit 5 "Puppet Server refuses a client certificate it did not sign" "strict: renew with a certificate from a foreign CA fails in the TLS handshake" \
+	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
+check "strict, foreign CA: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
+
 # Rotation: a new key through enrollment, the old key deleted after.
 stop_ca
 rm -f "$cadir/signed/agent1.example.org.pem"     # what `puppetserver ca clean` does
