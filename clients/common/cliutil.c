@@ -42,7 +42,8 @@ void ks_say(const char *fmt, ...)
 
 int ks_die(int code, const char *fmt, ...)
 {
-	char msg[sizeof(last_error)];
+	/* Room for a CA's whole reason, escaped (up to 4 KiB); the inventory keeps the first line's 512. */
+	char msg[8192];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -51,7 +52,7 @@ int ks_die(int code, const char *fmt, ...)
 	fprintf(stderr, "%s: %s\n", program, msg);
 	/* The first error is the cause; later ones are consequences or warnings. */
 	if (last_error[0] == '\0')
-		snprintf(last_error, sizeof(last_error), "%s", msg);
+		snprintf(last_error, sizeof(last_error), "%.*s", (int)sizeof(last_error) - 1, msg);
 	return code;
 }
 

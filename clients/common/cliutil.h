@@ -37,13 +37,16 @@ void ks_cli_init(const char *program, int verbose);
 /* A progress line on stdout (unless quiet). */
 void ks_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* "PROGRAM: message" on stderr; returns @code, so `return ks_die(...)` reads well. */
+/*
+ * "PROGRAM: message" on stderr (up to 8 KiB of message, so a CA's reason
+ * is shown whole); returns @code, so `return ks_die(...)` reads well.
+ */
 int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * The first message ks_die() printed since ks_cli_init() (with the
- * program name left out), "" if none: the one-line reason a renewal
- * client records in the inventory when it fails.
+ * program name left out, at most 511 bytes of it), "" if none: the
+ * one-line reason a renewal client records in the inventory when it fails.
  */
 const char *ks_last_error(void);
 

@@ -4,8 +4,10 @@
  *
  *   enroll   CA bundle, cut down to what the pinned CA vouches for -> CSR
  *            from the token key (generated if missing) -> PUT
- *            certificate_request -> poll certificate/<certname> -> check,
- *            install with the CA bundle; then the CRL.
+ *            certificate_request (a 400 other than "already has a
+ *            requested/signed certificate" is a refusal) -> poll
+ *            certificate/<certname> -> the CRL, checked -> check the
+ *            certificate, install it with the CA bundle and the CRL.
  *   renew    POST certificate_renewal over mutual TLS with the current
  *            certificate and the token key; the CA re-signs the same key.
  *            --rotate-key NEW: a new key through the enrollment path, the
@@ -68,7 +70,8 @@ static void usage(FILE *f)
 	      "                          certificate with this fingerprint; it is then the pinned CA\n"
 	      "  --ca-out PATH           enroll: where to install, with the certificate, the pinned CA and the\n"
 	      "                          CAs of the bundle it vouches for (the rest of the bundle is dropped)\n"
-	      "  --crl-out PATH          enroll: where to install the CA's CRL\n"
+	      "  --crl-out PATH          enroll: where to install the CA's CRL (checked before anything is\n"
+	      "                          installed: it must parse and be signed by the CA)\n"
 	      "  --dns-alt-name NAME     enroll: extra DNS name (repeatable; the CA must allow them)\n"
 	      "  --key-type TYPE         enroll: key type when the key is made (default ec-p256)\n"
 	      "  --waitforcert SECONDS   enroll: poll interval while the CA has not signed (default 120)\n"
@@ -89,7 +92,7 @@ static void usage(FILE *f)
 	      "  --lock-wait SECONDS     wait this long for another run on the same --cert (default 60)\n"
 	      "\n"
 	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
-	      "4 the CA's certificate failed a check (nothing installed), 5 network or TLS,\n"
+	      "4 the CA's certificate or CRL failed a check (nothing installed), 5 network or TLS,\n"
 	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
 	      "served-certificate check failed (the previous certificate is kept as .prev), 13 another\n"
 	      "run holds the lock on --cert, 1 other.\n", f);
@@ -103,9 +106,10 @@ static void https_opts(const struct opts *o, const char *ca_file, struct ks_http
 	ks_https_ca_opts(h, ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
 }
 
+/* 0, or an exit code with the reason printed; *@https_r (if not NULL) gets ks_https_request()'s error. */
 static int request(const struct ks_https_opts *h, const char *method, const char *server,
 		   const char *path, const char *const *headers, const char *body,
-		   struct ks_https_response *resp)
+		   struct ks_https_response *resp, int *https_r)
 {
 	char *url = ovx_url(server, path);
 	int r;
@@ -113,6 +117,8 @@ static int request(const struct ks_https_opts *h, const char *method, const char
 	if (url == NULL)
 		return ks_die(KS_EXIT_USAGE, "--server must be an https:// URL");
 	r = ks_https_request(h, method, url, headers, body, body != NULL ? strlen(body) : 0, resp);
+	if (https_r != NULL)
+		*https_r = r < 0 ? r : 0;
 	if (r < 0)
 		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
 	free(url);
@@ -233,7 +239,7 @@ static int fetch_ca(const struct opts *o, struct ca_trust *t)
 	} else {
 		https_opts(o, o->ca_file, &h);
 	}
-	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp)) != 0)
+	if ((r = request(&h, "GET", o->server, "/certificate/ca", NULL, NULL, &resp, NULL)) != 0)
 		goto out;
 	if (resp.status != 200) {
 		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate/ca: HTTP %ld", resp.status);
@@ -312,39 +318,45 @@ out:
 	return r;
 }
 
-static int fetch_crl(const struct opts *o, const char *trust_file, STACK_OF(X509) *trusted)
+/*
+ * The CA's CRL, checked before anything is installed: it must parse and be
+ * signed by one of @trusted. A CRL without entries is an ordinary CRL (a
+ * new CA's). On success *@pem (malloc'd, *@len bytes) is what --crl-out
+ * receives.
+ */
+static int fetch_crl(const struct opts *o, const char *trust_file, STACK_OF(X509) *trusted, char **pem,
+		     size_t *len)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	X509_CRL *crl = NULL;
 	BIO *bio = NULL;
-	char err[KS_CI_ERR_MAX];
 	int r, ok = 0;
 
 	memset(&resp, 0, sizeof(resp));
 	https_opts(o, trust_file, &h);
-	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp)) != 0)
+	if ((r = request(&h, "GET", o->server, "/certificate_revocation_list/ca", NULL, NULL, &resp, NULL)) != 0)
 		goto out;
 	if (resp.status != 200) {
-		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld", resp.status);
+		r = ks_die(KS_EXIT_CA_REFUSED, "GET certificate_revocation_list/ca: HTTP %ld; nothing installed",
+			   resp.status);
 		goto out;
 	}
 	if ((bio = BIO_new_mem_buf(resp.body, (int)resp.body_len)) == NULL ||
 	    (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) == NULL) {
-		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's CRL does not parse");
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's CRL does not parse (%zu bytes); nothing installed",
+			   resp.body_len);
 		goto out;
 	}
 	for (int i = 0; i < sk_X509_num(trusted) && !ok; i++)
 		ok = X509_CRL_verify(crl, X509_get0_pubkey(sk_X509_value(trusted, i))) == 1;
 	if (!ok) {
-		r = ks_die(KS_EXIT_CA_ANSWER, "the CRL is not signed by the CA");
+		r = ks_die(KS_EXIT_CA_ANSWER, "the CA's CRL is not signed by the CA; nothing installed");
 		goto out;
 	}
-	if ((r = ks_ci_install(o->crl_out, resp.body, resp.body_len, 0644, err)) < 0) {
-		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
-		goto out;
-	}
-	ks_say("installed the CRL at %s", o->crl_out);
+	*pem = resp.body;
+	*len = resp.body_len;
+	resp.body = NULL;
 	r = 0;
 out:
 	ERR_clear_error();
@@ -358,17 +370,18 @@ out:
 
 /*
  * Check the CA's certificate (@chain: intermediates from the verified
- * bundle, may be NULL) and install it; on enrollment with --ca-out, the
- * kept CA bundle @ca_pem goes in with it, both or neither.
+ * bundle, may be NULL) and install it; on enrollment the kept CA bundle
+ * @ca_pem (with --ca-out) and the checked CRL @crl_pem (with --crl-out) go
+ * in with it, all or none.
  */
 static int check_and_install(const struct opts *o, const char *pem, size_t len, EVP_PKEY *pub,
 			     STACK_OF(X509) *trusted, STACK_OF(X509) *chain, const ASN1_TIME *later_than,
-			     const char *ca_pem, size_t ca_len)
+			     const char *ca_pem, size_t ca_len, const char *crl_pem, size_t crl_len)
 {
 	struct ks_ci_expect exp = {
 		.public_key = pub, .trusted = trusted, .common_name = o->certname, .later_than = later_than,
 	};
-	struct ks_ci_file files[2];
+	struct ks_ci_file files[3];
 	char err[KS_CI_ERR_MAX], until[64];
 	X509 *cert = NULL;
 	size_t n = 0;
@@ -380,14 +393,18 @@ static int check_and_install(const struct opts *o, const char *pem, size_t len, 
 	}
 	if (ca_pem != NULL && o->ca_out != NULL)
 		files[n++] = (struct ks_ci_file){ o->ca_out, ca_pem, ca_len, 0644 };
+	if (crl_pem != NULL && o->crl_out != NULL)
+		files[n++] = (struct ks_ci_file){ o->crl_out, crl_pem, crl_len, 0644 };
 	/* The certificate last: it is the one whose failure matters most, and it puts the others back. */
 	files[n++] = (struct ks_ci_file){ o->cert, pem, len, 0644 };
 	if ((r = ks_ci_install_all(files, n, err)) < 0) {
 		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
 		goto out;
 	}
-	if (n == 2)
+	if (ca_pem != NULL && o->ca_out != NULL)
 		ks_say("installed the CA bundle at %s", o->ca_out);
+	if (crl_pem != NULL && o->crl_out != NULL)
+		ks_say("installed the CRL at %s", o->crl_out);
 	ks_ci_format_time(X509_get0_notAfter(cert), until, sizeof(until));
 	ks_say("installed %s (CN=%s, valid until %s)", o->cert, o->certname, until);
 	r = 0;
@@ -405,7 +422,8 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	static const char *const text_headers[] = { "Content-Type: text/plain", "Accept: text/plain", NULL };
-	char subject[300], path[OVX_CERTNAME_MAX + 64], *csr = NULL;
+	char subject[300], path[OVX_CERTNAME_MAX + 64], reason[OVX_ESCAPED_MAX], *csr = NULL, *crl = NULL;
+	size_t crl_len = 0;
 	EVP_PKEY *pub = NULL;
 	time_t deadline;
 	int r;
@@ -445,18 +463,23 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 
 	https_opts(o, t->trust_file, &h);
 	snprintf(path, sizeof(path), "/certificate_request/%s", o->certname);
-	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp)) != 0)
+	if ((r = request(&h, "PUT", o->server, path, text_headers, csr, &resp, NULL)) != 0)
 		goto out;
-	if (resp.status == 200) {
+	ovx_escape(resp.body, resp.body_len, reason, sizeof(reason));
+	switch (ovx_csr_answer(resp.status, resp.body, resp.body_len, o->certname)) {
+	case OVX_CSR_SUBMITTED:
 		ks_say("submitted the CSR for %s", o->certname);
-	} else if (resp.status == 400) {
-		/* What the agent does too: most likely submitted before; the poll tells. */
-		char said[256];
-
-		ovx_quote(resp.body, resp.body_len, said, sizeof(said));
-		ks_say("the CA did not take the CSR (HTTP 400: \"%s\"); checking for a certificate", said);
-	} else {
-		r = ks_die(KS_EXIT_CA_REFUSED, "PUT certificate_request: HTTP %ld", resp.status);
+		break;
+	case OVX_CSR_ALREADY:
+		ks_say("submitted before (the CA: \"%s\"); checking for a certificate", reason);
+		break;
+	case OVX_CSR_REFUSED:
+		/* Asking again will not change the CA's mind: the operator must act, so the reason in full. */
+		r = ks_die(KS_EXIT_CA_REFUSED, "the CA refused the CSR for %s (HTTP 400): %s", o->certname,
+			   reason);
+		goto out;
+	default:
+		r = ks_die(KS_EXIT_CA_REFUSED, "PUT certificate_request: HTTP %ld: %s", resp.status, reason);
 		goto out;
 	}
 
@@ -464,7 +487,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	deadline = time(NULL) + o->maxwaitforcert;
 	for (;;) {
 		ks_https_response_free(&resp);
-		if ((r = request(&h, "GET", o->server, path, NULL, NULL, &resp)) != 0)
+		if ((r = request(&h, "GET", o->server, path, NULL, NULL, &resp, NULL)) != 0)
 			goto out;
 		if (resp.status == 200)
 			break;
@@ -480,8 +503,13 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 		ks_say("not signed yet; asking again in %ld s", o->waitforcert);
 		sleep((unsigned)o->waitforcert);
 	}
-	r = check_and_install(o, resp.body, resp.body_len, pub, t->trusted, t->chain, NULL, t->pem, t->pem_len);
+	/* The CRL before anything is installed: exit 4 must mean that nothing was. */
+	if (o->crl_out != NULL && (r = fetch_crl(o, t->trust_file, t->trusted, &crl, &crl_len)) != 0)
+		goto out;
+	r = check_and_install(o, resp.body, resp.body_len, pub, t->trusted, t->chain, NULL, t->pem, t->pem_len,
+			      crl, crl_len);
 out:
+	free(crl);
 	free(csr);
 	EVP_PKEY_free(pub);
 	ks_https_response_free(&resp);
@@ -501,8 +529,6 @@ static int cmd_enroll(const struct opts *o)
 		goto out;
 	if ((r = enroll_key(o, ks, o->key, &t)) != 0)
 		goto out;
-	if (o->crl_out != NULL && (r = fetch_crl(o, t.trust_file, t.trusted)) != 0)
-		goto out;
 	r = 0;
 out:
 	keysvc_close(ks);
@@ -521,11 +547,11 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	X509 *current = NULL;
 	EVP_PKEY *pub = NULL;
 	keysvc *ks = NULL;
-	char err[KS_CI_ERR_MAX], msg[512], when[64], uri[80], *text = NULL, *enc = NULL, *hdr = NULL;
+	char err[KS_CI_ERR_MAX], msg[OVX_MSG_MAX], when[64], uri[80], *text = NULL, *enc = NULL, *hdr = NULL;
 	const char *headers[4] = { NULL };
 	size_t len;
 	time_t opens;
-	int r, recorded = 0;
+	int r, https_r = 0, recorded = 0;
 
 	memset(&resp, 0, sizeof(resp));
 	if ((r = ks_ci_read_file(o->cert, &text, &len, err)) < 0 ||
@@ -589,13 +615,20 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		}
 		headers[2] = hdr;
 	}
-	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp)) != 0)
+	if ((r = request(&h, "POST", o->server, "/certificate_renewal", headers, NULL, &resp, &https_r)) != 0) {
+		/* The whole Puppet Server stack answers a certificate of another CA without any 403. */
+		if (!o->header_cert && (https_r == -EPROTO || https_r == -EIO))
+			(void)ks_die(0, "note: Puppet Server refuses a client certificate it did not sign (or has "
+				     "revoked) in the TLS handshake itself; if %s is not from this CA, enroll with "
+				     "this CA", o->cert);
 		goto out;
+	}
 	if (ovx_renewal_result(resp.status, resp.body, resp.body_len, msg, sizeof(msg)) != OVX_RENEWED) {
 		r = ks_die(KS_EXIT_CA_REFUSED, "%s", msg);
 		goto out;
 	}
-	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL, X509_get0_notAfter(current), NULL, 0);
+	r = check_and_install(o, resp.body, resp.body_len, pub, trusted, NULL, X509_get0_notAfter(current), NULL, 0,
+			      NULL, 0);
 out:
 	if (!recorded)
 		r = ks_renewal_finish(rn, r, o->cert, o->key, o->ca_file, NULL);
@@ -760,10 +793,14 @@ int main(int argc, char **argv)
 		ks_renewal_free(&rn);
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
 	}
-	if (strcmp(cmd, "enroll") == 0)
-		r = ks_renewal_finish(&rn, cmd_enroll(&o), o.cert, o.key, o.ca_out != NULL ? o.ca_out : o.ca_file,
-				      o.crl_out);
-	else
+	if (strcmp(cmd, "enroll") == 0) {
+		/* A failed enrollment installed nothing: the record keeps naming the files it had, so that
+		 * keysvc status never looks for a CA bundle or CRL that was not written. */
+		r = cmd_enroll(&o);
+		r = ks_renewal_finish(&rn, r, o.cert, o.key,
+				      r != 0 ? NULL : o.ca_out != NULL ? o.ca_out : o.ca_file,
+				      r != 0 ? NULL : o.crl_out);
+	} else
 		r = cmd_renew(&o, &rn);
 	ks_https_cleanup();
 	ks_cert_unlock(&lock);

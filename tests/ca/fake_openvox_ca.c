@@ -12,6 +12,7 @@
  *   --dir DIR        CA state (created if missing):
  *                      ca.pem, ca.key (0600)   the CA; reused if both exist
  *                      crl.pem                 empty CRL, rewritten at start
+ *                      foreign-crl.pem         the same from foreign-ca
  *                      server.pem, server.key  TLS cert for localhost,
  *                                              127.0.0.1 and ::1, new at start
  *                      foreign-ca.pem, .key    an unrelated CA, for client
@@ -107,6 +108,10 @@ enum mode {
 	MODE_EXTRA_CA = 1u << 9,
 	MODE_FOREIGN_CERT = 1u << 10,
 	MODE_SLOW = 1u << 11,
+	MODE_NO_RENEWAL_RULE = 1u << 12,
+	MODE_CRL_EMPTY = 1u << 13,
+	MODE_CRL_GARBAGE = 1u << 14,
+	MODE_CRL_FOREIGN = 1u << 15,
 };
 
 /* Control-file words. Renewal faults apply in this order when several are
@@ -132,6 +137,12 @@ static const struct {
 	/* A man in the middle: his CA next to the genuine one, and the agent's certificate issued by it. */
 	{ "extra-ca", MODE_EXTRA_CA, "certificate/ca: the bundle has foreign-ca.pem after ca.pem" },
 	{ "foreign-cert", MODE_FOREIGN_CERT, "certificate/NAME: the signed cert re-issued by the foreign CA" },
+	/* Puppet Server 7's stock auth.conf: it has no rule for the renewal route (7 has no such route). */
+	{ "no-renewal-rule", MODE_NO_RENEWAL_RULE,
+	  "renewal: 403 \"Forbidden request: ...\" from tk-authorization, whatever the client certificate" },
+	{ "crl-empty", MODE_CRL_EMPTY, "certificate_revocation_list/ca: 200 with an empty body (empty crl.pem)" },
+	{ "crl-garbage", MODE_CRL_GARBAGE, "certificate_revocation_list/ca: 200 with a body that is not PEM" },
+	{ "crl-foreign", MODE_CRL_FOREIGN, "certificate_revocation_list/ca: foreign-crl.pem, signed by foreign-ca" },
 };
 
 struct control {
@@ -237,7 +248,8 @@ static char *csr_pem(X509_REQ *req, size_t *len)
 	return out;
 }
 
-static int write_empty_crl(void)
+/* An empty CRL of @issuer, signed with @key, into DIR/@file. */
+static int write_empty_crl(X509 *issuer, EVP_PKEY *key, const char *file)
 {
 	char path[PATH_MAX];
 	time_t now = time(NULL);
@@ -251,16 +263,16 @@ static int write_empty_crl(void)
 	size_t len;
 	int r = -1;
 
-	if (!crl || !t || !num || !b || !fs_pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+	if (!crl || !t || !num || !b || !fs_pathf(path, sizeof path, "%s/%s", cfg.dir, file))
 		goto out;
 	if (!X509_CRL_set_version(crl, X509_CRL_VERSION_2) ||
-	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca_cert)) || !X509_CRL_set1_lastUpdate(crl, t) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)) || !X509_CRL_set1_lastUpdate(crl, t) ||
 	    !ASN1_TIME_set(t, now + 5 * 365 * DAY) || !X509_CRL_set1_nextUpdate(crl, t))
 		goto out;
-	X509V3_set_ctx(&ctx, ca_cert, NULL, NULL, crl, 0);
+	X509V3_set_ctx(&ctx, issuer, NULL, NULL, crl, 0);
 	aki = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
 	if (!aki || !X509_CRL_add_ext(crl, aki, -1) || !ASN1_INTEGER_set(num, 0) ||
-	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) || !X509_CRL_sign(crl, ca_key, EVP_sha256()) ||
+	    !X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) || !X509_CRL_sign(crl, key, EVP_sha256()) ||
 	    !PEM_write_bio_X509_CRL(b, crl))
 		goto out;
 	pem = fs_bio_take(b, &len);
@@ -1256,7 +1268,8 @@ static void handle(const struct fs_conn *c, const struct fs_request *rq, struct 
 	read_control(&ctl, false);
 	if (cfg.header_cert && client_cert && parse_header_cert(client_cert, &header_cert, rs) != 0)
 		return;
-	if (cfg.strict_auth && !auth_allows(c, rq)) {
+	if ((cfg.strict_auth && !auth_allows(c, rq)) ||
+	    ((ctl.modes & MODE_NO_RENEWAL_RULE) && strcmp(rq->path, P_RENEW) == 0)) {
 		for (i = 0; rq->method[i] && i < sizeof method - 2; i++)
 			method[i] = (char)(rq->method[i] | 0x20);
 		method[i] = '\0';
@@ -1269,7 +1282,12 @@ static void handle(const struct fs_conn *c, const struct fs_request *rq, struct 
 	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CRL, name, sizeof name)) {
 		char path[PATH_MAX];
 
-		if (fs_pathf(path, sizeof path, "%s/crl.pem", cfg.dir))
+		if (ctl.modes & MODE_CRL_EMPTY)
+			set_text(rs, 200, "%s", "");
+		else if (ctl.modes & MODE_CRL_GARBAGE)
+			set_garbage(rs);
+		else if (fs_pathf(path, sizeof path, "%s/%s", cfg.dir,
+				  (ctl.modes & MODE_CRL_FOREIGN) ? "foreign-crl.pem" : "crl.pem"))
 			serve_file(path, rq, rs, "Not Found", "");
 	} else if (strcmp(rq->method, "GET") == 0 && route_name(rq->path, P_CSR, name, sizeof name)) {
 		get_certificate_request(name, rq, rs);
@@ -1438,7 +1456,8 @@ static int init_ca(void)
 	if (fs_load_or_make_ca(cfg.dir, "foreign-ca", "Foreign Test CA (not trusted by fake-openvox-ca)", CA_TTL,
 			       ca_exts, &foreign_cert, &foreign_key) != 0)
 		goto out;
-	if (write_empty_crl() != 0)
+	if (write_empty_crl(ca_cert, ca_key, "crl.pem") != 0 ||
+	    write_empty_crl(foreign_cert, foreign_key, "foreign-crl.pem") != 0)
 		goto out;
 	r = 0;
 out:

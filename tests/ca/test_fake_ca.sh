@@ -287,6 +287,25 @@ echo renewal-disabled >"$control"
 renew a --cert "$work/agent2.pem" --key "$work/agent2.key"
 expect "renewal-disabled" 404 "Not Found"
 
+echo no-renewal-rule >"$control"
+renew a --cert "$work/agent2.pem" --key "$work/agent2.key"
+expect "no-renewal-rule: Puppet Server 7's auth.conf denies a valid cert" 403 \
+	"Forbidden request: /puppet-ca/v1/certificate_renewal (method :post). Please see the server logs for details."
+echo crl-empty >"$control"
+req a GET /puppet-ca/v1/certificate_revocation_list/ca
+expect "crl-empty" 200
+check "crl-empty: the body is empty" test ! -s "$work/body"
+echo crl-garbage >"$control"
+req a GET /puppet-ca/v1/certificate_revocation_list/ca
+expect "crl-garbage" 200
+check "crl-garbage: the body is no CRL" bash -c "! openssl crl -in '$work/body' -noout 2>/dev/null"
+echo crl-foreign >"$control"
+req a GET /puppet-ca/v1/certificate_revocation_list/ca
+expect "crl-foreign" 200
+check "crl-foreign: signed by the foreign CA, not the CA" bash -c "openssl crl -in '$work/body' \
+	-CAfile '$ca/foreign-ca.pem' -noout 2>&1 | grep -q 'verify OK' &&
+	! openssl crl -in '$work/body' -CAfile '$ca/ca.pem' -noout 2>/dev/null"
+
 echo garbage >"$control"
 renew a --cert "$work/agent2.pem" --key "$work/agent2.key"
 expect "garbage mode" 200

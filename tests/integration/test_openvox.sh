@@ -32,6 +32,7 @@ stop_ca() { ks_fake_stop; }
 mode() { echo "$1" >"$work/control"; }
 
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
+export KEYSVC_INVENTORY=$work/inv
 me=$(id -u)
 policy='[{"uid": '"$me"', "keys": ["agent*"], "ops": ["key.generate", "key.list", "key.public", "key.delete", "csr.create", "sign"]},
          {"uid": '"$me"', "keys": ["nosign"], "ops": ["key.generate", "key.public", "csr.create"]}]'
@@ -121,6 +122,50 @@ run_exit 0 "" "--ca-file: enrolled with an extra CA in the bundle" \
 check "--ca-file: --ca-out holds the genuine CA only" cmp -s "$certs/agent3b-ca.pem" "$cadir/ca.pem"
 mode normal
 
+# A CSR the CA refuses (extra SANs, allow-subject-alt-names off) is not
+# "not signed yet": exit 3 with the CA's whole reason on stderr, even quiet.
+san_reason="CSR 'agent5.example.org' contains extra subject alternative names (DNS:extra.example.org), which are \
+disallowed. To allow subject alternative names, set allow-subject-alt-names to true in your ca.conf file. Then \
+restart the puppetserver and try signing this certificate again."
+run_exit 3 "the CA refused the CSR for agent5.example.org (HTTP 400): $san_reason" \
+	"a CSR the CA refuses: exit 3, the whole reason on stderr with --quiet" \
+	bash -c '"$0" "$@" 2>&1 >/dev/null' "$ovx" enroll --server "$server" --socket "$KS_SOCKET" \
+	--certname agent5.example.org --key agent5 --cert "$certs/agent5.pem" --ca-file "$cadir/ca.pem" \
+	--dns-alt-name extra.example.org --waitforcert 1 --maxwaitforcert 0 --quiet
+[ -e "$certs/agent5.pem" ] && fail "refused CSR: nothing installed" || ok "refused CSR: nothing installed"
+check "refused CSR: recorded as failed with the reason" ks_inventory_says "$work/inv" /agent5.pem outcome failed
+
+# The CRL is checked before anything is installed: a CRL that is empty (no
+# bytes), does not parse or is signed by another CA is exit 4 with nothing
+# installed and no CRL recorded, so keysvc status has nothing to fail on.
+inv6=$work/inv6
+enroll6() {
+	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent6.example.org --key agent6 \
+		--cert "$certs/agent6.pem" --ca-file "$cadir/ca.pem" --crl-out "$certs/agent6-crl.pem" \
+		--waitforcert 1 --maxwaitforcert 10 --inventory "$inv6" --quiet
+}
+for m in "crl-empty:does not parse" "crl-garbage:does not parse" "crl-foreign:not signed by the CA"; do
+	printf '%s\nsign agent6.example.org\n' "${m%%:*}" >"$work/control"
+	run_exit 4 "${m#*:}" "enroll, CA in mode ${m%%:*}: exit 4" enroll6
+	for f in agent6.pem agent6-crl.pem; do
+		[ -e "$certs/$f" ] && fail "mode ${m%%:*}: $f not installed" || ok "mode ${m%%:*}: $f not installed"
+	done
+	check "mode ${m%%:*}: recorded as failed, no CRL recorded" ks_inventory_says "$inv6" /agent6.pem \
+		outcome failed crl None
+	st=0
+	ks_cli status --inventory "$inv6" >"$work/status.out" 2>&1 || st=$?
+	[ "$st" -ne 1 ] && ok "mode ${m%%:*}: keysvc status has no error (exit $st)" ||
+		{ fail "mode ${m%%:*}: keysvc status exit 1"; sed 's/^/#   /' "$work/status.out"; }
+done
+# The CA signed agent6 meanwhile: enroll again is told "already has a signed
+# certificate", fetches it and installs it with the CRL (one without entries).
+mode normal
+run_exit 0 "" "enroll again with a good CRL: installed" enroll6
+check "agent6: the certificate verifies against the CA" openssl verify -CAfile "$cadir/ca.pem" "$certs/agent6.pem"
+check "agent6: the CRL is installed and verifies" openssl crl -in "$certs/agent6-crl.pem" -CAfile "$cadir/ca.pem" -noout
+check "agent6: recorded ok with the CRL" ks_inventory_says "$inv6" /agent6.pem outcome ok crl "$certs/agent6-crl.pem"
+run_exit 0 "" "agent6: keysvc status is content" ks_cli status --inventory "$inv6"
+
 # ---- renewal ----
 cp "$cert" "$work/before.pem"
 unchanged() { cmp -s "$cert" "$work/before.pem"; }
@@ -167,6 +212,19 @@ cp "$work/foreign.pem" "$work/foreign-before.pem"
 run_exit 3 "not signed by this CA" "renew with a certificate from a foreign CA: 403" \
 	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
 check "403: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
+
+# Puppet Server 7's stock auth.conf has no rule for the renewal route (7 has
+# no such route): tk-authorization's 403, which is not a CA mismatch.
+mode no-renewal-rule
+run_exit 3 "auth.conf denies the renewal" "renew against Puppet Server 7's auth.conf: 403 Forbidden request" renew
+cp "$work/out" "$work/auth403.out"
+for text in 'path: "^/puppet-ca/v1/certificate_renewal$", type: regex, method: post' 'allow: "*"' \
+	'sort-order: 500' 'before 8 have no renewal endpoint'; do
+	check "auth.conf 403: the message says '$text'" grep -qF -- "$text" "$work/auth403.out"
+done
+check "auth.conf 403: not called a CA mismatch" bash -c "! grep -q 'not signed by this CA' '$work/auth403.out'"
+check "auth.conf 403: certificate unchanged" unchanged
+mode normal
 
 # keysvcd will not sign with the key: the handshake cannot complete.
 ks_cli keygen nosign --type ec-p256 >/dev/null
@@ -233,6 +291,16 @@ check "400: certificate unchanged" unchanged
 sleep 1.1
 run_exit 0 "" "header mode with --header-cert: renewed" renew --header-cert
 check "header mode: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
+
+# The whole Puppet Server stack: a client certificate this CA did not sign
+# fails the TLS handshake itself, before any 403 could say so.
+stop_ca
+start_ca "$cadir" --strict-auth
+server=https://127.0.0.1:$ca_port
+common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
+run_exit 5 "Puppet Server refuses a client certificate it did not sign" "strict: renew with a certificate from a foreign CA fails in the TLS handshake" \
+	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
+check "strict, foreign CA: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
 
 # Rotation: a new key through enrollment, the old key deleted after.
 stop_ca

@@ -513,7 +513,9 @@ static void test_read_file(void **state)
 
 static void test_openvox_status(void **state)
 {
-	char msg[512];
+	static const char forbidden[] = "Forbidden request: /puppet-ca/v1/certificate_renewal (method :post). "
+					"Please see the server logs for details.";
+	char msg[OVX_MSG_MAX];
 
 	(void)state;
 	assert_int_equal(ovx_renewal_result(200, "x", 1, msg, sizeof(msg)), OVX_RENEWED);
@@ -523,6 +525,18 @@ static void test_openvox_status(void **state)
 	assert_int_equal(ovx_renewal_result(403, "Certificate present, but does not match signature", 49, msg,
 					    sizeof(msg)), OVX_NOT_THIS_CA);
 	assert_non_null(strstr(msg, "not signed by this CA"));
+	/* tk-authorization's 403 is the server's auth.conf: the rule to add, never "not this CA". */
+	assert_int_equal(ovx_renewal_result(403, forbidden, strlen(forbidden), msg, sizeof(msg)), OVX_AUTH_DENIED);
+	assert_null(strstr(msg, "not signed by this CA"));
+	assert_non_null(strstr(msg, "auth.conf"));
+	assert_non_null(strstr(msg, "path: \"^/puppet-ca/v1/certificate_renewal$\", type: regex, method: post"));
+	assert_non_null(strstr(msg, "before 8 have no renewal endpoint"));
+	assert_non_null(strstr(msg, "sort-order: 500"));
+	assert_true(strlen(msg) < sizeof(msg) - 1);
+	/* Any other 403 is neither. */
+	assert_int_equal(ovx_renewal_result(403, "Forbidden", 9, msg, sizeof(msg)), OVX_UNEXPECTED);
+	assert_null(strstr(msg, "not signed by this CA"));
+	assert_non_null(strstr(msg, "HTTP 403"));
 	assert_int_equal(ovx_renewal_result(400, "No valid certificate found in renewal request", 45, msg,
 					    sizeof(msg)), OVX_NO_CLIENT_CERT);
 	assert_non_null(strstr(msg, "no client certificate"));
@@ -533,6 +547,56 @@ static void test_openvox_status(void **state)
 	assert_non_null(strstr(msg, "boom?[31m"));
 	assert_null(strstr(msg, "second"));
 	assert_int_equal(ovx_renewal_result(302, NULL, 0, msg, sizeof(msg)), OVX_UNEXPECTED);
+}
+
+static void test_openvox_csr_answer(void **state)
+{
+	static const char *const refused[] = {
+		"CSR 'a.example.org' contains extra subject alternative names (DNS:x), which are disallowed.",
+		"Found extensions that are not permitted: 2.5.29.15",
+		"a.example.org already has a revoked certificate; ignoring certificate request",
+		/* A policy text that quotes a duplicate text is still a refusal. */
+		"a.example.org already has a signed certificate; ignoring certificate request (and more)",
+		"b.example.org already has a signed certificate; ignoring certificate request",
+		"",
+	};
+	const char *already = "a.example.org already has a requested certificate; ignoring certificate request\n";
+
+	(void)state;
+	assert_int_equal(ovx_csr_answer(200, "", 0, "a.example.org"), OVX_CSR_SUBMITTED);
+	assert_int_equal(ovx_csr_answer(400, already, strlen(already), "a.example.org"), OVX_CSR_ALREADY);
+	already = "a.example.org already has a signed certificate; ignoring certificate request";
+	assert_int_equal(ovx_csr_answer(400, already, strlen(already), "a.example.org"), OVX_CSR_ALREADY);
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		assert_int_equal(ovx_csr_answer(400, refused[i], strlen(refused[i]), "a.example.org"), OVX_CSR_REFUSED);
+	assert_int_equal(ovx_csr_answer(400, NULL, 0, "a.example.org"), OVX_CSR_REFUSED);
+	assert_int_equal(ovx_csr_answer(500, "boom", 4, "a.example.org"), OVX_CSR_UNEXPECTED);
+}
+
+static void test_openvox_escape(void **state)
+{
+	char out[OVX_ESCAPED_MAX], small[8], *body;
+
+	(void)state;
+	/* Whole, not the first line; control and non-ASCII bytes and '\\' as \xNN; trailing line end dropped. */
+	ovx_escape("line one\nline\x1b[31m two\\ \xc3\xa9\r\n", 26, out, sizeof(out));
+	assert_string_equal(out, "line one\\x0aline\\x1b[31m two\\x5c \\xc3\\xa9");
+	ovx_escape(NULL, 5, out, sizeof(out));
+	assert_string_equal(out, "");
+	/* Bounded: 1 KiB of the text, then a note; the worst case fits OVX_ESCAPED_MAX. */
+	body = malloc(3000);
+	assert_non_null(body);
+	memset(body, 'a', 3000);
+	ovx_escape(body, 3000, out, sizeof(out));
+	assert_int_equal(strspn(out, "a"), OVX_REASON_MAX);
+	assert_string_equal(out + OVX_REASON_MAX, " [cut at 1024 bytes]");
+	memset(body, '\x01', 3000);
+	ovx_escape(body, 3000, out, sizeof(out));
+	assert_int_equal(strlen(out), 4 * OVX_REASON_MAX + strlen(" [cut at 1024 bytes]"));
+	/* A small buffer cuts whole escapes only. */
+	ovx_escape(body, 3000, small, sizeof(small));
+	assert_string_equal(small, "\\x01");
+	free(body);
 }
 
 static void test_openvox_due(void **state)
@@ -585,6 +649,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vouched, pki_setup, pki_teardown),
 		cmocka_unit_test(test_read_file),
 		cmocka_unit_test(test_openvox_status),
+		cmocka_unit_test(test_openvox_csr_answer),
+		cmocka_unit_test(test_openvox_escape),
 		cmocka_unit_test(test_openvox_due),
 		cmocka_unit_test(test_openvox_names),
 	};
