@@ -318,30 +318,30 @@ check "rotated: the previous certificate kept" cmp -s "$cert.prev" "$work/before
 # No keysvc.so where the client looks: enrollment uses no token key for TLS
 # and works; renewal does, and says which directory it searched.
 mkdir -p "$work/no-provider"
-agent5=(--server "$server" --socket "$KS_SOCKET" --certname agent5.example.org --key agent5
-	--cert "$certs/agent5.pem" --ca-file "$cadir/ca.pem" --quiet)
+agent7=(--server "$server" --socket "$KS_SOCKET" --certname agent7.example.org --key agent7
+	--cert "$certs/agent7.pem" --ca-file "$cadir/ca.pem" --quiet)
 run_exit 0 "" "enroll without the keysvc provider installed: enrolled" \
-	"$ovx" enroll "${agent5[@]}" --provider-dir "$work/no-provider" --waitforcert 1 --maxwaitforcert 10
+	"$ovx" enroll "${agent7[@]}" --provider-dir "$work/no-provider" --waitforcert 1 --maxwaitforcert 10
 check "enrolled without the provider: the certificate is installed" \
-	openssl verify -CAfile "$cadir/ca.pem" "$certs/agent5.pem"
-cp "$certs/agent5.pem" "$work/agent5-before.pem"
+	openssl verify -CAfile "$cadir/ca.pem" "$certs/agent7.pem"
+cp "$certs/agent7.pem" "$work/agent7-before.pem"
 run_exit 10 "" "renew --when-due without the provider: not due, no request needs it" \
-	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider" --when-due
+	"$ovx" renew "${agent7[@]}" --provider-dir "$work/no-provider" --when-due
 run_exit 6 "no usable keysvc.so in $work/no-provider (--provider-dir" \
 	"renew without the provider (--provider-dir): names the directory searched" \
-	"$ovx" renew "${agent5[@]}" --provider-dir "$work/no-provider"
+	"$ovx" renew "${agent7[@]}" --provider-dir "$work/no-provider"
 run_exit 6 "no usable keysvc.so in $work/no-provider (\$OPENSSL_MODULES" \
 	"renew without the provider (\$OPENSSL_MODULES): names the directory searched" \
-	env OPENSSL_MODULES="$work/no-provider" "$ovx" renew "${agent5[@]}"
+	env OPENSSL_MODULES="$work/no-provider" "$ovx" renew "${agent7[@]}"
 modulesdir=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
 if [ -n "$modulesdir" ] && [ ! -e "$modulesdir/keysvc.so" ]; then
 	run_exit 6 "no usable keysvc.so in $modulesdir (OpenSSL's modules directory" \
 		"renew without the provider (no --provider-dir, no \$OPENSSL_MODULES): names OpenSSL's directory" \
-		env -u OPENSSL_MODULES "$ovx" renew "${agent5[@]}"
+		env -u OPENSSL_MODULES "$ovx" renew "${agent7[@]}"
 else
 	ok "# SKIP keysvc.so is installed in OpenSSL's modules directory ${modulesdir:-(unknown)}"
 fi
-check "renew without the provider: certificate unchanged" cmp -s "$certs/agent5.pem" "$work/agent5-before.pem"
+check "renew without the provider: certificate unchanged" cmp -s "$certs/agent7.pem" "$work/agent7-before.pem"
 
 stop_ca
 ks_stop || fail "keysvcd exit status"
