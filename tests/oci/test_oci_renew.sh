@@ -105,6 +105,11 @@ unchanged() { cmp -s "$cert" "$work/before.pem"; }
 reset_cert "$work/young.pem"
 run_exit 10 "" "renew --when-due with a current certificate: not due" renew --when-due
 check "not due: nothing sent" test ! -e "$ca/requests.log"
+# Not yet valid is no reason to renew: the timer waits, as for a current one.
+reset_cert "$work/future.pem"
+run_exit 10 "not due" "renew --when-due with a not yet valid certificate: not due" "$oci" renew "${common[@]}" \
+	--inventory "$work/inv" --when-due
+check "not yet valid: nothing sent" test ! -e "$ca/requests.log"
 
 reset_cert "$work/due.pem"
 run_exit 0 "" "renew --when-due with a 31-day-old certificate: renewed" renew --when-due
