@@ -1140,13 +1140,12 @@ static int cmd_rebootstrap(const struct opts *o)
 
 		if (read_state(&b, o->state_command, left_ms > 0 ? (long)left_ms : 0, state, sizeof(state)) ==
 		    -ETIME) {
-			char msg[200];
+			char msg[256];
 
 			snprintf(msg, sizeof(msg), "the state command timed out after %lld s and was killed; not "
 				 "Connected within %ld s (last state: %s): check the state command",
 				 left_ms > 0 ? (left_ms + 999) / 1000 : 0, o->connect_limit_s,
 				 last[0] != '\0' ? last : "none");
-			blog(&b, "%s", msg);
 			ks_die(0, "state command timed out after %lld s", left_ms > 0 ? (left_ms + 999) / 1000 : 0);
 			r = bundle_close(&b, EXIT_NOT_CONNECTED, msg);
 			goto out;
