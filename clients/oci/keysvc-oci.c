@@ -3,7 +3,8 @@
  * key is held by keysvcd, and OCI request signing with that key.
  *
  *   sign-request  print the OCI "Signature version=1" headers for a request
- *   status        age, phase (current / renewal-due / expired), dates
+ *   status        age, phase (current / renewal-due / expired / not yet
+ *                 valid), dates
  *   renew         CSR from the token with the current subject and SANs ->
  *                 POST renewCertificate signed with the current key ->
  *                 fetch the certificate bundle -> check, install
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -42,7 +44,9 @@
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/oci/oci.h"
+#include "clients/oci/ocirun.h"
 #include "clients/oci/ocisign.h"
+#include "clients/status/status.h"
 
 /* status: one exit code per phase, so scripts need not parse the output. */
 enum {
@@ -84,7 +88,7 @@ static void usage(FILE *f)
 	      "  status        --cert PATH: age, phase and dates of the certificate\n"
 	      "  renew         --cert PATH --ca-file PATH --key NAME --key-id ID --endpoint URL\n"
 	      "                --node-id OCID: renew through renewCertificate\n"
-	      "  rebootstrap   --rps-fqdn FQDN --infrastructure-id ID --token-zip ZIP --region R:\n"
+	      "  rebootstrap   --rps-fqdn rps.FQDN --infrastructure-id ID --token-zip ZIP --region R:\n"
 	      "                POST /register and /check_ready to https://rps.FQDN, then follow\n"
 	      "                the connection state (--state-command) until Connected\n"
 	      "\n"
@@ -118,14 +122,17 @@ static void usage(FILE *f)
 	      "  --lock-wait SECONDS     renew: wait this long for another run on the same --cert\n"
 	      "                          (default 60); exit 13 when it does not end in time\n"
 	      "rebootstrap options:\n"
-	      "  --rps-url URL           instead of https://rps.FQDN\n"
+	      "  --rps-fqdn HOST         the RPS host name, used as given: rps.<FQDN> as the\n"
+	      "                          Roving Edge steps write it (e.g. rps.example.org)\n"
+	      "  --rps-url URL           instead of https://HOST\n"
 	      "  --tls-ca-file PATH      CAs for the RPS's TLS (default /etc/ssl/certs/ca-certificates.crt)\n"
 	      "  --support-dir DIR       where support bundles go (default /var/lib/keysvc/oci/support)\n"
 	      "  --register-retry-wait S before the one retry of /register (default 60..120 at random)\n"
 	      "  --ready-wait S          after /register, before /check_ready (default 120)\n"
 	      "  --check-retry-wait S    before the one retry of /check_ready (default 120)\n"
 	      "  --state-command CMD     prints the connection state (Ready, Disconnected, Connecting,\n"
-	      "                          Connected); without it, rebootstrap ends after /check_ready\n"
+	      "                          Connected); without it, rebootstrap ends after /check_ready.\n"
+	      "                          Killed (its process group) when --connect-limit runs out\n"
 	      "  --poll-interval S       between state checks (default 30)\n"
 	      "  --connect-limit S       Connected must come within this (default 1200)\n"
 	      "  --session-max-age S     warn when the token zip is older (default 3600)\n"
@@ -133,13 +140,14 @@ static void usage(FILE *f)
 	      "  --quiet                 errors only\n"
 	      "\n"
 	      "Exit codes: 0 done (status: current), 11 status: renewal due, 12 expired:\n"
-	      "re-bootstrap required, 10 renew --when-due: not due or backing off, 2 usage,\n"
+	      "re-bootstrap required (status: also not yet valid, as keysvc status classes it),\n"
+	      "10 renew --when-due: not due or backing off, 2 usage,\n"
 	      "3 refused by OCI, 4 the answer failed a check (nothing installed), 5 network\n"
 	      "or TLS, 6 keysvcd, 8 renew: installed but the reload hook or the served-certificate\n"
 	      "check failed (the previous certificate is kept as .prev), 13 renew: another run\n"
 	      "holds the lock on --cert, 1 other; rebootstrap:\n"
-	      "20 /register failed twice, 21 /check_ready failed twice, 22 not Connected in time\n"
-	      "(each with a support bundle).\n", f);
+	      "20 /register failed twice, 21 /check_ready failed twice, 22 not Connected in time,\n"
+	      "also when --state-command timed out (each with a support bundle).\n", f);
 }
 
 /* ---- signing with keysvcd ---- */
@@ -320,6 +328,9 @@ static int lifecycle(const struct opts *o, X509 *x, struct oci_status *st)
 	if (cert_times(x, &nb, &na) != 0 ||
 	    oci_lifecycle(nb, na, o->now, o->renew_after_s, o->lifetime_s, st) != 0)
 		return ks_die(KS_EXIT_USAGE, "%s: unusable validity dates", o->cert);
+	/* keysvc status's rule, so that the two tools never disagree on such a certificate. */
+	if (ks_cert_not_yet_valid(x, o->now))
+		st->phase = OCI_PHASE_NOT_YET_VALID;
 	return 0;
 }
 
@@ -340,6 +351,7 @@ static char *subject_text(X509 *x)
 	return s;
 }
 
+/* Not yet valid exits as expired: keysvc status classes it expired too (unusable now). */
 static int status_exit(enum oci_phase p)
 {
 	return p == OCI_PHASE_CURRENT ? 0 : p == OCI_PHASE_RENEWAL_DUE ? EXIT_RENEWAL_DUE : EXIT_EXPIRED;
@@ -383,8 +395,12 @@ static int cmd_status(const struct opts *o)
 		printf("issued:       %s (%.1f days ago)\n", issued, (double)st.age_s / OCI_DAY);
 		printf("renewal due:  %s\n", renew);
 		printf("expires:      %s\n", expires);
-		printf("phase:        %s\n", st.phase == OCI_PHASE_CURRENT ? "current" :
-		       st.phase == OCI_PHASE_RENEWAL_DUE ? "renewal due" : "expired: re-bootstrap required");
+		if (st.phase == OCI_PHASE_NOT_YET_VALID)
+			printf("phase:        not yet valid (from %s): unusable until then; check the clocks\n",
+			       issued);
+		else
+			printf("phase:        %s\n", st.phase == OCI_PHASE_CURRENT ? "current" :
+			       st.phase == OCI_PHASE_RENEWAL_DUE ? "renewal due" : "expired: re-bootstrap required");
 	}
 	fflush(stdout);
 	r = status_exit(st.phase);
@@ -784,7 +800,7 @@ static int cmd_renew(const struct opts *o)
 	else if (lr < 0)
 		ks_say("warning: cannot read the state file %s: %s", state, strerror(-lr));
 	if (o->when_due) {
-		if (st.phase == OCI_PHASE_CURRENT) {
+		if (st.phase == OCI_PHASE_CURRENT || st.phase == OCI_PHASE_NOT_YET_VALID) {
 			oci_rfc3339(st.renew_at, when, sizeof(when));
 			ks_say("not due: renewal starts %s", when);
 			r = KS_EXIT_NOT_DUE;
@@ -981,21 +997,36 @@ static int rps_post(const struct opts *o, struct bundle *b, const char *rps, con
 	return r;
 }
 
-/* The connection state from --state-command, into @buf. */
-static void read_state(const char *cmd, char *buf, size_t len)
+static long long mono_ms(void)
 {
-	FILE *p = popen(cmd, "r");
+	struct timespec ts;
 
-	buf[0] = '\0';
-	if (p == NULL)
-		return;
-	if (fgets(buf, (int)len, p) == NULL)
-		buf[0] = '\0';
-	pclose(p);
-	buf[strcspn(buf, "\r\n")] = '\0';
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The connection state from --state-command, into @buf ("" when it printed
+ * nothing or failed: the state is then unknown, the polling goes on).
+ * -ETIME when it was still running after @timeout_ms and was killed.
+ */
+static int read_state(struct bundle *b, const char *cmd, long timeout_ms, char *buf, size_t len)
+{
+	int r, status;
+
+	r = oci_run_first_line(cmd, timeout_ms, buf, len, &status);
+	if (r == -ETIME)
+		return r;
+	if (r < 0)
+		blog(b, "cannot run the state command: %s", strerror(-r));
+	else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+		blog(b, "the state command exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		blog(b, "the state command was killed by signal %d", WTERMSIG(status));
 	for (char *c = buf; *c != '\0'; c++)
 		if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
 			*c = '?';
+	return 0;
 }
 
 static int cmd_rebootstrap(const struct opts *o)
@@ -1007,7 +1038,7 @@ static int cmd_rebootstrap(const struct opts *o)
 	const char *fname;
 	size_t zip_len = 0, form_len = 0;
 	long wait;
-	time_t deadline;
+	long long deadline_ms;
 	int r, fd = -1;
 
 	if (o->infra_id == NULL || o->token_zip == NULL || o->region == NULL ||
@@ -1019,9 +1050,8 @@ static int cmd_rebootstrap(const struct opts *o)
 			return ks_die(KS_EXIT_USAGE, "--rps-url must be an https:// URL");
 		snprintf(rps, sizeof(rps), "%s", o->rps_url);
 	} else {
-		if (strlen(o->rps_fqdn) > 250 || strpbrk(o->rps_fqdn, "/:@ ") != NULL)
-			return ks_die(KS_EXIT_USAGE, "--rps-fqdn: a host name (requests go to https://rps.FQDN)");
-		snprintf(rps, sizeof(rps), "https://rps.%s", o->rps_fqdn);
+		if (oci_rps_url(o->rps_fqdn, rps, sizeof(rps), err, sizeof(err)) < 0)
+			return ks_die(KS_EXIT_USAGE, "--rps-fqdn '%s': %s", o->rps_fqdn, err);
 	}
 	while (strlen(rps) > 8 && rps[strlen(rps) - 1] == '/')
 		rps[strlen(rps) - 1] = '\0';
@@ -1103,10 +1133,27 @@ static int cmd_rebootstrap(const struct opts *o)
 		r = bundle_close(&b, 0, "/register and /check_ready succeeded; connection not followed");
 		goto out;
 	}
-	/* Then Ready -> Disconnected/Connecting -> Connected, within the limit. */
-	deadline = time(NULL) + o->connect_limit_s;
+	/*
+	 * Then Ready -> Disconnected/Connecting -> Connected, within the limit,
+	 * which bounds the state command too: one that hangs is killed when
+	 * the limit runs out.
+	 */
+	deadline_ms = mono_ms() + o->connect_limit_s * 1000LL;
 	for (char last[64] = "";;) {
-		read_state(o->state_command, state, sizeof(state));
+		long long left_ms = deadline_ms - mono_ms();
+
+		if (read_state(&b, o->state_command, left_ms > 0 ? (long)left_ms : 0, state, sizeof(state)) ==
+		    -ETIME) {
+			char msg[256];
+
+			snprintf(msg, sizeof(msg), "the state command timed out after %lld s and was killed; not "
+				 "Connected within %ld s (last state: %s): check the state command",
+				 left_ms > 0 ? (left_ms + 999) / 1000 : 0, o->connect_limit_s,
+				 last[0] != '\0' ? last : "none");
+			ks_die(0, "state command timed out after %lld s", left_ms > 0 ? (left_ms + 999) / 1000 : 0);
+			r = bundle_close(&b, EXIT_NOT_CONNECTED, msg);
+			goto out;
+		}
 		if (strcmp(state, last) != 0) {
 			blog(&b, "connection state: %s", state[0] != '\0' ? state : "(none)");
 			ks_say("connection state: %s", state[0] != '\0' ? state : "(none)");
@@ -1116,7 +1163,7 @@ static int cmd_rebootstrap(const struct opts *o)
 			r = bundle_close(&b, 0, "Connected");
 			goto out;
 		}
-		if (time(NULL) + o->poll_s > deadline) {
+		if (mono_ms() + o->poll_s * 1000LL > deadline_ms) {
 			char msg[160];
 
 			snprintf(msg, sizeof(msg), "not Connected within %ld s (last state: %s): contact support",

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ const char *oci_phase_name(enum oci_phase p)
 		return "renewal-due";
 	case OCI_PHASE_EXPIRED:
 		return "expired-rebootstrap-required";
+	case OCI_PHASE_NOT_YET_VALID:
+		return "not-yet-valid";
 	}
 	return "unknown";
 }
@@ -368,5 +371,69 @@ int oci_multipart(const char *boundary, const char *filename, const unsigned cha
 	memcpy(buf + o, tail, (size_t)n3);
 	*out = buf;
 	*out_len = total;
+	return 0;
+}
+
+int oci_dns_name_check(const char *name, char *err, size_t err_len)
+{
+	size_t len = strlen(name), label = 0, labels = 0;
+
+	if (len == 0) {
+		snprintf(err, err_len, "empty: a host name is needed");
+		return -EINVAL;
+	}
+	if (len > 253) {
+		snprintf(err, err_len, "longer than 253 bytes: not a host name");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i <= len; i++) {
+		char c = name[i];
+
+		if (c == '.' || c == '\0') {
+			if (label == 0) {
+				snprintf(err, err_len, "an empty label (a leading, trailing or doubled dot)");
+				return -EINVAL;
+			}
+			if (name[i - 1] == '-') {
+				snprintf(err, err_len, "a label ends with '-'");
+				return -EINVAL;
+			}
+			labels++;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')) {
+			snprintf(err, err_len, "only letters, digits, '-' and '.' make a host name");
+			return -EINVAL;
+		}
+		if (label == 0 && c == '-') {
+			snprintf(err, err_len, "a label starts with '-'");
+			return -EINVAL;
+		}
+		if (++label > 63) {
+			snprintf(err, err_len, "a label longer than 63 bytes");
+			return -EINVAL;
+		}
+	}
+	if (labels < 2) {
+		snprintf(err, err_len, "a single label: a fully qualified name is needed");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int oci_rps_url(const char *host, char *url, size_t url_len, char *err, size_t err_len)
+{
+	if (oci_dns_name_check(host, err, err_len) < 0)
+		return -EINVAL;
+	if (strncasecmp(host, "rps.", 4) != 0) {
+		snprintf(err, err_len, "give the RPS host name as the Roving Edge steps write it, rps.<FQDN>: it is "
+			 "used as given (did you mean rps.%s?)", host);
+		return -EINVAL;
+	}
+	if ((size_t)snprintf(url, url_len, "https://%s", host) >= url_len) {
+		snprintf(err, err_len, "too long");
+		return -EINVAL;
+	}
 	return 0;
 }

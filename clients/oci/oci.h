@@ -26,6 +26,12 @@ enum oci_phase {
 	OCI_PHASE_CURRENT = 0,        /* younger than the renewal point */
 	OCI_PHASE_RENEWAL_DUE = 1,    /* past the renewal point, not yet expired */
 	OCI_PHASE_EXPIRED = 2,        /* past its end: re-bootstrap required */
+	/*
+	 * Before its notBefore. Not set by oci_lifecycle(): keysvc-oci decides
+	 * it with ks_cert_not_yet_valid() (clients/status/status.h), the rule
+	 * keysvc status classes certificates by, and exits as for expired.
+	 */
+	OCI_PHASE_NOT_YET_VALID = 3,
 };
 
 struct oci_status {
@@ -47,7 +53,7 @@ struct oci_status {
 int oci_lifecycle(time_t not_before, time_t not_after, time_t now, long long renew_after_s,
 		  long long lifetime_s, struct oci_status *st);
 
-/* "current", "renewal-due", "expired-rebootstrap-required". */
+/* "current", "renewal-due", "expired-rebootstrap-required", "not-yet-valid". */
 const char *oci_phase_name(enum oci_phase p);
 
 /* ---- retry backoff, kept in a small JSON state file between runs ---- */
@@ -139,6 +145,24 @@ int oci_zip_check(const unsigned char *data, size_t len, char *err, size_t err_l
  */
 int oci_multipart(const char *boundary, const char *filename, const unsigned char *zip, size_t zip_len,
 		  const char *infrastructure_id, unsigned char **out, size_t *out_len);
+
+/*
+ * Whether @name is a DNS host name as a URL may carry it: labels of 1 to
+ * 63 letters, digits and hyphens (none at either end of a label), at most
+ * 253 bytes in all, no empty label (so no leading, trailing or doubled
+ * dot) and at least two labels. 0, or -EINVAL with the reason in @err.
+ */
+int oci_dns_name_check(const char *name, char *err, size_t err_len);
+
+/*
+ * The RPS base URL for --rps-fqdn @host: "https://" + @host, the host name
+ * used as given. It must pass oci_dns_name_check() and have the form
+ * rps.<FQDN> the Roving Edge steps give: earlier versions put "rps." in
+ * front of the value themselves, so a value in that old form would now
+ * name another host, and is refused rather than used. 0, or -EINVAL with
+ * the reason in @err (@err_len bytes); @url gets at least 264 bytes.
+ */
+int oci_rps_url(const char *host, char *url, size_t url_len, char *err, size_t err_len);
 
 /* "2026-12-01T10:00:00Z" into @buf (at least 32 bytes). */
 void oci_rfc3339(time_t t, char *buf, size_t len);

@@ -26,6 +26,11 @@ static int fail(char *err, int r, const char *fmt, ...)
 	return r;
 }
 
+int ks_cert_not_yet_valid(const X509 *cert, time_t now)
+{
+	return ks_ci_seconds_until(X509_get0_notBefore(cert), now) > 0;
+}
+
 enum ks_class ks_status_classify(const struct ks_status_facts *f, const struct ks_conf_thresholds *t,
 				 time_t now)
 {
@@ -40,7 +45,7 @@ enum ks_class ks_status_classify(const struct ks_status_facts *f, const struct k
 	if (f->outcome == KS_INV_PUSH_FAILED)
 		return KS_CLASS_PUSH_FAILED;
 	left = ks_ci_seconds_until(X509_get0_notAfter(f->cert), now);
-	if (left < 0 || ks_ci_seconds_until(X509_get0_notBefore(f->cert), now) > 0)
+	if (left < 0 || ks_cert_not_yet_valid(f->cert, now))
 		return KS_CLASS_EXPIRED;
 	if (left < (long long)t->critical_days * 86400)
 		return KS_CLASS_CRITICAL;

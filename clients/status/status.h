@@ -54,6 +54,14 @@ struct ks_status_facts {
 	enum ks_inv_outcome outcome;
 };
 
+/*
+ * The one rule, for every tool, for a certificate whose validity has not
+ * begun: 1 if @now is before @cert's notBefore (it cannot be used yet),
+ * else 0. ks_status_classify() classes it expired; keysvc-oci status says
+ * "not yet valid" and exits as for expired.
+ */
+int ks_cert_not_yet_valid(const X509 *cert, time_t now);
+
 enum ks_class ks_status_classify(const struct ks_status_facts *f, const struct ks_conf_thresholds *t,
 				 time_t now);
 

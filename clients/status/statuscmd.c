@@ -287,6 +287,13 @@ static void examine(struct status_run *run, keysvc **ks, const struct ks_cmd_glo
 		name_text(X509_get_subject_name(it->cert), it->subject, sizeof(it->subject));
 		name_text(X509_get_issuer_name(it->cert), it->issuer, sizeof(it->issuer));
 		it->left = ks_ci_seconds_until(X509_get0_notAfter(it->cert), now);
+		/* Classed expired, but said apart: it needs a look at the clocks, not a renewal. */
+		if (ks_cert_not_yet_valid(it->cert, now)) {
+			char from[64];
+
+			ks_ci_format_time(X509_get0_notBefore(it->cert), from, sizeof(from));
+			note(it, "not yet valid (from %s)", from);
+		}
 	}
 	check_key(run, ks, g, it);
 	if (it->cert != NULL && it->e.crl != NULL) {

@@ -2,21 +2,27 @@
  * The pure parts of keysvc-oci: the 30/60-day lifecycle and its edges, the
  * backoff delays with jitter, the state file (missing, broken, round
  * trip), the renewCertificate body and the answers (Rover API shape,
- * certificatePem, refusals) and OCI error texts.
+ * certificatePem, refusals) and OCI error texts; the --rps-fqdn host
+ * name rules; the state command runner's deadline (SIGTERM, grace,
+ * SIGKILL) and output handling.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 
 #include "clients/oci/oci.h"
+#include "clients/oci/ocirun.h"
 
 #define T0 1767225600   /* 2026-01-01T00:00:00Z */
 
@@ -56,9 +62,14 @@ static void test_lifecycle(void **state)
 	assert_int_equal(st.phase, OCI_PHASE_CURRENT);
 	assert_string_equal(oci_phase_name(OCI_PHASE_RENEWAL_DUE), "renewal-due");
 	assert_string_equal(oci_phase_name(OCI_PHASE_CURRENT), "current");
-	/* Not yet valid: negative age, current. */
+	/*
+	 * Not yet valid: a negative age. The phase is keysvc-oci's to set, with
+	 * keysvc status's rule (ks_cert_not_yet_valid); the test oci-renew checks
+	 * that both tools agree on such a certificate.
+	 */
 	assert_int_equal(oci_lifecycle(T0, na, T0 - 10, R, L, &st), 0);
 	assert_int_equal(st.age_s, -10);
+	assert_string_equal(oci_phase_name(OCI_PHASE_NOT_YET_VALID), "not-yet-valid");
 	/* Refusals. */
 	assert_int_equal(oci_lifecycle(T0, na, T0, 0, L, &st), -EINVAL);
 	assert_int_equal(oci_lifecycle(T0, na, T0, L + 1, L, &st), -EINVAL);
@@ -277,6 +288,91 @@ static void test_rfc3339(void **state)
 	assert_string_equal(buf, "2026-01-01T00:00:00Z");
 }
 
+static void test_rps_url(void **state)
+{
+	static const char *const bad[] = {
+		"", "rps", "rps.", ".rps.example.org", "rps..example.org", "rps.example.org.", "rps.-x.org",
+		"rps.x-.org", "rps.ex_ample.org", "rps.ex ample.org", "rps.example.org/x", "rps.example.org:443",
+		"user@rps.example.org", "rps.ex\xc3\xa4mple.org",
+		/* The old form, the part after "rps.": it would now name another host. */
+		"example.org", "node.example.org", "rpsx.example.org",
+	};
+	char url[300], err[256], name[300];
+
+	(void)state;
+	/* The host name is used as given: no "rps." put in front of it. */
+	assert_int_equal(oci_rps_url("rps.example.org", url, sizeof(url), err, sizeof(err)), 0);
+	assert_string_equal(url, "https://rps.example.org");
+	assert_int_equal(oci_rps_url("RPS.Node-1.example.org", url, sizeof(url), err, sizeof(err)), 0);
+	assert_string_equal(url, "https://RPS.Node-1.example.org");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(oci_rps_url(bad[i], url, sizeof(url), err, sizeof(err)), -EINVAL);
+		assert_true(err[0] != '\0');
+	}
+	assert_int_equal(oci_rps_url("example.org", url, sizeof(url), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "did you mean rps.example.org?"));
+
+	/* Label and name lengths at their limits. */
+	snprintf(name, sizeof(name), "rps.%.63s.org", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	assert_int_equal(oci_dns_name_check(name, err, sizeof(err)), 0);
+	snprintf(name, sizeof(name), "rps.%.64s.org", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	assert_int_equal(oci_dns_name_check(name, err, sizeof(err)), -EINVAL);
+	/* 253 bytes: "rps." + 24 labels of 9 and their dots (240) + 9 = 253. */
+	strcpy(name, "rps.");
+	for (int i = 0; i < 24; i++)
+		strcat(name, "abcdefghi.");
+	strcat(name, "abcdefghi");
+	assert_int_equal(strlen(name), 253);
+	assert_int_equal(oci_dns_name_check(name, err, sizeof(err)), 0);
+	strcat(name, "x");
+	assert_int_equal(oci_dns_name_check(name, err, sizeof(err)), -EINVAL);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_run(void **state)
+{
+	char out[16];
+	long long t0;
+	int st;
+
+	(void)state;
+	/* The first line, cut to the buffer; the exit status. */
+	assert_int_equal(oci_run_first_line("printf 'Connected\\r\\nmore\\n'; exit 3", 5000, out, sizeof(out), &st), 0);
+	assert_string_equal(out, "Connected");
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+	assert_int_equal(oci_run_first_line("echo 0123456789abcdefghij", 5000, out, sizeof(out), &st), 0);
+	assert_string_equal(out, "0123456789abcde");
+	/* Much more output than a pipe holds is read and dropped, not left to block the command. */
+	assert_int_equal(oci_run_first_line("echo Ready; head -c 2000000 /dev/zero", 5000, out, sizeof(out), &st), 0);
+	assert_string_equal(out, "Ready");
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* A command that never exits is killed at the deadline: SIGTERM first... */
+	t0 = mono_ms();
+	assert_int_equal(oci_run_first_line("echo Connecting; exec sleep 100", 300, out, sizeof(out), &st), -ETIME);
+	assert_true(mono_ms() - t0 < 3000);
+	assert_string_equal(out, "Connecting");
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+	/* ...then SIGKILL after the grace when it ignores that. */
+	t0 = mono_ms();
+	assert_int_equal(oci_run_first_line("trap '' TERM; while :; do sleep 1; done", 200, out, sizeof(out), &st),
+			 -ETIME);
+	assert_true(mono_ms() - t0 >= 200 + OCI_RUN_GRACE_MS - 50 && mono_ms() - t0 < 200 + OCI_RUN_GRACE_MS + 3000);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	/* Closing stdout does not end the wait: the command itself must exit. */
+	assert_int_equal(oci_run_first_line("exec >&-; exec sleep 100", 200, out, sizeof(out), &st), -ETIME);
+	assert_string_equal(out, "");
+	/* A deadline of 0 is already over. */
+	assert_int_equal(oci_run_first_line("sleep 100", 0, out, sizeof(out), &st), -ETIME);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,6 +385,8 @@ int main(void)
 		cmocka_unit_test(test_zip),
 		cmocka_unit_test(test_multipart),
 		cmocka_unit_test(test_rfc3339),
+		cmocka_unit_test(test_rps_url),
+		cmocka_unit_test(test_run),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,8 +3,9 @@
 # checked exactly as the seed's curl sends it (and curl itself is checked
 # against the same server first), register failing once or twice,
 # check_ready failing once or always, a connection that never reaches
-# Connected: each ends as the seed says, with its exit code and a complete
-# support bundle. Waits are shortened with the options.
+# Connected, a state command that never exits: each ends as the seed says,
+# with its exit code and a complete support bundle. Waits are shortened
+# with the options. And the --rps-fqdn values that are refused.
 #
 # Arguments: the fake-oci and keysvc-oci programs.
 set -uo pipefail
@@ -119,6 +120,36 @@ start never-connected
 run_exit 22 "support bundle written to" "never Connected: stop after the limit (exit 22)" rb --connect-limit 3
 check "never connected: the last state in the bundle" bash -c "grep -q 'not Connected within 3 s (last state: Connecting)' '$work'/support/rebootstrap-*.txt"
 
+# The state command is bounded by --connect-limit: one that never exits is
+# killed, with everything it started (its process group), when the limit
+# runs out. This one ignores SIGTERM and leaves a grandchild that does too,
+# so only the group SIGKILL after the grace ends them.
+# gone PIDFILE: that process has ended (a zombie counts: it was killed, and
+# after its parent's end only init can reap it).
+gone() { local st; st=$(ps -o stat= -p "$(cat "$1")" 2>/dev/null); [ -z "$st" ] || [ "${st#Z}" != "$st" ]; }
+start normal
+hang="trap '' TERM; echo \$\$ >'$work/hang.pid'; (trap '' TERM; exec sleep 100) & echo \$! >'$work/hang.child'; wait"
+t0=$(date +%s)
+run_exit 22 "state command timed out after 3 s" "a state command that never exits: killed at --connect-limit (exit 22)" \
+	rb --connect-limit 3 --state-command "$hang"
+t1=$(date +%s)
+check "...within the limit and the grace, not after the command's 100 s" test $((t1 - t0)) -le 9
+check "...the bundle says so" bash -c "grep -q 'outcome: the state command timed out after 3 s and was killed' '$work'/support/rebootstrap-*.txt"
+check "...the command is gone" gone "$work/hang.pid"
+check "...and so is what it started" gone "$work/hang.child"
+start normal
+t0=$(date +%s)
+run_exit 22 "state command timed out after 2 s" "the reviewer's 'sleep 100' with --connect-limit 2" rb --connect-limit 2 \
+	--state-command "sleep 100"
+t1=$(date +%s)
+check "...ends in seconds" test $((t1 - t0)) -le 8
+# A command that prints its state and exits, leaving a process behind: the
+# state is taken and the leftover killed, not waited for.
+start normal 1500
+run_exit 0 "connection state: Connected" "a state command leaving a background process behind" rb \
+	--state-command "cat '$work/state' 2>/dev/null; (exec sleep 100) & echo \$! >'$work/left.pid'"
+check "...the leftover is killed" gone "$work/left.pid"
+
 # TLS stays verified: the RPS's CA is not in the default store.
 start normal
 run_exit 20 "" "the RPS's certificate is not trusted by the default CA store: both /register fail" \
@@ -144,7 +175,19 @@ run_exit 0 "minutes old; the exported session expires after 60 minutes" "an old 
 	rb --token-zip "$work/old.zip"
 run_exit 2 "--rps-fqdn" "an RPS FQDN with a path" "$oci" rebootstrap --rps-fqdn "x/y" --infrastructure-id "$infra" \
 	--token-zip "$zip" --region r
-run_exit 2 "needs" "missing arguments" "$oci" rebootstrap --rps-fqdn example.org
+# --rps-fqdn is the RPS host name, rps.<FQDN>, used as given (the URL itself
+# is checked by the unit test oci). Refusals come before anything else: the
+# support directory here cannot be made, so a value let through ends there.
+for bad in "''::empty" "rps::a single label" "rps.::an empty label" "rps..example.org::an empty label" \
+	".rps.example.org::an empty label" "rps.-x.org::starts with '-'" "rps.x-.org::ends with '-'" \
+	"rps.exa_mple.org::only letters" "rps.$(printf 'a%.0s' {1..64}).org::longer than 63" \
+	"rps.$(printf 'abcdefghi.%.0s' {1..25})org::longer than 253" "example.org::did you mean rps.example.org?"; do
+	value=${bad%%::*}
+	[ "$value" = "''" ] && value=
+	run_exit 2 "${bad#*::}" "--rps-fqdn '$value' refused: ${bad#*::}" "$oci" rebootstrap \
+		--rps-fqdn "$value" --infrastructure-id "$infra" --token-zip "$zip" --region r --support-dir /dev/null/x
+done
+run_exit 2 "needs" "missing arguments" "$oci" rebootstrap --rps-fqdn rps.example.org
 
 ks_fake_stop
 echo "# oci-rebootstrap: $passed passed, $failed failed"

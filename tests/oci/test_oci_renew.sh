@@ -66,6 +66,26 @@ for k in ('issued', 'renewal_due', 'expires'): assert d[k].endswith('Z'), d
 check "status --json of an expired certificate says so" bash -c \
 	"'$oci' status --cert '$work/old.pem' --json | grep -q '\"phase\": \"expired-rebootstrap-required\"'"
 run_exit 2 "" "status of a missing file" "$oci" status --cert "$work/none.pem"
+# Not valid for two more days (a CA clock ahead of ours): not current. One
+# rule for both tools: keysvc status classes it expired (exit 3), so
+# keysvc-oci status exits as for expired (12), saying why.
+"$fake" --dir "$ca" --issue "$work/node1.csr" --out "$work/future.pem" --age-days -2 || ks_die "issue"
+from=$(openssl x509 -in "$work/future.pem" -noout -startdate | sed 's/^notBefore=//')
+from=$(date -u -d "$from" +%Y-%m-%dT%H:%M:%SZ)
+run_exit 12 "phase:        not yet valid (from $from)" "status of a certificate valid only in 2 days: not current" \
+	"$oci" status --cert "$work/future.pem"
+check "... --json: phase not-yet-valid, exit 12" bash -c \
+	"out=\$('$oci' status --cert '$work/future.pem' --json); st=\$?; echo \"\$out\"; test \$st -eq 12 && \
+	grep -q '\"phase\": \"not-yet-valid\"' <<<\"\$out\""
+mkdir -p "$work/inv-future"
+printf '{"version": 1, "cert": "%s", "key": "node1", "client": "oci", "outcome": "ok"}\n' "$work/future.pem" \
+	>"$work/inv-future/$(printf %s "$work/future.pem" | sha256sum | cut -c1-64).json"
+run_exit 3 "not yet valid (from " "keysvc status of the same certificate: expired, exit 3" \
+	"$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --inventory "$work/inv-future"
+check "both tools put it in the expired class" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' status --inventory \
+	'$work/inv-future' --json | python3 -c 'import json, sys; d = json.load(sys.stdin); \
+	assert [c[\"class\"] for c in d[\"certificates\"]] == [\"expired\"], d' && \
+	{ '$oci' status --cert '$work/future.pem'; test \$? -eq 12; }"
 
 # ---- renewal ----
 key_id="ocid1.tenancy.oc1..aaaatest/ocid1.user.oc1..aaaatest/11:22:33"
@@ -85,6 +105,11 @@ unchanged() { cmp -s "$cert" "$work/before.pem"; }
 reset_cert "$work/young.pem"
 run_exit 10 "" "renew --when-due with a current certificate: not due" renew --when-due
 check "not due: nothing sent" test ! -e "$ca/requests.log"
+# Not yet valid is no reason to renew: the timer waits, as for a current one.
+reset_cert "$work/future.pem"
+run_exit 10 "not due" "renew --when-due with a not yet valid certificate: not due" "$oci" renew "${common[@]}" \
+	--inventory "$work/inv" --when-due
+check "not yet valid: nothing sent" test ! -e "$ca/requests.log"
 
 reset_cert "$work/due.pem"
 flock "$cert.lock" sleep 4 &
