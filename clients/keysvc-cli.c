@@ -66,6 +66,7 @@ static const char main_usage[] =
 	"  cert-get NAME              the certificate kept for the key\n"
 	"  status                     managed certificates: class, expiry, last renewal\n"
 	"  verify                     do the configured endpoints serve the installed certificates?\n"
+	"  track NAME --cert FILE     add a certificate made by hand to the inventory (status)\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
@@ -79,7 +80,7 @@ static const char main_usage[] =
 	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
 	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
 	"7 unsupported, 8 cannot connect or connection broken.\n"
-	"status and verify have their own (see keysvc status --help).\n";
+	"status, verify and track have their own (see keysvc status --help).\n";
 
 static int exit_for(int err)
 {
@@ -904,6 +905,7 @@ static const struct command {
 	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n", NULL },
 	{ "status", 0, 0, 0, NULL, ks_status_usage, ks_status_main },
 	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
+	{ "track", 0, 0, 0, NULL, ks_track_usage, ks_track_main },
 };
 
 int main(int argc, char **argv)
