@@ -69,6 +69,7 @@ static const char main_usage[] =
 	"  status                     managed certificates: class, expiry, last renewal\n"
 	"  verify                     do the configured endpoints serve the installed certificates?\n"
 	"  audit-verify FILE...       check the hash chain of keysvcd's audit log files\n"
+	"  track NAME --cert FILE     add a certificate made by hand to the inventory (status)\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
@@ -83,7 +84,7 @@ static const char main_usage[] =
 	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
 	"7 unsupported, 8 cannot connect or connection broken, 9 the daemon's audit\n"
 	"log cannot be written (nothing was done).\n"
-	"status, verify and audit-verify have their own (see COMMAND --help).\n";
+	"status, verify, track and audit-verify have their own (see COMMAND --help).\n";
 
 static int exit_for(int err)
 {
@@ -1037,6 +1038,7 @@ static const struct command {
 	{ "status", 0, 0, 0, NULL, ks_status_usage, ks_status_main },
 	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
 	{ "audit-verify", 0, 0, 0, NULL, audit_verify_usage, audit_verify_main },
+	{ "track", 0, 0, 0, NULL, ks_track_usage, ks_track_main },
 };
 
 int main(int argc, char **argv)

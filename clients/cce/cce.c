@@ -323,7 +323,7 @@ static void copy_json_text(json_t *v, char *dst, size_t dst_len)
 
 int cce_parse_error(const char *body, size_t len, char *code, size_t code_len, char *msg, size_t msg_len)
 {
-	json_t *j = load_object(body, len), *c, *m;
+	json_t *j = load_object(body, len), *c, *m, *gc, *gm;
 	int r = -EBADMSG;
 
 	if (code_len > 0)
@@ -332,15 +332,32 @@ int cce_parse_error(const char *body, size_t len, char *code, size_t code_len, c
 		msg[0] = '\0';
 	if (j == NULL)
 		return r;
-	c = json_object_get(j, "errorCode");
-	m = json_object_get(j, "errorMessage");
-	if (c == NULL && m == NULL) {
-		c = json_object_get(j, "error_code");
-		m = json_object_get(j, "error_msg");
+	/* CCE's own answers carry both pairs: errorCode/errorMessage is the generic
+	 * class (CCE.01404001 "Resource not found"), error_code/error_msg says what
+	 * is actually wrong (CCE_CM.0004, the cluster). */
+	c = json_object_get(j, "error_code");
+	m = json_object_get(j, "error_msg");
+	gc = json_object_get(j, "errorCode");
+	gm = json_object_get(j, "errorMessage");
+	if (!json_is_string(c) && !json_is_integer(c) && !json_is_string(m)) {
+		c = gc;
+		m = gm;
+		gc = gm = NULL;
 	}
 	if ((json_is_string(c) || json_is_integer(c)) || json_is_string(m)) {
 		copy_json_text(c, code, code_len);
 		copy_json_text(m, msg, msg_len);
+		if ((json_is_string(gc) || json_is_integer(gc) || json_is_string(gm)) && msg_len > 0) {
+			char gcode[64], gmsg[256], both[sizeof(gcode) + sizeof(gmsg) + 4];
+			size_t used = strlen(msg);
+
+			copy_json_text(gc, gcode, sizeof(gcode));
+			copy_json_text(gm, gmsg, sizeof(gmsg));
+			snprintf(both, sizeof(both), "%s%s%s", gcode, gcode[0] && gmsg[0] ? ": " : "", gmsg);
+			/* A gateway may repeat one pair under both spellings: say it once. */
+			if (strcmp(gcode, code) != 0 || strcmp(gmsg, msg) != 0)
+				snprintf(msg + used, msg_len - used, "%s%s", used > 0 ? "; " : "", both);
+		}
 		r = 0;
 	}
 	json_decref(j);
@@ -359,7 +376,7 @@ static const char *status_meaning(long status)
 
 void cce_format_error(const char *what, long status, const char *body, size_t len, char *buf, size_t buflen)
 {
-	char code[64], msg[256], detail[360];
+	char code[64], msg[400], detail[480];
 	const char *meaning = status_meaning(status);
 
 	if (buflen == 0)

@@ -104,9 +104,13 @@ int cce_rotate_body(enum cce_component component, long expiration_hours, const s
 int cce_parse_jobid(const char *body, size_t len, char *jobid, char *err);
 
 /*
- * CCE's code and message from an error body, either shape:
+ * CCE's code and message from an error body, either shape or both:
  *   {"errorCode": "CCE.01400001", "errorMessage": "..."}
  *   {"error_code": "APIGW.0301", "error_msg": "..."}
+ * CCE's own errors carry both pairs, the generic class in errorCode/
+ * errorMessage and the specific reason in error_code/error_msg: then
+ * @code is error_code and @msg is "error_msg; errorCode: errorMessage"
+ * (the second pair left out when it only repeats the first).
  * @code and @msg get printable text (control characters replaced, cut at
  * @code_len / @msg_len with "..."). 0, or -EBADMSG if @body is not JSON
  * or has neither shape (then both are "").

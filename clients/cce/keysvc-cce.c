@@ -30,8 +30,14 @@
 #include "clients/https/https.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
-/* IAM tokens are a few KB; the HTTPS helper takes header lines of up to 8 KiB. */
-#define TOKEN_MAX 8000
+/* Huawei documents X-Auth-Token values of up to 16384 bytes (a token with
+ * many roles and projects is that big). */
+#define TOKEN_MAX 16384
+/* The token file: the token and its newline, and one byte more to tell a
+ * longer file from one that just fits (ks_read_secret_file's rule). */
+#define TOKEN_BUF (TOKEN_MAX + 3)
+/* The longest pause between two job queries that failed (5xx, network). */
+#define RETRY_MAX_S 30
 #define TOKEN_HEADER "X-Auth-Token: "
 
 struct opts {
@@ -56,8 +62,8 @@ static void usage(FILE *f)
 	      "Asks Huawei Cloud CCE to rotate a cluster's certificates (rotatecredentials) and\n"
 	      "prints the job id; --wait follows the job until it ends.\n"
 	      "\n"
-	      "The IAM token is read from --token-file (a regular file, not a symlink, mode 0600) or\n"
-	      "else from $" TOKEN_ENV "; never from the command line.\n"
+	      "The IAM token (at most 16384 bytes) is read from --token-file (a regular file, not a\n"
+	      "symlink, mode 0600) or else from $" TOKEN_ENV "; never from the command line.\n"
 	      "\n"
 	      "Options:\n"
 	      "  --endpoint URL          CCE's endpoint, https://HOST[:PORT]\n"
@@ -70,13 +76,16 @@ static void usage(FILE *f)
 	      "                          certificate stays valid (CCE's default when absent: 24)\n"
 	      "  --custom-ca FILE        custom: the CA certificate (PEM or DER, at most 1 MiB)\n"
 	      "  --custom-cert FILE      custom: the client certificate it issued (PEM or DER)\n"
-	      "  --custom-key FILE       custom: that certificate's unencrypted private key; it is SENT\n"
-	      "                          to CCE (keysvc:NAME is refused: keysvcd never exports a key)\n"
+	      "  --custom-key FILE       custom: that certificate's unencrypted private key (a regular\n"
+	      "                          file, not a symlink, mode 0600); it is SENT to CCE\n"
+	      "                          (keysvc:NAME is refused: keysvcd never exports a key)\n"
 	      "  --token-file FILE       the IAM token (X-Auth-Token)\n"
 	      "  --ca-file PEM_BUNDLE    the CAs trusted for the endpoint's TLS certificate, and the only ones\n"
-	      "  --wait                  poll the job until Success (exit 0) or Failed (exit 3)\n"
+	      "  --wait                  poll the job until Success (exit 0) or Failed (exit 3); a\n"
+	      "                          5xx or network failure is asked again (1 s, doubling to 30 s)\n"
 	      "  --poll-interval S       seconds between polls (default 10)\n"
-	      "  --max-wait S            give up waiting after S seconds (default 1800; exit 7)\n"
+	      "  --max-wait S            give up waiting after S seconds (default 1800; exit 7, or\n"
+	      "                          the last failure's code); each poll's timeout is cut to fit\n"
 	      "  --timeout S             per HTTPS request (default 60)\n"
 	      "  --insecure              do not verify the endpoint's certificate (the token is then\n"
 	      "                          sent to whoever answers; prints a warning)\n"
@@ -97,6 +106,9 @@ static int token_ok(char *token, size_t n, const char *from)
 		token[--n] = '\0';
 	if (n == 0)
 		return ks_die(KS_EXIT_USAGE, "%s: the token is empty", from);
+	if (n > TOKEN_MAX)
+		return ks_die(KS_EXIT_USAGE, "%s: the token is over %d bytes, Huawei's limit for X-Auth-Token",
+			      from, TOKEN_MAX);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)token[i] < 0x21 || (unsigned char)token[i] > 0x7e)
 			return ks_die(KS_EXIT_USAGE, "%s: the token has a space or a character that cannot go "
@@ -124,8 +136,8 @@ static int read_token(const char *path, char *token, size_t len)
 		r = read_token_file(path, token, len);
 	} else if (env == NULL || env[0] == '\0') {
 		return ks_die(KS_EXIT_USAGE, "no IAM token: give --token-file FILE (mode 0600) or set " TOKEN_ENV);
-	} else if ((n = strlen(env)) >= len - 1) {
-		r = ks_die(KS_EXIT_USAGE, TOKEN_ENV ": over %zu bytes; not an IAM token", len - 2);
+	} else if ((n = strlen(env)) > TOKEN_MAX + 1 || n >= len) {
+		r = ks_die(KS_EXIT_USAGE, TOKEN_ENV ": over %d bytes, Huawei's limit for X-Auth-Token", TOKEN_MAX);
 	} else {
 		memcpy(token, env, n + 1);
 		r = token_ok(token, n, TOKEN_ENV);
@@ -189,6 +201,37 @@ out:
 	return r;
 }
 
+/*
+ * The custom key: CCE gets it, but on this host it is a secret like the
+ * token, so its file passes the same checks (regular, not a symlink, mode
+ * 0600 or stricter) before a byte of it is read.
+ */
+static int read_custom_key(const char *path, uint8_t **out, size_t *out_len)
+{
+	/* One byte for the NUL, one to tell a file over the limit from one at it. */
+	const size_t cap = CCE_CUSTOM_FILE_MAX + 2;
+	uint8_t *buf = OPENSSL_malloc(cap);
+	size_t n = 0;
+	int r;
+
+	*out = NULL;
+	*out_len = 0;
+	if (buf == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	if ((r = ks_read_secret_file("--custom-key", path, (char *)buf, cap, &n)) != 0)
+		goto out;
+	if (n == 0) {
+		r = ks_die(KS_EXIT_USAGE, "--custom-key %s: empty", path);
+		goto out;
+	}
+	*out = buf;
+	*out_len = n;
+	buf = NULL;
+out:
+	OPENSSL_clear_free(buf, cap);
+	return r;
+}
+
 static void material_free(struct material *m)
 {
 	/* The buffers are CCE_CUSTOM_FILE_MAX + 1 bytes; wipe what was read. */
@@ -205,7 +248,7 @@ static int load_material(const struct opts *o, struct material *m)
 
 	if ((r = read_custom("--custom-ca", o->custom_ca, &m->ca, &m->ca_len)) != 0 ||
 	    (r = read_custom("--custom-cert", o->custom_cert, &m->cert, &m->cert_len)) != 0 ||
-	    (r = read_custom("--custom-key", o->custom_key, &m->key, &m->key_len)) != 0)
+	    (r = read_custom_key(o->custom_key, &m->key, &m->key_len)) != 0)
 		return r;
 	if (cce_check_cert(m->ca, m->ca_len, err) != 0)
 		return ks_die(KS_EXIT_USAGE, "--custom-ca %s: %s", o->custom_ca, err);
@@ -241,18 +284,50 @@ static void print_json(const char *jobid, const char *phase, const char *reason)
 
 /* ---- the requests ---- */
 
-static int request(const struct opts *o, const char *method, const char *url, const char *token_header,
-		   const char *body, size_t body_len, struct ks_https_response *resp)
+/* The request alone: @timeout_ms bounds it all; errors are left to the caller (resp->err). */
+static int request_once(const struct opts *o, const char *method, const char *url, const char *token_header,
+			const char *body, size_t body_len, long timeout_ms, struct ks_https_response *resp)
 {
 	const char *headers[] = { "Content-Type: application/json", "Accept: application/json", token_header, NULL };
 	struct ks_https_opts h;
-	int r;
 
 	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
-	r = ks_https_request(&h, method, url, headers, body, body_len, resp);
+	h.total_timeout_ms = timeout_ms;
+	if (h.connect_timeout_ms > timeout_ms)
+		h.connect_timeout_ms = timeout_ms;
+	return ks_https_request(&h, method, url, headers, body, body_len, resp);
+}
+
+static int request(const struct opts *o, const char *method, const char *url, const char *token_header,
+		   const char *body, size_t body_len, struct ks_https_response *resp)
+{
+	int r = request_once(o, method, url, token_header, body, body_len, o->timeout_s * 1000, resp);
+
 	if (r < 0)
 		return ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
 	return 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long long ms)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Failures of a job query that say nothing of the job, only of the way to it. */
+static int transient(int r)
+{
+	return r == -ETIMEDOUT || r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ECONNRESET || r == -EIO;
 }
 
 static int rotate(const struct opts *o, const char *token_header, const struct material *m, char *jobid)
@@ -298,23 +373,59 @@ out:
 	return r;
 }
 
+/*
+ * Polls the job until it ends or --max-wait runs out. The job goes on in
+ * CCE whatever happens to one query, so a 5xx or a network failure is
+ * asked again (after 1 s, doubling up to RETRY_MAX_S) while the deadline
+ * allows; a 4xx or an answer that makes no sense ends the wait. Every
+ * request's timeout is cut to the time left, so the whole wait ends at
+ * most about a second after --max-wait.
+ */
 static int wait_job(const struct opts *o, const char *token_header, const char *jobid)
 {
 	struct ks_https_response resp;
 	enum cce_phase phase = CCE_PHASE_PENDING;
 	char err[CCE_ERR_MAX], phase_text[64] = "", reason[256] = "", *url;
-	time_t start = time(NULL), deadline = start + o->max_wait_s;
-	int r;
+	long long start = now_ms(), deadline = start + (long long)o->max_wait_s * 1000, left, pause;
+	long long backoff = 1000;
+	int r, fail_code;
 
 	memset(&resp, 0, sizeof(resp));
 	if ((url = cce_job_url(o->endpoint, o->project_id, jobid)) == NULL)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
 	for (;;) {
+		/* At least a second: a query cut to nothing would say nothing. */
+		left = deadline - now_ms();
+		if (left < 1000)
+			left = 1000;
 		ks_https_response_free(&resp);
-		if ((r = request(o, "GET", url, token_header, NULL, 0, &resp)) != 0) {
-			ks_die(r, "job %s was submitted; its outcome is unknown", jobid);
+		r = request_once(o, "GET", url, token_header, NULL, 0,
+				 left < o->timeout_s * 1000 ? left : o->timeout_s * 1000, &resp);
+		if (r < 0 && !transient(r)) {
+			r = ks_die(ks_https_exit(r), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
+				   resp.err, jobid);
 			goto out;
 		}
+		if (r < 0 || resp.status >= 500) {
+			if (r < 0) {
+				fail_code = ks_https_exit(r);
+				snprintf(err, sizeof(err), "GET %.200s: %.280s", url, resp.err);
+			} else {
+				fail_code = KS_EXIT_CA_REFUSED;
+				cce_format_error("the job query", resp.status, resp.body, resp.body_len, err,
+						 sizeof(err));
+			}
+			if (now_ms() + backoff > deadline) {
+				r = ks_die(fail_code, "%s; giving up at --max-wait %ld s: job %s was submitted, its "
+					   "outcome is unknown", err, o->max_wait_s, jobid);
+				goto out;
+			}
+			fprintf(stderr, "keysvc-cce: warning: %s; asking again in %lld s\n", err, backoff / 1000);
+			sleep_ms(backoff);
+			backoff = backoff * 2 > RETRY_MAX_S * 1000 ? RETRY_MAX_S * 1000 : backoff * 2;
+			continue;
+		}
+		backoff = 1000;
 		if (resp.status < 200 || resp.status > 299) {
 			cce_format_error("the job query", resp.status, resp.body, resp.body_len, err, sizeof(err));
 			r = ks_die(KS_EXIT_CA_REFUSED, "%s; job %s was submitted, its outcome is unknown", err, jobid);
@@ -326,7 +437,7 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 			goto out;
 		}
 		if (phase == CCE_PHASE_SUCCESS) {
-			ks_say("job %s: %s after %lld s", jobid, phase_text, (long long)(time(NULL) - start));
+			ks_say("job %s: %s after %lld s", jobid, phase_text, (now_ms() - start) / 1000);
 			r = 0;
 			goto out;
 		}
@@ -334,13 +445,14 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 			r = ks_die(KS_EXIT_CA_REFUSED, "job %s failed%s%s", jobid, reason[0] ? ": " : "", reason);
 			goto out;
 		}
-		if (time(NULL) + o->poll_interval_s > deadline) {
+		pause = (long long)o->poll_interval_s * 1000;
+		if (now_ms() + pause > deadline) {
 			r = ks_die(KS_EXIT_NOT_SIGNED, "job %s is still %s after %lld s (--max-wait %ld); it goes on "
-				   "in CCE", jobid, phase_text, (long long)(time(NULL) - start), o->max_wait_s);
+				   "in CCE", jobid, phase_text, (now_ms() - start) / 1000, o->max_wait_s);
 			goto out;
 		}
 		ks_say("job %s: %s; asking again in %ld s", jobid, phase_text, o->poll_interval_s);
-		sleep((unsigned)o->poll_interval_s);
+		sleep_ms(pause);
 	}
 out:
 	if (o->json)
@@ -422,7 +534,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct opts o = { .expiration_hours = -1, .poll_interval_s = 10, .max_wait_s = 1800, .timeout_s = 60 };
-	char err[KS_HTTPS_ERR_MAX], token[TOKEN_MAX + 2];
+	char err[KS_HTTPS_ERR_MAX], token[TOKEN_BUF];
 	int c, r;
 
 	signal(SIGPIPE, SIG_IGN);

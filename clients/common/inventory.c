@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,6 +125,7 @@ void ks_inv_entry_free(struct ks_inv_entry *e)
 	free(e->ca_file);
 	free(e->crl);
 	free(e->reason);
+	free(e->name);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -146,7 +148,7 @@ static int dup_opt(const char *s, char **out)
 int ks_inv_parse(const char *json, size_t len, struct ks_inv_entry *e, char *err)
 {
 	const char *cert = NULL, *key = NULL, *client = NULL, *ca = NULL, *crl = NULL, *outcome = NULL,
-		   *reason = NULL;
+		   *reason = NULL, *name = NULL;
 	json_int_t version = 0, last = 0, succ = 0, failures = 0;
 	json_error_t je;
 	json_t *root;
@@ -156,10 +158,10 @@ int ks_inv_parse(const char *json, size_t len, struct ks_inv_entry *e, char *err
 	if ((root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je)) == NULL)
 		return fail(err, -EBADMSG, "not JSON: %s (line %d)", je.text, je.line);
 	if (json_unpack_ex(root, &je, JSON_STRICT,
-			   "{s:I, s:s, s?s, s?s, s?s, s?s, s?I, s?s, s?s, s?I, s?I}",
+			   "{s:I, s:s, s?s, s?s, s?s, s?s, s?I, s?s, s?s, s?I, s?I, s?s}",
 			   "version", &version, "cert", &cert, "key", &key, "client", &client,
 			   "ca_file", &ca, "crl", &crl, "last_renewal", &last, "outcome", &outcome,
-			   "reason", &reason, "successes", &succ, "failures", &failures) != 0) {
+			   "reason", &reason, "successes", &succ, "failures", &failures, "name", &name) != 0) {
 		r = fail(err, -EBADMSG, "%s", je.text);
 		goto out;
 	}
@@ -168,7 +170,7 @@ int ks_inv_parse(const char *json, size_t len, struct ks_inv_entry *e, char *err
 		goto out;
 	}
 	if (cert[0] != '/' || has_control(cert) || has_control(key) || has_control(client) ||
-	    has_control(ca) || has_control(crl) || has_control(reason)) {
+	    has_control(ca) || has_control(crl) || has_control(reason) || has_control(name)) {
 		r = fail(err, -EBADMSG, "a path that is not absolute, or control characters in a field");
 		goto out;
 	}
@@ -184,7 +186,8 @@ int ks_inv_parse(const char *json, size_t len, struct ks_inv_entry *e, char *err
 	e->successes = (unsigned long long)succ;
 	e->failures = (unsigned long long)failures;
 	if (dup_opt(cert, &e->cert) < 0 || dup_opt(key, &e->key) < 0 || dup_opt(client, &e->client) < 0 ||
-	    dup_opt(ca, &e->ca_file) < 0 || dup_opt(crl, &e->crl) < 0 || dup_opt(reason, &e->reason) < 0) {
+	    dup_opt(ca, &e->ca_file) < 0 || dup_opt(crl, &e->crl) < 0 || dup_opt(reason, &e->reason) < 0 ||
+	    dup_opt(name, &e->name) < 0) {
 		r = fail(err, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -258,7 +261,7 @@ int ks_inv_save(const char *dir, const struct ks_inv_entry *e, char *err)
 	     json_object_set_new(o, "last_renewal", json_integer((json_int_t)e->last_renewal)) != 0) ||
 	    (e->outcome != KS_INV_NONE &&
 	     json_object_set_new(o, "outcome", json_string(ks_inv_outcome_name(e->outcome))) != 0) ||
-	    set_opt(o, "reason", e->reason) != 0 ||
+	    set_opt(o, "reason", e->reason) != 0 || set_opt(o, "name", e->name) != 0 ||
 	    json_object_set_new(o, "successes", json_integer((json_int_t)e->successes)) != 0 ||
 	    json_object_set_new(o, "failures", json_integer((json_int_t)e->failures)) != 0 ||
 	    (text = json_dumps(o, JSON_INDENT(2) | JSON_ENSURE_ASCII)) == NULL) {
@@ -438,4 +441,23 @@ void ks_inv_list_free(struct ks_inv_entry *entries, size_t n)
 	for (size_t i = 0; i < n; i++)
 		ks_inv_entry_free(&entries[i]);
 	free(entries);
+}
+
+int ks_inv_forget(const char *dir, const char *cert_abs, char *err)
+{
+	char path[PATH_MAX];
+	int r, dfd;
+
+	if ((r = record_path(dir, cert_abs, path, sizeof(path), err)) < 0)
+		return r;
+	if (unlink(path) != 0) {
+		r = -errno;
+		return fail(err, r, "%s: %s", path, r == -ENOENT ? "no record" : strerror(-r));
+	}
+	/* The deletion survives a crash only once the directory is on disk. */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
 }

@@ -12,7 +12,9 @@
  *   {"version": 1, "cert": "/abs/path.pem", "key": "agent1", "client": "openvox",
  *    "ca_file": "/abs/ca.pem", "crl": "/abs/crl.pem", "last_renewal": 1767225600,
  *    "outcome": "ok" | "failed" | "push-failed", "reason": "one line",
- *    "successes": 3, "failures": 1}
+ *    "successes": 3, "failures": 1, "name": "web"}
+ * "name" is set by `keysvc track NAME`: the name the operator gave the
+ * entry, for `keysvc status --forget NAME`.
  *
  * Errors are negative errno values with a one-line reason in @err (at
  * least KS_INV_ERR_MAX bytes).
@@ -49,6 +51,7 @@ struct ks_inv_entry {
 	enum ks_inv_outcome outcome;
 	char *reason;             /* one line, with failures; NULL otherwise */
 	unsigned long long successes, failures;
+	char *name;               /* given by `keysvc track`; NULL otherwise */
 };
 
 /* "ok", "failed", "push-failed", or "-" for KS_INV_NONE. */
@@ -109,5 +112,14 @@ int ks_inv_list(const char *dir, struct ks_inv_entry **entries, size_t *n,
 		void (*bad)(const char *file, const char *reason, void *ctx), void *ctx, char *err);
 
 void ks_inv_list_free(struct ks_inv_entry *entries, size_t n);
+
+/*
+ * Delete the record of @cert_abs from @dir: the file is unlinked (one
+ * atomic step, so a reader sees the record or nothing) and the directory
+ * synced. A client recording an attempt at the same moment writes a new
+ * record, which is right: that attempt is news. 0, -ENOENT if there is no
+ * record, or another error.
+ */
+int ks_inv_forget(const char *dir, const char *cert_abs, char *err);
 
 #endif

@@ -27,7 +27,8 @@
 #endif
 
 #define URL_MAX 8192
-#define HEADER_MAX 8192
+/* Room for a Huawei IAM token (X-Auth-Token, up to 16384 bytes) and its name. */
+#define HEADER_MAX (16 * 1024 + 256)
 #define HEADERS_MAX 64
 #define METHOD_MAX 16
 #define PATH_ARG_MAX 4096

@@ -51,6 +51,9 @@ enum ks_class ks_status_classify(const struct ks_status_facts *f, const struct k
 		return KS_CLASS_CRITICAL;
 	if (left < (long long)t->warning_days * 86400)
 		return KS_CLASS_WARNING;
+	/* The certificate is fine for now, but nothing will renew it until someone looks. */
+	if (f->outcome == KS_INV_FAILED)
+		return KS_CLASS_WARNING;
 	if (left < (long long)t->notice_days * 86400)
 		return KS_CLASS_NOTICE;
 	return KS_CLASS_VALID;

@@ -12,7 +12,8 @@
  *                        the check of the served certificate failed
  *   expired      red     now is past notAfter, or before notBefore
  *   critical     orange  less than critical_days (10) days left
- *   warning      yellow  less than warning_days (30) days left
+ *   warning      yellow  less than warning_days (30) days left, or the last
+ *                        renewal failed (outcome "failed")
  *   notice       blue    less than notice_days (90) days left
  *   valid        green   anything else
  *   error        -       the certificate file exists but cannot be read as one
@@ -77,10 +78,18 @@ const char *ks_class_ansi(enum ks_class c);
 /* Whether the class needs someone's attention: everything but valid, notice and error. */
 int ks_class_needs_attention(enum ks_class c);
 
+/*
+ * A removed certificate whose record has seen no renewal attempt (nor a
+ * `keysvc track`) for this long is no longer shown or counted: an
+ * enrollment given up long ago must not keep every run at exit 3.
+ */
+#define KS_STATUS_REMOVED_AGE_OUT_DAYS 30
+
 /* Exit codes of `keysvc status` and `keysvc verify`. */
 enum {
 	KS_STATUS_EXIT_OK = 0,          /* nothing needs attention / every endpoint in sync */
-	KS_STATUS_EXIT_ERROR = 1,       /* something could not be checked (a file, a record, a CRL) */
+	KS_STATUS_EXIT_ERROR = 1,       /* something could not be checked (a file, a record, a CRL,
+					 * keys while keysvcd cannot be reached) */
 	KS_STATUS_EXIT_USAGE = 2,
 	KS_STATUS_EXIT_ATTENTION = 3,   /* a class that needs attention / an endpoint out of sync */
 };

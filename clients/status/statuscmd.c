@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 const char ks_status_usage[] =
 	"Usage: keysvc status [--inventory DIR] [--config FILE] [--format text|json|prometheus]\n"
 	"                     [--json] [--textfile PATH] [--color auto|always|never]\n"
+	"       keysvc status --forget NAME [--inventory DIR] [--config FILE]\n"
 	"Shows every certificate in the inventory and the configuration: class, notAfter,\n"
 	"client, key, last renewal outcome, subject and issuer.\n"
 	"  --inventory DIR   default $" KS_INV_ENV ", then the configuration's, then " KS_INV_DEFAULT_DIR "\n"
@@ -37,14 +39,32 @@ const char ks_status_usage[] =
 	"  --textfile PATH   also write the Prometheus metrics to PATH atomically (0644),\n"
 	"                    for node_exporter's textfile collector\n"
 	"  --color WHEN      colour the classes: auto (a terminal, unless $NO_COLOR), always, never\n"
+	"  --forget NAME     delete the inventory record of NAME (the name given to keysvc track,\n"
+	"                    else a certificate path, else a key name matching one record only)\n"
 	"Classes: removed (purple), revoked (black), push-failed (gray), expired (red),\n"
-	"critical (orange, < 10 days), warning (yellow, < 30 days), notice (blue, < 90 days),\n"
-	"valid (green); error when a file is not a certificate.\n"
-	"Keys are checked with keysvcd (key.public); when it cannot be reached, that is said\n"
-	"and no certificate is marked removed for its key.\n"
+	"critical (orange, < 10 days), warning (yellow, < 30 days, or the last renewal\n"
+	"failed), notice (blue, < 90 days), valid (green); error when a file is not a\n"
+	"certificate. A removed certificate known only to the inventory and untouched for\n"
+	"30 days is no longer shown or counted.\n"
+	"Keys are checked with keysvcd (key.public); when it cannot be reached, that is said,\n"
+	"no certificate is marked removed for its key, and the exit code is 1.\n"
 	"Exit codes: 0 nothing needs attention (valid, notice), 3 something does (removed,\n"
 	"revoked, push-failed, expired, critical, warning), 1 something could not be checked\n"
-	"(wins over 3), 2 usage or an invalid configuration.\n";
+	"(a file, a record, a CRL, keys with keysvcd down; wins over 3), 2 usage or an\n"
+	"invalid configuration. --forget: 0 forgotten, 2 no such record or more than one.\n";
+
+const char ks_track_usage[] =
+	"Usage: keysvc track NAME --cert FILE [--key KEY] [--client NAME] [--ca-file FILE]\n"
+	"                    [--crl FILE] [--inventory DIR] [--config FILE]\n"
+	"Adds a certificate made by hand (keysvc csr, a CA, keysvc cert-put) to the inventory,\n"
+	"so that keysvc status shows it, like getcert start-tracking. keysvcd must have the\n"
+	"key (KEY, default NAME) and FILE must be a certificate for it. NAME names the entry\n"
+	"(for keysvc status --forget NAME); a NAME or FILE already in the inventory is refused.\n"
+	"  --client NAME   the client that renews it (default other)\n"
+	"  --ca-file FILE  the issuing CA's certificates, with --crl for revocation checks\n"
+	"Exit codes: 0 tracked, 1 the record could not be written, 2 usage, FILE not a\n"
+	"certificate or not for the key, NAME or FILE already tracked, 3 denied by keysvcd,\n"
+	"4 no such key, 5 token unavailable, 8 keysvcd cannot be reached.\n";
 
 const char ks_verify_usage[] =
 	"Usage: keysvc verify [--config FILE] [--cert PATH] [--json]\n"
@@ -152,6 +172,7 @@ struct item {
 	char subject[512], issuer[512];
 	char notes[MAX_NOTES][NOTE_MAX];
 	size_t n_notes;
+	int configured;             /* listed in the configuration (never aged out) */
 };
 
 struct status_run {
@@ -161,6 +182,7 @@ struct status_run {
 	const char *inventory;
 	int keys_checked;           /* keysvcd answered */
 	char keys_note[NOTE_MAX];
+	size_t aged_out;            /* removed entries left out (KS_STATUS_REMOVED_AGE_OUT_DAYS) */
 };
 
 static void note(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -214,16 +236,19 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 	free(recs);   /* the strings moved into the items */
 	for (size_t i = 0; i < conf->n_certs; i++) {
 		const struct ks_conf_cert *cc = &conf->certs[i];
-		struct ks_inv_entry *e = NULL;
+		struct item *it = NULL;
+		struct ks_inv_entry *e;
 
-		for (size_t k = 0; k < run->n && e == NULL; k++)
+		for (size_t k = 0; k < run->n && it == NULL; k++)
 			if (strcmp(run->items[k].e.cert, cc->cert) == 0)
-				e = &run->items[k].e;
-		if (e == NULL) {
-			e = &run->items[run->n++].e;
-			if ((e->cert = strdup(cc->cert)) == NULL)
+				it = &run->items[k];
+		if (it == NULL) {
+			it = &run->items[run->n++];
+			if ((it->e.cert = strdup(cc->cert)) == NULL)
 				return KS_STATUS_EXIT_ERROR;
 		}
+		it->configured = 1;
+		e = &it->e;
 		/* What the client recorded wins (it knows the key it used); the configuration fills gaps. */
 		if (fill_missing(&e->key, cc->key) < 0 || fill_missing(&e->client, cc->client) < 0 ||
 		    fill_missing(&e->ca_file, cc->ca_file) < 0 || fill_missing(&e->crl, cc->crl) < 0)
@@ -244,6 +269,8 @@ static void check_key(struct status_run *run, keysvc **ks, const struct ks_cmd_g
 			snprintf(run->keys_note, sizeof(run->keys_note), "keysvcd cannot be reached (%s): keys "
 				 "not checked, no certificate marked removed for its key", keysvc_strerror(r));
 			*ks = NULL;
+			/* A view without its key checks is incomplete: said by the exit code too. */
+			run->errors++;
 			return;
 		}
 		if (g->timeout_ms >= 0)
@@ -262,6 +289,7 @@ static void check_key(struct status_run *run, keysvc **ks, const struct ks_cmd_g
 		snprintf(run->keys_note, sizeof(run->keys_note), "the connection to keysvcd broke (%s): "
 			 "the remaining keys are not checked", keysvc_strerror(r));
 		run->keys_checked = 0;
+		run->errors++;
 		keysvc_close(*ks);
 		*ks = NULL;
 	} else {
@@ -319,6 +347,47 @@ static void examine(struct status_run *run, keysvc **ks, const struct ks_cmd_glo
 	it->cls = ks_status_classify(&it->facts, &conf->thresholds, now);
 }
 
+/*
+ * Whether @it is a removed certificate of the inventory alone that nobody
+ * has touched for KS_STATUS_REMOVED_AGE_OUT_DAYS: the last renewal attempt,
+ * else (a `keysvc track` entry) the record file's time.
+ */
+static int aged_out(const struct status_run *run, const struct item *it, time_t now)
+{
+	char name[80], path[4200];
+	long long since = it->e.last_renewal;
+	struct stat st;
+
+	if (it->cls != KS_CLASS_REMOVED || it->configured)
+		return 0;
+	if (since == 0) {
+		ks_inv_file_name(it->e.cert, name, sizeof(name));
+		snprintf(path, sizeof(path), "%s/%s", run->inventory, name);
+		if (stat(path, &st) != 0)
+			return 0;
+		since = (long long)st.st_mtime;
+	}
+	return (long long)now - since > (long long)KS_STATUS_REMOVED_AGE_OUT_DAYS * 86400;
+}
+
+static void drop_aged_out(struct status_run *run, time_t now)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < run->n; i++) {
+		if (aged_out(run, &run->items[i], now)) {
+			ks_inv_entry_free(&run->items[i].e);
+			X509_free(run->items[i].cert);
+			run->aged_out++;
+			continue;
+		}
+		if (kept != i)
+			run->items[kept] = run->items[i];
+		kept++;
+	}
+	run->n = kept;
+}
+
 static const char *client_of(const struct item *it)
 {
 	return it->e.client != NULL ? it->e.client : "other";
@@ -328,6 +397,10 @@ static void print_text(const struct status_run *run, FILE *out, int colour)
 {
 	size_t count[KS_CLASS_ERROR + 1] = { 0 };
 
+	if (run->aged_out > 0)
+		fprintf(out, "%zu removed certificate%s not shown: untouched for over %d days (keysvc status --forget "
+			"deletes a record)\n", run->aged_out, run->aged_out == 1 ? "" : "s",
+			KS_STATUS_REMOVED_AGE_OUT_DAYS);
 	if (run->n == 0) {
 		fprintf(out, "no certificates in the inventory (%s) or the configuration\n", run->inventory);
 		return;
@@ -348,6 +421,8 @@ static void print_text(const struct status_run *run, FILE *out, int colour)
 			ks_class_name(it->cls), colour && ks_class_ansi(it->cls)[0] != '\0' ? "\033[0m" : "",
 			until, days, client_of(it), it->e.key != NULL ? it->e.key : "-",
 			ks_inv_outcome_name(it->e.outcome), it->e.cert);
+		if (it->e.name != NULL && (it->e.key == NULL || strcmp(it->e.name, it->e.key) != 0))
+			fprintf(out, "             name %s\n", it->e.name);
 		if (it->cert != NULL)
 			fprintf(out, "             subject %s; issuer %s\n", it->subject, it->issuer);
 		for (size_t k = 0; k < it->n_notes; k++)
@@ -373,7 +448,7 @@ static json_t *opt_str(const char *s)
 static json_t *status_json(const struct status_run *run)
 {
 	json_t *root = json_object(), *list = json_array();
-	size_t attention = 0;
+	size_t attention = 0, errors = run->errors;
 
 	if (root == NULL || list == NULL) {
 		json_decref(root);
@@ -391,7 +466,10 @@ static json_t *status_json(const struct status_run *run)
 			continue;
 		}
 		attention += ks_class_needs_attention(it->cls);
+		/* Counted as the exit code counts them (ks_status_exit). */
+		errors += it->cls == KS_CLASS_ERROR;
 		json_object_set_new(o, "cert", json_string(it->e.cert));
+		json_object_set_new(o, "name", opt_str(it->e.name));
 		json_object_set_new(o, "class", json_string(ks_class_name(it->cls)));
 		json_object_set_new(o, "colour", json_string(ks_class_colour(it->cls)));
 		json_object_set_new(o, "key", opt_str(it->e.key));
@@ -437,7 +515,8 @@ static json_t *status_json(const struct status_run *run)
 	json_object_set_new(root, "certificates", list);
 	json_object_set_new(root, "total", json_integer((json_int_t)run->n));
 	json_object_set_new(root, "attention", json_integer((json_int_t)attention));
-	json_object_set_new(root, "errors", json_integer((json_int_t)run->errors));
+	json_object_set_new(root, "errors", json_integer((json_int_t)errors));
+	json_object_set_new(root, "aged_out", json_integer((json_int_t)run->aged_out));
 	return root;
 }
 
@@ -509,10 +588,92 @@ static int write_textfile(const struct status_run *run, const char *path)
 	return r;
 }
 
+/* One record of @recs (@n) for @name: 1 found (*@out), 0 none, -1 several (listed on stderr). */
+static int find_record(const struct ks_inv_entry *recs, size_t n, const char *name, const char *name_abs,
+		       const struct ks_inv_entry **out)
+{
+	/* The most specific spelling first: a tracked name, a path, then a key name. */
+	for (int level = 0; level < 3; level++) {
+		size_t hits = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			const char *v = level == 0 ? recs[i].name : level == 1 ? recs[i].cert : recs[i].key;
+			const char *want = level == 1 ? name_abs : name;
+
+			if (v != NULL && want != NULL && strcmp(v, want) == 0) {
+				*out = &recs[i];
+				hits++;
+			}
+		}
+		if (hits > 1) {
+			fprintf(stderr, "keysvc: status: --forget %s: %zu records match:\n", name, hits);
+			for (size_t i = 0; i < n; i++) {
+				const char *v = level == 0 ? recs[i].name : level == 1 ? recs[i].cert : recs[i].key;
+
+				if (v != NULL && strcmp(v, level == 1 ? name_abs : name) == 0)
+					fprintf(stderr, "  %s\n", recs[i].cert);
+			}
+			return -1;
+		}
+		if (hits == 1)
+			return 1;
+	}
+	return 0;
+}
+
+static int forget(const char *dir, const char *name, const struct ks_conf *conf)
+{
+	const struct ks_inv_entry *hit = NULL;
+	struct ks_inv_entry *recs = NULL;
+	char err[KS_INV_ERR_MAX], *name_abs = ks_inv_abs_path(name);
+	size_t n = 0;
+	int r;
+
+	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
+		r = cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		goto out;
+	}
+	r = find_record(recs, n, name, name_abs, &hit);
+	if (r < 0) {
+		r = cmd_fail("status", KS_STATUS_EXIT_USAGE, "ambiguous", "--forget %s: several records match; "
+			     "give the certificate path", name);
+		goto out;
+	}
+	if (r == 0) {
+		r = cmd_fail("status", KS_STATUS_EXIT_USAGE, "no-such-record", "--forget %s: no record in %s has "
+			     "this name, certificate path or key", name, dir);
+		goto out;
+	}
+	if ((r = ks_inv_forget(dir, hit->cert, err)) < 0) {
+		r = cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		goto out;
+	}
+	if (json_errors) {
+		json_t *o = json_pack("{s:s}", "forgot", hit->cert);
+
+		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+			fputs("{\"error\":\"nomem\",\"message\":\"cannot format the result\"}", stdout);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		printf("forgot %s\n", hit->cert);
+	}
+	for (size_t i = 0; i < conf->n_certs; i++)
+		if (strcmp(conf->certs[i].cert, hit->cert) == 0)
+			fprintf(stderr, "keysvc: status: %s is still listed in the configuration: status keeps "
+				"showing it until it is removed there\n", hit->cert);
+	r = KS_STATUS_EXIT_OK;
+out:
+	ks_inv_list_free(recs, n);
+	free(name_abs);
+	return r;
+}
+
 int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 {
-	enum { O_INVENTORY = 256, O_CONFIG, O_FORMAT, O_JSON, O_TEXTFILE, O_COLOR };
+	enum { O_INVENTORY = 256, O_CONFIG, O_FORMAT, O_JSON, O_TEXTFILE, O_COLOR, O_FORGET };
 	static const struct option longopts[] = {
+		{ "forget", required_argument, NULL, O_FORGET },
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "format", required_argument, NULL, O_FORMAT },
@@ -523,7 +684,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *inventory = NULL, *config = NULL, *format = g->json ? "json" : "text", *textfile = NULL;
-	const char *color = "auto", *no_color;
+	const char *color = "auto", *no_color, *forget_name = NULL;
 	struct status_run run;
 	struct ks_conf conf;
 	enum ks_class *cls = NULL;
@@ -549,6 +710,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 		case O_JSON: format = "json"; json_errors = 1; break;
 		case O_TEXTFILE: textfile = optarg; break;
 		case O_COLOR: color = optarg; break;
+		case O_FORGET: forget_name = optarg; break;
 		case 'h': fputs(ks_status_usage, stdout); return 0;
 		case ':': return usage_err("status", "option %s needs a value", argv[optind - 1]);
 		default: return usage_err("status", "unknown option %s (see keysvc status --help)", argv[optind - 1]);
@@ -571,11 +733,21 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
 		return cmd_fail("status", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
 	run.inventory = ks_inv_dir(inventory, conf.inventory);
+	if (forget_name != NULL) {
+		if (forget_name[0] == '\0')
+			r = usage_err("status", "--forget: a name is needed");
+		else if (textfile != NULL || strcmp(format, "prometheus") == 0)
+			r = usage_err("status", "--forget goes with --inventory and --config only");
+		else
+			r = forget(run.inventory, forget_name, &conf);
+		goto out;
+	}
 	if ((r = collect(&run, &conf)) != 0)
 		goto out;
 	for (size_t i = 0; i < run.n; i++)
 		examine(&run, &ks, g, &conf, &run.items[i], now);
 	keysvc_close(ks);
+	drop_aged_out(&run, now);
 	if (run.keys_note[0] != '\0')
 		fprintf(stderr, "keysvc: status: %s\n", run.keys_note);
 	if (strcmp(format, "json") == 0) {
@@ -606,6 +778,194 @@ out:
 		X509_free(run.items[i].cert);
 	}
 	free(run.items);
+	ks_conf_free(&conf);
+	return r;
+}
+
+/* ---- track ---- */
+
+/* Exit codes of `keysvc track`: the keysvc CLI's for keysvcd's answers. */
+enum {
+	TRACK_EXIT_DENIED = 3,
+	TRACK_EXIT_NO_SUCH_KEY = 4,
+	TRACK_EXIT_TOKEN = 5,
+	TRACK_EXIT_CONNECT = 8,
+};
+
+static int track_keysvc_exit(int r)
+{
+	switch (r) {
+	case KEYSVC_E_BAD_REQUEST:
+	case KEYSVC_E_INVALID: return KS_STATUS_EXIT_USAGE;
+	case KEYSVC_E_DENIED: return TRACK_EXIT_DENIED;
+	case KEYSVC_E_NO_SUCH_KEY: return TRACK_EXIT_NO_SUCH_KEY;
+	case KEYSVC_E_TOKEN_UNAVAILABLE: return TRACK_EXIT_TOKEN;
+	case KEYSVC_E_CONNECT:
+	case KEYSVC_E_IO: return TRACK_EXIT_CONNECT;
+	default: return KS_STATUS_EXIT_ERROR;
+	}
+}
+
+/* keysvcd's name rule, so that NAME prints and matches safely: 1..64 of A-Z a-z 0-9 . _ -, not . or - first. */
+static int entry_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= 64 && s[0] != '.' && s[0] != '-' &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* 0 if the certificate @cert is for keysvcd's key @key, else an exit code with the reason printed. */
+static int track_check_key(const struct ks_cmd_global *g, const char *key, X509 *cert, const char *cert_path)
+{
+	char *pem = NULL, why[KS_CI_ERR_MAX];
+	EVP_PKEY *pub = NULL;
+	keysvc *ks = NULL;
+	int r;
+
+	if ((r = keysvc_connect(g->socket, &ks)) != KEYSVC_OK)
+		return cmd_fail("track", TRACK_EXIT_CONNECT, "connect", "cannot reach keysvcd: %s", keysvc_strerror(r));
+	if (g->timeout_ms >= 0)
+		keysvc_set_timeout(ks, g->timeout_ms);
+	if ((r = keysvc_key_public(ks, key, &pem, NULL)) != KEYSVC_OK) {
+		r = cmd_fail("track", track_keysvc_exit(r), r == KEYSVC_E_NO_SUCH_KEY ? "no-such-key" : "keysvc",
+			     "key %s: %s: %s", key, keysvc_strerror(r), keysvc_error_message(ks));
+		goto out;
+	}
+	if (ks_ci_parse_pubkey(pem, &pub, why) < 0) {
+		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "keysvc", "key %s: %s", key, why);
+		goto out;
+	}
+	if (EVP_PKEY_eq(X509_get0_pubkey(cert), pub) != 1) {
+		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "mismatch", "%s is not a certificate for key %s",
+			     cert_path, key);
+		goto out;
+	}
+	r = 0;
+out:
+	ERR_clear_error();
+	EVP_PKEY_free(pub);
+	free(pem);
+	keysvc_close(ks);
+	return r;
+}
+
+int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
+{
+	enum { O_CERT = 256, O_KEY, O_CLIENT, O_CA_FILE, O_CRL, O_INVENTORY, O_CONFIG, O_JSON };
+	static const struct option longopts[] = {
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "client", required_argument, NULL, O_CLIENT },
+		{ "ca-file", required_argument, NULL, O_CA_FILE },
+		{ "crl", required_argument, NULL, O_CRL },
+		{ "inventory", required_argument, NULL, O_INVENTORY },
+		{ "config", required_argument, NULL, O_CONFIG },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *name, *cert = NULL, *key = NULL, *client = "other", *ca_file = NULL, *crl = NULL;
+	const char *inventory = NULL, *config = NULL, *dir;
+	const struct ks_inv_entry *dup = NULL;
+	struct ks_inv_entry *recs = NULL, e;
+	struct ks_conf conf;
+	char err[KS_CONF_ERR_MAX];
+	X509 *x = NULL;
+	size_t n = 0;
+	int c, r;
+
+	memset(&e, 0, sizeof(e));
+	ks_conf_init(&conf);
+	json_errors = g->json;
+	if (ks_check_long_options(argc, argv, longopts) != 0)
+		return KS_STATUS_EXIT_USAGE;
+	/* 0, not 1: GNU getopt then also resets its permutation state, which the
+	 * CLI's own parse (with '+') left behind. No '+' here: NAME may come
+	 * before the options, as in `keysvc track web --cert web.pem`. */
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CERT: cert = optarg; break;
+		case O_KEY: key = optarg; break;
+		case O_CLIENT: client = optarg; break;
+		case O_CA_FILE: ca_file = optarg; break;
+		case O_CRL: crl = optarg; break;
+		case O_INVENTORY: inventory = optarg; break;
+		case O_CONFIG: config = optarg; break;
+		case O_JSON: json_errors = 1; break;
+		case 'h': fputs(ks_track_usage, stdout); return 0;
+		case ':': return usage_err("track", "option %s needs a value", argv[optind - 1]);
+		default: return usage_err("track", "unknown option %s (see keysvc track --help)", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return usage_err("track", optind >= argc ? "a NAME is needed (see keysvc track --help)" :
+				 "one NAME only (see keysvc track --help)");
+	name = argv[optind];
+	if (key == NULL)
+		key = name;
+	if (!entry_name_ok(name) || !entry_name_ok(key))
+		return usage_err("track", "NAME and --key: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -");
+	if (!entry_name_ok(client))
+		return usage_err("track", "--client: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (cert == NULL || cert[0] == '\0')
+		return usage_err("track", "--cert FILE is required");
+	if ((crl != NULL) && ca_file == NULL)
+		return usage_err("track", "--crl needs --ca-file: the CRL's signature is checked against it");
+	if (inventory != NULL && inventory[0] == '\0')
+		return usage_err("track", "--inventory: a directory is needed");
+	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
+		return cmd_fail("track", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+	dir = ks_inv_dir(inventory, conf.inventory);
+	if ((e.cert = ks_inv_abs_path(cert)) == NULL || (e.name = strdup(name)) == NULL ||
+	    (e.key = strdup(key)) == NULL || (e.client = strdup(client)) == NULL ||
+	    (ca_file != NULL && (e.ca_file = ks_inv_abs_path(ca_file)) == NULL) ||
+	    (crl != NULL && (e.crl = ks_inv_abs_path(crl)) == NULL)) {
+		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "nomem", "out of memory");
+		goto out;
+	}
+	if ((r = read_leaf(e.cert, &x, err)) < 0) {
+		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "usage", "--cert %s: %s", cert,
+			     r == -ENOENT ? "no such file" : err);
+		goto out;
+	}
+	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
+		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		goto out;
+	}
+	for (size_t i = 0; i < n && dup == NULL; i++)
+		if (strcmp(recs[i].cert, e.cert) == 0 || (recs[i].name != NULL && strcmp(recs[i].name, name) == 0))
+			dup = &recs[i];
+	if (dup != NULL) {
+		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "exists", "%s is already in the inventory%s%s (as %s); "
+			     "keysvc status --forget it first to track it anew", dup->cert,
+			     dup->name != NULL ? " as " : "", dup->name != NULL ? dup->name : "",
+			     dup->key != NULL ? dup->key : "a record without a key");
+		goto out;
+	}
+	if ((r = track_check_key(g, key, x, cert)) != 0)
+		goto out;
+	if ((r = ks_inv_save(dir, &e, err)) < 0) {
+		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		goto out;
+	}
+	if (json_errors) {
+		json_t *o = json_pack("{s:s, s:s, s:s}", "tracked", name, "cert", e.cert, "key", key);
+
+		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
+			fputs("{\"error\":\"nomem\",\"message\":\"cannot format the result\"}", stdout);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		printf("tracking %s as %s (key %s) in %s\n", e.cert, name, key, dir);
+	}
+	r = KS_STATUS_EXIT_OK;
+out:
+	X509_free(x);
+	ks_inv_list_free(recs, n);
+	ks_inv_entry_free(&e);
 	ks_conf_free(&conf);
 	return r;
 }

@@ -1,5 +1,5 @@
 /*
- * `keysvc status` and `keysvc verify`, called by the keysvc CLI with the
+ * `keysvc status`, `keysvc verify` and `keysvc track`, called by the keysvc CLI with the
  * command's own arguments (argv[0] is the command name). They parse their
  * options themselves and return their exit codes (status.h).
  */
@@ -16,7 +16,16 @@ struct ks_cmd_global {
 int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g);
 int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g);
 
+/*
+ * `keysvc track NAME --cert FILE [--key KEY] ...`: a certificate made by
+ * hand added to the inventory once keysvcd confirms FILE is for key KEY
+ * (default NAME). A NAME or FILE already recorded is refused, so an entry
+ * is never overwritten by mistake. Exit codes in ks_track_usage.
+ */
+int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g);
+
 extern const char ks_status_usage[];
 extern const char ks_verify_usage[];
+extern const char ks_track_usage[];
 
 #endif

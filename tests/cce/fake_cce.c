@@ -9,7 +9,8 @@
  *                    server.key (127.0.0.1, localhost), other-ca.pem (an
  *                    unrelated CA, for the pinning test); last-body.json is
  *                    the last rotatecredentials body that passed the checks.
- *   --token-file F   the X-Auth-Token every request must carry.
+ *   --token-file F   the X-Auth-Token every request must carry (read again
+ *                    for every request).
  *   --port-file F    the port (bound as port 0 on 127.0.0.1), written once
  *                    the server listens.
  *   --control F      the mode, first word of the file, read on every
@@ -52,13 +53,14 @@
 #define MAX_BODY_BYTES (8 * 1024 * 1024)
 #define PART_MAX (1024 * 1024)
 #define EXPIRATION_MAX 8784
-#define TOKEN_MAX 8192
+/* Huawei takes X-Auth-Token values of up to 16384 bytes; the newline and the NUL. */
+#define TOKEN_MAX (16384 + 2)
 #define MAX_JOBS 256
 #define DAY FS_DAY
 
 enum mode {
 	M_NORMAL, M_ERROR1, M_ERROR2, M_401, M_403, M_404, M_500, M_GARBAGE, M_HANG,
-	M_JOB_FAILS, M_JOB_PENDING, M_JOB_FLAT,
+	M_JOB_FAILS, M_JOB_PENDING, M_JOB_FLAT, M_JOB_500_ONCE, M_JOB_HANG,
 };
 
 static const struct {
@@ -78,6 +80,8 @@ static const struct {
 	{ "job-fails", M_JOB_FAILS, "job: Failed, with a reason" },
 	{ "job-pending-forever", M_JOB_PENDING, "job: Running, always" },
 	{ "job-flat", M_JOB_FLAT, "job: {\"status\": \"Success\"} (the flat shape)" },
+	{ "job-500-once", M_JOB_500_ONCE, "job: the first query of each job 500 (as CCE's gateway does at times), then normal" },
+	{ "job-hang", M_JOB_HANG, "job: read the query, never answer" },
 };
 
 struct job {
@@ -93,7 +97,6 @@ struct response {
 };
 
 static const char *dir, *port_file, *control_file, *token_file;
-static char expected_token[TOKEN_MAX];
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct job jobs[MAX_JOBS];
 static int n_jobs;
@@ -150,18 +153,20 @@ out:
 	return ctx;
 }
 
-static int load_token(void)
+/* Read at every request, so that a test can hand the server another token
+ * (e.g. one of Huawei's largest) without a restart. */
+static int load_token(char *token, size_t len)
 {
 	FILE *f = fopen(token_file, "r");
 	size_t n;
 
 	if (f == NULL)
 		return -1;
-	n = fread(expected_token, 1, sizeof(expected_token) - 1, f);
+	n = fread(token, 1, len - 1, f);
 	fclose(f);
-	expected_token[n] = '\0';
-	while (n > 0 && (expected_token[n - 1] == '\n' || expected_token[n - 1] == '\r'))
-		expected_token[--n] = '\0';
+	token[n] = '\0';
+	while (n > 0 && (token[n - 1] == '\n' || token[n - 1] == '\r'))
+		token[--n] = '\0';
 	return n > 0 ? 0 : -1;
 }
 
@@ -358,6 +363,17 @@ static void get_job(const char *id, enum mode mode, struct response *rs)
 		return;
 	}
 	switch (mode) {
+	case M_JOB_500_ONCE:
+		if (polls == 0) {
+			answer(rs, 500, "{\"error_code\":\"CCE.01500001\",\"error_msg\":\"Internal server error\"}");
+			return;
+		}
+		answer(rs, 200, "{\"kind\":\"Job\",\"metadata\":{\"uid\":\"%s\"},\"status\":{\"phase\":\"%s\"}}", id,
+		       polls == 1 ? "Running" : "Success");
+		break;
+	case M_JOB_HANG:
+		rs->hang = true;
+		break;
 	case M_JOB_FAILS:
 		answer(rs, 200, "{\"kind\":\"Job\",\"apiVersion\":\"v3\",\"metadata\":{\"uid\":\"%s\"},"
 		       "\"spec\":{\"type\":\"RotateCredentials\"},\"status\":{\"phase\":\"Failed\","
@@ -379,13 +395,17 @@ static void get_job(const char *id, enum mode mode, struct response *rs)
 
 static bool token_matches(const char *got)
 {
+	char expected[TOKEN_MAX];
 	size_t a, b;
+	bool ok;
 
-	if (got == NULL)
+	if (got == NULL || load_token(expected, sizeof(expected)) != 0)
 		return false;
 	a = strlen(got);
-	b = strlen(expected_token);
-	return a == b && CRYPTO_memcmp(got, expected_token, a) == 0;
+	b = strlen(expected);
+	ok = a == b && CRYPTO_memcmp(got, expected, a) == 0;
+	OPENSSL_cleanse(expected, sizeof(expected));
+	return ok;
 }
 
 static void handle(const struct fs_request *rq, struct response *rs)
@@ -529,6 +549,7 @@ int main(int argc, char **argv)
 		.handle = serve,
 		.max_body_bytes = MAX_BODY_BYTES,
 	};
+	char probe[TOKEN_MAX];
 	int c, lfd, port, r = 1;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -548,7 +569,7 @@ int main(int argc, char **argv)
 	fs_log_init("fake-cce");
 	if (fs_signals_init() != 0 || fs_make_dir(dir, 0700) != 0)
 		return 1;
-	if (load_token() != 0) {
+	if (load_token(probe, sizeof(probe)) != 0) {
 		fs_log("--token-file %s: unreadable or empty", token_file);
 		return 1;
 	}
@@ -563,6 +584,6 @@ int main(int argc, char **argv)
 	r = 0;
 out:
 	SSL_CTX_free(srv.ctx);
-	OPENSSL_cleanse(expected_token, sizeof(expected_token));
+	OPENSSL_cleanse(probe, sizeof(probe));
 	return r;
 }

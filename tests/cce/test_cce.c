@@ -224,6 +224,11 @@ static void test_error_shapes(void **state)
 	static const char s2[] = "{\"error_code\": \"APIGW.0301\", \"error_msg\": \"Incorrect IAM authentication\","
 				 " \"request_id\": \"x\"}";
 	static const char ctl[] = "{\"errorCode\": \"C\", \"errorMessage\": \"line1\\nline2\\u001b[31m\"}";
+	static const char both[] = "{\"kind\": \"Status\", \"status\": \"Failure\", \"code\": 404, "
+				   "\"errorCode\": \"CCE.01404001\", \"errorMessage\": \"Resource not found\", "
+				   "\"error_code\": \"CCE_CM.0004\", \"error_msg\": \"Request resource not found\"}";
+	static const char same[] = "{\"errorCode\": \"CCE.01400001\", \"errorMessage\": \"Invalid request.\", "
+				   "\"error_code\": \"CCE.01400001\", \"error_msg\": \"Invalid request.\"}";
 
 	(void)state;
 	assert_int_equal(cce_parse_error(s1, strlen(s1), code, sizeof(code), msg, sizeof(msg)), 0);
@@ -239,6 +244,14 @@ static void test_error_shapes(void **state)
 	assert_string_equal(code, "CC...");
 	assert_string_equal(msg, "Inva...");
 	assert_int_equal(cce_parse_error("{}", 2, code, sizeof(code), msg, sizeof(msg)), -EBADMSG);
+	/* CCE's own answer: both pairs, the specific one (error_code) first. */
+	assert_int_equal(cce_parse_error(both, strlen(both), code, sizeof(code), msg, sizeof(msg)), 0);
+	assert_string_equal(code, "CCE_CM.0004");
+	assert_string_equal(msg, "Request resource not found; CCE.01404001: Resource not found");
+	/* The same pair under both spellings is said once. */
+	assert_int_equal(cce_parse_error(same, strlen(same), code, sizeof(code), msg, sizeof(msg)), 0);
+	assert_string_equal(code, "CCE.01400001");
+	assert_string_equal(msg, "Invalid request.");
 	assert_int_equal(cce_parse_error("<html>", 6, code, sizeof(code), msg, sizeof(msg)), -EBADMSG);
 	assert_string_equal(code, "");
 	assert_string_equal(msg, "");
@@ -249,6 +262,8 @@ static void test_format_error(void **state)
 	char buf[CCE_ERR_MAX];
 	static const char s1[] = "{\"errorCode\": \"CCE.01400001\", \"errorMessage\": \"Invalid request.\"}";
 	static const char s2[] = "{\"error_code\": \"APIGW.0307\", \"error_msg\": \"The token must be updated.\"}";
+	static const char both[] = "{\"errorCode\": \"CCE.01404001\", \"errorMessage\": \"Resource not found\", "
+				   "\"error_code\": \"CCE_CM.0004\", \"error_msg\": \"Request resource not found\"}";
 
 	(void)state;
 	cce_format_error("the rotation", 400, s1, strlen(s1), buf, sizeof(buf));
@@ -262,6 +277,9 @@ static void test_format_error(void **state)
 	cce_format_error("the job query", 404, s1, strlen(s1), buf, sizeof(buf));
 	assert_string_equal(buf, "CCE refused the job query: no such project or cluster: CCE.01400001: "
 			    "Invalid request. (HTTP 404)");
+	cce_format_error("the job query", 404, both, strlen(both), buf, sizeof(buf));
+	assert_string_equal(buf, "CCE refused the job query: no such project or cluster: CCE_CM.0004: Request "
+			    "resource not found; CCE.01404001: Resource not found (HTTP 404)");
 	cce_format_error("the rotation", 502, "Bad gateway\r\nmore", 18, buf, sizeof(buf));
 	assert_string_equal(buf, "CCE refused the rotation: \"Bad gateway\" (HTTP 502)");
 	cce_format_error("the rotation", 500, NULL, 0, buf, sizeof(buf));

@@ -101,6 +101,7 @@ openssl x509 -in "$m/client.pem" -outform DER -out "$m/client.der"
 openssl pkey -in "$m/client.key" -outform DER -out "$m/client.key.der"
 openssl pkey -in "$m/client.key" -aes128 -passout pass:secret -out "$m/client.enc.key"
 openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out "$m/other.key" 2>/dev/null
+chmod 0600 "$m"/*.key "$m"/*.key.der
 head -c $((1024 * 1024 + 1)) /dev/zero >"$m/big.pem"
 echo "not a certificate" >"$m/junk.pem"
 custom=(--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.key")
@@ -125,12 +126,22 @@ run_cce 2 "--custom-cert $m/junk.pem: not an X.509 certificate" "custom: not a c
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/junk.pem" --custom-key "$m/client.key"
 run_cce 2 "--custom-ca $m/client.key: not an X.509 certificate" "custom: a key as the CA" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/client.key" --custom-cert "$m/client.pem" --custom-key "$m/client.key"
-run_cce 2 "--custom-key $m/client.pem: not a private key" "custom: a certificate as the key" rotate "${base[@]}" \
-	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.pem"
+install -m 0600 "$m/client.pem" "$m/client-pem-0600.pem"
+run_cce 2 "--custom-key $m/client-pem-0600.pem: not a private key" "custom: a certificate as the key" rotate \
+	"${base[@]}" --component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" \
+	--custom-key "$m/client-pem-0600.pem"
 run_cce 2 "encrypted; CCE takes only an unencrypted key" "custom: encrypted key" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client.enc.key"
 run_cce 2 "not for this private key" "custom: certificate and key do not match" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/other.key"
+cp "$m/client.key" "$m/client-0644.key"
+chmod 0644 "$m/client-0644.key"
+run_cce 2 "--custom-key $m/client-0644.key: mode 0644 lets other users read it" "custom: world-readable key refused" \
+	rotate "${base[@]}" --component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" \
+	--custom-key "$m/client-0644.key"
+ln -s "$m/client.key" "$m/client-link.key"
+run_cce 2 "--custom-key $m/client-link.key" "custom: key through a symlink refused" rotate "${base[@]}" \
+	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem" --custom-key "$m/client-link.key"
 run_cce 2 "needs --custom-ca, --custom-cert and --custom-key" "custom: a part missing" rotate "${base[@]}" \
 	--component custom --custom-ca "$m/ca.pem" --custom-cert "$m/client.pem"
 run_cce 2 "go only with --component custom" "custom files with component all" rotate "${base[@]}" \
@@ -153,6 +164,21 @@ run_cce 2 "a token on the command line can be read by every user" "--token refus
 run_cce 2 "a token on the command line can be read by every user" "--token=... refused" rotate "${nobase[@]}" "--token=$token"
 no_request "token refusals"
 KEYSVC_CCE_TOKEN=$token run_cce 0 "job " "token from KEYSVC_CCE_TOKEN" rotate "${nobase[@]}"
+# Huawei's limit is 16384 bytes: one that long (with its newline) is sent whole, one byte more is refused.
+big=MIIZ-big-$(head -c 20000 /dev/urandom | base64 -w0 | tr -d '/+=' | head -c 16375)
+printf '%s\n' "$big" >"$work/big-token"
+chmod 0600 "$work/big-token"
+expect_eq "the long token is 16384 bytes" "${#big}" 16384
+cp "$work/big-token" "$work/server-token"
+run_cce 0 "job " "a token of 16384 bytes from a file" rotate "${nobase[@]}" --token-file "$work/big-token"
+KEYSVC_CCE_TOKEN=$big run_cce 0 "job " "a token of 16384 bytes from KEYSVC_CCE_TOKEN" rotate "${nobase[@]}"
+mark
+printf '%sx\n' "$big" >"$work/big-token"
+run_cce 2 "over 1638" "a token file of 16385 bytes refused" rotate "${nobase[@]}" --token-file "$work/big-token"
+KEYSVC_CCE_TOKEN=${big}x run_cce 2 "over 16384 bytes" "a token of 16385 bytes in KEYSVC_CCE_TOKEN refused" \
+	rotate "${nobase[@]}"
+no_request "over-long tokens"
+printf '%s\n' "$token" >"$work/server-token"
 KEYSVC_CCE_TOKEN=not-the-token run_cce 3 "CCE refused the rotation: the token is invalid or expired: APIGW.0301" \
 	"a wrong token (the server's 401)" rotate "${nobase[@]}"
 
@@ -188,6 +214,18 @@ start=$SECONDS
 run_cce 7 "is still Running after" "--wait: job never ends, --max-wait 2" rotate "${base[@]}" --component all \
 	--wait --poll-interval 1 --max-wait 2
 [ $((SECONDS - start)) -le 6 ] && ok "--max-wait: gave up in time" || fail "--max-wait: took $((SECONDS - start)) s"
+# A 500 while polling is asked again; the job goes on in CCE.
+mode job-500-once
+run_cce 0 "Success after" "--wait: a 500 while polling is retried" rotate "${base[@]}" --component all --wait \
+	--poll-interval 1 --max-wait 30
+grep -qF "CCE.01500001: Internal server error (HTTP 500); asking again in 1 s" "$work/out" &&
+	ok "--wait: the 500 is reported as retried" || fail "--wait: no retry warning"
+# A poll that hangs is cut at --max-wait, not at --timeout.
+mode job-hang
+start=$SECONDS
+run_cce 5 "giving up at --max-wait 3 s" "--wait: a hanging poll ends at --max-wait" rotate "${base[@]}" --component all \
+	--wait --poll-interval 1 --max-wait 3 --timeout 60
+[ $((SECONDS - start)) -le 6 ] && ok "--max-wait bounds a hanging poll" || fail "hanging poll: took $((SECONDS - start)) s"
 mode normal
 run_cce 0 "" "--json" rotate "${base[@]}" --component all --json
 jq -e '.jobid | test("^[0-9a-f-]{36}$")' "$work/stdout" >/dev/null && [ "$(wc -l <"$work/stdout")" -eq 1 ] &&

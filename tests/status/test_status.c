@@ -152,7 +152,13 @@ static void test_precedence(void **state)
 	assert_int_equal(ks_status_classify(&f, &defaults, NOW), KS_CLASS_PUSH_FAILED);
 	f.outcome = KS_INV_FAILED;   /* a failed renewal leaves the old certificate: judged by its dates */
 	assert_int_equal(ks_status_classify(&f, &defaults, NOW), KS_CLASS_EXPIRED);
+	/* ... but a certificate nothing will renew needs someone: at least a warning. */
 	f.cert = good;
+	assert_int_equal(ks_status_classify(&f, &defaults, NOW), KS_CLASS_WARNING);
+	assert_int_equal(ks_status_classify(&f, &defaults, NOW + 150 * DAY), KS_CLASS_WARNING);   /* notice by date */
+	assert_int_equal(ks_status_classify(&f, &defaults, NOW + 195 * DAY), KS_CLASS_CRITICAL);  /* worse by date */
+	assert_true(ks_class_needs_attention(ks_status_classify(&f, &defaults, NOW)));
+	f.outcome = KS_INV_OK;
 	assert_int_equal(ks_status_classify(&f, &defaults, NOW), KS_CLASS_VALID);
 	f.outcome = KS_INV_PUSH_FAILED;
 	assert_int_equal(ks_status_classify(&f, &defaults, NOW), KS_CLASS_PUSH_FAILED);
@@ -489,6 +495,23 @@ static void test_inventory_records(void **state)
 	/* a missing directory is an empty inventory */
 	assert_int_equal(ks_inv_list("/nonexistent/inventory", &list, &n, NULL, NULL, err), 0);
 	assert_int_equal(n, 0);
+
+	/* The name `keysvc track` gives survives a client's later record. */
+	assert_int_equal(ks_inv_load(dir, cert, &e, err), 0);
+	e.name = strdup("web");
+	assert_int_equal(ks_inv_save(dir, &e, err), 0);
+	ks_inv_entry_free(&e);
+	assert_int_equal(ks_inv_record(dir, cert, NULL, NULL, NULL, NULL, KS_INV_OK, NULL, NOW + 30, err), 0);
+	assert_int_equal(ks_inv_load(dir, cert, &e, err), 0);
+	assert_string_equal(e.name, "web");
+	ks_inv_entry_free(&e);
+
+	/* Forgetting deletes the record, and only that one. */
+	assert_int_equal(ks_inv_forget(dir, cert, err), 0);
+	assert_int_equal(ks_inv_load(dir, cert, &e, err), -ENOENT);
+	assert_int_equal(ks_inv_forget(dir, cert, err), -ENOENT);
+	snprintf(path, sizeof(path), "%s/%064d.json", dir, 0);
+	assert_int_equal(stat(path, &st), 0);
 }
 
 static void test_inventory_parse_refusals(void **state)
@@ -503,6 +526,8 @@ static void test_inventory_parse_refusals(void **state)
 		"{\"version\": 1, \"cert\": \"/a\", \"failures\": \"2\"}",
 		"{\"version\": 1, \"cert\": \"/a\\nb\"}",
 		"{\"cert\": \"/a\"}",
+		"{\"version\": 1, \"cert\": \"/a\", \"name\": 7}",
+		"{\"version\": 1, \"cert\": \"/a\", \"name\": \"w\\u001beb\"}",
 	};
 	struct ks_inv_entry e;
 	char err[KS_INV_ERR_MAX];

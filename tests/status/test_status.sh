@@ -123,7 +123,8 @@ EOF
 mint "$c/extra.pem" extra "-1 day" "+300 days"
 
 st() { cli status --inventory "$inv" --config "$work/certs.json" "$@"; }
-run_exit 3 "" "status: something needs attention" st
+# keysvcd is down here: the view lacks its key checks, which is exit 1 (it wins over 3).
+run_exit 1 "keysvcd cannot be reached" "status: something needs attention, keysvcd down" st
 cp "$work/out" "$work/status.txt"
 line_class() { grep -F -- "$2" "$work/status.txt" | grep -q "^$1 "; }
 for pair in valid:valid.pem notice:notice.pem warning:warning.pem critical:critical.pem expired:expired.pem \
@@ -136,13 +137,13 @@ check "status text: keysvcd unreachable is said" grep -q "keysvcd cannot be reac
 check "status text: no colour when not a terminal" bash -c "! grep -q $'\e' '$work/status.txt'"
 check "status text: summary" grep -q "^10 certificates: 1 removed 1 revoked 1 push-failed 1 expired 1 critical 1 warning 1 notice 3 valid" "$work/status.txt"
 
-run_exit 3 "" "status --color always" st --color always
+run_exit 1 "" "status --color always" st --color always
 check "colour: expired in red" grep -q $'\e\[31mexpired' "$work/last"
 check "colour: critical in orange" grep -q $'\e\[38;5;208mcritical' "$work/last"
 check "colour: revoked white on black" grep -q $'\e\[97;40mrevoked' "$work/last"
 check "colour: removed in purple" grep -q $'\e\[35mremoved' "$work/last"
 check "colour: valid in green" grep -q $'\e\[32mvalid' "$work/last"
-run_exit 3 "" "status --color never" st --color never
+run_exit 1 "" "status --color never" st --color never
 check "--color never: no escape" bash -c "! grep -q $'\e' '$work/last'"
 # NO_COLOR on a terminal: script(1) gives us one.
 if command -v script >/dev/null; then
@@ -167,7 +168,7 @@ want = {"valid.pem": ("valid", "green"), "notice.pem": ("notice", "blue"), "warn
         'we"ird\\name.pem': ("valid", "green")}
 assert got == want, got
 assert d["keys_checked"] is False and "cannot be reached" in d["keys_note"]
-assert d["total"] == 10 and d["attention"] == 6 and d["errors"] == 0
+assert d["total"] == 10 and d["attention"] == 6 and d["errors"] == 1
 by = {e["cert"][len(c) + 1:]: e for e in d["certificates"]}
 assert by["revoked.pem"]["revoked"] is True and by["valid.pem"]["revoked"] is False
 assert by["notice.pem"]["revoked"] is None
@@ -209,19 +210,99 @@ EOF
 st --format prometheus --textfile "$work/keysvc.prom" >"$work/prom-same.txt" 2>/dev/null
 check "textfile: what --format prometheus prints" cmp -s "$work/keysvc.prom" "$work/prom-same.txt"
 rm -f "$work/keysvc.prom"
-run_exit 3 "" "status --textfile with --format json" st --textfile "$work/keysvc.prom" --format json
+run_exit 1 "" "status --textfile with --format json" st --textfile "$work/keysvc.prom" --format json
 check "textfile written beside JSON" grep -q "^keysvc_certificate_status{" "$work/keysvc.prom"
 check "textfile: mode 0644" bash -c "[ \$(stat -c %a '$work/keysvc.prom') = 644 ]"
 check "textfile: no temporary file left" bash -c "[ \$(ls '$work' | grep -c '^keysvc.prom') = 1 ]"
 run_exit 1 "--textfile" "textfile in a missing directory: error" st --textfile "$work/none/keysvc.prom"
 
-# Exit codes.
+# Exit codes. Records without keys need no keysvcd.
 mkdir -p "$work/inv-ok"
-cp "$inv/$(printf %s "$c/valid.pem" | sha256sum | cut -c1-64).json" "$work/inv-ok/"
-cp "$inv/$(printf %s "$c/notice.pem" | sha256sum | cut -c1-64).json" "$work/inv-ok/"
+for f in valid notice; do
+	n=$(printf %s "$c/$f.pem" | sha256sum | cut -c1-64).json
+	sed 's/"key": "[^"]*", //' "$inv/$n" >"$work/inv-ok/$n"
+done
 echo '{}' >"$work/empty.json"
 run_exit 0 "" "status: only valid and notice: nothing needs attention" \
 	cli status --inventory "$work/inv-ok" --config "$work/empty.json"
+# With a key to check and keysvcd down, the same view is incomplete.
+mkdir -p "$work/inv-key"
+cp "$inv/$(printf %s "$c/valid.pem" | sha256sum | cut -c1-64).json" "$work/inv-key/"
+run_exit 1 "keysvcd cannot be reached" "status: a key to check and keysvcd down: exit 1" \
+	cli status --inventory "$work/inv-key" --config "$work/empty.json"
+cli status --json --inventory "$work/inv-key" --config "$work/empty.json" >"$work/down.json" 2>/dev/null
+check "status --json, keysvcd down: counted in errors" python3 -c "
+import json; d = json.load(open('$work/down.json'))
+assert d['keys_checked'] is False and d['errors'] == 1 and d['certificates'][0]['class'] == 'valid', d"
+
+# A failed last renewal of a certificate with 200 days left needs attention.
+inv2=$work/inv-more
+mkdir -p "$inv2"
+mint "$c/failed-valid.pem" failed-valid "-1 day" "+200 days"
+inv_save=$inv; inv=$inv2
+record "$c/failed-valid.pem" "" other failed ', "reason": "HTTP 503 from the CA"'
+inv=$inv_save
+sed -i 's/"key": "", //' "$inv2"/*.json
+run_exit 3 "last renewal failed: HTTP 503 from the CA" "status: a failed last renewal needs attention" \
+	cli status --inventory "$inv2" --config "$work/empty.json"
+check "failed renewal, 200 days left: class warning" bash -c "grep -F '$c/failed-valid.pem' '$work/last' | grep -q '^warning '"
+rm -f "$inv2"/*.json
+
+# An entry of class error is counted in --json's errors as in the exit code.
+echo "not a certificate" >"$c/junk.pem"
+inv=$inv2
+record "$c/junk.pem" "" other ok
+inv=$inv_save
+sed -i 's/"key": "", //' "$inv2"/*.json
+cli status --json --inventory "$inv2" --config "$work/empty.json" >"$work/err-class.json" 2>/dev/null
+st_err=$?
+check "status --json: a class error entry counts in errors, exit 1" python3 -c "
+import json; d = json.load(open('$work/err-class.json'))
+assert $st_err == 1 and d['certificates'][0]['class'] == 'error' and d['errors'] == 1, ($st_err, d)"
+rm -f "$inv2"/*.json
+
+# Removed entries age out after 30 days without an attempt; --forget deletes a record.
+rec_time() { # rec_time CERT SECONDS-AGO: a removed record of CERT, last attempt that long ago
+	local name
+	name=$(printf %s "$1" | sha256sum | cut -c1-64)
+	printf '{"version": 1, "cert": "%s", "client": "openvox", "outcome": "failed", "reason": "enrollment refused", "last_renewal": %d, "successes": 0, "failures": 1}\n' \
+		"$1" "$(( $(date +%s) - $2 ))" >"$inv2/$name.json"
+}
+rec_time "$c/gone-old.pem" $((31 * 86400))
+run_exit 0 "1 removed certificate not shown: untouched for over 30 days" \
+	"status: a removed entry untouched for 31 days ages out" cli status --inventory "$inv2" --config "$work/empty.json"
+cli status --json --inventory "$inv2" --config "$work/empty.json" >"$work/aged.json" 2>/dev/null
+check "status --json: aged_out counted, not listed" python3 -c "
+import json; d = json.load(open('$work/aged.json'))
+assert d['aged_out'] == 1 and d['total'] == 0 and d['attention'] == 0, d"
+rec_time "$c/gone-new.pem" $((29 * 86400))
+run_exit 3 "" "status: a removed entry of 29 days is still shown" cli status --inventory "$inv2" --config "$work/empty.json"
+check "29 days: class removed" bash -c "grep -F '$c/gone-new.pem' '$work/last' | grep -q '^removed '"
+# In the configuration it never ages out.
+echo "{\"certificates\": [{\"cert\": \"$c/gone-old.pem\"}]}" >"$work/gone-conf.json"
+run_exit 3 "" "status: a configured removed entry does not age out" \
+	cli status --inventory "$inv2" --config "$work/gone-conf.json"
+check "configured: gone-old shown removed" bash -c "grep -F '$c/gone-old.pem' '$work/last' | grep -q '^removed '"
+run_exit 0 "forgot $c/gone-new.pem" "status --forget by certificate path" \
+	cli status --inventory "$inv2" --config "$work/empty.json" --forget "$c/gone-new.pem"
+run_exit 0 "" "status after --forget: nothing needs attention" cli status --inventory "$inv2" --config "$work/empty.json"
+check "forget: the record file is gone" bash -c "[ ! -e '$inv2/$(printf %s "$c/gone-new.pem" | sha256sum | cut -c1-64).json' ]"
+check "forget: the other record stays" bash -c "[ -e '$inv2/$(printf %s "$c/gone-old.pem" | sha256sum | cut -c1-64).json' ]"
+run_exit 0 "still listed in the configuration" "status --forget of a configured certificate says it stays shown" \
+	cli status --inventory "$inv2" --config "$work/gone-conf.json" --forget "$c/gone-old.pem"
+run_exit 2 "no record in" "status --forget of an unknown name" \
+	cli status --inventory "$inv2" --config "$work/empty.json" --forget nothing-here
+cp "$inv/$(printf %s "$c/valid.pem" | sha256sum | cut -c1-64).json" "$inv2/"
+cp "$inv/$(printf %s "$c/notice.pem" | sha256sum | cut -c1-64).json" "$inv2/"
+sed -i 's/"key": "k-notice"/"key": "k-valid"/' "$inv2"/*.json
+run_exit 2 "several records match" "status --forget of a key name two records share" \
+	cli status --inventory "$inv2" --config "$work/empty.json" --forget k-valid
+cli status --json --inventory "$inv2" --config "$work/empty.json" --forget "$c/notice.pem" >"$work/forget.json" 2>/dev/null
+check "status --json --forget: {\"forgot\": CERT}" python3 -c "
+import json; d = json.load(open('$work/forget.json')); assert d == {'forgot': '$c/notice.pem'}, d"
+run_exit 0 "forgot $c/valid.pem" "status --forget by key name, now one record" \
+	cli status --inventory "$inv2" --config "$work/empty.json" --forget k-valid
+check "forget: the inventory is empty" bash -c "[ -z \"\$(ls '$inv2')\" ]"
 run_exit 0 "" "KEYSVC_INVENTORY names the directory" env KEYSVC_INVENTORY="$work/inv-ok" \
 	"$KS_KEYSVC_CLI" status --config "$work/empty.json"
 check "KEYSVC_INVENTORY: two certificates" grep -q "^2 certificates: 1 notice 1 valid" "$work/last"
@@ -252,7 +333,7 @@ run_exit 2 "unexpected argument" "status: stray argument" st extra
 cat >"$work/short.json" <<EOF
 {"thresholds": {"critical_days": 1, "warning_days": 2, "notice_days": 10}}
 EOF
-run_exit 3 "" "status with configured thresholds" cli status --inventory "$inv" --config "$work/short.json"
+run_exit 1 "" "status with configured thresholds" cli status --inventory "$inv" --config "$work/short.json"
 check "thresholds: 60 days left is valid" bash -c "grep -F '$c/notice.pem' '$work/last' | grep -q '^valid '"
 check "thresholds: 5 days left is notice" bash -c "grep -F '$c/critical.pem' '$work/last' | grep -q '^notice '"
 
@@ -283,8 +364,44 @@ e = {x['cert'].rsplit('/', 1)[1]: x for x in d['certificates']}
 assert d['keys_checked'] is True
 assert e['valid.pem']['key_present'] is False and e['valid.pem']['class'] == 'removed'
 assert e['notice.pem']['key_present'] is True"
+
+# keysvc track: a certificate made with keysvc csr and a CA, added by hand.
+tinv=$work/tinv
+ks_cli keygen k-track >/dev/null || ks_die "keygen k-track"
+ks_cli csr k-track --subject CN=tracked --out "$work/track.csr" >/dev/null || ks_die "csr k-track"
+openssl ca -batch -config "$ca/ca.cnf" -in "$work/track.csr" -out "$c/tracked.pem" -notext \
+	-startdate "$(when "-1 day")" -enddate "$(when "+200 days")" 2>/dev/null || ks_die "sign the tracked CSR"
+run_exit 0 "tracking $c/tracked.pem as k-track" "track NAME --cert FILE" \
+	cli track k-track --cert "$c/tracked.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 0 "" "status shows the tracked certificate" cli status --inventory "$tinv" --config "$work/empty.json"
+check "tracked: valid, key k-track" bash -c "grep -F '$c/tracked.pem' '$work/last' | grep -q '^valid .* k-track '"
+run_exit 2 "already in the inventory" "track: the same certificate again is refused" \
+	cli track other-name --key k-track --cert "$c/tracked.pem" --inventory "$tinv" --config "$work/empty.json"
+cp "$c/tracked.pem" "$c/tracked-copy.pem"
+run_exit 2 "already in the inventory as k-track" "track: the same NAME again is refused" \
+	cli track k-track --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 2 "is not a certificate for key k-notice" "track: a certificate that is not the key's is refused" \
+	cli track k-notice --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 4 "no-such-key" "track: a key keysvcd does not have" \
+	cli track nokey --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 2 "--cert $c/junk.pem" "track: a file that is not a certificate" \
+	cli track k-track2 --key k-track --cert "$c/junk.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 2 "--cert FILE is required" "track: --cert missing" cli track k-track --inventory "$tinv"
+check "track: the refusals left one record" bash -c "[ \$(ls '$tinv' | wc -l) = 1 ]"
+run_exit 0 "" "track with a name of its own, --key and --json" \
+	cli --json track web-copy --key k-track --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
+check "track --json: the entry" python3 -c "
+import json; d = json.load(open('$work/last')); assert d == {'tracked': 'web-copy', 'cert': '$c/tracked-copy.pem', 'key': 'k-track'}, d"
+cli status --json --inventory "$tinv" --config "$work/empty.json" >"$work/track.json" 2>/dev/null
+check "status --json: the tracked names" python3 -c "
+import json; d = json.load(open('$work/track.json'))
+assert sorted((e['name'], e['key'], e['class']) for e in d['certificates']) == [('k-track', 'k-track', 'valid'), ('web-copy', 'k-track', 'valid')], d"
+run_exit 0 "forgot $c/tracked-copy.pem" "status --forget a tracked NAME" \
+	cli status --inventory "$tinv" --config "$work/empty.json" --forget web-copy
 ks_stop
-run_exit 3 "keysvcd cannot be reached" "status with keysvcd stopped: said so" st
+run_exit 8 "cannot reach keysvcd" "track with keysvcd stopped" \
+	cli track web-copy --key k-track --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
+run_exit 1 "keysvcd cannot be reached" "status with keysvcd stopped: said so, exit 1" st
 check "keysvcd stopped: the key is not taken as removed" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
 
 # ---- verify ----
