@@ -40,7 +40,8 @@ static int only_space(const char *p, size_t n)
 	return 1;
 }
 
-int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
+/* ks_ci_parse_bundle(), with @source ("the answer", "the file") naming the text in messages. */
+static int parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err, const char *source)
 {
 	static const char begin[] = "-----BEGIN CERTIFICATE-----";
 	static const char end[] = "-----END CERTIFICATE-----";
@@ -63,13 +64,13 @@ int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *
 
 		if (b == NULL) {
 			if (!only_space(p, (size_t)(stop - p))) {
-				r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+				r = fail(err, -EBADMSG, "%s holds something other than PEM certificates", source);
 				goto out;
 			}
 			break;
 		}
 		if (!only_space(p, (size_t)(b - p))) {
-			r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+			r = fail(err, -EBADMSG, "%s holds something other than PEM certificates", source);
 			goto out;
 		}
 		e = memmem(b, (size_t)(stop - b), end, sizeof(end) - 1);
@@ -97,7 +98,7 @@ int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *
 		p = e;
 	}
 	if (sk_X509_num(certs) == 0) {
-		r = fail(err, -EBADMSG, "no PEM certificate in the answer");
+		r = fail(err, -EBADMSG, "no PEM certificate in %s", source);
 		goto out;
 	}
 	*out = certs;
@@ -106,6 +107,11 @@ int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *
 out:
 	sk_X509_pop_free(certs, X509_free);
 	return r;
+}
+
+int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
+{
+	return parse_bundle(pem, len, out, err, "the answer");
 }
 
 int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err)
@@ -185,8 +191,9 @@ int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err)
 	int r;
 
 	*out = NULL;
+	/* A local file is no one's answer (callers name the file). */
 	if ((r = ks_ci_read_file(path, &text, &len, err)) == 0)
-		r = ks_ci_parse_bundle(text, len, out, err);
+		r = parse_bundle(text, len, out, err, "the file");
 	free(text);
 	return r;
 }

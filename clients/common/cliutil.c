@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,12 +141,23 @@ int ks_https_exit(int r)
 	return r == -ENOKEY ? KS_EXIT_KEYSVC : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
 }
 
+void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e)
+{
+	if (socket == NULL && ((socket = getenv(KEYSVC_SOCKET_ENV)) == NULL || socket[0] == '\0'))
+		socket = KEYSVC_DEFAULT_SOCKET;
+	snprintf(buf, len, "cannot reach keysvcd at %s: %s; is it running? (systemctl status keysvcd.socket)",
+		 socket, r == KEYSVC_E_CONNECT ? strerror(e) : keysvc_strerror(r));
+}
+
 int ks_open_keysvc(const char *socket, keysvc **ks)
 {
+	char msg[PATH_MAX + 256];
 	int r = keysvc_connect(socket, ks);
 
-	if (r != KEYSVC_OK)
-		return ks_die(KS_EXIT_KEYSVC, "cannot reach keysvcd: %s", keysvc_strerror(r));
+	if (r != KEYSVC_OK) {
+		ks_connect_error_text(msg, sizeof(msg), socket, r, errno);
+		return ks_die(KS_EXIT_KEYSVC, "%s", msg);
+	}
 	return 0;
 }
 

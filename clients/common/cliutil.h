@@ -77,6 +77,14 @@ int ks_load_ca_file(const char *path, STACK_OF(X509) **out);
 /* The exit code for a negative errno from ks_https_request(). */
 int ks_https_exit(int r);
 
+/*
+ * "cannot reach keysvcd at PATH: REASON; is it running? (systemctl status
+ * keysvcd.socket)" into @buf, for keysvc_connect()'s error @r on @socket
+ * (NULL: the path keysvc_connect() chose) with @e the errno it left. Users
+ * who got only "cannot connect" did not know which socket was tried.
+ */
+void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e);
+
 /* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_KEYSVC, with the reason printed. */
 int ks_open_keysvc(const char *socket, keysvc **ks);
 

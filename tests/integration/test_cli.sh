@@ -101,6 +101,47 @@ check_exit 2 "a bad key name" ks_cli pubkey "bad/name"
 check_exit 7 "an unknown key type" ks_cli keygen k-dsa --type dsa-1024
 check_exit 2 "a bad subject" ks_cli csr k-ec-p256 --subject "CN=x,,O=y" --out "$work/bad.csr"
 check "list shows the keys" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q k-rsa-3072"
+check_stderr() { # check_stderr CODE TEXT DESCRIPTION COMMAND...: exit CODE, TEXT (fixed string) on stderr
+	local want=$1 text=$2 what=$3 st=0
+	shift 3
+	"$@" >"$work/out" 2>"$work/err" || st=$?
+	if [ "$st" -eq "$want" ] && grep -qF -- "$text" "$work/err"; then ok "$what (exit $st)"; else
+		fail "$what: exit $st, expected $want and '$text' on stderr"
+		sed 's/^/#   /' "$work/err"
+	fi
+}
+# `list --json` after the command: one object, each key named with type and certificate flag.
+check "list --json (after the command) is one object with the keys" python3 -c "
+import json, subprocess
+p = subprocess.run(['$KS_KEYSVC_CLI', '--socket', '$KS_SOCKET', 'list', '--json'], capture_output=True, text=True)
+assert p.returncode == 0, (p.returncode, p.stderr)
+lines = p.stdout.splitlines()
+assert len(lines) == 1, lines
+d = json.loads(lines[0])
+assert set(d) == {'keys', 'truncated'} and d['truncated'] is False, d
+k = {e['name']: e for e in d['keys']}
+assert k['k-rsa-3072'] == {'name': 'k-rsa-3072', 'type': 'rsa-3072', 'has_cert': False}, k
+assert k['k-ec-p256']['type'] == 'ec-p256', k
+"
+check "hello --json after the command" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' hello --json | grep -q '\"health\": *\"ok\"'"
+check_stderr 2 "keysvc: unknown command 'frob' (see keysvc --help)" "an unknown command is named" ks_cli frob
+check_stderr 8 "cannot reach keysvcd at $work/none.sock: No such file or directory; is it running? (systemctl status keysvcd.socket)" \
+	"cannot reach keysvcd names the socket" "$KS_KEYSVC_CLI" --socket "$work/none.sock" list
+check_stderr 2 "--digest-hex: non-hex character at position 3" "--digest-hex: a non-hex character" \
+	ks_cli sign k-ec-p256 --alg ecdsa-sha256 --digest-hex 00zz
+check_stderr 2 "--digest-hex: 8 hex digits; ecdsa-sha384 takes a 48-byte digest, 96 hex digits" \
+	"--digest-hex: the length for the algorithm, in hex digits" ks_cli sign k-ec-p384 --alg ecdsa-sha384 --digest-hex 00112233
+if grep -qi base64 "$work/err"; then fail "--digest-hex error speaks of base64"; else ok "--digest-hex error does not speak of base64"; fi
+# A keygen whose answer timed out may still have made the key: say so, and it does exist.
+check_stderr 8 "no answer from keysvcd within 0.001 s; the key k-slow may have been created: check with \`keysvc list\`" \
+	"keygen timed out: the key may exist" "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" --timeout 1 keygen k-slow --type rsa-4096
+check "... and keysvcd made it" bash -c "for _ in \$(seq 1 60); do '$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q '^k-slow ' && exit 0; sleep 0.5; done; exit 1"
+# Local files are named as files, never as "the answer".
+printf 'not a certificate\n' >"$work/notcert.pem"
+check_stderr 2 "--cert $work/notcert.pem: the file holds something other than PEM certificates" \
+	"track of a file that is not PEM: the file named" ks_cli track k-ec-p256 --cert "$work/notcert.pem"
+if grep -q answer "$work/err"; then fail "a local file error speaks of an answer"; else ok "a local file error does not speak of an answer"; fi
+check "delete k-slow" ks_cli delete k-slow
 
 # Certificate objects: issued by a local CA from the token's CSR.
 ca=$work/ca
