@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "clients/common/certinstall.h"
+#include "proto/utf8.h"
 
 static const char *program = "keysvc";
 static int verbose = 1;
@@ -52,8 +53,9 @@ int ks_die(int code, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "%s: %s\n", program, msg);
 	/* The first error is the cause; later ones are consequences or warnings. */
-	if (last_error[0] == '\0')
-		snprintf(last_error, sizeof(last_error), "%.*s", (int)sizeof(last_error) - 1, msg);
+	if (last_error[0] == '\0' &&
+	    snprintf(last_error, sizeof(last_error), "%s", msg) >= (int)sizeof(last_error))
+		ks_utf8_mark_cut(last_error, sizeof(last_error));
 	return code;
 }
 

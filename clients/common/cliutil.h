@@ -45,7 +45,8 @@ int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 
 /*
  * The first message ks_die() printed since ks_cli_init() (with the
- * program name left out, at most 511 bytes of it), "" if none: the
+ * program name left out, at most 511 bytes of it, a longer one cut after a
+ * whole word with "…"), "" if none: the
  * one-line reason a renewal client records in the inventory when it fails.
  */
 const char *ks_last_error(void);
