@@ -75,7 +75,10 @@ static const char main_usage[] =
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
 	"  --json          print the result, or the error, as one JSON object on stdout\n"
-	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever)\n"
+	"                  (also accepted after COMMAND)\n"
+	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever);\n"
+	"                  a keygen, delete or cert-put without an answer in time may\n"
+	"                  still have been done: the error says so\n"
 	"  -h, --help      this text; `keysvc COMMAND --help` for a command\n"
 	"\n"
 	"Output files (--out) are replaced atomically with mode 0644 and left\n"
@@ -1085,9 +1088,11 @@ static const struct command {
 	  "key never leaves it. Prints the public key (PEM), or writes it to FILE.\n"
 	  "NAME: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n" },
 	{ "list", 0, 0, 0, cmd_list,
-	  "Usage: keysvc list\n"
+	  "Usage: keysvc list [--json]\n"
 	  "Lists the keys you may list: NAME, TYPE (- for a kind protocol v1 does not\n"
-	  "name) and CERT (whether a certificate is stored for it).\n" },
+	  "name) and CERT (whether a certificate is stored for it).\n"
+	  "--json: {\"keys\": [{\"name\", \"type\" (absent for -), \"has_cert\"}...],\n"
+	  "\"truncated\": true when keysvcd left keys out}.\n" },
 	{ "pubkey", O(OPT_OUT), 1, 1, cmd_pubkey,
 	  "Usage: keysvc pubkey NAME [--out FILE]\n"
 	  "Prints the public key of NAME (PEM), or writes it to FILE.\n" },
@@ -1109,7 +1114,8 @@ static const struct command {
 	{ "sign", O(OPT_OUT) | O(OPT_ALG) | O(OPT_IN) | O(OPT_DIGEST_HEX), 1, 1, cmd_sign,
 	  "Usage: keysvc sign NAME --alg ALG (--in FILE | --digest-hex HEX) [--out FILE]\n"
 	  "Signs FILE (at most 48 KiB, hashed by the daemon; - for stdin) or a digest\n"
-	  "you computed (HEX, exactly the hash length of ALG) with key NAME.\n"
+	  "you computed (HEX: 64, 96 or 128 hex digits for sha256, sha384, sha512)\n"
+	  "with key NAME.\n"
 	  "ALG: rsa-pkcs1-sha256|sha384|sha512, rsa-pss-sha256|sha384|sha512,\n"
 	  "     ecdsa-sha256|sha384.\n"
 	  "The binary signature (ECDSA as DER) goes to FILE, or base64 to stdout.\n" },
