@@ -11,7 +11,10 @@ chmod 0711 "$work"
 passed=0
 failed=0
 
+closer_close=
+closer_read=
 cleanup() {
+	for pid in $closer_close $closer_read; do kill "$pid" 2>/dev/null; done
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -136,6 +139,46 @@ if grep -qi base64 "$work/err"; then fail "--digest-hex error speaks of base64";
 check_stderr 8 "no answer from keysvcd within 0.001 s; the key k-slow may have been created: check with \`keysvc list\`" \
 	"keygen timed out: the key may exist" "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" --timeout 1 keygen k-slow --type rsa-4096
 check "... and keysvcd made it" bash -c "for _ in \$(seq 1 60); do '$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q '^k-slow ' && exit 0; sleep 0.5; done; exit 1"
+# A peer that closes every connection, before reading (keysvcd restarting, its idle timeout) or
+# after reading the request (keysvcd going away while it works on it).
+cat >"$work/closer.py" <<'PY'
+import os, socket, sys
+path, mode = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(8)
+open(path + ".ready", "w").close()
+while True:
+    c, _ = s.accept()
+    if mode == "read":
+        n = int.from_bytes(c.recv(4, socket.MSG_WAITALL), "big")
+        c.recv(n, socket.MSG_WAITALL)
+    c.close()
+PY
+for mode in close read; do
+	python3 "$work/closer.py" "$work/$mode.sock" "$mode" &
+	eval "closer_$mode=\$!"
+	for _ in $(seq 1 50); do [ -e "$work/$mode.sock.ready" ] && break; sleep 0.1; done
+done
+# strace holds the CLI's send back until the peer has closed, so that the request cannot get there.
+late=()
+if strace -o /dev/null -e trace=sendmsg true 2>/dev/null; then
+	late=(strace -f -o /dev/null -e trace=sendmsg -e inject=sendmsg:delay_enter=300000)
+else
+	echo "# strace cannot trace here: the unsent case runs without holding the send back"
+fi
+check_stderr 8 "the request never reached keysvcd (sending: Broken pipe); nothing was changed" \
+	"keygen that never reached keysvcd says nothing was changed" "${late[@]}" "$KS_KEYSVC_CLI" --socket "$work/close.sock" keygen k-never
+if grep -q "may have been" "$work/err"; then fail "an unsent keygen says the key may exist"; else ok "an unsent keygen does not say the key may exist"; fi
+check_stderr 8 "no answer from keysvcd (keysvcd closed the connection); the key k-gone may have been deleted: check with \`keysvc list\`" \
+	"delete read but not answered: the key may be gone" "$KS_KEYSVC_CLI" --socket "$work/read.sock" delete k-gone
+check_stderr 8 "the certificate of k-gone may have been stored: check with \`keysvc cert-get k-gone\`" \
+	"cert-put read but not answered: the certificate may be stored" "$KS_KEYSVC_CLI" --socket "$work/read.sock" cert-put k-gone "$work/ec-p256/pub.pem"
+kill "$closer_close" "$closer_read" 2>/dev/null
+wait "$closer_close" "$closer_read" 2>/dev/null
+closer_close=
+closer_read=
+
 # Local files are named as files, never as "the answer".
 printf 'not a certificate\n' >"$work/notcert.pem"
 check_stderr 2 "--cert $work/notcert.pem: the file holds something other than PEM certificates" \
