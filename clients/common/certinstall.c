@@ -40,8 +40,11 @@ static int only_space(const char *p, size_t n)
 	return 1;
 }
 
-/* ks_ci_parse_bundle(), with @source ("the answer", "the file") naming the text in messages. */
-static int parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err, const char *source)
+/*
+ * The messages do not say where the text came from (a CA's answer, a local
+ * file): the callers do, and a file is no one's "answer".
+ */
+int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
 {
 	static const char begin[] = "-----BEGIN CERTIFICATE-----";
 	static const char end[] = "-----END CERTIFICATE-----";
@@ -64,13 +67,13 @@ static int parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char 
 
 		if (b == NULL) {
 			if (!only_space(p, (size_t)(stop - p))) {
-				r = fail(err, -EBADMSG, "%s holds something other than PEM certificates", source);
+				r = fail(err, -EBADMSG, "something other than PEM certificates is in it");
 				goto out;
 			}
 			break;
 		}
 		if (!only_space(p, (size_t)(b - p))) {
-			r = fail(err, -EBADMSG, "%s holds something other than PEM certificates", source);
+			r = fail(err, -EBADMSG, "something other than PEM certificates is in it");
 			goto out;
 		}
 		e = memmem(b, (size_t)(stop - b), end, sizeof(end) - 1);
@@ -98,7 +101,7 @@ static int parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char 
 		p = e;
 	}
 	if (sk_X509_num(certs) == 0) {
-		r = fail(err, -EBADMSG, "no PEM certificate in %s", source);
+		r = fail(err, -EBADMSG, "no PEM certificate in it");
 		goto out;
 	}
 	*out = certs;
@@ -107,11 +110,6 @@ static int parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char 
 out:
 	sk_X509_pop_free(certs, X509_free);
 	return r;
-}
-
-int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
-{
-	return parse_bundle(pem, len, out, err, "the answer");
 }
 
 int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err)
@@ -191,9 +189,8 @@ int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err)
 	int r;
 
 	*out = NULL;
-	/* A local file is no one's answer (callers name the file). */
 	if ((r = ks_ci_read_file(path, &text, &len, err)) == 0)
-		r = parse_bundle(text, len, out, err, "the file");
+		r = ks_ci_parse_bundle(text, len, out, err);
 	free(text);
 	return r;
 }

@@ -31,17 +31,17 @@
  */
 int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err);
 
-/* Every certificate in a PEM bundle (at least one). -EBADMSG otherwise. */
+/*
+ * Every certificate in a PEM bundle (at least one). -EBADMSG otherwise.
+ * The messages ("no PEM certificate in it") leave naming the text, a CA's
+ * answer or a local file, to the caller.
+ */
 int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err);
 
 /* Read a file of at most KS_CI_PEM_MAX bytes. *@out is NUL-terminated. */
 int ks_ci_read_file(const char *path, char **out, size_t *len, char *err);
 
-/*
- * ks_ci_read_file() then ks_ci_parse_bundle(): the certificates of the PEM
- * file @path. Its messages speak of "the file" where ks_ci_parse_bundle()'s
- * speak of "the answer"; the caller names @path.
- */
+/* ks_ci_read_file() then ks_ci_parse_bundle(): the certificates of the PEM file @path. */
 int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err);
 
 /* The public key in PEM (as keysvcd gives it). -EBADMSG if unreadable. */

@@ -181,7 +181,7 @@ closer_read=
 
 # Local files are named as files, never as "the answer".
 printf 'not a certificate\n' >"$work/notcert.pem"
-check_stderr 2 "--cert $work/notcert.pem: the file holds something other than PEM certificates" \
+check_stderr 2 "--cert $work/notcert.pem: something other than PEM certificates is in it" \
 	"track of a file that is not PEM: the file named" ks_cli track k-ec-p256 --cert "$work/notcert.pem"
 if grep -q answer "$work/err"; then fail "a local file error speaks of an answer"; else ok "a local file error does not speak of an answer"; fi
 check "delete k-slow" ks_cli delete k-slow
