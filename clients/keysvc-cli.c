@@ -364,9 +364,9 @@ static int fail_on(const struct global *g, keysvc *ks, int err)
 /*
  * Report @err of a request that changes the token and close @ks. @change
  * says what may have happened and how to find out ("the key k may have
- * been created: check with `keysvc list`"). A request that went out but got no
- * answer may have been carried out: keysvcd goes on after the client gave
- * up, so a plain "timed out" made users believe nothing happened.
+ * been created: check with `keysvc list`"). A request that went out but
+ * got no answer may have been carried out, since keysvcd goes on after the
+ * client gave up: a plain "timed out" made users believe nothing happened.
  */
 static int fail_change(const struct global *g, keysvc *ks, int err, const char *change)
 {
@@ -382,8 +382,7 @@ static int fail_change(const struct global *g, keysvc *ks, int err, const char *
 	/* libkeysvc's words for a timeout on receiving or on sending. */
 	else if (strncmp(why, "no answer within", 16) == 0 || strstr(why, "timed out") != NULL)
 		r = report_named(g, exit_for(err), keysvc_error_name(err),
-				 "no answer from keysvcd within %g s; %s",
-				 ms / 1000.0, change);
+				 "no answer from keysvcd within %g s; %s", ms / 1000.0, change);
 	else
 		r = report_named(g, exit_for(err), keysvc_error_name(err),
 				 "no answer from keysvcd (%s); %s", why, change);
