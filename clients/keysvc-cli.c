@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "clients/common/cliutil.h"
 #include "clients/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
@@ -74,7 +75,10 @@ static const char main_usage[] =
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
 	"  --json          print the result, or the error, as one JSON object on stdout\n"
-	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever)\n"
+	"                  (also accepted after COMMAND)\n"
+	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever);\n"
+	"                  a keygen, delete or cert-put without an answer in time may\n"
+	"                  still have been done: the error says so\n"
 	"  -h, --help      this text; `keysvc COMMAND --help` for a command\n"
 	"\n"
 	"Output files (--out) are replaced atomically with mode 0644 and left\n"
@@ -154,6 +158,22 @@ static int report(const struct global *g, const keysvc *ks, int err)
 }
 
 #define usage_error(g, ...) report_named((g), EXIT_USAGE, "usage", __VA_ARGS__)
+
+/*
+ * "keysvc: unknown command 'NAME' (see keysvc --help)": the word the user
+ * typed comes first, since "usage:" before it hid which word was wrong.
+ */
+static int unknown_command(const struct global *g, const char *name)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "unknown command '%.100s' (see keysvc --help)", name);
+	sanitize(msg);
+	if (g->json)
+		print_json(json_pack("{s:s, s:s}", "error", "usage", "message", msg));
+	fprintf(stderr, "keysvc: %s\n", msg);
+	return EXIT_USAGE;
+}
 
 /* ---- files ---- */
 
@@ -320,15 +340,12 @@ static int emit_text(const struct global *g, struct outfile *o, const char *text
 /* Connect after the command checked its arguments and files. */
 static int dial(const struct global *g, keysvc **ks)
 {
-	const char *path = g->socket;
-	int r, e;
+	char msg[PATH_MAX + 256];
+	int r;
 
 	if ((r = keysvc_connect(g->socket, ks)) != KEYSVC_OK) {
-		e = errno;
-		if (path == NULL && ((path = getenv(KEYSVC_SOCKET_ENV)) == NULL || path[0] == '\0'))
-			path = KEYSVC_DEFAULT_SOCKET;
-		return report_named(g, exit_for(r), keysvc_error_name(r), "%s: %s", path,
-				    r == KEYSVC_E_NOMEM ? keysvc_strerror(r) : strerror(e));
+		ks_connect_error_text(msg, sizeof(msg), g->socket, r, errno);
+		return report_named(g, exit_for(r), keysvc_error_name(r), "%s", msg);
 	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(*ks, g->timeout_ms);
@@ -344,11 +361,40 @@ static int fail_on(const struct global *g, keysvc *ks, int err)
 	return r;
 }
 
+/*
+ * Report @err of a request that changes the token and close @ks. @change
+ * says what may have happened and how to find out ("the key k may have
+ * been created: check with `keysvc list`"). A request that went out but
+ * got no answer may have been carried out, since keysvcd goes on after the
+ * client gave up: a plain "timed out" made users believe nothing happened.
+ */
+static int fail_change(const struct global *g, keysvc *ks, int err, const char *change)
+{
+	int ms = g->timeout_ms >= 0 ? g->timeout_ms : KEYSVC_DEFAULT_TIMEOUT_MS;
+	const char *why = keysvc_error_message(ks);
+	int r;
+
+	if (err != KEYSVC_E_IO)
+		return fail_on(g, ks, err);
+	if (keysvc_request_unsent(ks))
+		r = report_named(g, exit_for(err), keysvc_error_name(err),
+				 "the request never reached keysvcd (%s); nothing was changed", why);
+	/* libkeysvc's words for a timeout on receiving or on sending. */
+	else if (strncmp(why, "no answer within", 16) == 0 || strstr(why, "timed out") != NULL)
+		r = report_named(g, exit_for(err), keysvc_error_name(err),
+				 "no answer from keysvcd within %g s; %s", ms / 1000.0, change);
+	else
+		r = report_named(g, exit_for(err), keysvc_error_name(err),
+				 "no answer from keysvcd (%s); %s", why, change);
+	keysvc_close(ks);
+	return r;
+}
+
 /* ---- command options ---- */
 
 enum {
 	OPT_TYPE = 256, OPT_OUT, OPT_SUBJECT, OPT_DNS, OPT_IP, OPT_URI, OPT_EMAIL, OPT_KU,
-	OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX,
+	OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX, OPT_JSON,
 };
 #define O(opt) (1u << ((opt) - OPT_TYPE))
 
@@ -367,6 +413,7 @@ static const struct option cmd_opts[] = {
 	{ "alg", required_argument, NULL, OPT_ALG },
 	{ "in", required_argument, NULL, OPT_IN },
 	{ "digest-hex", required_argument, NULL, OPT_DIGEST_HEX },
+	{ "json", no_argument, NULL, OPT_JSON },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -461,9 +508,11 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 
 /*
  * Parse a command's options (argv[0] is the command name). @allowed is a
- * mask of O(OPT_...). Returns EXIT_OK, an exit code, or -1 after --help.
+ * mask of O(OPT_...); --json is allowed everywhere and sets @g->json, as
+ * the global option does, since scripts put it after the command too.
+ * Returns EXIT_OK, an exit code, or -1 after --help.
  */
-static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_args *a,
+static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a,
 		     unsigned allowed, size_t min_pos, size_t max_pos, const char *help)
 {
 	int c, r;
@@ -481,6 +530,10 @@ static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_a
 			return usage_error(g, "unknown option %s", argv[optind - 1]);
 		if (c == ':')
 			return usage_error(g, "option %s needs a value", argv[optind - 1]);
+		if (c == OPT_JSON) {
+			g->json = 1;
+			continue;
+		}
 		if ((O(c) & allowed) == 0)
 			return usage_error(g, "option --%s does not apply to %s",
 					   cmd_opts[c - OPT_TYPE].name, g->command);
@@ -619,9 +672,15 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 		break;
 	}
 	if (r != KEYSVC_OK) {
+		char change[160];
+
 		out_abort(&o);
 		free(type);
-		return fail_on(g, ks, r);
+		if (op != PEM_KEYGEN)
+			return fail_on(g, ks, r);
+		snprintf(change, sizeof(change),
+			 "the key %s may have been created: check with `keysvc list`", name);
+		return fail_change(g, ks, r, change);
 	}
 	keysvc_close(ks);
 	r = emit_text(g, &o, pem);
@@ -705,7 +764,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 		json_t *arr = json_array();
 
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
+			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "name", keys[i].name,
 							     "type", keys[i].type,
 							     "has_cert", keys[i].has_cert));
 		print_json(json_pack("{s:o, s:b}", "keys", arr, "truncated", truncated));
@@ -734,22 +793,45 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Even-length hex of 1..@max bytes. */
-static int parse_hex(const char *hex, uint8_t *out, size_t max, size_t *len)
+/* The digest length in bytes of signature algorithm @alg ("...-sha256"), 0 if unknown. */
+static size_t alg_digest_len(const char *alg)
 {
-	size_t n = strlen(hex);
+	const char *dash = strrchr(alg, '-');
 
-	if (n == 0 || n % 2 != 0 || n / 2 > max)
-		return -1;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len = n / 2;
+	if (dash == NULL)
+		return 0;
+	if (strcmp(dash, "-sha256") == 0)
+		return 32;
+	if (strcmp(dash, "-sha384") == 0)
+		return 48;
+	if (strcmp(dash, "-sha512") == 0)
+		return 64;
 	return 0;
+}
+
+/*
+ * --digest-hex @hex for @alg into @out (room for @max bytes). Checked here
+ * and told in hex digits: keysvcd would only see bytes and speak of its
+ * base64 field, which the user never typed.
+ */
+static int parse_digest_hex(const struct global *g, const char *hex, const char *alg,
+			    uint8_t *out, size_t max, size_t *len)
+{
+	size_t n = strlen(hex), want = alg_digest_len(alg);
+
+	for (size_t i = 0; i < n; i++)
+		if (hexval(hex[i]) < 0)
+			return usage_error(g, "--digest-hex: non-hex character at position %zu", i + 1);
+	if (want != 0 && n != 2 * want)
+		return usage_error(g, "--digest-hex: %zu hex digits; %s takes a %zu-byte digest, "
+				   "%zu hex digits", n, alg, want, 2 * want);
+	if (n == 0 || n % 2 != 0 || n / 2 > max)
+		return usage_error(g, "--digest-hex: %zu hex digits; expected an even number, "
+				   "2 to %zu", n, 2 * max);
+	for (size_t i = 0; i < n / 2; i++)
+		out[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+	*len = n / 2;
+	return EXIT_OK;
 }
 
 static int cmd_sign(const struct global *g, struct cmd_args *a)
@@ -766,8 +848,8 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 	if ((a->in == NULL) == (a->digest_hex == NULL))
 		return usage_error(g, "give exactly one of --in FILE and --digest-hex HEX");
 	if (a->digest_hex != NULL &&
-	    parse_hex(a->digest_hex, digest, sizeof(digest), &digest_len) != 0)
-		return usage_error(g, "--digest-hex: expected hex of 1 to %zu bytes", sizeof(digest));
+	    (r = parse_digest_hex(g, a->digest_hex, a->alg, digest, sizeof(digest), &digest_len)) != EXIT_OK)
+		return r;
 	if (a->in != NULL &&
 	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != EXIT_OK)
 		return r;
@@ -813,13 +895,17 @@ out:
 
 static int cmd_delete(const struct global *g, struct cmd_args *a)
 {
+	char change[160];
 	keysvc *ks;
 	int r;
 
 	if ((r = dial(g, &ks)) != EXIT_OK)
 		return r;
-	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK)
-		return fail_on(g, ks, r);
+	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK) {
+		snprintf(change, sizeof(change),
+			 "the key %s may have been deleted: check with `keysvc list`", a->pos[0]);
+		return fail_change(g, ks, r, change);
+	}
 	keysvc_close(ks);
 	if (g->json)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
@@ -830,6 +916,7 @@ static int cmd_delete(const struct global *g, struct cmd_args *a)
 
 static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 {
+	char change[224];
 	uint8_t *pem = NULL;
 	size_t len = 0;
 	keysvc *ks;
@@ -847,8 +934,11 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	}
 	r = keysvc_cert_put(ks, a->pos[0], (const char *)pem);
 	free(pem);
-	if (r != KEYSVC_OK)
-		return fail_on(g, ks, r);
+	if (r != KEYSVC_OK) {
+		snprintf(change, sizeof(change), "the certificate of %s may have been stored: "
+			 "check with `keysvc cert-get %s`", a->pos[0], a->pos[0]);
+		return fail_change(g, ks, r, change);
+	}
 	keysvc_close(ks);
 	if (g->json)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
@@ -997,9 +1087,11 @@ static const struct command {
 	  "key never leaves it. Prints the public key (PEM), or writes it to FILE.\n"
 	  "NAME: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n" },
 	{ "list", 0, 0, 0, cmd_list,
-	  "Usage: keysvc list\n"
+	  "Usage: keysvc list [--json]\n"
 	  "Lists the keys you may list: NAME, TYPE (- for a kind protocol v1 does not\n"
-	  "name) and CERT (whether a certificate is stored for it).\n" },
+	  "name) and CERT (whether a certificate is stored for it).\n"
+	  "--json: {\"keys\": [{\"name\", \"type\" (absent for -), \"has_cert\"}...],\n"
+	  "\"truncated\": true when keysvcd left keys out}.\n" },
 	{ "pubkey", O(OPT_OUT), 1, 1, cmd_pubkey,
 	  "Usage: keysvc pubkey NAME [--out FILE]\n"
 	  "Prints the public key of NAME (PEM), or writes it to FILE.\n" },
@@ -1021,7 +1113,8 @@ static const struct command {
 	{ "sign", O(OPT_OUT) | O(OPT_ALG) | O(OPT_IN) | O(OPT_DIGEST_HEX), 1, 1, cmd_sign,
 	  "Usage: keysvc sign NAME --alg ALG (--in FILE | --digest-hex HEX) [--out FILE]\n"
 	  "Signs FILE (at most 48 KiB, hashed by the daemon; - for stdin) or a digest\n"
-	  "you computed (HEX, exactly the hash length of ALG) with key NAME.\n"
+	  "you computed (HEX: 64, 96 or 128 hex digits for sha256, sha384, sha512)\n"
+	  "with key NAME.\n"
 	  "ALG: rsa-pkcs1-sha256|sha384|sha512, rsa-pss-sha256|sha384|sha512,\n"
 	  "     ecdsa-sha256|sha384.\n"
 	  "The binary signature (ECDSA as DER) goes to FILE, or base64 to stdout.\n" },
@@ -1094,7 +1187,7 @@ int main(int argc, char **argv)
 		if (strcmp(commands[i].name, argv[optind]) == 0)
 			cmd = &commands[i];
 	if (cmd == NULL)
-		return usage_error(&g, "unknown command %s (see keysvc --help)", argv[optind]);
+		return unknown_command(&g, argv[optind]);
 	g.command = cmd->name;
 	if (cmd->main != NULL) {
 		struct ks_cmd_global cg = { .socket = g.socket, .json = g.json, .timeout_ms = g.timeout_ms };

@@ -124,7 +124,8 @@ const char *keysvc_strerror(int err);
 /*
  * The message for the last error of @ks: the daemon's text for its named
  * errors (control characters replaced by '?', at most KEYSVC_MESSAGE_MAX - 1
- * bytes), or the library's reason for a local one; "" after a success or
+ * bytes: a longer one ends after a whole word with "…"), or the library's
+ * reason for a local one; "" after a success or
  * for a NULL handle. Valid until the next call on @ks.
  */
 const char *keysvc_error_message(const keysvc *ks);

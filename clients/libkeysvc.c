@@ -28,6 +28,7 @@
 #include "proto/frame.h"
 #include "proto/json.h"
 #include "proto/secmem.h"
+#include "proto/utf8.h"
 
 #define KEYSVC_EXPORT __attribute__((visibility("default")))
 
@@ -121,14 +122,14 @@ KEYSVC_EXPORT int keysvc_key_list_truncated(const keysvc *ks)
 
 /*
  * Keep a message in the handle: bounded, control characters replaced, and
- * never ending inside a UTF-8 sequence.
+ * a longer one ending after a whole word with "…", never inside a word or
+ * a UTF-8 sequence (a key name cut short would name another key).
  */
 static void set_message(keysvc *ks, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void set_message(keysvc *ks, const char *fmt, ...)
 {
 	va_list ap;
-	size_t len, start;
 	int n;
 
 	va_start(ap, fmt);
@@ -138,20 +139,9 @@ static void set_message(keysvc *ks, const char *fmt, ...)
 		ks->message[0] = '\0';
 		return;
 	}
-	len = strlen(ks->message);
-	if ((size_t)n > len && len > 0) {
-		/* Truncated: drop a partial UTF-8 sequence at the end. */
-		start = len;
-		while (start > 0 && ((unsigned char)ks->message[start - 1] & 0xc0) == 0x80)
-			start--;
-		if (start > 0 && (unsigned char)ks->message[start - 1] >= 0xc0) {
-			unsigned char lead = (unsigned char)ks->message[start - 1];
-			size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-
-			if (len - (start - 1) < need)
-				ks->message[start - 1] = '\0';
-		}
-	}
+	/* Truncated: end after a whole word (and character) with "…". */
+	if ((size_t)n >= sizeof(ks->message))
+		ks_utf8_mark_cut(ks->message, sizeof(ks->message));
 	for (char *p = ks->message; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';

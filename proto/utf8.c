@@ -82,3 +82,24 @@ void ks_utf8_sanitize(char *s)
 		s[i++] = '?';
 	}
 }
+
+void ks_utf8_mark_cut(char *buf, size_t len)
+{
+	static const char ellipsis[] = "\xe2\x80\xa6";
+	size_t end;
+
+	if (buf == NULL || len < 2 * sizeof(ellipsis))
+		return;
+	end = strnlen(buf, len - 1);
+	if (end > len - sizeof(ellipsis))
+		end = len - sizeof(ellipsis);
+	/* Cut at a space: keep the words before it whole. */
+	if (buf[end] != ' ')
+		while (end > 0 && buf[end - 1] != ' ')
+			end--;
+	while (end > 0 && buf[end - 1] == ' ')
+		end--;
+	if (end == 0)
+		end = (size_t)ks_utf8_prefix(buf, len - sizeof(ellipsis));
+	memcpy(buf + end, ellipsis, sizeof(ellipsis));
+}

@@ -22,4 +22,13 @@ int ks_utf8_prefix(const char *s, size_t max);
  */
 void ks_utf8_sanitize(char *s);
 
+/*
+ * @buf (@len bytes, NUL-terminated) holds the start of a longer text that
+ * did not fit: end it after its last whole word followed by "…" (U+2026),
+ * so that a reader sees a cut rather than a shorter word (a key name cut
+ * short names another key). A single word longer than @buf is cut at a
+ * character boundary before the "…". Nothing is done when @len < 8.
+ */
+void ks_utf8_mark_cut(char *buf, size_t len);
+
 #endif

@@ -15,6 +15,7 @@ packages=(
 	clang libclang-rt-14-dev    # libFuzzer and clang's sanitizer runtimes (tests/fuzz/run.sh)
 	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
 	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
+	strace                      # test_cli.sh holds a request back (inject delay) until its peer has closed
 )
 
 missing=()

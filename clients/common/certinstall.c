@@ -40,6 +40,10 @@ static int only_space(const char *p, size_t n)
 	return 1;
 }
 
+/*
+ * The messages do not say where the text came from (a CA's answer, a local
+ * file): the callers do, and a file is no one's "answer".
+ */
 int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err)
 {
 	static const char begin[] = "-----BEGIN CERTIFICATE-----";
@@ -63,13 +67,13 @@ int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *
 
 		if (b == NULL) {
 			if (!only_space(p, (size_t)(stop - p))) {
-				r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+				r = fail(err, -EBADMSG, "something other than PEM certificates is in it");
 				goto out;
 			}
 			break;
 		}
 		if (!only_space(p, (size_t)(b - p))) {
-			r = fail(err, -EBADMSG, "the answer holds something other than PEM certificates");
+			r = fail(err, -EBADMSG, "something other than PEM certificates is in it");
 			goto out;
 		}
 		e = memmem(b, (size_t)(stop - b), end, sizeof(end) - 1);
@@ -97,7 +101,7 @@ int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *
 		p = e;
 	}
 	if (sk_X509_num(certs) == 0) {
-		r = fail(err, -EBADMSG, "no PEM certificate in the answer");
+		r = fail(err, -EBADMSG, "no PEM certificate in it");
 		goto out;
 	}
 	*out = certs;

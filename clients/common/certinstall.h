@@ -31,7 +31,11 @@
  */
 int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err);
 
-/* Every certificate in a PEM bundle (at least one). -EBADMSG otherwise. */
+/*
+ * Every certificate in a PEM bundle (at least one). -EBADMSG otherwise.
+ * The messages ("no PEM certificate in it") leave naming the text, a CA's
+ * answer or a local file, to the caller.
+ */
 int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err);
 
 /* Read a file of at most KS_CI_PEM_MAX bytes. *@out is NUL-terminated. */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "clients/common/certinstall.h"
+#include "proto/utf8.h"
 
 static const char *program = "keysvc";
 static int verbose = 1;
@@ -51,8 +53,9 @@ int ks_die(int code, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "%s: %s\n", program, msg);
 	/* The first error is the cause; later ones are consequences or warnings. */
-	if (last_error[0] == '\0')
-		snprintf(last_error, sizeof(last_error), "%.*s", (int)sizeof(last_error) - 1, msg);
+	if (last_error[0] == '\0' &&
+	    snprintf(last_error, sizeof(last_error), "%s", msg) >= (int)sizeof(last_error))
+		ks_utf8_mark_cut(last_error, sizeof(last_error));
 	return code;
 }
 
@@ -140,12 +143,23 @@ int ks_https_exit(int r)
 	return r == -ENOKEY ? KS_EXIT_KEYSVC : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
 }
 
+void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e)
+{
+	if (socket == NULL && ((socket = getenv(KEYSVC_SOCKET_ENV)) == NULL || socket[0] == '\0'))
+		socket = KEYSVC_DEFAULT_SOCKET;
+	snprintf(buf, len, "cannot reach keysvcd at %s: %s; is it running? (systemctl status keysvcd.socket)",
+		 socket, r == KEYSVC_E_CONNECT ? strerror(e) : keysvc_strerror(r));
+}
+
 int ks_open_keysvc(const char *socket, keysvc **ks)
 {
+	char msg[PATH_MAX + 256];
 	int r = keysvc_connect(socket, ks);
 
-	if (r != KEYSVC_OK)
-		return ks_die(KS_EXIT_KEYSVC, "cannot reach keysvcd: %s", keysvc_strerror(r));
+	if (r != KEYSVC_OK) {
+		ks_connect_error_text(msg, sizeof(msg), socket, r, errno);
+		return ks_die(KS_EXIT_KEYSVC, "%s", msg);
+	}
 	return 0;
 }
 

@@ -45,7 +45,8 @@ int ks_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 
 /*
  * The first message ks_die() printed since ks_cli_init() (with the
- * program name left out, at most 511 bytes of it), "" if none: the
+ * program name left out, at most 511 bytes of it, a longer one cut after a
+ * whole word with "…"), "" if none: the
  * one-line reason a renewal client records in the inventory when it fails.
  */
 const char *ks_last_error(void);
@@ -76,6 +77,14 @@ int ks_load_ca_file(const char *path, STACK_OF(X509) **out);
 
 /* The exit code for a negative errno from ks_https_request(). */
 int ks_https_exit(int r);
+
+/*
+ * "cannot reach keysvcd at PATH: REASON; is it running? (systemctl status
+ * keysvcd.socket)" into @buf, for keysvc_connect()'s error @r on @socket
+ * (NULL: the path keysvc_connect() chose) with @e the errno it left. Users
+ * who got only "cannot connect" did not know which socket was tried.
+ */
+void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e);
 
 /* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_KEYSVC, with the reason printed. */
 int ks_open_keysvc(const char *socket, keysvc **ks);

@@ -22,6 +22,8 @@
 #include <openssl/ssl.h>
 #include <openssl/store.h>
 
+#include "proto/utf8.h"
+
 #ifndef KEYSVC_VERSION
 #define KEYSVC_VERSION "0"
 #endif
@@ -43,33 +45,46 @@ static int g_ex_index = -1;
 
 /* ---- error texts -------------------------------------------------------------- */
 
-/* Append to a bounded, always NUL-terminated text; truncation is silent. */
+/*
+ * The most detail OpenSSL keeps with one error (its ERR_MAX_DATA_SIZE):
+ * the keysvc provider's text, keysvcd's message after a key name, fits
+ * whole, so a name is never shown cut short (it would name another key).
+ */
+#define DETAIL_MAX 1024
+
+/* Append to a bounded, always NUL-terminated text; a cut is marked (ks_utf8_mark_cut()). */
 __attribute__((format(printf, 3, 4)))
 static void append(char *buf, size_t len, const char *fmt, ...)
 {
 	size_t used;
 	va_list ap;
+	int n;
 
 	if (buf == NULL || len == 0)
 		return;
 	used = strnlen(buf, len - 1);
 	buf[used] = '\0';
 	va_start(ap, fmt);
-	vsnprintf(buf + used, len - used, fmt, ap);
+	n = vsnprintf(buf + used, len - used, fmt, ap);
 	va_end(ap);
+	if (n > 0 && (size_t)n >= len - used)
+		ks_utf8_mark_cut(buf, len);
 }
 
-/* Replace the text. */
+/* Replace the text; a cut is marked (ks_utf8_mark_cut()). */
 __attribute__((format(printf, 3, 4)))
 static void set_err(char *buf, size_t len, const char *fmt, ...)
 {
 	va_list ap;
+	int n;
 
 	if (buf == NULL || len == 0)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(buf, len, fmt, ap);
+	n = vsnprintf(buf, len, fmt, ap);
 	va_end(ap);
+	if (n > 0 && (size_t)n >= len)
+		ks_utf8_mark_cut(buf, len);
 }
 
 #define ERRS_MAX 16
@@ -102,7 +117,7 @@ static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
 {
 	struct {
 		unsigned long e;
-		char data[160];
+		char data[DETAIL_MAX];
 	} errs[ERRS_MAX];
 	const char *data, *reason;
 	char code[64];
@@ -284,7 +299,7 @@ struct req {
 	 * we sent a fatal alert. curl keeps only the error's code; the detail
 	 * (keysvcd's answer, the key name) is read here before it is lost.
 	 */
-	char cause[256];
+	char cause[DETAIL_MAX + 128];
 	int cause_keysvc;       /* ...and it came from the keysvc provider */
 	char *err;              /* the response's err buffer */
 	size_t err_len;

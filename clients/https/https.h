@@ -30,8 +30,12 @@
 
 #include <stddef.h>
 
-/* Room for an error text, NUL included: OpenSSL's reasons plus keysvcd's message fit. */
-#define KS_HTTPS_ERR_MAX 512
+/*
+ * Room for an error text, NUL included: OpenSSL's reasons plus the keysvc
+ * provider's whole detail (up to OpenSSL's 1024 bytes, keysvcd's message
+ * in it) fit; a longer text ends after a whole word with "…".
+ */
+#define KS_HTTPS_ERR_MAX 2048
 
 /* Defaults used when the corresponding option is 0. */
 #define KS_HTTPS_DEFAULT_CONNECT_TIMEOUT_MS 10000L

@@ -211,7 +211,7 @@ int ks_crl_check(X509 *cert, const char *crl_path, const char *ca_file, time_t n
 	if ((crl = load_crl(crl_path, err)) == NULL)
 		return -EBADMSG;
 	if ((r = ks_ci_load_bundle(ca_file, &cas, why)) < 0) {
-		r = fail(err, r, "CA file %s", why);
+		r = fail(err, r, "CA file: %s", why);
 		goto out;
 	}
 	if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0) {

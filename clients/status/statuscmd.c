@@ -823,8 +823,10 @@ static int track_check_key(const struct ks_cmd_global *g, const char *key, X509 
 	keysvc *ks = NULL;
 	int r;
 
-	if ((r = keysvc_connect(g->socket, &ks)) != KEYSVC_OK)
-		return cmd_fail("track", TRACK_EXIT_CONNECT, "connect", "cannot reach keysvcd: %s", keysvc_strerror(r));
+	if ((r = keysvc_connect(g->socket, &ks)) != KEYSVC_OK) {
+		ks_connect_error_text(why, sizeof(why), g->socket, r, errno);
+		return cmd_fail("track", TRACK_EXIT_CONNECT, "connect", "%s", why);
+	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(ks, g->timeout_ms);
 	if ((r = keysvc_key_public(ks, key, &pem, NULL)) != KEYSVC_OK) {

@@ -43,7 +43,8 @@
 /* Keys the test makes in the token; "nosign-*" may be read but not used to sign. */
 #define KEY_EC "client-ec"
 #define KEY_RSA "client-rsa"
-#define KEY_NOSIGN "nosign-ec"
+/* The longest name keysvcd takes (64 bytes): its refusal to sign is long too. */
+#define KEY_NOSIGN "nosign-ec-a-key-name-as-long-as-keysvcd-allows-0123456789abcdefg"
 #define SERVER_IO_TIMEOUT_S 20
 #define SERVER_WAIT_MS 30000
 
@@ -1193,6 +1194,9 @@ static void sign_denied(void **state, int version)
 	srv_stop(&s);
 	expect_result(r, &resp, -ENOKEY, "denied");
 	assert_non_null(strstr(resp.err, "sign with key " KEY_NOSIGN));
+	/* keysvcd's whole message, not cut inside a word by a buffer on the way. */
+	if (strstr(resp.err, "is not granted sign on key " KEY_NOSIGN) == NULL)
+		fail_msg("keysvcd's message is cut: %s", resp.err);
 	ks_https_response_free(&resp);
 	assert_int_equal(s.handshakes, 0);
 	audit = ks_td_audit_log(&f->d, NULL);
@@ -1225,6 +1229,16 @@ static void test_key_not_loadable(void **state)
 	expect_result(r, &resp, -ENOKEY, "denied");
 	assert_non_null(strstr(resp.err, "keysvc:other-key"));
 	ks_https_response_free(&resp);
+
+	/* A name of 64 bytes: keysvcd's refusal arrives whole, ending with the name, not cut inside a word. */
+#define OTHER_LONG "other-key-with-a-name-as-long-as-keysvcd-allows-0123456789abcdef"
+	o.key_uri = "keysvc:" OTHER_LONG;
+	r = get(&o, &s, "/", &resp);
+	expect_result(r, &resp, -ENOKEY, "denied");
+	if (strstr(resp.err, "is not granted key.public on key " OTHER_LONG ")") == NULL)
+		fail_msg("keysvcd's message is cut: %s", resp.err);
+	ks_https_response_free(&resp);
+#undef OTHER_LONG
 
 	o.key_uri = "keysvc:client-missing";
 	r = get(&o, &s, "/", &resp);

@@ -196,7 +196,8 @@ mode normal
 run_exit 5 "" "renew with a CA file that does not match the server: TLS verification fails" \
 	"$ovx" renew "${common[@]}" --ca-file "$cadir/foreign-ca.pem"
 check "wrong CA file: certificate unchanged" unchanged
-run_exit 6 "cannot reach keysvcd" "renew with keysvcd unreachable" \
+run_exit 6 "cannot reach keysvcd at $work/none.sock: No such file or directory; is it running? (systemctl status keysvcd.socket)" \
+	"renew with keysvcd unreachable: the socket named" \
 	"$ovx" renew --server "$server" --socket "$work/none.sock" --certname agent1.example.org --key agent1 \
 	--cert "$cert" --ca-file "$cadir/ca.pem"
 run_exit 2 "is not a certificate for key" "renew with the certificate of another key" \

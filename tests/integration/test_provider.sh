@@ -336,6 +336,15 @@ check_fails_with "malformed URI is refused" "not a keysvc: URI" \
 check "key without a sign grant: keygen" ks_cli keygen nosign --type ec-p256
 check_fails_with "key without a sign grant: denied" "keysvcd denied the request" \
 	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:nosign -in "$work/data.sha256"
+# keysvcd's longest refusal (a 64-byte name, twice) is printed whole: it ends with the name.
+long_key=nosign-a-key-name-as-long-as-keysvcd-allows-0123456789abcdefghij
+check "a 64-byte key name without a sign grant: keygen" ks_cli keygen "$long_key" --type ec-p256
+check_fails_with "... its refusal is shown whole" "is not granted sign on key $long_key" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey "keysvc:$long_key" -in "$work/data.sha256"
+if grep -q "is not granted sign on key $long_key\$" "$work/out"; then ok "... ending with the whole name"; else
+	fail "... ending with the whole name"
+	sed 's/^/#   /' "$work/out"
+fi
 check_fails_with "daemon not running: cannot reach keysvcd" "cannot reach keysvcd" \
 	env KEYSVC_SOCKET="$work/no-such.sock" openssl pkey "${prov[@]}" -in keysvc:k-ec-p256 -pubout
 echo "error CKR_DEVICE_REMOVED always C_Sign" >"$KS_FAULTP11_CONTROL"

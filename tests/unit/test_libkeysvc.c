@@ -503,11 +503,12 @@ static void test_wire_errors(void **state)
 
 static void test_error_messages(void **state)
 {
-	static char long_reply[12000];
+	static char long_reply[12000], long_words[2000];
 	static struct step steps[] = {
 		{ NULL, "key.delete", REPLY_JSON,
 		  "{\"ok\":false,\"error\":\"denied\",\"message\":\"line1\\nline2\\u001b[31m\"}" },
 		{ NULL, "key.delete", REPLY_JSON, long_reply },
+		{ NULL, "key.delete", REPLY_JSON, long_words },
 		{ NULL, "key.delete", REPLY_JSON, "{\"ok\":false,\"error\":\"denied\"}" },
 	};
 	const char *m;
@@ -523,6 +524,12 @@ static void test_error_messages(void **state)
 		long_reply[off++] = '\xa9';
 	}
 	snprintf(long_reply + off, sizeof(long_reply) - off, "\"}");
+	/* 1200 bytes of words: the copy ends after a whole one, with "…". */
+	off = (size_t)snprintf(long_words, sizeof(long_words),
+			       "{\"ok\":false,\"error\":\"denied\",\"message\":\"");
+	for (size_t i = 0; i < 100; i++)
+		off += (size_t)snprintf(long_words + off, sizeof(long_words) - off, "key-%07zu ", i);
+	snprintf(long_words + off, sizeof(long_words) - off, "\"}");
 	FAKE(steps);
 	ks = fake_connect();
 	/* Control characters from the daemon never reach a terminal. */
@@ -531,10 +538,18 @@ static void test_error_messages(void **state)
 	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_NO_SUCH_KEY);
 	m = keysvc_error_message(ks);
 	assert_true(strlen(m) < KEYSVC_MESSAGE_MAX);
-	assert_true(strlen(m) > KEYSVC_MESSAGE_MAX - 4);
-	/* "x" then whole two-byte characters only. */
-	assert_int_equal(strlen(m) % 2, 1);
-	assert_int_equal((unsigned char)m[strlen(m) - 1], 0xa9);
+	assert_true(strlen(m) > KEYSVC_MESSAGE_MAX - 8);
+	/* "x", whole two-byte characters only, and the "…" of a cut. */
+	assert_int_equal((strlen(m) - 3) % 2, 1);
+	assert_int_equal((unsigned char)m[strlen(m) - 4], 0xa9);
+	assert_string_equal(m + strlen(m) - 3, "\xe2\x80\xa6");
+	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_DENIED);
+	m = keysvc_error_message(ks);
+	assert_true(strlen(m) < KEYSVC_MESSAGE_MAX);
+	/* Whole words "key-NNNNNNN" (11 bytes and a space each), then "…". */
+	assert_string_equal(m + strlen(m) - 3, "\xe2\x80\xa6");
+	assert_int_equal((strlen(m) - 3 + 1) % 12, 0);
+	assert_int_equal(strncmp(m + strlen(m) - 3 - 11, "key-", 4), 0);
 	assert_int_equal(keysvc_key_delete(ks, "k"), KEYSVC_E_DENIED);
 	assert_string_equal(keysvc_error_message(ks), "");
 	keysvc_close(ks);
@@ -957,7 +972,7 @@ static void test_cli_usage(void **state)
 	assert_non_null(strstr(res.out, "--subject"));
 	run_cli(&res, unknown);
 	assert_int_equal(res.status, 2);
-	assert_non_null(strstr(res.err, "keysvc: usage: unknown command frobnicate"));
+	assert_non_null(strstr(res.err, "keysvc: unknown command 'frobnicate' (see keysvc --help)"));
 	run_cli(&res, unknown_json);
 	assert_int_equal(res.status, 2);
 	assert_non_null(strstr(res.out, "{\"error\":\"usage\""));
@@ -969,7 +984,7 @@ static void test_cli_usage(void **state)
 	assert_int_equal(res.status, 2);
 	run_cli(&res, no_conn);
 	assert_int_equal(res.status, 8);
-	assert_non_null(strstr(res.err, "keysvc: list: connect: /nonexistent/s"));
+	assert_non_null(strstr(res.err, "keysvc: list: connect: cannot reach keysvcd at /nonexistent/s: "));
 }
 
 /* Each wire error gives its documented exit code and the promised messages. */
@@ -1019,7 +1034,7 @@ static void test_cli_json_and_files(void **state)
 		  "{\"ok\":true,\"key\":\"web\",\"type\":\"ec-p256\",\"public_key\":\"PEM\\n\"}" },
 	};
 	static const struct step steps_sign[] = {
-		{ "{\"op\":\"sign\",\"key\":\"web\",\"alg\":\"ecdsa-sha256\",\"digest\":\"AAEC/w==\"}", NULL,
+		{ "{\"op\":\"sign\",\"key\":\"web\",\"alg\":\"ecdsa-sha256\",\"digest\":\"AAEC/wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}", NULL,
 		  REPLY_JSON, "{\"ok\":false,\"error\":\"no-such-key\",\"message\":\"no key web\"}" },
 	};
 	static const struct step steps_csr[] = {
@@ -1066,7 +1081,9 @@ static void test_cli_json_and_files(void **state)
 	FAKE(steps_sign);
 	{
 		const char *args[] = { "--json", "--socket", fk.path, "sign", "web", "--alg",
-				       "ecdsa-sha256", "--digest-hex", "000102fF", "--out", file, NULL };
+				       "ecdsa-sha256", "--digest-hex",
+				       "000102fF00000000000000000000000000000000000000000000000000000000",
+				       "--out", file, NULL };
 
 		run_cli(&res, args);
 	}

@@ -64,11 +64,40 @@ static void test_prefix(void **state)
 	assert_int_equal(ks_utf8_prefix("a\xf0\x9f\x94\x91", 5), 5);
 }
 
+/* ks_utf8_mark_cut() of @in (the text that filled a buffer of @len bytes) must give @want. */
+static void expect_cut(const char *in, size_t len, const char *want)
+{
+	char buf[64];
+
+	assert_true(len <= sizeof(buf));
+	snprintf(buf, len, "%s", in);
+	ks_utf8_mark_cut(buf, len);
+	if (strcmp(buf, want) != 0)
+		fail_msg("mark_cut(\"%s\", %zu) gave \"%s\", expected \"%s\"", in, len, buf, want);
+	assert_true(strlen(buf) < len);
+}
+
+static void test_mark_cut(void **state)
+{
+	(void)state;
+	/* 18 bytes: "not granted on" and the "…" fit, "key-name" does not. */
+	expect_cut("not granted on key-name", 18, "not granted on\xe2\x80\xa6");
+	/* 17 bytes: "on" would no longer fit whole, so it goes too. */
+	expect_cut("not granted on key-name", 17, "not granted\xe2\x80\xa6");
+	expect_cut("not granted on key-name", 15, "not granted\xe2\x80\xa6");
+	/* One word longer than the buffer: cut at a character boundary. */
+	expect_cut("abcdefghijklmnop", 10, "abcdef\xe2\x80\xa6");
+	expect_cut("abcd\xc3\xa9" "fghijk", 9, "abcd\xe2\x80\xa6");
+	/* Too small to say anything useful: left as it is. */
+	expect_cut("abcdefgh", 7, "abcdef");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sanitize),
 		cmocka_unit_test(test_prefix),
+		cmocka_unit_test(test_mark_cut),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
