@@ -131,8 +131,10 @@ for f in "$dir/certs/agent1.pem.prev" "$dir/certs/agent1.pem"; do
 	openssl x509 -in "$f" -noout -serial -enddate | tr '\n' ' '
 	echo
 done
-echo "the audit log shows the handshake signatures made by keysvcd:"
+echo "the audit log shows the handshake signatures made by keysvcd (intent, then outcome):"
 grep '"sign"' "$dir/audit.log" | tail -n 2
+echo "and its hash chain is intact:"
+"$build/clients/keysvc" audit-verify "$dir/audit.log"
 
 step "The token holds the keys (the private halves never left it)"
 ks_cli list
