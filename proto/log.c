@@ -1,9 +1,13 @@
 #include "proto/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static _Atomic int log_level = KS_LOG_NOTICE;
 static const char *log_ident = "keysvc";
@@ -15,6 +19,38 @@ static const char *const level_names[] = {
 	[KS_LOG_INFO] = "info",
 	[KS_LOG_DEBUG] = "debug",
 };
+
+/* syslog(3) priorities, as journald reads them from a "<N>" line prefix. */
+static const int level_priorities[] = {
+	[KS_LOG_ERR] = 3,
+	[KS_LOG_WARNING] = 4,
+	[KS_LOG_NOTICE] = 5,
+	[KS_LOG_INFO] = 6,
+	[KS_LOG_DEBUG] = 7,
+};
+
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static int stderr_is_journal;
+
+/*
+ * systemd sets JOURNAL_STREAM to the device and inode of the stream it
+ * connected stdout and stderr to (systemd.exec(5)). Only when stderr is
+ * still that stream do lines get the "<N>" prefix: without it journald
+ * files every line at the unit's default priority (info), and
+ * `journalctl -p err` would show none of keysvcd's errors. Anywhere else
+ * (a terminal, a test's log file) the prefix would only be noise.
+ */
+static void detect_journal(void)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (env != NULL && sscanf(env, "%llu:%llu", &dev, &ino) == 2 &&
+	    fstat(STDERR_FILENO, &st) == 0 &&
+	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+		stderr_is_journal = 1;
+}
 
 void ks_log_set_level(enum ks_log_level level)
 {
@@ -47,7 +83,12 @@ void ks_log(enum ks_log_level level, const char *fmt, ...)
 
 	if ((int)level > atomic_load(&log_level))
 		return;
-	n = snprintf(line, sizeof(line), "%s[%s]: ", log_ident, level_names[level]);
+	pthread_once(&journal_once, detect_journal);
+	if (stderr_is_journal)
+		n = snprintf(line, sizeof(line), "<%d>%s[%s]: ", level_priorities[level], log_ident,
+			     level_names[level]);
+	else
+		n = snprintf(line, sizeof(line), "%s[%s]: ", log_ident, level_names[level]);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	va_start(ap, fmt);

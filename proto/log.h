@@ -2,7 +2,9 @@
  * Diagnostic logging for keysvcd and its libraries (not the audit log).
  *
  * Lines go to stderr (journald adds the time when run under systemd) as
- * "keysvcd[LEVEL]: message". Callers never pass secrets: no PIN, no key
+ * "keysvcd[LEVEL]: message"; when stderr is the journal's stream
+ * ($JOURNAL_STREAM), with a "<N>" syslog priority prefix in front, which
+ * journald takes as the line's priority. Callers never pass secrets: no PIN, no key
  * material, no request payloads beyond names and sizes.
  */
 #ifndef KEYSVC_PROTO_LOG_H

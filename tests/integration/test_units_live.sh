@@ -176,6 +176,9 @@ is() { # is WANT GOT: for check, with both shown on a mismatch
 	return 1
 }
 unit_log_has() { in_ns journalctl --no-pager -u keysvcd.service | grep -q "$@"; }
+# unit_log_at PRIORITY PATTERN: keysvcd logged a line matching PATTERN at PRIORITY or above.
+unit_log_at() { in_ns journalctl --no-pager -u keysvcd.service -p "$1" | grep -q -- "$2"; }
+unit_log_lacks_at() { ! unit_log_at "$@"; }
 
 # Up, or PID 1 gone (its set-up failed): no use waiting longer.
 up_or_gone() { booted || ! kill -0 "$ns_pid" 2>/dev/null; }
@@ -272,6 +275,9 @@ socket_gave_up() { [ "$(ctl is-active keysvcd.socket) $(prop Result keysvcd.sock
 check "after the start limit the socket stops re-triggering (failed, service-start-limit-hit)" \
 	wait_for 15 socket_gave_up
 check "the restarts refused the PIN without presenting it" unit_log_has 'rejected this PIN before'
+check "keysvcd's errors reach the journal at priority err (journalctl -p err)" \
+	unit_log_at err 'rejected this PIN before'
+check "... and its info lines stay below warning" unit_log_lacks_at warning 'keysvcd\[info\]'
 check "the token saw the wrong PIN exactly once (C_Login through faultp11)" \
 	is "$((before + 1))" "$(logins)"
 run_exit 8 "" "with the socket failed, a client cannot connect" cli hello
