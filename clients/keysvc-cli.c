@@ -1,7 +1,8 @@
 /*
  * keysvc: command line client of keysvcd, built on libkeysvc.
  *
- * Exit codes are part of the interface (see main_usage). With --json every
+ * Exit codes are part of the interface: proto/exitcode.h, shared by every
+ * keysvc program. With --json every
  * outcome, success or error, is one JSON object on one line of stdout;
  * errors are also reported on stderr as "keysvc: COMMAND: ERROR: MESSAGE".
  */
@@ -20,28 +21,17 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "clients/common/cliutil.h"
 #include "clients/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
+#include "proto/exitcode.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
 #define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
 #define MAX_LIST 100             /* repeated options */
 #define MAX_SPLIT 32             /* comma lists */
 #define MAX_ATTRS 16
-
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_INTERNAL = 1,
-	EXIT_USAGE = 2,
-	EXIT_DENIED = 3,
-	EXIT_NO_SUCH_KEY = 4,
-	EXIT_TOKEN = 5,
-	EXIT_EXISTS = 6,
-	EXIT_UNSUPPORTED = 7,
-	EXIT_CONNECT = 8,
-	EXIT_AUDIT = 9,
-};
 
 /* Options before the command; set once in main(). */
 struct global {
@@ -52,7 +42,7 @@ struct global {
 };
 
 static const char main_usage[] =
-	"Usage: keysvc [--socket PATH] [--json] [--timeout MS] COMMAND [ARGS]\n"
+	"Usage: keysvc [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
 	"Talks to keysvcd, which keeps private keys inside a PKCS#11 token.\n"
 	"\n"
@@ -74,35 +64,15 @@ static const char main_usage[] =
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
 	"  --json          print the result, or the error, as one JSON object on stdout\n"
-	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever)\n"
+	"  --timeout SECONDS  how long to wait for the daemon (default 30, 0 = forever,\n"
+	"                  at most 3600; fractions such as 0.5 allowed)\n"
+	"  --version       print the version\n"
 	"  -h, --help      this text; `keysvc COMMAND --help` for a command\n"
 	"\n"
 	"Output files (--out) are replaced atomically with mode 0644 and left\n"
 	"untouched when the command fails. Input files may be `-` for stdin.\n"
 	"\n"
-	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
-	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
-	"7 unsupported, 8 cannot connect or connection broken, 9 the daemon's audit\n"
-	"log cannot be written (nothing was done).\n"
-	"status, verify, track and audit-verify have their own (see COMMAND --help).\n";
-
-static int exit_for(int err)
-{
-	switch (err) {
-	case KEYSVC_OK: return EXIT_OK;
-	case KEYSVC_E_BAD_REQUEST:
-	case KEYSVC_E_INVALID: return EXIT_USAGE;
-	case KEYSVC_E_DENIED: return EXIT_DENIED;
-	case KEYSVC_E_NO_SUCH_KEY: return EXIT_NO_SUCH_KEY;
-	case KEYSVC_E_TOKEN_UNAVAILABLE: return EXIT_TOKEN;
-	case KEYSVC_E_EXISTS: return EXIT_EXISTS;
-	case KEYSVC_E_UNSUPPORTED: return EXIT_UNSUPPORTED;
-	case KEYSVC_E_CONNECT:
-	case KEYSVC_E_IO: return EXIT_CONNECT;
-	case KEYSVC_E_AUDIT_UNAVAILABLE: return EXIT_AUDIT;
-	default: return EXIT_INTERNAL;
-	}
-}
+	"A request keysvcd refuses as malformed (bad-request) exits with 2, like a usage error.\n";
 
 /* Print @o (reference taken) as one line of JSON on stdout. */
 static void print_json(json_t *o)
@@ -149,11 +119,11 @@ static int report(const struct global *g, const keysvc *ks, int err)
 {
 	const char *msg = keysvc_error_message(ks);
 
-	return report_named(g, exit_for(err), keysvc_error_name(err), "%s",
+	return report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err), "%s",
 			    msg[0] != '\0' ? msg : keysvc_strerror(err));
 }
 
-#define usage_error(g, ...) report_named((g), EXIT_USAGE, "usage", __VA_ARGS__)
+#define usage_error(g, ...) report_named((g), KS_EXIT_USAGE, "usage", __VA_ARGS__)
 
 /* ---- files ---- */
 
@@ -176,7 +146,7 @@ static int read_input(const struct global *g, const char *path, size_t max, uint
 	if (strcmp(path, "-") == 0)
 		fd = STDIN_FILENO;
 	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
+		return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
 	if (fstat(fd, &st) != 0) {
 		e = errno;
 		goto err;
@@ -214,14 +184,14 @@ static int read_input(const struct global *g, const char *path, size_t max, uint
 	buf[got] = '\0';
 	*data = buf;
 	*len = got;
-	return EXIT_OK;
+	return KS_EXIT_OK;
 err:
 	free(buf);
 	if (fd != STDIN_FILENO)
 		close(fd);
 	if (e == EFBIG)
-		return report_named(g, EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
-	return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(e));
+		return report_named(g, KS_EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
+	return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(e));
 }
 
 /*
@@ -242,14 +212,14 @@ static int out_open(const struct global *g, struct outfile *o, const char *path)
 	o->fd = -1;
 	o->tmp[0] = '\0';
 	if (path == NULL)
-		return EXIT_OK;
+		return KS_EXIT_OK;
 	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(o->tmp))
-		return report_named(g, EXIT_USAGE, "output", "%s: path too long", path);
+		return report_named(g, KS_EXIT_USAGE, "output", "%s: path too long", path);
 	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
 		o->tmp[0] = '\0';
-		return report_named(g, EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
+		return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static void out_abort(struct outfile *o)
@@ -298,11 +268,11 @@ static int out_commit(const struct global *g, struct outfile *o, const void *dat
 		(void)fsync(dfd);
 		close(dfd);
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 err:
 	e = errno != 0 ? errno : EIO;
 	out_abort(o);
-	return report_named(g, EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
+	return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
 }
 
 /* Write @text to the output file if there is one, else to stdout (unless --json). */
@@ -312,7 +282,7 @@ static int emit_text(const struct global *g, struct outfile *o, const char *text
 		return out_commit(g, o, text, strlen(text));
 	if (!g->json)
 		fputs(text, stdout);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- the daemon ---- */
@@ -327,12 +297,12 @@ static int dial(const struct global *g, keysvc **ks)
 		e = errno;
 		if (path == NULL && ((path = getenv(KEYSVC_SOCKET_ENV)) == NULL || path[0] == '\0'))
 			path = KEYSVC_DEFAULT_SOCKET;
-		return report_named(g, exit_for(r), keysvc_error_name(r), "%s: %s", path,
+		return report_named(g, ks_exit_for_keysvc(r), keysvc_error_name(r), "%s: %s", path,
 				    r == KEYSVC_E_NOMEM ? keysvc_strerror(r) : strerror(e));
 	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(*ks, g->timeout_ms);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* Report a library error on @ks and close it. */
@@ -401,7 +371,7 @@ static int push(const struct global *g, const char **list, size_t *n, const char
 	if (*n >= MAX_LIST)
 		return usage_error(g, "more than %d %s options", MAX_LIST, what);
 	list[(*n)++] = v;
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
@@ -416,12 +386,12 @@ static int split_commas(const struct global *g, const char *s, char **join, char
 
 	if (*join != NULL ? asprintf(&joined, "%s,%s", *join, s) < 0 :
 	    (joined = strdup(s)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	free(*join);
 	*join = joined;
 	free(*buf);
 	if ((*buf = strdup(joined)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	*n = 0;
 	for (tok = strtok_r(*buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		if (*n >= MAX_SPLIT)
@@ -430,7 +400,7 @@ static int split_commas(const struct global *g, const char *s, char **join, char
 	}
 	if (*n == 0)
 		return usage_error(g, "%s needs at least one value", what);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* OID=VALUE[:printable|utf8|ia5]; any other ":suffix" is part of VALUE. */
@@ -442,7 +412,7 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 	if (a->n_attrs >= MAX_ATTRS)
 		return usage_error(g, "more than %d --attr options", MAX_ATTRS);
 	if ((copy = strdup(s)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	a->attr_buf[a->n_attrs] = copy;
 	at = &a->attrs[a->n_attrs++];
 	if ((eq = strchr(copy, '=')) == NULL || eq == copy)
@@ -456,12 +426,12 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 		*colon = '\0';
 		at->type = colon + 1;
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
  * Parse a command's options (argv[0] is the command name). @allowed is a
- * mask of O(OPT_...). Returns EXIT_OK, an exit code, or -1 after --help.
+ * mask of O(OPT_...). Returns KS_EXIT_OK, an exit code, or -1 after --help.
  */
 static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_args *a,
 		     unsigned allowed, size_t min_pos, size_t max_pos, const char *help)
@@ -475,6 +445,7 @@ static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_a
 	while ((c = getopt_long(argc, argv, ":h", cmd_opts, NULL)) != -1) {
 		if (c == 'h') {
 			fputs(help, stdout);
+			ks_exit_print_table(stdout);
 			return -1;
 		}
 		if (c == '?')
@@ -484,7 +455,7 @@ static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_a
 		if ((O(c) & allowed) == 0)
 			return usage_error(g, "option --%s does not apply to %s",
 					   cmd_opts[c - OPT_TYPE].name, g->command);
-		r = EXIT_OK;
+		r = KS_EXIT_OK;
 		switch (c) {
 		case OPT_TYPE: a->type = optarg; break;
 		case OPT_OUT: a->out = optarg; break;
@@ -501,7 +472,7 @@ static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_a
 		case OPT_IN: a->in = optarg; break;
 		case OPT_DIGEST_HEX: a->digest_hex = optarg; break;
 		}
-		if (r != EXIT_OK)
+		if (r != KS_EXIT_OK)
 			return r;
 	}
 	for (; optind < argc; optind++) {
@@ -512,7 +483,7 @@ static int parse_cmd(const struct global *g, int argc, char **argv, struct cmd_a
 	if (a->n_pos < min_pos)
 		return usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
 				   "expected a key name");
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- commands ---- */
@@ -543,7 +514,7 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
 	int r;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_hello(ks, &h)) != KEYSVC_OK)
 		return fail_on(g, ks, r);
@@ -575,7 +546,7 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
 		printf("\n");
 	}
 	keysvc_hello_free(h);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
@@ -594,9 +565,9 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 	json_t *res = NULL;
 	int r;
 
-	if ((r = out_open(g, &o, a->out)) != EXIT_OK)
+	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK)
 		return r;
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		out_abort(&o);
 		return r;
 	}
@@ -625,7 +596,7 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 	}
 	keysvc_close(ks);
 	r = emit_text(g, &o, pem);
-	if (r == EXIT_OK && g->json) {
+	if (r == KS_EXIT_OK && g->json) {
 		switch (op) {
 		case PEM_KEYGEN:
 		case PEM_PUBKEY:
@@ -693,7 +664,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 	int r, width = 4, truncated;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
 		return fail_on(g, ks, r);
@@ -720,7 +691,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 			       keys[i].has_cert ? "yes" : "no");
 	}
 	keysvc_key_list_free(keys, n);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static int hexval(char c)
@@ -769,13 +740,13 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 	    parse_hex(a->digest_hex, digest, sizeof(digest), &digest_len) != 0)
 		return usage_error(g, "--digest-hex: expected hex of 1 to %zu bytes", sizeof(digest));
 	if (a->in != NULL &&
-	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != EXIT_OK)
+	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != KS_EXIT_OK)
 		return r;
-	if ((r = out_open(g, &o, a->out)) != EXIT_OK) {
+	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK) {
 		free(data);
 		return r;
 	}
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		free(data);
 		out_abort(&o);
 		return r;
@@ -790,11 +761,11 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 		return fail_on(g, ks, r);
 	}
 	keysvc_close(ks);
-	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != EXIT_OK)
+	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != KS_EXIT_OK)
 		goto out;
 	if (g->json || o.path == NULL) {
 		if ((b64 = malloc(4 * ((sig_len + 2) / 3) + 1)) == NULL) {
-			r = report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+			r = report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 			goto out;
 		}
 		EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
@@ -804,7 +775,7 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 		else
 			puts(b64);
 	}
-	r = EXIT_OK;
+	r = KS_EXIT_OK;
 out:
 	free(b64);
 	free(sig);
@@ -816,7 +787,7 @@ static int cmd_delete(const struct global *g, struct cmd_args *a)
 	keysvc *ks;
 	int r;
 
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK)
 		return fail_on(g, ks, r);
@@ -825,7 +796,7 @@ static int cmd_delete(const struct global *g, struct cmd_args *a)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("deleted %s\n", a->pos[0]);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static int cmd_cert_put(const struct global *g, struct cmd_args *a)
@@ -835,13 +806,13 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	keysvc *ks;
 	int r;
 
-	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != EXIT_OK)
+	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != KS_EXIT_OK)
 		return r;
 	if (memchr(pem, '\0', len) != NULL) {
 		free(pem);
 		return usage_error(g, "%s: not a PEM file (NUL bytes)", a->pos[1]);
 	}
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		free(pem);
 		return r;
 	}
@@ -854,7 +825,7 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("stored the certificate of %s\n", a->pos[0]);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- audit-verify: no daemon involved ---- */
@@ -867,8 +838,8 @@ static const char audit_verify_usage[] =
 	"Prints FILE:LINE: REASON for the first bad record (edited, removed, reordered,\n"
 	"cut) and warnings for chains that start anew (keysvcd started on an empty\n"
 	"file, or could not read the last record).\n"
-	"Exit codes: 0 intact, 1 a record was edited, removed, reordered or cut,\n"
-	"2 usage or a file that cannot be read.\n";
+	"Exits with 0 when intact, 1 when a record was edited, removed, reordered or cut,\n"
+	"2 for usage or a file that cannot be read.\n";
 
 struct audit_line_pos {
 	const char *file;
@@ -965,7 +936,8 @@ static int audit_verify_main(int argc, char **argv, const struct ks_cmd_global *
 	(void)g;
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		fputs(audit_verify_usage, stdout);
-		return 0;
+		ks_exit_print_table(stdout);
+		return KS_EXIT_OK;
 	}
 	if (argc < 2) {
 		fputs(audit_verify_usage, stderr);
@@ -1047,6 +1019,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1054,7 +1027,7 @@ int main(int argc, char **argv)
 	const struct command *cmd = NULL;
 	struct cmd_args a;
 	char *end;
-	long v;
+	double v;
 	int c, r;
 
 	opterr = 0;
@@ -1068,16 +1041,20 @@ int main(int argc, char **argv)
 			g.json = 1;
 			break;
 		case 't':
+			/* Seconds, like every keysvc program's --timeout. */
 			errno = 0;
-			v = strtol(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < 0 || v > 3600000)
-				return usage_error(&g, "--timeout %s: expected 0..3600000 milliseconds",
-						   optarg);
-			g.timeout_ms = (int)v;
+			v = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' || !(v >= 0 && v <= 3600))
+				return usage_error(&g, "--timeout %s: expected 0..3600 seconds", optarg);
+			g.timeout_ms = (int)(v * 1000 + 0.5);
 			break;
+		case 'V':
+			ks_print_version("keysvc");
+			return KS_EXIT_OK;
 		case 'h':
 			fputs(main_usage, stdout);
-			return EXIT_OK;
+			ks_exit_print_table(stdout);
+			return KS_EXIT_OK;
 		case ':':
 			return usage_error(&g, "option %s needs a value (see keysvc --help)",
 					   argv[optind - 1]);
@@ -1102,23 +1079,23 @@ int main(int argc, char **argv)
 		r = cmd->main(argc - optind, argv + optind, &cg);
 		if (fflush(stdout) != 0 || ferror(stdout)) {
 			fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
-			if (r == EXIT_OK)
-				r = EXIT_INTERNAL;
+			if (r == KS_EXIT_OK)
+				r = KS_EXIT_INTERNAL;
 		}
 		return r;
 	}
 	r = parse_cmd(&g, argc - optind, argv + optind, &a, cmd->options, cmd->min_pos,
 		      cmd->max_pos, cmd->help);
-	if (r != EXIT_OK) {
+	if (r != KS_EXIT_OK) {
 		free_args(&a);
-		return r < 0 ? EXIT_OK : r;
+		return r < 0 ? KS_EXIT_OK : r;
 	}
 	r = cmd->run(&g, &a);
 	free_args(&a);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
-		if (r == EXIT_OK)
-			r = EXIT_INTERNAL;
+		if (r == KS_EXIT_OK)
+			r = KS_EXIT_INTERNAL;
 	}
 	return r;
 }
