@@ -226,10 +226,13 @@ int ks_exit_for_keysvc(int err)
 int ks_https_exit(int r)
 {
 	/*
-	 * -ENOKEY: the TLS client key could not be used; https.c no longer
-	 * knows keysvcd's error by then, and its message names the cause.
+	 * -ENOKEY: the TLS client key could not be used (keysvc.so missing, or
+	 * keysvcd would not sign the handshake). keysvcd's own refusals are
+	 * caught earlier with their codes, when the clients read the key's
+	 * public half; https.c does not keep keysvcd's error, the message
+	 * names the cause.
 	 */
-	return r == -ENOKEY ? KS_EXIT_NO_SUCH_KEY : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
+	return r == -ENOKEY ? KS_EXIT_INTERNAL : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
 }
 
 int ks_open_keysvc(const char *socket, keysvc **ks)
