@@ -55,7 +55,7 @@ const char ks_status_usage[] =
 
 const char ks_track_usage[] =
 	"Usage: keysvc track NAME --cert FILE [--key KEY] [--client NAME] [--ca-file FILE]\n"
-	"                    [--crl FILE] [--inventory DIR] [--config FILE]\n"
+	"                    [--crl FILE] [--inventory DIR] [--config FILE] [--json]\n"
 	"Adds a certificate made by hand (keysvc csr, a CA, keysvc cert-put) to the inventory,\n"
 	"so that keysvc status shows it, like getcert start-tracking. keysvcd must have the\n"
 	"key (KEY, default NAME) and FILE must be a certificate for it. NAME names the entry\n"
