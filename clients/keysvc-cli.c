@@ -1091,6 +1091,9 @@ int main(int argc, char **argv)
 			if (errno != 0 || end == optarg || *end != '\0' || !(v >= 0 && v <= 3600))
 				return usage_error(&g, "--timeout %s: expected 0..3600 seconds", optarg);
 			g.timeout_ms = (int)(v * 1000 + 0.5);
+			/* 0 means forever: a tiny fraction is not that. */
+			if (v > 0 && g.timeout_ms == 0)
+				g.timeout_ms = 1;
 			break;
 		case 'V':
 			ks_print_version("keysvc");
