@@ -813,8 +813,7 @@ static int cmd_renew(const struct opts *o)
 		d = oci_backoff_delay(b.failures, o->backoff_base_s, o->backoff_max_s, jitter());
 		b.next_attempt = o->now + (time_t)d;
 		snprintf(reason, sizeof(reason), "exit %d: %s", r,
-			 r == KS_EXIT_CA_REFUSED ? "refused by OCI" : r == KS_EXIT_CA_ANSWER ? "bad answer" :
-			 r == KS_EXIT_NETWORK ? "network or TLS" : (r >= KS_EXIT_TOKEN && r <= KS_EXIT_AUDIT) || (r >= KS_EXIT_NO_SUCH_KEY && r <= KS_EXIT_UNSUPPORTED) ? "keysvcd" : "error");
+			 ks_exit_meaning(r) != NULL ? ks_exit_meaning(r) : "error");
 		snprintf(b.last_error, sizeof(b.last_error), "%s", reason);
 		if ((lr = oci_backoff_save(state, &b)) < 0)
 			ks_die(r, "cannot record the failure in %s: %s", state, strerror(-lr));
