@@ -302,7 +302,7 @@ static int request(const struct opts *o, const char *method, const char *url, co
 	int r = request_once(o, method, url, token_header, body, body_len, o->timeout_s * 1000, resp);
 
 	if (r < 0)
-		return ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		return ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 	return 0;
 }
 
@@ -400,13 +400,13 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 		r = request_once(o, "GET", url, token_header, NULL, 0,
 				 left < o->timeout_s * 1000 ? left : o->timeout_s * 1000, &resp);
 		if (r < 0 && !transient(r)) {
-			r = ks_die(ks_https_exit(r), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
+			r = ks_die(ks_https_exit(r, &resp), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
 				   resp.err, jobid);
 			goto out;
 		}
 		if (r < 0 || resp.status >= 500) {
 			if (r < 0) {
-				fail_code = ks_https_exit(r);
+				fail_code = ks_https_exit(r, &resp);
 				snprintf(err, sizeof(err), "GET %.200s: %.280s", url, resp.err);
 			} else {
 				fail_code = KS_EXIT_CA_REFUSED;

@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "clients/common/certinstall.h"
+#include "clients/provider/provider.h"
 
 static const char *program = "keysvc";
 static int verbose = 1;
@@ -223,16 +224,20 @@ int ks_exit_for_keysvc(int err)
 	}
 }
 
-int ks_https_exit(int r)
+int ks_https_exit(int r, const struct ks_https_response *resp)
 {
-	/*
-	 * -ENOKEY: the TLS client key could not be used (keysvc.so missing, or
-	 * keysvcd would not sign the handshake). keysvcd's own refusals are
-	 * caught earlier with their codes, when the clients read the key's
-	 * public half; https.c does not keep keysvcd's error, the message
-	 * names the cause.
-	 */
-	return r == -ENOKEY ? KS_EXIT_INTERNAL : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
+	if (r == -ENOKEY) {
+		/* keysvcd's answer when it would not let the key be used; keysvc.so missing is 1. */
+		switch (resp != NULL ? resp->keysvc_reason : 0) {
+		case KSP_R_DENIED: return KS_EXIT_DENIED;
+		case KSP_R_NO_SUCH_KEY: return KS_EXIT_NO_SUCH_KEY;
+		case KSP_R_TOKEN_UNAVAILABLE: return KS_EXIT_TOKEN;
+		case KSP_R_CANNOT_CONNECT: return KS_EXIT_CONNECT;
+		case KSP_R_UNSUPPORTED: return KS_EXIT_UNSUPPORTED;
+		default: return KS_EXIT_INTERNAL;
+		}
+	}
+	return r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
 }
 
 int ks_open_keysvc(const char *socket, keysvc **ks)

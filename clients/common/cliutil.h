@@ -87,8 +87,13 @@ int ks_check_long_options(int argc, char *const argv[], const struct option *lon
 /* The CA certificates of @path (--ca-file). 0, or KS_EXIT_USAGE with the reason printed. */
 int ks_load_ca_file(const char *path, STACK_OF(X509) **out);
 
-/* The exit code for a negative errno from ks_https_request(). */
-int ks_https_exit(int r);
+/*
+ * The exit code for a negative errno @r from ks_https_request() and its
+ * @resp: -ENOKEY by keysvcd's answer (resp->keysvc_reason) as
+ * ks_exit_for_keysvc() would map it, else KS_EXIT_INTERNAL (keysvc.so
+ * missing); -EINVAL KS_EXIT_USAGE; anything else KS_EXIT_NETWORK.
+ */
+int ks_https_exit(int r, const struct ks_https_response *resp);
 
 /* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_CONNECT, with the reason printed. */
 int ks_open_keysvc(const char *socket, keysvc **ks);

@@ -516,7 +516,7 @@ static int oci_call(const struct opts *o, keysvc *ks, const char *method, const 
 	headers[n++] = "accept: application/json";
 	ks_https_ca_opts(&h, o->tls_ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
 	if ((r = ks_https_request(&h, method, url, headers, body, rq.body_len, resp)) < 0) {
-		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		r = ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 		goto out;
 	}
 	r = 0;

@@ -117,7 +117,7 @@ static int request(const struct ks_https_opts *h, const char *method, const char
 	if (https_r != NULL)
 		*https_r = r < 0 ? r : 0;
 	if (r < 0)
-		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		r = ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 	free(url);
 	return r;
 }

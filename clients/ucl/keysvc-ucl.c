@@ -479,7 +479,7 @@ static int graphql(const struct ks_https_opts *h, const char *url, const char *t
 	if (token_hdr != NULL)
 		OPENSSL_clear_free(token_hdr, strlen(token_hdr));
 	if (r < 0)
-		return ks_die(ks_https_exit(r), "POST %s: %s", url, resp->err);
+		return ks_die(ks_https_exit(r, resp), "POST %s: %s", url, resp->err);
 	if (resp->status != 200) {
 		char err[UCL_ERR_MAX];
 

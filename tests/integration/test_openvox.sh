@@ -231,7 +231,7 @@ ks_cli keygen nosign --type ec-p256 >/dev/null
 ks_cli csr nosign --subject CN=nosign.example.org --out "$work/nosign.csr" >/dev/null
 openssl x509 -req -in "$work/nosign.csr" -CA "$cadir/ca.pem" -CAkey "$cadir/ca.key" \
 	-CAcreateserial -days 30 -out "$work/nosign.pem" 2>/dev/null
-run_exit 1 "denied" "renew with a key keysvcd may not sign with" \
+run_exit 8 "denied" "renew with a key keysvcd may not sign with" \
 	"$ovx" renew --server "$server" --socket "$KS_SOCKET" --certname nosign.example.org --key nosign \
 	--cert "$work/nosign.pem" --ca-file "$cadir/ca.pem"
 
