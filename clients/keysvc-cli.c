@@ -1,7 +1,8 @@
 /*
  * keysvc: command line client of keysvcd, built on libkeysvc.
  *
- * Exit codes are part of the interface (see main_usage). With --json every
+ * Exit codes are part of the interface: proto/exitcode.h, shared by every
+ * keysvc program. With --json every
  * outcome, success or error, is one JSON object on one line of stdout;
  * errors are also reported on stderr as "keysvc: COMMAND: ERROR: MESSAGE".
  */
@@ -24,25 +25,13 @@
 #include "clients/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
+#include "proto/exitcode.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
 #define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
 #define MAX_LIST 100             /* repeated options */
 #define MAX_SPLIT 32             /* comma lists */
 #define MAX_ATTRS 16
-
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_INTERNAL = 1,
-	EXIT_USAGE = 2,
-	EXIT_DENIED = 3,
-	EXIT_NO_SUCH_KEY = 4,
-	EXIT_TOKEN = 5,
-	EXIT_EXISTS = 6,
-	EXIT_UNSUPPORTED = 7,
-	EXIT_CONNECT = 8,
-	EXIT_AUDIT = 9,
-};
 
 /* Options before the command; set once in main(). */
 struct global {
@@ -53,7 +42,7 @@ struct global {
 };
 
 static const char main_usage[] =
-	"Usage: keysvc [--socket PATH] [--json] [--timeout MS] COMMAND [ARGS]\n"
+	"Usage: keysvc [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
 	"\n"
 	"Talks to keysvcd, which keeps private keys inside a PKCS#11 token.\n"
 	"\n"
@@ -76,37 +65,17 @@ static const char main_usage[] =
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
 	"  --json          print the result, or the error, as one JSON object on stdout\n"
 	"                  (also accepted after COMMAND)\n"
-	"  --timeout MS    how long to wait for the daemon (default 30000, 0 = forever);\n"
-	"                  a keygen, delete or cert-put without an answer in time may\n"
-	"                  still have been done: the error says so\n"
+	"  --timeout SECONDS  how long to wait for the daemon (default 30, 0 = forever,\n"
+	"                  at most 3600; fractions such as 0.5 allowed); a keygen, delete\n"
+	"                  or cert-put without an answer in time may still have been\n"
+	"                  done: the error says so\n"
+	"  --version       print the version\n"
 	"  -h, --help      this text; `keysvc COMMAND --help` for a command\n"
 	"\n"
 	"Output files (--out) are replaced atomically with mode 0644 and left\n"
 	"untouched when the command fails. Input files may be `-` for stdin.\n"
 	"\n"
-	"Exit codes: 0 ok, 1 internal or other error, 2 usage or bad request,\n"
-	"3 denied, 4 no such key, 5 token unavailable, 6 key exists,\n"
-	"7 unsupported, 8 cannot connect or connection broken, 9 the daemon's audit\n"
-	"log cannot be written (nothing was done).\n"
-	"status, verify, track and audit-verify have their own (see COMMAND --help).\n";
-
-static int exit_for(int err)
-{
-	switch (err) {
-	case KEYSVC_OK: return EXIT_OK;
-	case KEYSVC_E_BAD_REQUEST:
-	case KEYSVC_E_INVALID: return EXIT_USAGE;
-	case KEYSVC_E_DENIED: return EXIT_DENIED;
-	case KEYSVC_E_NO_SUCH_KEY: return EXIT_NO_SUCH_KEY;
-	case KEYSVC_E_TOKEN_UNAVAILABLE: return EXIT_TOKEN;
-	case KEYSVC_E_EXISTS: return EXIT_EXISTS;
-	case KEYSVC_E_UNSUPPORTED: return EXIT_UNSUPPORTED;
-	case KEYSVC_E_CONNECT:
-	case KEYSVC_E_IO: return EXIT_CONNECT;
-	case KEYSVC_E_AUDIT_UNAVAILABLE: return EXIT_AUDIT;
-	default: return EXIT_INTERNAL;
-	}
-}
+	"A request keysvcd refuses as malformed (bad-request) exits with 2, like a usage error.\n";
 
 /* Print @o (reference taken) as one line of JSON on stdout. */
 static void print_json(json_t *o)
@@ -153,11 +122,11 @@ static int report(const struct global *g, const keysvc *ks, int err)
 {
 	const char *msg = keysvc_error_message(ks);
 
-	return report_named(g, exit_for(err), keysvc_error_name(err), "%s",
+	return report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err), "%s",
 			    msg[0] != '\0' ? msg : keysvc_strerror(err));
 }
 
-#define usage_error(g, ...) report_named((g), EXIT_USAGE, "usage", __VA_ARGS__)
+#define usage_error(g, ...) report_named((g), KS_EXIT_USAGE, "usage", __VA_ARGS__)
 
 /*
  * "keysvc: unknown command 'NAME' (see keysvc --help)": the word the user
@@ -172,7 +141,7 @@ static int unknown_command(const struct global *g, const char *name)
 	if (g->json)
 		print_json(json_pack("{s:s, s:s}", "error", "usage", "message", msg));
 	fprintf(stderr, "keysvc: %s\n", msg);
-	return EXIT_USAGE;
+	return KS_EXIT_USAGE;
 }
 
 /* ---- files ---- */
@@ -196,7 +165,7 @@ static int read_input(const struct global *g, const char *path, size_t max, uint
 	if (strcmp(path, "-") == 0)
 		fd = STDIN_FILENO;
 	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
+		return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
 	if (fstat(fd, &st) != 0) {
 		e = errno;
 		goto err;
@@ -234,14 +203,14 @@ static int read_input(const struct global *g, const char *path, size_t max, uint
 	buf[got] = '\0';
 	*data = buf;
 	*len = got;
-	return EXIT_OK;
+	return KS_EXIT_OK;
 err:
 	free(buf);
 	if (fd != STDIN_FILENO)
 		close(fd);
 	if (e == EFBIG)
-		return report_named(g, EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
-	return report_named(g, EXIT_USAGE, "input", "%s: %s", path, strerror(e));
+		return report_named(g, KS_EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
+	return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(e));
 }
 
 /*
@@ -262,14 +231,14 @@ static int out_open(const struct global *g, struct outfile *o, const char *path)
 	o->fd = -1;
 	o->tmp[0] = '\0';
 	if (path == NULL)
-		return EXIT_OK;
+		return KS_EXIT_OK;
 	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(o->tmp))
-		return report_named(g, EXIT_USAGE, "output", "%s: path too long", path);
+		return report_named(g, KS_EXIT_USAGE, "output", "%s: path too long", path);
 	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
 		o->tmp[0] = '\0';
-		return report_named(g, EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
+		return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static void out_abort(struct outfile *o)
@@ -318,11 +287,11 @@ static int out_commit(const struct global *g, struct outfile *o, const void *dat
 		(void)fsync(dfd);
 		close(dfd);
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 err:
 	e = errno != 0 ? errno : EIO;
 	out_abort(o);
-	return report_named(g, EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
+	return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
 }
 
 /* Write @text to the output file if there is one, else to stdout (unless --json). */
@@ -332,7 +301,7 @@ static int emit_text(const struct global *g, struct outfile *o, const char *text
 		return out_commit(g, o, text, strlen(text));
 	if (!g->json)
 		fputs(text, stdout);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- the daemon ---- */
@@ -345,11 +314,11 @@ static int dial(const struct global *g, keysvc **ks)
 
 	if ((r = keysvc_connect(g->socket, ks)) != KEYSVC_OK) {
 		ks_connect_error_text(msg, sizeof(msg), g->socket, r, errno);
-		return report_named(g, exit_for(r), keysvc_error_name(r), "%s", msg);
+		return report_named(g, ks_exit_for_keysvc(r), keysvc_error_name(r), "%s", msg);
 	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(*ks, g->timeout_ms);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* Report a library error on @ks and close it. */
@@ -377,14 +346,14 @@ static int fail_change(const struct global *g, keysvc *ks, int err, const char *
 	if (err != KEYSVC_E_IO)
 		return fail_on(g, ks, err);
 	if (keysvc_request_unsent(ks))
-		r = report_named(g, exit_for(err), keysvc_error_name(err),
+		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
 				 "the request never reached keysvcd (%s); nothing was changed", why);
 	/* libkeysvc's words for a timeout on receiving or on sending. */
 	else if (strncmp(why, "no answer within", 16) == 0 || strstr(why, "timed out") != NULL)
-		r = report_named(g, exit_for(err), keysvc_error_name(err),
+		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
 				 "no answer from keysvcd within %g s; %s", ms / 1000.0, change);
 	else
-		r = report_named(g, exit_for(err), keysvc_error_name(err),
+		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
 				 "no answer from keysvcd (%s); %s", why, change);
 	keysvc_close(ks);
 	return r;
@@ -448,7 +417,7 @@ static int push(const struct global *g, const char **list, size_t *n, const char
 	if (*n >= MAX_LIST)
 		return usage_error(g, "more than %d %s options", MAX_LIST, what);
 	list[(*n)++] = v;
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
@@ -463,12 +432,12 @@ static int split_commas(const struct global *g, const char *s, char **join, char
 
 	if (*join != NULL ? asprintf(&joined, "%s,%s", *join, s) < 0 :
 	    (joined = strdup(s)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	free(*join);
 	*join = joined;
 	free(*buf);
 	if ((*buf = strdup(joined)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	*n = 0;
 	for (tok = strtok_r(*buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		if (*n >= MAX_SPLIT)
@@ -477,7 +446,7 @@ static int split_commas(const struct global *g, const char *s, char **join, char
 	}
 	if (*n == 0)
 		return usage_error(g, "%s needs at least one value", what);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* OID=VALUE[:printable|utf8|ia5]; any other ":suffix" is part of VALUE. */
@@ -489,7 +458,7 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 	if (a->n_attrs >= MAX_ATTRS)
 		return usage_error(g, "more than %d --attr options", MAX_ATTRS);
 	if ((copy = strdup(s)) == NULL)
-		return report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	a->attr_buf[a->n_attrs] = copy;
 	at = &a->attrs[a->n_attrs++];
 	if ((eq = strchr(copy, '=')) == NULL || eq == copy)
@@ -503,14 +472,14 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
 		*colon = '\0';
 		at->type = colon + 1;
 	}
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
  * Parse a command's options (argv[0] is the command name). @allowed is a
  * mask of O(OPT_...); --json is allowed everywhere and sets @g->json, as
  * the global option does, since scripts put it after the command too.
- * Returns EXIT_OK, an exit code, or -1 after --help.
+ * Returns KS_EXIT_OK, an exit code, or -1 after --help.
  */
 static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a,
 		     unsigned allowed, size_t min_pos, size_t max_pos, const char *help)
@@ -524,6 +493,7 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 	while ((c = getopt_long(argc, argv, ":h", cmd_opts, NULL)) != -1) {
 		if (c == 'h') {
 			fputs(help, stdout);
+			ks_exit_print_table(stdout);
 			return -1;
 		}
 		if (c == '?')
@@ -537,7 +507,7 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 		if ((O(c) & allowed) == 0)
 			return usage_error(g, "option --%s does not apply to %s",
 					   cmd_opts[c - OPT_TYPE].name, g->command);
-		r = EXIT_OK;
+		r = KS_EXIT_OK;
 		switch (c) {
 		case OPT_TYPE: a->type = optarg; break;
 		case OPT_OUT: a->out = optarg; break;
@@ -554,7 +524,7 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 		case OPT_IN: a->in = optarg; break;
 		case OPT_DIGEST_HEX: a->digest_hex = optarg; break;
 		}
-		if (r != EXIT_OK)
+		if (r != KS_EXIT_OK)
 			return r;
 	}
 	for (; optind < argc; optind++) {
@@ -565,7 +535,7 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 	if (a->n_pos < min_pos)
 		return usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
 				   "expected a key name");
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- commands ---- */
@@ -596,7 +566,7 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
 	int r;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_hello(ks, &h)) != KEYSVC_OK)
 		return fail_on(g, ks, r);
@@ -628,7 +598,7 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
 		printf("\n");
 	}
 	keysvc_hello_free(h);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /*
@@ -647,9 +617,9 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 	json_t *res = NULL;
 	int r;
 
-	if ((r = out_open(g, &o, a->out)) != EXIT_OK)
+	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK)
 		return r;
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		out_abort(&o);
 		return r;
 	}
@@ -684,7 +654,7 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 	}
 	keysvc_close(ks);
 	r = emit_text(g, &o, pem);
-	if (r == EXIT_OK && g->json) {
+	if (r == KS_EXIT_OK && g->json) {
 		switch (op) {
 		case PEM_KEYGEN:
 		case PEM_PUBKEY:
@@ -752,7 +722,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 	int r, width = 4, truncated;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
 		return fail_on(g, ks, r);
@@ -779,7 +749,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 			       keys[i].has_cert ? "yes" : "no");
 	}
 	keysvc_key_list_free(keys, n);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static int hexval(char c)
@@ -831,7 +801,7 @@ static int parse_digest_hex(const struct global *g, const char *hex, const char 
 	for (size_t i = 0; i < n / 2; i++)
 		out[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
 	*len = n / 2;
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static int cmd_sign(const struct global *g, struct cmd_args *a)
@@ -848,16 +818,16 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 	if ((a->in == NULL) == (a->digest_hex == NULL))
 		return usage_error(g, "give exactly one of --in FILE and --digest-hex HEX");
 	if (a->digest_hex != NULL &&
-	    (r = parse_digest_hex(g, a->digest_hex, a->alg, digest, sizeof(digest), &digest_len)) != EXIT_OK)
+	    (r = parse_digest_hex(g, a->digest_hex, a->alg, digest, sizeof(digest), &digest_len)) != KS_EXIT_OK)
 		return r;
 	if (a->in != NULL &&
-	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != EXIT_OK)
+	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != KS_EXIT_OK)
 		return r;
-	if ((r = out_open(g, &o, a->out)) != EXIT_OK) {
+	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK) {
 		free(data);
 		return r;
 	}
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		free(data);
 		out_abort(&o);
 		return r;
@@ -872,11 +842,11 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 		return fail_on(g, ks, r);
 	}
 	keysvc_close(ks);
-	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != EXIT_OK)
+	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != KS_EXIT_OK)
 		goto out;
 	if (g->json || o.path == NULL) {
 		if ((b64 = malloc(4 * ((sig_len + 2) / 3) + 1)) == NULL) {
-			r = report_named(g, EXIT_INTERNAL, "nomem", "out of memory");
+			r = report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 			goto out;
 		}
 		EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
@@ -886,7 +856,7 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 		else
 			puts(b64);
 	}
-	r = EXIT_OK;
+	r = KS_EXIT_OK;
 out:
 	free(b64);
 	free(sig);
@@ -899,7 +869,7 @@ static int cmd_delete(const struct global *g, struct cmd_args *a)
 	keysvc *ks;
 	int r;
 
-	if ((r = dial(g, &ks)) != EXIT_OK)
+	if ((r = dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK) {
 		snprintf(change, sizeof(change),
@@ -911,7 +881,7 @@ static int cmd_delete(const struct global *g, struct cmd_args *a)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("deleted %s\n", a->pos[0]);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 static int cmd_cert_put(const struct global *g, struct cmd_args *a)
@@ -922,13 +892,13 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	keysvc *ks;
 	int r;
 
-	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != EXIT_OK)
+	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != KS_EXIT_OK)
 		return r;
 	if (memchr(pem, '\0', len) != NULL) {
 		free(pem);
 		return usage_error(g, "%s: not a PEM file (NUL bytes)", a->pos[1]);
 	}
-	if ((r = dial(g, &ks)) != EXIT_OK) {
+	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
 		free(pem);
 		return r;
 	}
@@ -944,21 +914,23 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 		print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("stored the certificate of %s\n", a->pos[0]);
-	return EXIT_OK;
+	return KS_EXIT_OK;
 }
 
 /* ---- audit-verify: no daemon involved ---- */
 
 static const char audit_verify_usage[] =
-	"Usage: keysvc audit-verify FILE...\n"
+	"Usage: keysvc audit-verify [--json] [--] FILE...\n"
 	"Checks the hash chain of keysvcd's audit log: FILEs in rotation order, oldest\n"
 	"first (audit.log.2 audit.log.1 audit.log). Each record must name the hash of\n"
 	"the one before, across files, with seq counting up by one.\n"
 	"Prints FILE:LINE: REASON for the first bad record (edited, removed, reordered,\n"
 	"cut) and warnings for chains that start anew (keysvcd started on an empty\n"
 	"file, or could not read the last record).\n"
-	"Exit codes: 0 intact, 1 a record was edited, removed, reordered or cut,\n"
-	"2 usage or a file that cannot be read.\n";
+	"With --json (here or before the command): one object, {\"intact\", \"records\", \"files\"} or {\"intact\": false,\n"
+	"\"records\", \"file\", \"line\", \"reason\"}.\n"
+	"Exits with 0 when intact, 1 when a record was edited, removed, reordered or cut,\n"
+	"2 for usage or a file that cannot be read.\n";
 
 struct audit_line_pos {
 	const char *file;
@@ -988,56 +960,67 @@ static int read_record_line(FILE *f, char *line, size_t *len)
 	return n == 0 ? 0 : -2;
 }
 
-/* Check one file's lines; 0 intact so far, 1 bad (reported), 2 I/O error (reported). */
+/* The first bad record (or unreadable file): printed as text, or as JSON with keysvc --json. */
+struct audit_finding {
+	const char *file;
+	unsigned long line;          /* 0: the file could not be read */
+	char why[256];
+};
+
+/* Check one file's lines; 0 intact so far, 1 a bad record, 2 an I/O error (both in @bad). */
 static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
-			     struct audit_line_pos *last, unsigned long *records)
+			     struct audit_line_pos *last, unsigned long *records, struct audit_finding *bad)
 {
-	char why[256], line[KS_AUDIT_LINE_MAX + 1];
+	char line[KS_AUDIT_LINE_MAX + 1];
 	size_t n = 0;
 	unsigned long lineno = 0;
 	int r = 0, got;
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
 
+	bad->file = path;
+	bad->line = 0;
 	if (f == NULL) {
-		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
+		snprintf(bad->why, sizeof(bad->why), "%s", strerror(errno));
 		return 2;
 	}
 	while ((got = read_record_line(f, line, &n)) != 0) {
 		enum ks_audit_verdict verdict;
 
 		lineno++;
+		bad->line = lineno;
 		if (got == -2 && !ferror(f)) {
-			printf("%s:%lu: cut: the last record has no newline\n", path, lineno);
+			snprintf(bad->why, sizeof(bad->why), "cut: the last record has no newline");
 			r = 1;
 			break;
 		}
 		if (got == -1) {
-			printf("%s:%lu: not an audit record (longer than %d bytes)\n", path, lineno,
-			       KS_AUDIT_LINE_MAX);
+			snprintf(bad->why, sizeof(bad->why), "not an audit record (longer than %d bytes)",
+				 KS_AUDIT_LINE_MAX);
 			r = 1;
 			break;
 		}
 		if (got < 0)
 			break;
-		verdict = ks_auditchain_verify(v, line, (size_t)n, lineno == 1, why, sizeof(why));
+		verdict = ks_auditchain_verify(v, line, (size_t)n, lineno == 1, bad->why, sizeof(bad->why));
 		if (verdict == KS_AUDIT_BAD) {
-			printf("%s:%lu: %s\n", path, lineno, why);
 			r = 1;
 			break;
 		}
 		if (verdict == KS_AUDIT_BAD_BEFORE) {
-			printf("%s:%lu: %s\n", last->file, last->line, why);
+			bad->file = last->file;
+			bad->line = last->line;
 			r = 1;
 			break;
 		}
 		if (verdict == KS_AUDIT_WARNING)
-			fprintf(stderr, "%s:%lu: %s\n", path, lineno, why);
+			fprintf(stderr, "%s:%lu: %s\n", path, lineno, bad->why);
 		last->file = path;
 		last->line = lineno;
 		(*records)++;
 	}
 	if (r == 0 && ferror(f)) {
-		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", path, strerror(errno));
+		bad->line = 0;
+		snprintf(bad->why, sizeof(bad->why), "%s", strerror(errno));
 		r = 2;
 	}
 	if (f != stdin)
@@ -1049,24 +1032,56 @@ static int audit_verify_main(int argc, char **argv, const struct ks_cmd_global *
 {
 	struct ks_auditchain_verifier v;
 	struct audit_line_pos last = { NULL, 0 };
+	struct audit_finding bad;
 	unsigned long records = 0;
-	int i, r;
+	int i, first = 1, json = g->json, r = KS_EXIT_OK;
 
-	(void)g;
-	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		fputs(audit_verify_usage, stdout);
-		return 0;
+	/* Options before the files: --json as after keysvc; "--" before a file named like one. */
+	for (; first < argc && argv[first][0] == '-' && argv[first][1] != '\0'; first++) {
+		if (strcmp(argv[first], "--help") == 0 || strcmp(argv[first], "-h") == 0) {
+			fputs(audit_verify_usage, stdout);
+			ks_exit_print_table(stdout);
+			return KS_EXIT_OK;
+		}
+		if (strcmp(argv[first], "--json") == 0) {
+			json = 1;
+			continue;
+		}
+		if (strcmp(argv[first], "--") == 0) {
+			first++;
+			break;
+		}
+		fprintf(stderr, "keysvc: audit-verify: usage: unknown option %s\n", argv[first]);
+		return KS_EXIT_USAGE;
 	}
-	if (argc < 2) {
+	if (first >= argc) {
 		fputs(audit_verify_usage, stderr);
-		return 2;
+		return KS_EXIT_USAGE;
 	}
 	memset(&v, 0, sizeof(v));
-	for (i = 1; i < argc; i++)
-		if ((r = audit_verify_file(argv[i], &v, &last, &records)) != 0)
-			return r;
-	printf("%lu records in %d file%s: intact\n", records, argc - 1, argc == 2 ? "" : "s");
-	return 0;
+	for (i = first; i < argc && r == KS_EXIT_OK; i++)
+		r = audit_verify_file(argv[i], &v, &last, &records, &bad);
+	if (r == 2) {
+		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", bad.file, bad.why);
+		if (json)
+			print_json(json_pack("{s:s, s:s, s:s}", "error", "input", "file", bad.file,
+					     "message", bad.why));
+		return KS_EXIT_USAGE;
+	}
+	if (json) {
+		if (r == 0)
+			print_json(json_pack("{s:b, s:I, s:i}", "intact", 1, "records", (json_int_t)records,
+					     "files", argc - first));
+		else
+			print_json(json_pack("{s:b, s:I, s:s, s:I, s:s}", "intact", 0, "records",
+					     (json_int_t)records, "file", bad.file, "line", (json_int_t)bad.line,
+					     "reason", bad.why));
+	} else if (r == 0) {
+		printf("%lu records in %d file%s: intact\n", records, argc - first, argc - first == 1 ? "" : "s");
+	} else {
+		printf("%s:%lu: %s\n", bad.file, bad.line, bad.why);
+	}
+	return r == 0 ? KS_EXIT_OK : KS_EXIT_INTERNAL;
 }
 
 static const struct command {
@@ -1140,6 +1155,7 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1147,7 +1163,7 @@ int main(int argc, char **argv)
 	const struct command *cmd = NULL;
 	struct cmd_args a;
 	char *end;
-	long v;
+	double v;
 	int c, r;
 
 	opterr = 0;
@@ -1161,16 +1177,23 @@ int main(int argc, char **argv)
 			g.json = 1;
 			break;
 		case 't':
+			/* Seconds, like every keysvc program's --timeout. */
 			errno = 0;
-			v = strtol(optarg, &end, 10);
-			if (errno != 0 || end == optarg || *end != '\0' || v < 0 || v > 3600000)
-				return usage_error(&g, "--timeout %s: expected 0..3600000 milliseconds",
-						   optarg);
-			g.timeout_ms = (int)v;
+			v = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' || !(v >= 0 && v <= 3600))
+				return usage_error(&g, "--timeout %s: expected 0..3600 seconds", optarg);
+			g.timeout_ms = (int)(v * 1000 + 0.5);
+			/* 0 means forever: a tiny fraction is not that. */
+			if (v > 0 && g.timeout_ms == 0)
+				g.timeout_ms = 1;
 			break;
+		case 'V':
+			ks_print_version("keysvc");
+			return KS_EXIT_OK;
 		case 'h':
 			fputs(main_usage, stdout);
-			return EXIT_OK;
+			ks_exit_print_table(stdout);
+			return KS_EXIT_OK;
 		case ':':
 			return usage_error(&g, "option %s needs a value (see keysvc --help)",
 					   argv[optind - 1]);
@@ -1195,23 +1218,23 @@ int main(int argc, char **argv)
 		r = cmd->main(argc - optind, argv + optind, &cg);
 		if (fflush(stdout) != 0 || ferror(stdout)) {
 			fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
-			if (r == EXIT_OK)
-				r = EXIT_INTERNAL;
+			if (r == KS_EXIT_OK)
+				r = KS_EXIT_INTERNAL;
 		}
 		return r;
 	}
 	r = parse_cmd(&g, argc - optind, argv + optind, &a, cmd->options, cmd->min_pos,
 		      cmd->max_pos, cmd->help);
-	if (r != EXIT_OK) {
+	if (r != KS_EXIT_OK) {
 		free_args(&a);
-		return r < 0 ? EXIT_OK : r;
+		return r < 0 ? KS_EXIT_OK : r;
 	}
 	r = cmd->run(&g, &a);
 	free_args(&a);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
-		if (r == EXIT_OK)
-			r = EXIT_INTERNAL;
+		if (r == KS_EXIT_OK)
+			r = KS_EXIT_INTERNAL;
 	}
 	return r;
 }

@@ -24,6 +24,7 @@
 #include "keysvc/sdnotify.h"
 #include "keysvc/server.h"
 #include "pkcs11/token.h"
+#include "proto/exitcode.h"
 #include "proto/log.h"
 
 struct daemon_state {
@@ -50,17 +51,11 @@ static void usage(FILE *f)
 		"  -h, --help          this text\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop, SIGHUP reloads the policy and reopens the audit log.\n"
-		"Exit codes: 0 clean stop, 1 runtime failure, 2 usage, 3 configuration error\n"
-		"(state_dir included), 4 PIN file error, 5 token unavailable, 6 PIN rejected by\n"
-		"the token, now or before (see state_dir/pin-rejected).\n",
+		"keysvcd exits with 0 (clean stop), 1, 2, 3 (state_dir included), 4, 5 or 6\n"
+		"(see state_dir/pin-rejected).\n",
 		KS_DEFAULT_CONFIG);
+	ks_exit_print_table(f);
 }
-
-/* Exit codes (usage()); keysvcd.service's RestartPreventExitStatus= names the final ones. */
-#define EXIT_CONFIG 3
-#define EXIT_PIN_FILE 4
-#define EXIT_TOKEN 5
-#define EXIT_PIN_REJECTED 6
 
 /* The token layer's pin_rejected callback: the next keysvcd must not present this PIN either. */
 static void record_pin_rejected(void *arg, unsigned long ckr)
@@ -225,7 +220,7 @@ int main(int argc, char **argv)
 	char *pin = NULL;
 	size_t pin_len = 0;
 	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
-	int c, r, ret = 1, credential = 0;
+	int c, r, ret = KS_EXIT_INTERNAL, credential = 0;
 	sigset_t mask;
 
 	memset(&guard, 0, sizeof(guard));
@@ -242,19 +237,19 @@ int main(int argc, char **argv)
 			check_only = 1;
 			break;
 		case 'V':
-			printf("keysvcd %s\n", KEYSVC_VERSION);
-			return 0;
+			ks_print_version("keysvcd");
+			return KS_EXIT_OK;
 		case 'h':
 			usage(stdout);
-			return 0;
+			return KS_EXIT_OK;
 		default:
 			usage(stderr);
-			return 2;
+			return KS_EXIT_USAGE;
 		}
 	}
 	if (optind != argc) {
 		usage(stderr);
-		return 2;
+		return KS_EXIT_USAGE;
 	}
 	harden_process();
 	/*
@@ -264,12 +259,12 @@ int main(int argc, char **argv)
 	if ((activated = ks_sd_listen_fd(&listen_fd, activated_name, sizeof(activated_name),
 					 err, sizeof(err))) < 0) {
 		ks_err("%s", err);
-		return 1;
+		return KS_EXIT_INTERNAL;
 	}
 
 	if ((r = ks_config_load(st.config_path, 1, &cfg, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		return EXIT_CONFIG;
+		return KS_EXIT_CONFIG;
 	}
 	/* Kept until exit: reload() compares new files with it. */
 	st.running = cfg;
@@ -280,7 +275,7 @@ int main(int argc, char **argv)
 
 	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
-		ret = EXIT_PIN_FILE;
+		ret = KS_EXIT_PIN_FILE;
 		goto out;
 	}
 	(void)ks_pin_source(cfg->pin_file, pin_path, sizeof(pin_path), &credential);
@@ -290,16 +285,16 @@ int main(int argc, char **argv)
 			if (r == -EKEYREJECTED) {
 				ks_err("PIN %s %s: %s", credential ? "credential" : "file",
 				       pin_path, err);
-				ret = EXIT_PIN_REJECTED;
+				ret = KS_EXIT_PIN_REJECTED;
 			} else {
 				ks_err("%s", err);
-				ret = EXIT_CONFIG;
+				ret = KS_EXIT_CONFIG;
 			}
 			goto out;
 		}
 		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
 		       ks_policy_size(cfg->policy));
-		ret = 0;
+		ret = KS_EXIT_OK;
 		goto out;
 	}
 
@@ -323,12 +318,12 @@ int main(int argc, char **argv)
 	if ((r = ks_pin_guard_open(&guard, cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
 		if (r == -EKEYREJECTED) {
 			ks_err("PIN %s %s: %s; exiting with code %d", credential ? "credential" : "file",
-			       pin_path, err, EXIT_PIN_REJECTED);
-			ret = EXIT_PIN_REJECTED;
+			       pin_path, err, KS_EXIT_PIN_REJECTED);
+			ret = KS_EXIT_PIN_REJECTED;
 		} else {
 			ks_err("%s; keysvcd records a PIN the token rejects there and does not "
 			       "start without it", err);
-			ret = EXIT_CONFIG;
+			ret = KS_EXIT_CONFIG;
 		}
 		goto out;
 	}
@@ -349,7 +344,7 @@ int main(int argc, char **argv)
 	ks_pin_free(pin, pin_len);
 	pin = NULL;
 	if (r != 0) {
-		ret = r == -EKEYREJECTED ? EXIT_PIN_REJECTED : EXIT_TOKEN;
+		ret = r == -EKEYREJECTED ? KS_EXIT_PIN_REJECTED : KS_EXIT_TOKEN;
 		ks_err("cannot open the token: %s; exiting with code %d", r == -EKEYREJECTED ?
 		       "PIN rejected" : r == -ENODEV ? "token not found or not present" :
 		       strerror(-r), ret);
@@ -361,7 +356,7 @@ int main(int argc, char **argv)
 		ks_err("%s", err);
 		/* A file or directory others could tamper with is a configuration error. */
 		if (r == -EACCES)
-			ret = 3;
+			ret = KS_EXIT_CONFIG;
 		goto out;
 	}
 	if (cfg->audit_continue)
@@ -410,16 +405,16 @@ int main(int argc, char **argv)
 	if (r == -EBUSY) {
 		/* A connection thread is stuck in the token; do not free what it uses. */
 		ks_warn("exiting with a request still in the token");
-		_exit(1);
+		_exit(KS_EXIT_INTERNAL);
 	}
-	ret = r == 0 ? 0 : 1;
+	ret = r == 0 ? KS_EXIT_OK : KS_EXIT_INTERNAL;
 out:
 	ks_pin_free(pin, pin_len);
 	ks_ctx_free(st.ctx);
 	ks_audit_close(st.audit);
 	if (ks_token_close(token) == -EBUSY) {
 		ks_warn("exiting with the token reconnect still in the module");
-		_exit(1);
+		_exit(KS_EXIT_INTERNAL);
 	}
 	if (signal_fd >= 0)
 		close(signal_fd);

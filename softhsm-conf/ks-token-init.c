@@ -17,9 +17,9 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
+#include "proto/exitcode.h"
+
 #define PIN_MAX 256
-#define EXIT_TOKEN 1
-#define EXIT_USAGE 2
 
 static void usage(FILE *f)
 {
@@ -32,7 +32,11 @@ static void usage(FILE *f)
 		"owned by you that nobody else can access (mode 0600 or 0400); one trailing\n"
 		"newline is ignored. PINs are never printed.\n"
 		"\n"
-		"Exit codes: 0 done, 1 module or token error, 2 usage or PIN file error.\n");
+		"  --version   print the version\n"
+		"\n"
+		"Exits with 0 when done, 1 for a module or token error, 2 for usage or a PIN\n"
+		"file error.\n");
+	ks_exit_print_table(f);
 }
 
 /* Every C_* call: the failure is reported with its name, never with arguments. */
@@ -140,12 +144,13 @@ int main(int argc, char **argv)
 		{ "label", required_argument, NULL, 'l' },
 		{ "pin-file", required_argument, NULL, 'p' },
 		{ "so-pin-file", required_argument, NULL, 's' },
+		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *module = NULL, *label = NULL, *pin_file = NULL, *so_pin_file = NULL;
 	char pin[PIN_MAX + 2], so_pin[PIN_MAX + 2], serial[17];
-	int pin_len, so_pin_len, c, ret = EXIT_USAGE, initialized = 0;
+	int pin_len, so_pin_len, c, ret = KS_EXIT_USAGE, initialized = 0;
 	CK_FUNCTION_LIST *f = NULL;
 	CK_SLOT_ID slot = 0;
 	CK_TOKEN_INFO ti;
@@ -160,25 +165,26 @@ int main(int argc, char **argv)
 		case 'l': label = optarg; break;
 		case 'p': pin_file = optarg; break;
 		case 's': so_pin_file = optarg; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return EXIT_USAGE;
+		case 'V': ks_print_version("ks-token-init"); return KS_EXIT_OK;
+		case 'h': usage(stdout); return KS_EXIT_OK;
+		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
 	if (optind != argc || module == NULL || label == NULL || pin_file == NULL ||
 	    so_pin_file == NULL) {
 		fprintf(stderr, "ks-token-init: --module, --label, --pin-file and --so-pin-file are all required\n");
 		usage(stderr);
-		return EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	}
 	if (strlen(label) == 0 || strlen(label) > 32) {
 		fprintf(stderr, "ks-token-init: a token label has 1 to 32 characters\n");
-		return EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	}
 	if ((pin_len = read_pin(pin_file, pin, sizeof(pin))) < 0 ||
 	    (so_pin_len = read_pin(so_pin_file, so_pin, sizeof(so_pin))) < 0)
 		goto out;
 
-	ret = EXIT_TOKEN;
+	ret = KS_EXIT_INTERNAL;
 	if ((f = p11_kit_module_load(module, P11_KIT_MODULE_UNMANAGED | P11_KIT_MODULE_CRITICAL)) == NULL) {
 		fprintf(stderr, "ks-token-init: cannot load %s: %s\n", module, p11_kit_message());
 		goto out;

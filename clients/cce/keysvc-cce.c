@@ -81,20 +81,18 @@ static void usage(FILE *f)
 	      "                          (keysvc:NAME is refused: keysvcd never exports a key)\n"
 	      "  --token-file FILE       the IAM token (X-Auth-Token)\n"
 	      "  --ca-file PEM_BUNDLE    the CAs trusted for the endpoint's TLS certificate, and the only ones\n"
-	      "  --wait                  poll the job until Success (exit 0) or Failed (exit 3); a\n"
+	      "  --wait                  poll the job until Success (exit 0) or Failed (exit 17); a\n"
 	      "                          5xx or network failure is asked again (1 s, doubling to 30 s)\n"
 	      "  --poll-interval S       seconds between polls (default 10)\n"
-	      "  --max-wait S            give up waiting after S seconds (default 1800; exit 7, or\n"
+	      "  --max-wait S            give up waiting after S seconds (default 1800; exit 22, or\n"
 	      "                          the last failure's code); each poll's timeout is cut to fit\n"
 	      "  --timeout S             per HTTPS request (default 60)\n"
 	      "  --insecure              do not verify the endpoint's certificate (the token is then\n"
 	      "                          sent to whoever answers; prints a warning)\n"
 	      "  --json                  print {\"jobid\": ...} (and the job's phase with --wait) on stdout\n"
 	      "  --quiet                 print only the job id (and errors)\n"
-	      "\n"
-	      "Exit codes: 0 done, 2 usage or a local file, 3 refused by CCE or the job failed,\n"
-	      "4 CCE's answer is malformed, 5 network, TLS or timeout, 7 the job did not end\n"
-	      "within --max-wait, 1 other.\n", f);
+	      "  --version               print the version\n", f);
+	ks_exit_print_table(f);
 }
 
 /* ---- secrets and files ---- */
@@ -304,7 +302,7 @@ static int request(const struct opts *o, const char *method, const char *url, co
 	int r = request_once(o, method, url, token_header, body, body_len, o->timeout_s * 1000, resp);
 
 	if (r < 0)
-		return ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		return ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 	return 0;
 }
 
@@ -402,13 +400,13 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 		r = request_once(o, "GET", url, token_header, NULL, 0,
 				 left < o->timeout_s * 1000 ? left : o->timeout_s * 1000, &resp);
 		if (r < 0 && !transient(r)) {
-			r = ks_die(ks_https_exit(r), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
+			r = ks_die(ks_https_exit(r, &resp), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
 				   resp.err, jobid);
 			goto out;
 		}
 		if (r < 0 || resp.status >= 500) {
 			if (r < 0) {
-				fail_code = ks_https_exit(r);
+				fail_code = ks_https_exit(r, &resp);
 				snprintf(err, sizeof(err), "GET %.200s: %.280s", url, resp.err);
 			} else {
 				fail_code = KS_EXIT_CA_REFUSED;
@@ -447,7 +445,7 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 		}
 		pause = (long long)o->poll_interval_s * 1000;
 		if (now_ms() + pause > deadline) {
-			r = ks_die(KS_EXIT_NOT_SIGNED, "job %s is still %s after %lld s (--max-wait %ld); it goes on "
+			r = ks_die(KS_EXIT_NOT_IN_TIME, "job %s is still %s after %lld s (--max-wait %ld); it goes on "
 				   "in CCE", jobid, phase_text, (now_ms() - start) / 1000, o->max_wait_s);
 			goto out;
 		}
@@ -507,7 +505,7 @@ int main(int argc, char **argv)
 {
 	enum { O_ENDPOINT = 256, O_PROJECT, O_CLUSTER, O_COMPONENT, O_EXPIRATION, O_CA_FILE, O_CUSTOM_CA,
 	       O_CUSTOM_CERT, O_CUSTOM_KEY, O_TOKEN_FILE, O_TOKEN, O_WAIT, O_POLL, O_MAX_WAIT, O_TIMEOUT,
-	       O_INSECURE, O_JSON, O_QUIET, O_PROVIDER_DIR };
+	       O_INSECURE, O_JSON, O_QUIET, O_PROVIDER_DIR, O_VERSION };
 	static const struct option longopts[] = {
 		{ "endpoint", required_argument, NULL, O_ENDPOINT },
 		{ "project-id", required_argument, NULL, O_PROJECT },
@@ -530,6 +528,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -582,16 +581,19 @@ int main(int argc, char **argv)
 		case O_JSON: o.json = 1; break;
 		case O_QUIET: o.quiet = 1; break;
 		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
-		case 'h': usage(stdout); return 0;
+		case O_VERSION: ks_print_version("keysvc-cce"); return KS_EXIT_OK;
+		case 'h': usage(stdout); return KS_EXIT_OK;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
 	/* --json keeps stdout to the JSON document; --quiet keeps it to the job id. */
 	ks_cli_init("keysvc-cce", !o.quiet && !o.json);
-	if (optind != argc - 1 || strcmp(argv[optind], "rotate") != 0) {
+	if (optind != argc - 1) {
 		usage(stderr);
 		return KS_EXIT_USAGE;
 	}
+	if (strcmp(argv[optind], "rotate") != 0)
+		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", argv[optind]);
 	if (o.endpoint != NULL && strncasecmp(o.endpoint, "http://", 7) == 0)
 		return ks_die(KS_EXIT_USAGE, "--endpoint %s: plain http is refused: the request carries the "
 			      "IAM token; use https://", o.endpoint);

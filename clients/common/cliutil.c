@@ -8,13 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "clients/common/certinstall.h"
 #include "proto/utf8.h"
+#include "clients/provider/provider.h"
 
 static const char *program = "keysvc";
 static int verbose = 1;
+static int json_output;
 static char last_error[512];
 
 void ks_cli_init(const char *name, int is_verbose)
@@ -35,11 +40,77 @@ void ks_say(const char *fmt, ...)
 
 	if (!verbose)
 		return;
+	/* With --json, stdout holds the result object alone. */
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vfprintf(json_output ? stderr : stdout, fmt, ap);
 	va_end(ap);
-	putchar('\n');
+	fputc('\n', json_output ? stderr : stdout);
+	fflush(json_output ? stderr : stdout);
+}
+
+void ks_cli_set_json(int on)
+{
+	json_output = on;
+}
+
+int ks_cli_json(void)
+{
+	return json_output;
+}
+
+static const char *outcome_for(int code, const char *done)
+{
+	switch (code) {
+	case KS_EXIT_OK: return done;
+	case KS_EXIT_NOT_DUE: return "not-due";
+	case KS_EXIT_BUSY: return "busy";
+	case KS_EXIT_PUSH_FAILED: return "installed-push-failed";
+	default: return "failed";
+	}
+}
+
+int ks_json_result(const char *command, const char *done, int code, const char *cert, const char *key)
+{
+	char err[KS_CI_ERR_MAX], when[64], *pem = NULL, *text = NULL;
+	X509 *x = NULL;
+	size_t len;
+	json_t *o;
+
+	if (!json_output)
+		return code;
+	o = json_pack("{s:s, s:s, s:s, s:i, s:s}", "program", program, "command", command, "outcome",
+		      outcome_for(code, done), "exit_code", code, "exit_meaning",
+		      ks_exit_meaning(code) != NULL ? ks_exit_meaning(code) : "");
+	if (o == NULL)
+		goto out;
+	json_object_set_new(o, "certificate", cert != NULL ? json_string(cert) : json_null());
+	json_object_set_new(o, "key", key != NULL ? json_string(key) : json_null());
+	/* What is installed now, whatever this run did: a failed renewal leaves the old one. */
+	if (cert != NULL && ks_ci_read_file(cert, &pem, &len, err) == 0 && ks_ci_parse_one(pem, len, &x, err) == 0) {
+		struct tm tm;
+
+		if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) &&
+		    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) != 0)
+			json_object_set_new(o, "not_after", json_string(when));
+	}
+	if (json_object_get(o, "not_after") == NULL)
+		json_object_set_new(o, "not_after", json_null());
+	json_object_set_new(o, "error", code != KS_EXIT_OK && last_error[0] != '\0' ? json_string(last_error)
+										   : json_null());
+	text = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
+out:
+	/* A message that is not valid UTF-8 makes json_string() NULL: the object still goes out. */
+	if (text == NULL)
+		printf("{\"program\":\"%s\",\"outcome\":\"%s\",\"exit_code\":%d}\n", program,
+		       outcome_for(code, done), code);
+	else
+		printf("%s\n", text);
 	fflush(stdout);
+	free(text);
+	free(pem);
+	X509_free(x);
+	json_decref(o);
+	return code;
 }
 
 int ks_die(int code, const char *fmt, ...)
@@ -138,9 +209,38 @@ int ks_parse_long(const char *s, long min, long max, long *out)
 	return 0;
 }
 
-int ks_https_exit(int r)
+int ks_exit_for_keysvc(int err)
 {
-	return r == -ENOKEY ? KS_EXIT_KEYSVC : r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
+	switch (err) {
+	case KEYSVC_OK: return KS_EXIT_OK;
+	case KEYSVC_E_BAD_REQUEST:
+	case KEYSVC_E_INVALID: return KS_EXIT_USAGE;
+	case KEYSVC_E_DENIED: return KS_EXIT_DENIED;
+	case KEYSVC_E_NO_SUCH_KEY: return KS_EXIT_NO_SUCH_KEY;
+	case KEYSVC_E_TOKEN_UNAVAILABLE: return KS_EXIT_TOKEN;
+	case KEYSVC_E_EXISTS: return KS_EXIT_EXISTS;
+	case KEYSVC_E_UNSUPPORTED: return KS_EXIT_UNSUPPORTED;
+	case KEYSVC_E_CONNECT:
+	case KEYSVC_E_IO: return KS_EXIT_CONNECT;
+	case KEYSVC_E_AUDIT_UNAVAILABLE: return KS_EXIT_AUDIT;
+	default: return KS_EXIT_INTERNAL;
+	}
+}
+
+int ks_https_exit(int r, const struct ks_https_response *resp)
+{
+	if (r == -ENOKEY) {
+		/* keysvcd's answer when it would not let the key be used; keysvc.so missing is 1. */
+		switch (resp != NULL ? resp->keysvc_reason : 0) {
+		case KSP_R_DENIED: return KS_EXIT_DENIED;
+		case KSP_R_NO_SUCH_KEY: return KS_EXIT_NO_SUCH_KEY;
+		case KSP_R_TOKEN_UNAVAILABLE: return KS_EXIT_TOKEN;
+		case KSP_R_CANNOT_CONNECT: return KS_EXIT_CONNECT;
+		case KSP_R_UNSUPPORTED: return KS_EXIT_UNSUPPORTED;
+		default: return KS_EXIT_INTERNAL;
+		}
+	}
+	return r == -EINVAL ? KS_EXIT_USAGE : KS_EXIT_NETWORK;
 }
 
 void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e)
@@ -158,7 +258,7 @@ int ks_open_keysvc(const char *socket, keysvc **ks)
 
 	if (r != KEYSVC_OK) {
 		ks_connect_error_text(msg, sizeof(msg), socket, r, errno);
-		return ks_die(KS_EXIT_KEYSVC, "%s", msg);
+		return ks_die(ks_exit_for_keysvc(r), "%s", msg);
 	}
 	return 0;
 }
@@ -172,12 +272,12 @@ int ks_token_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missin
 	if (r == KEYSVC_E_NO_SUCH_KEY && missing_ok)
 		return -1;
 	if (r != KEYSVC_OK)
-		return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r),
+		return ks_die(ks_exit_for_keysvc(r), "key %s: %s: %s", name, keysvc_strerror(r),
 			      keysvc_error_message(ks));
 	r = ks_ci_parse_pubkey(pem, pub, err);
 	free(pem);
 	if (r < 0)
-		return ks_die(KS_EXIT_KEYSVC, "key %s: %s", name, err);
+		return ks_die(KS_EXIT_INTERNAL, "key %s: %s", name, err);
 	return 0;
 }
 

@@ -1,8 +1,8 @@
 /*
  * What every renewal client's command line shares: messages, the exit
  * codes, number parsing, keysvcd's public keys and the HTTPS options.
- * One definition here keeps the clients' behaviour (and their exit codes)
- * the same, which scripts and systemd units rely on.
+ * One definition here keeps the clients' behaviour the same; their exit
+ * codes are proto/exitcode.h's, shared with keysvcd and the keysvc CLI.
  */
 #ifndef KEYSVC_CLIENTS_CLIUTIL_H
 #define KEYSVC_CLIENTS_CLIUTIL_H
@@ -14,28 +14,41 @@
 
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
+#include "proto/exitcode.h"
 
-/* Exit codes of the renewal clients (documented in the README). */
-enum ks_exit {
-	KS_EXIT_DONE = 0,          /* enrolled, paired, renewed, revoked */
-	KS_EXIT_INTERNAL = 1,
-	KS_EXIT_USAGE = 2,         /* bad arguments or local files */
-	KS_EXIT_CA_REFUSED = 3,    /* the CA said no */
-	KS_EXIT_CA_ANSWER = 4,     /* the CA's answer failed a check: nothing installed */
-	KS_EXIT_NETWORK = 5,       /* connection, TLS, timeout, oversized answer */
-	KS_EXIT_KEYSVC = 6,        /* keysvcd unreachable, denied, no key, token down */
-	KS_EXIT_NOT_SIGNED = 7,    /* not signed in time (enrollment) */
-	KS_EXIT_PUSH_FAILED = 8,   /* installed, but the reload hook or the served-certificate
-				    * check failed: the previous files are kept (.prev) */
-	KS_EXIT_NOT_DUE = 10,      /* renew --when-due: nothing to do yet */
-	KS_EXIT_BUSY = 13,         /* another run holds the certificate's lock (certlock.h) */
-};
+/*
+ * The exit code for a libkeysvc error (KEYSVC_OK and KEYSVC_E_*), for the
+ * keysvc CLI and the renewal clients alike: cannot connect or a broken
+ * connection KS_EXIT_CONNECT, denied KS_EXIT_DENIED, audit-unavailable
+ * KS_EXIT_AUDIT, token-unavailable KS_EXIT_TOKEN, no-such-key
+ * KS_EXIT_NO_SUCH_KEY, exists KS_EXIT_EXISTS, unsupported
+ * KS_EXIT_UNSUPPORTED, a request the daemon or library refused as malformed
+ * (bad-request, KEYSVC_E_INVALID) KS_EXIT_USAGE, anything else
+ * KS_EXIT_INTERNAL.
+ */
+int ks_exit_for_keysvc(int err);
+
 
 /* Set once by main: the program name in messages, and whether say() prints. */
 void ks_cli_init(const char *program, int verbose);
 
-/* A progress line on stdout (unless quiet). */
+/* A progress line on stdout (unless quiet; on stderr with --json). */
 void ks_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --json: ks_say() moves to stderr and ks_json_result() prints. */
+void ks_cli_set_json(int on);
+int ks_cli_json(void);
+
+/*
+ * With --json, the one result object of a run on stdout: {"program",
+ * "command", "outcome" (@done on success, "not-due", "busy",
+ * "installed-push-failed" or "failed"), "exit_code", "exit_meaning",
+ * "certificate" (@cert), "key" (@key), "not_after" (RFC 3339, of the
+ * certificate installed at @cert now; null if none), "error" (the first
+ * ks_die() message, null on success)}. Without --json nothing. Returns
+ * @code, so `return ks_json_result(...)` ends main.
+ */
+int ks_json_result(const char *command, const char *done, int code, const char *cert, const char *key);
 
 /*
  * "PROGRAM: message" on stderr (up to 8 KiB of message, so a CA's reason
@@ -75,8 +88,13 @@ int ks_check_long_options(int argc, char *const argv[], const struct option *lon
 /* The CA certificates of @path (--ca-file). 0, or KS_EXIT_USAGE with the reason printed. */
 int ks_load_ca_file(const char *path, STACK_OF(X509) **out);
 
-/* The exit code for a negative errno from ks_https_request(). */
-int ks_https_exit(int r);
+/*
+ * The exit code for a negative errno @r from ks_https_request() and its
+ * @resp: -ENOKEY by keysvcd's answer (resp->keysvc_reason) as
+ * ks_exit_for_keysvc() would map it, else KS_EXIT_INTERNAL (keysvc.so
+ * missing); -EINVAL KS_EXIT_USAGE; anything else KS_EXIT_NETWORK.
+ */
+int ks_https_exit(int r, const struct ks_https_response *resp);
 
 /*
  * "cannot reach keysvcd at PATH: REASON; is it running? (systemctl status
@@ -86,7 +104,7 @@ int ks_https_exit(int r);
  */
 void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int e);
 
-/* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_KEYSVC, with the reason printed. */
+/* Connect to keysvcd (@socket NULL: the default). 0 or KS_EXIT_CONNECT, with the reason printed. */
 int ks_open_keysvc(const char *socket, keysvc **ks);
 
 /*

@@ -169,7 +169,7 @@ int ks_renewal_init(struct ks_renewal *rn, const char *client, const char *inven
 	memset(rn, 0, sizeof(*rn));
 	rn->client = client;
 	if (ks_conf_load(config_opt != NULL ? config_opt : KS_CONF_DEFAULT, config_opt != NULL, &rn->conf, err) < 0)
-		return ks_die(KS_EXIT_USAGE, "configuration: %s", err);
+		return ks_die(KS_EXIT_CONFIG, "configuration: %s", err);
 	rn->inventory = ks_inv_dir(inventory_opt, rn->conf.inventory);
 	return 0;
 }
@@ -199,7 +199,7 @@ int ks_renewal_finish(struct ks_renewal *rn, int code, const char *cert, const c
 	const char *why = NULL;
 	char *abs;
 
-	if (code == KS_EXIT_USAGE || code == KS_EXIT_NOT_DUE || cert == NULL)
+	if (code == KS_EXIT_USAGE || code == KS_EXIT_CONFIG || code == KS_EXIT_NOT_DUE || cert == NULL)
 		return code;
 	if ((abs = ks_inv_abs_path(cert)) != NULL)
 		cc = ks_conf_find(&rn->conf, abs);

@@ -49,7 +49,7 @@ struct ks_renewal {
  * Load the configuration (@config_opt from --config must exist; without it
  * KS_CONF_DEFAULT is read if present) and choose the inventory directory
  * (@inventory_opt, $KEYSVC_INVENTORY, the configuration's, the default).
- * 0, or KS_EXIT_USAGE with the reason printed.
+ * 0, or KS_EXIT_CONFIG with the reason printed.
  */
 int ks_renewal_init(struct ks_renewal *rn, const char *client, const char *inventory_opt,
 		    const char *config_opt);
@@ -58,7 +58,7 @@ int ks_renewal_init(struct ks_renewal *rn, const char *client, const char *inven
  * End of a renewal attempt that exited with @code (a ks_exit value). On
  * success (0): the push for @cert if the configuration has a hook or
  * endpoints for it, then "ok" or "push-failed" recorded. On failure:
- * "failed" with ks_last_error() as the reason. KS_EXIT_USAGE and
+ * "failed" with ks_last_error() as the reason. KS_EXIT_USAGE, KS_EXIT_CONFIG and
  * KS_EXIT_NOT_DUE are not renewal attempts and record nothing. @key,
  * @ca_file and @crl (NULL: keep what the record has) go into the record.
  * A record that cannot be written is a warning only. Returns @code, or

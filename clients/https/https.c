@@ -113,7 +113,7 @@ static int is_noise(unsigned long e)
  * layers pile on. File names and line numbers are left out. Returns the
  * number of errors shown.
  */
-static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
+static int drain_ossl_errors_reason(char *buf, size_t len, const char *prefix, int *keysvc_reason)
 {
 	struct {
 		unsigned long e;
@@ -134,6 +134,8 @@ static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
 		errs[n].e = e;
 		set_err(errs[n].data, sizeof(errs[n].data), "%s",
 			(flags & ERR_TXT_STRING) && data != NULL ? data : "");
+		if (from_keysvc(e) && !any_keysvc && keysvc_reason != NULL)
+			*keysvc_reason = ERR_GET_REASON(e);
 		any_keysvc |= from_keysvc(e);
 		n++;
 	}
@@ -155,6 +157,12 @@ static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
 		shown++;
 	}
 	return shown;
+}
+
+/* drain_ossl_errors_reason() for callers that need no provider reason. */
+static int drain_ossl_errors(char *buf, size_t len, const char *prefix)
+{
+	return drain_ossl_errors_reason(buf, len, prefix, NULL);
 }
 
 /* ---- init ----------------------------------------------------------------------- */
@@ -301,6 +309,8 @@ struct req {
 	 */
 	char cause[DETAIL_MAX + 128];
 	int cause_keysvc;       /* ...and it came from the keysvc provider */
+	int cause_reason;       /* ...with this reason (enum ksp_reason) */
+	int *keysvc_reason;     /* the response's keysvc_reason */
 	char *err;              /* the response's err buffer */
 	size_t err_len;
 };
@@ -361,6 +371,7 @@ static void info_cb(const SSL *ssl, int where, int ret)
 		if ((flags & ERR_TXT_STRING) && data != NULL && data[0] != '\0')
 			append(q->cause, sizeof(q->cause), " (%s)", data);
 		q->cause_keysvc = from_keysvc(e);
+		q->cause_reason = q->cause_keysvc ? ERR_GET_REASON(e) : 0;
 	}
 }
 
@@ -477,7 +488,7 @@ static int load_client_credentials(struct req *q)
 	}
 	if ((q->pkey = load_key(o->key_uri)) == NULL) {
 		set_err(q->err, q->err_len, "cannot load private key %s", o->key_uri);
-		if (!drain_ossl_errors(q->err, q->err_len, ": "))
+		if (!drain_ossl_errors_reason(q->err, q->err_len, ": ", q->keysvc_reason))
 			append(q->err, q->err_len, ": no private key found there");
 		r = -ENOKEY;
 		goto out;
@@ -638,6 +649,7 @@ static int curl_failure(struct req *q, CURLcode rc, const char *curl_err)
 		/* keysvcd would not sign the handshake: a policy or token matter, not a TLS one. */
 		set_err(q->err, q->err_len, "keysvcd refused to sign the TLS handshake with %s: %s",
 			q->opts->key_uri, q->cause);
+		*q->keysvc_reason = q->cause_reason;
 		ERR_clear_error();
 		return -ENOKEY;
 	}
@@ -763,6 +775,7 @@ int ks_https_request(const struct ks_https_opts *opts, const char *method, const
 	q.max = opts->max_response_bytes ? opts->max_response_bytes : KS_HTTPS_DEFAULT_MAX_RESPONSE;
 	q.err = out->err;
 	q.err_len = sizeof(out->err);
+	q.keysvc_reason = &out->keysvc_reason;
 
 	if (opts->insecure)
 		fprintf(stderr, "WARNING: TLS verification disabled (--insecure): the server's "

@@ -96,6 +96,13 @@ struct ks_https_response {
 	char *content_type;           /* NULL if the server sent none */
 	char *redirect_url;           /* for a 3xx not followed: where it pointed, else NULL */
 	char err[KS_HTTPS_ERR_MAX];   /* why the request failed; "" on success */
+	/*
+	 * For -ENOKEY caused by keysvcd's answer: the keysvc provider's reason
+	 * (enum ksp_reason in clients/provider/provider.h: denied, no such
+	 * key, token unavailable, cannot connect...), so that the caller can
+	 * tell them apart; else 0.
+	 */
+	int keysvc_reason;
 };
 
 /*

@@ -48,16 +48,6 @@
 #include "clients/oci/ocisign.h"
 #include "clients/status/status.h"
 
-/* status: one exit code per phase, so scripts need not parse the output. */
-enum {
-	EXIT_RENEWAL_DUE = 11,
-	EXIT_EXPIRED = 12,        /* also renew: too late, re-bootstrap required */
-	/* rebootstrap: where it stopped (the seed's "stop and contact support"). */
-	EXIT_REGISTER_FAILED = 20,
-	EXIT_CHECK_READY_FAILED = 21,
-	EXIT_NOT_CONNECTED = 22,
-};
-
 #define DEFAULT_RENEW_PATH "/20201210/roverNodes/{roverNodeId}/actions/renewCertificate"
 #define DEFAULT_BUNDLE_PATH "/20210224/certificateBundles/{certificateId}"
 #define BODY_FILE_MAX ((size_t)1024 * 1024)
@@ -95,7 +85,8 @@ static void usage(FILE *f)
 	      "Options:\n"
 	      "  --key NAME              keysvc key (RSA; signs as rsa-pkcs1-sha256)\n"
 	      "  --key-id ID             the OCI keyId (tenancy/user/fingerprint, ST$token, ...)\n"
-	      "  --json                  status, sign-request: JSON on stdout\n"
+	      "  --json                  status, sign-request: JSON on stdout; renew, rebootstrap: the\n"
+	      "                          outcome as one JSON object on stdout (progress on stderr)\n"
 	      "  --renew-after DAYS      renewal point after issue (default 30)\n"
 	      "  --lifetime DAYS         certificate lifetime after issue (default 60)\n"
 	      "  --when-due              renew: only in the renewal window and after any backoff\n"
@@ -118,7 +109,7 @@ static void usage(FILE *f)
 	      "  --inventory DIR         renew: where the outcome is recorded (default $KEYSVC_INVENTORY,\n"
 	      "                          the configuration's, /var/lib/keysvc/inventory)\n"
 	      "  --config FILE           renew: reload hook and endpoints to verify after installing\n"
-	      "                          (default /etc/keysvc/certs.json if it exists); exit 8 when they fail\n"
+	      "                          (default /etc/keysvc/certs.json if it exists); exit 23 when they fail\n"
 	      "  --lock-wait SECONDS     renew: wait this long for another run on the same --cert\n"
 	      "                          (default 60); exit 13 when it does not end in time\n"
 	      "rebootstrap options:\n"
@@ -138,16 +129,12 @@ static void usage(FILE *f)
 	      "  --session-max-age S     warn when the token zip is older (default 3600)\n"
 	      "  --now EPOCH             status, renew: take this as the current time (what-if, tests)\n"
 	      "  --quiet                 errors only\n"
-	      "\n"
-	      "Exit codes: 0 done (status: current), 11 status: renewal due, 12 expired:\n"
-	      "re-bootstrap required (status: also not yet valid, as keysvc status classes it),\n"
-	      "10 renew --when-due: not due or backing off, 2 usage,\n"
-	      "3 refused by OCI, 4 the answer failed a check (nothing installed), 5 network\n"
-	      "or TLS, 6 keysvcd, 8 renew: installed but the reload hook or the served-certificate\n"
-	      "check failed (the previous certificate is kept as .prev), 13 renew: another run\n"
-	      "holds the lock on --cert, 1 other; rebootstrap:\n"
-	      "20 /register failed twice, 21 /check_ready failed twice, 22 not Connected in time,\n"
-	      "also when --state-command timed out (each with a support bundle).\n", f);
+	      "  --version               print the version\n"
+	      "status exits 0 (current), 11 (renewal due) or 12 (expired; also not yet valid, as\n"
+	      "keysvc status classes it); renew --when-due 10 when not due or backing off;\n"
+	      "rebootstrap 20, 21 or 22 with a support bundle (22 also when --state-command\n"
+	      "timed out).\n", f);
+	ks_exit_print_table(f);
 }
 
 /* ---- signing with keysvcd ---- */
@@ -182,7 +169,7 @@ static int sign_request(keysvc *ks, const char *key, const char *key_id, const s
 	if (r == 0 && oci_headers(out) == NULL)
 		r = -ENOMEM;
 	if (r == -EACCES && s.err != 0)
-		return ks_die(KS_EXIT_KEYSVC, "keysvcd would not sign with key %s: %s: %s", key,
+		return ks_die(ks_exit_for_keysvc(s.err), "keysvcd would not sign with key %s: %s: %s", key,
 			      keysvc_strerror(s.err), s.msg);
 	if (r == -EINVAL)
 		return ks_die(KS_EXIT_USAGE, "cannot sign this request: bad method, URL (https:// only), "
@@ -354,7 +341,7 @@ static char *subject_text(X509 *x)
 /* Not yet valid exits as expired: keysvc status classes it expired too (unusable now). */
 static int status_exit(enum oci_phase p)
 {
-	return p == OCI_PHASE_CURRENT ? 0 : p == OCI_PHASE_RENEWAL_DUE ? EXIT_RENEWAL_DUE : EXIT_EXPIRED;
+	return p == OCI_PHASE_CURRENT ? 0 : p == OCI_PHASE_RENEWAL_DUE ? KS_EXIT_RENEWAL_DUE : KS_EXIT_EXPIRED;
 }
 
 static int cmd_status(const struct opts *o)
@@ -529,7 +516,7 @@ static int oci_call(const struct opts *o, keysvc *ks, const char *method, const 
 	headers[n++] = "accept: application/json";
 	ks_https_ca_opts(&h, o->tls_ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
 	if ((r = ks_https_request(&h, method, url, headers, body, rq.body_len, resp)) < 0) {
-		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		r = ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 		goto out;
 	}
 	r = 0;
@@ -596,7 +583,7 @@ static int new_key_make(const struct opts *o, keysvc *ks, EVP_PKEY **pub)
 
 	*pub = NULL;
 	if ((r = keysvc_key_public(ks, o->key, NULL, &type)) != KEYSVC_OK) {
-		r = ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
+		r = ks_die(ks_exit_for_keysvc(r), "key %s: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
 	if (type == NULL) {
@@ -610,12 +597,12 @@ static int new_key_make(const struct opts *o, keysvc *ks, EVP_PKEY **pub)
 		goto out;
 	}
 	if (r != KEYSVC_OK) {
-		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_USAGE : KS_EXIT_KEYSVC, "--new-key %s: %s: %s",
+		r = ks_die(ks_exit_for_keysvc(r), "--new-key %s: %s: %s",
 			   o->new_key, keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
 	if (ks_ci_parse_pubkey(pem, pub, err) < 0) {
-		r = ks_die(KS_EXIT_KEYSVC, "--new-key %s: %s", o->new_key, err);
+		r = ks_die(KS_EXIT_INTERNAL, "--new-key %s: %s", o->new_key, err);
 		goto out;
 	}
 	ks_say("generated key %s (%s) in the token", o->new_key, type);
@@ -671,7 +658,7 @@ static int renew_once(const struct opts *o, X509 *current)
 	params.email = (const char *const *)sans.v[3];
 	params.n_email = sans.n[3];
 	if ((r = keysvc_csr_create(ks, csr_key, &params, &csr)) != KEYSVC_OK) {
-		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_USAGE : KS_EXIT_KEYSVC, "CSR: %s: %s",
+		r = ks_die(ks_exit_for_keysvc(r), "CSR: %s: %s",
 			   keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
@@ -791,7 +778,7 @@ static int cmd_renew(const struct opts *o)
 		goto out;
 	if (st.phase == OCI_PHASE_EXPIRED) {
 		oci_rfc3339(st.expires_at, when, sizeof(when));
-		r = ks_die(EXIT_EXPIRED, "%s expired at %s: renewal cannot recover it; re-bootstrap is required",
+		r = ks_die(KS_EXIT_EXPIRED, "%s expired at %s: renewal cannot recover it; re-bootstrap is required",
 			   o->cert, when);
 		goto out;
 	}
@@ -826,8 +813,7 @@ static int cmd_renew(const struct opts *o)
 		d = oci_backoff_delay(b.failures, o->backoff_base_s, o->backoff_max_s, jitter());
 		b.next_attempt = o->now + (time_t)d;
 		snprintf(reason, sizeof(reason), "exit %d: %s", r,
-			 r == KS_EXIT_CA_REFUSED ? "refused by OCI" : r == KS_EXIT_CA_ANSWER ? "bad answer" :
-			 r == KS_EXIT_NETWORK ? "network or TLS" : r == KS_EXIT_KEYSVC ? "keysvcd" : "error");
+			 ks_exit_meaning(r) != NULL ? ks_exit_meaning(r) : "error");
 		snprintf(b.last_error, sizeof(b.last_error), "%s", reason);
 		if ((lr = oci_backoff_save(state, &b)) < 0)
 			ks_die(r, "cannot record the failure in %s: %s", state, strerror(-lr));
@@ -1113,7 +1099,7 @@ static int cmd_rebootstrap(const struct opts *o)
 		wait = o->register_retry_s >= 0 ? o->register_retry_s : 60 + (long)(jitter() * 60);
 		wait_for(&b, wait, "before retrying /register");
 		if (rps_post(o, &b, rps, "/register", 2, form, form_len, ctype) != 0) {
-			r = bundle_close(&b, EXIT_REGISTER_FAILED, "/register failed twice: stop and contact support");
+			r = bundle_close(&b, KS_EXIT_REGISTER_FAILED, "/register failed twice: stop and contact support");
 			goto out;
 		}
 	}
@@ -1122,7 +1108,7 @@ static int cmd_rebootstrap(const struct opts *o)
 	if (rps_post(o, &b, rps, "/check_ready", 1, form, form_len, ctype) != 0) {
 		wait_for(&b, o->check_retry_s, "before retrying /check_ready");
 		if (rps_post(o, &b, rps, "/check_ready", 2, form, form_len, ctype) != 0) {
-			r = bundle_close(&b, EXIT_CHECK_READY_FAILED,
+			r = bundle_close(&b, KS_EXIT_CHECK_READY_FAILED,
 					 "/check_ready failed twice: stop and contact support");
 			goto out;
 		}
@@ -1151,7 +1137,7 @@ static int cmd_rebootstrap(const struct opts *o)
 				 left_ms > 0 ? (left_ms + 999) / 1000 : 0, o->connect_limit_s,
 				 last[0] != '\0' ? last : "none");
 			ks_die(0, "state command timed out after %lld s", left_ms > 0 ? (left_ms + 999) / 1000 : 0);
-			r = bundle_close(&b, EXIT_NOT_CONNECTED, msg);
+			r = bundle_close(&b, KS_EXIT_NOT_IN_TIME, msg);
 			goto out;
 		}
 		if (strcmp(state, last) != 0) {
@@ -1168,7 +1154,7 @@ static int cmd_rebootstrap(const struct opts *o)
 
 			snprintf(msg, sizeof(msg), "not Connected within %ld s (last state: %s): contact support",
 				 o->connect_limit_s, state[0] != '\0' ? state : "none");
-			r = bundle_close(&b, EXIT_NOT_CONNECTED, msg);
+			r = bundle_close(&b, KS_EXIT_NOT_IN_TIME, msg);
 			goto out;
 		}
 		wait_for(&b, o->poll_s, "before the next connection state check");
@@ -1204,7 +1190,7 @@ int main(int argc, char **argv)
 	enum { O_KEY = 256, O_NEW_KEY, O_KEY_ID, O_METHOD, O_URL, O_BODY_FILE, O_CONTENT_TYPE, O_DATE, O_CERT, O_CA_FILE,
 	       O_TLS_CA, O_ENDPOINT, O_BUNDLE_ENDPOINT, O_NODE_ID, O_RENEW_PATH, O_BUNDLE_PATH, O_STATE,
 	       O_SOCKET, O_PROVIDER_DIR, O_RENEW_AFTER, O_LIFETIME, O_BACKOFF, O_BACKOFF_MAX, O_TIMEOUT,
-	       O_NOW, O_JSON, O_WHEN_DUE, O_INSECURE, O_QUIET, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
+	       O_NOW, O_JSON, O_VERSION, O_WHEN_DUE, O_INSECURE, O_QUIET, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
 	       O_SUPPORT, O_REG_RETRY, O_READY_WAIT, O_CHECK_RETRY, O_STATE_CMD, O_POLL, O_CONNECT_LIMIT,
 	       O_SESSION_AGE, O_INVENTORY, O_CONFIG, O_LOCK_WAIT };
 	static const struct option longopts[] = {
@@ -1253,6 +1239,7 @@ int main(int argc, char **argv)
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1348,11 +1335,13 @@ int main(int argc, char **argv)
 			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
 				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
 			break;
-		case 'h': usage(stdout); return 0;
+		case O_VERSION: ks_print_version("keysvc-oci"); return KS_EXIT_OK;
+		case 'h': usage(stdout); return KS_EXIT_OK;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
 	ks_cli_init("keysvc-oci", !quiet);
+	ks_cli_set_json(o.json);
 	if (optind != argc - 1) {
 		usage(stderr);
 		return KS_EXIT_USAGE;
@@ -1372,14 +1361,13 @@ int main(int argc, char **argv)
 		return cmd_sign_request(&o);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(&o);
-	if (strcmp(cmd, "renew") != 0 && strcmp(cmd, "rebootstrap") != 0) {
-		usage(stderr);
-		return KS_EXIT_USAGE;
-	}
+	if (strcmp(cmd, "renew") != 0 && strcmp(cmd, "rebootstrap") != 0)
+		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
 	if (strcmp(cmd, "rebootstrap") == 0 && o.tls_ca_file == NULL)
 		o.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
-		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+		return ks_json_result(cmd, strcmp(cmd, "renew") == 0 ? "renewed" : "connected", ks_die(KS_EXIT_INTERNAL, "%s", err),
+				      o.cert, o.key);
 	if (strcmp(cmd, "renew") == 0) {
 		struct ks_renewal rn;
 		struct ks_cert_lock lock = { .fd = -1 };
@@ -1394,8 +1382,9 @@ int main(int argc, char **argv)
 			ks_renewal_free(&rn);
 		}
 		ks_cert_unlock(&lock);
+		r = ks_json_result(cmd, "renewed", r, o.cert, r == 0 && o.new_key != NULL ? o.new_key : o.key);
 	} else {
-		r = cmd_rebootstrap(&o);
+		r = ks_json_result(cmd, "connected", cmd_rebootstrap(&o), NULL, NULL);
 	}
 	ks_https_cleanup();
 	return r;

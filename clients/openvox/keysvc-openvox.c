@@ -90,12 +90,9 @@ static void usage(FILE *f)
 	      "  --config FILE           reload hook and endpoints to verify after installing (default\n"
 	      "                          /etc/keysvc/certs.json if it exists)\n"
 	      "  --lock-wait SECONDS     wait this long for another run on the same --cert (default 60)\n"
-	      "\n"
-	      "Exit codes: 0 done, 10 not due (renew --when-due), 2 usage, 3 refused by the CA,\n"
-	      "4 the CA's certificate or CRL failed a check (nothing installed), 5 network or TLS,\n"
-	      "6 keysvcd, 7 not signed in time (enroll), 8 installed but the reload hook or the\n"
-	      "served-certificate check failed (the previous certificate is kept as .prev), 13 another\n"
-	      "run holds the lock on --cert, 1 other.\n", f);
+	      "  --json                  print the outcome as one JSON object on stdout (progress on stderr)\n"
+	      "  --version               print the version\n", f);
+	ks_exit_print_table(f);
 }
 
 /* ---- HTTPS ---- */
@@ -120,7 +117,7 @@ static int request(const struct ks_https_opts *h, const char *method, const char
 	if (https_r != NULL)
 		*https_r = r < 0 ? r : 0;
 	if (r < 0)
-		r = ks_die(ks_https_exit(r), "%s %s: %s", method, url, resp->err);
+		r = ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 	free(url);
 	return r;
 }
@@ -438,7 +435,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 		r = keysvc_key_generate(ks, key, o->key_type, &pem);
 		free(pem);
 		if (r != KEYSVC_OK)
-			return ks_die(KS_EXIT_KEYSVC, "generating key %s (%s): %s: %s", key, o->key_type,
+			return ks_die(ks_exit_for_keysvc(r), "generating key %s (%s): %s: %s", key, o->key_type,
 				   keysvc_strerror(r), keysvc_error_message(ks));
 		ks_say("generated key %s (%s) in the token", key, o->key_type);
 		if ((r = ks_token_public_key(ks, key, &pub, 0)) != 0)
@@ -456,7 +453,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	params.attrs = &attr;
 	params.n_attrs = 1;
 	if ((r = keysvc_csr_create(ks, key, &params, &csr)) != KEYSVC_OK) {
-		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_USAGE : KS_EXIT_KEYSVC, "CSR: %s: %s",
+		r = ks_die(ks_exit_for_keysvc(r), "CSR: %s: %s",
 			keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
@@ -496,14 +493,14 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 			goto out;
 		}
 		if (time(NULL) + o->waitforcert > deadline) {
-			r = ks_die(KS_EXIT_NOT_SIGNED, "the CA has not signed %s yet; run enroll again later "
+			r = ks_die(KS_EXIT_NOT_IN_TIME, "the CA has not signed %s yet; run enroll again later "
 				"(the key and the CSR are kept)", o->certname);
 			goto out;
 		}
 		ks_say("not signed yet; asking again in %ld s", o->waitforcert);
 		sleep((unsigned)o->waitforcert);
 	}
-	/* The CRL before anything is installed: exit 4 must mean that nothing was. */
+	/* The CRL before anything is installed: KS_EXIT_CA_ANSWER must mean that nothing was. */
 	if (o->crl_out != NULL && (r = fetch_crl(o, t->trust_file, t->trusted, &crl, &crl_len)) != 0)
 		goto out;
 	r = check_and_install(o, resp.body, resp.body_len, pub, t->trusted, t->chain, NULL, t->pem, t->pem_len,
@@ -588,7 +585,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 			goto out;
 		}
 		if ((r = keysvc_key_delete(ks, o->key)) != KEYSVC_OK) {
-			r = ks_die(KS_EXIT_KEYSVC, "the new certificate is installed, but deleting the old key %s "
+			r = ks_die(ks_exit_for_keysvc(r), "the new certificate is installed, but deleting the old key %s "
 				"failed: %s: %s", o->key, keysvc_strerror(r), keysvc_error_message(ks));
 			goto out;
 		}
@@ -650,7 +647,7 @@ int main(int argc, char **argv)
 	enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT,
 	       O_DNS, O_KEY_TYPE, O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE,
 	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
-	       O_LOCK_WAIT };
+	       O_LOCK_WAIT, O_JSON, O_VERSION };
 	static const struct option longopts[] = {
 		{ "server", required_argument, NULL, O_SERVER },
 		{ "certname", required_argument, NULL, O_CERTNAME },
@@ -676,6 +673,8 @@ int main(int argc, char **argv)
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -738,7 +737,9 @@ int main(int argc, char **argv)
 			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
 				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
 			break;
-		case 'h': usage(stdout); return 0;
+		case O_JSON: ks_cli_set_json(1); break;
+		case O_VERSION: ks_print_version("keysvc-openvox"); return KS_EXIT_OK;
+		case 'h': usage(stdout); return KS_EXIT_OK;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
@@ -748,6 +749,8 @@ int main(int argc, char **argv)
 		return KS_EXIT_USAGE;
 	}
 	cmd = argv[optind];
+	if (strcmp(cmd, "enroll") != 0 && strcmp(cmd, "renew") != 0)
+		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
 	if (o.server == NULL || strncmp(o.server, "https://", 8) != 0)
 		return ks_die(KS_EXIT_USAGE, "--server https://HOST:PORT is required");
 	if (!ovx_certname_ok(o.certname))
@@ -777,21 +780,19 @@ int main(int argc, char **argv)
 			return ks_die(KS_EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
 		if (o.rotate_key != NULL && strcmp(o.rotate_key, o.key) == 0)
 			return ks_die(KS_EXIT_USAGE, "--rotate-key must name a new key, not %s", o.key);
-	} else {
-		usage(stderr);
-		return KS_EXIT_USAGE;
 	}
 	if ((r = ks_renewal_init(&rn, "openvox", o.inventory, o.config)) != 0)
-		return r;
+		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert, o.key);
 	/* Held until the inventory record is written: see certlock.h. */
 	if ((r = ks_cert_lock(o.cert, lock_wait, &lock)) != 0) {
 		ks_renewal_free(&rn);
-		return r;
+		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert, o.key);
 	}
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
 		ks_cert_unlock(&lock);
 		ks_renewal_free(&rn);
-		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", ks_die(KS_EXIT_INTERNAL, "%s", err),
+				      o.cert, o.key);
 	}
 	if (strcmp(cmd, "enroll") == 0) {
 		/* A failed enrollment installed nothing: the record keeps naming the files it had, so that
@@ -805,5 +806,7 @@ int main(int argc, char **argv)
 	ks_https_cleanup();
 	ks_cert_unlock(&lock);
 	ks_renewal_free(&rn);
-	return r;
+	/* After --rotate-key the certificate is the new key's. */
+	return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert,
+			      r == 0 && o.rotate_key != NULL ? o.rotate_key : o.key);
 }

@@ -104,8 +104,8 @@ int ks_status_exit(const enum ks_class *cls, size_t n, size_t errors)
 		attention |= ks_class_needs_attention(cls[i]);
 	}
 	if (errors > 0)
-		return KS_STATUS_EXIT_ERROR;
-	return attention ? KS_STATUS_EXIT_ATTENTION : KS_STATUS_EXIT_OK;
+		return KS_EXIT_INTERNAL;
+	return attention ? KS_EXIT_ATTENTION : KS_EXIT_OK;
 }
 
 /* Length of the valid UTF-8 sequence at @s (1..4), or 0 if it is not one. */

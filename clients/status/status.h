@@ -31,6 +31,7 @@
 
 #include "clients/common/certconf.h"
 #include "clients/common/inventory.h"
+#include "proto/exitcode.h"
 
 #define KS_STATUS_ERR_MAX 512
 
@@ -81,19 +82,18 @@ int ks_class_needs_attention(enum ks_class c);
 /*
  * A removed certificate whose record has seen no renewal attempt (nor a
  * `keysvc track`) for this long is no longer shown or counted: an
- * enrollment given up long ago must not keep every run at exit 3.
+ * enrollment given up long ago must not keep every run at exit 24.
  */
 #define KS_STATUS_REMOVED_AGE_OUT_DAYS 30
 
-/* Exit codes of `keysvc status` and `keysvc verify`. */
-enum {
-	KS_STATUS_EXIT_OK = 0,          /* nothing needs attention / every endpoint in sync */
-	KS_STATUS_EXIT_ERROR = 1,       /* something could not be checked (a file, a record, a CRL,
-					 * keys while keysvcd cannot be reached) */
-	KS_STATUS_EXIT_USAGE = 2,
-	KS_STATUS_EXIT_ATTENTION = 3,   /* a class that needs attention / an endpoint out of sync */
-};
-
+/*
+ * `keysvc status` and `keysvc verify` exit with proto/exitcode.h's
+ * KS_EXIT_OK (nothing needs attention / every endpoint in sync),
+ * KS_EXIT_ATTENTION (a class that needs attention / an endpoint out of
+ * sync), KS_EXIT_INTERNAL (something could not be checked: a file, a
+ * record, a CRL, keys while keysvcd cannot be reached; wins over
+ * attention), KS_EXIT_USAGE or KS_EXIT_CONFIG.
+ */
 /* The exit code for @n classes and @errors problems: errors win, then attention. */
 int ks_status_exit(const enum ks_class *classes, size_t n, size_t errors);
 

@@ -48,23 +48,23 @@ const char ks_status_usage[] =
 	"30 days is no longer shown or counted.\n"
 	"Keys are checked with keysvcd (key.public); when it cannot be reached, that is said,\n"
 	"no certificate is marked removed for its key, and the exit code is 1.\n"
-	"Exit codes: 0 nothing needs attention (valid, notice), 3 something does (removed,\n"
-	"revoked, push-failed, expired, critical, warning), 1 something could not be checked\n"
-	"(a file, a record, a CRL, keys with keysvcd down; wins over 3), 2 usage or an\n"
-	"invalid configuration. --forget: 0 forgotten, 2 no such record or more than one.\n";
+	"Exits with 0 when nothing needs attention (valid, notice), 24 when something does\n"
+	"(removed, revoked, push-failed, expired, critical, warning), 1 when something could\n"
+	"not be checked (a file, a record, a CRL, keys with keysvcd down; wins over 24).\n"
+	"--forget: 0 forgotten, 2 no such record or more than one.\n";
 
 const char ks_track_usage[] =
 	"Usage: keysvc track NAME --cert FILE [--key KEY] [--client NAME] [--ca-file FILE]\n"
-	"                    [--crl FILE] [--inventory DIR] [--config FILE]\n"
+	"                    [--crl FILE] [--inventory DIR] [--config FILE] [--json]\n"
 	"Adds a certificate made by hand (keysvc csr, a CA, keysvc cert-put) to the inventory,\n"
 	"so that keysvc status shows it, like getcert start-tracking. keysvcd must have the\n"
 	"key (KEY, default NAME) and FILE must be a certificate for it. NAME names the entry\n"
 	"(for keysvc status --forget NAME); a NAME or FILE already in the inventory is refused.\n"
 	"  --client NAME   the client that renews it (default other)\n"
 	"  --ca-file FILE  the issuing CA's certificates, with --crl for revocation checks\n"
-	"Exit codes: 0 tracked, 1 the record could not be written, 2 usage, FILE not a\n"
-	"certificate or not for the key, NAME or FILE already tracked, 3 denied by keysvcd,\n"
-	"4 no such key, 5 token unavailable, 8 keysvcd cannot be reached.\n";
+	"Exits with 0 when tracked, 1 when the record could not be written, 2 for usage, FILE\n"
+	"not a certificate or not for the key, or NAME or FILE already tracked; keysvcd's\n"
+	"refusals as in the table below.\n";
 
 const char ks_verify_usage[] =
 	"Usage: keysvc verify [--config FILE] [--cert PATH] [--json]\n"
@@ -75,8 +75,8 @@ const char ks_verify_usage[] =
 	"is compared, not validated. Ends with the share of endpoints in sync.\n"
 	"  --config FILE   default " KS_CONF_DEFAULT "\n"
 	"  --cert PATH     only this certificate\n"
-	"Exit codes: 0 every endpoint in sync, 3 some are not, 1 an installed certificate\n"
-	"cannot be read, 2 usage or an invalid configuration.\n";
+	"Exits with 0 when every endpoint is in sync, 24 when some are not, 1 when an\n"
+	"installed certificate cannot be read.\n";
 
 /* ---- shared ---- */
 
@@ -117,7 +117,7 @@ static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt
 	return code;
 }
 
-#define usage_err(cmd, ...) cmd_fail((cmd), KS_STATUS_EXIT_USAGE, "usage", __VA_ARGS__)
+#define usage_err(cmd, ...) cmd_fail((cmd), KS_EXIT_USAGE, "usage", __VA_ARGS__)
 
 /* The first certificate of @path (a certificate or a chain): 0, -ENOENT, or -EBADMSG with @err. */
 static int read_leaf(const char *path, X509 **out, char *err)
@@ -224,12 +224,12 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 	int r;
 
 	if ((r = ks_inv_list(run->inventory, &recs, &n, bad_record, run, err)) < 0) {
-		return cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		return cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 	}
 	if ((run->items = calloc(n + conf->n_certs + 1, sizeof(*run->items))) == NULL) {
 		ks_inv_list_free(recs, n);
 		fprintf(stderr, "keysvc: status: out of memory\n");
-		return KS_STATUS_EXIT_ERROR;
+		return KS_EXIT_INTERNAL;
 	}
 	for (size_t i = 0; i < n; i++)
 		run->items[run->n++].e = recs[i];
@@ -245,14 +245,14 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 		if (it == NULL) {
 			it = &run->items[run->n++];
 			if ((it->e.cert = strdup(cc->cert)) == NULL)
-				return KS_STATUS_EXIT_ERROR;
+				return KS_EXIT_INTERNAL;
 		}
 		it->configured = 1;
 		e = &it->e;
 		/* What the client recorded wins (it knows the key it used); the configuration fills gaps. */
 		if (fill_missing(&e->key, cc->key) < 0 || fill_missing(&e->client, cc->client) < 0 ||
 		    fill_missing(&e->ca_file, cc->ca_file) < 0 || fill_missing(&e->crl, cc->crl) < 0)
-			return KS_STATUS_EXIT_ERROR;
+			return KS_EXIT_INTERNAL;
 	}
 	return 0;
 }
@@ -630,22 +630,22 @@ static int forget(const char *dir, const char *name, const struct ks_conf *conf)
 	int r;
 
 	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
-		r = cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		r = cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
 	r = find_record(recs, n, name, name_abs, &hit);
 	if (r < 0) {
-		r = cmd_fail("status", KS_STATUS_EXIT_USAGE, "ambiguous", "--forget %s: several records match; "
+		r = cmd_fail("status", KS_EXIT_USAGE, "ambiguous", "--forget %s: several records match; "
 			     "give the certificate path", name);
 		goto out;
 	}
 	if (r == 0) {
-		r = cmd_fail("status", KS_STATUS_EXIT_USAGE, "no-such-record", "--forget %s: no record in %s has "
+		r = cmd_fail("status", KS_EXIT_USAGE, "no-such-record", "--forget %s: no record in %s has "
 			     "this name, certificate path or key", name, dir);
 		goto out;
 	}
 	if ((r = ks_inv_forget(dir, hit->cert, err)) < 0) {
-		r = cmd_fail("status", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		r = cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
 	if (json_errors) {
@@ -662,7 +662,7 @@ static int forget(const char *dir, const char *name, const struct ks_conf *conf)
 		if (strcmp(conf->certs[i].cert, hit->cert) == 0)
 			fprintf(stderr, "keysvc: status: %s is still listed in the configuration: status keeps "
 				"showing it until it is removed there\n", hit->cert);
-	r = KS_STATUS_EXIT_OK;
+	r = KS_EXIT_OK;
 out:
 	ks_inv_list_free(recs, n);
 	free(name_abs);
@@ -699,7 +699,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	json_errors = g->json;
 	ks_cli_init("keysvc: status", 1);
 	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_STATUS_EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
@@ -711,7 +711,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 		case O_TEXTFILE: textfile = optarg; break;
 		case O_COLOR: color = optarg; break;
 		case O_FORGET: forget_name = optarg; break;
-		case 'h': fputs(ks_status_usage, stdout); return 0;
+		case 'h': fputs(ks_status_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
 		case ':': return usage_err("status", "option %s needs a value", argv[optind - 1]);
 		default: return usage_err("status", "unknown option %s (see keysvc status --help)", argv[optind - 1]);
 		}
@@ -731,7 +731,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	if (inventory != NULL && inventory[0] == '\0')
 		return usage_err("status", "--inventory: a directory is needed");
 	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
-		return cmd_fail("status", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+		return cmd_fail("status", KS_EXIT_CONFIG, "configuration", "%s", err);
 	run.inventory = ks_inv_dir(inventory, conf.inventory);
 	if (forget_name != NULL) {
 		if (forget_name[0] == '\0')
@@ -765,7 +765,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	if (textfile != NULL && write_textfile(&run, textfile) < 0)
 		run.errors++;
 	if ((cls = calloc(run.n + 1, sizeof(*cls))) == NULL) {
-		r = KS_STATUS_EXIT_ERROR;
+		r = KS_EXIT_INTERNAL;
 		goto out;
 	}
 	for (size_t i = 0; i < run.n; i++)
@@ -783,28 +783,6 @@ out:
 }
 
 /* ---- track ---- */
-
-/* Exit codes of `keysvc track`: the keysvc CLI's for keysvcd's answers. */
-enum {
-	TRACK_EXIT_DENIED = 3,
-	TRACK_EXIT_NO_SUCH_KEY = 4,
-	TRACK_EXIT_TOKEN = 5,
-	TRACK_EXIT_CONNECT = 8,
-};
-
-static int track_keysvc_exit(int r)
-{
-	switch (r) {
-	case KEYSVC_E_BAD_REQUEST:
-	case KEYSVC_E_INVALID: return KS_STATUS_EXIT_USAGE;
-	case KEYSVC_E_DENIED: return TRACK_EXIT_DENIED;
-	case KEYSVC_E_NO_SUCH_KEY: return TRACK_EXIT_NO_SUCH_KEY;
-	case KEYSVC_E_TOKEN_UNAVAILABLE: return TRACK_EXIT_TOKEN;
-	case KEYSVC_E_CONNECT:
-	case KEYSVC_E_IO: return TRACK_EXIT_CONNECT;
-	default: return KS_STATUS_EXIT_ERROR;
-	}
-}
 
 /* keysvcd's name rule, so that NAME prints and matches safely: 1..64 of A-Z a-z 0-9 . _ -, not . or - first. */
 static int entry_name_ok(const char *s)
@@ -825,21 +803,21 @@ static int track_check_key(const struct ks_cmd_global *g, const char *key, X509 
 
 	if ((r = keysvc_connect(g->socket, &ks)) != KEYSVC_OK) {
 		ks_connect_error_text(why, sizeof(why), g->socket, r, errno);
-		return cmd_fail("track", TRACK_EXIT_CONNECT, "connect", "%s", why);
+		return cmd_fail("track", ks_exit_for_keysvc(r), "connect", "%s", why);
 	}
 	if (g->timeout_ms >= 0)
 		keysvc_set_timeout(ks, g->timeout_ms);
 	if ((r = keysvc_key_public(ks, key, &pem, NULL)) != KEYSVC_OK) {
-		r = cmd_fail("track", track_keysvc_exit(r), r == KEYSVC_E_NO_SUCH_KEY ? "no-such-key" : "keysvc",
+		r = cmd_fail("track", ks_exit_for_keysvc(r), r == KEYSVC_E_NO_SUCH_KEY ? "no-such-key" : "keysvc",
 			     "key %s: %s: %s", key, keysvc_strerror(r), keysvc_error_message(ks));
 		goto out;
 	}
 	if (ks_ci_parse_pubkey(pem, &pub, why) < 0) {
-		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "keysvc", "key %s: %s", key, why);
+		r = cmd_fail("track", KS_EXIT_INTERNAL, "keysvc", "key %s: %s", key, why);
 		goto out;
 	}
 	if (EVP_PKEY_eq(X509_get0_pubkey(cert), pub) != 1) {
-		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "mismatch", "%s is not a certificate for key %s",
+		r = cmd_fail("track", KS_EXIT_USAGE, "mismatch", "%s is not a certificate for key %s",
 			     cert_path, key);
 		goto out;
 	}
@@ -881,7 +859,7 @@ int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
 	ks_conf_init(&conf);
 	json_errors = g->json;
 	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_STATUS_EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	/* 0, not 1: GNU getopt then also resets its permutation state, which the
 	 * CLI's own parse (with '+') left behind. No '+' here: NAME may come
 	 * before the options, as in `keysvc track web --cert web.pem`. */
@@ -897,7 +875,7 @@ int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
 		case O_INVENTORY: inventory = optarg; break;
 		case O_CONFIG: config = optarg; break;
 		case O_JSON: json_errors = 1; break;
-		case 'h': fputs(ks_track_usage, stdout); return 0;
+		case 'h': fputs(ks_track_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
 		case ':': return usage_err("track", "option %s needs a value", argv[optind - 1]);
 		default: return usage_err("track", "unknown option %s (see keysvc track --help)", argv[optind - 1]);
 		}
@@ -919,29 +897,29 @@ int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
 	if (inventory != NULL && inventory[0] == '\0')
 		return usage_err("track", "--inventory: a directory is needed");
 	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
-		return cmd_fail("track", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+		return cmd_fail("track", KS_EXIT_CONFIG, "configuration", "%s", err);
 	dir = ks_inv_dir(inventory, conf.inventory);
 	if ((e.cert = ks_inv_abs_path(cert)) == NULL || (e.name = strdup(name)) == NULL ||
 	    (e.key = strdup(key)) == NULL || (e.client = strdup(client)) == NULL ||
 	    (ca_file != NULL && (e.ca_file = ks_inv_abs_path(ca_file)) == NULL) ||
 	    (crl != NULL && (e.crl = ks_inv_abs_path(crl)) == NULL)) {
-		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "nomem", "out of memory");
+		r = cmd_fail("track", KS_EXIT_INTERNAL, "nomem", "out of memory");
 		goto out;
 	}
 	if ((r = read_leaf(e.cert, &x, err)) < 0) {
-		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "usage", "--cert %s: %s", cert,
+		r = cmd_fail("track", KS_EXIT_USAGE, "usage", "--cert %s: %s", cert,
 			     r == -ENOENT ? "no such file" : err);
 		goto out;
 	}
 	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
-		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		r = cmd_fail("track", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
 	for (size_t i = 0; i < n && dup == NULL; i++)
 		if (strcmp(recs[i].cert, e.cert) == 0 || (recs[i].name != NULL && strcmp(recs[i].name, name) == 0))
 			dup = &recs[i];
 	if (dup != NULL) {
-		r = cmd_fail("track", KS_STATUS_EXIT_USAGE, "exists", "%s is already in the inventory%s%s (as %s); "
+		r = cmd_fail("track", KS_EXIT_USAGE, "exists", "%s is already in the inventory%s%s (as %s); "
 			     "keysvc status --forget it first to track it anew", dup->cert,
 			     dup->name != NULL ? " as " : "", dup->name != NULL ? dup->name : "",
 			     dup->key != NULL ? dup->key : "a record without a key");
@@ -950,7 +928,7 @@ int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
 	if ((r = track_check_key(g, key, x, cert)) != 0)
 		goto out;
 	if ((r = ks_inv_save(dir, &e, err)) < 0) {
-		r = cmd_fail("track", KS_STATUS_EXIT_ERROR, "inventory", "%s", err);
+		r = cmd_fail("track", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
 	if (json_errors) {
@@ -963,7 +941,7 @@ int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
 	} else {
 		printf("tracking %s as %s (key %s) in %s\n", e.cert, name, key, dir);
 	}
-	r = KS_STATUS_EXIT_OK;
+	r = KS_EXIT_OK;
 out:
 	X509_free(x);
 	ks_inv_list_free(recs, n);
@@ -1006,7 +984,7 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 	ks_cli_init("keysvc: verify", 1);
 	json_errors = g->json;
 	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_STATUS_EXIT_USAGE;
+		return KS_EXIT_USAGE;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
@@ -1014,7 +992,7 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 		case O_CONFIG: config = optarg; break;
 		case O_CERT: only = optarg; break;
 		case O_JSON: json = 1; json_errors = 1; break;
-		case 'h': fputs(ks_verify_usage, stdout); return 0;
+		case 'h': fputs(ks_verify_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
 		case ':': return usage_err("verify", "option %s needs a value", argv[optind - 1]);
 		default: return usage_err("verify", "unknown option %s (see keysvc verify --help)", argv[optind - 1]);
 		}
@@ -1025,10 +1003,10 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 		return usage_err("verify", "--cert %s: cannot make the path absolute", only);
 	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0) {
 		free(only_abs);
-		return cmd_fail("verify", KS_STATUS_EXIT_USAGE, "configuration", "%s", err);
+		return cmd_fail("verify", KS_EXIT_CONFIG, "configuration", "%s", err);
 	}
 	if (json && ((root = json_object()) == NULL || (list = json_array()) == NULL)) {
-		r = KS_STATUS_EXIT_ERROR;
+		r = KS_EXIT_INTERNAL;
 		goto out;
 	}
 	if (!json)
@@ -1096,7 +1074,7 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 		json_decref(list);
 		json_decref(root);
 		list = root = NULL;
-		r = cmd_fail("verify", KS_STATUS_EXIT_USAGE, "usage", "%s is not in the configuration", only_abs);
+		r = cmd_fail("verify", KS_EXIT_USAGE, "usage", "%s is not in the configuration", only_abs);
 		goto out;
 	}
 	if (json) {
@@ -1115,7 +1093,7 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 		printf("\nIn Sync: %zu of %zu endpoints (%.0f%%); Out of Sync: %zu\n", in_sync, total,
 		       100.0 * (double)in_sync / (double)total, total - in_sync);
 	}
-	r = errors > 0 ? KS_STATUS_EXIT_ERROR : in_sync < total ? KS_STATUS_EXIT_ATTENTION : KS_STATUS_EXIT_OK;
+	r = errors > 0 ? KS_EXIT_INTERNAL : in_sync < total ? KS_EXIT_ATTENTION : KS_EXIT_OK;
 out:
 	json_decref(list);
 	json_decref(root);

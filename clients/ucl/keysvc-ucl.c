@@ -130,12 +130,9 @@ static void usage(FILE *f)
 	      "  --config FILE         reload hook and endpoints to verify after installing\n"
 	      "                        (default /etc/keysvc/certs.json if it exists)\n"
 	      "  --lock-wait SECONDS   wait this long for another run on the same --state (default 60)\n"
-	      "\n"
-	      "Exit codes: 0 done, 10 not due, 2 usage or local files, 3 refused by the connector\n"
-	      "(GraphQL errors, HTTP status), 4 its answer failed a check (nothing installed),\n"
-	      "5 network or TLS, 6 keysvcd, 8 installed but the reload hook or the served-certificate\n"
-	      "check failed (the previous files are kept as .prev), 13 another run holds the lock\n"
-	      "on --state, 1 other.\n", f);
+	      "  --json                print the outcome as one JSON object on stdout (progress on stderr)\n"
+	      "  --version             print the version\n", f);
+	ks_exit_print_table(f);
 }
 
 /* ---- state ---- */
@@ -203,6 +200,19 @@ static void state_free(struct state *s)
 static char *dup_or_null(const char *s)
 {
 	return s != NULL ? strdup(s) : NULL;
+}
+
+/*
+ * The certificate and key the last state read or written names: what
+ * --json reports, since renew and revoke take them from the state.
+ */
+static char result_cert[PATH_MAX], result_key[KEY_NAME_MAX + 1];
+
+static void note_result(const struct state *s)
+{
+	snprintf(result_cert, sizeof(result_cert), "%s", s->cert != NULL ? s->cert : "");
+	snprintf(result_key, sizeof(result_key), "%s",
+		 s->key != NULL ? s->key : s->unfinished_key != NULL ? s->unfinished_key : "");
 }
 
 /*
@@ -299,6 +309,7 @@ static int state_load(const char *path, struct state *s)
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 		goto out;
 	}
+	note_result(s);
 	r = 0;
 out:
 	json_decref(root);
@@ -331,6 +342,7 @@ static int state_save(const char *path, const struct state *s)
 	free(text);
 	if (r < 0)
 		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+	note_result(s);
 	return 0;
 }
 
@@ -467,7 +479,7 @@ static int graphql(const struct ks_https_opts *h, const char *url, const char *t
 	if (token_hdr != NULL)
 		OPENSSL_clear_free(token_hdr, strlen(token_hdr));
 	if (r < 0)
-		return ks_die(ks_https_exit(r), "POST %s: %s", url, resp->err);
+		return ks_die(ks_https_exit(r, resp), "POST %s: %s", url, resp->err);
 	if (resp->status != 200) {
 		char err[UCL_ERR_MAX];
 
@@ -517,7 +529,7 @@ static int make_key(keysvc *ks, const char *name, const char *type, EVP_PKEY **p
 		if (same) {
 			ks_say("reusing key %s (%s), made by an unfinished attempt of this pairing", name, type);
 		} else if ((r = keysvc_key_delete(ks, name)) != KEYSVC_OK) {
-			r = ks_die(KS_EXIT_KEYSVC, "key %s of an unfinished attempt is %s, not %s, and cannot be "
+			r = ks_die(ks_exit_for_keysvc(r), "key %s of an unfinished attempt is %s, not %s, and cannot be "
 				   "deleted: %s: %s", name, have != NULL ? have : "?", type, keysvc_strerror(r),
 				   keysvc_error_message(ks));
 			free(have);
@@ -531,12 +543,12 @@ static int make_key(keysvc *ks, const char *name, const char *type, EVP_PKEY **p
 	}
 	if (r == KEYSVC_E_NO_SUCH_KEY) {
 		if ((r = keysvc_key_generate(ks, name, type, &pem)) != KEYSVC_OK)
-			return ks_die(KS_EXIT_KEYSVC, "generating key %s (%s): %s: %s", name, type,
+			return ks_die(ks_exit_for_keysvc(r), "generating key %s (%s): %s: %s", name, type,
 				      keysvc_strerror(r), keysvc_error_message(ks));
 		free(pem);
 		ks_say("generated key %s (%s) in the token", name, type);
 	} else if (r != KEYSVC_OK) {
-		return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r), keysvc_error_message(ks));
+		return ks_die(ks_exit_for_keysvc(r), "key %s: %s: %s", name, keysvc_strerror(r), keysvc_error_message(ks));
 	}
 	return ks_token_public_key(ks, name, pub, 0);
 }
@@ -583,7 +595,7 @@ static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const cha
 	memset(&params, 0, sizeof(params));
 	params.subject = subject;
 	if ((r = keysvc_csr_create(ks, key, &params, &csr)) != KEYSVC_OK) {
-		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_CA_ANSWER : KS_EXIT_KEYSVC,
+		r = ks_die(r == KEYSVC_E_BAD_REQUEST ? KS_EXIT_CA_ANSWER : ks_exit_for_keysvc(r),
 			   "CSR with subject \"%.200s\": %s: %s", subject, keysvc_strerror(r),
 			   keysvc_error_message(ks));
 		goto out;
@@ -714,7 +726,7 @@ static int pairing_start(const struct opts *o, keysvc *ks, const struct state *p
 		if (r == KEYSVC_E_NO_SUCH_KEY)
 			break;
 		if (r != KEYSVC_OK)
-			return ks_die(KS_EXIT_KEYSVC, "key %s: %s: %s", name, keysvc_strerror(r),
+			return ks_die(ks_exit_for_keysvc(r), "key %s: %s: %s", name, keysvc_strerror(r),
 				      keysvc_error_message(ks));
 		if (tries == 8)
 			return ks_die(KS_EXIT_INTERNAL, "no unused pairing id for --key-base %s", o->key_base);
@@ -1055,11 +1067,19 @@ out:
 	return r;
 }
 
+static int json_result(const char *cmd, int code)
+{
+	const char *done = strcmp(cmd, "pair") == 0 ? "paired" : strcmp(cmd, "renew") == 0 ? "renewed" : "revoked";
+
+	return ks_json_result(cmd, done, code, result_cert[0] != '\0' ? result_cert : NULL,
+			      result_key[0] != '\0' ? result_key : NULL);
+}
+
 int main(int argc, char **argv)
 {
 	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_ISSUER_CA, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
 	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
-	       O_LOCK_WAIT };
+	       O_LOCK_WAIT, O_JSON, O_VERSION };
 	static const struct option longopts[] = {
 		{ "connector-url", required_argument, NULL, O_URL },
 		{ "token-file", required_argument, NULL, O_TOKEN },
@@ -1080,6 +1100,8 @@ int main(int argc, char **argv)
 		{ "inventory", required_argument, NULL, O_INVENTORY },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "version", no_argument, NULL, O_VERSION },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1125,7 +1147,9 @@ int main(int argc, char **argv)
 			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
 				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
 			break;
-		case 'h': usage(stdout); return 0;
+		case O_JSON: ks_cli_set_json(1); break;
+		case O_VERSION: ks_print_version("keysvc-ucl"); return KS_EXIT_OK;
+		case 'h': usage(stdout); return KS_EXIT_OK;
 		default: usage(stderr); return KS_EXIT_USAGE;
 		}
 	}
@@ -1135,6 +1159,8 @@ int main(int argc, char **argv)
 		return KS_EXIT_USAGE;
 	}
 	cmd = argv[optind];
+	if (strcmp(cmd, "pair") != 0 && strcmp(cmd, "renew") != 0 && strcmp(cmd, "revoke") != 0)
+		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
 	if (o.state == NULL)
 		return ks_die(KS_EXIT_USAGE, "--state FILE is required");
 	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
@@ -1156,29 +1182,27 @@ int main(int argc, char **argv)
 				      "the installed one)", cmd);
 		if (o.when_due && strcmp(cmd, "revoke") == 0)
 			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
-	} else {
-		usage(stderr);
-		return KS_EXIT_USAGE;
 	}
+	snprintf(result_cert, sizeof(result_cert), "%s", o.cert != NULL ? o.cert : "");
 	if ((r = ks_renewal_init(&rn, "ucl", o.inventory, o.config)) != 0)
-		return r;
+		return json_result(cmd, r);
 	/*
 	 * The state names the certificate (renew reads it from there): its lock
 	 * stands for the certificate's, held until the inventory record is written.
 	 */
 	if ((r = ks_cert_lock(o.state, lock_wait, &lock)) != 0) {
 		ks_renewal_free(&rn);
-		return r;
+		return json_result(cmd, r);
 	}
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
 		ks_cert_unlock(&lock);
 		ks_renewal_free(&rn);
-		return ks_die(KS_EXIT_INTERNAL, "%s", err);
+		return json_result(cmd, ks_die(KS_EXIT_INTERNAL, "%s", err));
 	}
 	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o, &rn) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o, &rn) :
 	    cmd_revoke(&o);
 	ks_https_cleanup();
 	ks_cert_unlock(&lock);
 	ks_renewal_free(&rn);
-	return r;
+	return json_result(cmd, r);
 }

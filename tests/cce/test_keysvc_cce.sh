@@ -179,7 +179,7 @@ KEYSVC_CCE_TOKEN=${big}x run_cce 2 "over 16384 bytes" "a token of 16385 bytes in
 	rotate "${nobase[@]}"
 no_request "over-long tokens"
 printf '%s\n' "$token" >"$work/server-token"
-KEYSVC_CCE_TOKEN=not-the-token run_cce 3 "CCE refused the rotation: the token is invalid or expired: APIGW.0301" \
+KEYSVC_CCE_TOKEN=not-the-token run_cce 17 "CCE refused the rotation: the token is invalid or expired: APIGW.0301" \
 	"a wrong token (the server's 401)" rotate "${nobase[@]}"
 
 # ---- CCE's refusals ----
@@ -187,16 +187,16 @@ run_mode() { # run_mode MODE CODE TEXT
 	mode "$1"
 	run_cce "$2" "$3" "mode $1" rotate "${base[@]}" --component all
 }
-run_mode error-shape-1 3 "CCE refused the rotation: CCE.01400013: Cluster status is not available for rotating credentials (HTTP 400)"
-run_mode error-shape-2 3 "CCE refused the rotation: CCE.01400001: Invalid request: the cluster version does not support this component (HTTP 400)"
-run_mode 401 3 "CCE refused the rotation: the token is invalid or expired: APIGW.0307: The token must be updated. (HTTP 401)"
-run_mode 403 3 "CCE refused the rotation: the token's user may not rotate this cluster's credentials: CCE.01403001"
-run_mode 404 3 "CCE refused the rotation: no such project or cluster: CCE.01404001: Resource not found"
-run_mode 500 3 "CCE refused the rotation: CCE.01500001: Internal server error (HTTP 500)"
-run_mode garbage 4 "its answer is malformed: the answer is not a JSON object"
+run_mode error-shape-1 17 "CCE refused the rotation: CCE.01400013: Cluster status is not available for rotating credentials (HTTP 400)"
+run_mode error-shape-2 17 "CCE refused the rotation: CCE.01400001: Invalid request: the cluster version does not support this component (HTTP 400)"
+run_mode 401 17 "CCE refused the rotation: the token is invalid or expired: APIGW.0307: The token must be updated. (HTTP 401)"
+run_mode 403 17 "CCE refused the rotation: the token's user may not rotate this cluster's credentials: CCE.01403001"
+run_mode 404 17 "CCE refused the rotation: no such project or cluster: CCE.01404001: Resource not found"
+run_mode 500 17 "CCE refused the rotation: CCE.01500001: Internal server error (HTTP 500)"
+run_mode garbage 18 "its answer is malformed: the answer is not a JSON object"
 mode hang
 start=$SECONDS
-run_cce 5 "POST $ep/api/v3/projects/" "mode hang, --timeout 2" rotate "${base[@]}" --component all --timeout 2
+run_cce 19 "POST $ep/api/v3/projects/" "mode hang, --timeout 2" rotate "${base[@]}" --component all --timeout 2
 [ $((SECONDS - start)) -le 8 ] && ok "hang: gave up in time" || fail "hang: took $((SECONDS - start)) s"
 mode normal
 
@@ -207,11 +207,11 @@ grep -qE 'Running; asking again in 1 s' "$work/out" && ok "--wait: reports Runni
 mode job-flat
 run_cce 0 "Success" "--wait: the flat status shape" rotate "${base[@]}" --component all --wait --poll-interval 1
 mode job-fails
-run_cce 3 "failed: rotating the certificates failed: kube-apiserver did not come back" "--wait: job Failed" \
+run_cce 17 "failed: rotating the certificates failed: kube-apiserver did not come back" "--wait: job Failed" \
 	rotate "${base[@]}" --component all --wait --poll-interval 1
 mode job-pending-forever
 start=$SECONDS
-run_cce 7 "is still Running after" "--wait: job never ends, --max-wait 2" rotate "${base[@]}" --component all \
+run_cce 22 "is still Running after" "--wait: job never ends, --max-wait 2" rotate "${base[@]}" --component all \
 	--wait --poll-interval 1 --max-wait 2
 [ $((SECONDS - start)) -le 6 ] && ok "--max-wait: gave up in time" || fail "--max-wait: took $((SECONDS - start)) s"
 # A 500 while polling is asked again; the job goes on in CCE.
@@ -223,7 +223,7 @@ grep -qF "CCE.01500001: Internal server error (HTTP 500); asking again in 1 s" "
 # A poll that hangs is cut at --max-wait, not at --timeout.
 mode job-hang
 start=$SECONDS
-run_cce 5 "giving up at --max-wait 3 s" "--wait: a hanging poll ends at --max-wait" rotate "${base[@]}" --component all \
+run_cce 19 "giving up at --max-wait 3 s" "--wait: a hanging poll ends at --max-wait" rotate "${base[@]}" --component all \
 	--wait --poll-interval 1 --max-wait 3 --timeout 60
 [ $((SECONDS - start)) -le 6 ] && ok "--max-wait bounds a hanging poll" || fail "hanging poll: took $((SECONDS - start)) s"
 mode normal
@@ -233,7 +233,7 @@ jq -e '.jobid | test("^[0-9a-f-]{36}$")' "$work/stdout" >/dev/null && [ "$(wc -l
 run_cce 0 "" "--json --wait" rotate "${base[@]}" --component all --json --wait --poll-interval 1
 expect_eq "--json --wait: phase" "$(jq -r .phase "$work/stdout")" Success
 mode job-fails
-run_cce 3 "" "--json --wait, job Failed" rotate "${base[@]}" --component all --json --wait --poll-interval 1
+run_cce 17 "" "--json --wait, job Failed" rotate "${base[@]}" --component all --json --wait --poll-interval 1
 expect_eq "--json --wait failed: phase and reason" "$(jq -r '.phase + ": " + .reason' "$work/stdout")" \
 	"Failed: rotating the certificates failed: kube-apiserver did not come back"
 mode normal
@@ -243,7 +243,7 @@ grep -qxE '[0-9a-f-]{36}' "$work/stdout" && [ "$(wc -l <"$work/stdout")" -eq 1 ]
 
 # ---- TLS and the endpoint ----
 mark
-run_cce 5 "" "pinned CA mismatch" rotate "${base[@]}" --component all --ca-file "$work/fake/other-ca.pem"
+run_cce 19 "" "pinned CA mismatch" rotate "${base[@]}" --component all --ca-file "$work/fake/other-ca.pem"
 run_cce 2 "plain http is refused" "http:// endpoint" rotate "${base[@]}" --component all --endpoint "http://127.0.0.1:$port"
 run_cce 2 "with no path" "endpoint with a path" rotate "${base[@]}" --component all --endpoint "$ep/api"
 run_cce 2 "--ca-file PEM_BUNDLE is required" "no --ca-file" rotate --endpoint "$ep" --project-id p --cluster-id c \

@@ -77,7 +77,7 @@ ks_cli() {
 ks_inventory_says() {
 	local dir=$1 suffix=$2 report
 	shift 2
-	# Exit 3 (something needs attention) is expected here: only the record matters.
+	# Exit 24 (something needs attention) is expected here: only the record matters.
 	report=$("$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --json --inventory "$dir" 2>/dev/null)
 	printf '%s' "$report" | python3 -c "
 import json, sys

@@ -98,10 +98,10 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096; do
 done
 
 # Existing names, missing keys, bad names.
-check_exit 6 "keygen of an existing name" ks_cli keygen k-ec-p256 --type ec-p256
-check_exit 4 "pubkey of a missing key" ks_cli pubkey no-such-key
+check_exit 15 "keygen of an existing name" ks_cli keygen k-ec-p256 --type ec-p256
+check_exit 14 "pubkey of a missing key" ks_cli pubkey no-such-key
 check_exit 2 "a bad key name" ks_cli pubkey "bad/name"
-check_exit 7 "an unknown key type" ks_cli keygen k-dsa --type dsa-1024
+check_exit 16 "an unknown key type" ks_cli keygen k-dsa --type dsa-1024
 check_exit 2 "a bad subject" ks_cli csr k-ec-p256 --subject "CN=x,,O=y" --out "$work/bad.csr"
 check "list shows the keys" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q k-rsa-3072"
 check_stderr() { # check_stderr CODE TEXT DESCRIPTION COMMAND...: exit CODE, TEXT (fixed string) on stderr
@@ -198,24 +198,24 @@ check "local CA issues a certificate for the CSR" openssl x509 -req -in "$work/e
 check "cert-put of the matching certificate" ks_cli cert-put k-ec-p256 "$ca/leaf.pem"
 check "cert-get returns it" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' cert-get k-ec-p256 | openssl x509 -noout -fingerprint -sha256 | cmp -s - <(openssl x509 -in '$ca/leaf.pem' -noout -fingerprint -sha256)"
 check_exit 2 "cert-put of a certificate for another key" ks_cli cert-put k-ec-p384 "$ca/leaf.pem"
-check_exit 4 "cert-get where there is none" ks_cli cert-get k-ec-p384
+check_exit 14 "cert-get where there is none" ks_cli cert-get k-ec-p384
 
 # Delete removes the key for good.
 check "delete" ks_cli delete k-rsa-2048
-check_exit 4 "pubkey after delete" ks_cli pubkey k-rsa-2048
-check_exit 4 "delete of a missing key" ks_cli delete k-rsa-2048
+check_exit 14 "pubkey after delete" ks_cli pubkey k-rsa-2048
+check_exit 14 "delete of a missing key" ks_cli delete k-rsa-2048
 
 # A uid without a grant: the socket mode stops it first; opened to all, the policy does.
 if command -v setpriv >/dev/null 2>&1; then
-	check_exit 8 "nobody cannot connect through a 0660 socket" \
+	check_exit 7 "nobody cannot connect through a 0660 socket" \
 		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" hello
 	chmod 0666 "$KS_SOCKET"
-	check_exit 3 "nobody is denied hello with the socket 0666" \
+	check_exit 8 "nobody is denied hello with the socket 0666" \
 		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" hello
-	check_exit 3 "nobody is denied sign with the socket 0666" \
+	check_exit 8 "nobody is denied sign with the socket 0666" \
 		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" \
 		sign k-ec-p256 --alg ecdsa-sha256 --digest-hex "$(openssl dgst -sha256 -r "$work/data" | cut -d' ' -f1)"
-	check_exit 3 "nobody is denied keygen with the socket 0666" \
+	check_exit 8 "nobody is denied keygen with the socket 0666" \
 		setpriv --reuid=65534 --regid=65534 --clear-groups "$KS_KEYSVC_CLI" --socket "$KS_SOCKET" keygen evil
 	check "the audit log records the denials" grep -q '"uid":65534.*"outcome":"denied"' "$KS_DIR/audit.log"
 else

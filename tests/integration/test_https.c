@@ -35,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #include "clients/https/https.h"
+#include "clients/provider/provider.h"
 #include "clients/keysvc.h"
 #include "tests/common/daemon.h"
 
@@ -1193,6 +1194,7 @@ static void sign_denied(void **state, int version)
 	r = get(&o, &s, "/", &resp);
 	srv_stop(&s);
 	expect_result(r, &resp, -ENOKEY, "denied");
+	assert_int_equal(resp.keysvc_reason, KSP_R_DENIED);
 	assert_non_null(strstr(resp.err, "sign with key " KEY_NOSIGN));
 	/* keysvcd's whole message, not cut inside a word by a buffer on the way. */
 	if (strstr(resp.err, "is not granted sign on key " KEY_NOSIGN) == NULL)
@@ -1227,6 +1229,7 @@ static void test_key_not_loadable(void **state)
 	srv_start(&s, &f->p, f->p.srv, TLS1_2_VERSION, TLS1_3_VERSION, SRV_OK);
 	r = get(&o, &s, "/", &resp);
 	expect_result(r, &resp, -ENOKEY, "denied");
+	assert_int_equal(resp.keysvc_reason, KSP_R_DENIED);
 	assert_non_null(strstr(resp.err, "keysvc:other-key"));
 	ks_https_response_free(&resp);
 
@@ -1243,6 +1246,7 @@ static void test_key_not_loadable(void **state)
 	o.key_uri = "keysvc:client-missing";
 	r = get(&o, &s, "/", &resp);
 	expect_result(r, &resp, -ENOKEY, "no such key");
+	assert_int_equal(resp.keysvc_reason, KSP_R_NO_SUCH_KEY);
 	ks_https_response_free(&resp);
 
 	o.key_uri = "keysvc:bad/name";

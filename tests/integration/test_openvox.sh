@@ -53,8 +53,8 @@ run_exit 2 "certname" "an upper-case certname is refused" "$ovx" enroll --server
 run_exit 2 "https://" "an http:// server is refused" "$ovx" enroll --server "http://127.0.0.1:$ca_port" \
 	--certname agent1.example.org --cert "$cert" --ca-file "$cadir/ca.pem"
 
-# Not signed yet, asked once: exit 7, the key and the request stay.
-run_exit 7 "has not signed" "enroll before the CA signs: not signed in time" \
+# Not signed yet, asked once: exit 22, the key and the request stay.
+run_exit 22 "has not signed" "enroll before the CA signs: not signed in time" \
 	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --maxwaitforcert 0
 check "the key was made in the token" ks_cli pubkey agent1
 [ -e "$cert" ] && fail "nothing installed before signing" || ok "nothing installed before signing"
@@ -81,10 +81,10 @@ check "the CRL was installed and verifies" openssl crl -in "$certs/crl.pem" -CAf
 # Fingerprint bootstrap.
 fp=$(openssl x509 -in "$cadir/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)
 bad_fp=$(openssl x509 -in "$cadir/foreign-ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)
-run_exit 4 "no certificate of the CA bundle has fingerprint" "enroll with a wrong CA fingerprint" \
+run_exit 18 "no certificate of the CA bundle has fingerprint" "enroll with a wrong CA fingerprint" \
 	"$ovx" enroll "${common[@]}" --cert "$certs/fp.pem" --ca-fingerprint "SHA256:$bad_fp" --ca-out "$certs/fp-ca.pem"
 [ -e "$certs/fp-ca.pem" ] && fail "wrong fingerprint: CA not installed" || ok "wrong fingerprint: CA not installed"
-run_exit 7 "has not signed" "enroll with the right CA fingerprint (second agent, pending)" \
+run_exit 22 "has not signed" "enroll with the right CA fingerprint (second agent, pending)" \
 	"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent2.example.org --key agent2 \
 	--cert "$certs/agent2.pem" --ca-fingerprint "SHA256:$fp" --ca-out "$certs/fp-ca.pem" \
 	--waitforcert 1 --maxwaitforcert 0 --quiet
@@ -97,7 +97,7 @@ run_exit 7 "has not signed" "enroll with the right CA fingerprint (second agent,
 printf 'extra-ca\nforeign-cert\nsign agent3.example.org\n' >"$work/control"
 for pin in "fingerprint|--ca-fingerprint|SHA256:$fp" "--ca-file|--ca-file|$cadir/ca.pem"; do
 	IFS='|' read -r label pin_opt pin_val <<<"$pin"
-	run_exit 4 "does not chain" "$label: a certificate from a CA added to the bundle is refused" \
+	run_exit 18 "does not chain" "$label: a certificate from a CA added to the bundle is refused" \
 		"$ovx" enroll --server "$server" --socket "$KS_SOCKET" --certname agent3.example.org --key agent3 \
 		--cert "$certs/mitm.pem" "$pin_opt" "$pin_val" --ca-out "$certs/mitm-ca.pem" \
 		--waitforcert 1 --maxwaitforcert 10 --quiet
@@ -123,12 +123,12 @@ check "--ca-file: --ca-out holds the genuine CA only" cmp -s "$certs/agent3b-ca.
 mode normal
 
 # A CSR the CA refuses (extra SANs, allow-subject-alt-names off) is not
-# "not signed yet": exit 3 with the CA's whole reason on stderr, even quiet.
+# "not signed yet": exit 17 with the CA's whole reason on stderr, even quiet.
 san_reason="CSR 'agent5.example.org' contains extra subject alternative names (DNS:extra.example.org), which are \
 disallowed. To allow subject alternative names, set allow-subject-alt-names to true in your ca.conf file. Then \
 restart the puppetserver and try signing this certificate again."
-run_exit 3 "the CA refused the CSR for agent5.example.org (HTTP 400): $san_reason" \
-	"a CSR the CA refuses: exit 3, the whole reason on stderr with --quiet" \
+run_exit 17 "the CA refused the CSR for agent5.example.org (HTTP 400): $san_reason" \
+	"a CSR the CA refuses: exit 17, the whole reason on stderr with --quiet" \
 	bash -c '"$0" "$@" 2>&1 >/dev/null' "$ovx" enroll --server "$server" --socket "$KS_SOCKET" \
 	--certname agent5.example.org --key agent5 --cert "$certs/agent5.pem" --ca-file "$cadir/ca.pem" \
 	--dns-alt-name extra.example.org --waitforcert 1 --maxwaitforcert 0 --quiet
@@ -136,7 +136,7 @@ run_exit 3 "the CA refused the CSR for agent5.example.org (HTTP 400): $san_reaso
 check "refused CSR: recorded as failed with the reason" ks_inventory_says "$work/inv" /agent5.pem outcome failed
 
 # The CRL is checked before anything is installed: a CRL that is empty (no
-# bytes), does not parse or is signed by another CA is exit 4 with nothing
+# bytes), does not parse or is signed by another CA is exit 18 with nothing
 # installed and no CRL recorded, so keysvc status has nothing to fail on.
 inv6=$work/inv6
 enroll6() {
@@ -146,7 +146,7 @@ enroll6() {
 }
 for m in "crl-empty:does not parse" "crl-garbage:does not parse" "crl-foreign:not signed by the CA"; do
 	printf '%s\nsign agent6.example.org\n' "${m%%:*}" >"$work/control"
-	run_exit 4 "${m#*:}" "enroll, CA in mode ${m%%:*}: exit 4" enroll6
+	run_exit 18 "${m#*:}" "enroll, CA in mode ${m%%:*}: exit 18" enroll6
 	for f in agent6.pem agent6-crl.pem; do
 		[ -e "$certs/$f" ] && fail "mode ${m%%:*}: $f not installed" || ok "mode ${m%%:*}: $f not installed"
 	done
@@ -174,14 +174,14 @@ renew() { "$ovx" renew "${common[@]}" --ca-file "$cadir/ca.pem" "$@"; }
 run_exit 10 "" "renew --when-due: not due (90 days left, interval 30)" renew --when-due
 check "not due: certificate unchanged" unchanged
 
-for m in renewal-disabled:3:"auto-renewal is disabled on this CA" \
-	garbage:4:"something other than PEM certificates" \
-	other-key:4:"another public key than the token key" \
-	expired:4:"expired" \
-	shorter:4:"no later than the current one" \
-	status-500:3:"unexpected answer from the CA: HTTP 500" \
-	huge:5:"" \
-	hang:5:""; do
+for m in renewal-disabled:17:"auto-renewal is disabled on this CA" \
+	garbage:18:"something other than PEM certificates" \
+	other-key:18:"another public key than the token key" \
+	expired:18:"expired" \
+	shorter:18:"no later than the current one" \
+	status-500:17:"unexpected answer from the CA: HTTP 500" \
+	huge:19:"" \
+	hang:19:""; do
 	name=${m%%:*}
 	rest=${m#*:}
 	code=${rest%%:*}
@@ -193,10 +193,10 @@ for m in renewal-disabled:3:"auto-renewal is disabled on this CA" \
 done
 mode normal
 
-run_exit 5 "" "renew with a CA file that does not match the server: TLS verification fails" \
+run_exit 19 "" "renew with a CA file that does not match the server: TLS verification fails" \
 	"$ovx" renew "${common[@]}" --ca-file "$cadir/foreign-ca.pem"
 check "wrong CA file: certificate unchanged" unchanged
-run_exit 6 "cannot reach keysvcd at $work/none.sock: No such file or directory; is it running? (systemctl status keysvcd.socket)" \
+run_exit 7 "cannot reach keysvcd at $work/none.sock: No such file or directory; is it running? (systemctl status keysvcd.socket)" \
 	"renew with keysvcd unreachable: the socket named" \
 	"$ovx" renew --server "$server" --socket "$work/none.sock" --certname agent1.example.org --key agent1 \
 	--cert "$cert" --ca-file "$cadir/ca.pem"
@@ -210,14 +210,14 @@ ks_cli csr agent1 --subject CN=agent1.example.org --out "$work/foreign.csr" >/de
 openssl x509 -req -in "$work/foreign.csr" -CA "$cadir/foreign-ca.pem" -CAkey "$cadir/foreign-ca.key" \
 	-CAcreateserial -days 30 -out "$work/foreign.pem" 2>/dev/null
 cp "$work/foreign.pem" "$work/foreign-before.pem"
-run_exit 3 "not signed by this CA" "renew with a certificate from a foreign CA: 403" \
+run_exit 17 "not signed by this CA" "renew with a certificate from a foreign CA: 403" \
 	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
 check "403: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
 
 # Puppet Server 7's stock auth.conf has no rule for the renewal route (7 has
 # no such route): tk-authorization's 403, which is not a CA mismatch.
 mode no-renewal-rule
-run_exit 3 "auth.conf denies the renewal" "renew against Puppet Server 7's auth.conf: 403 Forbidden request" renew
+run_exit 17 "auth.conf denies the renewal" "renew against Puppet Server 7's auth.conf: 403 Forbidden request" renew
 cp "$work/out" "$work/auth403.out"
 for text in 'path: "^/puppet-ca/v1/certificate_renewal$", type: regex, method: post' 'allow: "*"' \
 	'sort-order: 500' 'before 8 have no renewal endpoint'; do
@@ -232,7 +232,7 @@ ks_cli keygen nosign --type ec-p256 >/dev/null
 ks_cli csr nosign --subject CN=nosign.example.org --out "$work/nosign.csr" >/dev/null
 openssl x509 -req -in "$work/nosign.csr" -CA "$cadir/ca.pem" -CAkey "$cadir/ca.key" \
 	-CAcreateserial -days 30 -out "$work/nosign.pem" 2>/dev/null
-run_exit 6 "denied" "renew with a key keysvcd may not sign with" \
+run_exit 8 "denied" "renew with a key keysvcd may not sign with" \
 	"$ovx" renew --server "$server" --socket "$KS_SOCKET" --certname nosign.example.org --key nosign \
 	--cert "$work/nosign.pem" --ca-file "$cadir/ca.pem"
 
@@ -287,7 +287,7 @@ start_ca "$cadir" --header-cert --renewal-ttl 17280000
 server=https://127.0.0.1:$ca_port
 common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
 cp "$cert" "$work/before.pem"
-run_exit 3 "no client certificate reached the CA" "header mode, certificate in TLS only: 400" renew
+run_exit 17 "no client certificate reached the CA" "header mode, certificate in TLS only: 400" renew
 check "400: certificate unchanged" unchanged
 sleep 1.1
 run_exit 0 "" "header mode with --header-cert: renewed" renew --header-cert
@@ -299,7 +299,7 @@ stop_ca
 start_ca "$cadir" --strict-auth
 server=https://127.0.0.1:$ca_port
 common=(--server "$server" --socket "$KS_SOCKET" --certname agent1.example.org --key agent1 --cert "$cert" --quiet)
-run_exit 5 "Puppet Server refuses a client certificate it did not sign" "strict: renew with a certificate from a foreign CA fails in the TLS handshake" \
+run_exit 19 "Puppet Server refuses a client certificate it did not sign" "strict: renew with a certificate from a foreign CA fails in the TLS handshake" \
 	"$ovx" renew "${common[@]}" --cert "$work/foreign.pem" --ca-file "$cadir/ca.pem"
 check "strict, foreign CA: certificate unchanged" cmp -s "$work/foreign.pem" "$work/foreign-before.pem"
 
@@ -313,7 +313,7 @@ cp "$cert" "$work/before.pem"
 run_exit 0 "" "renew --rotate-key agent1-b" renew --rotate-key agent1-b --waitforcert 1 --maxwaitforcert 10
 check "rotated: the certificate is for the new key" bash -c \
 	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1-b)"
-run_exit 4 "" "rotated: the old key is gone" ks_cli pubkey agent1
+run_exit 14 "" "rotated: the old key is gone" ks_cli pubkey agent1
 check "rotated: the previous certificate kept" cmp -s "$cert.prev" "$work/before.pem"
 
 # No keysvc.so where the client looks: enrollment uses no token key for TLS
@@ -328,15 +328,15 @@ check "enrolled without the provider: the certificate is installed" \
 cp "$certs/agent7.pem" "$work/agent7-before.pem"
 run_exit 10 "" "renew --when-due without the provider: not due, no request needs it" \
 	"$ovx" renew "${agent7[@]}" --provider-dir "$work/no-provider" --when-due
-run_exit 6 "no usable keysvc.so in $work/no-provider (--provider-dir" \
+run_exit 1 "no usable keysvc.so in $work/no-provider (--provider-dir" \
 	"renew without the provider (--provider-dir): names the directory searched" \
 	"$ovx" renew "${agent7[@]}" --provider-dir "$work/no-provider"
-run_exit 6 "no usable keysvc.so in $work/no-provider (\$OPENSSL_MODULES" \
+run_exit 1 "no usable keysvc.so in $work/no-provider (\$OPENSSL_MODULES" \
 	"renew without the provider (\$OPENSSL_MODULES): names the directory searched" \
 	env OPENSSL_MODULES="$work/no-provider" "$ovx" renew "${agent7[@]}"
 modulesdir=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
 if [ -n "$modulesdir" ] && [ ! -e "$modulesdir/keysvc.so" ]; then
-	run_exit 6 "no usable keysvc.so in $modulesdir (OpenSSL's modules directory" \
+	run_exit 1 "no usable keysvc.so in $modulesdir (OpenSSL's modules directory" \
 		"renew without the provider (no --provider-dir, no \$OPENSSL_MODULES): names OpenSSL's directory" \
 		env -u OPENSSL_MODULES "$ovx" renew "${agent7[@]}"
 else

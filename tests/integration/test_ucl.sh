@@ -58,7 +58,7 @@ chmod 0600 "$work/token"
 run_exit 2 "unrecognized option" "no --token option exists (the token never goes on a command line)" \
 	"$ucl" pair --token "$token" --state "$state"
 mode "key-algorithm ed25519"
-run_exit 4 "cannot make" "the connector asks for an algorithm keysvc cannot make" "$ucl" "${pair[@]}"
+run_exit 18 "cannot make" "the connector asks for an algorithm keysvc cannot make" "$ucl" "${pair[@]}"
 # (The run's lock file, state.json.lock, stays: see certlock.h.)
 check "  nothing installed, no state" bash -c "! ls '$files'/* 2>/dev/null | grep -v '\.lock$' | grep -q ."
 mode normal
@@ -84,7 +84,7 @@ check "the chain starts with the client certificate" bash -c \
 check "the state file is 0600" bash -c "[ \$(stat -c %a '$state') = 600 ]"
 check "the token is not in the state" bash -c "! grep -q '$token' '$state'"
 run_exit 2 "already paired" "pair again over an existing state is refused" "$ucl" "${pair[@]}"
-run_exit 3 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state/$work/other-state.json}"
+run_exit 17 "" "the one-time token cannot be used twice" "$ucl" "${pair[@]/$state/$work/other-state.json}"
 
 # ---- the CA the client certificate must chain to ----
 # pair_as DIR KEYBASE TOKEN [OPTIONS...]: another pairing, into DIR, with a
@@ -102,7 +102,7 @@ pair_as() {
 renew_as() { "$ucl" renew --state "$1/state.json" --socket "$KS_SOCKET" --quiet --inventory "$work/inv-x"; }
 # --issuer-ca pins the CA: a self-consistent answer from another CA is refused.
 printf 'token tok-a-%s\nother-ca\n' "$RANDOM" >"$work/control"
-run_exit 4 "does not chain to" "pair --issuer-ca: an answer from another CA is refused" \
+run_exit 18 "does not chain to" "pair --issuer-ca: an answer from another CA is refused" \
 	pair_as "$work/pa" uclxa "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
 check "  refused: nothing installed" bash -c "! ls '$work/pa'/*.pem 2>/dev/null | grep -q ."
 check "  the state records only the unfinished attempt and its key" \
@@ -123,7 +123,7 @@ check "  now paired, under the same pairing id" \
 # An unfinished pairing resumes only with its own base; its key, if the
 # connector now asks for another algorithm, is replaced (it is this state's).
 printf 'token tok-e-%s\nother-ca\n' "$RANDOM" >"$work/control"
-run_exit 4 "does not chain to" "pair into pe fails after making its key" \
+run_exit 18 "does not chain to" "pair into pe fails after making its key" \
 	pair_as "$work/pe" uclxe "$(sed -n 's/^token //p' "$work/control")" --issuer-ca "$work/conn/ca.pem"
 ide=$(jq -r .pairing_id "$work/pe/state.json")
 printf 'token tok-e2-%s\n' "$RANDOM" >"$work/control"
@@ -155,7 +155,7 @@ run_exit 0 "" "renew: the installed signing CA alone is the trust anchor" renew_
 # A CA above the installed one is not vouched for by it: pair again.
 cp "$work/pc/chain.pem" "$work/pc-chain.before"
 mode normal
-run_exit 4 "pair again" "renew: a caCertificate the installed CA does not vouch for is refused" renew_as "$work/pc"
+run_exit 18 "pair again" "renew: a caCertificate the installed CA does not vouch for is refused" renew_as "$work/pc"
 check "  refused: chain unchanged" cmp -s "$work/pc/chain.pem" "$work/pc-chain.before"
 # Without --issuer-ca the first answer's CA is trusted (TOFU over verified TLS);
 # a later caCertificate must chain to it.
@@ -272,17 +272,17 @@ inv_says() { ks_inventory_says "$work/inv" /client.pem "$@"; }
 snapshot
 run_exit 10 "" "renew --when-due: not due" renew --when-due
 check "not due: files unchanged" unchanged
-for m in graphql-error:3:"answered with errors" \
-	partial:3:"answered with errors" \
-	http-500:3:"HTTP 500" \
-	wrong-subject:4:"subject" \
-	other-key:4:"another public key than the token key" \
-	bad-base64:4:"not valid base64" \
-	bad-chain:4:"does not chain" \
-	other-ca:4:"pair again" \
-	validation-error:3:"HTTP 422: the connector answered with errors: fake-ucl-connector: validation failed" \
-	huge:5:"" \
-	hang:5:""; do
+for m in graphql-error:17:"answered with errors" \
+	partial:17:"answered with errors" \
+	http-500:17:"HTTP 500" \
+	wrong-subject:18:"subject" \
+	other-key:18:"another public key than the token key" \
+	bad-base64:18:"not valid base64" \
+	bad-chain:18:"does not chain" \
+	other-ca:18:"pair again" \
+	validation-error:17:"HTTP 422: the connector answered with errors: fake-ucl-connector: validation failed" \
+	huge:19:"" \
+	hang:19:""; do
 	name=${m%%:*}
 	rest=${m#*:}
 	code=${rest%%:*}
@@ -294,7 +294,7 @@ for m in graphql-error:3:"answered with errors" \
 done
 mode normal
 check "inventory: the failed renewals are recorded (client ucl, outcome failed)" inv_says client ucl outcome failed key "$k1"
-run_exit 5 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
+run_exit 19 "" "renew with a CA file that does not match the server" renew --ca-file "$work/conn/foreign-ca.pem"
 check "wrong CA file: unchanged" unchanged
 
 # The certificate cannot be installed after the chain and the CA could be (a
@@ -328,14 +328,14 @@ run_exit 10 "" "renew --when-due: two thirds of the validity left is not due at 
 run_exit 0 "" "renew --when-due --renew-share 70: due, renewed to $k3" renew --when-due --renew-share 70
 check "renewed: the certificate is for $k3" bash -c \
 	"openssl x509 -in '$files/client.pem' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey $k3)"
-run_exit 4 "" "after two renewals the key two generations back ($k1) is deleted" ks_cli pubkey "$k1"
+run_exit 14 "" "after two renewals the key two generations back ($k1) is deleted" ks_cli pubkey "$k1"
 check "$k2 is kept as the previous key" ks_cli pubkey "$k2"
 run_exit 0 "" "s3, paired with the same default base, still renews after the main pairing's renewals" \
 	renew_as "$work/s3"
 
 # ---- revocation ----
 run_exit 0 "" "revoke" "$ucl" revoke --state "$state" --socket "$KS_SOCKET" --quiet
-run_exit 3 "Failed to authenticate" "a revoked certificate cannot renew" renew
+run_exit 17 "Failed to authenticate" "a revoked certificate cannot renew" renew
 check "revoked: the installed files stay (the operator decides)" test -s "$files/client.pem"
 
 stop_srv

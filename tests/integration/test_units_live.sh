@@ -228,9 +228,9 @@ pin=$(in_ns cat /etc/keysvc/pin)
 journal_lacks() { ! in_ns journalctl --no-pager | grep -qF -- "$1"; }
 check "the journal never shows the PIN" journal_lacks "$pin"
 
-run_exit 8 "" "a user outside group keysvc cannot connect (socket mode)" as_user nobody \
+run_exit 7 "" "a user outside group keysvc cannot connect (socket mode)" as_user nobody \
 	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello
-run_exit 3 "denied" "a member of group keysvc without a policy grant is denied" as_user ksmember \
+run_exit 8 "denied" "a member of group keysvc without a policy grant is denied" as_user ksmember \
 	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock list
 
 check "systemctl reload" ctl reload keysvcd.service
@@ -280,7 +280,7 @@ check "keysvcd's errors reach the journal at priority err (journalctl -p err)" \
 check "... and its info lines stay below warning" unit_log_lacks_at warning 'keysvcd\[info\]'
 check "the token saw the wrong PIN exactly once (C_Login through faultp11)" \
 	is "$((before + 1))" "$(logins)"
-run_exit 8 "" "with the socket failed, a client cannot connect" cli hello
+run_exit 7 "" "with the socket failed, a client cannot connect" cli hello
 check "... and the token still saw the wrong PIN once" is "$((before + 1))" "$(logins)"
 
 in_ns sh -c 'printf "%s\n" "$1" > /etc/keysvc/pin' - "$pin"

@@ -67,7 +67,7 @@ check "status --json of an expired certificate says so" bash -c \
 	"'$oci' status --cert '$work/old.pem' --json | grep -q '\"phase\": \"expired-rebootstrap-required\"'"
 run_exit 2 "" "status of a missing file" "$oci" status --cert "$work/none.pem"
 # Not valid for two more days (a CA clock ahead of ours): not current. One
-# rule for both tools: keysvc status classes it expired (exit 3), so
+# rule for both tools: keysvc status classes it expired (exit 24), so
 # keysvc-oci status exits as for expired (12), saying why.
 "$fake" --dir "$ca" --issue "$work/node1.csr" --out "$work/future.pem" --age-days -2 || ks_die "issue"
 from=$(openssl x509 -in "$work/future.pem" -noout -startdate | sed 's/^notBefore=//')
@@ -80,7 +80,7 @@ check "... --json: phase not-yet-valid, exit 12" bash -c \
 mkdir -p "$work/inv-future"
 printf '{"version": 1, "cert": "%s", "key": "node1", "client": "oci", "outcome": "ok"}\n' "$work/future.pem" \
 	>"$work/inv-future/$(printf %s "$work/future.pem" | sha256sum | cut -c1-64).json"
-run_exit 3 "not yet valid (from " "keysvc status of the same certificate: expired, exit 3" \
+run_exit 24 "not yet valid (from " "keysvc status of the same certificate: expired, exit 24" \
 	"$KS_KEYSVC_CLI" --socket "$KS_SOCKET" status --inventory "$work/inv-future"
 check "both tools put it in the expired class" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' status --inventory \
 	'$work/inv-future' --json | python3 -c 'import json, sys; d = json.load(sys.stdin); \
@@ -153,17 +153,17 @@ check "direct: installed and chaining" openssl verify -CAfile "$ca/ca.pem" "$cer
 mode normal
 
 # Every failure: message, exit code, certificate unchanged, failure recorded.
-for m in status-500:3:"InternalServerError" \
-	not-authorized:3:"HTTP 404: NotAuthorizedOrNotFound" \
-	garbage:4:"not a JSON object" \
-	bundle-404:3:"the certificate bundle: HTTP 404" \
-	other-key:4:"" \
-	foreign-ca:4:"" \
-	expired:4:"" \
-	shorter:4:"" \
-	other-subject:4:"subject is not the current" \
-	huge:5:"" \
-	hang:5:""; do
+for m in status-500:17:"InternalServerError" \
+	not-authorized:17:"HTTP 404: NotAuthorizedOrNotFound" \
+	garbage:18:"not a JSON object" \
+	bundle-404:17:"the certificate bundle: HTTP 404" \
+	other-key:18:"" \
+	foreign-ca:18:"" \
+	expired:18:"" \
+	shorter:18:"" \
+	other-subject:18:"subject is not the current" \
+	huge:19:"" \
+	hang:19:""; do
 	name=${m%%:*}
 	rest=${m#*:}
 	code=${rest%%:*}
@@ -189,14 +189,14 @@ mode normal
 # valgrind do not race the delays.)
 reset_cert "$work/due.pem"
 mode status-500
-run_exit 3 "" "a failed renewal" renew --backoff 30 --backoff-max 60
+run_exit 17 "" "a failed renewal" renew --backoff 30 --backoff-max 60
 check "inventory: the failure is recorded" inv_says outcome failed
 mode normal
 run_exit 10 "backing off after 1 failed attempt" "renew --when-due right after: backing off" \
 	"$oci" renew "${common[@]}" --when-due
 check "backing off: certificate unchanged" unchanged
 mode status-500
-run_exit 3 "" "a second failed renewal (manual: no waiting)" renew --backoff 30 --backoff-max 60
+run_exit 17 "" "a second failed renewal (manual: no waiting)" renew --backoff 30 --backoff-max 60
 check "two failures recorded" grep -q '"failures": 2' "$cert.state"
 check "the delay doubled and was capped, with jitter: 30..60 s" python3 -c "
 import json, time
@@ -216,10 +216,10 @@ run_exit 12 "re-bootstrap is required" "renew of an expired certificate: re-boot
 	"$oci" renew "${common[@]}"
 check "expired: certificate unchanged" unchanged
 reset_cert "$work/due.pem"
-run_exit 3 "NotAuthenticated" "a keyId the server does not know: 401" \
+run_exit 17 "NotAuthenticated" "a keyId the server does not know: 401" \
 	"$oci" renew "${common[@]}" --key-id "ocid1.tenancy.oc1..other/u/f"
-run_exit 5 "" "a TLS CA that is not the server's" renew --tls-ca-file "$ca/foreign-ca.pem"
-run_exit 6 "cannot reach keysvcd" "keysvcd unreachable" "$oci" renew --cert "$cert" --ca-file "$ca/ca.pem" \
+run_exit 19 "" "a TLS CA that is not the server's" renew --tls-ca-file "$ca/foreign-ca.pem"
+run_exit 7 "cannot reach keysvcd" "keysvcd unreachable" "$oci" renew --cert "$cert" --ca-file "$ca/ca.pem" \
 	--key node1 --key-id "$key_id" --endpoint "$endpoint" --node-id ocid1.rovernode.oc1.test.node1 \
 	--socket "$work/none.sock"
 run_exit 2 "is not a certificate for key" "the certificate of another key" \
@@ -231,9 +231,9 @@ check "local failures: certificate unchanged" unchanged
 # renew --new-key: the new key is certified, the request still signed with the old one.
 reset_cert "$work/due.pem"
 mode other-key
-run_exit 4 "" "renew --new-key against a bad answer" renew --new-key node2
+run_exit 18 "" "renew --new-key against a bad answer" renew --new-key node2
 check "bad answer: certificate unchanged" unchanged
-run_exit 4 "no key named node2" "bad answer: the new key node2 is deleted again" ks_cli pubkey node2
+run_exit 14 "no key named node2" "bad answer: the new key node2 is deleted again" ks_cli pubkey node2
 mode normal
 run_exit 2 "a key of that name exists" "--new-key naming an existing key is refused" renew --new-key nosign
 run_exit 2 "not with --when-due" "--new-key with --when-due is refused" renew --new-key node2 --when-due
@@ -271,7 +271,7 @@ d = json.loads(p.stdout)
 assert list(d) == ['date', 'host', 'content-length', 'content-type', 'x-content-sha256', 'authorization'], list(d)
 assert d['content-length'] == '9' and d['authorization'].startswith('Signature version=\"1\",headers='), d
 "
-run_exit 6 "keysvcd would not sign" "sign-request with a key the policy does not let us sign with" \
+run_exit 8 "keysvcd would not sign" "sign-request with a key the policy does not let us sign with" \
 	"$oci" sign-request --socket "$KS_SOCKET" --key nosign --key-id "$key_id" --method GET --url "$endpoint/x"
 
 ks_fake_stop

@@ -299,7 +299,7 @@ static void test_cli_errors(void **state)
 	(void)state;
 	out = run_cli("--key oci-none --key-id k --method GET --url https://h/ 2>/dev/null", &st);
 	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 6);
+	assert_int_equal(WEXITSTATUS(st), 14);
 	assert_string_equal(out, "");
 	free(out);
 	out = run_cli("--key " KEY_NAME " --key-id 'a\"b' --method GET --url https://h/ 2>/dev/null", &st);

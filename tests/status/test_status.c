@@ -184,11 +184,11 @@ static void test_names_colours_exit(void **state)
 	assert_string_equal(ks_class_colour(KS_CLASS_VALID), "green");
 	assert_string_equal(ks_class_colour(KS_CLASS_REMOVED), "purple");
 	assert_string_equal(ks_class_ansi(KS_CLASS_EXPIRED), "\033[31m");
-	assert_int_equal(ks_status_exit(ok, 2, 0), KS_STATUS_EXIT_OK);
-	assert_int_equal(ks_status_exit(NULL, 0, 0), KS_STATUS_EXIT_OK);
-	assert_int_equal(ks_status_exit(warn, 2, 0), KS_STATUS_EXIT_ATTENTION);
-	assert_int_equal(ks_status_exit(ok, 2, 1), KS_STATUS_EXIT_ERROR);
-	assert_int_equal(ks_status_exit(err, 2, 0), KS_STATUS_EXIT_ERROR);
+	assert_int_equal(ks_status_exit(ok, 2, 0), KS_EXIT_OK);
+	assert_int_equal(ks_status_exit(NULL, 0, 0), KS_EXIT_OK);
+	assert_int_equal(ks_status_exit(warn, 2, 0), KS_EXIT_ATTENTION);
+	assert_int_equal(ks_status_exit(ok, 2, 1), KS_EXIT_INTERNAL);
+	assert_int_equal(ks_status_exit(err, 2, 0), KS_EXIT_INTERNAL);
 	for (int c = KS_CLASS_VALID; c <= KS_CLASS_ERROR; c++)
 		assert_int_equal(ks_class_needs_attention((enum ks_class)c),
 				 c != KS_CLASS_VALID && c != KS_CLASS_NOTICE && c != KS_CLASS_ERROR);

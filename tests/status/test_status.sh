@@ -9,7 +9,7 @@
 #    previous one, an unrelated one, and one that never answers the handshake.
 #  - hooks: keysvc-openvox against the fake CA with a reload command that
 #    succeeds, fails, hangs past its timeout, and endpoints that keep
-#    serving the old certificate: push-failed recorded, exit 8, .prev kept.
+#    serving the old certificate: push-failed recorded, exit 23, .prev kept.
 #
 # Arguments: the fake-openvox-ca and keysvc-openvox programs, tls_server.py.
 set -uo pipefail
@@ -243,7 +243,7 @@ inv_save=$inv; inv=$inv2
 record "$c/failed-valid.pem" "" other failed ', "reason": "HTTP 503 from the CA"'
 inv=$inv_save
 sed -i 's/"key": "", //' "$inv2"/*.json
-run_exit 3 "last renewal failed: HTTP 503 from the CA" "status: a failed last renewal needs attention" \
+run_exit 24 "last renewal failed: HTTP 503 from the CA" "status: a failed last renewal needs attention" \
 	cli status --inventory "$inv2" --config "$work/empty.json"
 check "failed renewal, 200 days left: class warning" bash -c "grep -F '$c/failed-valid.pem' '$work/last' | grep -q '^warning '"
 rm -f "$inv2"/*.json
@@ -276,11 +276,11 @@ check "status --json: aged_out counted, not listed" python3 -c "
 import json; d = json.load(open('$work/aged.json'))
 assert d['aged_out'] == 1 and d['total'] == 0 and d['attention'] == 0, d"
 rec_time "$c/gone-new.pem" $((29 * 86400))
-run_exit 3 "" "status: a removed entry of 29 days is still shown" cli status --inventory "$inv2" --config "$work/empty.json"
+run_exit 24 "" "status: a removed entry of 29 days is still shown" cli status --inventory "$inv2" --config "$work/empty.json"
 check "29 days: class removed" bash -c "grep -F '$c/gone-new.pem' '$work/last' | grep -q '^removed '"
 # In the configuration it never ages out.
 echo "{\"certificates\": [{\"cert\": \"$c/gone-old.pem\"}]}" >"$work/gone-conf.json"
-run_exit 3 "" "status: a configured removed entry does not age out" \
+run_exit 24 "" "status: a configured removed entry does not age out" \
 	cli status --inventory "$inv2" --config "$work/gone-conf.json"
 check "configured: gone-old shown removed" bash -c "grep -F '$c/gone-old.pem' '$work/last' | grep -q '^removed '"
 run_exit 0 "forgot $c/gone-new.pem" "status --forget by certificate path" \
@@ -313,19 +313,19 @@ check "broken record: the others still listed" grep -q "2 certificates" "$work/l
 echo '{"certificates": [{"cert": "/a", "colour": "red"}]}' >"$work/bad1.json"
 echo '{"thresholds": {}, "thresholds": {}}' >"$work/bad2.json"
 echo '{"thresholds": {"critical_days": "10"}}' >"$work/bad3.json"
-run_exit 2 "certificates[0]: unknown field \"colour\"" "status: a configuration with an unknown field" \
+run_exit 3 "certificates[0]: unknown field \"colour\"" "status: a configuration with an unknown field" \
 	cli status --inventory "$inv" --config "$work/bad1.json"
-run_exit 2 "duplicate object key" "status: a configuration with a duplicate key" \
+run_exit 3 "duplicate object key" "status: a configuration with a duplicate key" \
 	cli status --inventory "$inv" --config "$work/bad2.json"
-run_exit 2 "thresholds.critical_days: expected an integer" "status: a configuration with a wrong type" \
+run_exit 3 "thresholds.critical_days: expected an integer" "status: a configuration with a wrong type" \
 	cli status --inventory "$inv" --config "$work/bad3.json"
 cli status --json --inventory "$inv" --config "$work/bad1.json" >"$work/err.json" 2>/dev/null
 check "status --json: the error as one JSON object" python3 -c "
 import json; d = json.loads(open('$work/err.json').read())
 assert d['error'] == 'configuration' and 'unknown field' in d['message'], d"
-run_exit 2 "not a regular file" "status: a configuration that is not a regular file" \
+run_exit 3 "not a regular file" "status: a configuration that is not a regular file" \
 	cli status --inventory "$inv" --config <(echo '{}')
-run_exit 2 "No such file" "status: a missing --config" cli status --config "$work/none.json"
+run_exit 3 "No such file" "status: a missing --config" cli status --config "$work/none.json"
 run_exit 2 "--format" "status: unknown format" st --format xml
 run_exit 2 "unrecognized option" "status: a prefix of an option is not taken" st --inv "$inv"
 run_exit 2 "unexpected argument" "status: stray argument" st extra
@@ -351,11 +351,11 @@ export KEYSVC_SOCKET=$KS_SOCKET
 for k in k-valid k-notice k-warning k-critical k-expired k-revoked k-pushfail k-weird; do
 	ks_cli keygen "$k" >/dev/null || ks_die "keygen $k"
 done
-run_exit 3 "" "status with keysvcd: k-gone's file is gone anyway" st
+run_exit 24 "" "status with keysvcd: k-gone's file is gone anyway" st
 check "keysvcd reachable: no unreachable note" bash -c "! grep -q 'cannot be reached' '$work/last'"
 check "keysvcd: the valid one stays valid" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
 ks_cli delete k-valid >/dev/null
-run_exit 3 "keysvcd has no key k-valid" "status: a key removed from keysvcd" st
+run_exit 24 "keysvcd has no key k-valid" "status: a key removed from keysvcd" st
 check "removed key: class removed" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^removed '"
 st --json >"$work/keys.json" 2>/dev/null
 check "removed key: key_present false in JSON" python3 -c "
@@ -382,7 +382,7 @@ run_exit 2 "already in the inventory as k-track" "track: the same NAME again is 
 	cli track k-track --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
 run_exit 2 "is not a certificate for key k-notice" "track: a certificate that is not the key's is refused" \
 	cli track k-notice --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
-run_exit 4 "no-such-key" "track: a key keysvcd does not have" \
+run_exit 14 "no-such-key" "track: a key keysvcd does not have" \
 	cli track nokey --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
 run_exit 2 "--cert $c/junk.pem" "track: a file that is not a certificate" \
 	cli track k-track2 --key k-track --cert "$c/junk.pem" --inventory "$tinv" --config "$work/empty.json"
@@ -399,7 +399,7 @@ assert sorted((e['name'], e['key'], e['class']) for e in d['certificates']) == [
 run_exit 0 "forgot $c/tracked-copy.pem" "status --forget a tracked NAME" \
 	cli status --inventory "$tinv" --config "$work/empty.json" --forget web-copy
 ks_stop
-run_exit 8 "cannot reach keysvcd" "track with keysvcd stopped" \
+run_exit 7 "cannot reach keysvcd" "track with keysvcd stopped" \
 	cli track web-copy --key k-track --cert "$c/tracked-copy.pem" --inventory "$tinv" --config "$work/empty.json"
 run_exit 1 "keysvcd cannot be reached" "status with keysvcd stopped: said so, exit 1" st
 check "keysvcd stopped: the key is not taken as removed" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
@@ -441,7 +441,7 @@ cat >"$work/verify.json" <<EOF
   {"cert": "$v/unrelated.pem"}]}
 EOF
 start=$(date +%s)
-run_exit 3 "Push Validation Report" "verify: some endpoints out of sync" cli verify --config "$work/verify.json"
+run_exit 24 "Push Validation Report" "verify: some endpoints out of sync" cli verify --config "$work/verify.json"
 took=$(( $(date +%s) - start ))
 cp "$work/out" "$work/verify.txt"
 check "verify: the expected certificate is In Sync" grep -q "^  In Sync      127.0.0.1:$p_good (SNI web.example.org)" "$work/verify.txt"
@@ -463,13 +463,13 @@ cat >"$work/verify-ok.json" <<EOF
 {"certificates": [{"cert": "$v/web.pem", "endpoints": [{"host": "127.0.0.1", "port": $p_good, "sni": "web.example.org"}]}]}
 EOF
 run_exit 0 "In Sync: 1 of 1 endpoints (100%)" "verify: all in sync" cli verify --config "$work/verify-ok.json"
-run_exit 3 "In Sync: 0 of 1" "verify --cert: only that certificate" bash -c \
+run_exit 24 "In Sync: 0 of 1" "verify --cert: only that certificate" bash -c \
 	"cd '$v' && '$KS_KEYSVC_CLI' verify --config '$work/verify.json' --cert unrelated.pem --json >/dev/null; \
 	 sed 's/\"port\": $p_good/\"port\": $p_prev/' '$work/verify-ok.json' >'$work/verify-prev.json'; \
 	 '$KS_KEYSVC_CLI' verify --config '$work/verify-prev.json' --cert '$v/web.pem'"
 run_exit 2 "not in the configuration" "verify --cert not configured" cli verify --config "$work/verify.json" --cert /etc/none.pem
 rm "$v/web.pem.prev"
-run_exit 3 "another certificate served" "verify: without .prev the old one is just another certificate" \
+run_exit 24 "another certificate served" "verify: without .prev the old one is just another certificate" \
 	cli verify --config "$work/verify.json"
 
 # ---- install hooks through keysvc-openvox ----
@@ -493,9 +493,9 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get(sy
 	"$oinv/$(printf %s "$cert" | sha256sum | cut -c1-64).json" "$1"; }
 
 echo '{"certificates": 1}' >"$work/bad4.json"
-run_exit 2 "certificates: expected an array" "openvox: a broken --config is refused before anything" \
+run_exit 3 "certificates: expected an array" "openvox: a broken --config is refused before anything" \
 	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --config "$work/bad4.json"
-run_exit 2 "No such file" "openvox: a missing --config is refused" \
+run_exit 3 "No such file" "openvox: a missing --config is refused" \
 	"$ovx" enroll "${common[@]}" --ca-file "$cadir/ca.pem" --config "$work/none.json"
 [ -e "$cert" ] && fail "broken config: nothing enrolled" || ok "broken config: nothing enrolled"
 run_exit 0 "" "openvox enroll records into the inventory" \
@@ -561,7 +561,7 @@ run_exit 0 "In Sync: 1 of 1" "verify: the renewed certificate is served" cli ver
 # The hook "succeeds" but reloads nothing: the endpoint still serves the previous certificate.
 hookconf '["true"]' ', "verify_wait": 1'
 cp "$cert" "$work/before.pem"
-run_exit 8 "the previous certificate served" "renew, endpoint still serving the old certificate: exit 8" renew
+run_exit 23 "the previous certificate served" "renew, endpoint still serving the old certificate: exit 23" renew
 check "verification failed: push-failed recorded" bash -c "[ '$(field outcome)' = push-failed ]"
 case "$(reason)" in
 *"1 of 1 endpoints do not serve the new certificate"*) ok "verification failed: the reason recorded" ;;
@@ -569,9 +569,9 @@ case "$(reason)" in
 esac
 check "verification failed: the new certificate is installed" bash -c "! cmp -s '$cert' '$work/before.pem'"
 check "verification failed: .prev kept for the rollback" cmp -s "$cert.prev" "$work/before.pem"
-run_exit 3 "an older certificate is still served: $cert.prev" "verify says the older certificate is served" \
+run_exit 24 "an older certificate is still served: $cert.prev" "verify says the older certificate is served" \
 	cli verify --config "$work/hook.json"
-run_exit 3 "" "status after the failed push" cli status --inventory "$oinv" --config "$work/hook.json"
+run_exit 24 "" "status after the failed push" cli status --inventory "$oinv" --config "$work/hook.json"
 check "status: push-failed (gray)" bash -c "grep -F '$cert' '$work/last' | grep -q '^push-failed '"
 cli status --inventory "$oinv" --config "$work/hook.json" --format prometheus >"$work/prom2.txt" 2>/dev/null
 check "prometheus: push-failed class and the counters" bash -c "
@@ -581,26 +581,26 @@ check "prometheus: push-failed class and the counters" bash -c "
 
 hookconf '["sh", "-c", "echo reload failed >&2; exit 4"]'
 cp "$cert" "$work/before.pem"
-run_exit 8 "push failed: sh exited with status 4" "renew with a failing reload hook: exit 8" renew
+run_exit 23 "push failed: sh exited with status 4" "renew with a failing reload hook: exit 23" renew
 check "failing hook: push-failed recorded with the reason" bash -c "[ '$(field outcome)' = push-failed ] &&
 	[ '$(field reason)' = 'sh exited with status 4' ] && [ '$(field failures)' = 2 ]"
 check "failing hook: .prev kept for the rollback" cmp -s "$cert.prev" "$work/before.pem"
 
 hookconf '["sh", "-c", "sleep 60"]' ', "reload_timeout": 1'
 start=$(date +%s)
-run_exit 8 "timed out after 1 s" "renew with a hanging reload hook: killed, exit 8" renew
+run_exit 23 "timed out after 1 s" "renew with a hanging reload hook: killed, exit 23" renew
 took=$(( $(date +%s) - start ))
 check "hanging hook: bounded (took ${took}s)" test "$took" -lt 15
 check "hanging hook: push-failed" bash -c "[ '$(field outcome)' = push-failed ] && [ '$(field failures)' = 3 ]"
 
 hookconf '["/nonexistent/reload"]'
-run_exit 8 "cannot run /nonexistent/reload" "renew with a reload command that does not exist" renew
+run_exit 23 "cannot run /nonexistent/reload" "renew with a reload command that does not exist" renew
 
 # A renewal that fails at the CA: failed, with the reason; no reload attempted.
 echo status-500 >"$work/control"
 : >"$work/reload.log"
 hookconf "[\"$work/restart.sh\"]"
-run_exit 3 "HTTP 500" "renew refused by the CA" renew
+run_exit 17 "HTTP 500" "renew refused by the CA" renew
 check "CA failure: recorded failed" bash -c "[ '$(field outcome)' = failed ]"
 case "$(reason)" in
 *"HTTP 500"*) ok "CA failure: the reason recorded" ;;

@@ -983,7 +983,7 @@ static void test_cli_usage(void **state)
 	run_cli(&res, wrong_opt);
 	assert_int_equal(res.status, 2);
 	run_cli(&res, no_conn);
-	assert_int_equal(res.status, 8);
+	assert_int_equal(res.status, 7);
 	assert_non_null(strstr(res.err, "keysvc: list: connect: cannot reach keysvcd at /nonexistent/s: "));
 }
 
@@ -994,8 +994,8 @@ static void test_cli_errors(void **state)
 		const char *error;
 		int status;
 	} cases[] = {
-		{ "bad-request", 2 }, { "denied", 3 }, { "no-such-key", 4 },
-		{ "token-unavailable", 5 }, { "exists", 6 }, { "unsupported", 7 }, { "internal", 1 },
+		{ "bad-request", 2 }, { "denied", 8 }, { "no-such-key", 14 },
+		{ "token-unavailable", 5 }, { "exists", 15 }, { "unsupported", 16 }, { "internal", 1 },
 		{ "audit-unavailable", 9 }, { "something-new", 1 },
 	};
 	struct cli_result res;
@@ -1088,7 +1088,7 @@ static void test_cli_json_and_files(void **state)
 		run_cli(&res, args);
 	}
 	fake_stop();
-	assert_int_equal(res.status, 4);
+	assert_int_equal(res.status, 14);
 	o = json_loads(res.out, 0, NULL);
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "error")), "no-such-key");
