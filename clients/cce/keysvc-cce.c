@@ -593,7 +593,7 @@ int main(int argc, char **argv)
 		return KS_EXIT_USAGE;
 	}
 	if (strcmp(argv[optind], "rotate") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", argv[optind]);
+		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", argv[optind]);
 	if (o.endpoint != NULL && strncasecmp(o.endpoint, "http://", 7) == 0)
 		return ks_die(KS_EXIT_USAGE, "--endpoint %s: plain http is refused: the request carries the "
 			      "IAM token; use https://", o.endpoint);

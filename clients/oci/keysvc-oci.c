@@ -1362,7 +1362,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(&o);
 	if (strcmp(cmd, "renew") != 0 && strcmp(cmd, "rebootstrap") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
+		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 	if (strcmp(cmd, "rebootstrap") == 0 && o.tls_ca_file == NULL)
 		o.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
 	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)

@@ -750,7 +750,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind];
 	if (strcmp(cmd, "enroll") != 0 && strcmp(cmd, "renew") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
+		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 	if (o.server == NULL || strncmp(o.server, "https://", 8) != 0)
 		return ks_die(KS_EXIT_USAGE, "--server https://HOST:PORT is required");
 	if (!ovx_certname_ok(o.certname))

@@ -1160,7 +1160,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind];
 	if (strcmp(cmd, "pair") != 0 && strcmp(cmd, "renew") != 0 && strcmp(cmd, "revoke") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command %s (see --help)", cmd);
+		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
 	if (o.state == NULL)
 		return ks_die(KS_EXIT_USAGE, "--state FILE is required");
 	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
