@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 
 #include "clients/cce/cce.h"
 #include "clients/common/cliutil.h"
+#include "clients/common/renewcli.h"
 #include "clients/https/https.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
@@ -41,11 +41,12 @@
 #define TOKEN_HEADER "X-Auth-Token: "
 
 struct opts {
-	const char *endpoint, *project_id, *cluster_id, *ca_file, *token_file, *provider_dir;
+	struct ks_rc_opts c;
+	const char *endpoint, *project_id, *cluster_id, *ca_file, *token_file;
 	const char *custom_ca, *custom_cert, *custom_key;
 	enum cce_component component;
-	int have_component, wait, insecure, json, quiet;
-	long expiration_hours, poll_interval_s, max_wait_s, timeout_s;
+	int have_component, wait;
+	long expiration_hours, poll_interval_s, max_wait_s;
 };
 
 /* Loaded custom files; every buffer is wiped when freed (one holds a private key). */
@@ -92,7 +93,6 @@ static void usage(FILE *f)
 	      "  --json                  print {\"jobid\": ...} (and the job's phase with --wait) on stdout\n"
 	      "  --quiet                 print only the job id (and errors)\n"
 	      "  --version               print the version\n", f);
-	ks_exit_print_table(f);
 }
 
 /* ---- secrets and files ---- */
@@ -289,7 +289,7 @@ static int request_once(const struct opts *o, const char *method, const char *ur
 	const char *headers[] = { "Content-Type: application/json", "Accept: application/json", token_header, NULL };
 	struct ks_https_opts h;
 
-	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	ks_https_ca_opts(&h, o->ca_file, o->c.timeout_s, o->c.insecure, NULL, NULL, NULL, 0);
 	h.total_timeout_ms = timeout_ms;
 	if (h.connect_timeout_ms > timeout_ms)
 		h.connect_timeout_ms = timeout_ms;
@@ -299,7 +299,7 @@ static int request_once(const struct opts *o, const char *method, const char *ur
 static int request(const struct opts *o, const char *method, const char *url, const char *token_header,
 		   const char *body, size_t body_len, struct ks_https_response *resp)
 {
-	int r = request_once(o, method, url, token_header, body, body_len, o->timeout_s * 1000, resp);
+	int r = request_once(o, method, url, token_header, body, body_len, o->c.timeout_s * 1000, resp);
 
 	if (r < 0)
 		return ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
@@ -398,7 +398,7 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 			left = 1000;
 		ks_https_response_free(&resp);
 		r = request_once(o, "GET", url, token_header, NULL, 0,
-				 left < o->timeout_s * 1000 ? left : o->timeout_s * 1000, &resp);
+				 left < o->c.timeout_s * 1000 ? left : o->c.timeout_s * 1000, &resp);
 		if (r < 0 && !transient(r)) {
 			r = ks_die(ks_https_exit(r, &resp), "GET %s: %s; job %s was submitted, its outcome is unknown", url,
 				   resp.err, jobid);
@@ -453,7 +453,7 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 		sleep_ms(pause);
 	}
 out:
-	if (o->json)
+	if (o->c.json)
 		print_json(jobid, phase_text, phase == CCE_PHASE_FAILED ? reason : NULL);
 	ks_https_response_free(&resp);
 	free(url);
@@ -483,11 +483,11 @@ static int cmd_rotate(const struct opts *o, const char *token)
 	if ((r = rotate(o, token_header, &m, jobid)) != 0)
 		goto out;
 	material_free(&m);
-	if (o->json && !o->wait)
+	if (o->c.json && !o->wait)
 		print_json(jobid, NULL, NULL);
-	else if (o->quiet && !o->json)
+	else if (o->c.quiet && !o->c.json)
 		printf("%s\n", jobid);  /* even --quiet: the job id is what a script needs */
-	else if (!o->json)
+	else if (!o->c.json)
 		ks_say("CCE accepted the rotation of %s for cluster %s: job %s", cce_component_name(o->component),
 		       o->cluster_id, jobid);
 	if (o->wait)
@@ -499,14 +499,107 @@ out:
 	return r;
 }
 
+static int run_rotate(void *ctx, struct ks_rc_run *run)
+{
+	const struct opts *o = ctx;
+	char token[TOKEN_BUF];
+	int r;
+
+	(void)run;
+	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
+		goto out;
+	if (o->c.insecure)
+		fprintf(stderr, "keysvc-cce: warning: --insecure: the IAM token goes to a server that is not "
+			"verified\n");
+	r = cmd_rotate(o, token);
+out:
+	OPENSSL_cleanse(token, sizeof(token));
+	return r;
+}
+
 /* ---- main ---- */
+
+enum { O_ENDPOINT = 256, O_PROJECT, O_CLUSTER, O_COMPONENT, O_EXPIRATION, O_CA_FILE, O_CUSTOM_CA, O_CUSTOM_CERT,
+       O_CUSTOM_KEY, O_TOKEN_FILE, O_TOKEN, O_WAIT, O_POLL, O_MAX_WAIT };
+
+static int option(void *ctx, int c, const char *arg)
+{
+	struct opts *o = ctx;
+
+	switch (c) {
+	case O_ENDPOINT: o->endpoint = arg; break;
+	case O_PROJECT: o->project_id = arg; break;
+	case O_CLUSTER: o->cluster_id = arg; break;
+	case O_COMPONENT:
+		if (cce_component_parse(arg, &o->component) != 0)
+			return ks_die(KS_EXIT_USAGE, "--component: all, service-account-controller or custom");
+		o->have_component = 1;
+		break;
+	case O_EXPIRATION:
+		if (ks_parse_long(arg, 0, CCE_EXPIRATION_MAX, &o->expiration_hours) != 0)
+			return ks_die(KS_EXIT_USAGE, "--expiration-hours: 0..%ld hours (CCE's range; without "
+				      "the option CCE keeps the old certificate 24 h)", CCE_EXPIRATION_MAX);
+		break;
+	case O_CA_FILE: o->ca_file = arg; break;
+	case O_CUSTOM_CA: o->custom_ca = arg; break;
+	case O_CUSTOM_CERT: o->custom_cert = arg; break;
+	case O_CUSTOM_KEY: o->custom_key = arg; break;
+	case O_TOKEN_FILE: o->token_file = arg; break;
+	case O_TOKEN:
+		return ks_die(KS_EXIT_USAGE, "--token: refused: a token on the command line can be read by "
+			      "every user (ps, /proc/PID/cmdline) and stays in shell history; use "
+			      "--token-file FILE (mode 0600) or the " TOKEN_ENV " environment variable");
+	case O_WAIT: o->wait = 1; break;
+	case O_POLL:
+		if (ks_parse_long(arg, 1, 3600, &o->poll_interval_s) != 0)
+			return ks_die(KS_EXIT_USAGE, "--poll-interval: 1..3600 seconds");
+		break;
+	case O_MAX_WAIT:
+		if (ks_parse_long(arg, 0, 86400, &o->max_wait_s) != 0)
+			return ks_die(KS_EXIT_USAGE, "--max-wait: 0..86400 seconds");
+		break;
+	}
+	return 0;
+}
+
+static int check(void *ctx, struct ks_rc_run *run)
+{
+	const struct opts *o = ctx;
+
+	(void)run;
+	if (o->endpoint != NULL && strncasecmp(o->endpoint, "http://", 7) == 0)
+		return ks_die(KS_EXIT_USAGE, "--endpoint %s: plain http is refused: the request carries the "
+			      "IAM token; use https://", o->endpoint);
+	if (!cce_endpoint_ok(o->endpoint))
+		return ks_die(KS_EXIT_USAGE, "--endpoint https://HOST[:PORT] is required (e.g. "
+			      "https://cce.ap-southeast-1.myhuaweicloud.com), with no path");
+	if (!cce_id_ok(o->project_id))
+		return ks_die(KS_EXIT_USAGE, "--project-id: 1..%d of A-Z a-z 0-9 -", CCE_ID_MAX);
+	if (!cce_id_ok(o->cluster_id))
+		return ks_die(KS_EXIT_USAGE, "--cluster-id: 1..%d of A-Z a-z 0-9 -", CCE_ID_MAX);
+	if (!o->have_component)
+		return ks_die(KS_EXIT_USAGE, "--component all|service-account-controller|custom is required");
+	if (o->component == CCE_COMPONENT_CUSTOM) {
+		if (o->custom_ca == NULL || o->custom_cert == NULL || o->custom_key == NULL)
+			return ks_die(KS_EXIT_USAGE, "--component custom needs --custom-ca, --custom-cert and "
+				      "--custom-key");
+		if (strncmp(o->custom_key, "keysvc:", 7) == 0)
+			return ks_die(KS_EXIT_USAGE, "--custom-key %s: refused: a key held by keysvcd is never "
+				      "exported, and CCE needs the private key itself; give the file of a key "
+				      "meant to be handed to CCE", o->custom_key);
+	} else if (o->custom_ca != NULL || o->custom_cert != NULL || o->custom_key != NULL) {
+		return ks_die(KS_EXIT_USAGE, "--custom-ca, --custom-cert and --custom-key go only with "
+			      "--component custom");
+	}
+	if (o->ca_file == NULL && !o->c.insecure)
+		return ks_die(KS_EXIT_USAGE, "--ca-file PEM_BUNDLE is required: it is the only trust for "
+			      "the endpoint (no system store is used)");
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
-	enum { O_ENDPOINT = 256, O_PROJECT, O_CLUSTER, O_COMPONENT, O_EXPIRATION, O_CA_FILE, O_CUSTOM_CA,
-	       O_CUSTOM_CERT, O_CUSTOM_KEY, O_TOKEN_FILE, O_TOKEN, O_WAIT, O_POLL, O_MAX_WAIT, O_TIMEOUT,
-	       O_INSECURE, O_JSON, O_QUIET, O_PROVIDER_DIR, O_VERSION };
-	static const struct option longopts[] = {
+	static const struct option options[] = {
 		{ "endpoint", required_argument, NULL, O_ENDPOINT },
 		{ "project-id", required_argument, NULL, O_PROJECT },
 		{ "cluster-id", required_argument, NULL, O_CLUSTER },
@@ -523,116 +616,18 @@ int main(int argc, char **argv)
 		{ "wait", no_argument, NULL, O_WAIT },
 		{ "poll-interval", required_argument, NULL, O_POLL },
 		{ "max-wait", required_argument, NULL, O_MAX_WAIT },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "insecure", no_argument, NULL, O_INSECURE },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
-		{ "version", no_argument, NULL, O_VERSION },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .expiration_hours = -1, .poll_interval_s = 10, .max_wait_s = 1800, .timeout_s = 60 };
-	char err[KS_HTTPS_ERR_MAX], token[TOKEN_BUF];
-	int c, r;
+	/* No keysvcd, no certificate installed here: no lock, no inventory, its own --json document. */
+	static const struct ks_rc_command commands[] = {
+		{ "rotate", NULL, KS_RC_HTTPS, run_rotate },
+		{ NULL, NULL, 0, NULL },
+	};
+	struct opts o = { .expiration_hours = -1, .poll_interval_s = 10, .max_wait_s = 1800 };
+	const struct ks_rc_client client = {
+		.program = "keysvc-cce", .own_json = 1, .usage = usage, .options = options, .option = option,
+		.check = check, .commands = commands, .common_opts = &o.c, .ctx = &o,
+	};
 
-	signal(SIGPIPE, SIG_IGN);
-	ks_cli_init("keysvc-cce", 1);
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_ENDPOINT: o.endpoint = optarg; break;
-		case O_PROJECT: o.project_id = optarg; break;
-		case O_CLUSTER: o.cluster_id = optarg; break;
-		case O_COMPONENT:
-			if (cce_component_parse(optarg, &o.component) != 0)
-				return ks_die(KS_EXIT_USAGE, "--component: all, service-account-controller or custom");
-			o.have_component = 1;
-			break;
-		case O_EXPIRATION:
-			if (ks_parse_long(optarg, 0, CCE_EXPIRATION_MAX, &o.expiration_hours) != 0)
-				return ks_die(KS_EXIT_USAGE, "--expiration-hours: 0..%ld hours (CCE's range; without "
-					      "the option CCE keeps the old certificate 24 h)", CCE_EXPIRATION_MAX);
-			break;
-		case O_CA_FILE: o.ca_file = optarg; break;
-		case O_CUSTOM_CA: o.custom_ca = optarg; break;
-		case O_CUSTOM_CERT: o.custom_cert = optarg; break;
-		case O_CUSTOM_KEY: o.custom_key = optarg; break;
-		case O_TOKEN_FILE: o.token_file = optarg; break;
-		case O_TOKEN:
-			return ks_die(KS_EXIT_USAGE, "--token: refused: a token on the command line can be read by "
-				      "every user (ps, /proc/PID/cmdline) and stays in shell history; use "
-				      "--token-file FILE (mode 0600) or the " TOKEN_ENV " environment variable");
-		case O_WAIT: o.wait = 1; break;
-		case O_POLL:
-			if (ks_parse_long(optarg, 1, 3600, &o.poll_interval_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--poll-interval: 1..3600 seconds");
-			break;
-		case O_MAX_WAIT:
-			if (ks_parse_long(optarg, 0, 86400, &o.max_wait_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--max-wait: 0..86400 seconds");
-			break;
-		case O_TIMEOUT:
-			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
-			break;
-		case O_INSECURE: o.insecure = 1; break;
-		case O_JSON: o.json = 1; break;
-		case O_QUIET: o.quiet = 1; break;
-		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
-		case O_VERSION: ks_print_version("keysvc-cce"); return KS_EXIT_OK;
-		case 'h': usage(stdout); return KS_EXIT_OK;
-		default: usage(stderr); return KS_EXIT_USAGE;
-		}
-	}
-	/* --json keeps stdout to the JSON document; --quiet keeps it to the job id. */
-	ks_cli_init("keysvc-cce", !o.quiet && !o.json);
-	if (optind != argc - 1) {
-		usage(stderr);
-		return KS_EXIT_USAGE;
-	}
-	if (strcmp(argv[optind], "rotate") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", argv[optind]);
-	if (o.endpoint != NULL && strncasecmp(o.endpoint, "http://", 7) == 0)
-		return ks_die(KS_EXIT_USAGE, "--endpoint %s: plain http is refused: the request carries the "
-			      "IAM token; use https://", o.endpoint);
-	if (!cce_endpoint_ok(o.endpoint))
-		return ks_die(KS_EXIT_USAGE, "--endpoint https://HOST[:PORT] is required (e.g. "
-			      "https://cce.ap-southeast-1.myhuaweicloud.com), with no path");
-	if (!cce_id_ok(o.project_id))
-		return ks_die(KS_EXIT_USAGE, "--project-id: 1..%d of A-Z a-z 0-9 -", CCE_ID_MAX);
-	if (!cce_id_ok(o.cluster_id))
-		return ks_die(KS_EXIT_USAGE, "--cluster-id: 1..%d of A-Z a-z 0-9 -", CCE_ID_MAX);
-	if (!o.have_component)
-		return ks_die(KS_EXIT_USAGE, "--component all|service-account-controller|custom is required");
-	if (o.component == CCE_COMPONENT_CUSTOM) {
-		if (o.custom_ca == NULL || o.custom_cert == NULL || o.custom_key == NULL)
-			return ks_die(KS_EXIT_USAGE, "--component custom needs --custom-ca, --custom-cert and "
-				      "--custom-key");
-		if (strncmp(o.custom_key, "keysvc:", 7) == 0)
-			return ks_die(KS_EXIT_USAGE, "--custom-key %s: refused: a key held by keysvcd is never "
-				      "exported, and CCE needs the private key itself; give the file of a key "
-				      "meant to be handed to CCE", o.custom_key);
-	} else if (o.custom_ca != NULL || o.custom_cert != NULL || o.custom_key != NULL) {
-		return ks_die(KS_EXIT_USAGE, "--custom-ca, --custom-cert and --custom-key go only with "
-			      "--component custom");
-	}
-	if (o.ca_file == NULL && !o.insecure)
-		return ks_die(KS_EXIT_USAGE, "--ca-file PEM_BUNDLE is required: it is the only trust for "
-			      "the endpoint (no system store is used)");
-	if ((r = read_token(o.token_file, token, sizeof(token))) != 0)
-		goto out;
-	if (o.insecure)
-		fprintf(stderr, "keysvc-cce: warning: --insecure: the IAM token goes to a server that is not "
-			"verified\n");
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
-		r = ks_die(KS_EXIT_INTERNAL, "%s", err);
-		goto out;
-	}
-	r = cmd_rotate(&o, token);
-	ks_https_cleanup();
-out:
-	OPENSSL_cleanse(token, sizeof(token));
-	return r;
+	return ks_rc_main(&client, argc, argv);
 }

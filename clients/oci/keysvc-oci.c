@@ -41,6 +41,7 @@
 #include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
+#include "clients/common/renewcli.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/oci/oci.h"
@@ -54,15 +55,15 @@
 #define MAX_SANS 100
 
 struct opts {
+	struct ks_rc_opts c;
 	const char *key, *new_key, *key_id, *method, *url, *body_file, *content_type, *date;
 	const char *cert, *ca_file, *tls_ca_file, *endpoint, *bundle_endpoint, *node_id;
-	const char *renew_path, *bundle_path, *state, *socket, *provider_dir, *inventory, *config;
+	const char *renew_path, *bundle_path, *state;
 	const char *rps_fqdn, *rps_url, *infra_id, *token_zip, *region, *support_dir, *state_command;
 	long register_retry_s, ready_wait_s, check_retry_s, connect_limit_s, poll_s, session_max_age_s;
 	long long renew_after_s, lifetime_s, backoff_base_s, backoff_max_s;
-	long timeout_s;
 	time_t now;
-	int json, when_due, insecure;
+	int when_due;
 };
 
 static void usage(FILE *f)
@@ -134,7 +135,6 @@ static void usage(FILE *f)
 	      "keysvc status classes it); renew --when-due 10 when not due or backing off;\n"
 	      "rebootstrap 20, 21 or 22 with a support bundle (22 also when --state-command\n"
 	      "timed out).\n", f);
-	ks_exit_print_table(f);
 }
 
 /* ---- signing with keysvcd ---- */
@@ -239,12 +239,12 @@ static int cmd_sign_request(const struct opts *o)
 		return r;
 	rq.body = body;
 	rq.body_len = len;
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
 	if ((r = sign_request(ks, o->key, o->key_id, &rq, &s)) != 0)
 		goto out;
 	h = (const char *const *)s.header_lines;
-	if (o->json) {
+	if (o->c.json) {
 		json_t *obj = json_object();
 		char *text;
 
@@ -359,7 +359,7 @@ static int cmd_status(const struct opts *o)
 	oci_rfc3339(st.issued, issued, sizeof(issued));
 	oci_rfc3339(st.renew_at, renew, sizeof(renew));
 	oci_rfc3339(st.expires_at, expires, sizeof(expires));
-	if (o->json) {
+	if (o->c.json) {
 		json_t *obj = json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:s, s:s, s:I, s:I}",
 					"certificate", o->cert, "subject", subject != NULL ? subject : "",
 					"phase", oci_phase_name(st.phase), "age_seconds", (json_int_t)st.age_s,
@@ -514,7 +514,7 @@ static int oci_call(const struct opts *o, keysvc *ks, const char *method, const 
 	for (size_t i = 0; s.header_lines[i] != NULL; i++)
 		headers[n++] = s.header_lines[i];
 	headers[n++] = "accept: application/json";
-	ks_https_ca_opts(&h, o->tls_ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	ks_https_ca_opts(&h, o->tls_ca_file, o->c.timeout_s, o->c.insecure, NULL, NULL, NULL, 0);
 	if ((r = ks_https_request(&h, method, url, headers, body, rq.body_len, resp)) < 0) {
 		r = ks_die(ks_https_exit(r, resp), "%s %s: %s", method, url, resp->err);
 		goto out;
@@ -627,7 +627,7 @@ static int renew_once(const struct opts *o, X509 *current)
 
 	memset(&resp, 0, sizeof(resp));
 	memset(&sans, 0, sizeof(sans));
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
 	if ((r = ks_token_public_key(ks, o->key, &pub, 0)) != 0)
 		goto out;
@@ -956,7 +956,7 @@ static int rps_post(const struct opts *o, struct bundle *b, const char *rps, con
 
 	memset(&resp, 0, sizeof(resp));
 	snprintf(url, sizeof(url), "%s%s", rps, path);
-	ks_https_ca_opts(&h, o->tls_ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	ks_https_ca_opts(&h, o->tls_ca_file, o->c.timeout_s, o->c.insecure, NULL, NULL, NULL, 0);
 	h.max_response_bytes = RPS_ANSWER_MAX;
 	blog(b, "POST %s (attempt %d)", url, attempt);
 	r = ks_https_request(&h, "POST", url, headers, body, body_len, &resp);
@@ -1185,207 +1185,201 @@ static int days_opt(const char *s, const char *name, long long *out)
 	return 0;
 }
 
+static int run_sign_request(void *ctx, struct ks_rc_run *run)
+{
+	(void)run;
+	return cmd_sign_request(ctx);
+}
+
+static int run_status(void *ctx, struct ks_rc_run *run)
+{
+	(void)run;
+	return cmd_status(ctx);
+}
+
+static int run_renew(void *ctx, struct ks_rc_run *run)
+{
+	const struct opts *o = ctx;
+	int r = cmd_renew(o);
+
+	/* With --new-key the certificate is for the new key once installed. */
+	if (r == 0 && o->new_key != NULL)
+		run->key = o->new_key;
+	run->ca_file = o->ca_file;
+	return r;
+}
+
+static int run_rebootstrap(void *ctx, struct ks_rc_run *run)
+{
+	(void)run;
+	return cmd_rebootstrap(ctx);
+}
+
+enum { O_KEY = 256, O_NEW_KEY, O_KEY_ID, O_METHOD, O_URL, O_BODY_FILE, O_CONTENT_TYPE, O_DATE, O_CERT, O_CA_FILE,
+       O_TLS_CA, O_ENDPOINT, O_BUNDLE_ENDPOINT, O_NODE_ID, O_RENEW_PATH, O_BUNDLE_PATH, O_STATE, O_RENEW_AFTER,
+       O_LIFETIME, O_BACKOFF, O_BACKOFF_MAX, O_NOW, O_WHEN_DUE, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
+       O_SUPPORT, O_REG_RETRY, O_READY_WAIT, O_CHECK_RETRY, O_STATE_CMD, O_POLL, O_CONNECT_LIMIT, O_SESSION_AGE };
+
+static const struct option options[] = {
+	{ "key", required_argument, NULL, O_KEY },
+	{ "new-key", required_argument, NULL, O_NEW_KEY },
+	{ "key-id", required_argument, NULL, O_KEY_ID },
+	{ "method", required_argument, NULL, O_METHOD },
+	{ "url", required_argument, NULL, O_URL },
+	{ "body-file", required_argument, NULL, O_BODY_FILE },
+	{ "content-type", required_argument, NULL, O_CONTENT_TYPE },
+	{ "date", required_argument, NULL, O_DATE },
+	{ "cert", required_argument, NULL, O_CERT },
+	{ "ca-file", required_argument, NULL, O_CA_FILE },
+	{ "tls-ca-file", required_argument, NULL, O_TLS_CA },
+	{ "endpoint", required_argument, NULL, O_ENDPOINT },
+	{ "bundle-endpoint", required_argument, NULL, O_BUNDLE_ENDPOINT },
+	{ "node-id", required_argument, NULL, O_NODE_ID },
+	{ "renew-path", required_argument, NULL, O_RENEW_PATH },
+	{ "bundle-path", required_argument, NULL, O_BUNDLE_PATH },
+	{ "state", required_argument, NULL, O_STATE },
+	{ "renew-after", required_argument, NULL, O_RENEW_AFTER },
+	{ "lifetime", required_argument, NULL, O_LIFETIME },
+	{ "backoff", required_argument, NULL, O_BACKOFF },
+	{ "backoff-max", required_argument, NULL, O_BACKOFF_MAX },
+	{ "now", required_argument, NULL, O_NOW },
+	{ "when-due", no_argument, NULL, O_WHEN_DUE },
+	{ "rps-fqdn", required_argument, NULL, O_RPS_FQDN },
+	{ "rps-url", required_argument, NULL, O_RPS_URL },
+	{ "infrastructure-id", required_argument, NULL, O_INFRA },
+	{ "token-zip", required_argument, NULL, O_ZIP },
+	{ "region", required_argument, NULL, O_REGION },
+	{ "support-dir", required_argument, NULL, O_SUPPORT },
+	{ "register-retry-wait", required_argument, NULL, O_REG_RETRY },
+	{ "ready-wait", required_argument, NULL, O_READY_WAIT },
+	{ "check-retry-wait", required_argument, NULL, O_CHECK_RETRY },
+	{ "state-command", required_argument, NULL, O_STATE_CMD },
+	{ "poll-interval", required_argument, NULL, O_POLL },
+	{ "connect-limit", required_argument, NULL, O_CONNECT_LIMIT },
+	{ "session-max-age", required_argument, NULL, O_SESSION_AGE },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char *option_name(int c)
+{
+	for (const struct option *p = options; p->name != NULL; p++)
+		if (p->val == c)
+			return p->name;
+	return "?";
+}
+
+static int option(void *ctx, int c, const char *arg)
+{
+	struct opts *o = ctx;
+	long v;
+	int r;
+
+	switch (c) {
+	case O_KEY: o->key = arg; break;
+	case O_NEW_KEY: o->new_key = arg; break;
+	case O_KEY_ID: o->key_id = arg; break;
+	case O_METHOD: o->method = arg; break;
+	case O_URL: o->url = arg; break;
+	case O_BODY_FILE: o->body_file = arg; break;
+	case O_CONTENT_TYPE: o->content_type = arg; break;
+	case O_DATE: o->date = arg; break;
+	case O_CERT: o->cert = arg; break;
+	case O_CA_FILE: o->ca_file = arg; break;
+	case O_TLS_CA: o->tls_ca_file = arg; break;
+	case O_ENDPOINT: o->endpoint = arg; break;
+	case O_BUNDLE_ENDPOINT: o->bundle_endpoint = arg; break;
+	case O_NODE_ID: o->node_id = arg; break;
+	case O_RENEW_PATH: o->renew_path = arg; break;
+	case O_BUNDLE_PATH: o->bundle_path = arg; break;
+	case O_STATE: o->state = arg; break;
+	case O_RENEW_AFTER:
+		if ((r = days_opt(arg, "--renew-after", &o->renew_after_s)) != 0)
+			return r;
+		break;
+	case O_LIFETIME:
+		if ((r = days_opt(arg, "--lifetime", &o->lifetime_s)) != 0)
+			return r;
+		break;
+	case O_BACKOFF:
+		if (ks_parse_long(arg, 1, 30L * 86400, &v) != 0)
+			return ks_die(KS_EXIT_USAGE, "--backoff: 1..2592000 seconds");
+		o->backoff_base_s = v;
+		break;
+	case O_BACKOFF_MAX:
+		if (ks_parse_long(arg, 1, 30L * 86400, &v) != 0)
+			return ks_die(KS_EXIT_USAGE, "--backoff-max: 1..2592000 seconds");
+		o->backoff_max_s = v;
+		break;
+	case O_NOW:
+		if (ks_parse_long(arg, 0, 32503680000L, &v) != 0)
+			return ks_die(KS_EXIT_USAGE, "--now: seconds since 1970");
+		o->now = (time_t)v;
+		break;
+	case O_RPS_FQDN: o->rps_fqdn = arg; break;
+	case O_RPS_URL: o->rps_url = arg; break;
+	case O_INFRA: o->infra_id = arg; break;
+	case O_ZIP: o->token_zip = arg; break;
+	case O_REGION: o->region = arg; break;
+	case O_SUPPORT: o->support_dir = arg; break;
+	case O_STATE_CMD: o->state_command = arg; break;
+	case O_REG_RETRY:
+	case O_READY_WAIT:
+	case O_CHECK_RETRY:
+	case O_POLL:
+	case O_CONNECT_LIMIT:
+	case O_SESSION_AGE:
+		if (ks_parse_long(arg, c == O_POLL ? 1 : 0, 86400, &v) != 0)
+			return ks_die(KS_EXIT_USAGE, "--%s: %d..86400 seconds", option_name(c), c == O_POLL);
+		*(c == O_REG_RETRY ? &o->register_retry_s : c == O_READY_WAIT ? &o->ready_wait_s :
+		  c == O_CHECK_RETRY ? &o->check_retry_s : c == O_POLL ? &o->poll_s :
+		  c == O_CONNECT_LIMIT ? &o->connect_limit_s : &o->session_max_age_s) = v;
+		break;
+	case O_WHEN_DUE: o->when_due = 1; break;
+	}
+	return 0;
+}
+
+static int check(void *ctx, struct ks_rc_run *run)
+{
+	struct opts *o = ctx;
+
+	if (o->renew_after_s > o->lifetime_s)
+		return ks_die(KS_EXIT_USAGE, "--renew-after must not be later than --lifetime");
+	if (o->backoff_max_s < o->backoff_base_s)
+		return ks_die(KS_EXIT_USAGE, "--backoff-max must be at least --backoff");
+	if (o->tls_ca_file == NULL)
+		o->tls_ca_file = strcmp(run->command, "rebootstrap") == 0 && o->ca_file == NULL ?
+				 "/etc/ssl/certs/ca-certificates.crt" : o->ca_file;
+	if (o->bundle_endpoint == NULL)
+		o->bundle_endpoint = o->endpoint;
+	if (strcmp(run->command, "renew") == 0) {
+		/* Without --cert no lock: renew says what is missing. */
+		run->lock_path = run->cert = o->cert;
+		run->key = o->key;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_KEY = 256, O_NEW_KEY, O_KEY_ID, O_METHOD, O_URL, O_BODY_FILE, O_CONTENT_TYPE, O_DATE, O_CERT, O_CA_FILE,
-	       O_TLS_CA, O_ENDPOINT, O_BUNDLE_ENDPOINT, O_NODE_ID, O_RENEW_PATH, O_BUNDLE_PATH, O_STATE,
-	       O_SOCKET, O_PROVIDER_DIR, O_RENEW_AFTER, O_LIFETIME, O_BACKOFF, O_BACKOFF_MAX, O_TIMEOUT,
-	       O_NOW, O_JSON, O_VERSION, O_WHEN_DUE, O_INSECURE, O_QUIET, O_RPS_FQDN, O_RPS_URL, O_INFRA, O_ZIP, O_REGION,
-	       O_SUPPORT, O_REG_RETRY, O_READY_WAIT, O_CHECK_RETRY, O_STATE_CMD, O_POLL, O_CONNECT_LIMIT,
-	       O_SESSION_AGE, O_INVENTORY, O_CONFIG, O_LOCK_WAIT };
-	static const struct option longopts[] = {
-		{ "key", required_argument, NULL, O_KEY },
-		{ "new-key", required_argument, NULL, O_NEW_KEY },
-		{ "key-id", required_argument, NULL, O_KEY_ID },
-		{ "method", required_argument, NULL, O_METHOD },
-		{ "url", required_argument, NULL, O_URL },
-		{ "body-file", required_argument, NULL, O_BODY_FILE },
-		{ "content-type", required_argument, NULL, O_CONTENT_TYPE },
-		{ "date", required_argument, NULL, O_DATE },
-		{ "cert", required_argument, NULL, O_CERT },
-		{ "ca-file", required_argument, NULL, O_CA_FILE },
-		{ "tls-ca-file", required_argument, NULL, O_TLS_CA },
-		{ "endpoint", required_argument, NULL, O_ENDPOINT },
-		{ "bundle-endpoint", required_argument, NULL, O_BUNDLE_ENDPOINT },
-		{ "node-id", required_argument, NULL, O_NODE_ID },
-		{ "renew-path", required_argument, NULL, O_RENEW_PATH },
-		{ "bundle-path", required_argument, NULL, O_BUNDLE_PATH },
-		{ "state", required_argument, NULL, O_STATE },
-		{ "socket", required_argument, NULL, O_SOCKET },
-		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
-		{ "renew-after", required_argument, NULL, O_RENEW_AFTER },
-		{ "lifetime", required_argument, NULL, O_LIFETIME },
-		{ "backoff", required_argument, NULL, O_BACKOFF },
-		{ "backoff-max", required_argument, NULL, O_BACKOFF_MAX },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "now", required_argument, NULL, O_NOW },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "when-due", no_argument, NULL, O_WHEN_DUE },
-		{ "insecure", no_argument, NULL, O_INSECURE },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "rps-fqdn", required_argument, NULL, O_RPS_FQDN },
-		{ "rps-url", required_argument, NULL, O_RPS_URL },
-		{ "infrastructure-id", required_argument, NULL, O_INFRA },
-		{ "token-zip", required_argument, NULL, O_ZIP },
-		{ "region", required_argument, NULL, O_REGION },
-		{ "support-dir", required_argument, NULL, O_SUPPORT },
-		{ "register-retry-wait", required_argument, NULL, O_REG_RETRY },
-		{ "ready-wait", required_argument, NULL, O_READY_WAIT },
-		{ "check-retry-wait", required_argument, NULL, O_CHECK_RETRY },
-		{ "state-command", required_argument, NULL, O_STATE_CMD },
-		{ "poll-interval", required_argument, NULL, O_POLL },
-		{ "connect-limit", required_argument, NULL, O_CONNECT_LIMIT },
-		{ "session-max-age", required_argument, NULL, O_SESSION_AGE },
-		{ "inventory", required_argument, NULL, O_INVENTORY },
-		{ "config", required_argument, NULL, O_CONFIG },
-		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
-		{ "version", no_argument, NULL, O_VERSION },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	static const struct ks_rc_command commands[] = {
+		{ "sign-request", NULL, 0, run_sign_request },
+		{ "status", NULL, 0, run_status },
+		{ "renew", "renewed", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, run_renew },
+		{ "rebootstrap", "connected", KS_RC_HTTPS | KS_RC_RESULT, run_rebootstrap },
+		{ NULL, NULL, 0, NULL },
 	};
 	struct opts o = { .renew_after_s = OCI_DEFAULT_RENEW_AFTER_S, .lifetime_s = OCI_DEFAULT_LIFETIME_S,
-			  .backoff_base_s = 3600, .backoff_max_s = 86400, .timeout_s = 60,
-			  .renew_path = DEFAULT_RENEW_PATH, .bundle_path = DEFAULT_BUNDLE_PATH,
-			  .support_dir = "/var/lib/keysvc/oci/support", .register_retry_s = -1, .ready_wait_s = 120,
-			  .check_retry_s = 120, .poll_s = 30, .connect_limit_s = 1200, .session_max_age_s = 3600 };
-	char err[KS_HTTPS_ERR_MAX];
-	const char *cmd;
-	long v, lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
-	int c, r, quiet = 0;
+			  .backoff_base_s = 3600, .backoff_max_s = 86400, .renew_path = DEFAULT_RENEW_PATH,
+			  .bundle_path = DEFAULT_BUNDLE_PATH, .support_dir = "/var/lib/keysvc/oci/support",
+			  .register_retry_s = -1, .ready_wait_s = 120, .check_retry_s = 120, .poll_s = 30,
+			  .connect_limit_s = 1200, .session_max_age_s = 3600, .now = time(NULL) };
+	const struct ks_rc_client client = {
+		.program = "keysvc-oci", .inventory_client = "oci",
+		.common = KS_RC_OPT_SOCKET | KS_RC_OPT_INVENTORY | KS_RC_OPT_LOCK_WAIT,
+		.usage = usage, .options = options, .option = option, .check = check, .commands = commands,
+		.common_opts = &o.c, .ctx = &o,
+	};
 
-	signal(SIGPIPE, SIG_IGN);
-	o.now = time(NULL);
-	ks_cli_init("keysvc-oci", 1);
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_KEY: o.key = optarg; break;
-		case O_NEW_KEY: o.new_key = optarg; break;
-		case O_KEY_ID: o.key_id = optarg; break;
-		case O_METHOD: o.method = optarg; break;
-		case O_URL: o.url = optarg; break;
-		case O_BODY_FILE: o.body_file = optarg; break;
-		case O_CONTENT_TYPE: o.content_type = optarg; break;
-		case O_DATE: o.date = optarg; break;
-		case O_CERT: o.cert = optarg; break;
-		case O_CA_FILE: o.ca_file = optarg; break;
-		case O_TLS_CA: o.tls_ca_file = optarg; break;
-		case O_ENDPOINT: o.endpoint = optarg; break;
-		case O_BUNDLE_ENDPOINT: o.bundle_endpoint = optarg; break;
-		case O_NODE_ID: o.node_id = optarg; break;
-		case O_RENEW_PATH: o.renew_path = optarg; break;
-		case O_BUNDLE_PATH: o.bundle_path = optarg; break;
-		case O_STATE: o.state = optarg; break;
-		case O_SOCKET: o.socket = optarg; break;
-		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
-		case O_RENEW_AFTER:
-			if ((r = days_opt(optarg, "--renew-after", &o.renew_after_s)) != 0)
-				return r;
-			break;
-		case O_LIFETIME:
-			if ((r = days_opt(optarg, "--lifetime", &o.lifetime_s)) != 0)
-				return r;
-			break;
-		case O_BACKOFF:
-			if (ks_parse_long(optarg, 1, 30L * 86400, &v) != 0)
-				return ks_die(KS_EXIT_USAGE, "--backoff: 1..2592000 seconds");
-			o.backoff_base_s = v;
-			break;
-		case O_BACKOFF_MAX:
-			if (ks_parse_long(optarg, 1, 30L * 86400, &v) != 0)
-				return ks_die(KS_EXIT_USAGE, "--backoff-max: 1..2592000 seconds");
-			o.backoff_max_s = v;
-			break;
-		case O_TIMEOUT:
-			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
-			break;
-		case O_NOW:
-			if (ks_parse_long(optarg, 0, 32503680000L, &v) != 0)
-				return ks_die(KS_EXIT_USAGE, "--now: seconds since 1970");
-			o.now = (time_t)v;
-			break;
-		case O_RPS_FQDN: o.rps_fqdn = optarg; break;
-		case O_RPS_URL: o.rps_url = optarg; break;
-		case O_INFRA: o.infra_id = optarg; break;
-		case O_ZIP: o.token_zip = optarg; break;
-		case O_REGION: o.region = optarg; break;
-		case O_SUPPORT: o.support_dir = optarg; break;
-		case O_STATE_CMD: o.state_command = optarg; break;
-		case O_REG_RETRY:
-		case O_READY_WAIT:
-		case O_CHECK_RETRY:
-		case O_POLL:
-		case O_CONNECT_LIMIT:
-		case O_SESSION_AGE:
-			if (ks_parse_long(optarg, c == O_POLL ? 1 : 0, 86400, &v) != 0)
-				return ks_die(KS_EXIT_USAGE, "%s: 0..86400 seconds", argv[optind - 1]);
-			*(c == O_REG_RETRY ? &o.register_retry_s : c == O_READY_WAIT ? &o.ready_wait_s :
-			  c == O_CHECK_RETRY ? &o.check_retry_s : c == O_POLL ? &o.poll_s :
-			  c == O_CONNECT_LIMIT ? &o.connect_limit_s : &o.session_max_age_s) = v;
-			break;
-		case O_JSON: o.json = 1; break;
-		case O_WHEN_DUE: o.when_due = 1; break;
-		case O_INSECURE: o.insecure = 1; break;
-		case O_QUIET: quiet = 1; break;
-		case O_INVENTORY: o.inventory = optarg; break;
-		case O_CONFIG: o.config = optarg; break;
-		case O_LOCK_WAIT:
-			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
-				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
-			break;
-		case O_VERSION: ks_print_version("keysvc-oci"); return KS_EXIT_OK;
-		case 'h': usage(stdout); return KS_EXIT_OK;
-		default: usage(stderr); return KS_EXIT_USAGE;
-		}
-	}
-	ks_cli_init("keysvc-oci", !quiet);
-	ks_cli_set_json(o.json);
-	if (optind != argc - 1) {
-		usage(stderr);
-		return KS_EXIT_USAGE;
-	}
-	cmd = argv[optind];
-	if (o.renew_after_s > o.lifetime_s)
-		return ks_die(KS_EXIT_USAGE, "--renew-after must not be later than --lifetime");
-	if (o.backoff_max_s < o.backoff_base_s)
-		return ks_die(KS_EXIT_USAGE, "--backoff-max must be at least --backoff");
-	if (o.tls_ca_file == NULL)
-		o.tls_ca_file = o.ca_file;
-	if (o.bundle_endpoint == NULL)
-		o.bundle_endpoint = o.endpoint;
-	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
-		return ks_die(KS_EXIT_INTERNAL, "setenv: %s", strerror(errno));
-	if (strcmp(cmd, "sign-request") == 0)
-		return cmd_sign_request(&o);
-	if (strcmp(cmd, "status") == 0)
-		return cmd_status(&o);
-	if (strcmp(cmd, "renew") != 0 && strcmp(cmd, "rebootstrap") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
-	if (strcmp(cmd, "rebootstrap") == 0 && o.tls_ca_file == NULL)
-		o.tls_ca_file = "/etc/ssl/certs/ca-certificates.crt";
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0)
-		return ks_json_result(cmd, strcmp(cmd, "renew") == 0 ? "renewed" : "connected", ks_die(KS_EXIT_INTERNAL, "%s", err),
-				      o.cert, o.key);
-	if (strcmp(cmd, "renew") == 0) {
-		struct ks_renewal rn;
-		struct ks_cert_lock lock = { .fd = -1 };
-
-		/* Held until the inventory record is written: see certlock.h. Without --cert, renew says so. */
-		if ((r = o.cert != NULL ? ks_cert_lock(o.cert, lock_wait, &lock) : 0) == 0 &&
-		    (r = ks_renewal_init(&rn, "oci", o.inventory, o.config)) == 0) {
-			r = cmd_renew(&o);
-			/* With --new-key the certificate is for the new key once installed. */
-			r = ks_renewal_finish(&rn, r, o.cert, r == 0 && o.new_key != NULL ? o.new_key : o.key,
-					      o.ca_file, NULL);
-			ks_renewal_free(&rn);
-		}
-		ks_cert_unlock(&lock);
-		r = ks_json_result(cmd, "renewed", r, o.cert, r == 0 && o.new_key != NULL ? o.new_key : o.key);
-	} else {
-		r = ks_json_result(cmd, "connected", cmd_rebootstrap(&o), NULL, NULL);
-	}
-	ks_https_cleanup();
-	return r;
+	return ks_rc_main(&client, argc, argv);
 }

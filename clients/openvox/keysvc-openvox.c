@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,17 +35,19 @@
 #include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
+#include "clients/common/renewcli.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/openvox/openvox.h"
 
 struct opts {
+	struct ks_rc_opts c;
 	const char *server, *certname, *key, *cert, *ca_file, *ca_fingerprint, *ca_out, *crl_out;
-	const char *socket, *key_type, *rotate_key, *provider_dir, *inventory, *config;
+	const char *key_type, *rotate_key;
 	const char *dns[32];
 	size_t n_dns;
-	long waitforcert, maxwaitforcert, timeout_s, interval_s;
-	int when_due, header_cert, insecure;
+	long waitforcert, maxwaitforcert, interval_s;
+	int when_due, header_cert;
 };
 
 static void usage(FILE *f)
@@ -92,7 +93,6 @@ static void usage(FILE *f)
 	      "  --lock-wait SECONDS     wait this long for another run on the same --cert (default 60)\n"
 	      "  --json                  print the outcome as one JSON object on stdout (progress on stderr)\n"
 	      "  --version               print the version\n", f);
-	ks_exit_print_table(f);
 }
 
 /* ---- HTTPS ---- */
@@ -100,7 +100,7 @@ static void usage(FILE *f)
 /* Options without a client certificate: enrollment needs none. */
 static void https_opts(const struct opts *o, const char *ca_file, struct ks_https_opts *h)
 {
-	ks_https_ca_opts(h, ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	ks_https_ca_opts(h, ca_file, o->c.timeout_s, o->c.insecure, NULL, NULL, NULL, 0);
 }
 
 /* 0, or an exit code with the reason printed; *@https_r (if not NULL) gets ks_https_request()'s error. */
@@ -231,7 +231,7 @@ static int fetch_ca(const struct opts *o, struct ca_trust *t)
 
 		ks_say("first contact: fetching the CA certificate unverified, to compare with %s",
 		    o->ca_fingerprint);
-		first.insecure = 1;
+		first.c.insecure = 1;
 		https_opts(&first, NULL, &h);
 	} else {
 		https_opts(o, o->ca_file, &h);
@@ -513,8 +513,9 @@ out:
 	return r;
 }
 
-static int cmd_enroll(const struct opts *o)
+static int cmd_enroll(void *ctx, struct ks_rc_run *run)
 {
+	const struct opts *o = ctx;
 	struct ca_trust t;
 	keysvc *ks = NULL;
 	int r;
@@ -522,12 +523,18 @@ static int cmd_enroll(const struct opts *o)
 	memset(&t, 0, sizeof(t));
 	if ((r = fetch_ca(o, &t)) != 0)
 		goto out;
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
 	if ((r = enroll_key(o, ks, o->key, &t)) != 0)
 		goto out;
 	r = 0;
 out:
+	/* A failed enrollment installed nothing: the record keeps naming the files it had, so that
+	 * keysvc status never looks for a CA bundle or CRL that was not written. */
+	if (r == 0) {
+		run->ca_file = o->ca_out != NULL ? o->ca_out : o->ca_file;
+		run->crl = o->crl_out;
+	}
 	keysvc_close(ks);
 	ca_trust_free(&t);
 	return r;
@@ -535,8 +542,10 @@ out:
 
 /* ---- renew ---- */
 
-static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
+static int cmd_renew(void *ctx, struct ks_rc_run *run)
 {
+	const struct opts *o = ctx;
+	struct ks_renewal *rn = run->renewal;
 	static const char *const text_headers[] = { "Content-Type: text/plain", "Accept: text/plain", NULL };
 	struct ks_https_opts h;
 	struct ks_https_response resp;
@@ -568,7 +577,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	}
 	if ((r = ks_load_ca_file(o->ca_file, &trusted)) != 0)
 		goto out;
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
 
 	if (o->rotate_key != NULL) {
@@ -600,7 +609,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		r = ks_die(KS_EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);
 		goto out;
 	}
-	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, o->header_cert ? NULL : o->cert,
+	ks_https_ca_opts(&h, o->ca_file, o->c.timeout_s, o->c.insecure, o->header_cert ? NULL : o->cert,
 			 o->key, uri, sizeof(uri));
 	headers[0] = text_headers[0];
 	headers[1] = text_headers[1];
@@ -629,6 +638,10 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 out:
 	if (!recorded)
 		r = ks_renewal_finish(rn, r, o->cert, o->key, o->ca_file, NULL);
+	run->recorded = 1;
+	/* After --rotate-key the certificate is the new key's. */
+	if (r == 0 && o->rotate_key != NULL)
+		run->key = o->rotate_key;
 	ks_https_response_free(&resp);
 	keysvc_close(ks);
 	sk_X509_pop_free(trusted, X509_free);
@@ -642,13 +655,89 @@ out:
 
 /* ---- main ---- */
 
+enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT, O_DNS, O_KEY_TYPE,
+       O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE };
+
+static int option(void *ctx, int c, const char *arg)
+{
+	struct opts *o = ctx;
+	long days;
+
+	switch (c) {
+	case O_SERVER: o->server = arg; break;
+	case O_CERTNAME: o->certname = arg; break;
+	case O_KEY: o->key = arg; break;
+	case O_CERT: o->cert = arg; break;
+	case O_CA_FILE: o->ca_file = arg; break;
+	case O_CA_FP: o->ca_fingerprint = arg; break;
+	case O_CA_OUT: o->ca_out = arg; break;
+	case O_CRL_OUT: o->crl_out = arg; break;
+	case O_DNS:
+		if (o->n_dns == sizeof(o->dns) / sizeof(o->dns[0]))
+			return ks_die(KS_EXIT_USAGE, "at most %zu --dns-alt-name", o->n_dns);
+		o->dns[o->n_dns++] = arg;
+		break;
+	case O_KEY_TYPE: o->key_type = arg; break;
+	case O_WAIT:
+		if (ks_parse_long(arg, 1, 86400, &o->waitforcert) != 0)
+			return ks_die(KS_EXIT_USAGE, "--waitforcert: 1..86400 seconds");
+		break;
+	case O_MAXWAIT:
+		if (ks_parse_long(arg, 0, 30L * 86400, &o->maxwaitforcert) != 0)
+			return ks_die(KS_EXIT_USAGE, "--maxwaitforcert: 0..2592000 seconds");
+		break;
+	case O_WHEN_DUE: o->when_due = 1; break;
+	case O_INTERVAL:
+		if (ks_parse_long(arg, 0, 3650, &days) != 0)
+			return ks_die(KS_EXIT_USAGE, "--renewal-interval: 0..3650 days");
+		o->interval_s = days * 86400;
+		break;
+	case O_HEADER_CERT: o->header_cert = 1; break;
+	case O_ROTATE: o->rotate_key = arg; break;
+	}
+	return 0;
+}
+
+static int check(void *ctx, struct ks_rc_run *run)
+{
+	struct opts *o = ctx;
+
+	if (o->server == NULL || strncmp(o->server, "https://", 8) != 0)
+		return ks_die(KS_EXIT_USAGE, "--server https://HOST:PORT is required");
+	if (!ovx_certname_ok(o->certname))
+		return ks_die(KS_EXIT_USAGE, "--certname: 1..253 of a-z 0-9 . _ - (the CA wants lower case)");
+	if (o->key == NULL)
+		o->key = o->certname;
+	if (o->cert == NULL)
+		return ks_die(KS_EXIT_USAGE, "--cert PATH is required");
+	if (o->ca_file != NULL && o->ca_fingerprint != NULL)
+		return ks_die(KS_EXIT_USAGE, "--ca-file and --ca-fingerprint exclude each other");
+	if (o->ca_fingerprint != NULL && o->ca_out == NULL)
+		return ks_die(KS_EXIT_USAGE, "--ca-fingerprint needs --ca-out: the CA bundle is kept there");
+	if (strcmp(run->command, "enroll") == 0) {
+		if (o->ca_file == NULL && o->ca_fingerprint == NULL)
+			return ks_die(KS_EXIT_USAGE, "enroll needs --ca-file or --ca-fingerprint: the CA is never "
+				   "trusted on first sight");
+		if (o->when_due || o->header_cert || o->rotate_key != NULL)
+			return ks_die(KS_EXIT_USAGE, "--when-due, --header-cert and --rotate-key are renew options");
+	} else {
+		if (o->ca_file == NULL)
+			return ks_die(KS_EXIT_USAGE, "renew needs --ca-file");
+		if (o->ca_fingerprint != NULL || o->ca_out != NULL || o->crl_out != NULL)
+			return ks_die(KS_EXIT_USAGE, "--ca-fingerprint, --ca-out and --crl-out are enroll options");
+		if (o->rotate_key != NULL && o->header_cert)
+			return ks_die(KS_EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
+		if (o->rotate_key != NULL && strcmp(o->rotate_key, o->key) == 0)
+			return ks_die(KS_EXIT_USAGE, "--rotate-key must name a new key, not %s", o->key);
+	}
+	run->lock_path = run->cert = o->cert;
+	run->key = o->key;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_SERVER = 256, O_CERTNAME, O_KEY, O_CERT, O_CA_FILE, O_CA_FP, O_CA_OUT, O_CRL_OUT,
-	       O_DNS, O_KEY_TYPE, O_WAIT, O_MAXWAIT, O_WHEN_DUE, O_INTERVAL, O_HEADER_CERT, O_ROTATE,
-	       O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
-	       O_LOCK_WAIT, O_JSON, O_VERSION };
-	static const struct option longopts[] = {
+	static const struct option options[] = {
 		{ "server", required_argument, NULL, O_SERVER },
 		{ "certname", required_argument, NULL, O_CERTNAME },
 		{ "key", required_argument, NULL, O_KEY },
@@ -665,148 +754,21 @@ int main(int argc, char **argv)
 		{ "renewal-interval", required_argument, NULL, O_INTERVAL },
 		{ "header-cert", no_argument, NULL, O_HEADER_CERT },
 		{ "rotate-key", required_argument, NULL, O_ROTATE },
-		{ "socket", required_argument, NULL, O_SOCKET },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "insecure", no_argument, NULL, O_INSECURE },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
-		{ "inventory", required_argument, NULL, O_INVENTORY },
-		{ "config", required_argument, NULL, O_CONFIG },
-		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "version", no_argument, NULL, O_VERSION },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	static const struct ks_rc_command commands[] = {
+		{ "enroll", "enrolled", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, cmd_enroll },
+		{ "renew", "renewed", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, cmd_renew },
+		{ NULL, NULL, 0, NULL },
+	};
 	struct opts o = { .key_type = "ec-p256", .waitforcert = 120, .maxwaitforcert = 3600,
-			  .timeout_s = 60, .interval_s = OVX_DEFAULT_RENEWAL_INTERVAL_S };
-	struct ks_renewal rn;
-	struct ks_cert_lock lock;
-	char err[KS_HTTPS_ERR_MAX];
-	const char *cmd;
-	long days, lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
-	int c, r, quiet = 0;
+			  .interval_s = OVX_DEFAULT_RENEWAL_INTERVAL_S };
+	const struct ks_rc_client client = {
+		.program = "keysvc-openvox", .inventory_client = "openvox",
+		.common = KS_RC_OPT_SOCKET | KS_RC_OPT_INVENTORY | KS_RC_OPT_LOCK_WAIT,
+		.usage = usage, .options = options, .option = option, .check = check, .commands = commands,
+		.common_opts = &o.c, .ctx = &o,
+	};
 
-	signal(SIGPIPE, SIG_IGN);
-	ks_cli_init("keysvc-openvox", 1);
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_SERVER: o.server = optarg; break;
-		case O_CERTNAME: o.certname = optarg; break;
-		case O_KEY: o.key = optarg; break;
-		case O_CERT: o.cert = optarg; break;
-		case O_CA_FILE: o.ca_file = optarg; break;
-		case O_CA_FP: o.ca_fingerprint = optarg; break;
-		case O_CA_OUT: o.ca_out = optarg; break;
-		case O_CRL_OUT: o.crl_out = optarg; break;
-		case O_DNS:
-			if (o.n_dns == sizeof(o.dns) / sizeof(o.dns[0]))
-				return ks_die(KS_EXIT_USAGE, "at most %zu --dns-alt-name", o.n_dns);
-			o.dns[o.n_dns++] = optarg;
-			break;
-		case O_KEY_TYPE: o.key_type = optarg; break;
-		case O_WAIT:
-			if (ks_parse_long(optarg, 1, 86400, &o.waitforcert) != 0)
-				return ks_die(KS_EXIT_USAGE, "--waitforcert: 1..86400 seconds");
-			break;
-		case O_MAXWAIT:
-			if (ks_parse_long(optarg, 0, 30L * 86400, &o.maxwaitforcert) != 0)
-				return ks_die(KS_EXIT_USAGE, "--maxwaitforcert: 0..2592000 seconds");
-			break;
-		case O_WHEN_DUE: o.when_due = 1; break;
-		case O_INTERVAL:
-			if (ks_parse_long(optarg, 0, 3650, &days) != 0)
-				return ks_die(KS_EXIT_USAGE, "--renewal-interval: 0..3650 days");
-			o.interval_s = days * 86400;
-			break;
-		case O_HEADER_CERT: o.header_cert = 1; break;
-		case O_ROTATE: o.rotate_key = optarg; break;
-		case O_SOCKET: o.socket = optarg; break;
-		case O_TIMEOUT:
-			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
-			break;
-		case O_INSECURE: o.insecure = 1; break;
-		case O_QUIET: quiet = 1; break;
-		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
-		case O_INVENTORY: o.inventory = optarg; break;
-		case O_CONFIG: o.config = optarg; break;
-		case O_LOCK_WAIT:
-			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
-				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
-			break;
-		case O_JSON: ks_cli_set_json(1); break;
-		case O_VERSION: ks_print_version("keysvc-openvox"); return KS_EXIT_OK;
-		case 'h': usage(stdout); return KS_EXIT_OK;
-		default: usage(stderr); return KS_EXIT_USAGE;
-		}
-	}
-	ks_cli_init("keysvc-openvox", !quiet);
-	if (optind != argc - 1) {
-		usage(stderr);
-		return KS_EXIT_USAGE;
-	}
-	cmd = argv[optind];
-	if (strcmp(cmd, "enroll") != 0 && strcmp(cmd, "renew") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
-	if (o.server == NULL || strncmp(o.server, "https://", 8) != 0)
-		return ks_die(KS_EXIT_USAGE, "--server https://HOST:PORT is required");
-	if (!ovx_certname_ok(o.certname))
-		return ks_die(KS_EXIT_USAGE, "--certname: 1..253 of a-z 0-9 . _ - (the CA wants lower case)");
-	if (o.key == NULL)
-		o.key = o.certname;
-	if (o.cert == NULL)
-		return ks_die(KS_EXIT_USAGE, "--cert PATH is required");
-	if (o.ca_file != NULL && o.ca_fingerprint != NULL)
-		return ks_die(KS_EXIT_USAGE, "--ca-file and --ca-fingerprint exclude each other");
-	if (o.ca_fingerprint != NULL && o.ca_out == NULL)
-		return ks_die(KS_EXIT_USAGE, "--ca-fingerprint needs --ca-out: the CA bundle is kept there");
-	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
-		return ks_die(KS_EXIT_INTERNAL, "setenv: %s", strerror(errno));
-	if (strcmp(cmd, "enroll") == 0) {
-		if (o.ca_file == NULL && o.ca_fingerprint == NULL)
-			return ks_die(KS_EXIT_USAGE, "enroll needs --ca-file or --ca-fingerprint: the CA is never "
-				   "trusted on first sight");
-		if (o.when_due || o.header_cert || o.rotate_key != NULL)
-			return ks_die(KS_EXIT_USAGE, "--when-due, --header-cert and --rotate-key are renew options");
-	} else if (strcmp(cmd, "renew") == 0) {
-		if (o.ca_file == NULL)
-			return ks_die(KS_EXIT_USAGE, "renew needs --ca-file");
-		if (o.ca_fingerprint != NULL || o.ca_out != NULL || o.crl_out != NULL)
-			return ks_die(KS_EXIT_USAGE, "--ca-fingerprint, --ca-out and --crl-out are enroll options");
-		if (o.rotate_key != NULL && o.header_cert)
-			return ks_die(KS_EXIT_USAGE, "--rotate-key enrolls anew; --header-cert does not apply");
-		if (o.rotate_key != NULL && strcmp(o.rotate_key, o.key) == 0)
-			return ks_die(KS_EXIT_USAGE, "--rotate-key must name a new key, not %s", o.key);
-	}
-	if ((r = ks_renewal_init(&rn, "openvox", o.inventory, o.config)) != 0)
-		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert, o.key);
-	/* Held until the inventory record is written: see certlock.h. */
-	if ((r = ks_cert_lock(o.cert, lock_wait, &lock)) != 0) {
-		ks_renewal_free(&rn);
-		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert, o.key);
-	}
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
-		ks_cert_unlock(&lock);
-		ks_renewal_free(&rn);
-		return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", ks_die(KS_EXIT_INTERNAL, "%s", err),
-				      o.cert, o.key);
-	}
-	if (strcmp(cmd, "enroll") == 0) {
-		/* A failed enrollment installed nothing: the record keeps naming the files it had, so that
-		 * keysvc status never looks for a CA bundle or CRL that was not written. */
-		r = cmd_enroll(&o);
-		r = ks_renewal_finish(&rn, r, o.cert, o.key,
-				      r != 0 ? NULL : o.ca_out != NULL ? o.ca_out : o.ca_file,
-				      r != 0 ? NULL : o.crl_out);
-	} else
-		r = cmd_renew(&o, &rn);
-	ks_https_cleanup();
-	ks_cert_unlock(&lock);
-	ks_renewal_free(&rn);
-	/* After --rotate-key the certificate is the new key's. */
-	return ks_json_result(cmd, cmd[0] == 'e' ? "enrolled" : "renewed", r, o.cert,
-			      r == 0 && o.rotate_key != NULL ? o.rotate_key : o.key);
+	return ks_rc_main(&client, argc, argv);
 }

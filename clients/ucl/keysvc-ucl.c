@@ -26,7 +26,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +41,7 @@
 #include "clients/common/certlock.h"
 #include "clients/common/cliutil.h"
 #include "clients/common/push.h"
+#include "clients/common/renewcli.h"
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/ucl/ucl.h"
@@ -50,10 +50,10 @@
 #define KEY_BASE_MAX 48
 
 struct opts {
+	struct ks_rc_opts c;
 	const char *connector_url, *token_file, *ca_file, *issuer_ca, *key_base, *cert, *chain, *ca_out, *state;
-	const char *socket, *provider_dir, *inventory, *config;
-	long timeout_s, share;
-	int when_due, insecure;
+	long share;
+	int when_due;
 };
 
 /*
@@ -132,7 +132,6 @@ static void usage(FILE *f)
 	      "  --lock-wait SECONDS   wait this long for another run on the same --state (default 60)\n"
 	      "  --json                print the outcome as one JSON object on stdout (progress on stderr)\n"
 	      "  --version             print the version\n", f);
-	ks_exit_print_table(f);
 }
 
 /* ---- state ---- */
@@ -780,9 +779,9 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 		goto out;
 	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
 		goto out;
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
-	ks_https_ca_opts(&h, o->ca_file, o->timeout_s, o->insecure, NULL, NULL, NULL, 0);
+	ks_https_ca_opts(&h, o->ca_file, o->c.timeout_s, o->c.insecure, NULL, NULL, NULL, 0);
 	if ((body = ucl_config_request(1)) == NULL) {
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 		goto out;
@@ -941,7 +940,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		X509_free(current);
 		current = NULL;
 	}
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
 		goto out;
 	snprintf(key, sizeof(key), "%s", st.key);
 	if (st.generation >= GENERATION_MAX) {
@@ -954,7 +953,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 		goto out;
 	}
 	snprintf(installed_ca_what, sizeof(installed_ca_what), "the installed CA %.200s", st.ca);
-	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
+	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->c.timeout_s, o->c.insecure,
 			 st.cert, key, uri, sizeof(uri));
 	if ((body = ucl_config_request(0)) == NULL) {
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
@@ -1038,9 +1037,9 @@ static int cmd_revoke(const struct opts *o)
 
 	memset(&resp, 0, sizeof(resp));
 	memset(&st, 0, sizeof(st));
-	if ((r = ks_open_keysvc(o->socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
+	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0 || (r = load_current(o, ks, &st, &current)) != 0)
 		goto out;
-	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->timeout_s, o->insecure,
+	ks_https_ca_opts(&h, o->ca_file != NULL ? o->ca_file : st.server_ca_file, o->c.timeout_s, o->c.insecure,
 			 st.cert, st.key, uri, sizeof(uri));
 	if ((body = ucl_revoke_request()) == NULL) {
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
@@ -1067,20 +1066,96 @@ out:
 	return r;
 }
 
-static int json_result(const char *cmd, int code)
+/* What --json reports: the certificate and key of the state last read or written. */
+static int ran(struct ks_rc_run *run, int r)
 {
-	const char *done = strcmp(cmd, "pair") == 0 ? "paired" : strcmp(cmd, "renew") == 0 ? "renewed" : "revoked";
+	run->cert = result_cert[0] != '\0' ? result_cert : NULL;
+	run->key = result_key[0] != '\0' ? result_key : NULL;
+	return r;
+}
 
-	return ks_json_result(cmd, done, code, result_cert[0] != '\0' ? result_cert : NULL,
-			      result_key[0] != '\0' ? result_key : NULL);
+/* pair and renew record their outcome themselves, with what the state names. */
+static int run_pair(void *ctx, struct ks_rc_run *run)
+{
+	run->recorded = 1;
+	return ran(run, cmd_pair(ctx, run->renewal));
+}
+
+static int run_renew(void *ctx, struct ks_rc_run *run)
+{
+	run->recorded = 1;
+	return ran(run, cmd_renew(ctx, run->renewal));
+}
+
+/* A revocation is not a renewal attempt: nothing recorded. */
+static int run_revoke(void *ctx, struct ks_rc_run *run)
+{
+	run->recorded = 1;
+	return ran(run, cmd_revoke(ctx));
+}
+
+/* ---- main ---- */
+
+enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_ISSUER_CA, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
+       O_SHARE };
+
+static int option(void *ctx, int c, const char *arg)
+{
+	struct opts *o = ctx;
+
+	switch (c) {
+	case O_URL: o->connector_url = arg; break;
+	case O_TOKEN: o->token_file = arg; break;
+	case O_CA_FILE: o->ca_file = arg; break;
+	case O_ISSUER_CA: o->issuer_ca = arg; break;
+	case O_KEY_BASE: o->key_base = arg; break;
+	case O_CERT: o->cert = arg; break;
+	case O_CHAIN: o->chain = arg; break;
+	case O_CA_OUT: o->ca_out = arg; break;
+	case O_STATE: o->state = arg; break;
+	case O_WHEN_DUE: o->when_due = 1; break;
+	case O_SHARE:
+		if (ks_parse_long(arg, 1, 99, &o->share) != 0)
+			return ks_die(KS_EXIT_USAGE, "--renew-share: 1..99 (percent)");
+		break;
+	}
+	return 0;
+}
+
+static int check(void *ctx, struct ks_rc_run *run)
+{
+	const struct opts *o = ctx;
+	const char *cmd = run->command;
+
+	if (o->state == NULL)
+		return ks_die(KS_EXIT_USAGE, "--state FILE is required");
+	if (strcmp(cmd, "pair") == 0) {
+		if (o->connector_url == NULL || strncmp(o->connector_url, "https://", 8) != 0)
+			return ks_die(KS_EXIT_USAGE, "pair needs --connector-url https://...");
+		if (o->token_file == NULL || o->ca_file == NULL || o->cert == NULL || o->chain == NULL ||
+		    o->ca_out == NULL)
+			return ks_die(KS_EXIT_USAGE, "pair needs --token-file, --ca-file, --cert, --chain and --ca-out");
+		if (!key_base_ok(o->key_base))
+			return ks_die(KS_EXIT_USAGE, "--key-base: 1..%d of A-Z a-z 0-9 _ -", KEY_BASE_MAX);
+		if (o->when_due)
+			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
+	} else {
+		if (o->connector_url != NULL || o->token_file != NULL || o->cert != NULL || o->chain != NULL ||
+		    o->ca_out != NULL || o->issuer_ca != NULL)
+			return ks_die(KS_EXIT_USAGE, "%s takes its URLs and files from --state (the CA it trusts is "
+				      "the installed one)", cmd);
+		if (o->when_due && strcmp(cmd, "revoke") == 0)
+			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
+	}
+	snprintf(result_cert, sizeof(result_cert), "%s", o->cert != NULL ? o->cert : "");
+	/* The state names the certificate (renew reads it from there): its lock stands for the certificate's. */
+	run->lock_path = o->state;
+	return ran(run, 0);
 }
 
 int main(int argc, char **argv)
 {
-	enum { O_URL = 256, O_TOKEN, O_CA_FILE, O_ISSUER_CA, O_KEY_BASE, O_CERT, O_CHAIN, O_CA_OUT, O_STATE, O_WHEN_DUE,
-	       O_SHARE, O_SOCKET, O_TIMEOUT, O_INSECURE, O_QUIET, O_PROVIDER_DIR, O_INVENTORY, O_CONFIG,
-	       O_LOCK_WAIT, O_JSON, O_VERSION };
-	static const struct option longopts[] = {
+	static const struct option options[] = {
 		{ "connector-url", required_argument, NULL, O_URL },
 		{ "token-file", required_argument, NULL, O_TOKEN },
 		{ "ca-file", required_argument, NULL, O_CA_FILE },
@@ -1092,117 +1167,21 @@ int main(int argc, char **argv)
 		{ "state", required_argument, NULL, O_STATE },
 		{ "when-due", no_argument, NULL, O_WHEN_DUE },
 		{ "renew-share", required_argument, NULL, O_SHARE },
-		{ "socket", required_argument, NULL, O_SOCKET },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "insecure", no_argument, NULL, O_INSECURE },
-		{ "quiet", no_argument, NULL, O_QUIET },
-		{ "provider-dir", required_argument, NULL, O_PROVIDER_DIR },
-		{ "inventory", required_argument, NULL, O_INVENTORY },
-		{ "config", required_argument, NULL, O_CONFIG },
-		{ "lock-wait", required_argument, NULL, O_LOCK_WAIT },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "version", no_argument, NULL, O_VERSION },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct opts o = { .key_base = "ucl", .timeout_s = 60, .share = UCL_DEFAULT_RENEW_SHARE };
-	struct ks_renewal rn;
-	struct ks_cert_lock lock;
-	char err[KS_HTTPS_ERR_MAX];
-	const char *cmd;
-	long lock_wait = KS_CERT_LOCK_WAIT_DEFAULT_S;
-	int c, r, quiet = 0;
+	static const struct ks_rc_command commands[] = {
+		{ "pair", "paired", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, run_pair },
+		{ "renew", "renewed", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, run_renew },
+		{ "revoke", "revoked", KS_RC_RENEWAL | KS_RC_HTTPS | KS_RC_RESULT, run_revoke },
+		{ NULL, NULL, 0, NULL },
+	};
+	struct opts o = { .key_base = "ucl", .share = UCL_DEFAULT_RENEW_SHARE };
+	const struct ks_rc_client client = {
+		.program = "keysvc-ucl", .inventory_client = "ucl",
+		.common = KS_RC_OPT_SOCKET | KS_RC_OPT_INVENTORY | KS_RC_OPT_LOCK_WAIT,
+		.usage = usage, .options = options, .option = option, .check = check, .commands = commands,
+		.common_opts = &o.c, .ctx = &o,
+	};
 
-	signal(SIGPIPE, SIG_IGN);
-	ks_cli_init("keysvc-ucl", 1);
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_URL: o.connector_url = optarg; break;
-		case O_TOKEN: o.token_file = optarg; break;
-		case O_CA_FILE: o.ca_file = optarg; break;
-		case O_ISSUER_CA: o.issuer_ca = optarg; break;
-		case O_KEY_BASE: o.key_base = optarg; break;
-		case O_CERT: o.cert = optarg; break;
-		case O_CHAIN: o.chain = optarg; break;
-		case O_CA_OUT: o.ca_out = optarg; break;
-		case O_STATE: o.state = optarg; break;
-		case O_WHEN_DUE: o.when_due = 1; break;
-		case O_SHARE:
-			if (ks_parse_long(optarg, 1, 99, &o.share) != 0)
-				return ks_die(KS_EXIT_USAGE, "--renew-share: 1..99 (percent)");
-			break;
-		case O_SOCKET: o.socket = optarg; break;
-		case O_TIMEOUT:
-			if (ks_parse_long(optarg, 1, 3600, &o.timeout_s) != 0)
-				return ks_die(KS_EXIT_USAGE, "--timeout: 1..3600 seconds");
-			break;
-		case O_INSECURE: o.insecure = 1; break;
-		case O_QUIET: quiet = 1; break;
-		case O_PROVIDER_DIR: o.provider_dir = optarg; break;
-		case O_INVENTORY: o.inventory = optarg; break;
-		case O_CONFIG: o.config = optarg; break;
-		case O_LOCK_WAIT:
-			if (ks_parse_long(optarg, 0, KS_CERT_LOCK_WAIT_MAX_S, &lock_wait) != 0)
-				return ks_die(KS_EXIT_USAGE, "--lock-wait: 0..%ld seconds", KS_CERT_LOCK_WAIT_MAX_S);
-			break;
-		case O_JSON: ks_cli_set_json(1); break;
-		case O_VERSION: ks_print_version("keysvc-ucl"); return KS_EXIT_OK;
-		case 'h': usage(stdout); return KS_EXIT_OK;
-		default: usage(stderr); return KS_EXIT_USAGE;
-		}
-	}
-	ks_cli_init("keysvc-ucl", !quiet);
-	if (optind != argc - 1) {
-		usage(stderr);
-		return KS_EXIT_USAGE;
-	}
-	cmd = argv[optind];
-	if (strcmp(cmd, "pair") != 0 && strcmp(cmd, "renew") != 0 && strcmp(cmd, "revoke") != 0)
-		return ks_die(KS_EXIT_USAGE, "unknown command '%s' (see --help)", cmd);
-	if (o.state == NULL)
-		return ks_die(KS_EXIT_USAGE, "--state FILE is required");
-	if (o.socket != NULL && setenv("KEYSVC_SOCKET", o.socket, 1) != 0)
-		return ks_die(KS_EXIT_INTERNAL, "setenv: %s", strerror(errno));
-	if (strcmp(cmd, "pair") == 0) {
-		if (o.connector_url == NULL || strncmp(o.connector_url, "https://", 8) != 0)
-			return ks_die(KS_EXIT_USAGE, "pair needs --connector-url https://...");
-		if (o.token_file == NULL || o.ca_file == NULL || o.cert == NULL || o.chain == NULL ||
-		    o.ca_out == NULL)
-			return ks_die(KS_EXIT_USAGE, "pair needs --token-file, --ca-file, --cert, --chain and --ca-out");
-		if (!key_base_ok(o.key_base))
-			return ks_die(KS_EXIT_USAGE, "--key-base: 1..%d of A-Z a-z 0-9 _ -", KEY_BASE_MAX);
-		if (o.when_due)
-			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
-	} else if (strcmp(cmd, "renew") == 0 || strcmp(cmd, "revoke") == 0) {
-		if (o.connector_url != NULL || o.token_file != NULL || o.cert != NULL || o.chain != NULL ||
-		    o.ca_out != NULL || o.issuer_ca != NULL)
-			return ks_die(KS_EXIT_USAGE, "%s takes its URLs and files from --state (the CA it trusts is "
-				      "the installed one)", cmd);
-		if (o.when_due && strcmp(cmd, "revoke") == 0)
-			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
-	}
-	snprintf(result_cert, sizeof(result_cert), "%s", o.cert != NULL ? o.cert : "");
-	if ((r = ks_renewal_init(&rn, "ucl", o.inventory, o.config)) != 0)
-		return json_result(cmd, r);
-	/*
-	 * The state names the certificate (renew reads it from there): its lock
-	 * stands for the certificate's, held until the inventory record is written.
-	 */
-	if ((r = ks_cert_lock(o.state, lock_wait, &lock)) != 0) {
-		ks_renewal_free(&rn);
-		return json_result(cmd, r);
-	}
-	if (ks_https_init(o.provider_dir, err, sizeof(err)) != 0) {
-		ks_cert_unlock(&lock);
-		ks_renewal_free(&rn);
-		return json_result(cmd, ks_die(KS_EXIT_INTERNAL, "%s", err));
-	}
-	r = strcmp(cmd, "pair") == 0 ? cmd_pair(&o, &rn) : strcmp(cmd, "renew") == 0 ? cmd_renew(&o, &rn) :
-	    cmd_revoke(&o);
-	ks_https_cleanup();
-	ks_cert_unlock(&lock);
-	ks_renewal_free(&rn);
-	return json_result(cmd, r);
+	return ks_rc_main(&client, argc, argv);
 }
