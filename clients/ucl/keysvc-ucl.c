@@ -386,6 +386,12 @@ static int absolute_path(const char *what, const char *path, char **out)
  * every relative path exists is taken, and the paths made absolute with it.
  * 0 or KS_EXIT_USAGE, printed.
  */
+/* @base/@rel into *@out (malloc'd); "/" as @base gives "/@rel". 0 or -1 when out of memory. */
+static int join_path(const char *base, const char *rel, char **out)
+{
+	return asprintf(out, "%s/%s", strcmp(base, "/") == 0 ? "" : base, rel) < 0 ? -1 : 0;
+}
+
 static int resolve_old_paths(const char *state_path, struct state *s)
 {
 	char **paths[] = { &s->server_ca_file, &s->cert, &s->chain, &s->ca };
@@ -407,7 +413,7 @@ static int resolve_old_paths(const char *state_path, struct state *s)
 
 			if ((*paths[i])[0] == '/')
 				continue;
-			if (asprintf(&p, "%s/%s", strcmp(base, "/") == 0 ? "" : base, *paths[i]) < 0) {
+			if (join_path(base, *paths[i], &p) != 0) {
 				r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 				goto out;
 			}
@@ -440,7 +446,7 @@ static int resolve_old_paths(const char *state_path, struct state *s)
 
 		if ((*paths[i])[0] == '/')
 			continue;
-		if (asprintf(&p, "%s/%s", strcmp(base, "/") == 0 ? "" : base, *paths[i]) < 0) {
+		if (join_path(base, *paths[i], &p) != 0) {
 			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
 			goto out;
 		}
