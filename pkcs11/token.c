@@ -1,4 +1,5 @@
 #include "pkcs11/token.h"
+#include "pkcs11/token_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,151 +23,6 @@
 #include "proto/log.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
-
-#define KS_MAX_SESSIONS 64
-#define KS_DEFAULT_SESSIONS 16
-#define KS_DEFAULT_WAIT_MS 30000
-#define KS_PIN_MAX 256
-#define KS_MAX_OBJECTS 10000
-#define KS_FIND_CHUNK 64
-#define KS_OBJ_ID_MAX 256
-#define KS_MODULUS_MAX 1024     /* RSA-8192 */
-#define KS_SIG_MAX 1024         /* the largest raw signature we size for */
-#define KS_CERT_MAX 65536
-/* How long ks_token_close() waits for the reconnect thread. */
-#define KS_CLOSE_WAIT_MS 5000
-#define KS_BACKOFF_MIN_MS 1000
-/* A token that comes back is in use again within this (plus one attempt). */
-#define KS_BACKOFF_MAX_MS 5000
-/* Token faults in a row (no success in between) that make the module be initialised again. */
-#define KS_FAULT_THRESHOLD 3
-/* Lookups again by name after a key was deleted or replaced under its handle. */
-#define KS_STALE_RETRIES 2
-/* The least and most time between two such re-initialisations while the faults go on. */
-#define KS_FAULT_REINIT_MIN_MS 1000
-#define KS_FAULT_REINIT_MAX_MS 60000
-/* Bounds the set of key names known to exist; names beyond it simply get no doubt. */
-#define KS_MAX_KNOWN KS_MAX_OBJECTS
-
-enum token_state {
-	TOKEN_UP,
-	TOKEN_DOWN,          /* the reconnect thread is working on it */
-	TOKEN_PIN_REJECTED,  /* permanent: the PIN is never presented again */
-};
-
-#define KS_KEY_CACHE 32
-
-struct key_cache_entry {
-	int used;
-	unsigned generation;
-	char name[KS_KEY_NAME_MAX + 1];
-	uint8_t id[KS_OBJ_ID_MAX];
-	size_t id_len;
-	CK_OBJECT_HANDLE priv;
-	CK_KEY_TYPE key_type;
-	enum ks_key_type type;
-	size_t raw_sig_len;
-	int always_auth;
-	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
-};
-
-/* A key name seen on the token (list, generate, lookup); see key_missing(). */
-struct known_key {
-	char name[KS_KEY_NAME_MAX + 1];
-	int doubted;            /* once found missing: then the module was initialised again */
-	unsigned doubt_reinit;  /* the reinit_count when it was found missing */
-	unsigned long added_seq;
-};
-
-struct ks_token {
-	CK_FUNCTION_LIST *f;
-	int initialized;        /* C_Initialize answered and no C_Finalize since */
-	int owns_init;          /* our C_Initialize did it, so C_Finalize at close is ours too */
-	char *module_path;
-	P11KitUri *uri;
-	char *label, *serial;
-	char *pin;              /* ks_secmem; NULL once rejected */
-	size_t pin_len;
-	void (*pin_rejected_cb)(void *arg, unsigned long ckr);
-	void *pin_rejected_arg;
-	CK_SLOT_ID slot;
-
-	/*
-	 * Operations hold it shared for as long as they use a pooled session;
-	 * reopening and reconnecting hold it exclusively, so no session is
-	 * closed under a running operation.
-	 */
-	pthread_rwlock_t rw;
-	unsigned generation;    /* bumped (under rw exclusive) whenever the pool is reopened */
-
-	pthread_mutex_t pool_lock;
-	pthread_cond_t pool_cond;
-	unsigned nsessions;
-	CK_SESSION_HANDLE sessions[KS_MAX_SESSIONS];
-	int busy[KS_MAX_SESSIONS];
-	unsigned wait_ms;
-	unsigned key_recheck_ms; /* 0: a cached key handle is read back on every use */
-
-	pthread_mutex_t state_lock;
-	pthread_cond_t state_cond;
-	enum token_state state;
-	int closing;
-	int thread_started;
-	pthread_t reconnect_thread;
-	unsigned reinit_count;  /* successful reconnects (module initialised again), under state_lock */
-
-	/* Never held across a module call, so answering "hello" cannot hang on the token. */
-	pthread_mutex_t info_lock;
-	struct ks_token_info info;
-	/*
-	 * The live record health is computed from, under info_lock: token
-	 * faults in a row (no success in between), the last one and when the
-	 * first happened; why and since when the token is down.
-	 */
-	unsigned faults;
-	CK_RV fault_rv;
-	const char *fault_fn;   /* a string literal: the C_* name */
-	time_t fault_since;
-	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
-	unsigned fault_backoff_ms;
-	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];
-	int modifiable_refused; /* the token refused CKA_MODIFIABLE false; warned once */
-
-	/* Names of keys known to exist (see key_missing()); never held across a module call. */
-	pthread_mutex_t known_lock;
-	struct known_key *known;
-	size_t nknown, known_cap;
-	/*
-	 * Counts additions and removals; forget_seq is its value at the last
-	 * removal. A lookup compares them with the value when its search
-	 * began, so a search that raced a delete or a generate neither
-	 * doubts a name learned after it nor brings back one forgotten.
-	 */
-	unsigned long known_seq, forget_seq;
-	/* The name a delete is working on ("" if none): no lookup may teach it meanwhile. */
-	char deleting[KS_KEY_NAME_MAX + 1];
-
-	/* Name checks and creation/deletion happen under it, so a name is taken once. */
-	pthread_mutex_t generate_lock;
-	/*
-	 * Searches hold it shared, object creation exclusively. SoftHSM
-	 * matches a search against every object's attributes, and one that
-	 * reads an object while C_GenerateKeyPair is still writing it shows
-	 * the searcher a key without its attributes ("unsupported") and
-	 * fails the generation (CKR_GENERAL_ERROR).
-	 */
-	pthread_rwlock_t objects_rw;
-
-	/*
-	 * Private keys already found, by name (see resolve_key()): a signature
-	 * then costs no search of the whole token, and its handle is read back
-	 * at most once per key_recheck_ms. Entries of an older pool generation
-	 * are never used.
-	 */
-	pthread_mutex_t cache_lock;
-	struct key_cache_entry cache[KS_KEY_CACHE];
-	unsigned cache_next;
-};
 
 /* ---- CKR names ------------------------------------------------------------ */
 
@@ -229,16 +85,16 @@ const char *ks_ckr_name(unsigned long rv)
 /* ---- the one wrapper every C_* call goes through ---------------------------- */
 
 /* The last call of this thread that failed, for the health record. */
-static _Thread_local const char *p11_failed_fn;
+_Thread_local const char *ks_tok_p11_failed_fn;
 
 /*
  * Each failure is logged here with the function's name; callers classify
  * the value and map it to an errno, they do not log it again.
  */
-static CK_RV p11_call(const char *fn, CK_RV rv)
+CK_RV ks_tok_p11_call(const char *fn, CK_RV rv)
 {
 	if (rv != CKR_OK)
-		p11_failed_fn = fn;
+		ks_tok_p11_failed_fn = fn;
 	switch (rv) {
 	case CKR_OK:
 	case CKR_USER_ALREADY_LOGGED_IN:
@@ -257,24 +113,7 @@ static CK_RV p11_call(const char *fn, CK_RV rv)
 	return rv;
 }
 
-#define P11(tok, fn, ...) p11_call(#fn, (tok)->f->fn(__VA_ARGS__))
-
-/*
- * Not from a module: a search waited longer than the session wait for a
- * key generation of ours to finish (see objects_rw). Answers -ETIMEDOUT.
- */
-#define KS_CKR_BUSY (CKR_VENDOR_DEFINED | 0x4b5301UL)
-
-enum rv_class {
-	RV_OK,
-	RV_OTHER,
-	RV_SESSION,   /* the session or the login is gone: reopen, log in, retry once */
-	RV_STALE,     /* an object handle went stale: find the key again, retry once */
-	RV_DEVICE,    /* the token or the module is gone: down, reconnect in the background */
-	RV_PIN,       /* the PIN is refused: never present it again */
-};
-
-static enum rv_class classify(CK_RV rv)
+enum rv_class ks_tok_classify(CK_RV rv)
 {
 	switch (rv) {
 	case CKR_OK:
@@ -306,7 +145,7 @@ static enum rv_class classify(CK_RV rv)
 	}
 }
 
-static int rv_errno(CK_RV rv)
+int ks_tok_rv_errno(CK_RV rv)
 {
 	switch (rv) {
 	case CKR_OK:
@@ -328,7 +167,7 @@ static int rv_errno(CK_RV rv)
 	case KS_CKR_BUSY:
 		return -ETIMEDOUT;
 	default:
-		switch (classify(rv)) {
+		switch (ks_tok_classify(rv)) {
 		case RV_DEVICE:
 			return -ENODEV;
 		case RV_PIN:
@@ -394,7 +233,7 @@ static int padded_equal(const unsigned char *field, size_t field_len, const char
 static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
 static const uint8_t oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
 
-static const uint8_t *ec_params_for(enum ks_key_type type, size_t *len)
+const uint8_t *ks_tok_ec_params_for(enum ks_key_type type, size_t *len)
 {
 	switch (type) {
 	case KS_KEY_EC_P256:
@@ -432,7 +271,7 @@ static enum ks_key_type rsa_type_from_bits(size_t bits)
 	}
 }
 
-static int64_t mono_ms(void)
+int64_t ks_tok_mono_ms(void)
 {
 	struct timespec ts;
 
@@ -440,7 +279,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void deadline_in(struct timespec *ts, unsigned ms)
+void ks_tok_deadline_in(struct timespec *ts, unsigned ms)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
 	ts->tv_sec += ms / 1000;
@@ -463,7 +302,7 @@ static void cond_init_monotonic(pthread_cond_t *c)
 
 /* ---- state ------------------------------------------------------------------ */
 
-static enum token_state get_state(struct ks_token *tok)
+enum token_state ks_tok_get_state(struct ks_token *tok)
 {
 	enum token_state st;
 
@@ -497,7 +336,7 @@ static void utc_stamp(char *buf, size_t len, time_t t)
  * and the background thread initialises the module again. The first
  * reason of an outage is the one kept.
  */
-static void go_down(struct ks_token *tok, const char *reason)
+void ks_tok_go_down(struct ks_token *tok, const char *reason)
 {
 	char since[32];
 
@@ -515,9 +354,9 @@ static void go_down(struct ks_token *tok, const char *reason)
 	pthread_mutex_unlock(&tok->state_lock);
 }
 
-static void mark_down(struct ks_token *tok, CK_RV rv)
+void ks_tok_mark_down(struct ks_token *tok, CK_RV rv)
 {
-	go_down(tok, ks_ckr_name(rv));
+	ks_tok_go_down(tok, ks_ckr_name(rv));
 }
 
 /*
@@ -539,9 +378,9 @@ static int is_fault(CK_RV rv)
  * at KS_FAULT_REINIT_MIN_MS and doubles while the faults go on, so a
  * fault that survives re-initialisation does not make a loop of them.
  */
-static int note_result(struct ks_token *tok, CK_RV rv, const char *fn)
+int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
 {
-	int64_t now = mono_ms();
+	int64_t now = ks_tok_mono_ms();
 	int due = 0;
 
 	if (rv != CKR_OK && !is_fault(rv))
@@ -579,8 +418,8 @@ static struct known_key *known_find(struct ks_token *tok, const char *name)
 	return NULL;
 }
 
-/* Taken before a search, for known_add() and key_missing(). */
-static unsigned long known_snapshot(struct ks_token *tok)
+/* Taken before a search, for ks_tok_known_add() and ks_tok_key_missing(). */
+unsigned long ks_tok_known_snapshot(struct ks_token *tok)
 {
 	unsigned long seq;
 
@@ -595,7 +434,7 @@ static unsigned long known_snapshot(struct ks_token *tok)
  * (@snap is ULONG_MAX). A search older than the last removal may have seen
  * a key deleted since: it teaches nothing.
  */
-static void known_add(struct ks_token *tok, const char *name, unsigned long snap)
+void ks_tok_known_add(struct ks_token *tok, const char *name, unsigned long snap)
 {
 	struct known_key *e, *tmp;
 
@@ -651,7 +490,7 @@ static void known_deleting(struct ks_token *tok, const char *name)
  * on. Unknown names, and names learned after the search began at @snap
  * (a generate that raced it), answer -ENOENT at once.
  */
-static int key_missing(struct ks_token *tok, const char *name, unsigned long snap)
+int ks_tok_key_missing(struct ks_token *tok, const char *name, unsigned long snap)
 {
 	struct known_key *e;
 	unsigned reinit;
@@ -676,7 +515,7 @@ static int key_missing(struct ks_token *tok, const char *name, unsigned long sna
 	pthread_mutex_unlock(&tok->known_lock);
 	/* The name only in the log: hello's reason goes to peers that may not know the key. */
 	ks_warn("key %s, known to exist, not found; initialising the module again", name);
-	go_down(tok, "a key known to exist not found");
+	ks_tok_go_down(tok, "a key known to exist not found");
 	return -ENODEV;
 }
 
@@ -739,7 +578,7 @@ static int find_slot(struct ks_token *tok)
 
 	describe_selector(tok, sel, sizeof(sel));
 	if ((rv = P11(tok, C_GetSlotList, CK_TRUE, NULL, &n)) != CKR_OK) {
-		r = rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+		r = ks_tok_rv_errno(rv) == -EIO ? -ENODEV : ks_tok_rv_errno(rv);
 		goto out;
 	}
 	if (n > 0) {
@@ -748,7 +587,7 @@ static int find_slot(struct ks_token *tok)
 			goto out;
 		}
 		if ((rv = P11(tok, C_GetSlotList, CK_TRUE, slots, &n)) != CKR_OK) {
-			r = rv_errno(rv) == -EIO ? -ENODEV : rv_errno(rv);
+			r = ks_tok_rv_errno(rv) == -EIO ? -ENODEV : ks_tok_rv_errno(rv);
 			goto out;
 		}
 	}
@@ -781,7 +620,7 @@ out:
 	return r;
 }
 
-static void close_pool(struct ks_token *tok)
+void ks_tok_close_pool(struct ks_token *tok)
 {
 	if (tok->initialized)
 		P11(tok, C_CloseAllSessions, tok->slot);
@@ -816,18 +655,18 @@ static void pin_rejected(struct ks_token *tok, CK_RV rv)
 }
 
 /* Open the pool and log in; rw held exclusively, or no other thread exists yet. */
-static int open_pool(struct ks_token *tok)
+int ks_tok_open_pool(struct ks_token *tok)
 {
 	CK_RV rv;
 	int r;
 
-	if (get_state(tok) == TOKEN_PIN_REJECTED || tok->pin == NULL)
+	if (ks_tok_get_state(tok) == TOKEN_PIN_REJECTED || tok->pin == NULL)
 		return -EKEYREJECTED;
 	for (unsigned i = 0; i < tok->nsessions; i++) {
 		rv = P11(tok, C_OpenSession, tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 			 NULL, NULL, &tok->sessions[i]);
 		if (rv != CKR_OK) {
-			r = classify(rv) == RV_OTHER ? -EIO : -ENODEV;
+			r = ks_tok_classify(rv) == RV_OTHER ? -EIO : -ENODEV;
 			goto fail;
 		}
 		tok->busy[i] = 0;
@@ -836,14 +675,14 @@ static int open_pool(struct ks_token *tok)
 		 (CK_ULONG)tok->pin_len);
 	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
 		return 0;
-	if (classify(rv) == RV_PIN) {
+	if (ks_tok_classify(rv) == RV_PIN) {
 		pin_rejected(tok, rv);
 		r = -EKEYREJECTED;
 	} else {
-		r = classify(rv) == RV_OTHER ? -EIO : -ENODEV;
+		r = ks_tok_classify(rv) == RV_OTHER ? -EIO : -ENODEV;
 	}
 fail:
-	close_pool(tok);
+	ks_tok_close_pool(tok);
 	return r;
 }
 
@@ -859,12 +698,12 @@ static int reopen(struct ks_token *tok, unsigned seen_generation)
 	 * would hold this thread (and its client) for ever: after wait_ms the
 	 * token counts as down and the background reconnect takes over.
 	 */
-	deadline_in(&until, tok->wait_ms);
+	ks_tok_deadline_in(&until, tok->wait_ms);
 	if (pthread_rwlock_clockwrlock(&tok->rw, CLOCK_MONOTONIC, &until) != 0) {
-		mark_down(tok, CKR_DEVICE_ERROR);
+		ks_tok_mark_down(tok, CKR_DEVICE_ERROR);
 		return -ENODEV;
 	}
-	st = get_state(tok);
+	st = ks_tok_get_state(tok);
 	if (st == TOKEN_PIN_REJECTED) {
 		r = -EKEYREJECTED;
 	} else if (st == TOKEN_DOWN) {
@@ -872,12 +711,12 @@ static int reopen(struct ks_token *tok, unsigned seen_generation)
 	} else if (tok->generation == seen_generation) {
 		ks_warn("token sessions or login lost; reopening %u sessions and logging in again",
 			tok->nsessions);
-		close_pool(tok);
-		r = open_pool(tok);
+		ks_tok_close_pool(tok);
+		r = ks_tok_open_pool(tok);
 		tok->generation++;
 		if (r != 0 && r != -EKEYREJECTED) {
 			/* The background reconnect owns the token from here. */
-			mark_down(tok, CKR_DEVICE_ERROR);
+			ks_tok_mark_down(tok, CKR_DEVICE_ERROR);
 			r = -ENODEV;
 		}
 	}
@@ -906,7 +745,7 @@ static int reconnect_locked(struct ks_token *tok)
 {
 	int r;
 
-	close_pool(tok);
+	ks_tok_close_pool(tok);
 	/*
 	 * Another user's initialisation stays: finalizing it would end their
 	 * sessions too. C_Initialize is called all the same: it is a no-op
@@ -920,7 +759,7 @@ static int reconnect_locked(struct ks_token *tok)
 	}
 	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
 		return r;
-	return open_pool(tok);
+	return ks_tok_open_pool(tok);
 }
 
 static void *reconnect_main(void *arg)
@@ -956,7 +795,7 @@ static void *reconnect_main(void *arg)
 			continue;
 
 		ks_info("token still unavailable; next attempt in %u ms", backoff);
-		deadline_in(&until, backoff);
+		ks_tok_deadline_in(&until, backoff);
 		pthread_mutex_lock(&tok->state_lock);
 		while (!tok->closing &&
 		       pthread_cond_timedwait(&tok->state_cond, &tok->state_lock, &until) != ETIMEDOUT)
@@ -1054,7 +893,7 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 		ks_err("cannot initialise PKCS#11 module %s", tok->module_path);
 		goto fail;
 	}
-	if ((r = find_slot(tok)) != 0 || (r = open_pool(tok)) != 0)
+	if ((r = find_slot(tok)) != 0 || (r = ks_tok_open_pool(tok)) != 0)
 		goto fail;
 	if (pthread_create(&tok->reconnect_thread, NULL, reconnect_main, tok) != 0) {
 		r = -ENOMEM;
@@ -1081,7 +920,7 @@ int ks_token_close(struct ks_token *tok)
 		tok->closing = 1;
 		pthread_cond_broadcast(&tok->state_cond);
 		pthread_mutex_unlock(&tok->state_lock);
-		deadline_in(&until, KS_CLOSE_WAIT_MS);
+		ks_tok_deadline_in(&until, KS_CLOSE_WAIT_MS);
 		if (pthread_clockjoin_np(tok->reconnect_thread, NULL, CLOCK_MONOTONIC, &until) != 0) {
 			/*
 			 * It is inside the module: nothing it uses may be freed
@@ -1099,7 +938,7 @@ int ks_token_close(struct ks_token *tok)
 			if (tok->state == TOKEN_UP && tok->nsessions > 0 &&
 			    tok->sessions[0] != CK_INVALID_HANDLE)
 				P11(tok, C_Logout, tok->sessions[0]);
-			close_pool(tok);
+			ks_tok_close_pool(tok);
 			if (tok->owns_init)
 				P11(tok, C_Finalize, NULL);
 		}
@@ -1134,7 +973,7 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 
 	if (tok == NULL || info == NULL)
 		return -EINVAL;
-	st = get_state(tok);
+	st = ks_tok_get_state(tok);
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
 	info->up = st == TOKEN_UP;
@@ -1172,9 +1011,9 @@ static int acquire(struct ks_token *tok, struct session_slot *ss)
 	int r;
 
 	/* While down, answer at once: the module may hang, and rw may be held by the reconnect. */
-	if ((st = get_state(tok)) != TOKEN_UP)
+	if ((st = ks_tok_get_state(tok)) != TOKEN_UP)
 		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
-	deadline_in(&until, tok->wait_ms);
+	ks_tok_deadline_in(&until, tok->wait_ms);
 	/*
 	 * Bounded: a reopen queued behind a call hung in the module blocks
 	 * new readers (the lock prefers writers), and that wait must end
@@ -1184,7 +1023,7 @@ static int acquire(struct ks_token *tok, struct session_slot *ss)
 		ks_warn("the token was busy recovering for more than %u ms", tok->wait_ms);
 		return -ETIMEDOUT;
 	}
-	if ((st = get_state(tok)) != TOKEN_UP) {
+	if ((st = ks_tok_get_state(tok)) != TOKEN_UP) {
 		pthread_rwlock_unlock(&tok->rw);
 		return st == TOKEN_PIN_REJECTED ? -EKEYREJECTED : -ENODEV;
 	}
@@ -1224,7 +1063,7 @@ static void release(struct ks_token *tok, const struct session_slot *ss)
  * Private objects are invisible, not an error, once the login is gone, so
  * "not found" is checked against the session state before it is believed.
  */
-static CK_RV require_login(struct ks_token *tok, CK_SESSION_HANDLE s)
+CK_RV ks_tok_require_login(struct ks_token *tok, CK_SESSION_HANDLE s)
 {
 	CK_SESSION_INFO si;
 	CK_RV rv;
@@ -1238,16 +1077,7 @@ static CK_RV require_login(struct ks_token *tok, CK_SESSION_HANDLE s)
 	return CKR_OK;
 }
 
-/*
- * One attempt of an operation on session @s. Token errors are returned as
- * CK_RV; logical outcomes (no such key, wrong algorithm) as *@err with CKR_OK.
- * @retry is 1 on the second attempt, which finds the key by the CKA_ID the
- * first attempt saved.
- */
-typedef CK_RV (*op_fn)(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg,
-		       int retry, int *err);
-
-static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
+int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 {
 	struct session_slot ss;
 	enum rv_class cls;
@@ -1258,20 +1088,20 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 		if ((r = acquire(tok, &ss)) != 0)
 			return r;
 		err = 0;
-		p11_failed_fn = NULL;
+		ks_tok_p11_failed_fn = NULL;
 		rv = fn(tok, ss.h, arg, attempt, &err);
-		cls = classify(rv);
+		cls = ks_tok_classify(rv);
 		/* Handles of private objects die with the login. */
-		if (cls == RV_STALE && require_login(tok, ss.h) != CKR_OK)
+		if (cls == RV_STALE && ks_tok_require_login(tok, ss.h) != CKR_OK)
 			cls = RV_SESSION;
 		release(tok, &ss);
-		if (note_result(tok, rv, p11_failed_fn)) {
+		if (ks_tok_note_result(tok, rv, ks_tok_p11_failed_fn)) {
 			char reason[96];
 
 			snprintf(reason, sizeof(reason), "%s: %s %d times in a row",
-				 p11_failed_fn != NULL ? p11_failed_fn : what, ks_ckr_name(rv),
-				 KS_FAULT_THRESHOLD);
-			go_down(tok, reason);
+				 ks_tok_p11_failed_fn != NULL ? ks_tok_p11_failed_fn : what,
+				 ks_ckr_name(rv), KS_FAULT_THRESHOLD);
+			ks_tok_go_down(tok, reason);
 			return -ENODEV;
 		}
 		switch (cls) {
@@ -1296,10 +1126,10 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 			ks_info("%s: %s; looking the key up again", what, ks_ckr_name(rv));
 			continue;
 		case RV_DEVICE:
-			mark_down(tok, rv);
+			ks_tok_mark_down(tok, rv);
 			return -ENODEV;
 		default:
-			return rv_errno(rv);
+			return ks_tok_rv_errno(rv);
 		}
 		break;
 	}
@@ -1310,11 +1140,11 @@ static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 /* ---- object lookup ------------------------------------------------------------ */
 
 /* objects_rw exclusive for creating an object; bounded, a search may hang in the module. */
-static CK_RV objects_wrlock(struct ks_token *tok)
+CK_RV ks_tok_objects_wrlock(struct ks_token *tok)
 {
 	struct timespec until;
 
-	deadline_in(&until, tok->wait_ms);
+	ks_tok_deadline_in(&until, tok->wait_ms);
 	if (pthread_rwlock_clockwrlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
 		ks_warn("searches kept the token's objects busy for more than %u ms", tok->wait_ms);
 		return KS_CKR_BUSY;
@@ -1330,7 +1160,7 @@ static CK_RV objects_rdlock(struct ks_token *tok)
 {
 	struct timespec until;
 
-	deadline_in(&until, tok->wait_ms);
+	ks_tok_deadline_in(&until, tok->wait_ms);
 	if (pthread_rwlock_clockrdlock(&tok->objects_rw, CLOCK_MONOTONIC, &until) != 0) {
 		ks_warn("a key generation kept the token's objects busy for more than %u ms",
 			tok->wait_ms);
@@ -1343,7 +1173,7 @@ static CK_RV objects_rdlock(struct ks_token *tok)
  * Up to @max objects of class @cls with the given label and/or CKA_ID (a
  * NULL label or id is not part of the template).
  */
-static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+CK_RV ks_tok_find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 			  const char *label, const uint8_t *id, size_t id_len,
 			  CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n)
 {
@@ -1378,48 +1208,27 @@ static CK_RV find_objects(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_C
 	return rv != CKR_OK ? rv : rv2;
 }
 
-struct key_ref {
-	const char *name;
-	uint8_t id[KS_OBJ_ID_MAX];
-	size_t id_len;
-	int have_id;
-	CK_OBJECT_HANDLE priv;
-	CK_KEY_TYPE key_type;
-	enum ks_key_type type;
-	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
-	int always_auth;        /* CKA_ALWAYS_AUTHENTICATE: a login for every signature */
-	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
-	int unchecked;          /* @priv is a cached handle this request has not read back */
-	/*
-	 * Set by sign only: a cached handle younger than key_recheck_ms may be
-	 * used unread. Everything else (delete, certificates, public keys)
-	 * reads it back, so a renamed or replaced key is never destroyed,
-	 * given a certificate or described under the old name.
-	 */
-	int may_skip_check;
-};
-
 /*
  * Objects belonging to key @k: those with its CKA_ID. A key made elsewhere
  * with an empty CKA_ID would match every other such object, so then the
  * label must match too.
  */
-static CK_RV find_related(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+CK_RV ks_tok_find_related(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 			  const struct key_ref *k, CK_OBJECT_HANDLE *out, CK_ULONG max,
 			  CK_ULONG *n)
 {
-	return find_objects(tok, s, cls, k->id_len == 0 ? k->name : NULL, k->id, k->id_len,
-			    out, max, n);
+	return ks_tok_find_objects(tok, s, cls, k->id_len == 0 ? k->name : NULL, k->id,
+				   k->id_len, out, max, n);
 }
 
-static enum ks_key_family key_family(const struct key_ref *k)
+enum ks_key_family ks_tok_key_family(const struct key_ref *k)
 {
 	return k->key_type == CKK_RSA ? KS_FAMILY_RSA :
 	       k->key_type == CKK_EC ? KS_FAMILY_EC : KS_FAMILY_NONE;
 }
 
 /* CKA_ID, key type and size of the private key @h. Only public attributes are read. */
-static CK_RV describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+CK_RV ks_tok_describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
 			  struct key_ref *k, int *err)
 {
 	uint8_t buf[KS_MODULUS_MAX];
@@ -1542,14 +1351,14 @@ static void cache_put(struct ks_token *tok, const struct key_ref *k)
 	e->type = k->type;
 	e->raw_sig_len = k->raw_sig_len;
 	e->always_auth = k->always_auth;
-	e->checked_ms = mono_ms();
+	e->checked_ms = ks_tok_mono_ms();
 	pthread_mutex_unlock(&tok->cache_lock);
 }
 
 /* The entry of @k was read back and matched just now. */
 static void cache_checked(struct ks_token *tok, const struct key_ref *k)
 {
-	int64_t now = mono_ms();
+	int64_t now = ks_tok_mono_ms();
 
 	pthread_mutex_lock(&tok->cache_lock);
 	for (unsigned i = 0; i < KS_KEY_CACHE; i++)
@@ -1559,7 +1368,7 @@ static void cache_checked(struct ks_token *tok, const struct key_ref *k)
 	pthread_mutex_unlock(&tok->cache_lock);
 }
 
-static void cache_drop(struct ks_token *tok, const char *name)
+void ks_tok_cache_drop(struct ks_token *tok, const char *name)
 {
 	pthread_mutex_lock(&tok->cache_lock);
 	for (unsigned i = 0; i < KS_KEY_CACHE; i++)
@@ -1572,7 +1381,7 @@ static void cache_drop(struct ks_token *tok, const char *name)
  * Is the cached handle in @k still the private key of that name and CKA_ID?
  * A handle can go stale (the key deleted by another application) or, on
  * some tokens, be reused for another object: either is a mismatch, and the
- * key is looked up afresh. Token errors are returned for run_op().
+ * key is looked up afresh. Token errors are returned for ks_tok_run_op().
  */
 static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
 			 int *match)
@@ -1595,7 +1404,7 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 	 * handle: any refusal that is not about the session or the device
 	 * sends the caller to look the key up by name, which tells.
 	 */
-	if (classify(rv) == RV_STALE || classify(rv) == RV_OTHER)
+	if (ks_tok_classify(rv) == RV_STALE || ks_tok_classify(rv) == RV_OTHER)
 		return CKR_OK;
 	if (rv != CKR_OK)
 		return rv;
@@ -1610,18 +1419,19 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
  * handle (by a concurrent delete, here or elsewhere)? Tokens answer that
  * in many ways (SoftHSM: CKR_GENERAL_ERROR, CKR_KEY_TYPE_INCONSISTENT...),
  * so a search by the key's label and CKA_ID decides; if the handle is not
- * among the results, CKR_KEY_HANDLE_INVALID is returned for run_op() to
+ * among the results, CKR_KEY_HANDLE_INVALID is returned for ks_tok_run_op() to
  * retry with the key looked up by name, else @rv.
  */
-static CK_RV key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
 			    CK_RV rv)
 {
 	CK_OBJECT_HANDLE h[4];
 	CK_ULONG n = 0;
 
-	if (classify(rv) != RV_OTHER || !k->have_id)
+	if (ks_tok_classify(rv) != RV_OTHER || !k->have_id)
 		return rv;
-	if (find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->id, k->id_len, h, 4, &n) != CKR_OK)
+	if (ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->id, k->id_len, h, 4,
+				&n) != CKR_OK)
 		return rv;
 	for (CK_ULONG i = 0; i < n; i++)
 		if (h[i] == k->priv)
@@ -1632,7 +1442,7 @@ static CK_RV key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const str
 }
 
 /* The private key: by label first, by the saved CKA_ID on a retry. */
-static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
+CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err)
 {
 	CK_OBJECT_HANDLE h[2];
@@ -1646,7 +1456,7 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		 * back: the key of that name may be another object now, so
 		 * the retry looks it up by name, not by the old CKA_ID.
 		 */
-		cache_drop(tok, k->name);
+		ks_tok_cache_drop(tok, k->name);
 		k->have_id = 0;
 		k->id_len = 0;
 		k->unchecked = 0;
@@ -1661,7 +1471,7 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		 * token refuses it and the operation is retried by name.
 		 */
 		if (k->may_skip_check && tok->key_recheck_ms > 0 &&
-		    mono_ms() - k->checked_ms < (int64_t)tok->key_recheck_ms) {
+		    ks_tok_mono_ms() - k->checked_ms < (int64_t)tok->key_recheck_ms) {
 			k->unchecked = 1;
 			return CKR_OK;
 		}
@@ -1672,16 +1482,16 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 			return CKR_OK;
 		}
 		ks_debug("key %s: the cached handle is stale; looking it up again", k->name);
-		cache_drop(tok, k->name);
+		ks_tok_cache_drop(tok, k->name);
 		k->have_id = 0;
 		k->id_len = 0;
 	} else if (k->have_id) {
 		/* A retry: the handle that failed may be the cached one. */
-		cache_drop(tok, k->name);
+		ks_tok_cache_drop(tok, k->name);
 	}
-	snap = known_snapshot(tok);
+	snap = ks_tok_known_snapshot(tok);
 	if (k->have_id) {
-		rv = find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
+		rv = ks_tok_find_related(tok, s, CKO_PRIVATE_KEY, k, h, 2, &n);
 		/*
 		 * The key of the first attempt is gone (deleted, maybe made
 		 * again under the name): what the name is now decides.
@@ -1689,17 +1499,18 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		if (rv == CKR_OK && n == 0) {
 			k->have_id = 0;
 			k->id_len = 0;
-			rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+			rv = ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0,
+						 h, 2, &n);
 		}
 	} else {
-		rv = find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
+		rv = ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, NULL, 0, h, 2, &n);
 	}
 	if (rv != CKR_OK)
 		return rv;
 	if (n == 0) {
-		if ((rv = require_login(tok, s)) != CKR_OK)
+		if ((rv = ks_tok_require_login(tok, s)) != CKR_OK)
 			return rv;
-		*err = key_missing(tok, k->name, snap);
+		*err = ks_tok_key_missing(tok, k->name, snap);
 		return CKR_OK;
 	}
 	if (n > 1) {
@@ -1707,13 +1518,13 @@ static CK_RV resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		*err = -EIO;
 		return CKR_OK;
 	}
-	if ((rv = describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0) {
+	if ((rv = ks_tok_describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0) {
 		cache_put(tok, k);
-		known_add(tok, k->name, snap);
+		ks_tok_known_add(tok, k->name, snap);
 	}
 	/* Found, then deleted before its attributes were read. */
 	if (rv != CKR_OK && k->have_id)
-		rv = key_gone_check(tok, s, k, rv);
+		rv = ks_tok_key_gone_check(tok, s, k, rv);
 	return rv;
 }
 
@@ -1814,7 +1625,7 @@ out:
  * modulus and public exponent of the private object, which are public
  * attributes; an EC private key carries no point.
  */
-static CK_RV read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
+CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 EVP_PKEY **pub, int *err)
 {
 	CK_OBJECT_HANDLE h[1], obj;
@@ -1823,7 +1634,7 @@ static CK_RV read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 
-	if ((rv = find_related(tok, s, CKO_PUBLIC_KEY, k, h, 1, &n)) != CKR_OK)
+	if ((rv = ks_tok_find_related(tok, s, CKO_PUBLIC_KEY, k, h, 1, &n)) != CKR_OK)
 		return rv;
 	obj = n == 1 ? h[0] : k->priv;
 	a[0].pValue = a0;
@@ -1873,7 +1684,7 @@ struct generate_arg {
  * when no private key is named @name; an object whose CKA_ID a private key
  * of another name has (renamed by another application) is kept.
  */
-static CK_RV remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const char *name,
+CK_RV ks_tok_remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const char *name,
 			      int *removed)
 {
 	static const CK_OBJECT_CLASS classes[] = { CKO_PUBLIC_KEY, CKO_CERTIFICATE };
@@ -1884,14 +1695,14 @@ static CK_RV remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const c
 
 	*removed = 0;
 	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
-		if ((rv = find_objects(tok, s, classes[c], name, NULL, 0, h, KS_LEFTOVERS_MAX,
-				       &n)) != CKR_OK)
+		if ((rv = ks_tok_find_objects(tok, s, classes[c], name, NULL, 0, h,
+					      KS_LEFTOVERS_MAX, &n)) != CKR_OK)
 			return rv;
 		for (CK_ULONG i = 0; i < n; i++) {
 			CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
 
 			rv = P11(tok, C_GetAttributeValue, s, h[i], &a, 1);
-			if (classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL)
+			if (ks_tok_classify(rv) == RV_STALE || rv == CKR_BUFFER_TOO_SMALL)
 				continue;
 			if (rv == CKR_ATTRIBUTE_TYPE_INVALID || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
 				a.ulValueLen = 0;
@@ -1899,15 +1710,15 @@ static CK_RV remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const c
 				return rv;
 			nowner = 0;
 			if (a.ulValueLen > 0 &&
-			    (rv = find_objects(tok, s, CKO_PRIVATE_KEY, NULL, id, a.ulValueLen, owner,
-					       1, &nowner)) != CKR_OK)
+			    (rv = ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, NULL, id,
+						      a.ulValueLen, owner, 1, &nowner)) != CKR_OK)
 				return rv;
 			if (nowner > 0)
 				continue;
 			rv = P11(tok, C_DestroyObject, s, h[i]);
 			if (rv == CKR_OK)
 				(*removed)++;
-			else if (classify(rv) != RV_STALE)
+			else if (ks_tok_classify(rv) != RV_STALE)
 				return rv;
 		}
 	}
@@ -1924,26 +1735,26 @@ static CK_RV exists_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	const char *name = arg;
 	CK_OBJECT_HANDLE h[1];
 	CK_ULONG n = 0;
-	unsigned long snap = known_snapshot(tok);
+	unsigned long snap = ks_tok_known_snapshot(tok);
 	int removed;
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = find_objects(tok, s, CKO_PRIVATE_KEY, name, NULL, 0, h, 1, &n)) != CKR_OK)
+	if ((rv = ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, name, NULL, 0, h, 1, &n)) != CKR_OK)
 		return rv;
 	/* Logged out, the key would be invisible and created a second time. */
-	if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
+	if (n == 0 && (rv = ks_tok_require_login(tok, s)) != CKR_OK)
 		return rv;
 	if (n > 0) {
 		*err = -EEXIST;
 		return CKR_OK;
 	}
 	/* A key known to exist that the token does not show: not a free name until that is settled. */
-	if (key_missing(tok, name, snap) == -ENODEV) {
+	if (ks_tok_key_missing(tok, name, snap) == -ENODEV) {
 		*err = -ENODEV;
 		return CKR_OK;
 	}
-	return remove_leftovers(tok, s, name, &removed);
+	return ks_tok_remove_leftovers(tok, s, name, &removed);
 }
 
 static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
@@ -1956,7 +1767,7 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	CK_MECHANISM mech = { CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
 	CK_OBJECT_HANDLE hpub = CK_INVALID_HANDLE, hpriv = CK_INVALID_HANDLE;
 	size_t params_len = 0;
-	const uint8_t *params = ec_params_for(g->type, &params_len);
+	const uint8_t *params = ks_tok_ec_params_for(g->type, &params_len);
 	size_t label_len = strlen(g->name);
 	/*
 	 * CKA_MODIFIABLE comes first in both templates, so that a token that
@@ -2010,9 +1821,9 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	k.have_id = 1;
 	/* The first attempt may have created the pair before the session was lost. */
 	if (retry) {
-		if ((rv = find_related(tok, s, CKO_PRIVATE_KEY, &k, h, 1, &n)) != CKR_OK)
+		if ((rv = ks_tok_find_related(tok, s, CKO_PRIVATE_KEY, &k, h, 1, &n)) != CKR_OK)
 			return rv;
-		if (n == 0 && (rv = require_login(tok, s)) != CKR_OK)
+		if (n == 0 && (rv = ks_tok_require_login(tok, s)) != CKR_OK)
 			return rv;
 		if (n > 0)
 			hpriv = h[0];
@@ -2025,7 +1836,7 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			pub_tmpl[npub - 2].ulValueLen = params_len;
 			npub--;
 		}
-		if ((rv = objects_wrlock(tok)) != CKR_OK)
+		if ((rv = ks_tok_objects_wrlock(tok)) != CKR_OK)
 			return rv;
 		rv = P11(tok, C_GenerateKeyPair, s, &mech, pub_tmpl + skip, npub - skip,
 			 priv_tmpl + skip, npriv - skip, &hpub, &hpriv);
@@ -2050,9 +1861,9 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	 * generation does not always find it on SoftHSM while other sessions
 	 * search the token.
 	 */
-	if ((rv = describe_key(tok, s, hpriv, &k, err)) != CKR_OK || *err != 0)
+	if ((rv = ks_tok_describe_key(tok, s, hpriv, &k, err)) != CKR_OK || *err != 0)
 		return rv;
-	return read_public(tok, s, &k, g->pub, err);
+	return ks_tok_read_public(tok, s, &k, g->pub, err);
 }
 
 int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type type,
@@ -2074,12 +1885,12 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 		return -EIO;
 	}
 	pthread_mutex_lock(&tok->generate_lock);
-	r = run_op(tok, "check key name", exists_op, (void *)(uintptr_t)name);
+	r = ks_tok_run_op(tok, "check key name", exists_op, (void *)(uintptr_t)name);
 	if (r == 0)
-		r = run_op(tok, "generate key", generate_op, &g);
-	cache_drop(tok, name);
+		r = ks_tok_run_op(tok, "generate key", generate_op, &g);
+	ks_tok_cache_drop(tok, name);
 	if (r == 0)
-		known_add(tok, name, ULONG_MAX);
+		ks_tok_known_add(tok, name, ULONG_MAX);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("generated %s key %s", ks_key_type_name(type), name);
@@ -2099,7 +1910,7 @@ static CK_RV has_cert(struct ks_token *tok, CK_SESSION_HANDLE s, const struct ke
 	CK_ULONG n = 0;
 	CK_RV rv;
 
-	rv = find_related(tok, s, CKO_CERTIFICATE, k, h, 1, &n);
+	rv = ks_tok_find_related(tok, s, CKO_CERTIFICATE, k, h, 1, &n);
 	*yes = n > 0;
 	return rv;
 }
@@ -2127,12 +1938,12 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, &ia->k, err)) != CKR_OK || *err != 0)
+	if ((rv = ks_tok_resolve_key(tok, s, &ia->k, err)) != CKR_OK || *err != 0)
 		return rv;
 	if (ia->pub != NULL) {
 		EVP_PKEY_free(*ia->pub);
 		*ia->pub = NULL;
-		return read_public(tok, s, &ia->k, ia->pub, err);
+		return ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
 	}
 	fill_info(ia->info, &ia->k);
 	return has_cert(tok, s, &ia->k, &ia->info->has_cert);
@@ -2147,7 +1958,7 @@ int ks_token_key_info(struct ks_token *tok, const char *name, struct ks_key_info
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.info = info;
-	return run_op(tok, "key info", info_op, &ia);
+	return ks_tok_run_op(tok, "key info", info_op, &ia);
 }
 
 int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
@@ -2161,7 +1972,7 @@ int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.pub = pub;
-	if ((r = run_op(tok, "public key", info_op, &ia)) != 0) {
+	if ((r = ks_tok_run_op(tok, "public key", info_op, &ia)) != 0) {
 		EVP_PKEY_free(*pub);
 		*pub = NULL;
 	}
@@ -2244,7 +2055,7 @@ static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	if ((rv = find_all_private(tok, s, &h, &n, err)) != CKR_OK || *err != 0)
 		return rv;
 	if (n == 0) {
-		rv = require_login(tok, s);
+		rv = ks_tok_require_login(tok, s);
 		goto out;
 	}
 	if ((la->keys = calloc(n, sizeof(*la->keys))) == NULL) {
@@ -2267,7 +2078,7 @@ static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 			continue;
 		memset(&k, 0, sizeof(k));
 		k.name = label;
-		if ((rv = describe_key(tok, s, h[i], &k, err)) != CKR_OK)
+		if ((rv = ks_tok_describe_key(tok, s, h[i], &k, err)) != CKR_OK)
 			goto out;
 		if (*err != 0) {
 			*err = 0;
@@ -2286,7 +2097,7 @@ out:
 
 /*
  * Every key known to exist before the listing began at @snap must be in
- * @keys (sorted); a missing one puts the token in doubt (see key_missing()).
+ * @keys (sorted); a missing one puts the token in doubt (see ks_tok_key_missing()).
  */
 static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys, size_t n,
 			    unsigned long snap)
@@ -2307,7 +2118,7 @@ static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys
 		if (!found)
 			return 0;
 		/* Either -ENODEV, or the name is forgotten and the loop moves on. */
-		if ((r = key_missing(tok, want.name, snap)) == -ENODEV)
+		if ((r = ks_tok_key_missing(tok, want.name, snap)) == -ENODEV)
 			return r;
 	}
 }
@@ -2315,14 +2126,14 @@ static int list_check_known(struct ks_token *tok, const struct ks_key_info *keys
 int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 {
 	struct list_arg la;
-	unsigned long snap = known_snapshot(tok);
+	unsigned long snap = ks_tok_known_snapshot(tok);
 	size_t j = 0;
 	int r;
 
 	*keys = NULL;
 	*n = 0;
 	memset(&la, 0, sizeof(la));
-	if ((r = run_op(tok, "list keys", list_op, &la)) != 0) {
+	if ((r = ks_tok_run_op(tok, "list keys", list_op, &la)) != 0) {
 		free(la.keys);
 		return r;
 	}
@@ -2336,7 +2147,7 @@ int ks_token_list(struct ks_token *tok, struct ks_key_info **keys, size_t *n)
 		}
 		if (j != i)
 			la.keys[j] = la.keys[i];
-		known_add(tok, la.keys[j].name, snap);
+		ks_tok_known_add(tok, la.keys[j].name, snap);
 		j++;
 	}
 	if ((r = list_check_known(tok, la.keys, j, snap)) != 0) {
@@ -2359,12 +2170,13 @@ static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, k, err)) != CKR_OK)
+	if ((rv = ks_tok_resolve_key(tok, s, k, err)) != CKR_OK)
 		return rv;
 	if (*err == -ENOENT) {
 		/* No private key: finish a delete cut short (here, or before a restart). */
 		*err = 0;
-		if ((rv = remove_leftovers(tok, s, k->name, &removed)) == CKR_OK && removed == 0)
+		if ((rv = ks_tok_remove_leftovers(tok, s, k->name, &removed)) == CKR_OK &&
+		    removed == 0)
 			*err = -ENOENT;
 		return rv;
 	}
@@ -2379,7 +2191,7 @@ static CK_RV delete_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int
 		return rv;
 	for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
 		do {
-			if ((rv = find_related(tok, s, classes[c], k, h, 16, &n)) != CKR_OK)
+			if ((rv = ks_tok_find_related(tok, s, classes[c], k, h, 16, &n)) != CKR_OK)
 				return rv;
 			for (CK_ULONG i = 0; i < n; i++)
 				if ((rv = P11(tok, C_DestroyObject, s, h[i])) != CKR_OK)
@@ -2401,9 +2213,9 @@ int ks_token_delete(struct ks_token *tok, const char *name)
 	pthread_mutex_lock(&tok->generate_lock);
 	/* Before the search, so that no lookup racing the delete doubts the token when the key is gone. */
 	known_deleting(tok, name);
-	r = run_op(tok, "delete key", delete_op, &k);
+	r = ks_tok_run_op(tok, "delete key", delete_op, &k);
 	known_deleting(tok, NULL);
-	cache_drop(tok, name);
+	ks_tok_cache_drop(tok, name);
 	pthread_mutex_unlock(&tok->generate_lock);
 	if (r == 0)
 		ks_info("deleted key %s", name);
@@ -2441,9 +2253,9 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, &sa->k, err)) != CKR_OK || *err != 0)
+	if ((rv = ks_tok_resolve_key(tok, s, &sa->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	if (key_family(&sa->k) != ks_sig_alg_family(sa->alg)) {
+	if (ks_tok_key_family(&sa->k) != ks_sig_alg_family(sa->alg)) {
 		*err = -EINVAL;
 		return CKR_OK;
 	}
@@ -2521,7 +2333,7 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	}
 	explicit_bzero(input, sizeof(input));
 	/* A delete of the key between the lookup and here: retried by name, never "unsupported". */
-	return rv == CKR_OK ? rv : key_gone_check(tok, s, &sa->k, rv);
+	return rv == CKR_OK ? rv : ks_tok_key_gone_check(tok, s, &sa->k, rv);
 }
 
 /* r || s, each half the length, to a DER ECDSA-Sig-Value. */
@@ -2574,7 +2386,7 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 	sa.alg = alg;
 	sa.digest = digest;
 	sa.digest_len = digest_len;
-	if ((r = run_op(tok, "sign", sign_op, &sa)) != 0)
+	if ((r = ks_tok_run_op(tok, "sign", sign_op, &sa)) != 0)
 		return r;
 	if (ks_sig_alg_family(alg) == KS_FAMILY_EC)
 		return ecdsa_to_der(sa.sig, sa.sig_len, sig, sig_len);
@@ -2609,7 +2421,7 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
+	if ((rv = ks_tok_resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
 		return rv;
 	{
 		CK_ATTRIBUTE tmpl[] = {
@@ -2625,10 +2437,11 @@ static CK_RV cert_put_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 			{ CKA_VALUE, (void *)(uintptr_t)ca->der, ca->der_len },
 		};
 
-		if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16, &nold)) != CKR_OK)
+		if ((rv = ks_tok_find_related(tok, s, CKO_CERTIFICATE, &ca->k, old, 16,
+					      &nold)) != CKR_OK)
 			return rv;
 		/* The old certificate goes only once the new one is on the token. */
-		if ((rv = objects_wrlock(tok)) != CKR_OK)
+		if ((rv = ks_tok_objects_wrlock(tok)) != CKR_OK)
 			return rv;
 		rv = P11(tok, C_CreateObject, s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &created);
 		pthread_rwlock_unlock(&tok->objects_rw);
@@ -2667,7 +2480,7 @@ int ks_token_cert_put(struct ks_token *tok, const char *name, const uint8_t *der
 		r = -EINVAL;
 		goto out;
 	}
-	if ((r = run_op(tok, "store certificate", cert_put_op, &ca)) == 0)
+	if ((r = ks_tok_run_op(tok, "store certificate", cert_put_op, &ca)) == 0)
 		ks_info("stored a certificate for key %s", name);
 out:
 	OPENSSL_free(ca.subject);
@@ -2687,9 +2500,9 @@ static CK_RV cert_get_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	CK_RV rv;
 
 	(void)retry;
-	if ((rv = resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
+	if ((rv = ks_tok_resolve_key(tok, s, &ca->k, err)) != CKR_OK || *err != 0)
 		return rv;
-	if ((rv = find_related(tok, s, CKO_CERTIFICATE, &ca->k, h, 2, &n)) != CKR_OK)
+	if ((rv = ks_tok_find_related(tok, s, CKO_CERTIFICATE, &ca->k, h, 2, &n)) != CKR_OK)
 		return rv;
 	if (n == 0) {
 		*err = -ENOENT;
@@ -2726,7 +2539,7 @@ int ks_token_cert_get(struct ks_token *tok, const char *name, uint8_t **der, siz
 		return -EINVAL;
 	memset(&ca, 0, sizeof(ca));
 	ca.k.name = name;
-	if ((r = run_op(tok, "read certificate", cert_get_op, &ca)) != 0) {
+	if ((r = ks_tok_run_op(tok, "read certificate", cert_get_op, &ca)) != 0) {
 		free(ca.out);
 		return r;
 	}
