@@ -1,21 +1,19 @@
-#include "pkcs11/token.h"
+/*
+ * The PKCS#11 module and its token: CKR names, the P11() wrapper and the
+ * recovery classes, loading and (re)initialising the module, finding the
+ * configured token's slot, the up/down state and the health record, the
+ * background reconnect, and ks_token_open/close/get_info.
+ */
+
 #include "pkcs11/token_internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/param_build.h>
-#include <openssl/rand.h>
-#include <openssl/x509.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
