@@ -3,8 +3,8 @@
  *
  * One struct ks_token owns a loaded module, the slot of the configured
  * token, a login and a pool of read-write sessions. Every C_* call goes
- * through the wrapper in token.c, which maps CK_RV to the negative errno
- * values listed below and applies the recovery rules:
+ * through one wrapper (module.c); CK_RV is mapped to the negative errno
+ * values listed below, and run_op() (session.c) applies the recovery rules:
  *
  *  - CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_USER_NOT_LOGGED_IN:
  *    the session pool is reopened, the user logged in again, the key found
