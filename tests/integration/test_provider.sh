@@ -115,14 +115,27 @@ tls_handshake() {
 		-Verify 1 -verify_return_error "-$version" >"$log" 2>&1 <&$keep &
 	server_pid=$!
 	exec {keep}<&-
-	for i in $(seq 1 50); do
+	for i in $(seq 1 100); do
 		grep -q ACCEPT "$log" 2>/dev/null && break
 		sleep 0.1
 	done
-	echo "hello" | openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief -no_ign_eof \
-		-CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 \
-		-cert "$cert" -key "keysvc:$key" "-$version" >"$work/s_client.log" 2>&1
-	local st=$?
+	local st=0
+	if grep -q ACCEPT "$log" 2>/dev/null; then
+		echo "hello" | timeout 60 openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief \
+			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 \
+			-cert "$cert" -key "keysvc:$key" "-$version" >"$work/s_client.log" 2>&1 || st=$?
+	else
+		echo "s_server did not listen on port $port within 10 s" >"$work/s_client.log"
+		st=1
+	fi
+	# A server that never got this client's connection (it failed to start,
+	# or another program took the port) would wait for one for ever.
+	[ "$st" -eq 0 ] || kill "$server_pid" 2>/dev/null
+	for i in $(seq 1 100); do
+		kill -0 "$server_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill "$server_pid" 2>/dev/null
 	wait "$server_pid" 2>/dev/null
 	server_pid=
 	kill "$keep_pid" 2>/dev/null
