@@ -2,7 +2,7 @@
  * keysvcd configuration: one JSON file, owned by root (or by the user the
  * daemon runs as, for unprivileged test runs) and writable by nobody else.
  * The PKCS#11 module path is taken from here and nowhere else.
- * The format is documented in README.md ("Configuration").
+ * The format is documented in docs/deployment.md ("Configuration").
  */
 #ifndef KEYSVC_CONFIG_H
 #define KEYSVC_CONFIG_H

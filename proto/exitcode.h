@@ -3,7 +3,7 @@
  * subcommands, the renewal clients), defined once: scripts, systemd units
  * (RestartPreventExitStatus=, SuccessExitStatus=) and monitoring read them,
  * so a number means the same thing whichever program returns it. The
- * README's "Exit codes" table and every --help print ks_exit_table.
+ * table in docs/exit-codes.md and every --help print ks_exit_table.
  * Numbers are never reused or renumbered; a new meaning gets a new number.
  */
 #ifndef KEYSVC_PROTO_EXITCODE_H

@@ -44,7 +44,7 @@ check_fails_with() { # check_fails_with DESCRIPTION TEXT COMMAND...: exits non-z
 }
 
 # The default provider first: libssl asks "which provider implements EC?"
-# when it lists TLS groups, and must hear "default" (see README).
+# when it lists TLS groups, and must hear "default" (see docs/clients.md).
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
 prov=(-provider default -provider keysvc)
 
