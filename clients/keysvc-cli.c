@@ -1,5 +1,8 @@
 /*
- * keysvc: command line client of keysvcd, built on libkeysvc.
+ * keysvc: command line client of keysvcd, built on libkeysvc. This file
+ * parses the options and runs the commands that talk to keysvcd;
+ * cli_output.c holds the output, reports, files and connection,
+ * cli_audit.c audit-verify (cli_cmd.h).
  *
  * Exit codes are part of the interface: proto/exitcode.h, shared by every
  * keysvc program. With --json every
@@ -22,6 +25,7 @@
 #include <openssl/evp.h>
 
 #include "clients/common/cliutil.h"
+#include "clients/cli_cmd.h"
 #include "clients/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
@@ -32,14 +36,6 @@
 #define MAX_LIST 100             /* repeated options */
 #define MAX_SPLIT 32             /* comma lists */
 #define MAX_ATTRS 16
-
-/* Options before the command; set once in main(). */
-struct global {
-	const char *socket;
-	int json;
-	int timeout_ms;            /* -1: library default */
-	const char *command;       /* for messages: "keysvc: COMMAND: ..."; NULL before one is known */
-};
 
 static const char main_usage[] =
 	"Usage: keysvc [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
@@ -76,288 +72,6 @@ static const char main_usage[] =
 	"untouched when the command fails. Input files may be `-` for stdin.\n"
 	"\n"
 	"A request keysvcd refuses as malformed (bad-request) exits with 2, like a usage error.\n";
-
-/* Print @o (reference taken) as one line of JSON on stdout. */
-static void print_json(json_t *o)
-{
-	if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
-		fputs("{\"error\":\"nomem\",\"message\":\"cannot format the result\"}", stdout);
-	fputc('\n', stdout);
-	json_decref(o);
-}
-
-/* Replace control characters of @s (for messages quoting user or daemon text). */
-static void sanitize(char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
-}
-
-/*
- * Report an error named @name with exit code @code: on stderr always, and
- * as {"error", "message"} on stdout with --json. Returns @code.
- */
-static int report_named(const struct global *g, int code, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int report_named(const struct global *g, int code, const char *name, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	sanitize(msg);
-	if (g->json)
-		print_json(json_pack("{s:s, s:s}", "error", name, "message", msg));
-	fprintf(stderr, "keysvc: %s%s%s%s%s\n", g->command != NULL ? g->command : "",
-		g->command != NULL ? ": " : "", name, msg[0] != '\0' ? ": " : "", msg);
-	return code;
-}
-
-/* Report a library error; the message is the daemon's, or the library's reason. */
-static int report(const struct global *g, const keysvc *ks, int err)
-{
-	const char *msg = keysvc_error_message(ks);
-
-	return report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err), "%s",
-			    msg[0] != '\0' ? msg : keysvc_strerror(err));
-}
-
-#define usage_error(g, ...) report_named((g), KS_EXIT_USAGE, "usage", __VA_ARGS__)
-
-/*
- * "keysvc: unknown command 'NAME' (see keysvc --help)": the word the user
- * typed comes first, since "usage:" before it hid which word was wrong.
- */
-static int unknown_command(const struct global *g, const char *name)
-{
-	char msg[256];
-
-	snprintf(msg, sizeof(msg), "unknown command '%.100s' (see keysvc --help)", name);
-	sanitize(msg);
-	if (g->json)
-		print_json(json_pack("{s:s, s:s}", "error", "usage", "message", msg));
-	fprintf(stderr, "keysvc: %s\n", msg);
-	return KS_EXIT_USAGE;
-}
-
-/* ---- files ---- */
-
-/*
- * Read all of @path ("-": stdin), at most @max bytes, NUL-terminated. The
- * size of a regular file is checked before reading; anything else is read
- * with the same bound, so a larger input is an error, never a truncation.
- */
-static int read_input(const struct global *g, const char *path, size_t max, uint8_t **data,
-		      size_t *len)
-{
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t got = 0;
-	ssize_t n = 0;
-	int fd, e;
-
-	*data = NULL;
-	*len = 0;
-	if (strcmp(path, "-") == 0)
-		fd = STDIN_FILENO;
-	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		e = errno;
-		goto err;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		e = EISDIR;
-		goto err;
-	}
-	if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if ((buf = malloc(max + 2)) == NULL) {
-		e = ENOMEM;
-		goto err;
-	}
-	while (got <= max) {
-		n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	if (n < 0) {
-		e = errno;
-		goto err;
-	}
-	if (got > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if (fd != STDIN_FILENO)
-		close(fd);
-	buf[got] = '\0';
-	*data = buf;
-	*len = got;
-	return KS_EXIT_OK;
-err:
-	free(buf);
-	if (fd != STDIN_FILENO)
-		close(fd);
-	if (e == EFBIG)
-		return report_named(g, KS_EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
-	return report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(e));
-}
-
-/*
- * An output file written atomically: out_open() creates a temporary file
- * beside @path before the daemon is asked anything (so a bad --out costs
- * no key generation), out_commit() writes, fsyncs and renames it over
- * @path, out_abort() removes it. @path is never touched on failure.
- */
-struct outfile {
-	const char *path;
-	char tmp[PATH_MAX];
-	int fd;
-};
-
-static int out_open(const struct global *g, struct outfile *o, const char *path)
-{
-	o->path = path;
-	o->fd = -1;
-	o->tmp[0] = '\0';
-	if (path == NULL)
-		return KS_EXIT_OK;
-	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(o->tmp))
-		return report_named(g, KS_EXIT_USAGE, "output", "%s: path too long", path);
-	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
-		o->tmp[0] = '\0';
-		return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
-	}
-	return KS_EXIT_OK;
-}
-
-static void out_abort(struct outfile *o)
-{
-	if (o->fd >= 0)
-		close(o->fd);
-	if (o->tmp[0] != '\0')
-		unlink(o->tmp);
-	o->fd = -1;
-	o->tmp[0] = '\0';
-}
-
-static int out_commit(const struct global *g, struct outfile *o, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	char dir[PATH_MAX], *slash;
-	size_t done = 0;
-	ssize_t n;
-	int dfd, e;
-
-	while (done < len) {
-		n = write(o->fd, p + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto err;
-		done += (size_t)n;
-	}
-	if (fchmod(o->fd, 0644) != 0 || fsync(o->fd) != 0)
-		goto err;
-	n = close(o->fd);
-	o->fd = -1;
-	if (n != 0 || rename(o->tmp, o->path) != 0)
-		goto err;
-	o->tmp[0] = '\0';
-	/* Make the rename durable too. */
-	snprintf(dir, sizeof(dir), "%s", o->path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		(void)fsync(dfd);
-		close(dfd);
-	}
-	return KS_EXIT_OK;
-err:
-	e = errno != 0 ? errno : EIO;
-	out_abort(o);
-	return report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
-}
-
-/* Write @text to the output file if there is one, else to stdout (unless --json). */
-static int emit_text(const struct global *g, struct outfile *o, const char *text)
-{
-	if (o->path != NULL)
-		return out_commit(g, o, text, strlen(text));
-	if (!g->json)
-		fputs(text, stdout);
-	return KS_EXIT_OK;
-}
-
-/* ---- the daemon ---- */
-
-/* Connect after the command checked its arguments and files. */
-static int dial(const struct global *g, keysvc **ks)
-{
-	char msg[PATH_MAX + 256];
-	int r;
-
-	if ((r = keysvc_connect(g->socket, ks)) != KEYSVC_OK) {
-		ks_connect_error_text(msg, sizeof(msg), g->socket, r, errno);
-		return report_named(g, ks_exit_for_keysvc(r), keysvc_error_name(r), "%s", msg);
-	}
-	if (g->timeout_ms >= 0)
-		keysvc_set_timeout(*ks, g->timeout_ms);
-	return KS_EXIT_OK;
-}
-
-/* Report a library error on @ks and close it. */
-static int fail_on(const struct global *g, keysvc *ks, int err)
-{
-	int r = report(g, ks, err);
-
-	keysvc_close(ks);
-	return r;
-}
-
-/*
- * Report @err of a request that changes the token and close @ks. @change
- * says what may have happened and how to find out ("the key k may have
- * been created: check with `keysvc list`"). A request that went out but
- * got no answer may have been carried out, since keysvcd goes on after the
- * client gave up: a plain "timed out" made users believe nothing happened.
- */
-static int fail_change(const struct global *g, keysvc *ks, int err, const char *change)
-{
-	int ms = g->timeout_ms >= 0 ? g->timeout_ms : KEYSVC_DEFAULT_TIMEOUT_MS;
-	const char *why = keysvc_error_message(ks);
-	int r;
-
-	if (err != KEYSVC_E_IO)
-		return fail_on(g, ks, err);
-	if (keysvc_request_unsent(ks))
-		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
-				 "the request never reached keysvcd (%s); nothing was changed", why);
-	/* libkeysvc's words for a timeout on receiving or on sending. */
-	else if (strncmp(why, "no answer within", 16) == 0 || strstr(why, "timed out") != NULL)
-		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
-				 "no answer from keysvcd within %g s; %s", ms / 1000.0, change);
-	else
-		r = report_named(g, ks_exit_for_keysvc(err), keysvc_error_name(err),
-				 "no answer from keysvcd (%s); %s", why, change);
-	keysvc_close(ks);
-	return r;
-}
 
 /* ---- command options ---- */
 
@@ -411,11 +125,11 @@ static void free_args(struct cmd_args *a)
 		free(a->attr_buf[i]);
 }
 
-static int push(const struct global *g, const char **list, size_t *n, const char *v,
+static int push(const struct cli_global *g, const char **list, size_t *n, const char *v,
 		const char *what)
 {
 	if (*n >= MAX_LIST)
-		return usage_error(g, "more than %d %s options", MAX_LIST, what);
+		return cli_usage_error(g, "more than %d %s options", MAX_LIST, what);
 	list[(*n)++] = v;
 	return KS_EXIT_OK;
 }
@@ -425,44 +139,44 @@ static int push(const struct global *g, const char **list, size_t *n, const char
  * given so far and *@buf the split copy @list points into; repeating the
  * option adds to the list.
  */
-static int split_commas(const struct global *g, const char *s, char **join, char **buf,
+static int split_commas(const struct cli_global *g, const char *s, char **join, char **buf,
 			const char **list, size_t *n, const char *what)
 {
 	char *save = NULL, *tok, *joined;
 
 	if (*join != NULL ? asprintf(&joined, "%s,%s", *join, s) < 0 :
 	    (joined = strdup(s)) == NULL)
-		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
+		return cli_report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	free(*join);
 	*join = joined;
 	free(*buf);
 	if ((*buf = strdup(joined)) == NULL)
-		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
+		return cli_report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	*n = 0;
 	for (tok = strtok_r(*buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		if (*n >= MAX_SPLIT)
-			return usage_error(g, "more than %d values for %s", MAX_SPLIT, what);
+			return cli_usage_error(g, "more than %d values for %s", MAX_SPLIT, what);
 		list[(*n)++] = tok;
 	}
 	if (*n == 0)
-		return usage_error(g, "%s needs at least one value", what);
+		return cli_usage_error(g, "%s needs at least one value", what);
 	return KS_EXIT_OK;
 }
 
 /* OID=VALUE[:printable|utf8|ia5]; any other ":suffix" is part of VALUE. */
-static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
+static int parse_attr(const struct cli_global *g, struct cmd_args *a, const char *s)
 {
 	struct keysvc_csr_attr *at;
 	char *copy, *eq, *colon;
 
 	if (a->n_attrs >= MAX_ATTRS)
-		return usage_error(g, "more than %d --attr options", MAX_ATTRS);
+		return cli_usage_error(g, "more than %d --attr options", MAX_ATTRS);
 	if ((copy = strdup(s)) == NULL)
-		return report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
+		return cli_report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 	a->attr_buf[a->n_attrs] = copy;
 	at = &a->attrs[a->n_attrs++];
 	if ((eq = strchr(copy, '=')) == NULL || eq == copy)
-		return usage_error(g, "--attr %s: expected OID=VALUE[:printable|utf8|ia5]", s);
+		return cli_usage_error(g, "--attr %s: expected OID=VALUE[:printable|utf8|ia5]", s);
 	*eq = '\0';
 	at->oid = copy;
 	at->value = eq + 1;
@@ -481,7 +195,7 @@ static int parse_attr(const struct global *g, struct cmd_args *a, const char *s)
  * the global option does, since scripts put it after the command too.
  * Returns KS_EXIT_OK, an exit code, or -1 after --help.
  */
-static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a,
+static int parse_cmd(struct cli_global *g, int argc, char **argv, struct cmd_args *a,
 		     unsigned allowed, size_t min_pos, size_t max_pos, const char *help)
 {
 	int c, r;
@@ -497,15 +211,15 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 			return -1;
 		}
 		if (c == '?')
-			return usage_error(g, "unknown option %s", argv[optind - 1]);
+			return cli_usage_error(g, "unknown option %s", argv[optind - 1]);
 		if (c == ':')
-			return usage_error(g, "option %s needs a value", argv[optind - 1]);
+			return cli_usage_error(g, "option %s needs a value", argv[optind - 1]);
 		if (c == OPT_JSON) {
 			g->json = 1;
 			continue;
 		}
 		if ((O(c) & allowed) == 0)
-			return usage_error(g, "option --%s does not apply to %s",
+			return cli_usage_error(g, "option --%s does not apply to %s",
 					   cmd_opts[c - OPT_TYPE].name, g->command);
 		r = KS_EXIT_OK;
 		switch (c) {
@@ -529,11 +243,11 @@ static int parse_cmd(struct global *g, int argc, char **argv, struct cmd_args *a
 	}
 	for (; optind < argc; optind++) {
 		if (a->n_pos >= max_pos)
-			return usage_error(g, "unexpected argument %s", argv[optind]);
+			return cli_usage_error(g, "unexpected argument %s", argv[optind]);
 		a->pos[a->n_pos++] = argv[optind];
 	}
 	if (a->n_pos < min_pos)
-		return usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
+		return cli_usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
 				   "expected a key name");
 	return KS_EXIT_OK;
 }
@@ -559,20 +273,20 @@ static json_t *strv_json(char *const *v, size_t n)
 	return a;
 }
 
-static int cmd_hello(const struct global *g, struct cmd_args *a)
+static int cmd_hello(const struct cli_global *g, struct cmd_args *a)
 {
 	struct keysvc_hello *h = NULL;
 	keysvc *ks;
 	int r;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != KS_EXIT_OK)
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_hello(ks, &h)) != KEYSVC_OK)
-		return fail_on(g, ks, r);
+		return cli_fail_on(g, ks, r);
 	keysvc_close(ks);
 	if (g->json) {
-		print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:o, s:o}",
+		cli_print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:o, s:o}",
 				     "version", h->version, "server", h->server,
 				     "token", "label", h->token_label,
 				     "manufacturer", h->token_manufacturer,
@@ -607,20 +321,20 @@ static int cmd_hello(const struct global *g, struct cmd_args *a)
  */
 enum pem_op { PEM_KEYGEN, PEM_PUBKEY, PEM_CSR, PEM_CERT };
 
-static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op op,
+static int pem_command(const struct cli_global *g, struct cmd_args *a, enum pem_op op,
 		       const struct keysvc_csr_params *params)
 {
 	const char *name = a->pos[0];
-	struct outfile o;
+	struct cli_outfile o;
 	char *pem = NULL, *type = NULL;
 	keysvc *ks;
 	json_t *res = NULL;
 	int r;
 
-	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK)
+	if ((r = cli_out_open(g, &o, a->out)) != KS_EXIT_OK)
 		return r;
-	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
-		out_abort(&o);
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK) {
+		cli_out_abort(&o);
 		return r;
 	}
 	switch (op) {
@@ -644,16 +358,16 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 	if (r != KEYSVC_OK) {
 		char change[160];
 
-		out_abort(&o);
+		cli_out_abort(&o);
 		free(type);
 		if (op != PEM_KEYGEN)
-			return fail_on(g, ks, r);
+			return cli_fail_on(g, ks, r);
 		snprintf(change, sizeof(change),
 			 "the key %s may have been created: check with `keysvc list`", name);
-		return fail_change(g, ks, r, change);
+		return cli_fail_change(g, ks, r, change);
 	}
 	keysvc_close(ks);
-	r = emit_text(g, &o, pem);
+	r = cli_emit_text(g, &o, pem);
 	if (r == KS_EXIT_OK && g->json) {
 		switch (op) {
 		case PEM_KEYGEN:
@@ -667,34 +381,34 @@ static int pem_command(const struct global *g, struct cmd_args *a, enum pem_op o
 			res = json_pack("{s:s, s:s}", "key", name, "cert", pem);
 			break;
 		}
-		print_json(res);
+		cli_print_json(res);
 	}
 	free(pem);
 	free(type);
 	return r;
 }
 
-static int cmd_keygen(const struct global *g, struct cmd_args *a)
+static int cmd_keygen(const struct cli_global *g, struct cmd_args *a)
 {
 	return pem_command(g, a, PEM_KEYGEN, NULL);
 }
 
-static int cmd_pubkey(const struct global *g, struct cmd_args *a)
+static int cmd_pubkey(const struct cli_global *g, struct cmd_args *a)
 {
 	return pem_command(g, a, PEM_PUBKEY, NULL);
 }
 
-static int cmd_cert_get(const struct global *g, struct cmd_args *a)
+static int cmd_cert_get(const struct cli_global *g, struct cmd_args *a)
 {
 	return pem_command(g, a, PEM_CERT, NULL);
 }
 
-static int cmd_csr(const struct global *g, struct cmd_args *a)
+static int cmd_csr(const struct cli_global *g, struct cmd_args *a)
 {
 	struct keysvc_csr_params p = { 0 };
 
 	if (a->subject == NULL)
-		return usage_error(g, "--subject is required");
+		return cli_usage_error(g, "--subject is required");
 	p.subject = a->subject;
 	p.dns = a->dns;
 	p.n_dns = a->n_dns;
@@ -714,7 +428,7 @@ static int cmd_csr(const struct global *g, struct cmd_args *a)
 	return pem_command(g, a, PEM_CSR, &p);
 }
 
-static int cmd_list(const struct global *g, struct cmd_args *a)
+static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 {
 	struct keysvc_key *keys = NULL;
 	size_t n = 0;
@@ -722,10 +436,10 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 	int r, width = 4, truncated;
 
 	(void)a;
-	if ((r = dial(g, &ks)) != KS_EXIT_OK)
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
-		return fail_on(g, ks, r);
+		return cli_fail_on(g, ks, r);
 	truncated = keysvc_key_list_truncated(ks);
 	keysvc_close(ks);
 	if (truncated)
@@ -737,7 +451,7 @@ static int cmd_list(const struct global *g, struct cmd_args *a)
 			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "name", keys[i].name,
 							     "type", keys[i].type,
 							     "has_cert", keys[i].has_cert));
-		print_json(json_pack("{s:o, s:b}", "keys", arr, "truncated", truncated));
+		cli_print_json(json_pack("{s:o, s:b}", "keys", arr, "truncated", truncated));
 	} else {
 		for (size_t i = 0; i < n; i++)
 			if ((int)strlen(keys[i].name) > width)
@@ -784,19 +498,19 @@ static size_t alg_digest_len(const char *alg)
  * and told in hex digits: keysvcd would only see bytes and speak of its
  * base64 field, which the user never typed.
  */
-static int parse_digest_hex(const struct global *g, const char *hex, const char *alg,
+static int parse_digest_hex(const struct cli_global *g, const char *hex, const char *alg,
 			    uint8_t *out, size_t max, size_t *len)
 {
 	size_t n = strlen(hex), want = alg_digest_len(alg);
 
 	for (size_t i = 0; i < n; i++)
 		if (hexval(hex[i]) < 0)
-			return usage_error(g, "--digest-hex: non-hex character at position %zu", i + 1);
+			return cli_usage_error(g, "--digest-hex: non-hex character at position %zu", i + 1);
 	if (want != 0 && n != 2 * want)
-		return usage_error(g, "--digest-hex: %zu hex digits; %s takes a %zu-byte digest, "
+		return cli_usage_error(g, "--digest-hex: %zu hex digits; %s takes a %zu-byte digest, "
 				   "%zu hex digits", n, alg, want, 2 * want);
 	if (n == 0 || n % 2 != 0 || n / 2 > max)
-		return usage_error(g, "--digest-hex: %zu hex digits; expected an even number, "
+		return cli_usage_error(g, "--digest-hex: %zu hex digits; expected an even number, "
 				   "2 to %zu", n, 2 * max);
 	for (size_t i = 0; i < n / 2; i++)
 		out[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
@@ -804,32 +518,32 @@ static int parse_digest_hex(const struct global *g, const char *hex, const char 
 	return KS_EXIT_OK;
 }
 
-static int cmd_sign(const struct global *g, struct cmd_args *a)
+static int cmd_sign(const struct cli_global *g, struct cmd_args *a)
 {
 	uint8_t digest[64], *data = NULL, *sig = NULL;
 	size_t digest_len = 0, data_len = 0, sig_len = 0;
-	struct outfile o;
+	struct cli_outfile o;
 	char *b64 = NULL;
 	keysvc *ks;
 	int r;
 
 	if (a->alg == NULL)
-		return usage_error(g, "--alg is required");
+		return cli_usage_error(g, "--alg is required");
 	if ((a->in == NULL) == (a->digest_hex == NULL))
-		return usage_error(g, "give exactly one of --in FILE and --digest-hex HEX");
+		return cli_usage_error(g, "give exactly one of --in FILE and --digest-hex HEX");
 	if (a->digest_hex != NULL &&
 	    (r = parse_digest_hex(g, a->digest_hex, a->alg, digest, sizeof(digest), &digest_len)) != KS_EXIT_OK)
 		return r;
 	if (a->in != NULL &&
-	    (r = read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != KS_EXIT_OK)
+	    (r = cli_read_input(g, a->in, KEYSVC_SIGN_DATA_MAX, &data, &data_len)) != KS_EXIT_OK)
 		return r;
-	if ((r = out_open(g, &o, a->out)) != KS_EXIT_OK) {
+	if ((r = cli_out_open(g, &o, a->out)) != KS_EXIT_OK) {
 		free(data);
 		return r;
 	}
-	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK) {
 		free(data);
-		out_abort(&o);
+		cli_out_abort(&o);
 		return r;
 	}
 	if (a->in != NULL)
@@ -838,20 +552,20 @@ static int cmd_sign(const struct global *g, struct cmd_args *a)
 		r = keysvc_sign_digest(ks, a->pos[0], a->alg, digest, digest_len, &sig, &sig_len);
 	free(data);
 	if (r != KEYSVC_OK) {
-		out_abort(&o);
-		return fail_on(g, ks, r);
+		cli_out_abort(&o);
+		return cli_fail_on(g, ks, r);
 	}
 	keysvc_close(ks);
-	if (o.path != NULL && (r = out_commit(g, &o, sig, sig_len)) != KS_EXIT_OK)
+	if (o.path != NULL && (r = cli_out_commit(g, &o, sig, sig_len)) != KS_EXIT_OK)
 		goto out;
 	if (g->json || o.path == NULL) {
 		if ((b64 = malloc(4 * ((sig_len + 2) / 3) + 1)) == NULL) {
-			r = report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
+			r = cli_report_named(g, KS_EXIT_INTERNAL, "nomem", "out of memory");
 			goto out;
 		}
 		EVP_EncodeBlock((unsigned char *)b64, sig, (int)sig_len);
 		if (g->json)
-			print_json(json_pack("{s:s, s:s, s:s}", "key", a->pos[0], "alg", a->alg,
+			cli_print_json(json_pack("{s:s, s:s, s:s}", "key", a->pos[0], "alg", a->alg,
 					     "signature", b64));
 		else
 			puts(b64);
@@ -863,28 +577,28 @@ out:
 	return r;
 }
 
-static int cmd_delete(const struct global *g, struct cmd_args *a)
+static int cmd_delete(const struct cli_global *g, struct cmd_args *a)
 {
 	char change[160];
 	keysvc *ks;
 	int r;
 
-	if ((r = dial(g, &ks)) != KS_EXIT_OK)
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK)
 		return r;
 	if ((r = keysvc_key_delete(ks, a->pos[0])) != KEYSVC_OK) {
 		snprintf(change, sizeof(change),
 			 "the key %s may have been deleted: check with `keysvc list`", a->pos[0]);
-		return fail_change(g, ks, r, change);
+		return cli_fail_change(g, ks, r, change);
 	}
 	keysvc_close(ks);
 	if (g->json)
-		print_json(json_pack("{s:s}", "key", a->pos[0]));
+		cli_print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("deleted %s\n", a->pos[0]);
 	return KS_EXIT_OK;
 }
 
-static int cmd_cert_put(const struct global *g, struct cmd_args *a)
+static int cmd_cert_put(const struct cli_global *g, struct cmd_args *a)
 {
 	char change[224];
 	uint8_t *pem = NULL;
@@ -892,13 +606,13 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	keysvc *ks;
 	int r;
 
-	if ((r = read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != KS_EXIT_OK)
+	if ((r = cli_read_input(g, a->pos[1], CERT_MAX, &pem, &len)) != KS_EXIT_OK)
 		return r;
 	if (memchr(pem, '\0', len) != NULL) {
 		free(pem);
-		return usage_error(g, "%s: not a PEM file (NUL bytes)", a->pos[1]);
+		return cli_usage_error(g, "%s: not a PEM file (NUL bytes)", a->pos[1]);
 	}
-	if ((r = dial(g, &ks)) != KS_EXIT_OK) {
+	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK) {
 		free(pem);
 		return r;
 	}
@@ -907,188 +621,21 @@ static int cmd_cert_put(const struct global *g, struct cmd_args *a)
 	if (r != KEYSVC_OK) {
 		snprintf(change, sizeof(change), "the certificate of %s may have been stored: "
 			 "check with `keysvc cert-get %s`", a->pos[0], a->pos[0]);
-		return fail_change(g, ks, r, change);
+		return cli_fail_change(g, ks, r, change);
 	}
 	keysvc_close(ks);
 	if (g->json)
-		print_json(json_pack("{s:s}", "key", a->pos[0]));
+		cli_print_json(json_pack("{s:s}", "key", a->pos[0]));
 	else
 		printf("stored the certificate of %s\n", a->pos[0]);
 	return KS_EXIT_OK;
-}
-
-/* ---- audit-verify: no daemon involved ---- */
-
-static const char audit_verify_usage[] =
-	"Usage: keysvc audit-verify [--json] [--] FILE...\n"
-	"Checks the hash chain of keysvcd's audit log: FILEs in rotation order, oldest\n"
-	"first (audit.log.2 audit.log.1 audit.log). Each record must name the hash of\n"
-	"the one before, across files, with seq counting up by one.\n"
-	"Prints FILE:LINE: REASON for the first bad record (edited, removed, reordered,\n"
-	"cut) and warnings for chains that start anew (keysvcd started on an empty\n"
-	"file, or could not read the last record).\n"
-	"With --json (here or before the command): one object, {\"intact\", \"records\", \"files\"} or {\"intact\": false,\n"
-	"\"records\", \"file\", \"line\", \"reason\"}.\n"
-	"Exits with 0 when intact, 1 when a record was edited, removed, reordered or cut,\n"
-	"2 for usage or a file that cannot be read.\n";
-
-struct audit_line_pos {
-	const char *file;
-	unsigned long line;
-};
-
-/*
- * The next line of @f into @line (at most KS_AUDIT_LINE_MAX bytes and the
- * newline; NUL bytes kept, counted in *@len). 1 a line, 0 end of file, -1
- * a line too long for a record, -2 a last line without its newline.
- */
-static int read_record_line(FILE *f, char *line, size_t *len)
-{
-	size_t n = 0;
-	int c;
-
-	while ((c = getc(f)) != EOF) {
-		if (c == '\n') {
-			line[n] = '\0';
-			*len = n;
-			return 1;
-		}
-		if (n == KS_AUDIT_LINE_MAX)
-			return -1;
-		line[n++] = (char)c;
-	}
-	return n == 0 ? 0 : -2;
-}
-
-/* The first bad record (or unreadable file): printed as text, or as JSON with keysvc --json. */
-struct audit_finding {
-	const char *file;
-	unsigned long line;          /* 0: the file could not be read */
-	char why[256];
-};
-
-/* Check one file's lines; 0 intact so far, 1 a bad record, 2 an I/O error (both in @bad). */
-static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
-			     struct audit_line_pos *last, unsigned long *records, struct audit_finding *bad)
-{
-	char line[KS_AUDIT_LINE_MAX + 1];
-	size_t n = 0;
-	unsigned long lineno = 0;
-	int r = 0, got;
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
-
-	bad->file = path;
-	bad->line = 0;
-	if (f == NULL) {
-		snprintf(bad->why, sizeof(bad->why), "%s", strerror(errno));
-		return 2;
-	}
-	while ((got = read_record_line(f, line, &n)) != 0) {
-		enum ks_audit_verdict verdict;
-
-		lineno++;
-		bad->line = lineno;
-		if (got == -2 && !ferror(f)) {
-			snprintf(bad->why, sizeof(bad->why), "cut: the last record has no newline");
-			r = 1;
-			break;
-		}
-		if (got == -1) {
-			snprintf(bad->why, sizeof(bad->why), "not an audit record (longer than %d bytes)",
-				 KS_AUDIT_LINE_MAX);
-			r = 1;
-			break;
-		}
-		if (got < 0)
-			break;
-		verdict = ks_auditchain_verify(v, line, (size_t)n, lineno == 1, bad->why, sizeof(bad->why));
-		if (verdict == KS_AUDIT_BAD) {
-			r = 1;
-			break;
-		}
-		if (verdict == KS_AUDIT_BAD_BEFORE) {
-			bad->file = last->file;
-			bad->line = last->line;
-			r = 1;
-			break;
-		}
-		if (verdict == KS_AUDIT_WARNING)
-			fprintf(stderr, "%s:%lu: %s\n", path, lineno, bad->why);
-		last->file = path;
-		last->line = lineno;
-		(*records)++;
-	}
-	if (r == 0 && ferror(f)) {
-		bad->line = 0;
-		snprintf(bad->why, sizeof(bad->why), "%s", strerror(errno));
-		r = 2;
-	}
-	if (f != stdin)
-		fclose(f);
-	return r;
-}
-
-static int audit_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
-{
-	struct ks_auditchain_verifier v;
-	struct audit_line_pos last = { NULL, 0 };
-	struct audit_finding bad;
-	unsigned long records = 0;
-	int i, first = 1, json = g->json, r = KS_EXIT_OK;
-
-	/* Options before the files: --json as after keysvc; "--" before a file named like one. */
-	for (; first < argc && argv[first][0] == '-' && argv[first][1] != '\0'; first++) {
-		if (strcmp(argv[first], "--help") == 0 || strcmp(argv[first], "-h") == 0) {
-			fputs(audit_verify_usage, stdout);
-			ks_exit_print_table(stdout);
-			return KS_EXIT_OK;
-		}
-		if (strcmp(argv[first], "--json") == 0) {
-			json = 1;
-			continue;
-		}
-		if (strcmp(argv[first], "--") == 0) {
-			first++;
-			break;
-		}
-		fprintf(stderr, "keysvc: audit-verify: usage: unknown option %s\n", argv[first]);
-		return KS_EXIT_USAGE;
-	}
-	if (first >= argc) {
-		fputs(audit_verify_usage, stderr);
-		return KS_EXIT_USAGE;
-	}
-	memset(&v, 0, sizeof(v));
-	for (i = first; i < argc && r == KS_EXIT_OK; i++)
-		r = audit_verify_file(argv[i], &v, &last, &records, &bad);
-	if (r == 2) {
-		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", bad.file, bad.why);
-		if (json)
-			print_json(json_pack("{s:s, s:s, s:s}", "error", "input", "file", bad.file,
-					     "message", bad.why));
-		return KS_EXIT_USAGE;
-	}
-	if (json) {
-		if (r == 0)
-			print_json(json_pack("{s:b, s:I, s:i}", "intact", 1, "records", (json_int_t)records,
-					     "files", argc - first));
-		else
-			print_json(json_pack("{s:b, s:I, s:s, s:I, s:s}", "intact", 0, "records",
-					     (json_int_t)records, "file", bad.file, "line", (json_int_t)bad.line,
-					     "reason", bad.why));
-	} else if (r == 0) {
-		printf("%lu records in %d file%s: intact\n", records, argc - first, argc - first == 1 ? "" : "s");
-	} else {
-		printf("%s:%lu: %s\n", bad.file, bad.line, bad.why);
-	}
-	return r == 0 ? KS_EXIT_OK : KS_EXIT_INTERNAL;
 }
 
 static const struct command {
 	const char *name;
 	unsigned options;           /* O(OPT_...) mask */
 	size_t min_pos, max_pos;    /* positional arguments */
-	int (*run)(const struct global *g, struct cmd_args *a);
+	int (*run)(const struct cli_global *g, struct cmd_args *a);
 	const char *help;
 	/* Instead of run: a command that parses its own arguments (argv[0] is its name). */
 	int (*main)(int argc, char **argv, const struct ks_cmd_global *g);
@@ -1145,7 +692,7 @@ static const struct command {
 	  "Prints the certificate stored for key NAME (PEM), or writes it to FILE.\n", NULL },
 	{ "status", 0, 0, 0, NULL, ks_status_usage, ks_status_main },
 	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
-	{ "audit-verify", 0, 0, 0, NULL, audit_verify_usage, audit_verify_main },
+	{ "audit-verify", 0, 0, 0, NULL, cli_audit_verify_usage, cli_audit_verify_main },
 	{ "track", 0, 0, 0, NULL, ks_track_usage, ks_track_main },
 };
 
@@ -1159,7 +706,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct global g = { .timeout_ms = -1 };
+	struct cli_global g = { .timeout_ms = -1 };
 	const struct command *cmd = NULL;
 	struct cmd_args a;
 	char *end;
@@ -1181,7 +728,7 @@ int main(int argc, char **argv)
 			errno = 0;
 			v = strtod(optarg, &end);
 			if (errno != 0 || end == optarg || *end != '\0' || !(v >= 0 && v <= 3600))
-				return usage_error(&g, "--timeout %s: expected 0..3600 seconds", optarg);
+				return cli_usage_error(&g, "--timeout %s: expected 0..3600 seconds", optarg);
 			g.timeout_ms = (int)(v * 1000 + 0.5);
 			/* 0 means forever: a tiny fraction is not that. */
 			if (v > 0 && g.timeout_ms == 0)
@@ -1195,22 +742,22 @@ int main(int argc, char **argv)
 			ks_exit_print_table(stdout);
 			return KS_EXIT_OK;
 		case ':':
-			return usage_error(&g, "option %s needs a value (see keysvc --help)",
+			return cli_usage_error(&g, "option %s needs a value (see keysvc --help)",
 					   argv[optind - 1]);
 		default:
-			return usage_error(&g, "unknown option %s (see keysvc --help)",
+			return cli_usage_error(&g, "unknown option %s (see keysvc --help)",
 					   argv[optind - 1]);
 		}
 	}
 	if (optind >= argc) {
 		fputs(main_usage, stderr);
-		return usage_error(&g, "no command given");
+		return cli_usage_error(&g, "no command given");
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(commands[i].name, argv[optind]) == 0)
 			cmd = &commands[i];
 	if (cmd == NULL)
-		return unknown_command(&g, argv[optind]);
+		return cli_unknown_command(&g, argv[optind]);
 	g.command = cmd->name;
 	if (cmd->main != NULL) {
 		struct ks_cmd_global cg = { .socket = g.socket, .json = g.json, .timeout_ms = g.timeout_ms };

@@ -14,6 +14,7 @@
 
 #include "keysvc/audit.h"
 #include "keysvc/csr.h"
+#include "keysvc/dispatch_internal.h"
 #include "proto/b64.h"
 #include "proto/frame.h"
 #include "proto/json.h"
@@ -21,7 +22,6 @@
 #include "proto/secmem.h"
 #include "proto/utf8.h"
 
-#define KS_ID_MAX 64
 #define KS_SIGN_DATA_MAX (48 * 1024)
 #define KS_SAN_MAX 100
 /* Keys in one key.list answer: 512 of the longest entries take about 56 KiB. */
@@ -39,26 +39,7 @@
  * send is never signed.
  */
 #define KS_CSR_TEXT_MAX (32 * 1024)
-#define KS_MESSAGE_MAX 256
 #define KS_QUOTE_MAX 64          /* bytes of client text quoted in a message */
-
-struct ks_ctx {
-	struct ks_token *token;
-	struct ks_audit *audit;
-	pthread_mutex_t policy_lock;
-	struct ks_policy *policy;
-	size_t response_max;       /* KS_FRAME_MAX; smaller only in tests */
-	size_t list_max;           /* KS_LIST_MAX; smaller only in tests */
-};
-
-/* What one request produced: a result object or an error. */
-struct ks_reply {
-	json_t *result;            /* fields for a success response */
-	int err;                   /* negative errno when result is NULL */
-	const char *wire;          /* overrides ks_wire_error(err) when set */
-	const char *outcome;       /* set by encode_reply(): "ok" or the error sent */
-	char message[KS_MESSAGE_MAX];
-};
 
 struct ks_request {
 	json_t *root;
@@ -126,80 +107,6 @@ static struct ks_policy *ctx_policy(struct ks_ctx *ctx)
 	return p;
 }
 
-const char *ks_wire_error(int err)
-{
-	switch (err) {
-	case -EINVAL:
-	case -EBADMSG:
-	case -EMSGSIZE:
-		return "bad-request";
-	case -EACCES:
-	case -EPERM:
-		return "denied";
-	case -ENOENT:
-		return "no-such-key";
-	case -EEXIST:
-		return "exists";
-	case -EOPNOTSUPP:
-		return "unsupported";
-	case -ENODEV:
-	case -EKEYREJECTED:
-	case -ETIMEDOUT:
-		return "token-unavailable";
-	default:
-		return "internal";
-	}
-}
-
-static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	rep->err = err;
-	va_start(ap, fmt);
-	vsnprintf(rep->message, sizeof(rep->message), fmt, ap);
-	va_end(ap);
-	/* vsnprintf cuts at a byte count, maybe inside a character the client sent. */
-	ks_utf8_sanitize(rep->message);
-	return err;
-}
-
-/* A message for an error of the token layer, naming the key. */
-static int reply_token_error(struct ks_reply *rep, int err, const char *key)
-{
-	switch (err) {
-	case -ENOENT:
-		return reply_error(rep, err, "no key named %s", key);
-	case -EEXIST:
-		return reply_error(rep, err, "a key named %s exists", key);
-	case -ENODEV:
-		return reply_error(rep, err, "the token is not available");
-	case -EKEYREJECTED:
-		return reply_error(rep, err, "the token rejected the PIN; fix the PIN and restart keysvcd");
-	case -ETIMEDOUT:
-		return reply_error(rep, err, "the token is busy; try again");
-	case -EOPNOTSUPP:
-		return reply_error(rep, err, "the token does not support this operation");
-	case -EINVAL:
-		return reply_error(rep, err, "the key %s does not fit this request", key);
-	case -ENOMEM:
-		return reply_error(rep, err, "out of memory");
-	default:
-		return reply_error(rep, err, "token error (see the daemon log)");
-	}
-}
-
-static int set_result(struct ks_reply *rep, json_t *result)
-{
-	if (result == NULL)
-		return reply_error(rep, -ENOMEM, "out of memory");
-	rep->result = result;
-	return 0;
-}
-
 static int pubkey_pem(EVP_PKEY *pub, char **pem)
 {
 	BIO *bio = BIO_new(BIO_s_mem());
@@ -262,7 +169,7 @@ static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_rep
 	if (r == 0)
 		return 0;
 	rep->wire = "audit-unavailable";
-	return reply_error(rep, r, "the audit log cannot be written; refused before the token "
+	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
 			   "was used (see the daemon log)");
 }
 
@@ -294,13 +201,13 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (h->versions != NULL) {
 		json_array_foreach(h->versions, i, v) {
 			if (!json_is_integer(v))
-				return reply_error(rep, -EINVAL, "versions: must be integers");
+				return ks_reply_error(rep, -EINVAL, "versions: must be integers");
 			if (json_integer_value(v) == 1)
 				speaks_v1 = 1;
 		}
 	}
 	if (!speaks_v1)
-		return reply_error(rep, -EOPNOTSUPP, "this server speaks protocol version 1 only");
+		return ks_reply_error(rep, -EOPNOTSUPP, "this server speaks protocol version 1 only");
 	memset(&info, 0, sizeof(info));
 	if (ks_token_get_info(ctx->token, &info) != 0)
 		info.health = KS_HEALTH_UNAVAILABLE;
@@ -329,7 +236,7 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		json_decref(result);
 		result = NULL;
 	}
-	return set_result(rep, result);
+	return ks_reply_set_result(rep, result);
 }
 
 struct key_req {
@@ -365,8 +272,8 @@ static int reply_public_key(struct ks_reply *rep, const char *key,
 	int r;
 
 	if ((r = pubkey_pem(pub, &pem)) != 0)
-		return reply_error(rep, r, "cannot encode the public key");
-	r = set_result(rep, json_pack("{s:s, s:s?, s:s}", "key", key,
+		return ks_reply_error(rep, r, "cannot encode the public key");
+	r = ks_reply_set_result(rep, json_pack("{s:s, s:s?, s:s}", "key", key,
 				      "type", ks_key_type_name(type), "public_key", pem));
 	free(pem);
 	return r;
@@ -381,11 +288,11 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	int r;
 
 	if (type == KS_KEY_NONE)
-		return reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
+		return ks_reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
-		return reply_token_error(rep, r, rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	r = reply_public_key(rep, rq->key, type, pub);
 	EVP_PKEY_free(pub);
 	return r;
@@ -400,9 +307,9 @@ static int op_public(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 
 	(void)arg;
 	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
-		return reply_token_error(rep, r, rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
-		return reply_token_error(rep, r, rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	r = reply_public_key(rep, rq->key, info.type, pub);
 	EVP_PKEY_free(pub);
 	return r;
@@ -417,8 +324,8 @@ static int op_delete(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_delete(ctx->token, rq->key)) != 0)
-		return reply_token_error(rep, r, rq->key);
-	return set_result(rep, json_pack("{s:s}", "key", rq->key));
+		return ks_reply_token_error(rep, r, rq->key);
+	return ks_reply_set_result(rep, json_pack("{s:s}", "key", rq->key));
 }
 
 static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
@@ -432,11 +339,11 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 
 	(void)arg;
 	if ((r = ks_token_list(ctx->token, &keys, &n)) != 0) {
-		reply_token_error(rep, r, "");
+		ks_reply_token_error(rep, r, "");
 		goto out;
 	}
 	if ((arr = json_array()) == NULL) {
-		r = reply_error(rep, -ENOMEM, "out of memory");
+		r = ks_reply_error(rep, -ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -456,7 +363,7 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 						     "has_cert", keys[i].has_cert));
 		shown++;
 	}
-	r = set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", truncated));
+	r = ks_reply_set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", truncated));
 out:
 	json_decref(arr);
 	free(keys);
@@ -560,16 +467,16 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	memset(&params, 0, sizeof(params));
 	if (c->san != NULL &&
 	    ks_json_dispatch(c->san, san_fields, &san, 0, &field, &why) != 0)
-		return reply_error(rep, -EINVAL, "san.%.*s: %s",
+		return ks_reply_error(rep, -EINVAL, "san.%.*s: %s",
 				   field ? ks_utf8_prefix(field, KS_QUOTE_MAX) : 0,
 				   field ? field : "", why);
 	if (san.dns.n + san.ip.n + san.uri.n + san.email.n > KS_SAN_MAX)
-		return reply_error(rep, -EINVAL, "san: more than %d names", KS_SAN_MAX);
+		return ks_reply_error(rep, -EINVAL, "san: more than %d names", KS_SAN_MAX);
 	for (i = 0; i < c->key_usage.n; i++) {
 		unsigned bit = ks_key_usage_from_name(c->key_usage.v[i]);
 
 		if (bit == 0)
-			return reply_error(rep, -EINVAL, "key_usage: unknown usage %.*s",
+			return ks_reply_error(rep, -EINVAL, "key_usage: unknown usage %.*s",
 					   ks_utf8_prefix(c->key_usage.v[i], KS_QUOTE_MAX),
 					   c->key_usage.v[i]);
 		params.key_usage |= bit;
@@ -577,7 +484,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (c->attributes != NULL) {
 		json_array_foreach(c->attributes, i, v) {
 			if (ks_json_dispatch(v, attr_fields, &attrs[i], 0, &field, &why) != 0)
-				return reply_error(rep, -EINVAL, "attributes[%zu].%.*s: %s", i,
+				return ks_reply_error(rep, -EINVAL, "attributes[%zu].%.*s: %s", i,
 						   field ? ks_utf8_prefix(field, KS_QUOTE_MAX) : 0,
 						   field ? field : "", why);
 		}
@@ -590,14 +497,14 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	for (i = 0; i < params.n_attrs; i++)
 		text += strlen(attrs[i].oid) + strlen(attrs[i].value);
 	if (text > KS_CSR_TEXT_MAX)
-		return reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
+		return ks_reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
 				   "%zu bytes in all, more than %d", text, KS_CSR_TEXT_MAX);
 	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
-		return reply_token_error(rep, r, rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	params.alg = ks_sig_alg_for_digest(ks_key_type_family(info.type),
 					   c->digest ? c->digest : "sha256");
 	if (params.alg == KS_SIG_NONE)
-		return reply_error(rep, -EINVAL, "digest %s is not available for key %s",
+		return ks_reply_error(rep, -EINVAL, "digest %s is not available for key %s",
 				   c->digest ? c->digest : "sha256", rq->key);
 	params.subject = c->subject;
 	params.dns = san.dns.v;
@@ -611,16 +518,16 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	params.ext_key_usage = c->ext_key_usage.v;
 	params.n_ext_key_usage = c->ext_key_usage.n;
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
-		return reply_token_error(rep, r, rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
 	if (r != 0 && rep->wire != NULL)
 		;       /* audit_intent() refused it and said so in @rep */
 	else if (r == -EINVAL && err != NULL)
-		reply_error(rep, r, "%s", err);
+		ks_reply_error(rep, r, "%s", err);
 	else if (r != 0)
-		reply_token_error(rep, r, rq->key);
+		ks_reply_token_error(rep, r, rq->key);
 	else
-		r = set_result(rep, json_pack("{s:s, s:s}", "key", rq->key, "csr", pem));
+		r = ks_reply_set_result(rep, json_pack("{s:s, s:s}", "key", rq->key, "csr", pem));
 	free(pem);
 	EVP_PKEY_free(pub);
 	return r;
@@ -657,18 +564,18 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	int r;
 
 	if (alg == KS_SIG_NONE)
-		return reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
+		return ks_reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
 	if ((s->digest == NULL) == (s->data == NULL))
-		return reply_error(rep, -EINVAL, "exactly one of digest and data is required");
+		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
 	if (s->digest != NULL) {
 		r = ks_b64_decode(s->digest, strlen(s->digest), 64, &in, &in_len);
 		if (r == -EINVAL || r == -EMSGSIZE || (r == 0 && in_len != ks_sig_alg_digest_len(alg))) {
 			free(in);
-			return reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
+			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
 					   ks_sig_alg_digest_len(alg), s->alg);
 		}
 		if (r != 0)
-			return reply_error(rep, r, "out of memory");
+			return ks_reply_error(rep, r, "out of memory");
 		memcpy(md, in, in_len);
 		md_len = (unsigned)in_len;
 		signed_name = "digest";
@@ -676,13 +583,13 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	} else {
 		r = ks_b64_decode(s->data, strlen(s->data), KS_SIGN_DATA_MAX, &in, &in_len);
 		if (r == -EINVAL || r == -EMSGSIZE)
-			return reply_error(rep, -EINVAL, "data: must be base64 of at most %d bytes",
+			return ks_reply_error(rep, -EINVAL, "data: must be base64 of at most %d bytes",
 					   KS_SIGN_DATA_MAX);
 		if (r != 0)
-			return reply_error(rep, r, "out of memory");
+			return ks_reply_error(rep, r, "out of memory");
 		if (EVP_Digest(in, in_len, md, &md_len,
 			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
-			r = reply_error(rep, -EIO, "digest failed");
+			r = ks_reply_error(rep, -EIO, "digest failed");
 			goto out;
 		}
 		/* The data's SHA-256 whatever the algorithm's hash, so records compare. */
@@ -690,7 +597,7 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		if (md_len == 32 && strcmp(ks_sig_alg_digest(alg), "sha256") == 0) {
 			to_hex(md, md_len, signed_hex);
 		} else if (sha256_hex(in, in_len, signed_hex) != 0) {
-			r = reply_error(rep, -EIO, "digest failed");
+			r = ks_reply_error(rep, -EIO, "digest failed");
 			goto out;
 		}
 	}
@@ -698,18 +605,18 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		goto out;
 	r = ks_token_sign_digest(ctx->token, rq->key, alg, md, md_len, &sig, &sig_len);
 	if (r == -EINVAL) {
-		reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
+		ks_reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
 		goto out;
 	}
 	if (r != 0) {
-		reply_token_error(rep, r, rq->key);
+		ks_reply_token_error(rep, r, rq->key);
 		goto out;
 	}
 	if ((r = ks_b64_encode(sig, sig_len, &b64)) != 0) {
-		reply_error(rep, r, "out of memory");
+		ks_reply_error(rep, r, "out of memory");
 		goto out;
 	}
-	r = set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
+	r = ks_reply_set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
 				      "signature", b64));
 out:
 	ks_freezero(in, in_len);
@@ -760,31 +667,31 @@ static int op_cert_put(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	int der_len, r;
 
 	if ((cert = parse_one_cert(c->cert)) == NULL)
-		return reply_error(rep, -EINVAL, "cert: must be exactly one PEM certificate");
+		return ks_reply_error(rep, -EINVAL, "cert: must be exactly one PEM certificate");
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0) {
-		reply_token_error(rep, r, rq->key);
+		ks_reply_token_error(rep, r, rq->key);
 		goto out;
 	}
 	if (X509_get0_pubkey(cert) == NULL || EVP_PKEY_eq(X509_get0_pubkey(cert), pub) != 1) {
-		r = reply_error(rep, -EINVAL, "cert: its public key is not the public key of %s",
+		r = ks_reply_error(rep, -EINVAL, "cert: its public key is not the public key of %s",
 				rq->key);
 		goto out;
 	}
 	if ((der_len = i2d_X509(cert, &der)) <= 0) {
-		r = reply_error(rep, -EIO, "cannot encode the certificate");
+		r = ks_reply_error(rep, -EIO, "cannot encode the certificate");
 		goto out;
 	}
 	if ((r = sha256_hex(der, (size_t)der_len, cert_hash)) != 0) {
-		reply_error(rep, r, "cannot hash the certificate");
+		ks_reply_error(rep, r, "cannot hash the certificate");
 		goto out;
 	}
 	if ((r = audit_intent(ctx, rq, rep, "sha256", cert_hash)) != 0)
 		goto out;
 	if ((r = ks_token_cert_put(ctx->token, rq->key, der, (size_t)der_len)) != 0) {
-		reply_token_error(rep, r, rq->key);
+		ks_reply_token_error(rep, r, rq->key);
 		goto out;
 	}
-	r = set_result(rep, json_pack("{s:s}", "key", rq->key));
+	r = ks_reply_set_result(rep, json_pack("{s:s}", "key", rq->key));
 out:
 	OPENSSL_free(der);
 	X509_free(cert);
@@ -807,23 +714,23 @@ static int op_cert_get(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	(void)arg;
 	if ((r = ks_token_cert_get(ctx->token, rq->key, &der, &der_len)) != 0) {
 		if (r == -ENOENT)
-			return reply_error(rep, r, "no certificate stored for key %s", rq->key);
-		return reply_token_error(rep, r, rq->key);
+			return ks_reply_error(rep, r, "no certificate stored for key %s", rq->key);
+		return ks_reply_token_error(rep, r, rq->key);
 	}
 	p = der;
 	if (der_len > KS_CERT_PEM_MAX || (cert = d2i_X509(NULL, &p, (long)der_len)) == NULL) {
-		r = reply_error(rep, -EIO, "the stored certificate of %s is not valid", rq->key);
+		r = ks_reply_error(rep, -EIO, "the stored certificate of %s is not valid", rq->key);
 		goto out;
 	}
 	if ((bio = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_X509(bio, cert) != 1) {
-		r = reply_error(rep, -ENOMEM, "out of memory");
+		r = ks_reply_error(rep, -ENOMEM, "out of memory");
 		goto out;
 	}
 	n = BIO_get_mem_data(bio, &data);
 	{
 		json_t *pem = json_stringn(data, (size_t)n);
 
-		r = set_result(rep, json_pack("{s:s, s:o}", "key", rq->key, "cert", pem));
+		r = ks_reply_set_result(rep, json_pack("{s:s, s:o}", "key", rq->key, "cert", pem));
 	}
 out:
 	BIO_free(bio);
@@ -861,107 +768,8 @@ static const struct {
 	[KS_OP_CERT_GET] = { key_fields, op_cert_get, offsetof(struct key_req, key) },
 };
 
-/* ---- framing the answer ------------------------------------------------ */
-
-static int id_valid(json_t *id)
-{
-	if (json_is_string(id))
-		return json_string_length(id) >= 1 && json_string_length(id) <= KS_ID_MAX;
-	if (json_is_integer(id))
-		return json_integer_value(id) >= 0 &&
-		       json_integer_value(id) < ((json_int_t)1 << 53);
-	return 0;
-}
-
 /*
- * The answer when the proper one cannot be built: the id (which the parser
- * already accepted), rep->outcome and rep->message, which the callers set
- * to fixed ASCII. If even that cannot be built, a constant frame with a
- * null id. -ENOMEM only when not even that copy can be made.
- */
-static int encode_fixed(json_t *id, struct ks_reply *rep, uint8_t **resp, size_t *resp_len)
-{
-	static const char last[] = "{\"id\":null,\"ok\":false,\"error\":\"internal\","
-				   "\"message\":\"out of memory\"}";
-	json_t *o;
-	char *s = NULL;
-	size_t n = 0;
-	int r = -ENOMEM;
-
-	o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error", rep->outcome,
-		      "message", rep->message);
-	if (o != NULL) {
-		r = ks_json_serialize(o, KS_FRAME_MAX, &s, &n);
-		json_decref(o);
-	}
-	if (r != 0) {
-		rep->outcome = "internal";
-		snprintf(rep->message, sizeof(rep->message), "out of memory");
-		if ((s = strdup(last)) == NULL)
-			return -ENOMEM;
-		n = sizeof(last) - 1;
-	}
-	*resp = (uint8_t *)s;
-	*resp_len = n;
-	return 0;
-}
-
-/*
- * Encode the answer for @rep and set rep->outcome to what the client is
- * told: "ok" or the wire error name. A reply that cannot be encoded is
- * answered with a fixed frame instead, never by dropping the connection.
- */
-static int encode_reply(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
-			uint8_t **resp, size_t *resp_len)
-{
-	json_t *o;
-	char *s = NULL;
-	size_t n = 0;
-	int r = -ENOMEM, ok = rep->result != NULL;
-
-	if (ok) {
-		o = rep->result;
-		rep->result = NULL;
-		rep->outcome = "ok";
-		if (json_object_set(o, "id", id ? id : json_null()) != 0 ||
-		    json_object_set_new(o, "ok", json_true()) != 0) {
-			json_decref(o);
-			o = NULL;
-		}
-	} else {
-		rep->outcome = rep->wire ? rep->wire : ks_wire_error(rep->err);
-		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error", rep->outcome,
-			      "message", rep->message);
-	}
-	if (o != NULL) {
-		r = ks_json_serialize(o, ctx->response_max, &s, &n);
-		json_decref(o);
-	}
-	if (r == 0) {
-		*resp = (uint8_t *)s;
-		*resp_len = n;
-		return 0;
-	}
-	if (r == -EMSGSIZE) {
-		/* Every result is bounded well below the cap; this is a bug, not the client's fault. */
-		ks_err("response larger than a frame; answering internal");
-		rep->outcome = "internal";
-		snprintf(rep->message, sizeof(rep->message), "response too large");
-	} else if (ok) {
-		ks_err("cannot encode a response: %s; answering internal", strerror(-r));
-		rep->outcome = "internal";
-		snprintf(rep->message, sizeof(rep->message), "out of memory");
-	} else {
-		/* The error stands; only its message is lost. */
-		ks_err("cannot encode a %s response; answering it without its message",
-		       rep->outcome);
-		snprintf(rep->message, sizeof(rep->message), "(the message could not be encoded)");
-	}
-	return encode_fixed(id, rep, resp, resp_len);
-}
-
-/*
- * After encode_reply(): the audit record says what the client was told,
+ * After ks_reply_encode(): the audit record says what the client was told,
  * linked to the intent record (@intent, 0 for none) written before the
  * token was used.
  */
@@ -999,11 +807,11 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	*resp_len = 0;
 
 	if (len == 0 || len > KS_FRAME_MAX) {
-		reply_error(&rep, -EINVAL, "request length out of range");
+		ks_reply_error(&rep, -EINVAL, "request length out of range");
 		goto answer;
 	}
 	if ((rq.root = ks_json_parse(req, len, &why)) == NULL) {
-		reply_error(&rep, -EINVAL, "%s", why);
+		ks_reply_error(&rep, -EINVAL, "%s", why);
 		goto answer;
 	}
 	/*
@@ -1022,18 +830,18 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	    ks_key_name_valid(json_string_value(keyv)))
 		key_audit = json_string_value(keyv);
 	rq.id = json_object_get(rq.root, "id");
-	if (rq.id == NULL || !id_valid(rq.id)) {
+	if (rq.id == NULL || !ks_reply_id_valid(rq.id)) {
 		rq.id = NULL;
-		reply_error(&rep, -EINVAL, "id: must be a string of 1..%d bytes or a "
+		ks_reply_error(&rep, -EINVAL, "id: must be a string of 1..%d bytes or a "
 			    "non-negative integer", KS_ID_MAX);
 		goto answer;
 	}
 	if (!json_is_string(opv)) {
-		reply_error(&rep, -EINVAL, "op: must be a string");
+		ks_reply_error(&rep, -EINVAL, "op: must be a string");
 		goto answer;
 	}
 	if ((op = ks_op_from_name(json_string_value(opv))) < 0) {
-		reply_error(&rep, -EOPNOTSUPP, "unknown operation %.*s",
+		ks_reply_error(&rep, -EOPNOTSUPP, "unknown operation %.*s",
 			    ks_utf8_prefix(json_string_value(opv), KS_QUOTE_MAX), json_string_value(opv));
 		goto answer;
 	}
@@ -1041,13 +849,13 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
 		if (field == NULL)
 			field = "request";
-		reply_error(&rep, -EINVAL, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
+		ks_reply_error(&rep, -EINVAL, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
 		goto answer;
 	}
 	if (op_table[op].key_offset != SIZE_MAX) {
 		rq.key = *(const char *const *)((const uint8_t *)&args + op_table[op].key_offset);
 		if (!ks_key_name_valid(rq.key)) {
-			reply_error(&rep, -EINVAL, "key: not a valid key name");
+			ks_reply_error(&rep, -EINVAL, "key: not a valid key name");
 			rq.key = NULL;
 			goto answer;
 		}
@@ -1056,17 +864,17 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	policy = ctx_policy(ctx);
 	if (!ks_policy_allows(policy, peer, rq.op, rq.key)) {
 		if (rq.op == KS_OP_HELLO || rq.op == KS_OP_KEY_LIST)
-			reply_error(&rep, -EACCES, "uid %u is not granted %s",
+			ks_reply_error(&rep, -EACCES, "uid %u is not granted %s",
 				    (unsigned)peer->uid, op_audit);
 		else
-			reply_error(&rep, -EACCES, "uid %u is not granted %s on key %s",
+			ks_reply_error(&rep, -EACCES, "uid %u is not granted %s on key %s",
 				    (unsigned)peer->uid, op_audit, rq.key);
 		goto answer;
 	}
 	op_table[op].fn(ctx, &rq, &args, &rep);
 
 answer:
-	if ((r = encode_reply(ctx, rq.id, &rep, resp, resp_len)) != 0)
+	if ((r = ks_reply_encode(ctx, rq.id, &rep, resp, resp_len)) != 0)
 		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
 		       (unsigned)peer->uid, (int)peer->pid);
 	audit_and_log(ctx, peer, op_audit, key_audit, rq.audit_seq, &rep);
@@ -1083,8 +891,8 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 	int r;
 
 	memset(&rep, 0, sizeof(rep));
-	reply_error(&rep, -EINVAL, "%s", why);
-	r = encode_reply(ctx, NULL, &rep, resp, resp_len);
+	ks_reply_error(&rep, -EINVAL, "%s", why);
+	r = ks_reply_encode(ctx, NULL, &rep, resp, resp_len);
 	audit_and_log(ctx, peer, NULL, NULL, 0, &rep);
 	return r;
 }

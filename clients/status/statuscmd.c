@@ -23,6 +23,7 @@
 #include "clients/common/served.h"
 #include "clients/keysvc.h"
 #include "clients/status/status.h"
+#include "clients/status/statuscmd_internal.h"
 
 #define MAX_NOTES 4
 #define NOTE_MAX 320
@@ -53,48 +54,19 @@ const char ks_status_usage[] =
 	"not be checked (a file, a record, a CRL, keys with keysvcd down; wins over 24).\n"
 	"--forget: 0 forgotten, 2 no such record or more than one.\n";
 
-const char ks_track_usage[] =
-	"Usage: keysvc track NAME --cert FILE [--key KEY] [--client NAME] [--ca-file FILE]\n"
-	"                    [--crl FILE] [--inventory DIR] [--config FILE] [--json]\n"
-	"Adds a certificate made by hand (keysvc csr, a CA, keysvc cert-put) to the inventory,\n"
-	"so that keysvc status shows it, like getcert start-tracking. keysvcd must have the\n"
-	"key (KEY, default NAME) and FILE must be a certificate for it. NAME names the entry\n"
-	"(for keysvc status --forget NAME); a NAME or FILE already in the inventory is refused.\n"
-	"  --client NAME   the client that renews it (default other)\n"
-	"  --ca-file FILE  the issuing CA's certificates, with --crl for revocation checks\n"
-	"Exits with 0 when tracked, 1 when the record could not be written, 2 for usage, FILE\n"
-	"not a certificate or not for the key, or NAME or FILE already tracked; keysvcd's\n"
-	"refusals as in the table below.\n";
-
-const char ks_verify_usage[] =
-	"Usage: keysvc verify [--config FILE] [--cert PATH] [--json]\n"
-	"For every certificate with endpoints in the configuration, connects to each endpoint\n"
-	"(host, port, SNI name; nothing else is contacted), takes the certificate it serves and\n"
-	"compares it with the installed one: In Sync, or Out of Sync (the previous certificate\n"
-	"<cert>.prev still served, another certificate, or unreachable). The served certificate\n"
-	"is compared, not validated. Ends with the share of endpoints in sync.\n"
-	"  --config FILE   default " KS_CONF_DEFAULT "\n"
-	"  --cert PATH     only this certificate\n"
-	"Exits with 0 when every endpoint is in sync, 24 when some are not, 1 when an\n"
-	"installed certificate cannot be read.\n";
-
 /* ---- shared ---- */
 
-static void sanitize(char *s)
+void statuscmd_sanitize(char *s)
 {
 	for (; *s != '\0'; s++)
 		if ((unsigned char)*s < 0x20 || *s == 0x7f)
 			*s = '?';
 }
 
-/* With JSON output every failure is also one {"error", "message"} object on stdout, as in the rest of the CLI. */
-static int json_errors;
+int statuscmd_json_errors;
 
 /* "keysvc: CMD: NAME: message" on stderr (and as JSON); returns @code. */
-static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt, ...)
+int statuscmd_fail(const char *cmd, int code, const char *name, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -106,7 +78,7 @@ static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	fprintf(stderr, "keysvc: %s: %s: %s\n", cmd, name, msg);
-	if (json_errors) {
+	if (statuscmd_json_errors) {
 		json_t *o = json_pack("{s:s, s:s}", "error", name, "message", msg);
 
 		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
@@ -117,10 +89,8 @@ static int cmd_fail(const char *cmd, int code, const char *name, const char *fmt
 	return code;
 }
 
-#define usage_err(cmd, ...) cmd_fail((cmd), KS_EXIT_USAGE, "usage", __VA_ARGS__)
-
 /* The first certificate of @path (a certificate or a chain): 0, -ENOENT, or -EBADMSG with @err. */
-static int read_leaf(const char *path, X509 **out, char *err)
+int statuscmd_read_leaf(const char *path, X509 **out, char *err)
 {
 	STACK_OF(X509) *certs = NULL;
 	int r;
@@ -134,7 +104,7 @@ static int read_leaf(const char *path, X509 **out, char *err)
 	return r;
 }
 
-static void name_text(const X509_NAME *name, char *buf, size_t len)
+void statuscmd_name_text(const X509_NAME *name, char *buf, size_t len)
 {
 	BIO *bio = BIO_new(BIO_s_mem());
 	int n = 0;
@@ -146,10 +116,10 @@ static void name_text(const X509_NAME *name, char *buf, size_t len)
 		n = BIO_read(bio, buf, (int)len - 1);
 	buf[n > 0 ? n : 0] = '\0';
 	BIO_free(bio);
-	sanitize(buf);
+	statuscmd_sanitize(buf);
 }
 
-static void iso_time(const ASN1_TIME *t, char *buf, size_t len)
+void statuscmd_iso_time(const ASN1_TIME *t, char *buf, size_t len)
 {
 	struct tm tm;
 
@@ -196,7 +166,7 @@ static void note(struct item *it, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(it->notes[it->n_notes], NOTE_MAX, fmt, ap);
 	va_end(ap);
-	sanitize(it->notes[it->n_notes]);
+	statuscmd_sanitize(it->notes[it->n_notes]);
 	it->n_notes++;
 }
 
@@ -224,7 +194,7 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 	int r;
 
 	if ((r = ks_inv_list(run->inventory, &recs, &n, bad_record, run, err)) < 0) {
-		return cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
+		return statuscmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 	}
 	if ((run->items = calloc(n + conf->n_certs + 1, sizeof(*run->items))) == NULL) {
 		ks_inv_list_free(recs, n);
@@ -304,7 +274,7 @@ static void examine(struct status_run *run, keysvc **ks, const struct ks_cmd_glo
 	int r, revoked = 0, stale = 0;
 
 	it->revoked_state = -1;
-	r = read_leaf(it->e.cert, &it->cert, err);
+	r = statuscmd_read_leaf(it->e.cert, &it->cert, err);
 	if (r == -ENOENT) {
 		it->facts.file_missing = 1;
 		note(it, "the certificate file is gone");
@@ -312,8 +282,8 @@ static void examine(struct status_run *run, keysvc **ks, const struct ks_cmd_glo
 		note(it, "%s", err);
 	}
 	if (it->cert != NULL) {
-		name_text(X509_get_subject_name(it->cert), it->subject, sizeof(it->subject));
-		name_text(X509_get_issuer_name(it->cert), it->issuer, sizeof(it->issuer));
+		statuscmd_name_text(X509_get_subject_name(it->cert), it->subject, sizeof(it->subject));
+		statuscmd_name_text(X509_get_issuer_name(it->cert), it->issuer, sizeof(it->issuer));
 		it->left = ks_ci_seconds_until(X509_get0_notAfter(it->cert), now);
 		/* Classed expired, but said apart: it needs a look at the clocks, not a renewal. */
 		if (ks_cert_not_yet_valid(it->cert, now)) {
@@ -476,7 +446,7 @@ static json_t *status_json(const struct status_run *run)
 		json_object_set_new(o, "key_present", tri(it->key_state));
 		json_object_set_new(o, "client", json_string(client_of(it)));
 		if (it->cert != NULL) {
-			iso_time(X509_get0_notAfter(it->cert), not_after, sizeof(not_after));
+			statuscmd_iso_time(X509_get0_notAfter(it->cert), not_after, sizeof(not_after));
 			json_object_set_new(o, "subject", json_string(it->subject));
 			json_object_set_new(o, "issuer", json_string(it->issuer));
 			json_object_set_new(o, "not_after", json_string(not_after));
@@ -630,25 +600,25 @@ static int forget(const char *dir, const char *name, const struct ks_conf *conf)
 	int r;
 
 	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
-		r = cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
+		r = statuscmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
 	r = find_record(recs, n, name, name_abs, &hit);
 	if (r < 0) {
-		r = cmd_fail("status", KS_EXIT_USAGE, "ambiguous", "--forget %s: several records match; "
+		r = statuscmd_fail("status", KS_EXIT_USAGE, "ambiguous", "--forget %s: several records match; "
 			     "give the certificate path", name);
 		goto out;
 	}
 	if (r == 0) {
-		r = cmd_fail("status", KS_EXIT_USAGE, "no-such-record", "--forget %s: no record in %s has "
+		r = statuscmd_fail("status", KS_EXIT_USAGE, "no-such-record", "--forget %s: no record in %s has "
 			     "this name, certificate path or key", name, dir);
 		goto out;
 	}
 	if ((r = ks_inv_forget(dir, hit->cert, err)) < 0) {
-		r = cmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
+		r = statuscmd_fail("status", KS_EXIT_INTERNAL, "inventory", "%s", err);
 		goto out;
 	}
-	if (json_errors) {
+	if (statuscmd_json_errors) {
 		json_t *o = json_pack("{s:s}", "forgot", hit->cert);
 
 		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
@@ -696,7 +666,7 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	memset(&run, 0, sizeof(run));
 	ks_conf_init(&conf);
 	signal(SIGPIPE, SIG_IGN);
-	json_errors = g->json;
+	statuscmd_json_errors = g->json;
 	ks_cli_init("keysvc: status", 1);
 	if (ks_check_long_options(argc, argv, longopts) != 0)
 		return KS_EXIT_USAGE;
@@ -706,38 +676,38 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 		switch (c) {
 		case O_INVENTORY: inventory = optarg; break;
 		case O_CONFIG: config = optarg; break;
-		case O_FORMAT: format = optarg; json_errors = strcmp(optarg, "json") == 0; break;
-		case O_JSON: format = "json"; json_errors = 1; break;
+		case O_FORMAT: format = optarg; statuscmd_json_errors = strcmp(optarg, "json") == 0; break;
+		case O_JSON: format = "json"; statuscmd_json_errors = 1; break;
 		case O_TEXTFILE: textfile = optarg; break;
 		case O_COLOR: color = optarg; break;
 		case O_FORGET: forget_name = optarg; break;
 		case 'h': fputs(ks_status_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
-		case ':': return usage_err("status", "option %s needs a value", argv[optind - 1]);
-		default: return usage_err("status", "unknown option %s (see keysvc status --help)", argv[optind - 1]);
+		case ':': return statuscmd_usage_err("status", "option %s needs a value", argv[optind - 1]);
+		default: return statuscmd_usage_err("status", "unknown option %s (see keysvc status --help)", argv[optind - 1]);
 		}
 	}
 	if (optind != argc)
-		return usage_err("status", "unexpected argument %s", argv[optind]);
+		return statuscmd_usage_err("status", "unexpected argument %s", argv[optind]);
 	if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0 && strcmp(format, "prometheus") != 0)
-		return usage_err("status", "--format %s: text, json or prometheus", format);
+		return statuscmd_usage_err("status", "--format %s: text, json or prometheus", format);
 	if (strcmp(color, "auto") == 0) {
 		no_color = getenv("NO_COLOR");
 		colour = isatty(STDOUT_FILENO) && (no_color == NULL || no_color[0] == '\0');
 	} else if (strcmp(color, "always") == 0 || strcmp(color, "never") == 0) {
 		colour = strcmp(color, "always") == 0;
 	} else {
-		return usage_err("status", "--color %s: auto, always or never", color);
+		return statuscmd_usage_err("status", "--color %s: auto, always or never", color);
 	}
 	if (inventory != NULL && inventory[0] == '\0')
-		return usage_err("status", "--inventory: a directory is needed");
+		return statuscmd_usage_err("status", "--inventory: a directory is needed");
 	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
-		return cmd_fail("status", KS_EXIT_CONFIG, "configuration", "%s", err);
+		return statuscmd_fail("status", KS_EXIT_CONFIG, "configuration", "%s", err);
 	run.inventory = ks_inv_dir(inventory, conf.inventory);
 	if (forget_name != NULL) {
 		if (forget_name[0] == '\0')
-			r = usage_err("status", "--forget: a name is needed");
+			r = statuscmd_usage_err("status", "--forget: a name is needed");
 		else if (textfile != NULL || strcmp(format, "prometheus") == 0)
-			r = usage_err("status", "--forget goes with --inventory and --config only");
+			r = statuscmd_usage_err("status", "--forget goes with --inventory and --config only");
 		else
 			r = forget(run.inventory, forget_name, &conf);
 		goto out;
@@ -779,325 +749,5 @@ out:
 	}
 	free(run.items);
 	ks_conf_free(&conf);
-	return r;
-}
-
-/* ---- track ---- */
-
-/* keysvcd's name rule, so that NAME prints and matches safely: 1..64 of A-Z a-z 0-9 . _ -, not . or - first. */
-static int entry_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	return n >= 1 && n <= 64 && s[0] != '.' && s[0] != '-' &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
-/* 0 if the certificate @cert is for keysvcd's key @key, else an exit code with the reason printed. */
-static int track_check_key(const struct ks_cmd_global *g, const char *key, X509 *cert, const char *cert_path)
-{
-	char *pem = NULL, why[KS_CI_ERR_MAX];
-	EVP_PKEY *pub = NULL;
-	keysvc *ks = NULL;
-	int r;
-
-	if ((r = keysvc_connect(g->socket, &ks)) != KEYSVC_OK) {
-		ks_connect_error_text(why, sizeof(why), g->socket, r, errno);
-		return cmd_fail("track", ks_exit_for_keysvc(r), "connect", "%s", why);
-	}
-	if (g->timeout_ms >= 0)
-		keysvc_set_timeout(ks, g->timeout_ms);
-	if ((r = keysvc_key_public(ks, key, &pem, NULL)) != KEYSVC_OK) {
-		r = cmd_fail("track", ks_exit_for_keysvc(r), r == KEYSVC_E_NO_SUCH_KEY ? "no-such-key" : "keysvc",
-			     "key %s: %s: %s", key, keysvc_strerror(r), keysvc_error_message(ks));
-		goto out;
-	}
-	if (ks_ci_parse_pubkey(pem, &pub, why) < 0) {
-		r = cmd_fail("track", KS_EXIT_INTERNAL, "keysvc", "key %s: %s", key, why);
-		goto out;
-	}
-	if (EVP_PKEY_eq(X509_get0_pubkey(cert), pub) != 1) {
-		r = cmd_fail("track", KS_EXIT_USAGE, "mismatch", "%s is not a certificate for key %s",
-			     cert_path, key);
-		goto out;
-	}
-	r = 0;
-out:
-	ERR_clear_error();
-	EVP_PKEY_free(pub);
-	free(pem);
-	keysvc_close(ks);
-	return r;
-}
-
-int ks_track_main(int argc, char **argv, const struct ks_cmd_global *g)
-{
-	enum { O_CERT = 256, O_KEY, O_CLIENT, O_CA_FILE, O_CRL, O_INVENTORY, O_CONFIG, O_JSON };
-	static const struct option longopts[] = {
-		{ "cert", required_argument, NULL, O_CERT },
-		{ "key", required_argument, NULL, O_KEY },
-		{ "client", required_argument, NULL, O_CLIENT },
-		{ "ca-file", required_argument, NULL, O_CA_FILE },
-		{ "crl", required_argument, NULL, O_CRL },
-		{ "inventory", required_argument, NULL, O_INVENTORY },
-		{ "config", required_argument, NULL, O_CONFIG },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *name, *cert = NULL, *key = NULL, *client = "other", *ca_file = NULL, *crl = NULL;
-	const char *inventory = NULL, *config = NULL, *dir;
-	const struct ks_inv_entry *dup = NULL;
-	struct ks_inv_entry *recs = NULL, e;
-	struct ks_conf conf;
-	char err[KS_CONF_ERR_MAX];
-	X509 *x = NULL;
-	size_t n = 0;
-	int c, r;
-
-	memset(&e, 0, sizeof(e));
-	ks_conf_init(&conf);
-	json_errors = g->json;
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	/* 0, not 1: GNU getopt then also resets its permutation state, which the
-	 * CLI's own parse (with '+') left behind. No '+' here: NAME may come
-	 * before the options, as in `keysvc track web --cert web.pem`. */
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_CERT: cert = optarg; break;
-		case O_KEY: key = optarg; break;
-		case O_CLIENT: client = optarg; break;
-		case O_CA_FILE: ca_file = optarg; break;
-		case O_CRL: crl = optarg; break;
-		case O_INVENTORY: inventory = optarg; break;
-		case O_CONFIG: config = optarg; break;
-		case O_JSON: json_errors = 1; break;
-		case 'h': fputs(ks_track_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
-		case ':': return usage_err("track", "option %s needs a value", argv[optind - 1]);
-		default: return usage_err("track", "unknown option %s (see keysvc track --help)", argv[optind - 1]);
-		}
-	}
-	if (optind != argc - 1)
-		return usage_err("track", optind >= argc ? "a NAME is needed (see keysvc track --help)" :
-				 "one NAME only (see keysvc track --help)");
-	name = argv[optind];
-	if (key == NULL)
-		key = name;
-	if (!entry_name_ok(name) || !entry_name_ok(key))
-		return usage_err("track", "NAME and --key: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -");
-	if (!entry_name_ok(client))
-		return usage_err("track", "--client: 1 to 64 of A-Z a-z 0-9 . _ -");
-	if (cert == NULL || cert[0] == '\0')
-		return usage_err("track", "--cert FILE is required");
-	if ((crl != NULL) && ca_file == NULL)
-		return usage_err("track", "--crl needs --ca-file: the CRL's signature is checked against it");
-	if (inventory != NULL && inventory[0] == '\0')
-		return usage_err("track", "--inventory: a directory is needed");
-	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0)
-		return cmd_fail("track", KS_EXIT_CONFIG, "configuration", "%s", err);
-	dir = ks_inv_dir(inventory, conf.inventory);
-	if ((e.cert = ks_inv_abs_path(cert)) == NULL || (e.name = strdup(name)) == NULL ||
-	    (e.key = strdup(key)) == NULL || (e.client = strdup(client)) == NULL ||
-	    (ca_file != NULL && (e.ca_file = ks_inv_abs_path(ca_file)) == NULL) ||
-	    (crl != NULL && (e.crl = ks_inv_abs_path(crl)) == NULL)) {
-		r = cmd_fail("track", KS_EXIT_INTERNAL, "nomem", "out of memory");
-		goto out;
-	}
-	if ((r = read_leaf(e.cert, &x, err)) < 0) {
-		r = cmd_fail("track", KS_EXIT_USAGE, "usage", "--cert %s: %s", cert,
-			     r == -ENOENT ? "no such file" : err);
-		goto out;
-	}
-	if ((r = ks_inv_list(dir, &recs, &n, NULL, NULL, err)) < 0) {
-		r = cmd_fail("track", KS_EXIT_INTERNAL, "inventory", "%s", err);
-		goto out;
-	}
-	for (size_t i = 0; i < n && dup == NULL; i++)
-		if (strcmp(recs[i].cert, e.cert) == 0 || (recs[i].name != NULL && strcmp(recs[i].name, name) == 0))
-			dup = &recs[i];
-	if (dup != NULL) {
-		r = cmd_fail("track", KS_EXIT_USAGE, "exists", "%s is already in the inventory%s%s (as %s); "
-			     "keysvc status --forget it first to track it anew", dup->cert,
-			     dup->name != NULL ? " as " : "", dup->name != NULL ? dup->name : "",
-			     dup->key != NULL ? dup->key : "a record without a key");
-		goto out;
-	}
-	if ((r = track_check_key(g, key, x, cert)) != 0)
-		goto out;
-	if ((r = ks_inv_save(dir, &e, err)) < 0) {
-		r = cmd_fail("track", KS_EXIT_INTERNAL, "inventory", "%s", err);
-		goto out;
-	}
-	if (json_errors) {
-		json_t *o = json_pack("{s:s, s:s, s:s}", "tracked", name, "cert", e.cert, "key", key);
-
-		if (o == NULL || json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
-			fputs("{\"error\":\"nomem\",\"message\":\"cannot format the result\"}", stdout);
-		fputc('\n', stdout);
-		json_decref(o);
-	} else {
-		printf("tracking %s as %s (key %s) in %s\n", e.cert, name, key, dir);
-	}
-	r = KS_EXIT_OK;
-out:
-	X509_free(x);
-	ks_inv_list_free(recs, n);
-	ks_inv_entry_free(&e);
-	ks_conf_free(&conf);
-	return r;
-}
-
-/* ---- verify ---- */
-
-static X509 *load_optional(const char *path)
-{
-	char err[KS_CI_ERR_MAX];
-	X509 *x = NULL;
-
-	(void)read_leaf(path, &x, err);
-	return x;
-}
-
-int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
-{
-	enum { O_CONFIG = 256, O_CERT, O_JSON };
-	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, O_CONFIG },
-		{ "cert", required_argument, NULL, O_CERT },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config = NULL, *only = NULL;
-	struct ks_conf conf;
-	json_t *root = NULL, *list = NULL;
-	char err[KS_CONF_ERR_MAX], *only_abs = NULL;
-	size_t total = 0, in_sync = 0, errors = 0;
-	int c, r, json = g->json, matched = 0;
-
-	ks_conf_init(&conf);
-	/* A server that closes mid-handshake must not kill us with SIGPIPE. */
-	signal(SIGPIPE, SIG_IGN);
-	ks_cli_init("keysvc: verify", 1);
-	json_errors = g->json;
-	if (ks_check_long_options(argc, argv, longopts) != 0)
-		return KS_EXIT_USAGE;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_CONFIG: config = optarg; break;
-		case O_CERT: only = optarg; break;
-		case O_JSON: json = 1; json_errors = 1; break;
-		case 'h': fputs(ks_verify_usage, stdout); ks_exit_print_table(stdout); return KS_EXIT_OK;
-		case ':': return usage_err("verify", "option %s needs a value", argv[optind - 1]);
-		default: return usage_err("verify", "unknown option %s (see keysvc verify --help)", argv[optind - 1]);
-		}
-	}
-	if (optind != argc)
-		return usage_err("verify", "unexpected argument %s", argv[optind]);
-	if (only != NULL && (only_abs = ks_inv_abs_path(only)) == NULL)
-		return usage_err("verify", "--cert %s: cannot make the path absolute", only);
-	if (ks_conf_load(config != NULL ? config : KS_CONF_DEFAULT, config != NULL, &conf, err) < 0) {
-		free(only_abs);
-		return cmd_fail("verify", KS_EXIT_CONFIG, "configuration", "%s", err);
-	}
-	if (json && ((root = json_object()) == NULL || (list = json_array()) == NULL)) {
-		r = KS_EXIT_INTERNAL;
-		goto out;
-	}
-	if (!json)
-		printf("Push Validation Report\n");
-	for (size_t i = 0; i < conf.n_certs; i++) {
-		const struct ks_conf_cert *cc = &conf.certs[i];
-		char prev_path[4200], rerr[KS_CI_ERR_MAX];
-		X509 *expected = NULL, *previous = NULL;
-
-		if (only_abs != NULL && strcmp(only_abs, cc->cert) != 0)
-			continue;
-		matched = 1;
-		if (cc->n_endpoints == 0)
-			continue;
-		if (!json)
-			printf("\n%s%s%s\n", cc->cert, cc->key != NULL ? "  key " : "", cc->key != NULL ? cc->key : "");
-		if ((r = read_leaf(cc->cert, &expected, rerr)) < 0) {
-			if (r == -ENOENT)
-				snprintf(rerr, sizeof(rerr), "%s: no such file", cc->cert);
-			fprintf(stderr, "keysvc: verify: the installed certificate: %s; its %zu endpoints are not "
-				"checked\n", rerr, cc->n_endpoints);
-			errors++;
-			total += cc->n_endpoints;
-			if (!json)
-				printf("  not checked: %s\n", rerr);
-			continue;
-		}
-		snprintf(prev_path, sizeof(prev_path), "%s.prev", cc->cert);
-		previous = load_optional(prev_path);
-		for (size_t k = 0; k < cc->n_endpoints; k++) {
-			const struct ks_conf_endpoint *ep = &cc->endpoints[k];
-			char detail[KS_SERVED_ERR_MAX], where[KS_CONF_HOST_MAX + 32];
-			enum ks_served s = ks_served_check(ep->host, ep->port, ep->sni, conf.connect_timeout_ms,
-							   conf.handshake_timeout_ms, expected, previous, detail);
-
-			sanitize(detail);
-			total++;
-			in_sync += s == KS_SERVED_EXPECTED;
-			snprintf(where, sizeof(where), strchr(ep->host, ':') != NULL ? "[%s]:%d" : "%s:%d", ep->host,
-				 ep->port);
-			if (json) {
-				json_t *o = json_pack("{s:s, s:s, s:i, s:o, s:b, s:s, s:o}", "cert", cc->cert,
-						      "host", ep->host, "port", ep->port,
-						      "sni", ep->sni != NULL ? json_string(ep->sni) : json_null(),
-						      "in_sync", s == KS_SERVED_EXPECTED, "served", ks_served_name(s),
-						      "detail", detail[0] != '\0' ? json_string(detail) : json_null());
-
-				if (o != NULL)
-					json_array_append_new(list, o);
-			} else {
-				printf("  %-12s %s%s%s%s%s\n", s == KS_SERVED_EXPECTED ? "In Sync" : "Out of Sync", where,
-				       ep->sni != NULL ? " (SNI " : "", ep->sni != NULL ? ep->sni : "",
-				       ep->sni != NULL ? ")" : "", "");
-				if (s == KS_SERVED_PREVIOUS)
-					printf("               an older certificate is still served: %s.prev (%s)\n",
-					       cc->cert, detail);
-				else if (s != KS_SERVED_EXPECTED)
-					printf("               %s\n", detail);
-			}
-		}
-		X509_free(expected);
-		X509_free(previous);
-	}
-	if (only_abs != NULL && !matched) {
-		json_decref(list);
-		json_decref(root);
-		list = root = NULL;
-		r = cmd_fail("verify", KS_EXIT_USAGE, "usage", "%s is not in the configuration", only_abs);
-		goto out;
-	}
-	if (json) {
-		json_object_set_new(root, "endpoints", list);
-		list = NULL;
-		json_object_set_new(root, "total", json_integer((json_int_t)total));
-		json_object_set_new(root, "in_sync", json_integer((json_int_t)in_sync));
-		json_object_set_new(root, "share", total > 0 ? json_real((double)in_sync / (double)total) : json_null());
-		json_object_set_new(root, "errors", json_integer((json_int_t)errors));
-		if (json_dumpf(root, stdout, JSON_COMPACT | JSON_ENSURE_ASCII) != 0)
-			errors++;
-		fputc('\n', stdout);
-	} else if (total == 0) {
-		printf("\nno endpoints configured\n");
-	} else {
-		printf("\nIn Sync: %zu of %zu endpoints (%.0f%%); Out of Sync: %zu\n", in_sync, total,
-		       100.0 * (double)in_sync / (double)total, total - in_sync);
-	}
-	r = errors > 0 ? KS_EXIT_INTERNAL : in_sync < total ? KS_EXIT_ATTENTION : KS_EXIT_OK;
-out:
-	json_decref(list);
-	json_decref(root);
-	ks_conf_free(&conf);
-	free(only_abs);
 	return r;
 }

@@ -1,7 +1,8 @@
 /*
- * `keysvc status`, `keysvc verify` and `keysvc track`, called by the keysvc CLI with the
- * command's own arguments (argv[0] is the command name). They parse their
- * options themselves and return their exit codes (status.h).
+ * `keysvc status`, `keysvc verify` and `keysvc track` (statuscmd.c, verify.c,
+ * track.c), called by the keysvc CLI with the command's own arguments
+ * (argv[0] is the command name). They parse their options themselves and
+ * return their exit codes (status.h).
  */
 #ifndef KEYSVC_CLIENTS_STATUSCMD_H
 #define KEYSVC_CLIENTS_STATUSCMD_H

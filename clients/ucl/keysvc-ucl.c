@@ -23,6 +23,9 @@
  * Nothing is installed before it is checked, and a failure leaves the
  * installed files and the state as they were (a pairing that made its key
  * leaves a state naming it, which pair run again reuses).
+ *
+ * This file holds the connector calls and the commands; the state file
+ * and the key names are ucl_state.c (ucl_state.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -45,53 +48,15 @@
 #include "clients/https/https.h"
 #include "clients/keysvc.h"
 #include "clients/ucl/ucl.h"
+#include "clients/ucl/ucl_state.h"
 
 #define TOKEN_MAX 4096
-#define KEY_BASE_MAX 48
 
 struct opts {
 	struct ks_rc_opts c;
 	const char *connector_url, *token_file, *ca_file, *issuer_ca, *key_base, *cert, *chain, *ca_out, *state;
 	long share;
 	int when_due;
-};
-
-/*
- * Key names: BASE.ID.N, ID the pairing's id (below), N the generation, N at
- * most GENERATION_MAX so that the longest name fits keysvcd's 64 bytes.
- */
-#define PAIRING_ID_LEN 8
-#define GENERATION_MAX 999999L
-#define KEY_NAME_MAX (KEY_BASE_MAX + 1 + PAIRING_ID_LEN + 1 + 6)
-_Static_assert(KEY_NAME_MAX <= 64, "keysvcd's KS_KEY_NAME_MAX");
-
-/*
- * What pair writes and renew reads (the state file, JSON). Version 2; a
- * version 1 file (earlier keysvc-ucl: no pairing id, keys BASE.N, paths as
- * given on pair's command line) is read too and migrated by renew.
- */
-struct state {
-	int version;
-	/*
-	 * Random, made by pair and written before any key is: the proof that a
-	 * key named BASE.ID.N is this pairing's. NULL for a version 1 file.
-	 */
-	char *pairing_id;
-	/*
-	 * Set when pair made (or was about to make) this key and did not
-	 * finish: the only field besides the id and the base. pair run again
-	 * with the same --state reuses it; renew and revoke refuse the file.
-	 */
-	char *unfinished_key;
-	char *connector_url;          /* the token-secured Connector (pairing) */
-	char *mtls_url;               /* certificateSecuredConnectorURL (renewal, revocation) */
-	char *director_url;
-	char *server_ca_file;         /* pinned trust for the connectors' TLS */
-	char *cert, *chain, *ca;      /* installed files, absolute paths */
-	char *key_base;
-	long generation;
-	char *key;                    /* current key: BASE.ID.generation (BASE.generation from version 1) */
-	char *previous_key;           /* kept for one rollback; NULL if none */
 };
 
 static void usage(FILE *f)
@@ -132,333 +97,6 @@ static void usage(FILE *f)
 	      "  --lock-wait SECONDS   wait this long for another run on the same --state (default 60)\n"
 	      "  --json                print the outcome as one JSON object on stdout (progress on stderr)\n"
 	      "  --version             print the version\n", f);
-}
-
-/* ---- state ---- */
-
-static int key_base_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	return n > 0 && n <= KEY_BASE_MAX && s[0] != '.' && s[0] != '-' &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
-}
-
-static int pairing_id_ok(const char *s)
-{
-	return strlen(s) == PAIRING_ID_LEN && strspn(s, "0123456789abcdef") == PAIRING_ID_LEN;
-}
-
-static int new_pairing_id(char id[PAIRING_ID_LEN + 1])
-{
-	unsigned char rnd[PAIRING_ID_LEN / 2];
-
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		return ks_die(KS_EXIT_INTERNAL, "no random bytes for a pairing id");
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
-	return 0;
-}
-
-/* BASE.ID.N into @name (KEY_NAME_MAX + 1 bytes); base and id are checked when read. */
-static void key_name(char *name, const char *base, const char *id, long generation)
-{
-	snprintf(name, KEY_NAME_MAX + 1, "%s.%s.%ld", base, id, generation);
-}
-
-/*
- * 1 if @name carries this pairing's id: only such a key may be deleted or
- * reused, since no other state file can name it (an id-less key of a
- * version 1 state may be named by another state of the same base).
- */
-static int key_is_ours(const struct state *s, const char *name)
-{
-	size_t b = strlen(s->key_base);
-
-	return s->pairing_id != NULL && strncmp(name, s->key_base, b) == 0 && name[b] == '.' &&
-	       strncmp(name + b + 1, s->pairing_id, PAIRING_ID_LEN) == 0 && name[b + 1 + PAIRING_ID_LEN] == '.';
-}
-
-static void state_free(struct state *s)
-{
-	free(s->pairing_id);
-	free(s->unfinished_key);
-	free(s->connector_url);
-	free(s->mtls_url);
-	free(s->director_url);
-	free(s->server_ca_file);
-	free(s->cert);
-	free(s->chain);
-	free(s->ca);
-	free(s->key_base);
-	free(s->key);
-	free(s->previous_key);
-	memset(s, 0, sizeof(*s));
-}
-
-static char *dup_or_null(const char *s)
-{
-	return s != NULL ? strdup(s) : NULL;
-}
-
-/*
- * The certificate and key the last state read or written names: what
- * --json reports, since renew and revoke take them from the state.
- */
-static char result_cert[PATH_MAX], result_key[KEY_NAME_MAX + 1];
-
-static void note_result(const struct state *s)
-{
-	snprintf(result_cert, sizeof(result_cert), "%s", s->cert != NULL ? s->cert : "");
-	snprintf(result_key, sizeof(result_key), "%s",
-		 s->key != NULL ? s->key : s->unfinished_key != NULL ? s->unfinished_key : "");
-}
-
-/*
- * Read the state file @path: 0, or KS_EXIT_USAGE with the reason printed.
- * Paths of a version 1 file may be relative (see resolve_old_paths()); a
- * version 2 file's are absolute. The caller checks for an unfinished pairing.
- */
-static int state_load(const char *path, struct state *s)
-{
-	char err[KS_CI_ERR_MAX], *text = NULL, name[KEY_NAME_MAX + 1];
-	const char *id = NULL, *unfinished = NULL, *cu = NULL, *mu = NULL, *du = NULL, *ca_file = NULL,
-		   *cert = NULL, *chain = NULL, *ca = NULL, *base = NULL, *key = NULL, *prev = NULL;
-	const char *bad = NULL;
-	json_int_t version = 0, gen = 0;
-	json_error_t jerr;
-	json_t *root = NULL;
-	size_t len;
-	int r;
-
-	memset(s, 0, sizeof(*s));
-	if ((r = ks_ci_read_file(path, &text, &len, err)) < 0)
-		return ks_die(KS_EXIT_USAGE, "state: %s (pair first)", err);
-	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL ||
-	    json_unpack_ex(root, &jerr, JSON_STRICT,
-			   "{s:I, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s?s, s:s, s?I, s?s, s?s}",
-			   "version", &version, "pairing_id", &id, "unfinished_key", &unfinished,
-			   "connector_url", &cu, "mtls_url", &mu, "director_url", &du, "server_ca_file", &ca_file,
-			   "cert", &cert, "chain", &chain, "ca", &ca, "key_base", &base, "generation", &gen,
-			   "key", &key, "previous_key", &prev) != 0) {
-		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path,
-			   root == NULL || jerr.text[0] != '\0' ? jerr.text : "?");
-		goto out;
-	}
-	if (version == 2 && unfinished != NULL) {
-		if (id == NULL || cu != NULL || mu != NULL || du != NULL || ca_file != NULL || cert != NULL ||
-		    chain != NULL || ca != NULL || gen != 0 || key != NULL || prev != NULL)
-			bad = "an unfinished pairing has only pairing_id, key_base and unfinished_key";
-		else if (!pairing_id_ok(id) || !key_base_ok(base))
-			bad = "bad pairing_id or key_base";
-		else if (key_name(name, base, id, 1), strcmp(unfinished, name) != 0)
-			bad = "unfinished_key is not BASE.ID.1";
-	} else if (version == 1 || version == 2) {
-		if (cu == NULL || mu == NULL || ca_file == NULL || cert == NULL || chain == NULL || ca == NULL ||
-		    gen == 0)
-			bad = "a field is missing";
-		else if (gen < 1 || gen > GENERATION_MAX)
-			bad = "generation out of range";
-		else if (version == 1 && (id != NULL || key != NULL || unfinished != NULL))
-			bad = "pairing_id, key or unfinished_key in version 1";
-		else if (version == 2 && (id == NULL || key == NULL || !pairing_id_ok(id)))
-			bad = "bad or missing pairing_id or key";
-		else if (version == 2 && (ca_file[0] != '/' || cert[0] != '/' || chain[0] != '/' || ca[0] != '/'))
-			bad = "a relative path";
-		else if (!key_base_ok(base))
-			bad = "bad key_base";
-	} else {
-		bad = "unknown version";
-	}
-	if (bad == NULL && version == 2 && unfinished == NULL) {
-		/* The current key: this pairing's, or the id-less one a migrated version 1 file named. */
-		char old[KEY_NAME_MAX + 1];
-
-		key_name(name, base, id, (long)gen);
-		snprintf(old, sizeof(old), "%s.%ld", base, (long)gen);
-		if (strcmp(key, name) != 0 && strcmp(key, old) != 0)
-			bad = "key is not BASE.ID.generation";
-	}
-	if (bad != NULL) {
-		r = ks_die(KS_EXIT_USAGE, "state %s is not a keysvc-ucl state file: %s", path, bad);
-		goto out;
-	}
-	s->version = (int)version;
-	s->pairing_id = dup_or_null(id);
-	s->unfinished_key = dup_or_null(unfinished);
-	s->connector_url = dup_or_null(cu);
-	s->mtls_url = dup_or_null(mu);
-	s->director_url = dup_or_null(du);
-	s->server_ca_file = dup_or_null(ca_file);
-	s->cert = dup_or_null(cert);
-	s->chain = dup_or_null(chain);
-	s->ca = dup_or_null(ca);
-	s->key_base = strdup(base);
-	s->generation = (long)gen;
-	s->previous_key = dup_or_null(prev);
-	if (version == 1) {
-		snprintf(name, sizeof(name), "%s.%ld", base, (long)gen);
-		s->key = strdup(name);
-	} else {
-		s->key = dup_or_null(key);
-	}
-	if (s->key_base == NULL || (unfinished == NULL && (s->cert == NULL || s->key == NULL))) {
-		state_free(s);
-		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
-		goto out;
-	}
-	note_result(s);
-	r = 0;
-out:
-	json_decref(root);
-	free(text);
-	return r;
-}
-
-/* Write @s (version 2) to @path atomically, mode 0600: 0 or an exit code, printed. */
-static int state_save(const char *path, const struct state *s)
-{
-	char err[KS_CI_ERR_MAX], *text;
-	json_t *o;
-	int r;
-
-	if (s->unfinished_key != NULL)
-		o = json_pack("{s:i, s:s, s:s, s:s}", "version", 2, "pairing_id", s->pairing_id, "key_base",
-			      s->key_base, "unfinished_key", s->unfinished_key);
-	else
-		o = json_pack("{s:i, s:s, s:s, s:s, s:s*, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s*}", "version", 2,
-			      "pairing_id", s->pairing_id, "connector_url", s->connector_url, "mtls_url",
-			      s->mtls_url, "director_url", s->director_url, "server_ca_file", s->server_ca_file,
-			      "cert", s->cert, "chain", s->chain, "ca", s->ca, "key_base", s->key_base,
-			      "generation", (json_int_t)s->generation, "key", s->key, "previous_key",
-			      s->previous_key);
-	text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	r = ks_ci_install(path, text, strlen(text), 0600, err);
-	free(text);
-	if (r < 0)
-		return ks_die(KS_EXIT_INTERNAL, "%s", err);
-	note_result(s);
-	return 0;
-}
-
-/*
- * @path made absolute in @out (malloc'd) from the real path of its
- * directory, which must exist; the file itself need not. The service runs
- * in /, so a path relative to where pair ran would not be found. 0 or
- * KS_EXIT_USAGE with the reason printed (@what names the option).
- */
-static int absolute_path(const char *what, const char *path, char **out)
-{
-	const char *slash = strrchr(path, '/'), *file = slash != NULL ? slash + 1 : path;
-	char *dir, *real;
-	int r;
-
-	*out = NULL;
-	if (*file == '\0' || strcmp(file, ".") == 0 || strcmp(file, "..") == 0)
-		return ks_die(KS_EXIT_USAGE, "%s %s: not a file name", what, path);
-	dir = slash == NULL ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
-	if (dir == NULL)
-		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	if ((real = realpath(dir, NULL)) == NULL) {
-		r = ks_die(KS_EXIT_USAGE, "%s %s: %s: %s", what, path, dir, strerror(errno));
-		free(dir);
-		return r;
-	}
-	free(dir);
-	r = asprintf(out, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", file) < 0 ? -1 : 0;
-	free(real);
-	if (r < 0) {
-		*out = NULL;
-		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	}
-	return 0;
-}
-
-/*
- * A version 1 state holds pair's paths as given, perhaps relative to the
- * directory pair ran in, which is not recorded. They are looked up from
- * the current directory (where version 1 looked), then from the state
- * file's directory and each of its parents: the first directory from which
- * every relative path exists is taken, and the paths made absolute with it.
- * 0 or KS_EXIT_USAGE, printed.
- */
-/* @base/@rel into *@out (malloc'd); "/" as @base gives "/@rel". 0 or -1 when out of memory. */
-static int join_path(const char *base, const char *rel, char **out)
-{
-	return asprintf(out, "%s/%s", strcmp(base, "/") == 0 ? "" : base, rel) < 0 ? -1 : 0;
-}
-
-static int resolve_old_paths(const char *state_path, struct state *s)
-{
-	char **paths[] = { &s->server_ca_file, &s->cert, &s->chain, &s->ca };
-	const size_t n = sizeof(paths) / sizeof(paths[0]);
-	char *state_real = NULL, *base = NULL, *cut;
-	int r, relative = 0, found = 0;
-
-	for (size_t i = 0; i < n; i++)
-		relative |= (*paths[i])[0] != '/';
-	if (!relative)
-		return 0;
-	if ((base = getcwd(NULL, 0)) == NULL)
-		return ks_die(KS_EXIT_USAGE, "the current directory: %s", strerror(errno));
-	state_real = realpath(state_path, NULL);
-	for (int candidate = 0; !found;) {
-		found = 1;
-		for (size_t i = 0; i < n && found; i++) {
-			char *p;
-
-			if ((*paths[i])[0] == '/')
-				continue;
-			if (join_path(base, *paths[i], &p) != 0) {
-				r = ks_die(KS_EXIT_INTERNAL, "out of memory");
-				goto out;
-			}
-			found = access(p, F_OK) == 0;
-			free(p);
-		}
-		if (found)
-			break;
-		/* Next: the state file's directory, then up to /. */
-		if (candidate++ == 0) {
-			free(base);
-			base = state_real != NULL ? strdup(state_real) : NULL;
-		}
-		if (base == NULL || strcmp(base, "/") == 0 || (cut = strrchr(base, '/')) == NULL)
-			break;
-		if (cut == base)
-			cut[1] = '\0';
-		else
-			*cut = '\0';
-	}
-	if (!found) {
-		r = ks_die(KS_EXIT_USAGE, "state %s (written by an earlier keysvc-ucl) names relative paths that "
-			   "exist neither from the current directory nor from the state file's directory or a "
-			   "parent: run renew once from the directory pair ran in, or make them absolute in it",
-			   state_path);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char *p;
-
-		if ((*paths[i])[0] == '/')
-			continue;
-		if (join_path(base, *paths[i], &p) != 0) {
-			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
-			goto out;
-		}
-		free(*paths[i]);
-		*paths[i] = p;
-	}
-	ks_say("state %s: its relative paths found from %s", state_path, base);
-	r = 0;
-out:
-	free(base);
-	free(state_real);
-	return r;
 }
 
 /* ---- the connector ---- */
@@ -584,7 +222,7 @@ static const char *key_type_of(const char *alg)
  * the anchors in messages.
  */
 static int sign_and_install(keysvc *ks, const struct ks_https_opts *h, const char *url, const char *token,
-			    const char *key, EVP_PKEY *pub, const char *subject, const struct state *st,
+			    const char *key, EVP_PKEY *pub, const char *subject, const struct ucl_state *st,
 			    STACK_OF(X509) *anchors, const char *what)
 {
 	struct keysvc_csr_params params;
@@ -710,7 +348,7 @@ out:
  * state file. A new id whose key already exists (another pairing's id of
  * the same base) is not taken. 0 or an exit code, printed.
  */
-static int pairing_start(const struct opts *o, keysvc *ks, const struct state *prior, struct state *st)
+static int pairing_start(const struct opts *o, keysvc *ks, const struct ucl_state *prior, struct ucl_state *st)
 {
 	char id[PAIRING_ID_LEN + 1], name[KEY_NAME_MAX + 1], *have = NULL;
 	int r, tries;
@@ -722,9 +360,9 @@ static int pairing_start(const struct opts *o, keysvc *ks, const struct state *p
 		return 0;
 	}
 	for (tries = 0;; tries++) {
-		if ((r = new_pairing_id(id)) != 0)
+		if ((r = ucl_new_pairing_id(id)) != 0)
 			return r;
-		key_name(name, o->key_base, id, 1);
+		ucl_key_name(name, o->key_base, id, 1);
 		r = keysvc_key_public(ks, name, NULL, &have);
 		free(have);
 		have = NULL;
@@ -739,10 +377,10 @@ static int pairing_start(const struct opts *o, keysvc *ks, const struct state *p
 	if ((st->pairing_id = strdup(id)) == NULL || (st->key = strdup(name)) == NULL)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
 	{
-		struct state unfinished = { .version = 2, .pairing_id = st->pairing_id, .key_base = st->key_base,
+		struct ucl_state unfinished = { .version = 2, .pairing_id = st->pairing_id, .key_base = st->key_base,
 					    .unfinished_key = st->key };
 
-		return state_save(o->state, &unfinished);
+		return ucl_state_save(o->state, &unfinished);
 	}
 }
 
@@ -751,7 +389,7 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	struct ucl_config conf;
-	struct state st, prior;
+	struct ucl_state st, prior;
 	char token[TOKEN_MAX], err[KS_CI_ERR_MAX], *body = NULL;
 	const char *type;
 	STACK_OF(X509) *issuer = NULL;
@@ -764,7 +402,7 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	memset(&st, 0, sizeof(st));
 	memset(&prior, 0, sizeof(prior));
 	if (access(o->state, F_OK) == 0) {
-		if ((r = state_load(o->state, &prior)) != 0)
+		if ((r = ucl_state_load(o->state, &prior)) != 0)
 			goto out;
 		if (prior.unfinished_key == NULL) {
 			r = ks_die(KS_EXIT_USAGE, "%s exists: already paired; use renew, or move the state away "
@@ -778,10 +416,10 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 			goto out;
 		}
 	}
-	if ((r = absolute_path("--cert", o->cert, &st.cert)) != 0 ||
-	    (r = absolute_path("--chain", o->chain, &st.chain)) != 0 ||
-	    (r = absolute_path("--ca-out", o->ca_out, &st.ca)) != 0 ||
-	    (r = absolute_path("--ca-file", o->ca_file, &st.server_ca_file)) != 0)
+	if ((r = ucl_absolute_path("--cert", o->cert, &st.cert)) != 0 ||
+	    (r = ucl_absolute_path("--chain", o->chain, &st.chain)) != 0 ||
+	    (r = ucl_absolute_path("--ca-out", o->ca_out, &st.ca)) != 0 ||
+	    (r = ucl_absolute_path("--ca-file", o->ca_file, &st.server_ca_file)) != 0)
 		goto out;
 	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
 		goto out;
@@ -831,7 +469,7 @@ static int cmd_pair(const struct opts *o, struct ks_renewal *rn)
 	if ((r = sign_and_install(ks, &h, o->connector_url, conf.token, st.key, pub, conf.subject, &st, issuer,
 				  o->issuer_ca)) != 0)
 		goto out;
-	r = state_save(o->state, &st);
+	r = ucl_state_save(o->state, &st);
 	if (r == 0)
 		ks_say("state kept in %s (pairing id %s)", o->state, st.pairing_id);
 out:
@@ -844,8 +482,8 @@ out:
 	EVP_PKEY_free(pub);
 	keysvc_close(ks);
 	ucl_config_free(&conf);
-	state_free(&st);
-	state_free(&prior);
+	ucl_state_free(&st);
+	ucl_state_free(&prior);
 	ks_https_response_free(&resp);
 	free(body);
 	return r;
@@ -856,19 +494,19 @@ out:
  * together (the key only when @ks is given); a version 1 state's relative
  * paths made absolute. 0 or an exit code, printed.
  */
-static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509 **cert)
+static int load_current(const struct opts *o, keysvc *ks, struct ucl_state *st, X509 **cert)
 {
 	char err[KS_CI_ERR_MAX], *text = NULL;
 	EVP_PKEY *pub = NULL;
 	size_t len;
 	int r;
 
-	if ((r = state_load(o->state, st)) != 0)
+	if ((r = ucl_state_load(o->state, st)) != 0)
 		return r;
 	if (st->unfinished_key != NULL)
 		return ks_die(KS_EXIT_USAGE, "state %s: the pairing did not finish (its key %s has no certificate): "
 			      "run pair again with a new token and this --state", o->state, st->unfinished_key);
-	if (st->version == 1 && (r = resolve_old_paths(o->state, st)) != 0)
+	if (st->version == 1 && (r = ucl_resolve_old_paths(o->state, st)) != 0)
 		return r;
 	if ((r = ks_ci_read_file(st->cert, &text, &len, err)) < 0 ||
 	    (r = ks_ci_parse_one(text, len, cert, err)) < 0) {
@@ -893,17 +531,17 @@ static int load_current(const struct opts *o, keysvc *ks, struct state *st, X509
  * stay as they are and are never deleted (another version 1 state of the
  * same base may name them). 0 or an exit code, printed.
  */
-static int migrate_old_state(const struct opts *o, struct state *st)
+static int migrate_old_state(const struct opts *o, struct ucl_state *st)
 {
 	char id[PAIRING_ID_LEN + 1];
 	int r;
 
-	if ((r = new_pairing_id(id)) != 0)
+	if ((r = ucl_new_pairing_id(id)) != 0)
 		return r;
 	if ((st->pairing_id = strdup(id)) == NULL)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
 	st->version = 2;
-	if ((r = state_save(o->state, st)) != 0)
+	if ((r = ucl_state_save(o->state, st)) != 0)
 		return r;
 	ks_say("state %s: written by an earlier keysvc-ucl; now with pairing id %s and absolute paths (its "
 	       "keys without the id are never deleted by keysvc-ucl)", o->state, id);
@@ -915,7 +553,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	struct ks_https_opts h;
 	struct ks_https_response resp;
 	struct ucl_config conf;
-	struct state st;
+	struct ucl_state st;
 	char err[KS_CI_ERR_MAX], key[KEY_NAME_MAX + 1], new_key[KEY_NAME_MAX + 1], uri[96], *body = NULL;
 	char *retire = NULL, installed_ca_what[256];
 	const char *type;
@@ -942,7 +580,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 			r = KS_EXIT_NOT_DUE;
 			goto out;
 		}
-		state_free(&st);
+		ucl_state_free(&st);
 		X509_free(current);
 		current = NULL;
 	}
@@ -978,7 +616,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	if (st.pairing_id == NULL && (r = migrate_old_state(o, &st)) != 0)
 		goto out;
 	/* Carries this pairing's id: if it exists, a failed renewal of this pairing made it. */
-	key_name(new_key, st.key_base, st.pairing_id, st.generation + 1);
+	ucl_key_name(new_key, st.key_base, st.pairing_id, st.generation + 1);
 	if ((r = make_key(ks, new_key, type, &pub)) != 0)
 		goto out;
 	if ((r = sign_and_install(ks, &h, st.mtls_url, NULL, new_key, pub, conf.subject, &st, installed_ca,
@@ -994,7 +632,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 			   "not: key %s is the certificate's key", new_key);
 		goto out;
 	}
-	if ((r = state_save(o->state, &st)) != 0) {
+	if ((r = ucl_state_save(o->state, &st)) != 0) {
 		ks_die(r, "the new certificate is installed but the state is not: key %s is the "
 		       "certificate's key", new_key);
 		goto out;
@@ -1003,7 +641,7 @@ static int cmd_renew(const struct opts *o, struct ks_renewal *rn)
 	 * Two generations back: no certificate on disk uses it any more. Only
 	 * a key with this pairing's id is surely named by no other state file.
 	 */
-	if (retire != NULL && !key_is_ours(&st, retire)) {
+	if (retire != NULL && !ucl_key_is_ours(&st, retire)) {
 		ks_say("kept the retired key %s: it has no pairing id (made by an earlier keysvc-ucl), so another "
 		       "state file may name it; delete it (keysvc delete %s) once none does", retire, retire);
 	} else if (retire != NULL) {
@@ -1025,7 +663,7 @@ out:
 	X509_free(current);
 	keysvc_close(ks);
 	ucl_config_free(&conf);
-	state_free(&st);
+	ucl_state_free(&st);
 	ks_https_response_free(&resp);
 	free(body);
 	return r;
@@ -1035,7 +673,7 @@ static int cmd_revoke(const struct opts *o)
 {
 	struct ks_https_opts h;
 	struct ks_https_response resp;
-	struct state st;
+	struct ucl_state st;
 	char err[KS_CI_ERR_MAX], uri[96], *body = NULL;
 	X509 *current = NULL;
 	keysvc *ks = NULL;
@@ -1066,7 +704,7 @@ static int cmd_revoke(const struct opts *o)
 out:
 	X509_free(current);
 	keysvc_close(ks);
-	state_free(&st);
+	ucl_state_free(&st);
 	ks_https_response_free(&resp);
 	free(body);
 	return r;
@@ -1075,8 +713,8 @@ out:
 /* What --json reports: the certificate and key of the state last read or written. */
 static int ran(struct ks_rc_run *run, int r)
 {
-	run->cert = result_cert[0] != '\0' ? result_cert : NULL;
-	run->key = result_key[0] != '\0' ? result_key : NULL;
+	run->cert = ucl_result_cert[0] != '\0' ? ucl_result_cert : NULL;
+	run->key = ucl_result_key[0] != '\0' ? ucl_result_key : NULL;
 	return r;
 }
 
@@ -1141,7 +779,7 @@ static int check(void *ctx, struct ks_rc_run *run)
 		if (o->token_file == NULL || o->ca_file == NULL || o->cert == NULL || o->chain == NULL ||
 		    o->ca_out == NULL)
 			return ks_die(KS_EXIT_USAGE, "pair needs --token-file, --ca-file, --cert, --chain and --ca-out");
-		if (!key_base_ok(o->key_base))
+		if (!ucl_key_base_ok(o->key_base))
 			return ks_die(KS_EXIT_USAGE, "--key-base: 1..%d of A-Z a-z 0-9 _ -", KEY_BASE_MAX);
 		if (o->when_due)
 			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
@@ -1153,7 +791,7 @@ static int check(void *ctx, struct ks_rc_run *run)
 		if (o->when_due && strcmp(cmd, "revoke") == 0)
 			return ks_die(KS_EXIT_USAGE, "--when-due is a renew option");
 	}
-	snprintf(result_cert, sizeof(result_cert), "%s", o->cert != NULL ? o->cert : "");
+	snprintf(ucl_result_cert, sizeof(ucl_result_cert), "%s", o->cert != NULL ? o->cert : "");
 	/* The state names the certificate (renew reads it from there): its lock stands for the certificate's. */
 	run->lock_path = o->state;
 	return ran(run, 0);

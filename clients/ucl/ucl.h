@@ -2,7 +2,7 @@
  * The Kyma / UCL Connector's GraphQL protocol, the parts that need no
  * network: the documents sent, the answers parsed, the key algorithms
  * mapped to keysvc key types, the subject compared, the renewal rule.
- * keysvc-ucl.c does the I/O; these are unit-tested alone.
+ * keysvc-ucl.c and ucl_state.c do the I/O; these are unit-tested alone.
  */
 #ifndef KEYSVC_CLIENTS_UCL_H
 #define KEYSVC_CLIENTS_UCL_H

@@ -1,0 +1,66 @@
+/*
+ * What dispatch.c (the operations and the request loop) and
+ * dispatch_reply.c (the answer: wire errors, messages, encoding) share.
+ * Not for other modules: they see only keysvc/dispatch.h.
+ */
+#ifndef KEYSVC_DISPATCH_INTERNAL_H
+#define KEYSVC_DISPATCH_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "keysvc/audit.h"
+#include "keysvc/policy.h"
+#include "pkcs11/token.h"
+
+#define KS_ID_MAX 64
+#define KS_MESSAGE_MAX 256
+
+struct ks_ctx {
+	struct ks_token *token;
+	struct ks_audit *audit;
+	pthread_mutex_t policy_lock;
+	struct ks_policy *policy;
+	size_t response_max;       /* KS_FRAME_MAX; smaller only in tests */
+	size_t list_max;           /* KS_LIST_MAX; smaller only in tests */
+};
+
+/* What one request produced: a result object or an error. */
+struct ks_reply {
+	json_t *result;            /* fields for a success response */
+	int err;                   /* negative errno when result is NULL */
+	const char *wire;          /* overrides ks_wire_error(err) when set */
+	const char *outcome;       /* set by ks_reply_encode(): "ok" or the error sent */
+	char message[KS_MESSAGE_MAX];
+};
+
+/*
+ * Make @rep an error @err with a printf message (cut to KS_MESSAGE_MAX,
+ * then made valid UTF-8, since it may quote client text). Returns @err.
+ */
+int ks_reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ks_reply_error() with the message for an error of the token layer, naming @key. */
+int ks_reply_token_error(struct ks_reply *rep, int err, const char *key);
+
+/* Make @result (taken over) the answer; NULL (failed allocation) answers -ENOMEM. 0 or -ENOMEM. */
+int ks_reply_set_result(struct ks_reply *rep, json_t *result);
+
+/* 1 when @id is a request id the protocol allows (string of 1..KS_ID_MAX bytes or integer 0..2^53-1). */
+int ks_reply_id_valid(json_t *id);
+
+/*
+ * Encode the answer for @rep with @id into *@resp (malloc'd, *@resp_len
+ * bytes, at most ctx->response_max) and set rep->outcome to what the
+ * client is told: "ok" or the wire error name. A reply that cannot be
+ * encoded is answered with a fixed frame instead, never by dropping the
+ * connection. 0, or -ENOMEM when not even the fixed frame can be copied.
+ */
+int ks_reply_encode(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
+		    uint8_t **resp, size_t *resp_len);
+
+#endif
