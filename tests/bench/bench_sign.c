@@ -1137,7 +1137,8 @@ static void *mem_main(void *arg)
 	return NULL;
 }
 
-static void memory_check(long idle_kib)
+/* Returns the growth after the first 10% over its 1024 KiB budget (at most 1.00 passes). */
+static double memory_check(long idle_kib)
 {
 	static const long marks[] = { 1000, 10000, 25000, 50000, 75000, 100000 };
 	struct mem_worker w[2];
@@ -1184,6 +1185,41 @@ static void memory_check(long idle_kib)
 	       "request %ld to %ld: %s (no growth: at most 1024 KiB after the first 10%%).\n",
 	       done, now() - t0, last - idle_kib, last - base, base_at, done,
 	       last - base <= 1024 ? "PASS" : "MISS");
+	return (double)(last - base) / 1024.0;
+}
+
+/*
+ * The last lines of the run, one per target of issue 8 and cell:
+ * "target NAME RATIO PASS|MISS" (a memory growth is given as a share of
+ * its budget, where at most 1.00 passes). Cells a way did not run are
+ * left out.
+ */
+static void print_target_lines(struct cell_result (*res)[MAX_CELLS], double mem_ratio)
+{
+	static const struct {
+		int way;
+		const char *against;
+	} bases[] = { { W_INPROC, "inproc" }, { W_P11KIT, "p11kit" }, { W_P11KIT_ONE, "p11kit-one" } };
+
+	printf("\n");
+	for (size_t k = 0; k < NKEYS; k++) {
+		for (int c = 0; c < opt_nclients && opt_key[k]; c++) {
+			const struct cell_result *r = &res[k][c];
+
+			for (size_t b = 0; b < sizeof(bases) / sizeof(bases[0]); b++) {
+				double target = bases[b].way == W_INPROC ? keys[k].target_inproc :
+						keys[k].target_p11kit;
+				double ratio = r->rate[W_KEYSVCD] / r->rate[bases[b].way];
+
+				if (isnan(ratio) || isinf(ratio))
+					continue;
+				printf("target sign-%s-vs-%s-%dc %.2f %s\n", keys[k].type, bases[b].against,
+				       opt_clients[c], ratio, ratio >= target ? "PASS" : "MISS");
+			}
+		}
+	}
+	if (!isnan(mem_ratio))
+		printf("target memory-growth %.2f %s\n", mem_ratio, mem_ratio <= 1.0 ? "PASS" : "MISS");
 }
 
 /* ---- set-up ---------------------------------------------------------------- */
@@ -1267,6 +1303,7 @@ int main(void)
 	char policy[256];
 	keysvc *ks;
 	long idle_kib;
+	double mem_ratio = NAN;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_env();
@@ -1395,9 +1432,10 @@ int main(void)
 	}
 	csr_latency();
 	if (opt_mem_requests > 0)
-		memory_check(idle_kib);
+		mem_ratio = memory_check(idle_kib);
 	printf("\nkeysvcd pool: %s sessions; log level notice; %ld KiB VmRSS at the end.\n",
 	       opt_sessions != NULL ? opt_sessions : "default (16)", vm_rss_kib(d.pid));
+	print_target_lines(res, mem_ratio);
 
 	if (p11kit_one != NULL) {
 		p11kit_one->C_Finalize(NULL);
