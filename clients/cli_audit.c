@@ -17,7 +17,7 @@
 
 #include "clients/cli_cmd.h"
 #include "clients/common/cliutil.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"

@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"
 
 /* Options before the command; set once in main(). */

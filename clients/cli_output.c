@@ -18,7 +18,7 @@
 
 #include "clients/cli_cmd.h"
 #include "clients/common/cliutil.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 
 /* Print @o (reference taken) as one line of JSON on stdout. */

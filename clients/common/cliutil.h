@@ -13,7 +13,7 @@
 #include <openssl/x509.h>
 
 #include "clients/https/https.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 
 /*

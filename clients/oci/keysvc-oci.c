@@ -46,7 +46,7 @@
 #include "clients/common/push.h"
 #include "clients/common/renewcli.h"
 #include "clients/https/https.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/oci_cmd.h"
 #include "clients/oci/ocirun.h"

@@ -12,7 +12,7 @@
 #include <openssl/x509.h>
 
 #include "clients/common/renewcli.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/ocisign.h"
 

@@ -22,7 +22,7 @@
 
 #include "clients/common/cliutil.h"
 #include "clients/https/https.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/oci_cmd.h"
 #include "clients/oci/ocirun.h"

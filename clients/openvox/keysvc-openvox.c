@@ -37,7 +37,7 @@
 #include "clients/common/push.h"
 #include "clients/common/renewcli.h"
 #include "clients/https/https.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/openvox/openvox.h"
 
 struct opts {

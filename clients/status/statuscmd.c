@@ -21,7 +21,7 @@
 #include "clients/common/cliutil.h"
 #include "clients/common/inventory.h"
 #include "clients/common/served.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
 

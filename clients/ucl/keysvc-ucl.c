@@ -46,7 +46,7 @@
 #include "clients/common/push.h"
 #include "clients/common/renewcli.h"
 #include "clients/https/https.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "clients/ucl/ucl.h"
 #include "clients/ucl/ucl_state.h"
 

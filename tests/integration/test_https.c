@@ -36,7 +36,7 @@
 
 #include "clients/https/https.h"
 #include "clients/provider/provider.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "tests/common/daemon.h"
 
 #define OK_BODY "hello from the test server"

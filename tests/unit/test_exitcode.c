@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "clients/common/cliutil.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 
 static void test_numbers(void **state)

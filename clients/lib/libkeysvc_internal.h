@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/json.h"
 
 #define KEYSVC_EXPORT __attribute__((visibility("default")))

@@ -4,7 +4,7 @@
  * through libks_transact() (libkeysvc.c) and reads the result with a
  * schema of its own.
  */
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -25,7 +25,7 @@
 #include "proto/json.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
-#include "clients/libkeysvc_internal.h"
+#include "clients/lib/libkeysvc_internal.h"
 
 /* ---- hello ---- */
 

@@ -12,7 +12,7 @@
  * and the exchange; the operations are libkeysvc_ops.c
  * (libkeysvc_internal.h).
  */
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -33,7 +33,7 @@
 #include "proto/json.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
-#include "clients/libkeysvc_internal.h"
+#include "clients/lib/libkeysvc_internal.h"
 
 static const struct {
 	const char *name;
