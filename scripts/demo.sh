@@ -19,13 +19,13 @@ if [ ! -f "$build/build.ninja" ]; then
 	meson setup "$build" "$top" >/dev/null
 fi
 # Only what the demo runs; the test programs are built by scripts/test.sh.
-targets=(keysvc/keysvcd clients/keysvc softhsm-conf/ks-token-init clients/provider/keysvc.so
+targets=(keysvc/keysvcd clients/cli/keysvc softhsm-conf/ks-token-init clients/provider/keysvc.so
 	clients/openvox/keysvc-openvox tests/ca/fake-openvox-ca)
 ninja -C "$build" "${targets[@]}" >/dev/null || ninja -C "$build" "${targets[@]}"
 
 export KS_SOURCE_ROOT=$top
 export KS_KEYSVCD=$build/keysvc/keysvcd
-export KS_KEYSVC_CLI=$build/clients/keysvc
+export KS_KEYSVC_CLI=$build/clients/cli/keysvc
 export KS_TOKEN_INIT=$build/softhsm-conf/ks-token-init
 . "$top/tests/integration/harness.sh"
 
@@ -134,7 +134,7 @@ done
 echo "the audit log shows the handshake signatures made by keysvcd (intent, then outcome):"
 grep '"sign"' "$dir/audit.log" | tail -n 2
 echo "and its hash chain is intact:"
-"$build/clients/keysvc" audit-verify "$dir/audit.log"
+"$build/clients/cli/keysvc" audit-verify "$dir/audit.log"
 
 step "The token holds the keys (the private halves never left it)"
 ks_cli list

@@ -25,7 +25,7 @@
 #include <openssl/evp.h>
 
 #include "clients/common/cliutil.h"
-#include "clients/cli_cmd.h"
+#include "clients/cli/cli_cmd.h"
 #include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"

@@ -5,8 +5,8 @@
  * holds audit-verify. Functions returning an exit code (KS_EXIT_*) have
  * already reported the error (stderr, and stdout with --json).
  */
-#ifndef KEYSVC_CLIENTS_CLI_CMD_H
-#define KEYSVC_CLIENTS_CLI_CMD_H
+#ifndef KEYSVC_CLIENTS_CLI_CLI_CMD_H
+#define KEYSVC_CLIENTS_CLI_CLI_CMD_H
 
 #include <limits.h>
 #include <stddef.h>
