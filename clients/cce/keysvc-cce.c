@@ -25,9 +25,9 @@
 #include <openssl/crypto.h>
 
 #include "clients/cce/cce.h"
-#include "clients/common/cliutil.h"
-#include "clients/common/renewcli.h"
-#include "clients/https/https.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/renewcli.h"
+#include "clients/renew/https/https.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
 /* Huawei documents X-Auth-Token values of up to 16384 bytes (a token with

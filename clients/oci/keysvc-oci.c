@@ -40,12 +40,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "clients/common/certinstall.h"
-#include "clients/common/certlock.h"
-#include "clients/common/cliutil.h"
-#include "clients/common/push.h"
-#include "clients/common/renewcli.h"
-#include "clients/https/https.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/common/certlock.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/push.h"
+#include "clients/renew/common/renewcli.h"
+#include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/oci_cmd.h"

@@ -1,7 +1,7 @@
 /*
  * What the keysvc-oci command files share: the parsed options and one
  * entry point per command. keysvc-oci.c parses the options (on the
- * renewal skeleton clients/common/renewcli.h) and runs sign-request and
+ * renewal skeleton clients/renew/common/renewcli.h) and runs sign-request and
  * status; oci_renew.c holds renew, oci_rebootstrap.c rebootstrap.
  */
 #ifndef KEYSVC_OCI_CMD_H
@@ -11,7 +11,7 @@
 
 #include <openssl/x509.h>
 
-#include "clients/common/renewcli.h"
+#include "clients/renew/common/renewcli.h"
 #include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/ocisign.h"

@@ -20,8 +20,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "clients/common/cliutil.h"
-#include "clients/https/https.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
 #include "clients/oci/oci.h"
 #include "clients/oci/oci_cmd.h"

@@ -14,8 +14,8 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
-#include "clients/common/certinstall.h"
-#include "clients/common/cliutil.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/common/cliutil.h"
 #include "clients/ucl/ucl.h"
 #include "clients/ucl/ucl_state.h"
 

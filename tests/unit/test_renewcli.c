@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "clients/common/cliutil.h"
-#include "clients/common/renewcli.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/renewcli.h"
 #include "proto/exitcode.h"
 
 struct test_opts {

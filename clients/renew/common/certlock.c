@@ -1,5 +1,5 @@
 /* One renewal at a time per managed certificate (certlock.h). */
-#include "clients/common/certlock.h"
+#include "clients/renew/common/certlock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clients/common/cliutil.h"
+#include "clients/renew/common/cliutil.h"
 
 #define RETRY_NS (100L * 1000 * 1000)
 

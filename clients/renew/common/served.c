@@ -1,4 +1,4 @@
-#include "clients/common/served.h"
+#include "clients/renew/common/served.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -13,7 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "clients/common/certinstall.h"
+#include "clients/renew/common/certinstall.h"
 
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

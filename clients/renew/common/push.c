@@ -1,4 +1,4 @@
-#include "clients/common/push.h"
+#include "clients/renew/common/push.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,10 +13,10 @@
 
 #include <openssl/x509.h>
 
-#include "clients/common/certinstall.h"
-#include "clients/common/cliutil.h"
-#include "clients/common/inventory.h"
-#include "clients/common/served.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/inventory.h"
+#include "clients/renew/common/served.h"
 
 static long long now_ms(void)
 {

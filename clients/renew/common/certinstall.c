@@ -1,4 +1,4 @@
-#include "clients/common/certinstall.h"
+#include "clients/renew/common/certinstall.h"
 
 #include <errno.h>
 #include <fcntl.h>

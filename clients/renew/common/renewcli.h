@@ -19,7 +19,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
-#include "clients/common/push.h"
+#include "clients/renew/common/push.h"
 
 /* Which common options a client takes (struct ks_rc_client.common). */
 enum {

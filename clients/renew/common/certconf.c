@@ -1,4 +1,4 @@
-#include "clients/common/certconf.h"
+#include "clients/renew/common/certconf.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -10,8 +10,8 @@
 
 #include <jansson.h>
 
-#include "clients/common/certinstall.h"
-#include "clients/common/inventory.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/common/inventory.h"
 
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -1,13 +1,13 @@
-#include "clients/common/renewcli.h"
+#include "clients/renew/common/renewcli.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clients/common/certlock.h"
-#include "clients/common/cliutil.h"
-#include "clients/https/https.h"
+#include "clients/renew/common/certlock.h"
+#include "clients/renew/common/cliutil.h"
+#include "clients/renew/https/https.h"
 #include "proto/exitcode.h"
 
 enum {

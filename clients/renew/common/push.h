@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-#include "clients/common/certconf.h"
+#include "clients/renew/common/certconf.h"
 
 #define KS_PUSH_REASON_MAX 300
 

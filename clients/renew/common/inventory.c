@@ -1,4 +1,4 @@
-#include "clients/common/inventory.h"
+#include "clients/renew/common/inventory.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "clients/common/certinstall.h"
+#include "clients/renew/common/certinstall.h"
 
 #define INV_VERSION 1
 

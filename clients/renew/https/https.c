@@ -3,7 +3,7 @@
  * key put into curl's SSL_CTX by hand so that it can come from OSSL_STORE
  * (and so from keysvcd through the keysvc provider).
  */
-#include "clients/https/https.h"
+#include "clients/renew/https/https.h"
 
 #include <errno.h>
 #include <pthread.h>

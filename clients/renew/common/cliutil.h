@@ -12,7 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include "clients/https/https.h"
+#include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 

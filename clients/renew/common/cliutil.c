@@ -1,4 +1,4 @@
-#include "clients/common/cliutil.h"
+#include "clients/renew/common/cliutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "clients/common/certinstall.h"
+#include "clients/renew/common/certinstall.h"
 #include "proto/utf8.h"
 #include "clients/provider/provider.h"
 
