@@ -28,7 +28,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "keysvc/keysvc.h"
-#include "clients/oci/ocisign.h"
+#include "clients/renew/oci/ocisign.h"
 #include "tests/common/daemon.h"
 #include "tests/oci/oci_test_vectors.h"
 

@@ -21,7 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "clients/renew/common/certinstall.h"
-#include "clients/openvox/openvox.h"
+#include "clients/renew/openvox/openvox.h"
 
 static EVP_PKEY *ec_key(void)
 {

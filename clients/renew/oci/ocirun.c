@@ -1,4 +1,4 @@
-#include "clients/oci/ocirun.h"
+#include "clients/renew/oci/ocirun.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -34,10 +34,10 @@
 #include "clients/renew/common/push.h"
 #include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
-#include "clients/oci/oci.h"
-#include "clients/oci/oci_cmd.h"
-#include "clients/oci/ocirun.h"
-#include "clients/oci/ocisign.h"
+#include "clients/renew/oci/oci.h"
+#include "clients/renew/oci/oci_cmd.h"
+#include "clients/renew/oci/ocirun.h"
+#include "clients/renew/oci/ocisign.h"
 #include "clients/status/status.h"
 
 #define MAX_SANS 100

@@ -1,4 +1,4 @@
-#include "clients/oci/ocisign.h"
+#include "clients/renew/oci/ocisign.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -13,8 +13,8 @@
 
 #include "clients/renew/common/renewcli.h"
 #include "keysvc/keysvc.h"
-#include "clients/oci/oci.h"
-#include "clients/oci/ocisign.h"
+#include "clients/renew/oci/oci.h"
+#include "clients/renew/oci/ocisign.h"
 
 struct oci_opts {
 	struct ks_rc_opts c;

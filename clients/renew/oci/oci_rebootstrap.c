@@ -23,9 +23,9 @@
 #include "clients/renew/common/cliutil.h"
 #include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
-#include "clients/oci/oci.h"
-#include "clients/oci/oci_cmd.h"
-#include "clients/oci/ocirun.h"
+#include "clients/renew/oci/oci.h"
+#include "clients/renew/oci/oci_cmd.h"
+#include "clients/renew/oci/ocirun.h"
 
 /* ---- rebootstrap ---- */
 

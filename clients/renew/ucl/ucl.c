@@ -1,4 +1,4 @@
-#include "clients/ucl/ucl.h"
+#include "clients/renew/ucl/ucl.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -47,8 +47,8 @@
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
-#include "clients/ucl/ucl.h"
-#include "clients/ucl/ucl_state.h"
+#include "clients/renew/ucl/ucl.h"
+#include "clients/renew/ucl/ucl_state.h"
 
 #define TOKEN_MAX 4096
 

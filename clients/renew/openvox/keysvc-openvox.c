@@ -38,7 +38,7 @@
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
-#include "clients/openvox/openvox.h"
+#include "clients/renew/openvox/openvox.h"
 
 struct opts {
 	struct ks_rc_opts c;

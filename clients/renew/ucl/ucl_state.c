@@ -16,8 +16,8 @@
 
 #include "clients/renew/common/certinstall.h"
 #include "clients/renew/common/cliutil.h"
-#include "clients/ucl/ucl.h"
-#include "clients/ucl/ucl_state.h"
+#include "clients/renew/ucl/ucl.h"
+#include "clients/renew/ucl/ucl_state.h"
 
 int ucl_key_base_ok(const char *s)
 {

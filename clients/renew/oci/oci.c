@@ -1,4 +1,4 @@
-#include "clients/oci/oci.h"
+#include "clients/renew/oci/oci.h"
 
 #include <errno.h>
 #include <fcntl.h>

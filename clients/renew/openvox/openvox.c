@@ -1,4 +1,4 @@
-#include "clients/openvox/openvox.h"
+#include "clients/renew/openvox/openvox.h"
 
 #include <stdio.h>
 #include <stdlib.h>
