@@ -25,7 +25,9 @@
 #include <openssl/crypto.h>
 
 #include "clients/cce/cce.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
+#include "clients/renew/common/clihttps.h"
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"
 

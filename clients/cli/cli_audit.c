@@ -16,7 +16,6 @@
 #include <jansson.h>
 
 #include "clients/cli/cli_cmd.h"
-#include "clients/renew/common/cliutil.h"
 #include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"

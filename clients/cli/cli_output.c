@@ -17,7 +17,7 @@
 #include <jansson.h>
 
 #include "clients/cli/cli_cmd.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 

@@ -24,7 +24,6 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "clients/renew/common/cliutil.h"
 #include "clients/cli/cli_cmd.h"
 #include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"

@@ -18,7 +18,8 @@
 
 #include "clients/renew/common/certconf.h"
 #include "clients/renew/common/certinstall.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
 #include "clients/renew/common/inventory.h"
 #include "clients/renew/common/served.h"
 #include "keysvc/keysvc.h"

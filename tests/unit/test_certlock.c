@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "clients/renew/common/certlock.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
 
 static char dir[64];
 static char cert[128];

@@ -1,6 +1,6 @@
 /*
  * proto/exitcode: the one exit-code table of every keysvc program, and
- * the exit code for each libkeysvc error (clients/renew/common/cliutil.h).
+ * the exit code for each libkeysvc error (clients/renew/common/clikeysvc.h).
  * The numbers are an interface (scripts, systemd units): this pins them.
  */
 #include <setjmp.h>
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 

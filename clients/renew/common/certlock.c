@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
 
 #define RETRY_NS (100L * 1000 * 1000)
 

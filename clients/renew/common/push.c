@@ -14,7 +14,7 @@
 #include <openssl/x509.h>
 
 #include "clients/renew/common/certinstall.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
 #include "clients/renew/common/inventory.h"
 #include "clients/renew/common/served.h"
 

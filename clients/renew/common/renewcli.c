@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "clients/renew/common/certlock.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
 #include "clients/renew/https/https.h"
+#include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 
 enum {

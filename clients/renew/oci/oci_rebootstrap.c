@@ -20,7 +20,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/clihttps.h"
 #include "clients/renew/https/https.h"
 #include "keysvc/keysvc.h"
 #include "clients/renew/oci/oci.h"

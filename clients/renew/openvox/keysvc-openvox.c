@@ -33,7 +33,10 @@
 
 #include "clients/renew/common/certinstall.h"
 #include "clients/renew/common/certlock.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
+#include "clients/renew/common/clihttps.h"
+#include "clients/renew/common/clikeysvc.h"
 #include "clients/renew/common/push.h"
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"

@@ -15,7 +15,7 @@
 #include <openssl/rand.h>
 
 #include "clients/renew/common/certinstall.h"
-#include "clients/renew/common/cliutil.h"
+#include "clients/renew/common/climsg.h"
 #include "clients/renew/ucl/ucl.h"
 #include "clients/renew/ucl/ucl_state.h"
 
