@@ -47,7 +47,7 @@ int ks_open_keysvc(const char *socket, keysvc **ks)
 	return 0;
 }
 
-int ks_token_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok)
+int ks_cli_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok)
 {
 	char *pem = NULL, err[KS_CI_ERR_MAX];
 	int r = keysvc_key_public(ks, name, &pem, NULL);

@@ -37,9 +37,11 @@ void ks_connect_error_text(char *buf, size_t len, const char *socket, int r, int
 int ks_open_keysvc(const char *socket, keysvc **ks);
 
 /*
- * Key @name's public key from keysvcd. 0; -1 (nothing printed) if there is
- * no such key and @missing_ok; else an exit code with the reason printed.
+ * Key @name's public key from keysvcd (named apart from pkcs11/token.h's
+ * ks_token_public_key(), which reads the token itself). 0; -1 (nothing
+ * printed) if there is no such key and @missing_ok; else an exit code with
+ * the reason printed.
  */
-int ks_token_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok);
+int ks_cli_public_key(keysvc *ks, const char *name, EVP_PKEY **pub, int missing_ok);
 
 #endif

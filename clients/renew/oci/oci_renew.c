@@ -277,7 +277,7 @@ static int renew_once(const struct oci_opts *o, X509 *current)
 	memset(&sans, 0, sizeof(sans));
 	if ((r = ks_open_keysvc(o->c.socket, &ks)) != 0)
 		goto out;
-	if ((r = ks_token_public_key(ks, o->key, &pub, 0)) != 0)
+	if ((r = ks_cli_public_key(ks, o->key, &pub, 0)) != 0)
 		goto out;
 	if (EVP_PKEY_eq(X509_get0_pubkey(current), pub) != 1) {
 		r = ks_die(KS_EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);

@@ -429,7 +429,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	int r;
 
 	memset(&resp, 0, sizeof(resp));
-	r = ks_token_public_key(ks, key, &pub, 1);
+	r = ks_cli_public_key(ks, key, &pub, 1);
 	if (r > 0)
 		return r;
 	if (r < 0) {
@@ -441,7 +441,7 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 			return ks_die(ks_exit_for_keysvc(r), "generating key %s (%s): %s: %s", key, o->key_type,
 				   keysvc_strerror(r), keysvc_error_message(ks));
 		ks_say("generated key %s (%s) in the token", key, o->key_type);
-		if ((r = ks_token_public_key(ks, key, &pub, 0)) != 0)
+		if ((r = ks_cli_public_key(ks, key, &pub, 0)) != 0)
 			return r;
 	} else {
 		ks_say("using key %s from the token", key);
@@ -606,7 +606,7 @@ static int cmd_renew(void *ctx, struct ks_rc_run *run)
 		goto out;
 	}
 
-	if ((r = ks_token_public_key(ks, o->key, &pub, 0)) != 0)
+	if ((r = ks_cli_public_key(ks, o->key, &pub, 0)) != 0)
 		goto out;
 	if (EVP_PKEY_eq(X509_get0_pubkey(current), pub) != 1) {
 		r = ks_die(KS_EXIT_USAGE, "%s is not a certificate for key %s", o->cert, o->key);

@@ -196,7 +196,7 @@ static int make_key(keysvc *ks, const char *name, const char *type, EVP_PKEY **p
 	} else if (r != KEYSVC_OK) {
 		return ks_die(ks_exit_for_keysvc(r), "key %s: %s: %s", name, keysvc_strerror(r), keysvc_error_message(ks));
 	}
-	return ks_token_public_key(ks, name, pub, 0);
+	return ks_cli_public_key(ks, name, pub, 0);
 }
 
 /* keysvc's key type for the connector's @alg, or NULL with the reason printed. */
@@ -519,7 +519,7 @@ static int load_current(const struct opts *o, keysvc *ks, struct ucl_state *st, 
 	free(text);
 	if (ks == NULL)
 		return 0;
-	if ((r = ks_token_public_key(ks, st->key, &pub, 0)) != 0)
+	if ((r = ks_cli_public_key(ks, st->key, &pub, 0)) != 0)
 		return r;
 	r = EVP_PKEY_eq(X509_get0_pubkey(*cert), pub) == 1 ? 0 :
 	    ks_die(KS_EXIT_USAGE, "%s is not a certificate for the current key %s", st->cert, st->key);
