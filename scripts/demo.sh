@@ -19,13 +19,13 @@ if [ ! -f "$build/build.ninja" ]; then
 	meson setup "$build" "$top" >/dev/null
 fi
 # Only what the demo runs; the test programs are built by scripts/test.sh.
-targets=(keysvc/keysvcd clients/keysvc softhsm-conf/ks-token-init clients/provider/keysvc.so
-	clients/openvox/keysvc-openvox tests/ca/fake-openvox-ca)
+targets=(keysvc/keysvcd clients/cli/keysvc softhsm-conf/ks-token-init clients/provider/keysvc.so
+	clients/renew/openvox/keysvc-openvox tests/ca/fake-openvox-ca)
 ninja -C "$build" "${targets[@]}" >/dev/null || ninja -C "$build" "${targets[@]}"
 
 export KS_SOURCE_ROOT=$top
 export KS_KEYSVCD=$build/keysvc/keysvcd
-export KS_KEYSVC_CLI=$build/clients/keysvc
+export KS_KEYSVC_CLI=$build/clients/cli/keysvc
 export KS_TOKEN_INIT=$build/softhsm-conf/ks-token-init
 . "$top/tests/integration/harness.sh"
 
@@ -115,14 +115,14 @@ echo "CA at $server"
 export OPENSSL_MODULES=$build/clients/provider
 
 step "keysvc-openvox enroll: key in the token, CSR, PUT certificate_request, certificate checked and installed"
-"$build/clients/openvox/keysvc-openvox" enroll --server "$server" --socket "$KS_SOCKET" \
+"$build/clients/renew/openvox/keysvc-openvox" enroll --server "$server" --socket "$KS_SOCKET" \
 	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
 	--cert "$dir/certs/agent1.pem" --crl-out "$dir/certs/crl.pem" --inventory "$dir/inventory"
 openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
 
 step "keysvc-openvox renew: POST certificate_renewal over mutual TLS, the TLS key in the token"
 sleep 1   # so that the renewed certificate ends later, to the second
-"$build/clients/openvox/keysvc-openvox" renew --server "$server" --socket "$KS_SOCKET" \
+"$build/clients/renew/openvox/keysvc-openvox" renew --server "$server" --socket "$KS_SOCKET" \
 	--certname agent1.example.org --key agent1 --ca-file "$dir/openvox-ca/ca.pem" \
 	--cert "$dir/certs/agent1.pem" --inventory "$dir/inventory"
 openssl verify -CAfile "$dir/openvox-ca/ca.pem" "$dir/certs/agent1.pem"
@@ -134,7 +134,7 @@ done
 echo "the audit log shows the handshake signatures made by keysvcd (intent, then outcome):"
 grep '"sign"' "$dir/audit.log" | tail -n 2
 echo "and its hash chain is intact:"
-"$build/clients/keysvc" audit-verify "$dir/audit.log"
+"$build/clients/cli/keysvc" audit-verify "$dir/audit.log"
 
 step "The token holds the keys (the private halves never left it)"
 ks_cli list

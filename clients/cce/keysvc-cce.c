@@ -25,9 +25,11 @@
 #include <openssl/crypto.h>
 
 #include "clients/cce/cce.h"
-#include "clients/common/cliutil.h"
-#include "clients/common/renewcli.h"
-#include "clients/https/https.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
+#include "clients/renew/common/clihttps.h"
+#include "clients/renew/common/renewcli.h"
+#include "clients/renew/https/https.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
 /* Huawei documents X-Auth-Token values of up to 16384 bytes (a token with

@@ -22,7 +22,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 
 #define KSP_NAME_MAX 64
 #define KSP_URI_SCHEME "keysvc:"

@@ -29,8 +29,8 @@
 
 #include <openssl/x509.h>
 
-#include "clients/common/certconf.h"
-#include "clients/common/inventory.h"
+#include "clients/renew/common/certconf.h"
+#include "clients/renew/common/inventory.h"
 #include "proto/exitcode.h"
 
 #define KS_STATUS_ERR_MAX 512

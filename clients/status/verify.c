@@ -20,12 +20,13 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-#include "clients/common/certconf.h"
-#include "clients/common/certinstall.h"
-#include "clients/common/cliutil.h"
-#include "clients/common/inventory.h"
-#include "clients/common/served.h"
-#include "clients/keysvc.h"
+#include "clients/renew/common/certconf.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/cliopt.h"
+#include "clients/renew/common/inventory.h"
+#include "clients/renew/common/served.h"
+#include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
 

@@ -85,7 +85,7 @@
 #include <openssl/rand.h>
 #include <p11-kit/pkcs11.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/buf.h"
 #include "proto/frame.h"
 #include "tests/common/daemon.h"

@@ -27,7 +27,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "tests/common/daemon.h"
 
 #define MAX_ROUNDS 15

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "clients/common/certinstall.h"
+#include "clients/renew/common/certinstall.h"
 
 int main(int argc, char **argv)
 {

@@ -1,5 +1,5 @@
 /*
- * The HTTPS helper (clients/https/https.h) end to end: a real keysvcd on a
+ * The HTTPS helper (clients/renew/https/https.h) end to end: a real keysvcd on a
  * private SoftHSM token holds the client keys; the keysvc provider signs
  * the TLS handshakes with them; a throwaway CA made here issues the
  * certificates; a small OpenSSL server on 127.0.0.1 in a thread of this
@@ -34,9 +34,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "clients/https/https.h"
+#include "clients/renew/https/https.h"
 #include "clients/provider/provider.h"
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "tests/common/daemon.h"
 
 #define OK_BODY "hello from the test server"

@@ -45,7 +45,9 @@ if [ "${1:-}" = --pid1 ]; then
 	usermod -a -G keysvc ksmember
 	install -m 0755 "$KS_KEYSVCD" /usr/sbin/keysvcd
 	install -d -m 0755 /usr/local/libexec/keysvc-live
-	install -m 0755 "$KS_KEYSVC_CLI" "$(dirname "$KS_KEYSVC_CLI")/libkeysvc.so.1" /usr/local/libexec/keysvc-live/
+	# The build tree's layout (clients/cli/, clients/lib/), so the CLI's RUNPATH $ORIGIN/../lib finds libkeysvc.
+	install -D -m 0755 "$KS_KEYSVC_CLI" /usr/local/libexec/keysvc-live/cli/keysvc
+	install -D -m 0755 "$KS_BUILD_ROOT/clients/lib/libkeysvc.so.1" /usr/local/libexec/keysvc-live/lib/libkeysvc.so.1
 	install -m 0755 "$KS_FAULTP11" /usr/local/libexec/keysvc-live/faultp11.so
 	install -m 0644 "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.service" \
 		"$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.socket" /usr/lib/systemd/system/
@@ -151,7 +153,7 @@ fi
 
 in_ns() { nsenter --target "$ns_pid" --mount --pid --uts --ipc -- "$@"; }
 ctl() { in_ns systemctl "$@"; }
-cli() { in_ns /usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock "$@"; }
+cli() { in_ns /usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock "$@"; }
 as_user() { # as_user USER COMMAND...: with USER's uid, gid and groups
 	local uid gid
 	uid=$(in_ns id -u "$1") && gid=$(in_ns id -g "$1") || return 1
@@ -229,9 +231,9 @@ journal_lacks() { ! in_ns journalctl --no-pager | grep -qF -- "$1"; }
 check "the journal never shows the PIN" journal_lacks "$pin"
 
 run_exit 7 "" "a user outside group keysvc cannot connect (socket mode)" as_user nobody \
-	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello
+	/usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock hello
 run_exit 8 "denied" "a member of group keysvc without a policy grant is denied" as_user ksmember \
-	/usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock list
+	/usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock list
 
 check "systemctl reload" ctl reload keysvcd.service
 check "after reload: active, same process" \
@@ -269,7 +271,7 @@ marker_lacks_pin() { ! in_ns grep -q 00000000wrong /var/lib/keysvc/pin-rejected;
 check "... without the PIN in it" marker_lacks_pin
 # Clients knock: each connection re-triggers keysvcd through the socket.
 for _ in 1 2 3 4 5 6 7 8; do
-	in_ns timeout 10 /usr/local/libexec/keysvc-live/keysvc --socket /run/keysvc/keysvc.sock hello >/dev/null 2>&1
+	in_ns timeout 10 /usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock hello >/dev/null 2>&1
 done
 socket_gave_up() { [ "$(ctl is-active keysvcd.socket) $(prop Result keysvcd.socket)" = "failed service-start-limit-hit" ]; }
 check "after the start limit the socket stops re-triggering (failed, service-start-limit-hit)" \

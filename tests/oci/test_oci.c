@@ -21,8 +21,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "clients/oci/oci.h"
-#include "clients/oci/ocirun.h"
+#include "clients/renew/oci/oci.h"
+#include "clients/renew/oci/ocirun.h"
 
 #define T0 1767225600   /* 2026-01-01T00:00:00Z */
 

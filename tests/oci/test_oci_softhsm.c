@@ -27,8 +27,8 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
-#include "clients/keysvc.h"
-#include "clients/oci/ocisign.h"
+#include "keysvc/keysvc.h"
+#include "clients/renew/oci/ocisign.h"
 #include "tests/common/daemon.h"
 #include "tests/oci/oci_test_vectors.h"
 

@@ -18,7 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "clients/oci/ocisign.h"
+#include "clients/renew/oci/ocisign.h"
 #include "tests/oci/oci_test_vectors.h"
 
 static EVP_PKEY *test_key;

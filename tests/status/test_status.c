@@ -23,9 +23,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "clients/common/certconf.h"
-#include "clients/common/inventory.h"
-#include "clients/common/push.h"
+#include "clients/renew/common/certconf.h"
+#include "clients/renew/common/inventory.h"
+#include "clients/renew/common/push.h"
 #include "clients/status/status.h"
 
 #define DAY 86400LL

@@ -20,8 +20,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "clients/common/certinstall.h"
-#include "clients/openvox/openvox.h"
+#include "clients/renew/common/certinstall.h"
+#include "clients/renew/openvox/openvox.h"
 
 static EVP_PKEY *ec_key(void)
 {

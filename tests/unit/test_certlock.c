@@ -22,8 +22,8 @@
 
 #include <cmocka.h>
 
-#include "clients/common/certlock.h"
-#include "clients/common/cliutil.h"
+#include "clients/renew/common/certlock.h"
+#include "clients/renew/common/climsg.h"
 
 static char dir[64];
 static char cert[128];

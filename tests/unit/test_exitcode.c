@@ -1,6 +1,6 @@
 /*
  * proto/exitcode: the one exit-code table of every keysvc program, and
- * the exit code for each libkeysvc error (clients/common/cliutil.h).
+ * the exit code for each libkeysvc error (clients/renew/common/clikeysvc.h).
  * The numbers are an interface (scripts, systemd units): this pins them.
  */
 #include <setjmp.h>
@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "clients/common/cliutil.h"
-#include "clients/keysvc.h"
+#include "clients/renew/common/clikeysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 
 static void test_numbers(void **state)

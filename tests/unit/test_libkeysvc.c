@@ -30,7 +30,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "clients/keysvc.h"
+#include "keysvc/keysvc.h"
 #include "proto/frame.h"
 
 /* What the fake daemon does with one request. */

@@ -15,9 +15,10 @@
 
 #include <cmocka.h>
 
-#include "clients/common/cliutil.h"
-#include "clients/common/renewcli.h"
+#include "clients/renew/common/climsg.h"
+#include "clients/renew/common/renewcli.h"
 #include "proto/exitcode.h"
+#include "keysvc/keysvc.h"
 
 struct test_opts {
 	struct ks_rc_opts c;

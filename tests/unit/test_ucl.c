@@ -13,7 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include "clients/ucl/ucl.h"
+#include "clients/renew/ucl/ucl.h"
 #include "proto/b64.h"
 
 static const char *query_of(const char *body, json_t **root)
