@@ -22,25 +22,21 @@
 
 /* ---- public keys ------------------------------------------------------------ */
 
-static int rsa_pkey(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len,
-		    EVP_PKEY **out)
+/*
+ * The public key of @type ("RSA", "EC") from the parameters in @bld,
+ * which is freed. 0 or -EIO (logged).
+ */
+static int pkey_from_params(const char *type, OSSL_PARAM_BLD *bld, EVP_PKEY **out)
 {
-	OSSL_PARAM_BLD *bld = NULL;
 	OSSL_PARAM *params = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
-	BIGNUM *bn = NULL, *be = NULL;
 	int r = -EIO;
 
-	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
-	    (bn = BN_bin2bn(n, (int)n_len, NULL)) == NULL ||
-	    (be = BN_bin2bn(e, (int)e_len, NULL)) == NULL ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) ||
-	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL ||
+	if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL)) == NULL ||
 	    EVP_PKEY_fromdata_init(ctx) != 1 ||
 	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-		ks_err("cannot build an RSA public key from the token's attributes");
+		ks_err("cannot build an %s public key from the token's attributes", type);
 		goto out;
 	}
 	r = 0;
@@ -48,6 +44,27 @@ out:
 	EVP_PKEY_CTX_free(ctx);
 	OSSL_PARAM_free(params);
 	OSSL_PARAM_BLD_free(bld);
+	return r;
+}
+
+static int rsa_pkey(const uint8_t *n, size_t n_len, const uint8_t *e, size_t e_len,
+		    EVP_PKEY **out)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	BIGNUM *bn = NULL, *be = NULL;
+	int r = -EIO;
+
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    (bn = BN_bin2bn(n, (int)n_len, NULL)) == NULL ||
+	    (be = BN_bin2bn(e, (int)e_len, NULL)) == NULL ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be)) {
+		ks_err("cannot build an RSA public key from the token's attributes");
+		OSSL_PARAM_BLD_free(bld);
+		goto out;
+	}
+	r = pkey_from_params("RSA", bld, out);
+out:
 	BN_free(bn);
 	BN_free(be);
 	return r;
@@ -86,9 +103,6 @@ static int ec_pkey(enum ks_key_type type, const uint8_t *point, size_t len, EVP_
 	size_t raw_len = 1 + 2 * ((ks_key_type_bits(type) + 7) / 8);
 	const char *group = ks_key_type_group(type);
 	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *ctx = NULL;
-	int r = -EIO;
 
 	if (group == NULL || ec_point_unwrap(&point, &len, raw_len) != 0) {
 		ks_err("unexpected CKA_EC_POINT encoding (%zu bytes)", len);
@@ -96,20 +110,12 @@ static int ec_pkey(enum ks_key_type type, const uint8_t *point, size_t len, EVP_
 	}
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
-	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, len) ||
-	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
-	    EVP_PKEY_fromdata_init(ctx) != 1 ||
-	    EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, len)) {
 		ks_err("cannot build an EC public key from the token's attributes");
-		goto out;
+		OSSL_PARAM_BLD_free(bld);
+		return -EIO;
 	}
-	r = 0;
-out:
-	EVP_PKEY_CTX_free(ctx);
-	OSSL_PARAM_free(params);
-	OSSL_PARAM_BLD_free(bld);
-	return r;
+	return pkey_from_params("EC", bld, out);
 }
 
 /*

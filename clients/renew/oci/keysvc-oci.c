@@ -216,6 +216,19 @@ static int read_body(const char *path, char **out, size_t *len)
 	return 0;
 }
 
+/* @obj (taken over; NULL: out of memory) on stdout, indented. 0 or the exit code, printed. */
+static int print_json(json_t *obj)
+{
+	char *text = obj != NULL ? json_dumps(obj, JSON_PRESERVE_ORDER | JSON_INDENT(2)) : NULL;
+
+	json_decref(obj);
+	if (text == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	puts(text);
+	free(text);
+	return 0;
+}
+
 static int cmd_sign_request(const struct oci_opts *o)
 {
 	struct oci_request rq = { .method = o->method, .url = o->url, .date = o->date,
@@ -240,7 +253,6 @@ static int cmd_sign_request(const struct oci_opts *o)
 	h = (const char *const *)s.header_lines;
 	if (o->c.json) {
 		json_t *obj = json_object();
-		char *text;
 
 		for (size_t i = 0; obj != NULL && h[i] != NULL; i++) {
 			const char *colon = strchr(h[i], ':');
@@ -249,14 +261,8 @@ static int cmd_sign_request(const struct oci_opts *o)
 			snprintf(name, sizeof(name), "%.*s", (int)(colon - h[i]), h[i]);
 			json_object_set_new(obj, name, json_string(colon + 2));
 		}
-		text = obj != NULL ? json_dumps(obj, JSON_PRESERVE_ORDER | JSON_INDENT(2)) : NULL;
-		json_decref(obj);
-		if (text == NULL) {
-			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		if ((r = print_json(obj)) != 0)
 			goto out;
-		}
-		puts(text);
-		free(text);
 	} else {
 		for (size_t i = 0; h[i] != NULL; i++)
 			puts(h[i]);
@@ -361,15 +367,8 @@ static int cmd_status(const struct oci_opts *o)
 					"renewal_due", renew, "expires", expires,
 					"renew_after_days", (json_int_t)(o->renew_after_s / OCI_DAY),
 					"lifetime_days", (json_int_t)(o->lifetime_s / OCI_DAY));
-		char *text = obj != NULL ? json_dumps(obj, JSON_PRESERVE_ORDER | JSON_INDENT(2)) : NULL;
-
-		json_decref(obj);
-		if (text == NULL) {
-			r = ks_die(KS_EXIT_INTERNAL, "out of memory");
+		if ((r = print_json(obj)) != 0)
 			goto out;
-		}
-		puts(text);
-		free(text);
 	} else {
 		printf("certificate:  %s\n", o->cert);
 		printf("subject:      %s\n", subject != NULL ? subject : "?");
