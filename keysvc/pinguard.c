@@ -16,6 +16,7 @@
 
 #include "keysvc/config.h"
 #include "pkcs11/token.h"
+#include "proto/file.h"
 #include "proto/log.h"
 
 #define GUARD_KEY_LEN 32
@@ -66,40 +67,25 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* A file of ours in the state directory: regular, ours, 0600 or stricter, at most @max bytes. */
-static int read_own_file(const char *path, uint8_t *buf, size_t max, size_t *len)
+static int own_file(int fd, const struct stat *st, void *arg)
 {
-	struct stat st;
-	size_t got = 0;
-	int fd, r;
+	(void)fd;
+	(void)arg;
+	return st->st_uid != geteuid() || (st->st_mode & 077) != 0 ? -EACCES : 0;
+}
 
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
-		return errno == ELOOP ? -EACCES : -errno;
-	r = -EACCES;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-	    (st.st_mode & 077) != 0)
-		goto out;
-	r = -EINVAL;
-	if (st.st_size < 0 || (size_t)st.st_size > max)
-		goto out;
-	while (got < max) {
-		ssize_t n = read(fd, buf + got, max - got);
+/*
+ * A file of ours in the state directory: regular, ours, 0600 or stricter,
+ * at most @max bytes, into @buf of @max + 1 (NUL-terminated). -EACCES if it
+ * is not such a file, -EINVAL if it is longer.
+ */
+static int read_own_file(const char *path, void *buf, size_t max, size_t *len)
+{
+	int r = ks_file_read_buf(path, KS_FILE_NOFOLLOW | KS_FILE_NONBLOCK, own_file, NULL, buf, max, len);
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	*len = got;
-	r = 0;
-out:
-	close(fd);
-	return r;
+	if (r == -ELOOP || r == -EISDIR || r == -EBADFD)
+		return -EACCES;
+	return r == -EFBIG ? -EINVAL : r;
 }
 
 /*
@@ -111,6 +97,7 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], int create, cha
 		    size_t err_len)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
+	uint8_t raw[GUARD_KEY_LEN + 1];   /* and the NUL the reader adds */
 	size_t len = 0;
 	int fd, r;
 
@@ -119,7 +106,10 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], int create, cha
 		snprintf(err, err_len, "state_dir %s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
-	r = read_own_file(path, key, GUARD_KEY_LEN, &len);
+	r = read_own_file(path, raw, GUARD_KEY_LEN, &len);
+	if (r == 0 && len == GUARD_KEY_LEN)
+		memcpy(key, raw, GUARD_KEY_LEN);
+	explicit_bzero(raw, sizeof(raw));
 	if (r == 0 && len == GUARD_KEY_LEN)
 		return 0;
 	if (r != -ENOENT) {
@@ -278,7 +268,7 @@ static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char 
 	}
 	g->armed = 1;
 
-	r = read_own_file(g->marker, (uint8_t *)text, MARKER_MAX, &len);
+	r = read_own_file(g->marker, text, MARKER_MAX, &len);
 	if (r == -ENOENT) {
 		r = 0;
 		goto out;
