@@ -18,6 +18,8 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include "proto/file.h"
+
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, int r, const char *fmt, ...)
@@ -133,53 +135,25 @@ out:
 
 int ks_ci_read_file(const char *path, char **out, size_t *len, char *err)
 {
-	struct stat st;
-	char *buf = NULL;
-	size_t n = 0;
-	int fd, r;
+	uint8_t *data;
+	int r;
 
 	*out = NULL;
 	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return fail(err, -errno, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		r = fail(err, -EINVAL, "%s: not a regular file", path);
-		goto out;
+	switch ((r = ks_file_read(path, KS_CI_PEM_MAX, 0, NULL, NULL, &data, len))) {
+	case 0:
+		*out = (char *)data;
+		return 0;
+	case -EISDIR:
+	case -EBADFD:
+		return fail(err, -EINVAL, "%s: not a regular file", path);
+	case -EFBIG:
+		return fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
+	case -ENOMEM:
+		return fail(err, r, "out of memory");
+	default:
+		return fail(err, r, "%s: %s", path, strerror(-r));
 	}
-	if ((size_t)st.st_size > KS_CI_PEM_MAX) {
-		r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
-		goto out;
-	}
-	if ((buf = malloc(KS_CI_PEM_MAX + 1)) == NULL) {
-		r = fail(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	for (;;) {
-		ssize_t got = read(fd, buf + n, KS_CI_PEM_MAX + 1 - n);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			r = fail(err, -errno, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-		if (n > KS_CI_PEM_MAX) {
-			r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
-			goto out;
-		}
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	buf = NULL;
-	r = 0;
-out:
-	free(buf);
-	close(fd);
-	return r;
 }
 
 int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err)
