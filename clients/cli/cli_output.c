@@ -20,6 +20,7 @@
 #include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
+#include "proto/file.h"
 
 /* Print @o (reference taken) as one line of JSON on stdout. */
 void cli_print_json(json_t *o)
@@ -94,63 +95,17 @@ int cli_unknown_command(const struct cli_global *g, const char *name)
 int cli_read_input(const struct cli_global *g, const char *path, size_t max, uint8_t **data,
 		      size_t *len)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t got = 0;
-	ssize_t n = 0;
-	int fd, e;
+	int r;
 
-	*data = NULL;
-	*len = 0;
 	if (strcmp(path, "-") == 0)
-		fd = STDIN_FILENO;
-	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		e = errno;
-		goto err;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		e = EISDIR;
-		goto err;
-	}
-	if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if ((buf = malloc(max + 2)) == NULL) {
-		e = ENOMEM;
-		goto err;
-	}
-	while (got <= max) {
-		n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	if (n < 0) {
-		e = errno;
-		goto err;
-	}
-	if (got > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if (fd != STDIN_FILENO)
-		close(fd);
-	buf[got] = '\0';
-	*data = buf;
-	*len = got;
-	return KS_EXIT_OK;
-err:
-	free(buf);
-	if (fd != STDIN_FILENO)
-		close(fd);
-	if (e == EFBIG)
+		r = ks_file_read_fd(STDIN_FILENO, max, KS_FILE_ANY_TYPE, NULL, NULL, data, len);
+	else
+		r = ks_file_read(path, max, KS_FILE_ANY_TYPE, NULL, NULL, data, len);
+	if (r == 0)
+		return KS_EXIT_OK;
+	if (r == -EFBIG)
 		return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
-	return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(e));
+	return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(-r));
 }
 
 int cli_out_open(const struct cli_global *g, struct cli_outfile *o, const char *path)
