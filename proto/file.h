@@ -57,6 +57,14 @@
 typedef int ks_file_check_fn(int fd, const struct stat *st, void *arg);
 
 /*
+ * A check that refuses nothing and copies the file's stat into @arg (a
+ * struct stat, zeroed by the caller): its size or age for a message, and
+ * st_mode != 0 tells that open and fstat succeeded, so that a failure is
+ * the contents' and not the path's.
+ */
+int ks_file_keep_stat(int fd, const struct stat *st, void *arg);
+
+/*
  * Read all of @path, at most @max bytes, into a new buffer *@out (malloc'd,
  * NUL-terminated; free(), or ks_freezero(*@out, *@len + 1) with
  * KS_FILE_WIPE) of *@len bytes. @check may be NULL. Returns 0 or:

@@ -254,8 +254,9 @@ static int check_mode(int fd, const struct stat *st, void *arg)
 
 static void test_read_check(void **state)
 {
-	char path[PATH_MAX], buf[8];
+	char path[PATH_MAX], missing[PATH_MAX], buf[8];
 	struct seen s = { 0, 0, -EACCES };
+	struct stat st;
 	uint8_t *got;
 	size_t len;
 
@@ -272,6 +273,19 @@ static void test_read_check(void **state)
 	assert_int_equal(ks_file_read_buf(path, 0, check_mode, &s, buf, sizeof(buf) - 1, &len), 0);
 	assert_int_equal(len, 6);
 	assert_string_equal(buf, "secret");
+	/* The stock check: the stat, once open and fstat succeeded. */
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(ks_file_read(path, 10, 0, ks_file_keep_stat, &st, &got, &len), 0);
+	assert_int_equal(st.st_size, 6);
+	assert_true(S_ISREG(st.st_mode));
+	free(got);
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(ks_file_read(path, 5, 0, ks_file_keep_stat, &st, &got, &len), -EFBIG);
+	assert_int_not_equal(st.st_mode, 0);
+	path_of(missing, sizeof(missing), "missing");
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(ks_file_read(missing, 10, 0, ks_file_keep_stat, &st, &got, &len), -ENOENT);
+	assert_int_equal(st.st_mode, 0);
 	/* Not a regular file: refused before the check. */
 	assert_int_equal(ks_file_read(dir, 10, 0, check_mode, &s, &got, &len), -EISDIR);
 	assert_int_equal(s.calls, 3);
