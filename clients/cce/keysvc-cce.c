@@ -151,14 +151,6 @@ static int read_token(const char *path, char *token, size_t len)
 	return r;
 }
 
-/* The size the file had when it was opened, for the message that refuses it. */
-static int custom_size(int fd, const struct stat *st, void *arg)
-{
-	(void)fd;
-	*(long long *)arg = (long long)st->st_size;
-	return 0;
-}
-
 /*
  * A custom file, at most CCE_CUSTOM_FILE_MAX bytes: the size is checked
  * before reading, and again while reading in case the file grows. The
@@ -167,7 +159,7 @@ static int custom_size(int fd, const struct stat *st, void *arg)
 static int read_custom(const char *opt, const char *path, uint8_t **out, size_t *out_len)
 {
 	uint8_t *buf = OPENSSL_malloc(CCE_CUSTOM_FILE_MAX + 1);
-	long long size = -1;
+	struct stat st = { 0 };
 	size_t have = 0;
 	int r;
 
@@ -175,14 +167,14 @@ static int read_custom(const char *opt, const char *path, uint8_t **out, size_t 
 	*out_len = 0;
 	if (buf == NULL)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	r = ks_file_read_buf(path, 0, custom_size, &size, buf, CCE_CUSTOM_FILE_MAX, &have);
+	r = ks_file_read_buf(path, 0, ks_file_keep_stat, &st, buf, CCE_CUSTOM_FILE_MAX, &have);
 	if (r == -EISDIR || r == -EBADFD) {
 		r = ks_die(KS_EXIT_USAGE, "%s %s: not a regular file", opt, path);
 		goto out;
 	}
-	if (r == -EFBIG && size > (long long)CCE_CUSTOM_FILE_MAX) {
-		r = ks_die(KS_EXIT_USAGE, "%s %s: %lld bytes, over CCE's limit of %zu (1 MiB)", opt, path, size,
-			   CCE_CUSTOM_FILE_MAX);
+	if (r == -EFBIG && (size_t)st.st_size > CCE_CUSTOM_FILE_MAX) {
+		r = ks_die(KS_EXIT_USAGE, "%s %s: %lld bytes, over CCE's limit of %zu (1 MiB)", opt, path,
+			   (long long)st.st_size, CCE_CUSTOM_FILE_MAX);
 		goto out;
 	}
 	if (r == -EFBIG) {

@@ -176,26 +176,18 @@ int oci_keysvc_sign(keysvc *ks, const char *key, const char *key_id, const struc
 
 /* ---- sign-request ---- */
 
-/* Runs once the file is open: what fails before it is the path's fault, what fails after it the contents'. */
-static int body_opened(int fd, const struct stat *st, void *arg)
-{
-	(void)fd;
-	(void)st;
-	*(int *)arg = 1;
-	return 0;
-}
-
 static int read_body(const char *path, char **out, size_t *len)
 {
+	struct stat st = { 0 };
 	uint8_t *data;
-	int opened = 0, r;
+	int r;
 
 	*out = NULL;
-	r = ks_file_read(path, BODY_FILE_MAX, KS_FILE_ANY_TYPE, body_opened, &opened, &data, len);
+	r = ks_file_read(path, BODY_FILE_MAX, KS_FILE_ANY_TYPE, ks_file_keep_stat, &st, &data, len);
 	if (r == -ENOMEM)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	/* A directory opens, and fails at the first read. */
-	if (r < 0 && !opened && r != -EISDIR)
+	/* What fails before the file is open is the path's fault (a directory opens, and fails at the first read). */
+	if (r < 0 && st.st_mode == 0 && r != -EISDIR)
 		return ks_die(KS_EXIT_USAGE, "--body-file %s: %s", path, strerror(-r));
 	if (r < 0)
 		return ks_die(KS_EXIT_USAGE, "--body-file %s: unreadable or over %zu bytes", path, BODY_FILE_MAX);

@@ -216,26 +216,10 @@ static int read_state(struct bundle *b, const char *cmd, long timeout_ms, char *
 	return 0;
 }
 
-/* What the token zip's file was when it was opened: its age goes into the warning and the support bundle. */
-struct zip_stat {
-	int opened;
-	struct stat st;
-};
-
-static int zip_opened(int fd, const struct stat *st, void *arg)
-{
-	struct zip_stat *z = arg;
-
-	(void)fd;
-	z->opened = 1;
-	z->st = *st;
-	return 0;
-}
-
 int oci_cmd_rebootstrap(const struct oci_opts *o)
 {
 	struct bundle b = { 0 };
-	struct zip_stat zs = { 0 };
+	struct stat zst = { 0 };   /* its age goes into the warning and the support bundle */
 	unsigned char *zip = NULL, *form = NULL, md[32], rnd[12];
 	char err[256], rps[512], zip_info[512], boundary[64], ctype[128], state[64], hex[65];
 	const char *fname;
@@ -262,14 +246,14 @@ int oci_cmd_rebootstrap(const struct oci_opts *o)
 		return ks_die(KS_EXIT_USAGE, "--infrastructure-id: an OCID");
 
 	/* The zip: a regular file, readable, small, really a zip. */
-	r = ks_file_read(o->token_zip, OCI_TOKEN_ZIP_MAX, KS_FILE_WIPE, zip_opened, &zs, &zip, &zip_len);
+	r = ks_file_read(o->token_zip, OCI_TOKEN_ZIP_MAX, KS_FILE_WIPE, ks_file_keep_stat, &zst, &zip, &zip_len);
 	if (r == -EISDIR || r == -EBADFD || r == -EFBIG) {
 		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: not a regular file of at most %zu bytes", o->token_zip,
 			   OCI_TOKEN_ZIP_MAX);
 		goto out;
 	}
 	if (r < 0) {
-		r = zs.opened ? ks_die(KS_EXIT_USAGE, "--token-zip %s: cannot read it", o->token_zip) :
+		r = zst.st_mode != 0 ? ks_die(KS_EXIT_USAGE, "--token-zip %s: cannot read it", o->token_zip) :
 				ks_die(KS_EXIT_USAGE, "--token-zip %s: %s", o->token_zip, strerror(-r));
 		goto out;
 	}
@@ -277,14 +261,14 @@ int oci_cmd_rebootstrap(const struct oci_opts *o)
 		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: %s", o->token_zip, err);
 		goto out;
 	}
-	if (o->now - zs.st.st_mtime > o->session_max_age_s)
+	if (o->now - zst.st_mtime > o->session_max_age_s)
 		ks_die(0, "warning: %s is %ld minutes old; the exported session expires after 60 minutes: "
 		       "if the calls fail, authenticate and export it again (steps 1 to 3)", o->token_zip,
-		       (long)((o->now - zs.st.st_mtime) / 60));
+		       (long)((o->now - zst.st_mtime) / 60));
 	EVP_Digest(zip, zip_len, md, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	oci_rfc3339(zs.st.st_mtime, err, sizeof(err));
+	oci_rfc3339(zst.st_mtime, err, sizeof(err));
 	snprintf(zip_info, sizeof(zip_info), "%s (%zu bytes, modified %s, sha256 %s)", o->token_zip, zip_len, err,
 		 hex);
 	fname = strrchr(o->token_zip, '/') != NULL ? strrchr(o->token_zip, '/') + 1 : o->token_zip;
