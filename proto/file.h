@@ -37,7 +37,11 @@
 /* Flags of the readers. */
 /* O_NOFOLLOW: a symbolic link as the last component is refused with -ELOOP. */
 #define KS_FILE_NOFOLLOW 0x1u
-/* O_NONBLOCK on open, so that a FIFO put at the path cannot block; it is then refused as no regular file. */
+/*
+ * O_NONBLOCK on open, so that a FIFO put at the path cannot block; it is
+ * then refused as no regular file (with KS_FILE_ANY_TYPE a FIFO without
+ * data fails with -EAGAIN instead).
+ */
 #define KS_FILE_NONBLOCK 0x2u
 /* Pipes, terminals and devices are read too, with the same bound (a directory never is). */
 #define KS_FILE_ANY_TYPE 0x4u
