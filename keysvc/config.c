@@ -12,6 +12,7 @@
 
 #include "keysvc/pinguard.h"
 #include "pkcs11/token.h"
+#include "proto/file.h"
 #include "proto/json.h"
 #include "proto/log.h"
 
@@ -177,52 +178,30 @@ static int dup_opt(const char *s, char **out)
 static int read_file_bounded(const char *path, char **data, size_t *len,
 			     char *err, size_t err_len)
 {
-	struct stat st;
-	ssize_t n;
-	size_t got = 0;
-	char *buf = NULL;
-	int fd, r;
+	uint8_t *buf;
+	int r;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
-		snprintf(err, err_len, "config %s: %s", path,
-			 errno == ELOOP ? "is a symbolic link" : strerror(errno));
-		if (r == -ELOOP)
-			r = -EACCES;
+	r = ks_file_read(path, KS_CONFIG_MAX, KS_FILE_NOFOLLOW | KS_FILE_NONBLOCK, NULL, NULL, &buf, len);
+	switch (r) {
+	case 0:
+		*data = (char *)buf;
+		return 0;
+	case -ELOOP:
+		snprintf(err, err_len, "config %s: is a symbolic link", path);
+		return -EACCES;
+	case -EISDIR:
+	case -EBADFD:
+		snprintf(err, err_len, "config %s: not a regular file", path);
+		return -EINVAL;
+	case -EFBIG:
+		snprintf(err, err_len, "config %s: larger than %d bytes", path, KS_CONFIG_MAX);
+		return -EINVAL;
+	case -ENOMEM:
+		return r;
+	default:
+		snprintf(err, err_len, "config %s: %s", path, strerror(-r));
 		return r;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, err_len, "config %s: not a regular file", path);
-		r = -EINVAL;
-		goto out;
-	}
-	if (st.st_size > KS_CONFIG_MAX) {
-		snprintf(err, err_len, "config %s: larger than %d bytes", path, KS_CONFIG_MAX);
-		r = -EINVAL;
-		goto out;
-	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	buf[got] = '\0';
-	*data = buf;
-	*len = got;
-	buf = NULL;
-	r = 0;
-out:
-	free(buf);
-	close(fd);
-	return r;
 }
 
 static int parse_mode(const char *s, mode_t *mode)

@@ -14,6 +14,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "proto/utf8.h"
+
 #define KS_DN_INPUT_MAX 4096   /* the wire schema's limit for "subject" */
 #define KS_DN_VALUE_MAX 256
 #define KS_DN_MAX_AVAS 64
@@ -45,45 +47,6 @@ static int is_alpha(unsigned char c)
 static int is_digit(unsigned char c)
 {
 	return c >= '0' && c <= '9';
-}
-
-/* Well-formed UTF-8 only: no overlong forms, surrogates or code points past U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned char c = s[i];
-		size_t n;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		for (size_t k = 1; k <= n; k++) {
-			if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return 0;
-		i += n + 1;
-	}
-	return 1;
 }
 
 /* X.680 PrintableString. */
@@ -293,7 +256,7 @@ static int parse_value(const char *s, size_t *pos, struct ava *a, const char **e
 		*err = "subject: a value contains NUL";
 		return -EINVAL;
 	}
-	if (!utf8_valid(a->value, a->len)) {
+	if (!ks_utf8_valid(a->value, a->len)) {
 		*err = "subject: a value is not valid UTF-8";
 		return -EINVAL;
 	}
@@ -693,7 +656,7 @@ static int add_attrs(X509_REQ *req, const struct ks_csr_params *p, const char **
 		}
 		if (strcmp(t, "utf8") == 0) {
 			type = V_ASN1_UTF8STRING;
-			ok = utf8_valid((const unsigned char *)a->value, len);
+			ok = ks_utf8_valid(a->value, len);
 		} else if (strcmp(t, "printable") == 0) {
 			type = V_ASN1_PRINTABLESTRING;
 			ok = all_printable((const unsigned char *)a->value, len);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "keysvc/config.h"
+#include "proto/file.h"
 #include "proto/secmem.h"
 
 /*
@@ -104,68 +105,71 @@ static int check_credential_file(int fd, const struct stat *st, const char *path
 	return 0;
 }
 
+/* The PIN file's owner and mode, checked on the open file before a byte of it is read. */
+struct pin_check {
+	const char *path;
+	int credential;
+	char *err;
+	size_t err_len;
+	int refused;          /* @err says why */
+};
+
+static int check_pin_file(int fd, const struct stat *st, void *arg)
+{
+	struct pin_check *c = arg;
+	int r = 0;
+
+	if (c->credential) {
+		r = check_credential_file(fd, st, c->path, c->err, c->err_len);
+	} else if (st->st_uid != geteuid()) {
+		snprintf(c->err, c->err_len, "PIN file %s: owned by uid %u, must be owned by uid %u",
+			 c->path, (unsigned)st->st_uid, (unsigned)geteuid());
+		r = -EACCES;
+	} else if (st->st_mode & 077) {
+		snprintf(c->err, c->err_len, "PIN file %s: mode %03o, must be 0600 or 0400",
+			 c->path, (unsigned)(st->st_mode & 0777));
+		r = -EACCES;
+	}
+	c->refused = r != 0;
+	return r;
+}
+
 static int pin_read_file(const char *path, int credential, char **pin, size_t *pin_len,
 			 char *err, size_t err_len)
 {
-	struct stat st;
+	struct pin_check c = { path, credential, err, err_len, 0 };
 	char *buf = NULL;
 	size_t got = 0;
-	ssize_t n;
-	int fd, r;
+	int too_long, r;
 
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		r = -errno;
+	if ((buf = ks_secmem_alloc(PIN_BUF_SIZE)) == NULL)
+		return -ENOMEM;
+	r = ks_file_read_buf(path, KS_FILE_NOFOLLOW | KS_FILE_NONBLOCK, check_pin_file, &c, buf,
+			     PIN_READ_MAX, &got);
+	if (r < 0 && c.refused)
+		goto out;
+	if (r == -ELOOP || r == -EISDIR || r == -EBADFD) {
 		snprintf(err, err_len, "PIN file %s: %s", path,
-			 errno == ELOOP ? "is a symbolic link" : strerror(errno));
-		if (r == -ELOOP)
-			r = -EACCES;
-		return r;
-	}
-	r = -EACCES;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, err_len, "PIN file %s: not a regular file", path);
+			 r == -ELOOP ? "is a symbolic link" : "not a regular file");
+		r = -EACCES;
 		goto out;
 	}
-	if (credential) {
-		if ((r = check_credential_file(fd, &st, path, err, err_len)) != 0)
-			goto out;
-	} else if (st.st_uid != geteuid()) {
-		snprintf(err, err_len, "PIN file %s: owned by uid %u, must be owned by uid %u",
-			 path, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (r < 0 && r != -EFBIG) {
+		snprintf(err, err_len, "PIN file %s: %s", path, strerror(-r));
 		goto out;
-	} else if (st.st_mode & 077) {
-		snprintf(err, err_len, "PIN file %s: mode %03o, must be 0600 or 0400",
-			 path, (unsigned)(st.st_mode & 0777));
-		goto out;
-	}
-	if ((buf = ks_secmem_alloc(PIN_BUF_SIZE)) == NULL) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < PIN_READ_MAX) {
-		n = read(fd, buf + got, PIN_READ_MAX - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			snprintf(err, err_len, "PIN file %s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
 	}
 	if (got > 0 && buf[got - 1] == '\n')
 		got--;
 	if (got > 0 && buf[got - 1] == '\r')
 		got--;
+	/* Longer than the longest PIN file: too long, whatever the rest says. */
+	too_long = r == -EFBIG;
 	r = -EINVAL;
-	if (got == 0) {
+	if (got == 0 && !too_long) {
 		snprintf(err, err_len, "PIN file %s: empty", path);
 		goto out;
 	}
-	if (got > KS_PIN_MAX) {
+	if (too_long || got > KS_PIN_MAX) {
 		snprintf(err, err_len, "PIN file %s: longer than %d bytes", path, KS_PIN_MAX);
 		goto out;
 	}
@@ -180,7 +184,6 @@ static int pin_read_file(const char *path, int credential, char **pin, size_t *p
 	r = 0;
 out:
 	ks_secmem_free(buf, PIN_BUF_SIZE);
-	close(fd);
 	return r;
 }
 

@@ -16,6 +16,7 @@
 
 #include "keysvc/config.h"
 #include "pkcs11/token.h"
+#include "proto/file.h"
 #include "proto/log.h"
 
 #define GUARD_KEY_LEN 32
@@ -29,77 +30,25 @@ static int path_in(char *out, size_t out_len, const char *dir, const char *name)
 	return n > 0 && (size_t)n < out_len ? 0 : -ENAMETOOLONG;
 }
 
-/* A temporary name next to @name, this process's own (two keysvcd may start at once). */
-static int tmp_name(char *out, size_t out_len, const char *dir, const char *name)
+static int own_file(int fd, const struct stat *st, void *arg)
 {
-	int n = snprintf(out, out_len, "%s/.%s.%ld", dir, name, (long)getpid());
-
-	return n > 0 && (size_t)n < out_len ? 0 : -ENAMETOOLONG;
+	(void)fd;
+	(void)arg;
+	return st->st_uid != geteuid() || (st->st_mode & 077) != 0 ? -EACCES : 0;
 }
 
-static int fsync_dir(const char *dir)
+/*
+ * A file of ours in the state directory: regular, ours, 0600 or stricter,
+ * at most @max bytes, into @buf of @max + 1 (NUL-terminated). -EACCES if it
+ * is not such a file, -EINVAL if it is longer.
+ */
+static int read_own_file(const char *path, void *buf, size_t max, size_t *len)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+	int r = ks_file_read_buf(path, KS_FILE_NOFOLLOW | KS_FILE_NONBLOCK, own_file, NULL, buf, max, len);
 
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) != 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* A file of ours in the state directory: regular, ours, 0600 or stricter, at most @max bytes. */
-static int read_own_file(const char *path, uint8_t *buf, size_t max, size_t *len)
-{
-	struct stat st;
-	size_t got = 0;
-	int fd, r;
-
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0)
-		return errno == ELOOP ? -EACCES : -errno;
-	r = -EACCES;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-	    (st.st_mode & 077) != 0)
-		goto out;
-	r = -EINVAL;
-	if (st.st_size < 0 || (size_t)st.st_size > max)
-		goto out;
-	while (got < max) {
-		ssize_t n = read(fd, buf + got, max - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	*len = got;
-	r = 0;
-out:
-	close(fd);
-	return r;
+	if (r == -ELOOP || r == -EISDIR || r == -EBADFD)
+		return -EACCES;
+	return r == -EFBIG ? -EINVAL : r;
 }
 
 /*
@@ -110,16 +59,20 @@ out:
 static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], int create, char *err,
 		    size_t err_len)
 {
-	char path[PATH_MAX], tmp[PATH_MAX];
+	uint8_t raw[GUARD_KEY_LEN + 1];   /* and the NUL the reader adds */
+	struct ks_file_tmp tmp;
+	char path[PATH_MAX];
 	size_t len = 0;
-	int fd, r;
+	int r;
 
-	if (path_in(path, sizeof(path), dir, KS_PIN_GUARD_KEY) != 0 ||
-	    tmp_name(tmp, sizeof(tmp), dir, KS_PIN_GUARD_KEY) != 0) {
+	if (path_in(path, sizeof(path), dir, KS_PIN_GUARD_KEY) != 0) {
 		snprintf(err, err_len, "state_dir %s: path too long", dir);
 		return -ENAMETOOLONG;
 	}
-	r = read_own_file(path, key, GUARD_KEY_LEN, &len);
+	r = read_own_file(path, raw, GUARD_KEY_LEN, &len);
+	if (r == 0 && len == GUARD_KEY_LEN)
+		memcpy(key, raw, GUARD_KEY_LEN);
+	explicit_bzero(raw, sizeof(raw));
 	if (r == 0 && len == GUARD_KEY_LEN)
 		return 0;
 	if (r != -ENOENT) {
@@ -136,29 +89,25 @@ static int load_key(const char *dir, uint8_t key[GUARD_KEY_LEN], int create, cha
 		snprintf(err, err_len, "getrandom: %s", strerror(errno));
 		return r;
 	}
-	(void)unlink(tmp);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
-		r = -errno;
-		snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
+	if ((r = ks_file_tmp_open(&tmp, path)) != 0) {
+		snprintf(err, err_len, "%s: cannot create a temporary file: %s", path, strerror(-r));
 		return r;
 	}
-	if ((r = write_all(fd, key, GUARD_KEY_LEN)) != 0 || (fsync(fd) != 0 && (r = -errno))) {
-		close(fd);
-		unlink(tmp);
-		snprintf(err, err_len, "%s: %s", tmp, strerror(-r));
+	if ((r = ks_file_tmp_write(&tmp, key, GUARD_KEY_LEN)) != 0 || (r = ks_file_tmp_sync(&tmp, 0600)) != 0) {
+		snprintf(err, err_len, "%s: %s", tmp.tmp, strerror(-r));
+		ks_file_tmp_discard(&tmp);
 		return r;
 	}
-	close(fd);
-	if (link(tmp, path) != 0) {
-		r = -errno;
-		unlink(tmp);
-		if (r == -EEXIST)   /* another keysvcd made it first: use that one */
-			return load_key(dir, key, create, err, err_len);
+	/* Linked, not renamed: of two keysvcd starting at once the second finds the first's key. */
+	r = ks_file_tmp_commit(&tmp, KS_FILE_NOREPLACE);
+	ks_file_tmp_discard(&tmp);
+	if (r == -EEXIST)   /* another keysvcd made it first: use that one */
+		return load_key(dir, key, create, err, err_len);
+	if (r != 0) {
 		snprintf(err, err_len, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	unlink(tmp);
-	if ((r = fsync_dir(dir)) != 0) {
+	if ((r = ks_file_sync_dir(path)) != 0) {
 		snprintf(err, err_len, "state_dir %s: fsync: %s", dir, strerror(-r));
 		return r;
 	}
@@ -278,7 +227,7 @@ static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char 
 	}
 	g->armed = 1;
 
-	r = read_own_file(g->marker, (uint8_t *)text, MARKER_MAX, &len);
+	r = read_own_file(g->marker, text, MARKER_MAX, &len);
 	if (r == -ENOENT) {
 		r = 0;
 		goto out;
@@ -320,7 +269,7 @@ static int guard_open(struct ks_pin_guard *g, const char *state_dir, const char 
 		snprintf(err, err_len, "%s: %s", g->marker, strerror(errno));
 		goto out;
 	}
-	if ((r = fsync_dir(state_dir)) != 0) {
+	if ((r = ks_file_sync_dir(g->marker)) != 0) {
 		snprintf(err, err_len, "state_dir %s: fsync: %s", state_dir, strerror(-r));
 		goto out;
 	}
@@ -352,10 +301,10 @@ int ks_pin_guard_check(const char *state_dir, const char *pin, size_t pin_len,
 
 int ks_pin_guard_record(const struct ks_pin_guard *g, unsigned long ckr)
 {
-	char tmp[PATH_MAX], text[MARKER_MAX], when[32];
+	char text[MARKER_MAX], when[32];
 	struct tm tm;
 	time_t now;
-	int fd, n, r;
+	int n, r;
 
 	if (!g->armed)
 		return -EINVAL;
@@ -367,26 +316,9 @@ int ks_pin_guard_record(const struct ks_pin_guard *g, unsigned long ckr)
 		snprintf(when, sizeof(when), "%lld", (long long)now);
 	n += snprintf(text + n, sizeof(text) - (size_t)n, " ckr=%s time=%s\n",
 		      ks_ckr_name(ckr), when);
-	if (n <= 0 || (size_t)n >= sizeof(text) ||
-	    tmp_name(tmp, sizeof(tmp), g->dir, KS_PIN_GUARD_MARKER) != 0)
+	if (n <= 0 || (size_t)n >= sizeof(text))
 		return -ENAMETOOLONG;
-	(void)unlink(tmp);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if ((r = write_all(fd, text, (size_t)n)) != 0 || (fsync(fd) != 0 && (r = -errno))) {
-		close(fd);
-		unlink(tmp);
-		goto fail;
-	}
-	close(fd);
-	if (rename(tmp, g->marker) != 0) {
-		r = -errno;
-		unlink(tmp);
-		goto fail;
-	}
-	if ((r = fsync_dir(g->dir)) != 0)
+	if ((r = ks_file_write_atomic(g->marker, text, (size_t)n, 0600, 0)) != 0)
 		goto fail;
 	ks_err("recorded the rejected PIN in %s: keysvcd will not present it again; replace "
 	       "the PIN (file or credential) to try again", g->marker);

@@ -4,15 +4,17 @@
 #include <string.h>
 
 /*
- * Length of the UTF-8 sequence starting at @s (at most @n bytes available),
- * or 0 if it is not a complete, shortest-form encoding of a Unicode scalar
- * value: the rules jansson applies before it accepts a string.
+ * A complete, shortest-form encoding of a Unicode scalar value: the rules
+ * jansson applies before it accepts a string.
  */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t ks_utf8_char_len(const void *p, size_t n)
 {
+	const unsigned char *s = p;
 	size_t len, i;
 	uint32_t cp;
 
+	if (n == 0)
+		return 0;
 	if (s[0] < 0x80)
 		return 1;
 	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
@@ -38,6 +40,19 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
 	    (cp >= 0xd800 && cp <= 0xdfff))
 		return 0;
 	return len;
+}
+
+int ks_utf8_valid(const void *p, size_t len)
+{
+	const unsigned char *s = p;
+	size_t i = 0, n;
+
+	while (i < len) {
+		if ((n = ks_utf8_char_len(s + i, len - i)) == 0)
+			return 0;
+		i += n;
+	}
+	return 1;
 }
 
 /*
@@ -66,7 +81,7 @@ void ks_utf8_sanitize(char *s)
 	size_t n = strlen(s), i = 0, len;
 
 	while (i < n) {
-		len = utf8_seq_len((const unsigned char *)s + i, n - i);
+		len = ks_utf8_char_len(s + i, n - i);
 		if (len > 0) {
 			i += len;
 			continue;

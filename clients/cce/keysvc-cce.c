@@ -30,6 +30,7 @@
 #include "clients/renew/common/clihttps.h"
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"
+#include "proto/file.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
 /* Huawei documents X-Auth-Token values of up to 16384 bytes (a token with
@@ -157,34 +158,33 @@ static int read_token(const char *path, char *token, size_t len)
  */
 static int read_custom(const char *opt, const char *path, uint8_t **out, size_t *out_len)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
+	uint8_t *buf = OPENSSL_malloc(CCE_CUSTOM_FILE_MAX + 1);
+	struct stat st = { 0 };
 	size_t have = 0;
-	ssize_t n;
-	int r, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int r;
 
 	*out = NULL;
 	*out_len = 0;
-	if (fd < 0)
-		return ks_die(KS_EXIT_USAGE, "%s %s: %s", opt, path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+	if (buf == NULL)
+		return ks_die(KS_EXIT_INTERNAL, "out of memory");
+	r = ks_file_read_buf(path, 0, ks_file_keep_stat, &st, buf, CCE_CUSTOM_FILE_MAX, &have);
+	if (r == -EISDIR || r == -EBADFD) {
 		r = ks_die(KS_EXIT_USAGE, "%s %s: not a regular file", opt, path);
 		goto out;
 	}
-	if ((size_t)st.st_size > CCE_CUSTOM_FILE_MAX) {
+	if (r == -EFBIG && (size_t)st.st_size > CCE_CUSTOM_FILE_MAX) {
 		r = ks_die(KS_EXIT_USAGE, "%s %s: %lld bytes, over CCE's limit of %zu (1 MiB)", opt, path,
 			   (long long)st.st_size, CCE_CUSTOM_FILE_MAX);
 		goto out;
 	}
-	if ((buf = OPENSSL_malloc(CCE_CUSTOM_FILE_MAX + 1)) == NULL) {
-		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
-		goto out;
-	}
-	while (have <= CCE_CUSTOM_FILE_MAX && (n = read(fd, buf + have, CCE_CUSTOM_FILE_MAX + 1 - have)) > 0)
-		have += (size_t)n;
-	if (have > CCE_CUSTOM_FILE_MAX) {
+	if (r == -EFBIG) {
+		/* It grew while it was read. */
 		r = ks_die(KS_EXIT_USAGE, "%s %s: over CCE's limit of %zu bytes (1 MiB)", opt, path,
 			   CCE_CUSTOM_FILE_MAX);
+		goto out;
+	}
+	if (r < 0) {
+		r = ks_die(KS_EXIT_USAGE, "%s %s: %s", opt, path, strerror(-r));
 		goto out;
 	}
 	if (have == 0) {
@@ -197,7 +197,6 @@ static int read_custom(const char *opt, const char *path, uint8_t **out, size_t 
 	r = 0;
 out:
 	OPENSSL_clear_free(buf, CCE_CUSTOM_FILE_MAX + 1);
-	close(fd);
 	return r;
 }
 

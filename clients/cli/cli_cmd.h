@@ -16,6 +16,7 @@
 
 #include "keysvc/keysvc.h"
 #include "clients/status/statuscmd.h"
+#include "proto/file.h"
 
 /* Options before the command; set once in main(). */
 struct cli_global {
@@ -33,8 +34,7 @@ struct cli_global {
  */
 struct cli_outfile {
 	const char *path;
-	char tmp[PATH_MAX];
-	int fd;
+	struct ks_file_tmp tmp;       /* the new file until it is renamed over @path */
 };
 
 /* Print @o (reference taken) as one line of JSON on stdout. */

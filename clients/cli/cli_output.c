@@ -20,6 +20,7 @@
 #include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
+#include "proto/file.h"
 
 /* Print @o (reference taken) as one line of JSON on stdout. */
 void cli_print_json(json_t *o)
@@ -94,132 +95,54 @@ int cli_unknown_command(const struct cli_global *g, const char *name)
 int cli_read_input(const struct cli_global *g, const char *path, size_t max, uint8_t **data,
 		      size_t *len)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t got = 0;
-	ssize_t n = 0;
-	int fd, e;
+	int r;
 
-	*data = NULL;
-	*len = 0;
 	if (strcmp(path, "-") == 0)
-		fd = STDIN_FILENO;
-	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0) {
-		e = errno;
-		goto err;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		e = EISDIR;
-		goto err;
-	}
-	if (S_ISREG(st.st_mode) && (uintmax_t)st.st_size > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if ((buf = malloc(max + 2)) == NULL) {
-		e = ENOMEM;
-		goto err;
-	}
-	while (got <= max) {
-		n = read(fd, buf + got, max + 1 - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	if (n < 0) {
-		e = errno;
-		goto err;
-	}
-	if (got > max) {
-		e = EFBIG;
-		goto err;
-	}
-	if (fd != STDIN_FILENO)
-		close(fd);
-	buf[got] = '\0';
-	*data = buf;
-	*len = got;
-	return KS_EXIT_OK;
-err:
-	free(buf);
-	if (fd != STDIN_FILENO)
-		close(fd);
-	if (e == EFBIG)
+		r = ks_file_read_fd(STDIN_FILENO, max, KS_FILE_ANY_TYPE, NULL, NULL, data, len);
+	else
+		r = ks_file_read(path, max, KS_FILE_ANY_TYPE, NULL, NULL, data, len);
+	if (r == 0)
+		return KS_EXIT_OK;
+	if (r == -EFBIG)
 		return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: larger than %zu bytes", path, max);
-	return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(e));
+	return cli_report_named(g, KS_EXIT_USAGE, "input", "%s: %s", path, strerror(-r));
 }
 
 int cli_out_open(const struct cli_global *g, struct cli_outfile *o, const char *path)
 {
+	int r;
+
 	o->path = path;
-	o->fd = -1;
-	o->tmp[0] = '\0';
+	o->tmp.fd = -1;
+	o->tmp.tmp[0] = '\0';
 	if (path == NULL)
 		return KS_EXIT_OK;
-	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp.XXXXXX", path) >= (int)sizeof(o->tmp))
+	if ((r = ks_file_tmp_open(&o->tmp, path)) == -ENAMETOOLONG)
 		return cli_report_named(g, KS_EXIT_USAGE, "output", "%s: path too long", path);
-	if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
-		o->tmp[0] = '\0';
-		return cli_report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", path, strerror(errno));
-	}
+	if (r < 0)
+		return cli_report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", path, strerror(-r));
 	return KS_EXIT_OK;
 }
 
 void cli_out_abort(struct cli_outfile *o)
 {
-	if (o->fd >= 0)
-		close(o->fd);
-	if (o->tmp[0] != '\0')
-		unlink(o->tmp);
-	o->fd = -1;
-	o->tmp[0] = '\0';
+	ks_file_tmp_discard(&o->tmp);
 }
 
 int cli_out_commit(const struct cli_global *g, struct cli_outfile *o, const void *data, size_t len)
 {
-	const uint8_t *p = data;
-	char dir[PATH_MAX], *slash;
-	size_t done = 0;
-	ssize_t n;
-	int dfd, e;
+	int r;
 
-	while (done < len) {
-		n = write(o->fd, p + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			goto err;
-		done += (size_t)n;
+	if ((r = ks_file_tmp_write(&o->tmp, data, len)) < 0 || (r = ks_file_tmp_sync(&o->tmp, 0644)) < 0 ||
+	    (r = ks_file_tmp_commit(&o->tmp, 0)) < 0) {
+		cli_out_abort(o);
+		return cli_report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(-r));
 	}
-	if (fchmod(o->fd, 0644) != 0 || fsync(o->fd) != 0)
-		goto err;
-	n = close(o->fd);
-	o->fd = -1;
-	if (n != 0 || rename(o->tmp, o->path) != 0)
-		goto err;
-	o->tmp[0] = '\0';
+	/* Only closes it: its name is in place. */
+	ks_file_tmp_discard(&o->tmp);
 	/* Make the rename durable too. */
-	snprintf(dir, sizeof(dir), "%s", o->path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == dir)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		(void)fsync(dfd);
-		close(dfd);
-	}
+	(void)ks_file_sync_dir(o->path);
 	return KS_EXIT_OK;
-err:
-	e = errno != 0 ? errno : EIO;
-	cli_out_abort(o);
-	return cli_report_named(g, KS_EXIT_INTERNAL, "output", "%s: %s", o->path, strerror(e));
 }
 
 /* Write @text to the output file if there is one, else to stdout (unless --json). */

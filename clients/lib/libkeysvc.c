@@ -240,51 +240,13 @@ KEYSVC_EXPORT int keysvc_set_timeout(keysvc *ks, int timeout_ms)
 
 /* ---- request building ---- */
 
-/* Strict UTF-8 as JSON needs it (no overlongs, no surrogates, <= U+10FFFF). */
-static int utf8_ok(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	while (*p != '\0') {
-		unsigned c = *p, n;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		for (unsigned i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		p += n + 1;
-	}
-	return 1;
-}
-
 /* A JSON string for @value, or a KEYSVC_E_INVALID/NOMEM naming @what. */
 static int mkstr(keysvc *ks, const char *what, const char *value, json_t **out)
 {
 	*out = NULL;
 	if (value == NULL)
 		return libks_fail(ks, KEYSVC_E_INVALID, "%s missing", what);
-	if (!utf8_ok(value))
+	if (!ks_utf8_valid(value, strlen(value)))
 		return libks_fail(ks, KEYSVC_E_INVALID, "%s is not valid UTF-8", what);
 	if ((*out = json_string_nocheck(value)) == NULL)
 		return libks_nomem(ks);

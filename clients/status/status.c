@@ -11,6 +11,7 @@
 #include <openssl/pem.h>
 
 #include "clients/renew/common/certinstall.h"
+#include "proto/utf8.h"
 
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -108,31 +109,6 @@ int ks_status_exit(const enum ks_class *cls, size_t n, size_t errors)
 	return attention ? KS_EXIT_ATTENTION : KS_EXIT_OK;
 }
 
-/* Length of the valid UTF-8 sequence at @s (1..4), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		/* No overlong forms (E0 A0..), no surrogates (ED 80..9F). */
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (c == 0xe0 && s[1] < 0xa0) ||
-		    (c == 0xed && s[1] > 0x9f))
-			return 0;
-		return 3;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80 ||
-		    (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 size_t ks_prom_escape(const char *in, char *out, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)in;
@@ -141,7 +117,7 @@ size_t ks_prom_escape(const char *in, char *out, size_t len)
 
 	while (*s != '\0') {
 		char piece[4];
-		size_t n = utf8_len(s), step = n;
+		size_t n = ks_utf8_char_len(s, strnlen((const char *)s, 4)), step = n;
 		const char *src = (const char *)s;
 
 		if (*s == '\\' || *s == '"' || *s == '\n') {

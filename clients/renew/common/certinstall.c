@@ -7,8 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +15,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+
+#include "proto/file.h"
 
 static int fail(char *err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -133,53 +133,25 @@ out:
 
 int ks_ci_read_file(const char *path, char **out, size_t *len, char *err)
 {
-	struct stat st;
-	char *buf = NULL;
-	size_t n = 0;
-	int fd, r;
+	uint8_t *data;
+	int r;
 
 	*out = NULL;
 	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
-		return fail(err, -errno, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		r = fail(err, -EINVAL, "%s: not a regular file", path);
-		goto out;
+	switch ((r = ks_file_read(path, KS_CI_PEM_MAX, 0, NULL, NULL, &data, len))) {
+	case 0:
+		*out = (char *)data;
+		return 0;
+	case -EISDIR:
+	case -EBADFD:
+		return fail(err, -EINVAL, "%s: not a regular file", path);
+	case -EFBIG:
+		return fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
+	case -ENOMEM:
+		return fail(err, r, "out of memory");
+	default:
+		return fail(err, r, "%s: %s", path, strerror(-r));
 	}
-	if ((size_t)st.st_size > KS_CI_PEM_MAX) {
-		r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
-		goto out;
-	}
-	if ((buf = malloc(KS_CI_PEM_MAX + 1)) == NULL) {
-		r = fail(err, -ENOMEM, "out of memory");
-		goto out;
-	}
-	for (;;) {
-		ssize_t got = read(fd, buf + n, KS_CI_PEM_MAX + 1 - n);
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			r = fail(err, -errno, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-		if (n > KS_CI_PEM_MAX) {
-			r = fail(err, -EMSGSIZE, "%s: larger than %zu bytes", path, KS_CI_PEM_MAX);
-			goto out;
-		}
-	}
-	buf[n] = '\0';
-	*out = buf;
-	*len = n;
-	buf = NULL;
-	r = 0;
-out:
-	free(buf);
-	close(fd);
-	return r;
 }
 
 int ks_ci_load_bundle(const char *path, STACK_OF(X509) **out, char *err)
@@ -463,169 +435,49 @@ out:
 	return r;
 }
 
-/* The directory @path is in: "." for a bare name, "/" for a file at the root. */
-static void dir_of(const char *path, char dir[PATH_MAX])
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL)
-		snprintf(dir, PATH_MAX, ".");
-	else if (slash == path)
-		snprintf(dir, PATH_MAX, "/");
-	else
-		snprintf(dir, PATH_MAX, "%.*s", (int)(slash - path), path);
-}
-
-static int fsync_dir_of(const char *path)
-{
-	char dir[PATH_MAX];
-	int fd, r = 0;
-
-	dir_of(path, dir);
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return -errno;
-	if (fsync(fd) != 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 /*
- * Temporary files are PATH.ks-tmp.XXXXXX (the new contents) and
- * PATH.ks-tmp.XXXXXX.prev (a hard link on the way to PATH.prev). The
- * installer holds an flock on PATH.ks-tmp.XXXXXX while both may exist, so
- * one that can be locked was left by an installer that died (SIGKILL, a
- * power cut): the next install of PATH removes it. The names cannot be
- * taken for PATH or PATH.prev, and a user's file (PATH.backup, ...) never
- * matches them.
+ * A new version of a file is written and fsync'd under proto/file's
+ * temporary name, PATH.ks-tmp.XXXXXX, before anything is replaced. The
+ * current file is kept as PATH.prev through a hard link named
+ * PATH.ks-tmp.XXXXXX.prev, which proto/file removes with the temporary
+ * file should the installer die before it is renamed into place.
  */
-#define KS_CI_TMP ".ks-tmp."
-#define KS_CI_TMP_RANDOM 6   /* the XXXXXX of mkostemp() */
-
-static int tmp_suffix(const char *s)
-{
-	for (int i = 0; i < KS_CI_TMP_RANDOM; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9')))
-			return 0;
-	return 1;
-}
-
-/* Remove the temporary files that installers of @path killed mid-way left behind. */
-static void remove_stale_tmp(const char *path)
-{
-	char dir[PATH_MAX], stem[PATH_MAX], link_name[PATH_MAX + 8], base[NAME_MAX + 1];
-	const char *slash = strrchr(path, '/');
-	size_t blen;
-	struct dirent *e;
-	DIR *d;
-
-	dir_of(path, dir);
-	if (snprintf(base, sizeof(base), "%s%s", slash != NULL ? slash + 1 : path, KS_CI_TMP) >=
-	    (int)sizeof(base) || (d = opendir(dir)) == NULL)
-		return;
-	blen = strlen(base);
-	while ((e = readdir(d)) != NULL) {
-		const char *rest = e->d_name + blen;
-		int fd, orphan;
-
-		if (strncmp(e->d_name, base, blen) != 0 || strlen(rest) < KS_CI_TMP_RANDOM ||
-		    !tmp_suffix(rest) ||
-		    (rest[KS_CI_TMP_RANDOM] != '\0' && strcmp(rest + KS_CI_TMP_RANDOM, ".prev") != 0))
-			continue;
-		if (snprintf(stem, sizeof(stem), "%s/%.*s", dir, (int)(blen + KS_CI_TMP_RANDOM),
-			     e->d_name) >= (int)sizeof(stem) ||
-		    snprintf(link_name, sizeof(link_name), "%s.prev", stem) >= (int)sizeof(link_name))
-			continue;
-		/* Its owner, if alive, holds the lock on PATH.ks-tmp.XXXXXX. */
-		fd = open(stem, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-		if (fd < 0) {
-			/* No PATH.ks-tmp.XXXXXX: a .prev link whose installer is gone. */
-			orphan = errno == ENOENT && rest[KS_CI_TMP_RANDOM] != '\0';
-		} else {
-			orphan = flock(fd, LOCK_EX | LOCK_NB) == 0;
-		}
-		if (orphan) {
-			/* The .prev link first: it exists only while the other does. */
-			unlink(link_name);
-			if (fd >= 0)
-				unlink(stem);
-		}
-		if (fd >= 0)
-			close(fd);
-	}
-	closedir(d);
-}
-
-/* A new version of a file, written and fsync'd under a temporary name, not yet in place. */
-struct staged {
-	char tmp[PATH_MAX];           /* "" once renamed into place */
-	int fd;                       /* holds the flock that marks tmp as in use */
-};
-
-static void discard(struct staged *st)
-{
-	if (st->fd >= 0)
-		close(st->fd);
-	st->fd = -1;
-	if (st->tmp[0] != '\0')
-		unlink(st->tmp);
-	st->tmp[0] = '\0';
-}
 
 /* Write @data to a temporary file next to @path, fsync'd and with @mode. On failure nothing is left. */
-static int stage(const char *path, const void *data, size_t len, mode_t mode, struct staged *st, char *err)
+static int stage(const char *path, const void *data, size_t len, mode_t mode, struct ks_file_tmp *st, char *err)
 {
 	char prev[PATH_MAX];
-	const char *p = data;
-	size_t done = 0;
 	int r;
 
 	st->fd = -1;
 	st->tmp[0] = '\0';
-	if (snprintf(st->tmp, sizeof(st->tmp), "%s" KS_CI_TMP "XXXXXX", path) >= (int)sizeof(st->tmp) ||
-	    snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev) ||
-	    strlen(st->tmp) + strlen(".prev") >= sizeof(prev)) {
-		st->tmp[0] = '\0';
+	if (snprintf(prev, sizeof(prev), "%s.prev", path) >= (int)sizeof(prev))
 		return fail(err, -ENAMETOOLONG, "%s: path too long", path);
+	if ((r = ks_file_tmp_open(st, path)) < 0) {
+		if (r == -ENAMETOOLONG)
+			return fail(err, r, "%s: path too long", path);
+		return fail(err, r, "%s: cannot create a temporary file: %s", path, strerror(-r));
 	}
-	remove_stale_tmp(path);
-	if ((st->fd = mkostemp(st->tmp, O_CLOEXEC)) < 0) {
-		r = fail(err, -errno, "%s: cannot create a temporary file: %s", path, strerror(errno));
-		st->tmp[0] = '\0';
-		return r;
-	}
-	/* Held until discard(): marks the temporary files as in use. */
-	if (flock(st->fd, LOCK_EX) != 0) {
-		r = fail(err, -errno, "%s: flock: %s", st->tmp, strerror(errno));
+	if ((r = ks_file_tmp_write(st, data, len)) < 0) {
+		r = fail(err, r, "%s: write: %s", st->tmp, strerror(-r));
 		goto out;
 	}
-	while (done < len) {
-		ssize_t n = write(st->fd, p + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = fail(err, -errno, "%s: write: %s", st->tmp, strerror(errno));
-			goto out;
-		}
-		done += (size_t)n;
-	}
-	if (fchmod(st->fd, mode) != 0 || fsync(st->fd) != 0) {
-		r = fail(err, -errno, "%s: %s", st->tmp, strerror(errno));
+	if ((r = ks_file_tmp_sync(st, mode)) < 0) {
+		r = fail(err, r, "%s: %s", st->tmp, strerror(-r));
 		goto out;
 	}
 	r = 0;
 out:
 	if (r < 0)
-		discard(st);
+		ks_file_tmp_discard(st);
 	return r;
 }
 
 /* Rename the staged file over @path, first keeping the current @path as .prev when @keep_prev. */
-static int commit(const char *path, struct staged *st, int keep_prev, char *err)
+static int commit(const char *path, struct ks_file_tmp *st, int keep_prev, char *err)
 {
 	char prev[PATH_MAX + 8], prev_tmp[PATH_MAX + 8];
+	int r;
 
 	/* No overflow: stage() made sure both fit in PATH_MAX. */
 	snprintf(prev, sizeof(prev), "%s.prev", path);
@@ -644,23 +496,22 @@ static int commit(const char *path, struct staged *st, int keep_prev, char *err)
 		 * anything and leaves the link. */
 		unlink(prev_tmp);
 	}
-	if (rename(st->tmp, path) != 0)
-		return fail(err, -errno, "%s: rename: %s", path, strerror(errno));
-	st->tmp[0] = '\0';
-	(void)fsync_dir_of(path);
+	if ((r = ks_file_tmp_commit(st, 0)) < 0)
+		return fail(err, r, "%s: rename: %s", path, strerror(-r));
+	(void)ks_file_sync_dir(path);
 	return 0;
 }
 
 /* Both ks_ci_install() (@keep_prev) and ks_ci_write_atomic(). */
 static int write_atomic(const char *path, const void *data, size_t len, mode_t mode, int keep_prev, char *err)
 {
-	struct staged st;
+	struct ks_file_tmp st;
 	int r;
 
 	if ((r = stage(path, data, len, mode, &st, err)) < 0)
 		return r;
 	r = commit(path, &st, keep_prev, err);
-	discard(&st);
+	ks_file_tmp_discard(&st);
 	return r;
 }
 
@@ -684,13 +535,13 @@ static int roll_back(const char *path, int existed)
 	snprintf(prev, sizeof(prev), "%s.prev", path);
 	if (existed ? rename(prev, path) != 0 : unlink(path) != 0)
 		r = -errno;
-	(void)fsync_dir_of(path);
+	(void)ks_file_sync_dir(path);
 	return r;
 }
 
 int ks_ci_install_all(const struct ks_ci_file *files, size_t n, char *err)
 {
-	struct staged st[KS_CI_INSTALL_ALL_MAX];
+	struct ks_file_tmp st[KS_CI_INSTALL_ALL_MAX];
 	int existed[KS_CI_INSTALL_ALL_MAX];
 	size_t staged = 0, committed = 0;
 	int r;
@@ -724,6 +575,6 @@ int ks_ci_install_all(const struct ks_ci_file *files, size_t n, char *err)
 	}
 out:
 	while (staged-- > 0)
-		discard(&st[staged]);
+		ks_file_tmp_discard(&st[staged]);
 	return r;
 }

@@ -38,7 +38,11 @@ int ks_ci_parse_one(const char *pem, size_t len, X509 **out, char *err);
  */
 int ks_ci_parse_bundle(const char *pem, size_t len, STACK_OF(X509) **out, char *err);
 
-/* Read a file of at most KS_CI_PEM_MAX bytes. *@out is NUL-terminated. */
+/*
+ * Read a file of at most KS_CI_PEM_MAX bytes (proto/file's reader, with
+ * this module's messages). *@out is NUL-terminated. -EINVAL not a regular
+ * file, -EMSGSIZE too large, else the errno of open or read.
+ */
 int ks_ci_read_file(const char *path, char **out, size_t *len, char *err);
 
 /* ks_ci_read_file() then ks_ci_parse_bundle(): the certificates of the PEM file @path. */
@@ -88,7 +92,7 @@ int ks_ci_pem_of(STACK_OF(X509) *certs, char **pem, size_t *len, char *err);
 /*
  * Replace @path with @data atomically: a temporary file in the same
  * directory, written, fsync'd, given @mode, renamed over @path, directory
- * fsync'd. When @path existed it is first hard-linked as @path.prev
+ * fsync'd (proto/file's writer, its failure to fsync the directory aside). When @path existed it is first hard-linked as @path.prev
  * (replacing an older .prev), so the previous version survives. On any
  * failure @path is untouched and the temporary file removed.
  */

@@ -9,6 +9,7 @@
 
 #include "clients/renew/common/certinstall.h"
 #include "clients/renew/common/climsg.h"
+#include "proto/file.h"
 
 int ks_check_long_options(int argc, char *const argv[], const struct option *longopts)
 {
@@ -35,35 +36,31 @@ int ks_check_long_options(int argc, char *const argv[], const struct option *lon
 	return 0;
 }
 
+/* Before a byte is read: a credential others could read is refused. */
+static int secret_mode(int fd, const struct stat *st, void *arg)
+{
+	(void)fd;
+	*(mode_t *)arg = st->st_mode;
+	return (st->st_mode & 077) != 0 ? -EACCES : 0;
+}
+
 int ks_read_secret_file(const char *option, const char *path, char *buf, size_t len, size_t *n)
 {
-	struct stat st;
-	size_t have = 0;
-	ssize_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	mode_t mode = 0;
+	int r;
 
 	*n = 0;
-	if (fd < 0)
-		return ks_die(KS_EXIT_USAGE, "%s %s: %s", option, path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
+	r = ks_file_read_buf(path, KS_FILE_NOFOLLOW, secret_mode, &mode, buf, len - 2, n);
+	if (r == -EISDIR || r == -EBADFD)
 		return ks_die(KS_EXIT_USAGE, "%s %s: not a regular file", option, path);
-	}
-	if ((st.st_mode & 077) != 0) {
-		close(fd);
+	if (r == -EACCES && (mode & 077) != 0)
 		return ks_die(KS_EXIT_USAGE, "%s %s: mode %04o lets other users read it; a credential must be "
 			      "mode 0600 (chmod 0600 it, and get a new one if others may have read it)", option, path,
-			      (unsigned)(st.st_mode & 07777));
-	}
-	while (have < len - 1 && (got = read(fd, buf + have, len - 1 - have)) > 0)
-		have += (size_t)got;
-	close(fd);
-	buf[have] = '\0';
-	if (got < 0)
-		return ks_die(KS_EXIT_USAGE, "%s %s: %s", option, path, strerror(errno));
-	if (have >= len - 1)
+			      (unsigned)(mode & 07777));
+	if (r == -EFBIG)
 		return ks_die(KS_EXIT_USAGE, "%s %s: over %zu bytes", option, path, len - 2);
-	*n = have;
+	if (r < 0)
+		return ks_die(KS_EXIT_USAGE, "%s %s: %s", option, path, strerror(-r));
 	return 0;
 }
 

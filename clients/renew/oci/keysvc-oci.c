@@ -54,6 +54,7 @@
 #include "clients/renew/oci/ocirun.h"
 #include "clients/renew/oci/ocisign.h"
 #include "clients/status/status.h"
+#include "proto/file.h"
 
 #define DEFAULT_RENEW_PATH "/20201210/roverNodes/{roverNodeId}/actions/renewCertificate"
 #define DEFAULT_BUNDLE_PATH "/20210224/certificateBundles/{certificateId}"
@@ -177,42 +178,20 @@ int oci_keysvc_sign(keysvc *ks, const char *key, const char *key_id, const struc
 
 static int read_body(const char *path, char **out, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	size_t n = 0, cap = 4096;
-	char *buf;
+	struct stat st = { 0 };
+	uint8_t *data;
+	int r;
 
 	*out = NULL;
-	*len = 0;
-	if (f == NULL)
-		return ks_die(KS_EXIT_USAGE, "--body-file %s: %s", path, strerror(errno));
-	if ((buf = malloc(cap)) == NULL) {
-		fclose(f);
+	r = ks_file_read(path, BODY_FILE_MAX, KS_FILE_ANY_TYPE, ks_file_keep_stat, &st, &data, len);
+	if (r == -ENOMEM)
 		return ks_die(KS_EXIT_INTERNAL, "out of memory");
-	}
-	for (;;) {
-		size_t got;
-
-		if (n == cap) {
-			char *nb;
-
-			if (cap >= BODY_FILE_MAX + 1 || (nb = realloc(buf, cap * 2)) == NULL)
-				break;
-			buf = nb;
-			cap *= 2;
-		}
-		got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f) || n > BODY_FILE_MAX) {
-		fclose(f);
-		free(buf);
+	/* What fails before the file is open is the path's fault (a directory opens, and fails at the first read). */
+	if (r < 0 && st.st_mode == 0 && r != -EISDIR)
+		return ks_die(KS_EXIT_USAGE, "--body-file %s: %s", path, strerror(-r));
+	if (r < 0)
 		return ks_die(KS_EXIT_USAGE, "--body-file %s: unreadable or over %zu bytes", path, BODY_FILE_MAX);
-	}
-	fclose(f);
-	*out = buf;
-	*len = n;
+	*out = (char *)data;
 	return 0;
 }
 

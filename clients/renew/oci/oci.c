@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "proto/file.h"
+
 int oci_lifecycle(time_t not_before, time_t not_after, time_t now, long long renew_after_s,
 		  long long lifetime_s, struct oci_status *st)
 {
@@ -70,16 +72,28 @@ long long oci_backoff_delay(unsigned failures, long long base_s, long long max_s
 	return d - d / 2 + (long long)((double)(d / 2) * jitter01);
 }
 
+/* Three numbers and a line of text: anything larger is not our file. */
+#define OCI_BACKOFF_FILE_MAX ((size_t)64 * 1024)
+
 int oci_backoff_load(const char *path, struct oci_backoff *b)
 {
 	json_error_t jerr;
 	json_t *root = NULL, *f, *n, *e;
+	struct stat st;
+	uint8_t *text;
+	size_t len;
 	int r;
 
 	memset(b, 0, sizeof(*b));
-	if (access(path, F_OK) != 0)
-		return errno == ENOENT ? 0 : -EIO;
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	memset(&st, 0, sizeof(st));
+	r = ks_file_read(path, OCI_BACKOFF_FILE_MAX, 0, ks_file_keep_stat, &st, &text, &len);
+	if (r == -ENOENT || r == -ENOMEM)
+		return r == -ENOENT ? 0 : r;
+	/* Not there to be read (the path) is an I/O error; what cannot be read as our file is a bad state. */
+	if (r < 0)
+		return st.st_mode == 0 && r != -EISDIR && r != -EBADFD ? -EIO : -EBADMSG;
+	root = json_loadb((const char *)text, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(text);
 	if (root == NULL || !json_is_object(root)) {
 		r = -EBADMSG;
 		goto out;
@@ -106,41 +120,21 @@ out:
 
 int oci_backoff_save(const char *path, const struct oci_backoff *b)
 {
-	char tmp[PATH_MAX], *text = NULL;
+	char *text = NULL, *line = NULL;
 	json_t *root;
-	size_t len;
-	int fd = -1, r;
+	int r;
 
 	root = json_pack("{s:I, s:I, s:s}", "failures", (json_int_t)b->failures, "next_attempt",
 			 (json_int_t)b->next_attempt, "last_error", b->last_error);
-	if (root == NULL || (text = json_dumps(root, JSON_SORT_KEYS)) == NULL) {
+	if (root == NULL || (text = json_dumps(root, JSON_SORT_KEYS)) == NULL ||
+	    asprintf(&line, "%s\n", text) < 0) {
+		line = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	if (snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", path) >= (int)sizeof(tmp)) {
-		r = -ENAMETOOLONG;
-		goto out;
-	}
-	if ((fd = mkstemp(tmp)) < 0) {
-		r = -errno;
-		goto out;
-	}
-	len = strlen(text);
-	if (write(fd, text, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fchmod(fd, 0600) != 0 ||
-	    fsync(fd) != 0) {
-		r = -EIO;
-		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path) != 0) {
-		r = -errno;
-		unlink(tmp);
-		goto out;
-	}
-	r = 0;
+	r = ks_file_write_atomic(path, line, strlen(line), 0600, 0);
 out:
-	if (fd >= 0)
-		close(fd);
+	free(line);
 	free(text);
 	json_decref(root);
 	return r;

@@ -27,6 +27,7 @@
 #include "clients/renew/oci/oci.h"
 #include "clients/renew/oci/oci_cmd.h"
 #include "clients/renew/oci/ocirun.h"
+#include "proto/file.h"
 
 /* ---- rebootstrap ---- */
 
@@ -218,14 +219,14 @@ static int read_state(struct bundle *b, const char *cmd, long timeout_ms, char *
 int oci_cmd_rebootstrap(const struct oci_opts *o)
 {
 	struct bundle b = { 0 };
-	struct stat stz;
+	struct stat zst = { 0 };   /* its age goes into the warning and the support bundle */
 	unsigned char *zip = NULL, *form = NULL, md[32], rnd[12];
 	char err[256], rps[512], zip_info[512], boundary[64], ctype[128], state[64], hex[65];
 	const char *fname;
 	size_t zip_len = 0, form_len = 0;
 	long wait;
 	long long deadline_ms;
-	int r, fd = -1;
+	int r;
 
 	if (o->infra_id == NULL || o->token_zip == NULL || o->region == NULL ||
 	    (o->rps_fqdn == NULL && o->rps_url == NULL))
@@ -245,32 +246,29 @@ int oci_cmd_rebootstrap(const struct oci_opts *o)
 		return ks_die(KS_EXIT_USAGE, "--infrastructure-id: an OCID");
 
 	/* The zip: a regular file, readable, small, really a zip. */
-	if ((fd = open(o->token_zip, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &stz) != 0) {
-		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: %s", o->token_zip, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(stz.st_mode) || (size_t)stz.st_size > OCI_TOKEN_ZIP_MAX) {
+	r = ks_file_read(o->token_zip, OCI_TOKEN_ZIP_MAX, KS_FILE_WIPE, ks_file_keep_stat, &zst, &zip, &zip_len);
+	if (r == -EISDIR || r == -EBADFD || r == -EFBIG) {
 		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: not a regular file of at most %zu bytes", o->token_zip,
 			   OCI_TOKEN_ZIP_MAX);
 		goto out;
 	}
-	zip_len = (size_t)stz.st_size;
-	if ((zip = malloc(zip_len + 1)) == NULL || read(fd, zip, zip_len) != (ssize_t)zip_len) {
-		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: cannot read it", o->token_zip);
+	if (r < 0) {
+		r = zst.st_mode != 0 ? ks_die(KS_EXIT_USAGE, "--token-zip %s: cannot read it", o->token_zip) :
+				ks_die(KS_EXIT_USAGE, "--token-zip %s: %s", o->token_zip, strerror(-r));
 		goto out;
 	}
 	if (oci_zip_check(zip, zip_len, err, sizeof(err)) < 0) {
 		r = ks_die(KS_EXIT_USAGE, "--token-zip %s: %s", o->token_zip, err);
 		goto out;
 	}
-	if (o->now - stz.st_mtime > o->session_max_age_s)
+	if (o->now - zst.st_mtime > o->session_max_age_s)
 		ks_die(0, "warning: %s is %ld minutes old; the exported session expires after 60 minutes: "
 		       "if the calls fail, authenticate and export it again (steps 1 to 3)", o->token_zip,
-		       (long)((o->now - stz.st_mtime) / 60));
+		       (long)((o->now - zst.st_mtime) / 60));
 	EVP_Digest(zip, zip_len, md, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	oci_rfc3339(stz.st_mtime, err, sizeof(err));
+	oci_rfc3339(zst.st_mtime, err, sizeof(err));
 	snprintf(zip_info, sizeof(zip_info), "%s (%zu bytes, modified %s, sha256 %s)", o->token_zip, zip_len, err,
 		 hex);
 	fname = strrchr(o->token_zip, '/') != NULL ? strrchr(o->token_zip, '/') + 1 : o->token_zip;
@@ -362,8 +360,6 @@ int oci_cmd_rebootstrap(const struct oci_opts *o)
 out:
 	if (b.f != NULL)
 		bundle_close(&b, r, "stopped");
-	if (fd >= 0)
-		close(fd);
 	if (zip != NULL)
 		OPENSSL_cleanse(zip, zip_len);
 	if (form != NULL)
