@@ -168,7 +168,7 @@ static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_rep
 
 	if (r == 0)
 		return 0;
-	rep->wire = "audit-unavailable";
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
 	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
 			   "was used (see the daemon log)");
 }
@@ -211,9 +211,9 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	memset(&info, 0, sizeof(info));
 	if (ks_token_get_info(ctx->token, &info) != 0)
 		info.health = KS_HEALTH_UNAVAILABLE;
-	/* "token-unavailable" is the unavailable state's wire name since version 1. */
-	health = info.health == KS_HEALTH_OK ? "ok" :
-		 info.health == KS_HEALTH_DEGRADED ? "degraded" : "token-unavailable";
+	health = ks_wire_health_name(info.health == KS_HEALTH_OK ? KS_WIRE_HEALTH_OK :
+				     info.health == KS_HEALTH_DEGRADED ? KS_WIRE_HEALTH_DEGRADED :
+				     KS_WIRE_HEALTH_TOKEN_UNAVAILABLE);
 	types = json_array();
 	algs = json_array();
 	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
@@ -520,7 +520,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
-	if (r != 0 && rep->wire != NULL)
+	if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
 		;       /* audit_intent() refused it and said so in @rep */
 	else if (r == -EINVAL && err != NULL)
 		ks_reply_error(rep, r, "%s", err);
@@ -908,5 +908,5 @@ int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer)
 
 void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer)
 {
-	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_error(-EACCES));
+	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_err_name(KS_WIRE_DENIED));
 }
