@@ -21,25 +21,9 @@
 #include "proto/log.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
+#include "proto/wire.h"
 
-#define KS_SIGN_DATA_MAX (48 * 1024)
-#define KS_SAN_MAX 100
-/* Keys in one key.list answer: 512 of the longest entries take about 56 KiB. */
-#define KS_LIST_MAX 512
-#define KS_CERT_PEM_MAX (32 * 1024)
-/*
- * The bytes of text a CSR is built from (subject, SAN entries,
- * ext_key_usage entries, attribute OIDs and values) together. The DER
- * holds this plus at most about 6 KiB (tags and lengths of at most 212
- * strings, 16 bytes for an IPv6 address written "::", an RSA-4096 key
- * and signature), and the answer carries it as PEM in a JSON string,
- * 1.375 bytes per DER byte: under 54 KiB, so every CSR that passes this
- * check is answered within one 64 KiB frame (test_dispatch.c builds the
- * largest). Checked before the token is touched, so a CSR too large to
- * send is never signed.
- */
-#define KS_CSR_TEXT_MAX (32 * 1024)
-#define KS_QUOTE_MAX 64          /* bytes of client text quoted in a message */
+/* The limits (KS_SIGN_DATA_MAX, KS_CSR_TEXT_MAX, ...) are proto/wire.h's. */
 
 struct ks_request {
 	json_t *root;
@@ -182,7 +166,7 @@ struct hello_req {
 static const struct ks_json_field hello_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, 16 },
+	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, KS_VERSIONS_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -255,7 +239,7 @@ static const struct ks_json_field generate_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, 32 },
+	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -385,12 +369,12 @@ static const struct ks_json_field csr_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct csr_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, 4096 },
+	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, KS_SUBJECT_MAX },
 	{ "san", KS_JSON_OBJECT, offsetof(struct csr_req, san), 0, 0 },
-	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, 16 },
-	{ "ext_key_usage", KS_JSON_STRV, offsetof(struct csr_req, ext_key_usage), 0, 32 },
-	{ "attributes", KS_JSON_ARRAY, offsetof(struct csr_req, attributes), 0, 16 },
-	{ "digest", KS_JSON_STRING, offsetof(struct csr_req, digest), 0, 16 },
+	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, KS_KEY_USAGE_MAX },
+	{ "ext_key_usage", KS_JSON_STRV, offsetof(struct csr_req, ext_key_usage), 0, KS_EXT_KEY_USAGE_MAX },
+	{ "attributes", KS_JSON_ARRAY, offsetof(struct csr_req, attributes), 0, KS_CSR_ATTRS_MAX },
+	{ "digest", KS_JSON_STRING, offsetof(struct csr_req, digest), 0, KS_DIGEST_NAME_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -407,9 +391,9 @@ static const struct ks_json_field san_fields[] = {
 };
 
 static const struct ks_json_field attr_fields[] = {
-	{ "oid", KS_JSON_STRING, offsetof(struct ks_csr_attr, oid), KS_JSON_REQUIRED, 128 },
-	{ "value", KS_JSON_STRING, offsetof(struct ks_csr_attr, value), KS_JSON_REQUIRED, 1024 },
-	{ "type", KS_JSON_STRING, offsetof(struct ks_csr_attr, string_type), 0, 16 },
+	{ "oid", KS_JSON_STRING, offsetof(struct ks_csr_attr, oid), KS_JSON_REQUIRED, KS_OID_TEXT_MAX },
+	{ "value", KS_JSON_STRING, offsetof(struct ks_csr_attr, value), KS_JSON_REQUIRED, KS_ATTR_VALUE_MAX },
+	{ "type", KS_JSON_STRING, offsetof(struct ks_csr_attr, string_type), 0, KS_ATTR_TYPE_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -451,7 +435,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct csr_req *c = arg;
 	struct san_req san;
-	struct ks_csr_attr attrs[16];
+	struct ks_csr_attr attrs[KS_CSR_ATTRS_MAX];
 	struct ks_csr_params params;
 	struct ks_key_info info;
 	struct token_signer signer = { ctx, rq, rep };
@@ -496,6 +480,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	       strv_bytes(&san.uri) + strv_bytes(&san.email) + strv_bytes(&c->ext_key_usage);
 	for (i = 0; i < params.n_attrs; i++)
 		text += strlen(attrs[i].oid) + strlen(attrs[i].value);
+	/* Checked before the token is touched, so a CSR too large to send is never signed. */
 	if (text > KS_CSR_TEXT_MAX)
 		return ks_reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
 				   "%zu bytes in all, more than %d", text, KS_CSR_TEXT_MAX);
@@ -544,7 +529,7 @@ static const struct ks_json_field sign_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
 	{ "key", KS_JSON_STRING, offsetof(struct sign_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, 32 },
+	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX },
 	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128 },
 	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX },
 	{ NULL, 0, 0, 0, 0 },

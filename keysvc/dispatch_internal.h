@@ -17,9 +17,6 @@
 #include "pkcs11/token.h"
 #include "proto/wire.h"
 
-#define KS_ID_MAX 64
-#define KS_MESSAGE_MAX 256
-
 struct ks_ctx {
 	struct ks_token *token;
 	struct ks_audit *audit;

@@ -48,6 +48,10 @@
 /* csr.create: bytes of an attribute's "oid" (an OID of at most 127 characters) and "value". */
 #define KS_OID_TEXT_MAX 128
 #define KS_ATTR_VALUE_MAX 1024
+/* csr.create: bytes of an attribute's "type" ("utf8", ...). */
+#define KS_ATTR_TYPE_MAX 16
+/* csr.create: bytes of a SAN "uri" or "email" entry ("dns" names: 253, the DNS limit). */
+#define KS_SAN_ENTRY_MAX 1024
 /* csr.create: bytes of "digest" ("sha256", ...). */
 #define KS_DIGEST_NAME_MAX 16
 /*

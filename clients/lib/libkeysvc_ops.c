@@ -28,6 +28,9 @@
 #include "proto/wire.h"
 #include "clients/lib/libkeysvc_internal.h"
 
+/* The public header cannot include proto/: the two must agree. */
+_Static_assert(KEYSVC_SIGN_DATA_MAX == KS_SIGN_DATA_MAX, "<keysvc/keysvc.h> and proto/wire.h disagree");
+
 /* ---- hello ---- */
 
 struct hello_resp {
