@@ -891,7 +891,15 @@ int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer)
 	return known;
 }
 
-void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer)
+int ks_dispatch_refusal(struct ks_ctx *ctx, const struct ks_peer *peer, const char *message,
+			uint8_t **resp, size_t *resp_len)
 {
+	struct ks_reply rep;
+	int r;
+
+	memset(&rep, 0, sizeof(rep));
+	ks_reply_error(&rep, -EACCES, "%s", message);
+	r = ks_reply_encode(ctx, NULL, &rep, resp, resp_len);
 	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_err_name(KS_WIRE_DENIED));
+	return r;
 }
