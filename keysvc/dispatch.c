@@ -223,23 +223,28 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	return ks_reply_set_result(rep, result);
 }
 
+/*
+ * "key" of the operations on one key: the request's key name, read into
+ * struct ks_request by request_key_fields, so the tables below only allow it.
+ */
 struct key_req {
-	const char *key;
 	const char *type;
+	enum ks_key_type key_type;
 };
 
 static const struct ks_json_field key_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
 };
 
 static const struct ks_json_field generate_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
+	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
+	  ks_wire_check_key_type, offsetof(struct key_req, key_type) },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -267,12 +272,10 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		       struct ks_reply *rep)
 {
 	struct key_req *k = arg;
-	enum ks_key_type type = ks_key_type_from_name(k->type);
+	enum ks_key_type type = k->key_type;
 	EVP_PKEY *pub = NULL;
 	int r;
 
-	if (type == KS_KEY_NONE)
-		return ks_reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
@@ -356,7 +359,6 @@ out:
 }
 
 struct csr_req {
-	const char *key;
 	const char *subject;
 	json_t *san;
 	struct ks_strv key_usage;
@@ -368,7 +370,7 @@ struct csr_req {
 static const struct ks_json_field csr_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct csr_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, KS_SUBJECT_MAX },
 	{ "san", KS_JSON_OBJECT, offsetof(struct csr_req, san), 0, 0 },
 	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, KS_KEY_USAGE_MAX },
@@ -519,59 +521,59 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 }
 
 struct sign_req {
-	const char *key;
 	const char *alg;
 	const char *digest;
 	const char *data;
+	enum ks_sig_alg sig_alg;
+	struct ks_wire_bytes digest_bytes;
+	struct ks_wire_bytes data_bytes;     /* what is signed: wiped when done */
 };
 
 static const struct ks_json_field sign_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct sign_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX },
-	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128 },
-	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
+	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
+	  ks_wire_check_sig_alg, offsetof(struct sign_req, sig_alg) },
+	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128,
+	  ks_wire_check_digest, offsetof(struct sign_req, digest_bytes) },
+	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX,
+	  ks_wire_check_data, offsetof(struct sign_req, data_bytes) },
 	{ NULL, 0, 0, 0, 0 },
 };
+
+static void sign_req_clear(void *arg)
+{
+	struct sign_req *s = arg;
+
+	ks_wire_bytes_clear(&s->digest_bytes);
+	ks_wire_bytes_clear(&s->data_bytes);
+}
 
 static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		   struct ks_reply *rep)
 {
 	struct sign_req *s = arg;
-	enum ks_sig_alg alg = ks_sig_alg_from_name(s->alg);
-	uint8_t md[EVP_MAX_MD_SIZE];
+	enum ks_sig_alg alg = s->sig_alg;
+	const uint8_t *in = s->data_bytes.data;
+	size_t in_len = s->data_bytes.len, sig_len = 0;
+	uint8_t md[EVP_MAX_MD_SIZE], *sig = NULL;
 	unsigned md_len = 0;
-	uint8_t *in = NULL, *sig = NULL;
-	size_t in_len = 0, sig_len = 0;
 	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1];
 	const char *signed_name;
 	int r;
 
-	if (alg == KS_SIG_NONE)
-		return ks_reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
 	if ((s->digest == NULL) == (s->data == NULL))
 		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
 	if (s->digest != NULL) {
-		r = ks_b64_decode(s->digest, strlen(s->digest), 64, &in, &in_len);
-		if (r == -EINVAL || r == -EMSGSIZE || (r == 0 && in_len != ks_sig_alg_digest_len(alg))) {
-			free(in);
+		if (s->digest_bytes.len != ks_sig_alg_digest_len(alg))
 			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
 					   ks_sig_alg_digest_len(alg), s->alg);
-		}
-		if (r != 0)
-			return ks_reply_error(rep, r, "out of memory");
-		memcpy(md, in, in_len);
-		md_len = (unsigned)in_len;
+		memcpy(md, s->digest_bytes.data, s->digest_bytes.len);
+		md_len = (unsigned)s->digest_bytes.len;
 		signed_name = "digest";
 		to_hex(md, md_len, signed_hex);
 	} else {
-		r = ks_b64_decode(s->data, strlen(s->data), KS_SIGN_DATA_MAX, &in, &in_len);
-		if (r == -EINVAL || r == -EMSGSIZE)
-			return ks_reply_error(rep, -EINVAL, "data: must be base64 of at most %d bytes",
-					   KS_SIGN_DATA_MAX);
-		if (r != 0)
-			return ks_reply_error(rep, r, "out of memory");
 		if (EVP_Digest(in, in_len, md, &md_len,
 			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
 			r = ks_reply_error(rep, -EIO, "digest failed");
@@ -604,21 +606,19 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	r = ks_reply_set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
 				      "signature", b64));
 out:
-	ks_freezero(in, in_len);
 	free(sig);
 	free(b64);
 	return r;
 }
 
 struct cert_req {
-	const char *key;
 	const char *cert;
 };
 
 static const struct ks_json_field cert_put_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct cert_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ "cert", KS_JSON_STRING, offsetof(struct cert_req, cert), KS_JSON_REQUIRED, KS_CERT_PEM_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -740,18 +740,45 @@ union ks_op_args {
 static const struct {
 	const struct ks_json_field *fields;
 	ks_op_fn fn;
-	size_t key_offset;       /* where the request struct keeps "key"; SIZE_MAX for none */
+	void (*clear)(void *arg);  /* frees what the fields' checks made; NULL: nothing */
 } op_table[KS_OP_COUNT] = {
-	[KS_OP_HELLO] = { hello_fields, op_hello, SIZE_MAX },
-	[KS_OP_KEY_GENERATE] = { generate_fields, op_generate, offsetof(struct key_req, key) },
-	[KS_OP_KEY_LIST] = { list_fields, op_list, SIZE_MAX },
-	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, offsetof(struct key_req, key) },
-	[KS_OP_KEY_DELETE] = { key_fields, op_delete, offsetof(struct key_req, key) },
-	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, offsetof(struct csr_req, key) },
-	[KS_OP_SIGN] = { sign_fields, op_sign, offsetof(struct sign_req, key) },
-	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, offsetof(struct cert_req, key) },
-	[KS_OP_CERT_GET] = { key_fields, op_cert_get, offsetof(struct key_req, key) },
+	[KS_OP_HELLO] = { hello_fields, op_hello, NULL },
+	[KS_OP_KEY_GENERATE] = { generate_fields, op_generate, NULL },
+	[KS_OP_KEY_LIST] = { list_fields, op_list, NULL },
+	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, NULL },
+	[KS_OP_KEY_DELETE] = { key_fields, op_delete, NULL },
+	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, NULL },
+	[KS_OP_SIGN] = { sign_fields, op_sign, sign_req_clear },
+	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, NULL },
+	[KS_OP_CERT_GET] = { key_fields, op_cert_get, NULL },
 };
+
+/* The key an operation on one key names (ks_op_takes_key()), checked before the policy is asked. */
+static const struct ks_json_field request_key_fields[] = {
+	{ "key", KS_JSON_STRING, offsetof(struct ks_request, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX,
+	  ks_wire_check_key_name, 0 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+/*
+ * A field of the request refused: the field and why, or for a name the
+ * protocol does not define (a check's -EOPNOTSUPP) the name itself.
+ */
+static void reply_field_error(struct ks_reply *rep, json_t *root, int err, const char *field,
+			      const char *why)
+{
+	json_t *v = field != NULL ? json_object_get(root, field) : NULL;
+
+	if (field == NULL)
+		field = "request";
+	if (err == -ENOMEM)
+		ks_reply_error(rep, err, "out of memory");
+	else if (err == -EOPNOTSUPP && json_is_string(v))
+		ks_reply_error(rep, err, "%s %.*s", why, ks_utf8_prefix(json_string_value(v), KS_QUOTE_MAX),
+			       json_string_value(v));
+	else
+		ks_reply_error(rep, err, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
+}
 
 /*
  * After ks_reply_encode(): the audit record says what the client was told,
@@ -810,7 +837,7 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	if (json_is_string(opv) && (op = ks_op_from_name(json_string_value(opv))) >= 0)
 		op_audit = ks_op_name((enum ks_op)op);
 	keyv = json_object_get(rq.root, "key");
-	if (!(op_audit != NULL && (op == KS_OP_HELLO || op == KS_OP_KEY_LIST)) && json_is_string(keyv) &&
+	if (!(op_audit != NULL && !ks_op_takes_key((enum ks_op)op)) && json_is_string(keyv) &&
 	    json_string_length(keyv) == strlen(json_string_value(keyv)) &&
 	    ks_key_name_valid(json_string_value(keyv)))
 		key_audit = json_string_value(keyv);
@@ -831,19 +858,18 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 		goto answer;
 	}
 	rq.op = (enum ks_op)op;
-	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
-		if (field == NULL)
-			field = "request";
-		ks_reply_error(&rep, -EINVAL, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
+	/* The fields' types now, their values (but the key's) only for a peer the policy lets ask. */
+	if ((r = ks_json_dispatch(rq.root, op_table[op].fields, &args, KS_JSON_NO_CHECKS,
+				  &field, &why)) != 0) {
+		reply_field_error(&rep, rq.root, r, field, why);
 		goto answer;
 	}
-	if (op_table[op].key_offset != SIZE_MAX) {
-		rq.key = *(const char *const *)((const uint8_t *)&args + op_table[op].key_offset);
-		if (!ks_key_name_valid(rq.key)) {
-			ks_reply_error(&rep, -EINVAL, "key: not a valid key name");
-			rq.key = NULL;
-			goto answer;
-		}
+	if (ks_op_takes_key(rq.op) &&
+	    (r = ks_json_dispatch(rq.root, request_key_fields, &rq, KS_JSON_ALLOW_UNKNOWN,
+				  &field, &why)) != 0) {
+		reply_field_error(&rep, rq.root, r, field, why);
+		rq.key = NULL;
+		goto answer;
 	}
 	/* Default deny, decided before anything touches the token. */
 	policy = ctx_policy(ctx);
@@ -856,7 +882,12 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 				    (unsigned)peer->uid, op_audit, rq.key);
 		goto answer;
 	}
-	op_table[op].fn(ctx, &rq, &args, &rep);
+	if ((r = ks_json_check(rq.root, op_table[op].fields, &args, &field, &why)) != 0)
+		reply_field_error(&rep, rq.root, r, field, why);
+	else
+		op_table[op].fn(ctx, &rq, &args, &rep);
+	if (op_table[op].clear != NULL)
+		op_table[op].clear(&args);
 
 answer:
 	if ((r = ks_reply_encode(ctx, rq.id, &rep, resp, resp_len)) != 0)

@@ -1,6 +1,11 @@
 #include "proto/wire.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "proto/alg.h"
+#include "proto/b64.h"
+#include "proto/secmem.h"
 
 static const char *const op_names[KS_OP_COUNT] = {
 	[KS_OP_HELLO] = "hello",
@@ -92,4 +97,75 @@ int ks_key_name_valid(const char *name)
 			return 0;
 	}
 	return 1;
+}
+
+void ks_wire_bytes_clear(struct ks_wire_bytes *b)
+{
+	ks_freezero(b->data, b->len);
+	b->data = NULL;
+	b->len = 0;
+}
+
+int ks_wire_check_key_name(const void *value, void *typed, const char **why)
+{
+	(void)typed;
+	if (ks_key_name_valid(*(const char *const *)value))
+		return 0;
+	*why = "not a valid key name";
+	return -EINVAL;
+}
+
+int ks_wire_check_key_type(const void *value, void *typed, const char **why)
+{
+	enum ks_key_type t = ks_key_type_from_name(*(const char *const *)value);
+
+	if (t == KS_KEY_NONE) {
+		*why = "unknown key type";
+		return -EOPNOTSUPP;
+	}
+	*(enum ks_key_type *)typed = t;
+	return 0;
+}
+
+int ks_wire_check_sig_alg(const void *value, void *typed, const char **why)
+{
+	enum ks_sig_alg a = ks_sig_alg_from_name(*(const char *const *)value);
+
+	if (a == KS_SIG_NONE) {
+		*why = "unknown signature algorithm";
+		return -EOPNOTSUPP;
+	}
+	*(enum ks_sig_alg *)typed = a;
+	return 0;
+}
+
+static int check_b64(const void *value, void *typed, size_t max, const char *too_long,
+		     const char **why)
+{
+	const char *s = *(const char *const *)value;
+	struct ks_wire_bytes *b = typed;
+	int r;
+
+	ks_wire_bytes_clear(b);
+	r = ks_b64_decode(s, strlen(s), max, &b->data, &b->len);
+	if (r == -EINVAL || r == -EMSGSIZE) {
+		*why = too_long;
+		return -EINVAL;
+	}
+	if (r != 0)
+		*why = "out of memory";
+	return r;
+}
+
+/* The messages spell the limits out. */
+_Static_assert(KS_DIGEST_MAX == 64 && KS_SIGN_DATA_MAX == 49152, "the messages name the limits");
+
+int ks_wire_check_digest(const void *value, void *typed, const char **why)
+{
+	return check_b64(value, typed, KS_DIGEST_MAX, "must be base64 of at most 64 bytes", why);
+}
+
+int ks_wire_check_data(const void *value, void *typed, const char **why)
+{
+	return check_b64(value, typed, KS_SIGN_DATA_MAX, "must be base64 of at most 49152 bytes", why);
 }

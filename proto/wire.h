@@ -7,13 +7,15 @@
  * mean one thing on one side of the socket and another on the other.
  *
  * Key types and signature algorithms are proto/alg.h; the frame cap
- * (KS_FRAME_MAX) is proto/frame.h. Nothing here allocates or needs
- * jansson, so the provider links it without the JSON layer.
+ * (KS_FRAME_MAX) is proto/frame.h. Nothing here needs jansson, so the
+ * provider links it without the JSON layer; the schema checks at the end
+ * have proto/json.h's ks_json_check_fn signature for the request tables.
  */
 #ifndef KEYSVC_PROTO_WIRE_H
 #define KEYSVC_PROTO_WIRE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- limits -------------------------------------------------------------- */
 
@@ -138,5 +140,36 @@ int ks_wire_health_from_name(const char *name);
  * NULL.
  */
 int ks_key_name_valid(const char *name);
+
+/* ---- schema checks --------------------------------------------------------- */
+
+/*
+ * Checks of request fields for proto/json.h's tables (ks_json_check_fn):
+ * @value points at a KS_JSON_STRING field's const char *, @typed at where
+ * the typed value goes; *@why is a static message.
+ */
+
+/* Base64 decoded by a check; the caller wipes it with ks_wire_bytes_clear(). */
+struct ks_wire_bytes {
+	uint8_t *data;
+	size_t len;
+};
+
+/* Wipe and free @b's bytes and zero it; @b may be zeroed already. */
+void ks_wire_bytes_clear(struct ks_wire_bytes *b);
+
+/* A key name (ks_key_name_valid()); stores nothing. -EINVAL "not a valid key name". */
+int ks_wire_check_key_name(const void *value, void *typed, const char **why);
+/* A key type name (proto/alg.h) into an enum ks_key_type. -EOPNOTSUPP "unknown key type". */
+int ks_wire_check_key_type(const void *value, void *typed, const char **why);
+/* A signature algorithm name into an enum ks_sig_alg. -EOPNOTSUPP "unknown signature algorithm". */
+int ks_wire_check_sig_alg(const void *value, void *typed, const char **why);
+/*
+ * Canonical base64 (proto/b64.h) of at most KS_DIGEST_MAX bytes
+ * (ks_wire_check_digest) or KS_SIGN_DATA_MAX bytes (ks_wire_check_data)
+ * into a struct ks_wire_bytes. -EINVAL naming the limit, or -ENOMEM.
+ */
+int ks_wire_check_digest(const void *value, void *typed, const char **why);
+int ks_wire_check_data(const void *value, void *typed, const char **why);
 
 #endif
