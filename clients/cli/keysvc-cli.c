@@ -262,9 +262,9 @@ static int parse_cmd(struct cli_global *g, int argc, char **argv, struct cmd_arg
 static const char *health_name(enum keysvc_health h)
 {
 	switch (h) {
-	case KEYSVC_HEALTH_OK: return "ok";
-	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return "token-unavailable";
-	case KEYSVC_HEALTH_DEGRADED: return "degraded";
+	case KEYSVC_HEALTH_OK: return ks_wire_health_name(KS_WIRE_HEALTH_OK);
+	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return ks_wire_health_name(KS_WIRE_HEALTH_TOKEN_UNAVAILABLE);
+	case KEYSVC_HEALTH_DEGRADED: return ks_wire_health_name(KS_WIRE_HEALTH_DEGRADED);
 	default: return "unknown";
 	}
 }
