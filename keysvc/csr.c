@@ -15,13 +15,13 @@
 #include <openssl/x509v3.h>
 
 #include "proto/utf8.h"
+#include "proto/wire.h"
 
-#define KS_DN_INPUT_MAX 4096   /* the wire schema's limit for "subject" */
 #define KS_DN_VALUE_MAX 256
 #define KS_DN_MAX_AVAS 64
-#define KS_OID_TEXT_MAX 128
-#define KS_SAN_MAX 100
-#define KS_NAME_MAX 1024
+/* KS_SUBJECT_MAX, KS_SAN_MAX, KS_SAN_ENTRY_MAX, KS_OID_TEXT_MAX, KS_ATTR_VALUE_MAX: proto/wire.h. */
+_Static_assert(KS_SUBJECT_MAX == 4096 && KS_SAN_MAX == 100 && KS_SAN_ENTRY_MAX == 1024 &&
+	       KS_ATTR_VALUE_MAX == 1024, "the messages below spell out the limits of proto/wire.h");
 #define KS_DNS_NAME_MAX 253
 #define KS_DNS_LABEL_MAX 63
 #define KS_KU_ALL 0x7fu
@@ -284,7 +284,7 @@ int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err)
 		*err = "subject: empty";
 		return -EINVAL;
 	}
-	if ((slen = strnlen(s, KS_DN_INPUT_MAX + 1)) > KS_DN_INPUT_MAX) {
+	if ((slen = strnlen(s, KS_SUBJECT_MAX + 1)) > KS_SUBJECT_MAX) {
 		*err = "subject: longer than 4096 bytes";
 		return -EINVAL;
 	}
@@ -429,7 +429,7 @@ static int uri_ok(const char *s)
 {
 	size_t n = strlen(s), i = 0;
 
-	if (n == 0 || n > KS_NAME_MAX || !all_visible(s, n) || !is_alpha((unsigned char)s[0]))
+	if (n == 0 || n > KS_SAN_ENTRY_MAX || !all_visible(s, n) || !is_alpha((unsigned char)s[0]))
 		return 0;
 	while (is_alpha((unsigned char)s[i]) || is_digit((unsigned char)s[i]) ||
 	       s[i] == '+' || s[i] == '-' || s[i] == '.')
@@ -443,7 +443,7 @@ static int email_ok(const char *s)
 	size_t n = strlen(s);
 	const char *at = strchr(s, '@');
 
-	if (n == 0 || n > KS_NAME_MAX || !all_visible(s, n) || at == NULL || at == s ||
+	if (n == 0 || n > KS_SAN_ENTRY_MAX || !all_visible(s, n) || at == NULL || at == s ||
 	    strchr(at + 1, '@') != NULL || strchr(s, '"') != NULL)
 		return 0;
 	return dns_name_ok(at + 1, 0);
@@ -642,7 +642,7 @@ static int add_attrs(X509_REQ *req, const struct ks_csr_params *p, const char **
 	for (size_t i = 0; i < p->n_attrs; i++) {
 		const struct ks_csr_attr *a = &p->attrs[i];
 		const char *t = a->string_type ? a->string_type : "utf8";
-		size_t len = a->value ? strnlen(a->value, KS_NAME_MAX + 1) : 0;
+		size_t len = a->value ? strnlen(a->value, KS_ATTR_VALUE_MAX + 1) : 0;
 		ASN1_OBJECT *obj;
 		int type, ok, nid;
 
@@ -650,7 +650,7 @@ static int add_attrs(X509_REQ *req, const struct ks_csr_params *p, const char **
 			*err = "attributes: oid must be a dotted OID";
 			return -EINVAL;
 		}
-		if (len == 0 || len > KS_NAME_MAX) {
+		if (len == 0 || len > KS_ATTR_VALUE_MAX) {
 			*err = "attributes: value must be 1..1024 bytes";
 			return -EINVAL;
 		}

@@ -21,25 +21,9 @@
 #include "proto/log.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
+#include "proto/wire.h"
 
-#define KS_SIGN_DATA_MAX (48 * 1024)
-#define KS_SAN_MAX 100
-/* Keys in one key.list answer: 512 of the longest entries take about 56 KiB. */
-#define KS_LIST_MAX 512
-#define KS_CERT_PEM_MAX (32 * 1024)
-/*
- * The bytes of text a CSR is built from (subject, SAN entries,
- * ext_key_usage entries, attribute OIDs and values) together. The DER
- * holds this plus at most about 6 KiB (tags and lengths of at most 212
- * strings, 16 bytes for an IPv6 address written "::", an RSA-4096 key
- * and signature), and the answer carries it as PEM in a JSON string,
- * 1.375 bytes per DER byte: under 54 KiB, so every CSR that passes this
- * check is answered within one 64 KiB frame (test_dispatch.c builds the
- * largest). Checked before the token is touched, so a CSR too large to
- * send is never signed.
- */
-#define KS_CSR_TEXT_MAX (32 * 1024)
-#define KS_QUOTE_MAX 64          /* bytes of client text quoted in a message */
+/* The limits (KS_SIGN_DATA_MAX, KS_CSR_TEXT_MAX, ...) are proto/wire.h's. */
 
 struct ks_request {
 	json_t *root;
@@ -168,7 +152,7 @@ static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_rep
 
 	if (r == 0)
 		return 0;
-	rep->wire = "audit-unavailable";
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
 	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
 			   "was used (see the daemon log)");
 }
@@ -182,7 +166,7 @@ struct hello_req {
 static const struct ks_json_field hello_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, 16 },
+	{ "versions", KS_JSON_ARRAY, offsetof(struct hello_req, versions), 0, KS_VERSIONS_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -211,9 +195,9 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	memset(&info, 0, sizeof(info));
 	if (ks_token_get_info(ctx->token, &info) != 0)
 		info.health = KS_HEALTH_UNAVAILABLE;
-	/* "token-unavailable" is the unavailable state's wire name since version 1. */
-	health = info.health == KS_HEALTH_OK ? "ok" :
-		 info.health == KS_HEALTH_DEGRADED ? "degraded" : "token-unavailable";
+	health = ks_wire_health_name(info.health == KS_HEALTH_OK ? KS_WIRE_HEALTH_OK :
+				     info.health == KS_HEALTH_DEGRADED ? KS_WIRE_HEALTH_DEGRADED :
+				     KS_WIRE_HEALTH_TOKEN_UNAVAILABLE);
 	types = json_array();
 	algs = json_array();
 	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
@@ -239,23 +223,28 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	return ks_reply_set_result(rep, result);
 }
 
+/*
+ * "key" of the operations on one key: the request's key name, read into
+ * struct ks_request by request_key_fields, so the tables below only allow it.
+ */
 struct key_req {
-	const char *key;
 	const char *type;
+	enum ks_key_type key_type;
 };
 
 static const struct ks_json_field key_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
 };
 
 static const struct ks_json_field generate_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct key_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, 32 },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
+	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
+	  ks_wire_check_key_type, offsetof(struct key_req, key_type) },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -283,12 +272,10 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		       struct ks_reply *rep)
 {
 	struct key_req *k = arg;
-	enum ks_key_type type = ks_key_type_from_name(k->type);
+	enum ks_key_type type = k->key_type;
 	EVP_PKEY *pub = NULL;
 	int r;
 
-	if (type == KS_KEY_NONE)
-		return ks_reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
@@ -372,7 +359,6 @@ out:
 }
 
 struct csr_req {
-	const char *key;
 	const char *subject;
 	json_t *san;
 	struct ks_strv key_usage;
@@ -384,13 +370,13 @@ struct csr_req {
 static const struct ks_json_field csr_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct csr_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, 4096 },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
+	{ "subject", KS_JSON_STRING, offsetof(struct csr_req, subject), KS_JSON_REQUIRED, KS_SUBJECT_MAX },
 	{ "san", KS_JSON_OBJECT, offsetof(struct csr_req, san), 0, 0 },
-	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, 16 },
-	{ "ext_key_usage", KS_JSON_STRV, offsetof(struct csr_req, ext_key_usage), 0, 32 },
-	{ "attributes", KS_JSON_ARRAY, offsetof(struct csr_req, attributes), 0, 16 },
-	{ "digest", KS_JSON_STRING, offsetof(struct csr_req, digest), 0, 16 },
+	{ "key_usage", KS_JSON_STRV, offsetof(struct csr_req, key_usage), 0, KS_KEY_USAGE_MAX },
+	{ "ext_key_usage", KS_JSON_STRV, offsetof(struct csr_req, ext_key_usage), 0, KS_EXT_KEY_USAGE_MAX },
+	{ "attributes", KS_JSON_ARRAY, offsetof(struct csr_req, attributes), 0, KS_CSR_ATTRS_MAX },
+	{ "digest", KS_JSON_STRING, offsetof(struct csr_req, digest), 0, KS_DIGEST_NAME_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -407,9 +393,9 @@ static const struct ks_json_field san_fields[] = {
 };
 
 static const struct ks_json_field attr_fields[] = {
-	{ "oid", KS_JSON_STRING, offsetof(struct ks_csr_attr, oid), KS_JSON_REQUIRED, 128 },
-	{ "value", KS_JSON_STRING, offsetof(struct ks_csr_attr, value), KS_JSON_REQUIRED, 1024 },
-	{ "type", KS_JSON_STRING, offsetof(struct ks_csr_attr, string_type), 0, 16 },
+	{ "oid", KS_JSON_STRING, offsetof(struct ks_csr_attr, oid), KS_JSON_REQUIRED, KS_OID_TEXT_MAX },
+	{ "value", KS_JSON_STRING, offsetof(struct ks_csr_attr, value), KS_JSON_REQUIRED, KS_ATTR_VALUE_MAX },
+	{ "type", KS_JSON_STRING, offsetof(struct ks_csr_attr, string_type), 0, KS_ATTR_TYPE_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -451,7 +437,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct csr_req *c = arg;
 	struct san_req san;
-	struct ks_csr_attr attrs[16];
+	struct ks_csr_attr attrs[KS_CSR_ATTRS_MAX];
 	struct ks_csr_params params;
 	struct ks_key_info info;
 	struct token_signer signer = { ctx, rq, rep };
@@ -496,6 +482,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	       strv_bytes(&san.uri) + strv_bytes(&san.email) + strv_bytes(&c->ext_key_usage);
 	for (i = 0; i < params.n_attrs; i++)
 		text += strlen(attrs[i].oid) + strlen(attrs[i].value);
+	/* Checked before the token is touched, so a CSR too large to send is never signed. */
 	if (text > KS_CSR_TEXT_MAX)
 		return ks_reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
 				   "%zu bytes in all, more than %d", text, KS_CSR_TEXT_MAX);
@@ -520,7 +507,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
-	if (r != 0 && rep->wire != NULL)
+	if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
 		;       /* audit_intent() refused it and said so in @rep */
 	else if (r == -EINVAL && err != NULL)
 		ks_reply_error(rep, r, "%s", err);
@@ -534,59 +521,59 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 }
 
 struct sign_req {
-	const char *key;
 	const char *alg;
 	const char *digest;
 	const char *data;
+	enum ks_sig_alg sig_alg;
+	struct ks_wire_bytes digest_bytes;
+	struct ks_wire_bytes data_bytes;     /* what is signed: wiped when done */
 };
 
 static const struct ks_json_field sign_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct sign_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
-	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, 32 },
-	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128 },
-	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
+	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
+	  ks_wire_check_sig_alg, offsetof(struct sign_req, sig_alg) },
+	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128,
+	  ks_wire_check_digest, offsetof(struct sign_req, digest_bytes) },
+	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX,
+	  ks_wire_check_data, offsetof(struct sign_req, data_bytes) },
 	{ NULL, 0, 0, 0, 0 },
 };
+
+static void sign_req_clear(void *arg)
+{
+	struct sign_req *s = arg;
+
+	ks_wire_bytes_clear(&s->digest_bytes);
+	ks_wire_bytes_clear(&s->data_bytes);
+}
 
 static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		   struct ks_reply *rep)
 {
 	struct sign_req *s = arg;
-	enum ks_sig_alg alg = ks_sig_alg_from_name(s->alg);
-	uint8_t md[EVP_MAX_MD_SIZE];
+	enum ks_sig_alg alg = s->sig_alg;
+	const uint8_t *in = s->data_bytes.data;
+	size_t in_len = s->data_bytes.len, sig_len = 0;
+	uint8_t md[EVP_MAX_MD_SIZE], *sig = NULL;
 	unsigned md_len = 0;
-	uint8_t *in = NULL, *sig = NULL;
-	size_t in_len = 0, sig_len = 0;
 	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1];
 	const char *signed_name;
 	int r;
 
-	if (alg == KS_SIG_NONE)
-		return ks_reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
 	if ((s->digest == NULL) == (s->data == NULL))
 		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
 	if (s->digest != NULL) {
-		r = ks_b64_decode(s->digest, strlen(s->digest), 64, &in, &in_len);
-		if (r == -EINVAL || r == -EMSGSIZE || (r == 0 && in_len != ks_sig_alg_digest_len(alg))) {
-			free(in);
+		if (s->digest_bytes.len != ks_sig_alg_digest_len(alg))
 			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
 					   ks_sig_alg_digest_len(alg), s->alg);
-		}
-		if (r != 0)
-			return ks_reply_error(rep, r, "out of memory");
-		memcpy(md, in, in_len);
-		md_len = (unsigned)in_len;
+		memcpy(md, s->digest_bytes.data, s->digest_bytes.len);
+		md_len = (unsigned)s->digest_bytes.len;
 		signed_name = "digest";
 		to_hex(md, md_len, signed_hex);
 	} else {
-		r = ks_b64_decode(s->data, strlen(s->data), KS_SIGN_DATA_MAX, &in, &in_len);
-		if (r == -EINVAL || r == -EMSGSIZE)
-			return ks_reply_error(rep, -EINVAL, "data: must be base64 of at most %d bytes",
-					   KS_SIGN_DATA_MAX);
-		if (r != 0)
-			return ks_reply_error(rep, r, "out of memory");
 		if (EVP_Digest(in, in_len, md, &md_len,
 			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
 			r = ks_reply_error(rep, -EIO, "digest failed");
@@ -619,21 +606,19 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	r = ks_reply_set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
 				      "signature", b64));
 out:
-	ks_freezero(in, in_len);
 	free(sig);
 	free(b64);
 	return r;
 }
 
 struct cert_req {
-	const char *key;
 	const char *cert;
 };
 
 static const struct ks_json_field cert_put_fields[] = {
 	{ "id", KS_JSON_SKIP, 0, 0, 0 },
 	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_STRING, offsetof(struct cert_req, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX },
+	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ "cert", KS_JSON_STRING, offsetof(struct cert_req, cert), KS_JSON_REQUIRED, KS_CERT_PEM_MAX },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -755,18 +740,45 @@ union ks_op_args {
 static const struct {
 	const struct ks_json_field *fields;
 	ks_op_fn fn;
-	size_t key_offset;       /* where the request struct keeps "key"; SIZE_MAX for none */
+	void (*clear)(void *arg);  /* frees what the fields' checks made; NULL: nothing */
 } op_table[KS_OP_COUNT] = {
-	[KS_OP_HELLO] = { hello_fields, op_hello, SIZE_MAX },
-	[KS_OP_KEY_GENERATE] = { generate_fields, op_generate, offsetof(struct key_req, key) },
-	[KS_OP_KEY_LIST] = { list_fields, op_list, SIZE_MAX },
-	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, offsetof(struct key_req, key) },
-	[KS_OP_KEY_DELETE] = { key_fields, op_delete, offsetof(struct key_req, key) },
-	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, offsetof(struct csr_req, key) },
-	[KS_OP_SIGN] = { sign_fields, op_sign, offsetof(struct sign_req, key) },
-	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, offsetof(struct cert_req, key) },
-	[KS_OP_CERT_GET] = { key_fields, op_cert_get, offsetof(struct key_req, key) },
+	[KS_OP_HELLO] = { hello_fields, op_hello, NULL },
+	[KS_OP_KEY_GENERATE] = { generate_fields, op_generate, NULL },
+	[KS_OP_KEY_LIST] = { list_fields, op_list, NULL },
+	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, NULL },
+	[KS_OP_KEY_DELETE] = { key_fields, op_delete, NULL },
+	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, NULL },
+	[KS_OP_SIGN] = { sign_fields, op_sign, sign_req_clear },
+	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, NULL },
+	[KS_OP_CERT_GET] = { key_fields, op_cert_get, NULL },
 };
+
+/* The key an operation on one key names (ks_op_takes_key()), checked before the policy is asked. */
+static const struct ks_json_field request_key_fields[] = {
+	{ "key", KS_JSON_STRING, offsetof(struct ks_request, key), KS_JSON_REQUIRED, KS_KEY_NAME_MAX,
+	  ks_wire_check_key_name, 0 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+/*
+ * A field of the request refused: the field and why, or for a name the
+ * protocol does not define (a check's -EOPNOTSUPP) the name itself.
+ */
+static void reply_field_error(struct ks_reply *rep, json_t *root, int err, const char *field,
+			      const char *why)
+{
+	json_t *v = field != NULL ? json_object_get(root, field) : NULL;
+
+	if (field == NULL)
+		field = "request";
+	if (err == -ENOMEM)
+		ks_reply_error(rep, err, "out of memory");
+	else if (err == -EOPNOTSUPP && json_is_string(v))
+		ks_reply_error(rep, err, "%s %.*s", why, ks_utf8_prefix(json_string_value(v), KS_QUOTE_MAX),
+			       json_string_value(v));
+	else
+		ks_reply_error(rep, err, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
+}
 
 /*
  * After ks_reply_encode(): the audit record says what the client was told,
@@ -825,7 +837,7 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	if (json_is_string(opv) && (op = ks_op_from_name(json_string_value(opv))) >= 0)
 		op_audit = ks_op_name((enum ks_op)op);
 	keyv = json_object_get(rq.root, "key");
-	if (!(op_audit != NULL && (op == KS_OP_HELLO || op == KS_OP_KEY_LIST)) && json_is_string(keyv) &&
+	if (!(op_audit != NULL && !ks_op_takes_key((enum ks_op)op)) && json_is_string(keyv) &&
 	    json_string_length(keyv) == strlen(json_string_value(keyv)) &&
 	    ks_key_name_valid(json_string_value(keyv)))
 		key_audit = json_string_value(keyv);
@@ -846,19 +858,18 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 		goto answer;
 	}
 	rq.op = (enum ks_op)op;
-	if (ks_json_dispatch(rq.root, op_table[op].fields, &args, 0, &field, &why) != 0) {
-		if (field == NULL)
-			field = "request";
-		ks_reply_error(&rep, -EINVAL, "%.*s: %s", ks_utf8_prefix(field, KS_QUOTE_MAX), field, why);
+	/* The fields' types now, their values (but the key's) only for a peer the policy lets ask. */
+	if ((r = ks_json_dispatch(rq.root, op_table[op].fields, &args, KS_JSON_NO_CHECKS,
+				  &field, &why)) != 0) {
+		reply_field_error(&rep, rq.root, r, field, why);
 		goto answer;
 	}
-	if (op_table[op].key_offset != SIZE_MAX) {
-		rq.key = *(const char *const *)((const uint8_t *)&args + op_table[op].key_offset);
-		if (!ks_key_name_valid(rq.key)) {
-			ks_reply_error(&rep, -EINVAL, "key: not a valid key name");
-			rq.key = NULL;
-			goto answer;
-		}
+	if (ks_op_takes_key(rq.op) &&
+	    (r = ks_json_dispatch(rq.root, request_key_fields, &rq, KS_JSON_ALLOW_UNKNOWN,
+				  &field, &why)) != 0) {
+		reply_field_error(&rep, rq.root, r, field, why);
+		rq.key = NULL;
+		goto answer;
 	}
 	/* Default deny, decided before anything touches the token. */
 	policy = ctx_policy(ctx);
@@ -871,7 +882,12 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 				    (unsigned)peer->uid, op_audit, rq.key);
 		goto answer;
 	}
-	op_table[op].fn(ctx, &rq, &args, &rep);
+	if ((r = ks_json_check(rq.root, op_table[op].fields, &args, &field, &why)) != 0)
+		reply_field_error(&rep, rq.root, r, field, why);
+	else
+		op_table[op].fn(ctx, &rq, &args, &rep);
+	if (op_table[op].clear != NULL)
+		op_table[op].clear(&args);
 
 answer:
 	if ((r = ks_reply_encode(ctx, rq.id, &rep, resp, resp_len)) != 0)
@@ -906,7 +922,15 @@ int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer)
 	return known;
 }
 
-void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer)
+int ks_dispatch_refusal(struct ks_ctx *ctx, const struct ks_peer *peer, const char *message,
+			uint8_t **resp, size_t *resp_len)
 {
-	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_error(-EACCES));
+	struct ks_reply rep;
+	int r;
+
+	memset(&rep, 0, sizeof(rep));
+	ks_reply_error(&rep, -EACCES, "%s", message);
+	r = ks_reply_encode(ctx, NULL, &rep, resp, resp_len);
+	ks_audit_log(ctx->audit, peer, NULL, NULL, ks_wire_err_name(KS_WIRE_DENIED));
+	return r;
 }

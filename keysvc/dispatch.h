@@ -69,12 +69,16 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 int ks_ctx_knows_peer(struct ks_ctx *ctx, const struct ks_peer *peer);
 
 /*
- * Audit a connection refused before any request was read (over a
- * connection limit): outcome "denied", no operation, no key. The caller
- * sends the refusal and logs it (rate-limited); nothing is logged here, so
- * a peer reconnecting in a loop fills the audit log, not the journal.
+ * The answer to a connection refused before any request was read (over a
+ * connection limit): a "denied" error with a null id and @message, built
+ * by the same reply encoder as every other answer into *@resp (malloc'd,
+ * caller frees), and audited: outcome "denied", no operation, no key. The
+ * caller sends it and logs the refusal (rate-limited); nothing is logged
+ * here, so a peer reconnecting in a loop fills the audit log, not the
+ * journal. 0, or -ENOMEM with no answer (the refusal is audited anyway).
  */
-void ks_dispatch_audit_refusal(struct ks_ctx *ctx, const struct ks_peer *peer);
+int ks_dispatch_refusal(struct ks_ctx *ctx, const struct ks_peer *peer, const char *message,
+			uint8_t **resp, size_t *resp_len);
 
 /* The wire error name for a negative errno from the lower layers. */
 const char *ks_wire_error(int err);

@@ -15,9 +15,7 @@
 #include "keysvc/audit.h"
 #include "keysvc/policy.h"
 #include "pkcs11/token.h"
-
-#define KS_ID_MAX 64
-#define KS_MESSAGE_MAX 256
+#include "proto/wire.h"
 
 struct ks_ctx {
 	struct ks_token *token;
@@ -32,7 +30,7 @@ struct ks_ctx {
 struct ks_reply {
 	json_t *result;            /* fields for a success response */
 	int err;                   /* negative errno when result is NULL */
-	const char *wire;          /* overrides ks_wire_error(err) when set */
+	enum ks_wire_err wire;     /* overrides ks_wire_error(err) unless KS_WIRE_ERR_NONE */
 	const char *outcome;       /* set by ks_reply_encode(): "ok" or the error sent */
 	char message[KS_MESSAGE_MAX];
 };

@@ -17,30 +17,37 @@
 #include "proto/json.h"
 #include "proto/log.h"
 #include "proto/utf8.h"
+#include "proto/wire.h"
 
-const char *ks_wire_error(int err)
+/* The one mapping from the lower layers' negative errno values to wire errors. */
+static enum ks_wire_err wire_err_from_errno(int err)
 {
 	switch (err) {
 	case -EINVAL:
 	case -EBADMSG:
 	case -EMSGSIZE:
-		return "bad-request";
+		return KS_WIRE_BAD_REQUEST;
 	case -EACCES:
 	case -EPERM:
-		return "denied";
+		return KS_WIRE_DENIED;
 	case -ENOENT:
-		return "no-such-key";
+		return KS_WIRE_NO_SUCH_KEY;
 	case -EEXIST:
-		return "exists";
+		return KS_WIRE_EXISTS;
 	case -EOPNOTSUPP:
-		return "unsupported";
+		return KS_WIRE_UNSUPPORTED;
 	case -ENODEV:
 	case -EKEYREJECTED:
 	case -ETIMEDOUT:
-		return "token-unavailable";
+		return KS_WIRE_TOKEN_UNAVAILABLE;
 	default:
-		return "internal";
+		return KS_WIRE_INTERNAL;
 	}
+}
+
+const char *ks_wire_error(int err)
+{
+	return ks_wire_err_name(wire_err_from_errno(err));
 }
 
 int ks_reply_error(struct ks_reply *rep, int err, const char *fmt, ...)
@@ -109,6 +116,7 @@ int ks_reply_id_valid(json_t *id)
  */
 static int encode_fixed(json_t *id, struct ks_reply *rep, uint8_t **resp, size_t *resp_len)
 {
+	/* When nothing can be built any more: a constant (the names are proto/wire.c's). */
 	static const char last[] = "{\"id\":null,\"ok\":false,\"error\":\"internal\","
 				   "\"message\":\"out of memory\"}";
 	json_t *o;
@@ -123,7 +131,7 @@ static int encode_fixed(json_t *id, struct ks_reply *rep, uint8_t **resp, size_t
 		json_decref(o);
 	}
 	if (r != 0) {
-		rep->outcome = "internal";
+		rep->outcome = ks_wire_err_name(KS_WIRE_INTERNAL);
 		snprintf(rep->message, sizeof(rep->message), "out of memory");
 		if ((s = strdup(last)) == NULL)
 			return -ENOMEM;
@@ -157,7 +165,7 @@ int ks_reply_encode(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
 			o = NULL;
 		}
 	} else {
-		rep->outcome = rep->wire ? rep->wire : ks_wire_error(rep->err);
+		rep->outcome = rep->wire ? ks_wire_err_name(rep->wire) : ks_wire_error(rep->err);
 		o = json_pack("{s:O?, s:b, s:s, s:s}", "id", id, "ok", 0, "error", rep->outcome,
 			      "message", rep->message);
 	}
@@ -173,11 +181,11 @@ int ks_reply_encode(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
 	if (r == -EMSGSIZE) {
 		/* Every result is bounded well below the cap; this is a bug, not the client's fault. */
 		ks_err("response larger than a frame; answering internal");
-		rep->outcome = "internal";
+		rep->outcome = ks_wire_err_name(KS_WIRE_INTERNAL);
 		snprintf(rep->message, sizeof(rep->message), "response too large");
 	} else if (ok) {
 		ks_err("cannot encode a response: %s; answering internal", strerror(-r));
-		rep->outcome = "internal";
+		rep->outcome = ks_wire_err_name(KS_WIRE_INTERNAL);
 		snprintf(rep->message, sizeof(rep->message), "out of memory");
 	} else {
 		/* The error stands; only its message is lost. */

@@ -31,31 +31,6 @@ struct ks_policy {
 	struct ks_rule *rules;
 };
 
-static const char *const op_names[KS_OP_COUNT] = {
-	[KS_OP_HELLO] = "hello",
-	[KS_OP_KEY_GENERATE] = "key.generate",
-	[KS_OP_KEY_LIST] = "key.list",
-	[KS_OP_KEY_PUBLIC] = "key.public",
-	[KS_OP_KEY_DELETE] = "key.delete",
-	[KS_OP_CSR_CREATE] = "csr.create",
-	[KS_OP_SIGN] = "sign",
-	[KS_OP_CERT_PUT] = "cert.put",
-	[KS_OP_CERT_GET] = "cert.get",
-};
-
-const char *ks_op_name(enum ks_op op)
-{
-	return (unsigned)op < KS_OP_COUNT ? op_names[op] : NULL;
-}
-
-int ks_op_from_name(const char *name)
-{
-	for (int i = 0; name != NULL && i < KS_OP_COUNT; i++)
-		if (strcmp(op_names[i], name) == 0)
-			return i;
-	return -1;
-}
-
 static void rule_clear(struct ks_rule *r)
 {
 	for (size_t i = 0; i < r->npatterns; i++)

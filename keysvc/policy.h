@@ -17,20 +17,9 @@
 
 #include <jansson.h>
 
-#define KS_PEER_MAX_GROUPS 64
+#include "proto/wire.h"
 
-enum ks_op {
-	KS_OP_HELLO = 0,
-	KS_OP_KEY_GENERATE,
-	KS_OP_KEY_LIST,
-	KS_OP_KEY_PUBLIC,
-	KS_OP_KEY_DELETE,
-	KS_OP_CSR_CREATE,
-	KS_OP_SIGN,
-	KS_OP_CERT_PUT,
-	KS_OP_CERT_GET,
-	KS_OP_COUNT,
-};
+#define KS_PEER_MAX_GROUPS 64
 
 struct ks_peer {
 	uid_t uid;
@@ -41,11 +30,6 @@ struct ks_peer {
 };
 
 struct ks_policy;
-
-/* Wire name of @op ("csr.create"); NULL if out of range. */
-const char *ks_op_name(enum ks_op op);
-/* Wire name to op; -1 if unknown. */
-int ks_op_from_name(const char *name);
 
 /*
  * Build a policy from the JSON array @rules. Each rule is an object:

@@ -23,6 +23,7 @@
 #include "keysvc/sdnotify.h"
 #include "proto/frame.h"
 #include "proto/log.h"
+#include "proto/wire.h"
 
 #define KS_THREAD_STACK (256 * 1024)
 #define KS_SHUTDOWN_WAIT_MS 5000
@@ -340,13 +341,15 @@ static unsigned conns_of_uid(const struct ks_server *srv, uid_t uid)
 static void refuse(struct ks_server *srv, int fd, const struct ks_peer *peer,
 		   const char *why, unsigned limit)
 {
-	char msg[256];
-	uint8_t frame[KS_FRAME_HDR + sizeof(msg)];
-	int n;
+	char msg[KS_MESSAGE_MAX];
+	uint8_t *body = NULL, *frame;
+	size_t n = 0;
+	int r;
 	int64_t now = now_ms();
 
 	/* Every refusal is audited; the diagnostic log gets at most one line a second. */
-	ks_dispatch_audit_refusal(srv->ctx, peer);
+	snprintf(msg, sizeof(msg), "%s (limit %u); try again later", why, limit);
+	r = ks_dispatch_refusal(srv->ctx, peer, msg, &body, &n);
 	/* Logged before the peer hears of it, so the line exists once it does. */
 	if (now - srv->refusal_logged_ms >= KS_REFUSAL_LOG_INTERVAL_MS) {
 		/* A peer reconnecting in a loop must not flood the log: one line a second. */
@@ -358,13 +361,14 @@ static void refuse(struct ks_server *srv, int fd, const struct ks_peer *peer,
 	} else {
 		srv->refusals_unlogged++;
 	}
-	n = snprintf(msg, sizeof(msg), "{\"id\":null,\"ok\":false,\"error\":\"denied\","
-		     "\"message\":\"%s (limit %u); try again later\"}", why, limit);
-	if (n > 0 && (size_t)n < sizeof(msg)) {
-		ks_frame_header_encode(frame, (size_t)n);
-		memcpy(frame + KS_FRAME_HDR, msg, (size_t)n);
-		(void)send(fd, frame, KS_FRAME_HDR + (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* One send of header and body: the peer reads the whole frame or nothing. */
+	if (r == 0 && (frame = malloc(KS_FRAME_HDR + n)) != NULL) {
+		ks_frame_header_encode(frame, n);
+		memcpy(frame + KS_FRAME_HDR, body, n);
+		(void)send(fd, frame, KS_FRAME_HDR + n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		free(frame);
 	}
+	free(body);
 	close(fd);
 }
 

@@ -78,7 +78,7 @@ typedef void (*ks_reload_fn)(void *arg);
  *     that request is frame_timeout_ms if that is shorter than
  *     idle_timeout_ms;
  *   - every connection refused at accept is audited (outcome "denied", op
- *     null) through ks_dispatch_audit_refusal();
+ *     null) and answered through ks_dispatch_refusal();
  *   - a connection idle for idle_timeout_ms between requests is closed;
  *   - a request frame not complete frame_timeout_ms after its first byte,
  *     or a response frame not taken by the peer within frame_timeout_ms,

@@ -178,24 +178,6 @@ int ks_tok_rv_errno(CK_RV rv)
 
 /* ---- names and small helpers ---------------------------------------------- */
 
-int ks_key_name_valid(const char *name)
-{
-	size_t n;
-
-	if (name == NULL || (n = strlen(name)) == 0 || n > KS_KEY_NAME_MAX)
-		return 0;
-	if (name[0] == '.' || name[0] == '-')
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return 1;
-}
-
 /*
  * CK_TOKEN_INFO strings are blank padded, not NUL terminated, and meant
  * to be UTF-8, which not every module keeps to: invalid bytes become '?',

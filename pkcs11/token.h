@@ -67,8 +67,8 @@
 #include <openssl/evp.h>
 
 #include "proto/alg.h"
+#include "proto/wire.h"   /* key names: ks_key_name_valid(), KS_KEY_NAME_MAX */
 
-#define KS_KEY_NAME_MAX 64
 #define KS_DEFAULT_KEY_RECHECK_MS 1000
 #define KS_KEY_ID_LEN 16
 
@@ -161,12 +161,6 @@ struct ks_key_info {
 	size_t id_len;          /* keys made elsewhere may have other CKA_ID lengths; capped at KS_KEY_ID_LEN */
 	int has_cert;
 };
-
-/*
- * A key name is 1..64 characters of [A-Za-z0-9._-], not starting with
- * '.' or '-'. Returns 1 if @name is one.
- */
-int ks_key_name_valid(const char *name);
 
 /*
  * Load the module, initialize it, find the token, log in with the PIN and

@@ -15,6 +15,18 @@ static const struct {
 	[KS_KEY_EC_P384] = { "ec-p384", KS_FAMILY_EC, 384, "secp384r1" },
 };
 
+/* DER DigestInfo prefixes (RFC 8017, section 9.2, note 1), by digest length. */
+#define KS_DIGEST_INFO_LEN 19
+static const uint8_t di_sha256[KS_DIGEST_INFO_LEN] = {
+	0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+	0x05, 0x00, 0x04, 0x20 };
+static const uint8_t di_sha384[KS_DIGEST_INFO_LEN] = {
+	0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+	0x05, 0x00, 0x04, 0x30 };
+static const uint8_t di_sha512[KS_DIGEST_INFO_LEN] = {
+	0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+	0x05, 0x00, 0x04, 0x40 };
+
 static const struct {
 	const char *name;
 	enum ks_key_family family;
@@ -108,6 +120,29 @@ const char *ks_sig_alg_digest(enum ks_sig_alg alg)
 size_t ks_sig_alg_digest_len(enum ks_sig_alg alg)
 {
 	return sig_alg_valid(alg) ? sig_algs[alg].digest_len : 0;
+}
+
+const uint8_t *ks_sig_alg_digest_info(enum ks_sig_alg alg, size_t *len)
+{
+	const uint8_t *di;
+
+	switch (ks_sig_alg_digest_len(alg)) {
+	case 32: di = di_sha256; break;
+	case 48: di = di_sha384; break;
+	case 64: di = di_sha512; break;
+	default: return NULL;
+	}
+	*len = KS_DIGEST_INFO_LEN;
+	return di;
+}
+
+enum ks_sig_alg ks_sig_alg_find(enum ks_key_family family, int pss, size_t digest_len)
+{
+	for (size_t i = 1; i < N_SIG_ALGS; i++)
+		if (sig_algs[i].family == family && sig_algs[i].pss == (pss != 0) &&
+		    sig_algs[i].digest_len == digest_len)
+			return (enum ks_sig_alg)i;
+	return KS_SIG_NONE;
 }
 
 enum ks_sig_alg ks_sig_alg_for_digest(enum ks_key_family family, const char *digest)

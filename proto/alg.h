@@ -3,12 +3,14 @@
  *
  * These names are part of the public protocol (proto/PROTOCOL.md); the
  * token layer, the CSR builder, the daemon and the client library all use
- * this one table so a name can never mean two things.
+ * this one table so a name can never mean two things; so does the OpenSSL
+ * provider, to choose the wire algorithm of what OpenSSL asks it to sign.
  */
 #ifndef KEYSVC_PROTO_ALG_H
 #define KEYSVC_PROTO_ALG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum ks_key_type {
 	KS_KEY_NONE = 0,
@@ -57,6 +59,19 @@ int ks_sig_alg_is_pss(enum ks_sig_alg alg);
 const char *ks_sig_alg_digest(enum ks_sig_alg alg);
 /* Digest length in bytes (32, 48, 64); 0 for KS_SIG_NONE. */
 size_t ks_sig_alg_digest_len(enum ks_sig_alg alg);
+/*
+ * The DER DigestInfo prefix of @alg's hash with NULL parameters (RFC 8017,
+ * 9.2 note 1), which PKCS#1 v1.5 puts before the digest: *@len bytes, or
+ * NULL for KS_SIG_NONE.
+ */
+const uint8_t *ks_sig_alg_digest_info(enum ks_sig_alg alg, size_t *len);
+
+/*
+ * The algorithm a key of @family uses to sign a digest of @digest_len
+ * bytes, with RSA-PSS when @pss (RSA only): KS_SIG_NONE when protocol v1
+ * has none (ECDSA with SHA-512, PSS for EC, a length no hash has).
+ */
+enum ks_sig_alg ks_sig_alg_find(enum ks_key_family family, int pss, size_t digest_len);
 
 /*
  * The algorithm a CSR or certificate signature uses for a key of @family

@@ -210,6 +210,26 @@ int ks_json_dispatch(json_t *obj, const struct ks_json_field *table,
 			return r;
 		}
 	}
+	if (flags & KS_JSON_NO_CHECKS)
+		return 0;
+	return ks_json_check(obj, table, target, field, why);
+}
+
+int ks_json_check(json_t *obj, const struct ks_json_field *table, void *target,
+		  const char **field, const char **why)
+{
+	uint8_t *base = target;
+	int r;
+
+	*field = NULL;
+	for (const struct ks_json_field *f = table; f->name != NULL; f++) {
+		if (f->check == NULL || f->type == KS_JSON_SKIP || json_object_get(obj, f->name) == NULL)
+			continue;
+		if ((r = f->check(base + f->offset, base + f->check_offset, why)) != 0) {
+			*field = f->name;
+			return r;
+		}
+	}
 	return 0;
 }
 

@@ -1,7 +1,10 @@
 /*
  * Declarative JSON schemas over jansson (after systemd's sd-json dispatch
  * tables): one table per message says which fields exist, their types,
- * limits and where they go in a typed struct.
+ * limits, where they go in a typed struct and, for a field that needs it,
+ * the check that turns its value into a typed one (a key name checked, an
+ * algorithm name made an enum, base64 decoded: proto/wire.h has the
+ * protocol's checks).
  */
 #ifndef KEYSVC_PROTO_JSON_H
 #define KEYSVC_PROTO_JSON_H
@@ -33,6 +36,17 @@ struct ks_strv {
 	const char *v[KS_STRV_MAX];
 };
 
+/*
+ * A field's check. @value points at what the field stored in the target
+ * (for KS_JSON_STRING a const char *), @typed at the target's
+ * check_offset. Stores the typed form of the value there (an enum,
+ * decoded bytes) and returns 0, or returns a negative errno (-EINVAL: a
+ * malformed value; -EOPNOTSUPP: a name the protocol does not define) with
+ * *@why a static message. A check that allocates leaves what it made in
+ * the target even when a later field fails: the caller frees it.
+ */
+typedef int (*ks_json_check_fn)(const void *value, void *typed, const char **why);
+
 struct ks_json_field {
 	const char *name;
 	enum ks_json_type type;
@@ -41,10 +55,13 @@ struct ks_json_field {
 	/* STRING: max bytes (0 = 65536); STRV and ARRAY: max entries
 	 * (0 = KS_STRV_MAX); STRV strings are bounded by 4096 bytes each. */
 	size_t max;
+	ks_json_check_fn check;   /* NULL: the type and max say it all */
+	size_t check_offset;      /* offsetof() of what check stores */
 };
 
 /* Dispatch flags. */
 #define KS_JSON_ALLOW_UNKNOWN 0x1u  /* for responses: ignore fields a newer peer added */
+#define KS_JSON_NO_CHECKS 0x2u      /* types only: the caller runs ks_json_check() when it decides */
 
 /*
  * Parse @len bytes as one JSON object: valid UTF-8, duplicate keys
@@ -57,13 +74,23 @@ json_t *ks_json_parse(const uint8_t *buf, size_t len, const char **why);
 /*
  * Fill @target from @obj according to @table (terminated by a NULL name).
  * Missing optional fields leave the target untouched (callers zero it).
- * Unknown fields are rejected unless KS_JSON_ALLOW_UNKNOWN. On error returns
- * -EINVAL with *@field naming the offending field (or NULL) and *@why a
- * static message.
+ * Unknown fields are rejected unless KS_JSON_ALLOW_UNKNOWN. Then, unless
+ * KS_JSON_NO_CHECKS, ks_json_check(): the checks run only once every
+ * field has its type, so a bad value never hides a type error after it.
+ * On error returns -EINVAL (or a check's errno) with *@field naming the
+ * offending field (or NULL) and *@why a static message.
  */
 int ks_json_dispatch(json_t *obj, const struct ks_json_field *table,
 		     void *target, unsigned flags, const char **field,
 		     const char **why);
+
+/*
+ * Run the checks of @table's fields that @obj holds, in table order, on
+ * what ks_json_dispatch() stored in @target. 0, or the first failing
+ * check's negative errno with *@field and *@why set.
+ */
+int ks_json_check(json_t *obj, const struct ks_json_field *table, void *target,
+		  const char **field, const char **why);
 
 /*
  * Serialise @obj compactly into a new buffer of at most @max bytes.

@@ -29,9 +29,11 @@
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"
+#include "proto/frame.h"
+#include "proto/wire.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
-#define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
+#define CERT_MAX KS_FRAME_MAX    /* a PEM certificate: a request must fit in a frame */
 #define MAX_LIST 100             /* repeated options */
 #define MAX_SPLIT 32             /* comma lists */
 #define MAX_ATTRS 16
@@ -248,6 +250,10 @@ static int parse_cmd(struct cli_global *g, int argc, char **argv, struct cmd_arg
 	if (a->n_pos < min_pos)
 		return cli_usage_error(g, "%s", min_pos == 2 ? "expected a key name and a file" :
 				   "expected a key name");
+	/* Every command with a positional argument names a key first: refused here, not by keysvcd. */
+	if (a->n_pos >= 1 && !ks_key_name_valid(a->pos[0]))
+		return cli_usage_error(g, "%s: not a valid key name (1 to %d of A-Z a-z 0-9 . _ -, "
+				   "not starting with . or -)", a->pos[0], KS_KEY_NAME_MAX);
 	return KS_EXIT_OK;
 }
 
@@ -256,9 +262,9 @@ static int parse_cmd(struct cli_global *g, int argc, char **argv, struct cmd_arg
 static const char *health_name(enum keysvc_health h)
 {
 	switch (h) {
-	case KEYSVC_HEALTH_OK: return "ok";
-	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return "token-unavailable";
-	case KEYSVC_HEALTH_DEGRADED: return "degraded";
+	case KEYSVC_HEALTH_OK: return ks_wire_health_name(KS_WIRE_HEALTH_OK);
+	case KEYSVC_HEALTH_TOKEN_UNAVAILABLE: return ks_wire_health_name(KS_WIRE_HEALTH_TOKEN_UNAVAILABLE);
+	case KEYSVC_HEALTH_DEGRADED: return ks_wire_health_name(KS_WIRE_HEALTH_DEGRADED);
 	default: return "unknown";
 	}
 }

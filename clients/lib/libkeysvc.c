@@ -33,41 +33,41 @@
 #include "proto/json.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
+#include "proto/wire.h"
 #include "clients/lib/libkeysvc_internal.h"
 
-static const struct {
-	const char *name;
-	int code;
-} wire_errors[] = {
-	{ "bad-request", KEYSVC_E_BAD_REQUEST },
-	{ "denied", KEYSVC_E_DENIED },
-	{ "no-such-key", KEYSVC_E_NO_SUCH_KEY },
-	{ "exists", KEYSVC_E_EXISTS },
-	{ "unsupported", KEYSVC_E_UNSUPPORTED },
-	{ "token-unavailable", KEYSVC_E_TOKEN_UNAVAILABLE },
-	{ "internal", KEYSVC_E_INTERNAL },
-	{ "audit-unavailable", KEYSVC_E_AUDIT_UNAVAILABLE },
+/*
+ * The public code of each wire error (proto/wire.h). The KEYSVC_E_* values
+ * are ABI and keep their numbers whatever order proto/wire.h lists the
+ * names in; a name missing here is reported as KEYSVC_E_INTERNAL
+ * (test_libkeysvc.c checks that none is).
+ */
+static const int wire_codes[KS_WIRE_ERR_COUNT] = {
+	[KS_WIRE_BAD_REQUEST] = KEYSVC_E_BAD_REQUEST,
+	[KS_WIRE_DENIED] = KEYSVC_E_DENIED,
+	[KS_WIRE_NO_SUCH_KEY] = KEYSVC_E_NO_SUCH_KEY,
+	[KS_WIRE_EXISTS] = KEYSVC_E_EXISTS,
+	[KS_WIRE_UNSUPPORTED] = KEYSVC_E_UNSUPPORTED,
+	[KS_WIRE_TOKEN_UNAVAILABLE] = KEYSVC_E_TOKEN_UNAVAILABLE,
+	[KS_WIRE_INTERNAL] = KEYSVC_E_INTERNAL,
+	[KS_WIRE_AUDIT_UNAVAILABLE] = KEYSVC_E_AUDIT_UNAVAILABLE,
 };
 
 KEYSVC_EXPORT const char *keysvc_error_name(int err)
 {
 	switch (err) {
 	case KEYSVC_OK: return "ok";
-	case KEYSVC_E_BAD_REQUEST: return "bad-request";
-	case KEYSVC_E_DENIED: return "denied";
-	case KEYSVC_E_NO_SUCH_KEY: return "no-such-key";
-	case KEYSVC_E_EXISTS: return "exists";
-	case KEYSVC_E_UNSUPPORTED: return "unsupported";
-	case KEYSVC_E_TOKEN_UNAVAILABLE: return "token-unavailable";
-	case KEYSVC_E_INTERNAL: return "internal";
-	case KEYSVC_E_AUDIT_UNAVAILABLE: return "audit-unavailable";
 	case KEYSVC_E_CONNECT: return "connect";
 	case KEYSVC_E_IO: return "io";
 	case KEYSVC_E_PROTOCOL: return "protocol";
 	case KEYSVC_E_NOMEM: return "nomem";
 	case KEYSVC_E_INVALID: return "invalid";
-	default: return "unknown";
 	}
+	/* The daemon's errors are named as on the wire. */
+	for (int e = KS_WIRE_ERR_NONE + 1; e < KS_WIRE_ERR_COUNT; e++)
+		if (wire_codes[e] == err && err != KEYSVC_OK)
+			return ks_wire_err_name((enum ks_wire_err)e);
+	return "unknown";
 }
 
 KEYSVC_EXPORT const char *keysvc_strerror(int err)
@@ -361,14 +361,14 @@ int libks_decode(keysvc *ks, json_t *obj, const struct ks_json_field *table, voi
 /* The wire error of a failed response, its message kept for keysvc_error_message(). */
 static int wire_error(keysvc *ks, const struct envelope *env)
 {
-	int code = KEYSVC_E_INTERNAL;
+	enum ks_wire_err e;
+	int code;
 
 	if (env->error == NULL)
 		return libks_fail(ks, KEYSVC_E_PROTOCOL, "error response without an error name");
-	for (size_t i = 0; i < sizeof(wire_errors) / sizeof(wire_errors[0]); i++)
-		if (strcmp(wire_errors[i].name, env->error) == 0)
-			code = wire_errors[i].code;
-	if (code == KEYSVC_E_INTERNAL && strcmp(env->error, "internal") != 0)
+	e = ks_wire_err_from_name(env->error);
+	code = wire_codes[e] != KEYSVC_OK ? wire_codes[e] : KEYSVC_E_INTERNAL;
+	if (e != KS_WIRE_INTERNAL && code == KEYSVC_E_INTERNAL)
 		set_message(ks, "%s: %s", env->error, env->message != NULL ? env->message : "");
 	else
 		set_message(ks, "%s", env->message != NULL ? env->message : "");

@@ -25,7 +25,11 @@
 #include "proto/json.h"
 #include "proto/secmem.h"
 #include "proto/utf8.h"
+#include "proto/wire.h"
 #include "clients/lib/libkeysvc_internal.h"
+
+/* The public header cannot include proto/: the two must agree. */
+_Static_assert(KEYSVC_SIGN_DATA_MAX == KS_SIGN_DATA_MAX, "<keysvc/keysvc.h> and proto/wire.h disagree");
 
 /* ---- hello ---- */
 
@@ -115,7 +119,7 @@ KEYSVC_EXPORT int keysvc_hello(keysvc *ks, struct keysvc_hello **out)
 
 	if (out != NULL)
 		*out = NULL;
-	if ((r = libks_req_new(ks, "hello", &req)) != KEYSVC_OK)
+	if ((r = libks_req_new(ks, ks_op_name(KS_OP_HELLO), &req)) != KEYSVC_OK)
 		return r;
 	if (out == NULL) {
 		json_decref(req);
@@ -142,14 +146,20 @@ KEYSVC_EXPORT int keysvc_hello(keysvc *ks, struct keysvc_hello **out)
 		goto out;
 	}
 	h->version = (int)hr.version;
-	if (strcmp(hr.health, "ok") == 0)
+	switch (ks_wire_health_from_name(hr.health)) {
+	case KS_WIRE_HEALTH_OK:
 		h->health = KEYSVC_HEALTH_OK;
-	else if (strcmp(hr.health, "token-unavailable") == 0)
+		break;
+	case KS_WIRE_HEALTH_TOKEN_UNAVAILABLE:
 		h->health = KEYSVC_HEALTH_TOKEN_UNAVAILABLE;
-	else if (strcmp(hr.health, "degraded") == 0)
+		break;
+	case KS_WIRE_HEALTH_DEGRADED:
 		h->health = KEYSVC_HEALTH_DEGRADED;
-	else
+		break;
+	default:
 		h->health = KEYSVC_HEALTH_UNKNOWN;
+		break;
+	}
 	if ((r = libks_dup_out(ks, hr.server, &h->server)) != KEYSVC_OK ||
 	    (r = libks_dup_out(ks, tr.label ? tr.label : "", &h->token_label)) != KEYSVC_OK ||
 	    (r = libks_dup_out(ks, tr.manufacturer ? tr.manufacturer : "", &h->token_manufacturer)) != KEYSVC_OK ||
@@ -177,7 +187,7 @@ KEYSVC_EXPORT int keysvc_key_generate(keysvc *ks, const char *name, const char *
 
 	if (public_key_pem != NULL)
 		*public_key_pem = NULL;
-	if ((r = libks_req_new_key(ks, "key.generate", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_KEY_GENERATE), name, &req)) != KEYSVC_OK)
 		return r;
 	if ((r = libks_put_str(ks, req, "type", type)) != KEYSVC_OK) {
 		json_decref(req);
@@ -209,7 +219,7 @@ KEYSVC_EXPORT int keysvc_key_public(keysvc *ks, const char *name, char **public_
 		*public_key_pem = NULL;
 	if (type != NULL)
 		*type = NULL;
-	if ((r = libks_req_new_key(ks, "key.public", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_KEY_PUBLIC), name, &req)) != KEYSVC_OK)
 		return r;
 	memset(&pr, 0, sizeof(pr));
 	if ((r = libks_transact(ks, req, &resp)) != KEYSVC_OK ||
@@ -276,7 +286,7 @@ KEYSVC_EXPORT int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *
 		*n = 0;
 	if (ks != NULL)
 		ks->list_truncated = 0;
-	if ((r = libks_req_new(ks, "key.list", &req)) != KEYSVC_OK)
+	if ((r = libks_req_new(ks, ks_op_name(KS_OP_KEY_LIST), &req)) != KEYSVC_OK)
 		return r;
 	if (keys == NULL || n == NULL) {
 		json_decref(req);
@@ -320,7 +330,7 @@ KEYSVC_EXPORT int keysvc_key_delete(keysvc *ks, const char *name)
 	json_t *req;
 	int r;
 
-	if ((r = libks_req_new_key(ks, "key.delete", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_KEY_DELETE), name, &req)) != KEYSVC_OK)
 		return r;
 	return libks_call(ks, req, NULL, 0, NULL);
 }
@@ -397,7 +407,7 @@ KEYSVC_EXPORT int keysvc_csr_create(keysvc *ks, const char *name,
 
 	if (csr_pem != NULL)
 		*csr_pem = NULL;
-	if ((r = libks_req_new_key(ks, "csr.create", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_CSR_CREATE), name, &req)) != KEYSVC_OK)
 		return r;
 	if (p == NULL || csr_pem == NULL)
 		r = libks_fail(ks, KEYSVC_E_INVALID, "%s missing", p == NULL ? "parameters" : "result pointer");
@@ -434,7 +444,7 @@ static int sign_common(keysvc *ks, const char *name, const char *alg, const char
 		*sig = NULL;
 	if (sig_len != NULL)
 		*sig_len = 0;
-	if ((r = libks_req_new_key(ks, "sign", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_SIGN), name, &req)) != KEYSVC_OK)
 		return r;
 	if (sig == NULL || sig_len == NULL || (in == NULL && in_len > 0))
 		r = libks_fail(ks, KEYSVC_E_INVALID, "%s missing", sig == NULL || sig_len == NULL ?
@@ -489,7 +499,7 @@ KEYSVC_EXPORT int keysvc_cert_put(keysvc *ks, const char *name, const char *cert
 	json_t *req;
 	int r;
 
-	if ((r = libks_req_new_key(ks, "cert.put", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_CERT_PUT), name, &req)) != KEYSVC_OK)
 		return r;
 	if ((r = libks_put_str(ks, req, "cert", cert_pem)) != KEYSVC_OK) {
 		json_decref(req);
@@ -505,7 +515,7 @@ KEYSVC_EXPORT int keysvc_cert_get(keysvc *ks, const char *name, char **cert_pem)
 
 	if (cert_pem != NULL)
 		*cert_pem = NULL;
-	if ((r = libks_req_new_key(ks, "cert.get", name, &req)) != KEYSVC_OK)
+	if ((r = libks_req_new_key(ks, ks_op_name(KS_OP_CERT_GET), name, &req)) != KEYSVC_OK)
 		return r;
 	if (cert_pem == NULL) {
 		json_decref(req);

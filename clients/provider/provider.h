@@ -23,8 +23,9 @@
 #include <openssl/evp.h>
 
 #include "keysvc/keysvc.h"
+#include "proto/wire.h"
 
-#define KSP_NAME_MAX 64
+#define KSP_NAME_MAX KS_KEY_NAME_MAX   /* key names are proto/wire.h's */
 #define KSP_URI_SCHEME "keysvc:"
 #define KSP_SOCKET_ENV "KEYSVC_SOCKET"
 /* How long one wait for keysvcd may last unless openssl.cnf says (timeout = SECONDS). */

@@ -17,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include "clients/provider/provider.h"
+#include "proto/alg.h"
 
 struct ksp_sig {
 	struct ksp_ctx *ctx;
@@ -99,12 +100,15 @@ static int set_digest(struct ksp_sig *s, const char *name)
 		return 1;
 	if ((md = EVP_MD_fetch(s->ctx->libctx, name, NULL)) == NULL)
 		return 0;
-	canon = EVP_MD_is_a(md, "SHA256") ? "SHA256" : EVP_MD_is_a(md, "SHA384") ? "SHA384" :
-		EVP_MD_is_a(md, "SHA512") ? "SHA512" : NULL;
+	canon = NULL;
+	for (int a = KS_SIG_NONE + 1; canon == NULL && ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++)
+		if (EVP_MD_is_a(md, ks_sig_alg_digest((enum ks_sig_alg)a)))
+			canon = ks_sig_alg_digest((enum ks_sig_alg)a);
 	if (s->verify && canon == NULL)
 		canon = EVP_MD_get0_name(md);
 	if (canon == NULL || strlen(canon) >= sizeof(s->mdname) ||
-	    (!s->verify && s->is_ec && strcmp(canon, "SHA512") == 0)) {
+	    (!s->verify && ks_sig_alg_find(s->is_ec ? KS_FAMILY_EC : KS_FAMILY_RSA, 0,
+					   (size_t)EVP_MD_get_size(md)) == KS_SIG_NONE)) {
 		EVP_MD_free(md);
 		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "digest %s is not offered by keysvcd for this key", name);
 		return 0;
@@ -230,48 +234,26 @@ static int sig_max_size(struct ksp_sig *s, size_t *siglen)
 	return 1;
 }
 
-/* The wire algorithm for this context and digest length. */
+/* The wire algorithm (proto/alg.h) for this context and digest length. */
 static const char *wire_alg(struct ksp_sig *s, size_t digest_len)
 {
-	static const char *const names[3][3] = {
-		{ "rsa-pkcs1-sha256", "rsa-pkcs1-sha384", "rsa-pkcs1-sha512" },
-		{ "rsa-pss-sha256", "rsa-pss-sha384", "rsa-pss-sha512" },
-		{ "ecdsa-sha256", "ecdsa-sha384", NULL },
-	};
-	int row = s->is_ec ? 2 : s->pad == RSA_PKCS1_PSS_PADDING ? 1 : 0;
-	int col = digest_len == 32 ? 0 : digest_len == 48 ? 1 : digest_len == 64 ? 2 : -1;
+	int pss = !s->is_ec && s->pad == RSA_PKCS1_PSS_PADDING;
 
-	if (col < 0)
+	if (pss && s->saltlen != RSA_PSS_SALTLEN_DIGEST && (size_t)s->saltlen != digest_len)
 		return NULL;
-	if (row == 1 && s->saltlen != RSA_PSS_SALTLEN_DIGEST && (size_t)s->saltlen != digest_len)
-		return NULL;
-	return names[row][col];
+	return ks_sig_alg_name(ks_sig_alg_find(s->is_ec ? KS_FAMILY_EC : KS_FAMILY_RSA, pss, digest_len));
 }
 
-/*
- * DER DigestInfo with NULL parameters (RFC 8017, 9.2 note 1) of the hashes
- * keysvcd signs, up to the digest itself.
- */
-static const struct {
-	size_t len;
-	unsigned char prefix[19];
-} digest_infos[] = {
-	{ 32, { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-		0x05, 0x00, 0x04, 0x20 } },
-	{ 48, { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-		0x05, 0x00, 0x04, 0x30 } },
-	{ 64, { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-		0x05, 0x00, 0x04, 0x40 } },
-};
-
-/* The digest inside @in if it is exactly a DigestInfo of SHA-256/384/512, else NULL. */
+/* The digest inside @in if it is exactly a DigestInfo of a hash keysvcd signs with PKCS#1 v1.5, else NULL. */
 static const unsigned char *unwrap_digest_info(const unsigned char *in, size_t *len)
 {
-	for (size_t i = 0; i < sizeof(digest_infos) / sizeof(digest_infos[0]); i++) {
-		size_t n = sizeof(digest_infos[i].prefix);
+	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++) {
+		size_t n = 0, dlen = ks_sig_alg_digest_len((enum ks_sig_alg)a);
+		const uint8_t *prefix = ks_sig_alg_digest_info((enum ks_sig_alg)a, &n);
 
-		if (*len == n + digest_infos[i].len && memcmp(in, digest_infos[i].prefix, n) == 0) {
-			*len = digest_infos[i].len;
+		if (ks_sig_alg_family((enum ks_sig_alg)a) == KS_FAMILY_RSA && !ks_sig_alg_is_pss((enum ks_sig_alg)a) &&
+		    *len == n + dlen && memcmp(in, prefix, n) == 0) {
+			*len = dlen;
 			return in + n;
 		}
 	}

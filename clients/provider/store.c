@@ -23,15 +23,6 @@ struct ksp_store {
 	int done;
 };
 
-static int name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > KSP_NAME_MAX || s[0] == '.' || s[0] == '-')
-		return 0;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 static void *ksp_store_open(void *provctx, const char *uri)
 {
 	struct ksp_ctx *ctx = provctx;
@@ -44,7 +35,7 @@ static void *ksp_store_open(void *provctx, const char *uri)
 	/* "keysvc:NAME" and "keysvc:///NAME" name the same key. */
 	if (strncmp(name, "///", 3) == 0)
 		name += 3;
-	if (!name_ok(name)) {
+	if (!ks_key_name_valid(name)) {
 		ksp_raise(ctx, KSP_R_BAD_URI, "%s: expected keysvc:NAME with a keysvc key name", uri);
 		return NULL;
 	}

@@ -29,6 +29,7 @@
 #include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
+#include "proto/wire.h"
 
 const char ks_track_usage[] =
 	"Usage: keysvc track NAME --cert FILE [--key KEY] [--client NAME] [--ca-file FILE]\n"
@@ -43,13 +44,10 @@ const char ks_track_usage[] =
 	"not a certificate or not for the key, or NAME or FILE already tracked; keysvcd's\n"
 	"refusals as in the table below.\n";
 
-/* keysvcd's name rule, so that NAME prints and matches safely: 1..64 of A-Z a-z 0-9 . _ -, not . or - first. */
+/* keysvcd's key-name rule (proto/wire.h), so that NAME prints and matches safely. */
 static int entry_name_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	return n >= 1 && n <= 64 && s[0] != '.' && s[0] != '-' &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+	return ks_key_name_valid(s);
 }
 
 /* 0 if the certificate @cert is for keysvcd's key @key, else an exit code with the reason printed. */

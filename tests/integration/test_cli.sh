@@ -113,6 +113,9 @@ check_stderr() { # check_stderr CODE TEXT DESCRIPTION COMMAND...: exit CODE, TEX
 		sed 's/^/#   /' "$work/err"
 	fi
 }
+# The name rule is proto/wire.c's, applied by the CLI itself: refused without asking keysvcd.
+check_stderr 2 "bad/name: not a valid key name" "a bad key name is refused before connecting" \
+	"$KS_KEYSVC_CLI" --socket "$work/nobody-listens.sock" delete "bad/name"
 # `list --json` after the command: one object, each key named with type and certificate flag.
 check "list --json (after the command) is one object with the keys" python3 -c "
 import json, subprocess

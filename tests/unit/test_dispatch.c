@@ -191,6 +191,59 @@ static void assert_ok(json_t *o)
 			 json_string_value(json_object_get(o, "message")));
 }
 
+/*
+ * The schema checks (proto/wire.h) of type, alg, digest and data give the
+ * answers the operations gave before the checks moved into the tables,
+ * and in the same order against the policy: the key name is checked
+ * before the policy is asked, every other value only for a peer it lets
+ * ask (a peer not granted sign learns nothing of which names exist).
+ */
+static void test_checked_fields(void **state)
+{
+	static const struct {
+		const struct ks_peer *peer;
+		const char *req, *error, *message;
+	} cases[] = {
+		{ &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"t\", \"type\": \"dsa\"}",
+		  "unsupported", "unknown key type dsa" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"rsa-md5\","
+		  " \"data\": \"AA==\"}", "unsupported", "unknown signature algorithm rsa-md5" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha256\","
+		  " \"data\": \"A!==\"}", "bad-request", "data: must be base64 of at most 49152 bytes" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha384\","
+		  " \"digest\": \"AAAA\"}", "bad-request", "digest: must be base64 of 48 bytes for ecdsa-sha384" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"ecdsa-sha256\"}",
+		  "bad-request", "exactly one of digest and data is required" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"key.public\", \"key\": \"a/b\"}",
+		  "bad-request", "key: not a valid key name" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"key.public\", \"key\": 5}",
+		  "bad-request", "key: must be a string" },
+		{ &root_peer, "{\"id\": 1, \"op\": \"cert.get\"}",
+		  "bad-request", "key: required field missing" },
+		/* app-* only: a bad value for another key is denied, a bad key name is not. */
+		{ &app_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"ops-key\", \"alg\": \"rsa-md5\","
+		  " \"data\": \"A!==\"}", "denied", NULL },
+		{ &app_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-new\", \"type\": \"dsa\"}",
+		  "denied", NULL },
+		{ &app_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"../app\", \"alg\": \"rsa-md5\"}",
+		  "bad-request", "key: not a valid key name" },
+		/* A type error anywhere is reported before any value is judged. */
+		{ &root_peer, "{\"id\": 1, \"op\": \"sign\", \"key\": \"t\", \"alg\": \"rsa-md5\", \"data\": 5}",
+		  "bad-request", "data: must be a string" },
+	};
+	json_t *o;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		print_message("case %zu: %s\n", i, cases[i].req);
+		o = call(cases[i].peer, cases[i].req);
+		assert_error(o, cases[i].error);
+		if (cases[i].message != NULL)
+			assert_string_equal(json_string_value(json_object_get(o, "message")), cases[i].message);
+		json_decref(o);
+	}
+}
+
 static void test_hello(void **state)
 {
 	json_t *o;
@@ -1068,6 +1121,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_checked_fields),
 		cmocka_unit_test(test_invalid_utf8_and_nul),
 		cmocka_unit_test(test_utf8_cut),
 		cmocka_unit_test(test_generate_csr_sign),

@@ -650,6 +650,108 @@ static void test_serialize(void **state)
 	}
 }
 
+/* ---- field checks ---- */
+
+struct checked {
+	const char *color;
+	const char *size;
+	int color_id;
+	int checks_run;
+};
+
+/* "red" and "blue" are colors (ids 1, 2); "green" is malformed; anything else unknown. */
+static int check_color(const void *value, void *typed, const char **why)
+{
+	const char *s = *(const char *const *)value;
+	struct checked *c = (struct checked *)((char *)typed - offsetof(struct checked, color_id));
+
+	c->checks_run++;
+	if (strcmp(s, "green") == 0) {
+		*why = "not a color of this protocol";
+		return -EINVAL;
+	}
+	if (strcmp(s, "red") != 0 && strcmp(s, "blue") != 0) {
+		*why = "unknown color";
+		return -EOPNOTSUPP;
+	}
+	*(int *)typed = s[0] == 'r' ? 1 : 2;
+	return 0;
+}
+
+static const struct ks_json_field checked_fields[] = {
+	{ "color", KS_JSON_STRING, offsetof(struct checked, color), 0, 16,
+	  check_color, offsetof(struct checked, color_id) },
+	{ "size", KS_JSON_STRING, offsetof(struct checked, size), 0, 4 },
+	{ NULL, 0, 0, 0, 0 },
+};
+
+static int run_checked(const char *json, unsigned flags, struct checked *c, const char **field,
+		       const char **why)
+{
+	const char *pwhy = NULL;
+	json_t *o = parse(json, &pwhy);
+	int r;
+
+	assert_non_null(o);
+	memset(c, 0, sizeof(*c));
+	*field = NULL;
+	*why = NULL;
+	r = ks_json_dispatch(o, checked_fields, c, flags, field, why);
+	json_decref(o);
+	return r;
+}
+
+/*
+ * A field's check turns its value into a typed one, and a value it refuses
+ * is a named error with the check's errno; checks run only after every
+ * field has passed its type check, only on fields present, and not at all
+ * with KS_JSON_NO_CHECKS until ks_json_check() is called.
+ */
+static void test_dispatch_checks(void **state)
+{
+	struct checked c;
+	const char *field, *why, *pwhy = NULL;
+	json_t *o;
+
+	(void)state;
+	assert_int_equal(run_checked("{\"color\": \"blue\"}", 0, &c, &field, &why), 0);
+	assert_int_equal(c.color_id, 2);
+
+	assert_int_equal(run_checked("{\"color\": \"green\"}", 0, &c, &field, &why), -EINVAL);
+	assert_string_equal(field, "color");
+	assert_string_equal(why, "not a color of this protocol");
+	assert_int_equal(run_checked("{\"color\": \"mauve\"}", 0, &c, &field, &why), -EOPNOTSUPP);
+	assert_string_equal(field, "color");
+	assert_string_equal(why, "unknown color");
+	assert_int_equal(c.color_id, 0);
+
+	/* An absent field is not checked. */
+	assert_int_equal(run_checked("{\"size\": \"L\"}", 0, &c, &field, &why), 0);
+	assert_int_equal(c.checks_run, 0);
+
+	/* A type error after the bad value is the one reported, and no check ran. */
+	assert_int_equal(run_checked("{\"color\": \"mauve\", \"size\": 3}", 0, &c, &field, &why), -EINVAL);
+	assert_string_equal(field, "size");
+	assert_string_equal(why, "must be a string");
+	assert_int_equal(c.checks_run, 0);
+	/* And a type error of the checked field itself comes before its check. */
+	assert_int_equal(run_checked("{\"color\": 5}", 0, &c, &field, &why), -EINVAL);
+	assert_string_equal(why, "must be a string");
+	assert_int_equal(c.checks_run, 0);
+
+	/* KS_JSON_NO_CHECKS: the types only; ks_json_check() later. */
+	assert_int_equal(run_checked("{\"color\": \"mauve\"}", KS_JSON_NO_CHECKS, &c, &field, &why), 0);
+	assert_int_equal(c.checks_run, 0);
+	o = parse("{\"color\": \"red\", \"size\": \"S\"}", &pwhy);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(ks_json_dispatch(o, checked_fields, &c, KS_JSON_NO_CHECKS, &field, &why), 0);
+	assert_int_equal(c.color_id, 0);
+	assert_int_equal(ks_json_check(o, checked_fields, &c, &field, &why), 0);
+	assert_int_equal(c.color_id, 1);
+	assert_int_equal(c.checks_run, 1);
+	json_decref(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -663,6 +765,7 @@ int main(void)
 		cmocka_unit_test(test_dispatch_unknown_allowed),
 		cmocka_unit_test(test_dispatch_not_object),
 		cmocka_unit_test(test_dispatch_limits),
+		cmocka_unit_test(test_dispatch_checks),
 		cmocka_unit_test(test_serialize),
 	};
 

@@ -32,6 +32,7 @@
 
 #include "keysvc/keysvc.h"
 #include "proto/frame.h"
+#include "proto/wire.h"
 
 /* What the fake daemon does with one request. */
 enum reply_kind {
@@ -497,6 +498,48 @@ static void test_wire_errors(void **state)
 	assert_string_equal(pem, "P");
 	assert_string_equal(keysvc_error_message(ks), "");
 	free(pem);
+	keysvc_close(ks);
+	fake_stop();
+}
+
+/*
+ * Every error proto/wire.h defines, answered by the daemon, reaches the
+ * caller as its own KEYSVC_E_* code named as on the wire: an error name
+ * added to proto/wire.c but not to libkeysvc's mapping would come out as
+ * KEYSVC_E_INTERNAL, with the name in the message.
+ */
+static void test_wire_error_table(void **state)
+{
+	static char replies[KS_WIRE_ERR_COUNT][128];
+	static struct step steps[KS_WIRE_ERR_COUNT];
+	size_t n = 0;
+	char *pem;
+	keysvc *ks;
+
+	(void)state;
+	for (int e = KS_WIRE_ERR_NONE + 1; e < KS_WIRE_ERR_COUNT; e++, n++) {
+		assert_non_null(ks_wire_err_name((enum ks_wire_err)e));
+		snprintf(replies[n], sizeof(replies[n]),
+			 "{\"ok\":false,\"error\":\"%s\",\"message\":\"m\"}",
+			 ks_wire_err_name((enum ks_wire_err)e));
+		steps[n] = (struct step){ NULL, "key.public", REPLY_JSON, replies[n] };
+	}
+	fake_start(steps, n);
+	ks = fake_connect();
+	for (int e = KS_WIRE_ERR_NONE + 1; e < KS_WIRE_ERR_COUNT; e++) {
+		const char *name = ks_wire_err_name((enum ks_wire_err)e);
+		int code = keysvc_key_public(ks, "k", &pem, NULL);
+
+		print_message("%s -> %d\n", name, code);
+		assert_true(code < 0);
+		if (e != KS_WIRE_INTERNAL)
+			assert_int_not_equal(code, KEYSVC_E_INTERNAL);
+		assert_int_not_equal(code, KEYSVC_E_PROTOCOL);
+		assert_string_equal(keysvc_error_name(code), name);
+		assert_string_not_equal(keysvc_strerror(code), "unknown error");
+		/* A known name: the message is the daemon's, not prefixed with the name. */
+		assert_string_equal(keysvc_error_message(ks), "m");
+	}
 	keysvc_close(ks);
 	fake_stop();
 }
@@ -1123,6 +1166,7 @@ int main(void)
 		cmocka_unit_test(test_operations),
 		cmocka_unit_test(test_hello_health),
 		cmocka_unit_test(test_wire_errors),
+		cmocka_unit_test(test_wire_error_table),
 		cmocka_unit_test(test_error_messages),
 		cmocka_unit_test(test_broken_peers),
 		cmocka_unit_test(test_refused_connection),

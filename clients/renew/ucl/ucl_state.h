@@ -9,6 +9,8 @@
 
 #include <limits.h>
 
+#include "proto/wire.h"
+
 #define KEY_BASE_MAX 48
 
 /*
@@ -18,7 +20,7 @@
 #define PAIRING_ID_LEN 8
 #define GENERATION_MAX 999999L
 #define KEY_NAME_MAX (KEY_BASE_MAX + 1 + PAIRING_ID_LEN + 1 + 6)
-_Static_assert(KEY_NAME_MAX <= 64, "keysvcd's KS_KEY_NAME_MAX");
+_Static_assert(KEY_NAME_MAX <= KS_KEY_NAME_MAX, "a key name keysvcd accepts");
 
 /*
  * What pair writes and renew reads (the state file, JSON). Version 2; a
