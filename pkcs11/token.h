@@ -177,6 +177,18 @@ int ks_key_name_valid(const char *name);
 int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out);
 
 /*
+ * What keysvcd --check-config asks before a start: load the module (is it
+ * a PKCS#11 module at all), initialise it and find the configured token,
+ * as ks_token_open() does, but without the PIN (@cfg->pin is ignored), a
+ * login or sessions; then finalize and unload. 0 with @info's
+ * description filled (up 0: nothing was tried that needs the PIN), or
+ * ks_token_open()'s errors, logged: -ENODEV the module cannot be loaded
+ * or initialised or no initialised token matches, -EINVAL more than one
+ * matches or a bad URI.
+ */
+int ks_token_probe(const struct ks_token_config *cfg, struct ks_token_info *info);
+
+/*
  * Close sessions, log out, finalize and unload; wipes the PIN. NULL is
  * fine. Returns 0, or -EBUSY when the background reconnect is still inside
  * a module call after 5 s: the PIN is wiped but nothing is freed or
