@@ -29,6 +29,7 @@
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"
+#include "proto/log.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
 #define CERT_MAX (64 * 1024)     /* a PEM certificate: a request must fit in a frame */
@@ -442,7 +443,7 @@ static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 	truncated = keysvc_key_list_truncated(ks);
 	keysvc_close(ks);
 	if (truncated)
-		fprintf(stderr, "keysvc: keysvcd listed only the first %zu keys by name; there are more\n", n);
+		fprintf(stderr, "%skeysvc: keysvcd listed only the first %zu keys by name; there are more\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), n);
 	if (g->json) {
 		json_t *arr = json_array();
 
@@ -763,7 +764,7 @@ int main(int argc, char **argv)
 
 		r = cmd->main(argc - optind, argv + optind, &cg);
 		if (fflush(stdout) != 0 || ferror(stdout)) {
-			fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+			fprintf(stderr, "%skeysvc: %s: output: stdout: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), g.command, strerror(errno));
 			if (r == KS_EXIT_OK)
 				r = KS_EXIT_INTERNAL;
 		}
@@ -778,7 +779,7 @@ int main(int argc, char **argv)
 	r = cmd->run(&g, &a);
 	free_args(&a);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+		fprintf(stderr, "%skeysvc: %s: output: stdout: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), g.command, strerror(errno));
 		if (r == KS_EXIT_OK)
 			r = KS_EXIT_INTERNAL;
 	}

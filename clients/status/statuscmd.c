@@ -25,6 +25,7 @@
 #include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
+#include "proto/log.h"
 
 #define MAX_NOTES 4
 #define NOTE_MAX 320
@@ -78,7 +79,7 @@ int statuscmd_fail(const char *cmd, int code, const char *name, const char *fmt,
 	for (char *p = msg; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
-	fprintf(stderr, "keysvc: %s: %s: %s\n", cmd, name, msg);
+	fprintf(stderr, "%skeysvc: %s: %s: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), cmd, name, msg);
 	if (statuscmd_json_errors) {
 		json_t *o = json_pack("{s:s, s:s}", "error", name, "message", msg);
 
@@ -175,7 +176,7 @@ static void bad_record(const char *file, const char *reason, void *ctx)
 {
 	struct status_run *run = ctx;
 
-	fprintf(stderr, "keysvc: status: inventory record %s: %s\n", file, reason);
+	fprintf(stderr, "%skeysvc: status: inventory record %s: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), file, reason);
 	run->errors++;
 }
 
@@ -199,7 +200,7 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 	}
 	if ((run->items = calloc(n + conf->n_certs + 1, sizeof(*run->items))) == NULL) {
 		ks_inv_list_free(recs, n);
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return KS_EXIT_INTERNAL;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -544,17 +545,17 @@ static int write_textfile(const struct status_run *run, const char *path)
 	int r;
 
 	if (mem == NULL) {
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return -ENOMEM;
 	}
 	print_prometheus(run, mem);
 	if (fclose(mem) != 0) {
 		free(buf);
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return -ENOMEM;
 	}
 	if ((r = ks_ci_write_atomic(path, buf, len, 0644, err)) < 0)
-		fprintf(stderr, "keysvc: status: --textfile: %s\n", err);
+		fprintf(stderr, "%skeysvc: status: --textfile: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), err);
 	free(buf);
 	return r;
 }
@@ -577,12 +578,12 @@ static int find_record(const struct ks_inv_entry *recs, size_t n, const char *na
 			}
 		}
 		if (hits > 1) {
-			fprintf(stderr, "keysvc: status: --forget %s: %zu records match:\n", name, hits);
+			fprintf(stderr, "%skeysvc: status: --forget %s: %zu records match:\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), name, hits);
 			for (size_t i = 0; i < n; i++) {
 				const char *v = level == 0 ? recs[i].name : level == 1 ? recs[i].cert : recs[i].key;
 
 				if (v != NULL && strcmp(v, level == 1 ? name_abs : name) == 0)
-					fprintf(stderr, "  %s\n", recs[i].cert);
+					fprintf(stderr, "%s  %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), recs[i].cert);
 			}
 			return -1;
 		}
@@ -631,8 +632,8 @@ static int forget(const char *dir, const char *name, const struct ks_conf *conf)
 	}
 	for (size_t i = 0; i < conf->n_certs; i++)
 		if (strcmp(conf->certs[i].cert, hit->cert) == 0)
-			fprintf(stderr, "keysvc: status: %s is still listed in the configuration: status keeps "
-				"showing it until it is removed there\n", hit->cert);
+			fprintf(stderr, "%skeysvc: status: %s is still listed in the configuration: status keeps "
+				"showing it until it is removed there\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), hit->cert);
 	r = KS_EXIT_OK;
 out:
 	ks_inv_list_free(recs, n);
@@ -720,7 +721,8 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 	keysvc_close(ks);
 	drop_aged_out(&run, now);
 	if (run.keys_note[0] != '\0')
-		fprintf(stderr, "keysvc: status: %s\n", run.keys_note);
+		fprintf(stderr, "%skeysvc: status: %s\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING),
+			run.keys_note);
 	if (strcmp(format, "json") == 0) {
 		json_t *o = status_json(&run);
 
