@@ -346,6 +346,7 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
 	if (rv == CKR_OK) {
 		tok->faults = 0;
 		tok->fault_backoff_ms = 0;
+		tok->last_ok = time(NULL);
 	} else {
 		if (tok->faults++ == 0)
 			tok->fault_since = time(NULL);
@@ -646,6 +647,7 @@ static int token_open(const struct ks_token_config *cfg, int login, struct ks_to
 	}
 	if ((r = ks_tok_open_pool(tok)) != 0)
 		goto fail;
+	tok->last_ok = time(NULL);
 	if (pthread_create(&tok->reconnect_thread, NULL, reconnect_main, tok) != 0) {
 		r = -ENOMEM;
 		goto fail;
@@ -750,6 +752,7 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
 	info->up = st == TOKEN_UP;
+	info->last_ok = (long long)tok->last_ok;
 	info->health_reason[0] = '\0';
 	if (st != TOKEN_UP) {
 		info->health = KS_HEALTH_UNAVAILABLE;

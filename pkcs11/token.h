@@ -152,6 +152,12 @@ struct ks_token_info {
 	 * names no key: hello answers it to any peer of the policy.
 	 */
 	char health_reason[160];
+	/*
+	 * When the token last answered an operation without a fault (Unix
+	 * time; the login at open counts): hello's last_token_ok, for
+	 * monitoring a token that is up but idle or stuck. 0: not yet.
+	 */
+	long long last_ok;
 };
 
 struct ks_key_info {
