@@ -349,6 +349,11 @@ int ks_check_run(const struct ks_config *cfg, const struct ks_check_options *opt
 	unit_find(&u);
 	if ((ret = pin_read(cfg, opt, &u, &pin, &pin_len)) != KS_EXIT_OK)
 		goto out;
+	if (opt->user != NULL && geteuid() != 0) {
+		ks_err("--user %s: only root can check as another user", opt->user);
+		ret = KS_EXIT_USAGE;
+		goto out;
+	}
 	if (geteuid() == 0 && (opt->user != NULL || u.user[0] != '\0')) {
 		if (opt->user != NULL)
 			snprintf(why, sizeof(why), "--user");
