@@ -340,20 +340,26 @@ int ks_check_run(const struct ks_config *cfg, const struct ks_check_options *opt
 	struct ks_token_config t;
 	struct ks_token_info info;
 	struct unit_facts u;
-	char err[1024], why[PATH_MAX + 16];
+	char err[1024], why[PATH_MAX + 16], source[PATH_MAX];
 	char *pin = NULL;
 	size_t pin_len = 0;
-	int ret, r;
+	int ret, r, credential = 0, pin_as_user;
 
 	printf("config %s: %zu policy rules\n", opt->config_path, ks_policy_size(cfg->policy));
 	unit_find(&u);
-	if ((ret = pin_read(cfg, opt, &u, &pin, &pin_len)) != KS_EXIT_OK)
-		goto out;
 	if (opt->user != NULL && geteuid() != 0) {
 		ks_err("--user %s: only root can check as another user", opt->user);
 		ret = KS_EXIT_USAGE;
 		goto out;
 	}
+	/*
+	 * systemd reads a credential as root, keysvcd a pin_file as itself:
+	 * read each as it will be read.
+	 */
+	pin_as_user = ks_pin_source(cfg->pin_file, source, sizeof(source), &credential) == 0 &&
+		      !credential;
+	if (!pin_as_user && (ret = pin_read(cfg, opt, &u, &pin, &pin_len)) != KS_EXIT_OK)
+		goto out;
 	if (geteuid() == 0 && (opt->user != NULL || u.user[0] != '\0')) {
 		if (opt->user != NULL)
 			snprintf(why, sizeof(why), "--user");
@@ -362,6 +368,8 @@ int ks_check_run(const struct ks_config *cfg, const struct ks_check_options *opt
 		if ((ret = become_user(opt->user != NULL ? opt->user : u.user, why)) != KS_EXIT_OK)
 			goto out;
 	}
+	if (pin_as_user && (ret = pin_read(cfg, opt, &u, &pin, &pin_len)) != KS_EXIT_OK)
+		goto out;
 	if ((r = ks_pin_guard_check(cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
 		ret = r == -EKEYREJECTED ? KS_EXIT_PIN_REJECTED : KS_EXIT_CONFIG;

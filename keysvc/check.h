@@ -14,9 +14,10 @@
  * there: the PIN source is then looked up in keysvcd.service as systemd
  * would find it ($SYSTEMD_UNIT_PATH, else /etc, /run, /usr/local/lib,
  * /usr/lib, /lib systemd/system, with keysvcd.service.d drop-ins), its
- * LoadCredential=keysvc-pin:FILE read, and when run as root the rest is
- * checked as the unit's User= (or --user): state_dir and the token belong
- * to that user, not to root.
+ * LoadCredential=keysvc-pin:FILE read (as root, as systemd reads it), and
+ * when run as root the rest is checked as the unit's User= (or --user),
+ * pin_file included: keysvcd reads it, state_dir and the token as that
+ * user, not as root.
  */
 #ifndef KEYSVC_CHECK_H
 #define KEYSVC_CHECK_H

@@ -97,10 +97,14 @@ mkdir -p "$work/creds" && install -m 0400 "$work/token/pin" "$work/creds/keysvc-
 CREDENTIALS_DIRECTORY=$work/creds run_exit 0 "PIN: read from the credential $work/creds/keysvc-pin" \
 	"under systemd the credential is read" check_config "$work/cred.json"
 
-# As root for another user: state_dir (root's, 0700) is not that user's to write.
+# As root for another user: the credential's file is read as root (systemd
+# does), then state_dir (root's, 0700) is not that user's to write.
 run_exit 3 "state_dir $work/state: not writable" "--user checks as that user" \
-	check_config "$work/good.json" --user nobody
+	check_config "$work/cred.json" --pin-file "$work/token/pin" --user nobody
 said "and says so" "checking as user nobody (--user)"
+# A pin_file is read as keysvcd's user, as keysvcd reads it: root's 0600 file is not nobody's.
+run_exit 4 "PIN file $work/token/pin" "--user: pin_file is read as that user" \
+	check_config "$work/good.json" --user nobody
 
 # Errors that name their place and their value.
 printf '{\n  "module": "%s",\n  "token": "keysvc-test",,\n  "policy": []\n}\n' "$KS_FAULTP11" >"$work/broken.json"
