@@ -372,6 +372,11 @@ check "prometheus: the token's last good answer is recent" python3 -c "
 import time
 t = [int(l.split()[1]) for l in open('$work/prom-up.txt') if l.startswith('keysvc_token_last_ok_timestamp_seconds ')]
 assert len(t) == 1 and 0 <= time.time() - t[0] < 600, t"
+check "keysvc --json hello: last_token_ok, recent" python3 -c "
+import json, subprocess, time
+d = json.loads(subprocess.run(['$KS_KEYSVC_CLI', '--json', 'hello'], capture_output=True, check=True).stdout)
+assert isinstance(d['last_token_ok'], int) and 0 <= time.time() - d['last_token_ok'] < 600, d"
+check "keysvc hello: the last good token answer" bash -c "'$KS_KEYSVC_CLI' hello | grep -q '^last ok:    20[0-9-]*T'"
 check "keysvcd: the valid one stays valid" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
 ks_cli delete k-valid >/dev/null
 run_exit 24 "keysvcd has no key k-valid" "status: a key removed from keysvcd" st
