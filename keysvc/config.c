@@ -255,6 +255,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	struct token_json tj;
 	struct ks_config *cfg = NULL;
 	const char *field = NULL, *why = NULL;
+	struct ks_json_where where;
 	json_t *root = NULL;
 	char *data = NULL;
 	size_t len = 0;
@@ -268,8 +269,13 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		return r;
 	if ((r = read_file_bounded(path, &data, &len, err, err_len)) != 0)
 		return r;
-	if ((root = ks_json_parse((const uint8_t *)data, len, &why)) == NULL) {
-		snprintf(err, err_len, "config %s: %s", path, why);
+	if ((root = ks_json_parse_at((const uint8_t *)data, len, &why, &where)) == NULL) {
+		/* file:line:column, as compilers say it, so editors jump there. */
+		if (where.line > 0)
+			snprintf(err, err_len, "config %s:%d:%d: %s: %s", path, where.line,
+				 where.column, why, where.detail);
+		else
+			snprintf(err, err_len, "config %s: %s", path, why);
 		r = -EINVAL;
 		goto out;
 	}
@@ -279,7 +285,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	}
 	r = -EINVAL;
 	if (cj.module[0] != '/') {
-		snprintf(err, err_len, "config: module: must be an absolute path");
+		snprintf(err, err_len, "config: module \"%.256s\": must be an absolute path", cj.module);
 		goto out;
 	}
 	if (json_is_string(cj.token)) {
@@ -299,7 +305,8 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 			goto out;
 		}
 		if (tj.uri != NULL && strncmp(tj.uri, "pkcs11:", 7) != 0) {
-			snprintf(err, err_len, "config: token: uri must start with pkcs11:");
+			snprintf(err, err_len, "config: token: uri \"%.256s\": must start with pkcs11:",
+				 tj.uri);
 			goto out;
 		}
 	} else {
@@ -307,33 +314,39 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		goto out;
 	}
 	if (cj.pin_file != NULL && cj.pin_file[0] != '/') {
-		snprintf(err, err_len, "config: pin_file: must be an absolute path");
+		snprintf(err, err_len, "config: pin_file \"%.256s\": must be an absolute path",
+			 cj.pin_file);
 		goto out;
 	}
 	if (cj.state_dir != NULL && cj.state_dir[0] != '/') {
-		snprintf(err, err_len, "config: state_dir: must be an absolute path");
+		snprintf(err, err_len, "config: state_dir \"%.256s\": must be an absolute path",
+			 cj.state_dir);
 		goto out;
 	}
 	if (cj.socket != NULL && cj.socket[0] != '/') {
-		snprintf(err, err_len, "config: socket: must be an absolute path");
+		snprintf(err, err_len, "config: socket \"%.256s\": must be an absolute path",
+			 cj.socket);
 		goto out;
 	}
 	if (cj.audit_log != NULL && cj.audit_log[0] != '/') {
-		snprintf(err, err_len, "config: audit_log: must be an absolute path");
+		snprintf(err, err_len, "config: audit_log \"%.256s\": must be an absolute path",
+			 cj.audit_log);
 		goto out;
 	}
 	if (cj.audit_failure != NULL && strcmp(cj.audit_failure, "refuse") != 0 &&
 	    strcmp(cj.audit_failure, "continue") != 0) {
-		snprintf(err, err_len, "config: audit_failure: refuse or continue");
+		snprintf(err, err_len, "config: audit_failure \"%s\": refuse or continue",
+			 cj.audit_failure);
 		goto out;
 	}
 	if (cj.audit_sync != NULL && strcmp(cj.audit_sync, "data") != 0 &&
 	    strcmp(cj.audit_sync, "none") != 0) {
-		snprintf(err, err_len, "config: audit_sync: data or none");
+		snprintf(err, err_len, "config: audit_sync \"%s\": data or none", cj.audit_sync);
 		goto out;
 	}
 	if (cj.log_level != NULL && ks_log_level_from_name(cj.log_level) < 0) {
-		snprintf(err, err_len, "config: log_level: one of err, warning, notice, info, debug");
+		snprintf(err, err_len, "config: log_level \"%s\": one of err, warning, notice, "
+			 "info, debug", cj.log_level);
 		goto out;
 	}
 	if (cj.sessions > 64 || cj.max_clients > 65536 || cj.client_timeout_ms > 3600000 ||
@@ -365,12 +378,18 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	}
 	cfg->socket_mode = 0660;
 	if (cj.socket_mode != NULL && parse_mode(cj.socket_mode, &cfg->socket_mode) != 0) {
-		snprintf(err, err_len, "config: socket_mode: octal, at most 0660 (no world access)");
+		snprintf(err, err_len, "config: socket_mode \"%s\": octal, at most 0660 (no world "
+			 "access)", cj.socket_mode);
 		goto out;
 	}
 	if (cj.socket_group != NULL) {
 		if (parse_group(cj.socket_group, &cfg->socket_gid) != 0) {
-			snprintf(err, err_len, "config: socket_group: unknown group");
+			if (json_is_string(cj.socket_group))
+				snprintf(err, err_len, "config: socket_group \"%.256s\": unknown group",
+					 json_string_value(cj.socket_group));
+			else
+				snprintf(err, err_len, "config: socket_group: a group name or a "
+					 "number below 4294967295");
 			goto out;
 		}
 		cfg->has_socket_gid = 1;

@@ -220,6 +220,11 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		json_decref(result);
 		result = NULL;
 	}
+	if (result != NULL && info.last_ok > 0 &&
+	    json_object_set_new(result, "last_token_ok", json_integer(info.last_ok)) != 0) {
+		json_decref(result);
+		result = NULL;
+	}
 	return ks_reply_set_result(rep, result);
 }
 

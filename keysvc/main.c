@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "keysvc/audit.h"
+#include "keysvc/check.h"
 #include "keysvc/config.h"
 #include "keysvc/dispatch.h"
 #include "keysvc/pin.h"
@@ -38,15 +39,27 @@ struct daemon_state {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: keysvcd [-c CONFIG] [--debug] [--check-config]\n"
+		"Usage: keysvcd [-c CONFIG] [--debug]\n"
+		"       keysvcd [-c CONFIG] --check-config|--check-token [--pin-file FILE] [--user USER]\n"
+		"       keysvcd [-c CONFIG] --check-reload\n"
 		"\n"
 		"Holds private keys in a PKCS#11 token and serves CSR and signing\n"
 		"requests on a Unix socket to the peers its policy allows.\n"
 		"\n"
 		"  -c, --config PATH   configuration file (default %s)\n"
 		"  -d, --debug         log at debug level (never logs secrets)\n"
-		"      --check-config  validate the configuration, the PIN source and state_dir\n"
-		"                      (and that the token did not reject this PIN before), then exit\n"
+		"      --check-config  check what a start needs without logging in: the configuration\n"
+		"                      and policy, the PIN source, state_dir (and that the token did\n"
+		"                      not reject this PIN before), the audit log, the PKCS#11 module\n"
+		"                      and the token; then exit\n"
+		"      --check-token   --check-config, then log in once (never with a PIN the token\n"
+		"                      rejected before; a rejection now is recorded in state_dir)\n"
+		"      --pin-file FILE with --check-*: the PIN file keysvcd.service passes as the\n"
+		"                      credential (default: its LoadCredential=keysvc-pin:FILE)\n"
+		"      --user USER     with --check-* run as root: check as USER (default: the\n"
+		"                      unit's User=)\n"
+		"      --check-reload  check what a reload reads (the file and its policy), then exit;\n"
+		"                      keysvcd.service runs it before it sends SIGHUP\n"
 		"  -V, --version       print the version\n"
 		"  -h, --help          this text\n"
 		"\n"
@@ -205,6 +218,10 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "check-config", no_argument, NULL, 'C' },
+		{ "check-token", no_argument, NULL, 'T' },
+		{ "check-reload", no_argument, NULL, 'R' },
+		{ "pin-file", required_argument, NULL, 'P' },
+		{ "user", required_argument, NULL, 'U' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -219,7 +236,8 @@ int main(int argc, char **argv)
 	char err[1024] = "", activated_name[128] = "", status[256], pin_path[PATH_MAX] = "";
 	char *pin = NULL;
 	size_t pin_len = 0;
-	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
+	struct ks_check_options copt = { .config_path = KS_DEFAULT_CONFIG };
+	int check_only = 0, check_reload = 0, listen_fd = -1, signal_fd = -1, activated = 0;
 	int c, r, ret = KS_EXIT_INTERNAL, credential = 0;
 	sigset_t mask;
 
@@ -236,6 +254,19 @@ int main(int argc, char **argv)
 		case 'C':
 			check_only = 1;
 			break;
+		case 'T':
+			check_only = 1;
+			copt.login = 1;
+			break;
+		case 'R':
+			check_reload = 1;
+			break;
+		case 'P':
+			copt.pin_file = optarg;
+			break;
+		case 'U':
+			copt.user = optarg;
+			break;
 		case 'V':
 			ks_print_version("keysvcd");
 			return KS_EXIT_OK;
@@ -247,7 +278,8 @@ int main(int argc, char **argv)
 			return KS_EXIT_USAGE;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (check_only && check_reload) ||
+	    ((copt.pin_file != NULL || copt.user != NULL) && !check_only)) {
 		usage(stderr);
 		return KS_EXIT_USAGE;
 	}
@@ -272,6 +304,17 @@ int main(int argc, char **argv)
 		ks_log_set_level((enum ks_log_level)ks_log_level_from_name(cfg->log_level));
 	if (st.debug)
 		ks_log_set_level(KS_LOG_DEBUG);
+	if (check_reload) {
+		printf("%s: configuration OK (%zu policy rules); a reload applies the policy and "
+		       "log_level\n", st.config_path, ks_policy_size(cfg->policy));
+		ret = KS_EXIT_OK;
+		goto out;
+	}
+	if (check_only) {
+		copt.config_path = st.config_path;
+		ret = ks_check_run(cfg, &copt);
+		goto out;
+	}
 
 	if ((r = ks_pin_load(cfg->pin_file, &pin, &pin_len, err, sizeof(err))) != 0) {
 		ks_err("%s", err);
@@ -279,24 +322,6 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	(void)ks_pin_source(cfg->pin_file, pin_path, sizeof(pin_path), &credential);
-	if (check_only) {
-		/* Also what the start would refuse: an unusable state_dir, a PIN rejected before. */
-		if ((r = ks_pin_guard_check(cfg->state_dir, pin, pin_len, err, sizeof(err))) != 0) {
-			if (r == -EKEYREJECTED) {
-				ks_err("PIN %s %s: %s", credential ? "credential" : "file",
-				       pin_path, err);
-				ret = KS_EXIT_PIN_REJECTED;
-			} else {
-				ks_err("%s", err);
-				ret = KS_EXIT_CONFIG;
-			}
-			goto out;
-		}
-		printf("%s: configuration OK (%zu policy rules)\n", st.config_path,
-		       ks_policy_size(cfg->policy));
-		ret = KS_EXIT_OK;
-		goto out;
-	}
 
 	/* Before any thread exists, so every thread inherits the mask. */
 	sigemptyset(&mask);

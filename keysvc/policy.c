@@ -127,8 +127,13 @@ static const struct ks_json_field rule_fields[] = {
 	{ NULL, 0, 0, 0, 0 },
 };
 
+/*
+ * On -EINVAL *@field names the field, *@why the problem and *@value, when
+ * not NULL, the offending value as the file has it (a user, group,
+ * operation or pattern), so the administrator sees which one.
+ */
 static int rule_from_json(json_t *obj, struct ks_rule *rule, const char **field,
-			  const char **why)
+			  const char **why, const char **value)
 {
 	struct rule_json rj;
 	unsigned long id;
@@ -144,15 +149,19 @@ static int rule_from_json(json_t *obj, struct ks_rule *rule, const char **field,
 	}
 	if (rj.uid != NULL) {
 		*field = "uid";
-		if ((r = parse_id(rj.uid, 0, &id, why)) != 0)
+		if ((r = parse_id(rj.uid, 0, &id, why)) != 0) {
+			*value = json_string_value(rj.uid);
 			return r;
+		}
 		rule->has_uid = 1;
 		rule->uid = (uid_t)id;
 	}
 	if (rj.gid != NULL) {
 		*field = "gid";
-		if ((r = parse_id(rj.gid, 1, &id, why)) != 0)
+		if ((r = parse_id(rj.gid, 1, &id, why)) != 0) {
+			*value = json_string_value(rj.gid);
 			return r;
+		}
 		rule->has_gid = 1;
 		rule->gid = (gid_t)id;
 	}
@@ -164,6 +173,7 @@ static int rule_from_json(json_t *obj, struct ks_rule *rule, const char **field,
 	for (size_t i = 0; i < rj.ops.n; i++) {
 		if ((op = ks_op_from_name(rj.ops.v[i])) < 0) {
 			*why = "unknown operation";
+			*value = rj.ops.v[i];
 			return -EINVAL;
 		}
 		rule->ops |= 1u << op;
@@ -180,6 +190,7 @@ static int rule_from_json(json_t *obj, struct ks_rule *rule, const char **field,
 	for (size_t i = 0; i < rj.keys.n; i++) {
 		if (strlen(rj.keys.v[i]) == 0 || strlen(rj.keys.v[i]) > KS_POLICY_PATTERN_MAX) {
 			*why = "pattern empty or too long";
+			*value = rj.keys.v[i];
 			return -EINVAL;
 		}
 		if ((rule->patterns[i] = strdup(rj.keys.v[i])) == NULL)
@@ -194,7 +205,7 @@ int ks_policy_from_json(json_t *rules, struct ks_policy **out, char *err,
 			size_t err_len)
 {
 	struct ks_policy *p = NULL;
-	const char *field = NULL, *why = NULL;
+	const char *field = NULL, *why = NULL, *value = NULL;
 	size_t i;
 	json_t *v;
 	int r;
@@ -218,7 +229,13 @@ int ks_policy_from_json(json_t *rules, struct ks_policy **out, char *err,
 	}
 	json_array_foreach(rules, i, v) {
 		p->nrules = i + 1;
-		r = rule_from_json(v, &p->rules[i], &field, &why);
+		r = rule_from_json(v, &p->rules[i], &field, &why, &value);
+		if (r == -EINVAL && value != NULL) {
+			/* Long values are cut: the message is for finding the rule, not for a copy of it. */
+			snprintf(err, err_len, "policy rule %zu: %s \"%.80s\": %s", i + 1,
+				 field ? field : "value", value, why);
+			goto out;
+		}
 		if (r == -EINVAL) {
 			snprintf(err, err_len, "policy rule %zu: %s%s%s", i + 1,
 				 field ? field : "", field ? ": " : "", why);

@@ -328,6 +328,7 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
 	if (rv == CKR_OK) {
 		tok->faults = 0;
 		tok->fault_backoff_ms = 0;
+		tok->last_ok = time(NULL);
 	} else {
 		if (tok->faults++ == 0)
 			tok->fault_since = time(NULL);
@@ -530,7 +531,8 @@ static void *reconnect_main(void *arg)
 	return NULL;
 }
 
-int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
+/* ks_token_open(), or with !@login ks_token_probe()'s part: no PIN, no sessions, no thread. */
+static int token_open(const struct ks_token_config *cfg, int login, struct ks_token **out)
 {
 	struct ks_token *tok = NULL;
 	pthread_rwlockattr_t rwattr;
@@ -541,7 +543,7 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 		ks_err("the PKCS#11 module path must be absolute");
 		return -EINVAL;
 	}
-	if (cfg->pin == NULL || cfg->pin_len == 0 || cfg->pin_len > KS_PIN_MAX) {
+	if (login && (cfg->pin == NULL || cfg->pin_len == 0 || cfg->pin_len > KS_PIN_MAX)) {
 		ks_err("a user PIN of 1..%d bytes is required", KS_PIN_MAX);
 		return -EINVAL;
 	}
@@ -586,10 +588,12 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 	    (cfg->token_label != NULL && (tok->label = strdup(cfg->token_label)) == NULL) ||
 	    (cfg->token_serial != NULL && (tok->serial = strdup(cfg->token_serial)) == NULL))
 		goto fail;
-	if ((tok->pin = ks_secmem_alloc(cfg->pin_len + 1)) == NULL)
-		goto fail;
-	memcpy(tok->pin, cfg->pin, cfg->pin_len);
-	tok->pin_len = cfg->pin_len;
+	if (login) {
+		if ((tok->pin = ks_secmem_alloc(cfg->pin_len + 1)) == NULL)
+			goto fail;
+		memcpy(tok->pin, cfg->pin, cfg->pin_len);
+		tok->pin_len = cfg->pin_len;
+	}
 	if (cfg->token_uri != NULL) {
 		if ((tok->uri = p11_kit_uri_new()) == NULL)
 			goto fail;
@@ -617,8 +621,15 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 		ks_err("cannot initialise PKCS#11 module %s", tok->module_path);
 		goto fail;
 	}
-	if ((r = find_slot(tok)) != 0 || (r = ks_tok_open_pool(tok)) != 0)
+	if ((r = find_slot(tok)) != 0)
 		goto fail;
+	if (!login) {
+		*out = tok;
+		return 0;
+	}
+	if ((r = ks_tok_open_pool(tok)) != 0)
+		goto fail;
+	tok->last_ok = time(NULL);
 	if (pthread_create(&tok->reconnect_thread, NULL, reconnect_main, tok) != 0) {
 		r = -ENOMEM;
 		goto fail;
@@ -631,6 +642,28 @@ int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
 fail:
 	ks_token_close(tok);
 	return r;
+}
+
+int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out)
+{
+	return token_open(cfg, 1, out);
+}
+
+int ks_token_probe(const struct ks_token_config *cfg, struct ks_token_info *info)
+{
+	struct ks_token *tok;
+	int r;
+
+	memset(info, 0, sizeof(*info));
+	if ((r = token_open(cfg, 0, &tok)) != 0)
+		return r;
+	pthread_mutex_lock(&tok->info_lock);
+	*info = tok->info;
+	pthread_mutex_unlock(&tok->info_lock);
+	/* Not logged in: "up" would promise what the probe did not try. */
+	info->up = 0;
+	info->health = KS_HEALTH_OK;
+	return ks_token_close(tok);
 }
 
 int ks_token_close(struct ks_token *tok)
@@ -701,6 +734,7 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
 	info->up = st == TOKEN_UP;
+	info->last_ok = (long long)tok->last_ok;
 	info->health_reason[0] = '\0';
 	if (st != TOKEN_UP) {
 		info->health = KS_HEALTH_UNAVAILABLE;

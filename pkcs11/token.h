@@ -152,6 +152,12 @@ struct ks_token_info {
 	 * names no key: hello answers it to any peer of the policy.
 	 */
 	char health_reason[160];
+	/*
+	 * When the token last answered an operation without a fault (Unix
+	 * time; the login at open counts): hello's last_token_ok, for
+	 * monitoring a token that is up but idle or stuck. 0: not yet.
+	 */
+	long long last_ok;
 };
 
 struct ks_key_info {
@@ -169,6 +175,18 @@ struct ks_key_info {
  * start; later losses are recovered in the background).
  */
 int ks_token_open(const struct ks_token_config *cfg, struct ks_token **out);
+
+/*
+ * What keysvcd --check-config asks before a start: load the module (is it
+ * a PKCS#11 module at all), initialise it and find the configured token,
+ * as ks_token_open() does, but without the PIN (@cfg->pin is ignored), a
+ * login or sessions; then finalize and unload. 0 with @info's
+ * description filled (up 0: nothing was tried that needs the PIN), or
+ * ks_token_open()'s errors, logged: -ENODEV the module cannot be loaded
+ * or initialised or no initialised token matches, -EINVAL more than one
+ * matches or a bad URI.
+ */
+int ks_token_probe(const struct ks_token_config *cfg, struct ks_token_info *info);
 
 /*
  * Close sessions, log out, finalize and unload; wipes the PIN. NULL is

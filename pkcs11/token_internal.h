@@ -163,6 +163,7 @@ struct ks_token {
 	CK_RV fault_rv;
 	const char *fault_fn;   /* a string literal: the C_* name */
 	time_t fault_since;
+	time_t last_ok;         /* the last operation without a fault (ks_token_info.last_ok) */
 	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
 	unsigned fault_backoff_ms;
 	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];

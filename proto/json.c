@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,9 +44,18 @@ static int depth_ok(const uint8_t *buf, size_t len)
 
 json_t *ks_json_parse(const uint8_t *buf, size_t len, const char **why)
 {
+	struct ks_json_where where;
+
+	return ks_json_parse_at(buf, len, why, &where);
+}
+
+json_t *ks_json_parse_at(const uint8_t *buf, size_t len, const char **why,
+			 struct ks_json_where *where)
+{
 	json_error_t jerr;
 	json_t *root;
 
+	memset(where, 0, sizeof(*where));
 	if (!depth_ok(buf, len)) {
 		*why = "JSON nested too deeply";
 		return NULL;
@@ -68,6 +78,12 @@ json_t *ks_json_parse(const uint8_t *buf, size_t len, const char **why)
 			*why = "malformed JSON";
 			break;
 		}
+		/* jansson counts both from 1; -1 when the error has no place (end of input included). */
+		if (jerr.line > 0) {
+			where->line = jerr.line;
+			where->column = jerr.column > 0 ? jerr.column : 0;
+		}
+		snprintf(where->detail, sizeof(where->detail), "%s", jerr.text);
 		return NULL;
 	}
 	if (!json_is_object(root)) {

@@ -71,6 +71,21 @@ struct ks_json_field {
  */
 json_t *ks_json_parse(const uint8_t *buf, size_t len, const char **why);
 
+/* Where a text failed to parse, for a person to find it. */
+struct ks_json_where {
+	int line, column;       /* from 1, as jansson counts (column in characters); 0: no place */
+	char detail[160];       /* jansson's own words ("'}' expected near ','"); may quote the text */
+};
+
+/*
+ * ks_json_parse() that also fills @where on a parse error (all zero
+ * when the error has no place: nesting too deep, a valid document that is
+ * not an object). For configuration files: @where quotes the input, so a
+ * wire message's must not be sent back or logged.
+ */
+json_t *ks_json_parse_at(const uint8_t *buf, size_t len, const char **why,
+			 struct ks_json_where *where);
+
 /*
  * Fill @target from @obj according to @table (terminated by a NULL name).
  * Missing optional fields leave the target untouched (callers zero it).

@@ -30,7 +30,7 @@ static const int level_priorities[] = {
 };
 
 static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
-static int stderr_is_journal;
+static int stdout_is_journal, stderr_is_journal;
 
 /*
  * systemd sets JOURNAL_STREAM to the device and inode of the stream it
@@ -40,16 +40,39 @@ static int stderr_is_journal;
  * `journalctl -p err` would show none of keysvcd's errors. Anywhere else
  * (a terminal, a test's log file) the prefix would only be noise.
  */
-static void detect_journal(void)
+static int fd_is_journal(int fd)
 {
 	const char *env = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
 	struct stat st;
 
-	if (env != NULL && sscanf(env, "%llu:%llu", &dev, &ino) == 2 &&
-	    fstat(STDERR_FILENO, &st) == 0 &&
-	    (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
-		stderr_is_journal = 1;
+	return env != NULL && sscanf(env, "%llu:%llu", &dev, &ino) == 2 && fstat(fd, &st) == 0 &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* Once per process: the answer holds for as long as nobody redirects the two. */
+static void detect_journal(void)
+{
+	stdout_is_journal = fd_is_journal(STDOUT_FILENO);
+	stderr_is_journal = fd_is_journal(STDERR_FILENO);
+}
+
+const char *ks_log_journal_prefix(FILE *f, enum ks_log_level level)
+{
+	static const char *const prefixes[] = {
+		[KS_LOG_ERR] = "<3>",
+		[KS_LOG_WARNING] = "<4>",
+		[KS_LOG_NOTICE] = "<5>",
+		[KS_LOG_INFO] = "<6>",
+		[KS_LOG_DEBUG] = "<7>",
+	};
+
+	pthread_once(&journal_once, detect_journal);
+	if ((int)level < 0 || (size_t)level >= sizeof(prefixes) / sizeof(prefixes[0]))
+		level = KS_LOG_ERR;
+	if ((f == stderr && stderr_is_journal) || (f == stdout && stdout_is_journal))
+		return prefixes[level];
+	return "";
 }
 
 void ks_log_set_level(enum ks_log_level level)

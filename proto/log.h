@@ -10,6 +10,8 @@
 #ifndef KEYSVC_PROTO_LOG_H
 #define KEYSVC_PROTO_LOG_H
 
+#include <stdio.h>
+
 enum ks_log_level {
 	KS_LOG_ERR = 0,
 	KS_LOG_WARNING,
@@ -25,6 +27,14 @@ enum ks_log_level ks_log_get_level(void);
 int ks_log_level_from_name(const char *name);
 /* Prefix for every line; defaults to "keysvc". The string is not copied. */
 void ks_log_set_ident(const char *ident);
+
+/*
+ * For programs that print their own lines (the clients): "<N>", the
+ * syslog priority of @level, when @f (stdout or stderr) is the journal's
+ * stream as ks_log() detects it, else "". Put it in front of each line,
+ * so that `journalctl -p err` shows a client's errors. Never NULL.
+ */
+const char *ks_log_journal_prefix(FILE *f, enum ks_log_level level);
 
 void ks_log(enum ks_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -16,6 +16,7 @@ packages=(
 	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
 	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
 	strace                      # test_cli.sh holds a request back (inject delay) until its peer has closed
+	groff-base                  # test_man.sh formats the manual pages (docs/man/) with groff -ww
 )
 
 missing=()

@@ -31,6 +31,7 @@
 #include "clients/renew/common/renewcli.h"
 #include "clients/renew/https/https.h"
 #include "proto/file.h"
+#include "proto/log.h"
 
 #define TOKEN_ENV "KEYSVC_CCE_TOKEN"
 /* Huawei documents X-Auth-Token values of up to 16384 bytes (a token with
@@ -419,7 +420,7 @@ static int wait_job(const struct opts *o, const char *token_header, const char *
 					   "outcome is unknown", err, o->max_wait_s, jobid);
 				goto out;
 			}
-			fprintf(stderr, "keysvc-cce: warning: %s; asking again in %lld s\n", err, backoff / 1000);
+			fprintf(stderr, "%skeysvc-cce: warning: %s; asking again in %lld s\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), err, backoff / 1000);
 			sleep_ms(backoff);
 			backoff = backoff * 2 > RETRY_MAX_S * 1000 ? RETRY_MAX_S * 1000 : backoff * 2;
 			continue;
@@ -473,8 +474,8 @@ static int cmd_rotate(const struct opts *o, const char *token)
 		if ((r = load_material(o, &m)) != 0)
 			goto out;
 		/* On stderr, so that it is seen even with --quiet or --json. */
-		fprintf(stderr, "keysvc-cce: notice: the private key in %s is sent to CCE (base64, in the "
-			"request body); it is not a keysvcd key and leaves this host\n", o->custom_key);
+		fprintf(stderr, "%skeysvc-cce: notice: the private key in %s is sent to CCE (base64, in the "
+			"request body); it is not a keysvcd key and leaves this host\n", ks_log_journal_prefix(stderr, KS_LOG_NOTICE), o->custom_key);
 	}
 	if ((token_header = OPENSSL_malloc(th_len)) == NULL) {
 		r = ks_die(KS_EXIT_INTERNAL, "out of memory");
@@ -510,8 +511,8 @@ static int run_rotate(void *ctx, struct ks_rc_run *run)
 	if ((r = read_token(o->token_file, token, sizeof(token))) != 0)
 		goto out;
 	if (o->c.insecure)
-		fprintf(stderr, "keysvc-cce: warning: --insecure: the IAM token goes to a server that is not "
-			"verified\n");
+		fprintf(stderr, "%skeysvc-cce: warning: --insecure: the IAM token goes to a server that is not "
+			"verified\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING));
 	r = cmd_rotate(o, token);
 out:
 	OPENSSL_cleanse(token, sizeof(token));

@@ -20,6 +20,7 @@
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"
+#include "proto/log.h"
 
 const char cli_audit_verify_usage[] =
 	"Usage: keysvc audit-verify [--json] [--] FILE...\n"
@@ -115,7 +116,7 @@ static int audit_verify_file(const char *path, struct ks_auditchain_verifier *v,
 			break;
 		}
 		if (verdict == KS_AUDIT_WARNING)
-			fprintf(stderr, "%s:%lu: %s\n", path, lineno, bad->why);
+			fprintf(stderr, "%s%s:%lu: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), path, lineno, bad->why);
 		last->file = path;
 		last->line = lineno;
 		(*records)++;
@@ -153,7 +154,7 @@ int cli_audit_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 			first++;
 			break;
 		}
-		fprintf(stderr, "keysvc: audit-verify: usage: unknown option %s\n", argv[first]);
+		fprintf(stderr, "%skeysvc: audit-verify: usage: unknown option %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), argv[first]);
 		return KS_EXIT_USAGE;
 	}
 	if (first >= argc) {
@@ -164,7 +165,7 @@ int cli_audit_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 	for (i = first; i < argc && r == KS_EXIT_OK; i++)
 		r = audit_verify_file(argv[i], &v, &last, &records, &bad);
 	if (r == 2) {
-		fprintf(stderr, "keysvc: audit-verify: %s: %s\n", bad.file, bad.why);
+		fprintf(stderr, "%skeysvc: audit-verify: %s: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), bad.file, bad.why);
 		if (json)
 			cli_print_json(json_pack("{s:s, s:s, s:s}", "error", "input", "file", bad.file,
 					     "message", bad.why));

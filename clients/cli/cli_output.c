@@ -21,6 +21,7 @@
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
 #include "proto/file.h"
+#include "proto/log.h"
 
 /* Print @o (reference taken) as one line of JSON on stdout. */
 void cli_print_json(json_t *o)
@@ -54,7 +55,7 @@ int cli_report_named(const struct cli_global *g, int code, const char *name, con
 	cli_sanitize(msg);
 	if (g->json)
 		cli_print_json(json_pack("{s:s, s:s}", "error", name, "message", msg));
-	fprintf(stderr, "keysvc: %s%s%s%s%s\n", g->command != NULL ? g->command : "",
+	fprintf(stderr, "%skeysvc: %s%s%s%s%s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), g->command != NULL ? g->command : "",
 		g->command != NULL ? ": " : "", name, msg[0] != '\0' ? ": " : "", msg);
 	return code;
 }
@@ -81,7 +82,7 @@ int cli_unknown_command(const struct cli_global *g, const char *name)
 	cli_sanitize(msg);
 	if (g->json)
 		cli_print_json(json_pack("{s:s, s:s}", "error", "usage", "message", msg));
-	fprintf(stderr, "keysvc: %s\n", msg);
+	fprintf(stderr, "%skeysvc: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), msg);
 	return KS_EXIT_USAGE;
 }
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"
 #include "proto/frame.h"
+#include "proto/log.h"
 #include "proto/wire.h"
 
 #define INPUT_MAX (1024 * 1024)  /* any input file */
@@ -291,7 +293,7 @@ static int cmd_hello(const struct cli_global *g, struct cmd_args *a)
 		return cli_fail_on(g, ks, r);
 	keysvc_close(ks);
 	if (g->json) {
-		cli_print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:o, s:o}",
+		cli_print_json(json_pack("{s:i, s:s, s:{s:s, s:s, s:s, s:s}, s:s, s:s, s:o, s:o, s:o}",
 				     "version", h->version, "server", h->server,
 				     "token", "label", h->token_label,
 				     "manufacturer", h->token_manufacturer,
@@ -299,7 +301,9 @@ static int cmd_hello(const struct cli_global *g, struct cmd_args *a)
 				     "health", health_name(h->health),
 				     "health_reason", h->health_reason,
 				     "key_types", strv_json(h->key_types, h->n_key_types),
-				     "algorithms", strv_json(h->algorithms, h->n_algorithms)));
+				     "algorithms", strv_json(h->algorithms, h->n_algorithms),
+				     "last_token_ok", h->last_token_ok > 0 ?
+				     json_integer(h->last_token_ok) : json_null()));
 	} else {
 		printf("server:     %s (protocol %d)\n", h->server, h->version);
 		printf("token:      %s (%s, %s, serial %s)\n", h->token_label,
@@ -308,6 +312,14 @@ static int cmd_hello(const struct cli_global *g, struct cmd_args *a)
 			printf("health:     %s (%s)\n", health_name(h->health), h->health_reason);
 		else
 			printf("health:     %s\n", health_name(h->health));
+		if (h->last_token_ok > 0) {
+			char when[32];
+			time_t t = (time_t)h->last_token_ok;
+			struct tm tm;
+
+			if (gmtime_r(&t, &tm) != NULL && strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) > 0)
+				printf("last ok:    %s (the token's last answer without a fault)\n", when);
+		}
 		printf("key types: ");
 		for (size_t i = 0; i < h->n_key_types; i++)
 			printf(" %s", h->key_types[i]);
@@ -448,7 +460,7 @@ static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 	truncated = keysvc_key_list_truncated(ks);
 	keysvc_close(ks);
 	if (truncated)
-		fprintf(stderr, "keysvc: keysvcd listed only the first %zu keys by name; there are more\n", n);
+		fprintf(stderr, "%skeysvc: keysvcd listed only the first %zu keys by name; there are more\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), n);
 	if (g->json) {
 		json_t *arr = json_array();
 
@@ -769,7 +781,7 @@ int main(int argc, char **argv)
 
 		r = cmd->main(argc - optind, argv + optind, &cg);
 		if (fflush(stdout) != 0 || ferror(stdout)) {
-			fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+			fprintf(stderr, "%skeysvc: %s: output: stdout: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), g.command, strerror(errno));
 			if (r == KS_EXIT_OK)
 				r = KS_EXIT_INTERNAL;
 		}
@@ -784,7 +796,7 @@ int main(int argc, char **argv)
 	r = cmd->run(&g, &a);
 	free_args(&a);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "keysvc: %s: output: stdout: %s\n", g.command, strerror(errno));
+		fprintf(stderr, "%skeysvc: %s: output: stdout: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), g.command, strerror(errno));
 		if (r == KS_EXIT_OK)
 			r = KS_EXIT_INTERNAL;
 	}

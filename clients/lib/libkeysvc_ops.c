@@ -39,6 +39,7 @@ struct hello_resp {
 	json_t *token;
 	const char *health;
 	const char *health_reason;
+	uint64_t last_token_ok;
 	struct ks_strv key_types;
 	struct ks_strv algorithms;
 };
@@ -49,6 +50,7 @@ static const struct ks_json_field hello_fields[] = {
 	{ "token", KS_JSON_OBJECT, offsetof(struct hello_resp, token), KS_JSON_REQUIRED, 0 },
 	{ "health", KS_JSON_STRING, offsetof(struct hello_resp, health), KS_JSON_REQUIRED, SHORT_MAX_BYTES },
 	{ "health_reason", KS_JSON_STRING, offsetof(struct hello_resp, health_reason), 0, SHORT_MAX_BYTES },
+	{ "last_token_ok", KS_JSON_UINT, offsetof(struct hello_resp, last_token_ok), 0, 0 },
 	{ "key_types", KS_JSON_STRV, offsetof(struct hello_resp, key_types), 0, 0 },
 	{ "algorithms", KS_JSON_STRV, offsetof(struct hello_resp, algorithms), 0, 0 },
 	{ NULL, 0, 0, 0, 0 },
@@ -146,6 +148,7 @@ KEYSVC_EXPORT int keysvc_hello(keysvc *ks, struct keysvc_hello **out)
 		goto out;
 	}
 	h->version = (int)hr.version;
+	h->last_token_ok = (long long)hr.last_token_ok;
 	switch (ks_wire_health_from_name(hr.health)) {
 	case KS_WIRE_HEALTH_OK:
 		h->health = KEYSVC_HEALTH_OK;

@@ -25,6 +25,7 @@
 #include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
+#include "proto/log.h"
 
 #define MAX_NOTES 4
 #define NOTE_MAX 320
@@ -78,7 +79,7 @@ int statuscmd_fail(const char *cmd, int code, const char *name, const char *fmt,
 	for (char *p = msg; *p != '\0'; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
-	fprintf(stderr, "keysvc: %s: %s: %s\n", cmd, name, msg);
+	fprintf(stderr, "%skeysvc: %s: %s: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), cmd, name, msg);
 	if (statuscmd_json_errors) {
 		json_t *o = json_pack("{s:s, s:s}", "error", name, "message", msg);
 
@@ -154,6 +155,10 @@ struct status_run {
 	int keys_checked;           /* keysvcd answered */
 	char keys_note[NOTE_MAX];
 	size_t aged_out;            /* removed entries left out (KS_STATUS_REMOVED_AGE_OUT_DAYS) */
+	/* keysvcd's own health, for the metrics (ask_health()). */
+	int daemon_up;              /* hello answered */
+	enum keysvc_health health;
+	long long last_token_ok;    /* 0: keysvcd did not say */
 };
 
 static void note(struct item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -175,7 +180,7 @@ static void bad_record(const char *file, const char *reason, void *ctx)
 {
 	struct status_run *run = ctx;
 
-	fprintf(stderr, "keysvc: status: inventory record %s: %s\n", file, reason);
+	fprintf(stderr, "%skeysvc: status: inventory record %s: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), file, reason);
 	run->errors++;
 }
 
@@ -199,7 +204,7 @@ static int collect(struct status_run *run, const struct ks_conf *conf)
 	}
 	if ((run->items = calloc(n + conf->n_certs + 1, sizeof(*run->items))) == NULL) {
 		ks_inv_list_free(recs, n);
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return KS_EXIT_INTERNAL;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -502,12 +507,83 @@ static void labels(const struct item *it, char *buf, size_t len)
 	snprintf(buf, len, "cert=\"%s\",key=\"%s\",client=\"%s\"", cert, key, client);
 }
 
+/*
+ * keysvcd's hello, for the metrics: on the connection the key checks
+ * opened, else a new one. Not reaching keysvcd is a metric (keysvc_up 0),
+ * not an error of this run: the key checks already count their own.
+ */
+static void ask_health(struct status_run *run, keysvc **ks, const struct ks_cmd_global *g)
+{
+	struct keysvc_hello *h = NULL;
+
+	if (*ks == NULL) {
+		if (keysvc_connect(g->socket, ks) != KEYSVC_OK) {
+			*ks = NULL;
+			return;
+		}
+		if (g->timeout_ms >= 0)
+			keysvc_set_timeout(*ks, g->timeout_ms);
+	}
+	if (keysvc_hello(*ks, &h) != KEYSVC_OK)
+		return;
+	run->daemon_up = 1;
+	run->health = h->health;
+	run->last_token_ok = h->last_token_ok;
+	keysvc_hello_free(h);
+}
+
+/* keysvcd and its token: up, the health one-hot, the last good token answer. */
+static void print_daemon_metrics(const struct status_run *run, FILE *out)
+{
+	static const struct {
+		enum keysvc_health h;
+		const char *name;
+	} states[] = {
+		{ KEYSVC_HEALTH_OK, "ok" },
+		{ KEYSVC_HEALTH_DEGRADED, "degraded" },
+		{ KEYSVC_HEALTH_TOKEN_UNAVAILABLE, "token-unavailable" },
+	};
+
+	fprintf(out, "# HELP keysvc_up 1 when keysvcd answered hello, 0 when it could not be reached.\n"
+		"# TYPE keysvc_up gauge\nkeysvc_up %d\n", run->daemon_up);
+	if (!run->daemon_up)
+		return;
+	fputs("# HELP keysvc_health keysvcd's token health (hello): the series with value 1.\n"
+	      "# TYPE keysvc_health gauge\n", out);
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		fprintf(out, "keysvc_health{state=\"%s\"} %d\n", states[i].name, run->health == states[i].h);
+	if (run->last_token_ok > 0)
+		fprintf(out, "# HELP keysvc_token_last_ok_timestamp_seconds When the token last answered an "
+			"operation without a fault.\n# TYPE keysvc_token_last_ok_timestamp_seconds gauge\n"
+			"keysvc_token_last_ok_timestamp_seconds %lld\n", run->last_token_ok);
+}
+
 static void print_prometheus(const struct status_run *run, FILE *out)
 {
+	static const enum ks_inv_outcome outcomes[] = { KS_INV_OK, KS_INV_FAILED, KS_INV_PUSH_FAILED };
 	char *l = malloc(16 * 1024);
 
 	if (l == NULL)
 		return;
+	print_daemon_metrics(run, out);
+	fputs("# HELP keysvc_renewal_last_result The outcome of the last renewal recorded in the "
+	      "inventory: the series with value 1.\n# TYPE keysvc_renewal_last_result gauge\n", out);
+	for (size_t i = 0; i < run->n; i++) {
+		if (run->items[i].e.outcome == KS_INV_NONE)
+			continue;
+		labels(&run->items[i], l, 16 * 1024);
+		for (size_t k = 0; k < sizeof(outcomes) / sizeof(outcomes[0]); k++)
+			fprintf(out, "keysvc_renewal_last_result{%s,outcome=\"%s\"} %d\n", l,
+				ks_inv_outcome_name(outcomes[k]), run->items[i].e.outcome == outcomes[k]);
+	}
+	fputs("# HELP keysvc_renewal_last_timestamp_seconds When the last renewal recorded in the "
+	      "inventory was tried.\n# TYPE keysvc_renewal_last_timestamp_seconds gauge\n", out);
+	for (size_t i = 0; i < run->n; i++)
+		if (run->items[i].e.last_renewal > 0) {
+			labels(&run->items[i], l, 16 * 1024);
+			fprintf(out, "keysvc_renewal_last_timestamp_seconds{%s} %lld\n", l,
+				run->items[i].e.last_renewal);
+		}
 	fputs("# HELP keysvc_certificate_expiry_seconds Seconds until the certificate's notAfter; negative "
 	      "once it has expired.\n# TYPE keysvc_certificate_expiry_seconds gauge\n", out);
 	for (size_t i = 0; i < run->n; i++)
@@ -544,17 +620,17 @@ static int write_textfile(const struct status_run *run, const char *path)
 	int r;
 
 	if (mem == NULL) {
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return -ENOMEM;
 	}
 	print_prometheus(run, mem);
 	if (fclose(mem) != 0) {
 		free(buf);
-		fprintf(stderr, "keysvc: status: out of memory\n");
+		fprintf(stderr, "%skeysvc: status: out of memory\n", ks_log_journal_prefix(stderr, KS_LOG_ERR));
 		return -ENOMEM;
 	}
 	if ((r = ks_ci_write_atomic(path, buf, len, 0644, err)) < 0)
-		fprintf(stderr, "keysvc: status: --textfile: %s\n", err);
+		fprintf(stderr, "%skeysvc: status: --textfile: %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), err);
 	free(buf);
 	return r;
 }
@@ -577,12 +653,12 @@ static int find_record(const struct ks_inv_entry *recs, size_t n, const char *na
 			}
 		}
 		if (hits > 1) {
-			fprintf(stderr, "keysvc: status: --forget %s: %zu records match:\n", name, hits);
+			fprintf(stderr, "%skeysvc: status: --forget %s: %zu records match:\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), name, hits);
 			for (size_t i = 0; i < n; i++) {
 				const char *v = level == 0 ? recs[i].name : level == 1 ? recs[i].cert : recs[i].key;
 
 				if (v != NULL && strcmp(v, level == 1 ? name_abs : name) == 0)
-					fprintf(stderr, "  %s\n", recs[i].cert);
+					fprintf(stderr, "%s  %s\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), recs[i].cert);
 			}
 			return -1;
 		}
@@ -631,8 +707,8 @@ static int forget(const char *dir, const char *name, const struct ks_conf *conf)
 	}
 	for (size_t i = 0; i < conf->n_certs; i++)
 		if (strcmp(conf->certs[i].cert, hit->cert) == 0)
-			fprintf(stderr, "keysvc: status: %s is still listed in the configuration: status keeps "
-				"showing it until it is removed there\n", hit->cert);
+			fprintf(stderr, "%skeysvc: status: %s is still listed in the configuration: status keeps "
+				"showing it until it is removed there\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), hit->cert);
 	r = KS_EXIT_OK;
 out:
 	ks_inv_list_free(recs, n);
@@ -717,10 +793,13 @@ int ks_status_main(int argc, char **argv, const struct ks_cmd_global *g)
 		goto out;
 	for (size_t i = 0; i < run.n; i++)
 		examine(&run, &ks, g, &conf, &run.items[i], now);
+	if (textfile != NULL || strcmp(format, "prometheus") == 0)
+		ask_health(&run, &ks, g);
 	keysvc_close(ks);
 	drop_aged_out(&run, now);
 	if (run.keys_note[0] != '\0')
-		fprintf(stderr, "keysvc: status: %s\n", run.keys_note);
+		fprintf(stderr, "%skeysvc: status: %s\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING),
+			run.keys_note);
 	if (strcmp(format, "json") == 0) {
 		json_t *o = status_json(&run);
 

@@ -29,6 +29,7 @@
 #include "keysvc/keysvc.h"
 #include "clients/status/status.h"
 #include "clients/status/statuscmd_internal.h"
+#include "proto/log.h"
 
 const char ks_verify_usage[] =
 	"Usage: keysvc verify [--config FILE] [--cert PATH] [--json]\n"
@@ -116,8 +117,8 @@ int ks_verify_main(int argc, char **argv, const struct ks_cmd_global *g)
 		if ((r = statuscmd_read_leaf(cc->cert, &expected, rerr)) < 0) {
 			if (r == -ENOENT)
 				snprintf(rerr, sizeof(rerr), "%s: no such file", cc->cert);
-			fprintf(stderr, "keysvc: verify: the installed certificate: %s; its %zu endpoints are not "
-				"checked\n", rerr, cc->n_endpoints);
+			fprintf(stderr, "%skeysvc: verify: the installed certificate: %s; its %zu endpoints are not "
+				"checked\n", ks_log_journal_prefix(stderr, KS_LOG_ERR), rerr, cc->n_endpoints);
 			errors++;
 			total += cc->n_endpoints;
 			if (!json)

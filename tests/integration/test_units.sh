@@ -16,7 +16,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
 fi
 
 mkdir "$work/units"
-sed "s#^ExecStart=/usr/sbin/keysvcd #ExecStart=$KS_KEYSVCD #" "$units/keysvcd.service" >"$work/units/keysvcd.service"
+sed "s#^\(Exec[A-Za-z]*\)=/usr/sbin/keysvcd #\1=$KS_KEYSVCD #" "$units/keysvcd.service" >"$work/units/keysvcd.service"
 cp "$units/keysvcd.socket" "$work/units/keysvcd.socket"
 check "the service's ExecStart was rewritten for the test" grep -q "^ExecStart=$KS_KEYSVCD " "$work/units/keysvcd.service"
 check "systemd-analyze verify accepts both units" \
@@ -28,6 +28,11 @@ check "LoadCredential= names the credential keysvcd reads ($cred)" \
 	grep -qx "LoadCredential=$cred:/etc/keysvc/pin" "$units/keysvcd.service"
 check "ListenStream= is the default socket ($sock)" grep -qx "ListenStream=$sock" "$units/keysvcd.socket"
 check "Type=notify" grep -qx "Type=notify" "$units/keysvcd.service"
+reload_checks_first() {
+	sed -n 's/^ExecReload=//p' "$units/keysvcd.service" | tr '\n' '|' |
+		grep -qx '/usr/sbin/keysvcd -c /etc/keysvc/keysvcd.json --check-reload|/bin/kill -HUP $MAINPID|'
+}
+check "ExecReload= checks the file (--check-reload) before SIGHUP" reload_checks_first
 check "the socket is group keysvc, 0660" \
 	sh -c "grep -qx 'SocketGroup=keysvc' '$units/keysvcd.socket' && grep -qx 'SocketMode=0660' '$units/keysvcd.socket'"
 for d in NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes PrivateTmp=yes PrivateNetwork=yes \

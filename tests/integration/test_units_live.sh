@@ -239,6 +239,20 @@ check "systemctl reload" ctl reload keysvcd.service
 check "after reload: active, same process" \
 	is "active $main" "$(ctl is-active keysvcd.service) $(prop MainPID keysvcd.service)"
 check "keysvcd told systemd it was reloading (RELOADING=1)" unit_log_has 'RELOADING=1'
+# A broken file fails the reload visibly (ExecReload= runs keysvcd
+# --check-reload first), its place in the journal at priority err; keysvcd
+# goes on with the policy in force.
+in_ns sh -c 'cp /etc/keysvc/keysvcd.json /etc/keysvc/keysvcd.json.good &&
+	printf "{\n  \"module\": ,\n}\n" >/etc/keysvc/keysvcd.json'
+reload_fails() { ! ctl reload keysvcd.service; }
+check "systemctl reload of a broken file fails" reload_fails
+check "the journal has the file's line and column at priority err" \
+	unit_log_at err 'keysvcd.json:2:13: malformed JSON'
+check "after the failed reload: active, same process" \
+	is "active $main" "$(ctl is-active keysvcd.service) $(prop MainPID keysvcd.service)"
+run_exit 0 "live" "the policy in force still serves" cli list
+in_ns mv /etc/keysvc/keysvcd.json.good /etc/keysvc/keysvcd.json
+check "systemctl reload of the good file again" ctl reload keysvcd.service
 
 # Guarded: "kill -KILL 0" would hit this script's own process group.
 [ "${main:-0}" -gt 1 ] && in_ns kill -KILL "$main"

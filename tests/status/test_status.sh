@@ -107,7 +107,7 @@ rm -f "$c/gone.pem"
 
 record "$c/valid.pem" k-valid openvox ok
 record "$c/notice.pem" k-notice ucl ok
-record "$c/warning.pem" k-warning oci failed ', "reason": "HTTP 500 from the CA"'
+record "$c/warning.pem" k-warning oci failed ', "reason": "HTTP 500 from the CA", "last_renewal": 1764979200'
 record "$c/critical.pem" k-critical openvox ok
 record "$c/expired.pem" k-expired openvox ok
 record "$c/revoked.pem" k-revoked openvox ok ", \"ca_file\": \"$ca/ca.pem\", \"crl\": \"$ca/crl.pem\""
@@ -197,16 +197,26 @@ check "prometheus: label values escaped" grep -qF "cert=\"$c/we\\\"ird\\\\name.p
 check "prometheus: every sample line parses" python3 - "$work/prom.txt" <<'EOF'
 import re, sys
 lab = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
-pat = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{' + lab + r'(?:,' + lab + r')*\} -?[0-9]+$')
+pat = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{' + lab + r'(?:,' + lab + r')*\})? -?[0-9]+$')
 n = 0
 for line in open(sys.argv[1]):
     line = line.rstrip("\n")
     if line.startswith("#"):
         continue
     assert pat.match(line), line
-    n += 1
+    if line.startswith(("keysvc_certificate_", "keysvc_renewal_success", "keysvc_renewal_failure")):
+        n += 1
 assert n == 9 + 10 + 10 + 10, n
 EOF
+# keysvcd and the token (here keysvcd is not running), the last renewal of each certificate.
+check "prometheus: keysvcd unreachable is keysvc_up 0, and no health" bash -c "
+	grep -qx 'keysvc_up 0' '$work/prom.txt' && ! grep -q '^keysvc_health' '$work/prom.txt'"
+check "prometheus: the last renewal's outcome, one-hot" bash -c "
+	grep -qxF 'keysvc_renewal_last_result{cert=\"$c/warning.pem\",key=\"k-warning\",client=\"oci\",outcome=\"failed\"} 1' '$work/prom.txt' &&
+	grep -qxF 'keysvc_renewal_last_result{cert=\"$c/warning.pem\",key=\"k-warning\",client=\"oci\",outcome=\"ok\"} 0' '$work/prom.txt' &&
+	grep -qxF 'keysvc_renewal_last_result{cert=\"$c/pushfail.pem\",key=\"k-pushfail\",client=\"openvox\",outcome=\"push-failed\"} 1' '$work/prom.txt'"
+check "prometheus: when the last renewal was tried" \
+	grep -qxF "keysvc_renewal_last_timestamp_seconds{cert=\"$c/warning.pem\",key=\"k-warning\",client=\"oci\"} 1764979200" "$work/prom.txt"
 st --format prometheus --textfile "$work/keysvc.prom" >"$work/prom-same.txt" 2>/dev/null
 check "textfile: what --format prometheus prints" cmp -s "$work/keysvc.prom" "$work/prom-same.txt"
 rm -f "$work/keysvc.prom"
@@ -353,6 +363,20 @@ for k in k-valid k-notice k-warning k-critical k-expired k-revoked k-pushfail k-
 done
 run_exit 24 "" "status with keysvcd: k-gone's file is gone anyway" st
 check "keysvcd reachable: no unreachable note" bash -c "! grep -q 'cannot be reached' '$work/last'"
+st --format prometheus >"$work/prom-up.txt" 2>/dev/null
+check "prometheus: keysvcd answered, its token ok (one-hot)" bash -c "
+	grep -qx 'keysvc_up 1' '$work/prom-up.txt' && grep -qxF 'keysvc_health{state=\"ok\"} 1' '$work/prom-up.txt' &&
+	grep -qxF 'keysvc_health{state=\"degraded\"} 0' '$work/prom-up.txt' &&
+	grep -qxF 'keysvc_health{state=\"token-unavailable\"} 0' '$work/prom-up.txt'"
+check "prometheus: the token's last good answer is recent" python3 -c "
+import time
+t = [int(l.split()[1]) for l in open('$work/prom-up.txt') if l.startswith('keysvc_token_last_ok_timestamp_seconds ')]
+assert len(t) == 1 and 0 <= time.time() - t[0] < 600, t"
+check "keysvc --json hello: last_token_ok, recent" python3 -c "
+import json, subprocess, time
+d = json.loads(subprocess.run(['$KS_KEYSVC_CLI', '--json', 'hello'], capture_output=True, check=True).stdout)
+assert isinstance(d['last_token_ok'], int) and 0 <= time.time() - d['last_token_ok'] < 600, d"
+check "keysvc hello: the last good token answer" bash -c "'$KS_KEYSVC_CLI' hello | grep -q '^last ok:    20[0-9-]*T'"
 check "keysvcd: the valid one stays valid" bash -c "grep -F '$c/valid.pem' '$work/last' | grep -q '^valid '"
 ks_cli delete k-valid >/dev/null
 run_exit 24 "keysvcd has no key k-valid" "status: a key removed from keysvcd" st

@@ -331,9 +331,9 @@ static void test_refusals(void **state)
 		{ "{\"module\": \"" MODULE "\", \"token\": \"t\", \"policy\": [{\"uid\": 0}]}", "policy rule 1: keys" },
 		{ "{\"module\": \"" MODULE "\", \"token\": \"t\", \"policy\": [{\"uid\": 0, \"keys\": [\"*\"],"
 		  " \"ops\": [\"sign\"]}, {\"uid\": \"no-such-user-xyz\", \"keys\": [\"*\"], \"ops\": [\"sign\"]}]}",
-		  "policy rule 2: uid: unknown user" },
+		  "policy rule 2: uid \"no-such-user-xyz\": unknown user" },
 		{ "{\"module\": \"" MODULE "\", \"token\": \"t\", \"policy\": [{\"uid\": 0, \"keys\": [\"*\"],"
-		  " \"ops\": [\"delete\"]}]}", "policy rule 1: ops: unknown operation" },
+		  " \"ops\": [\"delete\"]}]}", "policy rule 1: ops \"delete\": unknown operation" },
 		{ "{\"module\": \"" MODULE "\", \"token\": \"t\", \"policy\": [1]}", "policy rule 1" },
 		/* Not JSON, duplicate keys, not an object. */
 		{ "{\"module\": \"" MODULE "\", \"module\": \"/x\", \"token\": \"t\", " POLICY "}", "duplicate" },
@@ -347,6 +347,47 @@ static void test_refusals(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		bad(cases[i].json, 0, -EINVAL, cases[i].needle);
+}
+
+/*
+ * What an administrator needs to find the mistake: a JSON error says the
+ * file, line and column; any other refusal quotes the value it refused.
+ */
+static void test_error_places(void **state)
+{
+	static const struct {
+		const char *json, *needle;
+	} cases[] = {
+		/* The stray comma on line 3, column 16 (jansson points after the token it stopped at). */
+		{ "{\n  \"module\": \"" MODULE "\",\n  \"token\": \"t\",,\n  " POLICY "\n}\n",
+		  ".json:3:16: malformed JSON: " },
+		/* The file ends inside the object: the end of the file is the place. */
+		{ "{\n  \"module\": \"" MODULE "\",\n", ".json:3:0: malformed JSON: " },
+		{ "{\n\"module\": \"" MODULE "\", \"module\": \"/x\",\n \"token\": \"t\", " POLICY "}",
+		  ".json:2:" },
+		{ "{" BASE ", \"log_level\": \"loud\"}", "log_level \"loud\": " },
+		{ "{" BASE ", \"audit_failure\": \"ignore\"}", "audit_failure \"ignore\": " },
+		{ "{" BASE ", \"audit_sync\": \"full\"}", "audit_sync \"full\": " },
+		{ "{" BASE ", \"socket_mode\": \"0666\"}", "socket_mode \"0666\": " },
+		{ "{" BASE ", \"socket_group\": \"no-such-group-xyz\"}",
+		  "socket_group \"no-such-group-xyz\": unknown group" },
+		{ "{" BASE ", \"pin_file\": \"etc/pin\"}", "pin_file \"etc/pin\": " },
+		{ "{\"module\": \"libsofthsm2.so\", \"token\": \"t\", " POLICY "}",
+		  "module \"libsofthsm2.so\": must be an absolute path" },
+		{ "{\"module\": \"" MODULE "\", \"token\": \"t\", \"policy\": [{\"uid\": \"bob-no-such-user\","
+		  " \"keys\": [\"*\"], \"ops\": [\"sign\"]}]}", "policy rule 1: uid \"bob-no-such-user\": unknown user" },
+	};
+	struct ks_config *cfg;
+	char err[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = load(cases[i].json, 0, &cfg, err, sizeof(err));
+
+		if (r != -EINVAL || strstr(err, cases[i].needle) == NULL)
+			fail_msg("case %zu: returned %d, \"%s\" lacks \"%s\"", i, r, err,
+				 cases[i].needle);
+	}
 }
 
 static void test_accepted_values(void **state)
@@ -673,6 +714,7 @@ int main(void)
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_token_forms),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_error_places),
 		cmocka_unit_test(test_accepted_values),
 		cmocka_unit_test(test_too_big),
 		cmocka_unit_test(test_file_checks),

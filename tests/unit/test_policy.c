@@ -83,41 +83,41 @@ static void test_parse_errors(void **state)
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":\"sign\"") "]", "policy rule 1: ops: " },
 		{ "[" R("\"uid\":0,\"keys\":[1],\"ops\":[\"sign\"]") "]", "policy rule 1: keys: " },
 		/* Unknown operations. */
-		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sing\"]") "]", "policy rule 1: ops: unknown operation" },
-		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\",\"Sign\"]") "]", "policy rule 1: ops: unknown operation" },
-		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"*\"]") "]", "policy rule 1: ops: unknown operation" },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sing\"]") "]", "policy rule 1: ops \"sing\": unknown operation" },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\",\"Sign\"]") "]", "policy rule 1: ops \"Sign\": unknown operation" },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"*\"]") "]", "policy rule 1: ops \"*\": unknown operation" },
 		/* Unknown fields, including near misses. */
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"extra\":1") "]", "policy rule 1: extra: unknown field" },
 		{ "[" R("\"uid\":0,\"key\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: key: unknown field" },
 		{ "[" R("\"user\":\"root\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: user: unknown field" },
 		/* Unknown users and groups. */
-		{ "[" R("\"uid\":\"no-such-user-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: unknown user" },
-		{ "[" R("\"gid\":\"no-such-group-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid: unknown group" },
-		{ "[" R("\"uid\":0,\"gid\":\"no-such-group-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid: unknown group" },
+		{ "[" R("\"uid\":\"no-such-user-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"no-such-user-xyz\": unknown user" },
+		{ "[" R("\"gid\":\"no-such-group-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid \"no-such-group-xyz\": unknown group" },
+		{ "[" R("\"uid\":0,\"gid\":\"no-such-group-xyz\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid \"no-such-group-xyz\": unknown group" },
 		/* A group name is not a user name. */
-		{ "[" R("\"uid\":\"nogroup\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: unknown user" },
+		{ "[" R("\"uid\":\"nogroup\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"nogroup\": unknown user" },
 		/* Ids out of range or of the wrong type. */
 		{ "[" R("\"uid\":-1,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
 		{ "[" R("\"uid\":4294967295,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
 		{ "[" R("\"gid\":4294967296,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid: " },
-		{ "[" R("\"uid\":\"-1\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
-		{ "[" R("\"uid\":\"4294967295\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
-		{ "[" R("\"uid\":\"\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
+		{ "[" R("\"uid\":\"-1\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"-1\": " },
+		{ "[" R("\"uid\":\"4294967295\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"4294967295\": " },
+		{ "[" R("\"uid\":\"\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"\": " },
 		{ "[" R("\"uid\":1.5,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
 		{ "[" R("\"uid\":true,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
 		{ "[" R("\"uid\":null,\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: " },
 		{ "[" R("\"gid\":[0],\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid: " },
 		/* Not quite a number: looked up as a name, and there is none. */
-		{ "[" R("\"uid\":\" 0\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: unknown user" },
-		{ "[" R("\"uid\":\"+0\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: unknown user" },
-		{ "[" R("\"uid\":\"0x10\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid: unknown user" },
-		{ "[" R("\"gid\":\" -18446744073709551615\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid: unknown group" },
+		{ "[" R("\"uid\":\" 0\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \" 0\": unknown user" },
+		{ "[" R("\"uid\":\"+0\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"+0\": unknown user" },
+		{ "[" R("\"uid\":\"0x10\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: uid \"0x10\": unknown user" },
+		{ "[" R("\"gid\":\" -18446744073709551615\",\"keys\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: gid \" -18446744073709551615\": unknown group" },
 		/* Patterns: empty or longer than 128 bytes. */
-		{ "[" R("\"uid\":0,\"keys\":[\"\"],\"ops\":[\"sign\"]") "]", "policy rule 1: keys: pattern empty or too long" },
+		{ "[" R("\"uid\":0,\"keys\":[\"\"],\"ops\":[\"sign\"]") "]", "policy rule 1: keys \"\": pattern empty or too long" },
 		{ "[" R("\"uid\":0,\"keys\":[\"a\",\""
 			"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 			"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-			"\"],\"ops\":[\"sign\"]") "]", "policy rule 1: keys: pattern empty or too long" },
+			"\"],\"ops\":[\"sign\"]") "]", "policy rule 1: keys \"xxxxxxxx" },
 		/* comment must be a string. */
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"comment\":1") "]", "policy rule 1: comment: " },
 		/* The rule number is the failing one. */
@@ -194,7 +194,7 @@ static void test_parse_limits(void **state)
 	/* An error after earlier rules and patterns were built frees them (valgrind). */
 	load("[" OK_RULE ",{\"uid\":0,\"keys\":[\"a\",\"b\",\"\"],\"ops\":[\"sign\"]}]", -EINVAL,
 	     err, sizeof(err));
-	assert_string_equal(err, "policy rule 2: keys: pattern empty or too long");
+	assert_string_equal(err, "policy rule 2: keys \"\": pattern empty or too long");
 
 	/* A small error buffer is never overrun and stays terminated. */
 	{

@@ -3,12 +3,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <jansson.h>
 #include <openssl/x509.h>
 
 #include "clients/renew/common/certinstall.h"
+#include "proto/log.h"
 #include "proto/utf8.h"
 
 static const char *program = "keysvc";
@@ -28,6 +30,12 @@ const char *ks_last_error(void)
 	return last_error;
 }
 
+/* The journal priority of a message: "warning: ..." is a warning, whichever function says it. */
+static enum ks_log_level level_of(const char *msg, enum ks_log_level otherwise)
+{
+	return strncmp(msg, "warning:", 8) == 0 ? KS_LOG_WARNING : otherwise;
+}
+
 void ks_say(const char *fmt, ...)
 {
 	va_list ap;
@@ -35,6 +43,9 @@ void ks_say(const char *fmt, ...)
 	if (!verbose)
 		return;
 	/* With --json, stdout holds the result object alone. */
+	/* Under systemd both streams are the journal's: progress is info, errors (ks_die) err. */
+	fputs(ks_log_journal_prefix(json_output ? stderr : stdout, level_of(fmt, KS_LOG_INFO)),
+	      json_output ? stderr : stdout);
 	va_start(ap, fmt);
 	vfprintf(json_output ? stderr : stdout, fmt, ap);
 	va_end(ap);
@@ -116,7 +127,8 @@ int ks_die(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: %s\n", program, msg);
+	fprintf(stderr, "%s%s: %s\n", ks_log_journal_prefix(stderr, level_of(msg, KS_LOG_ERR)),
+		program, msg);
 	/* The first error is the cause; later ones are consequences or warnings. */
 	if (last_error[0] == '\0' &&
 	    snprintf(last_error, sizeof(last_error), "%s", msg) >= (int)sizeof(last_error))

@@ -12,6 +12,12 @@
 /* Set once by main: the program name in messages, and whether say() prints. */
 void ks_cli_init(const char *program, int verbose);
 
+/*
+ * Journal priorities: when the stream is the journal's ($JOURNAL_STREAM,
+ * proto/log.h), ks_say() lines go as info and ks_die() lines as err, each
+ * as warning instead when the message begins "warning:".
+ */
+
 /* A progress line on stdout (unless quiet; on stderr with --json). */
 void ks_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

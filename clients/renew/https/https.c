@@ -23,6 +23,7 @@
 #include <openssl/store.h>
 
 #include "proto/utf8.h"
+#include "proto/log.h"
 
 #ifndef KEYSVC_VERSION
 #define KEYSVC_VERSION "0"
@@ -778,9 +779,9 @@ int ks_https_request(const struct ks_https_opts *opts, const char *method, const
 	q.keysvc_reason = &out->keysvc_reason;
 
 	if (opts->insecure)
-		fprintf(stderr, "WARNING: TLS verification disabled (--insecure): the server's "
+		fprintf(stderr, "%sWARNING: TLS verification disabled (--insecure): the server's "
 			"certificate and name are NOT checked; anyone on the network path can "
-			"impersonate it\n");
+			"impersonate it\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING));
 	if (opts->key_uri != NULL && strncasecmp(opts->key_uri, "keysvc:", 7) == 0 &&
 	    (r = need_keysvc_provider(out->err, sizeof(out->err))) != 0)
 		goto out;

@@ -168,6 +168,12 @@ struct keysvc_hello {
 	size_t n_algorithms;
 	/* Why health is not ok: "" when ok or when the daemon does not say; never NULL */
 	char *health_reason;
+	/*
+	 * When the token last answered an operation without a fault (Unix
+	 * time), 0 when the daemon does not say (an older keysvcd, or none
+	 * yet). Since KEYSVC_1.1's keysvcd 0.1.0.
+	 */
+	long long last_token_ok;
 };
 
 /*
