@@ -5,7 +5,8 @@
 # cgroup) over the host's own file system, with /etc, /usr and /var behind
 # throw-away overlays and a fresh /run and cgroup2 tree, so nothing outside
 # the test's scratch directory is written. In there: a "keysvc" system user,
-# keysvcd installed as /usr/sbin/keysvcd, the units in /usr/lib/systemd/system,
+# keysvcd installed as /usr/sbin/keysvcd, the units (keysvc/systemd/*.in
+# filled in for the prefix /usr) in /usr/lib/systemd/system,
 # the PIN in /etc/keysvc/pin (root 0600), a SoftHSM token in /var/lib/keysvc.
 # The only change to the units is a drop-in with DefaultDependencies=no (and
 # SOFTHSM2_CONF), since this systemd boots no sysinit.target.
@@ -49,8 +50,11 @@ if [ "${1:-}" = --pid1 ]; then
 	install -D -m 0755 "$KS_KEYSVC_CLI" /usr/local/libexec/keysvc-live/cli/keysvc
 	install -D -m 0755 "$KS_BUILD_ROOT/clients/lib/libkeysvc.so.1" /usr/local/libexec/keysvc-live/lib/libkeysvc.so.1
 	install -m 0755 "$KS_FAULTP11" /usr/local/libexec/keysvc-live/faultp11.so
-	install -m 0644 "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.service" \
-		"$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.socket" /usr/lib/systemd/system/
+	# The templates filled in for the prefix /usr, as the Debian package has them.
+	for u in keysvcd.service keysvcd.socket; do
+		sed 's#@sbindir@#/usr/sbin#g; s#@bindir@#/usr/bin#g; s#@sysconfdir@#/etc#g; s#@localstatedir@#/var#g; s#@runstatedir@#/run#g; s#@docdir@#/usr/share/doc/keysvcd#g' \
+			"$KS_SOURCE_ROOT/keysvc/systemd/$u.in" >"/usr/lib/systemd/system/$u"
+	done
 	mkdir -p /run/systemd/system/keysvcd.service.d /run/systemd/system/keysvcd.socket.d
 	printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=SOFTHSM2_CONF=/var/lib/keysvc/token/softhsm2.conf\n%s\n%s\n' \
 		"Environment=KS_FAULTP11_TARGET=${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" \
