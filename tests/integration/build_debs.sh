@@ -22,9 +22,14 @@ if git -C "$KS_SOURCE_ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; the
 else
 	tar -C "$KS_SOURCE_ROOT" --exclude='./build*' --exclude='./obj-*' -cf - . | tar -C "$src" -xf -
 fi
+[ -f "$src/debian/control" ] || { echo "no debian/control in $KS_SOURCE_ROOT" >&2; exit 1; }
 if ! (cd "$src" && dpkg-checkbuilddeps) >"$out/builddeps.log" 2>&1; then
-	echo "build dependencies missing: $(tail -n 1 "$out/builddeps.log")"
-	exit 77
+	if grep -q 'Unmet build dependencies' "$out/builddeps.log"; then
+		echo "build dependencies missing (scripts/deps.sh installs them): $(tail -n 1 "$out/builddeps.log")"
+		exit 77
+	fi
+	cat "$out/builddeps.log" >&2
+	exit 1
 fi
 # nocheck: the test suite needs SoftHSM, root and namespaces (the rules file says why).
 if ! (cd "$src" && DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -b -uc -us) >"$out/build.log" 2>&1; then
