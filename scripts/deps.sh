@@ -16,6 +16,8 @@ packages=(
 	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
 	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
 	strace                      # test_cli.sh holds a request back (inject delay) until its peer has closed
+	debhelper dpkg-dev lintian  # the Debian packages (debian/): dpkg-buildpackage and lintian in the package tests
+	logrotate                   # package-system rotates the audit log with the shipped logrotate snippet
 )
 
 missing=()
