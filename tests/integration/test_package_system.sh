@@ -62,6 +62,9 @@ skip() { echo "1..0 # SKIP $*"; rm -rf "$work"; exit 77; }
 
 [ "${KS_B_SANITIZE:-none}" = none ] || skip "sanitizer build (b_sanitize=$KS_B_SANITIZE)"
 ns_require
+# The commands run in the namespaces inherit this environment: the
+# installed programs are to use their defaults (the inventory above all).
+unset KEYSVC_INVENTORY KEYSVC_SOCKET OPENSSL_MODULES SOFTHSM2_CONF
 st=0
 why=$(bash "$KS_SOURCE_ROOT/tests/integration/build_debs.sh" "$work/debs") || st=$?
 [ "$st" -eq 77 ] && skip "$why"
