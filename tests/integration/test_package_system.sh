@@ -37,7 +37,7 @@ if [ "${1:-}" = --pid1 ]; then
 		"$2"/debs/openssl-provider-keysvc_*_"$arch".deb >"$2/dpkg.log" 2>&1
 	# This systemd boots no sysinit.target, and nothing in here brings a
 	# network up (the host's is shared): runtime drop-ins and a mask, in /run.
-	for u in keysvcd.service keysvcd.socket keysvc-openvox-renew.service keysvc-openvox-renew.timer; do
+	for u in keysvcd.service keysvcd.socket keysvc-openvox-renew.service keysvc-openvox-renew.timer keysvc-ucl-renew.service; do
 		mkdir -p "/run/systemd/system/$u.d"
 		printf '[Unit]\nDefaultDependencies=no\n' >"/run/systemd/system/$u.d/system-test.conf"
 	done
@@ -168,6 +168,17 @@ check "... which chains to the CA" in_ns openssl verify -CAfile /etc/keysvc/open
 check "... keeping the old one as .prev" in_ns test -f "$cert.prev"
 check "systemctl enable --now keysvc-openvox-renew.timer" ctl enable --now keysvc-openvox-renew.timer
 check "the timer is active" is active "$(ctl is-active keysvc-openvox-renew.timer)"
+
+# As systemd runs them here, not only offline (the units test): at most 2.0.
+live_score() {
+	local sc
+	sc=$(in_ns systemd-analyze security "$1" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+	echo "exposure $sc"
+	[ -n "$sc" ] && awk -v s="$sc" 'BEGIN { exit !(s <= 2.0) }'
+}
+check "systemd-analyze security keysvc-openvox-renew.service (installed): at most 2.0" live_score keysvc-openvox-renew.service
+ucl_skipped() { ctl start keysvc-ucl-renew.service && is "inactive no" "$(ctl is-active keysvc-ucl-renew.service) $(prop ConditionResult keysvc-ucl-renew.service)"; }
+check "without /etc/keysvc/ucl.env keysvc-ucl-renew.service is skipped, not failed" ucl_skipped
 
 run_exit 0 "$cert" "keysvc status lists the renewed certificate (the inventory)" in_ns keysvc status
 run_exit 0 "openvox" "... recorded by the openvox client" in_ns keysvc status --json
