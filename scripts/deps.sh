@@ -17,6 +17,8 @@ packages=(
 	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
 	strace                      # test_cli.sh holds a request back (inject delay) until its peer has closed
 	groff-base                  # test_man.sh formats the manual pages (docs/man/) with groff -ww
+	debhelper dpkg-dev lintian  # the Debian packages (debian/): dpkg-buildpackage and lintian in the package tests
+	logrotate                   # package-system rotates the audit log with the shipped logrotate snippet
 )
 
 missing=()

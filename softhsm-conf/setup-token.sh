@@ -13,7 +13,8 @@
 # reads them from the files).
 #
 # Environment: KS_TOKEN_INIT (path of ks-token-init; default: looked for in
-# ./build/softhsm-conf and in a meson build directory next to this script),
+# ./build/softhsm-conf, in a meson build directory next to this script, and
+# installed: PREFIX/sbin when this script is PREFIX/share/keysvc/softhsm's),
 # KS_SOFTHSM_MODULE (default /usr/lib/softhsm/libsofthsm2.so).
 set -euo pipefail
 
@@ -92,8 +93,10 @@ fi
 
 init=${KS_TOKEN_INIT:-}
 if [ -z "$init" ]; then
+	# A build tree's, then the installed one (sbindir, from datadir/keysvc/softhsm).
 	for cand in "$PWD/build/softhsm-conf/ks-token-init" "$here/ks-token-init" \
-		"$here/../build/softhsm-conf/ks-token-init" "$here/../builddir/softhsm-conf/ks-token-init"; do
+		"$here/../build/softhsm-conf/ks-token-init" "$here/../builddir/softhsm-conf/ks-token-init" \
+		"$here/../../../sbin/ks-token-init"; do
 		if [ -f "$cand" ] && [ -x "$cand" ]; then
 			init=$cand
 			break

@@ -1,11 +1,12 @@
 #!/bin/bash
 # keysvcd.socket and keysvcd.service as shipped, run by a live systemd.
 #
-# systemd is booted as PID 1 of private namespaces (PID, mount, UTS, IPC,
+# systemd is booted (tests/integration/nsboot.sh) as PID 1 of private namespaces (PID, mount, UTS, IPC,
 # cgroup) over the host's own file system, with /etc, /usr and /var behind
 # throw-away overlays and a fresh /run and cgroup2 tree, so nothing outside
 # the test's scratch directory is written. In there: a "keysvc" system user,
-# keysvcd installed as /usr/sbin/keysvcd, the units in /usr/lib/systemd/system,
+# keysvcd installed as /usr/sbin/keysvcd, the units (keysvc/systemd/*.in
+# filled in for the prefix /usr) in /usr/lib/systemd/system,
 # the PIN in /etc/keysvc/pin (root 0600), a SoftHSM token in /var/lib/keysvc.
 # The only change to the units is a drop-in with DefaultDependencies=no (and
 # SOFTHSM2_CONF), since this systemd boots no sysinit.target.
@@ -28,16 +29,8 @@ set -u
 if [ "${1:-}" = --pid1 ]; then
 	# ---- inside the namespaces, as PID 1 --------------------------------
 	set -e
-	T=$2
-	for d in etc usr var; do
-		mkdir -p "$T/ov/$d/upper" "$T/ov/$d/work"
-		mount -t overlay overlay -o "lowerdir=/$d,upperdir=$T/ov/$d/upper,workdir=$T/ov/$d/work" "/$d"
-	done
-	mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-	# The cgroup namespace's root is the test's own cgroup (see below).
-	mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
-	# systemd hands mounts to services (credentials) through shared propagation.
-	mount --make-rshared /
+	. "$KS_SOURCE_ROOT/tests/integration/nsboot.sh"
+	ns_pid1_mounts "$2"
 
 	# In the overlay only; a host that has them already keeps its own.
 	id keysvc >/dev/null 2>&1 || useradd --system --user-group --no-create-home --shell /usr/sbin/nologin keysvc
@@ -49,8 +42,11 @@ if [ "${1:-}" = --pid1 ]; then
 	install -D -m 0755 "$KS_KEYSVC_CLI" /usr/local/libexec/keysvc-live/cli/keysvc
 	install -D -m 0755 "$KS_BUILD_ROOT/clients/lib/libkeysvc.so.1" /usr/local/libexec/keysvc-live/lib/libkeysvc.so.1
 	install -m 0755 "$KS_FAULTP11" /usr/local/libexec/keysvc-live/faultp11.so
-	install -m 0644 "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.service" \
-		"$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.socket" /usr/lib/systemd/system/
+	# The templates filled in for the prefix /usr, as the Debian package has them.
+	for u in keysvcd.service keysvcd.socket; do
+		sed 's#@sbindir@#/usr/sbin#g; s#@bindir@#/usr/bin#g; s#@sysconfdir@#/etc#g; s#@localstatedir@#/var#g; s#@runstatedir@#/run#g; s#@docdir@#/usr/share/doc/keysvcd#g' \
+			"$KS_SOURCE_ROOT/keysvc/systemd/$u.in" >"/usr/lib/systemd/system/$u"
+	done
 	mkdir -p /run/systemd/system/keysvcd.service.d /run/systemd/system/keysvcd.socket.d
 	printf '[Unit]\nDefaultDependencies=no\n[Service]\nEnvironment=SOFTHSM2_CONF=/var/lib/keysvc/token/softhsm2.conf\n%s\n%s\n' \
 		"Environment=KS_FAULTP11_TARGET=${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" \
@@ -85,113 +81,21 @@ fi
 work=$(mktemp -d)
 chmod 0755 "$work"
 . "$KS_SOURCE_ROOT/tests/integration/tap.sh"
+. "$KS_SOURCE_ROOT/tests/integration/nsboot.sh"
 skip() { echo "1..0 # SKIP $*"; rm -rf "$work"; exit 77; }
 
-[ "$(id -u)" = 0 ] || skip "needs root (namespaces, overlay mounts, a system user)"
 [ "${KS_B_SANITIZE:-none}" = none ] || skip "sanitizer build (b_sanitize=$KS_B_SANITIZE)"
-for c in unshare nsenter useradd setpriv; do
-	command -v $c >/dev/null 2>&1 || skip "$c not installed"
-done
-[ -x /usr/lib/systemd/systemd ] || skip "systemd not installed"
 [ -n "${KS_FAULTP11:-}" ] || skip "KS_FAULTP11 is not set"
-# What this machine lets root do, tried in throw-away namespaces first: past
-# this point a systemd that does not come up is a failure, not a skip.
-mkdir -p "$work/probe/lower" "$work/probe/upper" "$work/probe/work" "$work/probe/merged"
-unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --propagation private \
-	mount -t overlay overlay \
-	-o "lowerdir=$work/probe/lower,upperdir=$work/probe/upper,workdir=$work/probe/work" \
-	"$work/probe/merged" >/dev/null 2>&1 || skip "cannot make PID, mount, cgroup namespaces with an overlay mount here"
-rm -rf "$work/probe"
+ns_require
+trap ns_cleanup EXIT
+ns_boot "$0" --pid1 "$work"
 
-# A cgroup of the test's own in the cgroup2 hierarchy: the namespaced
-# systemd's root, removed afterwards with everything systemd made in it.
-if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
-	cg_mount=/sys/fs/cgroup
-elif [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
-	cg_mount=/sys/fs/cgroup/unified
-else
-	skip "no cgroup2 hierarchy"
-fi
-cg=$cg_mount$(sed -n 's/^0:://p' /proc/self/cgroup)/keysvc-live.$$
-cg=${cg//\/\//\/}
-mkdir "$cg" 2>/dev/null || skip "cannot create a cgroup under $cg_mount"
-
-ns_pid=
-unshare_pid=
-cleanup() {
-	[ -n "$ns_pid" ] && kill -KILL "$ns_pid" 2>/dev/null
-	[ -n "$unshare_pid" ] && wait "$unshare_pid" 2>/dev/null
-	# Children first; a cgroup empties a moment after its processes die.
-	local i
-	for i in $(seq 1 50); do
-		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
-		[ -d "$cg" ] || break
-		sleep 0.1
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-(
-	echo $BASHPID >"$cg/cgroup.procs"
-	exec unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --propagation private \
-		bash "$0" --pid1 "$work"
-) >"$work/boot.log" 2>&1 &
-unshare_pid=$!
-
-for _ in $(seq 1 100); do
-	ns_pid=$(pgrep -P "$unshare_pid" 2>/dev/null | head -n 1)
-	[ -n "$ns_pid" ] && break
-	sleep 0.1
-done
-if [ -z "$ns_pid" ]; then
-	fail "the namespaces were not created"
-	sed 's/^/#   /' "$work/boot.log"
-	echo "1..$((passed + failed))"
-	exit 1
-fi
-
-in_ns() { nsenter --target "$ns_pid" --mount --pid --uts --ipc -- "$@"; }
-ctl() { in_ns systemctl "$@"; }
 cli() { in_ns /usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock "$@"; }
-as_user() { # as_user USER COMMAND...: with USER's uid, gid and groups
-	local uid gid
-	uid=$(in_ns id -u "$1") && gid=$(in_ns id -g "$1") || return 1
-	shift
-	in_ns setpriv --reuid="$uid" --regid="$gid" --init-groups "$@"
-}
-prop() { ctl show -p "$1" --value "$2"; }
-wait_for() { # wait_for SECONDS COMMAND...
-	local n=$(($1 * 10))
-	shift
-	while [ "$n" -gt 0 ]; do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-		n=$((n - 1))
-	done
-	return 1
-}
-booted() { case $(ctl is-system-running 2>/dev/null) in running | degraded) return 0 ;; esac; return 1; }
-is() { # is WANT GOT: for check, with both shown on a mismatch
-	[ "$1" = "$2" ] && return 0
-	echo "expected '$1', got '$2'"
-	return 1
-}
 unit_log_has() { in_ns journalctl --no-pager -u keysvcd.service | grep -q "$@"; }
 # unit_log_at PRIORITY PATTERN: keysvcd logged a line matching PATTERN at PRIORITY or above.
 unit_log_at() { in_ns journalctl --no-pager -u keysvcd.service -p "$1" | grep -q -- "$2"; }
 unit_log_lacks_at() { ! unit_log_at "$@"; }
 
-# Up, or PID 1 gone (its set-up failed): no use waiting longer.
-up_or_gone() { booted || ! kill -0 "$ns_pid" 2>/dev/null; }
-wait_for 30 up_or_gone
-if ! booted; then
-	fail "systemd did not come up in the namespaces"
-	sed 's/^/#   /' "$work/boot.log"
-	in_ns journalctl --no-pager 2>&1 | tail -n 40 | sed 's/^/#   /'
-	echo "1..$((passed + failed))"
-	exit 1
-fi
 check "systemd runs as PID 1 of the namespaces and reached keysvc-live.target" booted
 
 check "keysvcd.socket is listening" is active "$(ctl is-active keysvcd.socket)"

@@ -5,7 +5,7 @@
  * served, and the reload hook a renewal client runs after installing.
  *
  *   {
- *     "inventory": "/var/lib/keysvc/inventory",
+ *     "inventory": "/var/lib/keysvc-inventory",
  *     "thresholds": {"critical_days": 10, "warning_days": 30, "notice_days": 90},
  *     "verify": {"connect_timeout_ms": 3000, "handshake_timeout_ms": 5000},
  *     "certificates": [

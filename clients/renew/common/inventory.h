@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#define KS_INV_DEFAULT_DIR "/var/lib/keysvc/inventory"
+#define KS_INV_DEFAULT_DIR "/var/lib/keysvc-inventory"
 #define KS_INV_ENV "KEYSVC_INVENTORY"
 #define KS_INV_ERR_MAX 512
 /* Largest record file read; records are a few hundred bytes. */

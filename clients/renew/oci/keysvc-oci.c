@@ -103,7 +103,7 @@ static void usage(FILE *f)
 	      "  --timeout SECONDS       per HTTPS request (default 60)\n"
 	      "  --insecure              do not verify the endpoint's TLS certificate (prints a warning)\n"
 	      "  --inventory DIR         renew: where the outcome is recorded (default $KEYSVC_INVENTORY,\n"
-	      "                          the configuration's, /var/lib/keysvc/inventory)\n"
+	      "                          the configuration's, /var/lib/keysvc-inventory)\n"
 	      "  --config FILE           renew: reload hook and endpoints to verify after installing\n"
 	      "                          (default /etc/keysvc/certs.json if it exists); exit 23 when they fail\n"
 	      "  --lock-wait SECONDS     renew: wait this long for another run on the same --cert\n"
@@ -113,7 +113,7 @@ static void usage(FILE *f)
 	      "                          Roving Edge steps write it (e.g. rps.example.org)\n"
 	      "  --rps-url URL           instead of https://HOST\n"
 	      "  --tls-ca-file PATH      CAs for the RPS's TLS (default /etc/ssl/certs/ca-certificates.crt)\n"
-	      "  --support-dir DIR       where support bundles go (default /var/lib/keysvc/oci/support)\n"
+	      "  --support-dir DIR       where support bundles go (default /var/lib/keysvc-oci/support)\n"
 	      "  --register-retry-wait S before the one retry of /register (default 60..120 at random)\n"
 	      "  --ready-wait S          after /register, before /check_ready (default 120)\n"
 	      "  --check-retry-wait S    before the one retry of /check_ready (default 120)\n"
@@ -567,7 +567,7 @@ int main(int argc, char **argv)
 	};
 	struct oci_opts o = { .renew_after_s = OCI_DEFAULT_RENEW_AFTER_S, .lifetime_s = OCI_DEFAULT_LIFETIME_S,
 			  .backoff_base_s = 3600, .backoff_max_s = 86400, .renew_path = DEFAULT_RENEW_PATH,
-			  .bundle_path = DEFAULT_BUNDLE_PATH, .support_dir = "/var/lib/keysvc/oci/support",
+			  .bundle_path = DEFAULT_BUNDLE_PATH, .support_dir = "/var/lib/keysvc-oci/support",
 			  .register_retry_s = -1, .ready_wait_s = 120, .check_retry_s = 120, .poll_s = 30,
 			  .connect_limit_s = 1200, .session_max_age_s = 3600, .now = time(NULL) };
 	const struct ks_rc_client client = {

@@ -90,7 +90,7 @@ static void usage(FILE *f)
 	      "  --insecure              do not verify the CA's TLS certificate (prints a warning)\n"
 	      "  --quiet                 errors only\n"
 	      "  --inventory DIR         where the outcome is recorded (default $KEYSVC_INVENTORY, then\n"
-	      "                          the configuration's, then /var/lib/keysvc/inventory)\n"
+	      "                          the configuration's, then /var/lib/keysvc-inventory)\n"
 	      "  --config FILE           reload hook and endpoints to verify after installing (default\n"
 	      "                          /etc/keysvc/certs.json if it exists)\n"
 	      "  --lock-wait SECONDS     wait this long for another run on the same --cert (default 60)\n"

@@ -94,7 +94,7 @@ static void usage(FILE *f)
 	      "  --insecure            do not verify the connector's TLS certificate (prints a warning)\n"
 	      "  --quiet               errors only\n"
 	      "  --inventory DIR       where pair and renew record their outcome (default\n"
-	      "                        $KEYSVC_INVENTORY, the configuration's, /var/lib/keysvc/inventory)\n"
+	      "                        $KEYSVC_INVENTORY, the configuration's, /var/lib/keysvc-inventory)\n"
 	      "  --config FILE         reload hook and endpoints to verify after installing\n"
 	      "                        (default /etc/keysvc/certs.json if it exists)\n"
 	      "  --lock-wait SECONDS   wait this long for another run on the same --state (default 60)\n"
