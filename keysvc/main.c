@@ -150,6 +150,7 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_NUM("sessions", sessions);
+	KS_CHANGED_NUM("max_sessions", max_sessions);
 	KS_CHANGED_NUM("max_clients", max_clients);
 	KS_CHANGED_NUM("max_clients_per_uid", max_clients_per_uid);
 	KS_CHANGED_NUM("client_timeout_ms", client_timeout_ms);
@@ -336,6 +337,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
+	tcfg.max_sessions = cfg->max_sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
 	tcfg.pin_rejected = record_pin_rejected;
 	tcfg.pin_rejected_arg = &guard;
@@ -380,8 +382,11 @@ int main(int argc, char **argv)
 	scfg.max_clients_per_uid = cfg->max_clients_per_uid;
 	scfg.idle_timeout_ms = cfg->idle_timeout_ms;
 	scfg.frame_timeout_ms = cfg->frame_timeout_ms;
-	/* The token opens files (SoftHSM) or sockets per operation: a few per session. */
-	scfg.fd_reserve = 16 + 4 * cfg->sessions;
+	/*
+	 * The token opens files (SoftHSM) or sockets per operation: a few per
+	 * session, for as many as the pool may grow to.
+	 */
+	scfg.fd_reserve = 16 + 4 * cfg->max_sessions;
 	if (activated) {
 		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
 		if (strcmp(activated_name, cfg->socket_path) != 0)
