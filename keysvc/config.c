@@ -407,9 +407,8 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	cfg->audit_continue = cj.audit_failure != NULL && strcmp(cj.audit_failure, "continue") == 0;
 	cfg->audit_sync_none = cj.audit_sync != NULL && strcmp(cj.audit_sync, "none") == 0;
 	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 16;
-	/* The token layer's default (pkcs11/token.h), resolved here for the descriptor reserve. */
-	cfg->max_sessions = cj.max_sessions ? (unsigned)cj.max_sessions :
-			    cfg->sessions > 64 ? cfg->sessions : 64;
+	/* 0: from the descriptor limit at start (keysvc/main.c). */
+	cfg->max_sessions = (unsigned)cj.max_sessions;
 	cfg->max_clients = cj.max_clients ? (unsigned)cj.max_clients : 512;
 	cfg->client_timeout_ms = cj.client_timeout_ms ? (unsigned)cj.client_timeout_ms : 30000;
 	cfg->max_clients_per_uid = cj.max_clients_per_uid ? (unsigned)cj.max_clients_per_uid : 64;

@@ -163,6 +163,33 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 	return n;
 }
 
+/* The most sessions max_sessions' default lets the pool grow to. */
+#define AUTO_MAX_SESSIONS 256
+
+/*
+ * max_sessions: the configured one, or as many as the descriptor limit
+ * leaves room for after 16 and max_clients connections (4 for each
+ * session: the token opens files or sockets per operation), between
+ * sessions and AUTO_MAX_SESSIONS.
+ */
+static unsigned pool_max_sessions(const struct ks_config *cfg)
+{
+	struct rlimit rl;
+	unsigned long long room;
+
+	if (cfg->max_sessions != 0)
+		return cfg->max_sessions;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		room = AUTO_MAX_SESSIONS;
+	else if (rl.rlim_cur <= 16ULL + cfg->max_clients)
+		room = 0;
+	else
+		room = ((unsigned long long)rl.rlim_cur - 16 - cfg->max_clients) / 4;
+	if (room > AUTO_MAX_SESSIONS)
+		room = AUTO_MAX_SESSIONS;
+	return room > cfg->sessions ? (unsigned)room : cfg->sessions;
+}
+
 static void reload(void *arg)
 {
 	struct daemon_state *st = arg;
@@ -221,6 +248,7 @@ int main(int argc, char **argv)
 	char *pin = NULL;
 	size_t pin_len = 0;
 	int check_only = 0, listen_fd = -1, signal_fd = -1, activated = 0;
+	unsigned max_sessions;
 	int c, r, ret = KS_EXIT_INTERNAL, credential = 0;
 	sigset_t mask;
 
@@ -329,6 +357,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	max_sessions = pool_max_sessions(cfg);
 	memset(&tcfg, 0, sizeof(tcfg));
 	tcfg.module_path = cfg->module;
 	tcfg.token_uri = cfg->token_uri;
@@ -337,7 +366,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
-	tcfg.max_sessions = cfg->max_sessions;
+	tcfg.max_sessions = max_sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
 	tcfg.pin_rejected = record_pin_rejected;
 	tcfg.pin_rejected_arg = &guard;
@@ -386,7 +415,7 @@ int main(int argc, char **argv)
 	 * The token opens files (SoftHSM) or sockets per operation: a few per
 	 * session, for as many as the pool may grow to.
 	 */
-	scfg.fd_reserve = 16 + 4 * cfg->max_sessions;
+	scfg.fd_reserve = 16 + 4 * max_sessions;
 	if (activated) {
 		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
 		if (strcmp(activated_name, cfg->socket_path) != 0)

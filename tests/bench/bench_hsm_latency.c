@@ -32,6 +32,12 @@
  * from the log level (notice) and the connection limits (256 clients of
  * one uid).
  *
+ * Also printed: the CPU each way spends per signature (its server process
+ * and this one's clients) and keysvcd's rate if the machine's CPUs did
+ * nothing else (at 1.00 keysvcd is limited by the CPUs); and the latency
+ * of fdatasync next to the audit log, which every signature waits for
+ * with audit_sync data before it reaches the token.
+ *
  * The last lines, one per client count:
  *   target hsm-latency-<clients> <keysvcd / in-process> PASS|MISS   (PASS at >= 0.90)
  * after one line per client count with the machine's bound:
@@ -59,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -461,6 +468,28 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
+/* CPU seconds (user + system) of this process and of @pid (0: none). */
+static void cpu_now(pid_t pid, double *self, double *server)
+{
+	struct rusage ru;
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	getrusage(RUSAGE_SELF, &ru);
+	*self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	*server = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (pid <= 0 || (f = fopen(path, "r")) == NULL)
+		return;
+	/* Fields 14 and 15 (utime, stime), counted after the ")" closing the name. */
+	if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL &&
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+		*server = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	fclose(f);
+}
+
 static void sleep_until(double t)
 {
 	double left;
@@ -469,10 +498,17 @@ static void sleep_until(double t)
 		usleep(left > 0.1 ? 100000 : (useconds_t)(left * 1e6) + 1);
 }
 
-/* One window of @n clients: signatures per second; latencies into @lat (ms). */
-static double run_window(struct client *cl, int n, double *lat, size_t *nlat)
+/*
+ * One window of @n clients: signatures per second; latencies into @lat
+ * (ms), the CPU seconds of the whole window (this process and the server
+ * process of the way) added to *@cpu, the signatures to *@sigs.
+ */
+static double run_window(struct client *cl, int n, double *lat, size_t *nlat, double *cpu,
+			 long *sigs)
 {
 	long total = 0, errors = 0;
+	pid_t server = cl[0].way == W_KEYSVCD ? d.pid : cl[0].way == W_RAW ? raw_pid : 0;
+	double s0, d0, s1, d1;
 
 	if (pthread_barrier_init(&barrier, NULL, (unsigned)n + 1) != 0)
 		die("pthread_barrier_init");
@@ -485,7 +521,11 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat)
 	win_start = now() + opt_warmup;
 	win_end = win_start + opt_seconds;
 	pthread_barrier_wait(&barrier);
+	sleep_until(win_start);
+	cpu_now(server, &s0, &d0);
 	sleep_until(win_end);
+	cpu_now(server, &s1, &d1);
+	*cpu += (s1 - s0) + (d1 - d0);
 	for (int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
 		total += cl[i].count;
@@ -496,6 +536,7 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat)
 	pthread_barrier_destroy(&barrier);
 	if (errors != 0)
 		die("%s: %ld signatures failed", way_name[cl[0].way], errors);
+	*sigs += total;
 	return (double)total / opt_seconds;
 }
 
@@ -516,6 +557,7 @@ static void keysvcd_sessions(long *open, long *peak)
 struct cell_result {
 	double rate[W_COUNT];
 	double med[W_COUNT], p99[W_COUNT];
+	double cpu_us[W_COUNT];     /* CPU per signature, the server's and the clients' */
 	long sessions_open, sessions_peak;
 };
 
@@ -525,6 +567,8 @@ static void run_cell(int nclients, struct cell_result *res)
 	double rates[W_COUNT][MAX_ROUNDS];
 	double *lat[W_COUNT];
 	size_t nlat[W_COUNT] = { 0 };
+	double cpu[W_COUNT] = { 0 };
+	long sigs[W_COUNT] = { 0 };
 	/* Bounded by the token: at most min(clients, parallel) per delay. */
 	size_t lat_cap = (size_t)((opt_seconds + 1) * 1e6 / (double)opt_delay_us *
 				  (nclients < opt_parallel ? nclients : opt_parallel) * opt_rounds) + 1024;
@@ -543,7 +587,7 @@ static void run_cell(int nclients, struct cell_result *res)
 
 			if (nlat[w] + lat_cap / (size_t)opt_rounds > lat_cap)
 				die("latency buffer too small");
-			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w]);
+			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], &cpu[w], &sigs[w]);
 			if (w == W_KEYSVCD)
 				keysvcd_sessions(&res->sessions_open, &res->sessions_peak);
 			fprintf(stderr, "  %d client(s), round %d: %-11s %8.0f/s\n", nclients, r + 1,
@@ -552,6 +596,7 @@ static void run_cell(int nclients, struct cell_result *res)
 	}
 	for (int w = 0; w < W_COUNT; w++) {
 		res->rate[w] = median_of(rates[w], opt_rounds);
+		res->cpu_us[w] = sigs[w] > 0 ? cpu[w] / (double)sigs[w] * 1e6 : NAN;
 		qsort(lat[w], nlat[w], sizeof(double), cmp_double);
 		res->med[w] = nlat[w] ? lat[w][nlat[w] / 2] : NAN;
 		res->p99[w] = nlat[w] ? lat[w][(size_t)ceil(0.99 * (double)nlat[w]) - 1] : NAN;
@@ -559,6 +604,34 @@ static void run_cell(int nclients, struct cell_result *res)
 		for (int i = 0; i < nclients; i++)
 			client_close(&cl[w][i]);
 	}
+}
+
+/*
+ * What keysvcd's durable audit intent costs here: fdatasync after appending
+ * a record-sized line to a file next to its audit log, one at a time. The
+ * median, in ms.
+ */
+static double fdatasync_ms(void)
+{
+	char path[PATH_MAX + 32], line[256];
+	double v[41];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fsync-probe", d.dir);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+		die("%s: %s", path, strerror(errno));
+	memset(line, 'x', sizeof(line) - 1);
+	line[sizeof(line) - 1] = '\n';
+	for (int i = 0; i < 41; i++) {
+		double t0 = now();
+
+		if (write(fd, line, sizeof(line)) != (ssize_t)sizeof(line) || fdatasync(fd) != 0)
+			die("%s: %s", path, strerror(errno));
+		v[i] = (now() - t0) * 1e3;
+	}
+	close(fd);
+	unlink(path);
+	return median_of(v, 41);
 }
 
 /* ---- set-up --------------------------------------------------------------------- */
@@ -634,6 +707,8 @@ int main(void)
 	const char *shim = getenv("KS_FAULTP11");
 	keysvc *ks;
 	char *pem = NULL;
+	double sync_ms;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	BIO *b;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -680,12 +755,13 @@ int main(void)
 	fprintf(stderr, "bench_hsm_latency: token %ld us per signature, %ld in parallel; %.1f s windows "
 		"after %.1f s warm-up, %d round(s), ways alternating\n", opt_delay_us, opt_parallel,
 		opt_seconds, opt_warmup, opt_rounds);
+	sync_ms = fdatasync_ms();
 	for (int c = 0; c < opt_nclients; c++)
 		run_cell(opt_clients[c], &res[c]);
 
 	printf("Token: SoftHSM behind tests/faultp11, %ld µs per signature, at most %ld in parallel; "
 	       "P-256 ecdsa-sha256; keysvcd max_sessions %s; %d round(s) of %.1f s.\n\n",
-	       opt_delay_us, opt_parallel, opt_max_sessions != NULL ? opt_max_sessions : "default (64)",
+	       opt_delay_us, opt_parallel, opt_max_sessions != NULL ? opt_max_sessions : "default (from the descriptor limit, at most 256)",
 	       opt_rounds, opt_seconds);
 	printf("| clients | token bound (sig/s) | in-process (sig/s) | raw signer (sig/s) | keysvcd (sig/s) "
 	       "| keysvcd / in-process | target | raw signer / in-process (bound) | keysvcd / raw signer "
@@ -703,6 +779,21 @@ int main(void)
 		       r->rate[W_RAW] / r->rate[W_INPROC], r->rate[W_KEYSVCD] / r->rate[W_RAW],
 		       r->sessions_open, r->sessions_peak);
 	}
+	printf("\n| clients | CPU µs per signature: in-process | raw signer | keysvcd "
+	       "| keysvcd's CPU bound on %ld CPUs (sig/s) | keysvcd / its CPU bound |\n"
+	       "|---:|---:|---:|---:|---:|---:|\n", ncpu);
+	for (int c = 0; c < opt_nclients; c++) {
+		struct cell_result *r = &res[c];
+		double cpu_bound = (double)ncpu * 1e6 / r->cpu_us[W_KEYSVCD];
+
+		printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f |\n", opt_clients[c], r->cpu_us[W_INPROC],
+		       r->cpu_us[W_RAW], r->cpu_us[W_KEYSVCD], cpu_bound, r->rate[W_KEYSVCD] / cpu_bound);
+	}
+	printf("\nfdatasync after an audit-record-sized append, next to keysvcd's audit log: median "
+	       "%.2f ms. With audit_sync data (the default) every signature waits for one before it "
+	       "reaches the token (one sync covers all intents written before it), so one client "
+	       "signs at most %.2f of in-process here.\n", sync_ms,
+	       (double)opt_delay_us / 1e3 / ((double)opt_delay_us / 1e3 + sync_ms));
 	printf("\n| clients | in-process median / p99 (ms) | raw signer median / p99 (ms) "
 	       "| keysvcd median / p99 (ms) |\n|---:|---:|---:|---:|\n");
 	for (int c = 0; c < opt_nclients; c++) {

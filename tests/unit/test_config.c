@@ -382,23 +382,24 @@ static void test_accepted_values(void **state)
 	/* Range edges. */
 	cfg = good("{" BASE ", \"sessions\": 64, \"max_clients\": 65536, \"client_timeout_ms\": 3600000}", 0);
 	assert_int_equal(cfg->sessions, 64);
-	assert_int_equal(cfg->max_sessions, 64);
 	assert_int_equal(cfg->max_clients, 65536);
 	assert_int_equal(cfg->client_timeout_ms, 3600000);
 	ks_config_free(cfg);
 	cfg = good("{" BASE ", \"sessions\": 1, \"max_clients\": 1, \"client_timeout_ms\": 100}", 0);
 	assert_int_equal(cfg->sessions, 1);
-	assert_int_equal(cfg->max_sessions, 64);
+	/* Absent: sized at start from the descriptor limit. */
+	assert_int_equal(cfg->max_sessions, 0);
 	assert_int_equal(cfg->max_clients, 1);
 	assert_int_equal(cfg->client_timeout_ms, 100);
 	ks_config_free(cfg);
-	/* The pool: kept sessions up to 1024, the cap at least that (default 64 or sessions). */
+	/* The pool: kept sessions up to 1024, the cap at least that. */
 	cfg = good("{" BASE ", \"sessions\": 1024, \"max_sessions\": 1024}", 0);
 	assert_int_equal(cfg->sessions, 1024);
 	assert_int_equal(cfg->max_sessions, 1024);
 	ks_config_free(cfg);
 	cfg = good("{" BASE ", \"sessions\": 100}", 0);
-	assert_int_equal(cfg->max_sessions, 100);
+	assert_int_equal(cfg->sessions, 100);
+	assert_int_equal(cfg->max_sessions, 0);
 	ks_config_free(cfg);
 	cfg = good("{" BASE ", \"sessions\": 2, \"max_sessions\": 2}", 0);
 	assert_int_equal(cfg->max_sessions, 2);
