@@ -2,6 +2,14 @@
  * The pool of logged-in sessions, reopened when the sessions or the login
  * are lost, and run_op(), which runs one operation on a pooled session
  * with the recovery rules of token.h.
+ *
+ * The pool is sized from the token: it keeps a floor of sessions open,
+ * opens another for a request that finds none free (so as many requests
+ * reach the token at once as there are callers, which a network HSM
+ * running many signatures in parallel needs), never beyond the token's
+ * reported session limit, the configured cap, or what the token last
+ * allowed (CKR_SESSION_COUNT), and a trim thread closes the sessions
+ * beyond the floor once they have been idle for a while.
  */
 
 #include "pkcs11/token_internal.h"
