@@ -4,7 +4,8 @@
  * token actually has: the pool grows under parallel load beyond the
  * sessions it keeps, never beyond the token's limit (reported in
  * CK_TOKEN_INFO, or learned from CKR_SESSION_COUNT) or max_sessions, and
- * closes the sessions beyond its floor once they are idle.
+ * closes the sessions beyond its floor once they are idle. And faultp11's
+ * bound on parallel signatures holds.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -248,6 +249,31 @@ static void test_shrinks_when_idle(void **state)
 	assert_int_equal(ps.open, 2);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * faultp11's bound on parallel signatures, which hsm-latency relies on:
+ * 16 signers x 4 signatures of 30 ms, at most 4 at once, cannot take less
+ * than 64 / 4 x 30 ms = 480 ms (unbounded, about 120 ms).
+ */
+static void test_faultp11_parallel_bound(void **state)
+{
+	int64_t t0;
+
+	(void)state;
+	setenv("KS_FAULTP11_PARALLEL", "4", 1);
+	open_token(2, 32, 60000);
+	t0 = now_ms();
+	burst();
+	assert_true(now_ms() - t0 >= THREADS * SIGNS_PER_THREAD / 4 * 30);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -256,6 +282,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reported_token_limit, slow_token, close_after),
 		cmocka_unit_test_setup_teardown(test_session_count_learned, slow_token, close_after),
 		cmocka_unit_test_setup_teardown(test_shrinks_when_idle, slow_token, close_after),
+		cmocka_unit_test_setup_teardown(test_faultp11_parallel_bound, slow_token, close_after),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
