@@ -121,6 +121,7 @@ struct config_json {
 	const char *audit_sync;
 	const char *log_level;
 	uint64_t sessions;
+	uint64_t max_sessions;
 	uint64_t max_clients;
 	uint64_t client_timeout_ms;
 	uint64_t max_clients_per_uid;
@@ -146,6 +147,7 @@ static const struct ks_json_field config_fields[] = {
 	{ "audit_sync", KS_JSON_STRING, offsetof(struct config_json, audit_sync), 0, 16 },
 	{ "log_level", KS_JSON_STRING, offsetof(struct config_json, log_level), 0, 16 },
 	{ "sessions", KS_JSON_UINT, offsetof(struct config_json, sessions), 0, 0 },
+	{ "max_sessions", KS_JSON_UINT, offsetof(struct config_json, max_sessions), 0, 0 },
 	{ "max_clients", KS_JSON_UINT, offsetof(struct config_json, max_clients), 0, 0 },
 	{ "client_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, client_timeout_ms), 0, 0 },
 	{ "max_clients_per_uid", KS_JSON_UINT, offsetof(struct config_json, max_clients_per_uid), 0, 0 },
@@ -349,10 +351,14 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 			 "info, debug", cj.log_level);
 		goto out;
 	}
-	if (cj.sessions > 64 || cj.max_clients > 65536 || cj.client_timeout_ms > 3600000 ||
+	if (cj.sessions > 1024 || cj.max_clients > 65536 || cj.client_timeout_ms > 3600000 ||
 	    (cj.client_timeout_ms > 0 && cj.client_timeout_ms < 100)) {
-		snprintf(err, err_len, "config: sessions (1..64), max_clients (1..65536) or "
+		snprintf(err, err_len, "config: sessions (1..1024), max_clients (1..65536) or "
 			 "client_timeout_ms (100..3600000) out of range");
+		goto out;
+	}
+	if (cj.max_sessions > 1024 || (cj.max_sessions > 0 && cj.sessions > cj.max_sessions)) {
+		snprintf(err, err_len, "config: max_sessions: out of range (1..1024, at least sessions)");
 		goto out;
 	}
 	if (cj.max_clients_per_uid > 65536) {
@@ -399,6 +405,8 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 	cfg->audit_continue = cj.audit_failure != NULL && strcmp(cj.audit_failure, "continue") == 0;
 	cfg->audit_sync_none = cj.audit_sync != NULL && strcmp(cj.audit_sync, "none") == 0;
 	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 16;
+	/* 0: from the descriptor limit at start (keysvc/main.c). */
+	cfg->max_sessions = (unsigned)cj.max_sessions;
 	cfg->max_clients = cj.max_clients ? (unsigned)cj.max_clients : 512;
 	cfg->client_timeout_ms = cj.client_timeout_ms ? (unsigned)cj.client_timeout_ms : 30000;
 	cfg->max_clients_per_uid = cj.max_clients_per_uid ? (unsigned)cj.max_clients_per_uid : 64;

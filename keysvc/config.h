@@ -31,7 +31,8 @@ struct ks_config {
 	int audit_continue;       /* "audit_failure": "continue"; default refuse */
 	int audit_sync_none;      /* "audit_sync": "none"; default data (fdatasync) */
 	char *log_level;          /* NULL: notice */
-	unsigned sessions;        /* PKCS#11 session pool size, default 16 */
+	unsigned sessions;        /* PKCS#11 sessions kept open while idle, default 16 */
+	unsigned max_sessions;    /* the most the pool grows to; 0: from the descriptor limit */
 	unsigned max_clients;     /* concurrent connections, default 512 */
 	unsigned client_timeout_ms; /* default 30000; the default of the next two */
 	unsigned max_clients_per_uid; /* concurrent connections of one uid, default 64 */

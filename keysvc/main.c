@@ -163,6 +163,7 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 		n++;
 	}
 	KS_CHANGED_NUM("sessions", sessions);
+	KS_CHANGED_NUM("max_sessions", max_sessions);
 	KS_CHANGED_NUM("max_clients", max_clients);
 	KS_CHANGED_NUM("max_clients_per_uid", max_clients_per_uid);
 	KS_CHANGED_NUM("client_timeout_ms", client_timeout_ms);
@@ -173,6 +174,33 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 #undef KS_CHANGED_STR
 #undef KS_CHANGED_NUM
 	return n;
+}
+
+/* The most sessions max_sessions' default lets the pool grow to. */
+#define AUTO_MAX_SESSIONS 256
+
+/*
+ * max_sessions: the configured one, or as many as the descriptor limit
+ * leaves room for after 16 and max_clients connections (4 for each
+ * session: the token opens files or sockets per operation), between
+ * sessions and AUTO_MAX_SESSIONS.
+ */
+static unsigned pool_max_sessions(const struct ks_config *cfg)
+{
+	struct rlimit rl;
+	unsigned long long room;
+
+	if (cfg->max_sessions != 0)
+		return cfg->max_sessions;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		room = AUTO_MAX_SESSIONS;
+	else if (rl.rlim_cur <= 16ULL + cfg->max_clients)
+		room = 0;
+	else
+		room = ((unsigned long long)rl.rlim_cur - 16 - cfg->max_clients) / 4;
+	if (room > AUTO_MAX_SESSIONS)
+		room = AUTO_MAX_SESSIONS;
+	return room > cfg->sessions ? (unsigned)room : cfg->sessions;
 }
 
 static void reload(void *arg)
@@ -238,6 +266,7 @@ int main(int argc, char **argv)
 	size_t pin_len = 0;
 	struct ks_check_options copt = { .config_path = KS_DEFAULT_CONFIG };
 	int check_only = 0, check_reload = 0, listen_fd = -1, signal_fd = -1, activated = 0;
+	unsigned max_sessions;
 	int c, r, ret = KS_EXIT_INTERNAL, credential = 0;
 	sigset_t mask;
 
@@ -353,6 +382,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	max_sessions = pool_max_sessions(cfg);
 	memset(&tcfg, 0, sizeof(tcfg));
 	tcfg.module_path = cfg->module;
 	tcfg.token_uri = cfg->token_uri;
@@ -361,6 +391,7 @@ int main(int argc, char **argv)
 	tcfg.pin = pin;
 	tcfg.pin_len = pin_len;
 	tcfg.sessions = cfg->sessions;
+	tcfg.max_sessions = max_sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
 	tcfg.pin_rejected = record_pin_rejected;
 	tcfg.pin_rejected_arg = &guard;
@@ -405,8 +436,11 @@ int main(int argc, char **argv)
 	scfg.max_clients_per_uid = cfg->max_clients_per_uid;
 	scfg.idle_timeout_ms = cfg->idle_timeout_ms;
 	scfg.frame_timeout_ms = cfg->frame_timeout_ms;
-	/* The token opens files (SoftHSM) or sockets per operation: a few per session. */
-	scfg.fd_reserve = 16 + 4 * cfg->sessions;
+	/*
+	 * The token opens files (SoftHSM) or sockets per operation: a few per
+	 * session, for as many as the pool may grow to.
+	 */
+	scfg.fd_reserve = 16 + 4 * max_sessions;
 	if (activated) {
 		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
 		if (strcmp(activated_name, cfg->socket_path) != 0)

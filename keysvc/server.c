@@ -532,7 +532,7 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	srvp->cfg = cfg;
 	if ((srvp->max_conns = connection_budget(cfg)) == 0) {
 		ks_err("the descriptor limit leaves none for connections with %u kept for the "
-		       "token; raise RLIMIT_NOFILE (LimitNOFILE=) or lower sessions", cfg->fd_reserve);
+		       "token; raise RLIMIT_NOFILE (LimitNOFILE=) or lower max_sessions", cfg->fd_reserve);
 		/* As on every other return: the socket is ours to close (and its file, unless systemd's). */
 		close(listen_fd);
 		if (!cfg->socket_activated)

@@ -443,6 +443,7 @@ static int find_slot(struct ks_token *tok)
 		goto out;
 	}
 	refresh_info(tok, &found_ti);
+	ks_tok_pool_token_limit(tok, &found_ti);
 	r = 0;
 out:
 	free(slots);
@@ -547,10 +548,6 @@ static int token_open(const struct ks_token_config *cfg, int login, struct ks_to
 		ks_err("a user PIN of 1..%d bytes is required", KS_PIN_MAX);
 		return -EINVAL;
 	}
-	if (cfg->sessions > KS_MAX_SESSIONS) {
-		ks_err("at most %d sessions", KS_MAX_SESSIONS);
-		return -EINVAL;
-	}
 	if ((cfg->token_label != NULL && strlen(cfg->token_label) > 32) ||
 	    (cfg->token_serial != NULL && strlen(cfg->token_serial) > 16)) {
 		ks_err("a token label has at most 32 characters, a serial at most 16");
@@ -573,15 +570,14 @@ static int token_open(const struct ks_token_config *cfg, int login, struct ks_to
 	pthread_mutex_init(&tok->generate_lock, NULL);
 	pthread_mutex_init(&tok->cache_lock, NULL);
 	pthread_mutex_init(&tok->known_lock, NULL);
-	tok->nsessions = cfg->sessions == 0 ? KS_DEFAULT_SESSIONS : cfg->sessions;
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
 			      (unsigned)cfg->key_recheck_ms;
 	tok->state = TOKEN_UP;
 	tok->pin_rejected_cb = cfg->pin_rejected;
 	tok->pin_rejected_arg = cfg->pin_rejected_arg;
-	for (unsigned i = 0; i < KS_MAX_SESSIONS; i++)
-		tok->sessions[i] = CK_INVALID_HANDLE;
+	if ((r = ks_tok_pool_init(tok, cfg)) != 0)
+		goto fail;
 
 	r = -ENOMEM;
 	if ((tok->module_path = strdup(cfg->module_path)) == NULL ||
@@ -635,8 +631,8 @@ static int token_open(const struct ks_token_config *cfg, int login, struct ks_to
 		goto fail;
 	}
 	tok->thread_started = 1;
-	ks_info("token \"%s\" (serial %s) open with %u sessions", tok->info.label,
-		tok->info.serial, tok->nsessions);
+	ks_info("token \"%s\" (serial %s) open with %u sessions, growing to at most %u",
+		tok->info.label, tok->info.serial, tok->nopen, tok->pool_cap);
 	*out = tok;
 	return 0;
 fail:
@@ -690,11 +686,18 @@ int ks_token_close(struct ks_token *tok)
 			return -EBUSY;
 		}
 	}
+	if (ks_tok_pool_stop(tok) != 0) {
+		/* As above: the trim thread is inside the module. */
+		if (tok->pin != NULL)
+			explicit_bzero(tok->pin, tok->pin_len);
+		return -EBUSY;
+	}
 	if (tok->f != NULL) {
+		CK_SESSION_HANDLE any = ks_tok_pool_any(tok);
+
 		if (tok->initialized) {
-			if (tok->state == TOKEN_UP && tok->nsessions > 0 &&
-			    tok->sessions[0] != CK_INVALID_HANDLE)
-				P11(tok, C_Logout, tok->sessions[0]);
+			if (tok->state == TOKEN_UP && any != CK_INVALID_HANDLE)
+				P11(tok, C_Logout, any);
 			ks_tok_close_pool(tok);
 			if (tok->owns_init)
 				P11(tok, C_Finalize, NULL);
@@ -718,6 +721,7 @@ int ks_token_close(struct ks_token *tok)
 	pthread_mutex_destroy(&tok->generate_lock);
 	pthread_mutex_destroy(&tok->cache_lock);
 	pthread_mutex_destroy(&tok->known_lock);
+	ks_tok_pool_free(tok);
 	free(tok->known);
 	free(tok);
 	return 0;

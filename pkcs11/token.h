@@ -71,6 +71,8 @@
 
 #define KS_DEFAULT_KEY_RECHECK_MS 1000
 #define KS_KEY_ID_LEN 16
+/* The most sessions a pool may be configured to hold. */
+#define KS_MAX_SESSIONS_CAP 1024
 
 struct ks_token;
 
@@ -93,8 +95,19 @@ struct ks_token_config {
 	 */
 	const char *pin;
 	size_t pin_len;
-	/* Number of sessions in the pool (1..64); 0 means 16. */
+	/*
+	 * The session pool (session.c). @sessions are opened at start and
+	 * kept open while idle (1..KS_MAX_SESSIONS_CAP; 0 means 16). Under
+	 * load the pool grows, one session per request that finds none free,
+	 * up to @max_sessions (0 means 64, or @sessions if that is more),
+	 * never beyond the token's ulMaxSessionCount/ulMaxRwSessionCount, and
+	 * while a C_OpenSession answers CKR_SESSION_COUNT not beyond what it
+	 * has (requests then wait for a free session). Sessions beyond
+	 * @sessions idle for @session_idle_ms (0 means 10000) are closed.
+	 */
 	unsigned sessions;
+	unsigned max_sessions;
+	unsigned session_idle_ms;
 	/* How long a caller waits for a free session before -ETIMEDOUT; 0 means 30000. */
 	unsigned session_wait_ms;
 	/*

@@ -32,7 +32,12 @@
  *                  and C_CreateObject; taken under rw shared and held
  *                  only across those module calls, never with another
  *                  lock taken inside it.
- *   pool_lock      busy[] (with pool_cond); taken under rw.
+ *   pool_lock      the pool's slots, free stack and counts, its limits,
+ *                  pool_closing (with pool_cond and trim_cond); taken
+ *                  under rw, or alone by the trim thread between rounds.
+ *                  Never held across a module call: a session is opened
+ *                  or closed with its slot marked OPENING or CLOSING and
+ *                  the lock dropped (rw stays shared).
  *   state_lock     state, closing, reinit_count (with state_cond).
  *   info_lock      info, the fault record, down_reason: taken inside
  *                  state_lock (go_down, pin_rejected) or alone; never held
@@ -59,8 +64,18 @@
 
 #include "pkcs11/token.h"
 
-#define KS_MAX_SESSIONS 64
+#define KS_MAX_SESSIONS KS_MAX_SESSIONS_CAP
 #define KS_DEFAULT_SESSIONS 16
+/* The default cap of a growing pool (token.h: max_sessions). */
+#define KS_DEFAULT_MAX_SESSIONS 64
+#define KS_DEFAULT_SESSION_IDLE_MS 10000
+/*
+ * After a C_OpenSession refused with CKR_SESSION_COUNT, the pool stays at
+ * the size it had (other applications hold the rest) for this long; after
+ * any other refusal it does not try to grow for KS_GROW_RETRY_MS.
+ */
+#define KS_SESSION_COUNT_HOLD_MS 60000
+#define KS_GROW_RETRY_MS 1000
 #define KS_DEFAULT_WAIT_MS 30000
 #define KS_PIN_MAX 256
 #define KS_MAX_OBJECTS 10000
@@ -91,6 +106,20 @@ enum token_state {
 };
 
 #define KS_KEY_CACHE 32
+
+enum pool_slot_state {
+	SLOT_EMPTY,
+	SLOT_OPENING,   /* C_OpenSession in flight, by the request that will use it */
+	SLOT_FREE,      /* open, on the free stack */
+	SLOT_BUSY,      /* open, used by one operation */
+	SLOT_CLOSING,   /* C_CloseSession in flight, by the trim thread */
+};
+
+struct pool_slot {
+	CK_SESSION_HANDLE h;
+	enum pool_slot_state state;
+	int64_t idle_since_ms;  /* when it last went back on the free stack */
+};
 
 struct key_cache_entry {
 	int used;
@@ -135,11 +164,32 @@ struct ks_token {
 	pthread_rwlock_t rw;
 	unsigned generation;    /* bumped (under rw exclusive) whenever the pool is reopened */
 
+	/*
+	 * The session pool (session.c), under pool_lock. slots[] has
+	 * pool_cap entries; the free stack holds the indexes of SLOT_FREE
+	 * slots, the most recently released on top, so a light load keeps
+	 * using the same few sessions and the bottom ones age until the trim
+	 * thread closes them.
+	 */
 	pthread_mutex_t pool_lock;
-	pthread_cond_t pool_cond;
-	unsigned nsessions;
-	CK_SESSION_HANDLE sessions[KS_MAX_SESSIONS];
-	int busy[KS_MAX_SESSIONS];
+	pthread_cond_t pool_cond;      /* a session was released, or growth became possible */
+	pthread_cond_t trim_cond;      /* wakes the trim thread early: closing */
+	struct pool_slot *slots;
+	unsigned *free_stack;
+	unsigned nfree;
+	unsigned nopen;                /* slots FREE, BUSY or CLOSING */
+	unsigned nopening;             /* slots OPENING */
+	unsigned pool_floor;           /* kept open while idle (config sessions) */
+	unsigned pool_cap;             /* config max_sessions */
+	unsigned token_max;            /* the token's session limit at the last find_slot; 0 none */
+	unsigned held_limit;           /* after CKR_SESSION_COUNT: no growth beyond this ... */
+	int64_t held_until_ms;         /* ... until then */
+	int64_t grow_retry_ms;         /* no growth before then, after another refusal */
+	unsigned peak;                 /* the most sessions open at once, for the log */
+	unsigned idle_ms;
+	int pool_closing;
+	int trim_started;
+	pthread_t trim_thread;
 	unsigned wait_ms;
 	unsigned key_recheck_ms; /* 0: a cached key handle is read back on every use */
 
@@ -303,14 +353,42 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn);
 /* ---- session.c --------------------------------------------------------------- */
 
 /*
+ * The pool's sizes from @cfg and its arrays (pool_lock and pool_cond are
+ * initialised by the caller). -EINVAL for sizes out of range, -ENOMEM.
+ */
+int ks_tok_pool_init(struct ks_token *tok, const struct ks_token_config *cfg);
+
+/*
+ * The token's own session limit, from the CK_TOKEN_INFO of its slot:
+ * ulMaxSessionCount and ulMaxRwSessionCount (the pool's sessions are
+ * read-write), CK_EFFECTIVELY_INFINITE and CK_UNAVAILABLE_INFORMATION
+ * meaning none. Called whenever the slot is found (start, reconnect);
+ * rw held exclusively, or no other thread exists yet.
+ */
+void ks_tok_pool_token_limit(struct ks_token *tok, const CK_TOKEN_INFO *ti);
+
+/* One open session of the pool (for C_Logout at close), or CK_INVALID_HANDLE. */
+CK_SESSION_HANDLE ks_tok_pool_any(struct ks_token *tok);
+
+/*
+ * Stops the trim thread, waiting at most KS_CLOSE_WAIT_MS: -EBUSY if it
+ * is stuck in the module (nothing may then be finalized or freed).
+ */
+int ks_tok_pool_stop(struct ks_token *tok);
+
+/* Frees the arrays and trim_cond; after ks_tok_pool_stop() and ks_tok_close_pool(). */
+void ks_tok_pool_free(struct ks_token *tok);
+
+/*
  * Closes every session of the pool and empties the key cache. rw held
  * exclusively, or no other thread exists yet.
  */
 void ks_tok_close_pool(struct ks_token *tok);
 
 /*
- * Opens the pool and logs in. rw held exclusively, or no other thread
- * exists yet. -EKEYREJECTED once the PIN was rejected (it is then wiped
+ * Opens the pool's floor of sessions (fewer if the token refuses more
+ * with CKR_SESSION_COUNT), logs in, and starts the trim thread the first
+ * time. rw held exclusively, or no other thread exists yet. -EKEYREJECTED once the PIN was rejected (it is then wiped
  * and the state final), -ENODEV or -EIO otherwise; the pool is closed
  * again on failure.
  */

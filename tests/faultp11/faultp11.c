@@ -27,12 +27,38 @@
  *                        any fault is applied: the number of times a PIN was
  *                        presented, however the call then ended
  *
+ * A slow token with bounded parallelism and sessions (a network HSM), read
+ * from the environment at every C_Initialize:
+ *
+ *   KS_FAULTP11_SIGN_DELAY_US  every C_Sign and C_SignFinal that returns a
+ *                        signature (not a length query) takes this many
+ *                        microseconds longer, spent before the call is
+ *                        forwarded
+ *   KS_FAULTP11_PARALLEL at most this many such calls are in progress at
+ *                        once (the delay and the real call); the others
+ *                        wait, one woken whenever a call ends
+ *   KS_FAULTP11_MAX_SESSIONS  "N": at most N sessions open at once in this
+ *                        process; C_OpenSession beyond answers
+ *                        CKR_SESSION_COUNT, and C_GetTokenInfo reports N as
+ *                        ulMaxSessionCount and ulMaxRwSessionCount.
+ *                        "N,unreported": the same limit, but C_GetTokenInfo
+ *                        reports CK_UNAVAILABLE_INFORMATION, so only
+ *                        CKR_SESSION_COUNT tells it
+ *   KS_FAULTP11_STATS    path of a file rewritten (atomically) whenever a
+ *                        session is opened, refused or closed:
+ *                        "open N\npeak N\nopened N\nrefused N\n", the
+ *                        sessions open now, the most open at once, and
+ *                        C_OpenSession calls that succeeded and that
+ *                        answered CKR_SESSION_COUNT, all since the last
+ *                        C_Initialize
+ *
  * Wrapped: C_Initialize (only for empty-until-reinit), C_GetTokenInfo,
- * C_OpenSession, C_Login, C_FindObjectsInit, C_FindObjects,
- * C_GetAttributeValue, C_GenerateKeyPair, C_SignInit, C_Sign,
- * C_CreateObject, C_DestroyObject. Everything else goes straight through,
- * so initialisation and slot listing always work, as with a real reader
- * whose token was pulled.
+ * C_OpenSession, C_CloseSession, C_CloseAllSessions, C_Login,
+ * C_FindObjectsInit, C_FindObjects, C_GetAttributeValue,
+ * C_GenerateKeyPair, C_SignInit, C_Sign, C_SignFinal, C_CreateObject,
+ * C_DestroyObject. Everything else goes straight through, so
+ * initialisation and slot listing always work, as with a real reader whose
+ * token was pulled.
  *
  * Test code only: it takes its target from the environment, which keysvcd
  * itself never does.
@@ -50,6 +76,16 @@
 #include <p11-kit/pkcs11.h>
 
 static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The slow token: its settings (from the environment at C_Initialize) and state. */
+static pthread_mutex_t slow_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slow_cond = PTHREAD_COND_INITIALIZER;
+static long sign_delay_us;
+static long max_parallel;        /* 0: no bound */
+static unsigned long in_progress;   /* signatures in their turn */
+static long max_sessions;        /* 0: no bound */
+static int max_sessions_unreported;
+static long sessions_open, sessions_peak, sessions_opened, sessions_refused;
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST wrapped;
 static void *real_handle;
@@ -192,9 +228,90 @@ static int searches_empty(int reinit)
 
 #define FAULT(name) do { CK_RV f_ = fault_for(#name); if (f_ != CKR_OK) return f_; } while (0)
 
+static long env_long(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v != NULL && *v != '\0' ? strtol(v, NULL, 10) : 0;
+}
+
+static void read_slow_settings(void)
+{
+	const char *ms = getenv("KS_FAULTP11_MAX_SESSIONS");
+
+	pthread_mutex_lock(&slow_lock);
+	sign_delay_us = env_long("KS_FAULTP11_SIGN_DELAY_US");
+	max_parallel = env_long("KS_FAULTP11_PARALLEL");
+	max_sessions = env_long("KS_FAULTP11_MAX_SESSIONS");
+	max_sessions_unreported = ms != NULL && strstr(ms, ",unreported") != NULL;
+	/* The counts are of this initialisation's sessions. */
+	sessions_open = sessions_peak = sessions_opened = sessions_refused = 0;
+	pthread_mutex_unlock(&slow_lock);
+}
+
+/* slow_lock held. */
+static void write_stats(void)
+{
+	const char *path = getenv("KS_FAULTP11_STATS");
+	char tmp[4096], text[256];
+	int fd, n;
+
+	if (path == NULL || snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return;
+	n = snprintf(text, sizeof(text), "open %ld\npeak %ld\nopened %ld\nrefused %ld\n",
+		     sessions_open, sessions_peak, sessions_opened, sessions_refused);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+		return;
+	if (write(fd, text, (size_t)n) != n) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	rename(tmp, path);
+}
+
+/*
+ * A signature's turn on the slow token: at most max_parallel at once (the
+ * others wait, each woken alone when a turn ends), then the delay.
+ * slow_done() ends the turn.
+ */
+static void slow_begin(void)
+{
+	struct timespec d;
+
+	pthread_mutex_lock(&slow_lock);
+	while (max_parallel > 0 && in_progress >= (unsigned long)max_parallel)
+		pthread_cond_wait(&slow_cond, &slow_lock);
+	in_progress++;
+	d.tv_sec = sign_delay_us / 1000000;
+	d.tv_nsec = (sign_delay_us % 1000000) * 1000;
+	pthread_mutex_unlock(&slow_lock);
+	while (nanosleep(&d, &d) != 0 && errno == EINTR)
+		;
+}
+
+static void slow_done(void)
+{
+	pthread_mutex_lock(&slow_lock);
+	in_progress--;
+	pthread_cond_signal(&slow_cond);
+	pthread_mutex_unlock(&slow_lock);
+}
+
+static int slow_signing(void)
+{
+	int on;
+
+	pthread_mutex_lock(&slow_lock);
+	on = sign_delay_us > 0 || max_parallel > 0;
+	pthread_mutex_unlock(&slow_lock);
+	return on;
+}
+
 static CK_RV w_Initialize(void *args)
 {
 	searches_empty(1);
+	read_slow_settings();
 	return real->C_Initialize(args);
 }
 
@@ -210,15 +327,73 @@ static CK_RV w_FindObjects(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *o, CK_ULONG ma
 
 static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 {
+	CK_RV rv;
+
 	FAULT(C_GetTokenInfo);
-	return real->C_GetTokenInfo(slot, info);
+	rv = real->C_GetTokenInfo(slot, info);
+	pthread_mutex_lock(&slow_lock);
+	if (rv == CKR_OK && max_sessions > 0) {
+		info->ulMaxSessionCount = max_sessions_unreported ? CK_UNAVAILABLE_INFORMATION :
+					  (CK_ULONG)max_sessions;
+		info->ulMaxRwSessionCount = info->ulMaxSessionCount;
+	}
+	pthread_mutex_unlock(&slow_lock);
+	return rv;
 }
 
 static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, void *app,
 			   CK_NOTIFY notify, CK_SESSION_HANDLE *session)
 {
+	CK_RV rv;
+
 	FAULT(C_OpenSession);
-	return real->C_OpenSession(slot, flags, app, notify, session);
+	/* Counted before the call, so that concurrent opens cannot pass the limit together. */
+	pthread_mutex_lock(&slow_lock);
+	if (max_sessions > 0 && sessions_open >= max_sessions) {
+		sessions_refused++;
+		write_stats();
+		pthread_mutex_unlock(&slow_lock);
+		return CKR_SESSION_COUNT;
+	}
+	sessions_open++;
+	pthread_mutex_unlock(&slow_lock);
+	rv = real->C_OpenSession(slot, flags, app, notify, session);
+	pthread_mutex_lock(&slow_lock);
+	if (rv != CKR_OK) {
+		sessions_open--;
+	} else {
+		sessions_opened++;
+		if (sessions_open > sessions_peak)
+			sessions_peak = sessions_open;
+	}
+	write_stats();
+	pthread_mutex_unlock(&slow_lock);
+	return rv;
+}
+
+static CK_RV w_CloseSession(CK_SESSION_HANDLE s)
+{
+	CK_RV rv = real->C_CloseSession(s);
+
+	pthread_mutex_lock(&slow_lock);
+	if (rv == CKR_OK && sessions_open > 0)
+		sessions_open--;
+	write_stats();
+	pthread_mutex_unlock(&slow_lock);
+	return rv;
+}
+
+/* The tests use one token: every session of this process is on its slot. */
+static CK_RV w_CloseAllSessions(CK_SLOT_ID slot)
+{
+	CK_RV rv = real->C_CloseAllSessions(slot);
+
+	pthread_mutex_lock(&slow_lock);
+	if (rv == CKR_OK)
+		sessions_open = 0;
+	write_stats();
+	pthread_mutex_unlock(&slow_lock);
+	return rv;
 }
 
 /* One line per call; O_APPEND keeps the lines of concurrent processes whole. */
@@ -285,7 +460,24 @@ static CK_RV w_Sign(CK_SESSION_HANDLE s, CK_BYTE *data, CK_ULONG len,
 		real->C_Sign(s, data, len, scratch, &n);
 		return rv;
 	}
-	return real->C_Sign(s, data, len, sig, sig_len);
+	if (sig == NULL || !slow_signing())
+		return real->C_Sign(s, data, len, sig, sig_len);
+	slow_begin();
+	rv = real->C_Sign(s, data, len, sig, sig_len);
+	slow_done();
+	return rv;
+}
+
+static CK_RV w_SignFinal(CK_SESSION_HANDLE s, CK_BYTE *sig, CK_ULONG *sig_len)
+{
+	CK_RV rv;
+
+	if (sig == NULL || !slow_signing())
+		return real->C_SignFinal(s, sig, sig_len);
+	slow_begin();
+	rv = real->C_SignFinal(s, sig, sig_len);
+	slow_done();
+	return rv;
 }
 
 static CK_RV w_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n,
@@ -321,6 +513,9 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
 		wrapped.C_FindObjects = w_FindObjects;
 		wrapped.C_GetTokenInfo = w_GetTokenInfo;
 		wrapped.C_OpenSession = w_OpenSession;
+		wrapped.C_CloseSession = w_CloseSession;
+		wrapped.C_CloseAllSessions = w_CloseAllSessions;
+		wrapped.C_SignFinal = w_SignFinal;
 		wrapped.C_Login = w_Login;
 		wrapped.C_FindObjectsInit = w_FindObjectsInit;
 		wrapped.C_GetAttributeValue = w_GetAttributeValue;

@@ -641,7 +641,10 @@ static void spawn_with_nofile(struct ks_td *d, unsigned long nofile)
 static void test_descriptor_budget(void **state)
 {
 	struct ks_td *d = *state;
-	/* The default 16 sessions keep 16 + 4 * 16 = 80 descriptors for the token. */
+	/*
+	 * The default 16 sessions keep 16 + 4 * 16 = 80 descriptors for the token
+	 * (max_sessions, sized from the descriptor limit, is no more than those).
+	 */
 	int kept[128], nkept = 0, refused = 0;
 	json_t *resp;
 

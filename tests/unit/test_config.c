@@ -289,7 +289,11 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"log_level\": \"error\"}", "log_level" },
 		{ "{" BASE ", \"log_level\": \"\"}", "log_level" },
 		/* Numbers out of range. */
-		{ "{" BASE ", \"sessions\": 65}", "sessions" },
+		{ "{" BASE ", \"sessions\": 1025}", "sessions" },
+		{ "{" BASE ", \"max_sessions\": 1025}", "max_sessions" },
+		{ "{" BASE ", \"max_sessions\": -1}", "max_sessions" },
+		/* A pool kept larger than it may grow. */
+		{ "{" BASE ", \"sessions\": 32, \"max_sessions\": 16}", "max_sessions" },
 		{ "{" BASE ", \"sessions\": -1}", "sessions" },
 		{ "{" BASE ", \"sessions\": 1.5}", "sessions" },
 		{ "{" BASE ", \"max_clients\": 65537}", "max_clients" },
@@ -424,8 +428,22 @@ static void test_accepted_values(void **state)
 	ks_config_free(cfg);
 	cfg = good("{" BASE ", \"sessions\": 1, \"max_clients\": 1, \"client_timeout_ms\": 100}", 0);
 	assert_int_equal(cfg->sessions, 1);
+	/* Absent: sized at start from the descriptor limit. */
+	assert_int_equal(cfg->max_sessions, 0);
 	assert_int_equal(cfg->max_clients, 1);
 	assert_int_equal(cfg->client_timeout_ms, 100);
+	ks_config_free(cfg);
+	/* The pool: kept sessions up to 1024, the cap at least that. */
+	cfg = good("{" BASE ", \"sessions\": 1024, \"max_sessions\": 1024}", 0);
+	assert_int_equal(cfg->sessions, 1024);
+	assert_int_equal(cfg->max_sessions, 1024);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"sessions\": 100}", 0);
+	assert_int_equal(cfg->sessions, 100);
+	assert_int_equal(cfg->max_sessions, 0);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"sessions\": 2, \"max_sessions\": 2}", 0);
+	assert_int_equal(cfg->max_sessions, 2);
 	ks_config_free(cfg);
 	/* The new limits at their edges, each independent of client_timeout_ms. */
 	cfg = good("{" BASE ", \"max_clients_per_uid\": 1, \"idle_timeout_ms\": 100,"

@@ -132,7 +132,9 @@ static void base_config(struct ks_token_config *cfg)
 	cfg->token_label = tt.label;
 	cfg->pin = tt.pin;
 	cfg->pin_len = tt.pin_len;
+	/* A pool of two that does not grow: the recovery tests share it among more threads. */
 	cfg->sessions = 2;
+	cfg->max_sessions = 2;
 }
 
 /*
