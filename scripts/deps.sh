@@ -16,6 +16,7 @@ packages=(
 	llvm                        # llvm-symbolizer: file:line in clang's sanitizer reports
 	systemd                     # the units tests: systemd-analyze, and a systemd booted in private namespaces
 	strace                      # test_cli.sh holds a request back (inject delay) until its peer has closed
+	nginx-light gnutls-bin      # tests/tls-apps: nginx serves HTTPS with a key reference file; gnutls-cli is its other client
 )
 
 missing=()

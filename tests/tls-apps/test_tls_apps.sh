@@ -135,8 +135,6 @@ check "key-ref --socket: the socket in the file" bash -c \
 run_exit 14 "no-such-key" "key-ref of a key keysvcd does not have" ks_cli key-ref web-missing --out "$work/missing.ref"
 check "key-ref of a missing key leaves no file" test ! -e "$work/missing.ref"
 run_exit 2 "not a key name" "key-ref of a bad name" ks_cli key-ref ../etc
-check "openssl pkey reads the public key through the reference" bash -c \
-	"openssl pkey -pubin -in '$work/ec-p256.pub' | cmp -s - '$work/ec-p256.pub'"
 
 # A hand-made reference (openssl asn1parse -genconf) for what key-ref never writes.
 make_ref() { # make_ref FILE KEY [SOCKET]
