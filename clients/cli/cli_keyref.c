@@ -321,9 +321,9 @@ int cli_provider_check_main(int argc, char **argv, const struct ks_cmd_global *c
 	if ((r = keysvc_connect(sock, &ks)) != KEYSVC_OK) {
 		ks_connect_error_text(msg, sizeof(msg), sock, r, errno);
 		r = cli_report_named(&c.g, KS_EXIT_CONNECT, "connect",
-				     "the keysvc provider cannot reach keysvcd: %s (is keysvcd running, and "
-				     "may uid %u open the socket? a socket elsewhere: \"socket = PATH\" in the "
-				     "provider's section or $" KEYSVC_SOCKET_ENV ")", msg, (unsigned)getuid());
+				     "the keysvc provider cannot reach keysvcd: %s (as uid %u; keysvcd on another "
+				     "socket: \"socket = PATH\" in the provider's section, or $" KEYSVC_SOCKET_ENV ")",
+				     msg, (unsigned)getuid());
 		ks = NULL;
 		goto out;
 	}

@@ -23,6 +23,22 @@ chmod 0711 "$work"
 . "$KS_SOURCE_ROOT/tests/integration/tap.sh"
 pids=()
 
+# The sanitize setup (tests/meson.build) builds keysvc.so with ASan, which
+# must come first in a program that loads it: curl, python3 and nginx get
+# the runtime preloaded, as tests/fuzz/sanitize/openssl does for openssl.
+# Their own leaks at exit are not ours: leak checks stay with openssl.
+if [ -n "${KS_ASAN_RUNTIME:-}" ] && [ -f "$KS_ASAN_RUNTIME" ]; then
+	mkdir -p "$work/bin"
+	for prog in curl python3 nginx; do
+		real=$(PATH=$PATH:/usr/sbin command -v "$prog")
+		printf '#!/bin/sh\nLD_PRELOAD=%s${LD_PRELOAD:+:$LD_PRELOAD} ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" exec %s "$@"\n' \
+			"$KS_ASAN_RUNTIME" "$real" >"$work/bin/$prog"
+		chmod 0755 "$work/bin/$prog"
+	done
+	PATH=$work/bin:$PATH
+	nginx=$work/bin/nginx
+fi
+
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
@@ -132,6 +148,10 @@ check "key-ref: without --socket, no socket in the file" bash -c \
 	 ! KEYSVC_SOCKET='$KS_SOCKET' '$KS_KEYSVC_CLI' key-ref web-ec-p256 | openssl asn1parse | grep -q 'cont \\[ 0 \\]'"
 check "key-ref --socket: the socket in the file" bash -c \
 	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' key-ref web-ec-p256 | openssl asn1parse | grep -q 'cont \\[ 0 \\]'"
+for t in "${types[@]}"; do
+	check "$t: openssl pkey -in $t.ref -pubout is keysvcd's public key" bash -c \
+		"openssl pkey -in '$work/$t.ref' -pubout | cmp -s - '$work/$t.pub'"
+done
 run_exit 14 "no-such-key" "key-ref of a key keysvcd does not have" ks_cli key-ref web-missing --out "$work/missing.ref"
 check "key-ref of a missing key leaves no file" test ! -e "$work/missing.ref"
 run_exit 2 "not a key name" "key-ref of a bad name" ks_cli key-ref ../etc
@@ -172,6 +192,21 @@ run_exit 3 "activates keysvc but not default" "provider-check: keysvc without de
 sed "s|^socket = .*|socket = $work/nowhere.sock|" "$work/default-first.cnf" >"$work/nowhere.cnf"
 run_exit 7 "cannot reach keysvcd" "provider-check: keysvcd not on the configured socket" \
 	env OPENSSL_CONF="$work/nowhere.cnf" "$KS_KEYSVC_CLI" provider-check
+# The shipped files: keysvc.cnf included at the end of Debian's openssl.cnf,
+# and the OPENSSL_CONF file for services (both with this build's paths).
+sed -e "s|^module = .*|module = $KS_PROVIDER_DIR/keysvc.so|" -e "s|^# socket = .*|socket = $KS_SOCKET|" \
+	"$KS_BUILD_ROOT/clients/provider/keysvc.cnf" >"$work/keysvc.cnf"
+if [ -f /etc/ssl/openssl.cnf ] && ! grep -q keysvc /etc/ssl/openssl.cnf; then
+	run_exit 3 "does not activate the keysvc provider" "provider-check: Debian's openssl.cnf alone" \
+		env OPENSSL_CONF=/etc/ssl/openssl.cnf "$KS_KEYSVC_CLI" provider-check
+	{ cat /etc/ssl/openssl.cnf; echo ".include $work/keysvc.cnf"; } >"$work/debian.cnf"
+	check_out "provider-check: Debian's openssl.cnf with the one-line .include" "signature: made by keysvcd" \
+		env OPENSSL_CONF="$work/debian.cnf" "$KS_KEYSVC_CLI" provider-check --key "$work/ec-p256.ref"
+	sed "s|^\.include /.*keysvc.cnf$|.include $work/keysvc.cnf|" "$KS_BUILD_ROOT/clients/provider/openssl.cnf" \
+		>"$work/service.cnf"
+	check_out "provider-check: the shipped OPENSSL_CONF file for services" "signature: made by keysvcd" \
+		env OPENSSL_CONF="$work/service.cnf" "$KS_KEYSVC_CLI" provider-check --key "$work/rsa-2048.ref"
+fi
 run_exit 2 "not a key reference file" "provider-check --key of a PEM public key" \
 	ks_cli provider-check --key "$work/ec-p256.pub"
 make_ref "$work/other.ref" web-ec-p256 "$work/elsewhere.sock"
