@@ -91,7 +91,8 @@ static int ksp_pem_decode(void *dctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
 		goto out;
 	if (PEM_read_bio(mem, &label, &header, &der, &der_len) <= 0 ||
 	    strcmp(label, KSP_KEYREF_PEM_LABEL) != 0) {
-		ksp_raise(ctx, KSP_R_BAD_URI, "a " KSP_KEYREF_PEM_LABEL " block that is not valid PEM");
+		ksp_raise(ctx, KSP_R_BAD_URI, "key reference: a " KSP_KEYREF_PEM_LABEL " block that is not valid PEM");
+		r = 0;
 		goto out;
 	}
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)der_len);

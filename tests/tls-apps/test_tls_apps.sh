@@ -152,6 +152,7 @@ for t in "${types[@]}"; do
 	check "$t: openssl pkey -in $t.ref -pubout is keysvcd's public key" bash -c \
 		"openssl pkey -in '$work/$t.ref' -pubout | cmp -s - '$work/$t.pub'"
 done
+check_out "key-ref --json" '"key_ref":"-----BEGIN KEYSVC KEY REFERENCE-----' ks_cli key-ref web-ec-p256 --json
 run_exit 14 "no-such-key" "key-ref of a key keysvcd does not have" ks_cli key-ref web-missing --out "$work/missing.ref"
 check "key-ref of a missing key leaves no file" test ! -e "$work/missing.ref"
 run_exit 2 "not a key name" "key-ref of a bad name" ks_cli key-ref ../etc
@@ -215,6 +216,9 @@ run_exit 3 "made for keysvcd at $work/elsewhere.sock" "a reference made for anot
 make_ref "$work/badname.ref" "../web-ec-p256"
 run_exit 2 "not a keysvc key name" "a reference with a bad key name is refused" \
 	ks_cli provider-check --key "$work/badname.ref"
+{ echo '-----BEGIN KEYSVC KEY REFERENCE-----'; echo 'not base64!'; echo '-----END KEYSVC KEY REFERENCE-----'; } \
+	>"$work/garbled.ref"
+run_exit 2 "not valid PEM" "a garbled reference is refused" ks_cli provider-check --key "$work/garbled.ref"
 make_ref "$work/gone.ref" web-gone
 run_exit 14 "no such key" "a reference to a missing key: no-such-key" ks_cli provider-check --key "$work/gone.ref"
 make_ref "$work/denied.ref" other-key
