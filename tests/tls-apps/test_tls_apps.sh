@@ -24,12 +24,18 @@ chmod 0711 "$work"
 pids=()
 
 # The sanitize setup (tests/meson.build) builds keysvc.so with ASan, which
-# must come first in a program that loads it: curl, python3 and nginx get
-# the runtime preloaded, as tests/fuzz/sanitize/openssl does for openssl.
+# must come first in a program that loads it: python3 and nginx get the
+# runtime preloaded, as tests/fuzz/sanitize/openssl does for openssl.
 # Their own leaks at exit are not ours: leak checks stay with openssl.
+# curl cannot have it (with libasan preloaded, Debian 12's curl hangs in
+# setlocale() before it does anything, even --version): there, curl runs
+# only where it does not load the provider, as a client of the servers.
+curl_loads_provider=1
+skip_check() { echo "ok - $* # SKIP sanitizer build: curl cannot run with the ASan runtime preloaded"; }
 if [ -n "${KS_ASAN_RUNTIME:-}" ] && [ -f "$KS_ASAN_RUNTIME" ]; then
+	curl_loads_provider=0
 	mkdir -p "$work/bin"
-	for prog in curl python3 nginx; do
+	for prog in python3 nginx; do
 		real=$(PATH=$PATH:/usr/sbin command -v "$prog")
 		printf '#!/bin/sh\nLD_PRELOAD=%s${LD_PRELOAD:+:$LD_PRELOAD} ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" exec %s "$@"\n' \
 			"$KS_ASAN_RUNTIME" "$real" >"$work/bin/$prog"
@@ -239,23 +245,26 @@ exec {keep}<&-
 wait_tls "$port" || ks_die "s_server did not listen"
 for t in "${types[@]}"; do
 	for v in 1.2 1.3; do
+		[ "$curl_loads_provider" = 1 ] ||
+			{ skip_check "curl --cert $t.pem --key $t.ref, TLS $v"; continue; }
 		check_out "curl --cert $t.pem --key $t.ref, TLS $v, client certificate verified by s_server" \
-			"Protocol  : TLSv$v" curl -sS --max-time 60 --cacert "$ca/ca.pem" --cert "$work/$t.pem" \
+			"Protocol  : TLSv$v" timeout 90 curl -sS --max-time 60 --cacert "$ca/ca.pem" --cert "$work/$t.pem" \
 			--key "$work/$t.ref" "--tlsv$v" --tls-max "$v" "https://localhost:$port/" \
 			--resolve "localhost:$port:127.0.0.1"
 	done
 	# Python's ssl client, same server.
 	for v in 1.2 1.3; do
 		check_out "python ssl client load_cert_chain(keyfile=$t.ref), TLS $v, against s_server" \
-			"protocol TLSv$v" python3 "$KS_SOURCE_ROOT/tests/tls-apps/pyssl.py" client "$port" \
+			"protocol TLSv$v" timeout 90 python3 "$KS_SOURCE_ROOT/tests/tls-apps/pyssl.py" client "$port" \
 			"$ca/ca.pem" "$work/$t.pem" "$work/$t.ref" "$v"
 	done
 done
 run_exit 58 "unable to set private key file" "curl without the keysvc provider cannot use the reference" \
-	env -u OPENSSL_CONF curl -sS --max-time 60 --cacert "$ca/ca.pem" --cert "$work/ec-p256.pem" \
+	env -u OPENSSL_CONF timeout 90 curl -sS --max-time 60 --cacert "$ca/ca.pem" --cert "$work/ec-p256.pem" \
 	--key "$work/ec-p256.ref" "https://localhost:$port/" --resolve "localhost:$port:127.0.0.1"
-check_out "curl with keysvc listed before default" "Protocol  : TLSv1.3" \
-	env OPENSSL_CONF="$work/keysvc-first.cnf" curl -sS --max-time 60 --cacert "$ca/ca.pem" \
+[ "$curl_loads_provider" = 1 ] || skip_check "curl with keysvc listed before default"
+[ "$curl_loads_provider" = 1 ] && check_out "curl with keysvc listed before default" "Protocol  : TLSv1.3" \
+	env OPENSSL_CONF="$work/keysvc-first.cnf" timeout 90 curl -sS --max-time 60 --cacert "$ca/ca.pem" \
 	--cert "$work/ec-p256.pem" --key "$work/ec-p256.ref" --tlsv1.3 "https://localhost:$port/" \
 	--resolve "localhost:$port:127.0.0.1"
 check "s_server saw the token keys' certificates" grep -q "keysvc apps test" "$work/s_server.log"
@@ -271,7 +280,7 @@ for t in "${types[@]}"; do
 	pyport=$(cat "$work/py.port" 2>/dev/null)
 	for v in 1.2 1.3; do
 		check_out "python ssl server load_cert_chain(keyfile=$t.ref), TLS $v, to curl" \
-			"served by python over TLSv$v" env -u OPENSSL_CONF curl -sS --max-time 60 \
+			"served by python over TLSv$v" env -u OPENSSL_CONF timeout 90 curl -sS --max-time 60 \
 			--cacert "$ca/ca.pem" "--tlsv$v" --tls-max "$v" "https://localhost:${pyport:-1}/" \
 			--resolve "localhost:${pyport:-1}:127.0.0.1"
 	done
@@ -320,7 +329,7 @@ for t in "${types[@]}"; do
 	wait_tls "$p" || { fail "nginx did not listen on $p"; cat "$ng/error.log" "$ng/stderr.log"; continue; }
 	for v in 1.2 1.3; do
 		check_out "nginx ssl_certificate_key $t.ref, TLS $v, to curl" "served by nginx over TLSv$v" \
-			env -u OPENSSL_CONF curl -sS --max-time 60 --cacert "$ca/ca.pem" "--tlsv$v" --tls-max "$v" \
+			env -u OPENSSL_CONF timeout 90 curl -sS --max-time 60 --cacert "$ca/ca.pem" "--tlsv$v" --tls-max "$v" \
 			"https://localhost:$p/" --resolve "localhost:$p:127.0.0.1"
 		check_out "nginx ssl_certificate_key $t.ref, TLS $v, to gnutls-cli" "served by nginx over TLSv$v" \
 			bash -c "printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' | timeout 60 gnutls-cli \
