@@ -30,8 +30,11 @@
 #include "clients/provider/keyref.h"
 #include "clients/provider/provider.h"
 
-/* A key reference file with room for a certificate chain in front of the reference. */
-#define PEM_INPUT_MAX (64 * 1024)
+/* A line of a PEM block (64 base64 characters), and a whole reference block, with room to spare. */
+#define KEYREF_LINE_MAX 256
+#define KEYREF_PEM_MAX 4096
+/* Text before the first PEM block that is read through, as PEM readers skip it. */
+#define KEYREF_SKIP_MAX (64 * 1024)
 
 /* Read at most @max bytes of @cin; *@len > @max says there was more. NULL on failure. */
 static unsigned char *read_bounded(struct ksp_ctx *ctx, OSSL_CORE_BIO *cin, size_t max, size_t *len)
@@ -65,34 +68,62 @@ static void ksp_dec_freectx(void *dctx)
 	(void)dctx;
 }
 
+/*
+ * The first PEM block of the input, as every PEM reader takes it (text
+ * before it skipped), read line by line so that the input is left just
+ * after it, where a store reading several objects continues. Only a
+ * KEYSVC KEY REFERENCE block is read further; it is at most
+ * KEYREF_PEM_MAX bytes, a few times what key-ref writes.
+ */
 static int ksp_pem_decode(void *dctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *object_cb,
 			  void *object_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
+	static const char begin[] = "-----BEGIN " KSP_KEYREF_PEM_LABEL "-----";
 	struct ksp_ctx *ctx = dctx;
-	char *label = NULL, *header = NULL;
-	unsigned char *in, *der = NULL;
-	const char *begin;
+	char line[KEYREF_LINE_MAX], text[KEYREF_PEM_MAX], *label = NULL, *header = NULL;
+	unsigned char *der = NULL;
+	size_t used = 0, skipped = 0, n;
 	long der_len = 0;
+	int got;
 	OSSL_PARAM params[3];
-	size_t len;
-	BIO *mem = NULL;
+	BIO *in, *mem = NULL;
 	int r = 1;
 
 	(void)selection;
 	(void)pw_cb;
 	(void)pw_cbarg;
-	if ((in = read_bounded(ctx, cin, PEM_INPUT_MAX, &len)) == NULL)
+	if ((in = BIO_new_from_core_bio(ctx->libctx, cin)) == NULL)
 		return 1;
-	/* Not a reference (a PEM key, or too large to be one): the other decoders' business. */
-	if (len > PEM_INPUT_MAX || memchr(in, '\0', len) != NULL ||
-	    (begin = strstr((char *)in, "-----BEGIN " KSP_KEYREF_PEM_LABEL "-----")) == NULL)
+	do {
+		/* No PEM block at all, or not near the start: not what key-ref writes. */
+		if (skipped > KEYREF_SKIP_MAX || (got = BIO_gets(in, line, sizeof(line))) <= 0)
+			goto out;
+		skipped += (size_t)got;
+	} while (strncmp(line, "-----BEGIN ", 11) != 0);
+	/* Another block (a PEM key, a certificate): the other decoders' business. */
+	if (strncmp(line, begin, sizeof(begin) - 1) != 0 || strspn(line + sizeof(begin) - 1, "\r\n") !=
+	    strlen(line + sizeof(begin) - 1))
 		goto out;
-	if ((mem = BIO_new_mem_buf(begin, (int)(len - (size_t)(begin - (char *)in)))) == NULL)
+	r = 0;
+	for (;;) {
+		n = strlen(line);
+		if (used + n >= sizeof(text)) {
+			ksp_raise(ctx, KSP_R_BAD_URI, "key reference: a " KSP_KEYREF_PEM_LABEL
+				  " block longer than %d bytes", KEYREF_PEM_MAX);
+			goto out;
+		}
+		memcpy(text + used, line, n);
+		used += n;
+		if (strncmp(line, "-----END ", 9) == 0)
+			break;
+		if (BIO_gets(in, line, sizeof(line)) <= 0)
+			break;          /* cut short: PEM_read_bio below says so */
+	}
+	if ((mem = BIO_new_mem_buf(text, (int)used)) == NULL)
 		goto out;
 	if (PEM_read_bio(mem, &label, &header, &der, &der_len) <= 0 ||
 	    strcmp(label, KSP_KEYREF_PEM_LABEL) != 0) {
 		ksp_raise(ctx, KSP_R_BAD_URI, "key reference: a " KSP_KEYREF_PEM_LABEL " block that is not valid PEM");
-		r = 0;
 		goto out;
 	}
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)der_len);
@@ -105,7 +136,7 @@ out:
 	OPENSSL_free(header);
 	OPENSSL_free(der);
 	BIO_free(mem);
-	free(in);
+	BIO_free(in);
 	return r;
 }
 

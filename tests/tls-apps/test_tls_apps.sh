@@ -179,6 +179,15 @@ make_ref() { # make_ref FILE KEY [SOCKET]
 make_ref "$work/hand.ref" web-ec-p256
 check_out "provider-check --key: a hand-made reference works" "signature: made by keysvcd, verified" \
 	ks_cli provider-check --key "$work/hand.ref"
+{ echo "key reference of web-ec-p256, made by hand"; cat "$work/hand.ref"; } >"$work/commented.ref"
+check_out "provider-check --key: text before the block is skipped, as PEM readers do" \
+	"signature: made by keysvcd, verified" ks_cli provider-check --key "$work/commented.ref"
+# The decoder leaves every other PEM to the other providers.
+for cnf in default-first keysvc-first; do
+	check "$cnf: a PEM private key file still loads with the provider loaded" bash -c \
+		"OPENSSL_CONF='$work/$cnf.cnf' openssl pkey -in '$ca/server.key' -pubout | \
+		 cmp -s - <(openssl pkey -in '$ca/server.key' -pubout)"
+done
 
 # ---- provider-check ----
 check_out "provider-check: default listed first" "ok: OpenSSL programs" ks_cli provider-check
