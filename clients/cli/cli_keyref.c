@@ -138,25 +138,43 @@ static int exit_for_reason(int reason)
 	}
 }
 
-/*
- * The socket the keysvc provider of configuration @file will use: its
- * section's "socket =" (openssl_conf -> providers -> keysvc), else
- * $KEYSVC_SOCKET, else the default. Into @out.
- */
-static void provider_socket(const char *file, char *out, size_t len)
+/* The keysvc provider's section of an OpenSSL configuration, as written (not as loaded). */
+struct cnf_keysvc {
+	int found;                  /* openssl_conf -> providers -> keysvc leads to a section */
+	char section[128];
+	char module[PATH_MAX];      /* "": not set (OpenSSL looks in its modules directory) */
+	char activate[16];
+	char socket[PATH_MAX];      /* the socket the provider will use, with the fallbacks applied */
+};
+
+static void cnf_copy(char *out, size_t len, const CONF *conf, const char *sect, const char *name)
 {
-	const char *init, *provs, *sect, *sock = NULL, *env = getenv(KEYSVC_SOCKET_ENV);
+	const char *v = NCONF_get_string(conf, sect, name);
+
+	snprintf(out, len, "%s", v != NULL ? v : "");
+}
+
+/* Read @file's keysvc section: its "socket =", else $KEYSVC_SOCKET, else the default. */
+static void read_cnf(const char *file, struct cnf_keysvc *k)
+{
+	const char *init, *provs, *sect, *env = getenv(KEYSVC_SOCKET_ENV);
 	CONF *conf = NCONF_new(NULL);
 
+	memset(k, 0, sizeof(*k));
 	if (conf != NULL && NCONF_load(conf, file, NULL) > 0 &&
 	    (init = NCONF_get_string(conf, NULL, "openssl_conf")) != NULL &&
 	    (provs = NCONF_get_string(conf, init, "providers")) != NULL &&
-	    (sect = NCONF_get_string(conf, provs, "keysvc")) != NULL)
-		sock = NCONF_get_string(conf, sect, "socket");
+	    (sect = NCONF_get_string(conf, provs, "keysvc")) != NULL) {
+		k->found = 1;
+		snprintf(k->section, sizeof(k->section), "%s", sect);
+		cnf_copy(k->module, sizeof(k->module), conf, sect, "module");
+		cnf_copy(k->activate, sizeof(k->activate), conf, sect, "activate");
+		cnf_copy(k->socket, sizeof(k->socket), conf, sect, "socket");
+	}
 	ERR_clear_error();
-	if (sock == NULL || sock[0] == '\0')
-		sock = env != NULL && env[0] != '\0' ? env : KEYSVC_DEFAULT_SOCKET;
-	snprintf(out, len, "%s", sock);
+	if (k->socket[0] == '\0')
+		snprintf(k->socket, sizeof(k->socket), "%s",
+			 env != NULL && env[0] != '\0' ? env : KEYSVC_DEFAULT_SOCKET);
 	NCONF_free(conf);
 }
 
@@ -250,6 +268,7 @@ int cli_provider_check_main(int argc, char **argv, const struct ks_cmd_global *c
 	const char *key = NULL, *env = getenv("OPENSSL_CONF");
 	char *deflt = NULL, file[PATH_MAX], sock[PATH_MAX], errs[1024], msg[PATH_MAX + 256];
 	struct keysvc_hello *h = NULL;
+	struct cnf_keysvc k;
 	OSSL_LIB_CTX *lc = NULL;
 	keysvc *ks = NULL;
 	int ch, r, reason;
@@ -293,6 +312,25 @@ int cli_provider_check_main(int argc, char **argv, const struct ks_cmd_global *c
 		goto out;
 	}
 	/* 2. The providers it activates. */
+	read_cnf(file, &k);
+	if (!OSSL_PROVIDER_available(lc, "keysvc") && k.found) {
+		char why[PATH_MAX + 160];
+
+		/* OpenSSL skips a configured provider that fails to load without a word. */
+		if (k.activate[0] == '\0')
+			snprintf(why, sizeof(why), "add \"activate = 1\" to that section");
+		else if (k.module[0] != '\0' && access(k.module, R_OK) != 0)
+			snprintf(why, sizeof(why), "its module = path cannot be read (%s: %s); keysvc.so is "
+				 "installed in OpenSSL's ossl-modules directory (openssl version -m)",
+				 k.module, strerror(errno));
+		else
+			snprintf(why, sizeof(why), "the module did not load (`openssl list -providers` with "
+				 "this OPENSSL_CONF gives OpenSSL's reason)");
+		r = cli_report_named(&c.g, KS_EXIT_CONFIG, "provider",
+				     "%s names the keysvc provider ([%s]) but OpenSSL did not activate it: %s",
+				     file, k.section, why);
+		goto out;
+	}
 	if (!OSSL_PROVIDER_available(lc, "keysvc")) {
 		openssl_errors(errs, sizeof(errs), &reason);
 		r = cli_report_named(&c.g, KS_EXIT_CONFIG, "provider",
@@ -316,7 +354,7 @@ int cli_provider_check_main(int argc, char **argv, const struct ks_cmd_global *c
 	json_object_set_new(c.report, "providers", json_pack("[s, s]", "default", "keysvc"));
 
 	/* 3. keysvcd, on the socket the provider will use. */
-	provider_socket(file, sock, sizeof(sock));
+	snprintf(sock, sizeof(sock), "%s", k.socket);
 	json_object_set_new(c.report, "socket", json_string(sock));
 	if ((r = keysvc_connect(sock, &ks)) != KEYSVC_OK) {
 		ks_connect_error_text(msg, sizeof(msg), sock, r, errno);

@@ -205,6 +205,13 @@ printf 'openssl_conf = openssl_init\n[openssl_init]\nproviders = p\n[p]\nkeysvc 
 	"$KS_PROVIDER_DIR/keysvc.so" >"$work/nodefault.cnf"
 run_exit 3 "activates keysvc but not default" "provider-check: keysvc without default" \
 	env OPENSSL_CONF="$work/nodefault.cnf" "$KS_KEYSVC_CLI" provider-check
+sed "s|^module = .*|module = $work/no/keysvc.so|" "$work/default-first.cnf" >"$work/nomodule.cnf"
+run_exit 3 "its module = path cannot be read" "provider-check: the module path is wrong" \
+	env OPENSSL_CONF="$work/nomodule.cnf" "$KS_KEYSVC_CLI" provider-check
+# No "activate": OpenSSL 3.0 knows the provider and leaves it unloaded ("activate = 0" activates it).
+sed "/^module = /{n;n;/^activate = 1/d}" "$work/default-first.cnf" >"$work/inactive.cnf"
+run_exit 3 'add "activate = 1" to that section' "provider-check: keysvc named but not activated" \
+	env OPENSSL_CONF="$work/inactive.cnf" "$KS_KEYSVC_CLI" provider-check
 sed "s|^socket = .*|socket = $work/nowhere.sock|" "$work/default-first.cnf" >"$work/nowhere.cnf"
 run_exit 7 "cannot reach keysvcd" "provider-check: keysvcd not on the configured socket" \
 	env OPENSSL_CONF="$work/nowhere.cnf" "$KS_KEYSVC_CLI" provider-check
