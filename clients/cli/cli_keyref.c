@@ -54,7 +54,7 @@ int cli_key_ref(const struct cli_global *g, const char *name, const char *out)
 		cli_out_abort(&o);
 		return r;
 	}
-	/* A reference to a key that is not there, or not ours to use, would fail only later in some program. */
+	/* A reference to a key that is not there, or not ours to read, would fail later in some program. */
 	if ((r = keysvc_key_public(ks, name, &pub, &type)) != KEYSVC_OK) {
 		cli_out_abort(&o);
 		return cli_fail_on(g, ks, r);
@@ -98,7 +98,10 @@ struct check {
 	json_t *report;            /* --json: what was found */
 };
 
-/* "the OpenSSL errors: ..." of the queue, emptied, into @buf. */
+/*
+ * The OpenSSL error queue, emptied, as one line into @buf; *@reason_out is
+ * the reason of the keysvc provider's first error in it, 0 if none.
+ */
 static void openssl_errors(char *buf, size_t len, int *reason_out)
 {
 	const char *data, *func;
@@ -178,17 +181,17 @@ static void read_cnf(const char *file, struct cnf_keysvc *k)
 	NCONF_free(conf);
 }
 
-static int say(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say(struct check *c, const char *fmt, ...)
+/* One line of the human report; --json prints one object at the end instead. */
+static void say(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct check *c, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (c->g.json)
-		return 0;
+		return;
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
-	return 0;
 }
 
 static int check_key(struct check *c, OSSL_LIB_CTX *lc, const char *path)
