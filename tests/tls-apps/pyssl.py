@@ -10,6 +10,7 @@ VERSION is 1.2 or 1.3. The key file goes to load_cert_chain() as an admin
 would write it: OpenSSL's decoders (the keysvc provider, from OPENSSL_CONF)
 turn it into the token's key.
 """
+import os
 import socket
 import ssl
 import sys
@@ -44,7 +45,6 @@ def server(portfile, cert, keyfile, count):
         ls.settimeout(60)
         with open(portfile + ".tmp", "w") as f:
             f.write(str(ls.getsockname()[1]))
-        import os
         os.rename(portfile + ".tmp", portfile)
         for _ in range(int(count)):
             conn, _ = ls.accept()
