@@ -19,6 +19,7 @@ packages=(
 	groff-base                  # test_man.sh formats the manual pages (docs/man/) with groff -ww
 	debhelper dpkg-dev lintian  # the Debian packages (debian/): dpkg-buildpackage and lintian in the package tests
 	logrotate                   # package-system rotates the audit log with the shipped logrotate snippet
+	nginx-light gnutls-bin      # tests/tls-apps: nginx serves HTTPS with a key reference file; gnutls-cli is its other client
 )
 
 missing=()

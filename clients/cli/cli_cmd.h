@@ -91,6 +91,17 @@ int cli_fail_on(const struct cli_global *g, keysvc *ks, int err);
  */
 int cli_fail_change(const struct cli_global *g, keysvc *ks, int err, const char *change);
 
+/*
+ * `keysvc key-ref NAME [--out FILE]` (cli_keyref.c): after keysvcd shows
+ * key @name exists and may be read, a key reference file (PEM, no secret)
+ * naming it, and the socket if --socket was given, to @out or stdout.
+ */
+int cli_key_ref(const struct cli_global *g, const char *name, const char *out);
+
+/* `keysvc provider-check [--key FILE]` (cli_keyref.c): its usage text, and the command. */
+extern const char cli_provider_check_usage[];
+int cli_provider_check_main(int argc, char **argv, const struct ks_cmd_global *g);
+
 /* audit-verify's usage text, and the command (argv[0] is "audit-verify"); an exit code. */
 extern const char cli_audit_verify_usage[];
 int cli_audit_verify_main(int argc, char **argv, const struct ks_cmd_global *g);

@@ -59,6 +59,8 @@ static const char main_usage[] =
 	"  verify                     do the configured endpoints serve the installed certificates?\n"
 	"  audit-verify FILE...       check the hash chain of keysvcd's audit log files\n"
 	"  track NAME --cert FILE     add a certificate made by hand to the inventory (status)\n"
+	"  key-ref NAME [--out FILE]  a key reference file, for programs that read key files\n"
+	"  provider-check [--key F]   can OpenSSL programs here use keysvc keys?\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   daemon socket (default $" KEYSVC_SOCKET_ENV ", then " KEYSVC_DEFAULT_SOCKET ")\n"
@@ -648,6 +650,11 @@ static int cmd_cert_put(const struct cli_global *g, struct cmd_args *a)
 	return KS_EXIT_OK;
 }
 
+static int cmd_key_ref(const struct cli_global *g, struct cmd_args *a)
+{
+	return cli_key_ref(g, a->pos[0], a->out);
+}
+
 static const struct command {
 	const char *name;
 	unsigned options;           /* O(OPT_...) mask */
@@ -711,6 +718,15 @@ static const struct command {
 	{ "verify", 0, 0, 0, NULL, ks_verify_usage, ks_verify_main },
 	{ "audit-verify", 0, 0, 0, NULL, cli_audit_verify_usage, cli_audit_verify_main },
 	{ "track", 0, 0, 0, NULL, ks_track_usage, ks_track_main },
+	{ "key-ref", O(OPT_OUT), 1, 1, cmd_key_ref,
+	  "Usage: keysvc [--socket PATH] key-ref NAME [--out FILE]\n"
+	  "Writes a key reference file for key NAME (PEM, \"KEYSVC KEY REFERENCE\"): it\n"
+	  "names the key, and the socket when --socket is given, and holds no secret.\n"
+	  "A program whose OpenSSL loads the keysvc provider (keysvc provider-check)\n"
+	  "takes FILE wherever it takes a PEM private key file (curl --key, Python's\n"
+	  "load_cert_chain(keyfile=), nginx's ssl_certificate_key) and signs through\n"
+	  "keysvcd. keysvcd is asked first whether NAME exists and may be read.\n" },
+	{ "provider-check", 0, 0, 0, NULL, cli_provider_check_usage, cli_provider_check_main },
 };
 
 int main(int argc, char **argv)

@@ -1,4 +1,5 @@
 #include "clients/provider/provider.h"
+#include "clients/provider/decoder.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -254,6 +255,17 @@ static const OSSL_ALGORITHM stores[] = {
 	{ NULL, NULL, NULL, NULL },
 };
 
+/* Key reference files (decoder.c): PEM to DER, then DER to a keysvc key. */
+static const OSSL_ALGORITHM decoders[] = {
+	{ "DER", "provider=keysvc,input=pem", ksp_pem_decoder_functions,
+	  "keysvc key reference files (PEM)" },
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", KSP_DECODER_DER_PROPS,
+	  ksp_der_rsa_decoder_functions, "keysvc key references to RSA keys" },
+	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", KSP_DECODER_DER_PROPS,
+	  ksp_der_ec_decoder_functions, "keysvc key references to EC keys" },
+	{ NULL, NULL, NULL, NULL },
+};
+
 static const OSSL_ALGORITHM *ksp_query(void *provctx, int operation_id, int *no_cache)
 {
 	(void)provctx;
@@ -265,6 +277,8 @@ static const OSSL_ALGORITHM *ksp_query(void *provctx, int operation_id, int *no_
 		return signatures;
 	case OSSL_OP_STORE:
 		return stores;
+	case OSSL_OP_DECODER:
+		return decoders;
 	default:
 		return NULL;
 	}
