@@ -28,6 +28,7 @@
 #include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
+#include "proto/wire.h"
 
 #define KEYREF_FILE_MAX (64 * 1024)
 
@@ -38,9 +39,7 @@ int cli_key_ref(const struct cli_global *g, const char *name, const char *out)
 	keysvc *ks;
 	int r;
 
-	if (!ksp_keyref_name_ok(name))
-		return cli_usage_error(g, "%s: not a key name (1 to 64 of A-Z a-z 0-9 . _ -, "
-				       "not starting with . or -)", name);
+	/* The name passed proto/wire's rule in keysvc-cli.c before any command runs. */
 	/*
 	 * The socket goes into the file only when given here: otherwise the
 	 * program's provider uses its own (openssl.cnf, $KEYSVC_SOCKET). An

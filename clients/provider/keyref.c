@@ -28,15 +28,6 @@ IMPLEMENT_STATIC_ASN1_ALLOC_FUNCTIONS(KSP_KEYREF)
 IMPLEMENT_STATIC_ASN1_ENCODE_FUNCTIONS(KSP_KEYREF)
 #pragma GCC diagnostic pop
 
-int ksp_keyref_name_ok(const char *name)
-{
-	size_t n = strlen(name);
-
-	if (n == 0 || n > KSP_KEYREF_NAME_MAX || name[0] == '.' || name[0] == '-')
-		return 0;
-	return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 /* A socket path: absolute, printable, short enough for sun_path. */
 static int socket_ok(const char *s)
 {
@@ -79,7 +70,7 @@ int ksp_keyref_decode(const unsigned char *der, size_t len, struct ksp_keyref *r
 		   strlen(KSP_KEYREF_DESCRIPTION)) != 0)
 		goto out;
 	r = -EINVAL;
-	if (copy_string(obj->key, ref->name, KSP_KEYREF_NAME_MAX) < 0 || !ksp_keyref_name_ok(ref->name)) {
+	if (copy_string(obj->key, ref->name, KSP_KEYREF_NAME_MAX) < 0 || !ks_key_name_valid(ref->name)) {
 		snprintf(why, why_len, "the key name is not a keysvc key name "
 			 "(1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -)");
 		goto out;
@@ -107,7 +98,7 @@ int ksp_keyref_pem(const char *name, const char *socket, char **pem)
 	int len, r = -ENOMEM;
 
 	*pem = NULL;
-	if (!ksp_keyref_name_ok(name) || (socket != NULL && socket[0] != '\0' && !socket_ok(socket)))
+	if (!ks_key_name_valid(name) || (socket != NULL && socket[0] != '\0' && !socket_ok(socket)))
 		return -EINVAL;
 	if ((obj = KSP_KEYREF_new()) == NULL ||
 	    !ASN1_STRING_set(obj->description, KSP_KEYREF_DESCRIPTION, -1) ||

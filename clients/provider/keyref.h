@@ -22,11 +22,13 @@
 
 #include <stddef.h>
 
+#include "proto/wire.h"
+
 #define KSP_KEYREF_PEM_LABEL "KEYSVC KEY REFERENCE"
 #define KSP_KEYREF_DESCRIPTION "keysvc key reference"
 /* The OSSL_OBJECT_PARAM_DATA_STRUCTURE between the PEM and the DER decoder. */
 #define KSP_KEYREF_STRUCTURE "KeysvcKeyReference"
-#define KSP_KEYREF_NAME_MAX 64
+#define KSP_KEYREF_NAME_MAX KS_KEY_NAME_MAX
 /* sizeof(sun_path) - 1: a longer path would name another socket. */
 #define KSP_KEYREF_SOCKET_MAX 107
 /* A reference is a few hundred bytes; anything larger is not one. */
@@ -36,9 +38,6 @@ struct ksp_keyref {
 	char name[KSP_KEYREF_NAME_MAX + 1];
 	char socket[KSP_KEYREF_SOCKET_MAX + 1];   /* "": the reader's own socket */
 };
-
-/* keysvc's key name rule: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -. */
-int ksp_keyref_name_ok(const char *name);
 
 /*
  * Decode the DER body of a key reference into @ref. 0 on success;

@@ -161,7 +161,7 @@ done
 check_out "key-ref --json" '"key_ref":"-----BEGIN KEYSVC KEY REFERENCE-----' ks_cli key-ref web-ec-p256 --json
 run_exit 14 "no-such-key" "key-ref of a key keysvcd does not have" ks_cli key-ref web-missing --out "$work/missing.ref"
 check "key-ref of a missing key leaves no file" test ! -e "$work/missing.ref"
-run_exit 2 "not a key name" "key-ref of a bad name" ks_cli key-ref ../etc
+run_exit 2 "not a valid key name" "key-ref of a bad name" ks_cli key-ref ../etc
 
 # A hand-made reference (openssl asn1parse -genconf) for what key-ref never writes.
 make_ref() { # make_ref FILE KEY [SOCKET]

@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 
 #include "clients/provider/keyref.h"
+#include "proto/wire.h"
 
 /* The DER body of PEM text @pem, which must be a key reference. */
 static unsigned char *body(const char *pem, long *len)
@@ -180,7 +181,7 @@ static void test_mutations(void **state)
 			r = ksp_keyref_decode(copy, n, &ref, why, sizeof(why));
 			assert_true(r == 0 || r == -ENOMSG || r == -EINVAL);
 			if (r == 0) {
-				assert_true(ksp_keyref_name_ok(ref.name));
+				assert_true(ks_key_name_valid(ref.name));
 				assert_true(ref.socket[0] == '\0' || ref.socket[0] == '/');
 			}
 		}
