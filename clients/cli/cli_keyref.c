@@ -28,7 +28,6 @@
 #include "clients/renew/common/clikeysvc.h"
 #include "keysvc/keysvc.h"
 #include "proto/exitcode.h"
-#include "proto/wire.h"
 
 #define KEYREF_FILE_MAX (64 * 1024)
 
