@@ -191,7 +191,7 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct hello_req *h = arg;
 	struct ks_token_info info;
-	json_t *types, *algs, *tok, *result;
+	json_t *types, *algs, *data_only, *tok, *result;
 	const char *health;
 	size_t i;
 	json_t *v;
@@ -214,12 +214,20 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	/* "token-unavailable" is the unavailable state's wire name since version 1. */
 	health = info.health == KS_HEALTH_OK ? "ok" :
 		 info.health == KS_HEALTH_DEGRADED ? "degraded" : "token-unavailable";
+	/* Only what the token can do (pkcs11/caps.c). */
 	types = json_array();
 	algs = json_array();
+	data_only = json_array();
 	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
-		json_array_append_new(types, json_string(ks_key_type_name((enum ks_key_type)t)));
-	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++)
+		if (info.key_types & (1u << t))
+			json_array_append_new(types, json_string(ks_key_type_name((enum ks_key_type)t)));
+	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++) {
+		if (!(info.sig_algs & (1u << a)))
+			continue;
 		json_array_append_new(algs, json_string(ks_sig_alg_name((enum ks_sig_alg)a)));
+		if (!(info.digest_algs & (1u << a)))
+			json_array_append_new(data_only, json_string(ks_sig_alg_name((enum ks_sig_alg)a)));
+	}
 	tok = json_pack("{s:s, s:s, s:s, s:s, s:s}",
 			"label", info.label, "manufacturer", info.manufacturer,
 			"model", info.model, "serial", info.serial,
@@ -236,6 +244,12 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		json_decref(result);
 		result = NULL;
 	}
+	if (result != NULL && json_array_size(data_only) > 0 &&
+	    json_object_set(result, "data_only", data_only) != 0) {
+		json_decref(result);
+		result = NULL;
+	}
+	json_decref(data_only);
 	return ks_reply_set_result(rep, result);
 }
 
@@ -285,10 +299,13 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct key_req *k = arg;
 	enum ks_key_type type = ks_key_type_from_name(k->type);
 	EVP_PKEY *pub = NULL;
+	char why[160];
 	int r;
 
 	if (type == KS_KEY_NONE)
 		return ks_reply_error(rep, -EOPNOTSUPP, "unknown key type %s", k->type);
+	if (ks_token_check_key_type(ctx->token, type, why, sizeof(why)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s: %s", k->type, why);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
@@ -442,8 +459,8 @@ static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 		return r;
 	if ((r = audit_intent(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
 		return r;
-	return ks_token_sign_digest(ts->ctx->token, ts->rq->key, alg, digest, digest_len,
-				    sig, sig_len);
+	return ks_token_sign(ts->ctx->token, ts->rq->key, alg, tbs, tbs_len, digest, digest_len,
+			     sig, sig_len);
 }
 
 static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
@@ -559,7 +576,7 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	unsigned md_len = 0;
 	uint8_t *in = NULL, *sig = NULL;
 	size_t in_len = 0, sig_len = 0;
-	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1];
+	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1], why[256];
 	const char *signed_name;
 	int r;
 
@@ -567,6 +584,8 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		return ks_reply_error(rep, -EOPNOTSUPP, "unknown signature algorithm %s", s->alg);
 	if ((s->digest == NULL) == (s->data == NULL))
 		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
+	if (ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s", why);
 	if (s->digest != NULL) {
 		r = ks_b64_decode(s->digest, strlen(s->digest), 64, &in, &in_len);
 		if (r == -EINVAL || r == -EMSGSIZE || (r == 0 && in_len != ks_sig_alg_digest_len(alg))) {
@@ -603,7 +622,13 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	}
 	if ((r = audit_intent(ctx, rq, rep, signed_name, signed_hex)) != 0)
 		goto out;
-	r = ks_token_sign_digest(ctx->token, rq->key, alg, md, md_len, &sig, &sig_len);
+	r = ks_token_sign(ctx->token, rq->key, alg, s->data != NULL ? in : NULL, in_len, md, md_len,
+			  &sig, &sig_len);
+	if (r == -EOPNOTSUPP &&
+	    ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0) {
+		ks_reply_error(rep, r, "%s", why);
+		goto out;
+	}
 	if (r == -EINVAL) {
 		ks_reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
 		goto out;

@@ -546,6 +546,8 @@ CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		if ((rv = ks_tok_require_login(tok, s)) != CKR_OK)
 			return rv;
 		*err = ks_tok_key_missing(tok, k->name, snap);
+		if (*err == -ENOENT)
+			ks_tok_missed_unknown = 1;
 		return CKR_OK;
 	}
 	if (n > 1) {
@@ -620,7 +622,7 @@ int ks_token_key_info(struct ks_token *tok, const char *name, struct ks_key_info
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.info = info;
-	return ks_tok_run_op(tok, "key info", info_op, &ia);
+	return ks_tok_run_key_op(tok, "key info", info_op, &ia);
 }
 
 int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
@@ -634,7 +636,7 @@ int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.pub = pub;
-	if ((r = ks_tok_run_op(tok, "public key", info_op, &ia)) != 0) {
+	if ((r = ks_tok_run_key_op(tok, "public key", info_op, &ia)) != 0) {
 		EVP_PKEY_free(*pub);
 		*pub = NULL;
 	}

@@ -460,6 +460,7 @@ static int find_slot(struct ks_token *tok)
 		goto out;
 	}
 	refresh_info(tok, &found_ti);
+	ks_tok_probe_caps(tok);
 	r = 0;
 out:
 	free(slots);
@@ -502,6 +503,39 @@ static int reconnect_locked(struct ks_token *tok)
 	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
 		return r;
 	return ks_tok_open_pool(tok);
+}
+
+int ks_tok_rescan(struct ks_token *tok, const char *name)
+{
+	int64_t now = ks_tok_mono_ms();
+	char reason[96];
+	int r;
+
+	pthread_mutex_lock(&tok->state_lock);
+	if (tok->state != TOKEN_UP || tok->closing ||
+	    (tok->rescan_ms != 0 && now - tok->rescan_ms < KS_RESCAN_MIN_MS)) {
+		pthread_mutex_unlock(&tok->state_lock);
+		return -EAGAIN;
+	}
+	tok->rescan_ms = now;
+	pthread_mutex_unlock(&tok->state_lock);
+	ks_info("no key %s on the token: initialising the module again to see keys other "
+		"programs made (at most once every %d s)", name, KS_RESCAN_MIN_MS / 1000);
+	pthread_rwlock_wrlock(&tok->rw);
+	r = reconnect_locked(tok);
+	if (r == 0) {
+		tok->generation++;
+		pthread_mutex_lock(&tok->state_lock);
+		tok->reinit_count++;
+		pthread_mutex_unlock(&tok->state_lock);
+	}
+	pthread_rwlock_unlock(&tok->rw);
+	if (r != 0 && r != -EKEYREJECTED) {
+		snprintf(reason, sizeof(reason), "initialising the module again failed (%s)",
+			 strerror(-r));
+		ks_tok_go_down(tok, reason);
+	}
+	return r;
 }
 
 static void *reconnect_main(void *arg)
@@ -719,6 +753,9 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 	pthread_mutex_lock(&tok->info_lock);
 	*info = tok->info;
 	info->up = st == TOKEN_UP;
+	info->key_types = tok->caps.key_types;
+	info->sig_algs = tok->caps.sig_algs;
+	info->digest_algs = tok->caps.digest_algs;
 	info->health_reason[0] = '\0';
 	if (st != TOKEN_UP) {
 		info->health = KS_HEALTH_UNAVAILABLE;
