@@ -335,7 +335,12 @@ static int is_fault(CK_RV rv)
  * at KS_FAULT_REINIT_MIN_MS and doubles while the faults go on, so a
  * fault that survives re-initialisation does not make a loop of them.
  */
-int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
+static int is_exhaustion(CK_RV rv)
+{
+	return rv == CKR_DEVICE_MEMORY || rv == CKR_HOST_MEMORY;
+}
+
+int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const char *what)
 {
 	int64_t now = ks_tok_mono_ms();
 	int due = 0;
@@ -344,13 +349,17 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
 		return 0;
 	pthread_mutex_lock(&tok->info_lock);
 	if (rv == CKR_OK) {
-		tok->faults = 0;
-		tok->fault_backoff_ms = 0;
+		if (tok->faults == 0 || !is_exhaustion(tok->fault_rv) ||
+		    (tok->fault_what != NULL && what != NULL && strcmp(tok->fault_what, what) == 0)) {
+			tok->faults = 0;
+			tok->fault_backoff_ms = 0;
+		}
 	} else {
 		if (tok->faults++ == 0)
 			tok->fault_since = time(NULL);
 		tok->fault_rv = rv;
 		tok->fault_fn = fn != NULL ? fn : "token";
+		tok->fault_what = what;
 		if (tok->faults >= KS_FAULT_THRESHOLD &&
 		    (tok->fault_backoff_ms == 0 ||
 		     now - tok->fault_reinit_ms >= (int64_t)tok->fault_backoff_ms)) {
@@ -500,9 +509,15 @@ static int reconnect_locked(struct ks_token *tok)
 		tok->initialized = 0;
 		tok->owns_init = 0;
 	}
-	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
+	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0 ||
+	    (r = ks_tok_open_pool(tok)) != 0)
 		return r;
-	return ks_tok_open_pool(tok);
+	/* What the token ran out of was freed with the module's state. */
+	pthread_mutex_lock(&tok->info_lock);
+	if (is_exhaustion(tok->fault_rv))
+		tok->faults = 0;
+	pthread_mutex_unlock(&tok->info_lock);
+	return 0;
 }
 
 int ks_tok_rescan(struct ks_token *tok, const char *name)
@@ -765,8 +780,9 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 		info->health = KS_HEALTH_DEGRADED;
 		utc_stamp(since, sizeof(since), tok->fault_since);
 		snprintf(info->health_reason, sizeof(info->health_reason),
-			 "%s: %s %u time%s since %s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
-			 tok->faults, tok->faults == 1 ? "" : "s", since);
+			 "%s: %s %u time%s since %s%s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
+			 tok->faults, tok->faults == 1 ? "" : "s", since,
+			 is_exhaustion(tok->fault_rv) ? " (the token is out of memory)" : "");
 	} else {
 		info->health = KS_HEALTH_OK;
 	}

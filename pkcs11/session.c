@@ -222,7 +222,7 @@ int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 		if (cls == RV_STALE && ks_tok_require_login(tok, ss.h) != CKR_OK)
 			cls = RV_SESSION;
 		release(tok, &ss);
-		if (ks_tok_note_result(tok, rv, ks_tok_p11_failed_fn)) {
+		if (ks_tok_note_result(tok, rv, ks_tok_p11_failed_fn, what)) {
 			char reason[96];
 
 			snprintf(reason, sizeof(reason), "%s: %s %d times in a row",

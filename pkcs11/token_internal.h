@@ -190,6 +190,7 @@ struct ks_token {
 	unsigned faults;
 	CK_RV fault_rv;
 	const char *fault_fn;   /* a string literal: the C_* name */
+	const char *fault_what; /* a string literal: the operation that met it */
 	time_t fault_since;
 	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
 	unsigned fault_backoff_ms;
@@ -265,6 +266,7 @@ struct key_ref {
 	enum ks_key_type type;
 	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
 	int always_auth;        /* CKA_ALWAYS_AUTHENTICATE: a login for every signature */
+	int can_decrypt;        /* CKA_DECRYPT true: made elsewhere, warned when looked up */
 	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
 	int unchecked;          /* @priv is a cached handle this request has not read back */
 	/*
@@ -322,11 +324,15 @@ void ks_tok_go_down(struct ks_token *tok, const char *reason);
 void ks_tok_mark_down(struct ks_token *tok, CK_RV rv);
 
 /*
- * Records the outcome @rv of one operation (@fn the failed call) in the
- * fault record. Returns 1 when it is the fault that makes the module due
- * to be initialised again (the caller then goes down), else 0.
+ * Records the outcome @rv of the operation @what (a string literal; @fn
+ * the failed call) in the fault record. Returns 1 when it is the fault
+ * that makes the module due to be initialised again (the caller then goes
+ * down), else 0. The token running out of memory (CKR_DEVICE_MEMORY,
+ * CKR_HOST_MEMORY: tpm2-pkcs11 out of TPM object contexts) is cleared only
+ * by a success of the same operation: a search that still works says
+ * nothing about the signatures that fail.
  */
-int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn);
+int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const char *what);
 
 /*
  * A key name no search showed and nobody knew: tpm2-pkcs11 shows an open

@@ -7,10 +7,11 @@
  *       never extractable, private, on the token and sign-only (decrypt,
  *       unwrap, derive, sign-recover false), and its secret part cannot be
  *       read; prints each attribute
- *   p11obj MODULE LABEL PIN_FILE generate NAME
+ *   p11obj MODULE LABEL PIN_FILE generate NAME [decrypt]
  *       makes an EC P-256 key pair labelled NAME (a random CKA_ID,
- *       sensitive, sign-only) in this process: a key made by some other
- *       program than keysvcd, such as an HSM's own provisioning tool
+ *       sensitive, sign-only, or also decrypt-capable with "decrypt") in
+ *       this process: a key made by some other program than keysvcd, such
+ *       as an HSM's own provisioning tool
  *
  * The PIN is read from PIN_FILE, never taken from the command line.
  */
@@ -137,7 +138,7 @@ static int attrs(const char *name)
 	return bad;
 }
 
-static int generate(const char *name)
+static int generate(const char *name, int can_decrypt)
 {
 	static const CK_BYTE p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -155,7 +156,7 @@ static int generate(const char *name)
 		{ CKA_SENSITIVE, &yes, sizeof(yes) },
 		{ CKA_EXTRACTABLE, &no, sizeof(no) },
 		{ CKA_SIGN, &yes, sizeof(yes) },
-		{ CKA_DECRYPT, &no, sizeof(no) },
+		{ CKA_DECRYPT, can_decrypt ? &yes : &no, sizeof(no) },
 		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
 		{ CKA_ID, id, sizeof(id) },
 	};
@@ -173,8 +174,8 @@ int main(int argc, char **argv)
 {
 	int r;
 
-	if (argc != 6) {
-		fprintf(stderr, "usage: p11obj MODULE LABEL PIN_FILE attrs|generate NAME\n");
+	if (argc != 6 && !(argc == 7 && strcmp(argv[6], "decrypt") == 0)) {
+		fprintf(stderr, "usage: p11obj MODULE LABEL PIN_FILE attrs|generate NAME [decrypt]\n");
 		return 2;
 	}
 	if (open_token(argv[1], argv[2], argv[3]) != 0)
@@ -182,7 +183,7 @@ int main(int argc, char **argv)
 	if (strcmp(argv[4], "attrs") == 0)
 		r = attrs(argv[5]);
 	else if (strcmp(argv[4], "generate") == 0)
-		r = generate(argv[5]);
+		r = generate(argv[5], argc == 7);
 	else
 		r = 2;
 	f->C_Logout(session);

@@ -218,6 +218,15 @@ check "keysvc sign with other-ec, verified by openssl" bash -c \
 	 '$KS_KEYSVC_CLI' sign other-ec --alg ecdsa-sha256 --in '$work/data' --out '$work/other.sig' &&
 	 openssl dgst -sha256 -verify '$work/other.pub' -signature '$work/other.sig' '$work/data'"
 check_fails_with "a name nobody made is still no-such-key" "no key named" ks_cli pubkey nobody-made-this
+check "... answered at once: no second re-initialisation within 10 s" test \
+	"$(grep -c 'initialising the module again to see keys' "$work/d/daemon.log")" -eq 1
+
+# A key that can decrypt, made elsewhere: keysvcd serves it, with a warning.
+check "another program makes key other-dec that can also decrypt" p11 generate other-dec decrypt
+sleep 10.5
+check "keysvc pubkey other-dec: found" ks_cli pubkey other-dec
+check "keysvcd warns that other-dec can decrypt" grep -q "key other-dec can decrypt" "$work/d/daemon.log"
+check "keysvcd never warned so about its own keys" bash -c "! grep 'can decrypt (CKA_DECRYPT' '$work/d/daemon.log' | grep -v other-dec"
 
 # Restart: the keys are still there and still sign.
 ks_cli list >"$work/list.before" 2>&1
