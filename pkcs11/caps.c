@@ -116,9 +116,9 @@ void ks_tok_probe_caps(struct ks_token *tok)
 	memset(&c, 0, sizeof(c));
 	/*
 	 * Room for all of it first, not the size the token gives for NULL:
-	 * tpm2-pkcs11 1.9 answers that with fewer mechanisms than it then
-	 * lists (10 of 28), and fills a list of that size without
-	 * CKR_BUFFER_TOO_SMALL.
+	 * tpm2-pkcs11 1.9 was seen to give fewer mechanisms than it lists
+	 * (10 of 28, on a token made with C_InitToken) and to fill a list of
+	 * that size without CKR_BUFFER_TOO_SMALL.
 	 */
 	n = KS_MECHS_MAX;
 	if ((list = calloc(n, sizeof(*list))) == NULL)
