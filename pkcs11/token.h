@@ -28,6 +28,14 @@
  *    the reconnect is taken as deleted elsewhere and answers -ENOENT from
  *    then on. Fault-driven reconnects are at least 1 s apart, doubling to
  *    60 s while the faults go on.
+ *    The token out of memory (CKR_DEVICE_MEMORY, CKR_HOST_MEMORY) stays
+ *    in the health record until the operation that met it succeeds or
+ *    the module is initialised again, whatever else succeeds meanwhile.
+ *  - A key name no search shows and nobody knew (key info, public key,
+ *    sign, certificates): the module is initialised again, at most once
+ *    every 10 s, and the operation retried once, so that keys made by
+ *    other programs are found on modules that show a running process
+ *    only the objects that existed when it initialised (tpm2-pkcs11).
  *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
  *    presented again (tokens lock after a few failures); every later call
  *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
@@ -38,7 +46,9 @@
  * generation). Private keys are always generated with CKA_TOKEN,
  * CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false and CKA_SIGN as
  * their only capability; nothing in this module reads or exports private
- * key material.
+ * key material. What the token can do is read from its mechanism list at
+ * open and after every reconnect (ks_token_check_key_type(),
+ * ks_token_check_sig_alg(), struct ks_token_info).
  *
  * Return values: 0 on success, or
  *   -ENOENT        no such key (or no certificate for that key)
