@@ -24,7 +24,7 @@
  *   rw             shared by an operation for as long as it uses a pooled
  *                  session (acquire to release); exclusive while the pool
  *                  is reopened or the module reconnected (reopen, the
- *                  reconnect thread), so no session is closed under a
+ *                  reconnect thread, ks_tok_rescan()), so no session is closed under a
  *                  running operation. Protects the pool's handles,
  *                  generation, slot, initialized/owns_init and the PIN.
  *                  Never taken exclusively while holding it shared:
@@ -34,8 +34,8 @@
  *                  only across those module calls, never with another
  *                  lock taken inside it.
  *   pool_lock      busy[] (with pool_cond); taken under rw.
- *   state_lock     state, closing, reinit_count (with state_cond).
- *   info_lock      info, the fault record, down_reason: taken inside
+ *   state_lock     state, closing, reinit_count, rescan_ms (with state_cond).
+ *   info_lock      info, the fault record, down_reason, caps: taken inside
  *                  state_lock (go_down, pin_rejected) or alone; never held
  *                  across a module call, so "hello" cannot hang on the token.
  *   cache_lock     cache[], cache_next; a leaf.
