@@ -349,10 +349,10 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const cha
 		return 0;
 	pthread_mutex_lock(&tok->info_lock);
 	if (rv == CKR_OK) {
-		if (tok->faults == 0 || !is_exhaustion(tok->fault_rv) ||
-		    (tok->fault_what != NULL && what != NULL && strcmp(tok->fault_what, what) == 0)) {
+		if (tok->fault_what == NULL || what == NULL || strcmp(tok->fault_what, what) == 0) {
 			tok->faults = 0;
 			tok->fault_backoff_ms = 0;
+			tok->fault_what = NULL;
 		}
 	} else {
 		if (tok->faults++ == 0)
@@ -512,10 +512,14 @@ static int reconnect_locked(struct ks_token *tok)
 	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0 ||
 	    (r = ks_tok_open_pool(tok)) != 0)
 		return r;
-	/* What the token ran out of was freed with the module's state. */
+	/*
+	 * The faults were the old module state's (what the token ran out of
+	 * was freed with it); the backoff stays until an operation that
+	 * faulted succeeds, so a fault that outlives this does not make a
+	 * loop of re-initialisations.
+	 */
 	pthread_mutex_lock(&tok->info_lock);
-	if (is_exhaustion(tok->fault_rv))
-		tok->faults = 0;
+	tok->faults = 0;
 	pthread_mutex_unlock(&tok->info_lock);
 	return 0;
 }

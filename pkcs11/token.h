@@ -28,9 +28,10 @@
  *    the reconnect is taken as deleted elsewhere and answers -ENOENT from
  *    then on. Fault-driven reconnects are at least 1 s apart, doubling to
  *    60 s while the faults go on.
- *    The token out of memory (CKR_DEVICE_MEMORY, CKR_HOST_MEMORY) stays
- *    in the health record until the operation that met it succeeds or
- *    the module is initialised again, whatever else succeeds meanwhile.
+ *    A fault stays in the health record until the operation that met it
+ *    succeeds or the module is initialised again, whatever else succeeds
+ *    meanwhile (tpm2-pkcs11 out of TPM object contexts fails every
+ *    generation while searches work).
  *  - A key name no search shows and nobody knew (key info, public key,
  *    sign, certificates): the module is initialised again, at most once
  *    every 10 s, and the operation retried once, so that keys made by

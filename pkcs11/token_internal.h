@@ -190,7 +190,7 @@ struct ks_token {
 	unsigned faults;
 	CK_RV fault_rv;
 	const char *fault_fn;   /* a string literal: the C_* name */
-	const char *fault_what; /* a string literal: the operation that met it */
+	const char *fault_what; /* a string literal: the operation that met it; NULL once it succeeded */
 	time_t fault_since;
 	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
 	unsigned fault_backoff_ms;
@@ -327,10 +327,11 @@ void ks_tok_mark_down(struct ks_token *tok, CK_RV rv);
  * Records the outcome @rv of the operation @what (a string literal; @fn
  * the failed call) in the fault record. Returns 1 when it is the fault
  * that makes the module due to be initialised again (the caller then goes
- * down), else 0. The token running out of memory (CKR_DEVICE_MEMORY,
- * CKR_HOST_MEMORY: tpm2-pkcs11 out of TPM object contexts) is cleared only
- * by a success of the same operation: a search that still works says
- * nothing about the signatures that fail.
+ * down), else 0. Faults are cleared only by a success of the operation
+ * that met them (or a re-initialisation): a search that still works says
+ * nothing about the generations or signatures that fail, as when
+ * tpm2-pkcs11 is out of TPM object contexts (CKR_GENERAL_ERROR or
+ * CKR_DEVICE_MEMORY) while the name check before each generation succeeds.
  */
 int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const char *what);
 

@@ -246,6 +246,40 @@ for type in "${types[@]}"; do
 done
 check "keysvcd stops cleanly" ks_stop
 
+# The TPM out of object contexts, for real: without the resource manager
+# the TPM holds the contexts of about one key (tpm2-pkcs11: "out of memory
+# for object contexts", CKR_GENERAL_ERROR). Each generation's name check
+# still succeeds; health must say degraded all the same, and the third
+# fault in a row initialises the module again, after which it generates.
+kill "${ks_tpm2_pids[2]}" 2>/dev/null
+wait "${ks_tpm2_pids[2]}" 2>/dev/null
+export TPM2_PKCS11_TCTI=swtpm:host=127.0.0.1,port=$KS_TPM2_PORT
+check "keysvcd starts on the TPM without a resource manager" ks_tpm2_keysvcd_start "$work/d2" "$policy"
+fails=0
+for i in $(seq 1 8); do
+	if ! ks_cli keygen "norm-$i" --type ec-p256 >/dev/null 2>&1; then
+		fails=$((fails + 1))
+		if [ "$fails" -eq 2 ]; then
+			ks_cli list >/dev/null 2>&1
+			raw_hello >"$work/hello-exhausted.json"
+		fi
+		[ "$fails" -eq 3 ] && break
+	fi
+done
+check "generations fail once the TPM is out of object contexts" test "$fails" -eq 3
+check "the token's error is in the log" grep -q "out of memory for object contexts" "$work/d2/daemon.log"
+check "hello: degraded with the failing call, although a key.list succeeded" python3 -c \
+	"import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d['health'] == 'degraded' and d['health_reason'].startswith('C_GenerateKeyPair: CKR_GENERAL_ERROR 2 times') else 1)" \
+	"$work/hello-exhausted.json"
+for i in $(seq 1 100); do
+	grep -q "token reconnected" "$work/d2/daemon.log" && break
+	sleep 0.2
+done
+check "the third fault in a row initialised the module again" grep -q "token reconnected" "$work/d2/daemon.log"
+check "health ok after it" bash -c "$(declare -f raw_hello); KS_SOCKET='$KS_SOCKET' raw_hello | grep -q '\"health\": \"ok\"'"
+check "and a key can be generated again" ks_cli keygen norm-after --type ec-p256
+check "keysvcd stops cleanly" ks_stop
+
 echo "1..$((passed + failed))"
 echo "# passed $passed, failed $failed"
 [ "$failed" -eq 0 ]
