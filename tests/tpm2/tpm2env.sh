@@ -120,10 +120,17 @@ ks_tpm2_start() {
 }
 
 ks_tpm2_stop() {
-	local i
+	local i j pid
 	for ((i = ${#ks_tpm2_pids[@]} - 1; i >= 0; i--)); do
-		kill -TERM "${ks_tpm2_pids[$i]}" 2>/dev/null
-		wait "${ks_tpm2_pids[$i]}" 2>/dev/null
+		pid=${ks_tpm2_pids[$i]}
+		kill -TERM "$pid" 2>/dev/null
+		# tpm2-abrmd that never got its bus name ignores SIGTERM.
+		for j in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
 	done
 	ks_tpm2_pids=()
 }
