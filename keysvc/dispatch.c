@@ -474,7 +474,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct token_signer signer = { ctx, rq, rep };
 	const char *field = NULL, *why = NULL, *err = NULL;
 	EVP_PKEY *pub = NULL;
-	char *pem = NULL;
+	char *pem = NULL, why_not[256];
 	size_t i, text;
 	json_t *v;
 	int r;
@@ -523,6 +523,8 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (params.alg == KS_SIG_NONE)
 		return ks_reply_error(rep, -EINVAL, "digest %s is not available for key %s",
 				   c->digest ? c->digest : "sha256", rq->key);
+	if (ks_token_check_sig_alg(ctx->token, params.alg, 0, why_not, sizeof(why_not)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s", why_not);
 	params.subject = c->subject;
 	params.dns = san.dns.v;
 	params.n_dns = san.dns.n;
