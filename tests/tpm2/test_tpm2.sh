@@ -253,8 +253,8 @@ check "keysvcd stops cleanly" ks_stop
 # for object contexts", CKR_GENERAL_ERROR). Each generation's name check
 # still succeeds; health must say degraded all the same, and the third
 # fault in a row initialises the module again, after which it generates.
-kill "${ks_tpm2_pids[2]}" 2>/dev/null
-wait "${ks_tpm2_pids[2]}" 2>/dev/null
+kill "$KS_TPM2_ABRMD_PID" 2>/dev/null
+wait "$KS_TPM2_ABRMD_PID" 2>/dev/null
 export TPM2_PKCS11_TCTI=swtpm:host=127.0.0.1,port=$KS_TPM2_PORT
 check "keysvcd starts on the TPM without a resource manager" ks_tpm2_keysvcd_start "$work/d2" "$policy"
 fails=0

@@ -12,6 +12,8 @@
 #                               exports TPM2_PKCS11_TCTI, TPM2_PKCS11_STORE,
 #                               DBUS_SESSION_BUS_ADDRESS; sets KS_TPM2_MODULE
 #   ks_tpm2_stop                stops what ks_tpm2_start started (trap it)
+#                               ($KS_TPM2_ABRMD_PID, $KS_TPM2_PORT: tpm2-abrmd's
+#                               pid and swtpm's port, to do without the former)
 #   ks_tpm2_keysvcd_start DIR POLICY
 #                               keysvcd on that token: DIR/keysvcd.json,
 #                               DIR/run/keysvc.sock, DIR/audit.log; sets
@@ -93,6 +95,7 @@ ks_tpm2_start() {
 	# Without a resource manager tpm2-pkcs11 runs out of TPM object contexts.
 	tpm2-abrmd --session --allow-root --tcti="swtpm:host=127.0.0.1,port=$port" >"$dir/abrmd.log" 2>&1 &
 	ks_tpm2_pids+=($!)
+	KS_TPM2_ABRMD_PID=$!
 	export TPM2TOOLS_TCTI=tabrmd:bus_type=session
 	export TPM2_PKCS11_TCTI=tabrmd:bus_type=session
 	export TPM2_PKCS11_STORE=$dir/store
