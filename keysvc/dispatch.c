@@ -175,7 +175,7 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct hello_req *h = arg;
 	struct ks_token_info info;
-	json_t *types, *algs, *tok, *result;
+	json_t *types, *algs, *data_only, *tok, *result;
 	const char *health;
 	size_t i;
 	json_t *v;
@@ -198,12 +198,20 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	health = ks_wire_health_name(info.health == KS_HEALTH_OK ? KS_WIRE_HEALTH_OK :
 				     info.health == KS_HEALTH_DEGRADED ? KS_WIRE_HEALTH_DEGRADED :
 				     KS_WIRE_HEALTH_TOKEN_UNAVAILABLE);
+	/* Only what the token can do (pkcs11/caps.c). */
 	types = json_array();
 	algs = json_array();
+	data_only = json_array();
 	for (int t = KS_KEY_NONE + 1; ks_key_type_name((enum ks_key_type)t) != NULL; t++)
-		json_array_append_new(types, json_string(ks_key_type_name((enum ks_key_type)t)));
-	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++)
+		if (info.key_types & (1u << t))
+			json_array_append_new(types, json_string(ks_key_type_name((enum ks_key_type)t)));
+	for (int a = KS_SIG_NONE + 1; ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++) {
+		if (!(info.sig_algs & (1u << a)))
+			continue;
 		json_array_append_new(algs, json_string(ks_sig_alg_name((enum ks_sig_alg)a)));
+		if (!(info.digest_algs & (1u << a)))
+			json_array_append_new(data_only, json_string(ks_sig_alg_name((enum ks_sig_alg)a)));
+	}
 	tok = json_pack("{s:s, s:s, s:s, s:s, s:s}",
 			"label", info.label, "manufacturer", info.manufacturer,
 			"model", info.model, "serial", info.serial,
@@ -225,6 +233,12 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		json_decref(result);
 		result = NULL;
 	}
+	if (result != NULL && json_array_size(data_only) > 0 &&
+	    json_object_set(result, "data_only", data_only) != 0) {
+		json_decref(result);
+		result = NULL;
+	}
+	json_decref(data_only);
 	return ks_reply_set_result(rep, result);
 }
 
@@ -279,8 +293,11 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct key_req *k = arg;
 	enum ks_key_type type = k->key_type;
 	EVP_PKEY *pub = NULL;
+	char why[160];
 	int r;
 
+	if (ks_token_check_key_type(ctx->token, type, why, sizeof(why)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s: %s", k->type, why);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
@@ -433,8 +450,8 @@ static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 		return r;
 	if ((r = audit_intent(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
 		return r;
-	return ks_token_sign_digest(ts->ctx->token, ts->rq->key, alg, digest, digest_len,
-				    sig, sig_len);
+	return ks_token_sign(ts->ctx->token, ts->rq->key, alg, tbs, tbs_len, digest, digest_len,
+			     sig, sig_len);
 }
 
 static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
@@ -448,7 +465,7 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	struct token_signer signer = { ctx, rq, rep };
 	const char *field = NULL, *why = NULL, *err = NULL;
 	EVP_PKEY *pub = NULL;
-	char *pem = NULL;
+	char *pem = NULL, why_not[256];
 	size_t i, text;
 	json_t *v;
 	int r;
@@ -498,6 +515,8 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (params.alg == KS_SIG_NONE)
 		return ks_reply_error(rep, -EINVAL, "digest %s is not available for key %s",
 				   c->digest ? c->digest : "sha256", rq->key);
+	if (ks_token_check_sig_alg(ctx->token, params.alg, 0, why_not, sizeof(why_not)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s", why_not);
 	params.subject = c->subject;
 	params.dns = san.dns.v;
 	params.n_dns = san.dns.n;
@@ -564,12 +583,14 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	size_t in_len = s->data_bytes.len, sig_len = 0;
 	uint8_t md[EVP_MAX_MD_SIZE], *sig = NULL;
 	unsigned md_len = 0;
-	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1];
+	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1], why[256];
 	const char *signed_name;
 	int r;
 
 	if ((s->digest == NULL) == (s->data == NULL))
 		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
+	if (ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0)
+		return ks_reply_error(rep, -EOPNOTSUPP, "%s", why);
 	if (s->digest != NULL) {
 		if (s->digest_bytes.len != ks_sig_alg_digest_len(alg))
 			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
@@ -595,7 +616,13 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	}
 	if ((r = audit_intent(ctx, rq, rep, signed_name, signed_hex)) != 0)
 		goto out;
-	r = ks_token_sign_digest(ctx->token, rq->key, alg, md, md_len, &sig, &sig_len);
+	r = ks_token_sign(ctx->token, rq->key, alg, s->data != NULL ? in : NULL, in_len, md, md_len,
+			  &sig, &sig_len);
+	if (r == -EOPNOTSUPP &&
+	    ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0) {
+		ks_reply_error(rep, r, "%s", why);
+		goto out;
+	}
 	if (r == -EINVAL) {
 		ks_reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
 		goto out;

@@ -98,7 +98,7 @@ int ks_token_cert_put(struct ks_token *tok, const char *name, const uint8_t *der
 		r = -EINVAL;
 		goto out;
 	}
-	if ((r = ks_tok_run_op(tok, "store certificate", cert_put_op, &ca)) == 0)
+	if ((r = ks_tok_run_key_op(tok, "store certificate", cert_put_op, &ca)) == 0)
 		ks_info("stored a certificate for key %s", name);
 out:
 	OPENSSL_free(ca.subject);
@@ -157,7 +157,7 @@ int ks_token_cert_get(struct ks_token *tok, const char *name, uint8_t **der, siz
 		return -EINVAL;
 	memset(&ca, 0, sizeof(ca));
 	ca.k.name = name;
-	if ((r = ks_tok_run_op(tok, "read certificate", cert_get_op, &ca)) != 0) {
+	if ((r = ks_tok_run_key_op(tok, "read certificate", cert_get_op, &ca)) != 0) {
 		free(ca.out);
 		return r;
 	}

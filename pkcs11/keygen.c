@@ -270,13 +270,18 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	/*
 	 * CKA_MODIFIABLE comes first in both templates, so that a token that
 	 * refuses it can be given the rest (see below).
+	 *
+	 * CKA_VERIFY and CKA_ENCRYPT are left to the token: tpm2-pkcs11
+	 * derives them from the private key (verify from its decrypt, encrypt
+	 * from its sign) and refuses a template that states other values
+	 * (CKR_GENERAL_ERROR). What a public key may do grants nothing: only
+	 * the private key's attributes below decide what the key can be used
+	 * for.
 	 */
 	CK_ATTRIBUTE pub_tmpl[] = {
 		{ CKA_MODIFIABLE, &no, sizeof(no) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &no, sizeof(no) },
-		{ CKA_VERIFY, &yes, sizeof(yes) },
-		{ CKA_ENCRYPT, &no, sizeof(no) },
 		{ CKA_WRAP, &no, sizeof(no) },
 		{ CKA_VERIFY_RECOVER, &no, sizeof(no) },
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
@@ -372,8 +377,15 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 
 	if (pub != NULL)
 		*pub = NULL;
+	char why[160];
+
 	if (!ks_key_name_valid(name) || ks_key_type_name(type) == NULL)
 		return -EINVAL;
+	/* Asking the token for a size it cannot make fails only after a round trip, or worse. */
+	if (ks_token_check_key_type(tok, type, why, sizeof(why)) != 0) {
+		ks_info("generate %s key %s: %s", ks_key_type_name(type), name, why);
+		return -EOPNOTSUPP;
+	}
 	memset(&g, 0, sizeof(g));
 	g.name = name;
 	g.type = type;

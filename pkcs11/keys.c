@@ -303,6 +303,17 @@ CK_RV ks_tok_describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_H
 		else if (rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
 			return rv;
 	}
+	{
+		CK_BBOOL decrypt = CK_FALSE;
+		CK_ATTRIBUTE ad = { CKA_DECRYPT, &decrypt, sizeof(decrypt) };
+
+		k->can_decrypt = 0;
+		rv = P11(tok, C_GetAttributeValue, s, h, &ad, 1);
+		if (rv == CKR_OK)
+			k->can_decrypt = decrypt == CK_TRUE;
+		else if (rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+			return rv;
+	}
 
 	a[0].pValue = buf;
 	a[0].ulValueLen = sizeof(buf);
@@ -546,6 +557,8 @@ CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 		if ((rv = ks_tok_require_login(tok, s)) != CKR_OK)
 			return rv;
 		*err = ks_tok_key_missing(tok, k->name, snap);
+		if (*err == -ENOENT)
+			ks_tok_missed_unknown = 1;
 		return CKR_OK;
 	}
 	if (n > 1) {
@@ -556,6 +569,10 @@ CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 	if ((rv = ks_tok_describe_key(tok, s, h[0], k, err)) == CKR_OK && *err == 0) {
 		cache_put(tok, k);
 		ks_tok_known_add(tok, k->name, snap);
+		/* keysvcd never makes such a key: it was imported or made by another program. */
+		if (k->can_decrypt)
+			ks_warn("key %s can decrypt (CKA_DECRYPT true): keysvcd signs with it, but "
+				"whoever holds the PIN can also decrypt with it", k->name);
 	}
 	/* Found, then deleted before its attributes were read. */
 	if (rv != CKR_OK && k->have_id)
@@ -620,7 +637,7 @@ int ks_token_key_info(struct ks_token *tok, const char *name, struct ks_key_info
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.info = info;
-	return ks_tok_run_op(tok, "key info", info_op, &ia);
+	return ks_tok_run_key_op(tok, "key info", info_op, &ia);
 }
 
 int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
@@ -634,7 +651,7 @@ int ks_token_public_key(struct ks_token *tok, const char *name, EVP_PKEY **pub)
 	memset(&ia, 0, sizeof(ia));
 	ia.k.name = name;
 	ia.pub = pub;
-	if ((r = ks_tok_run_op(tok, "public key", info_op, &ia)) != 0) {
+	if ((r = ks_tok_run_key_op(tok, "public key", info_op, &ia)) != 0) {
 		EVP_PKEY_free(*pub);
 		*pub = NULL;
 	}

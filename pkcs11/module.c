@@ -317,7 +317,12 @@ static int is_fault(CK_RV rv)
  * at KS_FAULT_REINIT_MIN_MS and doubles while the faults go on, so a
  * fault that survives re-initialisation does not make a loop of them.
  */
-int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
+static int is_exhaustion(CK_RV rv)
+{
+	return rv == CKR_DEVICE_MEMORY || rv == CKR_HOST_MEMORY;
+}
+
+int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const char *what)
 {
 	int64_t now = ks_tok_mono_ms();
 	int due = 0;
@@ -326,14 +331,18 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn)
 		return 0;
 	pthread_mutex_lock(&tok->info_lock);
 	if (rv == CKR_OK) {
-		tok->faults = 0;
-		tok->fault_backoff_ms = 0;
+		if (tok->fault_what == NULL || what == NULL || strcmp(tok->fault_what, what) == 0) {
+			tok->faults = 0;
+			tok->fault_backoff_ms = 0;
+			tok->fault_what = NULL;
+		}
 		tok->last_ok = time(NULL);
 	} else {
 		if (tok->faults++ == 0)
 			tok->fault_since = time(NULL);
 		tok->fault_rv = rv;
 		tok->fault_fn = fn != NULL ? fn : "token";
+		tok->fault_what = what;
 		if (tok->faults >= KS_FAULT_THRESHOLD &&
 		    (tok->fault_backoff_ms == 0 ||
 		     now - tok->fault_reinit_ms >= (int64_t)tok->fault_backoff_ms)) {
@@ -444,6 +453,7 @@ static int find_slot(struct ks_token *tok)
 	}
 	refresh_info(tok, &found_ti);
 	ks_tok_pool_token_limit(tok, &found_ti);
+	ks_tok_probe_caps(tok);
 	r = 0;
 out:
 	free(slots);
@@ -483,9 +493,52 @@ static int reconnect_locked(struct ks_token *tok)
 		tok->initialized = 0;
 		tok->owns_init = 0;
 	}
-	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0)
+	if ((r = initialize(tok)) != 0 || (r = find_slot(tok)) != 0 ||
+	    (r = ks_tok_open_pool(tok)) != 0)
 		return r;
-	return ks_tok_open_pool(tok);
+	/*
+	 * The faults were the old module state's (what the token ran out of
+	 * was freed with it); the backoff stays until an operation that
+	 * faulted succeeds, so a fault that outlives this does not make a
+	 * loop of re-initialisations.
+	 */
+	pthread_mutex_lock(&tok->info_lock);
+	tok->faults = 0;
+	pthread_mutex_unlock(&tok->info_lock);
+	return 0;
+}
+
+int ks_tok_rescan(struct ks_token *tok, const char *name)
+{
+	int64_t now = ks_tok_mono_ms();
+	char reason[96];
+	int r;
+
+	pthread_mutex_lock(&tok->state_lock);
+	if (tok->state != TOKEN_UP || tok->closing ||
+	    (tok->rescan_ms != 0 && now - tok->rescan_ms < KS_RESCAN_MIN_MS)) {
+		pthread_mutex_unlock(&tok->state_lock);
+		return -EAGAIN;
+	}
+	tok->rescan_ms = now;
+	pthread_mutex_unlock(&tok->state_lock);
+	ks_info("no key %s on the token: initialising the module again to see keys other "
+		"programs made (at most once every %d s)", name, KS_RESCAN_MIN_MS / 1000);
+	pthread_rwlock_wrlock(&tok->rw);
+	r = reconnect_locked(tok);
+	if (r == 0) {
+		tok->generation++;
+		pthread_mutex_lock(&tok->state_lock);
+		tok->reinit_count++;
+		pthread_mutex_unlock(&tok->state_lock);
+	}
+	pthread_rwlock_unlock(&tok->rw);
+	if (r != 0 && r != -EKEYREJECTED) {
+		snprintf(reason, sizeof(reason), "initialising the module again failed (%s)",
+			 strerror(-r));
+		ks_tok_go_down(tok, reason);
+	}
+	return r;
 }
 
 static void *reconnect_main(void *arg)
@@ -739,6 +792,9 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 	*info = tok->info;
 	info->up = st == TOKEN_UP;
 	info->last_ok = (long long)tok->last_ok;
+	info->key_types = tok->caps.key_types;
+	info->sig_algs = tok->caps.sig_algs;
+	info->digest_algs = tok->caps.digest_algs;
 	info->health_reason[0] = '\0';
 	if (st != TOKEN_UP) {
 		info->health = KS_HEALTH_UNAVAILABLE;
@@ -748,8 +804,9 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info)
 		info->health = KS_HEALTH_DEGRADED;
 		utc_stamp(since, sizeof(since), tok->fault_since);
 		snprintf(info->health_reason, sizeof(info->health_reason),
-			 "%s: %s %u time%s since %s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
-			 tok->faults, tok->faults == 1 ? "" : "s", since);
+			 "%s: %s %u time%s since %s%s", tok->fault_fn, ks_ckr_name(tok->fault_rv),
+			 tok->faults, tok->faults == 1 ? "" : "s", since,
+			 is_exhaustion(tok->fault_rv) ? " (the token is out of memory)" : "");
 	} else {
 		info->health = KS_HEALTH_OK;
 	}

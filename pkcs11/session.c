@@ -529,7 +529,7 @@ int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 		if (cls == RV_STALE && ks_tok_require_login(tok, ss.h) != CKR_OK)
 			cls = RV_SESSION;
 		release(tok, &ss);
-		if (ks_tok_note_result(tok, rv, ks_tok_p11_failed_fn)) {
+		if (ks_tok_note_result(tok, rv, ks_tok_p11_failed_fn, what)) {
 			char reason[96];
 
 			snprintf(reason, sizeof(reason), "%s: %s %d times in a row",
@@ -569,4 +569,18 @@ int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 	}
 	ks_err("%s failed again after recovery: %s", what, ks_ckr_name(rv));
 	return -EIO;
+}
+
+_Thread_local int ks_tok_missed_unknown;
+
+int ks_tok_run_key_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
+{
+	int r;
+
+	ks_tok_missed_unknown = 0;
+	r = ks_tok_run_op(tok, what, fn, arg);
+	if (r == -ENOENT && ks_tok_missed_unknown &&
+	    ks_tok_rescan(tok, ((const struct key_ref *)arg)->name) == 0)
+		r = ks_tok_run_op(tok, what, fn, arg);
+	return r;
 }

@@ -30,9 +30,68 @@ struct sign_arg {
 	enum ks_sig_alg alg;
 	const uint8_t *digest;
 	size_t digest_len;
+	const uint8_t *data;    /* what @digest was computed from; NULL if not known */
+	size_t data_len;
 	uint8_t sig[KS_SIG_MAX];
 	CK_ULONG sig_len;
 };
+
+static void pss_params(enum ks_sig_alg alg, size_t digest_len, CK_RSA_PKCS_PSS_PARAMS *pss)
+{
+	memset(pss, 0, sizeof(*pss));
+	switch (ks_sig_alg_digest_len(alg)) {
+	case 48:
+		pss->hashAlg = CKM_SHA384;
+		pss->mgf = CKG_MGF1_SHA384;
+		break;
+	case 64:
+		pss->hashAlg = CKM_SHA512;
+		pss->mgf = CKG_MGF1_SHA512;
+		break;
+	default:
+		pss->hashAlg = CKM_SHA256;
+		pss->mgf = CKG_MGF1_SHA256;
+		break;
+	}
+	pss->sLen = digest_len;
+}
+
+/*
+ * CKM_RSA_PKCS over a DigestInfo failed with @rv. tpm2-pkcs11 makes such
+ * signatures with a raw RSA decrypt, which a sign-only key may not do; it
+ * answers CKR_GENERAL_ERROR like a token in trouble. It is taken for that
+ * only when the key cannot decrypt and signs the same digest with PSS
+ * right away (the PSS signature is thrown away): then 1, and the token
+ * makes PKCS#1 v1.5 signatures by hash-and-sign only from now on.
+ */
+static int rsa_pkcs_needs_decrypt(struct ks_token *tok, CK_SESSION_HANDLE s,
+				  const struct sign_arg *sa, CK_RV rv)
+{
+	struct ks_caps c;
+	CK_BBOOL decrypt = CK_TRUE;
+	CK_ATTRIBUTE a = { CKA_DECRYPT, &decrypt, sizeof(decrypt) };
+	CK_RSA_PKCS_PSS_PARAMS pss;
+	CK_MECHANISM mech = { CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
+	uint8_t sig[KS_SIG_MAX];
+	CK_ULONG sig_len = sa->k.raw_sig_len;
+
+	if (rv != CKR_GENERAL_ERROR && rv != CKR_FUNCTION_FAILED &&
+	    rv != CKR_KEY_FUNCTION_NOT_PERMITTED && rv != CKR_KEY_TYPE_INCONSISTENT)
+		return 0;
+	ks_tok_caps_get(tok, &c);
+	if (!c.rsa_pss || P11(tok, C_GetAttributeValue, s, sa->k.priv, &a, 1) != CKR_OK ||
+	    decrypt != CK_FALSE)
+		return 0;
+	pss_params(sa->alg, sa->digest_len, &pss);
+	if (P11(tok, C_SignInit, s, &mech, sa->k.priv) != CKR_OK)
+		return 0;
+	rv = P11(tok, C_Sign, s, (CK_BYTE *)(uintptr_t)sa->digest, sa->digest_len, sig, &sig_len);
+	explicit_bzero(sig, sizeof(sig));
+	if (rv != CKR_OK)
+		return 0;
+	ks_tok_learn_rsa_pkcs_needs_decrypt(tok);
+	return 1;
+}
 
 static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		     int *err)
@@ -42,7 +101,9 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	CK_MECHANISM mech = { CKM_RSA_PKCS, NULL, 0 };
 	uint8_t input[sizeof(di_sha512) + 64];
 	size_t input_len;
-	const uint8_t *prefix = NULL;
+	const uint8_t *prefix = NULL, *in = input;
+	CK_MECHANISM_TYPE hashed = 0;
+	struct ks_caps caps;
 	CK_RV rv;
 
 	(void)retry;
@@ -72,7 +133,6 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		*err = -EOPNOTSUPP;
 		return CKR_OK;
 	}
-	memset(&pss, 0, sizeof(pss));
 	switch (sa->alg) {
 	case KS_SIG_RSA_PKCS1_SHA256:
 		prefix = di_sha256;
@@ -84,16 +144,8 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		prefix = di_sha512;
 		break;
 	case KS_SIG_RSA_PSS_SHA256:
-		pss.hashAlg = CKM_SHA256;
-		pss.mgf = CKG_MGF1_SHA256;
-		break;
 	case KS_SIG_RSA_PSS_SHA384:
-		pss.hashAlg = CKM_SHA384;
-		pss.mgf = CKG_MGF1_SHA384;
-		break;
 	case KS_SIG_RSA_PSS_SHA512:
-		pss.hashAlg = CKM_SHA512;
-		pss.mgf = CKG_MGF1_SHA512;
 		break;
 	case KS_SIG_ECDSA_SHA256:
 	case KS_SIG_ECDSA_SHA384:
@@ -104,29 +156,51 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		return CKR_OK;
 	}
 	input_len = 0;
-	if (prefix != NULL) {
+	if (prefix != NULL && sa->data != NULL)
+		hashed = ks_tok_hash_sign_mech(tok, sa->alg);
+	if (prefix != NULL && hashed == 0) {
+		ks_tok_caps_get(tok, &caps);
+		if (caps.rsa_pkcs_needs_decrypt) {
+			*err = -EOPNOTSUPP;
+			return CKR_OK;
+		}
+	}
+	if (hashed != 0) {
+		mech.mechanism = hashed;
+		in = sa->data;
+		input_len = sa->data_len;
+	} else if (prefix != NULL) {
 		/* All three prefixes have the same length. */
 		memcpy(input, prefix, sizeof(di_sha256));
 		input_len = sizeof(di_sha256);
 	} else if (ks_sig_alg_is_pss(sa->alg)) {
 		mech.mechanism = CKM_RSA_PKCS_PSS;
-		pss.sLen = sa->digest_len;
+		pss_params(sa->alg, sa->digest_len, &pss);
 		mech.pParameter = &pss;
 		mech.ulParameterLen = sizeof(pss);
 	}
-	memcpy(input + input_len, sa->digest, sa->digest_len);
-	input_len += sa->digest_len;
+	if (hashed == 0) {
+		memcpy(input + input_len, sa->digest, sa->digest_len);
+		input_len += sa->digest_len;
+	}
 	rv = P11(tok, C_SignInit, s, &mech, sa->k.priv);
 	/* An unchecked cached handle that now names some other object. */
 	if (sa->k.unchecked && (rv == CKR_KEY_TYPE_INCONSISTENT || rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
 		rv = CKR_KEY_HANDLE_INVALID;
 	if (rv == CKR_OK) {
 		sa->sig_len = sa->k.raw_sig_len;
-		rv = P11(tok, C_Sign, s, input, input_len, sa->sig, &sa->sig_len);
+		rv = P11(tok, C_Sign, s, (CK_BYTE *)(uintptr_t)in, input_len, sa->sig, &sa->sig_len);
 	}
 	explicit_bzero(input, sizeof(input));
+	if (rv == CKR_OK)
+		return rv;
 	/* A delete of the key between the lookup and here: retried by name, never "unsupported". */
-	return rv == CKR_OK ? rv : ks_tok_key_gone_check(tok, s, &sa->k, rv);
+	rv = ks_tok_key_gone_check(tok, s, &sa->k, rv);
+	if (prefix != NULL && hashed == 0 && rsa_pkcs_needs_decrypt(tok, s, sa, rv)) {
+		*err = -EOPNOTSUPP;
+		return CKR_OK;
+	}
+	return rv;
 }
 
 /* r || s, each half the length, to a DER ECDSA-Sig-Value. */
@@ -165,7 +239,15 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 			 const uint8_t *digest, size_t digest_len, uint8_t **sig,
 			 size_t *sig_len)
 {
+	return ks_token_sign(tok, name, alg, NULL, 0, digest, digest_len, sig, sig_len);
+}
+
+int ks_token_sign(struct ks_token *tok, const char *name, enum ks_sig_alg alg,
+		  const uint8_t *data, size_t data_len, const uint8_t *digest,
+		  size_t digest_len, uint8_t **sig, size_t *sig_len)
+{
 	struct sign_arg sa;
+	char why[256];
 	int r;
 
 	*sig = NULL;
@@ -173,13 +255,19 @@ int ks_token_sign_digest(struct ks_token *tok, const char *name, enum ks_sig_alg
 	if (!ks_key_name_valid(name) || ks_sig_alg_name(alg) == NULL || digest == NULL ||
 	    digest_len != ks_sig_alg_digest_len(alg))
 		return -EINVAL;
+	if (ks_token_check_sig_alg(tok, alg, data == NULL, why, sizeof(why)) != 0) {
+		ks_info("sign with %s: %s", name, why);
+		return -EOPNOTSUPP;
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.k.name = name;
 	sa.k.may_skip_check = 1;
 	sa.alg = alg;
 	sa.digest = digest;
 	sa.digest_len = digest_len;
-	if ((r = ks_tok_run_op(tok, "sign", sign_op, &sa)) != 0)
+	sa.data = data;
+	sa.data_len = data_len;
+	if ((r = ks_tok_run_key_op(tok, "sign", sign_op, &sa)) != 0)
 		return r;
 	if (ks_sig_alg_family(alg) == KS_FAMILY_EC)
 		return ecdsa_to_der(sa.sig, sa.sig_len, sig, sig_len);

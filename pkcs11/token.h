@@ -28,6 +28,15 @@
  *    the reconnect is taken as deleted elsewhere and answers -ENOENT from
  *    then on. Fault-driven reconnects are at least 1 s apart, doubling to
  *    60 s while the faults go on.
+ *    A fault stays in the health record until the operation that met it
+ *    succeeds or the module is initialised again, whatever else succeeds
+ *    meanwhile (tpm2-pkcs11 out of TPM object contexts fails every
+ *    generation while searches work).
+ *  - A key name no search shows and nobody knew (key info, public key,
+ *    sign, certificates): the module is initialised again, at most once
+ *    every 10 s, and the operation retried once, so that keys made by
+ *    other programs are found on modules that show a running process
+ *    only the objects that existed when it initialised (tpm2-pkcs11).
  *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
  *    presented again (tokens lock after a few failures); every later call
  *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
@@ -38,7 +47,9 @@
  * generation). Private keys are always generated with CKA_TOKEN,
  * CKA_PRIVATE, CKA_SENSITIVE true, CKA_EXTRACTABLE false and CKA_SIGN as
  * their only capability; nothing in this module reads or exports private
- * key material.
+ * key material. What the token can do is read from its mechanism list at
+ * open and after every reconnect (ks_token_check_key_type(),
+ * ks_token_check_sig_alg(), struct ks_token_info).
  *
  * Return values: 0 on success, or
  *   -ENOENT        no such key (or no certificate for that key)
@@ -171,6 +182,18 @@ struct ks_token_info {
 	 * monitoring a token that is up but idle or stuck. 0: not yet.
 	 */
 	long long last_ok;
+	/*
+	 * What the token can do, read from its mechanism list
+	 * (C_GetMechanismList, C_GetMechanismInfo) at open and after every
+	 * reconnect: bit 1u << type for each key type it can generate (key
+	 * size within its range) and sign with; bit 1u << alg for each
+	 * signature algorithm it can make from the data (sig_algs) and from a
+	 * precomputed digest too (digest_algs, a subset). All bits are set
+	 * when the token does not list its mechanisms.
+	 */
+	unsigned key_types;
+	unsigned sig_algs;
+	unsigned digest_algs;
 };
 
 struct ks_key_info {
@@ -230,6 +253,22 @@ int ks_token_get_info(struct ks_token *tok, struct ks_token_info *info);
 int ks_token_generate(struct ks_token *tok, const char *name,
 		      enum ks_key_type type, EVP_PKEY **pub);
 
+/*
+ * 0 if the token can generate and sign with keys of @type, else
+ * -EOPNOTSUPP with the token's limit in @why ("the token's RSA key sizes
+ * are 1024..3072 bits"); -EINVAL for KS_KEY_NONE.
+ */
+int ks_token_check_key_type(struct ks_token *tok, enum ks_key_type type, char *why,
+			    size_t why_len);
+
+/*
+ * 0 if the token can make @alg signatures, from a precomputed digest if
+ * @digest_only, else from the data; otherwise -EOPNOTSUPP with the reason
+ * in @why. -EINVAL for KS_SIG_NONE.
+ */
+int ks_token_check_sig_alg(struct ks_token *tok, enum ks_sig_alg alg, int digest_only,
+			   char *why, size_t why_len);
+
 /* Describe the key @name. */
 int ks_token_key_info(struct ks_token *tok, const char *name,
 		      struct ks_key_info *info);
@@ -255,7 +294,8 @@ int ks_token_delete(struct ks_token *tok, const char *name);
 
 /*
  * Sign the pre-computed @digest (exactly ks_sig_alg_digest_len(@alg)
- * bytes, else -EINVAL) with key @name. The algorithm's family must match
+ * bytes, else -EINVAL) with key @name; -EOPNOTSUPP if the token cannot
+ * (ks_token_check_sig_alg()). The algorithm's family must match
  * the key's (-EINVAL otherwise). RSA PKCS#1 v1.5 uses CKM_RSA_PKCS over the
  * DigestInfo, RSA-PSS uses CKM_RSA_PKCS_PSS with MGF1 of the same digest
  * and a salt as long as the digest, ECDSA uses CKM_ECDSA and the result is
@@ -265,6 +305,20 @@ int ks_token_delete(struct ks_token *tok, const char *name);
 int ks_token_sign_digest(struct ks_token *tok, const char *name,
 			 enum ks_sig_alg alg, const uint8_t *digest,
 			 size_t digest_len, uint8_t **sig, size_t *sig_len);
+
+/*
+ * ks_token_sign_digest(), with the @data the @digest was computed from
+ * (NULL: not known). RSA PKCS#1 v1.5 then uses the token's hash-and-sign
+ * mechanism (CKM_SHA256_RSA_PKCS, ...) over @data when the token has it:
+ * tokens that make CKM_RSA_PKCS signatures with a raw RSA decrypt
+ * (tpm2-pkcs11) refuse those for keys that cannot decrypt. Without @data
+ * on such a token (learned from the first refusal, confirmed by the same
+ * key signing with PSS): -EOPNOTSUPP, and ks_token_check_sig_alg() says so
+ * from then on. A key is never given the decrypt capability for it.
+ */
+int ks_token_sign(struct ks_token *tok, const char *name, enum ks_sig_alg alg,
+		  const uint8_t *data, size_t data_len, const uint8_t *digest,
+		  size_t digest_len, uint8_t **sig, size_t *sig_len);
 
 /*
  * Store the DER certificate @der as a CKO_CERTIFICATE object (CKC_X_509,

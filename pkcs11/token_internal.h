@@ -13,6 +13,7 @@
  *              leftovers of a generation or delete cut short
  *   sign.c     signatures
  *   cert.c     certificate objects
+ *   caps.c     what the token can do, from its mechanism list
  *
  * Locks of struct ks_token, outermost first; a lock may be taken while
  * holding only locks above it in this list:
@@ -23,7 +24,7 @@
  *   rw             shared by an operation for as long as it uses a pooled
  *                  session (acquire to release); exclusive while the pool
  *                  is reopened or the module reconnected (reopen, the
- *                  reconnect thread), so no session is closed under a
+ *                  reconnect thread, ks_tok_rescan()), so no session is closed under a
  *                  running operation. Protects the pool's handles,
  *                  generation, slot, initialized/owns_init and the PIN.
  *                  Never taken exclusively while holding it shared:
@@ -38,8 +39,8 @@
  *                  Never held across a module call: a session is opened
  *                  or closed with its slot marked OPENING or CLOSING and
  *                  the lock dropped (rw stays shared).
- *   state_lock     state, closing, reinit_count (with state_cond).
- *   info_lock      info, the fault record, down_reason: taken inside
+ *   state_lock     state, closing, reinit_count, rescan_ms (with state_cond).
+ *   info_lock      info, the fault record, down_reason, caps: taken inside
  *                  state_lock (go_down, pin_rejected) or alone; never held
  *                  across a module call, so "hello" cannot hang on the token.
  *   cache_lock     cache[], cache_next; a leaf.
@@ -96,6 +97,12 @@
 /* The least and most time between two such re-initialisations while the faults go on. */
 #define KS_FAULT_REINIT_MIN_MS 1000
 #define KS_FAULT_REINIT_MAX_MS 60000
+/*
+ * The least time between two re-initialisations made to find a key no
+ * search showed (ks_tok_rescan()): a client asking for names that do not
+ * exist cannot make keysvcd re-initialise the module in a loop.
+ */
+#define KS_RESCAN_MIN_MS 10000
 /* Bounds the set of key names known to exist; names beyond it simply get no doubt. */
 #define KS_MAX_KNOWN KS_MAX_OBJECTS
 
@@ -133,6 +140,26 @@ struct key_cache_entry {
 	size_t raw_sig_len;
 	int always_auth;
 	int64_t checked_ms;     /* when the handle was last read back (CLOCK_MONOTONIC) */
+};
+
+/*
+ * What the token can do (caps.c), under info_lock. Bits are 1u << enum
+ * ks_key_type or enum ks_sig_alg.
+ */
+struct ks_caps {
+	int known;              /* the mechanism list was read; else everything is offered */
+	int rsa_gen, ec_gen;    /* CKF_GENERATE_KEY_PAIR of CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN */
+	CK_ULONG rsa_min, rsa_max, ec_min, ec_max; /* their key sizes in bits */
+	int rsa_pkcs, rsa_pss, ecdsa; /* CKF_SIGN of CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA */
+	unsigned hash_sign;     /* PKCS#1 v1.5 algorithms whose CKM_SHAx_RSA_PKCS signs */
+	/*
+	 * Learned from a signature: the token's CKM_RSA_PKCS is a raw RSA
+	 * decrypt (tpm2-pkcs11), refused for a sign-only key.
+	 */
+	int rsa_pkcs_needs_decrypt;
+	unsigned key_types;     /* generated and signed with */
+	unsigned sig_algs;      /* signed from the data */
+	unsigned digest_algs;   /* signed from a digest as well */
 };
 
 /* A key name seen on the token (list, generate, lookup); see ks_tok_key_missing(). */
@@ -200,6 +227,7 @@ struct ks_token {
 	int thread_started;
 	pthread_t reconnect_thread;
 	unsigned reinit_count;  /* successful reconnects (module initialised again), under state_lock */
+	int64_t rescan_ms;      /* the last ks_tok_rescan(), under state_lock; 0: none yet */
 
 	/* Never held across a module call, so answering "hello" cannot hang on the token. */
 	pthread_mutex_t info_lock;
@@ -212,12 +240,14 @@ struct ks_token {
 	unsigned faults;
 	CK_RV fault_rv;
 	const char *fault_fn;   /* a string literal: the C_* name */
+	const char *fault_what; /* a string literal: the operation that met it; NULL once it succeeded */
 	time_t fault_since;
 	time_t last_ok;         /* the last operation without a fault (ks_token_info.last_ok) */
 	int64_t fault_reinit_ms; /* when faults last made the module be initialised again */
 	unsigned fault_backoff_ms;
 	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];
 	int modifiable_refused; /* the token refused CKA_MODIFIABLE false; warned once */
+	struct ks_caps caps;    /* under info_lock */
 
 	/*
 	 * Names of keys known to exist (see ks_tok_key_missing()); never held
@@ -287,6 +317,7 @@ struct key_ref {
 	enum ks_key_type type;
 	size_t raw_sig_len;     /* modulus bytes, or 2 * field bytes; 0 when unknown */
 	int always_auth;        /* CKA_ALWAYS_AUTHENTICATE: a login for every signature */
+	int can_decrypt;        /* CKA_DECRYPT true: made elsewhere, warned when looked up */
 	int64_t checked_ms;     /* the cache entry's, when @priv came from the cache */
 	int unchecked;          /* @priv is a cached handle this request has not read back */
 	/*
@@ -344,11 +375,27 @@ void ks_tok_go_down(struct ks_token *tok, const char *reason);
 void ks_tok_mark_down(struct ks_token *tok, CK_RV rv);
 
 /*
- * Records the outcome @rv of one operation (@fn the failed call) in the
- * fault record. Returns 1 when it is the fault that makes the module due
- * to be initialised again (the caller then goes down), else 0.
+ * Records the outcome @rv of the operation @what (a string literal; @fn
+ * the failed call) in the fault record. Returns 1 when it is the fault
+ * that makes the module due to be initialised again (the caller then goes
+ * down), else 0. Faults are cleared only by a success of the operation
+ * that met them (or a re-initialisation): a search that still works says
+ * nothing about the generations or signatures that fail, as when
+ * tpm2-pkcs11 is out of TPM object contexts (CKR_GENERAL_ERROR or
+ * CKR_DEVICE_MEMORY) while the name check before each generation succeeds.
  */
-int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn);
+int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const char *what);
+
+/*
+ * A key name no search showed and nobody knew: tpm2-pkcs11 shows an open
+ * module instance no object another program made since, until the module
+ * is initialised again. Re-initialises the module (rw exclusively, as the
+ * reconnect does) unless that was done for this less than
+ * KS_RESCAN_MIN_MS ago or the token is not up: 0 if it did, -EAGAIN if
+ * not, or the reconnect's error (the token then goes down and the
+ * reconnect thread takes over). No lock held.
+ */
+int ks_tok_rescan(struct ks_token *tok, const char *name);
 
 /* ---- session.c --------------------------------------------------------------- */
 
@@ -404,6 +451,21 @@ CK_RV ks_tok_require_login(struct ks_token *tok, CK_SESSION_HANDLE s);
  * Must not be called with rw, pool_lock or any lower lock held.
  */
 int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg);
+
+/*
+ * Set by ks_tok_resolve_key() on this thread when a name was not found and
+ * is not of a key known to exist; ks_tok_run_key_op() clears it first.
+ */
+extern _Thread_local int ks_tok_missed_unknown;
+
+/*
+ * ks_tok_run_op() for an operation on the existing key named in @arg
+ * (whose struct begins with its struct key_ref): when
+ * it answers -ENOENT for a name nobody knew, the module is re-initialised
+ * (ks_tok_rescan(), rate-limited) and the operation run once more, so that
+ * keys made by other programs are found without a restart.
+ */
+int ks_tok_run_key_op(struct ks_token *tok, const char *what, op_fn fn, void *arg);
 
 /* ---- keys.c ------------------------------------------------------------------ */
 
@@ -488,5 +550,26 @@ CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
  */
 CK_RV ks_tok_remove_leftovers(struct ks_token *tok, CK_SESSION_HANDLE s, const char *name,
 			      int *removed);
+
+/* ---- caps.c ------------------------------------------------------------------ */
+
+/*
+ * Reads the token's mechanism list and their information into tok->caps
+ * (module initialised, tok->slot set; at open and after every reconnect).
+ */
+void ks_tok_probe_caps(struct ks_token *tok);
+
+/* A copy of tok->caps. */
+void ks_tok_caps_get(struct ks_token *tok, struct ks_caps *out);
+
+/*
+ * A sign-only key's CKM_RSA_PKCS signature was refused while the same key
+ * signed with PSS: from now on PKCS#1 v1.5 is made only by hash-and-sign
+ * (warned once).
+ */
+void ks_tok_learn_rsa_pkcs_needs_decrypt(struct ks_token *tok);
+
+/* CKM_SHAx_RSA_PKCS for a PKCS#1 v1.5 @alg when the token signs with it, else 0. */
+CK_MECHANISM_TYPE ks_tok_hash_sign_mech(struct ks_token *tok, enum ks_sig_alg alg);
 
 #endif

@@ -8,6 +8,7 @@ packages=(
 	libssl-dev openssl          # OpenSSL 3: X.509, CSRs, digests; the openssl CLI verifies in tests
 	libp11-kit-dev p11-kit      # pkcs11.h, PKCS#11 module loading, RFC 7512 URIs
 	softhsm2                    # the token for tests and the demo
+	swtpm swtpm-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon  # the tpm2 suite: tpm2-pkcs11 over a simulated TPM
 	libjansson-dev              # JSON of the wire protocol and configuration
 	libcmocka-dev               # unit tests
 	libcurl4-openssl-dev        # HTTPS of the renewal clients (OpenSSL flavour)

@@ -200,8 +200,14 @@ int main(int argc, char **argv)
 	pad_label(label, padded);
 	if (P11(f, C_InitToken, slot, (CK_UTF8CHAR *)so_pin, (CK_ULONG)so_pin_len, padded) != CKR_OK)
 		goto out;
-	/* SoftHSM moves a freshly initialised token to a new slot id; find it again by label. */
-	if (find_slot(f, 1, padded, &slot) != 1) {
+	/*
+	 * SoftHSM moves a freshly initialised token to a new slot id; find it
+	 * again by label. tpm2-pkcs11 keeps the slot and already reports a
+	 * user PIN there, which the search by label would pass over.
+	 */
+	if (!(P11(f, C_GetTokenInfo, slot, &ti) == CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED) &&
+	      memcmp(ti.label, padded, 32) == 0) &&
+	    find_slot(f, 1, padded, &slot) != 1) {
 		fprintf(stderr, "ks-token-init: the token just initialised is not to be found\n");
 		goto out;
 	}

@@ -27,6 +27,17 @@
  *                        any fault is applied: the number of times a PIN was
  *                        presented, however the call then ended
  *
+ *   KS_FAULTP11_MECHS    a token with fewer capabilities than the real one,
+ *                        words separated by blanks:
+ *     hide:0xNN            C_GetMechanismList leaves out mechanism 0xNN and
+ *                          C_GetMechanismInfo answers CKR_MECHANISM_INVALID
+ *     rsa-max:BITS         CKM_RSA_PKCS_KEY_PAIR_GEN's ulMaxKeySize is BITS
+ *     rsa-pkcs-needs-decrypt
+ *                          C_SignInit with CKM_RSA_PKCS on a key whose
+ *                          CKA_DECRYPT is false answers
+ *                          CKR_KEY_FUNCTION_NOT_PERMITTED, as a token that
+ *                          makes those signatures with a raw RSA decrypt
+ *
  * A slow token with bounded parallelism and sessions (a network HSM), read
  * from the environment at every C_Initialize:
  *
@@ -53,6 +64,7 @@
  *                        C_Initialize
  *
  * Wrapped: C_Initialize (only for empty-until-reinit), C_GetTokenInfo,
+ * C_GetMechanismList, C_GetMechanismInfo (only for KS_FAULTP11_MECHS),
  * C_OpenSession, C_CloseSession, C_CloseAllSessions, C_Login,
  * C_FindObjectsInit, C_FindObjects, C_GetAttributeValue,
  * C_GenerateKeyPair, C_SignInit, C_Sign, C_SignFinal, C_CreateObject,
@@ -441,9 +453,80 @@ static CK_RV w_GenerateKeyPair(CK_SESSION_HANDLE s, CK_MECHANISM *m,
 	return real->C_GenerateKeyPair(s, m, pub, npub, priv, npriv, hpub, hpriv);
 }
 
+/* 1 if KS_FAULTP11_MECHS holds @word; with @value, the number after "@word:" into it. */
+static int mechs_has(const char *word, unsigned long *value)
+{
+	const char *v = getenv("KS_FAULTP11_MECHS"), *p;
+	size_t n = strlen(word);
+
+	for (p = v; p != NULL && (p = strstr(p, word)) != NULL; p += n) {
+		if (p != v && p[-1] != ' ')
+			continue;
+		if (value == NULL && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+		if (value != NULL && p[n] == ':') {
+			*value = strtoul(p + n + 1, NULL, 0);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int mech_hidden(CK_MECHANISM_TYPE m)
+{
+	const char *v = getenv("KS_FAULTP11_MECHS"), *p;
+
+	for (p = v; p != NULL && (p = strstr(p, "hide:")) != NULL; p += 5)
+		if (strtoul(p + 5, NULL, 0) == m)
+			return 1;
+	return 0;
+}
+
+static CK_RV w_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE *list, CK_ULONG *n)
+{
+	CK_MECHANISM_TYPE all[1024];
+	CK_ULONG got = 1024, kept = 0;
+	CK_RV rv;
+
+	if (getenv("KS_FAULTP11_MECHS") == NULL)
+		return real->C_GetMechanismList(slot, list, n);
+	if ((rv = real->C_GetMechanismList(slot, all, &got)) != CKR_OK)
+		return rv;
+	for (CK_ULONG i = 0; i < got; i++) {
+		if (mech_hidden(all[i]))
+			continue;
+		if (list != NULL && kept < *n)
+			list[kept] = all[i];
+		kept++;
+	}
+	rv = list != NULL && kept > *n ? CKR_BUFFER_TOO_SMALL : CKR_OK;
+	*n = kept;
+	return rv;
+}
+
+static CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE m, CK_MECHANISM_INFO *info)
+{
+	unsigned long max;
+	CK_RV rv;
+
+	if (mech_hidden(m))
+		return CKR_MECHANISM_INVALID;
+	if ((rv = real->C_GetMechanismInfo(slot, m, info)) != CKR_OK)
+		return rv;
+	if (m == CKM_RSA_PKCS_KEY_PAIR_GEN && mechs_has("rsa-max", &max))
+		info->ulMaxKeySize = max;
+	return CKR_OK;
+}
+
 static CK_RV w_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE k)
 {
+	CK_BBOOL decrypt = CK_TRUE;
+	CK_ATTRIBUTE a = { CKA_DECRYPT, &decrypt, sizeof(decrypt) };
+
 	FAULT(C_SignInit);
+	if (m != NULL && m->mechanism == CKM_RSA_PKCS && mechs_has("rsa-pkcs-needs-decrypt", NULL) &&
+	    real->C_GetAttributeValue(s, k, &a, 1) == CKR_OK && decrypt == CK_FALSE)
+		return CKR_KEY_FUNCTION_NOT_PERMITTED;
 	return real->C_SignInit(s, m, k);
 }
 
@@ -521,6 +604,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
 		wrapped.C_GetAttributeValue = w_GetAttributeValue;
 		wrapped.C_GenerateKeyPair = w_GenerateKeyPair;
 		wrapped.C_SignInit = w_SignInit;
+		wrapped.C_GetMechanismList = w_GetMechanismList;
+		wrapped.C_GetMechanismInfo = w_GetMechanismInfo;
 		wrapped.C_Sign = w_Sign;
 		wrapped.C_CreateObject = w_CreateObject;
 		wrapped.C_DestroyObject = w_DestroyObject;

@@ -1116,6 +1116,91 @@ static void test_audit_unavailable(void **state)
 	rmdir(dir);
 }
 
+static int strv_has(json_t *arr, const char *prefix)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(arr, i, v)
+		if (strncmp(json_string_value(v), prefix, strlen(prefix)) == 0)
+			return 1;
+	return 0;
+}
+
+static void assert_unsupported_saying(json_t *o, const char *text)
+{
+	assert_error(o, "unsupported");
+	if (strstr(json_string_value(json_object_get(o, "message")), text) == NULL)
+		fail_msg("message \"%s\" does not say \"%s\"",
+			 json_string_value(json_object_get(o, "message")), text);
+	json_decref(o);
+}
+
+/*
+ * What the token cannot do (faultp11 in front of the same SoftHSM hides
+ * every PKCS#1 v1.5 mechanism and caps RSA at 2048 bits) is not offered by
+ * hello, and asking for it is unsupported with the token's limit.
+ */
+static void test_token_capabilities(void **state)
+{
+	struct ks_token_config cfg;
+	struct ks_token *tok = NULL;
+	struct ks_ctx *ctx = NULL;
+	const char *shim = getenv("KS_FAULTP11");
+	json_t *o, *types;
+
+	(void)state;
+	assert_non_null(shim);
+	setenv("KS_FAULTP11_TARGET", fx.tt.module, 1);
+	setenv("KS_FAULTP11_MECHS", "rsa-max:2048 hide:0x1 hide:0x40 hide:0x41 hide:0x42", 1);
+	ks_test_token_config(&fx.tt, &cfg);
+	cfg.module_path = shim;
+	cfg.sessions = 1;
+	assert_int_equal(ks_token_open(&cfg, &tok), 0);
+	assert_int_equal(ks_ctx_new(tok, NULL, suite_policy(), &ctx), 0);
+
+	o = call_ctx(ctx, &root_peer, "{\"id\": 1, \"op\": \"hello\"}");
+	assert_ok(o);
+	types = json_object_get(o, "key_types");
+	assert_int_equal(json_array_size(types), 3);
+	assert_string_equal(json_string_value(json_array_get(types, 0)), "rsa-2048");
+	assert_false(strv_has(json_object_get(o, "algorithms"), "rsa-pkcs1-"));
+	assert_true(strv_has(json_object_get(o, "algorithms"), "rsa-pss-sha256"));
+	assert_null(json_object_get(o, "data_only"));
+	json_decref(o);
+	/* The same SoftHSM through the fixture's context offers everything. */
+	o = call(&root_peer, "{\"id\": 2, \"op\": \"hello\"}");
+	assert_int_equal(json_array_size(json_object_get(o, "key_types")), 5);
+	assert_true(strv_has(json_object_get(o, "algorithms"), "rsa-pkcs1-sha256"));
+	json_decref(o);
+
+	assert_unsupported_saying(call_ctx(ctx, &root_peer, "{\"id\": 3, \"op\": \"key.generate\","
+					   " \"key\": \"caps-big\", \"type\": \"rsa-3072\"}"),
+				  "rsa-3072: the token's RSA key sizes are ");
+	o = call_ctx(ctx, &root_peer, "{\"id\": 4, \"op\": \"key.generate\", \"key\": \"caps-rsa\","
+		     " \"type\": \"rsa-2048\"}");
+	assert_ok(o);
+	json_decref(o);
+	assert_unsupported_saying(call_ctx(ctx, &root_peer, "{\"id\": 5, \"op\": \"csr.create\","
+					   " \"key\": \"caps-rsa\", \"subject\": \"CN=x\"}"),
+				  "cannot make rsa-pkcs1-sha256 signatures");
+	assert_unsupported_saying(call_ctx(ctx, &root_peer, "{\"id\": 6, \"op\": \"sign\","
+					   " \"key\": \"caps-rsa\", \"alg\": \"rsa-pkcs1-sha384\","
+					   " \"data\": \"aGVsbG8=\"}"),
+				  "CKM_RSA_PKCS");
+	o = call_ctx(ctx, &root_peer, "{\"id\": 7, \"op\": \"sign\", \"key\": \"caps-rsa\","
+		     " \"alg\": \"rsa-pss-sha256\", \"data\": \"aGVsbG8=\"}");
+	assert_ok(o);
+	json_decref(o);
+	o = call_ctx(ctx, &root_peer, "{\"id\": 8, \"op\": \"key.delete\", \"key\": \"caps-rsa\"}");
+	assert_ok(o);
+	json_decref(o);
+
+	ks_ctx_free(ctx);
+	ks_token_close(tok);
+	unsetenv("KS_FAULTP11_MECHS");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1134,6 +1219,7 @@ int main(void)
 		cmocka_unit_test(test_frame_error),
 		cmocka_unit_test(test_audit_intents),
 		cmocka_unit_test(test_audit_unavailable),
+		cmocka_unit_test(test_token_capabilities),
 	};
 
 	/*
