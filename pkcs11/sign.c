@@ -17,13 +17,8 @@
 
 /* ---- sign ------------------------------------------------------------------------ */
 
-/* DER DigestInfo prefixes (RFC 8017, section 9.2, note 1). */
-static const uint8_t di_sha256[] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-				     0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 };
-static const uint8_t di_sha384[] = { 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-				     0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 };
-static const uint8_t di_sha512[] = { 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-				     0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40 };
+/* The longest DigestInfo prefix (proto/alg.c: 19 bytes for each SHA-2 hash). */
+#define DI_PREFIX_MAX 19
 
 struct sign_arg {
 	struct key_ref k;
@@ -99,8 +94,8 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	struct sign_arg *sa = arg;
 	CK_RSA_PKCS_PSS_PARAMS pss;
 	CK_MECHANISM mech = { CKM_RSA_PKCS, NULL, 0 };
-	uint8_t input[sizeof(di_sha512) + 64];
-	size_t input_len;
+	uint8_t input[DI_PREFIX_MAX + 64];
+	size_t input_len, prefix_len = 0;
 	const uint8_t *prefix = NULL, *in = input;
 	CK_MECHANISM_TYPE hashed = 0;
 	struct ks_caps caps;
@@ -135,13 +130,13 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	}
 	switch (sa->alg) {
 	case KS_SIG_RSA_PKCS1_SHA256:
-		prefix = di_sha256;
-		break;
 	case KS_SIG_RSA_PKCS1_SHA384:
-		prefix = di_sha384;
-		break;
 	case KS_SIG_RSA_PKCS1_SHA512:
-		prefix = di_sha512;
+		prefix = ks_sig_alg_digest_info(sa->alg, &prefix_len);
+		if (prefix == NULL || prefix_len > DI_PREFIX_MAX || sa->digest_len > 64) {
+			*err = -EINVAL;
+			return CKR_OK;
+		}
 		break;
 	case KS_SIG_RSA_PSS_SHA256:
 	case KS_SIG_RSA_PSS_SHA384:
@@ -170,9 +165,8 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		in = sa->data;
 		input_len = sa->data_len;
 	} else if (prefix != NULL) {
-		/* All three prefixes have the same length. */
-		memcpy(input, prefix, sizeof(di_sha256));
-		input_len = sizeof(di_sha256);
+		memcpy(input, prefix, prefix_len);
+		input_len = prefix_len;
 	} else if (ks_sig_alg_is_pss(sa->alg)) {
 		mech.mechanism = CKM_RSA_PKCS_PSS;
 		pss_params(sa->alg, sa->digest_len, &pss);
