@@ -19,7 +19,7 @@
 
 #include <stddef.h>
 
-#define KS_PIN_MAX 256
+#include "pkcs11/token.h"   /* KS_PIN_MAX */
 
 /*
  * The path ks_pin_load() would read (the credential if it exists, else

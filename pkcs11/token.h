@@ -87,6 +87,9 @@
 
 struct ks_token;
 
+/* The longest user PIN the token layer presents (the PIN file's limit too). */
+#define KS_PIN_MAX 256
+
 struct ks_token_config {
 	/* Absolute path of the PKCS#11 module, from root-owned configuration only. */
 	const char *module_path;
