@@ -180,9 +180,10 @@ struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 		goto out;
 	atomic_init(&key->refs, 1);
 	key->ctx = ctx;
+	key->parts = OSSL_KEYMGMT_SELECT_ALL;
 	snprintf(key->name, sizeof(key->name), "%s", name);
 	if ((bio = BIO_new_mem_buf(q.pem, -1)) == NULL ||
-	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, NULL)) == NULL) {
+	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, KSP_OTHERS)) == NULL) {
 		ksp_raise(ctx, KSP_R_INTERNAL, "key %s: keysvcd sent an unreadable public key", name);
 		ksp_key_free(key);
 		key = NULL;
@@ -249,6 +250,19 @@ static const OSSL_ALGORITHM signatures[] = {
 	{ NULL, NULL, NULL, NULL },
 };
 
+/* The public key of a keysvc key, written without another provider's encoder. */
+#define KSP_SPKI_ENCODER(names, output, fns) \
+	{ names, "provider=keysvc,output=" output ",structure=SubjectPublicKeyInfo", fns, \
+	  "public half of keysvc keys" }
+
+static const OSSL_ALGORITHM encoders[] = {
+	KSP_SPKI_ENCODER("RSA:rsaEncryption:1.2.840.113549.1.1.1", "der", ksp_spki_der_encoder_functions),
+	KSP_SPKI_ENCODER("RSA:rsaEncryption:1.2.840.113549.1.1.1", "pem", ksp_spki_pem_encoder_functions),
+	KSP_SPKI_ENCODER("EC:id-ecPublicKey:1.2.840.10045.2.1", "der", ksp_spki_der_encoder_functions),
+	KSP_SPKI_ENCODER("EC:id-ecPublicKey:1.2.840.10045.2.1", "pem", ksp_spki_pem_encoder_functions),
+	{ NULL, NULL, NULL, NULL },
+};
+
 static const OSSL_ALGORITHM stores[] = {
 	{ "keysvc", "provider=keysvc", ksp_store_functions, "keys held by keysvcd (keysvc:NAME)" },
 	{ NULL, NULL, NULL, NULL },
@@ -265,6 +279,8 @@ static const OSSL_ALGORITHM *ksp_query(void *provctx, int operation_id, int *no_
 		return signatures;
 	case OSSL_OP_STORE:
 		return stores;
+	case OSSL_OP_ENCODER:
+		return encoders;
 	default:
 		return NULL;
 	}
@@ -327,6 +343,7 @@ static const OSSL_DISPATCH provider_functions[] = {
 	{ OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))ksp_gettable_params },
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))ksp_get_params },
 	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))ksp_reasons },
+	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))ksp_get_capabilities },
 	{ OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))ksp_teardown },
 	{ 0, NULL },
 };

@@ -6,7 +6,8 @@
  * Split by operation, as OpenSSL is: provider.c (entry point, parameters,
  * errors, the daemon connection), kmgmt.c (opaque RSA and EC keys),
  * store.c (the "keysvc:" URI loader), sig.c (RSA PKCS#1 v1.5, RSA-PSS,
- * ECDSA, with digest-sign; verification with the public key).
+ * ECDSA, with digest-sign; verification with the public key), encoder.c
+ * (the public key as a SubjectPublicKeyInfo).
  */
 #ifndef KEYSVC_PROVIDER_H
 #define KEYSVC_PROVIDER_H
@@ -58,13 +59,29 @@ struct ksp_ctx {
 	pid_t conn_pid;                /* the process that opened conn */
 };
 
-/* A key held by keysvcd: its name and its public half. */
+/*
+ * The property query of every fetch in ksp_ctx.libctx: the work done there
+ * (digests, verification, ordinary keys) is the other providers', and must
+ * never come back to this one.
+ */
+#define KSP_OTHERS "provider!=keysvc"
+
+/*
+ * A key of this provider's key managers. Either held by keysvcd (its name
+ * and its public half), or "plain": an ordinary key that OpenSSL made or
+ * imported through the RSA/EC key managers because they answered a fetch
+ * for "RSA"/"EC" (keysvc loaded before default: TLS ephemeral keys, a peer's
+ * public key). A plain key is an EVP_PKEY of the other providers, used
+ * through them; it never goes to keysvcd.
+ */
 struct ksp_key {
 	atomic_int refs;
 	struct ksp_ctx *ctx;
-	char name[KSP_NAME_MAX + 1];
+	char name[KSP_NAME_MAX + 1];  /* empty for a plain key */
 	int is_ec;
-	EVP_PKEY *pub;                /* built in ctx->libctx; never has a private part */
+	int plain;
+	int parts;                    /* OSSL_KEYMGMT_SELECT_* the key has */
+	EVP_PKEY *pub;                /* built in ctx->libctx; a private part only if plain */
 };
 
 /* Raise an OpenSSL error from this provider. */
@@ -85,10 +102,15 @@ void ksp_key_free(struct ksp_key *key);
 int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
 		    size_t digest_len, uint8_t **sig, size_t *sig_len);
 
+/* The TLS groups whose keys the EC key manager makes (kmgmt.c): see ksp_tls_groups(). */
+int ksp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
+
 extern const OSSL_DISPATCH ksp_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH ksp_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH ksp_rsa_signature_functions[];
 extern const OSSL_DISPATCH ksp_ecdsa_signature_functions[];
 extern const OSSL_DISPATCH ksp_store_functions[];
+extern const OSSL_DISPATCH ksp_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH ksp_spki_pem_encoder_functions[];
 
 #endif
