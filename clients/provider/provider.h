@@ -4,7 +4,7 @@
  * its module or its PIN; it needs only the socket and a policy grant.
  *
  * Split by operation, as OpenSSL is: provider.c (entry point, parameters,
- * errors, the daemon connection), kmgmt.c (opaque RSA and EC keys),
+ * errors, the pool of daemon connections), kmgmt.c (opaque RSA and EC keys),
  * store.c (the "keysvc:" URI loader), sig.c (RSA PKCS#1 v1.5, RSA-PSS,
  * ECDSA, with digest-sign; verification with the public key), encoder.c
  * (the public key as a SubjectPublicKeyInfo).
@@ -31,6 +31,9 @@
 /* How long one wait for keysvcd may last unless openssl.cnf says (timeout = SECONDS). */
 #define KSP_DEFAULT_TIMEOUT_S 10
 #define KSP_MAX_TIMEOUT_S 3600
+/* Connections to keysvcd per process unless openssl.cnf says (connections = N). */
+#define KSP_DEFAULT_POOL 8
+#define KSP_POOL_MAX 64
 
 /* Reason codes of this provider's errors (texts in provider.c). */
 enum ksp_reason {
@@ -45,6 +48,17 @@ enum ksp_reason {
 	KSP_R_BUFFER_TOO_SMALL,
 };
 
+/*
+ * One connection to keysvcd, used by one request at a time. The pool grows
+ * on demand (a slot is opened when every open one is busy) up to
+ * ksp_ctx.pool_size; a thread finding all busy waits for one.
+ */
+struct ksp_conn {
+	keysvc *conn;                 /* NULL until first used, or after a failure */
+	pid_t pid;                    /* the process this slot belongs to (fork) */
+	int busy;
+};
+
 struct ksp_ctx {
 	const OSSL_CORE_HANDLE *handle;
 	OSSL_LIB_CTX *libctx;         /* a child of the application's, for digests and public keys */
@@ -54,9 +68,10 @@ struct ksp_ctx {
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
 	int timeout_ms;               /* keysvc_set_timeout() of each connection; 0 waits forever */
 	char config_error[160];       /* a bad openssl.cnf setting: every request fails with this */
-	pthread_mutex_t lock;         /* one connection, used by one thread at a time */
-	keysvc *conn;
-	pid_t conn_pid;                /* the process that opened conn */
+	pthread_mutex_t lock;         /* guards the pool's busy flags and pids */
+	pthread_cond_t idle;          /* a connection was given back */
+	int pool_size;                /* connections open at once at most ("connections = N") */
+	struct ksp_conn pool[KSP_POOL_MAX];
 };
 
 /*

@@ -422,10 +422,20 @@ check "stalled daemon: the request reached keysvcd once ($(signs) signatures)" t
 sed "s|^timeout = 1|timeout = -1|" "$work/timeout.cnf" >"$work/bad-timeout.cnf"
 check_fails_with "timeout = -1 in openssl.cnf is refused when the key is used" "timeout = -1: expected whole seconds" \
 	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-timeout.cnf" openssl pkey -in keysvc:k-stall -pubout
+sed "s|^timeout = 1|connections = 0|" "$work/timeout.cnf" >"$work/bad-connections.cnf"
+check_fails_with "connections = 0 in openssl.cnf is refused when the key is used" "connections = 0: expected a whole number, 1 to 64" \
+	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-connections.cnf" openssl pkey -in keysvc:k-stall -pubout
 long=$work/$(printf 'x%.0s' $(seq 1 120))/keysvc.sock
 sed "s|^socket = .*|socket = $long|" "$work/openssl.cnf" >"$work/long-socket.cnf"
 check_fails_with "a socket path too long for a Unix socket is refused, not cut short" "longer than the 107 bytes" \
 	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/long-socket.cnf" openssl pkey -in keysvc:k-stall -pubout
+
+# Threads: one key used by many threads at once, each request on a
+# connection of the provider's pool.
+check "8 threads sign with one EC key at once: every signature verifies" "$api" threads k-ec-p256
+check "8 threads sign with one RSA key at once: every signature verifies" "$api" threads k-rsa-2048
+check "a signature stalled in the token does not hold up another thread's request" "$api" parallel k-stall k-ec-p384
+: >"$KS_FAULTP11_CONTROL"
 
 # keysvcd restarted under a process that keeps its connection: the next
 # request's send fails before the daemon could read it, and is sent again.
