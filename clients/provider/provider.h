@@ -32,7 +32,7 @@
 #define KSP_DEFAULT_TIMEOUT_S 10
 #define KSP_MAX_TIMEOUT_S 3600
 /* Connections to keysvcd per process unless openssl.cnf says (connections = N). */
-#define KSP_DEFAULT_POOL 8
+#define KSP_DEFAULT_POOL 16
 #define KSP_POOL_MAX 64
 
 /* Reason codes of this provider's errors (texts in provider.c). */
