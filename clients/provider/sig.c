@@ -3,7 +3,8 @@
  * providers); only the digest travels to keysvcd, which signs it in the
  * token. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
  * uses); EC: ECDSA, DER output. Verification needs no private key and is
- * done here with the public key, by the application's providers.
+ * done here with the public key, by the application's providers; so is
+ * everything with a plain key (kmgmt.c), which keysvcd does not hold.
  */
 #include <errno.h>
 #include <stdlib.h>
