@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -410,6 +411,41 @@ out:
 	return ok;
 }
 
+/*
+ * fork() with the provider's connections open: the child signs on
+ * connections of its own (answers read from the parent's sockets would be
+ * mixed up), then the parent signs again on its own.
+ */
+static int check_fork(EVP_PKEY *key)
+{
+	EVP_PKEY *pub = plain_public(key);
+	int status = 0, ok = 0;
+	pid_t pid;
+
+	if (pub == NULL || !sign_abc(key, pub)) {
+		failed("%s", "first signature");
+		goto out;
+	}
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		failed("%s", "fork");
+		goto out;
+	}
+	if (pid == 0)
+		_exit(sign_abc(key, pub) && sign_abc(key, pub) ? 0 : 1);
+	if (!sign_abc(key, pub))
+		failed("%s", "the parent's signature while the child signs");
+	else if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		failed("%s", "the child's signatures failed or did not verify");
+	else if (!sign_abc(key, pub))
+		failed("%s", "the parent's signature after the child's");
+	else
+		ok = 1;
+out:
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
 static int run_check(int argc, char **argv)
 {
 	EVP_PKEY *key = NULL;
@@ -438,6 +474,8 @@ static int run_check(int argc, char **argv)
 		ok = check_small_buffer(key);
 	else if (strcmp(argv[1], "resend") == 0)
 		ok = check_resend(key);
+	else if (strcmp(argv[1], "fork") == 0)
+		ok = check_fork(key);
 	else if (strcmp(argv[1], "threads") == 0)
 		ok = check_threads(key);
 	else if (strcmp(argv[1], "parallel") == 0 && argc >= 4)

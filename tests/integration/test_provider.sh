@@ -395,6 +395,10 @@ for spec in "ec -pkeyopt ec_paramgen_curve:P-384 -sha512" "rsa:2048 -sigopt rsa_
 	check "... the private key was written and is the CSR's" bash -c \
 		"openssl pkey -in '$work/new.key' -pubout | cmp -s - <(openssl req -in '$work/new.csr' -noout -pubkey)"
 done
+check "keysvc loaded first: a PEM file's key signs in its own provider" bash -c \
+	"openssl dgst ${prov_kf[*]} -sha256 -sign '$ca/ca.key' -out '$work/file.sig' '$work/data' &&
+	openssl x509 -in '$ca/ca.pem' -pubkey -noout >'$work/ca.pub' &&
+	openssl dgst -sha256 -verify '$work/ca.pub' -signature '$work/file.sig' '$work/data'"
 check "keysvc loaded first: pkey -pubout" bash -c \
 	"openssl pkey ${prov_kf[*]} -in keysvc:k-ec-p384 -pubout | cmp -s - '$work/ec-p384/pub.pem'"
 check "keysvc loaded first: dgst -verify with a certificate's key" bash -c \
@@ -435,6 +439,7 @@ check_fails_with "a socket path too long for a Unix socket is refused, not cut s
 check "8 threads sign with one EC key at once: every signature verifies" "$api" threads k-ec-p256
 check "8 threads sign with one RSA key at once: every signature verifies" "$api" threads k-rsa-2048
 check "a signature stalled in the token does not hold up another thread's request" "$api" parallel k-stall k-ec-p384
+check "fork with connections open: child and parent each sign on their own" "$api" fork k-ec-p256
 : >"$KS_FAULTP11_CONTROL"
 
 # keysvcd restarted under a process that keeps its connection: the next
