@@ -11,7 +11,7 @@
  * The last lines are "target provider-threads-<n> <ratio> PASS|MISS".
  *
  *   KS_BENCH_SECONDS (default 2)  measured time per way and round
- *   KS_BENCH_ROUNDS (default 3)   rounds, 1 to 15
+ *   KS_BENCH_ROUNDS (default 5)   rounds, 1 to 15
  *   KS_BENCH_KEY (default ec-p256) key type: ec-p256, ec-p384, rsa-2048
  *   KS_BENCH_THREADS (default "1 4 16") the counts N
  */
@@ -278,7 +278,7 @@ int main(void)
 	const char *env_k = getenv("KS_BENCH_KEY"), *env_n = getenv("KS_BENCH_THREADS");
 	const char *prov_dir = getenv("KS_PROVIDER_DIR");
 	double seconds = env_s != NULL ? atof(env_s) : 2.0, ratios[16];
-	int rounds = env_r != NULL ? atoi(env_r) : 3, counts[16], ncounts = 0;
+	int rounds = env_r != NULL ? atoi(env_r) : 5, counts[16], ncounts = 0;
 	const char *type = env_k != NULL ? env_k : "ec-p256";
 	char policy[256], list[128], *tok, *save = NULL, *pem = NULL;
 	struct ks_td d;
