@@ -63,44 +63,85 @@ static int reason_for(int err)
 	}
 }
 
-static void raise_from(struct ksp_ctx *ctx, int r, const char *what, const char *name)
+static void raise_from(struct ksp_ctx *ctx, const keysvc *conn, int r, const char *what, const char *name)
 {
-	const char *msg = ctx->conn != NULL ? keysvc_error_message(ctx->conn) : "";
+	const char *msg = conn != NULL ? keysvc_error_message(conn) : "";
 
 	ksp_raise(ctx, reason_for(r), "%s %s: %s%s%s", what, name, keysvc_strerror(r),
 		  msg[0] ? ": " : "", msg);
 }
 
-/* The shared connection, opened on first use. Called with ctx->lock held. */
-static int conn_locked(struct ksp_ctx *ctx)
+/*
+ * Take a connection of the pool for one request: an idle open one, else a
+ * free slot (opened by the caller), else wait for one to be given back.
+ * Each thread's request has a connection of its own, so up to
+ * ctx->pool_size requests are with keysvcd at once.
+ */
+static struct ksp_conn *conn_borrow(struct ksp_ctx *ctx)
+{
+	struct ksp_conn *free_slot = NULL, *c;
+	pid_t pid = getpid();
+
+	pthread_mutex_lock(&ctx->lock);
+	for (;;) {
+		for (int i = 0; i < ctx->pool_size; i++) {
+			c = &ctx->pool[i];
+			/* After fork() parent and child would share the sockets and read
+			 * each other's answers: the child's are its own, opened anew (a
+			 * slot busy in a parent's thread is not busy here). */
+			if (c->pid != pid) {
+				keysvc_close(c->conn);
+				c->conn = NULL;
+				c->busy = 0;
+				c->pid = pid;
+			}
+			if (c->busy)
+				continue;
+			if (c->conn != NULL) {
+				free_slot = c;
+				break;
+			}
+			if (free_slot == NULL)
+				free_slot = c;
+		}
+		if (free_slot != NULL)
+			break;
+		pthread_cond_wait(&ctx->idle, &ctx->lock);
+	}
+	free_slot->busy = 1;
+	pthread_mutex_unlock(&ctx->lock);
+	return free_slot;
+}
+
+static void conn_return(struct ksp_ctx *ctx, struct ksp_conn *c)
+{
+	pthread_mutex_lock(&ctx->lock);
+	c->busy = 0;
+	pthread_cond_signal(&ctx->idle);
+	pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Open @c's connection (c is borrowed: no lock needed). */
+static int conn_open(struct ksp_ctx *ctx, struct ksp_conn *c)
 {
 	int r;
 
-	/* After fork() parent and child would share one socket and read each
-	 * other's answers: the child gets a connection of its own. */
-	if (ctx->conn != NULL && ctx->conn_pid != getpid()) {
-		keysvc_close(ctx->conn);
-		ctx->conn = NULL;
-	}
-	if (ctx->conn != NULL)
-		return KEYSVC_OK;
-	r = keysvc_connect(ctx->socket_path[0] ? ctx->socket_path : NULL, &ctx->conn);
+	r = keysvc_connect(ctx->socket_path[0] ? ctx->socket_path : NULL, &c->conn);
 	if (r != KEYSVC_OK) {
-		ctx->conn = NULL;
+		c->conn = NULL;
 		return r;
 	}
-	ctx->conn_pid = getpid();
-	if ((r = keysvc_set_timeout(ctx->conn, ctx->timeout_ms)) != KEYSVC_OK) {
-		keysvc_close(ctx->conn);
-		ctx->conn = NULL;
+	if ((r = keysvc_set_timeout(c->conn, ctx->timeout_ms)) != KEYSVC_OK) {
+		keysvc_close(c->conn);
+		c->conn = NULL;
 	}
 	return r;
 }
 
-static void drop_conn(struct ksp_ctx *ctx)
+static void conn_drop(struct ksp_conn *c)
 {
-	keysvc_close(ctx->conn);
-	ctx->conn = NULL;
+	keysvc_close(c->conn);
+	c->conn = NULL;
 }
 
 /*
@@ -115,10 +156,11 @@ static int never_sent(const keysvc *conn, int r)
 	return r == KEYSVC_E_IO && keysvc_request_unsent(conn);
 }
 
-/* One request to keysvcd: @op on the shared connection. 1, or 0 with an OpenSSL error raised. */
+/* One request to keysvcd: @op on a connection of the pool. 1, or 0 with an OpenSSL error raised. */
 static int request(struct ksp_ctx *ctx, int (*op)(keysvc *conn, void *arg), void *arg,
 		   const char *what, const char *name)
 {
+	struct ksp_conn *c;
 	const char *path;
 	int r, reused, e;
 
@@ -128,10 +170,10 @@ static int request(struct ksp_ctx *ctx, int (*op)(keysvc *conn, void *arg), void
 		ksp_raise(ctx, KSP_R_BAD_CONFIG, "%s %s: %s", what, name, ctx->config_error);
 		return 0;
 	}
-	pthread_mutex_lock(&ctx->lock);
+	c = conn_borrow(ctx);
 	for (;;) {
-		reused = ctx->conn != NULL && ctx->conn_pid == getpid();
-		if ((r = conn_locked(ctx)) != KEYSVC_OK) {
+		reused = c->conn != NULL;
+		if (!reused && (r = conn_open(ctx, c)) != KEYSVC_OK) {
 			e = errno;
 			path = ctx->socket_path[0] ? ctx->socket_path : getenv(KSP_SOCKET_ENV);
 			if (path == NULL || path[0] == '\0')
@@ -140,20 +182,20 @@ static int request(struct ksp_ctx *ctx, int (*op)(keysvc *conn, void *arg), void
 				  path, strerror(e));
 			break;
 		}
-		if ((r = op(ctx->conn, arg)) == KEYSVC_OK)
+		if ((r = op(c->conn, arg)) == KEYSVC_OK)
 			break;
 		/* Once only: the next try is on a new connection, which is not reused. */
-		if (reused && never_sent(ctx->conn, r)) {
-			drop_conn(ctx);
+		if (reused && never_sent(c->conn, r)) {
+			conn_drop(c);
 			continue;
 		}
 		/* libkeysvc's message lives in the handle: raise before dropping it. */
-		raise_from(ctx, r, what, name);
+		raise_from(ctx, c->conn, r, what, name);
 		if (r == KEYSVC_E_IO || r == KEYSVC_E_PROTOCOL)
-			drop_conn(ctx);
+			conn_drop(c);
 		break;
 	}
-	pthread_mutex_unlock(&ctx->lock);
+	conn_return(ctx, c);
 	return r == KEYSVC_OK;
 }
 
@@ -181,9 +223,10 @@ struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 		goto out;
 	atomic_init(&key->refs, 1);
 	key->ctx = ctx;
+	key->parts = OSSL_KEYMGMT_SELECT_ALL;
 	snprintf(key->name, sizeof(key->name), "%s", name);
 	if ((bio = BIO_new_mem_buf(q.pem, -1)) == NULL ||
-	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, NULL)) == NULL) {
+	    (key->pub = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, ctx->libctx, KSP_OTHERS)) == NULL) {
 		ksp_raise(ctx, KSP_R_INTERNAL, "key %s: keysvcd sent an unreadable public key", name);
 		ksp_key_free(key);
 		key = NULL;
@@ -250,6 +293,19 @@ static const OSSL_ALGORITHM signatures[] = {
 	{ NULL, NULL, NULL, NULL },
 };
 
+/* The public key of a keysvc key, written without another provider's encoder. */
+#define KSP_SPKI_ENCODER(names, output, fns) \
+	{ names, "provider=keysvc,output=" output ",structure=SubjectPublicKeyInfo", fns, \
+	  "public half of keysvc keys" }
+
+static const OSSL_ALGORITHM encoders[] = {
+	KSP_SPKI_ENCODER("RSA:rsaEncryption:1.2.840.113549.1.1.1", "der", ksp_spki_der_encoder_functions),
+	KSP_SPKI_ENCODER("RSA:rsaEncryption:1.2.840.113549.1.1.1", "pem", ksp_spki_pem_encoder_functions),
+	KSP_SPKI_ENCODER("EC:id-ecPublicKey:1.2.840.10045.2.1", "der", ksp_spki_der_encoder_functions),
+	KSP_SPKI_ENCODER("EC:id-ecPublicKey:1.2.840.10045.2.1", "pem", ksp_spki_pem_encoder_functions),
+	{ NULL, NULL, NULL, NULL },
+};
+
 static const OSSL_ALGORITHM stores[] = {
 	{ "keysvc", "provider=keysvc", ksp_store_functions, "keys held by keysvcd (keysvc:NAME)" },
 	{ NULL, NULL, NULL, NULL },
@@ -279,6 +335,8 @@ static const OSSL_ALGORITHM *ksp_query(void *provctx, int operation_id, int *no_
 		return stores;
 	case OSSL_OP_DECODER:
 		return decoders;
+	case OSSL_OP_ENCODER:
+		return encoders;
 	default:
 		return NULL;
 	}
@@ -330,8 +388,11 @@ static void ksp_teardown(void *provctx)
 
 	if (ctx == NULL)
 		return;
-	keysvc_close(ctx->conn);
+	for (int i = 0; i < KSP_POOL_MAX; i++)
+		if (ctx->pool[i].pid == getpid())
+			keysvc_close(ctx->pool[i].conn);
 	OSSL_LIB_CTX_free(ctx->libctx);
+	pthread_cond_destroy(&ctx->idle);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }
@@ -341,12 +402,13 @@ static const OSSL_DISPATCH provider_functions[] = {
 	{ OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))ksp_gettable_params },
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))ksp_get_params },
 	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))ksp_reasons },
+	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))ksp_get_capabilities },
 	{ OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))ksp_teardown },
 	{ 0, NULL },
 };
 
-/* "timeout = SECONDS" from openssl.cnf: 0 (wait forever) to KSP_MAX_TIMEOUT_S. */
-static int parse_timeout(const char *text, int *ms)
+/* A whole number from openssl.cnf, @min to @max, digits only. */
+static int parse_count(const char *text, long min, long max, long *out)
 {
 	char *end = NULL;
 	long v;
@@ -355,9 +417,9 @@ static int parse_timeout(const char *text, int *ms)
 		return 0;
 	errno = 0;
 	v = strtol(text, &end, 10);
-	if (errno != 0 || *end != '\0' || v > KSP_MAX_TIMEOUT_S)
+	if (errno != 0 || *end != '\0' || v < min || v > max)
 		return 0;
-	*ms = (int)v * 1000;
+	*out = v;
 	return 1;
 }
 
@@ -368,15 +430,18 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	OSSL_FUNC_core_get_params_fn *get_params = NULL;
 	const OSSL_DISPATCH *core = in;
 	struct ksp_ctx *ctx;
-	char *socket = NULL, *timeout = NULL;
-	OSSL_PARAM params[3];
+	char *socket = NULL, *timeout = NULL, *connections = NULL;
+	OSSL_PARAM params[4];
+	long v;
 	int r = 0;
 
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
 		return 0;
 	ctx->handle = handle;
 	ctx->timeout_ms = KSP_DEFAULT_TIMEOUT_S * 1000;
+	ctx->pool_size = KSP_DEFAULT_POOL;
 	pthread_mutex_init(&ctx->lock, NULL);
+	pthread_cond_init(&ctx->idle, NULL);
 	for (; in->function_id != 0; in++) {
 		switch (in->function_id) {
 		case OSSL_FUNC_CORE_GET_PARAMS:
@@ -397,14 +462,16 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	}
 	/*
 	 * From this provider's openssl.cnf section: "socket = PATH" (else
-	 * libkeysvc's default) and "timeout = SECONDS" (else KSP_DEFAULT_TIMEOUT_S).
+	 * libkeysvc's default), "timeout = SECONDS" (else KSP_DEFAULT_TIMEOUT_S)
+	 * and "connections = N" (else KSP_DEFAULT_POOL).
 	 */
 	if (get_params != NULL) {
 		params[0] = OSSL_PARAM_construct_utf8_ptr("socket", &socket, 0);
 		params[1] = OSSL_PARAM_construct_utf8_ptr("timeout", &timeout, 0);
-		params[2] = OSSL_PARAM_construct_end();
+		params[2] = OSSL_PARAM_construct_utf8_ptr("connections", &connections, 0);
+		params[3] = OSSL_PARAM_construct_end();
 		if (!get_params(handle, params))
-			socket = timeout = NULL;
+			socket = timeout = connections = NULL;
 		if (socket != NULL && strlen(socket) >= sizeof(ctx->socket_path))
 			/* Cut short, it would name another socket. */
 			snprintf(ctx->config_error, sizeof(ctx->config_error),
@@ -412,9 +479,21 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 				 socket, sizeof(ctx->socket_path) - 1);
 		else if (socket != NULL && socket[0] != '\0')
 			memcpy(ctx->socket_path, socket, strlen(socket) + 1);
-		if (timeout != NULL && ctx->config_error[0] == '\0' && !parse_timeout(timeout, &ctx->timeout_ms))
-			snprintf(ctx->config_error, sizeof(ctx->config_error),
-				 "timeout = %.32s: expected whole seconds, 0 to %d", timeout, KSP_MAX_TIMEOUT_S);
+		if (timeout != NULL && ctx->config_error[0] == '\0') {
+			if (parse_count(timeout, 0, KSP_MAX_TIMEOUT_S, &v))
+				ctx->timeout_ms = (int)v * 1000;
+			else
+				snprintf(ctx->config_error, sizeof(ctx->config_error),
+					 "timeout = %.32s: expected whole seconds, 0 to %d", timeout, KSP_MAX_TIMEOUT_S);
+		}
+		if (connections != NULL && ctx->config_error[0] == '\0') {
+			if (parse_count(connections, 1, KSP_POOL_MAX, &v))
+				ctx->pool_size = (int)v;
+			else
+				snprintf(ctx->config_error, sizeof(ctx->config_error),
+					 "connections = %.32s: expected a whole number, 1 to %d", connections,
+					 KSP_POOL_MAX);
+		}
 	}
 	/* Digests and the public halves of keys come from the application's other providers. */
 	if ((ctx->libctx = OSSL_LIB_CTX_new_child(handle, core)) == NULL)
@@ -424,6 +503,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	r = 1;
 out:
 	if (!r) {
+		pthread_cond_destroy(&ctx->idle);
 		pthread_mutex_destroy(&ctx->lock);
 		free(ctx);
 	}

@@ -4,9 +4,10 @@
  * its module or its PIN; it needs only the socket and a policy grant.
  *
  * Split by operation, as OpenSSL is: provider.c (entry point, parameters,
- * errors, the daemon connection), kmgmt.c (opaque RSA and EC keys),
+ * errors, the pool of daemon connections), kmgmt.c (opaque RSA and EC keys),
  * store.c (the "keysvc:" URI loader), sig.c (RSA PKCS#1 v1.5, RSA-PSS,
- * ECDSA, with digest-sign; verification with the public key).
+ * ECDSA, with digest-sign; verification with the public key), encoder.c
+ * (the public key as a SubjectPublicKeyInfo).
  */
 #ifndef KEYSVC_PROVIDER_H
 #define KEYSVC_PROVIDER_H
@@ -31,6 +32,9 @@
 /* How long one wait for keysvcd may last unless openssl.cnf says (timeout = SECONDS). */
 #define KSP_DEFAULT_TIMEOUT_S 10
 #define KSP_MAX_TIMEOUT_S 3600
+/* Connections to keysvcd per process unless openssl.cnf says (connections = N). */
+#define KSP_DEFAULT_POOL 16
+#define KSP_POOL_MAX 64
 
 /* Reason codes of this provider's errors (texts in provider.c). */
 enum ksp_reason {
@@ -45,6 +49,17 @@ enum ksp_reason {
 	KSP_R_BUFFER_TOO_SMALL,
 };
 
+/*
+ * One connection to keysvcd, used by one request at a time. The pool grows
+ * on demand (a slot is opened when every open one is busy) up to
+ * ksp_ctx.pool_size; a thread finding all busy waits for one.
+ */
+struct ksp_conn {
+	keysvc *conn;                 /* NULL until first used, or after a failure */
+	pid_t pid;                    /* the process this slot belongs to (fork) */
+	int busy;
+};
+
 struct ksp_ctx {
 	const OSSL_CORE_HANDLE *handle;
 	OSSL_LIB_CTX *libctx;         /* a child of the application's, for digests and public keys */
@@ -54,18 +69,35 @@ struct ksp_ctx {
 	char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* empty: libkeysvc's default ($KEYSVC_SOCKET, then /run/keysvc/keysvc.sock) */
 	int timeout_ms;               /* keysvc_set_timeout() of each connection; 0 waits forever */
 	char config_error[160];       /* a bad openssl.cnf setting: every request fails with this */
-	pthread_mutex_t lock;         /* one connection, used by one thread at a time */
-	keysvc *conn;
-	pid_t conn_pid;                /* the process that opened conn */
+	pthread_mutex_t lock;         /* guards the pool's busy flags and pids */
+	pthread_cond_t idle;          /* a connection was given back */
+	int pool_size;                /* connections open at once at most ("connections = N") */
+	struct ksp_conn pool[KSP_POOL_MAX];
 };
 
-/* A key held by keysvcd: its name and its public half. */
+/*
+ * The property query of every fetch in ksp_ctx.libctx: the work done there
+ * (digests, verification, ordinary keys) is the other providers', and must
+ * never come back to this one.
+ */
+#define KSP_OTHERS "provider!=keysvc"
+
+/*
+ * A key of this provider's key managers. Either held by keysvcd (its name
+ * and its public half), or "plain": an ordinary key that OpenSSL made or
+ * imported through the RSA/EC key managers because they answered a fetch
+ * for "RSA"/"EC" (keysvc loaded before default: TLS ephemeral keys, a peer's
+ * public key). A plain key is an EVP_PKEY of the other providers, used
+ * through them; it never goes to keysvcd.
+ */
 struct ksp_key {
 	atomic_int refs;
 	struct ksp_ctx *ctx;
-	char name[KSP_NAME_MAX + 1];
+	char name[KSP_NAME_MAX + 1];  /* empty for a plain key */
 	int is_ec;
-	EVP_PKEY *pub;                /* built in ctx->libctx; never has a private part */
+	int plain;
+	int parts;                    /* OSSL_KEYMGMT_SELECT_* the key has */
+	EVP_PKEY *pub;                /* built in ctx->libctx; a private part only if plain */
 };
 
 /* Raise an OpenSSL error from this provider. */
@@ -86,10 +118,15 @@ void ksp_key_free(struct ksp_key *key);
 int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
 		    size_t digest_len, uint8_t **sig, size_t *sig_len);
 
+/* The TLS groups whose keys the EC key manager makes (kmgmt.c): see ksp_tls_groups(). */
+int ksp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
+
 extern const OSSL_DISPATCH ksp_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH ksp_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH ksp_rsa_signature_functions[];
 extern const OSSL_DISPATCH ksp_ecdsa_signature_functions[];
 extern const OSSL_DISPATCH ksp_store_functions[];
+extern const OSSL_DISPATCH ksp_spki_der_encoder_functions[];
+extern const OSSL_DISPATCH ksp_spki_pem_encoder_functions[];
 
 #endif

@@ -3,8 +3,10 @@
  * providers); only the digest travels to keysvcd, which signs it in the
  * token. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
  * uses); EC: ECDSA, DER output. Verification needs no private key and is
- * done here with the public key, by the application's providers.
+ * done here with the public key, by the application's providers; so is
+ * everything with a plain key (kmgmt.c), which keysvcd does not hold.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -87,6 +89,16 @@ static void *sig_dupctx(void *vctx)
 }
 
 /*
+ * Whether the operation is done here by the other providers rather than by
+ * keysvcd: a verification (with the public key), or anything with a plain
+ * key (kmgmt.c). Those take whatever options the other providers take.
+ */
+static int done_here(const struct ksp_sig *s)
+{
+	return s->verify || (s->key != NULL && s->key->plain);
+}
+
+/*
  * "SHA2-256", "sha256", "SHA256" all name one digest; keep OpenSSL's short
  * name. Signing takes what keysvcd offers; verifying is done here with the
  * public key, so any digest the application's providers have will do.
@@ -98,16 +110,16 @@ static int set_digest(struct ksp_sig *s, const char *name)
 
 	if (name == NULL || name[0] == '\0')
 		return 1;
-	if ((md = EVP_MD_fetch(s->ctx->libctx, name, NULL)) == NULL)
+	if ((md = EVP_MD_fetch(s->ctx->libctx, name, KSP_OTHERS)) == NULL)
 		return 0;
 	canon = NULL;
 	for (int a = KS_SIG_NONE + 1; canon == NULL && ks_sig_alg_name((enum ks_sig_alg)a) != NULL; a++)
 		if (EVP_MD_is_a(md, ks_sig_alg_digest((enum ks_sig_alg)a)))
 			canon = ks_sig_alg_digest((enum ks_sig_alg)a);
-	if (s->verify && canon == NULL)
+	if (done_here(s) && canon == NULL)
 		canon = EVP_MD_get0_name(md);
 	if (canon == NULL || strlen(canon) >= sizeof(s->mdname) ||
-	    (!s->verify && ks_sig_alg_find(s->is_ec ? KS_FAMILY_EC : KS_FAMILY_RSA, 0,
+	    (!done_here(s) && ks_sig_alg_find(s->is_ec ? KS_FAMILY_EC : KS_FAMILY_RSA, 0,
 					   (size_t)EVP_MD_get_size(md)) == KS_SIG_NONE)) {
 		EVP_MD_free(md);
 		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "digest %s is not offered by keysvcd for this key", name);
@@ -115,6 +127,50 @@ static int set_digest(struct ksp_sig *s, const char *name)
 	}
 	memcpy(s->mdname, canon, strlen(canon) + 1);
 	EVP_MD_free(md);
+	return 1;
+}
+
+/*
+ * rsa_pss_saltlen as OpenSSL's own RSA signature reads it: "digest", "max",
+ * "auto" or a number, where -1, -2 and -3 are RSA_PSS_SALTLEN_DIGEST,
+ * _AUTO and _MAX. keysvcd signs with salt = digest length only: "digest",
+ * -1 or that number of bytes (checked against the digest when signing).
+ */
+static int set_saltlen(struct ksp_sig *s, const OSSL_PARAM *p)
+{
+	char buf[32], *str = buf, *end = NULL;
+	long v;
+	int len = 0;
+
+	if (p->data_type == OSSL_PARAM_UTF8_STRING) {
+		if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)))
+			return 0;
+		if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0) {
+			len = RSA_PSS_SALTLEN_DIGEST;
+		} else if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0) {
+			len = RSA_PSS_SALTLEN_AUTO;
+		} else if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0) {
+			len = RSA_PSS_SALTLEN_MAX;
+		} else {
+			errno = 0;
+			v = strtol(buf, &end, 10);
+			if (buf[0] == '\0' || *end != '\0' || errno != 0 || v < RSA_PSS_SALTLEN_MAX || v > 4096) {
+				ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "rsa_pss_saltlen:%s: expected digest, max, "
+					  "auto or a length in bytes", buf);
+				return 0;
+			}
+			len = (int)v;
+		}
+	} else if (!OSSL_PARAM_get_int(p, &len)) {
+		return 0;
+	}
+	if (len < RSA_PSS_SALTLEN_MAX ||
+	    (!done_here(s) && len < 0 && len != RSA_PSS_SALTLEN_DIGEST)) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "keysvcd signs PSS with a salt as long as the digest "
+			  "only (rsa_pss_saltlen:digest, -1 or the digest's length)");
+		return 0;
+	}
+	s->saltlen = len;
 	return 1;
 }
 
@@ -149,33 +205,9 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 		}
 		s->pad = pad;
 	}
-	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
-		int len = 0;
-
-		if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-			if (!OSSL_PARAM_get_utf8_string(p, &str, sizeof(buf)))
-				return 0;
-			if (strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0)
-				len = RSA_PSS_SALTLEN_DIGEST;
-			else if (s->verify && strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0)
-				len = RSA_PSS_SALTLEN_AUTO;
-			else if (s->verify && strcmp(buf, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0)
-				len = RSA_PSS_SALTLEN_MAX;
-			else if (strspn(buf, "0123456789") == strlen(buf) && buf[0] != '\0')
-				len = atoi(buf);
-			else
-				len = -100;
-		} else if (!OSSL_PARAM_get_int(p, &len)) {
-			return 0;
-		}
-		if (len < 0 && len != RSA_PSS_SALTLEN_DIGEST &&
-		    !(s->verify && (len == RSA_PSS_SALTLEN_AUTO || len == RSA_PSS_SALTLEN_MAX))) {
-			ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
-				  "keysvcd signs PSS with a salt as long as the digest only");
-			return 0;
-		}
-		s->saltlen = len;
-	}
+	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
+	    !set_saltlen(s, p))
+		return 0;
 	if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
 		struct ksp_sig tmp = *s;
 
@@ -260,6 +292,54 @@ static const unsigned char *unwrap_digest_info(const unsigned char *in, size_t *
 	return NULL;
 }
 
+/*
+ * An EVP_PKEY_CTX on the key's public half (a plain key: the whole key) in
+ * the other providers, set up as this context is: for verification, and
+ * for signing with a plain key.
+ */
+static EVP_PKEY_CTX *pkey_ctx_here(struct ksp_sig *s, int sign)
+{
+	EVP_PKEY_CTX *pc = NULL;
+	EVP_MD *md = NULL;
+	int ok = 0;
+
+	if ((pc = EVP_PKEY_CTX_new_from_pkey(s->ctx->libctx, s->key->pub, KSP_OTHERS)) == NULL ||
+	    (sign ? EVP_PKEY_sign_init(pc) : EVP_PKEY_verify_init(pc)) <= 0)
+		goto out;
+	if (s->mdname[0] != '\0' && ((md = EVP_MD_fetch(s->ctx->libctx, s->mdname, KSP_OTHERS)) == NULL ||
+				     EVP_PKEY_CTX_set_signature_md(pc, md) <= 0))
+		goto out;
+	if (!s->is_ec && EVP_PKEY_CTX_set_rsa_padding(pc, s->pad) <= 0)
+		goto out;
+	if (!s->is_ec && s->pad == RSA_PKCS1_PSS_PADDING &&
+	    (EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, s->saltlen) <= 0 ||
+	     (md != NULL && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, md) <= 0)))
+		goto out;
+	ok = 1;
+out:
+	EVP_MD_free(md);
+	if (!ok) {
+		EVP_PKEY_CTX_free(pc);
+		pc = NULL;
+	}
+	return pc;
+}
+
+/* A plain key's signature, by the other providers: nothing goes to keysvcd. */
+static int sign_here(struct ksp_sig *s, unsigned char *sig, size_t *siglen, size_t sigsize,
+		     const unsigned char *tbs, size_t tbslen)
+{
+	EVP_PKEY_CTX *pc = pkey_ctx_here(s, 1);
+	size_t len = sigsize;
+	int r;
+
+	r = pc != NULL && EVP_PKEY_sign(pc, sig, &len, tbs, tbslen) == 1;
+	if (r)
+		*siglen = len;
+	EVP_PKEY_CTX_free(pc);
+	return r;
+}
+
 static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, size_t sigsize,
 		       const unsigned char *tbs, size_t tbslen)
 {
@@ -267,6 +347,8 @@ static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, si
 	size_t out_len = 0, max = 0;
 	const char *alg;
 
+	if (s->key->plain)
+		return sign_here(s, sig, siglen, sigsize, tbs, tbslen);
 	/*
 	 * RSA with no digest set means, to OpenSSL, PKCS#1 v1.5 padding of the
 	 * input as given. keysvcd builds the DigestInfo itself, so it can do
@@ -287,8 +369,15 @@ static int sign_digest(struct ksp_sig *s, unsigned char *sig, size_t *siglen, si
 		return 0;
 	}
 	if ((alg = wire_alg(s, tbslen)) == NULL) {
-		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
-			  "keysvcd signs SHA-256/384/512 digests (PSS with salt = digest length) only");
+		if (s->is_ec)
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "keysvcd signs ECDSA on SHA-256 or SHA-384 "
+				  "digests (32 or 48 bytes) only, not %zu bytes", tbslen);
+		else if (s->pad == RSA_PKCS1_PSS_PADDING)
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "keysvcd signs RSA-PSS on SHA-256/384/512 "
+				  "digests with a salt as long as the digest only");
+		else
+			ksp_raise(s->ctx, KSP_R_UNSUPPORTED, "keysvcd signs RSA PKCS#1 v1.5 on SHA-256/384/512 "
+				  "digests only, not %zu bytes", tbslen);
 		return 0;
 	}
 	/* Before the daemon signs: a signature it made (and audited) must not be thrown away. */
@@ -345,7 +434,7 @@ static int digest_init(struct ksp_sig *s, const char *mdname, void *keydata, con
 	if (!sig_set_ctx_params(s, params))
 		goto out;
 	if ((s->mdctx = EVP_MD_CTX_new()) == NULL ||
-	    (md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL ||
+	    (md = EVP_MD_fetch(s->ctx->libctx, s->mdname, KSP_OTHERS)) == NULL ||
 	    !EVP_DigestInit_ex2(s->mdctx, md, NULL))
 		goto out;
 	r = 1;
@@ -401,27 +490,12 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
 static int verify_with_public(struct ksp_sig *s, const unsigned char *sig, size_t siglen,
 			      const unsigned char *tbs, size_t tbslen)
 {
-	EVP_PKEY_CTX *pc = NULL;
-	EVP_MD *md = NULL;
-	int r = 0;
+	EVP_PKEY_CTX *pc;
+	int r;
 
-	if (s->key == NULL)
-		goto out;
-	if ((pc = EVP_PKEY_CTX_new_from_pkey(s->ctx->libctx, s->key->pub, NULL)) == NULL ||
-	    EVP_PKEY_verify_init(pc) <= 0)
-		goto out;
-	if (s->mdname[0] != '\0' && ((md = EVP_MD_fetch(s->ctx->libctx, s->mdname, NULL)) == NULL ||
-				     EVP_PKEY_CTX_set_signature_md(pc, md) <= 0))
-		goto out;
-	if (!s->is_ec && EVP_PKEY_CTX_set_rsa_padding(pc, s->pad) <= 0)
-		goto out;
-	if (!s->is_ec && s->pad == RSA_PKCS1_PSS_PADDING &&
-	    (EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, s->saltlen) <= 0 ||
-	     (md != NULL && EVP_PKEY_CTX_set_rsa_mgf1_md(pc, md) <= 0)))
-		goto out;
+	if (s->key == NULL || (pc = pkey_ctx_here(s, 0)) == NULL)
+		return 0;
 	r = EVP_PKEY_verify(pc, sig, siglen, tbs, tbslen) == 1;
-out:
-	EVP_MD_free(md);
 	EVP_PKEY_CTX_free(pc);
 	return r;
 }
@@ -475,8 +549,18 @@ static int algorithm_id(struct ksp_sig *s, OSSL_PARAM *p)
 static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
 	struct ksp_sig *s = vctx;
+	EVP_PKEY_CTX *pc;
 	OSSL_PARAM *p;
+	int r;
 
+	/* A plain key's AlgorithmIdentifier (RSA-PSS too) is the other providers'. */
+	if (s->key != NULL && s->key->plain) {
+		if ((pc = pkey_ctx_here(s, !s->verify)) == NULL)
+			return 0;
+		r = EVP_PKEY_CTX_get_params(pc, params) == 1;
+		EVP_PKEY_CTX_free(pc);
+		return r;
+	}
 	if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
 	    !algorithm_id(s, p))
 		return 0;

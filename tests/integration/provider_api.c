@@ -11,10 +11,14 @@
  * keysvc are verified with a copy of the public key in the default
  * provider, so a check never trusts the provider under test to judge itself.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -302,6 +306,146 @@ out:
 	return ok;
 }
 
+struct signer {
+	EVP_PKEY *key, *pub;
+	int rounds, ok;
+};
+
+static void *sign_rounds(void *arg)
+{
+	struct signer *w = arg;
+
+	w->ok = 1;
+	for (int i = 0; i < w->rounds && w->ok; i++)
+		w->ok = sign_abc(w->key, w->pub);
+	return NULL;
+}
+
+/*
+ * 8 threads sign with one EVP_PKEY at once, 25 signatures each (the
+ * provider's connections shared between them): every signature verifies.
+ */
+static int check_threads(EVP_PKEY *key)
+{
+	enum { N = 8 };
+	struct signer w[N];
+	pthread_t t[N];
+	EVP_PKEY *pub = plain_public(key);
+	int ok = pub != NULL, started = 0;
+
+	for (int i = 0; ok && i < N; i++) {
+		w[i] = (struct signer){ .key = key, .pub = pub, .rounds = 25 };
+		if (pthread_create(&t[i], NULL, sign_rounds, &w[i]) != 0)
+			ok = failed("%s", "pthread_create");
+		else
+			started++;
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(t[i], NULL);
+		if (!w[i].ok)
+			ok = failed("thread %d: a signature failed or did not verify", i);
+	}
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int set_fault(const char *line)
+{
+	const char *path = getenv("KS_FAULTP11_CONTROL");
+	FILE *f = path != NULL ? fopen(path, "w") : NULL;
+
+	if (f == NULL)
+		return failed("%s", "no KS_FAULTP11_CONTROL file");
+	fputs(line, f);
+	return fclose(f) == 0;
+}
+
+/*
+ * One thread's signature stalls in the token (faultp11 "hang C_Sign");
+ * meanwhile another thread of the process loads a second key: it gets its
+ * answer at once, on a connection of its own, not after the stalled one.
+ */
+static int check_parallel(EVP_PKEY *key, const char *other_name)
+{
+	struct signer w = { .key = key, .rounds = 1 };
+	EVP_PKEY *other = NULL;
+	pthread_t t;
+	double t0, took;
+	int ok = 0;
+
+	if ((w.pub = plain_public(key)) == NULL || !sign_abc(key, w.pub))
+		return failed("%s", "first signature");
+	if (!set_fault("hang C_Sign\n"))
+		goto out;
+	if (pthread_create(&t, NULL, sign_rounds, &w) != 0) {
+		failed("%s", "pthread_create");
+		goto out;
+	}
+	usleep(500 * 1000);
+	t0 = now();
+	other = load(other_name);
+	took = now() - t0;
+	set_fault("");
+	pthread_join(t, NULL);
+	if (other == NULL)
+		failed("cannot load keysvc:%s while a signature stalls", other_name);
+	else if (took > 2.0)
+		failed("keysvc:%s took %.1f s to load: it waited for the stalled signature", other_name, took);
+	else if (!w.ok)
+		failed("%s", "the stalled signature, once let go, failed or did not verify");
+	else
+		ok = 1;
+	printf("loaded keysvc:%s in %.3f s while a signature stalled\n", other_name, took);
+out:
+	set_fault("");
+	EVP_PKEY_free(other);
+	EVP_PKEY_free(w.pub);
+	return ok;
+}
+
+/*
+ * fork() with the provider's connections open: the child signs on
+ * connections of its own (answers read from the parent's sockets would be
+ * mixed up), then the parent signs again on its own.
+ */
+static int check_fork(EVP_PKEY *key)
+{
+	EVP_PKEY *pub = plain_public(key);
+	int status = 0, ok = 0;
+	pid_t pid;
+
+	if (pub == NULL || !sign_abc(key, pub)) {
+		failed("%s", "first signature");
+		goto out;
+	}
+	fflush(NULL);
+	if ((pid = fork()) < 0) {
+		failed("%s", "fork");
+		goto out;
+	}
+	if (pid == 0)
+		_exit(sign_abc(key, pub) && sign_abc(key, pub) ? 0 : 1);
+	if (!sign_abc(key, pub))
+		failed("%s", "the parent's signature while the child signs");
+	else if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		failed("%s", "the child's signatures failed or did not verify");
+	else if (!sign_abc(key, pub))
+		failed("%s", "the parent's signature after the child's");
+	else
+		ok = 1;
+out:
+	EVP_PKEY_free(pub);
+	return ok;
+}
+
 static int run_check(int argc, char **argv)
 {
 	EVP_PKEY *key = NULL;
@@ -330,6 +474,12 @@ static int run_check(int argc, char **argv)
 		ok = check_small_buffer(key);
 	else if (strcmp(argv[1], "resend") == 0)
 		ok = check_resend(key);
+	else if (strcmp(argv[1], "fork") == 0)
+		ok = check_fork(key);
+	else if (strcmp(argv[1], "threads") == 0)
+		ok = check_threads(key);
+	else if (strcmp(argv[1], "parallel") == 0 && argc >= 4)
+		ok = check_parallel(key, argv[3]);
 	else
 		fprintf(stderr, "provider_api: unknown check %s\n", argv[1]);
 	EVP_PKEY_free(key);

@@ -43,10 +43,11 @@ check_fails_with() { # check_fails_with DESCRIPTION TEXT COMMAND...: exits non-z
 	fi
 }
 
-# The default provider first: libssl asks "which provider implements EC?"
-# when it lists TLS groups, and must hear "default" (see docs/clients.md).
+# Most checks load default first; the TLS handshakes and the checks after
+# "keysvc loaded first" run in the other order too (prov_kf).
 export OPENSSL_MODULES=$KS_PROVIDER_DIR
 prov=(-provider default -provider keysvc)
+prov_kf=(-provider keysvc -provider default)
 
 export KS_FAULTP11_TARGET=${KS_SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 export KS_FAULTP11_CONTROL=$work/faults
@@ -96,22 +97,63 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$ca/server.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
 	-days 2 -extfile "$ca/server.ext" -out "$ca/server.pem" >/dev/null 2>&1 || ks_die "server cert"
 printf 'extendedKeyUsage=clientAuth\n' >"$ca/client.ext"
+# A client with a file key, for the TLS servers holding a keysvc key.
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/fclient.key" \
+	-out "$ca/fclient.csr" -subj "/CN=keysvc file client" >/dev/null 2>&1 || ks_die "file client CSR"
+openssl x509 -req -in "$ca/fclient.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
+	-days 2 -extfile "$ca/client.ext" -out "$ca/fclient.pem" >/dev/null 2>&1 || ks_die "file client cert"
+# keysvc activated first from openssl.cnf, default after it.
+cat >"$work/keysvc-first.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+keysvc = keysvc_sect
+default = default_sect
+[keysvc_sect]
+module = $KS_PROVIDER_DIR/keysvc.so
+socket = $KS_SOCKET
+activate = 1
+[default_sect]
+activate = 1
+CNF
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# tls_handshake KEYNAME CERT VERSION: s_server demands a client certificate
-# from the test CA; s_client presents CERT with key keysvc:KEYNAME.
+# tls_handshake ROLE KEYNAME CERT VERSION ORDER: one mutual-TLS handshake on
+# 127.0.0.1 in which the keysvc key keysvc:KEYNAME (certificate CERT) signs.
+# ROLE client: s_client holds it, s_server demands a client certificate from
+# the test CA. ROLE server: s_server holds it (CERT is a server certificate),
+# s_client presents a file key. ORDER: how the side with the keysvc key loads
+# the providers: "default-first", "keysvc-first" (-provider options), or
+# "conf-keysvc-first" (activated from an openssl.cnf listing keysvc first).
 tls_handshake() {
-	local key=$1 cert=$2 version=$3 port log=$work/s_server.log i
+	local role=$1 key=$2 cert=$3 version=$4 order=$5 port log=$work/s_server.log i
+	local ks=(env) plain=(env) ks_prov
+	case $order in
+	default-first) ks+=(openssl) ks_prov=(-provider default -provider keysvc) ;;
+	keysvc-first) ks+=(openssl) ks_prov=(-provider keysvc -provider default) ;;
+	conf-keysvc-first) ks+=(-u KEYSVC_SOCKET "OPENSSL_CONF=$work/keysvc-first.cnf" openssl) ks_prov=() ;;
+	esac
+	plain+=(openssl)
+	local srv=("${plain[@]}") cli=("${plain[@]}") srv_args cli_args
+	if [ "$role" = client ]; then
+		cli=("${ks[@]}")
+		srv_args=(-cert "$ca/server.pem" -key "$ca/server.key")
+		cli_args=("${ks_prov[@]}" -cert "$cert" -key "keysvc:$key" -verify_ip 127.0.0.1)
+	else
+		srv=("${ks[@]}")
+		srv_args=("${ks_prov[@]}" -cert "$cert" -key "keysvc:$key")
+		cli_args=(-cert "$ca/fclient.pem" -key "$ca/fclient.key" -verify_ip 127.0.0.1)
+	fi
 	port=$(free_port)
 	# s_server reads stdin and stops at its end; keep it open while it serves.
 	local keep keep_pid
 	exec {keep}< <(exec sleep 30 2>/dev/null)
 	keep_pid=$!
-	openssl s_server -accept "127.0.0.1:$port" -naccept 1 \
-		-cert "$ca/server.pem" -key "$ca/server.key" -CAfile "$ca/ca.pem" \
+	"${srv[@]}" s_server "${srv_args[@]}" -accept "127.0.0.1:$port" -naccept 1 -CAfile "$ca/ca.pem" \
 		-Verify 1 -verify_return_error "-$version" >"$log" 2>&1 <&$keep &
 	server_pid=$!
 	exec {keep}<&-
@@ -121,9 +163,8 @@ tls_handshake() {
 	done
 	local st=0
 	if grep -q ACCEPT "$log" 2>/dev/null; then
-		echo "hello" | timeout 60 openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief \
-			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 \
-			-cert "$cert" -key "keysvc:$key" "-$version" >"$work/s_client.log" 2>&1 || st=$?
+		echo "hello" | timeout 60 "${cli[@]}" s_client "${cli_args[@]}" -connect "127.0.0.1:$port" -brief \
+			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error "-$version" >"$work/s_client.log" 2>&1 || st=$?
 	else
 		echo "s_server did not listen on port $port within 10 s" >"$work/s_client.log"
 		st=1
@@ -141,12 +182,14 @@ tls_handshake() {
 	kill "$keep_pid" 2>/dev/null
 	cat "$work/s_client.log" "$log"
 	[ "$st" -eq 0 ] || return 1
-	local want=TLSv1.2
+	local want=TLSv1.2 subject="O = keysvc test, CN = $key"
 	[ "$version" = tls1_3 ] && want=TLSv1.3
-	# The server saw the token's key: it required and verified the client
-	# certificate, whose key the handshake signature was checked against.
+	[ "$role" = server ] && subject="CN = keysvc file client"
+	# The peer saw the token's key: the server required and verified the
+	# client certificate, the client verified the server's; the handshake
+	# signature of the keysvc side was checked against its certificate's key.
 	grep -q "Protocol version: $want" "$work/s_client.log" &&
-		grep -q "^subject=O = keysvc test, CN = $key\$" "$log" &&
+		grep -q "^subject=$subject\$" "$log" &&
 		grep -q "1 server accepts that finished" "$log" &&
 		grep -q "^hello" "$log"
 }
@@ -260,10 +303,21 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 	check "$type: ... before keysvcd was asked to sign" \
 		test "$(grep -c "\"op\":\"sign\",\"key\":\"$k\"" "$KS_DIR/audit.log")" -eq "$n"
 
-	# Mutual TLS with the key in the token, both versions.
-	for version in tls1_2 tls1_3; do
-		check "$type: s_client $version with keysvc:$k, s_server -Verify 1 -verify_return_error" \
-			tls_handshake "$k" "$d/client.pem" "$version"
+	check "$type: server certificate from the test CA" openssl x509 -req -in "$d/csr.pem" \
+		-CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial -days 1 -extfile "$ca/server.ext" \
+		-out "$d/server.pem"
+	# Mutual TLS with the key in the token: both versions, both ends, keysvc
+	# loaded after or before default (libssl's TLS groups and ephemeral keys
+	# must not depend on the order), and activated from openssl.cnf.
+	orders="default-first keysvc-first"
+	case $type in ec-p256 | rsa-2048) orders="$orders conf-keysvc-first" ;; esac
+	for order in $orders; do
+		for version in tls1_2 tls1_3; do
+			check "$type: s_client $version with keysvc:$k ($order), s_server -Verify 1 -verify_return_error" \
+				tls_handshake client "$k" "$d/client.pem" "$version" "$order"
+			check "$type: s_server $version with keysvc:$k ($order), s_client with a client certificate" \
+				tls_handshake server "$k" "$d/server.pem" "$version" "$order"
+		done
 	done
 done
 
@@ -297,6 +351,60 @@ check_fails_with "ECDSA with SHA-512 is refused" "digest sha512 is not offered" 
 check_fails_with "an RSA-PSS-signed CSR is refused" "signed with RSA-PSS are not offered" \
 	openssl req "${prov[@]}" -new -key keysvc:k-rsa-2048 -subj /CN=pss -sigopt rsa_padding_mode:pss
 
+# The defects of issue 20 item 5.
+check "pkey -pubout with keysvc the only provider: PEM" bash -c \
+	"openssl pkey -provider keysvc -in keysvc:k-ec-p256 -pubout -out '$work/only.pem' && cmp -s '$work/only.pem' '$work/ec-p256/pub.pem'"
+check "pkey -pubout with keysvc the only provider: DER of an RSA key" bash -c \
+	"openssl pkey -provider keysvc -in keysvc:k-rsa-2048 -pubout -outform DER -out '$work/only.der' &&
+	openssl pkey -pubin -inform DER -in '$work/only.der' | cmp -s - '$work/rsa-2048/pub.pem'"
+head -c 20 /dev/urandom >"$work/data.20"
+check_fails_with "ECDSA of a 20-byte input is refused as ECDSA" "keysvcd signs ECDSA on SHA-256 or SHA-384 digests" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-ec-p256 -in "$work/data.20"
+cp "$work/out" "$work/refusal" # check writes its own output to $work/out
+check "... and the refusal does not speak of PSS" bash -c "! grep -q PSS '$work/refusal'"
+check_fails_with "x509 -CAkey keysvc:k-ec-p256 -sha512 is refused" "digest sha512 is not offered" \
+	openssl x509 "${prov[@]}" -req -in "$work/ec-p256/csr.pem" -CA "$work/ec-p256/self.pem" \
+	-CAkey keysvc:k-ec-p256 -sha512 -days 1 -out "$work/sha512.pem"
+cp "$work/out" "$work/refusal"
+check "... with no spurious malloc failure before the refusal" bash -c \
+	"grep -q 'digest sha512' '$work/refusal' && ! grep -q 'malloc failure' '$work/refusal'"
+check "rsa_pss_saltlen:-1 (the digest's length, as OpenSSL reads it): pkeyutl -sign" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-rsa-2048 -pkeyopt digest:sha256 \
+	-pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:-1 -in "$work/data.sha256" -out "$work/pss-1.sig"
+check "... the signature has a 32-byte salt" openssl pkeyutl -verify -pubin -inkey "$work/rsa-2048/pub.pem" \
+	-pkeyopt digest:sha256 -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:32 \
+	-in "$work/data.sha256" -sigfile "$work/pss-1.sig"
+check "rsa_pss_saltlen:-1: dgst -sha384 -sign" bash -c \
+	"openssl dgst ${prov[*]} -sha384 -sign keysvc:k-rsa-2048 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:-1 \
+	-out '$work/pss-1.dgst' '$work/data' && openssl dgst -sha384 -verify '$work/rsa-2048/pub.pem' \
+	-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48 -signature '$work/pss-1.dgst' '$work/data'"
+check_fails_with "rsa_pss_saltlen:-3 (max) is refused" "salt as long as the digest only" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-rsa-2048 -pkeyopt digest:sha256 \
+	-pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:-3 -in "$work/data.sha256"
+check_fails_with "rsa_pss_saltlen:some is refused" "rsa_pss_saltlen:some: expected digest, max, auto or a length" \
+	openssl pkeyutl "${prov[@]}" -sign -inkey keysvc:k-rsa-2048 -pkeyopt digest:sha256 \
+	-pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:some -in "$work/data.sha256"
+
+# keysvc loaded first: the keys OpenSSL makes itself (here a new key for a
+# CSR) are made, signed with and written by the other providers through it.
+for spec in "ec -pkeyopt ec_paramgen_curve:P-384 -sha512" "rsa:2048 -sigopt rsa_padding_mode:pss"; do
+	# shellcheck disable=SC2086 # the key spec, split on purpose
+	check "keysvc loaded first: req -newkey $spec" openssl req "${prov_kf[@]}" -new -newkey $spec -nodes \
+		-keyout "$work/new.key" -subj /CN=new -out "$work/new.csr"
+	check "... the CSR verifies" bash -c "openssl req -in '$work/new.csr' -noout -verify 2>&1 | grep -q 'verify OK'"
+	check "... the private key was written and is the CSR's" bash -c \
+		"openssl pkey -in '$work/new.key' -pubout | cmp -s - <(openssl req -in '$work/new.csr' -noout -pubkey)"
+done
+check "keysvc loaded first: a PEM file's key signs in its own provider" bash -c \
+	"openssl dgst ${prov_kf[*]} -sha256 -sign '$ca/ca.key' -out '$work/file.sig' '$work/data' &&
+	openssl x509 -in '$ca/ca.pem' -pubkey -noout >'$work/ca.pub' &&
+	openssl dgst -sha256 -verify '$work/ca.pub' -signature '$work/file.sig' '$work/data'"
+check "keysvc loaded first: pkey -pubout" bash -c \
+	"openssl pkey ${prov_kf[*]} -in keysvc:k-ec-p384 -pubout | cmp -s - '$work/ec-p384/pub.pem'"
+check "keysvc loaded first: dgst -verify with a certificate's key" bash -c \
+	"openssl x509 -in '$work/rsa-2048/self.pem' -pubkey -noout >'$work/self.pub' &&
+	openssl dgst ${prov_kf[*]} -sha256 -verify '$work/self.pub' -signature '$work/rsa-2048/dgst.sig' '$work/data'"
+
 # A stalled keysvcd costs one wait of the configured timeout, not two of
 # libkeysvc's 30 s; the request that timed out is not sent again (the daemon
 # has it and may still sign it), and the error keeps libkeysvc's reason.
@@ -318,10 +426,21 @@ check "stalled daemon: the request reached keysvcd once ($(signs) signatures)" t
 sed "s|^timeout = 1|timeout = -1|" "$work/timeout.cnf" >"$work/bad-timeout.cnf"
 check_fails_with "timeout = -1 in openssl.cnf is refused when the key is used" "timeout = -1: expected whole seconds" \
 	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-timeout.cnf" openssl pkey -in keysvc:k-stall -pubout
+sed "s|^timeout = 1|connections = 0|" "$work/timeout.cnf" >"$work/bad-connections.cnf"
+check_fails_with "connections = 0 in openssl.cnf is refused when the key is used" "connections = 0: expected a whole number, 1 to 64" \
+	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/bad-connections.cnf" openssl pkey -in keysvc:k-stall -pubout
 long=$work/$(printf 'x%.0s' $(seq 1 120))/keysvc.sock
 sed "s|^socket = .*|socket = $long|" "$work/openssl.cnf" >"$work/long-socket.cnf"
 check_fails_with "a socket path too long for a Unix socket is refused, not cut short" "longer than the 107 bytes" \
 	env -u KEYSVC_SOCKET OPENSSL_CONF="$work/long-socket.cnf" openssl pkey -in keysvc:k-stall -pubout
+
+# Threads: one key used by many threads at once, each request on a
+# connection of the provider's pool.
+check "8 threads sign with one EC key at once: every signature verifies" "$api" threads k-ec-p256
+check "8 threads sign with one RSA key at once: every signature verifies" "$api" threads k-rsa-2048
+check "a signature stalled in the token does not hold up another thread's request" "$api" parallel k-stall k-ec-p384
+check "fork with connections open: child and parent each sign on their own" "$api" fork k-ec-p256
+: >"$KS_FAULTP11_CONTROL"
 
 # keysvcd restarted under a process that keeps its connection: the next
 # request's send fails before the daemon could read it, and is sent again.
