@@ -223,9 +223,11 @@ int ks_token_generate_purposes(struct ks_token *tok, const char *name, enum ks_k
 			       unsigned purposes, EVP_PKEY **pub);
 
 /*
- * The purposes of @name as ks_key_info has them, read like a signature
- * reads the key (the cached key, see key_recheck_ms), so that keysvcd can
- * refuse a use outside them before the token signs anything.
+ * The purposes of @name as ks_key_info has them, so that keysvcd can
+ * refuse a use outside them before the token signs anything. A key found
+ * before is answered from the key cache (the CKA_ID the signature then
+ * uses) without a module call; otherwise it is looked up like a
+ * signature looks it up.
  */
 int ks_token_key_purposes(struct ks_token *tok, const char *name, unsigned *purposes,
 			  int *legacy);
