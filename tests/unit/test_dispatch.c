@@ -363,7 +363,8 @@ static void test_generate_csr_sign(void **state)
 	json_t *o;
 
 	(void)state;
-	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\"}");
+	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\","
+		 " \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	assert_string_equal(json_string_value(json_object_get(o, "type")), "ec-p256");
 	pub = pem_pubkey(o);
@@ -952,7 +953,7 @@ static void test_audit_intents(void **state)
 	(void)state;
 	audited_open(&a);
 	o = call_ctx(a.ctx, &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-intent\","
-		     " \"type\": \"ec-p256\"}");
+		     " \"type\": \"ec-p256\", \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	pub = pem_pubkey(o);
 	json_decref(o);
@@ -1066,7 +1067,7 @@ static void test_audit_unavailable(void **state)
 	json_decref(o);
 
 	o = call(&root_peer, "{\"id\": 3, \"op\": \"key.generate\", \"key\": \"app-full\","
-		 " \"type\": \"ec-p256\"}");
+		 " \"type\": \"ec-p256\", \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	json_decref(o);
 	o = call_ctx(ctx, &root_peer, "{\"id\": 4, \"op\": \"key.delete\", \"key\": \"app-full\"}");
