@@ -209,6 +209,42 @@ static void test_key_is_the_published_one(void **state)
 	keysvc_close(ks);
 }
 
+/*
+ * The key is http-signature only: keysvcd says so, and refuses what the
+ * digest form of before would have sent (the SHA-256 of the very signing
+ * string), arbitrary data and a TLS 1.3 CertificateVerify content.
+ */
+static void test_key_is_http_signature_only(void **state)
+{
+	static const char tls13[] = "                                                                "
+				    "TLS 1.3, server CertificateVerify";
+	uint8_t md[32], tls[sizeof(tls13) + 32], *sig = NULL;
+	size_t sig_len = 0;
+	char *purposes = NULL;
+	keysvc *ks = NULL;
+	int legacy = -1;
+
+	(void)state;
+	assert_int_equal(keysvc_connect(d.socket_path, &ks), KEYSVC_OK);
+	assert_int_equal(keysvc_key_purposes(ks, KEY_NAME, &purposes, &legacy), KEYSVC_OK);
+	assert_string_equal(purposes, "http-signature");
+	assert_int_equal(legacy, 0);
+	free(purposes);
+	assert_non_null(EVP_Digest(TV_GET_SIGNING_STRING, strlen(TV_GET_SIGNING_STRING), md, NULL,
+				   EVP_sha256(), NULL));
+	assert_int_equal(keysvc_sign_digest(ks, KEY_NAME, "rsa-pkcs1-sha256", md, 32, &sig, &sig_len),
+			 KEYSVC_E_DENIED);
+	assert_non_null(strstr(keysvc_error_message(ks), "http-signature"));
+	assert_int_equal(keysvc_sign_data(ks, KEY_NAME, "rsa-pkcs1-sha256", (const uint8_t *)"I owe you", 9,
+					  &sig, &sig_len), KEYSVC_E_DENIED);
+	memcpy(tls, tls13, sizeof(tls13));       /* with its NUL */
+	memset(tls + sizeof(tls13), 0xab, 32);
+	assert_int_equal(keysvc_sign_data(ks, KEY_NAME, "rsa-pkcs1-sha256", tls, sizeof(tls), &sig, &sig_len),
+			 KEYSVC_E_DENIED);
+	assert_null(sig);
+	keysvc_close(ks);
+}
+
 static void test_get_vector(void **state)
 {
 	struct oci_request rq = { .method = "GET", .url = TV_GET_URL, .date = TV_DATE };
@@ -322,6 +358,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_is_the_published_one),
+		cmocka_unit_test(test_key_is_http_signature_only),
 		cmocka_unit_test(test_get_vector),
 		cmocka_unit_test(test_post_vector),
 		cmocka_unit_test(test_cli_get),
