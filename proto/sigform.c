@@ -206,9 +206,6 @@ static const struct {
 };
 
 #define EC_CURVE_TYPE_NAMED 3
-#define DH_P_MIN 128    /* 1024-bit groups: the smallest any TLS 1.2 peer still offers */
-#define DH_P_MAX 1024   /* 8192-bit groups: RFC 7919's largest */
-
 static uint32_t get16(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 8 | p[1];
@@ -246,37 +243,13 @@ static int check_ecdh_params(const uint8_t *p, size_t len, const char **why)
 	return -EPERM;
 }
 
-/* ServerDHParams: dh_p<1..2^16-1>, dh_g<1..2^16-1>, dh_Ys<1..2^16-1>, nothing after. */
-static int check_dh_params(const uint8_t *p, size_t len, const char **why)
-{
-	size_t off = 0, plen = 0, l;
-
-	for (int i = 0; i < 3; i++) {
-		if (len - off < 2 || (l = get16(p + off)) == 0 || len - off - 2 < l) {
-			*why = "TLS 1.2 ServerKeyExchange DH params cut short";
-			return -EPERM;
-		}
-		if (i == 0) {
-			plen = l;
-			if (plen < DH_P_MIN || plen > DH_P_MAX || p[off + 2] == 0 ||
-			    (p[off + 1 + plen] & 1) == 0) {
-				*why = "TLS 1.2 ServerKeyExchange DH prime of an unusual size or even";
-				return -EPERM;
-			}
-		} else if (l > plen) {
-			*why = "TLS 1.2 ServerKeyExchange DH value longer than its prime";
-			return -EPERM;
-		}
-		off += 2 + l;
-	}
-	if (off != len) {
-		*why = "TLS 1.2 ServerKeyExchange with bytes after its params";
-		return -EPERM;
-	}
-	return 0;
-}
-
-/* RFC 5246 7.4.3: client_random + server_random + ServerECDHParams or ServerDHParams. */
+/*
+ * RFC 5246 7.4.3 and RFC 8422 5.4: client_random + server_random +
+ * ServerECDHParams. Not ServerDHParams: a prime, a generator and a
+ * public value of free lengths and contents leave room enough to lay a
+ * DER structure (a TBSCertificate) over them, while ECDHE params have
+ * one length per group and too little room after the randoms for one.
+ */
 static int check_tls12_ske(const uint8_t *m, size_t len, const char **why)
 {
 	const uint8_t *p = m + 2 * TLS_RANDOM;
@@ -286,9 +259,11 @@ static int check_tls12_ske(const uint8_t *m, size_t len, const char **why)
 		*why = "TLS 1.2 ServerKeyExchange params cut short";
 		return -EPERM;
 	}
-	if (p[0] == EC_CURVE_TYPE_NAMED)
-		return check_ecdh_params(p, plen, why);
-	return check_dh_params(p, plen, why);
+	if (p[0] != EC_CURVE_TYPE_NAMED) {
+		*why = "TLS 1.2 ServerKeyExchange params not ECDHE with a named group (DHE is not signed)";
+		return -EPERM;
+	}
+	return check_ecdh_params(p, plen, why);
 }
 
 /* A handshake message header at @m: type and the body's length, if it is whole within @len. */
@@ -377,7 +352,8 @@ static int check_tls(const uint8_t *m, size_t len, const char **why)
 	else if (w12 != NULL)
 		*why = w12;
 	else if (len > 2 * TLS_RANDOM && !spaces && m[0] != HS_CLIENT_HELLO &&
-		 (m[2 * TLS_RANDOM] == EC_CURVE_TYPE_NAMED || m[2 * TLS_RANDOM] <= DH_P_MAX >> 8))
+		 (m[2 * TLS_RANDOM] == EC_CURVE_TYPE_NAMED || m[2 * TLS_RANDOM] <= 4))
+		/* ECDHE params or what looks like DHE's (a prime of 128..1024 bytes). */
 		*why = wske;
 	else
 		*why = "not a TLS handshake signature input (TLS 1.3 CertificateVerify content, "

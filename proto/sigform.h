@@ -102,13 +102,13 @@ int ks_purposes_check_strv(const void *value, void *typed, const char **why);
  *     CertificateVerify", 0x00, then a transcript hash of 32 (SHA-256) or
  *     48 (SHA-384) bytes, the two hashes TLS 1.3's cipher suites use;
  *   - TLS 1.2 ServerKeyExchange signed params (RFC 5246 7.4.3, RFC 8422
- *     5.4): client_random[32], server_random[32], then either
- *     ServerECDHParams (curve_type 3 named_curve, a named group among
- *     secp256r1/384r1/521r1, x25519, x448, brainpoolP256r1/384r1/512r1,
- *     a point<1..255> of exactly that group's length, uncompressed (0x04)
- *     for the prime curves) or ServerDHParams (dh_p, dh_g, dh_Ys, each
- *     <1..2^16-1> with p of 128..1024 bytes, g and Ys not longer than p
- *     and p odd); nothing after;
+ *     5.4): client_random[32], server_random[32], then ServerECDHParams:
+ *     curve_type 3 (named_curve), a named group among secp256r1/384r1/
+ *     521r1, x25519, x448, brainpoolP256r1/384r1/512r1, a point<1..255>
+ *     of exactly that group's length, uncompressed (0x04) for the prime
+ *     curves; nothing after. Not DHE's ServerDHParams: their free-form
+ *     prime, generator and public value leave room to lay a DER structure
+ *     over them (TLS 1.2 peers all offer ECDHE);
  *   - a TLS 1.2 client CertificateVerify input (RFC 5246 7.4.8): the
  *     handshake transcript, whole handshake messages (type, 3-byte
  *     length, body) to the last byte: a ClientHello with legacy_version
@@ -117,10 +117,13 @@ int ks_purposes_check_strv(const void *value, void *typed, const char **why);
  *     a ServerHelloDone, the client's Certificate and last its
  *     ClientKeyExchange.
  *   Within these forms a client still chooses 64 bytes of randoms, a
- *   hash or a ClientHello's contents; what it cannot make the key sign
- *   is a DER structure (a CertificationRequestInfo, a TBSCertificate, a
- *   CMS SignedAttributes), which starts with 0x30, nor a message of any
- *   other protocol.
+ *   hash, a point or a ClientHello's contents; what it cannot make the
+ *   key sign is a DER structure (a CertificationRequestInfo or a
+ *   TBSCertificate for the key: the first form starts with 0x20, the
+ *   third with 0x01, and the second leaves at most 133 bytes after a
+ *   64-byte prefix, too few for a validity, a name and the key's
+ *   SubjectPublicKeyInfo), nor a message of another protocol that does
+ *   not begin with 64 free bytes.
  *  KS_PURPOSE_HTTP_SIGNATURE: a draft-cavage HTTP signature signing
  *   string as keysvc-oci builds it: lines "name: value" joined by "\n",
  *   no empty line and no final newline; names lower-case [a-z0-9-] or

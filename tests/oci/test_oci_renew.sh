@@ -27,7 +27,8 @@ me=$(id -u)
 policy='[{"uid": '"$me"', "keys": ["node*"], "ops": ["key.generate", "key.delete", "key.list", "key.public", "csr.create", "sign"]},
          {"uid": '"$me"', "keys": ["nosign"], "ops": ["key.generate", "key.public", "csr.create"]}]'
 ks_start "$work/d" "$policy"
-ks_cli keygen node1 --type rsa-2048 >/dev/null || ks_die "keygen"
+# What keysvc-oci needs and no more: CSRs and OCI request signatures.
+ks_cli keygen node1 --type rsa-2048 --purpose csr,http-signature >/dev/null || ks_die "keygen"
 ks_cli pubkey node1 --out "$work/node1.pub" >/dev/null || ks_die "pubkey"
 ks_cli keygen nosign --type rsa-2048 >/dev/null || ks_die "keygen nosign"
 
