@@ -379,10 +379,18 @@ static int pem_command(const struct cli_global *g, struct cmd_args *a, enum pem_
 	r = cli_emit_text(g, &o, pem);
 	if (r == KS_EXIT_OK && g->json) {
 		switch (op) {
-		case PEM_KEYGEN:
+		case PEM_KEYGEN: {
+			/* As keysvc list writes them: checked by cmd_keygen(), in the canonical order. */
+			char purposes[KS_PURPOSES_TEXT_MAX] = "";
+			const char *why = NULL;
+			unsigned set = KS_PURPOSE_DEFAULT;
+
+			if (a->purpose == NULL || ks_purposes_parse(a->purpose, &set, &why) == 0)
+				(void)ks_purposes_format(set, purposes, sizeof(purposes));
 			res = json_pack("{s:s, s:s?, s:s, s:s}", "key", name, "type", type, "public_key",
-					pem, "purposes", a->purpose != NULL ? a->purpose : "csr,tls");
+					pem, "purposes", purposes);
 			break;
+		}
 		case PEM_PUBKEY:
 			res = json_pack("{s:s, s:s?, s:s}", "key", name, "type", type, "public_key", pem);
 			break;

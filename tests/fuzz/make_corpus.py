@@ -76,6 +76,29 @@ def dispatch():
                req(A, {"id": 5, "op": "key.generate", "key": "x", "type": "dsa"}),
                req(M, {"id": 6, "op": "key.generate", "key": "m", "type": "ec-p256"}),
                req(S, {"id": 7, "op": "key.generate", "key": "s", "type": "ec-p256"})))
+    # Key purposes (issue 21): generated with some, then uses inside and outside them.
+    tls13 = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + bytes(range(32))
+    sigstr = (b"date: Thu, 05 Jan 2014 21:31:40 GMT\n(request-target): get /x\n"
+              b"host: example.com")
+    write("dispatch", "purposes",
+          msgs(req(A, {"id": 1, "op": "key.generate", "key": "p-tls", "type": "ec-p256",
+                       "purposes": ["tls"]}),
+               req(A, {"id": 2, "op": "key.generate", "key": "p-oci", "type": "rsa-2048",
+                       "purposes": ["csr", "http-signature"]}),
+               req(A, {"id": 3, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": ["frob"]}),
+               req(A, {"id": 4, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": []}),
+               req(A, {"id": 5, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": ["sign", "sign"]}),
+               req(A, {"id": 6, "op": "sign", "key": "p-tls", "alg": "ecdsa-sha256",
+                       "data": b64(tls13)}),
+               req(A, {"id": 7, "op": "sign", "key": "p-tls", "alg": "ecdsa-sha256",
+                       "digest": b64(bytes(32))}),
+               req(A, {"id": 8, "op": "sign", "key": "p-oci", "alg": "rsa-pkcs1-sha256",
+                       "data": b64(sigstr)}),
+               req(A, {"id": 9, "op": "csr.create", "key": "p-tls", "subject": "CN=x"}),
+               req(A, {"id": 10, "op": "key.public", "key": "p-oci"})))
     write("dispatch", "key.list", msgs(req(A, {"id": 1, "op": "key.list"}),
                                        req(M, {"id": 2, "op": "key.list"}),
                                        req(S, {"id": 3, "op": "key.list"})))
