@@ -244,6 +244,8 @@ run_exit 0 "" "renew --new-key node2" "$oci" renew "${common[@]}" --new-key node
 check "--new-key: the certificate is for node2" bash -c \
 	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey node2)"
 check "--new-key: node2 has node1's type" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q 'node2.*rsa-2048'"
+check "--new-key: node2 has only the purposes keysvc-oci needs (csr,http-signature)" bash -c \
+	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -Eq '^node2 .* csr,http-signature\$'"
 check "--new-key: node1 is kept for a rollback" ks_cli pubkey node1
 check "--new-key: same subject and SANs" bash -c "openssl x509 -in '$cert' -noout -ext subjectAltName | grep -q 'DNS:node1.example.org, IP Address:192.0.2.7'"
 check "--new-key: the previous certificate is .prev" cmp -s "$cert.prev" "$work/due.pem"
