@@ -50,7 +50,7 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096; do
 	k=k-$type
 	d=$work/$type
 	mkdir -p "$d"
-	check "keygen $type" ks_cli keygen "$k" --type "$type" --out "$d/pub.pem"
+	check "keygen $type" ks_cli keygen "$k" --type "$type" --purpose csr,tls,sign --out "$d/pub.pem"
 	check "$type public key parses" openssl pkey -pubin -in "$d/pub.pem" -noout
 	check "pubkey $type equals keygen output" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey '$k' | cmp -s - '$d/pub.pem'"
 
@@ -126,7 +126,8 @@ assert len(lines) == 1, lines
 d = json.loads(lines[0])
 assert set(d) == {'keys', 'truncated'} and d['truncated'] is False, d
 k = {e['name']: e for e in d['keys']}
-assert k['k-rsa-3072'] == {'name': 'k-rsa-3072', 'type': 'rsa-3072', 'has_cert': False}, k
+assert k['k-rsa-3072'] == {'name': 'k-rsa-3072', 'type': 'rsa-3072', 'has_cert': False,
+                          'purposes': 'csr,tls,sign', 'purposes_legacy': False}, k
 assert k['k-ec-p256']['type'] == 'ec-p256', k
 "
 check "hello --json after the command" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' hello --json | grep -q '\"health\": *\"ok\"'"
