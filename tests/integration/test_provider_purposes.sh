@@ -99,7 +99,6 @@ handshake() {
 	local side=$1 key=$2 version=$3 sigalgs=$4 port log=$work/s_server.log i before st=0
 	local keep keep_pid srv cli
 	before=$(n_signed "$key")
-	port=$(free_port)
 	if [ "$side" = server ]; then
 		srv=("${prov[@]}" -cert "$work/$key.pem" -key "keysvc:$key")
 		cli=(-sigalgs "$sigalgs")
@@ -108,23 +107,33 @@ handshake() {
 		     -client_sigalgs "$sigalgs")
 		cli=("${prov[@]}" -cert "$work/$key.pem" -key "keysvc:$key" -client_sigalgs "$sigalgs")
 	fi
-	# s_server reads stdin and stops at its end; keep it open while it serves.
-	exec {keep}< <(exec sleep 30 2>/dev/null)
-	keep_pid=$!
-	openssl s_server -accept "127.0.0.1:$port" -naccept 1 -CAfile "$ca/ca.pem" "${srv[@]}" \
-		"-$version" >"$log" 2>&1 <&$keep &
-	server_pid=$!
-	exec {keep}<&-
-	for i in $(seq 1 100); do
+	# A port another program took between free_port and the bind, or a slow
+	# start on a loaded machine: try again on a new port, three times at most.
+	local attempt
+	for attempt in 1 2 3; do
+		port=$(free_port)
+		# s_server reads stdin and stops at its end; keep it open while it serves.
+		exec {keep}< <(exec sleep 60 2>/dev/null)
+		keep_pid=$!
+		openssl s_server -accept "127.0.0.1:$port" -naccept 1 -CAfile "$ca/ca.pem" "${srv[@]}" \
+			"-$version" >"$log" 2>&1 <&$keep &
+		server_pid=$!
+		exec {keep}<&-
+		for i in $(seq 1 200); do
+			grep -q ACCEPT "$log" 2>/dev/null && break
+			kill -0 "$server_pid" 2>/dev/null || break
+			sleep 0.1
+		done
 		grep -q ACCEPT "$log" 2>/dev/null && break
-		sleep 0.1
+		kill "$server_pid" "$keep_pid" 2>/dev/null
+		wait "$server_pid" 2>/dev/null
 	done
 	if grep -q ACCEPT "$log" 2>/dev/null; then
 		echo "hello" | timeout 60 openssl s_client -connect "127.0.0.1:$port" -brief -no_ign_eof \
 			-CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 "${cli[@]}" \
 			"-$version" >"$work/s_client.log" 2>&1 || st=$?
 	else
-		echo "s_server did not listen on port $port within 10 s" >"$work/s_client.log"
+		echo "s_server did not listen on port $port within 20 s, three times" >"$work/s_client.log"
 		st=1
 	fi
 	[ "$st" -eq 0 ] || kill "$server_pid" 2>/dev/null
