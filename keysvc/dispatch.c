@@ -333,11 +333,13 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct ks_policy *policy = ctx_policy(ctx);
 	struct ks_key_info *keys = NULL;
-	size_t n = 0, shown = 0;
+	size_t n = 0, shown = 0, used, entry_len;
 	json_t *arr = NULL, *entry;
 	int truncated = 0, r;
 
 	(void)arg;
+	/* The answer's envelope around "keys": {"id":..,"ok":true,"keys":[],"truncated":false}. */
+	used = 64 + (rq->id != NULL ? json_dumpb(rq->id, NULL, 0, JSON_ENCODE_ANY) : 4);
 	if ((r = ks_token_list(ctx->token, &keys, &n)) != 0) {
 		ks_reply_token_error(rep, r, "");
 		goto out;
@@ -360,11 +362,23 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		}
 		entry = json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
 				  "type", ks_key_type_name(keys[i].type), "has_cert", keys[i].has_cert);
-		if (ks_purposes_set_in(entry, keys[i].purposes, keys[i].purposes_legacy) != 0 ||
-		    json_array_append_new(arr, entry) != 0) {
+		if (ks_purposes_set_in(entry, keys[i].purposes, keys[i].purposes_legacy) != 0) {
+			json_decref(entry);
 			r = ks_reply_error(rep, -ENOMEM, "out of memory");
 			goto out;
 		}
+		/* 512 entries of long names with their purposes exceed a frame: bytes count too. */
+		entry_len = json_dumpb(entry, NULL, 0, JSON_COMPACT) + 1;
+		if (used + entry_len > ctx->response_max) {
+			json_decref(entry);
+			truncated = 1;
+			break;
+		}
+		if (json_array_append_new(arr, entry) != 0) {
+			r = ks_reply_error(rep, -ENOMEM, "out of memory");
+			goto out;
+		}
+		used += entry_len;
 		shown++;
 	}
 	r = ks_reply_set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", truncated));

@@ -811,6 +811,20 @@ static void test_list_truncated(void **state)
 	assert_true(json_is_true(json_object_get(o, "truncated")));
 	json_decref(o);
 
+	/*
+	 * Entries count in bytes too (with their purposes, 512 long names
+	 * exceed a frame): an answer of at most 300 bytes holds two of them
+	 * and says truncated, instead of failing to encode.
+	 */
+	ks_ctx_set_list_max(ctx, 100000);
+	ks_ctx_set_response_max(ctx, 300);
+	o = call_ctx(ctx, &lister, "{\"id\": 64, \"op\": \"key.list\"}");
+	assert_ok(o);
+	assert_int_equal(json_array_size(json_object_get(o, "keys")), 2);
+	assert_true(json_is_true(json_object_get(o, "truncated")));
+	json_decref(o);
+	ks_ctx_set_response_max(ctx, KS_FRAME_MAX);
+
 	/* The full cap is in force by default: all four. */
 	ks_ctx_set_list_max(ctx, 100000);
 	o = call_ctx(ctx, &lister, "{\"id\": 63, \"op\": \"key.list\"}");

@@ -208,8 +208,8 @@ int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *n);
 
 /*
  * 1 if the last keysvc_key_list() on @ks succeeded and keysvcd left out
- * keys this peer may list (it answers at most 512, the first by name);
- * else 0. Since KEYSVC_1.1.
+ * keys this peer may list (it answers at most 512, fewer when they would
+ * not fit one frame, the first by name); else 0. Since KEYSVC_1.1.
  */
 int keysvc_key_list_truncated(const keysvc *ks);
 
