@@ -492,7 +492,8 @@ static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 
 			printf("%-*s  %-10s  %-4s  %s%s\n", width, keys[i].name,
 			       keys[i].type != NULL ? keys[i].type : "-",
-			       keys[i].has_cert ? "yes" : "no", p != NULL ? p : "-",
+			       keys[i].has_cert ? "yes" : "no",
+			       p == NULL ? "-" : p[0] == '\0' ? "none" : p,
 			       legacy ? " (legacy: made before purposes; replace it)" : "");
 			any_legacy |= legacy;
 		}

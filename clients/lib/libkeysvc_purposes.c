@@ -39,9 +39,9 @@ int libks_purposes_read(keysvc *ks, json_t *obj, char **out, int *legacy)
 	*legacy = json_is_true(lg);
 	if (arr == NULL)
 		return KEYSVC_OK;
-	if (!json_is_array(arr) || json_array_size(arr) == 0 ||
-	    json_array_size(arr) > PURPOSES_MAX_ENTRIES)
-		return libks_fail(ks, KEYSVC_E_PROTOCOL, "response field purposes: not 1..%d names",
+	/* Empty: a key whose stored purposes do not parse, which may sign nothing. */
+	if (!json_is_array(arr) || json_array_size(arr) > PURPOSES_MAX_ENTRIES)
+		return libks_fail(ks, KEYSVC_E_PROTOCOL, "response field purposes: not 0..%d names",
 				  PURPOSES_MAX_ENTRIES);
 	json_array_foreach(arr, i, v) {
 		size_t n = json_is_string(v) ? json_string_length(v) : 0;

@@ -532,6 +532,19 @@ static void test_policy_purposes(void **state)
 	expect_audit("web-all", "tls", "ok");
 }
 
+/* `keysvc list` has a line matching the extended regular expression @re. */
+static void cli_list_has(const char *re)
+{
+	const char *cli = getenv("KS_KEYSVC_CLI");
+	char cmd[PATH_MAX * 2 + 256];
+
+	assert_non_null(cli);
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' list 2>/dev/null | grep -Eq '^%s'", cli,
+		 td.socket_path, re);
+	if (system(cmd) != 0)
+		fail_msg("keysvc list has no line matching %s", re);
+}
+
 /* Keys without stored purposes, and stored purposes that do not parse. */
 static void test_legacy_and_broken(void **state)
 {
@@ -561,6 +574,8 @@ static void test_legacy_and_broken(void **state)
 
 	/* A marker that does not parse: no purpose at all, not all of them. */
 	expect_public_purposes("broken", "", 0);
+	cli_list_has("broken +ec-p256 +no +none$");
+	cli_list_has("legacy +ec-p256 +no +csr,tls,http-signature,sign \\(legacy");
 	expect(sign_digest("broken"), "denied", "has the purposes none", "broken: digest");
 	expect(request("{\"id\":1,\"op\":\"csr.create\",\"key\":\"broken\",\"subject\":\"CN=x\"}"),
 	       "denied", "has the purposes none", "broken: csr.create");

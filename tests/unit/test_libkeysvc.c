@@ -288,7 +288,8 @@ static void test_purposes(void **state)
 		  "{\"ok\":true,\"keys\":[{\"key\":\"a\",\"type\":\"ec-p256\",\"has_cert\":false,"
 		  "\"purposes\":[\"tls\"]},{\"key\":\"b\",\"type\":\"ec-p256\",\"has_cert\":false,"
 		  "\"purposes\":[\"csr\",\"tls\",\"http-signature\",\"sign\"],\"purposes_legacy\":true},"
-		  "{\"key\":\"c\",\"type\":\"ec-p256\",\"has_cert\":false}]}" },
+		  "{\"key\":\"c\",\"type\":\"ec-p256\",\"has_cert\":false},"
+		  "{\"key\":\"d\",\"type\":\"ec-p256\",\"has_cert\":false,\"purposes\":[]}]}" },
 		{ "{\"op\":\"key.public\",\"key\":\"bad\"}", NULL, REPLY_JSON,
 		  "{\"ok\":true,\"key\":\"bad\",\"type\":\"ec-p256\",\"public_key\":\"P\","
 		  "\"purposes\":[\"CSR;rm\"]}" },
@@ -330,13 +331,15 @@ static void test_purposes(void **state)
 	assert_int_equal(legacy, 0);
 
 	assert_int_equal(keysvc_key_list(ks, &keys, &n), KEYSVC_OK);
-	assert_int_equal(n, 3);
+	assert_int_equal(n, 4);
 	assert_string_equal(keysvc_key_list_purposes(ks, 0, &legacy), "tls");
 	assert_int_equal(legacy, 0);
 	assert_string_equal(keysvc_key_list_purposes(ks, 1, &legacy), "csr,tls,http-signature,sign");
 	assert_int_equal(legacy, 1);
 	assert_null(keysvc_key_list_purposes(ks, 2, &legacy));
-	assert_null(keysvc_key_list_purposes(ks, 3, NULL));
+	/* Stored purposes keysvcd cannot read: none, not an error. */
+	assert_string_equal(keysvc_key_list_purposes(ks, 3, NULL), "");
+	assert_null(keysvc_key_list_purposes(ks, 4, NULL));
 	keysvc_key_list_free(keys, n);
 
 	/* What is not a purpose name is a protocol error, not text passed on. */

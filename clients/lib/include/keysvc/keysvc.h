@@ -234,8 +234,9 @@ int keysvc_key_generate_purposes(keysvc *ks, const char *name, const char *type,
 
 /*
  * The purposes of key @name: *@purposes gets "csr,tls" (caller frees;
- * NULL from a daemon before purposes), *@legacy 1 for a key made before
- * purposes existed (it has them all). Either out-pointer may be NULL.
+ * NULL from a daemon before purposes; "" for a key whose stored purposes
+ * keysvcd cannot read, which may sign nothing), *@legacy 1 for a key made
+ * before purposes existed (it has them all). Either out-pointer may be NULL.
  */
 int keysvc_key_purposes(keysvc *ks, const char *name, char **purposes, int *legacy);
 
