@@ -467,12 +467,12 @@ out:
 
 int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
 		    const char *key, const char *hash_name, const char *hash_hex,
-		    uint64_t *seq)
+		    const char *purpose, uint64_t *seq)
 {
 	struct ks_audit_record rec = {
 		.uid = (uint32_t)peer->uid, .gid = (uint32_t)peer->gid, .pid = peer->pid,
 		.op = op, .key = key, .is_intent = 1,
-		.hash_name = hash_name, .hash_hex = hash_hex,
+		.hash_name = hash_name, .hash_hex = hash_hex, .purpose = purpose,
 	};
 	int r;
 
@@ -493,11 +493,11 @@ int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *
 }
 
 void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
-		      const char *key, uint64_t intent, const char *outcome)
+		      const char *key, const char *purpose, uint64_t intent, const char *outcome)
 {
 	struct ks_audit_record rec = {
 		.uid = (uint32_t)peer->uid, .gid = (uint32_t)peer->gid, .pid = peer->pid,
-		.op = op, .key = key, .intent = intent, .outcome = outcome,
+		.op = op, .key = key, .purpose = purpose, .intent = intent, .outcome = outcome,
 	};
 
 	if (a == NULL)
@@ -508,5 +508,5 @@ void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome)
 {
-	ks_audit_outcome(a, peer, op, key, 0, outcome);
+	ks_audit_outcome(a, peer, op, key, NULL, 0, outcome);
 }

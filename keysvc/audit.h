@@ -3,9 +3,9 @@
  * the chain are proto/auditchain.h; PROTOCOL.md "Audit" documents them):
  *   {"time":"2026-11-24T09:21:48.123Z","seq":8,"prev":"3f…","uid":1000,
  *    "gid":1000,"pid":42,"op":"sign","key":"web","phase":"intent",
- *    "sha256":"9a…"}
- *   {"time":…,"seq":9,"prev":"c1…",…,"op":"sign","key":"web","intent":8,
- *    "outcome":"ok"}
+ *    "sha256":"9a…","purpose":"tls"}
+ *   {"time":…,"seq":9,"prev":"c1…",…,"op":"sign","key":"web","purpose":"tls",
+ *    "intent":8,"outcome":"ok"}
  * No payloads, signatures, CSRs or secrets are ever written, only hashes.
  *
  * Records are serialised under one lock: each is formatted with the hash
@@ -68,7 +68,8 @@ void ks_audit_close(struct ks_audit *a);
 /*
  * Write the intent record of a token-touching operation and wait until it
  * is durable. @hash_name ("sha256", "digest") and @hash_hex (lowercase
- * hex) name what is about to be signed, or NULL. Returns 0 with *@seq set
+ * hex) name what is about to be signed, or NULL; @purpose the key purpose
+ * it is signed under (proto/sigform.h's name), or NULL. Returns 0 with *@seq set
  * to the record's number (0 when it was not written but the failure mode
  * is continue), or the negative errno of the write or sync when it could
  * not be written and the failure mode is refuse: the caller must not
@@ -77,11 +78,12 @@ void ks_audit_close(struct ks_audit *a);
  */
 int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
 		    const char *key, const char *hash_name, const char *hash_hex,
-		    uint64_t *seq);
+		    const char *purpose, uint64_t *seq);
 
 /*
  * Write one outcome record. @op is the wire operation name or NULL when
- * the request did not get that far; @key may be NULL; @intent is the seq
+ * the request did not get that far; @key may be NULL; @purpose the key
+ * purpose the request was decided under (granted or refused), or NULL; @intent is the seq
  * of the operation's intent record or 0; @outcome is "ok" or an error
  * name. Not waited for: the next intent's sync covers it. A record that
  * cannot be written is counted ("lost" in the next record written) and
@@ -89,7 +91,7 @@ int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *
  * intents are attempted and refused as they fail.
  */
 void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
-		      const char *key, uint64_t intent, const char *outcome);
+		      const char *key, const char *purpose, uint64_t intent, const char *outcome);
 
 /* ks_audit_outcome() of a request without an intent record. */
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,

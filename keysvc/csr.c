@@ -19,6 +19,8 @@
 
 #define KS_DN_VALUE_MAX 256
 #define KS_DN_MAX_AVAS 64
+/* X.520 ub-common-name: characters, not bytes. */
+#define KS_CN_CHARS_MAX 64
 /* KS_SUBJECT_MAX, KS_SAN_MAX, KS_SAN_ENTRY_MAX, KS_OID_TEXT_MAX, KS_ATTR_VALUE_MAX: proto/wire.h. */
 _Static_assert(KS_SUBJECT_MAX == 4096 && KS_SAN_MAX == 100 && KS_SAN_ENTRY_MAX == 1024 &&
 	       KS_ATTR_VALUE_MAX == 1024, "the messages below spell out the limits of proto/wire.h");
@@ -65,6 +67,57 @@ static int all_ia5(const unsigned char *s, size_t len)
 		if (s[i] == 0 || s[i] > 0x7f)
 			return 0;
 	return 1;
+}
+
+/* The code point of the valid UTF-8 sequence of @n bytes at @s. */
+static uint32_t utf8_code_point(const unsigned char *s, size_t n)
+{
+	static const unsigned char lead_mask[5] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
+	uint32_t cp = s[0] & lead_mask[n];
+
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (s[i] & 0x3f);
+	return cp;
+}
+
+/*
+ * Why the valid UTF-8 @s may not go into a subject a CA signs, or NULL. A
+ * relying party shows a name to people: control characters can end or
+ * rewrite the line they are shown on, bidirectional overrides show the
+ * characters in another order than they are compared in ("moc.elpmaxe"
+ * read as "example.com"), and zero-width characters make two names that
+ * differ look the same.
+ */
+static const char *subject_text_refusal(const unsigned char *s, size_t len)
+{
+	size_t n;
+
+	for (size_t i = 0; i < len; i += n) {
+		uint32_t cp;
+
+		if ((n = ks_utf8_char_len(s + i, len - i)) == 0)
+			return "subject: a value is not valid UTF-8";
+		cp = utf8_code_point(s + i, n);
+		if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+			return "subject: a value contains a control character (C0, DEL or C1)";
+		if ((cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+			return "subject: a value contains a bidirectional override (U+202A..U+202E, U+2066..U+2069)";
+		if ((cp >= 0x200b && cp <= 0x200d) || cp == 0x2060 || cp == 0xfeff)
+			return "subject: a value contains a zero-width character (U+200B..U+200D, U+2060, U+FEFF)";
+	}
+	return NULL;
+}
+
+/* Characters (code points) of the valid UTF-8 @s. */
+static size_t utf8_chars(const unsigned char *s, size_t len)
+{
+	size_t chars = 0, n;
+
+	for (size_t i = 0; i < len; i += n ? n : 1) {
+		n = ks_utf8_char_len(s + i, len - i);
+		chars++;
+	}
+	return chars;
 }
 
 /* Visible ASCII: what a SAN URI or mailbox may contain (no spaces, no controls). */
@@ -172,6 +225,12 @@ static int value_type(const ASN1_OBJECT *obj, const unsigned char *v, size_t len
 		      const char **err)
 {
 	switch (OBJ_obj2nid(obj)) {
+	case NID_commonName:
+		if (utf8_chars(v, len) > KS_CN_CHARS_MAX) {
+			*err = "subject: CN longer than 64 characters (X.520 ub-common-name)";
+			return -1;
+		}
+		return V_ASN1_UTF8STRING;
 	case NID_countryName:
 		if (len != 2 || !is_alpha(v[0]) || !is_alpha(v[1])) {
 			*err = "subject: C must be a two-letter country code";
@@ -260,6 +319,8 @@ static int parse_value(const char *s, size_t *pos, struct ava *a, const char **e
 		*err = "subject: a value is not valid UTF-8";
 		return -EINVAL;
 	}
+	if ((*err = subject_text_refusal(a->value, a->len)) != NULL)
+		return -EINVAL;
 	*pos = i;
 	return 0;
 }
@@ -621,6 +682,14 @@ static int add_eku(STACK_OF(X509_EXTENSION) *exts, const struct ks_csr_params *p
 			r = -EINVAL;
 			goto out;
 		}
+		/* By OID, so that "serverAuth" and "1.3.6.1.5.5.7.3.1" are one usage. */
+		for (int j = 0; j < sk_ASN1_OBJECT_num(eku); j++)
+			if (OBJ_cmp(sk_ASN1_OBJECT_value(eku, j), obj) == 0) {
+				ASN1_OBJECT_free(obj);
+				*err = "ext_key_usage: an entry is given twice";
+				r = -EINVAL;
+				goto out;
+			}
 		if (sk_ASN1_OBJECT_push(eku, obj) <= 0) {
 			ASN1_OBJECT_free(obj);
 			r = -ENOMEM;

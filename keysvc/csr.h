@@ -42,7 +42,8 @@ struct ks_csr_params {
 	const char *const *email; size_t n_email;
 	unsigned key_usage;                        /* enum ks_key_usage bits; 0 = no extension */
 	/* Names ("serverAuth", "clientAuth", "codeSigning", "emailProtection",
-	 * "timeStamping", "OCSPSigning") or dotted OIDs. */
+	 * "timeStamping", "OCSPSigning") or dotted OIDs, each usage once (a
+	 * name and its OID are the same usage). */
 	const char *const *ext_key_usage; size_t n_ext_key_usage;
 	const struct ks_csr_attr *attrs; size_t n_attrs;
 	/* The signature algorithm; must fit the key (ks_sig_alg_for_digest()). */
@@ -71,7 +72,10 @@ typedef int (*ks_csr_sign_fn)(void *arg, enum ks_sig_alg alg,
  * multi-valued RDNs; escapes "\," "\+" "\"" "\\" "\<" "\>" "\;" "\=" "\ "
  * "\#" and "\XX" hex pairs (which must form valid UTF-8). "#hex" BER values are
  * rejected. C must be two letters. Empty strings, empty values, and
- * values over 256 bytes are rejected.
+ * values over 256 bytes are rejected, and so are values with control
+ * characters (C0, DEL, C1), bidirectional overrides (U+202A..U+202E,
+ * U+2066..U+2069) or zero-width characters (U+200B..U+200D, U+2060,
+ * U+FEFF), and a CN of more than 64 characters (X.520 ub-common-name).
  * Returns 0, -EINVAL (with *@err set to a static description), or -ENOMEM.
  */
 int ks_rfc4514_parse(const char *s, X509_NAME **out, const char **err);

@@ -20,6 +20,7 @@
 #include "proto/json.h"
 #include "proto/log.h"
 #include "proto/secmem.h"
+#include "proto/sigform.h"
 #include "proto/utf8.h"
 #include "proto/wire.h"
 
@@ -31,6 +32,8 @@ struct ks_request {
 	enum ks_op op;
 	const char *key;
 	const struct ks_peer *peer;
+	const struct ks_policy *policy;  /* the one the request was decided under */
+	const char *purpose;       /* the key purpose a use was decided under, for the audit; NULL: none */
 	uint64_t audit_seq;        /* the intent record's seq; 0: none */
 };
 
@@ -148,7 +151,7 @@ static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_rep
 			const char *hash_name, const char *hash_hex)
 {
 	int r = ks_audit_intent(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key, hash_name,
-				hash_hex, &rq->audit_seq);
+				hash_hex, rq->purpose, &rq->audit_seq);
 
 	if (r == 0)
 		return 0;
@@ -249,6 +252,8 @@ static int op_hello(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 struct key_req {
 	const char *type;
 	enum ks_key_type key_type;
+	struct ks_strv purposes;
+	unsigned purpose_set;      /* 0: none named, KS_PURPOSE_DEFAULT */
 };
 
 static const struct ks_json_field key_fields[] = {
@@ -264,6 +269,8 @@ static const struct ks_json_field generate_fields[] = {
 	{ "key", KS_JSON_SKIP, 0, 0, 0 },
 	{ "type", KS_JSON_STRING, offsetof(struct key_req, type), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
 	  ks_wire_check_key_type, offsetof(struct key_req, key_type) },
+	{ "purposes", KS_JSON_STRV, offsetof(struct key_req, purposes), 0, KS_PURPOSES_MAX,
+	  ks_purposes_check_strv, offsetof(struct key_req, purpose_set) },
 	{ NULL, 0, 0, 0, 0 },
 };
 
@@ -273,18 +280,23 @@ static const struct ks_json_field list_fields[] = {
 	{ NULL, 0, 0, 0, 0 },
 };
 
-static int reply_public_key(struct ks_reply *rep, const char *key,
-			    enum ks_key_type type, EVP_PKEY *pub)
+static int reply_public_key(struct ks_reply *rep, const char *key, enum ks_key_type type,
+			    EVP_PKEY *pub, unsigned purposes, int legacy)
 {
 	char *pem = NULL;
+	json_t *result;
 	int r;
 
 	if ((r = pubkey_pem(pub, &pem)) != 0)
 		return ks_reply_error(rep, r, "cannot encode the public key");
-	r = ks_reply_set_result(rep, json_pack("{s:s, s:s?, s:s}", "key", key,
-				      "type", ks_key_type_name(type), "public_key", pem));
+	result = json_pack("{s:s, s:s?, s:s}", "key", key, "type", ks_key_type_name(type),
+			   "public_key", pem);
 	free(pem);
-	return r;
+	if (ks_purposes_set_in(result, purposes, legacy) != 0) {
+		json_decref(result);
+		result = NULL;
+	}
+	return ks_reply_set_result(rep, result);
 }
 
 static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
@@ -292,6 +304,7 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct key_req *k = arg;
 	enum ks_key_type type = k->key_type;
+	unsigned purposes = k->purpose_set != 0 ? k->purpose_set : KS_PURPOSE_DEFAULT;
 	EVP_PKEY *pub = NULL;
 	char why[160];
 	int r;
@@ -300,9 +313,9 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		return ks_reply_error(rep, -EOPNOTSUPP, "%s: %s", k->type, why);
 	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
-	if ((r = ks_token_generate(ctx->token, rq->key, type, &pub)) != 0)
+	if ((r = ks_token_generate_purposes(ctx->token, rq->key, type, purposes, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
-	r = reply_public_key(rep, rq->key, type, pub);
+	r = reply_public_key(rep, rq->key, type, pub, purposes, 0);
 	EVP_PKEY_free(pub);
 	return r;
 }
@@ -319,7 +332,7 @@ static int op_public(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		return ks_reply_token_error(rep, r, rq->key);
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
-	r = reply_public_key(rep, rq->key, info.type, pub);
+	r = reply_public_key(rep, rq->key, info.type, pub, info.purposes, info.purposes_legacy);
 	EVP_PKEY_free(pub);
 	return r;
 }
@@ -342,11 +355,13 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 {
 	struct ks_policy *policy = ctx_policy(ctx);
 	struct ks_key_info *keys = NULL;
-	size_t n = 0, shown = 0;
-	json_t *arr = NULL;
+	size_t n = 0, shown = 0, used, entry_len;
+	json_t *arr = NULL, *entry;
 	int truncated = 0, r;
 
 	(void)arg;
+	/* The answer's envelope around "keys": {"id":..,"ok":true,"keys":[],"truncated":false}. */
+	used = 64 + (rq->id != NULL ? json_dumpb(rq->id, NULL, 0, JSON_ENCODE_ANY) : 4);
 	if ((r = ks_token_list(ctx->token, &keys, &n)) != 0) {
 		ks_reply_token_error(rep, r, "");
 		goto out;
@@ -367,9 +382,25 @@ static int op_list(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 			truncated = 1;
 			break;
 		}
-		json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
-						     "type", ks_key_type_name(keys[i].type),
-						     "has_cert", keys[i].has_cert));
+		entry = json_pack("{s:s, s:s?, s:b}", "key", keys[i].name,
+				  "type", ks_key_type_name(keys[i].type), "has_cert", keys[i].has_cert);
+		if (ks_purposes_set_in(entry, keys[i].purposes, keys[i].purposes_legacy) != 0) {
+			json_decref(entry);
+			r = ks_reply_error(rep, -ENOMEM, "out of memory");
+			goto out;
+		}
+		/* 512 entries of long names with their purposes exceed a frame: bytes count too. */
+		entry_len = json_dumpb(entry, NULL, 0, JSON_COMPACT) + 1;
+		if (used + entry_len > ctx->response_max) {
+			json_decref(entry);
+			truncated = 1;
+			break;
+		}
+		if (json_array_append_new(arr, entry) != 0) {
+			r = ks_reply_error(rep, -ENOMEM, "out of memory");
+			goto out;
+		}
+		used += entry_len;
 		shown++;
 	}
 	r = ks_reply_set_result(rep, json_pack("{s:O, s:b}", "keys", arr, "truncated", truncated));
@@ -508,6 +539,10 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if (text > KS_CSR_TEXT_MAX)
 		return ks_reply_error(rep, -EINVAL, "subject, san, ext_key_usage and attributes: "
 				   "%zu bytes in all, more than %d", text, KS_CSR_TEXT_MAX);
+	/* The request is well formed: is the key for CSRs, and is the peer granted that? */
+	if ((r = ks_purpose_authorize(ctx, rq->policy, rq->peer, rq->op, rq->key, NULL, 0, 0,
+				      &rq->purpose, rep)) != 0)
+		return r;
 	if ((r = ks_token_key_info(ctx->token, rq->key, &info)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
 	params.alg = ks_sig_alg_for_digest(ks_key_type_family(info.type),
@@ -595,11 +630,18 @@ static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		if (s->digest_bytes.len != ks_sig_alg_digest_len(alg))
 			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
 					   ks_sig_alg_digest_len(alg), s->alg);
+		if ((r = ks_purpose_authorize(ctx, rq->policy, rq->peer, rq->op, rq->key, NULL, 0, 0,
+					      &rq->purpose, rep)) != 0)
+			return r;
 		memcpy(md, s->digest_bytes.data, s->digest_bytes.len);
 		md_len = (unsigned)s->digest_bytes.len;
 		signed_name = "digest";
 		to_hex(md, md_len, signed_hex);
 	} else {
+		/* The form of what is signed is checked on the bytes themselves, before hashing. */
+		if ((r = ks_purpose_authorize(ctx, rq->policy, rq->peer, rq->op, rq->key, in, in_len,
+					      1, &rq->purpose, rep)) != 0)
+			return r;
 		if (EVP_Digest(in, in_len, md, &md_len,
 			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
 			r = ks_reply_error(rep, -EIO, "digest failed");
@@ -818,12 +860,12 @@ static void reply_field_error(struct ks_reply *rep, json_t *root, int err, const
  * token was used.
  */
 static void audit_and_log(struct ks_ctx *ctx, const struct ks_peer *peer,
-			  const char *op, const char *key, uint64_t intent,
+			  const char *op, const char *key, const char *purpose, uint64_t intent,
 			  const struct ks_reply *rep)
 {
 	const char *outcome = rep->outcome;
 
-	ks_audit_outcome(ctx->audit, peer, op, key, intent, outcome);
+	ks_audit_outcome(ctx->audit, peer, op, key, purpose, intent, outcome);
 	if (strcmp(outcome, "ok") == 0)
 		ks_debug("uid %u pid %d %s %s: ok", (unsigned)peer->uid, (int)peer->pid,
 			 op ? op : "-", key ? key : "-");
@@ -905,6 +947,7 @@ int ks_dispatch(struct ks_ctx *ctx, const struct ks_peer *peer,
 	}
 	/* Default deny, decided before anything touches the token. */
 	policy = ctx_policy(ctx);
+	rq.policy = policy;
 	if (!ks_policy_allows(policy, peer, rq.op, rq.key)) {
 		if (rq.op == KS_OP_HELLO || rq.op == KS_OP_KEY_LIST)
 			ks_reply_error(&rep, -EACCES, "uid %u is not granted %s",
@@ -925,7 +968,7 @@ answer:
 	if ((r = ks_reply_encode(ctx, rq.id, &rep, resp, resp_len)) != 0)
 		ks_err("uid %u pid %d: out of memory; no answer, closing the connection",
 		       (unsigned)peer->uid, (int)peer->pid);
-	audit_and_log(ctx, peer, op_audit, key_audit, rq.audit_seq, &rep);
+	audit_and_log(ctx, peer, op_audit, key_audit, rq.purpose, rq.audit_seq, &rep);
 	json_decref(rep.result);
 	json_decref(rq.root);
 	ks_policy_unref(policy);
@@ -941,7 +984,7 @@ int ks_dispatch_frame_error(struct ks_ctx *ctx, const struct ks_peer *peer,
 	memset(&rep, 0, sizeof(rep));
 	ks_reply_error(&rep, -EINVAL, "%s", why);
 	r = ks_reply_encode(ctx, NULL, &rep, resp, resp_len);
-	audit_and_log(ctx, peer, NULL, NULL, 0, &rep);
+	audit_and_log(ctx, peer, NULL, NULL, NULL, 0, &rep);
 	return r;
 }
 

@@ -1,6 +1,7 @@
 /*
  * What dispatch.c (the operations and the request loop) and
- * dispatch_reply.c (the answer: wire errors, messages, encoding) share.
+ * dispatch_reply.c (the answer: wire errors, messages, encoding) and
+ * dispatch_purpose.c (key purposes) share.
  * Not for other modules: they see only keysvc/dispatch.h.
  */
 #ifndef KEYSVC_DISPATCH_INTERNAL_H
@@ -60,5 +61,34 @@ int ks_reply_id_valid(json_t *id);
  */
 int ks_reply_encode(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
 		    uint8_t **resp, size_t *resp_len);
+
+/* ---- dispatch_purpose.c ---- */
+
+/* @set as a JSON array of purpose names in proto/sigform's order; NULL when out of memory. */
+json_t *ks_purposes_json(unsigned set);
+
+/*
+ * Add "purposes" (and "purposes_legacy": true for a key that carries
+ * none) to the object @result. 0 or -ENOMEM (also for a NULL @result).
+ */
+int ks_purposes_set_in(json_t *result, unsigned set, int legacy);
+
+/*
+ * Whether @peer may use @key for @op (KS_OP_SIGN or KS_OP_CSR_CREATE)
+ * under the purpose the request's form asks for: csr for csr.create, sign
+ * for a digest, for data (@is_data, @data_len bytes at @data) the first
+ * of the key's purposes the policy grants whose form it has
+ * (ks_sigform_match()), else the form it has (tls, http-signature, or
+ * sign for anything else). The key's purposes are read from the token
+ * (ks_token_key_purposes(), before anything is signed); the policy's are
+ * ks_policy_purposes(). *@purpose is the name of the purpose decided
+ * (for the audit record, granted or refused; NULL when the key could not
+ * be read). 0, or an error put in @rep: "denied" naming the key's
+ * purposes (or the policy's limit), or the token's error.
+ */
+int ks_purpose_authorize(struct ks_ctx *ctx, const struct ks_policy *policy,
+			 const struct ks_peer *peer, enum ks_op op, const char *key,
+			 const uint8_t *data, size_t data_len, int is_data,
+			 const char **purpose, struct ks_reply *rep);
 
 #endif

@@ -87,6 +87,35 @@ static void harden_process(void)
 		ks_warn("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 }
 
+/*
+ * Keys made before key purposes existed carry none and may sign anything
+ * (pkcs11/purpose.c): said once at start, naming a few, so that an
+ * operator replaces them (docs/clients.md). A token that cannot be listed
+ * now is not a reason to refuse to start.
+ */
+static void warn_legacy_keys(struct ks_token *token)
+{
+	struct ks_key_info *keys = NULL;
+	char names[256] = "";
+	size_t n = 0, legacy = 0, used = 0;
+
+	if (ks_token_list(token, &keys, &n) != 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (!keys[i].purposes_legacy)
+			continue;
+		if (legacy++ < 4 && used + strlen(keys[i].name) + 3 < sizeof(names))
+			used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+						 used > 0 ? ", " : "", keys[i].name);
+	}
+	if (legacy > 0)
+		ks_warn("%zu key%s made before key purposes (%s%s) may sign anything, digests "
+			"included; replace %s with keys of narrow purposes (keysvc keygen NAME "
+			"--purpose csr,tls; see docs/clients.md)", legacy, legacy == 1 ? "" : "s",
+			names, legacy > 4 ? ", ..." : "", legacy == 1 ? "it" : "them");
+	free(keys);
+}
+
 /* sd_notify(3): a failure is logged, never fatal (systemd then times the start out). */
 static void notify(const char *state)
 {
@@ -406,6 +435,7 @@ int main(int argc, char **argv)
 		       strerror(-r), ret);
 		goto out;
 	}
+	warn_legacy_keys(token);
 	aopt.sync = cfg->audit_sync_none ? KS_AUDIT_SYNC_NONE : KS_AUDIT_SYNC_DATA;
 	aopt.failure = cfg->audit_continue ? KS_AUDIT_CONTINUE : KS_AUDIT_REFUSE;
 	if ((r = ks_audit_open(cfg->audit_log, &aopt, &st.audit, err, sizeof(err))) != 0) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "proto/json.h"
+#include "proto/sigform.h"
 
 #define KS_POLICY_MAX_RULES 1024
 #define KS_POLICY_MAX_PATTERNS 64
@@ -21,6 +22,7 @@ struct ks_rule {
 	uid_t uid;
 	gid_t gid;
 	unsigned ops;               /* bit per enum ks_op */
+	unsigned purposes;          /* the key uses it grants (KS_PURPOSE_*); KS_PURPOSE_ALL if unnamed */
 	size_t npatterns;
 	char **patterns;
 };
@@ -114,7 +116,7 @@ static int parse_id(json_t *v, int is_group, unsigned long *id, const char **why
 
 struct rule_json {
 	json_t *uid, *gid;
-	struct ks_strv keys, ops;
+	struct ks_strv keys, ops, purposes;
 	const char *comment;
 };
 
@@ -123,6 +125,7 @@ static const struct ks_json_field rule_fields[] = {
 	{ "gid", KS_JSON_ANY, offsetof(struct rule_json, gid), 0, 0 },
 	{ "keys", KS_JSON_STRV, offsetof(struct rule_json, keys), KS_JSON_REQUIRED, KS_POLICY_MAX_PATTERNS },
 	{ "ops", KS_JSON_STRV, offsetof(struct rule_json, ops), KS_JSON_REQUIRED, KS_OP_COUNT },
+	{ "purposes", KS_JSON_STRV, offsetof(struct rule_json, purposes), 0, KS_PURPOSES_MAX },
 	{ "comment", KS_JSON_STRING, offsetof(struct rule_json, comment), 0, 1024 },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -179,6 +182,18 @@ static int rule_from_json(json_t *obj, struct ks_rule *rule, const char **field,
 		rule->ops |= 1u << op;
 	}
 	rule->ops |= 1u << KS_OP_HELLO;
+	rule->purposes = KS_PURPOSE_ALL;
+	if (json_object_get(obj, "purposes") != NULL) {
+		*field = "purposes";
+		if ((r = ks_purposes_from_names((const char *const *)rj.purposes.v, rj.purposes.n,
+						&rule->purposes, NULL, why)) != 0)
+			return -EINVAL;
+		/* A limit on uses of a key means nothing to a rule that grants none. */
+		if (!(rule->ops & (1u << KS_OP_SIGN | 1u << KS_OP_CSR_CREATE))) {
+			*why = "limits sign and csr.create, which the rule does not grant";
+			return -EINVAL;
+		}
+	}
 	*field = "keys";
 	if (rj.keys.n == 0) {
 		*why = "must not be empty";
@@ -285,6 +300,27 @@ int ks_policy_allows(const struct ks_policy *p, const struct ks_peer *peer,
 				return 1;
 	}
 	return 0;
+}
+
+unsigned ks_policy_purposes(const struct ks_policy *p, const struct ks_peer *peer,
+			    enum ks_op op, const char *key)
+{
+	unsigned granted = 0;
+
+	if (p == NULL || peer == NULL || key == NULL || (unsigned)op >= KS_OP_COUNT)
+		return 0;
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct ks_rule *rule = &p->rules[i];
+
+		if (!(rule->ops & (1u << op)) || !rule_matches_peer(rule, peer))
+			continue;
+		for (size_t j = 0; j < rule->npatterns; j++)
+			if (fnmatch(rule->patterns[j], key, FNM_PERIOD) == 0) {
+				granted |= rule->purposes;
+				break;
+			}
+	}
+	return granted;
 }
 
 int ks_policy_knows_peer(const struct ks_policy *p, const struct ks_peer *peer)

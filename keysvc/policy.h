@@ -37,6 +37,11 @@ struct ks_policy;
  *   "gid":  number or group name     (matches the primary or a supplementary group)
  *   "keys": array of fnmatch patterns (required, non-empty)
  *   "ops":  array of operation names  (required, non-empty; "hello" is implied)
+ *   "purposes": array of key purposes (optional; proto/sigform.h's names):
+ *           the rule's sign and csr.create are granted only for uses
+ *           under these purposes (csr.create is the purpose csr); a rule
+ *           without it grants every purpose the key has. Only in a rule
+ *           that grants sign or csr.create.
  *   "comment": string, ignored
  * Names are resolved once, here. Unknown fields, unknown operations,
  * unknown users or groups are errors: a typo must never widen or silently
@@ -59,6 +64,16 @@ size_t ks_policy_size(const struct ks_policy *p);
  */
 int ks_policy_allows(const struct ks_policy *p, const struct ks_peer *peer,
 		     enum ks_op op, const char *key);
+
+/*
+ * The purposes (KS_PURPOSE_* bits) under which the rules that grant @peer
+ * @op on @key let it use the key: the union of their "purposes", each
+ * rule without one counting as all. 0 when no rule grants it. The
+ * dispatcher asks it for sign and csr.create once it knows the purpose
+ * of the request.
+ */
+unsigned ks_policy_purposes(const struct ks_policy *p, const struct ks_peer *peer,
+			    enum ks_op op, const char *key);
 
 /*
  * 1 if some rule names @peer (its uid, or its primary or a supplementary

@@ -19,6 +19,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "proto/log.h"
+#include "proto/sigform.h"
 
 /* ---- public keys ------------------------------------------------------------ */
 
@@ -169,7 +170,8 @@ CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 struct generate_arg {
 	const char *name;
 	enum ks_key_type type;
-	uint8_t id[KS_KEY_ID_LEN];
+	uint8_t id[KS_OBJ_ID_MAX];      /* with the purposes (pkcs11/purpose.c) */
+	size_t id_len;
 	EVP_PKEY **pub;
 };
 
@@ -285,7 +287,7 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_WRAP, &no, sizeof(no) },
 		{ CKA_VERIFY_RECOVER, &no, sizeof(no) },
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
-		{ CKA_ID, g->id, sizeof(g->id) },
+		{ CKA_ID, g->id, g->id_len },
 		/* The type-specific entries stay last. */
 		{ CKA_MODULUS_BITS, &bits, sizeof(bits) },
 		{ CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent) },
@@ -308,7 +310,7 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 		{ CKA_DERIVE, &no, sizeof(no) },
 		{ CKA_SIGN_RECOVER, &no, sizeof(no) },
 		{ CKA_LABEL, (void *)(uintptr_t)g->name, label_len },
-		{ CKA_ID, g->id, sizeof(g->id) },
+		{ CKA_ID, g->id, g->id_len },
 	};
 	CK_ULONG npriv = sizeof(priv_tmpl) / sizeof(priv_tmpl[0]);
 	CK_ULONG skip = __atomic_load_n(&tok->modifiable_refused, __ATOMIC_RELAXED) ? 1 : 0;
@@ -319,8 +321,8 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 
 	memset(&k, 0, sizeof(k));
 	k.name = g->name;
-	memcpy(k.id, g->id, sizeof(g->id));
-	k.id_len = sizeof(g->id);
+	memcpy(k.id, g->id, g->id_len);
+	k.id_len = g->id_len;
 	k.have_id = 1;
 	/* The first attempt may have created the pair before the session was lost. */
 	if (retry) {
@@ -372,6 +374,12 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type type,
 		      EVP_PKEY **pub)
 {
+	return ks_token_generate_purposes(tok, name, type, KS_PURPOSE_ALL, pub);
+}
+
+int ks_token_generate_purposes(struct ks_token *tok, const char *name, enum ks_key_type type,
+			       unsigned purposes, EVP_PKEY **pub)
+{
 	struct generate_arg g;
 	int r;
 
@@ -390,10 +398,8 @@ int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type t
 	g.name = name;
 	g.type = type;
 	g.pub = pub;
-	if (RAND_bytes(g.id, sizeof(g.id)) != 1) {
-		ks_err("RAND_bytes failed");
-		return -EIO;
-	}
+	if ((r = ks_tok_purpose_id(purposes, g.id, sizeof(g.id), &g.id_len)) != 0)
+		return r;
 	pthread_mutex_lock(&tok->generate_lock);
 	r = ks_tok_run_op(tok, "check key name", exists_op, (void *)(uintptr_t)name);
 	if (r == 0)

@@ -600,8 +600,9 @@ static void fill_info(struct ks_key_info *info, const struct key_ref *k)
 	/* The name is valid, so at most KS_KEY_NAME_MAX bytes. */
 	memcpy(info->name, k->name, strlen(k->name) + 1);
 	info->type = k->type;
-	info->id_len = k->id_len > KS_KEY_ID_LEN ? KS_KEY_ID_LEN : k->id_len;
+	info->id_len = k->id_len > KS_KEY_ID_MAX ? KS_KEY_ID_MAX : k->id_len;
 	memcpy(info->id, k->id, info->id_len);
+	info->purposes = ks_tok_purposes_from_id(k->id, k->id_len, &info->purposes_legacy);
 }
 
 struct info_arg {

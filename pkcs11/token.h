@@ -81,9 +81,12 @@
 #include "proto/wire.h"   /* key names: ks_key_name_valid(), KS_KEY_NAME_MAX */
 
 #define KS_DEFAULT_KEY_RECHECK_MS 1000
+/* The random part of a key's CKA_ID; keys of this version add their purposes (pkcs11/purpose.c). */
 #define KS_KEY_ID_LEN 16
 /* The most sessions a pool may be configured to hold. */
 #define KS_MAX_SESSIONS_CAP 1024
+/* The longest CKA_ID struct ks_key_info holds: ours, with every purpose, fit. */
+#define KS_KEY_ID_MAX 64
 
 struct ks_token;
 
@@ -202,9 +205,18 @@ struct ks_token_info {
 struct ks_key_info {
 	char name[KS_KEY_NAME_MAX + 1];
 	enum ks_key_type type;
-	uint8_t id[KS_KEY_ID_LEN];
-	size_t id_len;          /* keys made elsewhere may have other CKA_ID lengths; capped at KS_KEY_ID_LEN */
+	uint8_t id[KS_KEY_ID_MAX];
+	size_t id_len;          /* keys made elsewhere may have other CKA_ID lengths; capped at KS_KEY_ID_MAX */
 	int has_cert;
+	/*
+	 * What the key may sign (proto/sigform.h's KS_PURPOSE_* bits), read
+	 * from its CKA_ID (pkcs11/purpose.c); 0 for a key whose stored
+	 * purposes do not parse (it may sign nothing). @purposes_legacy: the
+	 * key carries no purposes (made before they existed, or by another
+	 * program) and counts as KS_PURPOSE_ALL.
+	 */
+	unsigned purposes;
+	int purposes_legacy;
 };
 
 /*
@@ -271,6 +283,27 @@ int ks_token_check_key_type(struct ks_token *tok, enum ks_key_type type, char *w
  */
 int ks_token_check_sig_alg(struct ks_token *tok, enum ks_sig_alg alg, int digest_only,
 			   char *why, size_t why_len);
+
+/*
+ * ks_token_generate() of a key bound to @purposes (a ks_purposes_valid()
+ * set of proto/sigform.h, else -EINVAL), stored in the key's CKA_ID
+ * (16 random bytes, "ksp1:", the list) where nothing can change or
+ * remove them apart from the key. ks_token_generate() is this with
+ * KS_PURPOSE_ALL, for tests and tools that want a general signing key;
+ * keysvcd always names the purposes.
+ */
+int ks_token_generate_purposes(struct ks_token *tok, const char *name, enum ks_key_type type,
+			       unsigned purposes, EVP_PKEY **pub);
+
+/*
+ * The purposes of @name as ks_key_info has them, so that keysvcd can
+ * refuse a use outside them before the token signs anything. A key found
+ * before is answered from the key cache (the CKA_ID the signature then
+ * uses) without a module call; otherwise it is looked up like a
+ * signature looks it up.
+ */
+int ks_token_key_purposes(struct ks_token *tok, const char *name, unsigned *purposes,
+			  int *legacy);
 
 /* Describe the key @name. */
 int ks_token_key_info(struct ks_token *tok, const char *name,

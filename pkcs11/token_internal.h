@@ -14,6 +14,7 @@
  *   sign.c     signatures
  *   cert.c     certificate objects
  *   caps.c     what the token can do, from its mechanism list
+ *   purpose.c  key purposes, stored in the key's CKA_ID
  *
  * Locks of struct ks_token, outermost first; a lock may be taken while
  * holding only locks above it in this list:
@@ -532,6 +533,21 @@ CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const str
  */
 CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err);
+
+/* ---- purpose.c --------------------------------------------------------------- */
+
+/*
+ * A new key's CKA_ID for @purposes into @id (@cap bytes): 16 random
+ * bytes, "ksp1:", the list. Its length in *@len. 0, -EINVAL (not a valid
+ * set), -ENOSPC or -EIO (no randomness).
+ */
+int ks_tok_purpose_id(unsigned purposes, uint8_t *id, size_t cap, size_t *len);
+
+/*
+ * The purposes a CKA_ID stores: KS_PURPOSE_ALL with *@legacy 1 when it
+ * carries none, 0 (nothing) when what it carries does not parse.
+ */
+unsigned ks_tok_purposes_from_id(const uint8_t *id, size_t len, int *legacy);
 
 /* ---- keygen.c ---------------------------------------------------------------- */
 

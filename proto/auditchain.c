@@ -48,6 +48,7 @@ static int format_json(const struct ks_audit_record *rec, char *buf, size_t size
 	    (rec->is_intent && json_object_set_new(o, "phase", json_string("intent")) != 0) ||
 	    (rec->hash_name != NULL &&
 	     json_object_set_new(o, rec->hash_name, json_string(rec->hash_hex)) != 0) ||
+	    (rec->purpose != NULL && json_object_set_new(o, "purpose", json_string(rec->purpose)) != 0) ||
 	    (rec->intent > 0 && json_object_set_new(o, "intent", json_integer((json_int_t)rec->intent)) != 0) ||
 	    (rec->outcome != NULL && json_object_set_new(o, "outcome", json_string(rec->outcome)) != 0))
 		goto out;
@@ -69,7 +70,7 @@ out:
 
 int ks_auditchain_format(const struct ks_audit_record *rec, char *buf, size_t size, size_t *len)
 {
-	char lost[40] = "", hash[192] = "", intent[40] = "", outcome[96] = "";
+	char lost[40] = "", hash[192] = "", purpose[64] = "", intent[40] = "", outcome[96] = "";
 	int n;
 
 	/*
@@ -80,7 +81,9 @@ int ks_auditchain_format(const struct ks_audit_record *rec, char *buf, size_t si
 	 */
 	if (!plain(rec->time) || !plain(rec->prev) || !plain(rec->chain) || !plain(rec->op) ||
 	    !plain(rec->key) || !plain(rec->hash_name) || !plain(rec->hash_hex) ||
-	    !plain(rec->outcome) || (rec->hash_name != NULL && rec->hash_hex == NULL) ||
+	    !plain(rec->outcome) || !plain(rec->purpose) ||
+	    (rec->purpose != NULL && strlen(rec->purpose) > 32) ||
+	    (rec->hash_name != NULL && rec->hash_hex == NULL) ||
 	    (rec->outcome != NULL && strlen(rec->outcome) > 64) ||
 	    (rec->hash_name != NULL && strlen(rec->hash_name) + strlen(rec->hash_hex) > 160))
 		return format_json(rec, buf, size, len);
@@ -88,19 +91,21 @@ int ks_auditchain_format(const struct ks_audit_record *rec, char *buf, size_t si
 		snprintf(lost, sizeof(lost), ",\"lost\":%" PRIu64, rec->lost);
 	if (rec->hash_name != NULL)
 		snprintf(hash, sizeof(hash), ",\"%s\":\"%s\"", rec->hash_name, rec->hash_hex);
+	if (rec->purpose != NULL)
+		snprintf(purpose, sizeof(purpose), ",\"purpose\":\"%s\"", rec->purpose);
 	if (rec->intent > 0)
 		snprintf(intent, sizeof(intent), ",\"intent\":%" PRIu64, rec->intent);
 	if (rec->outcome != NULL)
 		snprintf(outcome, sizeof(outcome), ",\"outcome\":\"%s\"", rec->outcome);
 	n = snprintf(buf, size,
 		     "{\"time\":\"%s\",\"seq\":%" PRIu64 ",\"prev\":\"%s\"%s%s%s%s,\"uid\":%" PRIu32
-		     ",\"gid\":%" PRIu32 ",\"pid\":%" PRId64 ",\"op\":%s%s%s%s%s%s%s%s%s%s}",
+		     ",\"gid\":%" PRIu32 ",\"pid\":%" PRId64 ",\"op\":%s%s%s%s%s%s%s%s%s%s%s}",
 		     rec->time, rec->seq, rec->prev,
 		     rec->chain ? ",\"chain\":\"" : "", rec->chain ? rec->chain : "",
 		     rec->chain ? "\"" : "", lost, rec->uid, rec->gid, rec->pid,
 		     rec->op ? "\"" : "null", rec->op ? rec->op : "", rec->op ? "\"" : "",
 		     rec->key ? ",\"key\":\"" : "", rec->key ? rec->key : "", rec->key ? "\"" : "",
-		     rec->is_intent ? ",\"phase\":\"intent\"" : "", hash, intent, outcome);
+		     rec->is_intent ? ",\"phase\":\"intent\"" : "", hash, purpose, intent, outcome);
 	if (n < 0 || (size_t)n > KS_AUDIT_LINE_MAX || (size_t)n + 2 > size)
 		return -EMSGSIZE;
 	*len = (size_t)n;

@@ -33,6 +33,11 @@ struct ks_audit_record {
 	int is_intent;             /* an intent record: "phase":"intent", no outcome */
 	const char *hash_name;     /* "sha256" or "digest" with hash_hex; NULL: none */
 	const char *hash_hex;
+	/*
+	 * The key purpose (proto/sigform.h's names) a signature was made, or
+	 * refused, under; NULL: none (operations that sign nothing).
+	 */
+	const char *purpose;
 	uint64_t intent;           /* the seq of this outcome's intent record; 0: none */
 	const char *outcome;       /* "ok" or a wire error name; NULL for an intent */
 };

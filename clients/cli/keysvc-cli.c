@@ -30,6 +30,7 @@
 #include "clients/status/statuscmd.h"
 #include "proto/auditchain.h"
 #include "proto/exitcode.h"
+#include "proto/sigform.h"
 #include "proto/frame.h"
 #include "proto/log.h"
 #include "proto/wire.h"
@@ -47,8 +48,9 @@ static const char main_usage[] =
 	"\n"
 	"Commands:\n"
 	"  hello                      daemon, protocol and token status\n"
-	"  keygen NAME [--type T]     generate a key in the token (default ec-p256)\n"
-	"  list                       keys you may list: NAME TYPE CERT\n"
+	"  keygen NAME [--type T] [--purpose P]  generate a key in the token (default\n"
+	"                             ec-p256, purposes csr,tls)\n"
+	"  list                       keys you may list: NAME TYPE CERT PURPOSES\n"
 	"  pubkey NAME                the public key (PEM)\n"
 	"  csr NAME --subject DN ...  a CSR signed in the token\n"
 	"  sign NAME --alg ALG ...    a signature made in the token\n"
@@ -82,7 +84,7 @@ static const char main_usage[] =
 
 enum {
 	OPT_TYPE = 256, OPT_OUT, OPT_SUBJECT, OPT_DNS, OPT_IP, OPT_URI, OPT_EMAIL, OPT_KU,
-	OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX, OPT_JSON,
+	OPT_EKU, OPT_ATTR, OPT_DIGEST, OPT_ALG, OPT_IN, OPT_DIGEST_HEX, OPT_JSON, OPT_PURPOSE,
 };
 #define O(opt) (1u << ((opt) - OPT_TYPE))
 
@@ -102,12 +104,13 @@ static const struct option cmd_opts[] = {
 	{ "in", required_argument, NULL, OPT_IN },
 	{ "digest-hex", required_argument, NULL, OPT_DIGEST_HEX },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "purpose", required_argument, NULL, OPT_PURPOSE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 struct cmd_args {
-	const char *type, *out, *subject, *digest, *alg, *in, *digest_hex;
+	const char *type, *out, *subject, *digest, *alg, *in, *digest_hex, *purpose;
 	const char *dns[MAX_LIST], *ip[MAX_LIST], *uri[MAX_LIST], *email[MAX_LIST];
 	size_t n_dns, n_ip, n_uri, n_email;
 	char *ku_join, *ku_buf, *eku_join, *eku_buf;
@@ -242,6 +245,7 @@ static int parse_cmd(struct cli_global *g, int argc, char **argv, struct cmd_arg
 		case OPT_ALG: a->alg = optarg; break;
 		case OPT_IN: a->in = optarg; break;
 		case OPT_DIGEST_HEX: a->digest_hex = optarg; break;
+		case OPT_PURPOSE: a->purpose = optarg; break;
 		}
 		if (r != KS_EXIT_OK)
 			return r;
@@ -362,7 +366,7 @@ static int pem_command(const struct cli_global *g, struct cmd_args *a, enum pem_
 			r = KEYSVC_E_NOMEM;
 			break;
 		}
-		r = keysvc_key_generate(ks, name, type, &pem);
+		r = keysvc_key_generate_purposes(ks, name, type, a->purpose, &pem);
 		break;
 	case PEM_PUBKEY:
 		r = keysvc_key_public(ks, name, &pem, &type);
@@ -389,7 +393,18 @@ static int pem_command(const struct cli_global *g, struct cmd_args *a, enum pem_
 	r = cli_emit_text(g, &o, pem);
 	if (r == KS_EXIT_OK && g->json) {
 		switch (op) {
-		case PEM_KEYGEN:
+		case PEM_KEYGEN: {
+			/* As keysvc list writes them: checked by cmd_keygen(), in the canonical order. */
+			char purposes[KS_PURPOSES_TEXT_MAX] = "";
+			const char *why = NULL;
+			unsigned set = KS_PURPOSE_DEFAULT;
+
+			if (a->purpose == NULL || ks_purposes_parse(a->purpose, &set, &why) == 0)
+				(void)ks_purposes_format(set, purposes, sizeof(purposes));
+			res = json_pack("{s:s, s:s?, s:s, s:s}", "key", name, "type", type, "public_key",
+					pem, "purposes", purposes);
+			break;
+		}
 		case PEM_PUBKEY:
 			res = json_pack("{s:s, s:s?, s:s}", "key", name, "type", type, "public_key", pem);
 			break;
@@ -409,6 +424,13 @@ static int pem_command(const struct cli_global *g, struct cmd_args *a, enum pem_
 
 static int cmd_keygen(const struct cli_global *g, struct cmd_args *a)
 {
+	const char *why = NULL;
+	unsigned set;
+
+	/* A bad list is the user's mistake: said before keysvcd is asked. */
+	if (a->purpose != NULL && ks_purposes_parse(a->purpose, &set, &why) != 0)
+		return cli_usage_error(g, "--purpose %s: %s (purposes: csr, tls, http-signature, "
+				       "sign)", a->purpose, why);
 	return pem_command(g, a, PEM_KEYGEN, NULL);
 }
 
@@ -452,7 +474,7 @@ static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 	struct keysvc_key *keys = NULL;
 	size_t n = 0;
 	keysvc *ks;
-	int r, width = 4, truncated;
+	int r, width = 4, truncated, legacy = 0, any_legacy = 0;
 
 	(void)a;
 	if ((r = cli_dial(g, &ks)) != KS_EXIT_OK)
@@ -460,28 +482,42 @@ static int cmd_list(const struct cli_global *g, struct cmd_args *a)
 	if ((r = keysvc_key_list(ks, &keys, &n)) != KEYSVC_OK)
 		return cli_fail_on(g, ks, r);
 	truncated = keysvc_key_list_truncated(ks);
-	keysvc_close(ks);
 	if (truncated)
 		fprintf(stderr, "%skeysvc: keysvcd listed only the first %zu keys by name; there are more\n", ks_log_journal_prefix(stderr, KS_LOG_WARNING), n);
 	if (g->json) {
 		json_t *arr = json_array();
 
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b}", "name", keys[i].name,
-							     "type", keys[i].type,
-							     "has_cert", keys[i].has_cert));
+		for (size_t i = 0; i < n; i++) {
+			const char *p = keysvc_key_list_purposes(ks, i, &legacy);
+
+			json_array_append_new(arr, json_pack("{s:s, s:s?, s:b, s:s?, s:b}", "name",
+							     keys[i].name, "type", keys[i].type,
+							     "has_cert", keys[i].has_cert,
+							     "purposes", p, "purposes_legacy", legacy));
+		}
 		cli_print_json(json_pack("{s:o, s:b}", "keys", arr, "truncated", truncated));
 	} else {
 		for (size_t i = 0; i < n; i++)
 			if ((int)strlen(keys[i].name) > width)
 				width = (int)strlen(keys[i].name);
-		printf("%-*s  %-10s  %s\n", width, "NAME", "TYPE", "CERT");
-		for (size_t i = 0; i < n; i++)
-			printf("%-*s  %-10s  %s\n", width, keys[i].name,
+		printf("%-*s  %-10s  %-4s  %s\n", width, "NAME", "TYPE", "CERT", "PURPOSES");
+		for (size_t i = 0; i < n; i++) {
+			const char *p = keysvc_key_list_purposes(ks, i, &legacy);
+
+			printf("%-*s  %-10s  %-4s  %s%s\n", width, keys[i].name,
 			       keys[i].type != NULL ? keys[i].type : "-",
-			       keys[i].has_cert ? "yes" : "no");
+			       keys[i].has_cert ? "yes" : "no",
+			       p == NULL ? "-" : p[0] == '\0' ? "none" : p,
+			       legacy ? " (legacy: made before purposes; replace it)" : "");
+			any_legacy |= legacy;
+		}
+		if (any_legacy)
+			fprintf(stderr, "keysvc: keys marked legacy may sign anything; replace each with "
+				"`keysvc keygen NEW --purpose ...`, a new certificate, then `keysvc "
+				"delete OLD` (see docs/clients.md)\n");
 	}
 	keysvc_key_list_free(keys, n);
+	keysvc_close(ks);
 	return KS_EXIT_OK;
 }
 
@@ -667,16 +703,26 @@ static const struct command {
 	{ "hello", 0, 0, 0, cmd_hello,
 	  "Usage: keysvc hello\n"
 	  "Shows the daemon, its protocol version, the token and whether it is usable.\n" },
-	{ "keygen", O(OPT_TYPE) | O(OPT_OUT), 1, 1, cmd_keygen,
-	  "Usage: keysvc keygen NAME [--type rsa-2048|rsa-3072|rsa-4096|ec-p256|ec-p384] [--out FILE]\n"
+	{ "keygen", O(OPT_TYPE) | O(OPT_OUT) | O(OPT_PURPOSE), 1, 1, cmd_keygen,
+	  "Usage: keysvc keygen NAME [--type rsa-2048|rsa-3072|rsa-4096|ec-p256|ec-p384]\n"
+	  "                          [--purpose P[,P...]] [--out FILE]\n"
 	  "Generates key pair NAME inside the token (default type ec-p256); the private\n"
 	  "key never leaves it. Prints the public key (PEM), or writes it to FILE.\n"
-	  "NAME: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n" },
+	  "NAME: 1 to 64 of A-Z a-z 0-9 . _ -, not starting with . or -.\n"
+	  "P: what the key may sign, fixed for its life (default csr,tls):\n"
+	  "  csr             CSRs keysvcd builds (keysvc csr)\n"
+	  "  tls             TLS handshake signatures (the OpenSSL provider)\n"
+	  "  http-signature  HTTP signature signing strings (keysvc-oci)\n"
+	  "  sign            any data or digest: only for keys that must sign anything\n"
+	  "                  (a token-held CA); a key with it is a general signing oracle\n" },
 	{ "list", 0, 0, 0, cmd_list,
 	  "Usage: keysvc list [--json]\n"
 	  "Lists the keys you may list: NAME, TYPE (- for a kind protocol v1 does not\n"
-	  "name) and CERT (whether a certificate is stored for it).\n"
-	  "--json: {\"keys\": [{\"name\", \"type\" (absent for -), \"has_cert\"}...],\n"
+	  "name), CERT (whether a certificate is stored for it) and PURPOSES (what it\n"
+	  "may sign; \"(legacy)\" for a key made before purposes, which may sign\n"
+	  "anything: replace it with a new key of narrow purposes).\n"
+	  "--json: {\"keys\": [{\"name\", \"type\" (absent for -), \"has_cert\",\n"
+	  "\"purposes\" (\"csr,tls\"), \"purposes_legacy\"}...],\n"
 	  "\"truncated\": true when keysvcd left keys out}.\n" },
 	{ "pubkey", O(OPT_OUT), 1, 1, cmd_pubkey,
 	  "Usage: keysvc pubkey NAME [--out FILE]\n"

@@ -223,6 +223,7 @@ KEYSVC_EXPORT void keysvc_close(keysvc *ks)
 		return;
 	if (ks->fd >= 0)
 		close(ks->fd);
+	libks_list_purposes_clear(ks);
 	free(ks);
 	errno = e;
 }

@@ -31,6 +31,10 @@ struct keysvc {
 	uint64_t next_id;
 	int unsent;              /* the last request certainly never reached the daemon */
 	int list_truncated;      /* the last key.list left out keys the peer may list */
+	/* The purposes of the last key.list's keys, by index (libkeysvc_purposes.c). */
+	char **list_purposes;    /* "csr,tls"; NULL entries: the daemon did not say */
+	int *list_legacy;
+	size_t list_n;
 	char message[KEYSVC_MESSAGE_MAX];
 };
 
@@ -77,5 +81,20 @@ int libks_call(keysvc *ks, json_t *req, const char *field, size_t max, char **ou
 
 /* Check that @v is a string of at most @max bytes or null (*@s = NULL then). */
 int libks_string_or_null(keysvc *ks, const char *what, json_t *v, size_t max, const char **s);
+
+/* ---- libkeysvc_purposes.c ---- */
+
+/*
+ * The "purposes" array of the result object @obj as "csr,tls" in *@out
+ * (malloc'd; NULL when @obj has none: a daemon before purposes), and its
+ * "purposes_legacy" in *@legacy. KEYSVC_OK or KEYSVC_E_PROTOCOL/NOMEM.
+ */
+int libks_purposes_read(keysvc *ks, json_t *obj, char **out, int *legacy);
+
+/* Keep the purposes of the key.list @keys (the result's array) in the handle. */
+int libks_list_purposes_keep(keysvc *ks, json_t *keys);
+
+/* Forget what libks_list_purposes_keep() kept. */
+void libks_list_purposes_clear(keysvc *ks);
 
 #endif

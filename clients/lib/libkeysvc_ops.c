@@ -287,8 +287,10 @@ KEYSVC_EXPORT int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *
 		*keys = NULL;
 	if (n != NULL)
 		*n = 0;
-	if (ks != NULL)
+	if (ks != NULL) {
 		ks->list_truncated = 0;
+		libks_list_purposes_clear(ks);
+	}
 	if ((r = libks_req_new(ks, ks_op_name(KS_OP_KEY_LIST), &req)) != KEYSVC_OK)
 		return r;
 	if (keys == NULL || n == NULL) {
@@ -318,6 +320,8 @@ KEYSVC_EXPORT int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *
 		    (r = libks_dup_out(ks, t, &out[count - 1].type)) != KEYSVC_OK)
 			goto out;
 	}
+	if ((r = libks_list_purposes_keep(ks, lr.keys)) != KEYSVC_OK)
+		goto out;
 	*keys = out;
 	*n = count;
 	ks->list_truncated = lr.truncated;

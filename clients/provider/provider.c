@@ -14,6 +14,8 @@
 #include <openssl/pem.h>
 #include <openssl/provider.h>
 
+#include "proto/sigform.h"
+
 #define KSP_PROVIDER_NAME "keysvc provider (keys held by keysvcd)"
 
 static const OSSL_ITEM reason_strings[] = {
@@ -201,20 +203,23 @@ static int request(struct ksp_ctx *ctx, int (*op)(keysvc *conn, void *arg), void
 
 struct public_req {
 	const char *name;
-	char *pem, *type;
+	char *pem, *type, *purposes;
 };
 
 static int do_public(keysvc *conn, void *arg)
 {
 	struct public_req *q = arg;
+	int r = keysvc_key_public(conn, q->name, &q->pem, &q->type);
 
-	return keysvc_key_public(conn, q->name, &q->pem, &q->type);
+	/* key.public again, for its purposes (NULL from a daemon before them). */
+	return r == KEYSVC_OK ? keysvc_key_purposes(conn, q->name, &q->purposes, NULL) : r;
 }
 
 struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 {
 	struct public_req q = { .name = name };
 	struct ksp_key *key = NULL;
+	const char *why = NULL;
 	BIO *bio = NULL;
 
 	if (!request(ctx, do_public, &q, "key", name))
@@ -233,6 +238,9 @@ struct ksp_key *ksp_key_fetch(struct ksp_ctx *ctx, const char *name)
 		goto out;
 	}
 	key->is_ec = EVP_PKEY_is_a(key->pub, "EC");
+	/* A purpose this provider does not know (a newer daemon's) leaves the digest form. */
+	if (q.purposes != NULL && ks_purposes_parse(q.purposes, &key->purposes, &why) != 0)
+		key->purposes = 0;
 	if (!key->is_ec && !EVP_PKEY_is_a(key->pub, "RSA")) {
 		ksp_raise(ctx, KSP_R_UNSUPPORTED, "key %s: neither RSA nor EC", name);
 		ksp_key_free(key);
@@ -242,7 +250,13 @@ out:
 	BIO_free(bio);
 	free(q.pem);
 	free(q.type);
+	free(q.purposes);
 	return key;
+}
+
+int ksp_key_signs_messages(const struct ksp_key *key)
+{
+	return key->purposes != 0 && !(key->purposes & KS_PURPOSE_SIGN);
 }
 
 void ksp_key_free(struct ksp_key *key)
@@ -255,23 +269,34 @@ void ksp_key_free(struct ksp_key *key)
 
 struct sign_req {
 	const char *name, *alg;
-	const uint8_t *digest;
+	const uint8_t *digest;        /* or the message, when is_data */
 	size_t digest_len;
 	uint8_t **sig;
 	size_t *sig_len;
+	int is_data;
 };
 
 static int do_sign(keysvc *conn, void *arg)
 {
 	struct sign_req *q = arg;
 
+	if (q->is_data)
+		return keysvc_sign_data(conn, q->name, q->alg, q->digest, q->digest_len, q->sig, q->sig_len);
 	return keysvc_sign_digest(conn, q->name, q->alg, q->digest, q->digest_len, q->sig, q->sig_len);
 }
 
 int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
 		    size_t digest_len, uint8_t **sig, size_t *sig_len)
 {
-	struct sign_req q = { key->name, alg, digest, digest_len, sig, sig_len };
+	struct sign_req q = { key->name, alg, digest, digest_len, sig, sig_len, 0 };
+
+	return request(key->ctx, do_sign, &q, "sign with key", key->name);
+}
+
+int ksp_sign_data(struct ksp_key *key, const char *alg, const uint8_t *data, size_t len,
+		  uint8_t **sig, size_t *sig_len)
+{
+	struct sign_req q = { key->name, alg, data, len, sig, sig_len, 1 };
 
 	return request(key->ctx, do_sign, &q, "sign with key", key->name);
 }

@@ -98,6 +98,13 @@ struct ksp_key {
 	int plain;
 	int parts;                    /* OSSL_KEYMGMT_SELECT_* the key has */
 	EVP_PKEY *pub;                /* built in ctx->libctx; a private part only if plain */
+	/*
+	 * proto/sigform.h's purposes keysvcd gave with the key; 0 when it did
+	 * not say (a daemon before purposes). A key without "sign" signs only
+	 * messages keysvcd can check (tls, http-signature): sig.c sends those
+	 * whole, not their digest.
+	 */
+	unsigned purposes;
 };
 
 /* Raise an OpenSSL error from this provider. */
@@ -120,6 +127,17 @@ int ksp_sign_digest(struct ksp_key *key, const char *alg, const uint8_t *digest,
 
 /* The TLS groups whose keys the EC key manager makes (kmgmt.c): see ksp_tls_groups(). */
 int ksp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
+
+/*
+ * Like ksp_sign_digest(), but keysvcd gets the message @data itself (at
+ * most KS_SIGN_DATA_MAX bytes), checks its form against the key's
+ * purposes and hashes it with @alg's digest.
+ */
+int ksp_sign_data(struct ksp_key *key, const char *alg, const uint8_t *data, size_t len,
+		  uint8_t **sig, size_t *sig_len);
+
+/* 1 if @key signs messages rather than digests: keysvcd named its purposes, and not "sign". */
+int ksp_key_signs_messages(const struct ksp_key *key);
 
 extern const OSSL_DISPATCH ksp_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH ksp_ec_keymgmt_functions[];

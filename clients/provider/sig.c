@@ -1,7 +1,10 @@
 /*
  * Signatures with keysvc keys. Hashing happens here (in the application's
  * providers); only the digest travels to keysvcd, which signs it in the
- * token. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
+ * token. Except for a key without the purpose "sign" (a tls or
+ * http-signature key, proto/sigform.h): keysvcd signs for it only messages
+ * whose form it has checked, so digest-sign buffers the message (at most
+ * KS_SIGN_DATA_MAX bytes) and sends it whole. RSA: PKCS#1 v1.5 and PSS with salt = digest length (what TLS 1.3
  * uses); EC: ECDSA, DER output. Verification needs no private key and is
  * done here with the public key, by the application's providers; so is
  * everything with a plain key (kmgmt.c), which keysvcd does not hold.
@@ -28,6 +31,9 @@ struct ksp_sig {
 	int verify;                  /* the operation initialised last is a verification */
 	char mdname[32];             /* "SHA256", ...; empty until chosen */
 	EVP_MD_CTX *mdctx;           /* digest-sign only */
+	uint8_t *msg;                /* digest-sign of a key that signs messages: the message so far */
+	size_t msg_len;
+	int msg_over;                /* it went past KS_SIGN_DATA_MAX */
 	int pad;                     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
 	int saltlen;                 /* RSA_PSS_SALTLEN_DIGEST or a byte count */
 };
@@ -65,6 +71,7 @@ static void sig_freectx(void *vctx)
 		return;
 	ksp_key_free(s->key);
 	EVP_MD_CTX_free(s->mdctx);
+	free(s->msg);
 	free(s);
 }
 
@@ -76,9 +83,18 @@ static void *sig_dupctx(void *vctx)
 		return NULL;
 	*d = *s;
 	d->mdctx = NULL;
+	d->msg = NULL;
+	if (s->msg != NULL) {
+		if ((d->msg = malloc(KS_SIGN_DATA_MAX)) == NULL) {
+			free(d);
+			return NULL;
+		}
+		memcpy(d->msg, s->msg, s->msg_len);
+	}
 	if (s->mdctx != NULL) {
 		if ((d->mdctx = EVP_MD_CTX_new()) == NULL || !EVP_MD_CTX_copy_ex(d->mdctx, s->mdctx)) {
 			EVP_MD_CTX_free(d->mdctx);
+			free(d->msg);
 			free(d);
 			return NULL;
 		}
@@ -422,6 +438,10 @@ static int digest_init(struct ksp_sig *s, const char *mdname, void *keydata, con
 	 * failed (re-)initialisation must leave nothing that could be signed. */
 	EVP_MD_CTX_free(s->mdctx);
 	s->mdctx = NULL;
+	free(s->msg);
+	s->msg = NULL;
+	s->msg_len = 0;
+	s->msg_over = 0;
 	if (!sig_init_op(s, keydata, NULL, verify))
 		goto out;
 	/* A re-initialisation without a digest name keeps the digest in use. */
@@ -463,7 +483,58 @@ static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t 
 {
 	struct ksp_sig *s = vctx;
 
-	return s->mdctx != NULL && EVP_DigestUpdate(s->mdctx, data, len);
+	if (s->mdctx == NULL)
+		return 0;
+	if (s->verify || !ksp_key_signs_messages(s->key))
+		return EVP_DigestUpdate(s->mdctx, data, len);
+	/* Refused at the final call, with the reason, rather than as a failed update. */
+	if (s->msg_over || len > KS_SIGN_DATA_MAX - s->msg_len) {
+		s->msg_over = 1;
+		return 1;
+	}
+	if (s->msg == NULL && (s->msg = malloc(KS_SIGN_DATA_MAX)) == NULL)
+		return 0;
+	memcpy(s->msg + s->msg_len, data, len);
+	s->msg_len += len;
+	return 1;
+}
+
+/* The message buffered by digest-sign, signed by keysvcd with the context's digest. */
+static int sign_message(struct ksp_sig *s, unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+	uint8_t *out = NULL;
+	size_t out_len = 0, max = 0;
+	const char *alg;
+
+	if (s->msg_over) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+			  "key %s signs whole messages of at most %d bytes (it lacks the purpose sign)",
+			  s->key->name, KS_SIGN_DATA_MAX);
+		return 0;
+	}
+	if ((alg = wire_alg(s, (size_t)EVP_MD_get_size(EVP_MD_CTX_get0_md(s->mdctx)))) == NULL) {
+		ksp_raise(s->ctx, KSP_R_UNSUPPORTED,
+			  "keysvcd signs with SHA-256/384/512 (PSS with salt = digest length) only");
+		return 0;
+	}
+	if (!sig_max_size(s, &max))
+		return 0;
+	if (sigsize < max) {
+		ksp_raise(s->ctx, KSP_R_BUFFER_TOO_SMALL, "%zu bytes for a signature of up to %zu", sigsize, max);
+		return 0;
+	}
+	if (!ksp_sign_data(s->key, alg, s->msg != NULL ? s->msg : (const uint8_t *)"", s->msg_len,
+			   &out, &out_len))
+		return 0;
+	if (out_len > sigsize) {
+		free(out);
+		ksp_raise(s->ctx, KSP_R_INTERNAL, "signature larger than the buffer");
+		return 0;
+	}
+	memcpy(sig, out, out_len);
+	*siglen = out_len;
+	free(out);
+	return 1;
 }
 
 static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize)
@@ -477,6 +548,8 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
 	/* A size query must leave the digest running for the real call. */
 	if (sig == NULL)
 		return sig_max_size(s, siglen);
+	if (ksp_key_signs_messages(s->key))
+		return sign_message(s, sig, siglen, sigsize);
 	if (!EVP_DigestFinal_ex(s->mdctx, md, &md_len))
 		return 0;
 	return sign_digest(s, sig, siglen, sigsize, md, md_len);

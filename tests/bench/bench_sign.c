@@ -1323,7 +1323,7 @@ int main(void)
 		char *pem = NULL;
 		BIO *b;
 
-		if (keysvc_key_generate(ks, keys[k].name, keys[k].type, &pem) != KEYSVC_OK)
+		if (keysvc_key_generate_purposes(ks, keys[k].name, keys[k].type, "csr,sign", &pem) != KEYSVC_OK)
 			die("key.generate %s: %s", keys[k].type, keysvc_error_message(ks));
 		b = BIO_new_mem_buf(pem, -1);
 		if (b == NULL || (pubkeys[k] = PEM_read_bio_PUBKEY(b, NULL, NULL, NULL)) == NULL)

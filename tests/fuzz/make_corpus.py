@@ -8,6 +8,7 @@ corpus/dispatch: records separated by NUL; each starts with the peer
                  ('A' admin, 'M' member, 'S' stranger), see fuzz_dispatch.c.
 corpus/json:     single JSON documents for the schema layer.
 corpus/csr:      a subject line, then TAG:value lines, see fuzz_csr.c.
+corpus/sigform:  a byte of purpose bits, then a signature input, see fuzz_sigform.c.
 """
 import base64
 import hashlib
@@ -75,6 +76,29 @@ def dispatch():
                req(A, {"id": 5, "op": "key.generate", "key": "x", "type": "dsa"}),
                req(M, {"id": 6, "op": "key.generate", "key": "m", "type": "ec-p256"}),
                req(S, {"id": 7, "op": "key.generate", "key": "s", "type": "ec-p256"})))
+    # Key purposes (issue 21): generated with some, then uses inside and outside them.
+    tls13 = b" " * 64 + b"TLS 1.3, server CertificateVerify\x00" + bytes(range(32))
+    sigstr = (b"date: Thu, 05 Jan 2014 21:31:40 GMT\n(request-target): get /x\n"
+              b"host: example.com")
+    write("dispatch", "purposes",
+          msgs(req(A, {"id": 1, "op": "key.generate", "key": "p-tls", "type": "ec-p256",
+                       "purposes": ["tls"]}),
+               req(A, {"id": 2, "op": "key.generate", "key": "p-oci", "type": "rsa-2048",
+                       "purposes": ["csr", "http-signature"]}),
+               req(A, {"id": 3, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": ["frob"]}),
+               req(A, {"id": 4, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": []}),
+               req(A, {"id": 5, "op": "key.generate", "key": "p-x", "type": "ec-p256",
+                       "purposes": ["sign", "sign"]}),
+               req(A, {"id": 6, "op": "sign", "key": "p-tls", "alg": "ecdsa-sha256",
+                       "data": b64(tls13)}),
+               req(A, {"id": 7, "op": "sign", "key": "p-tls", "alg": "ecdsa-sha256",
+                       "digest": b64(bytes(32))}),
+               req(A, {"id": 8, "op": "sign", "key": "p-oci", "alg": "rsa-pkcs1-sha256",
+                       "data": b64(sigstr)}),
+               req(A, {"id": 9, "op": "csr.create", "key": "p-tls", "subject": "CN=x"}),
+               req(A, {"id": 10, "op": "key.public", "key": "p-oci"})))
     write("dispatch", "key.list", msgs(req(A, {"id": 1, "op": "key.list"}),
                                        req(M, {"id": 2, "op": "key.list"}),
                                        req(S, {"id": 3, "op": "key.list"})))
@@ -192,10 +216,43 @@ def csrs():
     write("csr", "empty-value", "CN=,O=x".encode())
 
 
+def sigforms():
+    ALL, TLS, HTTP = 0x0f, 0x02, 0x04
+
+    def hs(t, body):
+        return bytes([t]) + struct.pack(">I", len(body))[1:] + body
+
+    randoms = bytes(range(64))
+    write("sigform", "tls13-server", bytes([TLS]) + b" " * 64 + b"TLS 1.3, server CertificateVerify\0" +
+          hashlib.sha256(b"x").digest())
+    write("sigform", "tls13-client-384", bytes([TLS]) + b" " * 64 + b"TLS 1.3, client CertificateVerify\0" +
+          hashlib.sha384(b"x").digest())
+    write("sigform", "tls13-wrong-context", bytes([TLS]) + b" " * 64 + b"TLS 1.3, server Finished\0" +
+          hashlib.sha256(b"x").digest())
+    write("sigform", "tls12-ske-p256", bytes([TLS]) + randoms + b"\x03\x00\x17\x41\x04" + b"\x11" * 64)
+    write("sigform", "tls12-ske-x25519", bytes([TLS]) + randoms + b"\x03\x00\x1d\x20" + b"\x22" * 32)
+    write("sigform", "tls12-ske-dhe", bytes([TLS]) + randoms + b"\x01\x00" + b"\xff" * 256 +
+          b"\x00\x01\x02\x01\x00" + b"\x33" * 256)
+    ch = b"\x03\x03" + bytes(32) + b"\x00\x00\x02\xc0\x2f\x01\x00"
+    write("sigform", "tls12-transcript", bytes([TLS]) + hs(1, ch) + hs(2, b"\x03\x03" + bytes(38)) +
+          hs(11, b"\x00\x00\x00") + hs(12, b"\x03\x00\x17") + hs(13, b"\x01\x01") + hs(14, b"") +
+          hs(11, b"\x00\x00\x00") + hs(16, b"\x20" + bytes(32)))
+    write("sigform", "oci-get", bytes([HTTP]) + b"date: Thu, 05 Jan 2014 21:31:40 GMT\n"
+          b"(request-target): get /20160918/instances?a=b\nhost: iaas.us-phoenix-1.oraclecloud.com")
+    write("sigform", "oci-post", bytes([HTTP | TLS]) + b"date: Thu, 05 Jan 2014 21:31:40 GMT\n"
+          b"(request-target): post /20160918/volumeAttachments\nhost: iaas.example\n"
+          b"content-length: 316\ncontent-type: application/json\n"
+          b"x-content-sha256: V9Z20UJTvkvpJ50flBzKE32+6m2zJjweHpDMX/U4Uy0=")
+    write("sigform", "der", bytes([ALL]) + b"\x30\x81\x82\x02\x01\x00" + bytes(130))
+    write("sigform", "list", b"csr,tls,http-signature,sign")
+    write("sigform", "list-bad", b"tls,,csr,tls")
+
+
 if __name__ == "__main__":
-    for kind in ("frame", "dispatch", "json", "csr"):
+    for kind in ("frame", "dispatch", "json", "csr", "sigform"):
         shutil.rmtree(os.path.join(CORPUS, kind), ignore_errors=True)
     frames()
     dispatch()
     json_docs()
     csrs()
+    sigforms()

@@ -9,14 +9,14 @@
 #
 # Environment:
 #   KEYSVC_FUZZ_SECONDS  seconds per target (default 30)
-#   KEYSVC_FUZZ_TARGETS  which targets (default "frame json csr dispatch")
+#   KEYSVC_FUZZ_TARGETS  which targets (default "frame json csr dispatch sigform")
 #   KEYSVC_FUZZ_KEEP     a directory to keep the grown corpus and logs in
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build/fuzz-build}
 seconds=${KEYSVC_FUZZ_SECONDS:-30}
-targets=${KEYSVC_FUZZ_TARGETS:-frame json csr dispatch}
+targets=${KEYSVC_FUZZ_TARGETS:-frame json csr dispatch sigform}
 
 # -fsanitize=fuzzer-no-link gives every object file (dispatcher, token
 # layer, CSR code, ...) the coverage feedback libFuzzer steers by; the

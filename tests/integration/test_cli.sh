@@ -50,7 +50,8 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096; do
 	k=k-$type
 	d=$work/$type
 	mkdir -p "$d"
-	check "keygen $type" ks_cli keygen "$k" --type "$type" --out "$d/pub.pem"
+	# These keys sign any data and digests below: the purpose sign, asked for explicitly.
+	check "keygen $type" ks_cli keygen "$k" --type "$type" --purpose csr,sign --out "$d/pub.pem"
 	check "$type public key parses" openssl pkey -pubin -in "$d/pub.pem" -noout
 	check "pubkey $type equals keygen output" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey '$k' | cmp -s - '$d/pub.pem'"
 
@@ -126,7 +127,8 @@ assert len(lines) == 1, lines
 d = json.loads(lines[0])
 assert set(d) == {'keys', 'truncated'} and d['truncated'] is False, d
 k = {e['name']: e for e in d['keys']}
-assert k['k-rsa-3072'] == {'name': 'k-rsa-3072', 'type': 'rsa-3072', 'has_cert': False}, k
+assert k['k-rsa-3072'] == {'name': 'k-rsa-3072', 'type': 'rsa-3072', 'has_cert': False,
+                          'purposes': 'csr,sign', 'purposes_legacy': False}, k
 assert k['k-ec-p256']['type'] == 'ec-p256', k
 "
 check "hello --json after the command" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' hello --json | grep -q '\"health\": *\"ok\"'"
@@ -224,6 +226,38 @@ if command -v setpriv >/dev/null 2>&1; then
 else
 	fail "setpriv (util-linux) is missing"
 fi
+
+# Key purposes (issue 21): keygen --purpose, the default csr,tls, list shows them, a use
+# outside them is denied (exit 8) naming them and audited with the purpose refused.
+check "keygen --purpose csr,tls" ks_cli keygen p-tls --purpose csr,tls
+check "keygen without --purpose" ks_cli keygen p-default
+check "keygen --purpose sign" ks_cli keygen p-sign --purpose sign
+check_stderr 2 "--purpose csr,frob: unknown purpose" "keygen --purpose with an unknown purpose" \
+	ks_cli keygen p-bad --purpose csr,frob
+check_exit 2 "keygen --purpose with an empty entry" ks_cli keygen p-bad --purpose csr,,tls
+check_exit 2 "keygen --purpose with a purpose twice" ks_cli keygen p-bad --purpose tls,tls
+check_exit 14 "no key made by a refused keygen" ks_cli pubkey p-bad
+check "list shows each key's purposes" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list >'$work/list' &&
+	grep -Eq '^p-tls +ec-p256 +no +csr,tls\$' '$work/list' &&
+	grep -Eq '^p-default +ec-p256 +no +csr,tls\$' '$work/list' &&
+	grep -Eq '^p-sign +ec-p256 +no +sign\$' '$work/list'"
+check "list --json has the purposes" python3 -c "
+import json, subprocess, sys
+d = json.loads(subprocess.run(['$KS_KEYSVC_CLI', '--socket', '$KS_SOCKET', 'list', '--json'], capture_output=True, check=True).stdout)
+k = {e['name']: e for e in d['keys']}
+sys.exit(not (k['p-tls']['purposes'] == 'csr,tls' and k['p-sign']['purposes'] == 'sign' and k['p-tls']['purposes_legacy'] is False))"
+check_stderr 8 "key p-tls has the purposes csr,tls: signing a digest needs the purpose sign" \
+	"a digest with a csr,tls key is denied" \
+	ks_cli sign p-tls --alg ecdsa-sha256 --digest-hex "$(openssl dgst -sha256 -r "$work/data" | cut -d' ' -f1)"
+check_exit 8 "arbitrary data with a csr,tls key is denied" ks_cli sign p-tls --alg ecdsa-sha256 --in "$work/data"
+check "the refusal is audited with the purpose refused" \
+	grep -q '"op":"sign","key":"p-tls","purpose":"sign","outcome":"denied"' "$KS_DIR/audit.log"
+check "a CSR with a csr,tls key" ks_cli csr p-tls --subject CN=p-tls --out "$work/p-tls.csr"
+check "the CSR verifies" bash -c "openssl req -in '$work/p-tls.csr' -noout -verify 2>&1 | grep -q 'verify OK'"
+check_stderr 8 "key p-sign has the purposes sign: csr.create needs the purpose csr" \
+	"a CSR with a sign-only key is denied" ks_cli csr p-sign --subject CN=p-sign
+check "a digest with a sign key" ks_cli sign p-sign --alg ecdsa-sha256 \
+	--digest-hex "$(openssl dgst -sha256 -r "$work/data" | cut -d' ' -f1)"
 
 check "SIGTERM stops the daemon cleanly" ks_stop
 [ ! -e "$KS_SOCKET" ] && ok "socket removed at exit" || fail "socket left behind"

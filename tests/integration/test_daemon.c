@@ -303,7 +303,7 @@ static void test_bad_frames(void **state)
 		{ "duplicate keys", "{\"id\":2,\"op\":\"hello\",\"op\":\"hello\"}", "bad-request", "null", NULL },
 		{ "NUL in a string", "{\"id\":3,\"op\":\"key.public\",\"key\":\"a\\u0000b\"}", "bad-request", "null", NULL },
 		{ "not an object", "[1,2,3]", "bad-request", "null", NULL },
-		{ "wrong type", "{\"id\":4,\"op\":\"key.generate\",\"key\":5,\"type\":\"ec-p256\"}", "bad-request", "4", "key" },
+		{ "wrong type", "{\"id\":4,\"op\":\"key.generate\",\"key\":5,\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", "bad-request", "4", "key" },
 		{ "wrong type (string id)", "{\"id\":\"w\",\"op\":\"sign\",\"key\":\"k\",\"alg\":[],\"digest\":\"\"}", "bad-request", "\"w\"", "alg" },
 		{ "unknown op", "{\"id\":5,\"op\":\"frobnicate\"}", "unsupported", "5", NULL },
 		{ "op not a string", "{\"id\":6,\"op\":1}", "bad-request", "6", "op" },
@@ -407,7 +407,7 @@ static pid_t as_nobody(struct ks_td *d, int with_requests, char *out, size_t out
 	if (pid == 0) {
 		static const char *const reqs[][2] = {
 			{ "hello", "{\"id\":1,\"op\":\"hello\"}" },
-			{ "generate", "{\"id\":2,\"op\":\"key.generate\",\"key\":\"n1\",\"type\":\"ec-p256\"}" },
+			{ "generate", "{\"id\":2,\"op\":\"key.generate\",\"key\":\"n1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}" },
 			{ "sign", "{\"id\":3,\"op\":\"sign\",\"key\":\"k1\",\"alg\":\"ecdsa-sha256\","
 				  "\"digest\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}" },
 			{ "list", "{\"id\":4,\"op\":\"key.list\"}" },
@@ -467,7 +467,7 @@ static void test_denied_peer(void **state)
 
 	setup_daemon(d, ROOT_ALL, 0, 0);
 	/* A key that exists, so a sign that got through would succeed. */
-	expect_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"k1\",\"type\":\"ec-p256\"}", "ok");
+	expect_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"k1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", "ok");
 
 	/* First fence: the socket is 0660 root:root. */
 	as_nobody(d, 0, out, sizeof(out));
@@ -517,7 +517,7 @@ static void generate(struct ks_td *d, const char *key, const char *want)
 	char req[256];
 
 	snprintf(req, sizeof(req), "{\"id\":1,\"op\":\"key.generate\",\"key\":\"%s\","
-		 "\"type\":\"ec-p256\"}", key);
+		 "\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", key);
 	expect_once(d, req, want);
 }
 
@@ -710,8 +710,8 @@ static void test_audit(void **state)
 {
 	static const struct audit_want want[] = {
 		{ "{\"id\":1,\"op\":\"hello\"}", "hello", NULL, "ok" },
-		{ "{\"id\":2,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\"}", "key.generate", "a1", "ok" },
-		{ "{\"id\":3,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\"}", "key.generate", "a1", "exists" },
+		{ "{\"id\":2,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", "key.generate", "a1", "ok" },
+		{ "{\"id\":3,\"op\":\"key.generate\",\"key\":\"a1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", "key.generate", "a1", "exists" },
 		{ NULL /* sign */, "sign", "a1", "ok" },
 		{ "{\"id\":5,\"op\":\"key.public\",\"key\":\"a-none\"}", "key.public", "a-none", "no-such-key" },
 		{ "{\"id\":6,\"op\":\"key.list\"}", "key.list", NULL, "ok" },
@@ -723,7 +723,7 @@ static void test_audit(void **state)
 	};
 	static const char *const allowed[] = {
 		"time", "seq", "prev", "chain", "lost", "uid", "gid", "pid", "op", "key", "phase",
-		"sha256", "digest", "intent", "outcome",
+		"sha256", "digest", "purpose", "intent", "outcome",
 	};
 	struct ks_td *d = *state;
 	uint8_t md[32];
@@ -853,8 +853,8 @@ static void test_pin_canary(void **state)
 {
 	static const char *const reqs[] = {
 		"{\"id\":1,\"op\":\"hello\"}",
-		"{\"id\":2,\"op\":\"key.generate\",\"key\":\"c-1\",\"type\":\"ec-p256\"}",
-		"{\"id\":3,\"op\":\"key.generate\",\"key\":\"c-1\",\"type\":\"ec-p256\"}",
+		"{\"id\":2,\"op\":\"key.generate\",\"key\":\"c-1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}",
+		"{\"id\":3,\"op\":\"key.generate\",\"key\":\"c-1\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}",
 		"{\"id\":4,\"op\":\"sign\",\"key\":\"c-1\",\"alg\":\"ecdsa-sha256\",\"data\":\"aGVsbG8=\"}",
 		"{\"id\":5,\"op\":\"sign\",\"key\":\"c-1\",\"alg\":\"rsa-pss-sha256\",\"data\":\"aGVsbG8=\"}",
 		"{\"id\":6,\"op\":\"csr.create\",\"key\":\"c-1\",\"subject\":\"CN=canary,O=Test\"}",
@@ -947,7 +947,7 @@ static void test_concurrency(void **state)
 	d->max_clients_per_uid = CLIENTS;
 	assert_int_equal(ks_td_write_config(d), 0);
 	assert_int_equal(ks_td_start(d), 0);
-	resp = ks_td_request_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"conc\",\"type\":\"ec-p256\"}");
+	resp = ks_td_request_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"conc\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}");
 	check_outcome(resp, "ok", "key.generate");
 	assert_non_null(pk = pem_pubkey(resp));
 	json_decref(resp);
@@ -1342,7 +1342,7 @@ static void test_audit_full_filesystem(void **state)
 	assert_int_equal(ks_td_write_config(d), 0);
 	assert_int_equal(ks_td_start(d), 0);
 	assert_true((fd = ks_td_connect(d)) >= 0);
-	expect_free(fd, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"full\",\"type\":\"ec-p256\"}", "ok");
+	expect_free(fd, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"full\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}", "ok");
 	for (int i = 0; i < 1200; i++) {
 		json_t *resp = ks_td_request(fd, "{\"id\":2,\"op\":\"sign\",\"key\":\"full\","
 					     "\"alg\":\"ecdsa-sha256\",\"data\":\"aGVsbG8=\"}");

@@ -129,7 +129,7 @@ static int setup(void **state)
 	if (ks_td_write_config(&td) != 0 || ks_td_start(&td) != 0)
 		return -1;
 	resp = ks_td_request_once(&td, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"fk\","
-				  "\"type\":\"ec-p256\"}");
+				  "\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}");
 	if (resp == NULL || strcmp(ks_td_outcome(resp), "ok") != 0) {
 		json_decref(resp);
 		return -1;

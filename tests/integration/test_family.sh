@@ -121,7 +121,7 @@ ks_start "$work/d" "$policy"
 
 json_run 0 "keysvc --json hello" "d['health'] == 'ok'" ks_cli --json hello
 json_run 0 "keysvc --timeout 0.5 --json keygen (seconds, a fraction)" "'public_key' in d or 'pem' in d or len(d) > 0" \
-	ks_cli --timeout 0.5 --json keygen fam
+	ks_cli --timeout 0.5 --json keygen fam --purpose csr,sign
 json_run 0 "keysvc --json pubkey" "len(d) > 0" ks_cli --json pubkey fam
 json_run 14 "keysvc --json pubkey of a missing key: exit 14 (no such key)" "d['error'] == 'no-such-key'" \
 	ks_cli --json pubkey nokey

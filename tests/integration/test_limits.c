@@ -650,7 +650,7 @@ static void test_descriptor_budget(void **state)
 
 	spawn_with_nofile(d, 120);
 	assert_int_equal(ks_td_wait_log(d, "serving at most that many", 1, 5000), 0);
-	resp = ks_td_request_once(d, "{\"id\":2,\"op\":\"key.generate\",\"key\":\"fdkey\",\"type\":\"ec-p256\"}");
+	resp = ks_td_request_once(d, "{\"id\":2,\"op\":\"key.generate\",\"key\":\"fdkey\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}");
 	check_outcome(resp, "ok", "generate");
 	json_decref(resp);
 

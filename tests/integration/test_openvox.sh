@@ -74,6 +74,8 @@ wait "$signer"
 check "the certificate verifies against the CA" openssl verify -CAfile "$cadir/ca.pem" "$cert"
 check "the certificate is for the token key" bash -c \
 	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey agent1)"
+check "the agent key has only the purposes it needs (csr,tls)" bash -c \
+	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -Eq '^agent1 .* csr,tls\$'"
 check "the certificate is CN=agent1.example.org" bash -c \
 	"openssl x509 -in '$cert' -noout -subject -nameopt RFC2253 | grep -qx 'subject=CN=agent1.example.org'"
 check "the CRL was installed and verifies" openssl crl -in "$certs/crl.pem" -CAfile "$cadir/ca.pem" -noout

@@ -204,7 +204,7 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 	k=k-$type
 	d=$work/$type
 	mkdir -p "$d"
-	check "$type: keygen" ks_cli keygen "$k" --type "$type" --out "$d/pub.pem"
+	check "$type: keygen" ks_cli keygen "$k" --type "$type" --purpose csr,tls,sign --out "$d/pub.pem"
 
 	check "$type: openssl pkey -pubout from keysvc:$k" bash -c \
 		"openssl pkey ${prov[*]} -in 'keysvc:$k' -pubout -out '$d/pub2.pem' && cmp -s '$d/pub.pem' '$d/pub2.pem'"
@@ -328,7 +328,7 @@ check "EVP_PKEY_dup of an EC key" "$api" dup k-ec-p256
 check "EVP_PKEY_dup of an RSA key" "$api" dup k-rsa-2048
 
 # A keysvc key as the issuing CA key: openssl x509 -req -CAkey keysvc:...
-check "CA key in keysvc: keygen" ks_cli keygen ca-root --type ec-p384 --out "$work/ca-root.pub"
+check "CA key in keysvc: keygen" ks_cli keygen ca-root --type ec-p384 --purpose sign --out "$work/ca-root.pub"
 check "CA key in keysvc: self-signed CA certificate" openssl req "${prov[@]}" -x509 -new \
 	-key keysvc:ca-root -subj "/CN=keysvc-held CA" -days 2 \
 	-addext basicConstraints=critical,CA:true -addext keyUsage=critical,keyCertSign -out "$work/ca-root.pem"
@@ -408,7 +408,7 @@ check "keysvc loaded first: dgst -verify with a certificate's key" bash -c \
 # A stalled keysvcd costs one wait of the configured timeout, not two of
 # libkeysvc's 30 s; the request that timed out is not sent again (the daemon
 # has it and may still sign it), and the error keeps libkeysvc's reason.
-check "stalled daemon: keygen" ks_cli keygen k-stall --type ec-p256
+check "stalled daemon: keygen" ks_cli keygen k-stall --type ec-p256 --purpose sign
 sed "s|^socket = .*|&\ntimeout = 1|" "$work/openssl.cnf" >"$work/timeout.cnf"
 echo "hang C_Sign" >"$KS_FAULTP11_CONTROL"
 t0=$(date +%s)

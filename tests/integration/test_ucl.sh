@@ -135,6 +135,8 @@ run_exit 0 "" "  pair again, the connector now asking for rsa4096" \
 mode normal
 check "  the attempt's rsa-2048 key replaced by an rsa-4096 one under the same name" bash -c \
 	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -qE '^uclxe\.$ide\.1 +rsa-4096'"
+check "  the key has only the purposes keysvc-ucl needs (csr,tls)" bash -c \
+	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -qE '^uclxe\.$ide\.1 +rsa-4096 .* csr,tls\$'"
 # A version 2 state holds absolute paths only.
 jq '.cert = "pe/client.pem"' "$work/pe/state.json" >"$work/pe-rel.json"
 run_exit 2 "a relative path" "a version 2 state with a relative path is refused" \

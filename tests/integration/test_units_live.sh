@@ -129,7 +129,7 @@ run_exit 0 "BEGIN PUBLIC KEY" "keygen through the socket" cli keygen live
 run_exit 0 "" "csr through the socket" cli csr live --subject CN=live.example --out "$work/live.csr"
 check "the CSR's signature verifies" openssl req -in "$work/live.csr" -verify -noout
 check "the audit log (LogsDirectory=) has the CSR" \
-	in_ns grep -q '"op":"csr.create","key":"live","intent":[0-9]*,"outcome":"ok"' /var/log/keysvc/audit.log
+	in_ns grep -q '"op":"csr.create","key":"live","purpose":"csr","intent":[0-9]*,"outcome":"ok"' /var/log/keysvc/audit.log
 pin=$(in_ns cat /etc/keysvc/pin)
 journal_lacks() { ! in_ns journalctl --no-pager | grep -qF -- "$1"; }
 check "the journal never shows the PIN" journal_lacks "$pin"

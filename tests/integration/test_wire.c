@@ -424,7 +424,7 @@ static void test_many_clients(void **state)
 
 	(void)state;
 	assert_true(fd >= 0);
-	o = request(fd, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"wire-ec\",\"type\":\"ec-p256\"}");
+	o = request(fd, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"wire-ec\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"sign\"]}");
 	assert_true(is_ok(o) || strcmp(error_of(o), "exists") == 0);
 	json_decref(o);
 	close(fd);

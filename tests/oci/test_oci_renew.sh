@@ -27,7 +27,8 @@ me=$(id -u)
 policy='[{"uid": '"$me"', "keys": ["node*"], "ops": ["key.generate", "key.delete", "key.list", "key.public", "csr.create", "sign"]},
          {"uid": '"$me"', "keys": ["nosign"], "ops": ["key.generate", "key.public", "csr.create"]}]'
 ks_start "$work/d" "$policy"
-ks_cli keygen node1 --type rsa-2048 >/dev/null || ks_die "keygen"
+# What keysvc-oci needs and no more: CSRs and OCI request signatures.
+ks_cli keygen node1 --type rsa-2048 --purpose csr,http-signature >/dev/null || ks_die "keygen"
 ks_cli pubkey node1 --out "$work/node1.pub" >/dev/null || ks_die "pubkey"
 ks_cli keygen nosign --type rsa-2048 >/dev/null || ks_die "keygen nosign"
 
@@ -243,6 +244,8 @@ run_exit 0 "" "renew --new-key node2" "$oci" renew "${common[@]}" --new-key node
 check "--new-key: the certificate is for node2" bash -c \
 	"openssl x509 -in '$cert' -noout -pubkey | cmp -s - <('$KS_KEYSVC_CLI' --socket '$KS_SOCKET' pubkey node2)"
 check "--new-key: node2 has node1's type" bash -c "'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -q 'node2.*rsa-2048'"
+check "--new-key: node2 has only the purposes keysvc-oci needs (csr,http-signature)" bash -c \
+	"'$KS_KEYSVC_CLI' --socket '$KS_SOCKET' list | grep -Eq '^node2 .* csr,http-signature\$'"
 check "--new-key: node1 is kept for a rollback" ks_cli pubkey node1
 check "--new-key: same subject and SANs" bash -c "openssl x509 -in '$cert' -noout -ext subjectAltName | grep -q 'DNS:node1.example.org, IP Address:192.0.2.7'"
 check "--new-key: the previous certificate is .prev" cmp -s "$cert.prev" "$work/due.pem"

@@ -64,7 +64,13 @@ static int import_test_key(void)
 		CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2,
 		CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT,
 	};
-	unsigned char comp[8][256], id[16] = "oci-test-key-id";
+	/*
+	 * The CKA_ID keysvcd gives a key generated with purposes
+	 * (pkcs11/purpose.c): 16 bytes, "ksp1:", the list. This one may sign
+	 * HTTP signature signing strings only, as keysvc-oci's keys do.
+	 */
+	static unsigned char id[] = "oci-test-key-id\0ksp1:http-signature";
+	unsigned char comp[8][256];
 	CK_OBJECT_CLASS priv_cls = CKO_PRIVATE_KEY, pub_cls = CKO_PUBLIC_KEY;
 	CK_KEY_TYPE kt = CKK_RSA;
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -95,14 +101,14 @@ static int import_test_key(void)
 	ADD(priv, np, CKA_DECRYPT, &no, sizeof(no));
 	ADD(priv, np, CKA_UNWRAP, &no, sizeof(no));
 	ADD(priv, np, CKA_LABEL, KEY_NAME, strlen(KEY_NAME));
-	ADD(priv, np, CKA_ID, id, sizeof(id));
+	ADD(priv, np, CKA_ID, id, sizeof(id) - 1);
 	ADD(pub, nu, CKA_CLASS, &pub_cls, sizeof(pub_cls));
 	ADD(pub, nu, CKA_KEY_TYPE, &kt, sizeof(kt));
 	ADD(pub, nu, CKA_TOKEN, &yes, sizeof(yes));
 	ADD(pub, nu, CKA_PRIVATE, &no, sizeof(no));
 	ADD(pub, nu, CKA_VERIFY, &yes, sizeof(yes));
 	ADD(pub, nu, CKA_LABEL, KEY_NAME, strlen(KEY_NAME));
-	ADD(pub, nu, CKA_ID, id, sizeof(id));
+	ADD(pub, nu, CKA_ID, id, sizeof(id) - 1);
 	for (int i = 0; i < 8; i++) {
 		CK_ULONG l = component(pk, names[i], comp[i], sizeof(comp[i]));
 
@@ -178,12 +184,13 @@ struct signer {
 	int calls;
 };
 
-static int daemon_signer(void *arg, const uint8_t digest[32], uint8_t **sig, size_t *sig_len)
+/* As keysvc-oci signs: the signing string itself, which keysvcd checks and hashes. */
+static int daemon_signer(void *arg, const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
 	struct signer *s = arg;
 
 	s->calls++;
-	return keysvc_sign_digest(s->ks, KEY_NAME, "rsa-pkcs1-sha256", digest, 32, sig, sig_len) == KEYSVC_OK ?
+	return keysvc_sign_data(s->ks, KEY_NAME, "rsa-pkcs1-sha256", data, len, sig, sig_len) == KEYSVC_OK ?
 	       0 : -EACCES;
 }
 
@@ -199,6 +206,42 @@ static void test_key_is_the_published_one(void **state)
 	assert_string_equal(pem, TV_PUBLIC_KEY);
 	free(pem);
 	free(type);
+	keysvc_close(ks);
+}
+
+/*
+ * The key is http-signature only: keysvcd says so, and refuses what the
+ * digest form of before would have sent (the SHA-256 of the very signing
+ * string), arbitrary data and a TLS 1.3 CertificateVerify content.
+ */
+static void test_key_is_http_signature_only(void **state)
+{
+	static const char tls13[] = "                                                                "
+				    "TLS 1.3, server CertificateVerify";
+	uint8_t md[32], tls[sizeof(tls13) + 32], *sig = NULL;
+	size_t sig_len = 0;
+	char *purposes = NULL;
+	keysvc *ks = NULL;
+	int legacy = -1;
+
+	(void)state;
+	assert_int_equal(keysvc_connect(d.socket_path, &ks), KEYSVC_OK);
+	assert_int_equal(keysvc_key_purposes(ks, KEY_NAME, &purposes, &legacy), KEYSVC_OK);
+	assert_string_equal(purposes, "http-signature");
+	assert_int_equal(legacy, 0);
+	free(purposes);
+	assert_non_null(EVP_Digest(TV_GET_SIGNING_STRING, strlen(TV_GET_SIGNING_STRING), md, NULL,
+				   EVP_sha256(), NULL));
+	assert_int_equal(keysvc_sign_digest(ks, KEY_NAME, "rsa-pkcs1-sha256", md, 32, &sig, &sig_len),
+			 KEYSVC_E_DENIED);
+	assert_non_null(strstr(keysvc_error_message(ks), "http-signature"));
+	assert_int_equal(keysvc_sign_data(ks, KEY_NAME, "rsa-pkcs1-sha256", (const uint8_t *)"I owe you", 9,
+					  &sig, &sig_len), KEYSVC_E_DENIED);
+	memcpy(tls, tls13, sizeof(tls13));       /* with its NUL */
+	memset(tls + sizeof(tls13), 0xab, 32);
+	assert_int_equal(keysvc_sign_data(ks, KEY_NAME, "rsa-pkcs1-sha256", tls, sizeof(tls), &sig, &sig_len),
+			 KEYSVC_E_DENIED);
+	assert_null(sig);
 	keysvc_close(ks);
 }
 
@@ -315,6 +358,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_is_the_published_one),
+		cmocka_unit_test(test_key_is_http_signature_only),
 		cmocka_unit_test(test_get_vector),
 		cmocka_unit_test(test_post_vector),
 		cmocka_unit_test(test_cli_get),

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include <openssl/rsa.h>
 
 #include "clients/renew/oci/ocisign.h"
+#include "proto/sigform.h"
 #include "tests/oci/oci_test_vectors.h"
 
 static EVP_PKEY *test_key;
@@ -41,20 +43,28 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* The signer callback, as keysvcd would be: PKCS#1 v1.5 over a SHA-256 digest. */
-static int openssl_signer(void *arg, const uint8_t digest[32], uint8_t **sig, size_t *sig_len)
+/*
+ * The signer callback, as keysvcd would be with a key whose only purpose
+ * is http-signature: it signs (PKCS#1 v1.5 with SHA-256) only a message
+ * that proto/sigform takes for an HTTP signature signing string.
+ */
+static int openssl_signer(void *arg, const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new((EVP_PKEY *)arg, NULL);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	const char *why = NULL;
 	size_t n = 0;
 	int r = -EIO;
 
 	signer_calls++;
 	*sig = NULL;
-	if (ctx == NULL || EVP_PKEY_sign_init(ctx) != 1 ||
-	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1 ||
-	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) != 1 ||
-	    EVP_PKEY_sign(ctx, NULL, &n, digest, 32) != 1 || (*sig = malloc(n)) == NULL ||
-	    EVP_PKEY_sign(ctx, *sig, &n, digest, 32) != 1) {
+	if (ks_sigform_check(KS_PURPOSE_HTTP_SIGNATURE, data, len, &why) != 0) {
+		fprintf(stderr, "an http-signature key would not sign this: %s\n", why);
+		r = -EACCES;
+		goto out;
+	}
+	if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, (EVP_PKEY *)arg) != 1 ||
+	    EVP_DigestSign(md, NULL, &n, data, len) != 1 || (*sig = malloc(n)) == NULL ||
+	    EVP_DigestSign(md, *sig, &n, data, len) != 1) {
 		free(*sig);
 		*sig = NULL;
 		goto out;
@@ -62,14 +72,15 @@ static int openssl_signer(void *arg, const uint8_t digest[32], uint8_t **sig, si
 	*sig_len = n;
 	r = 0;
 out:
-	EVP_PKEY_CTX_free(ctx);
+	EVP_MD_CTX_free(md);
 	return r;
 }
 
-static int failing_signer(void *arg, const uint8_t digest[32], uint8_t **sig, size_t *sig_len)
+static int failing_signer(void *arg, const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
 	(void)arg;
-	(void)digest;
+	(void)data;
+	(void)len;
 	(void)sig_len;
 	*sig = NULL;
 	return -EACCES;

@@ -196,10 +196,10 @@ static void sign_n(struct ks_audit *a, int n)
 		uint64_t seq = 0;
 
 		assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", "sha256",
-						 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+						 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "tls",
 						 &seq), 0);
 		assert_true(seq > 0);
-		ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+		ks_audit_outcome(a, &alice, "sign", "web", NULL, seq, "ok");
 	}
 }
 
@@ -597,9 +597,9 @@ static void test_short_write_rolled_back(void **state)
 	lim.rlim_cur = (rlim_t)before + 40;       /* room for part of a record */
 	/* Asserted only once the limit is lifted again, so a failure does not spill over. */
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq);
+	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &seq);
 	after_intent = stat(path, &st) == 0 ? st.st_size : -1;
-	ks_audit_outcome(a, &alice, "sign", "web", 0, "audit-unavailable");
+	ks_audit_outcome(a, &alice, "sign", "web", NULL, 0, "audit-unavailable");
 	after_outcome = stat(path, &st) == 0 ? st.st_size : -1;
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	signal(SIGXFSZ, SIG_DFL);
@@ -640,7 +640,7 @@ static void test_continue_mode(void **state)
 	lim = old;
 	lim.rlim_cur = 10;
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq);
+	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &seq);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	signal(SIGXFSZ, SIG_DFL);
 	assert_int_equal(r, 0);
@@ -659,9 +659,9 @@ static void *signer_thread(void *arg)
 	for (int i = 0; i < SIGNS_EACH; i++) {
 		uint64_t seq = 0;
 
-		if (ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq) != 0 || seq == 0)
+		if (ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &seq) != 0 || seq == 0)
 			return (void *)1;
-		ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+		ks_audit_outcome(a, &alice, "sign", "web", NULL, seq, "ok");
 	}
 	return NULL;
 }
@@ -721,7 +721,7 @@ static void *one_intent(void *arg)
 {
 	uint64_t seq = 0;
 
-	return ks_audit_intent(arg, &alice, "sign", "web", NULL, NULL, &seq) == 0 ? NULL : arg;
+	return ks_audit_intent(arg, &alice, "sign", "web", NULL, NULL, NULL, &seq) == 0 ? NULL : arg;
 }
 
 /*
@@ -785,12 +785,12 @@ static void test_intent_synced(void **state)
 	assert_int_equal(sync_calls, 3);
 
 	sync_fail = 1;
-	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq);
+	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &seq);
 	sync_fail = 0;
 	assert_int_equal(r, -EIO);
 	assert_int_equal(seq, 8);
-	ks_audit_outcome(a, &alice, "sign", "web", seq, "audit-unavailable");
-	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, &seq), 0);
+	ks_audit_outcome(a, &alice, "sign", "web", NULL, seq, "audit-unavailable");
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &seq), 0);
 	assert_int_equal(seq, 10);
 	ks_audit_close(a);
 	text = slurp(path, NULL);
@@ -842,12 +842,12 @@ static void test_full_filesystem(void **state)
 		for (int i = 0; i < 1200; i++) {
 			uint64_t seq = 0;
 
-			if (ks_audit_intent(a, &alice, "sign", "web", "sha256", ks_auditchain_zero, &seq) == 0) {
+			if (ks_audit_intent(a, &alice, "sign", "web", "sha256", ks_auditchain_zero, NULL, &seq) == 0) {
 				written++;
-				ks_audit_outcome(a, &alice, "sign", "web", seq, "ok");
+				ks_audit_outcome(a, &alice, "sign", "web", NULL, seq, "ok");
 			} else {
 				refused++;
-				ks_audit_outcome(a, &alice, "sign", "web", 0, "audit-unavailable");
+				ks_audit_outcome(a, &alice, "sign", "web", NULL, 0, "audit-unavailable");
 			}
 		}
 		ks_audit_close(a);

@@ -351,6 +351,28 @@ static void test_rfc4514_rejects(void **state)
 		{ "SERIALNUMBER=a_b", "PrintableString" },
 		{ "DC=\\C3\\A9", "ASCII" },
 		{ "emailAddress=\\C3\\A9@x", "ASCII" },
+		/* Issue 21: what a relying party shows a person must read as it compares. */
+		{ "CN=a\x01b", "control character" },
+		{ "CN=a\tb", "control character" },
+		{ "CN=a\\0Ab", "control character" },
+		{ "CN=a\\0Db", "control character" },
+		{ "O=a\\1Bb", "control character" },
+		{ "CN=a\x7f", "control character" },
+		{ "OU=\\7F", "control character" },
+		{ "CN=a\xc2\x80", "control character" },      /* U+0080 */
+		{ "CN=a\\C2\\85b", "control character" },     /* U+0085 NEL */
+		{ "L=\xc2\x9f", "control character" },        /* U+009F */
+		{ "CN=moc.elpmaxe\xe2\x80\xae", "bidirectional override" },  /* U+202E */
+		{ "CN=\xe2\x80\xaax", "bidirectional override" },            /* U+202A */
+		{ "O=\\E2\\80\\AC", "bidirectional override" },             /* U+202C */
+		{ "CN=\xe2\x81\xa6x", "bidirectional override" },            /* U+2066 */
+		{ "ST=x\xe2\x81\xa9", "bidirectional override" },            /* U+2069 */
+		{ "CN=ex\xe2\x80\x8b" "ample.com", "zero-width" },               /* U+200B */
+		{ "CN=ex\xe2\x80\x8d" "ample.com", "zero-width" },               /* U+200D */
+		{ "OU=\xe2\x81\xa0x", "zero-width" },                         /* U+2060 */
+		{ "CN=\xef\xbb\xbfx", "zero-width" },                         /* U+FEFF */
+		{ "CN=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "CN longer than 64" },
+		{ "2.5.4.3=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "CN longer than 64" },
 	};
 	char buf[5000];
 	X509_NAME *name = NULL;
@@ -371,8 +393,8 @@ static void test_rfc4514_rejects(void **state)
 	assert_int_equal(ks_rfc4514_parse(NULL, &name, &err), -EINVAL);
 	assert_non_null(err);
 
-	/* Exactly 256 bytes is fine, 257 is not, counted after unescaping. */
-	memcpy(buf, "CN=", 3);
+	/* Exactly 256 bytes is fine, 257 is not, counted after unescaping (OU: CN has its own limit). */
+	memcpy(buf, "OU=", 3);
 	memset(buf + 3, 'a', 256);
 	buf[259] = '\0';
 	assert_int_equal(ks_rfc4514_parse(buf, &name, &err), 0);
@@ -387,6 +409,25 @@ static void test_rfc4514_rejects(void **state)
 		memcpy(buf + n, "\\C3\\A9", 6);
 	buf[n] = '\0';
 	assert_int_equal(ks_rfc4514_parse(buf, &name, &err), 0);
+	X509_NAME_free(name);
+
+	/* A CN of 64 characters is fine, counted in characters: 64 "é" are 128 bytes. */
+	memcpy(buf, "CN=", 3);
+	memset(buf + 3, 'a', 64);
+	buf[67] = '\0';
+	assert_int_equal(ks_rfc4514_parse(buf, &name, &err), 0);
+	X509_NAME_free(name);
+	n = 3;
+	for (int i = 0; i < 64; i++, n += 2)
+		memcpy(buf + n, "\xc3\xa9", 2);
+	buf[n] = '\0';
+	assert_int_equal(ks_rfc4514_parse(buf, &name, &err), 0);
+	X509_NAME_free(name);
+	memcpy(buf + n, "\xc3\xa9", 3);
+	assert_int_equal(ks_rfc4514_parse(buf, &name, &err), -EINVAL);
+	assert_non_null(strstr(err, "CN longer than 64 characters"));
+	/* Neighbours of the refused characters are fine: U+00A0, U+200E, U+202F, U+2065, U+206A. */
+	assert_int_equal(ks_rfc4514_parse("CN=a\xc2\xa0" "b\xe2\x80\x8e\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa", &name, &err), 0);
 	X509_NAME_free(name);
 
 	/* At most 64 attributes. */
@@ -806,11 +847,14 @@ static void test_csr_bad_params(void **state)
 	static const char *const bad_dns[] = {
 		"", "a..b", ".a.b", "host.", "-a.b", "a-.b", "a_b.example", "a.*.b", "*", "*.",
 		"**.b", "a b", "caf\xc3\xa9.example", "*.*.b",
+		"ex\xe2\x80\x8b" "ample.com", "moc.elpmaxe\xe2\x80\xae", "a\x01.example", "a\x7f.example",
 	};
 	static const char *const bad_uris[] = { "", "no-scheme", "http://a b", "1http://x", "http:",
-						"://x", "http://\xc3\xa9" };
+						"://x", "http://\xc3\xa9", "https://a\xe2\x80\xae",
+						"https://a\xe2\x81\xa0", "https://a\x1b[0m", "https://a\xc2\x85" };
 	static const char *const bad_emails[] = { "", "a@", "@b", "a@b@c", "a b@c.d", "a@-b.c",
-						  "a@b..c", "\"a\"@b.c" };
+						  "a@b..c", "\"a\"@b.c", "a\xe2\x80\xae@b.c", "a\xef\xbb\xbf@b.c",
+						  "a\t@b.c" };
 	static const char *const bad_ekus[] = { "sortOfAuth", "serverauth", "1", "1.x.3", "1.02.3", "" };
 	static const struct ks_csr_attr bad_attrs[][2] = {
 		{ { "1.3.6.1.4.1.34380.1.3.2", "a_b", "printable" } },
@@ -916,6 +960,32 @@ static void test_csr_bad_params(void **state)
 		p.n_ext_key_usage = 1;
 		EXPECT_EINVAL("ext_key_usage");
 	}
+	/* Each usage once, a name and its OID being one usage. */
+	{
+		static const char *const dups[][3] = {
+			{ "serverAuth", "serverAuth", NULL },
+			{ "clientAuth", "serverAuth", "clientAuth" },
+			{ "serverAuth", "1.3.6.1.5.5.7.3.1", NULL },
+			{ "1.2.3.4", "1.2.3.4", NULL },
+		};
+		static const char *const distinct[] = { "serverAuth", "clientAuth", "1.3.6.1.5.5.7.3.9" };
+
+		for (size_t i = 0; i < ARRAY_SIZE(dups); i++) {
+			p = base;
+			p.ext_key_usage = dups[i];
+			p.n_ext_key_usage = dups[i][2] ? 3 : 2;
+			EXPECT_EINVAL("ext_key_usage: an entry is given twice");
+		}
+		p = base;
+		p.ext_key_usage = distinct;
+		p.n_ext_key_usage = ARRAY_SIZE(distinct);
+		err = NULL;
+		assert_int_equal(ks_csr_create(key, &p, soft_sign, &s, &pem, &err), 0);
+		free(pem);
+		pem = NULL;
+		s.calls = 0;
+	}
+
 	p = base;
 	p.key_usage = KS_KU_DIGITAL_SIGNATURE | (1u << 7);
 	EXPECT_EINVAL("key_usage");

@@ -363,7 +363,8 @@ static void test_generate_csr_sign(void **state)
 	json_t *o;
 
 	(void)state;
-	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\"}");
+	o = call(&root_peer, "{\"id\": 10, \"op\": \"key.generate\", \"key\": \"app-one\", \"type\": \"ec-p256\","
+		 " \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	assert_string_equal(json_string_value(json_object_get(o, "type")), "ec-p256");
 	pub = pem_pubkey(o);
@@ -810,6 +811,20 @@ static void test_list_truncated(void **state)
 	assert_true(json_is_true(json_object_get(o, "truncated")));
 	json_decref(o);
 
+	/*
+	 * Entries count in bytes too (with their purposes, 512 long names
+	 * exceed a frame): an answer of at most 300 bytes holds two of them
+	 * and says truncated, instead of failing to encode.
+	 */
+	ks_ctx_set_list_max(ctx, 100000);
+	ks_ctx_set_response_max(ctx, 300);
+	o = call_ctx(ctx, &lister, "{\"id\": 64, \"op\": \"key.list\"}");
+	assert_ok(o);
+	assert_int_equal(json_array_size(json_object_get(o, "keys")), 2);
+	assert_true(json_is_true(json_object_get(o, "truncated")));
+	json_decref(o);
+	ks_ctx_set_response_max(ctx, KS_FRAME_MAX);
+
 	/* The full cap is in force by default: all four. */
 	ks_ctx_set_list_max(ctx, 100000);
 	o = call_ctx(ctx, &lister, "{\"id\": 63, \"op\": \"key.list\"}");
@@ -952,7 +967,7 @@ static void test_audit_intents(void **state)
 	(void)state;
 	audited_open(&a);
 	o = call_ctx(a.ctx, &root_peer, "{\"id\": 1, \"op\": \"key.generate\", \"key\": \"app-intent\","
-		     " \"type\": \"ec-p256\"}");
+		     " \"type\": \"ec-p256\", \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	pub = pem_pubkey(o);
 	json_decref(o);
@@ -1066,7 +1081,7 @@ static void test_audit_unavailable(void **state)
 	json_decref(o);
 
 	o = call(&root_peer, "{\"id\": 3, \"op\": \"key.generate\", \"key\": \"app-full\","
-		 " \"type\": \"ec-p256\"}");
+		 " \"type\": \"ec-p256\", \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	json_decref(o);
 	o = call_ctx(ctx, &root_peer, "{\"id\": 4, \"op\": \"key.delete\", \"key\": \"app-full\"}");

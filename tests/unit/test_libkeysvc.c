@@ -261,6 +261,94 @@ static keysvc *fake_connect(void)
 	return ks;
 }
 
+/* ---- key purposes (KEYSVC_1.2) ---- */
+
+static void test_purposes(void **state)
+{
+	static const struct step steps[] = {
+		{ "{\"op\":\"key.generate\",\"key\":\"k\",\"type\":\"ec-p256\",\"purposes\":[\"csr\",\"tls\"]}",
+		  NULL, REPLY_JSON, "{\"ok\":true,\"key\":\"k\",\"type\":\"ec-p256\",\"public_key\":\"PEM\","
+		  "\"purposes\":[\"csr\",\"tls\"]}" },
+		/* In the library's order whatever the caller's; no purposes: the daemon's default. */
+		{ "{\"op\":\"key.generate\",\"key\":\"o\",\"type\":\"ec-p256\","
+		  "\"purposes\":[\"csr\",\"http-signature\"]}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"o\",\"type\":\"ec-p256\",\"public_key\":\"PEM\"}" },
+		{ "{\"op\":\"key.generate\",\"key\":\"d\",\"type\":\"ec-p256\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"d\",\"type\":\"ec-p256\",\"public_key\":\"PEM\"}" },
+		{ "{\"op\":\"key.public\",\"key\":\"o\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"o\",\"type\":\"ec-p256\",\"public_key\":\"P\","
+		  "\"purposes\":[\"csr\",\"http-signature\"]}" },
+		{ "{\"op\":\"key.public\",\"key\":\"old\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"old\",\"type\":\"ec-p256\",\"public_key\":\"P\","
+		  "\"purposes\":[\"csr\",\"tls\",\"http-signature\",\"sign\"],\"purposes_legacy\":true}" },
+		/* A daemon before purposes says nothing. */
+		{ "{\"op\":\"key.public\",\"key\":\"k\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"k\",\"type\":\"ec-p256\",\"public_key\":\"P\"}" },
+		{ "{\"op\":\"key.list\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"keys\":[{\"key\":\"a\",\"type\":\"ec-p256\",\"has_cert\":false,"
+		  "\"purposes\":[\"tls\"]},{\"key\":\"b\",\"type\":\"ec-p256\",\"has_cert\":false,"
+		  "\"purposes\":[\"csr\",\"tls\",\"http-signature\",\"sign\"],\"purposes_legacy\":true},"
+		  "{\"key\":\"c\",\"type\":\"ec-p256\",\"has_cert\":false},"
+		  "{\"key\":\"d\",\"type\":\"ec-p256\",\"has_cert\":false,\"purposes\":[]}]}" },
+		{ "{\"op\":\"key.public\",\"key\":\"bad\"}", NULL, REPLY_JSON,
+		  "{\"ok\":true,\"key\":\"bad\",\"type\":\"ec-p256\",\"public_key\":\"P\","
+		  "\"purposes\":[\"CSR;rm\"]}" },
+	};
+	struct keysvc_key *keys = NULL;
+	char *s = NULL, *p = NULL;
+	size_t n = 0;
+	int legacy = -1;
+	keysvc *ks;
+
+	(void)state;
+	FAKE(steps);
+	ks = fake_connect();
+	/* A list that is not one never leaves the library. */
+	assert_int_equal(keysvc_key_generate_purposes(ks, "x", "ec-p256", "csr,,tls", NULL),
+			 KEYSVC_E_INVALID);
+	assert_int_equal(keysvc_key_generate_purposes(ks, "x", "ec-p256", "csr,frob", NULL),
+			 KEYSVC_E_INVALID);
+	assert_non_null(strstr(keysvc_error_message(ks), "unknown purpose"));
+	assert_int_equal(keysvc_key_generate_purposes(ks, "x", "ec-p256", "", NULL), KEYSVC_E_INVALID);
+
+	assert_int_equal(keysvc_key_generate_purposes(ks, "k", "ec-p256", "csr,tls", &s), KEYSVC_OK);
+	assert_string_equal(s, "PEM");
+	free(s);
+	assert_int_equal(keysvc_key_generate_purposes(ks, "o", "ec-p256", "http-signature,csr", NULL),
+			 KEYSVC_OK);
+	assert_int_equal(keysvc_key_generate_purposes(ks, "d", "ec-p256", NULL, NULL), KEYSVC_OK);
+
+	assert_int_equal(keysvc_key_purposes(ks, "o", &p, &legacy), KEYSVC_OK);
+	assert_string_equal(p, "csr,http-signature");
+	assert_int_equal(legacy, 0);
+	free(p);
+	assert_int_equal(keysvc_key_purposes(ks, "old", &p, &legacy), KEYSVC_OK);
+	assert_string_equal(p, "csr,tls,http-signature,sign");
+	assert_int_equal(legacy, 1);
+	free(p);
+	assert_int_equal(keysvc_key_purposes(ks, "k", &p, &legacy), KEYSVC_OK);
+	assert_null(p);
+	assert_int_equal(legacy, 0);
+
+	assert_int_equal(keysvc_key_list(ks, &keys, &n), KEYSVC_OK);
+	assert_int_equal(n, 4);
+	assert_string_equal(keysvc_key_list_purposes(ks, 0, &legacy), "tls");
+	assert_int_equal(legacy, 0);
+	assert_string_equal(keysvc_key_list_purposes(ks, 1, &legacy), "csr,tls,http-signature,sign");
+	assert_int_equal(legacy, 1);
+	assert_null(keysvc_key_list_purposes(ks, 2, &legacy));
+	/* Stored purposes keysvcd cannot read: none, not an error. */
+	assert_string_equal(keysvc_key_list_purposes(ks, 3, NULL), "");
+	assert_null(keysvc_key_list_purposes(ks, 4, NULL));
+	keysvc_key_list_free(keys, n);
+
+	/* What is not a purpose name is a protocol error, not text passed on. */
+	assert_int_equal(keysvc_key_purposes(ks, "bad", &p, NULL), KEYSVC_E_PROTOCOL);
+	assert_null(p);
+	keysvc_close(ks);
+	fake_stop();
+}
+
 /* ---- every operation ---- */
 
 static void test_operations(void **state)
@@ -1164,6 +1252,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_operations),
+		cmocka_unit_test(test_purposes),
 		cmocka_unit_test(test_hello_health),
 		cmocka_unit_test(test_wire_errors),
 		cmocka_unit_test(test_wire_error_table),

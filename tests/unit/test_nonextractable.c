@@ -94,7 +94,7 @@ static CK_OBJECT_HANDLE find_private(const char *label)
 	return find_object(CKO_PRIVATE_KEY, label);
 }
 
-/* The private and public key share one 16-byte CKA_ID. */
+/* The private and public key share one CKA_ID: 16 random bytes, then the purposes. */
 static void assert_shared_id(CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub)
 {
 	unsigned char a[64], b[64];
@@ -102,9 +102,10 @@ static void assert_shared_id(CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub)
 
 	assert_int_equal(f->C_GetAttributeValue(session, priv, &ia, 1), CKR_OK);
 	assert_int_equal(f->C_GetAttributeValue(session, pub, &ib, 1), CKR_OK);
-	assert_int_equal(ia.ulValueLen, KS_KEY_ID_LEN);
-	assert_int_equal(ib.ulValueLen, KS_KEY_ID_LEN);
-	assert_memory_equal(a, b, KS_KEY_ID_LEN);
+	assert_true(ia.ulValueLen > KS_KEY_ID_LEN + 5);
+	assert_int_equal(ib.ulValueLen, ia.ulValueLen);
+	assert_memory_equal(a, b, ia.ulValueLen);
+	assert_memory_equal(a + KS_KEY_ID_LEN, "ksp1:", 5);
 }
 
 static CK_BBOOL get_bool(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)

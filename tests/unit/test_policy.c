@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "keysvc/policy.h"
+#include "proto/sigform.h"
 
 static struct ks_policy *load(const char *json, int expect, char *err, size_t err_len)
 {
@@ -86,6 +87,17 @@ static void test_parse_errors(void **state)
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sing\"]") "]", "policy rule 1: ops \"sing\": unknown operation" },
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\",\"Sign\"]") "]", "policy rule 1: ops \"Sign\": unknown operation" },
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"*\"]") "]", "policy rule 1: ops \"*\": unknown operation" },
+		/* Purposes: known names, each once, only on a rule that grants a use of a key. */
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"purposes\":[\"tsl\"]") "]",
+		  "policy rule 1: purposes: unknown purpose" },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"purposes\":[\"tls\",\"tls\"]") "]",
+		  "policy rule 1: purposes: duplicate purpose" },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"purposes\":[]") "]",
+		  "policy rule 1: purposes: " },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"purposes\":\"tls\"") "]",
+		  "policy rule 1: purposes: " },
+		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"key.public\"],\"purposes\":[\"tls\"]") "]",
+		  "policy rule 1: purposes: limits sign and csr.create, which the rule does not grant" },
 		/* Unknown fields, including near misses. */
 		{ "[" R("\"uid\":0,\"keys\":[\"*\"],\"ops\":[\"sign\"],\"extra\":1") "]", "policy rule 1: extra: unknown field" },
 		{ "[" R("\"uid\":0,\"key\":[\"*\"],\"ops\":[\"sign\"]") "]", "policy rule 1: key: unknown field" },
@@ -359,6 +371,35 @@ static void test_matching(void **state)
 	ks_policy_unref(p);
 }
 
+/* ks_policy_purposes(): the union of the matching rules' purposes, a rule without any granting all. */
+static void test_purposes(void **state)
+{
+	char err[256];
+	struct ks_policy *p = load(
+		"[{\"uid\": 1000, \"keys\": [\"web-*\"], \"ops\": [\"sign\"], \"purposes\": [\"tls\"]},"
+		" {\"uid\": 1000, \"keys\": [\"web-csr\"], \"ops\": [\"csr.create\", \"sign\"],"
+		" \"purposes\": [\"csr\"]},"
+		" {\"uid\": 1001, \"keys\": [\"*\"], \"ops\": [\"sign\"]}]",
+		0, err, sizeof(err));
+	struct ks_peer web = { .uid = 1000, .gid = 1000 };
+	struct ks_peer ops = { .uid = 1001, .gid = 1001 };
+	struct ks_peer nobody = { .uid = 65534, .gid = 65534 };
+
+	(void)state;
+	assert_int_equal(ks_policy_purposes(p, &web, KS_OP_SIGN, "web-1"), KS_PURPOSE_TLS);
+	assert_int_equal(ks_policy_purposes(p, &web, KS_OP_SIGN, "web-csr"),
+			 KS_PURPOSE_TLS | KS_PURPOSE_CSR);
+	assert_int_equal(ks_policy_purposes(p, &web, KS_OP_CSR_CREATE, "web-csr"), KS_PURPOSE_CSR);
+	assert_int_equal(ks_policy_purposes(p, &web, KS_OP_CSR_CREATE, "web-1"), 0);
+	assert_int_equal(ks_policy_purposes(p, &web, KS_OP_SIGN, "other"), 0);
+	assert_int_equal(ks_policy_purposes(p, &ops, KS_OP_SIGN, "anything"), KS_PURPOSE_ALL);
+	assert_int_equal(ks_policy_purposes(p, &nobody, KS_OP_SIGN, "web-1"), 0);
+	assert_int_equal(ks_policy_purposes(NULL, &web, KS_OP_SIGN, "web-1"), 0);
+	/* The grant itself is unchanged: purposes narrow a use, ks_policy_allows() says whether. */
+	assert_true(ks_policy_allows(p, &web, KS_OP_SIGN, "web-1"));
+	ks_policy_unref(p);
+}
+
 static void test_hello_explicit(void **state)
 {
 	char err[256];
@@ -447,6 +488,7 @@ int main(void)
 		cmocka_unit_test(test_parse_limits),
 		cmocka_unit_test(test_ids),
 		cmocka_unit_test(test_matching),
+		cmocka_unit_test(test_purposes),
 		cmocka_unit_test(test_hello_explicit),
 		cmocka_unit_test(test_many_groups),
 		cmocka_unit_test(test_refcount),

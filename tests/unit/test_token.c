@@ -22,6 +22,7 @@
 #include <openssl/x509.h>
 
 #include "pkcs11/token.h"
+#include "proto/sigform.h"
 #include "tests/common/softhsm.h"
 
 static struct ks_test_token tt;
@@ -280,7 +281,10 @@ static void test_key_types_and_algorithms(void **state)
 		assert_int_equal(EVP_PKEY_get_bits(pub), (int)ks_key_type_bits(keys[i].type));
 		assert_int_equal(ks_token_key_info(tok, keys[i].name, &info), 0);
 		assert_int_equal(info.type, keys[i].type);
-		assert_int_equal(info.id_len, KS_KEY_ID_LEN);
+		/* 16 random bytes, "ksp1:" and every purpose (ks_token_generate()'s). */
+		assert_int_equal(info.id_len, KS_KEY_ID_LEN + strlen("ksp1:csr,tls,http-signature,sign"));
+		assert_int_equal(info.purposes, KS_PURPOSE_ALL);
+		assert_int_equal(info.purposes_legacy, 0);
 		assert_int_equal(info.has_cert, 0);
 		assert_int_equal(ks_token_public_key(tok, keys[i].name, &again), 0);
 		assert_int_equal(EVP_PKEY_eq(pub, again), 1);
@@ -419,7 +423,8 @@ static void test_certificates_and_list(void **state)
 		assert_int_equal(ks_token_key_info(tok, keys[i].name, &one), 0);
 		assert_int_equal(keys[i].type, one.type);
 		assert_int_not_equal(keys[i].type, KS_KEY_NONE);
-		assert_memory_equal(keys[i].id, one.id, KS_KEY_ID_LEN);
+		assert_int_equal(keys[i].id_len, one.id_len);
+		assert_memory_equal(keys[i].id, one.id, one.id_len);
 	}
 	free(keys);
 

@@ -141,10 +141,11 @@ struct ks_signer {
 	char msg[KEYSVC_MESSAGE_MAX];
 };
 
-static int keysvc_signer(void *arg, const uint8_t digest[32], uint8_t **sig, size_t *sig_len)
+/* The signing string goes as data: an http-signature key signs nothing else. */
+static int keysvc_signer(void *arg, const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len)
 {
 	struct ks_signer *s = arg;
-	int r = keysvc_sign_digest(s->ks, s->key, "rsa-pkcs1-sha256", digest, 32, sig, sig_len);
+	int r = keysvc_sign_data(s->ks, s->key, "rsa-pkcs1-sha256", data, len, sig, sig_len);
 
 	if (r != KEYSVC_OK) {
 		s->err = r;

@@ -239,7 +239,8 @@ static int new_key_make(const struct oci_opts *o, keysvc *ks, EVP_PKEY **pub)
 			   "EC P-256/P-384", o->key);
 		goto out;
 	}
-	r = keysvc_key_generate(ks, o->new_key, type, &pem);
+	/* Its CSR, and OCI request signing (signing strings keysvcd checks): nothing else. */
+	r = keysvc_key_generate_purposes(ks, o->new_key, type, "csr,http-signature", &pem);
 	if (r == KEYSVC_E_EXISTS) {
 		r = ks_die(KS_EXIT_USAGE, "--new-key %s: a key of that name exists; name a new one", o->new_key);
 		goto out;

@@ -10,6 +10,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "proto/wire.h"
+
 static int has_ctl(const char *s)
 {
 	for (; *s != '\0'; s++)
@@ -187,22 +189,19 @@ static int key_id_ok(const char *k)
 int oci_sign(const struct oci_request *rq, const char *key_id, oci_sign_fn fn, void *arg,
 	     struct oci_signed *out)
 {
-	unsigned char md[32];
 	uint8_t *sig = NULL;
-	size_t sig_len = 0;
+	size_t sig_len = 0, len;
 	int r;
 
 	if ((r = oci_signing_string(rq, out)) < 0)
 		return r;
-	if (!key_id_ok(key_id) || fn == NULL) {
+	len = strlen(out->signing_string);
+	/* A URL of OCI_URL_MAX and the bounded headers are far below keysvcd's data limit. */
+	if (!key_id_ok(key_id) || fn == NULL || len > KS_SIGN_DATA_MAX) {
 		r = -EINVAL;
 		goto out;
 	}
-	if (EVP_Digest(out->signing_string, strlen(out->signing_string), md, NULL, EVP_sha256(), NULL) != 1) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if ((r = fn(arg, md, &sig, &sig_len)) < 0)
+	if ((r = fn(arg, (const uint8_t *)out->signing_string, len, &sig, &sig_len)) < 0)
 		goto out;
 	if (sig == NULL || sig_len == 0 || sig_len > OCI_SIG_MAX) {
 		r = -EIO;
@@ -221,7 +220,6 @@ int oci_sign(const struct oci_request *rq, const char *key_id, oci_sign_fn fn, v
 	r = 0;
 out:
 	free(sig);
-	OPENSSL_cleanse(md, sizeof(md));
 	return r;
 }
 

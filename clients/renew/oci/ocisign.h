@@ -41,12 +41,15 @@
 #define OCI_HEADERS_MAX 6
 
 /*
- * Make an RSASSA-PKCS1-v1_5 signature over a SHA-256 @digest (32 bytes).
- * On success return 0 with *@sig (malloc'd, the caller frees) and
- * *@sig_len (at most OCI_SIG_MAX); else a negative errno. @arg is the
- * caller's. keysvc-oci maps this to keysvc_sign_digest("rsa-pkcs1-sha256").
+ * Make an RSASSA-PKCS1-v1_5 signature with SHA-256 over the @len bytes of
+ * @data, the signing string itself (not its digest): a key whose purposes
+ * are http-signature signs only what keysvcd has seen to be a signing
+ * string (proto/sigform.h), so the string travels, not a hash of it. On
+ * success return 0 with *@sig (malloc'd, the caller frees) and *@sig_len
+ * (at most OCI_SIG_MAX); else a negative errno. @arg is the caller's.
+ * keysvc-oci maps this to keysvc_sign_data("rsa-pkcs1-sha256").
  */
-typedef int (*oci_sign_fn)(void *arg, const uint8_t digest[32], uint8_t **sig, size_t *sig_len);
+typedef int (*oci_sign_fn)(void *arg, const uint8_t *data, size_t len, uint8_t **sig, size_t *sig_len);
 
 struct oci_request {
 	const char *method;        /* "GET", "post", ...: an HTTP token, any case */
@@ -94,7 +97,7 @@ int oci_url_split(const char *url, char **host, char **target);
 int oci_signing_string(const struct oci_request *rq, struct oci_signed *out);
 
 /*
- * oci_signing_string(), then SHA-256 of it, the signature from @fn, and
+ * oci_signing_string(), the signature over it from @fn, and
  * out->authorization:
  *   Signature version="1",headers="...",keyId="KEYID",algorithm="rsa-sha256",signature="B64"
  * @key_id is 1..OCI_KEY_ID_MAX printable ASCII characters without '"' or

@@ -435,7 +435,8 @@ static int enroll_key(const struct opts *o, keysvc *ks, const char *key, const s
 	if (r < 0) {
 		char *pem = NULL;
 
-		r = keysvc_key_generate(ks, key, o->key_type, &pem);
+		/* The CSR to the CA and the agent's mutual TLS: nothing else. */
+		r = keysvc_key_generate_purposes(ks, key, o->key_type, "csr,tls", &pem);
 		free(pem);
 		if (r != KEYSVC_OK)
 			return ks_die(ks_exit_for_keysvc(r), "generating key %s (%s): %s: %s", key, o->key_type,

@@ -188,7 +188,8 @@ static int make_key(keysvc *ks, const char *name, const char *type, EVP_PKEY **p
 		free(have);
 	}
 	if (r == KEYSVC_E_NO_SUCH_KEY) {
-		if ((r = keysvc_key_generate(ks, name, type, &pem)) != KEYSVC_OK)
+		/* A CSR for the connector and the mutual TLS handshakes with it: nothing else. */
+		if ((r = keysvc_key_generate_purposes(ks, name, type, "csr,tls", &pem)) != KEYSVC_OK)
 			return ks_die(ks_exit_for_keysvc(r), "generating key %s (%s): %s: %s", name, type,
 				      keysvc_strerror(r), keysvc_error_message(ks));
 		free(pem);

@@ -214,13 +214,45 @@ int keysvc_key_list(keysvc *ks, struct keysvc_key **keys, size_t *n);
 
 /*
  * 1 if the last keysvc_key_list() on @ks succeeded and keysvcd left out
- * keys this peer may list (it answers at most 512, the first by name);
- * else 0. Since KEYSVC_1.1.
+ * keys this peer may list (it answers at most 512, fewer when they would
+ * not fit one frame, the first by name); else 0. Since KEYSVC_1.1.
  */
 int keysvc_key_list_truncated(const keysvc *ks);
 
 /* Free a result of keysvc_key_list(). NULL is allowed. */
 void keysvc_key_list_free(struct keysvc_key *keys, size_t n);
+
+/*
+ * Key purposes (since KEYSVC_1.2): what a key may sign, fixed when it is
+ * generated and stored with it in the token. A list of "csr" (only
+ * csr.create), "tls" (only TLS handshake signature inputs, sent as data),
+ * "http-signature" (only HTTP signature signing strings, sent as data)
+ * and "sign" (any data or digest), written "csr,tls".
+ */
+
+/*
+ * keysvc_key_generate() of a key with @purposes ("csr,tls"; NULL: the
+ * daemon's default, "csr,tls"). A list that is not one (empty, unknown
+ * or repeated names) is KEYSVC_E_INVALID before anything is sent.
+ */
+int keysvc_key_generate_purposes(keysvc *ks, const char *name, const char *type,
+				 const char *purposes, char **public_key_pem);
+
+/*
+ * The purposes of key @name: *@purposes gets "csr,tls" (caller frees;
+ * NULL from a daemon before purposes; "" for a key whose stored purposes
+ * keysvcd cannot read, which may sign nothing), *@legacy 1 for a key made
+ * before purposes existed (it has them all). Either out-pointer may be NULL.
+ */
+int keysvc_key_purposes(keysvc *ks, const char *name, char **purposes, int *legacy);
+
+/*
+ * The purposes of entry @i of the last successful keysvc_key_list() on
+ * @ks, as "csr,tls", valid until the next keysvc_key_list() or
+ * keysvc_close() on @ks; NULL when @i is out of range or the daemon did
+ * not say. *@legacy (may be NULL) as keysvc_key_purposes().
+ */
+const char *keysvc_key_list_purposes(const keysvc *ks, size_t i, int *legacy);
 
 /*
  * The public key of @name: *@public_key_pem gets the PEM, *@type the key
