@@ -21,6 +21,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/provider.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
 
 #include "clients/cli/cli_cmd.h"
 #include "clients/provider/keyref.h"
@@ -194,7 +196,15 @@ static void say(struct check *c, const char *fmt, ...)
 
 static int check_key(struct check *c, OSSL_LIB_CTX *lc, const char *path)
 {
-	static const unsigned char msg[] = "keysvc provider-check";
+	/*
+	 * What a TLS 1.3 client signs (RFC 8446, 4.4.3): 64 spaces, the context
+	 * string, 0, a transcript hash (random here). A key made for TLS (the
+	 * purpose tls, without sign) signs only such inputs, so this is the
+	 * signature curl, Python or nginx would ask of it.
+	 */
+	static const char context[] = "TLS 1.3, client CertificateVerify";
+	unsigned char msg[64 + sizeof(context) + 32];
+	EVP_PKEY_CTX *pctx = NULL;
 	unsigned char *sig = NULL;
 	uint8_t *data = NULL;
 	size_t data_len = 0, sig_len = 0;
@@ -223,20 +233,31 @@ static int check_key(struct check *c, OSSL_LIB_CTX *lc, const char *path)
 	say(c, "key:       %s loads as a %d-bit %s key\n", path, EVP_PKEY_get_bits(pkey),
 	    EVP_PKEY_get0_type_name(pkey));
 	/* The private half works only if keysvcd signs: sign, then check the signature. */
+	memset(msg, 0x20, 64);
+	memcpy(msg + 64, context, sizeof(context));   /* with its terminating 0 */
+	if (RAND_bytes(msg + 64 + sizeof(context), 32) != 1) {
+		r = cli_report_named(&c->g, KS_EXIT_INTERNAL, "sign", "no random bytes for the test signature");
+		goto out;
+	}
 	if ((md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestSignInit_ex(md, NULL, "SHA256", lc, NULL, pkey, NULL) != 1 ||
+	    EVP_DigestSignInit_ex(md, &pctx, "SHA256", lc, NULL, pkey, NULL) != 1 ||
+	    (EVP_PKEY_is_a(pkey, "RSA") && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+					    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) ||
 	    EVP_DigestSign(md, NULL, &sig_len, msg, sizeof(msg)) != 1 ||
 	    (sig = OPENSSL_malloc(sig_len)) == NULL ||
 	    EVP_DigestSign(md, sig, &sig_len, msg, sizeof(msg)) != 1) {
 		openssl_errors(errs, sizeof(errs), &reason);
 		r = cli_report_named(&c->g, reason ? exit_for_reason(reason) : KS_EXIT_INTERNAL, "sign",
 				     "%s: the key loads but does not sign: %s%s", path, errs,
-				     reason == KSP_R_DENIED ? " (keysvcd's policy must grant this uid \"sign\" on the key)" : "");
+				     reason == KSP_R_DENIED ? " (keysvcd's policy must grant this uid \"sign\" on the key, "
+				     "and the key's purposes must include tls: keysvc list)" : "");
 		goto out;
 	}
 	EVP_MD_CTX_free(md);
 	if ((md = EVP_MD_CTX_new()) == NULL ||
-	    EVP_DigestVerifyInit_ex(md, NULL, "SHA256", lc, NULL, pkey, NULL) != 1 ||
+	    EVP_DigestVerifyInit_ex(md, &pctx, "SHA256", lc, NULL, pkey, NULL) != 1 ||
+	    (EVP_PKEY_is_a(pkey, "RSA") && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+					    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1)) ||
 	    EVP_DigestVerify(md, sig, sig_len, msg, sizeof(msg)) != 1) {
 		openssl_errors(errs, sizeof(errs), &reason);
 		r = cli_report_named(&c->g, KS_EXIT_INTERNAL, "sign",

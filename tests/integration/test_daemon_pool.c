@@ -73,7 +73,8 @@ static void start(struct ks_td *d, unsigned sessions, unsigned max_sessions)
 	free(text);
 	json_decref(cfg);
 	assert_int_equal(ks_td_start(d), 0);
-	resp = ks_td_request_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"pk\",\"type\":\"ec-p256\"}");
+	resp = ks_td_request_once(d, "{\"id\":1,\"op\":\"key.generate\",\"key\":\"pk\",\"type\":\"ec-p256\","
+				  "\"purposes\":[\"sign\"]}");
 	assert_non_null(resp);
 	assert_string_equal(ks_td_outcome(resp), "ok");
 	json_decref(resp);

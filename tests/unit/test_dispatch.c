@@ -1193,7 +1193,7 @@ static void test_token_capabilities(void **state)
 					   " \"key\": \"caps-big\", \"type\": \"rsa-3072\"}"),
 				  "rsa-3072: the token's RSA key sizes are ");
 	o = call_ctx(ctx, &root_peer, "{\"id\": 4, \"op\": \"key.generate\", \"key\": \"caps-rsa\","
-		     " \"type\": \"rsa-2048\"}");
+		     " \"type\": \"rsa-2048\", \"purposes\": [\"csr\", \"sign\"]}");
 	assert_ok(o);
 	json_decref(o);
 	assert_unsupported_saying(call_ctx(ctx, &root_peer, "{\"id\": 5, \"op\": \"csr.create\","
