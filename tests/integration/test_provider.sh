@@ -151,14 +151,16 @@ tls_handshake() {
 	port=$(free_port)
 	# s_server reads stdin and stops at its end; keep it open while it serves.
 	local keep keep_pid
-	exec {keep}< <(exec sleep 30 2>/dev/null)
+	exec {keep}< <(exec sleep 60 2>/dev/null)
 	keep_pid=$!
 	"${srv[@]}" s_server "${srv_args[@]}" -accept "127.0.0.1:$port" -naccept 1 -CAfile "$ca/ca.pem" \
 		-Verify 1 -verify_return_error "-$version" >"$log" 2>&1 <&$keep &
 	server_pid=$!
 	exec {keep}<&-
-	for i in $(seq 1 100); do
+	# Up to 30 s: a sanitized s_server with keysvc loaded first starts slowly on a busy machine.
+	for i in $(seq 1 300); do
 		grep -q ACCEPT "$log" 2>/dev/null && break
+		kill -0 "$server_pid" 2>/dev/null || break
 		sleep 0.1
 	done
 	local st=0
@@ -166,7 +168,7 @@ tls_handshake() {
 		echo "hello" | timeout 60 "${cli[@]}" s_client "${cli_args[@]}" -connect "127.0.0.1:$port" -brief \
 			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error "-$version" >"$work/s_client.log" 2>&1 || st=$?
 	else
-		echo "s_server did not listen on port $port within 10 s" >"$work/s_client.log"
+		{ echo "s_server did not listen on port $port within 30 s; its output:"; cat "$log"; } >"$work/s_client.log"
 		st=1
 	fi
 	# A server that never got this client's connection (it failed to start,

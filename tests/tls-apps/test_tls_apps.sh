@@ -68,10 +68,10 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# wait_tls PORT: a TLS server answers on 127.0.0.1:PORT within 10 s.
+# wait_tls PORT: a TLS server answers on 127.0.0.1:PORT within 30 s (sanitized servers start slowly).
 wait_tls() {
 	local i
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
 			"$1" 2>/dev/null && return 0
 		sleep 0.1
