@@ -139,6 +139,34 @@ int ks_dispatch_audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct k
 			   "was used (see the daemon log)");
 }
 
+int ks_dispatch_audit_intent_start(struct ks_ctx *ctx, struct ks_request *rq,
+				   struct ks_reply *rep, const char *hash_name, const char *hash_hex)
+{
+	int r = ks_audit_intent_start(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key, hash_name,
+				      hash_hex, rq->purpose, &rq->audit_pending);
+
+	rq->audit_seq = rq->audit_pending.seq;
+	if (r == 0)
+		return 0;
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
+	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
+			   "was used (see the daemon log)");
+}
+
+int ks_dispatch_audit_intent_wait(struct ks_ctx *ctx, struct ks_request *rq,
+				  struct ks_reply *rep)
+{
+	int r = ks_audit_intent_wait(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key,
+				     &rq->audit_pending);
+
+	if (r == 0)
+		return 0;
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
+	return ks_reply_error(rep, r, "the audit log cannot be synced; the %s made by the token "
+			   "was discarded (see the daemon log)",
+			   rq->op == KS_OP_SIGN ? "signature" : "signed request");
+}
+
 /* ---- operations -------------------------------------------------------- */
 
 struct hello_req {
@@ -446,7 +474,11 @@ struct token_signer {
 	struct ks_reply *rep;
 };
 
-/* The intent names the SHA-256 of the CertificationRequestInfo the key signs. */
+/*
+ * The intent names the SHA-256 of the CertificationRequestInfo the key
+ * signs. Its sync runs while the token signs; op_csr() waits for it
+ * before the CSR is answered.
+ */
 static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 			       const uint8_t *tbs, size_t tbs_len,
 			       const uint8_t *digest, size_t digest_len,
@@ -458,7 +490,7 @@ static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 
 	if ((r = ks_sha256_hex(tbs, tbs_len, tbs_hash)) != 0)
 		return r;
-	if ((r = ks_dispatch_audit_intent(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
+	if ((r = ks_dispatch_audit_intent_start(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
 		return r;
 	return ks_token_sign(ts->ctx->token, ts->rq->key, alg, tbs, tbs_len, digest, digest_len,
 			     sig, sig_len);
@@ -545,8 +577,11 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
-	if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
-		;       /* ks_dispatch_audit_intent() refused it and said so in @rep */
+	/* No signed request leaves unless its intent record is durable. */
+	if (r == 0 && (r = ks_dispatch_audit_intent_wait(ctx, rq, rep)) != 0)
+		;       /* @rep says audit-unavailable; the CSR is discarded below */
+	else if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
+		;       /* ks_dispatch_audit_intent_start() refused it and said so in @rep */
 	else if (r == -EINVAL && err != NULL)
 		ks_reply_error(rep, r, "%s", err);
 	else if (r != 0)

@@ -39,6 +39,7 @@ struct ks_request {
 	const struct ks_policy *policy;  /* the one the request was decided under */
 	const char *purpose;       /* the key purpose a use was decided under, for the audit; NULL: none */
 	uint64_t audit_seq;        /* the intent record's seq; 0: none */
+	struct ks_audit_pending audit_pending;  /* an intent whose sync runs (sign, csr.create) */
 };
 
 /* What one request produced: a result object or an error. */
@@ -85,16 +86,35 @@ void ks_hex(const uint8_t *b, size_t n, char *out);
 int ks_sha256_hex(const uint8_t *data, size_t len, char out[65]);
 
 /*
- * The intent record of an operation that uses or changes the token:
- * called right before the token is asked, after every check that can
- * refuse the request; it returns when the record is durable
- * (ks_audit_intent()). When it cannot be written (and audit_failure is
+ * The intent record of an operation that changes the token (key.generate,
+ * key.delete, cert.put): called right before the token is asked, after
+ * every check that can refuse the request; it returns when the record is
+ * durable (ks_audit_intent()). When it cannot be written (and audit_failure is
  * refuse) @rep is made audit-unavailable and the error returned: the
  * caller returns without touching the token. @hash_name/@hash_hex: what
  * the key is about to sign, or NULL. Sets rq->audit_seq.
  */
 int ks_dispatch_audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_reply *rep,
 			     const char *hash_name, const char *hash_hex);
+
+/*
+ * The intent record of an operation that only produces an answer (sign,
+ * csr.create): written (refused like ks_dispatch_audit_intent() when it
+ * cannot be, before the token is asked), its sync started but not waited
+ * for (ks_audit_intent_start()), so the token signs while it runs. Sets
+ * rq->audit_seq and rq->audit_pending.
+ */
+int ks_dispatch_audit_intent_start(struct ks_ctx *ctx, struct ks_request *rq,
+				   struct ks_reply *rep, const char *hash_name, const char *hash_hex);
+
+/*
+ * After the token signed, before the answer is made: wait until the
+ * intent of ks_dispatch_audit_intent_start() is durable. 0, or (the sync
+ * failed, audit_failure refuse) the error put in @rep as
+ * audit-unavailable: the caller wipes and discards what the token made.
+ */
+int ks_dispatch_audit_intent_wait(struct ks_ctx *ctx, struct ks_request *rq,
+				  struct ks_reply *rep);
 
 /* ---- dispatch_sign.c: the sign operation ---- */
 
@@ -116,7 +136,9 @@ void ks_sign_req_clear(void *arg);
 /*
  * The sign operation on @arg (struct ks_sign_req): exactly one of digest
  * and data, the algorithm the token offers, the purpose authorised
- * (ks_purpose_authorize()), the intent audited, then the token signs.
+ * (ks_purpose_authorize()), the intent written, then the token signs
+ * while the intent is synced; the signature is answered only once the
+ * intent is durable (else wiped, and audit-unavailable).
  * The answer (or the error) is put in @rep. 0 or a negative errno.
  */
 int ks_op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg, struct ks_reply *rep);

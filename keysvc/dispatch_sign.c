@@ -83,7 +83,12 @@ int ks_op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg, struct ks_r
 			goto out;
 		}
 	}
-	if ((r = ks_dispatch_audit_intent(ctx, rq, rep, signed_name, signed_hex)) != 0)
+	/*
+	 * The record is in the file before the token is asked; its sync runs
+	 * while the token signs, and the signature leaves only once it is
+	 * durable (below).
+	 */
+	if ((r = ks_dispatch_audit_intent_start(ctx, rq, rep, signed_name, signed_hex)) != 0)
 		goto out;
 	r = ks_token_sign(ctx->token, rq->key, alg, s->data != NULL ? in : NULL, in_len, md, md_len,
 			  &sig, &sig_len);
@@ -100,6 +105,8 @@ int ks_op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg, struct ks_r
 		ks_reply_token_error(rep, r, rq->key);
 		goto out;
 	}
+	if ((r = ks_dispatch_audit_intent_wait(ctx, rq, rep)) != 0)
+		goto out;       /* the signature is wiped below, never sent */
 	if ((r = ks_b64_encode(sig, sig_len, &b64)) != 0) {
 		ks_reply_error(rep, r, "out of memory");
 		goto out;
@@ -107,7 +114,11 @@ int ks_op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg, struct ks_r
 	r = ks_reply_set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
 				      "signature", b64));
 out:
+	if (sig != NULL)
+		explicit_bzero(sig, sig_len);
 	free(sig);
+	if (b64 != NULL)
+		explicit_bzero(b64, strlen(b64));
 	free(b64);
 	return r;
 }
