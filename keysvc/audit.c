@@ -40,8 +40,11 @@ struct ks_audit {
 	/*
 	 * The syncer thread (started by the first ks_audit_intent_start()):
 	 * it syncs while the caller uses the token, until sync_wanted is
-	 * covered. Waiters and the syncer share sync_done and "syncing".
+	 * covered. It shares "syncing" with the waiters but waits on
+	 * sync_kick of its own, so that asking for a sync wakes only it,
+	 * not every request waiting for one.
 	 */
+	pthread_cond_t sync_kick;
 	uint64_t sync_wanted;
 	pthread_t syncer;
 	int syncer_running;
@@ -233,6 +236,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	}
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->sync_done, NULL);
+	pthread_cond_init(&a->sync_kick, NULL);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
 	a->chain = "new";
@@ -259,6 +263,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	*out = a;
 	return 0;
 fail:
+	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
@@ -316,7 +321,7 @@ void ks_audit_close(struct ks_audit *a)
 	if (a->syncer_running) {
 		pthread_mutex_lock(&a->lock);
 		a->syncer_stop = 1;
-		pthread_cond_broadcast(&a->sync_done);
+		pthread_cond_signal(&a->sync_kick);
 		pthread_mutex_unlock(&a->lock);
 		pthread_join(a->syncer, NULL);
 	}
@@ -325,6 +330,7 @@ void ks_audit_close(struct ks_audit *a)
 			ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 		close(a->fd);
 	}
+	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
@@ -427,6 +433,8 @@ static void sync_now(struct ks_audit *a)
 		a->failing_errno = r;
 	}
 	pthread_cond_broadcast(&a->sync_done);
+	if (a->syncer_running && a->sync_wanted > a->synced && a->sync_wanted > a->sync_failed)
+		pthread_cond_signal(&a->sync_kick);
 }
 
 /*
@@ -458,7 +466,7 @@ static void *syncer_main(void *arg)
 	for (;;) {
 		while (!a->syncer_stop &&
 		       (a->syncing || a->sync_wanted <= a->synced || a->sync_wanted <= a->sync_failed))
-			pthread_cond_wait(&a->sync_done, &a->lock);
+			pthread_cond_wait(&a->sync_kick, &a->lock);
 		if (a->syncer_stop)
 			break;
 		sync_now(a);
@@ -486,7 +494,7 @@ static void sync_start(struct ks_audit *a, uint64_t gen)
 		}
 		a->syncer_running = 1;
 	}
-	pthread_cond_broadcast(&a->sync_done);
+	pthread_cond_signal(&a->sync_kick);
 }
 
 /*
