@@ -37,6 +37,18 @@ struct ks_audit {
 	uint64_t written, synced, sync_failed;
 	int sync_errno;
 	int syncing;
+	/*
+	 * The syncer thread (started by the first ks_audit_intent_start()):
+	 * it syncs while the caller uses the token, until sync_wanted is
+	 * covered. It shares "syncing" with the waiters but waits on
+	 * sync_kick of its own, so that asking for a sync wakes only it,
+	 * not every request waiting for one.
+	 */
+	pthread_cond_t sync_kick;
+	uint64_t sync_wanted;
+	pthread_t syncer;
+	int syncer_running;
+	int syncer_stop;
 };
 
 static void now(char when[64])
@@ -224,6 +236,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	}
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->sync_done, NULL);
+	pthread_cond_init(&a->sync_kick, NULL);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
 	a->chain = "new";
@@ -250,6 +263,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	*out = a;
 	return 0;
 fail:
+	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
@@ -304,11 +318,19 @@ void ks_audit_close(struct ks_audit *a)
 {
 	if (a == NULL)
 		return;
+	if (a->syncer_running) {
+		pthread_mutex_lock(&a->lock);
+		a->syncer_stop = 1;
+		pthread_cond_signal(&a->sync_kick);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->syncer, NULL);
+	}
 	if (a->path != NULL) {
 		if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written && fdatasync(a->fd) != 0)
 			ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 		close(a->fd);
 	}
+	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
@@ -385,9 +407,41 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 }
 
 /*
+ * One fdatasync covering every record written so far, by the calling
+ * thread. Called with the lock held and no sync running; the lock is
+ * released while syncing. Everyone waiting is woken when it ends.
+ */
+static void sync_now(struct ks_audit *a)
+{
+	uint64_t target = a->written;
+	int r;
+
+	a->syncing = 1;
+	pthread_mutex_unlock(&a->lock);
+	r = fdatasync(a->fd) == 0 ? 0 : errno;
+	pthread_mutex_lock(&a->lock);
+	a->syncing = 0;
+	if (r == 0) {
+		a->synced = target;
+	} else {
+		/* The records are in the file, maybe not on disk: not lost, not durable. */
+		a->sync_errno = r;
+		a->sync_failed = target;
+		if (!a->failing || a->failing_errno != r)
+			ks_err("audit log %s: fdatasync: %s", a->path, strerror(r));
+		a->failing = 1;
+		a->failing_errno = r;
+	}
+	pthread_cond_broadcast(&a->sync_done);
+	if (a->syncer_running && a->sync_wanted > a->synced && a->sync_wanted > a->sync_failed)
+		pthread_cond_signal(&a->sync_kick);
+}
+
+/*
  * Wait until a sync that started after record number @gen was written
- * has finished; one thread syncs for all waiting. Called with the lock
- * held (released while syncing). 0 or the sync's negative errno.
+ * has finished; one thread (the syncer or a waiter) syncs for all
+ * waiting. Called with the lock held (released while waiting or
+ * syncing). 0 or the sync's negative errno.
  */
 static int wait_synced(struct ks_audit *a, uint64_t gen)
 {
@@ -396,35 +450,62 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
 			return -a->sync_errno;
 		if (a->synced >= gen)
 			return 0;
-		if (!a->syncing) {
-			uint64_t target = a->written;
-			int r;
-
-			a->syncing = 1;
-			pthread_mutex_unlock(&a->lock);
-			r = fdatasync(a->fd) == 0 ? 0 : errno;
-			pthread_mutex_lock(&a->lock);
-			a->syncing = 0;
-			if (r == 0) {
-				a->synced = target;
-			} else {
-				/* The records are in the file, maybe not on disk: not lost, not durable. */
-				a->sync_errno = r;
-				a->sync_failed = target;
-				if (!a->failing || a->failing_errno != r)
-					ks_err("audit log %s: fdatasync: %s", a->path, strerror(r));
-				a->failing = 1;
-				a->failing_errno = r;
-			}
-			pthread_cond_broadcast(&a->sync_done);
-		} else {
+		if (!a->syncing)
+			sync_now(a);
+		else
 			pthread_cond_wait(&a->sync_done, &a->lock);
-		}
 	}
 }
 
-static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int durable,
-			uint64_t *seq)
+/* Syncs whenever a record asked for by ks_audit_intent_start() is not yet covered. */
+static void *syncer_main(void *arg)
+{
+	struct ks_audit *a = arg;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		while (!a->syncer_stop &&
+		       (a->syncing || a->sync_wanted <= a->synced || a->sync_wanted <= a->sync_failed))
+			pthread_cond_wait(&a->sync_kick, &a->lock);
+		if (a->syncer_stop)
+			break;
+		sync_now(a);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/*
+ * Ask for a sync covering record number @gen without waiting for it.
+ * Called with the lock held. When the syncer thread cannot be started
+ * nothing happens now: ks_audit_intent_wait() syncs itself.
+ */
+static void sync_start(struct ks_audit *a, uint64_t gen)
+{
+	if (gen > a->sync_wanted)
+		a->sync_wanted = gen;
+	if (!a->syncer_running) {
+		int r = pthread_create(&a->syncer, NULL, syncer_main, a);
+
+		if (r != 0) {
+			ks_warn("audit log %s: cannot start the syncer thread (%s); intents are "
+				"synced by the requests themselves", a->path, strerror(r));
+			return;
+		}
+		a->syncer_running = 1;
+	}
+	pthread_cond_signal(&a->sync_kick);
+}
+
+/*
+ * Append @rec to the chain. @how: 0 no sync, WRITE_DURABLE wait until it
+ * is durable, WRITE_SYNC_STARTED start its sync (*@gen: its number for
+ * wait_synced(), 0 when nothing is synced). 0 or a negative errno.
+ */
+enum { WRITE_DURABLE = 1, WRITE_SYNC_STARTED = 2 };
+
+static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int how,
+			uint64_t *seq, uint64_t *gen_out)
 {
 	char when[64], line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_HASH_HEX];
 	size_t len = 0;
@@ -458,11 +539,30 @@ static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int dur
 	gen = ++a->written;
 	if (seq != NULL)
 		*seq = rec->seq;
-	if (durable && a->path != NULL && a->sync == KS_AUDIT_SYNC_DATA)
-		r = wait_synced(a, gen);
+	if (how != 0 && a->path != NULL && a->sync == KS_AUDIT_SYNC_DATA) {
+		if (how == WRITE_DURABLE) {
+			r = wait_synced(a, gen);
+		} else {
+			sync_start(a, gen);
+			*gen_out = gen;
+		}
+	}
 out:
 	pthread_mutex_unlock(&a->lock);
 	return r;
+}
+
+/* The per-request note of an intent not made durable while audit_failure is continue. */
+static int intent_failed(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+			 const char *key, int r)
+{
+	if (a->failure != KS_AUDIT_CONTINUE)
+		return r;
+	/* The failure itself was logged once as an error; this is per request. */
+	ks_info("uid %u %s %s: no durable intent record in the audit log (%s); going "
+		"ahead as audit_failure is continue", (unsigned)peer->uid, op ? op : "-",
+		key ? key : "-", strerror(-r));
+	return 0;
 }
 
 int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
@@ -479,17 +579,44 @@ int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *
 	*seq = 0;
 	if (a == NULL)
 		return 0;
-	if ((r = write_record(a, &rec, 1, seq)) == 0)
-		return 0;
 	/* *seq stays set when the record was written but could not be synced. */
-	if (a->failure == KS_AUDIT_CONTINUE) {
-		/* The failure itself was logged once as an error; this is per request. */
-		ks_info("uid %u %s %s: no durable intent record in the audit log (%s); going "
-			"ahead as audit_failure is continue", (unsigned)peer->uid, op ? op : "-",
-			key ? key : "-", strerror(-r));
+	if ((r = write_record(a, &rec, WRITE_DURABLE, seq, NULL)) == 0)
 		return 0;
-	}
-	return r;
+	return intent_failed(a, peer, op, key, r);
+}
+
+int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+			  const char *key, const char *hash_name, const char *hash_hex,
+			  const char *purpose, struct ks_audit_pending *pending)
+{
+	struct ks_audit_record rec = {
+		.uid = (uint32_t)peer->uid, .gid = (uint32_t)peer->gid, .pid = peer->pid,
+		.op = op, .key = key, .is_intent = 1,
+		.hash_name = hash_name, .hash_hex = hash_hex, .purpose = purpose,
+	};
+	int r;
+
+	memset(pending, 0, sizeof(*pending));
+	if (a == NULL)
+		return 0;
+	if ((r = write_record(a, &rec, WRITE_SYNC_STARTED, &pending->seq, &pending->gen)) == 0)
+		return 0;
+	return intent_failed(a, peer, op, key, r);
+}
+
+int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+			 const char *key, const struct ks_audit_pending *pending)
+{
+	int r;
+
+	if (a == NULL || pending->gen == 0)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	r = wait_synced(a, pending->gen);
+	pthread_mutex_unlock(&a->lock);
+	if (r == 0)
+		return 0;
+	return intent_failed(a, peer, op, key, r);
 }
 
 void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
@@ -502,7 +629,7 @@ void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char
 
 	if (a == NULL)
 		return;
-	(void)write_record(a, &rec, 0, NULL);
+	(void)write_record(a, &rec, 0, NULL, NULL);
 }
 
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,

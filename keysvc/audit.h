@@ -13,8 +13,12 @@
  * falls short is rolled back (the file truncated to its size before the
  * record) before anything else is appended, so the file only ever holds
  * whole records. Intent records are made durable (fdatasync, one sync
- * for all records written before it: group commit) before the caller
- * touches the token.
+ * for all records written before it: group commit): before the caller
+ * touches the token (ks_audit_intent(), for operations that change the
+ * token), or, for operations that only produce an answer (sign,
+ * csr.create), while the token works and before the answer leaves
+ * (ks_audit_intent_start(), then ks_audit_intent_wait()): a syncer thread
+ * runs the sync meanwhile.
  */
 #ifndef KEYSVC_AUDIT_H
 #define KEYSVC_AUDIT_H
@@ -79,6 +83,36 @@ void ks_audit_close(struct ks_audit *a);
 int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *op,
 		    const char *key, const char *hash_name, const char *hash_hex,
 		    const char *purpose, uint64_t *seq);
+
+/* An intent record written whose sync was started: what ks_audit_intent_wait() waits for. */
+struct ks_audit_pending {
+	uint64_t seq;              /* the record's number; 0 when not written (continue) */
+	uint64_t gen;              /* the sync to wait for; 0: nothing to wait for */
+};
+
+/*
+ * ks_audit_intent() for an operation that only produces an answer: the
+ * record is written (in the file) when this returns, and its sync has
+ * been started without waiting for it (the syncer thread, group commit),
+ * so the token can be used while it runs. The caller must call
+ * ks_audit_intent_wait() before anything the token made leaves keysvcd.
+ * Returns 0 with @pending set, or the negative errno of the write when
+ * the record could not be written and the failure mode is refuse: the
+ * caller must not touch the token.
+ */
+int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+			  const char *key, const char *hash_name, const char *hash_hex,
+			  const char *purpose, struct ks_audit_pending *pending);
+
+/*
+ * Wait until the intent record of @pending (ks_audit_intent_start()) is
+ * durable. 0, or the sync's negative errno when it failed and the failure
+ * mode is refuse: the caller must then wipe and discard what the token
+ * made and answer audit-unavailable. @peer, @op and @key only name the
+ * request in the diagnostic log (failure mode continue).
+ */
+int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const char *op,
+			 const char *key, const struct ks_audit_pending *pending);
 
 /*
  * Write one outcome record. @op is the wire operation name or NULL when

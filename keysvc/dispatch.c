@@ -15,7 +15,6 @@
 #include "keysvc/audit.h"
 #include "keysvc/csr.h"
 #include "keysvc/dispatch_internal.h"
-#include "proto/b64.h"
 #include "proto/frame.h"
 #include "proto/json.h"
 #include "proto/log.h"
@@ -25,17 +24,6 @@
 #include "proto/wire.h"
 
 /* The limits (KS_SIGN_DATA_MAX, KS_CSR_TEXT_MAX, ...) are proto/wire.h's. */
-
-struct ks_request {
-	json_t *root;
-	json_t *id;
-	enum ks_op op;
-	const char *key;
-	const struct ks_peer *peer;
-	const struct ks_policy *policy;  /* the one the request was decided under */
-	const char *purpose;       /* the key purpose a use was decided under, for the audit; NULL: none */
-	uint64_t audit_seq;        /* the intent record's seq; 0: none */
-};
 
 int ks_ctx_new(struct ks_token *token, struct ks_audit *audit,
 	       struct ks_policy *policy, struct ks_ctx **out)
@@ -116,7 +104,7 @@ out:
 	return r;
 }
 
-static void to_hex(const uint8_t *b, size_t n, char *out)
+void ks_hex(const uint8_t *b, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
 
@@ -127,28 +115,19 @@ static void to_hex(const uint8_t *b, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-/* @out = hex SHA-256 of @data; 0 or -EIO. */
-static int sha256_hex(const uint8_t *data, size_t len, char out[65])
+int ks_sha256_hex(const uint8_t *data, size_t len, char out[65])
 {
 	uint8_t md[32];
 	unsigned md_len = 0;
 
 	if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
 		return -EIO;
-	to_hex(md, 32, out);
+	ks_hex(md, 32, out);
 	return 0;
 }
 
-/*
- * The intent record of an operation that uses or changes the token:
- * called right before the token is asked, after every check that can
- * refuse the request. When it cannot be written (and audit_failure is
- * refuse) the request is answered audit-unavailable and the caller
- * returns without touching the token. @hash_name/@hash_hex: what the key
- * is about to sign, or NULL.
- */
-static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_reply *rep,
-			const char *hash_name, const char *hash_hex)
+int ks_dispatch_audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_reply *rep,
+			     const char *hash_name, const char *hash_hex)
 {
 	int r = ks_audit_intent(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key, hash_name,
 				hash_hex, rq->purpose, &rq->audit_seq);
@@ -158,6 +137,34 @@ static int audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_rep
 	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
 	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
 			   "was used (see the daemon log)");
+}
+
+int ks_dispatch_audit_intent_start(struct ks_ctx *ctx, struct ks_request *rq,
+				   struct ks_reply *rep, const char *hash_name, const char *hash_hex)
+{
+	int r = ks_audit_intent_start(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key, hash_name,
+				      hash_hex, rq->purpose, &rq->audit_pending);
+
+	rq->audit_seq = rq->audit_pending.seq;
+	if (r == 0)
+		return 0;
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
+	return ks_reply_error(rep, r, "the audit log cannot be written; refused before the token "
+			   "was used (see the daemon log)");
+}
+
+int ks_dispatch_audit_intent_wait(struct ks_ctx *ctx, struct ks_request *rq,
+				  struct ks_reply *rep)
+{
+	int r = ks_audit_intent_wait(ctx->audit, rq->peer, ks_op_name(rq->op), rq->key,
+				     &rq->audit_pending);
+
+	if (r == 0)
+		return 0;
+	rep->wire = KS_WIRE_AUDIT_UNAVAILABLE;
+	return ks_reply_error(rep, r, "the audit log cannot be synced; the %s made by the token "
+			   "was discarded (see the daemon log)",
+			   rq->op == KS_OP_SIGN ? "signature" : "signed request");
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -311,7 +318,7 @@ static int op_generate(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 
 	if (ks_token_check_key_type(ctx->token, type, why, sizeof(why)) != 0)
 		return ks_reply_error(rep, -EOPNOTSUPP, "%s: %s", k->type, why);
-	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
+	if ((r = ks_dispatch_audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_generate_purposes(ctx->token, rq->key, type, purposes, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
@@ -343,7 +350,7 @@ static int op_delete(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	int r;
 
 	(void)arg;
-	if ((r = audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
+	if ((r = ks_dispatch_audit_intent(ctx, rq, rep, NULL, NULL)) != 0)
 		return r;
 	if ((r = ks_token_delete(ctx->token, rq->key)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
@@ -467,7 +474,11 @@ struct token_signer {
 	struct ks_reply *rep;
 };
 
-/* The intent names the SHA-256 of the CertificationRequestInfo the key signs. */
+/*
+ * The intent names the SHA-256 of the CertificationRequestInfo the key
+ * signs. Its sync runs while the token signs; op_csr() waits for it
+ * before the CSR is answered.
+ */
 static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 			       const uint8_t *tbs, size_t tbs_len,
 			       const uint8_t *digest, size_t digest_len,
@@ -477,9 +488,9 @@ static int csr_sign_with_token(void *arg, enum ks_sig_alg alg,
 	char tbs_hash[65];
 	int r;
 
-	if ((r = sha256_hex(tbs, tbs_len, tbs_hash)) != 0)
+	if ((r = ks_sha256_hex(tbs, tbs_len, tbs_hash)) != 0)
 		return r;
-	if ((r = audit_intent(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
+	if ((r = ks_dispatch_audit_intent_start(ts->ctx, ts->rq, ts->rep, "sha256", tbs_hash)) != 0)
 		return r;
 	return ks_token_sign(ts->ctx->token, ts->rq->key, alg, tbs, tbs_len, digest, digest_len,
 			     sig, sig_len);
@@ -566,8 +577,11 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 	if ((r = ks_token_public_key(ctx->token, rq->key, &pub)) != 0)
 		return ks_reply_token_error(rep, r, rq->key);
 	r = ks_csr_create(pub, &params, csr_sign_with_token, &signer, &pem, &err);
-	if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
-		;       /* audit_intent() refused it and said so in @rep */
+	/* No signed request leaves unless its intent record is durable. */
+	if (r == 0 && (r = ks_dispatch_audit_intent_wait(ctx, rq, rep)) != 0)
+		;       /* @rep says audit-unavailable; the CSR is discarded below */
+	else if (r != 0 && rep->wire != KS_WIRE_ERR_NONE)
+		;       /* ks_dispatch_audit_intent_start() refused it and said so in @rep */
 	else if (r == -EINVAL && err != NULL)
 		ks_reply_error(rep, r, "%s", err);
 	else if (r != 0)
@@ -576,112 +590,6 @@ static int op_csr(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		r = ks_reply_set_result(rep, json_pack("{s:s, s:s}", "key", rq->key, "csr", pem));
 	free(pem);
 	EVP_PKEY_free(pub);
-	return r;
-}
-
-struct sign_req {
-	const char *alg;
-	const char *digest;
-	const char *data;
-	enum ks_sig_alg sig_alg;
-	struct ks_wire_bytes digest_bytes;
-	struct ks_wire_bytes data_bytes;     /* what is signed: wiped when done */
-};
-
-static const struct ks_json_field sign_fields[] = {
-	{ "id", KS_JSON_SKIP, 0, 0, 0 },
-	{ "op", KS_JSON_SKIP, 0, 0, 0 },
-	{ "key", KS_JSON_SKIP, 0, 0, 0 },
-	{ "alg", KS_JSON_STRING, offsetof(struct sign_req, alg), KS_JSON_REQUIRED, KS_WIRE_NAME_MAX,
-	  ks_wire_check_sig_alg, offsetof(struct sign_req, sig_alg) },
-	{ "digest", KS_JSON_STRING, offsetof(struct sign_req, digest), 0, 128,
-	  ks_wire_check_digest, offsetof(struct sign_req, digest_bytes) },
-	{ "data", KS_JSON_STRING, offsetof(struct sign_req, data), 0, KS_FRAME_MAX,
-	  ks_wire_check_data, offsetof(struct sign_req, data_bytes) },
-	{ NULL, 0, 0, 0, 0 },
-};
-
-static void sign_req_clear(void *arg)
-{
-	struct sign_req *s = arg;
-
-	ks_wire_bytes_clear(&s->digest_bytes);
-	ks_wire_bytes_clear(&s->data_bytes);
-}
-
-static int op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
-		   struct ks_reply *rep)
-{
-	struct sign_req *s = arg;
-	enum ks_sig_alg alg = s->sig_alg;
-	const uint8_t *in = s->data_bytes.data;
-	size_t in_len = s->data_bytes.len, sig_len = 0;
-	uint8_t md[EVP_MAX_MD_SIZE], *sig = NULL;
-	unsigned md_len = 0;
-	char *b64 = NULL, signed_hex[2 * EVP_MAX_MD_SIZE + 1], why[256];
-	const char *signed_name;
-	int r;
-
-	if ((s->digest == NULL) == (s->data == NULL))
-		return ks_reply_error(rep, -EINVAL, "exactly one of digest and data is required");
-	if (ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0)
-		return ks_reply_error(rep, -EOPNOTSUPP, "%s", why);
-	if (s->digest != NULL) {
-		if (s->digest_bytes.len != ks_sig_alg_digest_len(alg))
-			return ks_reply_error(rep, -EINVAL, "digest: must be base64 of %zu bytes for %s",
-					   ks_sig_alg_digest_len(alg), s->alg);
-		if ((r = ks_purpose_authorize(ctx, rq->policy, rq->peer, rq->op, rq->key, NULL, 0, 0,
-					      &rq->purpose, rep)) != 0)
-			return r;
-		memcpy(md, s->digest_bytes.data, s->digest_bytes.len);
-		md_len = (unsigned)s->digest_bytes.len;
-		signed_name = "digest";
-		to_hex(md, md_len, signed_hex);
-	} else {
-		/* The form of what is signed is checked on the bytes themselves, before hashing. */
-		if ((r = ks_purpose_authorize(ctx, rq->policy, rq->peer, rq->op, rq->key, in, in_len,
-					      1, &rq->purpose, rep)) != 0)
-			return r;
-		if (EVP_Digest(in, in_len, md, &md_len,
-			       EVP_get_digestbyname(ks_sig_alg_digest(alg)), NULL) != 1) {
-			r = ks_reply_error(rep, -EIO, "digest failed");
-			goto out;
-		}
-		/* The data's SHA-256 whatever the algorithm's hash, so records compare. */
-		signed_name = "sha256";
-		if (md_len == 32 && strcmp(ks_sig_alg_digest(alg), "sha256") == 0) {
-			to_hex(md, md_len, signed_hex);
-		} else if (sha256_hex(in, in_len, signed_hex) != 0) {
-			r = ks_reply_error(rep, -EIO, "digest failed");
-			goto out;
-		}
-	}
-	if ((r = audit_intent(ctx, rq, rep, signed_name, signed_hex)) != 0)
-		goto out;
-	r = ks_token_sign(ctx->token, rq->key, alg, s->data != NULL ? in : NULL, in_len, md, md_len,
-			  &sig, &sig_len);
-	if (r == -EOPNOTSUPP &&
-	    ks_token_check_sig_alg(ctx->token, alg, s->digest != NULL, why, sizeof(why)) != 0) {
-		ks_reply_error(rep, r, "%s", why);
-		goto out;
-	}
-	if (r == -EINVAL) {
-		ks_reply_error(rep, r, "%s does not fit key %s", s->alg, rq->key);
-		goto out;
-	}
-	if (r != 0) {
-		ks_reply_token_error(rep, r, rq->key);
-		goto out;
-	}
-	if ((r = ks_b64_encode(sig, sig_len, &b64)) != 0) {
-		ks_reply_error(rep, r, "out of memory");
-		goto out;
-	}
-	r = ks_reply_set_result(rep, json_pack("{s:s, s:s, s:s}", "key", rq->key, "alg", s->alg,
-				      "signature", b64));
-out:
-	free(sig);
-	free(b64);
 	return r;
 }
 
@@ -740,11 +648,11 @@ static int op_cert_put(struct ks_ctx *ctx, struct ks_request *rq, void *arg,
 		r = ks_reply_error(rep, -EIO, "cannot encode the certificate");
 		goto out;
 	}
-	if ((r = sha256_hex(der, (size_t)der_len, cert_hash)) != 0) {
+	if ((r = ks_sha256_hex(der, (size_t)der_len, cert_hash)) != 0) {
 		ks_reply_error(rep, r, "cannot hash the certificate");
 		goto out;
 	}
-	if ((r = audit_intent(ctx, rq, rep, "sha256", cert_hash)) != 0)
+	if ((r = ks_dispatch_audit_intent(ctx, rq, rep, "sha256", cert_hash)) != 0)
 		goto out;
 	if ((r = ks_token_cert_put(ctx->token, rq->key, der, (size_t)der_len)) != 0) {
 		ks_reply_token_error(rep, r, rq->key);
@@ -807,7 +715,7 @@ union ks_op_args {
 	struct hello_req hello;
 	struct key_req key;
 	struct csr_req csr;
-	struct sign_req sign;
+	struct ks_sign_req sign;
 	struct cert_req cert;
 };
 
@@ -822,7 +730,7 @@ static const struct {
 	[KS_OP_KEY_PUBLIC] = { key_fields, op_public, NULL },
 	[KS_OP_KEY_DELETE] = { key_fields, op_delete, NULL },
 	[KS_OP_CSR_CREATE] = { csr_fields, op_csr, NULL },
-	[KS_OP_SIGN] = { sign_fields, op_sign, sign_req_clear },
+	[KS_OP_SIGN] = { ks_sign_fields, ks_op_sign, ks_sign_req_clear },
 	[KS_OP_CERT_PUT] = { cert_put_fields, op_cert_put, NULL },
 	[KS_OP_CERT_GET] = { key_fields, op_cert_get, NULL },
 };

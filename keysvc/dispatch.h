@@ -9,8 +9,12 @@
  * answer and then writes one audit record with the outcome the client got.
  * An operation that uses or changes the token (key.generate, key.delete,
  * csr.create, sign, cert.put) first writes an intent record naming what
- * is signed (ks_audit_intent()); when that cannot be written it is
- * answered audit-unavailable and the token is not used.
+ * is signed; when that cannot be written it is answered audit-unavailable
+ * and the token is not used. key.generate, key.delete and cert.put wait
+ * until it is durable before the token is asked (ks_audit_intent()); sign
+ * and csr.create let the token sign while it is synced and answer only
+ * once it is durable, else audit-unavailable with the signature wiped
+ * (ks_audit_intent_start(), ks_audit_intent_wait()).
  */
 #ifndef KEYSVC_DISPATCH_H
 #define KEYSVC_DISPATCH_H

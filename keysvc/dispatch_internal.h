@@ -1,7 +1,8 @@
 /*
- * What dispatch.c (the operations and the request loop) and
- * dispatch_reply.c (the answer: wire errors, messages, encoding) and
- * dispatch_purpose.c (key purposes) share.
+ * What dispatch.c (the operations and the request loop),
+ * dispatch_sign.c (the sign operation), dispatch_reply.c (the answer:
+ * wire errors, messages, encoding) and dispatch_purpose.c (key purposes)
+ * share.
  * Not for other modules: they see only keysvc/dispatch.h.
  */
 #ifndef KEYSVC_DISPATCH_INTERNAL_H
@@ -16,6 +17,7 @@
 #include "keysvc/audit.h"
 #include "keysvc/policy.h"
 #include "pkcs11/token.h"
+#include "proto/json.h"
 #include "proto/wire.h"
 
 struct ks_ctx {
@@ -25,6 +27,19 @@ struct ks_ctx {
 	struct ks_policy *policy;
 	size_t response_max;       /* KS_FRAME_MAX; smaller only in tests */
 	size_t list_max;           /* KS_LIST_MAX; smaller only in tests */
+};
+
+/* One request while it is handled: what it asked and what it was decided under. */
+struct ks_request {
+	json_t *root;
+	json_t *id;
+	enum ks_op op;
+	const char *key;
+	const struct ks_peer *peer;
+	const struct ks_policy *policy;  /* the one the request was decided under */
+	const char *purpose;       /* the key purpose a use was decided under, for the audit; NULL: none */
+	uint64_t audit_seq;        /* the intent record's seq; 0: none */
+	struct ks_audit_pending audit_pending;  /* an intent whose sync runs (sign, csr.create) */
 };
 
 /* What one request produced: a result object or an error. */
@@ -61,6 +76,72 @@ int ks_reply_id_valid(json_t *id);
  */
 int ks_reply_encode(struct ks_ctx *ctx, json_t *id, struct ks_reply *rep,
 		    uint8_t **resp, size_t *resp_len);
+
+/* ---- dispatch.c: helpers of the operations ---- */
+
+/* @out (2 * @n + 1 bytes) = lowercase hex of the @n bytes at @b, NUL-terminated. */
+void ks_hex(const uint8_t *b, size_t n, char *out);
+
+/* @out = lowercase hex SHA-256 of the @len bytes at @data; 0 or -EIO. */
+int ks_sha256_hex(const uint8_t *data, size_t len, char out[65]);
+
+/*
+ * The intent record of an operation that changes the token (key.generate,
+ * key.delete, cert.put): called right before the token is asked, after
+ * every check that can refuse the request; it returns when the record is
+ * durable (ks_audit_intent()). When it cannot be written (and audit_failure is
+ * refuse) @rep is made audit-unavailable and the error returned: the
+ * caller returns without touching the token. @hash_name/@hash_hex: what
+ * the key is about to sign, or NULL. Sets rq->audit_seq.
+ */
+int ks_dispatch_audit_intent(struct ks_ctx *ctx, struct ks_request *rq, struct ks_reply *rep,
+			     const char *hash_name, const char *hash_hex);
+
+/*
+ * The intent record of an operation that only produces an answer (sign,
+ * csr.create): written (refused like ks_dispatch_audit_intent() when it
+ * cannot be, before the token is asked), its sync started but not waited
+ * for (ks_audit_intent_start()), so the token signs while it runs. Sets
+ * rq->audit_seq and rq->audit_pending.
+ */
+int ks_dispatch_audit_intent_start(struct ks_ctx *ctx, struct ks_request *rq,
+				   struct ks_reply *rep, const char *hash_name, const char *hash_hex);
+
+/*
+ * After the token signed, before the answer is made: wait until the
+ * intent of ks_dispatch_audit_intent_start() is durable. 0, or (the sync
+ * failed, audit_failure refuse) the error put in @rep as
+ * audit-unavailable: the caller wipes and discards what the token made.
+ */
+int ks_dispatch_audit_intent_wait(struct ks_ctx *ctx, struct ks_request *rq,
+				  struct ks_reply *rep);
+
+/* ---- dispatch_sign.c: the sign operation ---- */
+
+struct ks_sign_req {
+	const char *alg;
+	const char *digest;
+	const char *data;
+	enum ks_sig_alg sig_alg;
+	struct ks_wire_bytes digest_bytes;
+	struct ks_wire_bytes data_bytes;     /* what is signed: wiped when done */
+};
+
+/* The fields of a sign request (PROTOCOL.md "sign"), read into struct ks_sign_req. */
+extern const struct ks_json_field ks_sign_fields[];
+
+/* Wipe and free what ks_sign_fields' checks decoded into the struct ks_sign_req @arg. */
+void ks_sign_req_clear(void *arg);
+
+/*
+ * The sign operation on @arg (struct ks_sign_req): exactly one of digest
+ * and data, the algorithm the token offers, the purpose authorised
+ * (ks_purpose_authorize()), the intent written, then the token signs
+ * while the intent is synced; the signature is answered only once the
+ * intent is durable (else wiped, and audit-unavailable).
+ * The answer (or the error) is put in @rep. 0 or a negative errno.
+ */
+int ks_op_sign(struct ks_ctx *ctx, struct ks_request *rq, void *arg, struct ks_reply *rep);
 
 /* ---- dispatch_purpose.c ---- */
 
