@@ -175,26 +175,24 @@ openssl x509 -req -in "$ca/server.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAc
 	-days 2 -extfile "$ca/server.ext" -out "$ca/server.pem" >/dev/null 2>&1
 printf 'extendedKeyUsage=clientAuth\n' >"$ca/client.ext"
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # tls13 KEYNAME: s_server demands a client certificate from the test CA;
 # s_client presents the one of keysvc:KEYNAME.
 tls13() {
 	local key=$1 d=$work/$2 port log=$work/s_server.log i st=0 keep keep_pid
 	openssl x509 -req -in "$d/csr.pem" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
 		-days 1 -extfile "$ca/client.ext" -out "$d/client.pem" >/dev/null 2>&1 || return 1
-	port=$(free_port)
+	# Port 0: s_server says the port the kernel chose (see tests/integration/purpose_tls.sh).
 	exec {keep}< <(exec sleep 30 2>/dev/null)
 	keep_pid=$!
-	openssl s_server -accept "127.0.0.1:$port" -naccept 1 -cert "$ca/server.pem" \
+	openssl s_server -accept 127.0.0.1:0 -naccept 1 -cert "$ca/server.pem" \
 		-key "$ca/server.key" -CAfile "$ca/ca.pem" -Verify 1 -verify_return_error -tls1_3 \
 		>"$log" 2>&1 <&$keep &
 	server_pid=$!
 	exec {keep}<&-
+	port=
 	for i in $(seq 1 100); do
-		grep -q ACCEPT "$log" 2>/dev/null && break
+		port=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" 2>/dev/null)
+		[ -n "$port" ] && break
 		sleep 0.1
 	done
 	echo hello | timeout 60 openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief \
