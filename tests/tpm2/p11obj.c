@@ -7,6 +7,16 @@
  *       never extractable, private, on the token and sign-only (decrypt,
  *       unwrap, derive, sign-recover false), and its secret part cannot be
  *       read; prints each attribute
+ *   p11obj MODULE LABEL PIN_FILE id NAME
+ *       reads the CKA_ID of the private and the public key labelled NAME
+ *       and the private key's CKA_MODIFIABLE; prints them and the purposes
+ *       keysvcd stored in the CKA_ID ("purposes=csr,tls" after 16 random
+ *       bytes and "ksp1:", or "purposes=legacy" without the marker); exits
+ *       0 only if both are readable and the same
+ *   p11obj MODULE LABEL PIN_FILE set-purposes NAME LIST
+ *       tries to rewrite the purposes in the private key's CKA_ID to LIST
+ *       (C_SetAttributeValue), as anyone holding the PIN could; prints the
+ *       token's answer and exits 0 only if the token refused it
  *   p11obj MODULE LABEL PIN_FILE generate NAME [decrypt]
  *       makes an EC P-256 key pair labelled NAME (a random CKA_ID,
  *       sensitive, sign-only, or also decrypt-capable with "decrypt") in
@@ -138,6 +148,100 @@ static int attrs(const char *name)
 	return bad;
 }
 
+/* The one object of @cls labelled @name, else 1 with the count said. */
+static int find_one(CK_OBJECT_CLASS cls, const char *name, CK_OBJECT_HANDLE *out)
+{
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
+	};
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(session, tmpl, 2) != CKR_OK ||
+	    f->C_FindObjects(session, h, 2, &n) != CKR_OK || f->C_FindObjectsFinal(session) != CKR_OK ||
+	    n != 1) {
+		fprintf(stderr, "p11obj: %lu objects of class %lu labelled %s\n", (unsigned long)n,
+			(unsigned long)cls, name);
+		return 1;
+	}
+	*out = h[0];
+	return 0;
+}
+
+#define ID_MAX 256
+#define ID_RANDOM_LEN 16
+#define ID_MARKER "ksp1:"
+
+/* The CKA_ID of @h into @id (ID_MAX bytes), its length in @len. */
+static int read_id(CK_OBJECT_HANDLE h, const char *what, CK_BYTE *id, CK_ULONG *len)
+{
+	CK_ATTRIBUTE a = { CKA_ID, NULL, 0 };
+	CK_RV rv;
+
+	if ((rv = f->C_GetAttributeValue(session, h, &a, 1)) != CKR_OK)
+		return die(what, rv);
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > ID_MAX) {
+		fprintf(stderr, "p11obj: %s: CKA_ID of length %lu\n", what, (unsigned long)a.ulValueLen);
+		return 1;
+	}
+	a.pValue = id;
+	if ((rv = f->C_GetAttributeValue(session, h, &a, 1)) != CKR_OK)
+		return die(what, rv);
+	*len = a.ulValueLen;
+	printf("%s CKA_ID=", what);
+	for (CK_ULONG i = 0; i < *len; i++)
+		printf("%02x", id[i]);
+	printf("\n");
+	return 0;
+}
+
+static int show_id(const char *name)
+{
+	CK_OBJECT_HANDLE priv, pub;
+	CK_BYTE pid[ID_MAX], uid[ID_MAX];
+	CK_ULONG plen = 0, ulen = 0;
+	const size_t head = ID_RANDOM_LEN + strlen(ID_MARKER);
+
+	if (find_one(CKO_PRIVATE_KEY, name, &priv) != 0 || find_one(CKO_PUBLIC_KEY, name, &pub) != 0 ||
+	    read_id(priv, "private", pid, &plen) != 0 || read_id(pub, "public", uid, &ulen) != 0)
+		return 1;
+	/* Shown, marked WRONG if true; the caller judges it. */
+	check_bool(priv, CKA_MODIFIABLE, "CKA_MODIFIABLE", CK_FALSE);
+	if (plen > head && memcmp(pid + ID_RANDOM_LEN, ID_MARKER, strlen(ID_MARKER)) == 0)
+		printf("purposes=%.*s\n", (int)(plen - head), (const char *)pid + head);
+	else
+		printf("purposes=legacy\n");
+	if (plen != ulen || memcmp(pid, uid, plen) != 0) {
+		printf("the private and the public key's CKA_ID differ  WRONG\n");
+		return 1;
+	}
+	return 0;
+}
+
+static int set_purposes(const char *name, const char *list)
+{
+	CK_OBJECT_HANDLE priv;
+	CK_BYTE id[ID_MAX];
+	CK_ULONG len = 0;
+	const size_t head = ID_RANDOM_LEN + strlen(ID_MARKER);
+	CK_ATTRIBUTE a = { CKA_ID, id, 0 };
+	CK_RV rv;
+
+	if (find_one(CKO_PRIVATE_KEY, name, &priv) != 0 || read_id(priv, "private", id, &len) != 0)
+		return 1;
+	if (len < head || strlen(list) > ID_MAX - head) {
+		fprintf(stderr, "p11obj: %s has no purposes to rewrite\n", name);
+		return 1;
+	}
+	memcpy(id + head, list, strlen(list));
+	a.ulValueLen = head + strlen(list);
+	rv = f->C_SetAttributeValue(session, priv, &a, 1);
+	printf("C_SetAttributeValue(CKA_ID): CKR 0x%lx%s\n", (unsigned long)rv,
+	       rv == CKR_OK ? "  the purposes were rewritten" : "");
+	return rv == CKR_OK;
+}
+
 static int generate(const char *name, int can_decrypt)
 {
 	static const CK_BYTE p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
@@ -174,14 +278,21 @@ int main(int argc, char **argv)
 {
 	int r;
 
-	if (argc != 6 && !(argc == 7 && strcmp(argv[6], "decrypt") == 0)) {
-		fprintf(stderr, "usage: p11obj MODULE LABEL PIN_FILE attrs|generate NAME [decrypt]\n");
+	if (argc != 6 && !(argc == 7 && strcmp(argv[4], "generate") == 0 &&
+			   strcmp(argv[6], "decrypt") == 0) &&
+	    !(argc == 7 && strcmp(argv[4], "set-purposes") == 0)) {
+		fprintf(stderr, "usage: p11obj MODULE LABEL PIN_FILE attrs|id NAME | "
+			"set-purposes NAME LIST | generate NAME [decrypt]\n");
 		return 2;
 	}
 	if (open_token(argv[1], argv[2], argv[3]) != 0)
 		return 1;
 	if (strcmp(argv[4], "attrs") == 0)
 		r = attrs(argv[5]);
+	else if (strcmp(argv[4], "id") == 0)
+		r = show_id(argv[5]);
+	else if (strcmp(argv[4], "set-purposes") == 0)
+		r = set_purposes(argv[5], argv[6]);
 	else if (strcmp(argv[4], "generate") == 0)
 		r = generate(argv[5], argc == 7);
 	else
