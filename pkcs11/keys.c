@@ -479,23 +479,28 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
  * results, CKR_KEY_HANDLE_INVALID is returned for ks_tok_run_op() to retry
  * with the key looked up by name, else @rv.
  */
-static CK_RV handle_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s,
-			       const struct key_ref *k, CK_OBJECT_HANDLE h, CK_RV rv)
+static int handle_gone(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+		       CK_OBJECT_HANDLE h)
 {
 	CK_OBJECT_HANDLE found[4];
 	CK_ULONG n = 0;
 
-	if (ks_tok_classify(rv) != RV_OTHER)
-		return rv;
 	if (ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->have_id ? k->id : NULL,
 				k->id_len, found, 4, &n) != CKR_OK)
-		return rv;
+		return 0;
 	for (CK_ULONG i = 0; i < n; i++)
 		if (found[i] == h)
-			return rv;
-	ks_debug("key %s: deleted while in use (%s); looking it up again", k->name,
-		 ks_ckr_name(rv));
-	return CKR_KEY_HANDLE_INVALID;
+			return 0;
+	ks_debug("key %s: deleted while in use; looking it up again", k->name);
+	return 1;
+}
+
+static CK_RV handle_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s,
+			       const struct key_ref *k, CK_OBJECT_HANDLE h, CK_RV rv)
+{
+	if (ks_tok_classify(rv) != RV_OTHER)
+		return rv;
+	return handle_gone(tok, s, k, h) ? CKR_KEY_HANDLE_INVALID : rv;
 }
 
 CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
@@ -643,7 +648,15 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		EVP_PKEY_free(*ia->pub);
 		*ia->pub = NULL;
 		rv = ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
-		/* The key deleted after it was found: looked up again, never "internal". */
+		/*
+		 * The key deleted after it was found, its public key object
+		 * with it (no public key, or a token error reading it):
+		 * looked up again, never "internal".
+		 */
+		if (rv == CKR_OK && *err == -EIO && handle_gone(tok, s, &ia->k, ia->k.priv)) {
+			*err = 0;
+			return CKR_KEY_HANDLE_INVALID;
+		}
 		return ks_tok_key_gone_check(tok, s, &ia->k, rv);
 	}
 	fill_info(ia->info, &ia->k);

@@ -658,6 +658,48 @@ static void *race_signer_thread(void *arg)
 	return NULL;
 }
 
+#define RACE_READERS 4
+#define RACE_PUBS_KEPT 64
+
+struct race_reader {
+	int ok, enoent, bad;
+	int bad_errors[8];
+	EVP_PKEY *pubs[RACE_PUBS_KEPT];
+	int npubs;
+};
+
+/* key.public on the name while it is deleted and generated again. */
+static void *race_reader_thread(void *arg)
+{
+	struct race_reader *rr = arg;
+	EVP_PKEY *pub;
+	int r;
+
+	while (!__atomic_load_n(&race_stop, __ATOMIC_ACQUIRE)) {
+		pub = NULL;
+		r = ks_token_public_key(race_tok, "race-key", &pub);
+		if (r == 0) {
+			if (rr->ok++ % 16 == 0) {
+				int i = (rr->ok / 16) % RACE_PUBS_KEPT;
+
+				EVP_PKEY_free(rr->pubs[i]);
+				rr->pubs[i] = pub;
+				if (rr->npubs < RACE_PUBS_KEPT)
+					rr->npubs++;
+				pub = NULL;
+			}
+		} else if (r == -ENOENT) {
+			rr->enoent++;
+		} else {
+			if (rr->bad < 8)
+				rr->bad_errors[rr->bad] = r;
+			rr->bad++;
+		}
+		EVP_PKEY_free(pub);
+	}
+	return NULL;
+}
+
 static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
 {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pub, NULL);
@@ -671,20 +713,23 @@ static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
 }
 
 /*
- * @signers signers on one name of token @t while the key is deleted and
- * generated again @rounds times: every answer is a signature by one of the
- * generations or -ENOENT, never -EOPNOTSUPP, -EIO or -EINVAL; every
- * generate and delete succeeds.
+ * @signers signers and RACE_READERS readers of its public key on one name
+ * of token @t while the key is deleted and generated again @rounds times:
+ * every answer is a signature by one of the generations, that public key,
+ * or -ENOENT, never -EOPNOTSUPP, -EIO or -EINVAL; every generate and
+ * delete succeeds.
  */
 static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, int rounds)
 {
 	static struct race_signer rs[RACE_SIGNERS];
+	static struct race_reader rr[RACE_READERS];
 	EVP_PKEY *pubs[RACE_ROUNDS + 1];
-	pthread_t th[RACE_SIGNERS];
+	pthread_t th[RACE_SIGNERS], rth[RACE_READERS];
 	int enoent = 0, ok = 0, lifecycle_errors = 0, r;
 
 	memset(pubs, 0, sizeof(pubs));
 	memset(rs, 0, sizeof(rs));
+	memset(rr, 0, sizeof(rr));
 	race_tok = t;
 	/* Left by the other variant if it failed: each variant stands on its own. */
 	(void)ks_token_delete(t, "race-key");
@@ -692,6 +737,8 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 	race_stop = 0;
 	for (int i = 0; i < signers; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, race_signer_thread, &rs[i]), 0);
+	for (int i = 0; i < RACE_READERS; i++)
+		assert_int_equal(pthread_create(&rth[i], NULL, race_reader_thread, &rr[i]), 0);
 	for (int round = 1; round <= rounds; round++) {
 		usleep(20 * 1000);
 		if ((r = ks_token_delete(t, "race-key")) != 0) {
@@ -707,6 +754,8 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 	__atomic_store_n(&race_stop, 1, __ATOMIC_RELEASE);
 	for (int i = 0; i < signers; i++)
 		pthread_join(th[i], NULL);
+	for (int i = 0; i < RACE_READERS; i++)
+		pthread_join(rth[i], NULL);
 	for (int i = 0; i < signers; i++) {
 		for (int j = 0; j < rs[i].bad && j < 8; j++)
 			fprintf(stderr, "signer %d: error %d\n", i, rs[i].bad_errors[j]);
@@ -722,10 +771,26 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 			free(rs[i].sigs[j]);
 		}
 	}
-	fprintf(stderr, "race: %d signatures, %d no-such-key, %d generate/delete failures\n", ok,
-		enoent, lifecycle_errors);
+	for (int i = 0; i < RACE_READERS; i++) {
+		for (int j = 0; j < rr[i].bad && j < 8; j++)
+			fprintf(stderr, "reader %d: error %d\n", i, rr[i].bad_errors[j]);
+		ok += rr[i].ok;
+		enoent += rr[i].enoent;
+		for (int j = 0; j < rr[i].npubs; j++) {
+			int good = 0;
+
+			for (int g = 0; g <= rounds && !good; g++)
+				good = pubs[g] != NULL && EVP_PKEY_eq(pubs[g], rr[i].pubs[j]) == 1;
+			assert_true(good);
+			EVP_PKEY_free(rr[i].pubs[j]);
+		}
+	}
+	fprintf(stderr, "race: %d signatures and public keys, %d no-such-key, %d generate/delete "
+		"failures\n", ok, enoent, lifecycle_errors);
 	for (int i = 0; i < signers; i++)
 		assert_int_equal(rs[i].bad, 0);
+	for (int i = 0; i < RACE_READERS; i++)
+		assert_int_equal(rr[i].bad, 0);
 	assert_int_equal(lifecycle_errors, 0);
 	assert_true(ok > 0);
 	for (int g = 0; g <= rounds; g++)
