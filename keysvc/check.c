@@ -294,6 +294,7 @@ static void token_config(const struct ks_config *cfg, struct ks_token_config *t)
 	t->token_serial = cfg->token_serial;
 	t->sessions = 1;
 	t->key_recheck_ms = (int)cfg->key_recheck_ms;
+	t->rescan = cfg->rescan_reinitialize ? KS_RESCAN_REINITIALIZE : KS_RESCAN_SEARCH;
 }
 
 static void record_rejected(void *arg, unsigned long ckr)

@@ -128,6 +128,7 @@ struct config_json {
 	uint64_t idle_timeout_ms;
 	uint64_t frame_timeout_ms;
 	uint64_t key_recheck_ms;
+	const char *rescan;
 	json_t *policy;
 };
 
@@ -154,6 +155,7 @@ static const struct ks_json_field config_fields[] = {
 	{ "idle_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, idle_timeout_ms), 0, 0 },
 	{ "frame_timeout_ms", KS_JSON_UINT, offsetof(struct config_json, frame_timeout_ms), 0, 0 },
 	{ "key_recheck_ms", KS_JSON_UINT, offsetof(struct config_json, key_recheck_ms), 0, 0 },
+	{ "rescan", KS_JSON_STRING, offsetof(struct config_json, rescan), 0, 16 },
 	{ "policy", KS_JSON_ARRAY, offsetof(struct config_json, policy), KS_JSON_REQUIRED, 1024 },
 	{ NULL, 0, 0, 0, 0 },
 };
@@ -346,6 +348,11 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		snprintf(err, err_len, "config: audit_sync \"%s\": data or none", cj.audit_sync);
 		goto out;
 	}
+	if (cj.rescan != NULL && strcmp(cj.rescan, "search") != 0 &&
+	    strcmp(cj.rescan, "reinitialize") != 0) {
+		snprintf(err, err_len, "config: rescan \"%s\": search or reinitialize", cj.rescan);
+		goto out;
+	}
 	if (cj.log_level != NULL && ks_log_level_from_name(cj.log_level) < 0) {
 		snprintf(err, err_len, "config: log_level \"%s\": one of err, warning, notice, "
 			 "info, debug", cj.log_level);
@@ -404,6 +411,7 @@ int ks_config_load(const char *path, int check_owner, struct ks_config **out,
 		goto out;
 	cfg->audit_continue = cj.audit_failure != NULL && strcmp(cj.audit_failure, "continue") == 0;
 	cfg->audit_sync_none = cj.audit_sync != NULL && strcmp(cj.audit_sync, "none") == 0;
+	cfg->rescan_reinitialize = cj.rescan != NULL && strcmp(cj.rescan, "reinitialize") == 0;
 	cfg->sessions = cj.sessions ? (unsigned)cj.sessions : 16;
 	/* 0: from the descriptor limit at start (keysvc/main.c). */
 	cfg->max_sessions = (unsigned)cj.max_sessions;

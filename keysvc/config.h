@@ -39,6 +39,7 @@ struct ks_config {
 	unsigned idle_timeout_ms;   /* wait for the next request, default client_timeout_ms */
 	unsigned frame_timeout_ms;  /* whole request in, whole response out, default client_timeout_ms */
 	unsigned key_recheck_ms;    /* cached key handles used unchecked this long; 0: every use */
+	int rescan_reinitialize;    /* "rescan": "reinitialize": an unknown key name re-initialises the module; default search */
 	struct ks_policy *policy; /* one reference owned by the config */
 };
 

@@ -200,6 +200,12 @@ static int warn_not_reloaded(const struct ks_config *old, const struct ks_config
 	KS_CHANGED_NUM("idle_timeout_ms", idle_timeout_ms);
 	KS_CHANGED_NUM("frame_timeout_ms", frame_timeout_ms);
 	KS_CHANGED_NUM("key_recheck_ms", key_recheck_ms);
+	if (old->rescan_reinitialize != cfg->rescan_reinitialize) {
+		ks_warn("reload: rescan changed (%s in force, %s in the file); not applied "
+			"until keysvcd is restarted", old->rescan_reinitialize ? "reinitialize" : "search",
+			cfg->rescan_reinitialize ? "reinitialize" : "search");
+		n++;
+	}
 #undef KS_CHANGED_STR
 #undef KS_CHANGED_NUM
 	return n;
@@ -422,6 +428,7 @@ int main(int argc, char **argv)
 	tcfg.sessions = cfg->sessions;
 	tcfg.max_sessions = max_sessions;
 	tcfg.key_recheck_ms = (int)cfg->key_recheck_ms;
+	tcfg.rescan = cfg->rescan_reinitialize ? KS_RESCAN_REINITIALIZE : KS_RESCAN_SEARCH;
 	tcfg.pin_rejected = record_pin_rejected;
 	tcfg.pin_rejected_arg = &guard;
 	r = ks_token_open(&tcfg, &token);

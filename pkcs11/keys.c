@@ -262,22 +262,26 @@ enum ks_key_family ks_tok_key_family(const struct key_ref *k)
 	       k->key_type == CKK_EC ? KS_FAMILY_EC : KS_FAMILY_NONE;
 }
 
-/* CKA_ID, key type and size of the private key @h. Only public attributes are read. */
+/*
+ * CKA_ID, key type and size of the private key @h. Only public attributes
+ * are read. @k is filled only from answers that succeeded: a key deleted
+ * while it is read leaves @k as it was, for ks_tok_key_gone_check().
+ */
 CK_RV ks_tok_describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
 			  struct key_ref *k, int *err)
 {
-	uint8_t buf[KS_MODULUS_MAX];
+	uint8_t buf[KS_MODULUS_MAX], id[KS_OBJ_ID_MAX];
+	CK_KEY_TYPE key_type = 0;
 	size_t len;
 	CK_ATTRIBUTE a[2];
 	CK_RV rv;
 
-	k->priv = h;
 	a[0].type = CKA_ID;
-	a[0].pValue = k->id;
-	a[0].ulValueLen = sizeof(k->id);
+	a[0].pValue = id;
+	a[0].ulValueLen = sizeof(id);
 	a[1].type = CKA_KEY_TYPE;
-	a[1].pValue = &k->key_type;
-	a[1].ulValueLen = sizeof(k->key_type);
+	a[1].pValue = &key_type;
+	a[1].ulValueLen = sizeof(key_type);
 	rv = P11(tok, C_GetAttributeValue, s, h, a, 2);
 	if (rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID) {
 		ks_err("private key %s: unusable CKA_ID or CKA_KEY_TYPE", k->name);
@@ -286,7 +290,10 @@ CK_RV ks_tok_describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_H
 	}
 	if (rv != CKR_OK)
 		return rv;
+	k->priv = h;
+	memcpy(k->id, id, a[0].ulValueLen);
 	k->id_len = a[0].ulValueLen;
+	k->key_type = key_type;
 	k->have_id = 1;
 	k->type = KS_KEY_NONE;
 	k->raw_sig_len = 0;
@@ -461,30 +468,45 @@ static CK_RV cache_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct
 }
 
 /*
- * After a call on @k->priv failed with @rv: was the key deleted under the
- * handle (by a concurrent delete, here or elsewhere)? Tokens answer that
- * in many ways (SoftHSM: CKR_GENERAL_ERROR, CKR_KEY_TYPE_INCONSISTENT...),
- * so a search by the key's label and CKA_ID decides; if the handle is not
- * among the results, CKR_KEY_HANDLE_INVALID is returned for ks_tok_run_op() to
- * retry with the key looked up by name, else @rv.
+ * After a call on @h failed with @rv: was the key deleted under the handle
+ * (by a concurrent delete, here or elsewhere)? Tokens answer that in many
+ * ways (SoftHSM: CKR_GENERAL_ERROR, CKR_ATTRIBUTE_VALUE_INVALID,
+ * CKR_KEY_TYPE_INCONSISTENT...), so a search decides: by the key's label
+ * and CKA_ID once known, by its label alone for a handle just found by
+ * name whose CKA_ID could not be read. A search never shows a deleted
+ * object (SoftHSM skips those it invalidated, and gives one found while
+ * its delete is under way a new handle), so if @h is not among the
+ * results, CKR_KEY_HANDLE_INVALID is returned for ks_tok_run_op() to retry
+ * with the key looked up by name, else @rv.
  */
+static int handle_gone(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
+		       CK_OBJECT_HANDLE h)
+{
+	CK_OBJECT_HANDLE found[4];
+	CK_ULONG n = 0;
+
+	if (ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->have_id ? k->id : NULL,
+				k->id_len, found, 4, &n) != CKR_OK)
+		return 0;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (found[i] == h)
+			return 0;
+	ks_debug("key %s: deleted while in use; looking it up again", k->name);
+	return 1;
+}
+
+static CK_RV handle_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s,
+			       const struct key_ref *k, CK_OBJECT_HANDLE h, CK_RV rv)
+{
+	if (ks_tok_classify(rv) != RV_OTHER)
+		return rv;
+	return handle_gone(tok, s, k, h) ? CKR_KEY_HANDLE_INVALID : rv;
+}
+
 CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k,
 			    CK_RV rv)
 {
-	CK_OBJECT_HANDLE h[4];
-	CK_ULONG n = 0;
-
-	if (ks_tok_classify(rv) != RV_OTHER || !k->have_id)
-		return rv;
-	if (ks_tok_find_objects(tok, s, CKO_PRIVATE_KEY, k->name, k->id, k->id_len, h, 4,
-				&n) != CKR_OK)
-		return rv;
-	for (CK_ULONG i = 0; i < n; i++)
-		if (h[i] == k->priv)
-			return rv;
-	ks_debug("key %s: deleted while in use (%s); looking it up again", k->name,
-		 ks_ckr_name(rv));
-	return CKR_KEY_HANDLE_INVALID;
+	return handle_gone_check(tok, s, k, k->priv, rv);
 }
 
 /* The private key: by label first, by the saved CKA_ID on a retry. */
@@ -574,9 +596,12 @@ CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 			ks_warn("key %s can decrypt (CKA_DECRYPT true): keysvcd signs with it, but "
 				"whoever holds the PIN can also decrypt with it", k->name);
 	}
-	/* Found, then deleted before its attributes were read. */
-	if (rv != CKR_OK && k->have_id)
-		rv = ks_tok_key_gone_check(tok, s, k, rv);
+	/*
+	 * Found, then deleted before its attributes were read: on the first
+	 * attempt the CKA_ID is not known yet, and the label alone decides.
+	 */
+	if (rv != CKR_OK)
+		rv = handle_gone_check(tok, s, k, h[0], rv);
 	return rv;
 }
 
@@ -623,7 +648,17 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	if (ia->pub != NULL) {
 		EVP_PKEY_free(*ia->pub);
 		*ia->pub = NULL;
-		return ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
+		rv = ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
+		/*
+		 * The key deleted after it was found, its public key object
+		 * with it (no public key, or a token error reading it):
+		 * looked up again, never "internal".
+		 */
+		if (rv == CKR_OK && *err == -EIO && handle_gone(tok, s, &ia->k, ia->k.priv)) {
+			*err = 0;
+			return CKR_KEY_HANDLE_INVALID;
+		}
+		return ks_tok_key_gone_check(tok, s, &ia->k, rv);
 	}
 	fill_info(ia->info, &ia->k);
 	return has_cert(tok, s, &ia->k, &ia->info->has_cert);

@@ -626,6 +626,8 @@ static int token_open(const struct ks_token_config *cfg, int login, struct ks_to
 	tok->wait_ms = cfg->session_wait_ms == 0 ? KS_DEFAULT_WAIT_MS : cfg->session_wait_ms;
 	tok->key_recheck_ms = cfg->key_recheck_ms < 0 ? KS_DEFAULT_KEY_RECHECK_MS :
 			      (unsigned)cfg->key_recheck_ms;
+	tok->rescan = cfg->rescan == KS_RESCAN_REINITIALIZE ? KS_RESCAN_REINITIALIZE :
+		      KS_RESCAN_SEARCH;
 	tok->state = TOKEN_UP;
 	tok->pin_rejected_cb = cfg->pin_rejected;
 	tok->pin_rejected_arg = cfg->pin_rejected_arg;

@@ -511,7 +511,12 @@ CK_RV ks_tok_require_login(struct ks_token *tok, CK_SESSION_HANDLE s)
 	return CKR_OK;
 }
 
-int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
+/*
+ * ks_tok_run_op(); with @key_op (an operation on an existing key, by
+ * name), a stale handle after the last retry answers -ENOENT rather than
+ * -EIO.
+ */
+static int run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg, int key_op)
 {
 	struct session_slot ss;
 	enum rv_class cls;
@@ -555,8 +560,23 @@ int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 			 * again between the lookup and its use, twice over, still
 			 * gets an answer.
 			 */
-			if (stale_retries++ >= KS_STALE_RETRIES)
+			if (stale_retries++ >= KS_STALE_RETRIES) {
+				/*
+				 * Each key the name had was deleted under the
+				 * operation in turn (or one delete took that long:
+				 * SoftHSM shows a search a key whose delete is under
+				 * way, under a new handle already stale when used).
+				 * At those moments the name had no key, and "no
+				 * such key" is the answer.
+				 */
+				if (key_op) {
+					ks_warn("%s: the key was deleted under the operation %d times "
+						"in a row (%s); answering no such key", what,
+						stale_retries, ks_ckr_name(rv));
+					return -ENOENT;
+				}
 				break;
+			}
 			ks_info("%s: %s; looking the key up again", what, ks_ckr_name(rv));
 			continue;
 		case RV_DEVICE:
@@ -571,6 +591,11 @@ int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
 	return -EIO;
 }
 
+int ks_tok_run_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
+{
+	return run_op(tok, what, fn, arg, 0);
+}
+
 _Thread_local int ks_tok_missed_unknown;
 
 int ks_tok_run_key_op(struct ks_token *tok, const char *what, op_fn fn, void *arg)
@@ -578,9 +603,9 @@ int ks_tok_run_key_op(struct ks_token *tok, const char *what, op_fn fn, void *ar
 	int r;
 
 	ks_tok_missed_unknown = 0;
-	r = ks_tok_run_op(tok, what, fn, arg);
-	if (r == -ENOENT && ks_tok_missed_unknown &&
+	r = run_op(tok, what, fn, arg, 1);
+	if (r == -ENOENT && ks_tok_missed_unknown && tok->rescan == KS_RESCAN_REINITIALIZE &&
 	    ks_tok_rescan(tok, ((const struct key_ref *)arg)->name) == 0)
-		r = ks_tok_run_op(tok, what, fn, arg);
+		r = run_op(tok, what, fn, arg, 1);
 	return r;
 }

@@ -10,9 +10,12 @@
  *    the session pool is reopened, the user logged in again, the key found
  *    again by its CKA_ID, and the operation retried once.
  *  - CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, or any other
- *    refusal of a key handle that a search shows is no longer the key's
- *    (deleted, or deleted and made again, during the operation): the key
- *    is looked up again by name and the operation retried, at most twice.
+ *    refusal of a key handle (reading its attributes, its public key, or
+ *    signing) that a search shows is no longer the key's (deleted, or
+ *    deleted and made again, during the operation): the key is looked up
+ *    again by name and the operation retried, at most twice; a key
+ *    deleted under it on every attempt is -ENOENT. A sign racing a delete
+ *    therefore answers a signature or -ENOENT.
  *  - CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR and the
  *    like: the token is marked down, the call answers -ENODEV, and a
  *    background thread reconnects (finalize, initialize, find the token,
@@ -33,10 +36,13 @@
  *    meanwhile (tpm2-pkcs11 out of TPM object contexts fails every
  *    generation while searches work).
  *  - A key name no search shows and nobody knew (key info, public key,
- *    sign, certificates): the module is initialised again, at most once
- *    every 10 s, and the operation retried once, so that keys made by
- *    other programs are found on modules that show a running process
- *    only the objects that existed when it initialised (tpm2-pkcs11).
+ *    sign, certificates): -ENOENT, from the lookup's own fresh search,
+ *    which shows keys other programs made on SoftHSM and most HSMs. With
+ *    cfg->rescan KS_RESCAN_REINITIALIZE the module is initialised again
+ *    first, at most once every 10 s, and the operation retried once, so
+ *    that keys made by other programs are found on modules that show a
+ *    running process only the objects that existed when it initialised
+ *    (tpm2-pkcs11).
  *  - CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED: the PIN is never
  *    presented again (tokens lock after a few failures); every later call
  *    answers -EKEYREJECTED until the daemon is restarted with a good PIN.
@@ -89,6 +95,12 @@
 #define KS_KEY_ID_MAX 64
 
 struct ks_token;
+
+/* struct ks_token_config's rescan. */
+enum ks_rescan {
+	KS_RESCAN_SEARCH,
+	KS_RESCAN_REINITIALIZE,
+};
 
 /* The longest user PIN the token layer presents (the PIN file's limit too). */
 #define KS_PIN_MAX 256
@@ -143,6 +155,19 @@ struct ks_token_config {
 	 * applications change keys on the same token.
 	 */
 	int key_recheck_ms;
+	/*
+	 * What a lookup does about a key name no search shows and nobody
+	 * knew (key info, public key, sign, certificates). Every lookup is a
+	 * fresh C_FindObjects, which on SoftHSM and most HSMs already shows
+	 * keys other programs made since: KS_RESCAN_SEARCH (0, the default)
+	 * answers -ENOENT at once and never re-initialises the module for it.
+	 * KS_RESCAN_REINITIALIZE is for modules that show an initialised
+	 * instance only the objects that existed when it was initialised
+	 * (tpm2-pkcs11): the module is then initialised again (C_Finalize,
+	 * C_Initialize, every session reopened and logged in; requests wait
+	 * meanwhile), at most once every 10 s, and the lookup retried once.
+	 */
+	enum ks_rescan rescan;
 	/*
 	 * Called when the token refuses the PIN, whether at ks_token_open(),
 	 * on a reopen after a lost login or in the background reconnect,

@@ -219,6 +219,7 @@ struct ks_token {
 	pthread_t trim_thread;
 	unsigned wait_ms;
 	unsigned key_recheck_ms; /* 0: a cached key handle is read back on every use */
+	enum ks_rescan rescan;   /* config: what a miss of an unknown name does */
 
 	pthread_mutex_t state_lock;
 	pthread_cond_t state_cond;
@@ -460,10 +461,13 @@ extern _Thread_local int ks_tok_missed_unknown;
 
 /*
  * ks_tok_run_op() for an operation on the existing key named in @arg
- * (whose struct begins with its struct key_ref): when
- * it answers -ENOENT for a name nobody knew, the module is re-initialised
- * (ks_tok_rescan(), rate-limited) and the operation run once more, so that
- * keys made by other programs are found without a restart.
+ * (whose struct begins with its struct key_ref). When it answers -ENOENT
+ * for a name nobody knew and the configuration says the module needs it
+ * (KS_RESCAN_REINITIALIZE), the module is re-initialised (ks_tok_rescan(),
+ * rate-limited) and the operation run once more, so that keys made by
+ * other programs are found without a restart; otherwise the miss of the
+ * operation's own fresh search stands. A key deleted under it on every
+ * attempt (KS_STALE_RETRIES retries) answers -ENOENT.
  */
 int ks_tok_run_key_op(struct ks_token *tok, const char *what, op_fn fn, void *arg);
 
@@ -511,6 +515,7 @@ enum ks_key_family ks_tok_key_family(const struct key_ref *k);
 /*
  * Fills @k (handle, CKA_ID, key type and size) from the private key @h,
  * reading only public attributes; an unusable CKA_ID or type is *@err -EIO.
+ * A token error leaves @k's handle and CKA_ID as they were.
  */
 CK_RV ks_tok_describe_key(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
 			  struct key_ref *k, int *err);

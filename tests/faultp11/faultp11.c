@@ -25,7 +25,9 @@
  *   KS_FAULTP11_COUNT    path of a file that gets one line "C_Login" appended
  *                        for every C_Login that reaches this module, before
  *                        any fault is applied: the number of times a PIN was
- *                        presented, however the call then ended
+ *                        presented, however the call then ended; and one
+ *                        line "C_Initialize" for every C_Initialize: the
+ *                        number of times the module was initialised
  *
  *   KS_FAULTP11_MECHS    a token with fewer capabilities than the real one,
  *                        words separated by blanks:
@@ -63,7 +65,7 @@
  *                        answered CKR_SESSION_COUNT, all since the last
  *                        C_Initialize
  *
- * Wrapped: C_Initialize (only for empty-until-reinit), C_GetTokenInfo,
+ * Wrapped: C_Initialize (counted; empty-until-reinit), C_GetTokenInfo,
  * C_GetMechanismList, C_GetMechanismInfo (only for KS_FAULTP11_MECHS),
  * C_OpenSession, C_CloseSession, C_CloseAllSessions, C_Login,
  * C_FindObjectsInit, C_FindObjects, C_GetAttributeValue,
@@ -320,8 +322,11 @@ static int slow_signing(void)
 	return on;
 }
 
+static void count_call(const char *func);
+
 static CK_RV w_Initialize(void *args)
 {
+	count_call("C_Initialize");
 	searches_empty(1);
 	read_slow_settings();
 	return real->C_Initialize(args);

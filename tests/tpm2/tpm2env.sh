@@ -154,6 +154,7 @@ ks_tpm2_keysvcd_start() {
   "socket": "$KS_SOCKET",
   "audit_log": "$dir/audit.log",
   "log_level": "${KS_LOG_LEVEL:-info}",
+  "rescan": "reinitialize",
   "policy": $policy
 }
 JSON

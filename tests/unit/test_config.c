@@ -132,6 +132,7 @@ static void test_defaults(void **state)
 	assert_null(cfg->audit_log);
 	assert_int_equal(cfg->audit_continue, 0);      /* refuse */
 	assert_int_equal(cfg->audit_sync_none, 0);     /* data */
+	assert_int_equal(cfg->rescan_reinitialize, 0); /* search */
 	assert_null(cfg->log_level);
 	assert_non_null(cfg->policy);
 	assert_int_equal(ks_policy_size(cfg->policy), 1);
@@ -283,6 +284,10 @@ static void test_refusals(void **state)
 		{ "{" BASE ", \"audit_failure\": true}", "audit_failure" },
 		{ "{" BASE ", \"audit_sync\": \"full\"}", "audit_sync" },
 		{ "{" BASE ", \"audit_sync\": \"\"}", "audit_sync" },
+		/* What a miss of an unknown key name does. */
+		{ "{" BASE ", \"rescan\": \"reinit\"}", "rescan" },
+		{ "{" BASE ", \"rescan\": \"\"}", "rescan" },
+		{ "{" BASE ", \"rescan\": true}", "rescan" },
 		/* log_level. */
 		{ "{" BASE ", \"log_level\": \"loud\"}", "log_level" },
 		{ "{" BASE ", \"log_level\": \"DEBUG\"}", "log_level" },
@@ -372,6 +377,7 @@ static void test_error_places(void **state)
 		{ "{" BASE ", \"log_level\": \"loud\"}", "log_level \"loud\": " },
 		{ "{" BASE ", \"audit_failure\": \"ignore\"}", "audit_failure \"ignore\": " },
 		{ "{" BASE ", \"audit_sync\": \"full\"}", "audit_sync \"full\": " },
+		{ "{" BASE ", \"rescan\": \"always\"}", "rescan \"always\": search or reinitialize" },
 		{ "{" BASE ", \"socket_mode\": \"0666\"}", "socket_mode \"0666\": " },
 		{ "{" BASE ", \"socket_group\": \"no-such-group-xyz\"}",
 		  "socket_group \"no-such-group-xyz\": unknown group" },
@@ -458,6 +464,12 @@ static void test_accepted_values(void **state)
 	assert_int_equal(cfg->max_clients_per_uid, 65536);
 	assert_int_equal(cfg->idle_timeout_ms, 3600000);
 	assert_int_equal(cfg->frame_timeout_ms, 100);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"rescan\": \"reinitialize\"}", 0);
+	assert_int_equal(cfg->rescan_reinitialize, 1);
+	ks_config_free(cfg);
+	cfg = good("{" BASE ", \"rescan\": \"search\"}", 0);
+	assert_int_equal(cfg->rescan_reinitialize, 0);
 	ks_config_free(cfg);
 	/* 0 is a value of its own (read back on every use), not "the default". */
 	cfg = good("{" BASE ", \"key_recheck_ms\": 0}", 0);

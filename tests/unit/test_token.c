@@ -609,9 +609,10 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-#define RACE_SIGNERS 8
-#define RACE_ROUNDS 25
-#define RACE_SIGS_KEPT 256
+/* At most: the default pool's test runs one signer per session, the small pool's eight. */
+#define RACE_SIGNERS 16
+#define RACE_ROUNDS 60
+#define RACE_SIGS_KEPT 64
 
 static const uint8_t race_md[32] = { 0x5a, 1, 2, 3 };
 
@@ -625,6 +626,7 @@ struct race_signer {
 };
 
 static int race_stop;
+static struct ks_token *race_tok;
 
 static void *race_signer_thread(void *arg)
 {
@@ -635,13 +637,18 @@ static void *race_signer_thread(void *arg)
 
 	while (!__atomic_load_n(&race_stop, __ATOMIC_ACQUIRE)) {
 		sig = NULL;
-		r = ks_token_sign_digest(tok, "race-key", KS_SIG_ECDSA_SHA256, race_md,
+		r = ks_token_sign_digest(race_tok, "race-key", KS_SIG_ECDSA_SHA256, race_md,
 					 sizeof(race_md), &sig, &sig_len);
 		if (r == 0) {
-			rs->ok++;
-			if (rs->nsigs < RACE_SIGS_KEPT) {
-				rs->sigs[rs->nsigs] = sig;
-				rs->sig_lens[rs->nsigs++] = sig_len;
+			/* Every 16th kept, the oldest replaced: a sample of every generation. */
+			if (rs->ok++ % 16 == 0) {
+				int i = (rs->ok / 16) % RACE_SIGS_KEPT;
+
+				free(rs->sigs[i]);
+				rs->sigs[i] = sig;
+				rs->sig_lens[i] = sig_len;
+				if (rs->nsigs < RACE_SIGS_KEPT)
+					rs->nsigs++;
 				sig = NULL;
 			}
 		} else if (r == -ENOENT) {
@@ -652,6 +659,48 @@ static void *race_signer_thread(void *arg)
 			rs->bad++;
 		}
 		free(sig);
+	}
+	return NULL;
+}
+
+#define RACE_READERS 4
+#define RACE_PUBS_KEPT 64
+
+struct race_reader {
+	int ok, enoent, bad;
+	int bad_errors[8];
+	EVP_PKEY *pubs[RACE_PUBS_KEPT];
+	int npubs;
+};
+
+/* key.public on the name while it is deleted and generated again. */
+static void *race_reader_thread(void *arg)
+{
+	struct race_reader *rr = arg;
+	EVP_PKEY *pub;
+	int r;
+
+	while (!__atomic_load_n(&race_stop, __ATOMIC_ACQUIRE)) {
+		pub = NULL;
+		r = ks_token_public_key(race_tok, "race-key", &pub);
+		if (r == 0) {
+			if (rr->ok++ % 16 == 0) {
+				int i = (rr->ok / 16) % RACE_PUBS_KEPT;
+
+				EVP_PKEY_free(rr->pubs[i]);
+				rr->pubs[i] = pub;
+				if (rr->npubs < RACE_PUBS_KEPT)
+					rr->npubs++;
+				pub = NULL;
+			}
+		} else if (r == -ENOENT) {
+			rr->enoent++;
+		} else {
+			if (rr->bad < 8)
+				rr->bad_errors[rr->bad] = r;
+			rr->bad++;
+		}
+		EVP_PKEY_free(pub);
 	}
 	return NULL;
 }
@@ -669,39 +718,50 @@ static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
 }
 
 /*
- * Eight signers on one name while the key is deleted and generated again:
- * every answer is a signature by one of the generations or -ENOENT, never
- * -EOPNOTSUPP, -EIO or -EINVAL; every generate and delete succeeds.
+ * @signers signers and RACE_READERS readers of its public key on one name
+ * of token @t while the key is deleted and generated again @rounds times:
+ * every answer is a signature by one of the generations, that public key,
+ * or -ENOENT, never -EOPNOTSUPP, -EIO or -EINVAL; every generate and
+ * delete succeeds.
  */
-static void test_sign_during_delete_and_regenerate(void **state)
+static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, int rounds)
 {
 	static struct race_signer rs[RACE_SIGNERS];
+	static struct race_reader rr[RACE_READERS];
 	EVP_PKEY *pubs[RACE_ROUNDS + 1];
-	pthread_t th[RACE_SIGNERS];
+	pthread_t th[RACE_SIGNERS], rth[RACE_READERS];
 	int enoent = 0, ok = 0, lifecycle_errors = 0, r;
 
-	(void)state;
 	memset(pubs, 0, sizeof(pubs));
-	assert_int_equal(ks_token_generate(tok, "race-key", KS_KEY_EC_P256, &pubs[0]), 0);
+	memset(rs, 0, sizeof(rs));
+	memset(rr, 0, sizeof(rr));
+	race_tok = t;
+	/* Left by the other variant if it failed: each variant stands on its own. */
+	(void)ks_token_delete(t, "race-key");
+	assert_int_equal(ks_token_generate(t, "race-key", KS_KEY_EC_P256, &pubs[0]), 0);
 	race_stop = 0;
-	for (int i = 0; i < RACE_SIGNERS; i++)
+	for (int i = 0; i < signers; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, race_signer_thread, &rs[i]), 0);
-	for (int round = 1; round <= RACE_ROUNDS; round++) {
+	for (int i = 0; i < RACE_READERS; i++)
+		assert_int_equal(pthread_create(&rth[i], NULL, race_reader_thread, &rr[i]), 0);
+	for (int round = 1; round <= rounds; round++) {
 		usleep(20 * 1000);
-		if ((r = ks_token_delete(tok, "race-key")) != 0) {
+		if ((r = ks_token_delete(t, "race-key")) != 0) {
 			fprintf(stderr, "round %d: delete: %d\n", round, r);
 			lifecycle_errors++;
 		}
 		usleep(5 * 1000);
-		if ((r = ks_token_generate(tok, "race-key", KS_KEY_EC_P256, &pubs[round])) != 0) {
+		if ((r = ks_token_generate(t, "race-key", KS_KEY_EC_P256, &pubs[round])) != 0) {
 			fprintf(stderr, "round %d: generate: %d\n", round, r);
 			lifecycle_errors++;
 		}
 	}
 	__atomic_store_n(&race_stop, 1, __ATOMIC_RELEASE);
-	for (int i = 0; i < RACE_SIGNERS; i++)
+	for (int i = 0; i < signers; i++)
 		pthread_join(th[i], NULL);
-	for (int i = 0; i < RACE_SIGNERS; i++) {
+	for (int i = 0; i < RACE_READERS; i++)
+		pthread_join(rth[i], NULL);
+	for (int i = 0; i < signers; i++) {
 		for (int j = 0; j < rs[i].bad && j < 8; j++)
 			fprintf(stderr, "signer %d: error %d\n", i, rs[i].bad_errors[j]);
 		ok += rs[i].ok;
@@ -709,22 +769,65 @@ static void test_sign_during_delete_and_regenerate(void **state)
 		for (int j = 0; j < rs[i].nsigs; j++) {
 			int good = 0;
 
-			for (int g = 0; g <= RACE_ROUNDS && !good; g++)
+			for (int g = 0; g <= rounds && !good; g++)
 				good = pubs[g] != NULL &&
 				       verifies(pubs[g], rs[i].sigs[j], rs[i].sig_lens[j]);
 			assert_true(good);
 			free(rs[i].sigs[j]);
 		}
 	}
-	fprintf(stderr, "race: %d signatures, %d no-such-key, %d generate/delete failures\n", ok,
-		enoent, lifecycle_errors);
-	for (int i = 0; i < RACE_SIGNERS; i++)
+	for (int i = 0; i < RACE_READERS; i++) {
+		for (int j = 0; j < rr[i].bad && j < 8; j++)
+			fprintf(stderr, "reader %d: error %d\n", i, rr[i].bad_errors[j]);
+		ok += rr[i].ok;
+		enoent += rr[i].enoent;
+		for (int j = 0; j < rr[i].npubs; j++) {
+			int good = 0;
+
+			for (int g = 0; g <= rounds && !good; g++)
+				good = pubs[g] != NULL && EVP_PKEY_eq(pubs[g], rr[i].pubs[j]) == 1;
+			assert_true(good);
+			EVP_PKEY_free(rr[i].pubs[j]);
+		}
+	}
+	fprintf(stderr, "race: %d signatures and public keys, %d no-such-key, %d generate/delete "
+		"failures\n", ok, enoent, lifecycle_errors);
+	for (int i = 0; i < signers; i++)
 		assert_int_equal(rs[i].bad, 0);
+	for (int i = 0; i < RACE_READERS; i++)
+		assert_int_equal(rr[i].bad, 0);
 	assert_int_equal(lifecycle_errors, 0);
 	assert_true(ok > 0);
-	for (int g = 0; g <= RACE_ROUNDS; g++)
+	for (int g = 0; g <= rounds; g++)
 		EVP_PKEY_free(pubs[g]);
-	assert_int_equal(ks_token_delete(tok, "race-key"), 0);
+	assert_int_equal(ks_token_delete(t, "race-key"), 0);
+}
+
+/*
+ * The pool keysvcd has by default (16 sessions, growing), a signer on each:
+ * SoftHSM then often destroys the key between a signer's search and its
+ * read of the key's attributes, and answers that read CKR_GENERAL_ERROR or
+ * CKR_ATTRIBUTE_VALUE_INVALID.
+ */
+static void test_sign_during_delete_and_regenerate(void **state)
+{
+	struct ks_token_config cfg;
+	struct ks_token *t = NULL;
+
+	(void)state;
+	base_config(&cfg);
+	cfg.sessions = 0;
+	cfg.max_sessions = 0;
+	assert_int_equal(ks_token_open(&cfg, &t), 0);
+	sign_during_delete_and_regenerate(t, 16, RACE_ROUNDS);
+	assert_int_equal(ks_token_close(t), 0);
+}
+
+/* Two sessions for eight signers, the deleter and the generator: they wait for each other. */
+static void test_sign_during_delete_and_regenerate_small_pool(void **state)
+{
+	(void)state;
+	sign_during_delete_and_regenerate(tok, 8, 25);
 }
 
 /*
@@ -833,6 +936,7 @@ int main(void)
 		cmocka_unit_test(test_recover_logout),
 		cmocka_unit_test(test_recover_under_load),
 		cmocka_unit_test(test_sign_during_delete_and_regenerate),
+		cmocka_unit_test(test_sign_during_delete_and_regenerate_small_pool),
 		cmocka_unit_test(test_token_directory_away_and_back),
 		cmocka_unit_test(test_pin_rejected_later_is_final),
 	};
