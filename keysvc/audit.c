@@ -350,6 +350,9 @@ static void note_failure(struct ks_audit *a, const char *what, int err)
 /*
  * Append @line (@len bytes and a newline at line[len]) whole, or leave the
  * file as it was. Called with the lock held. 0 or a negative errno.
+ * The file is O_APPEND and only written under the lock, so after a short
+ * write of @done bytes the record starts at the size minus @done: the size
+ * is read only then, not before every record (an fstat per record).
  */
 static int append(struct ks_audit *a, const char *line, size_t len)
 {
@@ -359,21 +362,13 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	ssize_t n;
 	int err = 0;
 
-	if (a->path != NULL) {
-		if (a->truncate_to >= 0) {
-			if (ftruncate(a->fd, a->truncate_to) != 0) {
-				err = errno;
-				note_failure(a, "cannot remove a partial record", err);
-				return -err;
-			}
-			a->truncate_to = -1;
-		}
-		if (fstat(a->fd, &st) != 0) {
+	if (a->path != NULL && a->truncate_to >= 0) {
+		if (ftruncate(a->fd, a->truncate_to) != 0) {
 			err = errno;
-			note_failure(a, "fstat", err);
+			note_failure(a, "cannot remove a partial record", err);
 			return -err;
 		}
-		before = st.st_size;
+		a->truncate_to = -1;
 	}
 	while (done < total) {
 		n = write(a->fd, line + done, total - done);
@@ -389,6 +384,13 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	}
 	if (done == total)
 		return 0;
+	if (done > 0 && a->path != NULL) {
+		if (fstat(a->fd, &st) == 0 && st.st_size >= (off_t)done)
+			before = st.st_size - (off_t)done;
+		else
+			ks_err("audit log %s: cannot find the partial record (%zu bytes) to "
+			       "remove it", a->path, done);
+	}
 	if (done > 0 && before >= 0 && ftruncate(a->fd, before) != 0) {
 		/* Not even that: the next record first cuts the file back, or is not written. */
 		ks_err("audit log %s: cannot remove the partial record (%zu bytes): %s; trying "
