@@ -33,7 +33,11 @@ struct ks_audit {
 	uint64_t lost;                 /* records not written since the last one written */
 	int failing;                   /* the last write failed (logged once per errno) */
 	int failing_errno;
-	/* Group commit: records written, covered by a finished sync, covered by a failed one. */
+	/*
+	 * Group commit: records written, covered by a finished sync, covered
+	 * by a failed one. synced and sync_failed only grow, are written under
+	 * the lock with atomic stores, and may be read without it.
+	 */
 	uint64_t written, synced, sync_failed;
 	int sync_errno;
 	int syncing;
@@ -296,10 +300,10 @@ int ks_audit_reopen(struct ks_audit *a)
 		pthread_cond_wait(&a->sync_done, &a->lock);
 	if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written) {
 		if (fdatasync(a->fd) == 0) {
-			a->synced = a->written;
+			__atomic_store_n(&a->synced, a->written, __ATOMIC_RELEASE);
 		} else {
 			a->sync_errno = errno;
-			a->sync_failed = a->written;
+			__atomic_store_n(&a->sync_failed, a->written, __ATOMIC_RELEASE);
 			ks_err("audit log %s: fdatasync before reopening: %s", a->path, strerror(errno));
 		}
 	}
@@ -350,6 +354,9 @@ static void note_failure(struct ks_audit *a, const char *what, int err)
 /*
  * Append @line (@len bytes and a newline at line[len]) whole, or leave the
  * file as it was. Called with the lock held. 0 or a negative errno.
+ * The file is O_APPEND and only written under the lock, so after a short
+ * write of @done bytes the record starts at the size minus @done: the size
+ * is read only then, not before every record (an fstat per record).
  */
 static int append(struct ks_audit *a, const char *line, size_t len)
 {
@@ -359,21 +366,13 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	ssize_t n;
 	int err = 0;
 
-	if (a->path != NULL) {
-		if (a->truncate_to >= 0) {
-			if (ftruncate(a->fd, a->truncate_to) != 0) {
-				err = errno;
-				note_failure(a, "cannot remove a partial record", err);
-				return -err;
-			}
-			a->truncate_to = -1;
-		}
-		if (fstat(a->fd, &st) != 0) {
+	if (a->path != NULL && a->truncate_to >= 0) {
+		if (ftruncate(a->fd, a->truncate_to) != 0) {
 			err = errno;
-			note_failure(a, "fstat", err);
+			note_failure(a, "cannot remove a partial record", err);
 			return -err;
 		}
-		before = st.st_size;
+		a->truncate_to = -1;
 	}
 	while (done < total) {
 		n = write(a->fd, line + done, total - done);
@@ -389,6 +388,13 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	}
 	if (done == total)
 		return 0;
+	if (done > 0 && a->path != NULL) {
+		if (fstat(a->fd, &st) == 0 && st.st_size >= (off_t)done)
+			before = st.st_size - (off_t)done;
+		else
+			ks_err("audit log %s: cannot find the partial record (%zu bytes) to "
+			       "remove it", a->path, done);
+	}
 	if (done > 0 && before >= 0 && ftruncate(a->fd, before) != 0) {
 		/* Not even that: the next record first cuts the file back, or is not written. */
 		ks_err("audit log %s: cannot remove the partial record (%zu bytes): %s; trying "
@@ -422,11 +428,11 @@ static void sync_now(struct ks_audit *a)
 	pthread_mutex_lock(&a->lock);
 	a->syncing = 0;
 	if (r == 0) {
-		a->synced = target;
+		__atomic_store_n(&a->synced, target, __ATOMIC_RELEASE);
 	} else {
 		/* The records are in the file, maybe not on disk: not lost, not durable. */
 		a->sync_errno = r;
-		a->sync_failed = target;
+		__atomic_store_n(&a->sync_failed, target, __ATOMIC_RELEASE);
 		if (!a->failing || a->failing_errno != r)
 			ks_err("audit log %s: fdatasync: %s", a->path, strerror(r));
 		a->failing = 1;
@@ -610,6 +616,14 @@ int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const c
 	int r;
 
 	if (a == NULL || pending->gen == 0)
+		return 0;
+	/*
+	 * Usually the sync has finished while the token signed: say so
+	 * without the lock every record takes. synced is read first and both
+	 * only grow, so this is what wait_synced() answered when it was read.
+	 */
+	if (__atomic_load_n(&a->synced, __ATOMIC_ACQUIRE) >= pending->gen &&
+	    __atomic_load_n(&a->sync_failed, __ATOMIC_ACQUIRE) < pending->gen)
 		return 0;
 	pthread_mutex_lock(&a->lock);
 	r = wait_synced(a, pending->gen);

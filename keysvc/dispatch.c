@@ -13,6 +13,7 @@
 #include <openssl/x509.h>
 
 #include "keysvc/audit.h"
+#include "proto/auditchain.h"
 #include "keysvc/csr.h"
 #include "keysvc/dispatch_internal.h"
 #include "proto/frame.h"
@@ -120,7 +121,8 @@ int ks_sha256_hex(const uint8_t *data, size_t len, char out[65])
 	uint8_t md[32];
 	unsigned md_len = 0;
 
-	if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
+	if (ks_sha256_md() == NULL ||
+	    EVP_Digest(data, len, md, &md_len, ks_sha256_md(), NULL) != 1 || md_len != 32)
 		return -EIO;
 	ks_hex(md, 32, out);
 	return 0;

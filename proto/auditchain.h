@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 /* No record is longer (newline excluded); a longer line is not a record. */
 #define KS_AUDIT_LINE_MAX 2048
 #define KS_AUDIT_HASH_HEX 65      /* 64 hex digits and a NUL */
@@ -49,6 +51,13 @@ struct ks_audit_record {
  * or -ENOMEM.
  */
 int ks_auditchain_format(const struct ks_audit_record *rec, char *buf, size_t size, size_t *len);
+
+/*
+ * SHA-256 of the default library context, fetched once for the process:
+ * EVP_sha256() makes every EVP_Digest() fetch it again (a lookup and
+ * locks per record). NULL when the provider has none. Thread-safe.
+ */
+const EVP_MD *ks_sha256_md(void);
 
 /* @hex = lowercase hex SHA-256 of @line (@len bytes, no newline). */
 void ks_auditchain_hash(const char *line, size_t len, char hex[KS_AUDIT_HASH_HEX]);
