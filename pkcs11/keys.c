@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <p11-kit/pkcs11.h>
@@ -754,16 +755,29 @@ static CK_RV find_all_private(struct ks_token *tok, CK_SESSION_HANDLE s, CK_OBJE
 	return CKR_OK;
 }
 
-static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
-		     int *err)
+/*
+ * A listing that met an object it could not read tries again this many
+ * times: a key deleted after the search found it (SoftHSM then answers
+ * CKR_OBJECT_HANDLE_INVALID, CKR_GENERAL_ERROR or
+ * CKR_ATTRIBUTE_VALUE_INVALID for its attributes) is simply not in the
+ * next search. SoftHSM still finds a key for a moment while its delete
+ * goes on, so the passes are spaced 1, 2, 4 ... ms apart (at most about
+ * 130 ms in all).
+ */
+#define KS_LIST_ATTEMPTS 8
+
+/*
+ * One pass over the token's private keys into @la. CKR_OK and *@err 0: a
+ * complete list; an object that could not be read ends the pass with its
+ * CKR_* value (the caller decides whether to try again).
+ */
+static CK_RV list_pass(struct ks_token *tok, CK_SESSION_HANDLE s, struct list_arg *la, int *err)
 {
-	struct list_arg *la = arg;
 	CK_OBJECT_HANDLE *h = NULL;
 	CK_ULONG n = 0;
 	char label[KS_KEY_NAME_MAX + 1];
 	CK_RV rv;
 
-	(void)retry;
 	free(la->keys);
 	la->keys = NULL;
 	la->n = 0;
@@ -807,6 +821,28 @@ static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	rv = CKR_OK;
 out:
 	free(h);
+	return rv;
+}
+
+static CK_RV list_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
+		     int *err)
+{
+	struct list_arg *la = arg;
+	CK_RV rv = CKR_OK;
+
+	(void)retry;
+	for (int attempt = 1; attempt <= KS_LIST_ATTEMPTS; attempt++) {
+		rv = list_pass(tok, s, la, err);
+		if (rv == CKR_OK || *err != 0)
+			break;
+		/* The session itself failing is run_op()'s to handle, not a key that went away. */
+		if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+		    rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_DEVICE_REMOVED ||
+		    rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_ERROR)
+			break;
+		if (attempt < KS_LIST_ATTEMPTS)
+			usleep(1000u << (attempt - 1));
+	}
 	return rv;
 }
 

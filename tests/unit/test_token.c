@@ -705,6 +705,37 @@ static void *race_reader_thread(void *arg)
 	return NULL;
 }
 
+#define RACE_LISTERS 2
+
+struct race_lister {
+	int ok, bad;
+	int bad_errors[8];
+};
+
+/* key.list while the key is deleted and generated again: a list with or without it, never an error. */
+static void *race_lister_thread(void *arg)
+{
+	struct race_lister *rl = arg;
+	struct ks_key_info *keys;
+	size_t n;
+	int r;
+
+	while (!__atomic_load_n(&race_stop, __ATOMIC_ACQUIRE)) {
+		keys = NULL;
+		n = 0;
+		r = ks_token_list(race_tok, &keys, &n);
+		if (r == 0) {
+			rl->ok++;
+		} else {
+			if (rl->bad < 8)
+				rl->bad_errors[rl->bad] = r;
+			rl->bad++;
+		}
+		free(keys);
+	}
+	return NULL;
+}
+
 static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
 {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pub, NULL);
@@ -718,23 +749,26 @@ static int verifies(EVP_PKEY *pub, const uint8_t *sig, size_t sig_len)
 }
 
 /*
- * @signers signers and RACE_READERS readers of its public key on one name
- * of token @t while the key is deleted and generated again @rounds times:
- * every answer is a signature by one of the generations, that public key,
- * or -ENOENT, never -EOPNOTSUPP, -EIO or -EINVAL; every generate and
- * delete succeeds.
+ * @signers signers, RACE_READERS readers of its public key and
+ * RACE_LISTERS listers of the token's keys on one name of token @t while
+ * the key is deleted and generated again @rounds times: every answer is a
+ * signature by one of the generations, that public key, -ENOENT or a key
+ * list, never -EOPNOTSUPP, -EIO or -EINVAL; every generate and delete
+ * succeeds.
  */
 static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, int rounds)
 {
 	static struct race_signer rs[RACE_SIGNERS];
 	static struct race_reader rr[RACE_READERS];
+	static struct race_lister rl[RACE_LISTERS];
 	EVP_PKEY *pubs[RACE_ROUNDS + 1];
-	pthread_t th[RACE_SIGNERS], rth[RACE_READERS];
+	pthread_t th[RACE_SIGNERS], rth[RACE_READERS], lth[RACE_LISTERS];
 	int enoent = 0, ok = 0, lifecycle_errors = 0, r;
 
 	memset(pubs, 0, sizeof(pubs));
 	memset(rs, 0, sizeof(rs));
 	memset(rr, 0, sizeof(rr));
+	memset(rl, 0, sizeof(rl));
 	race_tok = t;
 	/* Left by the other variant if it failed: each variant stands on its own. */
 	(void)ks_token_delete(t, "race-key");
@@ -744,6 +778,8 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 		assert_int_equal(pthread_create(&th[i], NULL, race_signer_thread, &rs[i]), 0);
 	for (int i = 0; i < RACE_READERS; i++)
 		assert_int_equal(pthread_create(&rth[i], NULL, race_reader_thread, &rr[i]), 0);
+	for (int i = 0; i < RACE_LISTERS; i++)
+		assert_int_equal(pthread_create(&lth[i], NULL, race_lister_thread, &rl[i]), 0);
 	for (int round = 1; round <= rounds; round++) {
 		usleep(20 * 1000);
 		if ((r = ks_token_delete(t, "race-key")) != 0) {
@@ -761,6 +797,8 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 		pthread_join(th[i], NULL);
 	for (int i = 0; i < RACE_READERS; i++)
 		pthread_join(rth[i], NULL);
+	for (int i = 0; i < RACE_LISTERS; i++)
+		pthread_join(lth[i], NULL);
 	for (int i = 0; i < signers; i++) {
 		for (int j = 0; j < rs[i].bad && j < 8; j++)
 			fprintf(stderr, "signer %d: error %d\n", i, rs[i].bad_errors[j]);
@@ -796,6 +834,12 @@ static void sign_during_delete_and_regenerate(struct ks_token *t, int signers, i
 		assert_int_equal(rs[i].bad, 0);
 	for (int i = 0; i < RACE_READERS; i++)
 		assert_int_equal(rr[i].bad, 0);
+	for (int i = 0; i < RACE_LISTERS; i++) {
+		for (int j = 0; j < rl[i].bad && j < 8; j++)
+			fprintf(stderr, "lister %d: error %d\n", i, rl[i].bad_errors[j]);
+		assert_int_equal(rl[i].bad, 0);
+		assert_true(rl[i].ok > 0);
+	}
 	assert_int_equal(lifecycle_errors, 0);
 	assert_true(ok > 0);
 	for (int g = 0; g <= rounds; g++)
