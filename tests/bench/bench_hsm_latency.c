@@ -88,6 +88,7 @@
 #include "keysvc/keysvc.h"
 #include "proto/buf.h"
 #include "proto/frame.h"
+#include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
 #define LABEL "kshsmlat"
@@ -139,27 +140,6 @@ static void die(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	cleanup();
 	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median_of(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* ---- the shim, loaded into a process -------------------------------------- */
@@ -446,7 +426,7 @@ static void *client_main(void *arg)
 
 	pthread_barrier_wait(&barrier);
 	for (;;) {
-		double t0 = now(), t1;
+		double t0 = bench_now(), t1;
 
 		if (t0 >= win_end)
 			break;
@@ -455,7 +435,7 @@ static void *client_main(void *arg)
 				break;
 			continue;
 		}
-		t1 = now();
+		t1 = bench_now();
 		if (t0 >= win_start && t1 <= win_end) {
 			if (c->nlat == c->cap) {
 				size_t cap = c->cap ? c->cap * 2 : 1024;
@@ -474,35 +454,6 @@ static void *client_main(void *arg)
 }
 
 /* CPU seconds (user + system) of this process and of @pid (0: none). */
-static void cpu_now(pid_t pid, double *self, double *server)
-{
-	struct rusage ru;
-	char path[64], buf[1024], *p;
-	unsigned long ut = 0, st = 0;
-	FILE *f;
-
-	getrusage(RUSAGE_SELF, &ru);
-	*self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-	*server = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if (pid <= 0 || (f = fopen(path, "r")) == NULL)
-		return;
-	/* Fields 14 and 15 (utime, stime), counted after the ")" closing the name. */
-	if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL &&
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
-		*server = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-	fclose(f);
-}
-
-static void sleep_until(double t)
-{
-	double left;
-
-	while ((left = t - now()) > 0)
-		usleep(left > 0.1 ? 100000 : (useconds_t)(left * 1e6) + 1);
-}
-
 /*
  * One window of @n clients: signatures per second; latencies into @lat
  * (ms), the CPU seconds of the whole window (this process and the server
@@ -523,13 +474,13 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat, do
 		if (pthread_create(&cl[i].th, NULL, client_main, &cl[i]) != 0)
 			die("pthread_create");
 	}
-	win_start = now() + opt_warmup;
+	win_start = bench_now() + opt_warmup;
 	win_end = win_start + opt_seconds;
 	pthread_barrier_wait(&barrier);
-	sleep_until(win_start);
-	cpu_now(server, &s0, &d0);
-	sleep_until(win_end);
-	cpu_now(server, &s1, &d1);
+	bench_sleep_until(win_start);
+	bench_cpu_now(server, &s0, &d0);
+	bench_sleep_until(win_end);
+	bench_cpu_now(server, &s1, &d1);
 	*cpu += (s1 - s0) + (d1 - d0);
 	for (int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
@@ -600,9 +551,9 @@ static void run_cell(int nclients, struct cell_result *res)
 		}
 	}
 	for (int w = 0; w < W_COUNT; w++) {
-		res->rate[w] = median_of(rates[w], opt_rounds);
+		res->rate[w] = bench_median(rates[w], opt_rounds);
 		res->cpu_us[w] = sigs[w] > 0 ? cpu[w] / (double)sigs[w] * 1e6 : NAN;
-		qsort(lat[w], nlat[w], sizeof(double), cmp_double);
+		qsort(lat[w], nlat[w], sizeof(double), bench_cmp_double);
 		res->med[w] = nlat[w] ? lat[w][nlat[w] / 2] : NAN;
 		res->p99[w] = nlat[w] ? lat[w][(size_t)ceil(0.99 * (double)nlat[w]) - 1] : NAN;
 		free(lat[w]);
@@ -628,15 +579,15 @@ static double fdatasync_ms(void)
 	memset(line, 'x', sizeof(line) - 1);
 	line[sizeof(line) - 1] = '\n';
 	for (int i = 0; i < 41; i++) {
-		double t0 = now();
+		double t0 = bench_now();
 
 		if (write(fd, line, sizeof(line)) != (ssize_t)sizeof(line) || fdatasync(fd) != 0)
 			die("%s: %s", path, strerror(errno));
-		v[i] = (now() - t0) * 1e3;
+		v[i] = (bench_now() - t0) * 1e3;
 	}
 	close(fd);
 	unlink(path);
-	return median_of(v, 41);
+	return bench_median(v, 41);
 }
 
 /* ---- set-up --------------------------------------------------------------------- */

@@ -31,6 +31,7 @@
 #include <openssl/store.h>
 
 #include "keysvc/keysvc.h"
+#include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
 #define MAX_ROUNDS 15
@@ -42,14 +43,6 @@ static void die(const char *what)
 	fprintf(stderr, "bench_provider_threads: %s\n", what);
 	ERR_print_errors_fp(stderr);
 	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static EVP_PKEY *load_uri(const char *uri)
@@ -131,8 +124,8 @@ static void *thread_main(void *arg)
 	w->ok = sign_once(pc, 1);
 	pthread_barrier_wait(w->ready);
 	pthread_barrier_wait(w->go);
-	end = now() + w->seconds;
-	while (w->ok && now() < end) {
+	end = bench_now() + w->seconds;
+	while (w->ok && bench_now() < end) {
 		if (!sign_once(pc, 0))
 			w->ok = 0;
 		else
@@ -201,8 +194,8 @@ static void process_main(int ready_fd, int go_fd, int result_fd, double seconds)
 		if (write(ready_fd, &c, 1) != 1 || read_full(go_fd, &c, 1) != 0)
 			_exit(1);
 		count = 0;
-		end = now() + seconds;
-		while (now() < end) {
+		end = bench_now() + seconds;
+		while (bench_now() < end) {
 			if (!sign_once(pc, 0)) {
 				count = -1;
 				break;
@@ -259,16 +252,9 @@ static double run_processes(int n, double seconds)
 	return (double)total / seconds;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 

@@ -88,6 +88,7 @@
 #include "keysvc/keysvc.h"
 #include "proto/buf.h"
 #include "proto/frame.h"
+#include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
 #ifndef KS_P11KIT_CLIENT_DEFAULT
@@ -209,21 +210,6 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 /* Nearest-rank percentile of a sorted array. */
 static double pct(const double *v, size_t n, double p)
 {
@@ -233,12 +219,6 @@ static double pct(const double *v, size_t n, double p)
 		return NAN;
 	i = (size_t)ceil(p / 100.0 * (double)n);
 	return v[i == 0 ? 0 : i - 1];
-}
-
-static double median_of(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* ---- samples ------------------------------------------------------------- */
@@ -429,7 +409,7 @@ static void p11kit_start(void)
 		       (char *)NULL);
 		_exit(127);
 	}
-	until = now() + 10;
+	until = bench_now() + 10;
 	for (;;) {
 		int fd = ks_td_connect_path(p11kit_sock), status;
 
@@ -441,7 +421,7 @@ static void p11kit_start(void)
 			p11kit_pid = 0;
 			die("p11-kit server exited (see %s)", logpath);
 		}
-		if (now() > until)
+		if (bench_now() > until)
 			die("p11-kit server did not open %s", p11kit_sock);
 		usleep(20000);
 	}
@@ -801,7 +781,7 @@ static void *client_main(void *arg)
 
 	pthread_barrier_wait(&barrier);
 	for (;;) {
-		double t0 = now(), t1;
+		double t0 = bench_now(), t1;
 
 		if (t0 >= win_end)
 			break;
@@ -811,7 +791,7 @@ static void *client_main(void *arg)
 				break;
 			continue;
 		}
-		t1 = now();
+		t1 = bench_now();
 		if (t0 >= win_start && t1 <= win_end) {
 			c->count++;
 			add_sample(&c->lat, t1 - t0);
@@ -821,35 +801,6 @@ static void *client_main(void *arg)
 }
 
 /* CPU seconds (user + system) this process and the server @pid have used. */
-static void cpu_now(pid_t pid, double *self, double *daemon)
-{
-	struct rusage ru;
-	char path[64], buf[1024], *p;
-	unsigned long ut = 0, st = 0;
-	FILE *f;
-
-	getrusage(RUSAGE_SELF, &ru);
-	*self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-		(double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-	*daemon = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	/* Fields 14 and 15 (utime, stime), counted after the ")" closing the name. */
-	if (fgets(buf, sizeof(buf), f) != NULL && (p = strrchr(buf, ')')) != NULL &&
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
-		*daemon = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-	fclose(f);
-}
-
-static void sleep_until(double t)
-{
-	double left;
-
-	while ((left = t - now()) > 0)
-		usleep(left > 0.1 ? 100000 : (useconds_t)(left * 1e6) + 1);
-}
-
 /*
  * One window of @n clients; the signatures per second. Latencies go to
  * @lat; the CPU seconds this process and keysvcd used inside the window
@@ -869,13 +820,13 @@ static double run_window(struct client *cl, int n, struct samples *lat, double *
 		if (pthread_create(&cl[i].th, NULL, client_main, &cl[i]) != 0)
 			die("pthread_create");
 	}
-	win_start = now() + opt_warmup;
+	win_start = bench_now() + opt_warmup;
 	win_end = win_start + opt_seconds;
 	pthread_barrier_wait(&barrier);
-	sleep_until(win_start);
-	cpu_now(server, &s0, &d0);
-	sleep_until(win_end);
-	cpu_now(server, &s1, &d1);
+	bench_sleep_until(win_start);
+	bench_cpu_now(server, &s0, &d0);
+	bench_sleep_until(win_end);
+	bench_cpu_now(server, &s1, &d1);
 	*cpu_self += s1 - s0;
 	*cpu_daemon += d1 - d0;
 	for (int i = 0; i < n; i++) {
@@ -931,10 +882,10 @@ static void run_cell(size_t key, int nclients, struct cell_result *res)
 		res->rate[w] = res->med[w] = res->p99[w] = res->cpu_self[w] = res->cpu_daemon[w] = NAN;
 		if (!opt_way[w])
 			continue;
-		res->rate[w] = median_of(rates[w], opt_rounds);
+		res->rate[w] = bench_median(rates[w], opt_rounds);
 		res->cpu_self[w] = sigs[w] ? cs[w] / (double)sigs[w] * 1e6 : NAN;
 		res->cpu_daemon[w] = sigs[w] ? cd[w] / (double)sigs[w] * 1e6 : NAN;
-		qsort(lat[w].v, lat[w].n, sizeof(double), cmp_double);
+		qsort(lat[w].v, lat[w].n, sizeof(double), bench_cmp_double);
 		res->med[w] = pct(lat[w].v, lat[w].n, 50) * 1e3;
 		res->p99[w] = pct(lat[w].v, lat[w].n, 99) * 1e3;
 		free(lat[w].v);
@@ -1065,10 +1016,10 @@ static void csr_latency(void)
 
 		if (!opt_key[k])
 			continue;
-		t_start = now() + opt_warmup;
+		t_start = bench_now() + opt_warmup;
 		t_end = t_start + opt_seconds;
 		for (;;) {
-			double t0 = now(), t1;
+			double t0 = bench_now(), t1;
 			char *pem = NULL;
 
 			if (t0 >= t_end)
@@ -1076,13 +1027,13 @@ static void csr_latency(void)
 			if (keysvc_csr_create(ks, keys[k].name, &p, &pem) != KEYSVC_OK)
 				die("csr.create: %s", keysvc_error_message(ks));
 			free(pem);
-			t1 = now();
+			t1 = bench_now();
 			if (t0 >= t_start && t1 <= t_end) {
 				n++;
 				add_sample(&lat, t1 - t0);
 			}
 		}
-		qsort(lat.v, lat.n, sizeof(double), cmp_double);
+		qsort(lat.v, lat.n, sizeof(double), bench_cmp_double);
 		printf("| %s | subject + 2 DNS SANs, signed in the token and checked by keysvcd | %.0f | %.2f | %.2f |\n",
 		       keys[k].type, (double)n / opt_seconds, pct(lat.v, lat.n, 50) * 1e3,
 		       pct(lat.v, lat.n, 99) * 1e3);
@@ -1145,7 +1096,7 @@ static double memory_check(long idle_kib)
 	long done = 0, rss[sizeof(marks) / sizeof(marks[0])], at[sizeof(marks) / sizeof(marks[0])];
 	size_t nm = 0;
 	long base = -1, last = -1, base_at = 0;
-	double t0 = now();
+	double t0 = bench_now();
 
 	for (size_t m = 0; m < sizeof(marks) / sizeof(marks[0]); m++) {
 		long target = marks[m] * opt_mem_requests / 100000;
@@ -1183,7 +1134,7 @@ static double memory_check(long idle_kib)
 	printf("\nMemory: %ld requests (P-256 and RSA-2048 signatures, 1%% csr.create, 2 clients, "
 	       "fresh connections per checkpoint) in %.0f s; VmRSS %+ld KiB from idle, %+ld KiB from "
 	       "request %ld to %ld: %s (no growth: at most 1024 KiB after the first 10%%).\n",
-	       done, now() - t0, last - idle_kib, last - base, base_at, done,
+	       done, bench_now() - t0, last - idle_kib, last - base, base_at, done,
 	       last - base <= 1024 ? "PASS" : "MISS");
 	return (double)(last - base) / 1024.0;
 }

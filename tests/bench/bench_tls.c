@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "keysvc/keysvc.h"
+#include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
 #define MAX_ROUNDS 15
@@ -37,14 +38,6 @@ static void die(const char *what)
 	fprintf(stderr, "bench_tls: %s\n", what);
 	ERR_print_errors_fp(stderr);
 	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static EVP_PKEY *keygen(const char *type)
@@ -173,27 +166,20 @@ static void handshake(SSL_CTX *sctx, SSL_CTX *cctx)
 
 static double rate(SSL_CTX *sctx, SSL_CTX *cctx, double seconds)
 {
-	double t0 = now(), t;
+	double t0 = bench_now(), t;
 	long n = 0;
 
 	do {
 		handshake(sctx, cctx);
 		n++;
-		t = now() - t0;
+		t = bench_now() - t0;
 	} while (t < seconds);
 	return (double)n / t;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
