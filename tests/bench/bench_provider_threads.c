@@ -290,7 +290,8 @@ int main(void)
 	if (OSSL_PROVIDER_load(NULL, "default") == NULL || OSSL_PROVIDER_load(NULL, "keysvc") == NULL)
 		die("cannot load the providers");
 	if (keysvc_connect(d.socket_path, &ks) != KEYSVC_OK ||
-	    keysvc_key_generate(ks, "bench-threads", type, &pem) != KEYSVC_OK)
+	    /* It signs arbitrary messages, which only the purpose sign allows. */
+	    keysvc_key_generate_purposes(ks, "bench-threads", type, "sign", &pem) != KEYSVC_OK)
 		die("cannot make the key");
 	keysvc_close(ks);
 	pub = pub_from_pem(pem);
