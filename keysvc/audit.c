@@ -48,12 +48,44 @@ struct ks_audit {
 	 * sync_kick of its own, so that asking for a sync wakes only it,
 	 * not every request waiting for one.
 	 */
-	pthread_cond_t sync_kick;
+	pthread_cond_t sync_kick;      /* CLOCK_MONOTONIC: the syncer waits until a deadline */
 	uint64_t sync_wanted;
 	pthread_t syncer;
 	int syncer_running;
 	int syncer_stop;
+	/*
+	 * When the syncer syncs. An intent started while the token works is
+	 * needed only when the token answers, so the sync waits until shortly
+	 * before that: one fdatasync then covers every intent written in the
+	 * meantime instead of one per handful of requests (a sync costs the
+	 * machine far more CPU than a record). unsynced_since is when the
+	 * first intent not covered by a started sync was written (0: none);
+	 * answer_est_ns how long callers take from ks_audit_intent_start()
+	 * to ks_audit_intent_wait() (the token's time; it falls fast and
+	 * rises slowly, so it follows the quick answers); sync_est_ns how long
+	 * a sync takes. A caller that comes before the sync syncs at once
+	 * itself: a late sync costs one answer a sync's time, never
+	 * durability.
+	 */
+	int64_t unsynced_since;
+	int64_t answer_est_ns;         /* atomic: updated without the lock */
+	int64_t sync_est_ns;
+	uint64_t syncs;                /* fdatasync calls, for the tests */
 };
+
+/* How much of the token's expected time the sync may wait before it starts. */
+#define SYNC_DELAY_SHARE_NUM 3
+#define SYNC_DELAY_SHARE_DEN 4
+/* The longest an intent stays unsynced while the token works, whatever the token's time. */
+#define SYNC_DELAY_MAX_NS 1000000000LL
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static void now(char when[64])
 {
@@ -231,6 +263,7 @@ io:
 int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct ks_audit **out,
 		  char *err, size_t err_len)
 {
+	pthread_condattr_t mono;
 	struct ks_audit *a;
 	int r;
 
@@ -240,7 +273,10 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	}
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->sync_done, NULL);
-	pthread_cond_init(&a->sync_kick, NULL);
+	pthread_condattr_init(&mono);
+	pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->sync_kick, &mono);
+	pthread_condattr_destroy(&mono);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
 	a->chain = "new";
@@ -420,13 +456,19 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 static void sync_now(struct ks_audit *a)
 {
 	uint64_t target = a->written;
+	int64_t t0, took;
 	int r;
 
 	a->syncing = 1;
+	a->unsynced_since = 0;
+	a->syncs++;
 	pthread_mutex_unlock(&a->lock);
+	t0 = mono_ns();
 	r = fdatasync(a->fd) == 0 ? 0 : errno;
+	took = mono_ns() - t0;
 	pthread_mutex_lock(&a->lock);
 	a->syncing = 0;
+	a->sync_est_ns += (took - a->sync_est_ns) / 8;
 	if (r == 0) {
 		__atomic_store_n(&a->synced, target, __ATOMIC_RELEASE);
 	} else {
@@ -463,10 +505,28 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
 	}
 }
 
-/* Syncs whenever a record asked for by ks_audit_intent_start() is not yet covered. */
+/*
+ * When the syncer should sync the intents waiting for it: the token's
+ * expected time after the first of them was written, less the sync's
+ * own time and a quarter of the token's for its variation; at once when
+ * the token is quicker than a sync. Called with the lock held.
+ */
+static int64_t sync_deadline(const struct ks_audit *a)
+{
+	int64_t answer = __atomic_load_n(&a->answer_est_ns, __ATOMIC_RELAXED);
+	int64_t delay = answer / SYNC_DELAY_SHARE_DEN * SYNC_DELAY_SHARE_NUM - a->sync_est_ns;
+
+	if (delay <= 0 || a->unsynced_since == 0)
+		return 0;
+	return a->unsynced_since + (delay < SYNC_DELAY_MAX_NS ? delay : SYNC_DELAY_MAX_NS);
+}
+
+/* Syncs the records asked for by ks_audit_intent_start() by their deadline. */
 static void *syncer_main(void *arg)
 {
 	struct ks_audit *a = arg;
+	struct timespec until;
+	int64_t deadline;
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
@@ -475,6 +535,13 @@ static void *syncer_main(void *arg)
 			pthread_cond_wait(&a->sync_kick, &a->lock);
 		if (a->syncer_stop)
 			break;
+		if ((deadline = sync_deadline(a)) > mono_ns()) {
+			/* Woken early only to stop; a waiter that cannot wait syncs itself. */
+			until.tv_sec = deadline / 1000000000LL;
+			until.tv_nsec = deadline % 1000000000LL;
+			(void)pthread_cond_timedwait(&a->sync_kick, &a->lock, &until);
+			continue;
+		}
 		sync_now(a);
 	}
 	pthread_mutex_unlock(&a->lock);
@@ -488,8 +555,12 @@ static void *syncer_main(void *arg)
  */
 static void sync_start(struct ks_audit *a, uint64_t gen)
 {
+	int first = a->unsynced_since == 0;
+
 	if (gen > a->sync_wanted)
 		a->sync_wanted = gen;
+	if (first)
+		a->unsynced_since = mono_ns();
 	if (!a->syncer_running) {
 		int r = pthread_create(&a->syncer, NULL, syncer_main, a);
 
@@ -500,7 +571,13 @@ static void sync_start(struct ks_audit *a, uint64_t gen)
 		}
 		a->syncer_running = 1;
 	}
-	pthread_cond_signal(&a->sync_kick);
+	/*
+	 * The syncer waits for the first unsynced intent's deadline; a later
+	 * intent's is later still, so only the first wakes it (a wake-up per
+	 * request would cost more than it saves).
+	 */
+	if (first)
+		pthread_cond_signal(&a->sync_kick);
 }
 
 /*
@@ -605,9 +682,28 @@ int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const 
 	memset(pending, 0, sizeof(*pending));
 	if (a == NULL)
 		return 0;
-	if ((r = write_record(a, &rec, WRITE_SYNC_STARTED, &pending->seq, &pending->gen)) == 0)
+	if ((r = write_record(a, &rec, WRITE_SYNC_STARTED, &pending->seq, &pending->gen)) == 0) {
+		pending->started_ns = mono_ns();
 		return 0;
+	}
 	return intent_failed(a, peer, op, key, r);
+}
+
+/*
+ * One more start-to-wait interval for the estimate of the token's time:
+ * it falls by half the difference and rises by an eighth, so it follows
+ * the quicker answers (a sync due too late costs one answer a sync's
+ * time; one due too early only a sync more). Without the lock: a lost
+ * update only delays the estimate by one sample.
+ */
+static void learn_answer_time(struct ks_audit *a, int64_t sample)
+{
+	int64_t est = __atomic_load_n(&a->answer_est_ns, __ATOMIC_RELAXED);
+
+	if (sample < 0)
+		return;
+	est += sample < est ? (sample - est) / 2 : (sample - est) / 8;
+	__atomic_store_n(&a->answer_est_ns, est, __ATOMIC_RELAXED);
 }
 
 int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const char *op,
@@ -617,6 +713,7 @@ int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const c
 
 	if (a == NULL || pending->gen == 0)
 		return 0;
+	learn_answer_time(a, mono_ns() - pending->started_ns);
 	/*
 	 * Usually the sync has finished while the token signed: say so
 	 * without the lock every record takes. synced is read first and both
@@ -650,4 +747,16 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome)
 {
 	ks_audit_outcome(a, peer, op, key, NULL, 0, outcome);
+}
+
+uint64_t ks_audit_syncs(struct ks_audit *a)
+{
+	uint64_t n;
+
+	if (a == NULL)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	n = a->syncs;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }

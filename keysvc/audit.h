@@ -88,6 +88,7 @@ int ks_audit_intent(struct ks_audit *a, const struct ks_peer *peer, const char *
 struct ks_audit_pending {
 	uint64_t seq;              /* the record's number; 0 when not written (continue) */
 	uint64_t gen;              /* the sync to wait for; 0: nothing to wait for */
+	int64_t started_ns;        /* CLOCK_MONOTONIC when it was written */
 };
 
 /*
@@ -96,6 +97,10 @@ struct ks_audit_pending {
  * been started without waiting for it (the syncer thread, group commit),
  * so the token can be used while it runs. The caller must call
  * ks_audit_intent_wait() before anything the token made leaves keysvcd.
+ * The sync starts shortly before the token is expected to answer (its
+ * time learnt from the calls' start-to-wait intervals; at once for a token
+ * quicker than a sync; at most a second later), so that one sync covers
+ * the intents of all the requests the token works on meanwhile.
  * Returns 0 with @pending set, or the negative errno of the write when
  * the record could not be written and the failure mode is refuse: the
  * caller must not touch the token.
@@ -106,7 +111,7 @@ int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const 
 
 /*
  * Wait until the intent record of @pending (ks_audit_intent_start()) is
- * durable. 0, or the sync's negative errno when it failed and the failure
+ * durable, syncing at once when no sync covering it has started yet. 0, or the sync's negative errno when it failed and the failure
  * mode is refuse: the caller must then wipe and discard what the token
  * made and answer audit-unavailable. @peer, @op and @key only name the
  * request in the diagnostic log (failure mode continue).
@@ -130,5 +135,8 @@ void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char
 /* ks_audit_outcome() of a request without an intent record. */
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome);
+
+/* The number of fdatasync calls made on the log so far (for tests and benchmarks). */
+uint64_t ks_audit_syncs(struct ks_audit *a);
 
 #endif

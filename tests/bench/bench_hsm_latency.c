@@ -456,10 +456,11 @@ static void *client_main(void *arg)
 /* CPU seconds (user + system) of this process and of @pid (0: none). */
 /*
  * One window of @n clients: signatures per second; latencies into @lat
- * (ms), the CPU seconds of the whole window (this process and the server
- * process of the way) added to *@cpu, the signatures to *@sigs.
+ * (ms), the CPU seconds of the whole window added to cpu[0] (the server
+ * process of the way) and cpu[1] (this process: the clients), the
+ * signatures to *@sigs.
  */
-static double run_window(struct client *cl, int n, double *lat, size_t *nlat, double *cpu,
+static double run_window(struct client *cl, int n, double *lat, size_t *nlat, double cpu[2],
 			 long *sigs)
 {
 	long total = 0, errors = 0;
@@ -481,7 +482,8 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat, do
 	bench_cpu_now(server, &s0, &d0);
 	bench_sleep_until(win_end);
 	bench_cpu_now(server, &s1, &d1);
-	*cpu += (s1 - s0) + (d1 - d0);
+	cpu[0] += d1 - d0;
+	cpu[1] += s1 - s0;
 	for (int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
 		total += cl[i].count;
@@ -513,7 +515,7 @@ static void keysvcd_sessions(long *open, long *peak)
 struct cell_result {
 	double rate[W_COUNT];
 	double med[W_COUNT], p99[W_COUNT];
-	double cpu_us[W_COUNT];     /* CPU per signature, the server's and the clients' */
+	double cpu_us[W_COUNT][2];  /* CPU per signature: the server's, the clients' */
 	long sessions_open, sessions_peak;
 };
 
@@ -523,7 +525,7 @@ static void run_cell(int nclients, struct cell_result *res)
 	double rates[W_COUNT][MAX_ROUNDS];
 	double *lat[W_COUNT];
 	size_t nlat[W_COUNT] = { 0 };
-	double cpu[W_COUNT] = { 0 };
+	double cpu[W_COUNT][2] = { { 0 } };
 	long sigs[W_COUNT] = { 0 };
 	/* Bounded by the token: at most min(clients, parallel) per delay. */
 	size_t lat_cap = (size_t)((opt_seconds + 1) * 1e6 / (double)opt_delay_us *
@@ -543,7 +545,7 @@ static void run_cell(int nclients, struct cell_result *res)
 
 			if (nlat[w] + lat_cap / (size_t)opt_rounds > lat_cap)
 				die("latency buffer too small");
-			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], &cpu[w], &sigs[w]);
+			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], cpu[w], &sigs[w]);
 			if (w == W_KEYSVCD)
 				keysvcd_sessions(&res->sessions_open, &res->sessions_peak);
 			fprintf(stderr, "  %d client(s), round %d: %-11s %8.0f/s\n", nclients, r + 1,
@@ -552,7 +554,8 @@ static void run_cell(int nclients, struct cell_result *res)
 	}
 	for (int w = 0; w < W_COUNT; w++) {
 		res->rate[w] = bench_median(rates[w], opt_rounds);
-		res->cpu_us[w] = sigs[w] > 0 ? cpu[w] / (double)sigs[w] * 1e6 : NAN;
+		for (int k = 0; k < 2; k++)
+			res->cpu_us[w][k] = sigs[w] > 0 ? cpu[w][k] / (double)sigs[w] * 1e6 : NAN;
 		qsort(lat[w], nlat[w], sizeof(double), bench_cmp_double);
 		res->med[w] = nlat[w] ? lat[w][nlat[w] / 2] : NAN;
 		res->p99[w] = nlat[w] ? lat[w][(size_t)ceil(0.99 * (double)nlat[w]) - 1] : NAN;
@@ -737,15 +740,19 @@ int main(void)
 		       r->rate[W_RAW] / r->rate[W_INPROC], r->rate[W_KEYSVCD] / r->rate[W_RAW],
 		       r->sessions_open, r->sessions_peak);
 	}
-	printf("\n| clients | CPU µs per signature: in-process | raw signer | keysvcd "
-	       "| keysvcd's CPU bound on %ld CPUs (sig/s) | keysvcd / its CPU bound |\n"
-	       "|---:|---:|---:|---:|---:|---:|\n", ncpu);
+	printf("\n| clients | CPU µs per signature: in-process | raw signer (server + clients) "
+	       "| keysvcd (server + clients) | keysvcd's CPU bound on %ld CPUs (sig/s) "
+	       "| keysvcd / its CPU bound |\n|---:|---:|---:|---:|---:|---:|\n", ncpu);
 	for (int c = 0; c < opt_nclients; c++) {
 		struct cell_result *r = &res[c];
-		double cpu_bound = (double)ncpu * 1e6 / r->cpu_us[W_KEYSVCD];
+		double kd = r->cpu_us[W_KEYSVCD][0] + r->cpu_us[W_KEYSVCD][1];
+		double cpu_bound = (double)ncpu * 1e6 / kd;
 
-		printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f |\n", opt_clients[c], r->cpu_us[W_INPROC],
-		       r->cpu_us[W_RAW], r->cpu_us[W_KEYSVCD], cpu_bound, r->rate[W_KEYSVCD] / cpu_bound);
+		printf("| %d | %.0f | %.0f (%.0f + %.0f) | %.0f (%.0f + %.0f) | %.0f | %.2f |\n",
+		       opt_clients[c], r->cpu_us[W_INPROC][1],
+		       r->cpu_us[W_RAW][0] + r->cpu_us[W_RAW][1], r->cpu_us[W_RAW][0],
+		       r->cpu_us[W_RAW][1], kd, r->cpu_us[W_KEYSVCD][0], r->cpu_us[W_KEYSVCD][1],
+		       cpu_bound, r->rate[W_KEYSVCD] / cpu_bound);
 	}
 	printf("\nfdatasync after an audit-record-sized append, next to keysvcd's audit log: median "
 	       "%.2f ms. With audit_sync data (the default) one runs while the token signs and "
