@@ -60,15 +60,17 @@ struct ks_audit {
 	 * meantime instead of one per handful of requests (a sync costs the
 	 * machine far more CPU than a record). unsynced_since is when the
 	 * first intent not covered by a started sync was written (0: none);
-	 * answer_est_ns how long callers take from ks_audit_intent_start()
-	 * to ks_audit_intent_wait() (the token's time; it falls fast and
-	 * rises slowly, so it follows the quick answers); sync_est_ns how long
-	 * a sync takes. A caller that comes before the sync syncs at once
-	 * itself: a late sync costs one answer a sync's time, never
-	 * durability.
+	 * answer_min_ns the shortest time callers took from
+	 * ks_audit_intent_start() to ks_audit_intent_wait() (the token's time)
+	 * over the last one to two ANSWER_WINDOW_NS: an answer is never due
+	 * sooner than the token's quickest, whatever its queue does to the
+	 * others; sync_est_ns how long a sync takes. A caller that comes
+	 * before the sync syncs at once itself: a late sync costs one answer
+	 * a sync's time, never durability.
 	 */
 	int64_t unsynced_since;
-	int64_t answer_est_ns;         /* atomic: updated without the lock */
+	/* Atomics, updated without the lock: the minimum of this window and of the last. */
+	int64_t answer_min_ns, answer_min_prev_ns, answer_window_start;
 	int64_t sync_est_ns;
 	uint64_t syncs;                /* fdatasync calls, for the tests */
 };
@@ -76,6 +78,8 @@ struct ks_audit {
 /* How much of the token's expected time the sync may wait before it starts. */
 #define SYNC_DELAY_SHARE_NUM 3
 #define SYNC_DELAY_SHARE_DEN 4
+/* How long an answer time counts for the minimum (between one and two of these). */
+#define ANSWER_WINDOW_NS 1000000000LL
 /* The longest an intent stays unsynced while the token works, whatever the token's time. */
 #define SYNC_DELAY_MAX_NS 1000000000LL
 
@@ -513,7 +517,9 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
  */
 static int64_t sync_deadline(const struct ks_audit *a)
 {
-	int64_t answer = __atomic_load_n(&a->answer_est_ns, __ATOMIC_RELAXED);
+	int64_t cur = __atomic_load_n(&a->answer_min_ns, __ATOMIC_RELAXED);
+	int64_t prev = __atomic_load_n(&a->answer_min_prev_ns, __ATOMIC_RELAXED);
+	int64_t answer = cur == 0 ? prev : prev == 0 || cur < prev ? cur : prev;
 	int64_t delay = answer / SYNC_DELAY_SHARE_DEN * SYNC_DELAY_SHARE_NUM - a->sync_est_ns;
 
 	if (delay <= 0 || a->unsynced_since == 0)
@@ -690,20 +696,30 @@ int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const 
 }
 
 /*
- * One more start-to-wait interval for the estimate of the token's time:
- * it falls by half the difference and rises by an eighth, so it follows
- * the quicker answers (a sync due too late costs one answer a sync's
- * time; one due too early only a sync more). Without the lock: a lost
- * update only delays the estimate by one sample.
+ * One more start-to-wait interval for the minimum the syncer plans with
+ * (0 in a window: none seen yet). Without the lock: a sample lost to a
+ * race only leaves the minimum a little higher for one window.
  */
 static void learn_answer_time(struct ks_audit *a, int64_t sample)
 {
-	int64_t est = __atomic_load_n(&a->answer_est_ns, __ATOMIC_RELAXED);
+	int64_t now = mono_ns(), start = __atomic_load_n(&a->answer_window_start, __ATOMIC_RELAXED);
+	int64_t min;
 
-	if (sample < 0)
+	if (sample <= 0)
 		return;
-	est += sample < est ? (sample - est) / 2 : (sample - est) / 8;
-	__atomic_store_n(&a->answer_est_ns, est, __ATOMIC_RELAXED);
+	if (now - start >= ANSWER_WINDOW_NS &&
+	    __atomic_compare_exchange_n(&a->answer_window_start, &start, now, 0, __ATOMIC_RELAXED,
+					__ATOMIC_RELAXED)) {
+		__atomic_store_n(&a->answer_min_prev_ns,
+				 __atomic_load_n(&a->answer_min_ns, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+		__atomic_store_n(&a->answer_min_ns, sample, __ATOMIC_RELAXED);
+		return;
+	}
+	min = __atomic_load_n(&a->answer_min_ns, __ATOMIC_RELAXED);
+	while ((min == 0 || sample < min) &&
+	       !__atomic_compare_exchange_n(&a->answer_min_ns, &min, sample, 0, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED))
+		;
 }
 
 int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const char *op,

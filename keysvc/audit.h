@@ -97,8 +97,8 @@ struct ks_audit_pending {
  * been started without waiting for it (the syncer thread, group commit),
  * so the token can be used while it runs. The caller must call
  * ks_audit_intent_wait() before anything the token made leaves keysvcd.
- * The sync starts shortly before the token is expected to answer (its
- * time learnt from the calls' start-to-wait intervals; at once for a token
+ * The sync starts shortly before the token can answer (three quarters of
+ * its quickest recent start-to-wait interval; at once for a token
  * quicker than a sync; at most a second later), so that one sync covers
  * the intents of all the requests the token works on meanwhile.
  * Returns 0 with @pending set, or the negative errno of the write when
