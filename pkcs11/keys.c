@@ -510,6 +510,11 @@ CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const str
 	return handle_gone_check(tok, s, k, k->priv, rv);
 }
 
+int ks_tok_key_gone(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k)
+{
+	return handle_gone(tok, s, k, k->priv);
+}
+
 /* The private key: by label first, by the saved CKA_ID on a retry. */
 CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err)
@@ -650,15 +655,7 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		EVP_PKEY_free(*ia->pub);
 		*ia->pub = NULL;
 		rv = ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
-		/*
-		 * The key deleted after it was found, its public key object
-		 * with it (no public key, or a token error reading it):
-		 * looked up again, never "internal".
-		 */
-		if (rv == CKR_OK && *err == -EIO && handle_gone(tok, s, &ia->k, ia->k.priv)) {
-			*err = 0;
-			return CKR_KEY_HANDLE_INVALID;
-		}
+		/* The key deleted after it was found: looked up again, never "internal". */
 		return ks_tok_key_gone_check(tok, s, &ia->k, rv);
 	}
 	fill_info(ia->info, &ia->k);
