@@ -655,7 +655,15 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		EVP_PKEY_free(*ia->pub);
 		*ia->pub = NULL;
 		rv = ks_tok_read_public(tok, s, &ia->k, ia->pub, err);
-		/* The key deleted after it was found: looked up again, never "internal". */
+		/*
+		 * The key deleted after it was found, its public key object
+		 * with it (no public key, or a token error reading it):
+		 * looked up again, never "internal".
+		 */
+		if (rv == CKR_OK && *err == -ENOENT) {
+			*err = 0;
+			return CKR_KEY_HANDLE_INVALID;
+		}
 		return ks_tok_key_gone_check(tok, s, &ia->k, rv);
 	}
 	fill_info(ia->info, &ia->k);

@@ -566,8 +566,8 @@ unsigned ks_tok_purposes_from_id(const uint8_t *id, size_t len, int *legacy);
 /*
  * The public key of @k (resolved) into *@pub: from its public key object,
  * for RSA else from the private object's public attributes. A key deleted
- * since it was resolved returns CKR_KEY_HANDLE_INVALID (look it up again),
- * or the token's refusal of its handle; a key without a public key this
+ * since it was resolved is *@err -ENOENT (logged at debug level only), or
+ * the token's refusal of its handle; a key without a public key this
  * service can read is *@err -EIO or -EOPNOTSUPP (logged as an error).
  */
 CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
