@@ -123,6 +123,12 @@ static int ec_pkey(enum ks_key_type type, const uint8_t *point, size_t len, EVP_
  * The public key of @k from its public key object. RSA falls back to the
  * modulus and public exponent of the private object, which are public
  * attributes; an EC private key carries no point.
+ *
+ * No public key object for an EC key is an ordinary race when the key was
+ * deleted since it was found (the delete takes the private key first, then
+ * its public key): *@err -ENOENT, not logged as an error, for the caller
+ * to decide. Only a private key still there without its public key is an
+ * error.
  */
 CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 EVP_PKEY **pub, int *err)
@@ -135,6 +141,10 @@ CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_r
 
 	if ((rv = ks_tok_find_related(tok, s, CKO_PUBLIC_KEY, k, h, 1, &n)) != CKR_OK)
 		return rv;
+	if (k->key_type == CKK_EC && n == 0 && ks_tok_key_gone(tok, s, k)) {
+		*err = -ENOENT;
+		return CKR_OK;
+	}
 	obj = n == 1 ? h[0] : k->priv;
 	a[0].pValue = a0;
 	a[0].ulValueLen = sizeof(a0);
@@ -368,7 +378,17 @@ static CK_RV generate_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, i
 	 */
 	if ((rv = ks_tok_describe_key(tok, s, hpriv, &k, err)) != CKR_OK || *err != 0)
 		return rv;
-	return ks_tok_read_public(tok, s, &k, g->pub, err);
+	rv = ks_tok_read_public(tok, s, &k, g->pub, err);
+	/*
+	 * Gone right after it was made (another program deleted it, or a
+	 * search missed the new objects): an error, never a second generation
+	 * on a retry.
+	 */
+	if (rv == CKR_OK && *err == -ENOENT) {
+		ks_err("key %s: not found right after its generation", g->name);
+		*err = -EIO;
+	}
+	return rv;
 }
 
 int ks_token_generate(struct ks_token *tok, const char *name, enum ks_key_type type,

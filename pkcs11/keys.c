@@ -510,6 +510,11 @@ CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const str
 	return handle_gone_check(tok, s, k, k->priv, rv);
 }
 
+int ks_tok_key_gone(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k)
+{
+	return handle_gone(tok, s, k, k->priv);
+}
+
 /* The private key: by label first, by the saved CKA_ID on a retry. */
 CK_RV ks_tok_resolve_key(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 int *err)
@@ -655,7 +660,7 @@ static CK_RV info_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		 * with it (no public key, or a token error reading it):
 		 * looked up again, never "internal".
 		 */
-		if (rv == CKR_OK && *err == -EIO && handle_gone(tok, s, &ia->k, ia->k.priv)) {
+		if (rv == CKR_OK && *err == -ENOENT) {
 			*err = 0;
 			return CKR_KEY_HANDLE_INVALID;
 		}

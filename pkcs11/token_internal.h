@@ -532,6 +532,13 @@ CK_RV ks_tok_key_gone_check(struct ks_token *tok, CK_SESSION_HANDLE s, const str
 			    CK_RV rv);
 
 /*
+ * 1 if a search by @k's name (and CKA_ID) no longer shows @k->priv: the key
+ * was deleted since it was found (logged at debug level only). 0 if it is
+ * still there or the search failed.
+ */
+int ks_tok_key_gone(struct ks_token *tok, CK_SESSION_HANDLE s, const struct key_ref *k);
+
+/*
  * Finds the private key named @k->name (cache, label, or on a retry the
  * saved CKA_ID) and fills @k. Token errors are returned for run_op();
  * -ENOENT, -ENODEV (in doubt) or -EIO (ambiguous) go to *@err.
@@ -558,7 +565,10 @@ unsigned ks_tok_purposes_from_id(const uint8_t *id, size_t len, int *legacy);
 
 /*
  * The public key of @k (resolved) into *@pub: from its public key object,
- * for RSA else from the private object's public attributes.
+ * for RSA else from the private object's public attributes. A key deleted
+ * since it was resolved is *@err -ENOENT (logged at debug level only), or
+ * the token's refusal of its handle; a key without a public key this
+ * service can read is *@err -EIO or -EOPNOTSUPP (logged as an error).
  */
 CK_RV ks_tok_read_public(struct ks_token *tok, CK_SESSION_HANDLE s, struct key_ref *k,
 			 EVP_PKEY **pub, int *err);

@@ -11,7 +11,8 @@
 # `keysvc hello`; keysvc-openvox enrolls as its own user with the local
 # test CA (tests/ca, on the host's 127.0.0.1, whose network the namespaces
 # share), /etc/keysvc/openvox.env from the example, and the timer's service
-# runs once and renews. Checked: `keysvc status`, `journalctl -p err` of
+# runs once and renews; keysvc-metrics.service writes its textfile as its
+# own user. Checked: `keysvc status`, `journalctl -p err` of
 # our units, the owners and modes of every directory and file, a program
 # built against libkeysvc-dev (pkg-config), and the audit log rotated by the
 # logrotate snippet (when logrotate is installed).
@@ -37,7 +38,8 @@ if [ "${1:-}" = --pid1 ]; then
 		"$2"/debs/openssl-provider-keysvc_*_"$arch".deb >"$2/dpkg.log" 2>&1
 	# This systemd boots no sysinit.target, and nothing in here brings a
 	# network up (the host's is shared): runtime drop-ins and a mask, in /run.
-	for u in keysvcd.service keysvcd.socket keysvc-openvox-renew.service keysvc-openvox-renew.timer keysvc-ucl-renew.service; do
+	for u in keysvcd.service keysvcd.socket keysvc-openvox-renew.service keysvc-openvox-renew.timer keysvc-ucl-renew.service \
+		keysvc-metrics.service; do
 		mkdir -p "/run/systemd/system/$u.d"
 		printf '[Unit]\nDefaultDependencies=no\n' >"/run/systemd/system/$u.d/system-test.conf"
 	done
@@ -87,7 +89,10 @@ for c in openvox ucl oci; do
 	check "sysusers.d: keysvc-$c, in groups keysvc and keysvc-inventory" \
 		is "keysvc keysvc-inventory keysvc-$c " "$(groups_of "keysvc-$c")"
 done
+check "sysusers.d: keysvc-metrics, in group keysvc" is "keysvc keysvc-metrics " "$(groups_of keysvc-metrics)"
 shape() { in_ns stat -c '%U:%G %a' "$1"; }
+check "tmpfiles.d: /var/lib/keysvc-metrics is keysvc-metrics's, 0755" \
+	is "keysvc-metrics:keysvc-metrics 755" "$(shape /var/lib/keysvc-metrics)"
 check "tmpfiles.d: /var/lib/keysvc is keysvc:keysvc 0700" is "keysvc:keysvc 700" "$(shape /var/lib/keysvc)"
 check "tmpfiles.d: /var/log/keysvc is keysvc:keysvc 0750" is "keysvc:keysvc 750" "$(shape /var/log/keysvc)"
 for c in openvox ucl oci; do
@@ -183,6 +188,19 @@ check "without /etc/keysvc/ucl.env keysvc-ucl-renew.service is skipped, not fail
 run_exit 0 "$cert" "keysvc status lists the renewed certificate (the inventory)" in_ns keysvc status
 run_exit 0 "openvox" "... recorded by the openvox client" in_ns keysvc status --json
 
+# ---- the metrics writer, as its own user with the example policy's rule --------
+check "systemctl start keysvc-metrics.service (the timer's service, once)" ctl start keysvc-metrics.service
+check "... it succeeded" is "success 0" "$(prop Result keysvc-metrics.service) $(prop ExecMainStatus keysvc-metrics.service)"
+prom=/var/lib/keysvc-metrics/keysvc.prom
+metrics_written() {
+	in_ns grep -qx 'keysvc_up 1' "$prom" && in_ns grep -qx 'keysvc_health{state="ok"} 1' "$prom" &&
+		in_ns grep -qF "keysvc_certificate_expiry_seconds{cert=\"$cert\"" "$prom"
+}
+check "... wrote $prom: keysvcd up (hello granted), health ok, the certificate" metrics_written
+check "... keysvc-metrics's, 0644, for node_exporter" is "keysvc-metrics:keysvc-metrics 644" "$(shape "$prom")"
+run_exit 0 '"key_present":true' "the rule grants keysvc-metrics key.public: the key is checked" \
+	as_user keysvc-metrics keysvc status --json
+
 # ---- owners and modes --------------------------------------------------------
 check "the certificate is keysvc-openvox's" is keysvc-openvox "$(in_ns stat -c %U "$cert")"
 inv_owned() { # every inventory record is keysvc-openvox's
@@ -200,7 +218,7 @@ check "/etc/keysvc/pin is root's 0600" is "root:root 600" "$(shape /etc/keysvc/p
 no_errors() { # journalctl -p err of our units is empty
 	local out
 	out=$(in_ns journalctl --no-pager -q -p err --since "@$started" -u keysvcd.service -u keysvcd.socket \
-		-u keysvc-openvox-renew.service -u keysvc-openvox-renew.timer)
+		-u keysvc-openvox-renew.service -u keysvc-openvox-renew.timer -u keysvc-metrics.service)
 	[ -z "$out" ] || { echo "$out"; return 1; }
 }
 check "journalctl -p err: nothing from keysvcd or the renewal" no_errors

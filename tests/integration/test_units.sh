@@ -5,8 +5,10 @@
 # installed ones need not exist here), their paths follow the prefix, they
 # agree with the programs' code (the credential name keysvcd reads, the
 # default socket path, Type=notify, the inventory's directory), each unit
-# writes only its own directories, and `systemd-analyze security` scores
-# every service at or below its bound (keysvcd 0.6, the renewal clients 2.0).
+# writes only its own directories, every user and group a unit names is
+# one the packages' sysusers.d files make, and `systemd-analyze security`
+# scores every service at or below its bound (keysvcd 0.6, the renewal
+# clients 2.0; keysvc-metrics.service: the metrics-units test).
 # Skipped (exit 77) without systemd-analyze.
 set -u
 units=$KS_BUILD_ROOT/keysvc
@@ -116,6 +118,36 @@ for c in "${clients[@]}"; do
 	check "tmpfiles.d: /var/lib/keysvc-$c is keysvc-$c's" grep -qx "d /var/lib/keysvc-$c 0755 keysvc-$c keysvc-$c -" "$tmpf"
 	check "sysusers.d: keysvc-$c, in groups keysvc and keysvc-inventory" \
 		sh -c "grep -q '^u keysvc-$c ' '$sysu' && grep -qx 'm keysvc-$c keysvc' '$sysu' && grep -qx 'm keysvc-$c keysvc-inventory' '$sysu'"
+done
+metrics=$KS_BUILD_ROOT/clients/status/keysvc-metrics.service
+check "keysvc-metrics.service writes only /var/lib/keysvc-metrics" \
+	is /var/lib/keysvc-metrics "$(writable "$metrics")"
+check "keysvc-metrics.service runs as keysvc-metrics, in group keysvc (socket)" \
+	sh -c "grep -qx 'User=keysvc-metrics' '$metrics' && grep -qx 'SupplementaryGroups=keysvc' '$metrics'"
+check "keysvc-metrics.service writes its textfile into its StateDirectory=" \
+	sh -c "grep -qx 'StateDirectory=keysvc-metrics' '$metrics' &&
+	       grep -qx 'Environment=KEYSVC_METRICS_DIR=/var/lib/keysvc-metrics' '$metrics'"
+check "tmpfiles.d: /var/lib/keysvc-metrics is keysvc-metrics's, 0755 (node_exporter reads it)" \
+	grep -qx "d /var/lib/keysvc-metrics 0755 keysvc-metrics keysvc-metrics -" "$tmpf"
+check "sysusers.d: keysvc-metrics, in group keysvc" \
+	sh -c "grep -q '^u keysvc-metrics ' '$sysu' && grep -qx 'm keysvc-metrics keysvc' '$sysu'"
+# Every account a unit names (User=, Group=, SupplementaryGroups=, the
+# socket's) is made by the packages: a unit naming another (a user some
+# other package may or may not make) fails to start where it is missing.
+made_accounts() { # root, and the users ("u") and groups ("u", "g") the sysusers.d files make
+	{ echo root; sed -n 's/^[ug] \([^ ]*\) .*/\1/p' "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.sysusers" "$sysu"; } | sort -u
+}
+named_accounts() { # named_accounts UNIT
+	sed -n 's/^\(User\|Group\|SupplementaryGroups\|SocketUser\|SocketGroup\)=//p' "$1" | tr ' ' '\n' | sed '/^$/d' | sort -u
+}
+accounts_made() { # accounts_made UNIT
+	local missing
+	missing=$(comm -23 <(named_accounts "$1") <(made_accounts))
+	[ -z "$missing" ] || { echo "not made by sysusers.d:" $missing; return 1; }
+}
+for u in "$units/keysvcd.service" "$units/keysvcd.socket" "$metrics" \
+	"$(client_unit openvox service)" "$(client_unit ucl service)" "$(client_unit oci service)"; do
+	check "${u##*/}: every user and group it names is made by sysusers.d" accounts_made "$u"
 done
 check "tmpfiles.d: /var/lib/keysvc is keysvc's, 0700 (as StateDirectoryMode=)" \
 	grep -qx "d /var/lib/keysvc 0700 keysvc keysvc -" "$KS_SOURCE_ROOT/keysvc/systemd/keysvcd.tmpfiles"

@@ -585,6 +585,75 @@ static void test_hook_runner(void **state)
 	assert_string_equal(reason, "cannot run /nonexistent/reload: No such file or directory");
 }
 
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether process @pid is gone (or a zombie nobody reaped yet): /proc/PID/stat. */
+static int process_gone(long pid)
+{
+	char path[64], stat[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 1;
+	n = fread(stat, 1, sizeof(stat) - 1, f);
+	fclose(f);
+	stat[n] = '\0';
+	/* "PID (comm) S ...": the state follows the last ')'. */
+	return (p = strrchr(stat, ')')) != NULL && p[1] == ' ' && p[2] == 'Z';
+}
+
+/*
+ * A hook that outlives its timeout gets SIGTERM and KS_HOOK_GRACE_MS to
+ * clean up before SIGKILL: one that traps SIGTERM gets to write its marker
+ * and exit; one that ignores it (and its child, which inherits that) is
+ * killed with its whole group once the grace is over.
+ */
+static void test_hook_sigterm_grace(void **state)
+{
+	char marker[300], pidfile[300], traps_cmd[700], ignores_cmd[700], reason[KS_PUSH_REASON_MAX];
+	char *traps[] = { "sh", "-c", traps_cmd, NULL }, *ignores[] = { "sh", "-c", ignores_cmd, NULL };
+	long long t0, took;
+	long child = 0;
+	FILE *f;
+
+	(void)state;
+	snprintf(marker, sizeof(marker), "%s/hook-cleaned-up", tmpdir);
+	snprintf(pidfile, sizeof(pidfile), "%s/hook-child", tmpdir);
+	snprintf(traps_cmd, sizeof(traps_cmd),
+		 "trap 'echo cleaned up >%s; exit 0' TERM; sleep 30 & wait", marker);
+	t0 = mono_ms();
+	assert_int_equal(ks_hook_run(traps, 1000, reason, sizeof(reason)), -1);
+	took = mono_ms() - t0;
+	assert_int_equal(access(marker, F_OK), 0);
+	assert_string_equal(reason, "sh timed out after 1 s and was stopped (SIGTERM)");
+	assert_true(took >= 1000 && took < 1000 + KS_HOOK_GRACE_MS);
+
+	snprintf(ignores_cmd, sizeof(ignores_cmd),
+		 "trap '' TERM; sleep 30 & echo $! >%s; wait; wait", pidfile);
+	/* 2 s: time enough to write the child's pid on a busy machine. */
+	t0 = mono_ms();
+	assert_int_equal(ks_hook_run(ignores, 2000, reason, sizeof(reason)), -1);
+	took = mono_ms() - t0;
+	assert_string_equal(reason, "sh timed out after 2 s and was killed (SIGKILL, 5 s after SIGTERM)");
+	assert_true(took >= 2000 + KS_HOOK_GRACE_MS - 50 && took < 2000 + KS_HOOK_GRACE_MS + 3000);
+	assert_non_null(f = fopen(pidfile, "r"));
+	assert_int_equal(fscanf(f, "%ld", &child), 1);
+	fclose(f);
+	/* The group's SIGKILL reached the hook's child too (reaped by whoever adopted it). */
+	t0 = mono_ms();
+	while (!process_gone(child) && mono_ms() - t0 < 3000)
+		usleep(20 * 1000);
+	assert_true(process_gone(child));
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -617,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_inventory_parse_refusals),
 		cmocka_unit_test(test_abs_path),
 		cmocka_unit_test(test_hook_runner),
+		cmocka_unit_test(test_hook_sigterm_grace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

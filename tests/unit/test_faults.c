@@ -22,6 +22,9 @@
 #include <p11-kit/pkcs11.h>
 
 #include "pkcs11/token.h"
+/* Only for objects_rw: whether a search is under way, to order a race. */
+#include "pkcs11/token_internal.h"
+#include "proto/log.h"
 #include "tests/common/softhsm.h"
 
 #define WAIT_MS 1500
@@ -406,8 +409,11 @@ static void test_repeated_faults_degrade_and_reinitialise(void **state)
 	assert_int_equal(health(NULL, 0), KS_HEALTH_OK);
 }
 
-/* Objects of class @cls labelled @label, seen through the module directly. */
-static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
+/*
+ * Objects of class @cls labelled @label, seen through the module directly
+ * (not faultp11, so never held by a fault); destroyed too with @destroy.
+ */
+static CK_ULONG outside_objects(CK_OBJECT_CLASS cls, const char *label, int destroy)
 {
 	CK_FUNCTION_LIST *raw = p11_kit_module_load(tt.module, P11_KIT_MODULE_UNMANAGED);
 	CK_ATTRIBUTE tmpl[] = {
@@ -427,7 +433,8 @@ static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
 	assert_int_equal(raw->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
 	for (CK_ULONG i = 0; i < n && s == CK_INVALID_HANDLE; i++)
 		if (raw->C_GetTokenInfo(slots[i], &ti) == CKR_OK && memcmp(ti.label, "faults ", 7) == 0)
-			assert_int_equal(raw->C_OpenSession(slots[i], CKF_SERIAL_SESSION, NULL, NULL, &s),
+			assert_int_equal(raw->C_OpenSession(slots[i], CKF_SERIAL_SESSION |
+							   (destroy ? CKF_RW_SESSION : 0), NULL, NULL, &s),
 					 CKR_OK);
 	assert_int_not_equal(s, CK_INVALID_HANDLE);
 	rv = raw->C_Login(s, CKU_USER, (CK_UTF8CHAR *)tt.pin, tt.pin_len);
@@ -435,10 +442,17 @@ static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
 	assert_int_equal(raw->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
 	assert_int_equal(raw->C_FindObjects(s, h, 16, &found), CKR_OK);
 	assert_int_equal(raw->C_FindObjectsFinal(s), CKR_OK);
+	for (CK_ULONG i = 0; destroy && i < found; i++)
+		assert_int_equal(raw->C_DestroyObject(s, h[i]), CKR_OK);
 	/* Not logged out or finalized: that would end the token layer's login too. */
 	raw->C_CloseSession(s);
 	p11_kit_module_release(raw);
 	return found;
+}
+
+static CK_ULONG count_objects(CK_OBJECT_CLASS cls, const char *label)
+{
+	return outside_objects(cls, label, 0);
 }
 
 /* Store a certificate for @name's public key (issued by a throwaway key: the layer checks no chain). */
@@ -523,6 +537,126 @@ static void test_delete_cut_short(void **state)
 	}
 }
 
+/* Redirects stderr (where the token layer logs) into a file until capture_end(). */
+static FILE *capture_begin(int *saved)
+{
+	FILE *f = tmpfile();
+
+	assert_non_null(f);
+	fflush(stderr);
+	assert_true((*saved = dup(STDERR_FILENO)) >= 0);
+	assert_true(dup2(fileno(f), STDERR_FILENO) >= 0);
+	return f;
+}
+
+/* What was logged since capture_begin() into @buf; stderr restored (and the lines echoed). */
+static void capture_end(FILE *f, int saved, char *buf, size_t len)
+{
+	size_t n;
+
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	rewind(f);
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	fputs(buf, stderr);
+}
+
+struct pubkey_result {
+	int r;
+	EVP_PKEY *pub;
+};
+
+static void *public_key_thread(void *arg)
+{
+	struct pubkey_result *pr = arg;
+
+	__atomic_store_n(&pr->r, ks_token_public_key(tok, "race-pub", &pr->pub), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *delete_thread(void *arg)
+{
+	__atomic_store_n((int *)arg, ks_token_delete(tok, "race-pub"), __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A search holds objects_rw shared: a writer cannot take it. */
+static int search_under_way(void)
+{
+	if (pthread_rwlock_trywrlock(&tok->objects_rw) != 0)
+		return 1;
+	pthread_rwlock_unlock(&tok->objects_rw);
+	return 0;
+}
+
+/*
+ * key.public loses the race with a delete: the key was found (here from
+ * the handle cache), then deleted with its public key before the search
+ * for that public key. That is "no such key", and nothing at err level in
+ * the log. The order is forced: faultp11 holds every C_FindObjectsInit, so
+ * the reader waits in its public key search while the delete destroys the
+ * private key (its own search for the public key held too) and the test
+ * destroys the public key from outside. A private key whose public key
+ * really is missing stays an error.
+ */
+static void test_public_key_of_key_deleted_meanwhile(void **state)
+{
+	struct pubkey_result pr = { 1, NULL };
+	char logged[8192];
+	pthread_t reader, deleter;
+	EVP_PKEY *pub = NULL;
+	int del_r = 1, saved;
+	int64_t start;
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(ks_token_generate(tok, "race-pub", KS_KEY_EC_P256, NULL), 0);
+	/* Known, and its handle cached: the reader's lookup makes no search. */
+	assert_int_equal(ks_token_public_key(tok, "race-pub", &pub), 0);
+	EVP_PKEY_free(pub);
+	pub = NULL;
+
+	set_fault("hang C_FindObjectsInit");
+	assert_int_equal(pthread_create(&reader, NULL, public_key_thread, &pr), 0);
+	start = now_ms();
+	while (!search_under_way() && now_ms() - start < 10000)
+		usleep(10 * 1000);
+	assert_true(search_under_way());
+	assert_int_equal(pthread_create(&deleter, NULL, delete_thread, &del_r), 0);
+	start = now_ms();
+	while (count_objects(CKO_PRIVATE_KEY, "race-pub") != 0 && now_ms() - start < 10000)
+		usleep(10 * 1000);
+	assert_int_equal(count_objects(CKO_PRIVATE_KEY, "race-pub"), 0);
+	assert_int_equal(outside_objects(CKO_PUBLIC_KEY, "race-pub", 1), 1);
+	/* The reader logs only once it goes on; debug too, to see which way it went. */
+	f = capture_begin(&saved);
+	ks_log_set_level(KS_LOG_DEBUG);
+	set_fault("");
+	assert_int_equal(pthread_join(reader, NULL), 0);
+	assert_int_equal(pthread_join(deleter, NULL), 0);
+	ks_log_set_level(KS_LOG_NOTICE);
+	capture_end(f, saved, logged, sizeof(logged));
+	/* Its public key search found nothing, and the key was gone: looked up again. */
+	assert_non_null(strstr(logged, "key race-pub: deleted while in use; looking it up again"));
+	assert_int_equal(pr.r, -ENOENT);
+	assert_null(pr.pub);
+	assert_int_equal(del_r, 0);
+	assert_null(strstr(logged, "[err]"));
+
+	/* The private key there, its public key not: an error, logged as one. */
+	assert_int_equal(ks_token_generate(tok, "race-pub", KS_KEY_EC_P256, NULL), 0);
+	assert_int_equal(outside_objects(CKO_PUBLIC_KEY, "race-pub", 1), 1);
+	f = capture_begin(&saved);
+	assert_int_equal(ks_token_public_key(tok, "race-pub", &pub), -EIO);
+	capture_end(f, saved, logged, sizeof(logged));
+	assert_null(pub);
+	assert_non_null(strstr(logged, "[err]: key race-pub: no public key this service can read"));
+	assert_int_equal(ks_token_delete(tok, "race-pub"), 0);
+}
+
 /*
  * Shutting down while the background reconnect is inside a module call
  * that does not return: the close gives up after its wait with -EBUSY (the
@@ -592,6 +726,7 @@ int main(void)
 		cmocka_unit_test(test_key_gone_after_reinit_is_gone),
 		cmocka_unit_test(test_repeated_faults_degrade_and_reinitialise),
 		cmocka_unit_test(test_delete_cut_short),
+		cmocka_unit_test(test_public_key_of_key_deleted_meanwhile),
 		cmocka_unit_test(test_close_with_reconnect_stuck),
 		cmocka_unit_test(test_foreign_initialisation_survives),
 	};

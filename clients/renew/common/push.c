@@ -16,6 +16,7 @@
 #include "clients/renew/common/certinstall.h"
 #include "clients/renew/common/climsg.h"
 #include "clients/renew/common/inventory.h"
+#include "clients/renew/common/procgroup.h"
 #include "clients/renew/common/served.h"
 
 static long long now_ms(void)
@@ -80,11 +81,17 @@ int ks_hook_run(char *const argv[], int timeout_ms, char *reason, size_t len)
 			return -1;
 		}
 		if (now_ms() >= deadline) {
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
+			int stopped = ks_pgroup_stop(pid, KS_HOOK_GRACE_MS);
+
 			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 				;
-			snprintf(reason, len, "%s timed out after %d s and was killed", argv[0], timeout_ms / 1000);
+			if (stopped)
+				snprintf(reason, len, "%s timed out after %d s and was stopped (SIGTERM)",
+					 argv[0], timeout_ms / 1000);
+			else
+				snprintf(reason, len, "%s timed out after %d s and was killed (SIGKILL, "
+					 "%d s after SIGTERM)", argv[0], timeout_ms / 1000,
+					 KS_HOOK_GRACE_MS / 1000);
 			return -1;
 		}
 		(void)poll(NULL, 0, 20);

@@ -6,8 +6,9 @@
  *
  * The hook is an argv array from the configuration, run with fork() and
  * execvp() (no shell, so nothing in a path or name is ever interpreted),
- * stdin from /dev/null, in its own process group, killed (the whole group)
- * when it outlives its timeout. A failed push never touches the installed
+ * stdin from /dev/null, in its own process group, stopped (the whole group:
+ * SIGTERM, KS_HOOK_GRACE_MS to clean up, then SIGKILL; procgroup.h) when
+ * it outlives its timeout. A failed push never touches the installed
  * files: the new certificate stays and the previous one is <cert>.prev,
  * for the operator to roll back to.
  */
@@ -20,11 +21,15 @@
 
 #define KS_PUSH_REASON_MAX 300
 
+/* How long a hook stopped at its timeout gets after SIGTERM before SIGKILL. */
+#define KS_HOOK_GRACE_MS 5000
+
 /*
  * Run @argv (NULL-terminated, argv[0] looked up in PATH) for at most
  * @timeout_ms. 0 if it exited with status 0; otherwise -1 with a reason in
  * @reason ("exited with status 3", "killed by signal 9", "timed out after
- * 30 s", "cannot run X: No such file or directory").
+ * 30 s and was stopped (SIGTERM)", "timed out after 30 s and was killed
+ * (SIGKILL, 5 s after SIGTERM)", "cannot run X: No such file or directory").
  */
 int ks_hook_run(char *const argv[], int timeout_ms, char *reason, size_t len);
 

@@ -9,40 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clients/renew/common/procgroup.h"
+
 static long long now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * Whether the group leader @pid has exited, without reaping it: while it is
- * a zombie its pid (the group's id) cannot be reused, so kill(-pid) can
- * only reach its own group.
- */
-static int leader_exited(pid_t pid)
-{
-	siginfo_t si;
-
-	memset(&si, 0, sizeof(si));
-	while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-		if (errno != EINTR)
-			return 1;
-	return si.si_pid == pid;
-}
-
-/* Stop the whole group: SIGTERM, up to OCI_RUN_GRACE_MS for the leader to go, SIGKILL. */
-static void stop_group(pid_t pid)
-{
-	long long until = now_ms() + OCI_RUN_GRACE_MS;
-
-	kill(-pid, SIGTERM);
-	while (!leader_exited(pid) && now_ms() < until)
-		(void)poll(NULL, 0, 20);
-	/* Also the leader's children that ignored SIGTERM or outlived it. */
-	kill(-pid, SIGKILL);
 }
 
 /* Append what @fd has to @out up to its first line end; drop the rest. 0 at EOF, 1 if more may come. */
@@ -101,7 +75,7 @@ int oci_run_first_line(const char *shell_cmd, long timeout_ms, char *out, size_t
 	close(pfd[1]);
 	(void)fcntl(pfd[0], F_SETFL, O_NONBLOCK);
 	/* Until the leader exits: read its output as it comes so that it never blocks on a full pipe. */
-	while (!leader_exited(pid)) {
+	while (!ks_pgroup_leader_exited(pid)) {
 		long long left = deadline - now_ms();
 		struct pollfd p = { .fd = pfd[0], .events = POLLIN };
 
@@ -114,7 +88,7 @@ int oci_run_first_line(const char *shell_cmd, long timeout_ms, char *out, size_t
 			open_out = drain(pfd[0], out, out_len, &used, &line_done);
 	}
 	if (timed_out)
-		stop_group(pid);
+		(void)ks_pgroup_stop(pid, OCI_RUN_GRACE_MS);
 	else
 		kill(-pid, SIGKILL);
 	if (open_out)

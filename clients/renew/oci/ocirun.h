@@ -2,7 +2,7 @@
  * Running the operator's --state-command with a deadline. A command that
  * never exits must not hang keysvc-oci: it runs in a process group of its
  * own, so that at the deadline everything it started is stopped with it
- * (SIGTERM to the group, a short grace, then SIGKILL), and it is always
+ * (SIGTERM to the group, a short grace, then SIGKILL: procgroup.h), and it is always
  * reaped before we return.
  *
  * Errors are negative errno values.
