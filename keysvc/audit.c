@@ -71,6 +71,12 @@ struct ks_audit {
 	int64_t answer_est_ns;         /* atomic: updated without the lock */
 	int64_t sync_est_ns;
 	uint64_t syncs;                /* fdatasync calls, for the tests */
+	/* Per record, under the lock: kept so no record allocates or reformats them. */
+	EVP_MD_CTX *md_ctx;            /* the chain hash's */
+	time_t when_sec;               /* the second when_prefix names */
+	size_t when_prefix_len;        /* 0: none yet */
+	char when_prefix[48];          /* "2026-11-24T09:21:48." */
+	char line[KS_AUDIT_LINE_MAX + 2];  /* the record being written and its newline */
 };
 
 /* How much of the token's expected time the sync may wait before it starts. */
@@ -87,16 +93,34 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void now(char when[64])
+/*
+ * The record's "time", RFC 3339 UTC with milliseconds. Called with the
+ * lock held: the date and second are formatted once per second (gmtime_r
+ * and snprintf cost more than the rest of a record's fields), only the
+ * milliseconds per record.
+ */
+static void now(struct ks_audit *a, char when[64])
 {
 	struct timespec ts;
 	struct tm tm;
+	int ms, n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(when, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+	if (a->when_prefix_len == 0 || ts.tv_sec != a->when_sec) {
+		gmtime_r(&ts.tv_sec, &tm);
+		n = snprintf(a->when_prefix, sizeof(a->when_prefix), "%04d-%02d-%02dT%02d:%02d:%02d.",
+			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			     tm.tm_min, tm.tm_sec);
+		a->when_prefix_len = n > 0 && (size_t)n < sizeof(a->when_prefix) ? (size_t)n : 0;
+		a->when_sec = ts.tv_sec;
+	}
+	ms = (int)(ts.tv_nsec / 1000000);
+	memcpy(when, a->when_prefix, a->when_prefix_len);
+	when[a->when_prefix_len] = (char)('0' + ms / 100);
+	when[a->when_prefix_len + 1] = (char)('0' + ms / 10 % 10);
+	when[a->when_prefix_len + 2] = (char)('0' + ms % 10);
+	when[a->when_prefix_len + 3] = 'Z';
+	when[a->when_prefix_len + 4] = '\0';
 }
 
 /*
@@ -279,6 +303,11 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	pthread_condattr_destroy(&mono);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
+	if ((a->md_ctx = EVP_MD_CTX_new()) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
 	a->chain = "new";
 	memcpy(a->head, ks_auditchain_zero, KS_AUDIT_HASH_HEX);
 	if (opt != NULL) {
@@ -303,6 +332,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	*out = a;
 	return 0;
 fail:
+	EVP_MD_CTX_free(a->md_ctx);
 	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
@@ -370,6 +400,7 @@ void ks_audit_close(struct ks_audit *a)
 			ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 		close(a->fd);
 	}
+	EVP_MD_CTX_free(a->md_ctx);
 	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
@@ -590,27 +621,36 @@ enum { WRITE_DURABLE = 1, WRITE_SYNC_STARTED = 2 };
 static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int how,
 			uint64_t *seq, uint64_t *gen_out)
 {
-	char when[64], line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_HASH_HEX];
-	size_t len = 0;
+	char when[64], tail[KS_AUDIT_LINE_MAX + 2], *line = NULL;
+	size_t head_len = 0, tail_len = 0, len = 0;
 	uint64_t gen;
-	int r;
+	int r, tail_r;
 
+	/* What does not depend on the chain is formatted before the lock. */
+	tail_r = ks_auditchain_format_tail(rec, tail, sizeof(tail), &tail_len);
 	pthread_mutex_lock(&a->lock);
-	now(when);
+	if ((r = tail_r) != 0) {
+		note_failure(a, "cannot format a record", -r);
+		goto out;
+	}
+	now(a, when);
 	rec->time = when;
 	rec->seq = a->seq + 1;
 	rec->prev = a->head;
 	rec->chain = a->chain;
 	rec->lost = a->lost;
-	if ((r = ks_auditchain_format(rec, line, sizeof(line), &len)) != 0) {
+	line = a->line;
+	if ((r = ks_auditchain_format_head(rec, line, sizeof(a->line), &head_len)) != 0 ||
+	    (head_len + tail_len > KS_AUDIT_LINE_MAX && (r = -EMSGSIZE) != 0)) {
 		note_failure(a, "cannot format a record", -r);
 		goto out;
 	}
-	line[len] = '\n';      /* overwrite the NUL: one write carries the whole line */
+	memcpy(line + head_len, tail, tail_len);
+	len = head_len + tail_len;
+	line[len] = '\n';      /* one write carries the whole line */
 	if ((r = append(a, line, len)) != 0)
 		goto out;
-	ks_auditchain_hash(line, len, head);
-	memcpy(a->head, head, sizeof(head));
+	ks_auditchain_hash_ctx(a->md_ctx, line, len, a->head);
 	a->seq = rec->seq;
 	a->chain = NULL;
 	if (a->failing)

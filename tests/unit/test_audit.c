@@ -204,6 +204,178 @@ static void spit(const char *path, const char *data, size_t len)
 	assert_int_equal(fclose(f), 0);
 }
 
+/* The line jansson makes of @rec's fields in the documented order: the reference format. */
+static char *reference_line(const struct ks_audit_record *rec)
+{
+	json_t *o = json_object();
+	char *s;
+
+	assert_non_null(o);
+	json_object_set_new(o, "time", json_string(rec->time));
+	json_object_set_new(o, "seq", json_integer((json_int_t)rec->seq));
+	json_object_set_new(o, "prev", json_string(rec->prev));
+	if (rec->chain != NULL)
+		json_object_set_new(o, "chain", json_string(rec->chain));
+	if (rec->lost > 0)
+		json_object_set_new(o, "lost", json_integer((json_int_t)rec->lost));
+	json_object_set_new(o, "uid", json_integer(rec->uid));
+	json_object_set_new(o, "gid", json_integer(rec->gid));
+	json_object_set_new(o, "pid", json_integer(rec->pid));
+	json_object_set_new(o, "op", rec->op ? json_string(rec->op) : json_null());
+	if (rec->key != NULL)
+		json_object_set_new(o, "key", json_string(rec->key));
+	if (rec->is_intent)
+		json_object_set_new(o, "phase", json_string("intent"));
+	if (rec->hash_name != NULL)
+		json_object_set_new(o, rec->hash_name, json_string(rec->hash_hex));
+	if (rec->purpose != NULL)
+		json_object_set_new(o, "purpose", json_string(rec->purpose));
+	if (rec->intent > 0)
+		json_object_set_new(o, "intent", json_integer((json_int_t)rec->intent));
+	if (rec->outcome != NULL)
+		json_object_set_new(o, "outcome", json_string(rec->outcome));
+	assert_non_null(s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER));
+	json_decref(o);
+	return s;
+}
+
+/*
+ * keysvcd formats a record in two parts (the tail before its lock, the
+ * chain's head under it): their concatenation is ks_auditchain_format()'s
+ * line, byte for byte what jansson makes of the same fields, on the direct
+ * path and the escaping one, with every optional field present or not.
+ */
+static void test_format_parts(void **state)
+{
+	static const char *const keys[] = { "web", NULL, "a\"b\\c", "caf\xc3\xa9" };
+	static const char *const outcomes[] = { "ok", NULL, "token \"down\"" };
+	char line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_LINE_MAX + 2], tail[KS_AUDIT_LINE_MAX + 2];
+	size_t len, head_len, tail_len;
+	int n = 0;
+
+	(void)state;
+	for (int bits = 0; bits < 64; bits++)
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+			for (size_t o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
+				struct ks_audit_record rec = {
+					.time = bits & 32 ? "2026-12-06T10:00:00.120Z" : "9999-01-01T00:00:00.000Z",
+					.seq = bits & 1 ? 9223372036854775807u : 41,
+					.prev = ks_auditchain_zero,
+					.chain = bits & 2 ? "restart" : NULL,
+					.lost = bits & 4 ? 3 : 0,
+					.uid = 4294967295u, .gid = 0,
+					.pid = bits & 8 ? -7 : 2147483647,
+					.op = bits & 16 ? "sign" : NULL,
+					.key = keys[k],
+					.is_intent = outcomes[o] == NULL,
+					.hash_name = outcomes[o] == NULL ? "sha256" : NULL,
+					.hash_hex = outcomes[o] == NULL ? "2cf2" : NULL,
+					.purpose = bits & 4 ? "tls" : NULL,
+					.intent = outcomes[o] != NULL && (bits & 8) ? 40 : 0,
+					.outcome = outcomes[o],
+				};
+				char *want = reference_line(&rec);
+
+				assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), 0);
+				assert_int_equal(len, strlen(line));
+				assert_string_equal(line, want);
+				assert_int_equal(ks_auditchain_format_head(&rec, head, sizeof(head), &head_len), 0);
+				assert_int_equal(ks_auditchain_format_tail(&rec, tail, sizeof(tail), &tail_len), 0);
+				assert_int_equal(head_len + tail_len, len);
+				assert_memory_equal(head, want, head_len);
+				assert_string_equal(tail, want + head_len);
+				assert_memory_equal(tail, ",\"uid\":", 7);
+				free(want);
+				n++;
+			}
+	/* A line over the limit is refused, whichever part makes it long. */
+	{
+		char big[KS_AUDIT_LINE_MAX];
+		struct ks_audit_record rec = { .time = "t", .seq = 1, .prev = ks_auditchain_zero,
+					       .op = "sign", .key = big, .outcome = "ok" };
+
+		memset(big, 'k', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), -EMSGSIZE);
+		assert_int_equal(ks_auditchain_format(&rec, line, 100, &len), -EMSGSIZE);
+		big[KS_AUDIT_LINE_MAX - 200] = '\0';
+		assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), 0);
+		assert_int_equal(ks_auditchain_format(&rec, line, len + 1, &len), -EMSGSIZE);
+	}
+	print_message("%d records formatted in two parts\n", n);
+}
+
+/* A digest context reused record after record hashes as a fresh one does. */
+static void test_hash_ctx(void **state)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char a[KS_AUDIT_HASH_HEX], b[KS_AUDIT_HASH_HEX], text[300];
+
+	(void)state;
+	assert_non_null(ctx);
+	ks_auditchain_hash("abc", 3, a);
+	assert_string_equal(a, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	for (size_t i = 0; i < sizeof(text); i++) {
+		text[i] = (char)('a' + i % 26);
+		ks_auditchain_hash_ctx(ctx, text, i, a);
+		ks_auditchain_hash(text, i, b);
+		assert_string_equal(a, b);
+	}
+	EVP_MD_CTX_free(ctx);
+}
+
+/*
+ * The record's "time" (its date and second formatted once per second):
+ * each record's is the clock's when it was written, to the millisecond,
+ * across second boundaries.
+ */
+static void test_time(void **state)
+{
+	char path[] = "/tmp/ks-audit-XXXXXX", err[512], *text, *line, *save = NULL;
+	struct ks_audit *a = NULL;
+	struct timespec before[40], after[40];
+	int fd, n = 0;
+
+	(void)state;
+	assert_true((fd = mkstemp(path)) >= 0);
+	close(fd);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), 0);
+	for (int i = 0; i < 40; i++) {
+		clock_gettime(CLOCK_REALTIME, &before[i]);
+		ks_audit_log(a, &alice, "hello", NULL, "ok");
+		clock_gettime(CLOCK_REALTIME, &after[i]);
+		usleep(77000);       /* 40 records over about three seconds */
+	}
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	unlink(path);
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(line, 0, NULL);
+		char lo[32], hi[32];
+		struct tm tm;
+		const char *t;
+
+		assert_true(n < 40);
+		assert_non_null(o);
+		assert_non_null(t = json_string_value(json_object_get(o, "time")));
+		gmtime_r(&before[n].tv_sec, &tm);
+		strftime(lo, sizeof(lo), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(lo + strlen(lo), sizeof(lo) - strlen(lo), ".%03dZ",
+			 (int)(before[n].tv_nsec / 1000000));
+		gmtime_r(&after[n].tv_sec, &tm);
+		strftime(hi, sizeof(hi), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(hi + strlen(hi), sizeof(hi) - strlen(hi), ".%03dZ",
+			 (int)(after[n].tv_nsec / 1000000));
+		/* Fixed digits: text order is time order. */
+		if (strlen(t) != 24 || strcmp(t, lo) < 0 || strcmp(t, hi) > 0)
+			fail_msg("record %d: time %s, the clock said %s to %s", n + 1, t, lo, hi);
+		json_decref(o);
+		n++;
+	}
+	assert_int_equal(n, 40);
+	free(text);
+}
+
 /* @n signatures: an intent (with the hash of what is signed) and its outcome each. */
 static void sign_n(struct ks_audit *a, int n)
 {
@@ -1074,6 +1246,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lines),
 		cmocka_unit_test(test_null),
+		cmocka_unit_test(test_format_parts),
+		cmocka_unit_test(test_hash_ctx),
+		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_chain_rotation_restart),
 		cmocka_unit_test(test_verify_tampering),
 		cmocka_unit_test(test_partial_tail_removed),
