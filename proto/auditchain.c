@@ -13,15 +13,24 @@
 const char ks_auditchain_zero[KS_AUDIT_HASH_HEX] =
 	"0000000000000000000000000000000000000000000000000000000000000000";
 
-/* Letters, digits, '.', '_', '-' and ':': nothing JSON would escape. */
+/*
+ * Letters, digits, '.', '_', '-' and ':': nothing JSON would escape. A
+ * bitmap of the ASCII bytes, since every record's hex hashes pass through
+ * here (a chain of comparisons per byte was a fifth of a record's CPU).
+ */
+static const uint64_t plain_bytes[2] = {
+	0x07FF600000000000ULL,     /* '-', '.', '0'-'9', ':' */
+	0x07FFFFFE87FFFFFEULL,     /* 'A'-'Z', '_', 'a'-'z' */
+};
+
 static int plain(const char *s)
 {
+	const unsigned char *p = (const unsigned char *)s;
+
 	if (s == NULL)
 		return 1;
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-' ||
-		      *s == ':'))
+	for (; *p != '\0'; p++)
+		if (*p >= 128 || !((plain_bytes[*p >> 6] >> (*p & 63)) & 1))
 			return 0;
 	return 1;
 }

@@ -302,6 +302,31 @@ static void test_format_parts(void **state)
 		assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), 0);
 		assert_int_equal(ks_auditchain_format(&rec, line, len + 1, &len), -EMSGSIZE);
 	}
+	/*
+	 * Every byte in a key: the direct path takes exactly those jansson
+	 * would write as they are; the rest are escaped as jansson escapes
+	 * them, or the line refused where jansson refuses (invalid UTF-8).
+	 */
+	for (int c = 1; c < 256; c++) {
+		char key[4] = { 'k', (char)c, 'k', '\0' };
+		struct ks_audit_record rec = { .time = "2026-12-06T10:00:00.120Z", .seq = 2,
+					       .prev = ks_auditchain_zero, .op = "sign", .key = key,
+					       .outcome = "ok" };
+		json_t *js = json_string(key);
+		int r = ks_auditchain_format(&rec, line, sizeof(line), &len);
+
+		if (js == NULL) {
+			if (r == 0)
+				fail_msg("byte %#x: not UTF-8, yet formatted: %s", c, line);
+			continue;
+		}
+		json_decref(js);
+		char *want = reference_line(&rec);
+
+		if (r != 0 || strcmp(line, want) != 0)
+			fail_msg("byte %#x: %s, not %s", c, r == 0 ? line : "refused", want);
+		free(want);
+	}
 	print_message("%d records formatted in two parts\n", n);
 }
 
