@@ -80,7 +80,7 @@ struct ks_audit {
 	 * Outcome records chained but not yet in the file: the first
 	 * pend_len bytes of buf (whole lines), written with the next record
 	 * in one write(2) (intents are never held), by a sync, a reopen or
-	 * close, or by the syncer at pend_since + PEND_DELAY_NS. An outcome
+	 * close, or by the syncer at pend_since + hold_ns. An outcome
 	 * is held only while an intent is outstanding (inflight: some request
 	 * is between its intent and its outcome, so another record follows
 	 * soon); otherwise it is written at once.
@@ -96,6 +96,7 @@ struct ks_audit {
 	char file_head[KS_AUDIT_HASH_HEX];
 	const char *file_chain;
 	uint64_t inflight;
+	int64_t hold_ns;               /* the longest a record is held: PEND_DELAY_NS */
 	int64_t syncer_wake_ns;        /* the syncer's timed wait ends then; 0: it waits untimed */
 	uint64_t writes;               /* write(2) calls that carried records, for the tests */
 };
@@ -136,8 +137,8 @@ static void now(struct ks_audit *a, char when[64])
 	clock_gettime(CLOCK_REALTIME, &ts);
 	if (a->when_prefix_len == 0 || ts.tv_sec != a->when_sec) {
 		gmtime_r(&ts.tv_sec, &tm);
-		n = snprintf(a->when_prefix, sizeof(a->when_prefix), "%04d-%02d-%02dT%02d:%02d:%02d.",
-			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		n = snprintf(a->when_prefix, sizeof(a->when_prefix),
+			     "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			     tm.tm_min, tm.tm_sec);
 		a->when_prefix_len = n > 0 && (size_t)n < sizeof(a->when_prefix) ? (size_t)n : 0;
 		a->when_sec = ts.tv_sec;
@@ -331,6 +332,7 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	pthread_condattr_destroy(&mono);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
+	a->hold_ns = PEND_DELAY_NS;
 	if ((a->md_ctx = EVP_MD_CTX_new()) == NULL ||
 	    (a->buf = malloc(PEND_MAX + KS_AUDIT_LINE_MAX + 2)) == NULL) {
 		snprintf(err, err_len, "out of memory");
@@ -674,7 +676,7 @@ static int64_t sync_deadline(const struct ks_audit *a)
 
 /*
  * Syncs the records asked for by ks_audit_intent_start() by their
- * deadline, and writes held outcome records PEND_DELAY_NS after the first
+ * deadline, and writes held outcome records hold_ns after the first
  * of them was held if no other record has written them by then.
  */
 static void *syncer_main(void *arg)
@@ -688,11 +690,11 @@ static void *syncer_main(void *arg)
 		now_ns = mono_ns();
 		wake = 0;
 		if (a->pend_n > 0) {
-			if (a->pend_since + PEND_DELAY_NS <= now_ns) {
+			if (a->pend_since + a->hold_ns <= now_ns) {
 				(void)flush(a);
 				continue;
 			}
-			wake = a->pend_since + PEND_DELAY_NS;
+			wake = a->pend_since + a->hold_ns;
 		}
 		if (!a->syncing && a->sync_wanted > a->synced && a->sync_wanted > a->sync_failed) {
 			if ((deadline = sync_deadline(a)) <= now_ns) {
@@ -702,7 +704,10 @@ static void *syncer_main(void *arg)
 			if (wake == 0 || deadline < wake)
 				wake = deadline;
 		}
-		/* Woken early only to stop or for an earlier deadline; a waiter that cannot wait syncs itself. */
+		/*
+		 * Woken early only to stop or for an earlier deadline; a
+		 * waiter that cannot wait syncs itself.
+		 */
 		a->syncer_wake_ns = wake;
 		if (wake == 0) {
 			pthread_cond_wait(&a->sync_kick, &a->lock);
@@ -725,7 +730,8 @@ static int syncer_started(struct ks_audit *a)
 		return 0;
 	if ((r = pthread_create(&a->syncer, NULL, syncer_main, a)) != 0) {
 		ks_warn("audit log %s: cannot start the syncer thread (%s); intents are synced "
-			"by the requests themselves, outcomes written at once", a->path, strerror(r));
+			"by the requests themselves, outcomes written at once", a->path,
+			strerror(r));
 		return -1;
 	}
 	a->syncer_running = 1;
@@ -759,7 +765,7 @@ static void sync_start(struct ks_audit *a, uint64_t gen)
 /*
  * Keep the outcome record just chained in buf for the next write. The
  * syncer is woken only when it would not wake by the held record's
- * deadline anyway (one wake-up per PEND_DELAY_NS at most, not one per
+ * deadline anyway (one wake-up per hold_ns at most, not one per
  * record). Called with the lock held. 0, or -1 when the record must be
  * written now.
  */
@@ -771,7 +777,7 @@ static int hold(struct ks_audit *a)
 		return -1;
 	if (a->pend_since == 0) {
 		a->pend_since = mono_ns();
-		due = a->pend_since + PEND_DELAY_NS;
+		due = a->pend_since + a->hold_ns;
 		if (a->syncer_wake_ns == 0 || a->syncer_wake_ns > due) {
 			a->syncer_wake_ns = due;
 			pthread_cond_signal(&a->sync_kick);
@@ -943,6 +949,13 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome)
 {
 	ks_audit_outcome(a, peer, op, key, NULL, 0, outcome);
+}
+
+void ks_audit_set_hold_ns(struct ks_audit *a, int64_t ns)
+{
+	pthread_mutex_lock(&a->lock);
+	a->hold_ns = ns > 0 ? ns : PEND_DELAY_NS;
+	pthread_mutex_unlock(&a->lock);
 }
 
 uint64_t ks_audit_writes(struct ks_audit *a)

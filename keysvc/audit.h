@@ -118,7 +118,8 @@ int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const 
 /*
  * Wait until the intent record of @pending (ks_audit_intent_start()) is
  * durable, syncing at once when no sync covering it has started yet (a
- * sync writes the held outcome records first, and covers them). 0, or the sync's negative errno when it failed and the failure
+ * sync writes the held outcome records first, and covers them). 0, or
+ * the sync's negative errno when it failed and the failure
  * mode is refuse: the caller must then wipe and discard what the token
  * made and answer audit-unavailable. @peer, @op and @key only name the
  * request in the diagnostic log (failure mode continue).
@@ -151,5 +152,12 @@ uint64_t ks_audit_syncs(struct ks_audit *a);
 
 /* The number of write(2) calls that carried records so far, each one or more (likewise). */
 uint64_t ks_audit_writes(struct ks_audit *a);
+
+/*
+ * For tests: hold outcome records up to @ns instead of 10 ms (0: 10 ms),
+ * so that a check of what is held does not race the deadline on a loaded
+ * machine.
+ */
+void ks_audit_set_hold_ns(struct ks_audit *a, int64_t ns);
 
 #endif
