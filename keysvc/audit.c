@@ -951,6 +951,18 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 	ks_audit_outcome(a, peer, op, key, NULL, 0, outcome);
 }
 
+int ks_audit_flush(struct ks_audit *a)
+{
+	int r;
+
+	if (a == NULL)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	r = flush(a);
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
 void ks_audit_set_hold_ns(struct ks_audit *a, int64_t ns)
 {
 	pthread_mutex_lock(&a->lock);

@@ -76,6 +76,13 @@ int ks_audit_reopen(struct ks_audit *a);
 void ks_audit_close(struct ks_audit *a);
 
 /*
+ * Write the outcome records held for the next write now (not synced), for
+ * an exit that cannot call ks_audit_close(). 0 or a negative errno (the
+ * records are then counted as lost). A NULL @a: 0.
+ */
+int ks_audit_flush(struct ks_audit *a);
+
+/*
  * Write the intent record of a token-touching operation and wait until it
  * is durable. @hash_name ("sha256", "digest") and @hash_hex (lowercase
  * hex) name what is about to be signed, or NULL; @purpose the key purpose
