@@ -73,7 +73,42 @@ struct ks_audit {
 	int64_t answer_min_ns, answer_min_prev_ns, answer_window_start;
 	int64_t sync_est_ns;
 	uint64_t syncs;                /* fdatasync calls, for the tests */
+	/* Per record, under the lock: kept so no record allocates or reformats them. */
+	EVP_MD_CTX *md_ctx;            /* the chain hash's */
+	time_t when_sec;               /* the second when_prefix names */
+	size_t when_prefix_len;        /* 0: none yet */
+	char when_prefix[48];          /* "2026-11-24T09:21:48." */
+	/*
+	 * Outcome records chained but not yet in the file: the first
+	 * pend_len bytes of buf (whole lines), written with the next record
+	 * in one write(2) (intents are never held), by a sync, a reopen or
+	 * close, or by the syncer at pend_since + hold_ns. An outcome
+	 * is held only while an intent is outstanding (inflight: some request
+	 * is between its intent and its outcome, so another record follows
+	 * soon); otherwise it is written at once.
+	 * If their write fails, the chain goes back to the last record in
+	 * the file (file_seq, file_head, file_chain) and pend_lost is added
+	 * to lost: each held record and the "lost" it carried.
+	 */
+	char *buf;                     /* PEND_MAX + one record and its newline */
+	size_t pend_len;
+	uint64_t pend_n, pend_lost;
+	int64_t pend_since;            /* CLOCK_MONOTONIC when the first was held */
+	uint64_t file_seq;
+	char file_head[KS_AUDIT_HASH_HEX];
+	const char *file_chain;
+	uint64_t inflight;
+	int64_t hold_ns;               /* the longest a record is held: PEND_DELAY_NS */
+	int64_t syncer_wake_ns;        /* the syncer's timed wait ends then; 0: it waits untimed */
+	uint64_t writes;               /* write(2) calls that carried records, for the tests */
 };
+
+/* The longest an outcome record is held before it is written. */
+#define PEND_DELAY_NS 10000000LL
+/* The most bytes of held records: past it they are written with the record that comes. */
+#define PEND_MAX 4096
+
+static int flush(struct ks_audit *a);
 
 /* How much of the token's expected time the sync may wait before it starts. */
 #define SYNC_DELAY_SHARE_NUM 3
@@ -91,16 +126,34 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void now(char when[64])
+/*
+ * The record's "time", RFC 3339 UTC with milliseconds. Called with the
+ * lock held: the date and second are formatted once per second (gmtime_r
+ * and snprintf cost more than the rest of a record's fields), only the
+ * milliseconds per record.
+ */
+static void now(struct ks_audit *a, char when[64])
 {
 	struct timespec ts;
 	struct tm tm;
+	int ms, n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(when, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		 tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+	if (a->when_prefix_len == 0 || ts.tv_sec != a->when_sec) {
+		gmtime_r(&ts.tv_sec, &tm);
+		n = snprintf(a->when_prefix, sizeof(a->when_prefix),
+			     "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			     tm.tm_min, tm.tm_sec);
+		a->when_prefix_len = n > 0 && (size_t)n < sizeof(a->when_prefix) ? (size_t)n : 0;
+		a->when_sec = ts.tv_sec;
+	}
+	ms = (int)(ts.tv_nsec / 1000000);
+	memcpy(when, a->when_prefix, a->when_prefix_len);
+	when[a->when_prefix_len] = (char)('0' + ms / 100);
+	when[a->when_prefix_len + 1] = (char)('0' + ms / 10 % 10);
+	when[a->when_prefix_len + 2] = (char)('0' + ms % 10);
+	when[a->when_prefix_len + 3] = 'Z';
+	when[a->when_prefix_len + 4] = '\0';
 }
 
 /*
@@ -283,6 +336,13 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	pthread_condattr_destroy(&mono);
 	a->fd = STDERR_FILENO;
 	a->truncate_to = -1;
+	a->hold_ns = PEND_DELAY_NS;
+	if ((a->md_ctx = EVP_MD_CTX_new()) == NULL ||
+	    (a->buf = malloc(PEND_MAX + KS_AUDIT_LINE_MAX + 2)) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
 	a->chain = "new";
 	memcpy(a->head, ks_auditchain_zero, KS_AUDIT_HASH_HEX);
 	if (opt != NULL) {
@@ -307,6 +367,8 @@ int ks_audit_open(const char *path, const struct ks_audit_options *opt, struct k
 	*out = a;
 	return 0;
 fail:
+	EVP_MD_CTX_free(a->md_ctx);
+	free(a->buf);
 	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
@@ -338,6 +400,8 @@ int ks_audit_reopen(struct ks_audit *a)
 	/* A sync running unlocked on the old file must finish before the number changes. */
 	while (a->syncing)
 		pthread_cond_wait(&a->sync_done, &a->lock);
+	/* The held outcome records belong at the end of the old file, before its sync. */
+	(void)flush(a);
 	if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written) {
 		if (fdatasync(a->fd) == 0) {
 			__atomic_store_n(&a->synced, a->written, __ATOMIC_RELEASE);
@@ -369,11 +433,16 @@ void ks_audit_close(struct ks_audit *a)
 		pthread_mutex_unlock(&a->lock);
 		pthread_join(a->syncer, NULL);
 	}
+	pthread_mutex_lock(&a->lock);
+	(void)flush(a);
+	pthread_mutex_unlock(&a->lock);
 	if (a->path != NULL) {
 		if (a->sync == KS_AUDIT_SYNC_DATA && a->synced < a->written && fdatasync(a->fd) != 0)
 			ks_err("audit log %s: fdatasync: %s", a->path, strerror(errno));
 		close(a->fd);
 	}
+	EVP_MD_CTX_free(a->md_ctx);
+	free(a->buf);
 	pthread_cond_destroy(&a->sync_kick);
 	pthread_cond_destroy(&a->sync_done);
 	pthread_mutex_destroy(&a->lock);
@@ -381,10 +450,13 @@ void ks_audit_close(struct ks_audit *a)
 	free(a);
 }
 
-/* Called with the lock held. A failure is logged when it starts or its errno changes. */
-static void note_failure(struct ks_audit *a, const char *what, int err)
+/*
+ * @n records were not written. Called with the lock held. A failure is
+ * logged when it starts or its errno changes.
+ */
+static void note_failure(struct ks_audit *a, const char *what, int err, uint64_t n)
 {
-	a->lost++;
+	a->lost += n;
 	if (!a->failing || a->failing_errno != err)
 		ks_err("audit log %s: %s: %s", a->path ? a->path : "(stderr)", what, strerror(err));
 	a->failing = 1;
@@ -392,15 +464,16 @@ static void note_failure(struct ks_audit *a, const char *what, int err)
 }
 
 /*
- * Append @line (@len bytes and a newline at line[len]) whole, or leave the
- * file as it was. Called with the lock held. 0 or a negative errno.
+ * Append @data (@total bytes of whole lines) whole, or leave the file as
+ * it was. Called with the lock held. 0 or a negative errno (logged; the
+ * caller counts what was lost).
  * The file is O_APPEND and only written under the lock, so after a short
- * write of @done bytes the record starts at the size minus @done: the size
- * is read only then, not before every record (an fstat per record).
+ * write of @done bytes the records start at the size minus @done: the
+ * size is read only then, not before every write (an fstat per record).
  */
-static int append(struct ks_audit *a, const char *line, size_t len)
+static int append(struct ks_audit *a, const char *data, size_t total)
 {
-	size_t done = 0, total = len + 1;
+	size_t done = 0;
 	struct stat st;
 	off_t before = -1;
 	ssize_t n;
@@ -409,13 +482,14 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 	if (a->path != NULL && a->truncate_to >= 0) {
 		if (ftruncate(a->fd, a->truncate_to) != 0) {
 			err = errno;
-			note_failure(a, "cannot remove a partial record", err);
+			note_failure(a, "cannot remove a partial record", err, 0);
 			return -err;
 		}
 		a->truncate_to = -1;
 	}
+	a->writes++;
 	while (done < total) {
-		n = write(a->fd, line + done, total - done);
+		n = write(a->fd, data + done, total - done);
 		if (n > 0) {
 			done += (size_t)n;
 			continue;
@@ -445,24 +519,103 @@ static int append(struct ks_audit *a, const char *line, size_t len)
 		char what[96];
 
 		snprintf(what, sizeof(what), "short write (%zu of %zu bytes), rolled back", done, total);
-		note_failure(a, what, err);
+		note_failure(a, what, err, 0);
 	} else {
-		note_failure(a, "write failed", err);
+		note_failure(a, "write failed", err, 0);
 	}
 	return -err;
 }
 
 /*
- * One fdatasync covering every record written so far, by the calling
+ * Chain @rec, whose tail (ks_auditchain_format_tail()) is @tail, after
+ * the held records in buf: its time, seq, prev, chain and lost are set
+ * here. Called with the lock held. 0 or a negative errno (the record is
+ * counted as lost).
+ */
+static int chain_record(struct ks_audit *a, struct ks_audit_record *rec, const char *tail,
+			size_t tail_len)
+{
+	char when[64], *line = a->buf + a->pend_len;
+	size_t head_len = 0, len;
+	int r;
+
+	now(a, when);
+	rec->time = when;
+	rec->seq = a->seq + 1;
+	rec->prev = a->head;
+	rec->chain = a->chain;
+	rec->lost = a->lost;
+	if ((r = ks_auditchain_format_head(rec, line, KS_AUDIT_LINE_MAX + 2, &head_len)) != 0 ||
+	    (head_len + tail_len > KS_AUDIT_LINE_MAX && (r = -EMSGSIZE) != 0)) {
+		note_failure(a, "cannot format a record", -r, 1);
+		return r;
+	}
+	if (a->pend_n == 0) {
+		a->file_seq = a->seq;
+		memcpy(a->file_head, a->head, KS_AUDIT_HASH_HEX);
+		a->file_chain = a->chain;
+	}
+	memcpy(line + head_len, tail, tail_len);
+	len = head_len + tail_len;
+	line[len] = '\n';
+	ks_auditchain_hash_ctx(a->md_ctx, line, len, a->head);
+	a->seq = rec->seq;
+	a->chain = NULL;
+	a->pend_lost += a->lost + 1;
+	a->lost = 0;
+	a->pend_len += len + 1;
+	a->pend_n++;
+	return 0;
+}
+
+/*
+ * Write the chained records in buf with one write(2). Called with the
+ * lock held. On failure none of them is in the file: the chain goes back
+ * to the last record that is, and all of them count as lost. 0 or a
+ * negative errno.
+ */
+static int flush(struct ks_audit *a)
+{
+	uint64_t first = a->file_seq + 1;
+	int r;
+
+	if (a->pend_n == 0)
+		return 0;
+	r = append(a, a->buf, a->pend_len);
+	if (r == 0) {
+		if (a->failing)
+			ks_notice("audit log %s: written again (%" PRIu64 " records could not be "
+				  "written; \"lost\" in record %" PRIu64 ")",
+				  a->path ? a->path : "(stderr)", a->pend_lost - a->pend_n, first);
+		a->failing = 0;
+		a->written += a->pend_n;
+	} else {
+		a->seq = a->file_seq;
+		memcpy(a->head, a->file_head, KS_AUDIT_HASH_HEX);
+		a->chain = a->file_chain;
+		a->lost += a->pend_lost;
+	}
+	a->pend_len = 0;
+	a->pend_n = 0;
+	a->pend_lost = 0;
+	a->pend_since = 0;
+	return r;
+}
+
+/*
+ * One fdatasync covering every record chained so far, by the calling
  * thread. Called with the lock held and no sync running; the lock is
  * released while syncing. Everyone waiting is woken when it ends.
  */
 static void sync_now(struct ks_audit *a)
 {
-	uint64_t target = a->written;
+	uint64_t target;
 	int64_t t0, took;
 	int r;
 
+	/* A sync covers every record chained before it: the held ones are written first. */
+	(void)flush(a);
+	target = a->written;
 	a->syncing = 1;
 	a->unsynced_since = 0;
 	a->syncs++;
@@ -527,31 +680,68 @@ static int64_t sync_deadline(const struct ks_audit *a)
 	return a->unsynced_since + (delay < SYNC_DELAY_MAX_NS ? delay : SYNC_DELAY_MAX_NS);
 }
 
-/* Syncs the records asked for by ks_audit_intent_start() by their deadline. */
+/*
+ * Syncs the records asked for by ks_audit_intent_start() by their
+ * deadline, and writes held outcome records hold_ns after the first
+ * of them was held if no other record has written them by then.
+ */
 static void *syncer_main(void *arg)
 {
 	struct ks_audit *a = arg;
 	struct timespec until;
-	int64_t deadline;
+	int64_t now_ns, wake, deadline;
 
 	pthread_mutex_lock(&a->lock);
-	for (;;) {
-		while (!a->syncer_stop &&
-		       (a->syncing || a->sync_wanted <= a->synced || a->sync_wanted <= a->sync_failed))
-			pthread_cond_wait(&a->sync_kick, &a->lock);
-		if (a->syncer_stop)
-			break;
-		if ((deadline = sync_deadline(a)) > mono_ns()) {
-			/* Woken early only to stop; a waiter that cannot wait syncs itself. */
-			until.tv_sec = deadline / 1000000000LL;
-			until.tv_nsec = deadline % 1000000000LL;
-			(void)pthread_cond_timedwait(&a->sync_kick, &a->lock, &until);
-			continue;
+	while (!a->syncer_stop) {
+		now_ns = mono_ns();
+		wake = 0;
+		if (a->pend_n > 0) {
+			if (a->pend_since + a->hold_ns <= now_ns) {
+				(void)flush(a);
+				continue;
+			}
+			wake = a->pend_since + a->hold_ns;
 		}
-		sync_now(a);
+		if (!a->syncing && a->sync_wanted > a->synced && a->sync_wanted > a->sync_failed) {
+			if ((deadline = sync_deadline(a)) <= now_ns) {
+				sync_now(a);
+				continue;
+			}
+			if (wake == 0 || deadline < wake)
+				wake = deadline;
+		}
+		/*
+		 * Woken early only to stop or for an earlier deadline; a
+		 * waiter that cannot wait syncs itself.
+		 */
+		a->syncer_wake_ns = wake;
+		if (wake == 0) {
+			pthread_cond_wait(&a->sync_kick, &a->lock);
+		} else {
+			until.tv_sec = wake / 1000000000LL;
+			until.tv_nsec = wake % 1000000000LL;
+			(void)pthread_cond_timedwait(&a->sync_kick, &a->lock, &until);
+		}
 	}
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
+}
+
+/* Start the syncer thread if it is not running. Called with the lock held. 0 or -1 (logged). */
+static int syncer_started(struct ks_audit *a)
+{
+	int r;
+
+	if (a->syncer_running)
+		return 0;
+	if ((r = pthread_create(&a->syncer, NULL, syncer_main, a)) != 0) {
+		ks_warn("audit log %s: cannot start the syncer thread (%s); intents are synced "
+			"by the requests themselves, outcomes written at once", a->path,
+			strerror(r));
+		return -1;
+	}
+	a->syncer_running = 1;
+	return 0;
 }
 
 /*
@@ -567,16 +757,8 @@ static void sync_start(struct ks_audit *a, uint64_t gen)
 		a->sync_wanted = gen;
 	if (first)
 		a->unsynced_since = mono_ns();
-	if (!a->syncer_running) {
-		int r = pthread_create(&a->syncer, NULL, syncer_main, a);
-
-		if (r != 0) {
-			ks_warn("audit log %s: cannot start the syncer thread (%s); intents are "
-				"synced by the requests themselves", a->path, strerror(r));
-			return;
-		}
-		a->syncer_running = 1;
-	}
+	if (syncer_started(a) != 0)
+		return;
 	/*
 	 * The syncer waits for the first unsynced intent's deadline; a later
 	 * intent's is later still, so only the first wakes it (a wake-up per
@@ -587,48 +769,68 @@ static void sync_start(struct ks_audit *a, uint64_t gen)
 }
 
 /*
- * Append @rec to the chain. @how: 0 no sync, WRITE_DURABLE wait until it
- * is durable, WRITE_SYNC_STARTED start its sync (*@gen: its number for
- * wait_synced(), 0 when nothing is synced). 0 or a negative errno.
+ * Keep the outcome record just chained in buf for the next write. The
+ * syncer is woken only when it would not wake by the held record's
+ * deadline anyway (one wake-up per hold_ns at most, not one per
+ * record). Called with the lock held. 0, or -1 when the record must be
+ * written now.
  */
-enum { WRITE_DURABLE = 1, WRITE_SYNC_STARTED = 2 };
+static int hold(struct ks_audit *a)
+{
+	int64_t due;
+
+	if (a->path == NULL || a->inflight == 0 || a->pend_len > PEND_MAX || syncer_started(a) != 0)
+		return -1;
+	if (a->pend_since == 0) {
+		a->pend_since = mono_ns();
+		due = a->pend_since + a->hold_ns;
+		if (a->syncer_wake_ns == 0 || a->syncer_wake_ns > due) {
+			a->syncer_wake_ns = due;
+			pthread_cond_signal(&a->sync_kick);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Append @rec to the chain. @how: HOLD an outcome, which may be held for
+ * the next write (hold()); WRITE_DURABLE wait until it is
+ * durable; WRITE_SYNC_STARTED start its sync (*@gen: its number for
+ * wait_synced(), 0 when nothing is synced). Any records held are written
+ * with it in one write(2). 0 or a negative errno.
+ */
+enum { HOLD = 0, WRITE_DURABLE = 1, WRITE_SYNC_STARTED = 2 };
 
 static int write_record(struct ks_audit *a, struct ks_audit_record *rec, int how,
 			uint64_t *seq, uint64_t *gen_out)
 {
-	char when[64], line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_HASH_HEX];
-	size_t len = 0;
+	char tail[KS_AUDIT_LINE_MAX + 2];
+	size_t tail_len = 0;
 	uint64_t gen;
 	int r;
 
+	/* What does not depend on the chain is formatted before the lock. */
+	r = ks_auditchain_format_tail(rec, tail, sizeof(tail), &tail_len);
 	pthread_mutex_lock(&a->lock);
-	now(when);
-	rec->time = when;
-	rec->seq = a->seq + 1;
-	rec->prev = a->head;
-	rec->chain = a->chain;
-	rec->lost = a->lost;
-	if ((r = ks_auditchain_format(rec, line, sizeof(line), &len)) != 0) {
-		note_failure(a, "cannot format a record", -r);
+	if (r != 0) {
+		note_failure(a, "cannot format a record", -r, 1);
 		goto out;
 	}
-	line[len] = '\n';      /* overwrite the NUL: one write carries the whole line */
-	if ((r = append(a, line, len)) != 0)
+	if (how == HOLD && rec->intent > 0 && a->inflight > 0)
+		a->inflight--;
+	if ((r = chain_record(a, rec, tail, tail_len)) != 0)
 		goto out;
-	ks_auditchain_hash(line, len, head);
-	memcpy(a->head, head, sizeof(head));
-	a->seq = rec->seq;
-	a->chain = NULL;
-	if (a->failing)
-		ks_notice("audit log %s: written again (%" PRIu64 " records could not be written; "
-			  "\"lost\" in record %" PRIu64 ")", a->path ? a->path : "(stderr)",
-			  a->lost, a->seq);
-	a->lost = 0;
-	a->failing = 0;
-	gen = ++a->written;
+	if (how == HOLD && hold(a) == 0)
+		goto out;
+	if ((r = flush(a)) != 0)
+		goto out;
+	gen = a->written;
+	if (how == HOLD)
+		goto out;
+	a->inflight++;
 	if (seq != NULL)
 		*seq = rec->seq;
-	if (how != 0 && a->path != NULL && a->sync == KS_AUDIT_SYNC_DATA) {
+	if (a->path != NULL && a->sync == KS_AUDIT_SYNC_DATA) {
 		if (how == WRITE_DURABLE) {
 			r = wait_synced(a, gen);
 		} else {
@@ -756,13 +958,44 @@ void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char
 
 	if (a == NULL)
 		return;
-	(void)write_record(a, &rec, 0, NULL, NULL);
+	(void)write_record(a, &rec, HOLD, NULL, NULL);
 }
 
 void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 		  const char *op, const char *key, const char *outcome)
 {
 	ks_audit_outcome(a, peer, op, key, NULL, 0, outcome);
+}
+
+int ks_audit_flush(struct ks_audit *a)
+{
+	int r;
+
+	if (a == NULL)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	r = flush(a);
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+void ks_audit_set_hold_ns(struct ks_audit *a, int64_t ns)
+{
+	pthread_mutex_lock(&a->lock);
+	a->hold_ns = ns > 0 ? ns : PEND_DELAY_NS;
+	pthread_mutex_unlock(&a->lock);
+}
+
+uint64_t ks_audit_writes(struct ks_audit *a)
+{
+	uint64_t n;
+
+	if (a == NULL)
+		return 0;
+	pthread_mutex_lock(&a->lock);
+	n = a->writes;
+	pthread_mutex_unlock(&a->lock);
+	return n;
 }
 
 uint64_t ks_audit_syncs(struct ks_audit *a)

@@ -8,11 +8,17 @@
  *    "intent":8,"outcome":"ok"}
  * No payloads, signatures, CSRs or secrets are ever written, only hashes.
  *
- * Records are serialised under one lock: each is formatted with the hash
- * of the one before and written with one write(2); a write that fails or
- * falls short is rolled back (the file truncated to its size before the
- * record) before anything else is appended, so the file only ever holds
- * whole records. Intent records are made durable (fdatasync, one sync
+ * Records are serialised under one lock: each is chained with the hash
+ * of the one before (only that part is formatted under the lock) and
+ * written with one write(2); a write that fails or falls short is rolled
+ * back (the file truncated to its size before it) before anything else is
+ * appended, so the file only ever holds whole records. An outcome record
+ * may be held (chained, not yet written) while another request's intent
+ * is outstanding, and is then written in the same write(2) as the next
+ * record, by a sync, a reopen or close, or at the latest 10 ms later;
+ * when that write fails, every record in it is lost and the chain goes
+ * back to the last record in the file. Intents are never held. Intent
+ * records are made durable (fdatasync, one sync
  * for all records written before it: group commit): before the caller
  * touches the token (ks_audit_intent(), for operations that change the
  * token), or, for operations that only produce an answer (sign,
@@ -70,6 +76,13 @@ int ks_audit_reopen(struct ks_audit *a);
 void ks_audit_close(struct ks_audit *a);
 
 /*
+ * Write the outcome records held for the next write now (not synced), for
+ * an exit that cannot call ks_audit_close(). 0 or a negative errno (the
+ * records are then counted as lost). A NULL @a: 0.
+ */
+int ks_audit_flush(struct ks_audit *a);
+
+/*
  * Write the intent record of a token-touching operation and wait until it
  * is durable. @hash_name ("sha256", "digest") and @hash_hex (lowercase
  * hex) name what is about to be signed, or NULL; @purpose the key purpose
@@ -111,7 +124,9 @@ int ks_audit_intent_start(struct ks_audit *a, const struct ks_peer *peer, const 
 
 /*
  * Wait until the intent record of @pending (ks_audit_intent_start()) is
- * durable, syncing at once when no sync covering it has started yet. 0, or the sync's negative errno when it failed and the failure
+ * durable, syncing at once when no sync covering it has started yet (a
+ * sync writes the held outcome records first, and covers them). 0, or
+ * the sync's negative errno when it failed and the failure
  * mode is refuse: the caller must then wipe and discard what the token
  * made and answer audit-unavailable. @peer, @op and @key only name the
  * request in the diagnostic log (failure mode continue).
@@ -124,10 +139,13 @@ int ks_audit_intent_wait(struct ks_audit *a, const struct ks_peer *peer, const c
  * the request did not get that far; @key may be NULL; @purpose the key
  * purpose the request was decided under (granted or refused), or NULL; @intent is the seq
  * of the operation's intent record or 0; @outcome is "ok" or an error
- * name. Not waited for: the next intent's sync covers it. A record that
- * cannot be written is counted ("lost" in the next record written) and
- * the errno logged to the diagnostic log; until a write succeeds again
- * intents are attempted and refused as they fail.
+ * name. Not waited for: while another intent is outstanding the record
+ * is chained but held, and written with the next record (one write(2)
+ * for both), or within 10 ms; otherwise it is written before this
+ * returns. The next intent's sync covers it. A record that cannot be
+ * written is counted ("lost" in the next record written) and the errno
+ * logged to the diagnostic log; until a write succeeds again intents are
+ * attempted and refused as they fail.
  */
 void ks_audit_outcome(struct ks_audit *a, const struct ks_peer *peer, const char *op,
 		      const char *key, const char *purpose, uint64_t intent, const char *outcome);
@@ -138,5 +156,15 @@ void ks_audit_log(struct ks_audit *a, const struct ks_peer *peer,
 
 /* The number of fdatasync calls made on the log so far (for tests and benchmarks). */
 uint64_t ks_audit_syncs(struct ks_audit *a);
+
+/* The number of write(2) calls that carried records so far, each one or more (likewise). */
+uint64_t ks_audit_writes(struct ks_audit *a);
+
+/*
+ * For tests: hold outcome records up to @ns instead of 10 ms (0: 10 ms),
+ * so that a check of what is held does not race the deadline on a loaded
+ * machine.
+ */
+void ks_audit_set_hold_ns(struct ks_audit *a, int64_t ns);
 
 #endif

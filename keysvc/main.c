@@ -501,6 +501,8 @@ int main(int argc, char **argv)
 	if (r == -EBUSY) {
 		/* A connection thread is stuck in the token; do not free what it uses. */
 		ks_warn("exiting with a request still in the token");
+		/* Its intent keeps other outcome records held: they go to the file first. */
+		(void)ks_audit_flush(st.audit);
 		_exit(KS_EXIT_INTERNAL);
 	}
 	ret = r == 0 ? KS_EXIT_OK : KS_EXIT_INTERNAL;

@@ -53,6 +53,24 @@ struct ks_audit_record {
 int ks_auditchain_format(const struct ks_audit_record *rec, char *buf, size_t size, size_t *len);
 
 /*
+ * The two parts of ks_auditchain_format()'s line, which is their
+ * concatenation, so that keysvcd formats what does not depend on the
+ * chain before it takes the lock that orders records.
+ * ks_auditchain_format_head(): from the opening brace to the last field
+ * of the chain ("time", "seq", "prev", "chain", "lost").
+ * ks_auditchain_format_tail(): the rest, from the comma before "uid" to
+ * the closing brace.
+ * Each writes a NUL after its @len bytes into @buf (@size bytes); 0,
+ * -EMSGSIZE when the part is longer than KS_AUDIT_LINE_MAX or @size
+ * leaves no room for it and the NUL, or -ENOMEM. The whole line must
+ * still be checked against KS_AUDIT_LINE_MAX.
+ */
+int ks_auditchain_format_head(const struct ks_audit_record *rec, char *buf, size_t size,
+			      size_t *len);
+int ks_auditchain_format_tail(const struct ks_audit_record *rec, char *buf, size_t size,
+			      size_t *len);
+
+/*
  * SHA-256 of the default library context, fetched once for the process:
  * EVP_sha256() makes every EVP_Digest() fetch it again (a lookup and
  * locks per record). NULL when the provider has none. Thread-safe.
@@ -61,6 +79,14 @@ const EVP_MD *ks_sha256_md(void);
 
 /* @hex = lowercase hex SHA-256 of @line (@len bytes, no newline). */
 void ks_auditchain_hash(const char *line, size_t len, char hex[KS_AUDIT_HASH_HEX]);
+
+/*
+ * ks_auditchain_hash() in @ctx, a digest context the caller owns and
+ * reuses for every record (EVP_Digest() allocates and frees one per
+ * call); NULL: one made for this call. One thread at a time per @ctx.
+ */
+void ks_auditchain_hash_ctx(EVP_MD_CTX *ctx, const char *line, size_t len,
+			    char hex[KS_AUDIT_HASH_HEX]);
 
 /* The hash a chain's first record names as "prev". */
 extern const char ks_auditchain_zero[KS_AUDIT_HASH_HEX];

@@ -31,6 +31,9 @@
 #include "keysvc/audit.h"
 #include "proto/auditchain.h"
 
+/* Held records are written by what comes next, not by the clock, in the tests that say so. */
+#define HOLD_LONG_NS 30000000000LL
+
 struct audit_case {
 	const char *op, *key, *outcome;
 };
@@ -202,6 +205,203 @@ static void spit(const char *path, const char *data, size_t len)
 	assert_non_null(f);
 	assert_int_equal(fwrite(data, 1, len, f), len);
 	assert_int_equal(fclose(f), 0);
+}
+
+/* The line jansson makes of @rec's fields in the documented order: the reference format. */
+static char *reference_line(const struct ks_audit_record *rec)
+{
+	json_t *o = json_object();
+	char *s;
+
+	assert_non_null(o);
+	json_object_set_new(o, "time", json_string(rec->time));
+	json_object_set_new(o, "seq", json_integer((json_int_t)rec->seq));
+	json_object_set_new(o, "prev", json_string(rec->prev));
+	if (rec->chain != NULL)
+		json_object_set_new(o, "chain", json_string(rec->chain));
+	if (rec->lost > 0)
+		json_object_set_new(o, "lost", json_integer((json_int_t)rec->lost));
+	json_object_set_new(o, "uid", json_integer(rec->uid));
+	json_object_set_new(o, "gid", json_integer(rec->gid));
+	json_object_set_new(o, "pid", json_integer(rec->pid));
+	json_object_set_new(o, "op", rec->op ? json_string(rec->op) : json_null());
+	if (rec->key != NULL)
+		json_object_set_new(o, "key", json_string(rec->key));
+	if (rec->is_intent)
+		json_object_set_new(o, "phase", json_string("intent"));
+	if (rec->hash_name != NULL)
+		json_object_set_new(o, rec->hash_name, json_string(rec->hash_hex));
+	if (rec->purpose != NULL)
+		json_object_set_new(o, "purpose", json_string(rec->purpose));
+	if (rec->intent > 0)
+		json_object_set_new(o, "intent", json_integer((json_int_t)rec->intent));
+	if (rec->outcome != NULL)
+		json_object_set_new(o, "outcome", json_string(rec->outcome));
+	assert_non_null(s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER));
+	json_decref(o);
+	return s;
+}
+
+/*
+ * keysvcd formats a record in two parts (the tail before its lock, the
+ * chain's head under it): their concatenation is ks_auditchain_format()'s
+ * line, byte for byte what jansson makes of the same fields, on the direct
+ * path and the escaping one, with every optional field present or not.
+ */
+static void test_format_parts(void **state)
+{
+	static const char *const keys[] = { "web", NULL, "a\"b\\c", "caf\xc3\xa9" };
+	static const char *const outcomes[] = { "ok", NULL, "token \"down\"" };
+	char line[KS_AUDIT_LINE_MAX + 2], head[KS_AUDIT_LINE_MAX + 2], tail[KS_AUDIT_LINE_MAX + 2];
+	size_t len, head_len, tail_len;
+	int n = 0;
+
+	(void)state;
+	for (int bits = 0; bits < 64; bits++)
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+			for (size_t o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
+				struct ks_audit_record rec = {
+					.time = bits & 32 ? "2026-12-06T10:00:00.120Z" : "9999-01-01T00:00:00.000Z",
+					.seq = bits & 1 ? 9223372036854775807u : 41,
+					.prev = ks_auditchain_zero,
+					.chain = bits & 2 ? "restart" : NULL,
+					.lost = bits & 4 ? 3 : 0,
+					.uid = 4294967295u, .gid = 0,
+					.pid = bits & 8 ? -7 : 2147483647,
+					.op = bits & 16 ? "sign" : NULL,
+					.key = keys[k],
+					.is_intent = outcomes[o] == NULL,
+					.hash_name = outcomes[o] == NULL ? "sha256" : NULL,
+					.hash_hex = outcomes[o] == NULL ? "2cf2" : NULL,
+					.purpose = bits & 4 ? "tls" : NULL,
+					.intent = outcomes[o] != NULL && (bits & 8) ? 40 : 0,
+					.outcome = outcomes[o],
+				};
+				char *want = reference_line(&rec);
+
+				assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), 0);
+				assert_int_equal(len, strlen(line));
+				assert_string_equal(line, want);
+				assert_int_equal(ks_auditchain_format_head(&rec, head, sizeof(head), &head_len), 0);
+				assert_int_equal(ks_auditchain_format_tail(&rec, tail, sizeof(tail), &tail_len), 0);
+				assert_int_equal(head_len + tail_len, len);
+				assert_memory_equal(head, want, head_len);
+				assert_string_equal(tail, want + head_len);
+				assert_memory_equal(tail, ",\"uid\":", 7);
+				free(want);
+				n++;
+			}
+	/* A line over the limit is refused, whichever part makes it long. */
+	{
+		char big[KS_AUDIT_LINE_MAX];
+		struct ks_audit_record rec = { .time = "t", .seq = 1, .prev = ks_auditchain_zero,
+					       .op = "sign", .key = big, .outcome = "ok" };
+
+		memset(big, 'k', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), -EMSGSIZE);
+		assert_int_equal(ks_auditchain_format(&rec, line, 100, &len), -EMSGSIZE);
+		big[KS_AUDIT_LINE_MAX - 200] = '\0';
+		assert_int_equal(ks_auditchain_format(&rec, line, sizeof(line), &len), 0);
+		assert_int_equal(ks_auditchain_format(&rec, line, len + 1, &len), -EMSGSIZE);
+	}
+	/*
+	 * Every byte in a key: the direct path takes exactly those jansson
+	 * would write as they are; the rest are escaped as jansson escapes
+	 * them, or the line refused where jansson refuses (invalid UTF-8).
+	 */
+	for (int c = 1; c < 256; c++) {
+		char key[4] = { 'k', (char)c, 'k', '\0' };
+		struct ks_audit_record rec = { .time = "2026-12-06T10:00:00.120Z", .seq = 2,
+					       .prev = ks_auditchain_zero, .op = "sign", .key = key,
+					       .outcome = "ok" };
+		json_t *js = json_string(key);
+		int r = ks_auditchain_format(&rec, line, sizeof(line), &len);
+
+		if (js == NULL) {
+			if (r == 0)
+				fail_msg("byte %#x: not UTF-8, yet formatted: %s", c, line);
+			continue;
+		}
+		json_decref(js);
+		char *want = reference_line(&rec);
+
+		if (r != 0 || strcmp(line, want) != 0)
+			fail_msg("byte %#x: %s, not %s", c, r == 0 ? line : "refused", want);
+		free(want);
+	}
+	print_message("%d records formatted in two parts\n", n);
+}
+
+/* A digest context reused record after record hashes as a fresh one does. */
+static void test_hash_ctx(void **state)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char a[KS_AUDIT_HASH_HEX], b[KS_AUDIT_HASH_HEX], text[300];
+
+	(void)state;
+	assert_non_null(ctx);
+	ks_auditchain_hash("abc", 3, a);
+	assert_string_equal(a, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	for (size_t i = 0; i < sizeof(text); i++) {
+		text[i] = (char)('a' + i % 26);
+		ks_auditchain_hash_ctx(ctx, text, i, a);
+		ks_auditchain_hash(text, i, b);
+		assert_string_equal(a, b);
+	}
+	EVP_MD_CTX_free(ctx);
+}
+
+/*
+ * The record's "time" (its date and second formatted once per second):
+ * each record's is the clock's when it was written, to the millisecond,
+ * across second boundaries.
+ */
+static void test_time(void **state)
+{
+	char path[] = "/tmp/ks-audit-XXXXXX", err[512], *text, *line, *save = NULL;
+	struct ks_audit *a = NULL;
+	struct timespec before[40], after[40];
+	int fd, n = 0;
+
+	(void)state;
+	assert_true((fd = mkstemp(path)) >= 0);
+	close(fd);
+	assert_int_equal(ks_audit_open(path, NULL, &a, err, sizeof(err)), 0);
+	for (int i = 0; i < 40; i++) {
+		clock_gettime(CLOCK_REALTIME, &before[i]);
+		ks_audit_log(a, &alice, "hello", NULL, "ok");
+		clock_gettime(CLOCK_REALTIME, &after[i]);
+		usleep(77000);       /* 40 records over about three seconds */
+	}
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	unlink(path);
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		json_t *o = json_loads(line, 0, NULL);
+		char lo[32], hi[32];
+		struct tm tm;
+		const char *t;
+
+		assert_true(n < 40);
+		assert_non_null(o);
+		assert_non_null(t = json_string_value(json_object_get(o, "time")));
+		gmtime_r(&before[n].tv_sec, &tm);
+		strftime(lo, sizeof(lo), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(lo + strlen(lo), sizeof(lo) - strlen(lo), ".%03dZ",
+			 (int)(before[n].tv_nsec / 1000000));
+		gmtime_r(&after[n].tv_sec, &tm);
+		strftime(hi, sizeof(hi), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(hi + strlen(hi), sizeof(hi) - strlen(hi), ".%03dZ",
+			 (int)(after[n].tv_nsec / 1000000));
+		/* Fixed digits: text order is time order. */
+		if (strlen(t) != 24 || strcmp(t, lo) < 0 || strcmp(t, hi) > 0)
+			fail_msg("record %d: time %s, the clock said %s to %s", n + 1, t, lo, hi);
+		json_decref(o);
+		n++;
+	}
+	assert_int_equal(n, 40);
+	free(text);
 }
 
 /* @n signatures: an intent (with the hash of what is signed) and its outcome each. */
@@ -951,15 +1151,17 @@ static void test_intent_synced(void **state)
  * The issue's case: the log on a full 64 KiB file system (a tmpfs in a
  * private mount namespace; root only). Every intent either is written
  * whole and durably, or is refused; the file ends with a newline and its
- * chain is intact.
+ * chain is intact. @coalesce: one intent stays outstanding throughout, so
+ * every outcome record is held and written with the next intent (fewer
+ * writes than intents and outcomes), and on the full file system each
+ * such batch is rolled back whole.
  */
-static void test_full_filesystem(void **state)
+static void full_filesystem(int coalesce)
 {
 	char dir[64];
 	pid_t pid;
 	int st;
 
-	(void)state;
 	if (geteuid() != 0)
 		skip();
 	make_dir(dir);
@@ -969,6 +1171,7 @@ static void test_full_filesystem(void **state)
 		struct ks_auditchain_verifier v;
 		struct ks_audit *a;
 		int written = 0, refused = 0, intents = 0;
+		uint64_t outstanding = 0;
 		size_t len;
 
 		if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
@@ -976,6 +1179,12 @@ static void test_full_filesystem(void **state)
 			_exit(77);
 		snprintf(path, sizeof(path), "%s/audit.log", dir);
 		a = open_ok(path);
+		if (coalesce) {
+			ks_audit_set_hold_ns(a, HOLD_LONG_NS);
+			if (ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &outstanding) != 0)
+				_exit(13);
+			written++;
+		}
 		for (int i = 0; i < 1200; i++) {
 			uint64_t seq = 0;
 
@@ -987,6 +1196,9 @@ static void test_full_filesystem(void **state)
 				ks_audit_outcome(a, &alice, "sign", "web", NULL, 0, "audit-unavailable");
 			}
 		}
+		/* About one write per intent: its own record and the outcome before it. */
+		if (coalesce && ks_audit_writes(a) > 1200 + 10)
+			_exit(14);
 		ks_audit_close(a);
 		text = slurp(path, &len);
 		if (written == 0 || refused == 0 || len == 0 || text[len - 1] != '\n')
@@ -1007,6 +1219,293 @@ static void test_full_filesystem(void **state)
 	if (WEXITSTATUS(st) == 77)
 		skip();
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_full_filesystem(void **state)
+{
+	(void)state;
+	full_filesystem(0);
+}
+
+static void test_full_filesystem_coalesced(void **state)
+{
+	(void)state;
+	full_filesystem(1);
+}
+
+/* ---- outcome records held and written with the next record ---- */
+
+/* The last line of @path, parsed. */
+static json_t *last_line(const char *path)
+{
+	char *text = slurp(path, NULL);
+	json_t *o = line_json(text, count_lines(text));
+
+	free(text);
+	return o;
+}
+
+/* Wait up to @ms for @path to have @lines lines; the milliseconds it took, or -1. */
+static int wait_lines(const char *path, int lines, int ms)
+{
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		int took = (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+
+		if (file_lines(path) >= lines)
+			return took;
+		if (took > ms)
+			return -1;
+		usleep(500);
+	}
+}
+
+/* Every line of @path chained to the one before. */
+static void chain_intact(const char *path)
+{
+	char *text = slurp(path, NULL), *line, *save = NULL, why[256];
+	struct ks_auditchain_verifier v;
+	int n = 0;
+
+	memset(&v, 0, sizeof(v));
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+		if (ks_auditchain_verify(&v, line, strlen(line), n++ == 0, why, sizeof(why)) ==
+		    KS_AUDIT_BAD)
+			fail_msg("%s line %d: %s", path, n, why);
+	free(text);
+}
+
+/*
+ * While another request's intent is outstanding, an outcome record is
+ * held: it is not in the file when ks_audit_outcome() returns, and the
+ * next intent writes it and itself with one write(2), in chain order.
+ * With nothing outstanding it is written at once.
+ */
+static void test_outcomes_coalesced(void **state)
+{
+	char dir[64], path[96];
+	uint64_t x = 0, s1 = 0, s2 = 0, w0;
+	struct ks_audit *a;
+	json_t *o;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	ks_audit_set_hold_ns(a, HOLD_LONG_NS);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &x), 0);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &s1), 0);
+	assert_int_equal(file_lines(path), 2);
+	w0 = ks_audit_writes(a);
+	ks_audit_outcome(a, &alice, "sign", "web", "tls", s1, "ok");
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	assert_int_equal(file_lines(path), 2);
+	assert_int_equal(ks_audit_writes(a), w0);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &s2), 0);
+	assert_int_equal(s2, 5);
+	assert_int_equal(file_lines(path), 5);
+	assert_int_equal(ks_audit_writes(a), w0 + 1);
+	o = last_line(path);
+	assert_string_equal(json_string_value(json_object_get(o, "phase")), "intent");
+	json_decref(o);
+	/* The intent outstanding is answered: nothing else is, so its outcome is written at once. */
+	ks_audit_outcome(a, &alice, "sign", "web", NULL, s2, "ok");
+	assert_int_equal(file_lines(path), 5);
+	ks_audit_outcome(a, &alice, "sign", "other", NULL, x, "ok");
+	assert_int_equal(file_lines(path), 7);
+	assert_int_equal(ks_audit_writes(a), w0 + 2);
+	o = last_line(path);
+	assert_int_equal(json_integer_value(json_object_get(o, "intent")), 1);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 7);
+	json_decref(o);
+	/* ks_audit_flush() (an exit with a request stuck in the token) writes what is held. */
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &x), 0);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	assert_int_equal(file_lines(path), 8);
+	assert_int_equal(ks_audit_flush(a), 0);
+	assert_int_equal(file_lines(path), 9);
+	assert_int_equal(ks_audit_flush(NULL), 0);
+	ks_audit_close(a);
+	chain_intact(path);
+	remove_dir(dir);
+}
+
+/*
+ * A held outcome record with nothing written after it reaches the file
+ * within the bound (10 ms; allowed far more here for a loaded machine),
+ * with audit_sync data and none; close writes one still held.
+ */
+static void test_outcome_delay_bounded(void **state)
+{
+	struct ks_audit_options none = { .sync = KS_AUDIT_SYNC_NONE };
+	char dir[64], path[96], err[512];
+	struct ks_audit *a;
+	uint64_t x = 0;
+	int took;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	for (int mode = 0; mode < 2; mode++) {
+		unlink(path);
+		assert_int_equal(ks_audit_open(path, mode ? &none : NULL, &a, err, sizeof(err)), 0);
+		assert_int_equal(ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &x), 0);
+		for (int i = 0; i < 3; i++) {
+			struct timespec t0, t1;
+			int lines;
+
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			ks_audit_log(a, &alice, "hello", NULL, "ok");
+			lines = file_lines(path);
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			/* Held, unless this thread was kept from running past the deadline. */
+			if ((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec) < 5000000)
+				assert_int_equal(lines, 1 + i);
+			took = wait_lines(path, 2 + i, 2000);
+			print_message("audit_sync %s: a held outcome written after %d ms\n",
+				      mode ? "none" : "data", took);
+			assert_true(took >= 0);
+		}
+		ks_audit_log(a, &alice, "hello", NULL, "ok");
+		ks_audit_close(a);
+		assert_int_equal(file_lines(path), 5);
+		chain_intact(path);
+	}
+	remove_dir(dir);
+}
+
+/*
+ * A sync covers every record chained before it: one held when a request
+ * syncs its intent itself is written first and made durable with it.
+ */
+static void test_sync_covers_held(void **state)
+{
+	struct ks_audit_pending p;
+	char dir[64], path[96];
+	struct ks_audit *a;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	ks_audit_set_hold_ns(a, HOLD_LONG_NS);
+	durable_lines = 0;
+	durable_path = path;
+	/* Taught: the token takes 150 ms, so the syncer waits tens of ms after an intent. */
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(ks_audit_intent_start(a, &alice, "sign", "web", NULL, NULL, NULL, &p), 0);
+		sleep_ms(150);
+		assert_int_equal(ks_audit_intent_wait(a, &alice, "sign", "web", &p), 0);
+	}
+	assert_int_equal(ks_audit_intent_start(a, &alice, "sign", "web", NULL, NULL, NULL, &p), 0);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");   /* held: intents are outstanding */
+	assert_int_equal(ks_audit_intent_wait(a, &alice, "sign", "web", &p), 0);
+	assert_int_equal(file_lines(path), 6);
+	assert_int_equal(__atomic_load_n(&durable_lines, __ATOMIC_SEQ_CST), 6);
+	ks_audit_close(a);
+	durable_path = NULL;
+	remove_dir(dir);
+}
+
+/*
+ * SIGHUP after a rotation: a held outcome goes to the end of the old file
+ * (and its sync), the new file's first record chains to it.
+ */
+static void test_reopen_writes_held(void **state)
+{
+	char dir[64], path[96], old[96], out[4096];
+	const char *files[] = { old, path, NULL };
+	struct ks_audit *a;
+	uint64_t x = 0;
+	json_t *o;
+	int r;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	snprintf(old, sizeof(old), "%s/audit.log.1", dir);
+	a = open_ok(path);
+	ks_audit_set_hold_ns(a, HOLD_LONG_NS);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &x), 0);
+	ks_audit_log(a, &alice, "hello", NULL, "ok");
+	assert_int_equal(file_lines(path), 1);
+	assert_int_equal(rename(path, old), 0);
+	assert_int_equal(ks_audit_reopen(a), 0);
+	assert_int_equal(file_lines(old), 2);
+	o = last_line(old);
+	assert_string_equal(json_string_value(json_object_get(o, "op")), "hello");
+	json_decref(o);
+	ks_audit_outcome(a, &alice, "sign", "other", NULL, x, "ok");
+	ks_audit_close(a);
+	assert_int_equal(file_lines(path), 1);
+	if ((r = run_verify(files, out, sizeof(out))) != -1)
+		assert_int_equal(r, 0);
+	remove_dir(dir);
+}
+
+/*
+ * A write of held outcome records and the intent after them that falls
+ * short (RLIMIT_FSIZE) is rolled back whole: the file keeps its size, the
+ * intent is refused, all four records count as lost in the next record
+ * written, which chains to the last record in the file.
+ */
+static void test_batch_rolled_back(void **state)
+{
+	char dir[64], path[96], h[KS_AUDIT_HASH_HEX], out[4096];
+	const char *files[] = { path, NULL };
+	struct rlimit old, lim;
+	struct stat st;
+	uint64_t x = 0, s[3], d = 99;
+	off_t before, after;
+	struct ks_audit *a;
+	char *text;
+	json_t *o;
+	int r;
+
+	(void)state;
+	make_dir(dir);
+	snprintf(path, sizeof(path), "%s/audit.log", dir);
+	a = open_ok(path);
+	ks_audit_set_hold_ns(a, HOLD_LONG_NS);
+	assert_int_equal(ks_audit_intent(a, &alice, "sign", "other", NULL, NULL, NULL, &x), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &s[i]), 0);
+	for (int i = 0; i < 3; i++)
+		ks_audit_outcome(a, &alice, "sign", "web", NULL, s[i], "ok");
+	assert_int_equal(file_lines(path), 4);
+	assert_int_equal(stat(path, &st), 0);
+	before = st.st_size;
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)before + 300;      /* room for one or two records, not four */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	r = ks_audit_intent(a, &alice, "sign", "web", NULL, NULL, NULL, &d);
+	after = stat(path, &st) == 0 ? st.st_size : -1;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(r, -EFBIG);
+	assert_int_equal(d, 0);
+	assert_int_equal(after, before);
+	ks_audit_outcome(a, &alice, "sign", "other", NULL, x, "ok");
+	ks_audit_close(a);
+	text = slurp(path, NULL);
+	assert_int_equal(count_lines(text), 5);
+	o = line_json(text, 5);
+	assert_int_equal(json_integer_value(json_object_get(o, "lost")), 4);
+	assert_int_equal(json_integer_value(json_object_get(o, "seq")), 5);
+	assert_int_equal(json_integer_value(json_object_get(o, "intent")), (json_int_t)x);
+	line_hash(text, 4, h);
+	assert_string_equal(json_string_value(json_object_get(o, "prev")), h);
+	json_decref(o);
+	free(text);
+	chain_intact(path);
+	if ((r = run_verify(files, out, sizeof(out))) != -1)
+		assert_int_equal(r, 0);
+	remove_dir(dir);
 }
 
 /* A file or directory another user could have placed or could rewrite is refused. */
@@ -1074,6 +1573,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lines),
 		cmocka_unit_test(test_null),
+		cmocka_unit_test(test_format_parts),
+		cmocka_unit_test(test_hash_ctx),
+		cmocka_unit_test(test_time),
 		cmocka_unit_test(test_chain_rotation_restart),
 		cmocka_unit_test(test_verify_tampering),
 		cmocka_unit_test(test_partial_tail_removed),
@@ -1085,6 +1587,12 @@ int main(void)
 		cmocka_unit_test(test_sync_deferred),
 		cmocka_unit_test(test_sync_early_answer),
 		cmocka_unit_test(test_full_filesystem),
+		cmocka_unit_test(test_full_filesystem_coalesced),
+		cmocka_unit_test(test_outcomes_coalesced),
+		cmocka_unit_test(test_outcome_delay_bounded),
+		cmocka_unit_test(test_sync_covers_held),
+		cmocka_unit_test(test_reopen_writes_held),
+		cmocka_unit_test(test_batch_rolled_back),
 		cmocka_unit_test(test_refuses_unsafe),
 	};
 
