@@ -507,10 +507,12 @@ static int wait_synced(struct ks_audit *a, uint64_t gen)
 }
 
 /*
- * When the syncer should sync the intents waiting for it: the token's
- * expected time after the first of them was written, less the sync's
- * own time and a quarter of the token's for its variation; at once when
- * the token is quicker than a sync. Called with the lock held.
+ * When the syncer should sync the intents waiting for it: three quarters
+ * of the token's quickest recent answer after the first of them was
+ * written, less the sync's own time (no answer comes sooner than the
+ * quickest, and the quarter leaves room for a late wake-up); at once when
+ * the token is quicker than a sync; never more than SYNC_DELAY_MAX_NS
+ * later. Called with the lock held.
  */
 static int64_t sync_deadline(const struct ks_audit *a)
 {
