@@ -12,6 +12,8 @@
 
 #include "keysvc/dispatch.h"
 
+struct ks_token;
+
 struct ks_server_config {
 	const char *socket_path;
 	mode_t socket_mode;
@@ -29,7 +31,18 @@ struct ks_server_config {
 	 * at once if the limit leaves less room, and refuses to run if none.
 	 */
 	unsigned fd_reserve;
+	/*
+	 * The event workers (see ks_server_run()): never fewer than
+	 * workers_min (0: KS_WORKERS_MIN), never more than workers_max; in
+	 * between as the token's sign latency says (keysvc/workerctl.h), read
+	 * from @token (NULL: always workers_min).
+	 */
+	unsigned workers_min;
+	unsigned workers_max;
+	struct ks_token *token;
 };
+
+#define KS_WORKERS_MIN 16
 
 /* The part of max_clients kept for peers the policy names: a quarter. */
 #define KS_KNOWN_RESERVE_DIVISOR 4
