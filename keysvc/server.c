@@ -196,6 +196,14 @@ static int send_rest(int fd, const uint8_t *p, size_t n, int frame_ms)
 	return 0;
 }
 
+static void conn_rearm(struct ks_conn *c);
+
+/*
+ * A connection whose peer is slow to send or to read, handed over by a
+ * worker: today's per-connection logic (frame and response deadlines, idle
+ * timeout) until one request is answered in full, then back to the epoll
+ * set. Only this thread waits for such a peer.
+ */
 static void *conn_thread(void *arg)
 {
 	struct ks_conn *c = arg;
@@ -205,7 +213,7 @@ static void *conn_thread(void *arg)
 	struct ks_buf body;
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
-	int r;
+	int r, back = 0;
 
 	ks_buf_init(&body, KS_FRAME_MAX);
 	if (c->pending != NULL) {
@@ -218,12 +226,16 @@ static void *conn_thread(void *arg)
 				  (unsigned)c->peer.uid, (int)c->peer.pid, frame_ms);
 		if (r != 0)
 			goto out;
+		back = 1;
 	}
 	if (c->answered && !c->known) {
 		ks_debug("uid %u pid %d: no policy rule names this peer; closing after "
 			 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
+		back = 0;
 		goto out;
 	}
+	if (back)
+		goto out;
 	for (;;) {
 		/* Idle time between requests and the time one request takes are bounded apart. */
 		r = ks_frame_read_deadline(c->fd, &body, (int)idle_ms, frame_ms);
@@ -272,10 +284,18 @@ static void *conn_thread(void *arg)
 				 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
 			break;
 		}
+		back = 1;
+		break;
 	}
 out:
 	free(resp);
 	ks_buf_free(&body);
+	if (back) {
+		/* Answered in full: the connection waits in the epoll set again, without a thread. */
+		OPENSSL_thread_stop();
+		conn_rearm(c);
+		return NULL;
+	}
 	/*
 	 * Threads are detached and shutdown waits only until the last one has
 	 * unlinked itself: free this thread's OpenSSL state (its DRBG, made by
@@ -312,8 +332,7 @@ static void conn_handoff(struct ks_conn *c)
 	pthread_mutex_lock(&c->srv->lock);
 	c->state = CONN_THREAD;
 	pthread_mutex_unlock(&c->srv->lock);
-	/* Disarmed (one-shot) already; removed so no worker can ever see it again. */
-	epoll_ctl(c->srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* Disarmed (one-shot): no worker sees it until conn_thread() arms it again. */
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, KS_THREAD_STACK);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
