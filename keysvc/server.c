@@ -93,6 +93,9 @@ struct ks_server {
 	int workers_stop;       /* under lock */
 	pthread_cond_t park;    /* a parked worker waits here for the limit to grow, or the end */
 	uint64_t busy_ns;       /* all workers' time serving requests; atomic */
+	unsigned nbusy;         /* workers serving a request now; atomic */
+	uint64_t served;        /* requests workers finished; atomic */
+	uint64_t served_seen;   /* at the last tick */
 	/* The controller and its last readings, accept loop only. */
 	struct ks_wctl wctl;
 	int64_t tick_ns;
@@ -442,10 +445,22 @@ static enum fast serve_fast(struct ks_conn *c, struct ks_buf *body)
 	return FAST_DONE;
 }
 
+static void worker_serve_one(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body);
+
 /* A worker got @c from the epoll set (so it is disarmed): serve it, or pass it on. */
 static void worker_serve(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body)
 {
 	int64_t t0 = now_ns();
+
+	__atomic_add_fetch(&srv->nbusy, 1, __ATOMIC_RELAXED);
+	worker_serve_one(srv, c, body);
+	__atomic_add_fetch(&srv->busy_ns, (uint64_t)(now_ns() - t0), __ATOMIC_RELAXED);
+	__atomic_add_fetch(&srv->served, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&srv->nbusy, 1, __ATOMIC_RELAXED);
+}
+
+static void worker_serve_one(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body)
+{
 	int expired, stopping;
 
 	pthread_mutex_lock(&srv->lock);
@@ -475,7 +490,6 @@ static void worker_serve(struct ks_server *srv, struct ks_conn *c, struct ks_buf
 		conn_end(c);
 		break;
 	}
-	__atomic_add_fetch(&srv->busy_ns, (uint64_t)(now_ns() - t0), __ATOMIC_RELAXED);
 }
 
 /*
@@ -555,7 +569,7 @@ static void server_tick(struct ks_server *srv)
 {
 	int64_t now = now_ns(), ms = now / 1000000;
 	struct ks_wctl_window w = { 0 };
-	uint64_t signs = 0, sign_ns = 0, busy = __atomic_load_n(&srv->busy_ns, __ATOMIC_RELAXED);
+	uint64_t signs = 0, sign_ns = 0, served, busy = __atomic_load_n(&srv->busy_ns, __ATOMIC_RELAXED);
 	unsigned idle;
 
 	pthread_mutex_lock(&srv->lock);
@@ -567,6 +581,13 @@ static void server_tick(struct ks_server *srv)
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
+	served = __atomic_load_n(&srv->served, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&srv->nbusy, __ATOMIC_RELAXED) >= srv->limit && served == srv->served_seen) {
+		ks_debug("workers: all %u busy and none done for %d ms; adding some", srv->limit,
+			 KS_TICK_MS);
+		workers_set_limit(srv, ks_wctl_stalled(&srv->wctl));
+	}
+	srv->served_seen = served;
 	if (srv->cfg->token != NULL)
 		ks_token_sign_stats(srv->cfg->token, &signs, &sign_ns);
 	/* A slow token's window runs on until it says something, or a second passed. */

@@ -34,6 +34,12 @@ static void end_probe(struct ks_wctl *c, uint64_t avg)
 	c->limit = from;
 }
 
+unsigned ks_wctl_stalled(struct ks_wctl *c)
+{
+	c->limit = clamp(c, (unsigned long long)c->limit + c->floor);
+	return c->limit;
+}
+
 unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 {
 	uint64_t avg;

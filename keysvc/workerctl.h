@@ -58,4 +58,12 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  */
 unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w);
 
+/*
+ * Every worker was busy for a whole tick and none finished a request (a
+ * hung token, slow key generations): the limit grows by the floor, up to
+ * the cap, so that requests that do not need the token (hello) are still
+ * answered. Returns the new limit.
+ */
+unsigned ks_wctl_stalled(struct ks_wctl *c);
+
 #endif
