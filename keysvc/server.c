@@ -397,12 +397,16 @@ static enum fast serve_fast(struct ks_conn *c, struct ks_buf *body)
 	    ks_frame_header_decode(hdr, &len) != 0 || (size_t)avail < sizeof(hdr) + len)
 		return FAST_HANDOFF;
 	ks_buf_reset(body);
-	if (recv(c->fd, hdr, sizeof(hdr), MSG_DONTWAIT) != (ssize_t)sizeof(hdr) ||
-	    ks_buf_reserve(body, len, &p) != 0)
+	if (ks_buf_reserve(body, len, &p) != 0)
 		return FAST_CLOSE;
-	while (got < len) {
-		/* FIONREAD counted these bytes: a recv that finds none means a broken socket. */
-		if ((n = recv(c->fd, p + got, len - got, MSG_DONTWAIT)) <= 0)
+	/* Header and body in one recvmsg(), exactly this frame: a request behind it stays queued. */
+	while (got < sizeof(hdr) + len) {
+		size_t h = got < sizeof(hdr) ? got : sizeof(hdr);
+
+		iov[0] = (struct iovec){ .iov_base = hdr + h, .iov_len = sizeof(hdr) - h };
+		iov[1] = (struct iovec){ .iov_base = p + (got - h), .iov_len = len - (got - h) };
+		/* FIONREAD counted these bytes: a recvmsg() that finds none means a broken socket. */
+		if ((n = recvmsg(c->fd, &msg, MSG_DONTWAIT)) <= 0)
 			return FAST_CLOSE;
 		got += (size_t)n;
 	}
