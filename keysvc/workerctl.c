@@ -30,7 +30,6 @@ static void end_probe(struct ks_wctl *c, uint64_t avg)
 		return;
 	}
 	c->base_ns = avg;
-	c->queued_seen = 0;
 	c->limit = from;
 }
 
@@ -45,6 +44,8 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	uint64_t avg;
 
 	if (w->signs < KS_WCTL_MIN_SIGNS) {
+		/* The load went away: the next one may start from the doubling again. */
+		c->queued_seen = 0;
 		if (c->probe_from != 0) {
 			c->limit = c->probe_from;
 			c->probe_from = 0;
@@ -73,7 +74,8 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	} else {
 		c->floor_slow = 0;
 		if (w->busy * 10 >= c->limit * 9.0)
-			c->limit = clamp(c, c->queued_seen ? c->limit + 1ull : 2ull * c->limit);
+			c->limit = clamp(c, c->queued_seen ? c->limit + 1ull + c->limit / 16 :
+					 2ull * c->limit);
 	}
 	if (++c->windows >= KS_WCTL_PROBE_WINDOWS && c->limit > c->floor &&
 	    w->busy * 10 >= c->limit * 9.0) {
