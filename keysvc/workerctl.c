@@ -6,6 +6,7 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap)
 	c->floor = floor > 0 ? floor : 1;
 	c->cap = cap > c->floor ? cap : c->floor;
 	c->limit = c->floor;
+	c->fit = c->cap;
 }
 
 static unsigned clamp(const struct ks_wctl *c, unsigned long long n)
@@ -26,7 +27,7 @@ static void end_probe(struct ks_wctl *c, uint64_t avg)
 		/* It fell: the token was queueing, the lower limit is better. */
 		if (avg < c->base_ns)
 			c->base_ns = avg;
-		c->queued_seen = 1;
+		c->fit = c->limit;
 		return;
 	}
 	c->base_ns = avg;
@@ -44,8 +45,6 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	uint64_t avg;
 
 	if (w->signs < KS_WCTL_MIN_SIGNS) {
-		/* The load went away: the next one may start from the doubling again. */
-		c->queued_seen = 0;
 		if (c->probe_from != 0) {
 			c->limit = c->probe_from;
 			c->probe_from = 0;
@@ -60,11 +59,11 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	if (c->base_ns == 0 || avg < c->base_ns)
 		c->base_ns = avg;
 	if (avg * 100 > c->base_ns * KS_WCTL_QUEUED_PCT) {
-		c->queued_seen = 1;
 		if (c->limit > c->floor) {
 			unsigned long long fit = (unsigned long long)c->limit * c->base_ns / avg + 1;
 
 			c->limit = clamp(c, fit < c->limit ? fit : c->limit - 1);
+			c->fit = c->limit;
 			c->floor_slow = 0;
 		} else if (++c->floor_slow >= KS_WCTL_FLOOR_RELEARN) {
 			/* Nothing below the floor to compare with: the token is this slow now. */
@@ -73,9 +72,10 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 		}
 	} else {
 		c->floor_slow = 0;
-		if (w->busy * 10 >= c->limit * 9.0)
-			c->limit = clamp(c, c->queued_seen ? c->limit + 1ull + c->limit / 16 :
-					 2ull * c->limit);
+		if (w->busy * 10 >= c->limit * 9.0 && c->limit < c->fit)
+			c->limit = clamp(c, 2ull * c->limit < c->fit ? 2ull * c->limit : c->fit);
+		else if (w->busy * 10 >= c->limit * 9.0)
+			c->limit = clamp(c, c->limit + 1ull + c->limit / 16);
 	}
 	if (++c->windows >= KS_WCTL_PROBE_WINDOWS && c->limit > c->floor &&
 	    w->busy * 10 >= c->limit * 9.0) {

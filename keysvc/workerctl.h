@@ -25,7 +25,7 @@ struct ks_wctl {
 	unsigned cap;          /* never more: max_sessions */
 	unsigned limit;        /* workers allowed now */
 	uint64_t base_ns;      /* the token's unqueued sign latency as last learned; 0 none yet */
-	int queued_seen;       /* queueing met since the load began: grow by 1/16, not by doubling */
+	unsigned fit;          /* the limit queueing last brought it down to (cap: none yet) */
 	unsigned windows;      /* busy windows since the last probe */
 	unsigned probe_from;   /* nonzero: the last window was a probe below this limit */
 	uint64_t probe_ref_ns; /* the average latency in the window before the probe */
@@ -46,8 +46,8 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  * Take one window and return the new limit, always within [floor, cap].
  * Grows while the average latency stays within KS_WCTL_QUEUED_PCT of the
  * unqueued one and the workers are saturated (busy >= 90 % of the limit):
- * doubling until queueing is first seen (since the last quiet window),
- * then by one and a sixteenth per window.
+ * doubling up to the limit queueing last brought it down to (the cap
+ * before any), beyond that by one and a sixteenth per window.
  * Shrinks when the average shows queueing, to what Little's law says the
  * token runs in parallel (limit * unqueued / average, plus one). Every
  * KS_WCTL_PROBE_WINDOWS busy windows it probes one window at 3/4 of the
@@ -55,8 +55,7 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  * lower limit is kept; if it stayed, that latency is the unqueued one
  * (relearned, so a token that got slower is not taken for a queue). A
  * window of fewer than KS_WCTL_MIN_SIGNS signatures (idle, or requests
- * other than sign) changes nothing but ends a probe and the memory of
- * queueing.
+ * other than sign) changes nothing but ends a probe.
  */
 unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w);
 

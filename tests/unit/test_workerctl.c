@@ -168,6 +168,25 @@ static void test_token_gets_slower(void **state)
 	assert_true(r.mean_limit >= 60 && r.mean_limit <= 96);
 }
 
+/* Load that goes and comes back starts where it left off, not with a doubling past the token. */
+static void test_load_comes_back(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 64, .latency_ns = 5e6 };
+	struct ks_wctl_window quiet = { 0 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 200, 100, &r);
+	for (int i = 0; i < 50; i++)
+		ks_wctl_step(&c, &quiet);
+	run(&c, &s, 20, 20, &r);
+	report("256 clients again after a pause", &r);
+	assert_true(r.max_limit <= 96);
+	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
+}
+
 /* The cap holds; windows without signatures (idle, other requests) change nothing. */
 static void test_cap_and_quiet_windows(void **state)
 {
@@ -198,6 +217,7 @@ int main(void)
 		cmocka_unit_test(test_few_clients_keep_floor),
 		cmocka_unit_test(test_cpu_bound_token),
 		cmocka_unit_test(test_token_gets_slower),
+		cmocka_unit_test(test_load_comes_back),
 		cmocka_unit_test(test_cap_and_quiet_windows),
 	};
 
