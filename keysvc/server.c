@@ -41,20 +41,25 @@
 /* A controller window is at least a tick, and longer until it holds enough signatures. */
 #define KS_WINDOW_MAX_NS 1000000000
 
-/* Who has a connection now; changed under srv->lock. */
+/*
+ * Who has a connection now: atomic, no lock (two lock round trips less per
+ * request). The sweep moves it from CONN_WAIT to CONN_EXPIRED with a
+ * compare-and-swap and a worker takes it with an exchange, so exactly one
+ * of them wins: the sweep never shuts down a connection a worker serves.
+ */
 enum conn_state {
 	CONN_WAIT,      /* in the epoll set, armed: no request in progress */
 	CONN_BUSY,      /* a worker took it from the epoll set */
-	CONN_THREAD,    /* handed to a thread of its own for the rest of its life */
+	CONN_THREAD,    /* handed to a thread of its own until its request is answered */
+	CONN_EXPIRED,   /* swept for idleness while CONN_WAIT: the fd is shut down */
 };
 
 struct ks_conn {
 	int fd;
 	int known;              /* a policy rule named the peer at accept */
 	int answered;           /* a request of it has been answered */
-	int expired;            /* swept for idleness while CONN_WAIT: the fd is shut down */
-	enum conn_state state;
-	int64_t last_ms;        /* when it became CONN_WAIT: its idle time runs from here */
+	int state;              /* enum conn_state, atomic */
+	int64_t last_ms;        /* when it became CONN_WAIT: its idle time runs from here; atomic */
 	/* A response a worker could not send at once: its unsent tail, for the thread. */
 	uint8_t *pending;
 	size_t pending_len;
@@ -332,9 +337,7 @@ static void conn_handoff(struct ks_conn *c)
 	pthread_t tid;
 	int r;
 
-	pthread_mutex_lock(&c->srv->lock);
-	c->state = CONN_THREAD;
-	pthread_mutex_unlock(&c->srv->lock);
+	__atomic_store_n(&c->state, CONN_THREAD, __ATOMIC_RELEASE);
 	/* Disarmed (one-shot): no worker sees it until conn_thread() arms it again. */
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, KS_THREAD_STACK);
@@ -352,15 +355,11 @@ static void conn_rearm(struct ks_conn *c)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c };
 
-	pthread_mutex_lock(&c->srv->lock);
-	c->state = CONN_WAIT;
-	c->last_ms = now_ms();
-	pthread_mutex_unlock(&c->srv->lock);
+	__atomic_store_n(&c->last_ms, now_ms(), __ATOMIC_RELAXED);
+	__atomic_store_n(&c->state, CONN_WAIT, __ATOMIC_RELEASE);
 	if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
 		/* Cannot happen for a registered fd; never leave a connection nobody watches. */
-		pthread_mutex_lock(&c->srv->lock);
-		c->state = CONN_BUSY;
-		pthread_mutex_unlock(&c->srv->lock);
+		__atomic_store_n(&c->state, CONN_BUSY, __ATOMIC_RELEASE);
 		conn_end(c);
 	}
 }
@@ -467,11 +466,8 @@ static void worker_serve_one(struct ks_server *srv, struct ks_conn *c, struct ks
 {
 	int expired, stopping;
 
-	pthread_mutex_lock(&srv->lock);
-	c->state = CONN_BUSY;
-	expired = c->expired;
-	stopping = srv->stopping;
-	pthread_mutex_unlock(&srv->lock);
+	expired = __atomic_exchange_n(&c->state, CONN_BUSY, __ATOMIC_ACQ_REL) == CONN_EXPIRED;
+	stopping = __atomic_load_n(&srv->stopping, __ATOMIC_RELAXED);
 	if (expired) {
 		ks_info("uid %u pid %d: idle for %u ms; closing",
 			(unsigned)c->peer.uid, (int)c->peer.pid, conn_idle_ms(c));
@@ -579,10 +575,14 @@ static void server_tick(struct ks_server *srv)
 	pthread_mutex_lock(&srv->lock);
 	for (struct ks_conn *c = srv->conns; c != NULL; c = c->next) {
 		idle = conn_idle_ms(c);
-		if (c->state == CONN_WAIT && !c->expired && idle > 0 && ms - c->last_ms >= idle) {
-			c->expired = 1;
+		int wait = CONN_WAIT;
+
+		/* Under srv->lock: the holder unlinks it before closing, so the fd is still its. */
+		if (idle > 0 && __atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == CONN_WAIT &&
+		    ms - __atomic_load_n(&c->last_ms, __ATOMIC_RELAXED) >= idle &&
+		    __atomic_compare_exchange_n(&c->state, &wait, CONN_EXPIRED, 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
 			shutdown(c->fd, SHUT_RDWR);
-		}
 	}
 	pthread_mutex_unlock(&srv->lock);
 	served = __atomic_load_n(&srv->served, __ATOMIC_RELAXED);
@@ -783,7 +783,7 @@ static void shutdown_conns(struct ks_server *srv)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += KS_SHUTDOWN_WAIT_MS / 1000;
 	pthread_mutex_lock(&srv->lock);
-	srv->stopping = 1;
+	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELAXED);
 	/* Wakes threads blocked in poll(); each closes its own fd. */
 	for (struct ks_conn *c = srv->conns; c != NULL; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);
