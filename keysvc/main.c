@@ -478,6 +478,10 @@ int main(int argc, char **argv)
 	 * session, for as many as the pool may grow to.
 	 */
 	scfg.fd_reserve = 16 + 4 * max_sessions;
+	/* As many workers as the token can keep busy: between the pool's floor and its cap. */
+	scfg.workers_min = cfg->sessions;
+	scfg.workers_max = max_sessions;
+	scfg.token = token;
 	if (activated) {
 		/* keysvcd.socket made it: its path, mode and group are systemd's to set. */
 		if (strcmp(activated_name, cfg->socket_path) != 0)

@@ -1,7 +1,6 @@
 #include "keysvc/server.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <dirent.h>
 #include <poll.h>
@@ -10,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -21,6 +23,8 @@
 #include <openssl/crypto.h>
 
 #include "keysvc/sdnotify.h"
+#include "keysvc/workerctl.h"
+#include "pkcs11/token.h"
 #include "proto/frame.h"
 #include "proto/log.h"
 #include "proto/wire.h"
@@ -32,13 +36,42 @@
 #define KS_ACCEPT_BACKOFF_MAX_MS 1000
 /* At most one refusal line per this many ms; the others are counted. */
 #define KS_REFUSAL_LOG_INTERVAL_MS 1000
+/* The accept loop's tick: idle connections swept, the worker limit adjusted. */
+#define KS_TICK_MS 100
+/* A controller window is at least a tick, and longer until it holds enough signatures. */
+#define KS_WINDOW_MAX_NS 1000000000
+
+/*
+ * Who has a connection now: atomic, no lock (two lock round trips less per
+ * request). The sweep moves it from CONN_WAIT to CONN_EXPIRED with a
+ * compare-and-swap and a worker takes it with an exchange, so exactly one
+ * of them wins: the sweep never shuts down a connection a worker serves.
+ */
+enum conn_state {
+	CONN_WAIT,      /* in the epoll set, armed: no request in progress */
+	CONN_BUSY,      /* a worker took it from the epoll set */
+	CONN_THREAD,    /* handed to a thread of its own until its request is answered */
+	CONN_EXPIRED,   /* swept for idleness while CONN_WAIT: the fd is shut down */
+};
 
 struct ks_conn {
 	int fd;
 	int known;              /* a policy rule named the peer at accept */
+	int answered;           /* a request of it has been answered */
+	int state;              /* enum conn_state, atomic */
+	int64_t last_ms;        /* when it became CONN_WAIT: its idle time runs from here; atomic */
+	/* A response a worker could not send at once: its unsent tail, for the thread. */
+	uint8_t *pending;
+	size_t pending_len;
 	struct ks_peer peer;
 	struct ks_server *srv;
 	struct ks_conn *prev, *next;
+};
+
+struct ks_worker {
+	struct ks_server *srv;
+	unsigned idx;
+	pthread_t tid;
 };
 
 struct ks_server {
@@ -55,6 +88,23 @@ struct ks_server {
 	/* Used by the accept loop only, so not under the lock. */
 	int64_t refusal_logged_ms;
 	unsigned refusals_unlogged;
+
+	/* The event-driven part: armed connections, and the workers taking them. */
+	int epfd;
+	int stop_efd;           /* in the epoll set, level-triggered: readable once workers must end */
+	struct ks_worker *workers;   /* wctl.cap entries, nworkers of them started */
+	unsigned nworkers;
+	unsigned limit;         /* workers with idx below it take requests; atomic reads */
+	int workers_stop;       /* under lock */
+	pthread_cond_t park;    /* a parked worker waits here for the limit to grow, or the end */
+	uint64_t busy_ns;       /* all workers' time serving requests; atomic */
+	unsigned nbusy;         /* workers serving a request now; atomic */
+	uint64_t served;        /* requests workers finished; atomic */
+	uint64_t served_seen;   /* at the last tick */
+	/* The controller and its last readings, accept loop only. */
+	struct ks_wctl wctl;
+	int64_t tick_ns;
+	uint64_t signs, sign_ns, busy_seen;
 };
 
 unsigned ks_server_known_reserve(unsigned max_conns)
@@ -64,139 +114,17 @@ unsigned ks_server_known_reserve(unsigned max_conns)
 	return reserve > 0 ? reserve : max_conns > 0 ? 1 : 0;
 }
 
-static int64_t now_ms(void)
+static int64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int check_socket_dir(const char *dir, char *err, size_t err_len)
+static int64_t now_ms(void)
 {
-	struct stat st;
-
-	if (lstat(dir, &st) != 0) {
-		if (errno != ENOENT) {
-			snprintf(err, err_len, "socket directory %s: %s", dir, strerror(errno));
-			return -errno;
-		}
-		if (mkdir(dir, 0755) != 0) {
-			snprintf(err, err_len, "socket directory %s: %s", dir, strerror(errno));
-			return -errno;
-		}
-		if (lstat(dir, &st) != 0)
-			return -errno;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		snprintf(err, err_len, "socket directory %s: not a directory (or a symlink)", dir);
-		return -EACCES;
-	}
-	if (st.st_uid != 0 && st.st_uid != geteuid()) {
-		snprintf(err, err_len, "socket directory %s: owned by uid %u", dir,
-			 (unsigned)st.st_uid);
-		return -EACCES;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		snprintf(err, err_len, "socket directory %s: writable by group or others", dir);
-		return -EACCES;
-	}
-	return 0;
-}
-
-static int fill_sockaddr(const char *path, struct sockaddr_un *sun)
-{
-	memset(sun, 0, sizeof(*sun));
-	sun->sun_family = AF_UNIX;
-	/* Never abstract: an absolute path that fits with its NUL. */
-	if (path[0] != '/' || strlen(path) >= sizeof(sun->sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sun->sun_path, path, strlen(path));
-	return 0;
-}
-
-/* Remove a socket file left by a dead daemon; refuse anything else. */
-static int clear_stale(const char *path, const struct sockaddr_un *sun, char *err,
-		       size_t err_len)
-{
-	struct stat st;
-	int fd, live;
-
-	if (lstat(path, &st) != 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, err_len, "%s exists and is not a socket; not replacing it", path);
-		return -EEXIST;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0;
-	close(fd);
-	if (live) {
-		snprintf(err, err_len, "%s: another keysvcd is listening there", path);
-		return -EADDRINUSE;
-	}
-	if (unlink(path) != 0 && errno != ENOENT)
-		return -errno;
-	ks_info("removed stale socket %s", path);
-	return 0;
-}
-
-int ks_server_listen(const struct ks_server_config *cfg, char *err, size_t err_len)
-{
-	struct sockaddr_un sun;
-	char dirbuf[PATH_MAX];
-	mode_t old_mask;
-	int fd = -1, r;
-
-	if (fill_sockaddr(cfg->socket_path, &sun) != 0) {
-		snprintf(err, err_len, "socket path must be absolute and shorter than %zu bytes",
-			 sizeof(sun.sun_path));
-		return -ENAMETOOLONG;
-	}
-	snprintf(dirbuf, sizeof(dirbuf), "%s", cfg->socket_path);
-	if ((r = check_socket_dir(dirname(dirbuf), err, err_len)) != 0)
-		return r;
-	if ((r = clear_stale(cfg->socket_path, &sun, err, err_len)) != 0) {
-		if (err[0] == '\0')
-			snprintf(err, err_len, "%s: %s", cfg->socket_path, strerror(-r));
-		return r;
-	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
-		r = -errno;
-		snprintf(err, err_len, "socket: %s", strerror(errno));
-		return r;
-	}
-	/* No moment where the socket exists with wider permissions than asked. */
-	old_mask = umask(0177);
-	r = bind(fd, (const struct sockaddr *)&sun, sizeof(sun));
-	umask(old_mask);
-	if (r != 0) {
-		r = -errno;
-		snprintf(err, err_len, "bind %s: %s", cfg->socket_path, strerror(errno));
-		goto fail;
-	}
-	if (cfg->has_socket_gid && chown(cfg->socket_path, (uid_t)-1, cfg->socket_gid) != 0) {
-		r = -errno;
-		snprintf(err, err_len, "chown %s: %s", cfg->socket_path, strerror(errno));
-		goto fail;
-	}
-	if (chmod(cfg->socket_path, cfg->socket_mode) != 0) {
-		r = -errno;
-		snprintf(err, err_len, "chmod %s: %s", cfg->socket_path, strerror(errno));
-		goto fail;
-	}
-	if (listen(fd, SOMAXCONN) != 0) {
-		r = -errno;
-		snprintf(err, err_len, "listen: %s", strerror(errno));
-		goto fail;
-	}
-	return fd;
-fail:
-	close(fd);
-	unlink(cfg->socket_path);
-	return r;
+	return now_ns() / 1000000;
 }
 
 static int peer_identity(int fd, struct ks_peer *peer)
@@ -239,25 +167,83 @@ static void conn_unlink(struct ks_server *srv, struct ks_conn *c)
 	pthread_mutex_unlock(&srv->lock);
 }
 
+/*
+ * The wait for a connection's next request. A peer no rule names has
+ * nothing to wait for: it gets one answer (denied, audited by the
+ * dispatcher) and as little time for its request as any request gets.
+ */
+static unsigned conn_idle_ms(const struct ks_conn *c)
+{
+	unsigned idle_ms = c->srv->cfg->idle_timeout_ms, frame_ms = c->srv->cfg->frame_timeout_ms;
+
+	return !c->known && frame_ms < idle_ms ? frame_ms : idle_ms;
+}
+
+/* The rest of a response a worker began, within @frame_ms of now (0: no bound). */
+static int send_rest(int fd, const uint8_t *p, size_t n, int frame_ms)
+{
+	int64_t deadline = now_ms() + frame_ms;
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	ssize_t w;
+	int left;
+
+	while (n > 0) {
+		if ((w = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL)) > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		left = frame_ms > 0 ? (int)(deadline - now_ms()) : -1;
+		if (frame_ms > 0 && left <= 0)
+			return -ETIMEDOUT;
+		if (poll(&pfd, 1, left) < 0 && errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+static void conn_rearm(struct ks_conn *c);
+
+/*
+ * A connection whose peer is slow to send or to read, handed over by a
+ * worker: today's per-connection logic (frame and response deadlines, idle
+ * timeout) until one request is answered in full, then back to the epoll
+ * set. Only this thread waits for such a peer.
+ */
 static void *conn_thread(void *arg)
 {
 	struct ks_conn *c = arg;
 	struct ks_server *srv = c->srv;
-	unsigned idle_ms = srv->cfg->idle_timeout_ms;
+	unsigned idle_ms = conn_idle_ms(c);
 	int frame_ms = (int)srv->cfg->frame_timeout_ms;
 	struct ks_buf body;
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
-	int r;
+	int r, back = 0;
 
 	ks_buf_init(&body, KS_FRAME_MAX);
-	/*
-	 * A peer no rule names has nothing to wait for: it gets one answer
-	 * (denied, audited by the dispatcher) and as little time for its
-	 * request as any request gets.
-	 */
-	if (!c->known && (unsigned)frame_ms < idle_ms)
-		idle_ms = (unsigned)frame_ms;
+	if (c->pending != NULL) {
+		/* A worker's answer the peer did not take at once: its deadline starts here. */
+		r = send_rest(c->fd, c->pending, c->pending_len, frame_ms);
+		free(c->pending);
+		c->pending = NULL;
+		if (r == -ETIMEDOUT)
+			ks_notice("uid %u pid %d: response not read within %d ms; closing",
+				  (unsigned)c->peer.uid, (int)c->peer.pid, frame_ms);
+		if (r != 0)
+			goto out;
+		back = 1;
+	}
+	if (c->answered && !c->known) {
+		ks_debug("uid %u pid %d: no policy rule names this peer; closing after "
+			 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
+		back = 0;
+		goto out;
+	}
+	if (back)
+		goto out;
 	for (;;) {
 		/* Idle time between requests and the time one request takes are bounded apart. */
 		r = ks_frame_read_deadline(c->fd, &body, (int)idle_ms, frame_ms);
@@ -306,9 +292,18 @@ static void *conn_thread(void *arg)
 				 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
 			break;
 		}
+		back = 1;
+		break;
 	}
+out:
 	free(resp);
 	ks_buf_free(&body);
+	if (back) {
+		/* Answered in full: the connection waits in the epoll set again, without a thread. */
+		OPENSSL_thread_stop();
+		conn_rearm(c);
+		return NULL;
+	}
 	/*
 	 * Threads are detached and shutdown waits only until the last one has
 	 * unlinked itself: free this thread's OpenSSL state (its DRBG, made by
@@ -321,6 +316,295 @@ static void *conn_thread(void *arg)
 	close(c->fd);
 	free(c);
 	return NULL;
+}
+
+/* A connection a worker holds (CONN_BUSY) ends: unlinked first, as in conn_thread(). */
+static void conn_end(struct ks_conn *c)
+{
+	conn_unlink(c->srv, c);
+	close(c->fd);
+	free(c->pending);
+	free(c);
+}
+
+/*
+ * Give the connection a thread of its own running conn_thread(): its peer
+ * is slow to send or to read, and only that thread waits for it.
+ */
+static void conn_handoff(struct ks_conn *c)
+{
+	pthread_attr_t attr;
+	pthread_t tid;
+	int r;
+
+	__atomic_store_n(&c->state, CONN_THREAD, __ATOMIC_RELEASE);
+	/* Disarmed (one-shot): no worker sees it until conn_thread() arms it again. */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, KS_THREAD_STACK);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&tid, &attr, conn_thread, c);
+	pthread_attr_destroy(&attr);
+	if (r != 0) {
+		ks_warn("cannot start a connection thread; closing");
+		conn_end(c);
+	}
+}
+
+/* Back into the epoll set, idle from now; a request already there fires at once. */
+static void conn_rearm(struct ks_conn *c)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = c };
+
+	__atomic_store_n(&c->last_ms, now_ms(), __ATOMIC_RELAXED);
+	__atomic_store_n(&c->state, CONN_WAIT, __ATOMIC_RELEASE);
+	if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+		/* Cannot happen for a registered fd; never leave a connection nobody watches. */
+		__atomic_store_n(&c->state, CONN_BUSY, __ATOMIC_RELEASE);
+		conn_end(c);
+	}
+}
+
+enum fast { FAST_DONE, FAST_REARM, FAST_HANDOFF, FAST_CLOSE };
+
+/*
+ * Serve one request of @c if its whole frame is in the socket already and
+ * its answer fits in the socket at once; otherwise consume nothing (or
+ * keep the unsent tail in c->pending) and say FAST_HANDOFF. Never waits.
+ */
+static enum fast serve_fast(struct ks_conn *c, struct ks_buf *body)
+{
+	struct ks_server *srv = c->srv;
+	uint8_t hdr[KS_FRAME_HDR], *p, *resp = NULL;
+	struct iovec iov[2];
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
+	size_t len, resp_len = 0, got = 0, total;
+	ssize_t n;
+	int avail = 0;
+
+	if (ioctl(c->fd, FIONREAD, &avail) != 0)
+		return FAST_CLOSE;
+	if (avail == 0) {
+		/* Readable with nothing queued: the peer closed (or the sweep or shutdown did). */
+		n = recv(c->fd, hdr, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return FAST_REARM;
+		return n > 0 ? FAST_REARM : FAST_CLOSE;
+	}
+	/* A bad header is answered by conn_thread(), as it always was. */
+	if ((size_t)avail < sizeof(hdr) ||
+	    recv(c->fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(hdr) ||
+	    ks_frame_header_decode(hdr, &len) != 0 || (size_t)avail < sizeof(hdr) + len)
+		return FAST_HANDOFF;
+	ks_buf_reset(body);
+	if (ks_buf_reserve(body, len, &p) != 0)
+		return FAST_CLOSE;
+	/* Header and body in one recvmsg(), exactly this frame: a request behind it stays queued. */
+	while (got < sizeof(hdr) + len) {
+		size_t h = got < sizeof(hdr) ? got : sizeof(hdr);
+
+		iov[0] = (struct iovec){ .iov_base = hdr + h, .iov_len = sizeof(hdr) - h };
+		iov[1] = (struct iovec){ .iov_base = p + (got - h), .iov_len = len - (got - h) };
+		/* FIONREAD counted these bytes: a recvmsg() that finds none means a broken socket. */
+		if ((n = recvmsg(c->fd, &msg, MSG_DONTWAIT)) <= 0)
+			return FAST_CLOSE;
+		got += (size_t)n;
+	}
+	if (ks_dispatch(srv->ctx, &c->peer, body->data, body->len, &resp, &resp_len) != 0)
+		return FAST_CLOSE;
+	c->answered = 1;
+	ks_frame_header_encode(hdr, resp_len);
+	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
+	iov[1] = (struct iovec){ .iov_base = resp, .iov_len = resp_len };
+	total = sizeof(hdr) + resp_len;
+	n = sendmsg(c->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		free(resp);
+		return FAST_CLOSE;
+	}
+	if (n < 0)
+		n = 0;
+	if ((size_t)n < total) {
+		/* The peer's buffer is full: its thread waits for it, under frame_timeout_ms. */
+		c->pending_len = total - (size_t)n;
+		if ((c->pending = malloc(c->pending_len)) == NULL) {
+			free(resp);
+			return FAST_CLOSE;
+		}
+		if ((size_t)n < sizeof(hdr)) {
+			memcpy(c->pending, hdr + n, sizeof(hdr) - (size_t)n);
+			memcpy(c->pending + sizeof(hdr) - (size_t)n, resp, resp_len);
+		} else {
+			memcpy(c->pending, resp + ((size_t)n - sizeof(hdr)), c->pending_len);
+		}
+		free(resp);
+		return FAST_HANDOFF;
+	}
+	free(resp);
+	if (!c->known) {
+		ks_debug("uid %u pid %d: no policy rule names this peer; closing after "
+			 "its first answer", (unsigned)c->peer.uid, (int)c->peer.pid);
+		return FAST_CLOSE;
+	}
+	return FAST_DONE;
+}
+
+static void worker_serve_one(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body);
+
+/* A worker got @c from the epoll set (so it is disarmed): serve it, or pass it on. */
+static void worker_serve(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body)
+{
+	int64_t t0 = now_ns();
+
+	__atomic_add_fetch(&srv->nbusy, 1, __ATOMIC_RELAXED);
+	worker_serve_one(srv, c, body);
+	__atomic_add_fetch(&srv->busy_ns, (uint64_t)(now_ns() - t0), __ATOMIC_RELAXED);
+	__atomic_add_fetch(&srv->served, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&srv->nbusy, 1, __ATOMIC_RELAXED);
+}
+
+static void worker_serve_one(struct ks_server *srv, struct ks_conn *c, struct ks_buf *body)
+{
+	int expired, stopping;
+
+	expired = __atomic_exchange_n(&c->state, CONN_BUSY, __ATOMIC_ACQ_REL) == CONN_EXPIRED;
+	stopping = __atomic_load_n(&srv->stopping, __ATOMIC_RELAXED);
+	if (expired) {
+		ks_info("uid %u pid %d: idle for %u ms; closing",
+			(unsigned)c->peer.uid, (int)c->peer.pid, conn_idle_ms(c));
+		conn_end(c);
+		return;
+	}
+	if (stopping) {
+		conn_end(c);
+		return;
+	}
+	switch (serve_fast(c, body)) {
+	case FAST_DONE:
+	case FAST_REARM:
+		conn_rearm(c);
+		break;
+	case FAST_HANDOFF:
+		conn_handoff(c);
+		break;
+	case FAST_CLOSE:
+		conn_end(c);
+		break;
+	}
+}
+
+/*
+ * One of the workers: takes one armed connection at a time, so a worker
+ * that finishes a request and finds another ready goes on without sleeping.
+ * Those at or above srv->limit park instead of waiting on the epoll set.
+ */
+static void *worker_main(void *arg)
+{
+	struct ks_worker *w = arg;
+	struct ks_server *srv = w->srv;
+	struct epoll_event ev;
+	struct ks_buf body;
+	int n, stop = 0;
+
+	ks_buf_init(&body, KS_FRAME_MAX);
+	while (!stop) {
+		if (__atomic_load_n(&srv->limit, __ATOMIC_RELAXED) <= w->idx) {
+			pthread_mutex_lock(&srv->lock);
+			while (!srv->workers_stop && srv->limit <= w->idx)
+				pthread_cond_wait(&srv->park, &srv->lock);
+			stop = srv->workers_stop;
+			pthread_mutex_unlock(&srv->lock);
+			continue;
+		}
+		n = epoll_wait(srv->epfd, &ev, 1, -1);
+		if (n < 0 && errno != EINTR) {
+			ks_err("epoll_wait: %s", strerror(errno));
+			break;
+		}
+		if (n <= 0)
+			continue;
+		if (ev.data.ptr == NULL)
+			break;
+		worker_serve(srv, ev.data.ptr, &body);
+	}
+	ks_buf_free(&body);
+	OPENSSL_thread_stop();
+	return NULL;
+}
+
+/* Start workers up to @limit (at most wctl.cap) and let them take requests. */
+static void workers_set_limit(struct ks_server *srv, unsigned limit)
+{
+	pthread_attr_t attr;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, KS_THREAD_STACK);
+	while (srv->nworkers < limit) {
+		struct ks_worker *w = &srv->workers[srv->nworkers];
+
+		w->srv = srv;
+		w->idx = srv->nworkers;
+		if (pthread_create(&w->tid, &attr, worker_main, w) != 0) {
+			ks_warn("cannot start worker %u; serving with %u", w->idx, srv->nworkers);
+			break;
+		}
+		srv->nworkers++;
+	}
+	pthread_attr_destroy(&attr);
+	if (limit > srv->nworkers)
+		limit = srv->nworkers;
+	pthread_mutex_lock(&srv->lock);
+	if (limit != srv->limit)
+		ks_debug("workers: %u (were %u)", limit, srv->limit);
+	__atomic_store_n(&srv->limit, limit, __ATOMIC_RELAXED);
+	pthread_cond_broadcast(&srv->park);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
+ * The accept loop's tick: connections idle for their time are shut down
+ * (the worker that gets the hang-up logs and closes them: only the holder
+ * of a connection frees it), and the controller gets the window.
+ */
+static void server_tick(struct ks_server *srv)
+{
+	int64_t now = now_ns(), ms = now / 1000000;
+	struct ks_wctl_window w = { 0 };
+	uint64_t signs = 0, sign_ns = 0, served, busy = __atomic_load_n(&srv->busy_ns, __ATOMIC_RELAXED);
+	unsigned idle;
+
+	pthread_mutex_lock(&srv->lock);
+	for (struct ks_conn *c = srv->conns; c != NULL; c = c->next) {
+		idle = conn_idle_ms(c);
+		int wait = CONN_WAIT;
+
+		/* Under srv->lock: the holder unlinks it before closing, so the fd is still its. */
+		if (idle > 0 && __atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == CONN_WAIT &&
+		    ms - __atomic_load_n(&c->last_ms, __ATOMIC_RELAXED) >= idle &&
+		    __atomic_compare_exchange_n(&c->state, &wait, CONN_EXPIRED, 0, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	served = __atomic_load_n(&srv->served, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&srv->nbusy, __ATOMIC_RELAXED) >= srv->limit && served == srv->served_seen) {
+		ks_debug("workers: all %u busy and none done for %d ms; adding some", srv->limit,
+			 KS_TICK_MS);
+		workers_set_limit(srv, ks_wctl_stalled(&srv->wctl));
+	}
+	srv->served_seen = served;
+	if (srv->cfg->token != NULL)
+		ks_token_sign_stats(srv->cfg->token, &signs, &sign_ns);
+	/* A slow token's window runs on until it says something, or a second passed. */
+	if (signs - srv->signs < KS_WCTL_MIN_SIGNS && now - srv->tick_ns < KS_WINDOW_MAX_NS)
+		return;
+	w.signs = signs - srv->signs;
+	w.sign_ns = sign_ns - srv->sign_ns;
+	w.busy = now > srv->tick_ns ? (double)(busy - srv->busy_seen) / (double)(now - srv->tick_ns) : 0;
+	srv->signs = signs;
+	srv->sign_ns = sign_ns;
+	srv->busy_seen = busy;
+	srv->tick_ns = now;
+	workers_set_limit(srv, ks_wctl_step(&srv->wctl, &w));
 }
 
 /* Connections of @uid now; called with srv->lock held. O(connections), bounded by max_clients. */
@@ -373,15 +657,14 @@ static void refuse(struct ks_server *srv, int fd, const struct ks_peer *peer,
 }
 
 /*
- * Accept one connection and start its thread. 0 (also when the connection
+ * Accept one connection into the epoll set. 0 (also when the connection
  * was refused or its peer had already gone), or the negative errno of an
  * accept() that failed for lack of resources (-EMFILE, -ENFILE, -ENOBUFS,
  * -ENOMEM), for the caller to back off.
  */
 static int accept_one(struct ks_server *srv, int listen_fd)
 {
-	pthread_attr_t attr;
-	pthread_t tid;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT };
 	struct ks_conn *c;
 	unsigned same_uid;
 	int fd;
@@ -434,18 +717,18 @@ static int accept_one(struct ks_server *srv, int listen_fd)
 	srv->conns = c;
 	srv->nconns++;
 	srv->nunknown += !c->known;
+	c->state = CONN_WAIT;
+	c->last_ms = now_ms();
 	pthread_mutex_unlock(&srv->lock);
 
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, KS_THREAD_STACK);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&tid, &attr, conn_thread, c) != 0) {
-		ks_warn("cannot start a connection thread; closing");
-		close(fd);
+	/* Armed from here on: a worker may have it before epoll_ctl() returns. */
+	ev.data.ptr = c;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		ks_warn("epoll_ctl: %s; closing", strerror(errno));
 		conn_unlink(srv, c);
+		close(fd);
 		free(c);
 	}
-	pthread_attr_destroy(&attr);
 	return 0;
 }
 
@@ -500,7 +783,7 @@ static void shutdown_conns(struct ks_server *srv)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += KS_SHUTDOWN_WAIT_MS / 1000;
 	pthread_mutex_lock(&srv->lock);
-	srv->stopping = 1;
+	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELAXED);
 	/* Wakes threads blocked in poll(); each closes its own fd. */
 	for (struct ks_conn *c = srv->conns; c != NULL; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);
@@ -521,7 +804,7 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	struct pollfd pfd[2];
 	struct signalfd_siginfo si;
 	/* Accept back-off: 0 when accepting normally. */
-	int64_t resume_ms = 0;
+	int64_t resume_ms = 0, next_tick;
 	unsigned backoff_ms = 0, failed_accepts = 0, left;
 	int timeout, r = 0;
 
@@ -543,18 +826,46 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	srvp->max_unknown = srvp->max_conns - ks_server_known_reserve(srvp->max_conns);
 	pthread_mutex_init(&srvp->lock, NULL);
 	pthread_cond_init(&srvp->drained, NULL);
+	pthread_cond_init(&srvp->park, NULL);
+	ks_wctl_init(&srvp->wctl, cfg->workers_min > 0 ? cfg->workers_min : KS_WORKERS_MIN,
+		     cfg->workers_max);
+	srvp->epfd = epoll_create1(EPOLL_CLOEXEC);
+	srvp->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	srvp->workers = calloc(srvp->wctl.cap, sizeof(*srvp->workers));
+	if (srvp->epfd < 0 || srvp->stop_efd < 0 || srvp->workers == NULL ||
+	    epoll_ctl(srvp->epfd, EPOLL_CTL_ADD, srvp->stop_efd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = NULL }) != 0) {
+		r = srvp->workers == NULL ? -ENOMEM : -errno;
+		ks_err("cannot set up the workers: %s", strerror(-r));
+		goto out;
+	}
+	workers_set_limit(srvp, srvp->wctl.limit);
+	if (srvp->nworkers == 0) {
+		r = -EAGAIN;
+		ks_err("cannot start any worker thread");
+		goto out;
+	}
+	srvp->tick_ns = now_ns();
+	next_tick = now_ms() + KS_TICK_MS;
 	pfd[0].fd = listen_fd;
 	pfd[0].events = POLLIN;
 	pfd[1].fd = signal_fd;
 	pfd[1].events = POLLIN;
 	for (;;) {
-		timeout = -1;
+		int64_t now = now_ms();
+
+		if (now >= next_tick) {
+			server_tick(srvp);
+			next_tick = now + KS_TICK_MS;
+		}
+		timeout = (int)(next_tick - now);
 		if (backoff_ms > 0) {
-			int64_t wait = resume_ms - now_ms();
+			int64_t wait = resume_ms - now;
 
 			/* poll() skips a negative fd: the backlog waits, signals do not. */
 			pfd[0].fd = wait > 0 ? -1 : listen_fd;
-			timeout = wait > 0 ? (int)wait : -1;
+			if (wait > 0 && wait < timeout)
+				timeout = (int)wait;
 		}
 		pfd[0].revents = 0;
 		if (poll(pfd, 2, timeout) < 0) {
@@ -606,6 +917,7 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 		backoff_ms = 0;
 		pfd[0].fd = listen_fd;
 	}
+out:
 	close(listen_fd);
 	/* An activated socket's file belongs to systemd, which may pass it on again. */
 	if (!cfg->socket_activated)
@@ -613,9 +925,22 @@ int ks_server_run(int listen_fd, int signal_fd, struct ks_ctx *ctx,
 	shutdown_conns(srvp);
 	pthread_mutex_lock(&srvp->lock);
 	left = srvp->nconns;
+	srvp->workers_stop = 1;
+	pthread_cond_broadcast(&srvp->park);
 	pthread_mutex_unlock(&srvp->lock);
+	/* Level-triggered and never read: every worker in epoll_wait() sees it. */
+	if (srvp->stop_efd >= 0)
+		(void)!write(srvp->stop_efd, &(uint64_t){ 1 }, sizeof(uint64_t));
 	/* Threads still running use the server struct; then it is left to process exit. */
 	if (left == 0) {
+		for (unsigned i = 0; i < srvp->nworkers; i++)
+			pthread_join(srvp->workers[i].tid, NULL);
+		if (srvp->epfd >= 0)
+			close(srvp->epfd);
+		if (srvp->stop_efd >= 0)
+			close(srvp->stop_efd);
+		free(srvp->workers);
+		pthread_cond_destroy(&srvp->park);
 		pthread_cond_destroy(&srvp->drained);
 		pthread_mutex_destroy(&srvp->lock);
 		free(srvp);

@@ -1,8 +1,10 @@
 /*
- * The socket side of keysvcd: a Unix stream socket, one thread per
- * connection (bounded by max_clients), peer credentials taken at accept.
- * A slow or hostile client holds only its own thread: every read and write
- * has a deadline, and the dispatcher never waits on another connection.
+ * The socket side of keysvcd: a Unix stream socket, peer credentials taken
+ * at accept, connections (bounded by max_clients) waiting in one epoll set
+ * for a few event workers that serve the requests already whole in their
+ * socket. A slow or hostile client holds only a thread of its own, never a
+ * worker: every read and write has a deadline, and the dispatcher never
+ * waits on another connection.
  */
 #ifndef KEYSVC_SERVER_H
 #define KEYSVC_SERVER_H
@@ -11,6 +13,8 @@
 #include <sys/types.h>
 
 #include "keysvc/dispatch.h"
+
+struct ks_token;
 
 struct ks_server_config {
 	const char *socket_path;
@@ -29,7 +33,18 @@ struct ks_server_config {
 	 * at once if the limit leaves less room, and refuses to run if none.
 	 */
 	unsigned fd_reserve;
+	/*
+	 * The event workers (see ks_server_run()): never fewer than
+	 * workers_min (0: KS_WORKERS_MIN), never more than workers_max; in
+	 * between as the token's sign latency says (keysvc/workerctl.h), read
+	 * from @token (NULL: always workers_min).
+	 */
+	unsigned workers_min;
+	unsigned workers_max;
+	struct ks_token *token;
 };
+
+#define KS_WORKERS_MIN 16
 
 /* The part of max_clients kept for peers the policy names: a quarter. */
 #define KS_KNOWN_RESERVE_DIVISOR 4
@@ -58,10 +73,26 @@ typedef void (*ks_reload_fn)(void *arg);
 
 /*
  * Serve @listen_fd until SIGTERM or SIGINT (blocked by the caller and read
- * through @signal_fd). On SIGHUP calls @reload. On return all connection
- * threads have ended (after at most a few seconds) and the socket file is
- * removed (unless cfg->socket_activated: systemd owns it then). Sends
- * STOPPING=1 to systemd when a stop signal arrives.
+ * through @signal_fd). On SIGHUP calls @reload. On return all connections
+ * are closed and the workers and connection threads have ended (after at
+ * most a few seconds; -EBUSY, with what is still running left alone, if
+ * not) and the socket file is removed (unless cfg->socket_activated:
+ * systemd owns it then). Sends STOPPING=1 to systemd when a stop signal
+ * arrives.
+ *
+ * How requests are served: an accepted connection is armed one-shot in an
+ * epoll set. An event worker takes one ready connection; if the whole
+ * request frame is in the socket (checked without consuming anything) it
+ * reads it, calls ks_dispatch() and sends the answer without blocking,
+ * then arms the connection again (so one request per connection is in
+ * progress, and a request already queued behind it fires at once). A
+ * frame not yet whole, a bad header or an answer the socket does not take
+ * in full hands the connection to a thread of its own that applies the
+ * deadlines below until that request is answered, then arms it again. The
+ * workers number between cfg->workers_min and cfg->workers_max, set every
+ * 100 ms or more from the token's sign latency (keysvc/workerctl.h), and
+ * grow by workers_min whenever all were busy for 100 ms without finishing
+ * a request.
  *
  * Limits, each logged when it strikes (proto/PROTOCOL.md, "Limits"):
  *   - over max_clients (or the fewer connections RLIMIT_NOFILE allows with
@@ -79,7 +110,8 @@ typedef void (*ks_reload_fn)(void *arg);
  *     idle_timeout_ms;
  *   - every connection refused at accept is audited (outcome "denied", op
  *     null) and answered through ks_dispatch_refusal();
- *   - a connection idle for idle_timeout_ms between requests is closed;
+ *   - a connection idle for idle_timeout_ms between requests is closed
+ *     (checked every 100 ms; logged "idle for N ms; closing");
  *   - a request frame not complete frame_timeout_ms after its first byte,
  *     or a response frame not taken by the peer within frame_timeout_ms,
  *     closes the connection. Each connection holds at most one request and

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -88,6 +89,20 @@ static int rsa_pkcs_needs_decrypt(struct ks_token *tok, CK_SESSION_HANDLE s,
 	return 1;
 }
 
+static int64_t sign_clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ks_token_sign_stats(struct ks_token *tok, uint64_t *count, uint64_t *sum_ns)
+{
+	*count = __atomic_load_n(&tok->sign_count, __ATOMIC_RELAXED);
+	*sum_ns = __atomic_load_n(&tok->sign_ns, __ATOMIC_RELAXED);
+}
+
 static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int retry,
 		     int *err)
 {
@@ -98,6 +113,7 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 	size_t input_len, prefix_len = 0;
 	const uint8_t *prefix = NULL, *in = input;
 	CK_MECHANISM_TYPE hashed = 0;
+	int64_t t0;
 	struct ks_caps caps;
 	CK_RV rv;
 
@@ -177,6 +193,7 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		memcpy(input + input_len, sa->digest, sa->digest_len);
 		input_len += sa->digest_len;
 	}
+	t0 = sign_clock_ns();
 	rv = P11(tok, C_SignInit, s, &mech, sa->k.priv);
 	/* An unchecked cached handle that now names some other object. */
 	if (sa->k.unchecked && (rv == CKR_KEY_TYPE_INCONSISTENT || rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
@@ -186,8 +203,11 @@ static CK_RV sign_op(struct ks_token *tok, CK_SESSION_HANDLE s, void *arg, int r
 		rv = P11(tok, C_Sign, s, (CK_BYTE *)(uintptr_t)in, input_len, sa->sig, &sa->sig_len);
 	}
 	explicit_bzero(input, sizeof(input));
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
+		__atomic_add_fetch(&tok->sign_ns, (uint64_t)(sign_clock_ns() - t0), __ATOMIC_RELAXED);
+		__atomic_add_fetch(&tok->sign_count, 1, __ATOMIC_RELAXED);
 		return rv;
+	}
 	/* A delete of the key between the lookup and here: retried by name, never "unsupported". */
 	rv = ks_tok_key_gone_check(tok, s, &sa->k, rv);
 	if (prefix != NULL && hashed == 0 && rsa_pkcs_needs_decrypt(tok, s, sa, rv)) {

@@ -394,6 +394,16 @@ int ks_token_cert_put(struct ks_token *tok, const char *name,
 int ks_token_cert_get(struct ks_token *tok, const char *name,
 		      uint8_t **der, size_t *der_len);
 
+/*
+ * Signatures the token has made since ks_token_open() and their summed
+ * latency in ns, from C_SignInit to C_Sign's answer, so time spent queued
+ * inside the module counts (a network HSM's queue shows as latency). Both
+ * only grow; a caller takes differences over its own window. Lock-free,
+ * cheap enough for every tick of a controller; the two are read apart, so
+ * a window may count a signature whose ns falls into the next one.
+ */
+void ks_token_sign_stats(struct ks_token *tok, uint64_t *count, uint64_t *sum_ns);
+
 /* The CKR_ name of @rv ("CKR_DEVICE_REMOVED"), or "CKR_0x..." for unknown values. */
 const char *ks_ckr_name(unsigned long rv);
 

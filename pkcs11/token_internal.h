@@ -248,6 +248,13 @@ struct ks_token {
 	unsigned fault_backoff_ms;
 	char down_reason[sizeof(((struct ks_token_info *)0)->health_reason)];
 	int modifiable_refused; /* the token refused CKA_MODIFIABLE false; warned once */
+	/*
+	 * Signatures the token made and the ns they took from C_SignInit to
+	 * C_Sign's answer (queueing inside the module included): atomics, no
+	 * lock, read by ks_token_sign_stats().
+	 */
+	uint64_t sign_count;
+	uint64_t sign_ns;
 	struct ks_caps caps;    /* under info_lock */
 
 	/*

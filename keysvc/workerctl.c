@@ -1,0 +1,88 @@
+#include "keysvc/workerctl.h"
+
+void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap)
+{
+	*c = (struct ks_wctl){ 0 };
+	c->floor = floor > 0 ? floor : 1;
+	c->cap = cap > c->floor ? cap : c->floor;
+	c->limit = c->floor;
+	c->fit = c->cap;
+}
+
+static unsigned clamp(const struct ks_wctl *c, unsigned long long n)
+{
+	return n < c->floor ? c->floor : n > c->cap ? c->cap : (unsigned)n;
+}
+
+/* The window after a probe: was the latency before it the token's, or a queue's? */
+static void end_probe(struct ks_wctl *c, uint64_t avg)
+{
+	unsigned from = c->probe_from;
+	/* In a queue latency falls with the workers (Little's law); unqueued it stays. */
+	uint64_t queued = c->probe_ref_ns * c->limit / from;
+
+	c->probe_from = 0;
+	c->windows = 0;
+	if (avg <= (c->probe_ref_ns + queued) / 2) {
+		/* It fell: the token was queueing, the lower limit is better. */
+		if (avg < c->base_ns)
+			c->base_ns = avg;
+		c->fit = c->limit;
+		return;
+	}
+	c->base_ns = avg;
+	c->limit = from;
+}
+
+unsigned ks_wctl_stalled(struct ks_wctl *c)
+{
+	c->limit = clamp(c, (unsigned long long)c->limit + c->floor);
+	return c->limit;
+}
+
+unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
+{
+	uint64_t avg;
+
+	if (w->signs < KS_WCTL_MIN_SIGNS) {
+		if (c->probe_from != 0) {
+			c->limit = c->probe_from;
+			c->probe_from = 0;
+		}
+		return c->limit;
+	}
+	avg = w->sign_ns / w->signs;
+	if (c->probe_from != 0) {
+		end_probe(c, avg);
+		return c->limit;
+	}
+	if (c->base_ns == 0 || avg < c->base_ns)
+		c->base_ns = avg;
+	if (avg * 100 > c->base_ns * KS_WCTL_QUEUED_PCT) {
+		if (c->limit > c->floor) {
+			unsigned long long fit = (unsigned long long)c->limit * c->base_ns / avg + 1;
+
+			c->limit = clamp(c, fit < c->limit ? fit : c->limit - 1);
+			c->fit = c->limit;
+			c->floor_slow = 0;
+		} else if (++c->floor_slow >= KS_WCTL_FLOOR_RELEARN) {
+			/* Nothing below the floor to compare with: the token is this slow now. */
+			c->base_ns = avg;
+			c->floor_slow = 0;
+		}
+	} else {
+		c->floor_slow = 0;
+		if (w->busy * 10 >= c->limit * 9.0 && c->limit < c->fit)
+			c->limit = clamp(c, 2ull * c->limit < c->fit ? 2ull * c->limit : c->fit);
+		else if (w->busy * 10 >= c->limit * 9.0)
+			c->limit = clamp(c, c->limit + 1ull + c->limit / 16);
+	}
+	if (++c->windows >= KS_WCTL_PROBE_WINDOWS && c->limit > c->floor &&
+	    w->busy * 10 >= c->limit * 9.0) {
+		c->probe_from = c->limit;
+		c->probe_ref_ns = avg;
+		c->limit = clamp(c, c->limit * 3ull / 4);
+		c->windows = 0;
+	}
+	return c->limit;
+}

@@ -1,0 +1,225 @@
+/*
+ * keysvc/workerctl.[ch], the controller of keysvcd's worker count, fed
+ * windows of simulated tokens (100 ms each, every worker always finding a
+ * ready request while there are clients):
+ *   - P parallel slots and a fixed latency, a FIFO queue beyond P;
+ *   - CPU-bound: latency grows with the requests in progress beyond 2;
+ *   - a token that gets twice as slow in the middle.
+ * It must keep the token's throughput (>= 0.9 of what it can do), keep
+ * few workers beyond its parallelism, and never go below the floor or above
+ * the cap.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cmocka.h>
+
+#include "keysvc/workerctl.h"
+
+#define WINDOW_NS 100000000.0
+
+struct sim {
+	unsigned clients;       /* each always has its next request ready */
+	unsigned slots;         /* signatures the token makes at once; 0: CPU-bound on 2 CPUs */
+	double latency_ns;      /* one signature, unqueued */
+	/* results of the last window */
+	double rate;            /* signatures per second */
+};
+
+/* One window with @limit workers. */
+static struct ks_wctl_window sim_window(struct sim *s, unsigned limit)
+{
+	unsigned n = limit < s->clients ? limit : s->clients;
+	struct ks_wctl_window w = { 0 };
+	double avg, rate;
+
+	if (s->slots == 0) {
+		/* Two CPUs: beyond two, everyone waits for a CPU. */
+		avg = s->latency_ns * (n > 2 ? n / 2.0 : 1.0);
+		rate = n / (avg / 1e9);
+	} else {
+		avg = n <= s->slots ? s->latency_ns : s->latency_ns * n / s->slots;
+		rate = (n < s->slots ? n : s->slots) / (s->latency_ns / 1e9);
+	}
+	s->rate = rate;
+	w.signs = (uint64_t)(rate * WINDOW_NS / 1e9);
+	w.sign_ns = (uint64_t)(w.signs * avg);
+	w.busy = n;
+	return w;
+}
+
+struct run {
+	double mean_limit, mean_rate;
+	unsigned min_limit, max_limit;
+};
+
+/* @windows windows, the last @measured of them measured. */
+static void run(struct ks_wctl *c, struct sim *s, unsigned windows, unsigned measured,
+		struct run *out)
+{
+	unsigned limit = c->limit;
+
+	*out = (struct run){ .min_limit = ~0u };
+	for (unsigned i = 0; i < windows; i++) {
+		struct ks_wctl_window w = sim_window(s, limit);
+
+		limit = ks_wctl_step(c, &w);
+		assert_true(limit >= c->floor);
+		assert_true(limit <= c->cap);
+		if (i >= windows - measured) {
+			out->mean_limit += (double)limit / measured;
+			out->mean_rate += s->rate / measured;
+			out->min_limit = limit < out->min_limit ? limit : out->min_limit;
+			out->max_limit = limit > out->max_limit ? limit : out->max_limit;
+		}
+	}
+}
+
+static void report(const char *what, const struct run *r)
+{
+	printf("# %s: workers mean %.1f (%u..%u), %.0f signatures/s\n", what, r->mean_limit,
+	       r->min_limit, r->max_limit, r->mean_rate);
+}
+
+/* 256 clients in front of 64 slots of 5 ms: about 64 workers, the token kept full. */
+static void test_fixed_token_many_clients(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 64, .latency_ns = 5e6 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 300, 200, &r);
+	report("64 slots, 256 clients", &r);
+	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
+	/* Not one worker per client: the requests beyond the token wait in their sockets. */
+	assert_true(r.mean_limit >= 60 && r.mean_limit <= 96);
+}
+
+/* 64 clients, 64 slots: a worker per client (the floor of 16 would cap it at a quarter). */
+static void test_fixed_token_matching_clients(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 64, .slots = 64, .latency_ns = 5e6 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 300, 200, &r);
+	report("64 slots, 64 clients", &r);
+	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
+	assert_true(r.min_limit >= 48);
+}
+
+/* Fewer clients than the floor: the floor, unchanged. */
+static void test_few_clients_keep_floor(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 8, .slots = 64, .latency_ns = 5e6 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 200, 200, &r);
+	report("64 slots, 8 clients", &r);
+	assert_int_equal(r.min_limit, 16);
+	assert_int_equal(r.max_limit, 16);
+}
+
+/* A CPU-bound token gains nothing from more workers: they stay near the floor. */
+static void test_cpu_bound_token(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 0, .latency_ns = 1e6 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 300, 200, &r);
+	report("CPU-bound, 256 clients", &r);
+	assert_true(r.mean_limit <= 24);
+	assert_int_equal(r.min_limit, 16);
+}
+
+/* A token that gets twice as slow is not mistaken for a queue: the workers stay. */
+static void test_token_gets_slower(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 64, .latency_ns = 5e6 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 200, 100, &r);
+	s.latency_ns = 10e6;
+	run(&c, &s, 400, 200, &r);
+	report("64 slots of 10 ms after 5 ms, 256 clients", &r);
+	assert_true(r.mean_rate >= 0.9 * 64 / 10e-3);
+	assert_true(r.mean_limit >= 60 && r.mean_limit <= 96);
+	/* And quicker again. */
+	s.latency_ns = 2e6;
+	run(&c, &s, 400, 200, &r);
+	report("64 slots of 2 ms after 10 ms, 256 clients", &r);
+	assert_true(r.mean_rate >= 0.9 * 64 / 2e-3);
+	assert_true(r.mean_limit >= 60 && r.mean_limit <= 96);
+}
+
+/* Load that goes and comes back starts where it left off, not with a doubling past the token. */
+static void test_load_comes_back(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 64, .latency_ns = 5e6 };
+	struct ks_wctl_window quiet = { 0 };
+	struct run r;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	run(&c, &s, 200, 100, &r);
+	for (int i = 0; i < 50; i++)
+		ks_wctl_step(&c, &quiet);
+	run(&c, &s, 20, 20, &r);
+	report("256 clients again after a pause", &r);
+	assert_true(r.max_limit <= 96);
+	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
+}
+
+/* The cap holds; windows without signatures (idle, other requests) change nothing. */
+static void test_cap_and_quiet_windows(void **state)
+{
+	struct ks_wctl c;
+	struct sim s = { .clients = 256, .slots = 64, .latency_ns = 5e6 };
+	struct ks_wctl_window quiet = { .signs = 3, .sign_ns = 3 * 900000000ull, .busy = 16 };
+	struct run r;
+	unsigned limit;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 40);
+	run(&c, &s, 100, 50, &r);
+	assert_int_equal(r.max_limit, 40);
+	limit = c.limit;
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(ks_wctl_step(&c, &quiet), limit);
+	/* A floor above the cap wins. */
+	ks_wctl_init(&c, 16, 4);
+	assert_int_equal(c.limit, 16);
+	assert_int_equal(c.cap, 16);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fixed_token_many_clients),
+		cmocka_unit_test(test_fixed_token_matching_clients),
+		cmocka_unit_test(test_few_clients_keep_floor),
+		cmocka_unit_test(test_cpu_bound_token),
+		cmocka_unit_test(test_token_gets_slower),
+		cmocka_unit_test(test_load_comes_back),
+		cmocka_unit_test(test_cap_and_quiet_windows),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
