@@ -611,19 +611,9 @@ static void parse_env(void)
 		opt_parallel = atol(s);
 	if ((s = getenv("KS_BENCH_MAX_SESSIONS")) != NULL && *s)
 		opt_max_sessions = s;
-	if ((s = getenv("KS_BENCH_CLIENTS")) != NULL && *s) {
-		char *copy = strdup(s), *save = NULL;
-
-		opt_nclients = 0;
-		for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
-			int n = atoi(t);
-
-			if (n < 1 || n > MAX_CLIENTS || opt_nclients == MAX_CELLS)
-				die("KS_BENCH_CLIENTS: at most %d counts of 1..%d", MAX_CELLS, MAX_CLIENTS);
-			opt_clients[opt_nclients++] = n;
-		}
-		free(copy);
-	}
+	if ((s = getenv("KS_BENCH_CLIENTS")) != NULL && *s &&
+	    (opt_nclients = bench_parse_counts(s, opt_clients, MAX_CELLS, MAX_CLIENTS)) < 0)
+		die("KS_BENCH_CLIENTS: at most %d counts of 1..%d", MAX_CELLS, MAX_CLIENTS);
 	if (opt_seconds <= 0 || opt_seconds > 60 || opt_warmup < 0 || opt_warmup > 60 ||
 	    opt_rounds < 1 || opt_rounds > MAX_ROUNDS || opt_nclients < 1 ||
 	    opt_delay_us < 100 || opt_delay_us > 1000000 || opt_parallel < 1 || opt_parallel > 4096)

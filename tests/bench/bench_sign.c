@@ -1189,19 +1189,9 @@ static void parse_env(void)
 		opt_mem_requests = atol(s);
 	if ((s = getenv("KS_BENCH_SESSIONS")) != NULL && *s)
 		opt_sessions = s;
-	if ((s = getenv("KS_BENCH_CLIENTS")) != NULL && *s) {
-		char *copy = strdup(s), *save = NULL;
-
-		opt_nclients = 0;
-		for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
-			int n = atoi(t);
-
-			if (n < 1 || n > MAX_CLIENTS || opt_nclients == MAX_CELLS)
-				die("KS_BENCH_CLIENTS: at most %d counts of 1..%d", MAX_CELLS, MAX_CLIENTS);
-			opt_clients[opt_nclients++] = n;
-		}
-		free(copy);
-	}
+	if ((s = getenv("KS_BENCH_CLIENTS")) != NULL && *s &&
+	    (opt_nclients = bench_parse_counts(s, opt_clients, MAX_CELLS, MAX_CLIENTS)) < 0)
+		die("KS_BENCH_CLIENTS: at most %d counts of 1..%d", MAX_CELLS, MAX_CLIENTS);
 	if ((s = getenv("KS_BENCH_WAYS")) != NULL && *s) {
 		char *copy = strdup(s), *save = NULL;
 

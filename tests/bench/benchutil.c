@@ -56,3 +56,23 @@ void bench_sleep_until(double t)
 	while ((left = t - bench_now()) > 0)
 		usleep(left > 0.1 ? 100000 : (useconds_t)(left * 1e6) + 1);
 }
+
+int bench_parse_counts(const char *list, int *out, int max_n, int max_value)
+{
+	char *copy = strdup(list), *save = NULL;
+	int n = 0;
+
+	if (copy == NULL)
+		return -1;
+	for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+		int v = atoi(t);
+
+		if (v < 1 || v > max_value || n == max_n) {
+			n = -1;
+			break;
+		}
+		out[n++] = v;
+	}
+	free(copy);
+	return n > 0 ? n : -1;
+}

@@ -26,4 +26,11 @@ void bench_cpu_now(pid_t pid, double *self, double *other);
 /* Sleep until bench_now() reaches @t (at most 100 ms per nap). */
 void bench_sleep_until(double t);
 
+/*
+ * Parse @list, comma-separated counts each in 1..@max_value, into @out
+ * (at most @max_n of them). The number parsed, or -1 when an entry is out
+ * of range, there are more than @max_n, or there are none.
+ */
+int bench_parse_counts(const char *list, int *out, int max_n, int max_value);
+
 #endif
