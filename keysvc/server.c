@@ -555,8 +555,13 @@ static void workers_set_limit(struct ks_server *srv, unsigned limit)
 	pthread_mutex_lock(&srv->lock);
 	if (limit != srv->limit)
 		ks_debug("workers: %u (were %u)", limit, srv->limit);
+	/*
+	 * Only a higher limit has parked workers to wake: a broadcast at every
+	 * tick woke all of them ten times a second just to park again.
+	 */
+	if (limit > srv->limit)
+		pthread_cond_broadcast(&srv->park);
 	__atomic_store_n(&srv->limit, limit, __ATOMIC_RELAXED);
-	pthread_cond_broadcast(&srv->park);
 	pthread_mutex_unlock(&srv->lock);
 }
 

@@ -62,9 +62,20 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 		if (c->limit > c->floor) {
 			unsigned long long fit = (unsigned long long)c->limit * c->base_ns / avg + 1;
 
+			/*
+			 * A queue or a slower host? Only a queue gets quicker with
+			 * fewer workers: the lower limit is tried for one window and
+			 * kept only if the latency falls as a queue's would
+			 * (end_probe()). A burst of other work on the host makes
+			 * every signature slower without any queue; shrinking on it
+			 * lost signatures during the burst and for seconds after.
+			 */
+			c->probe_from = c->limit;
+			c->probe_ref_ns = avg;
 			c->limit = clamp(c, fit < c->limit ? fit : c->limit - 1);
-			c->fit = c->limit;
+			c->windows = 0;
 			c->floor_slow = 0;
+			return c->limit;
 		} else if (++c->floor_slow >= KS_WCTL_FLOOR_RELEARN) {
 			/* Nothing below the floor to compare with: the token is this slow now. */
 			c->base_ns = avg;

@@ -48,8 +48,11 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  * unqueued one and the workers are saturated (busy >= 90 % of the limit):
  * doubling up to the limit queueing last brought it down to (the cap
  * before any), beyond that by one and a sixteenth per window.
- * Shrinks when the average shows queueing, to what Little's law says the
- * token runs in parallel (limit * unqueued / average, plus one). Every
+ * When the average shows queueing it tries, for one window, what Little's
+ * law says the token runs in parallel (limit * unqueued / average, plus
+ * one), and keeps that only if the latency fell as a queue's would; if it
+ * stayed (a busier host, not a queue) the limit goes back and that latency
+ * is taken as the unqueued one. Every
  * KS_WCTL_PROBE_WINDOWS busy windows it probes one window at 3/4 of the
  * limit (not below the floor): if the latency fell as a queue's would, the
  * lower limit is kept; if it stayed, that latency is the unqueued one
