@@ -36,6 +36,8 @@ static void end_probe(struct ks_wctl *c, uint64_t avg)
 
 unsigned ks_wctl_stalled(struct ks_wctl *c)
 {
+	/* A probe in progress would take the limit back down at its end. */
+	c->probe_from = 0;
 	c->limit = clamp(c, (unsigned long long)c->limit + c->floor);
 	return c->limit;
 }

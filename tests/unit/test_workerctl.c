@@ -172,6 +172,27 @@ static void test_host_bursts_are_not_a_queue(void **state)
 	assert_true(lowest >= 48);
 }
 
+/* Workers added for a stalled token stay, even when a probe was under way. */
+static void test_stall_during_probe(void **state)
+{
+	struct ks_wctl c;
+	struct ks_wctl_window calm = { .signs = 1000, .sign_ns = 1000 * 5000000ull, .busy = 64 };
+	struct ks_wctl_window slow = { .signs = 500, .sign_ns = 500 * 10000000ull, .busy = 64 };
+	struct ks_wctl_window quiet = { 0 };
+	unsigned limit;
+
+	(void)state;
+	ks_wctl_init(&c, 16, 256);
+	while (c.limit < 64)
+		ks_wctl_step(&c, &calm);
+	limit = ks_wctl_step(&c, &slow);
+	assert_true(limit < 64);
+	for (int i = 0; i < 4; i++)
+		limit = ks_wctl_stalled(&c);
+	assert_true(limit > 64);
+	assert_int_equal(ks_wctl_step(&c, &quiet), limit);
+}
+
 /* Fewer clients than the floor: the floor, unchanged. */
 static void test_few_clients_keep_floor(void **state)
 {
@@ -273,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_fixed_token_matching_clients),
 		cmocka_unit_test(test_loaded_host_is_not_a_queue),
 		cmocka_unit_test(test_host_bursts_are_not_a_queue),
+		cmocka_unit_test(test_stall_during_probe),
 		cmocka_unit_test(test_few_clients_keep_floor),
 		cmocka_unit_test(test_cpu_bound_token),
 		cmocka_unit_test(test_token_gets_slower),
