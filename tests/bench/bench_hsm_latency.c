@@ -38,6 +38,14 @@
  * of fdatasync next to the audit log, which with audit_sync data runs
  * while the token signs (the signature is answered once it is durable).
  *
+ * And where the time went inside the token's calls, from the shim's
+ * KS_FAULTP11_TIMES of each way's process over the measured windows:
+ * C_SignInit, the forwarded C_Sign after the delay (the real token's own
+ * part) and the wait for a turn among the token's parallel slots. A
+ * keysvcd whose C_SignInit takes longer than the baselines' has made the
+ * token slower (its mutexes contended on CPUs that are busier), not the
+ * path outside it.
+ *
  * The last lines, one per client count:
  *   target hsm-latency-<clients> <keysvcd / in-process> PASS|MISS   (PASS at >= 0.90)
  * after two lines per client count with the machine's bounds:
@@ -110,6 +118,12 @@ static int opt_clients[MAX_CELLS] = { 1, 16, 64, 256 }, opt_nclients = 4;
 static long opt_delay_us = 5000, opt_parallel = 64;
 static const char *opt_max_sessions;
 static char stats_path[PATH_MAX + 32];
+/* The shim's KS_FAULTP11_TIMES of each way's process: "signinit", "sign", "turn", 50 µs buckets. */
+#define TIMES_BUCKETS 200
+#define TIMES_KINDS 3
+enum { T_SIGNINIT, T_SIGN, T_TURN };
+typedef unsigned long times_hist[TIMES_KINDS][TIMES_BUCKETS];
+static char times_path[W_COUNT][PATH_MAX + 32];
 
 static CK_FUNCTION_LIST *inproc_f;      /* the shim in this process */
 static CK_FUNCTION_LIST *raw_f;         /* the shim in the raw signer's process */
@@ -453,7 +467,53 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
-/* CPU seconds (user + system) of this process and of @pid (0: none). */
+/* The way's counts as its shim last wrote them (all zero before the first write). */
+static void times_read(enum way w, times_hist h)
+{
+	static const char *const names[TIMES_KINDS] = { "signinit", "sign", "turn" };
+	char name[16];
+	FILE *f = fopen(times_path[w], "r");
+
+	memset(h, 0, sizeof(times_hist));
+	if (f == NULL)
+		return;
+	for (int k = 0; k < TIMES_KINDS; k++) {
+		if (fscanf(f, "%15s", name) != 1 || strcmp(name, names[k]) != 0)
+			die("%s: not the shim's times", times_path[w]);
+		for (int i = 0; i < TIMES_BUCKETS; i++)
+			if (fscanf(f, "%lu", &h[k][i]) != 1)
+				die("%s: not the shim's times", times_path[w]);
+	}
+	fclose(f);
+}
+
+/* The upper end of the bucket holding quantile @q of @b, in ms; NAN when empty, INFINITY beyond. */
+static double times_quantile(const unsigned long b[TIMES_BUCKETS], double q)
+{
+	unsigned long total = 0, seen = 0;
+
+	for (int i = 0; i < TIMES_BUCKETS; i++)
+		total += b[i];
+	if (total == 0)
+		return NAN;
+	for (int i = 0; i < TIMES_BUCKETS - 1; i++) {
+		seen += b[i];
+		if ((double)seen >= q * (double)total)
+			return (i + 1) * 0.05;
+	}
+	return INFINITY;
+}
+
+/* A quantile of times_quantile() for a table: "> 10" beyond the last bucket. */
+static const char *ms_text(double v, char buf[16])
+{
+	if (isinf(v))
+		snprintf(buf, 16, "> %.0f", (TIMES_BUCKETS - 1) * 0.05);
+	else
+		snprintf(buf, 16, "%.2f", v);
+	return buf;
+}
+
 /*
  * One window of @n clients: signatures per second; latencies into @lat
  * (ms), the CPU seconds of the whole window added to cpu[0] (the server
@@ -461,11 +521,12 @@ static void *client_main(void *arg)
  * signatures to *@sigs.
  */
 static double run_window(struct client *cl, int n, double *lat, size_t *nlat, double cpu[2],
-			 long *sigs)
+			 long *sigs, times_hist times)
 {
 	long total = 0, errors = 0;
 	pid_t server = cl[0].way == W_KEYSVCD ? d.pid : cl[0].way == W_RAW ? raw_pid : 0;
 	double s0, d0, s1, d1;
+	times_hist t0, t1;
 
 	if (pthread_barrier_init(&barrier, NULL, (unsigned)n + 1) != 0)
 		die("pthread_barrier_init");
@@ -480,10 +541,15 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat, do
 	pthread_barrier_wait(&barrier);
 	bench_sleep_until(win_start);
 	bench_cpu_now(server, &s0, &d0);
+	times_read(cl[0].way, t0);
 	bench_sleep_until(win_end);
 	bench_cpu_now(server, &s1, &d1);
+	times_read(cl[0].way, t1);
 	cpu[0] += d1 - d0;
 	cpu[1] += s1 - s0;
+	for (int k = 0; k < TIMES_KINDS; k++)
+		for (int i = 0; i < TIMES_BUCKETS; i++)
+			times[k][i] += t1[k][i] >= t0[k][i] ? t1[k][i] - t0[k][i] : 0;
 	for (int i = 0; i < n; i++) {
 		pthread_join(cl[i].th, NULL);
 		total += cl[i].count;
@@ -516,6 +582,8 @@ struct cell_result {
 	double rate[W_COUNT];
 	double med[W_COUNT], p99[W_COUNT];
 	double cpu_us[W_COUNT][2];  /* CPU per signature: the server's, the clients' */
+	double init_ms[W_COUNT][3];  /* C_SignInit: median, p90, p99 */
+	double sign_p90_ms[W_COUNT], turn_med_ms[W_COUNT];
 	long sessions_open, sessions_peak;
 };
 
@@ -527,10 +595,12 @@ static void run_cell(int nclients, struct cell_result *res)
 	size_t nlat[W_COUNT] = { 0 };
 	double cpu[W_COUNT][2] = { { 0 } };
 	long sigs[W_COUNT] = { 0 };
+	static times_hist times[W_COUNT];
 	/* Bounded by the token: at most min(clients, parallel) per delay. */
 	size_t lat_cap = (size_t)((opt_seconds + 1) * 1e6 / (double)opt_delay_us *
 				  (nclients < opt_parallel ? nclients : opt_parallel) * opt_rounds) + 1024;
 
+	memset(times, 0, sizeof(times));
 	for (int w = 0; w < W_COUNT; w++) {
 		if ((lat[w] = malloc(lat_cap * sizeof(double))) == NULL)
 			die("out of memory");
@@ -545,7 +615,8 @@ static void run_cell(int nclients, struct cell_result *res)
 
 			if (nlat[w] + lat_cap / (size_t)opt_rounds > lat_cap)
 				die("latency buffer too small");
-			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], cpu[w], &sigs[w]);
+			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], cpu[w], &sigs[w],
+						 times[w]);
 			if (w == W_KEYSVCD)
 				keysvcd_sessions(&res->sessions_open, &res->sessions_peak);
 			fprintf(stderr, "  %d client(s), round %d: %-11s %8.0f/s\n", nclients, r + 1,
@@ -559,6 +630,11 @@ static void run_cell(int nclients, struct cell_result *res)
 		qsort(lat[w], nlat[w], sizeof(double), bench_cmp_double);
 		res->med[w] = nlat[w] ? lat[w][nlat[w] / 2] : NAN;
 		res->p99[w] = nlat[w] ? lat[w][(size_t)ceil(0.99 * (double)nlat[w]) - 1] : NAN;
+		res->init_ms[w][0] = times_quantile(times[w][T_SIGNINIT], 0.5);
+		res->init_ms[w][1] = times_quantile(times[w][T_SIGNINIT], 0.9);
+		res->init_ms[w][2] = times_quantile(times[w][T_SIGNINIT], 0.99);
+		res->sign_p90_ms[w] = times_quantile(times[w][T_SIGN], 0.9);
+		res->turn_med_ms[w] = times_quantile(times[w][T_TURN], 0.5);
 		free(lat[w]);
 		for (int i = 0; i < nclients; i++)
 			client_close(&cl[w][i]);
@@ -677,6 +753,9 @@ int main(void)
 	unsetenv("KS_FAULTP11_CONTROL");
 	snprintf(stats_path, sizeof(stats_path), "%s/keysvcd-sessions", d.dir);
 	setenv("KS_FAULTP11_STATS", stats_path, 1);
+	for (int w = 0; w < W_COUNT; w++)
+		snprintf(times_path[w], sizeof(times_path[w]), "%s/times-%d", d.dir, w);
+	setenv("KS_FAULTP11_TIMES", times_path[W_KEYSVCD], 1);
 	snprintf(d.module, sizeof(d.module), "%s", shim);
 	d.max_clients = 2 * MAX_CLIENTS;
 	d.max_clients_per_uid = 2 * MAX_CLIENTS;
@@ -699,7 +778,9 @@ int main(void)
 		die("the public key of %s", KEY);
 	BIO_free(b);
 	free(pem);
+	setenv("KS_FAULTP11_TIMES", times_path[W_RAW], 1);
 	raw_start();
+	setenv("KS_FAULTP11_TIMES", times_path[W_INPROC], 1);
 	inproc_f = shim_load();
 
 	fprintf(stderr, "bench_hsm_latency: token %ld us per signature, %ld in parallel; %.1f s windows "
@@ -756,6 +837,29 @@ int main(void)
 		for (int w = W_INPROC; w <= W_RAW; w++)
 			printf(" %.2f / %.2f |", res[c].med[w], res[c].p99[w]);
 		printf(" %.2f / %.2f |\n", res[c].med[W_KEYSVCD], res[c].p99[W_KEYSVCD]);
+	}
+	printf("\nInside the token's calls (the shim's counts over the measured windows, in 0.05 ms "
+	       "steps): C_SignInit, and the forwarded C_Sign after the delay (the real token's own "
+	       "part), each way in its own process with its own copy of the token.\n\n"
+	       "| clients | C_SignInit median / p90 / p99 (ms): in-process | raw signer | keysvcd "
+	       "| C_Sign after the delay, p90 (ms): in-process | raw signer | keysvcd "
+	       "| wait for one of the token's slots, median (ms): in-process | raw signer | keysvcd |\n"
+	       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	for (int c = 0; c < opt_nclients; c++) {
+		static const enum way order[W_COUNT] = { W_INPROC, W_RAW, W_KEYSVCD };
+
+		char a[16], m[16], e[16];
+
+		printf("| %d |", opt_clients[c]);
+		for (int i = 0; i < W_COUNT; i++)
+			printf(" %s / %s / %s |", ms_text(res[c].init_ms[order[i]][0], a),
+			       ms_text(res[c].init_ms[order[i]][1], m),
+			       ms_text(res[c].init_ms[order[i]][2], e));
+		for (int i = 0; i < W_COUNT; i++)
+			printf(" %s |", ms_text(res[c].sign_p90_ms[order[i]], a));
+		for (int i = 0; i < W_COUNT; i++)
+			printf(" %s |", ms_text(res[c].turn_med_ms[order[i]], a));
+		printf("\n");
 	}
 	printf("\n");
 	for (int c = 0; c < opt_nclients; c++)

@@ -64,6 +64,16 @@
  *                        C_OpenSession calls that succeeded and that
  *                        answered CKR_SESSION_COUNT, all since the last
  *                        C_Initialize
+ *   KS_FAULTP11_TIMES    path of a file rewritten (atomically) at most every
+ *                        20 ms while slow signatures are made: how long the
+ *                        token's calls took in this process since the last
+ *                        C_Initialize, as three lines "signinit", "sign" and
+ *                        "turn", each followed by KS_FAULTP11_TIMES_BUCKETS
+ *                        counts of calls that took 0-50 µs, 50-100 µs, ...,
+ *                        the last one also counting everything longer:
+ *                        C_SignInit, the forwarded C_Sign or C_SignFinal
+ *                        after the delay (the real token's own part), and
+ *                        the wait for a turn before the delay
  *
  * Wrapped: C_Initialize (counted; empty-until-reinit), C_GetTokenInfo,
  * C_GetMechanismList, C_GetMechanismInfo (only for KS_FAULTP11_MECHS),
@@ -100,6 +110,17 @@ static unsigned long in_progress;   /* signatures in their turn */
 static long max_sessions;        /* 0: no bound */
 static int max_sessions_unreported;
 static long sessions_open, sessions_peak, sessions_opened, sessions_refused;
+/* KS_FAULTP11_TIMES: durations of the token's calls, 50 µs buckets. */
+#define TIMES_BUCKETS 200
+#define TIMES_BUCKET_NS 50000
+#define TIMES_DUMP_NS 20000000
+enum { TIMES_SIGNINIT, TIMES_SIGN, TIMES_TURN, TIMES_KINDS };
+static const char *const times_names[TIMES_KINDS] = { "signinit", "sign", "turn" };
+static unsigned long times_hist[TIMES_KINDS][TIMES_BUCKETS];
+static char times_path[4096];    /* empty: not recorded */
+static pthread_mutex_t times_dump_lock = PTHREAD_MUTEX_INITIALIZER;
+static long times_dumped_ns;
+
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST wrapped;
 static void *real_handle;
@@ -258,6 +279,9 @@ static void read_slow_settings(void)
 	max_parallel = env_long("KS_FAULTP11_PARALLEL");
 	max_sessions = env_long("KS_FAULTP11_MAX_SESSIONS");
 	max_sessions_unreported = ms != NULL && strstr(ms, ",unreported") != NULL;
+	snprintf(times_path, sizeof(times_path), "%s",
+		 getenv("KS_FAULTP11_TIMES") != NULL ? getenv("KS_FAULTP11_TIMES") : "");
+	memset(times_hist, 0, sizeof(times_hist));
 	/* The counts are of this initialisation's sessions. */
 	sessions_open = sessions_peak = sessions_opened = sessions_refused = 0;
 	pthread_mutex_unlock(&slow_lock);
@@ -284,6 +308,53 @@ static void write_stats(void)
 	rename(tmp, path);
 }
 
+static long mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void times_note(int kind, long ns)
+{
+	long b = ns / TIMES_BUCKET_NS;
+
+	if (times_path[0] == '\0')
+		return;
+	__atomic_add_fetch(&times_hist[kind][b < 0 ? 0 : b >= TIMES_BUCKETS ? TIMES_BUCKETS - 1 : b], 1,
+			   __ATOMIC_RELAXED);
+}
+
+/* The counts to KS_FAULTP11_TIMES, at most every TIMES_DUMP_NS; one thread at a time. */
+static void times_dump(void)
+{
+	char tmp[4096 + 8], line[TIMES_BUCKETS * 12 + 16];
+	long now = mono_ns();
+	int fd, ok = 1;
+
+	if (times_path[0] == '\0' || now - __atomic_load_n(&times_dumped_ns, __ATOMIC_RELAXED) <
+	    TIMES_DUMP_NS || pthread_mutex_trylock(&times_dump_lock) != 0)
+		return;
+	times_dumped_ns = now;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", times_path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) >= 0) {
+		for (int k = 0; k < TIMES_KINDS && ok; k++) {
+			size_t n = (size_t)snprintf(line, sizeof(line), "%s", times_names[k]);
+
+			for (int i = 0; i < TIMES_BUCKETS; i++)
+				n += (size_t)snprintf(line + n, sizeof(line) - n, " %lu",
+						      __atomic_load_n(&times_hist[k][i], __ATOMIC_RELAXED));
+			n += (size_t)snprintf(line + n, sizeof(line) - n, "\n");
+			ok = write(fd, line, n) == (ssize_t)n;
+		}
+		close(fd);
+		if (ok)
+			rename(tmp, times_path);
+	}
+	pthread_mutex_unlock(&times_dump_lock);
+}
+
 /*
  * A signature's turn on the slow token: at most max_parallel at once (the
  * others wait, each woken alone when a turn ends), then the delay.
@@ -293,10 +364,13 @@ static void slow_begin(void)
 {
 	struct timespec d;
 
+	long t0 = mono_ns();
+
 	pthread_mutex_lock(&slow_lock);
 	while (max_parallel > 0 && in_progress >= (unsigned long)max_parallel)
 		pthread_cond_wait(&slow_cond, &slow_lock);
 	in_progress++;
+	times_note(TIMES_TURN, mono_ns() - t0);
 	d.tv_sec = sign_delay_us / 1000000;
 	d.tv_nsec = (sign_delay_us % 1000000) * 1000;
 	pthread_mutex_unlock(&slow_lock);
@@ -528,17 +602,23 @@ static CK_RV w_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE k
 	CK_BBOOL decrypt = CK_TRUE;
 	CK_ATTRIBUTE a = { CKA_DECRYPT, &decrypt, sizeof(decrypt) };
 
+	long t0 = mono_ns();
+	CK_RV rv;
+
 	FAULT(C_SignInit);
 	if (m != NULL && m->mechanism == CKM_RSA_PKCS && mechs_has("rsa-pkcs-needs-decrypt", NULL) &&
 	    real->C_GetAttributeValue(s, k, &a, 1) == CKR_OK && decrypt == CK_FALSE)
 		return CKR_KEY_FUNCTION_NOT_PERMITTED;
-	return real->C_SignInit(s, m, k);
+	rv = real->C_SignInit(s, m, k);
+	times_note(TIMES_SIGNINIT, mono_ns() - t0);
+	return rv;
 }
 
 static CK_RV w_Sign(CK_SESSION_HANDLE s, CK_BYTE *data, CK_ULONG len,
 		    CK_BYTE *sig, CK_ULONG *sig_len)
 {
 	CK_RV rv = fault_for("C_Sign");
+	long t0;
 
 	if (rv != CKR_OK) {
 		/* A failed C_Sign ends the operation on a real token too. */
@@ -551,20 +631,27 @@ static CK_RV w_Sign(CK_SESSION_HANDLE s, CK_BYTE *data, CK_ULONG len,
 	if (sig == NULL || !slow_signing())
 		return real->C_Sign(s, data, len, sig, sig_len);
 	slow_begin();
+	t0 = mono_ns();
 	rv = real->C_Sign(s, data, len, sig, sig_len);
+	times_note(TIMES_SIGN, mono_ns() - t0);
 	slow_done();
+	times_dump();
 	return rv;
 }
 
 static CK_RV w_SignFinal(CK_SESSION_HANDLE s, CK_BYTE *sig, CK_ULONG *sig_len)
 {
+	long t0;
 	CK_RV rv;
 
 	if (sig == NULL || !slow_signing())
 		return real->C_SignFinal(s, sig, sig_len);
 	slow_begin();
+	t0 = mono_ns();
 	rv = real->C_SignFinal(s, sig, sig_len);
+	times_note(TIMES_SIGN, mono_ns() - t0);
 	slow_done();
+	times_dump();
 	return rv;
 }
 

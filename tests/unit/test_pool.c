@@ -5,7 +5,7 @@
  * sessions it keeps, never beyond the token's limit (reported in
  * CK_TOKEN_INFO, or learned from CKR_SESSION_COUNT) or max_sessions, and
  * closes the sessions beyond its floor once they are idle. And faultp11's
- * bound on parallel signatures holds.
+ * bound on parallel signatures holds, and its KS_FAULTP11_TIMES counts.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -274,6 +274,57 @@ static void test_faultp11_parallel_bound(void **state)
 	assert_true(now_ms() - t0 >= THREADS * SIGNS_PER_THREAD / 4 * 30);
 }
 
+/* The sum of one line ("signinit", "sign", "turn") of faultp11's KS_FAULTP11_TIMES; *@last: its last bucket. */
+static unsigned long times_line(const char *path, const char *kind, unsigned long *last)
+{
+	char name[16];
+	unsigned long v, sum = 0;
+	FILE *f = fopen(path, "r");
+
+	assert_non_null(f);
+	while (fscanf(f, "%15s", name) == 1) {
+		int mine = strcmp(name, kind) == 0;
+
+		for (int i = 0; i < 200; i++) {
+			assert_int_equal(fscanf(f, "%lu", &v), 1);
+			if (mine) {
+				sum += v;
+				*last = v;
+			}
+		}
+	}
+	fclose(f);
+	return sum;
+}
+
+/*
+ * faultp11's KS_FAULTP11_TIMES counts every C_SignInit and slow C_Sign; the
+ * 30 ms delay is in neither, and the waits for one of 4 slots among 16
+ * signers are counted apart, some of them a whole delay long.
+ */
+static void test_faultp11_times(void **state)
+{
+	char path[PATH_MAX + 32];
+	unsigned long last = 0;
+	struct timespec pause = { 0, 30 * 1000 * 1000 };
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/times", tt.dir);
+	setenv("KS_FAULTP11_TIMES", path, 1);
+	setenv("KS_FAULTP11_PARALLEL", "4", 1);
+	open_token(2, 32, 60000);
+	burst();
+	/* The file is rewritten at most every 20 ms: one more signature after that writes all. */
+	nanosleep(&pause, NULL);
+	assert_int_equal(sign_once(), 0);
+	assert_int_equal(times_line(path, "signinit", &last), THREADS * SIGNS_PER_THREAD + 1);
+	assert_int_equal(times_line(path, "sign", &last), THREADS * SIGNS_PER_THREAD + 1);
+	assert_int_equal(last, 0);
+	assert_int_equal(times_line(path, "turn", &last), THREADS * SIGNS_PER_THREAD + 1);
+	assert_true(last > 0);
+	unsetenv("KS_FAULTP11_TIMES");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -283,6 +334,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_session_count_learned, slow_token, close_after),
 		cmocka_unit_test_setup_teardown(test_shrinks_when_idle, slow_token, close_after),
 		cmocka_unit_test_setup_teardown(test_faultp11_parallel_bound, slow_token, close_after),
+		cmocka_unit_test_setup_teardown(test_faultp11_times, slow_token, close_after),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
