@@ -366,35 +366,45 @@ static void conn_rearm(struct ks_conn *c)
 
 enum fast { FAST_DONE, FAST_REARM, FAST_HANDOFF, FAST_CLOSE };
 
+/* A request frame up to this size is seen whole by one peek (most are a few hundred bytes). */
+#define FAST_PEEK 2048
+
 /*
  * Serve one request of @c if its whole frame is in the socket already and
  * its answer fits in the socket at once; otherwise consume nothing (or
  * keep the unsent tail in c->pending) and say FAST_HANDOFF. Never waits.
+ * Nothing queued: FAST_REARM.
  */
 static enum fast serve_fast(struct ks_conn *c, struct ks_buf *body)
 {
 	struct ks_server *srv = c->srv;
-	uint8_t hdr[KS_FRAME_HDR], *p, *resp = NULL;
+	uint8_t hdr[KS_FRAME_HDR], peek[FAST_PEEK], *p, *resp = NULL;
 	struct iovec iov[2];
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2 };
 	size_t len, resp_len = 0, got = 0, total;
 	ssize_t n;
 	int avail = 0;
 
-	if (ioctl(c->fd, FIONREAD, &avail) != 0)
+	/*
+	 * One peek tells nothing queued (EAGAIN), the peer gone (0), and for
+	 * a frame of at most FAST_PEEK bytes whether all of it is there.
+	 */
+	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
+	iov[1] = (struct iovec){ .iov_base = peek, .iov_len = sizeof(peek) };
+	n = recvmsg(c->fd, &msg, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? FAST_REARM : FAST_CLOSE;
+	if (n == 0)
 		return FAST_CLOSE;
-	if (avail == 0) {
-		/* Readable with nothing queued: the peer closed (or the sweep or shutdown did). */
-		n = recv(c->fd, hdr, 1, MSG_PEEK | MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-			return FAST_REARM;
-		return n > 0 ? FAST_REARM : FAST_CLOSE;
-	}
 	/* A bad header is answered by conn_thread(), as it always was. */
-	if ((size_t)avail < sizeof(hdr) ||
-	    recv(c->fd, hdr, sizeof(hdr), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(hdr) ||
-	    ks_frame_header_decode(hdr, &len) != 0 || (size_t)avail < sizeof(hdr) + len)
+	if ((size_t)n < sizeof(hdr) || ks_frame_header_decode(hdr, &len) != 0)
 		return FAST_HANDOFF;
+	if ((size_t)n < sizeof(hdr) + len) {
+		/* A large frame may be all there beyond what the peek holds. */
+		if (len <= sizeof(peek) || ioctl(c->fd, FIONREAD, &avail) != 0 ||
+		    (size_t)avail < sizeof(hdr) + len)
+			return FAST_HANDOFF;
+	}
 	ks_buf_reset(body);
 	if (ks_buf_reserve(body, len, &p) != 0)
 		return FAST_CLOSE;
@@ -404,7 +414,7 @@ static enum fast serve_fast(struct ks_conn *c, struct ks_buf *body)
 
 		iov[0] = (struct iovec){ .iov_base = hdr + h, .iov_len = sizeof(hdr) - h };
 		iov[1] = (struct iovec){ .iov_base = p + (got - h), .iov_len = len - (got - h) };
-		/* FIONREAD counted these bytes: a recvmsg() that finds none means a broken socket. */
+		/* The peek saw these bytes: a recvmsg() that finds none means a broken socket. */
 		if ((n = recvmsg(c->fd, &msg, MSG_DONTWAIT)) <= 0)
 			return FAST_CLOSE;
 		got += (size_t)n;

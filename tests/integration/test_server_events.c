@@ -7,7 +7,8 @@
  *   - peers slow to send (a partial frame) or never reading (answers
  *     piling up in their socket) are handed to threads of their own: more
  *     of them than there are workers do not delay another client's sign;
- *   - a client that sends two requests at once gets both answers, in order.
+ *   - a client that sends two requests at once gets both answers, in order,
+ *     also when the first is larger than the fast path's single peek.
  * keysvcd runs with `sessions` 2, so 2 workers unless the token's latency
  * makes the controller add some.
  */
@@ -262,12 +263,62 @@ static void test_pipelined_requests(void **state)
 	assert_int_equal(ks_td_stop(d), 0);
 }
 
+/*
+ * A request larger than one peek of the fast path (a sign of 6000 bytes of
+ * data, in one write) with a hello right behind it: both answered, in
+ * order, ten times over.
+ */
+static void test_large_frame_then_another(void **state)
+{
+	struct ks_td *d = *state;
+	static uint8_t buf[16384];
+	static char big[12000];
+	const char *b = "{\"id\":8,\"op\":\"hello\"}";
+	size_t la, lb = strlen(b);
+	json_t *r1, *r2;
+	int fd;
+
+	/* 6000 zero bytes are 8000 'A's in base64. */
+	la = (size_t)snprintf(big, sizeof(big), "{\"id\":7,\"op\":\"sign\",\"key\":\"ev\","
+			      "\"alg\":\"ecdsa-sha256\",\"data\":\"%0*d\"}", 8000, 0);
+	for (char *p = strchr(big, '0'); p != NULL && *p == '0'; p++)
+		*p = 'A';
+	assert_true(la > 8000 && 8 + la + lb <= sizeof(buf));
+	start(d, 30000, 6000);
+	assert_true((fd = ks_td_connect(d)) >= 0);
+	for (int round = 0; round < 10; round++) {
+		buf[0] = 0;
+		buf[1] = 0;
+		buf[2] = (uint8_t)(la >> 8);
+		buf[3] = (uint8_t)la;
+		memcpy(buf + 4, big, la);
+		buf[4 + la] = 0;
+		buf[5 + la] = 0;
+		buf[6 + la] = (uint8_t)(lb >> 8);
+		buf[7 + la] = (uint8_t)lb;
+		memcpy(buf + 8 + la, b, lb);
+		assert_int_equal(ks_td_send_raw(fd, buf, 8 + la + lb), 0);
+		assert_non_null(r1 = ks_td_read_json(fd, 5000, NULL));
+		assert_non_null(r2 = ks_td_read_json(fd, 5000, NULL));
+		assert_int_equal(json_integer_value(json_object_get(r1, "id")), 7);
+		assert_string_equal(ks_td_outcome(r1), "ok");
+		assert_int_equal(json_integer_value(json_object_get(r2, "id")), 8);
+		assert_string_equal(ks_td_outcome(r2), "ok");
+		json_decref(r1);
+		json_decref(r2);
+	}
+	close(fd);
+	assert_int_equal(ks_td_stop(d), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_idle_connections, ks_td_fixture_alloc,
 						ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_slow_peers_hold_no_worker, ks_td_fixture_alloc,
+						ks_td_fixture_free),
+		cmocka_unit_test_setup_teardown(test_large_frame_then_another, ks_td_fixture_alloc,
 						ks_td_fixture_free),
 		cmocka_unit_test_setup_teardown(test_pipelined_requests, ks_td_fixture_alloc,
 						ks_td_fixture_free),
