@@ -20,7 +20,16 @@
  *               or pool). raw / in-process is the most any out-of-process
  *               signer reaches on this machine at that client count, so a
  *               keysvcd MISS where raw misses too is a limit of the machine
- *               (its CPUs), not of keysvcd.
+ *               (its CPUs), not of keysvcd;
+ *   raw at keysvcd's CPU  the raw signer again, each request made to spend
+ *               as much CPU as keysvcd's takes beyond the raw signer's (a
+ *               busy loop in the server and in the client, sized from the
+ *               CPU per signature both ways measured so far in the cell):
+ *               what a signer as lean as the raw one in structure but as
+ *               costly in CPU would reach. keysvcd below it is keysvcd's
+ *               structure; the raw signer above it is the CPU keysvcd
+ *               spends (on a machine whose CPUs the token's own work keeps
+ *               busy, every microsecond of it slows the token's calls).
  *
  * Each process has its own shim, so each way has a token of the same
  * capacity: min(clients, 64) / 5 ms signatures per second at most (the
@@ -48,10 +57,11 @@
  *
  * The last lines, one per client count:
  *   target hsm-latency-<clients> <keysvcd / in-process> PASS|MISS   (PASS at >= 0.90)
- * after two lines per client count with the machine's bounds:
+ * after three lines per client count with the machine's bounds:
  *   bound hsm-latency-<clients> <raw signer / in-process>
+ *   bound hsm-latency-<clients>-at-keysvcd-cpu <raw at keysvcd's CPU / in-process>
  *   bound hsm-latency-<clients>-audit-sync <token time / (token time + fdatasync)>
- * the second what a durable audit intent before each answer allows: the
+ * the third what a durable audit intent before each answer allows: the
  * sync runs while the token signs, so token time / max(token time,
  * fdatasync) (1.00 while the token is the slower, and beyond the token's
  * parallelism).
@@ -106,8 +116,11 @@
 #define MAX_CELLS 8
 #define TARGET 0.90
 
-enum way { W_KEYSVCD, W_INPROC, W_RAW, W_COUNT };
-static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "raw signer" };
+enum way { W_KEYSVCD, W_INPROC, W_RAW, W_RAWCPU, W_COUNT };
+static const char *const way_name[W_COUNT] = { "keysvcd", "in-process", "raw signer",
+					       "raw+cpu" };
+/* W_RAWCPU: ns of busy CPU per request in the raw signer's server and in its client. */
+static uint32_t rawcpu_server_ns, rawcpu_client_ns;
 
 static struct ks_td d;
 static uint8_t digest[32];
@@ -123,7 +136,7 @@ static char stats_path[PATH_MAX + 32];
 #define TIMES_KINDS 3
 enum { T_SIGNINIT, T_SIGN, T_TURN };
 typedef unsigned long times_hist[TIMES_KINDS][TIMES_BUCKETS];
-static char times_path[W_COUNT][PATH_MAX + 32];
+static char times_path[W_COUNT][PATH_MAX + 32];  /* W_RAWCPU: the raw signer's */
 
 static CK_FUNCTION_LIST *inproc_f;      /* the shim in this process */
 static CK_FUNCTION_LIST *raw_f;         /* the shim in the raw signer's process */
@@ -240,6 +253,15 @@ static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k
 
 /* ---- the raw signer ------------------------------------------------------------ */
 
+/* Spend @ns of this thread's CPU (W_RAWCPU). */
+static void busy_ns(uint32_t ns)
+{
+	double end = bench_now() + ns / 1e9;
+
+	while (bench_now() < end)
+		;
+}
+
 static void *raw_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
@@ -255,7 +277,12 @@ static void *raw_conn(void *arg)
 	}
 	key = find_key(raw_f, s);
 	ks_buf_init(&b, KS_FRAME_MAX);
-	while (ks_frame_read_deadline(fd, &b, 0, 0) == 0 && b.len == sizeof(digest)) {
+	/* A digest, and for W_RAWCPU 4 bytes more: ns of CPU to spend first. */
+	while (ks_frame_read_deadline(fd, &b, 0, 0) == 0 &&
+	       (b.len == sizeof(digest) || b.len == sizeof(digest) + 4)) {
+		if (b.len > sizeof(digest))
+			busy_ns((uint32_t)b.data[32] << 24 | (uint32_t)b.data[33] << 16 |
+				(uint32_t)b.data[34] << 8 | b.data[35]);
 		if (p11_sign(raw_f, s, key, b.data, sig, &sig_len) != 0 ||
 		    ks_frame_write_deadline(fd, sig, sig_len, 0) != 0)
 			break;
@@ -381,13 +408,27 @@ static int sign_once(struct client *c, int check)
 		if (p11_sign(inproc_f, c->s, c->key, digest, sig, &sig_len) != 0)
 			return -1;
 		break;
-	default:
-		if (ks_frame_write(c->fd, digest, sizeof(digest), 0) != 0 ||
+	default: {
+		uint8_t req[sizeof(digest) + 4];
+		size_t req_len = sizeof(digest);
+		uint32_t ns = __atomic_load_n(&rawcpu_server_ns, __ATOMIC_RELAXED);
+
+		memcpy(req, digest, sizeof(digest));
+		if (c->way == W_RAWCPU) {
+			busy_ns(__atomic_load_n(&rawcpu_client_ns, __ATOMIC_RELAXED));
+			req[32] = (uint8_t)(ns >> 24);
+			req[33] = (uint8_t)(ns >> 16);
+			req[34] = (uint8_t)(ns >> 8);
+			req[35] = (uint8_t)ns;
+			req_len += 4;
+		}
+		if (ks_frame_write(c->fd, req, req_len, 0) != 0 ||
 		    ks_frame_read(c->fd, &c->resp, 0) != 0 || c->resp.len > sizeof(sig))
 			return -1;
 		sig_len = c->resp.len;
 		memcpy(sig, c->resp.data, sig_len);
 		break;
+	}
 	}
 	if (check)
 		check_sig(sig, sig_len, 1, way_name[c->way]);
@@ -524,7 +565,8 @@ static double run_window(struct client *cl, int n, double *lat, size_t *nlat, do
 			 long *sigs, times_hist times)
 {
 	long total = 0, errors = 0;
-	pid_t server = cl[0].way == W_KEYSVCD ? d.pid : cl[0].way == W_RAW ? raw_pid : 0;
+	pid_t server = cl[0].way == W_KEYSVCD ? d.pid :
+		       cl[0].way == W_RAW || cl[0].way == W_RAWCPU ? raw_pid : 0;
 	double s0, d0, s1, d1;
 	times_hist t0, t1;
 
@@ -587,6 +629,23 @@ struct cell_result {
 	long sessions_open, sessions_peak;
 };
 
+/* W_RAWCPU's busy loops: keysvcd's CPU per signature beyond the raw signer's, so far in the cell. */
+static void rawcpu_size(double cpu[W_COUNT][2], const long sigs[W_COUNT])
+{
+	double extra[2] = { 0, 0 };
+
+	for (int k = 0; k < 2 && sigs[W_KEYSVCD] > 0 && sigs[W_RAW] > 0; k++) {
+		extra[k] = cpu[W_KEYSVCD][k] / (double)sigs[W_KEYSVCD] -
+			   cpu[W_RAW][k] / (double)sigs[W_RAW];
+		if (extra[k] < 0)
+			extra[k] = 0;
+		if (extra[k] > 0.01)
+			extra[k] = 0.01;
+	}
+	__atomic_store_n(&rawcpu_server_ns, (uint32_t)(extra[0] * 1e9), __ATOMIC_RELAXED);
+	__atomic_store_n(&rawcpu_client_ns, (uint32_t)(extra[1] * 1e9), __ATOMIC_RELAXED);
+}
+
 static void run_cell(int nclients, struct cell_result *res)
 {
 	static struct client cl[W_COUNT][MAX_CLIENTS];
@@ -615,6 +674,8 @@ static void run_cell(int nclients, struct cell_result *res)
 
 			if (nlat[w] + lat_cap / (size_t)opt_rounds > lat_cap)
 				die("latency buffer too small");
+			if (w == W_RAWCPU)
+				rawcpu_size(cpu, sigs);
 			rates[w][r] = run_window(cl[w], nclients, lat[w], &nlat[w], cpu[w], &sigs[w],
 						 times[w]);
 			if (w == W_KEYSVCD)
@@ -754,7 +815,8 @@ int main(void)
 	snprintf(stats_path, sizeof(stats_path), "%s/keysvcd-sessions", d.dir);
 	setenv("KS_FAULTP11_STATS", stats_path, 1);
 	for (int w = 0; w < W_COUNT; w++)
-		snprintf(times_path[w], sizeof(times_path[w]), "%s/times-%d", d.dir, w);
+		snprintf(times_path[w], sizeof(times_path[w]), "%s/times-%d", d.dir,
+			 w == W_RAWCPU ? W_RAW : w);
 	setenv("KS_FAULTP11_TIMES", times_path[W_KEYSVCD], 1);
 	snprintf(d.module, sizeof(d.module), "%s", shim);
 	d.max_clients = 2 * MAX_CLIENTS;
@@ -796,34 +858,40 @@ int main(void)
 	       opt_max_sessions != NULL ? opt_max_sessions : "default (from the descriptor limit, at most 256)",
 	       opt_rounds, opt_seconds);
 	printf("| clients | token bound (sig/s) | in-process (sig/s) | raw signer (sig/s) | keysvcd (sig/s) "
-	       "| keysvcd / in-process | target | raw signer / in-process (bound) | keysvcd / raw signer "
+	       "| keysvcd / in-process | target | raw signer / in-process (bound) "
+	       "| raw signer at keysvcd's CPU / in-process | keysvcd / raw signer "
 	       "| keysvcd sessions after the window / most |\n"
-	       "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
+	       "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n");
 	for (int c = 0; c < opt_nclients; c++) {
 		struct cell_result *r = &res[c];
 		double bound = (double)(opt_clients[c] < opt_parallel ? opt_clients[c] : opt_parallel) *
 			       1e6 / (double)opt_delay_us;
 		double ratio = r->rate[W_KEYSVCD] / r->rate[W_INPROC];
 
-		printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %s (≥ %.2f) | %.2f | %.2f | %ld / %ld |\n",
+		printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %s (≥ %.2f) | %.2f | %.2f | %.2f "
+		       "| %ld / %ld |\n",
 		       opt_clients[c], bound, r->rate[W_INPROC], r->rate[W_RAW], r->rate[W_KEYSVCD],
 		       ratio, ratio >= TARGET ? "PASS" : "MISS", TARGET,
-		       r->rate[W_RAW] / r->rate[W_INPROC], r->rate[W_KEYSVCD] / r->rate[W_RAW],
+		       r->rate[W_RAW] / r->rate[W_INPROC], r->rate[W_RAWCPU] / r->rate[W_INPROC],
+		       r->rate[W_KEYSVCD] / r->rate[W_RAW],
 		       r->sessions_open, r->sessions_peak);
 	}
 	printf("\n| clients | CPU µs per signature: in-process | raw signer (server + clients) "
-	       "| keysvcd (server + clients) | keysvcd's CPU bound on %ld CPUs (sig/s) "
-	       "| keysvcd / its CPU bound |\n|---:|---:|---:|---:|---:|---:|\n", ncpu);
+	       "| keysvcd (server + clients) | raw signer at keysvcd's CPU (server + clients) "
+	       "| keysvcd's CPU bound on %ld CPUs (sig/s) "
+	       "| keysvcd / its CPU bound |\n|---:|---:|---:|---:|---:|---:|---:|\n", ncpu);
 	for (int c = 0; c < opt_nclients; c++) {
 		struct cell_result *r = &res[c];
 		double kd = r->cpu_us[W_KEYSVCD][0] + r->cpu_us[W_KEYSVCD][1];
 		double cpu_bound = (double)ncpu * 1e6 / kd;
 
-		printf("| %d | %.0f | %.0f (%.0f + %.0f) | %.0f (%.0f + %.0f) | %.0f | %.2f |\n",
+		printf("| %d | %.0f | %.0f (%.0f + %.0f) | %.0f (%.0f + %.0f) | %.0f (%.0f + %.0f) "
+		       "| %.0f | %.2f |\n",
 		       opt_clients[c], r->cpu_us[W_INPROC][1],
 		       r->cpu_us[W_RAW][0] + r->cpu_us[W_RAW][1], r->cpu_us[W_RAW][0],
 		       r->cpu_us[W_RAW][1], kd, r->cpu_us[W_KEYSVCD][0], r->cpu_us[W_KEYSVCD][1],
-		       cpu_bound, r->rate[W_KEYSVCD] / cpu_bound);
+		       r->cpu_us[W_RAWCPU][0] + r->cpu_us[W_RAWCPU][1], r->cpu_us[W_RAWCPU][0],
+		       r->cpu_us[W_RAWCPU][1], cpu_bound, r->rate[W_KEYSVCD] / cpu_bound);
 	}
 	printf("\nfdatasync after an audit-record-sized append, next to keysvcd's audit log: median "
 	       "%.2f ms. With audit_sync data (the default) one runs while the token signs and "
@@ -841,23 +909,26 @@ int main(void)
 	printf("\nInside the token's calls (the shim's counts over the measured windows, in 0.05 ms "
 	       "steps): C_SignInit, and the forwarded C_Sign after the delay (the real token's own "
 	       "part), each way in its own process with its own copy of the token.\n\n"
-	       "| clients | C_SignInit median / p90 / p99 (ms): in-process | raw signer | keysvcd "
-	       "| C_Sign after the delay, p90 (ms): in-process | raw signer | keysvcd "
-	       "| wait for one of the token's slots, median (ms): in-process | raw signer | keysvcd |\n"
-	       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	       "| clients | C_SignInit median / p90 / p99 (ms): in-process | raw signer "
+	       "| raw signer at keysvcd's CPU | keysvcd "
+	       "| C_Sign after the delay, p90 (ms): in-process | raw | raw at keysvcd's CPU | keysvcd "
+	       "| wait for one of the token's slots, median (ms): in-process | raw | raw at keysvcd's "
+	       "CPU | keysvcd |\n"
+	       "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (int c = 0; c < opt_nclients; c++) {
-		static const enum way order[W_COUNT] = { W_INPROC, W_RAW, W_KEYSVCD };
+		static const enum way order[] = { W_INPROC, W_RAW, W_RAWCPU, W_KEYSVCD };
+		const int nways = (int)(sizeof(order) / sizeof(order[0]));
 
 		char a[16], m[16], e[16];
 
 		printf("| %d |", opt_clients[c]);
-		for (int i = 0; i < W_COUNT; i++)
+		for (int i = 0; i < nways; i++)
 			printf(" %s / %s / %s |", ms_text(res[c].init_ms[order[i]][0], a),
 			       ms_text(res[c].init_ms[order[i]][1], m),
 			       ms_text(res[c].init_ms[order[i]][2], e));
-		for (int i = 0; i < W_COUNT; i++)
+		for (int i = 0; i < nways; i++)
 			printf(" %s |", ms_text(res[c].sign_p90_ms[order[i]], a));
-		for (int i = 0; i < W_COUNT; i++)
+		for (int i = 0; i < nways; i++)
 			printf(" %s |", ms_text(res[c].turn_med_ms[order[i]], a));
 		printf("\n");
 	}
@@ -865,6 +936,9 @@ int main(void)
 	for (int c = 0; c < opt_nclients; c++)
 		printf("bound hsm-latency-%d %.2f\n", opt_clients[c],
 		       res[c].rate[W_RAW] / res[c].rate[W_INPROC]);
+	for (int c = 0; c < opt_nclients; c++)
+		printf("bound hsm-latency-%d-at-keysvcd-cpu %.2f\n", opt_clients[c],
+		       res[c].rate[W_RAWCPU] / res[c].rate[W_INPROC]);
 	/*
 	 * The intent's fdatasync (audit_sync data) runs while the token
 	 * signs: a signature waits for the slower of the two while the token
