@@ -91,10 +91,16 @@ trap ns_cleanup EXIT
 ns_boot "$0" --pid1 "$work"
 
 cli() { in_ns /usr/local/libexec/keysvc-live/cli/keysvc --socket /run/keysvc/keysvc.sock "$@"; }
-unit_log_has() { in_ns journalctl --no-pager -u keysvcd.service | grep -q "$@"; }
+# A line reaches journald, and its files, a moment after keysvcd wrote it
+# (right after boot the files may not exist yet: "No journal files were
+# found"): a check that a line is there waits for it, up to 5 s.
+eventually() { local i; for i in $(seq 50); do "$@" && return 0; sleep 0.1; done; return 1; }
+unit_log_has_now() { in_ns journalctl --no-pager -u keysvcd.service | grep -q "$@"; }
+unit_log_has() { eventually unit_log_has_now "$@"; }
 # unit_log_at PRIORITY PATTERN: keysvcd logged a line matching PATTERN at PRIORITY or above.
-unit_log_at() { in_ns journalctl --no-pager -u keysvcd.service -p "$1" | grep -q -- "$2"; }
-unit_log_lacks_at() { ! unit_log_at "$@"; }
+unit_log_at_now() { in_ns journalctl --no-pager -u keysvcd.service -p "$1" | grep -q -- "$2"; }
+unit_log_at() { eventually unit_log_at_now "$@"; }
+unit_log_lacks_at() { ! unit_log_at_now "$@"; }
 
 check "systemd runs as PID 1 of the namespaces and reached keysvc-live.target" booted
 
