@@ -106,6 +106,7 @@
 #include "keysvc/keysvc.h"
 #include "proto/buf.h"
 #include "proto/frame.h"
+#include "tests/bench/benchp11.h"
 #include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
@@ -173,69 +174,39 @@ static void die(const char *fmt, ...)
 
 static CK_SLOT_ID find_slot(CK_FUNCTION_LIST *f)
 {
-	CK_SLOT_ID slots[64];
-	CK_ULONG n = 64;
+	CK_SLOT_ID slot;
+	CK_RV rv = bench_p11_find_slot(f, LABEL, &slot);
 
-	if (f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
-		die("C_GetSlotList");
-	for (CK_ULONG i = 0; i < n; i++) {
-		CK_TOKEN_INFO ti;
-		size_t len = sizeof(ti.label);
-
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		while (len > 0 && ti.label[len - 1] == ' ')
-			len--;
-		if (len == strlen(LABEL) && memcmp(ti.label, LABEL, len) == 0)
-			return slots[i];
-	}
-	die("token %s not found", LABEL);
+	if (rv != CKR_OK)
+		die("token %s: 0x%lx", LABEL, (unsigned long)rv);
+	return slot;
 }
 
 static CK_OBJECT_HANDLE find_key(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s)
 {
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_ATTRIBUTE tmpl[2] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_LABEL, (void *)(uintptr_t)KEY, strlen(KEY) },
-	};
-	CK_OBJECT_HANDLE h[2];
-	CK_ULONG n = 0;
+	CK_OBJECT_HANDLE key;
+	CK_ULONG n;
+	CK_RV rv = bench_p11_find_key(f, s, KEY, &key, &n);
 
-	if (f->C_FindObjectsInit(s, tmpl, 2) != CKR_OK || f->C_FindObjects(s, h, 2, &n) != CKR_OK)
-		die("finding %s", KEY);
-	f->C_FindObjectsFinal(s);
-	if (n != 1)
-		die("%lu private keys named %s", (unsigned long)n, KEY);
-	return h[0];
+	if (rv != CKR_OK)
+		die("private key %s: 0x%lx (%lu found)", KEY, (unsigned long)rv, (unsigned long)n);
+	return key;
 }
 
 /* The shim (KS_FAULTP11) loaded, initialised and logged in. */
 static CK_FUNCTION_LIST *shim_load(void)
 {
-	const char *module = getenv("KS_FAULTP11");
-	CK_C_INITIALIZE_ARGS args;
-	CK_C_GetFunctionList getfl;
 	CK_FUNCTION_LIST *f;
 	CK_SESSION_HANDLE s;
+	const char *why = bench_p11_load(getenv("KS_FAULTP11"), &f), *what;
 	CK_RV rv;
-	void *h;
 
-	if (module == NULL || (h = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL)
-		die("cannot load the shim (KS_FAULTP11): %s", dlerror());
-	if ((getfl = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList")) == NULL ||
-	    getfl(&f) != CKR_OK)
-		die("C_GetFunctionList of %s", module);
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	if (f->C_Initialize(&args) != CKR_OK)
-		die("C_Initialize of the shim");
-	if (f->C_OpenSession(find_slot(f), CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
-		die("C_OpenSession");
+	if (why != NULL)
+		die("cannot load the shim (KS_FAULTP11): %s", why);
 	/* The login is the application's: this session keeps it for all the others. */
-	rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR *)d.token.pin, d.token.pin_len);
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
-		die("C_Login: 0x%lx", (unsigned long)rv);
+	if ((rv = bench_p11_open_logged_in(f, LABEL, d.token.pin, d.token.pin_len, &s, &what)) !=
+	    CKR_OK)
+		die("the shim: %s: 0x%lx", what, (unsigned long)rv);
 	return f;
 }
 
@@ -312,8 +283,6 @@ static void raw_start(void)
 	if (pipe2(ready, O_CLOEXEC) != 0 || (raw_pid = fork()) < 0)
 		die("fork: %s", strerror(errno));
 	if (raw_pid == 0) {
-		pthread_attr_t attr;
-
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		close(ready[0]);
 		/* keysvcd and the directory are the parent's to clean up, also when this dies. */
@@ -323,20 +292,7 @@ static void raw_start(void)
 		if (write(ready[1], "", 1) != 1)
 			_exit(1);
 		close(ready[1]);
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		for (;;) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			pthread_t th;
-
-			if (fd < 0) {
-				if (errno == EINTR || errno == ECONNABORTED)
-					continue;
-				_exit(1);
-			}
-			if (pthread_create(&th, &attr, raw_conn, (void *)(intptr_t)fd) != 0)
-				close(fd);
-		}
+		bench_serve_threads(lfd, raw_conn);
 	}
 	close(ready[1]);
 	if (read(ready[0], &c, 1) != 1)

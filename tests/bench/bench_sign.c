@@ -88,6 +88,7 @@
 #include "keysvc/keysvc.h"
 #include "proto/buf.h"
 #include "proto/frame.h"
+#include "tests/bench/benchp11.h"
 #include "tests/bench/benchutil.h"
 #include "tests/common/daemon.h"
 
@@ -261,55 +262,23 @@ static const char *ckr(CK_RV rv)
 
 static CK_SLOT_ID find_slot(CK_FUNCTION_LIST *f)
 {
-	CK_SLOT_ID slots[64];
-	CK_ULONG n = 64;
-	CK_RV rv;
+	CK_SLOT_ID slot;
+	CK_RV rv = bench_p11_find_slot(f, d.token.label, &slot);
 
-	if ((rv = f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK)
-		die("C_GetSlotList: %s", ckr(rv));
-	for (CK_ULONG i = 0; i < n; i++) {
-		CK_TOKEN_INFO ti;
-		char label[33];
-		size_t len = sizeof(ti.label);
-
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		while (len > 0 && ti.label[len - 1] == ' ')
-			len--;
-		memcpy(label, ti.label, len);
-		label[len] = '\0';
-		if (strcmp(label, d.token.label) == 0)
-			return slots[i];
-	}
-	die("token %s not found", d.token.label);
+	if (rv != CKR_OK)
+		die("token %s: %s", d.token.label, ckr(rv));
+	return slot;
 }
 
 static CK_OBJECT_HANDLE find_key(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, const char *name)
 {
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_ATTRIBUTE tmpl[2] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_LABEL, (void *)(uintptr_t)name, strlen(name) },
-	};
-	CK_OBJECT_HANDLE h[2];
-	CK_ULONG n = 0;
-	CK_RV rv;
+	CK_OBJECT_HANDLE key;
+	CK_ULONG n;
+	CK_RV rv = bench_p11_find_key(f, s, name, &key, &n);
 
-	if ((rv = f->C_FindObjectsInit(s, tmpl, 2)) != CKR_OK ||
-	    (rv = f->C_FindObjects(s, h, 2, &n)) != CKR_OK)
-		die("finding %s: %s", name, ckr(rv));
-	f->C_FindObjectsFinal(s);
-	if (n != 1)
-		die("%lu private keys named %s", (unsigned long)n, name);
-	return h[0];
-}
-
-static void p11_login(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s)
-{
-	CK_RV rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR *)d.token.pin, d.token.pin_len);
-
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
-		die("C_Login: %s", ckr(rv));
+	if (rv != CKR_OK)
+		die("private key %s: %s (%lu found)", name, ckr(rv), (unsigned long)n);
+	return key;
 }
 
 static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, int rsa,
@@ -337,33 +306,23 @@ static int p11_sign(CK_FUNCTION_LIST *f, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k
  */
 static CK_SESSION_HANDLE p11_open_logged_in(CK_FUNCTION_LIST *f, const char *who)
 {
-	CK_C_INITIALIZE_ARGS args;
 	CK_SESSION_HANDLE s;
-	CK_RV rv;
+	const char *what;
+	CK_RV rv = bench_p11_open_logged_in(f, d.token.label, d.token.pin, d.token.pin_len, &s, &what);
 
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
-	if ((rv = f->C_Initialize(&args)) != CKR_OK)
-		die("%s C_Initialize: %s", who, ckr(rv));
-	if ((rv = f->C_OpenSession(find_slot(f), CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
-		die("%s C_OpenSession: %s", who, ckr(rv));
-	p11_login(f, s);
+	if (rv != CKR_OK)
+		die("%s %s: %s", who, what, ckr(rv));
 	return s;
 }
 
 /* SoftHSM loaded into this process, initialised and logged in. */
 static CK_FUNCTION_LIST *softhsm_load(void)
 {
-	const char *module = getenv("KS_SOFTHSM_MODULE");
-	CK_C_GetFunctionList getfl;
 	CK_FUNCTION_LIST *f;
-	void *h;
+	const char *why = bench_p11_load(getenv("KS_SOFTHSM_MODULE"), &f);
 
-	if (module == NULL || (h = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL)
-		die("cannot load the SoftHSM module (KS_SOFTHSM_MODULE): %s", dlerror());
-	if ((getfl = (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList")) == NULL ||
-	    getfl(&f) != CKR_OK)
-		die("C_GetFunctionList of %s", module);
+	if (why != NULL)
+		die("cannot load the SoftHSM module (KS_SOFTHSM_MODULE): %s", why);
 	/* The login is per application: one is enough for every session. */
 	p11_open_logged_in(f, "SoftHSM");
 	return f;
@@ -479,26 +438,6 @@ static void *echo_conn(void *arg)
 }
 
 /* Accept forever, each connection served by @conn(fd) on a detached thread. */
-static void serve_threads(int lfd, void *(*conn)(void *))
-{
-	pthread_attr_t attr;
-
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		pthread_t th;
-
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			_exit(1);
-		}
-		if (pthread_create(&th, &attr, conn, (void *)(intptr_t)fd) != 0)
-			close(fd);
-	}
-}
-
 /* One raw signer connection: a session of its own, the keys found once. */
 static void *raw_conn(void *arg)
 {
@@ -564,7 +503,7 @@ static pid_t server_start(const char *name, char *path, size_t path_len, void (*
 		if (write(ready[1], "", 1) != 1)
 			_exit(1);
 		close(ready[1]);
-		serve_threads(lfd, conn);
+		bench_serve_threads(lfd, conn);
 		_exit(0);
 	}
 	close(ready[1]);
