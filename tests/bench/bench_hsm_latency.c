@@ -77,7 +77,6 @@
  *   KS_BENCH_MAX_SESSIONS  keysvcd's max_sessions; unset: its default
  *   KS_BENCH_AUDIT_SYNC    keysvcd's audit_sync ("data", "none"); unset: its default (data)
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>

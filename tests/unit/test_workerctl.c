@@ -90,6 +90,14 @@ static void report(const char *what, const struct run *r)
 	       r->min_limit, r->max_limit, r->mean_rate);
 }
 
+/* A controller as keysvcd starts it (16..256) on @s: 300 windows, the last 200 measured. */
+static void settle(struct ks_wctl *c, struct sim *s, const char *what, struct run *r)
+{
+	ks_wctl_init(c, 16, 256);
+	run(c, s, 300, 200, r);
+	report(what, r);
+}
+
 /* 256 clients in front of 64 slots of 5 ms: about 64 workers, the token kept full. */
 static void test_fixed_token_many_clients(void **state)
 {
@@ -98,9 +106,7 @@ static void test_fixed_token_many_clients(void **state)
 	struct run r;
 
 	(void)state;
-	ks_wctl_init(&c, 16, 256);
-	run(&c, &s, 300, 200, &r);
-	report("64 slots, 256 clients", &r);
+	settle(&c, &s, "64 slots, 256 clients", &r);
 	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
 	/* Not one worker per client: the requests beyond the token wait in their sockets. */
 	assert_true(r.mean_limit >= 60 && r.mean_limit <= 96);
@@ -114,9 +120,7 @@ static void test_fixed_token_matching_clients(void **state)
 	struct run r;
 
 	(void)state;
-	ks_wctl_init(&c, 16, 256);
-	run(&c, &s, 300, 200, &r);
-	report("64 slots, 64 clients", &r);
+	settle(&c, &s, "64 slots, 64 clients", &r);
 	assert_true(r.mean_rate >= 0.9 * 64 / 5e-3);
 	assert_true(r.min_limit >= 48);
 }
@@ -134,9 +138,7 @@ static void test_loaded_host_is_not_a_queue(void **state)
 	double all = 64 / (5e-3 * 1.6);
 
 	(void)state;
-	ks_wctl_init(&c, 16, 256);
-	run(&c, &s, 300, 200, &r);
-	report("64 slots, 64 clients, loaded host", &r);
+	settle(&c, &s, "64 slots, 64 clients, loaded host", &r);
 	/* Probes below the limit cost a window in 31 at 3/4 of it. */
 	assert_true(r.mean_rate >= 0.97 * all);
 	assert_true(r.min_limit >= 48);
@@ -216,9 +218,7 @@ static void test_cpu_bound_token(void **state)
 	struct run r;
 
 	(void)state;
-	ks_wctl_init(&c, 16, 256);
-	run(&c, &s, 300, 200, &r);
-	report("CPU-bound, 256 clients", &r);
+	settle(&c, &s, "CPU-bound, 256 clients", &r);
 	assert_true(r.mean_limit <= 24);
 	assert_true(r.max_limit <= 24);
 }
