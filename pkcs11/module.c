@@ -102,6 +102,8 @@ CK_RV ks_tok_p11_call(const char *fn, CK_RV rv)
 	case CKR_BUFFER_TOO_SMALL:
 	case CKR_ATTRIBUTE_TYPE_INVALID:
 	case CKR_ATTRIBUTE_SENSITIVE:
+	/* Only C_Initialize answers it, to mutexes it cannot use; initialize() says so itself. */
+	case CKR_CANT_LOCK:
 		ks_debug("%s: %s", fn, ks_ckr_name(rv));
 		break;
 	default:
@@ -465,9 +467,20 @@ static int initialize(struct ks_token *tok)
 	CK_C_INITIALIZE_ARGS args;
 	CK_RV rv;
 
-	memset(&args, 0, sizeof(args));
-	args.flags = CKF_OS_LOCKING_OK;
+	ks_tok_init_args(&args, !tok->own_locking);
 	rv = P11(tok, C_Initialize, &args);
+	/*
+	 * CKR_CANT_LOCK is the spec's answer of a module that cannot use our
+	 * mutexes; some answer CKR_ARGUMENTS_BAD instead. Either way nothing
+	 * was initialised: once more without them, and so at every reconnect.
+	 */
+	if (!tok->own_locking && (rv == CKR_CANT_LOCK || rv == CKR_ARGUMENTS_BAD)) {
+		ks_notice("PKCS#11 module %s does not take keysvcd's mutexes (%s); it locks "
+			  "with its own", tok->module_path, ks_ckr_name(rv));
+		tok->own_locking = 1;
+		ks_tok_init_args(&args, 0);
+		rv = P11(tok, C_Initialize, &args);
+	}
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
 		return -ENODEV;
 	tok->initialized = 1;

@@ -14,6 +14,7 @@
  *   sign.c     signatures
  *   cert.c     certificate objects
  *   caps.c     what the token can do, from its mechanism list
+ *   locking.c  the mutexes offered to the module in C_Initialize
  *   purpose.c  key purposes, stored in the key's CKA_ID
  *
  * Locks of struct ks_token, outermost first; a lock may be taken while
@@ -174,6 +175,7 @@ struct ks_token {
 	CK_FUNCTION_LIST *f;
 	int initialized;        /* C_Initialize answered and no C_Finalize since */
 	int owns_init;          /* our C_Initialize did it, so C_Finalize at close is ours too */
+	int own_locking;        /* the module refused our mutexes: it is initialised without them */
 	char *module_path;
 	P11KitUri *uri;
 	char *label, *serial;
@@ -404,6 +406,16 @@ int ks_tok_note_result(struct ks_token *tok, CK_RV rv, const char *fn, const cha
  * reconnect thread takes over). No lock held.
  */
 int ks_tok_rescan(struct ks_token *tok, const char *name);
+
+/* ---- locking.c --------------------------------------------------------------- */
+
+/*
+ * Fills @args for C_Initialize: CKF_OS_LOCKING_OK and, with @offer_mutexes,
+ * keysvcd's four mutex functions (adaptive pthread mutexes: a contended
+ * lock spins briefly before it sleeps). They behave as the OS's default
+ * mutex: not recursive, an unlock by another thread not detected.
+ */
+void ks_tok_init_args(CK_C_INITIALIZE_ARGS *args, int offer_mutexes);
 
 /* ---- session.c --------------------------------------------------------------- */
 

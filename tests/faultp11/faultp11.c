@@ -29,6 +29,17 @@
  *                        line "C_Initialize" for every C_Initialize: the
  *                        number of times the module was initialised
  *
+ *                        When the application offers its own mutex
+ *                        functions in C_Initialize, that call also appends
+ *                        "C_Initialize mutexes", the module gets them
+ *                        through counting wrappers, and C_Finalize appends
+ *                        "LockMutex N": how often the real module locked
+ *                        one of the application's mutexes
+ *
+ *   KS_FAULTP11_LOCKING  "os-only": a module that cannot use the
+ *                        application's mutexes; a C_Initialize offering
+ *                        them answers CKR_CANT_LOCK without going further
+ *
  *   KS_FAULTP11_MECHS    a token with fewer capabilities than the real one,
  *                        words separated by blanks:
  *     hide:0xNN            C_GetMechanismList leaves out mechanism 0xNN and
@@ -75,7 +86,7 @@
  *                        after the delay (the real token's own part), and
  *                        the wait for a turn before the delay
  *
- * Wrapped: C_Initialize (counted; empty-until-reinit), C_GetTokenInfo,
+ * Wrapped: C_Initialize (counted; empty-until-reinit), C_Finalize, C_GetTokenInfo,
  * C_GetMechanismList, C_GetMechanismInfo (only for KS_FAULTP11_MECHS),
  * C_OpenSession, C_CloseSession, C_CloseAllSessions, C_Login,
  * C_FindObjectsInit, C_FindObjects, C_GetAttributeValue,
@@ -398,12 +409,52 @@ static int slow_signing(void)
 
 static void count_call(const char *func);
 
+/* The application's mutex functions, called through counting ones while KS_FAULTP11_COUNT is set. */
+static CK_LOCKMUTEX app_lock_mutex;
+static unsigned long app_mutex_locks;
+
+static CK_RV counting_lock_mutex(void *m)
+{
+	__atomic_add_fetch(&app_mutex_locks, 1, __ATOMIC_RELAXED);
+	return app_lock_mutex(m);
+}
+
 static CK_RV w_Initialize(void *args)
 {
+	CK_C_INITIALIZE_ARGS *in = args, counted;
+	const char *locking = getenv("KS_FAULTP11_LOCKING");
+	int offered = in != NULL && in->CreateMutex != NULL && in->DestroyMutex != NULL &&
+		      in->LockMutex != NULL && in->UnlockMutex != NULL;
+
 	count_call("C_Initialize");
+	if (offered) {
+		count_call("C_Initialize mutexes");
+		if (locking != NULL && strcmp(locking, "os-only") == 0)
+			return CKR_CANT_LOCK;
+	}
 	searches_empty(1);
 	read_slow_settings();
-	return real->C_Initialize(args);
+	if (!offered || getenv("KS_FAULTP11_COUNT") == NULL)
+		return real->C_Initialize(args);
+	counted = *in;
+	app_lock_mutex = in->LockMutex;
+	__atomic_store_n(&app_mutex_locks, 0, __ATOMIC_RELAXED);
+	counted.LockMutex = counting_lock_mutex;
+	return real->C_Initialize(&counted);
+}
+
+static CK_RV w_Finalize(void *reserved)
+{
+	CK_RV rv = real->C_Finalize(reserved);
+	char line[64];
+
+	if (rv == CKR_OK && app_lock_mutex != NULL) {
+		snprintf(line, sizeof(line), "LockMutex %lu",
+			 __atomic_load_n(&app_mutex_locks, __ATOMIC_RELAXED));
+		count_call(line);
+		app_lock_mutex = NULL;
+	}
+	return rv;
 }
 
 static CK_RV w_FindObjects(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *o, CK_ULONG max,
@@ -685,6 +736,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
 		wrapped = *real;
 		wrapped.C_GetFunctionList = C_GetFunctionList;
 		wrapped.C_Initialize = w_Initialize;
+		wrapped.C_Finalize = w_Finalize;
 		wrapped.C_FindObjects = w_FindObjects;
 		wrapped.C_GetTokenInfo = w_GetTokenInfo;
 		wrapped.C_OpenSession = w_OpenSession;
