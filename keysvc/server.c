@@ -615,6 +615,7 @@ static void server_tick(struct ks_server *srv)
 	w.signs = signs - srv->signs;
 	w.sign_ns = sign_ns - srv->sign_ns;
 	w.busy = now > srv->tick_ns ? (double)(busy - srv->busy_seen) / (double)(now - srv->tick_ns) : 0;
+	w.window_ns = now > srv->tick_ns ? (uint64_t)(now - srv->tick_ns) : 0;
 	srv->signs = signs;
 	srv->sign_ns = sign_ns;
 	srv->busy_seen = busy;

@@ -14,23 +14,49 @@ static unsigned clamp(const struct ks_wctl *c, unsigned long long n)
 	return n < c->floor ? c->floor : n > c->cap ? c->cap : (unsigned)n;
 }
 
+/* Signatures per second in @w; 0 when its length is unknown. */
+static uint64_t window_rate(const struct ks_wctl_window *w)
+{
+	return w->window_ns == 0 ? 0 : w->signs * 1000000000ull / w->window_ns;
+}
+
+/* Starts a probe of one window at @limit, from the current limit and window @w. */
+static void start_probe(struct ks_wctl *c, const struct ks_wctl_window *w, uint64_t avg,
+			unsigned limit)
+{
+	c->probe_from = c->limit;
+	c->probe_ref_ns = avg;
+	c->probe_ref_rate = window_rate(w);
+	c->limit = limit;
+	c->windows = 0;
+}
+
 /* The window after a probe: was the latency before it the token's, or a queue's? */
-static void end_probe(struct ks_wctl *c, uint64_t avg)
+static void end_probe(struct ks_wctl *c, const struct ks_wctl_window *w, uint64_t avg)
 {
 	unsigned from = c->probe_from;
 	/* In a queue latency falls with the workers (Little's law); unqueued it stays. */
-	uint64_t queued = c->probe_ref_ns * c->limit / from;
+	uint64_t queued = c->probe_ref_ns * c->limit / from, rate = window_rate(w);
+	int fell = avg <= (c->probe_ref_ns + queued) / 2;
+	/* ... and a queue, unlike a token with room left, signs as much with fewer. */
+	int signed_as_much = rate == 0 || c->probe_ref_rate == 0 ||
+			     rate * 100 >= c->probe_ref_rate * KS_WCTL_PROBE_KEEP_PCT;
 
 	c->probe_from = 0;
 	c->windows = 0;
-	if (avg <= (c->probe_ref_ns + queued) / 2) {
-		/* It fell: the token was queueing, the lower limit is better. */
+	if (fell && signed_as_much) {
+		/* The token was queueing: the lower limit is better. */
 		if (avg < c->base_ns)
 			c->base_ns = avg;
 		c->fit = c->limit;
 		return;
 	}
-	c->base_ns = avg;
+	/*
+	 * Quicker but fewer signatures: fewer workers took load off the host's
+	 * CPUs, the token had room. The latency before the probe is the
+	 * token's own at this load, or the limit would be probed again at once.
+	 */
+	c->base_ns = fell ? c->probe_ref_ns : avg;
 	c->limit = from;
 }
 
@@ -55,7 +81,7 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	}
 	avg = w->sign_ns / w->signs;
 	if (c->probe_from != 0) {
-		end_probe(c, avg);
+		end_probe(c, w, avg);
 		return c->limit;
 	}
 	if (c->base_ns == 0 || avg < c->base_ns)
@@ -72,10 +98,7 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 			 * every signature slower without any queue; shrinking on it
 			 * lost signatures during the burst and for seconds after.
 			 */
-			c->probe_from = c->limit;
-			c->probe_ref_ns = avg;
-			c->limit = clamp(c, fit < c->limit ? fit : c->limit - 1);
-			c->windows = 0;
+			start_probe(c, w, avg, clamp(c, fit < c->limit ? fit : c->limit - 1));
 			c->floor_slow = 0;
 			return c->limit;
 		} else if (++c->floor_slow >= KS_WCTL_FLOOR_RELEARN) {
@@ -91,11 +114,7 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 			c->limit = clamp(c, c->limit + 1ull + c->limit / 16);
 	}
 	if (++c->windows >= KS_WCTL_PROBE_WINDOWS && c->limit > c->floor &&
-	    w->busy * 10 >= c->limit * 9.0) {
-		c->probe_from = c->limit;
-		c->probe_ref_ns = avg;
-		c->limit = clamp(c, c->limit * 3ull / 4);
-		c->windows = 0;
-	}
+	    w->busy * 10 >= c->limit * 9.0)
+		start_probe(c, w, avg, clamp(c, c->limit * 3ull / 4));
 	return c->limit;
 }

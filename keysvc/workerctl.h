@@ -19,6 +19,8 @@
 #define KS_WCTL_PROBE_WINDOWS 30
 /* Windows in a row at the floor, latency looking queued, before it is taken as the token's own. */
 #define KS_WCTL_FLOOR_RELEARN 10
+/* A lower limit is kept only if it signs at least this many per cent of what the window before did. */
+#define KS_WCTL_PROBE_KEEP_PCT 95
 
 struct ks_wctl {
 	unsigned floor;        /* never fewer workers: the `sessions` setting */
@@ -29,6 +31,7 @@ struct ks_wctl {
 	unsigned windows;      /* busy windows since the last probe */
 	unsigned probe_from;   /* nonzero: the last window was a probe below this limit */
 	uint64_t probe_ref_ns; /* the average latency in the window before the probe */
+	uint64_t probe_ref_rate; /* and its signatures per second; 0 unknown */
 	unsigned floor_slow;   /* windows in a row at the floor with latency above the queued mark */
 };
 
@@ -37,6 +40,7 @@ struct ks_wctl_window {
 	uint64_t signs;        /* signatures the token made */
 	uint64_t sign_ns;      /* their summed latency (ks_token_sign_stats() differences) */
 	double busy;           /* mean number of workers serving a request over the window */
+	uint64_t window_ns;    /* how long the window was; 0 unknown */
 };
 
 /* Start at @floor (at least 1) workers, never above @cap (raised to @floor if lower). */
@@ -50,13 +54,17 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  * before any), beyond that by one and a sixteenth per window.
  * When the average shows queueing it tries, for one window, what Little's
  * law says the token runs in parallel (limit * unqueued / average, plus
- * one), and keeps that only if the latency fell as a queue's would; if it
+ * one), and keeps that only if the latency fell as a queue's would and the
+ * signatures per second did not (at least KS_WCTL_PROBE_KEEP_PCT of the
+ * window before): a queue signs as much with fewer workers. If the latency
  * stayed (a busier host, not a queue) the limit goes back and that latency
- * is taken as the unqueued one. Every
+ * is taken as the unqueued one; if it fell but fewer signatures were made
+ * (fewer workers only took load off the host's CPUs, the token was not
+ * full) the limit goes back and the latency before the probe is taken as
+ * the unqueued one. Every
  * KS_WCTL_PROBE_WINDOWS busy windows it probes one window at 3/4 of the
- * limit (not below the floor): if the latency fell as a queue's would, the
- * lower limit is kept; if it stayed, that latency is the unqueued one
- * (relearned, so a token that got slower is not taken for a queue). A
+ * limit (not below the floor), judged the same way (a latency that stayed
+ * is relearned, so a token that got slower is not taken for a queue). A
  * window of fewer than KS_WCTL_MIN_SIGNS signatures (idle, or requests
  * other than sign) changes nothing but ends a probe.
  */
