@@ -177,3 +177,42 @@ void ks_test_token_teardown(struct ks_test_token *t)
 	explicit_bzero(t->pin, sizeof(t->pin));
 	t->pin_len = 0;
 }
+
+int ks_test_faultp11_token_setup(struct ks_test_token *t, const char *label, char *count,
+				 size_t count_len)
+{
+	if (getenv("KS_FAULTP11") == NULL) {
+		fprintf(stderr, "KS_FAULTP11 is not set (meson test sets it)\n");
+		return -1;
+	}
+	if (ks_test_token_setup(t, label) != 0)
+		return -1;
+	if ((size_t)snprintf(count, count_len, "%s/calls", t->dir) >= count_len) {
+		fprintf(stderr, "%s/calls: path too long\n", t->dir);
+		return -1;
+	}
+	setenv("KS_FAULTP11_TARGET", t->module, 1);
+	setenv("KS_FAULTP11_COUNT", count, 1);
+	return 0;
+}
+
+void ks_test_faultp11_token_teardown(struct ks_test_token *t)
+{
+	unsetenv("KS_FAULTP11_COUNT");
+	ks_test_token_teardown(t);
+}
+
+int ks_test_count_lines(const char *path, const char *line)
+{
+	char buf[256];
+	size_t len = strlen(line);
+	FILE *f = fopen(path, "r");
+	int n = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(buf, sizeof(buf), f) != NULL)
+		n += strncmp(buf, line, len) == 0 && (buf[len] == '\n' || buf[len] == '\0');
+	fclose(f);
+	return n;
+}

@@ -38,4 +38,19 @@ void ks_test_token_config(const struct ks_test_token *t, struct ks_token_config 
 /* Removes the directory tree and wipes the PIN. */
 void ks_test_token_teardown(struct ks_test_token *t);
 
+/*
+ * ks_test_token_setup(), then faultp11 (tests/faultp11, $KS_FAULTP11, set
+ * by meson test) in front of @t's module for this process and its children:
+ * KS_FAULTP11_TARGET is @t's module and KS_FAULTP11_COUNT is @count, set
+ * to dir/calls (@count_len bytes at most). 0, or -1 with why on stderr.
+ */
+int ks_test_faultp11_token_setup(struct ks_test_token *t, const char *label, char *count,
+				 size_t count_len);
+
+/* Unsets KS_FAULTP11_COUNT, then ks_test_token_teardown(). */
+void ks_test_faultp11_token_teardown(struct ks_test_token *t);
+
+/* How many lines of the file @path are exactly @line (0 when it cannot be read). */
+int ks_test_count_lines(const char *path, const char *line);
+
 #endif

@@ -94,23 +94,24 @@ static void test_mutex_functions(void **state)
 	assert_int_equal(args.DestroyMutex(s.mutex), CKR_OK);
 }
 
-/* How many lines of the faultp11 count file are exactly @want; *@locks: the last "LockMutex N". */
-static int lines(const char *want, unsigned long *locks)
+/* The module's LockMutex calls, from the line faultp11 writes at C_Finalize (0: none). */
+static unsigned long mutex_locks(void)
 {
 	char line[128];
+	unsigned long locks = 0;
 	FILE *f = fopen(count, "r");
-	int n = 0;
 
 	if (f == NULL)
 		return 0;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
-		if (locks != NULL && sscanf(line, "LockMutex %lu", locks) == 1)
-			continue;
-		n += strcmp(line, want) == 0;
-	}
+	while (fgets(line, sizeof(line), f) != NULL)
+		(void)sscanf(line, "LockMutex %lu", &locks);
 	fclose(f);
-	return n;
+	return locks;
+}
+
+static int lines(const char *want)
+{
+	return ks_test_count_lines(count, want);
 }
 
 static struct ks_token *open_token(void)
@@ -148,26 +149,23 @@ static void sign_and_verify(struct ks_token *tok, const char *name)
 static void test_module_locks_our_mutexes(void **state)
 {
 	struct ks_token *tok;
-	unsigned long locks = 0;
 
 	(void)state;
 	unsetenv("KS_FAULTP11_LOCKING");
 	remove(count);
 	tok = open_token();
-	assert_int_equal(lines("C_Initialize", NULL), 1);
-	assert_int_equal(lines("C_Initialize mutexes", NULL), 1);
+	assert_int_equal(lines("C_Initialize"), 1);
+	assert_int_equal(lines("C_Initialize mutexes"), 1);
 	sign_and_verify(tok, "locking-ours");
 	assert_int_equal(ks_token_delete(tok, "locking-ours"), 0);
 	assert_int_equal(ks_token_close(tok), 0);
 	/* C_Finalize wrote how often SoftHSM locked a mutex of ours meanwhile. */
-	lines("", &locks);
-	assert_true(locks > 0);
+	assert_true(mutex_locks() > 0);
 }
 
 static void test_module_refusing_them_is_initialised_without(void **state)
 {
 	struct ks_token *tok;
-	unsigned long locks = 0;
 	EVP_PKEY *pub = NULL;
 
 	(void)state;
@@ -175,44 +173,33 @@ static void test_module_refusing_them_is_initialised_without(void **state)
 	remove(count);
 	tok = open_token();
 	/* Offered once, refused with CKR_CANT_LOCK, then initialised without them. */
-	assert_int_equal(lines("C_Initialize", NULL), 2);
-	assert_int_equal(lines("C_Initialize mutexes", NULL), 1);
+	assert_int_equal(lines("C_Initialize"), 2);
+	assert_int_equal(lines("C_Initialize mutexes"), 1);
 	sign_and_verify(tok, "locking-own");
 
 	/* A re-initialisation does not offer them again. */
 	assert_int_equal(ks_token_public_key(tok, "nobody-made-this", &pub), -ENOENT);
-	assert_int_equal(lines("C_Initialize", NULL), 3);
-	assert_int_equal(lines("C_Initialize mutexes", NULL), 1);
+	assert_int_equal(lines("C_Initialize"), 3);
+	assert_int_equal(lines("C_Initialize mutexes"), 1);
 	sign_and_verify(tok, "locking-own-again");
 
 	assert_int_equal(ks_token_delete(tok, "locking-own"), 0);
 	assert_int_equal(ks_token_delete(tok, "locking-own-again"), 0);
 	assert_int_equal(ks_token_close(tok), 0);
-	lines("", &locks);
-	assert_int_equal(locks, 0);
+	assert_int_equal(mutex_locks(), 0);
 	unsetenv("KS_FAULTP11_LOCKING");
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	if (getenv("KS_FAULTP11") == NULL) {
-		fprintf(stderr, "KS_FAULTP11 is not set (meson test sets it)\n");
-		return -1;
-	}
-	if (ks_test_token_setup(&tt, "locking") != 0)
-		return -1;
-	snprintf(count, sizeof(count), "%s/calls", tt.dir);
-	setenv("KS_FAULTP11_TARGET", tt.module, 1);
-	setenv("KS_FAULTP11_COUNT", count, 1);
-	return 0;
+	return ks_test_faultp11_token_setup(&tt, "locking", count, sizeof(count));
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	unsetenv("KS_FAULTP11_COUNT");
-	ks_test_token_teardown(&tt);
+	ks_test_faultp11_token_teardown(&tt);
 	return 0;
 }
 

@@ -38,16 +38,7 @@ static const uint8_t md[32] = { 0x42, 1, 2, 3 };
 /* C_Initialize calls faultp11 saw so far. */
 static int inits(void)
 {
-	char line[64];
-	FILE *f = fopen(count, "r");
-	int n = 0;
-
-	if (f == NULL)
-		return 0;
-	while (fgets(line, sizeof(line), f) != NULL)
-		n += strcmp(line, "C_Initialize\n") == 0;
-	fclose(f);
-	return n;
+	return ks_test_count_lines(count, "C_Initialize");
 }
 
 static struct ks_token *open_token(enum ks_rescan rescan)
@@ -145,23 +136,17 @@ static void test_reinitialize_rate_limited(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	if (getenv("KS_FAULTP11") == NULL || getenv("KS_P11OBJ") == NULL) {
-		fprintf(stderr, "KS_FAULTP11 or KS_P11OBJ is not set (meson test sets both)\n");
+	if (getenv("KS_P11OBJ") == NULL) {
+		fprintf(stderr, "KS_P11OBJ is not set (meson test sets it)\n");
 		return -1;
 	}
-	if (ks_test_token_setup(&tt, "rescan") != 0)
-		return -1;
-	snprintf(count, sizeof(count), "%s/calls", tt.dir);
-	setenv("KS_FAULTP11_TARGET", tt.module, 1);
-	setenv("KS_FAULTP11_COUNT", count, 1);
-	return 0;
+	return ks_test_faultp11_token_setup(&tt, "rescan", count, sizeof(count));
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	unsetenv("KS_FAULTP11_COUNT");
-	ks_test_token_teardown(&tt);
+	ks_test_faultp11_token_teardown(&tt);
 	return 0;
 }
 
