@@ -53,10 +53,14 @@ static void end_probe(struct ks_wctl *c, const struct ks_wctl_window *w, uint64_
 	}
 	/*
 	 * Quicker but fewer signatures: fewer workers took load off the host's
-	 * CPUs, the token had room. The latency before the probe is the
-	 * token's own at this load, or the limit would be probed again at once.
+	 * CPUs, the token had room. The limit stays, not probed again at once
+	 * for the same latency; the unqueued latency is kept, so the limit
+	 * does not grow on it either (more workers would only queue).
 	 */
-	c->base_ns = fell ? c->probe_ref_ns : avg;
+	if (fell)
+		c->hold = KS_WCTL_PROBE_WINDOWS;
+	else
+		c->base_ns = avg;
 	c->limit = from;
 }
 
@@ -87,7 +91,9 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 	if (c->base_ns == 0 || avg < c->base_ns)
 		c->base_ns = avg;
 	if (avg * 100 > c->base_ns * KS_WCTL_QUEUED_PCT) {
-		if (c->limit > c->floor) {
+		if (c->hold > 0) {
+			c->hold--;
+		} else if (c->limit > c->floor) {
 			unsigned long long fit = (unsigned long long)c->limit * c->base_ns / avg + 1;
 
 			/*

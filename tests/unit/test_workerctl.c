@@ -33,6 +33,8 @@ struct sim {
 	double load;            /* with slots: latency this much longer with all slots busy, no queue */
 	double outside_ns;      /* with slots: each request's time in a worker outside the token */
 	int load_cubic;         /* the load grows with the cube of the busy share: CPUs filling up */
+	double noise;           /* each window's rate and latency off by up to this share, at random */
+	uint32_t seed;
 	/* results of the last window */
 	double rate;            /* signatures per second */
 };
@@ -70,6 +72,13 @@ static struct ks_wctl_window sim_window(struct sim *s, unsigned limit)
 			rate = s->slots / (busy_ns / 1e9);
 			avg = n / rate * 1e9 - s->outside_ns;
 		}
+	}
+	if (s->noise > 0) {
+		/* A fixed sequence (an LCG), so that every run sees the same windows. */
+		s->seed = s->seed * 1664525u + 1013904223u;
+		rate *= 1.0 + s->noise * ((double)(s->seed >> 8) / (1u << 23) - 1.0);
+		s->seed = s->seed * 1664525u + 1013904223u;
+		avg *= 1.0 + s->noise * ((double)(s->seed >> 8) / (1u << 23) - 1.0);
 	}
 	s->rate = rate;
 	w.signs = (uint64_t)(rate * WINDOW_NS / 1e9);
@@ -186,8 +195,18 @@ static void test_loaded_host_many_clients(void **state)
 	(void)state;
 	settle(&c, &s, "64 slots, 256 clients, loaded host, 1 ms outside the token", &r);
 	assert_true(r.mean_rate >= 0.95 * all);
-	/* Still not a worker per client. */
-	assert_true(r.mean_limit <= 128);
+	/* Near what keeps the token full (about 73), not a worker per client. */
+	assert_true(r.mean_limit <= 96);
+	/*
+	 * The same with every window's rate and latency off by up to 5 %, as
+	 * real ones are: a probe wrongly judged now and then must not ratchet
+	 * the limit up window after window.
+	 */
+	s.noise = 0.05;
+	s.seed = 1;
+	settle(&c, &s, "the same, windows off by up to 5 %", &r);
+	assert_true(r.mean_rate >= 0.93 * all);
+	assert_true(r.mean_limit <= 96);
 }
 
 /*
