@@ -114,6 +114,8 @@ unsigned ks_wctl_step(struct ks_wctl *c, const struct ks_wctl_window *w)
 		}
 	} else {
 		c->floor_slow = 0;
+		/* The hold is for the latency that was judged; a new one is judged afresh. */
+		c->hold = 0;
 		if (w->busy * 10 >= c->limit * 9.0 && c->limit < c->fit)
 			c->limit = clamp(c, 2ull * c->limit < c->fit ? 2ull * c->limit : c->fit);
 		else if (w->busy * 10 >= c->limit * 9.0)

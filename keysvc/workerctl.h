@@ -33,7 +33,7 @@ struct ks_wctl {
 	uint64_t probe_ref_ns; /* the average latency in the window before the probe */
 	uint64_t probe_ref_rate; /* and its signatures per second; 0 unknown */
 	unsigned floor_slow;   /* windows in a row at the floor with latency above the queued mark */
-	unsigned hold;         /* windows left in which a queued-looking latency starts no probe */
+	unsigned hold;         /* queued-looking windows left that start no probe (after one that signed less) */
 };
 
 /* What the workers did in one window. */
@@ -61,9 +61,9 @@ void ks_wctl_init(struct ks_wctl *c, unsigned floor, unsigned cap);
  * stayed (a busier host, not a queue) the limit goes back and that latency
  * is taken as the unqueued one; if it fell but fewer signatures were made
  * (fewer workers only took load off the host's CPUs, the token was not
- * full) the limit goes back and stays: no probe for a queued-looking
- * latency for KS_WCTL_PROBE_WINDOWS windows, and no growth while the
- * latency looks queued. Every
+ * full) the limit goes back and stays: no probe for the next
+ * KS_WCTL_PROBE_WINDOWS windows while the latency keeps looking queued,
+ * and no growth while it does. Every
  * KS_WCTL_PROBE_WINDOWS busy windows it probes one window at 3/4 of the
  * limit (not below the floor), judged the same way (a latency that stayed
  * is relearned, so a token that got slower is not taken for a queue). A
