@@ -12,6 +12,11 @@
 #                               $work/fake.log; sets KS_FAKE_PID, KS_FAKE_PORT;
 #                               a running one is stopped first
 #   ks_fake_stop                SIGTERM and wait (nothing if none runs)
+#   ks_tls_server_start LOG COMMAND...
+#                               an `openssl s_server` command line in the
+#                               background on 127.0.0.1, port of the kernel's
+#                               choice; sets KS_SERVER_PID, KS_SERVER_PORT
+#   ks_tls_server_stop [now]    wait up to 10 s for it to end (or not), stop it
 #
 # Needs KS_KEYSVCD, KS_KEYSVC_CLI, KS_TOKEN_INIT (paths of the built
 # programs) and optionally KS_SOFTHSM_MODULE.
@@ -109,4 +114,57 @@ ks_fake_start() {
 	done
 	[ -s "$work/fake.port" ] || ks_die "$(basename "$1") did not come up: $(tail -5 "$work/fake.log")"
 	KS_FAKE_PORT=$(cat "$work/fake.port")
+}
+
+# ks_tls_server_start LOG COMMAND...: COMMAND (an openssl s_server command
+# line, with a prefix such as env(1) if wanted) plus -accept 127.0.0.1:0,
+# in the background, its output in LOG and its standard input held open
+# (s_server stops at its end). Returns when it has said its port
+# ("ACCEPT 127.0.0.1:PORT"): a port picked beforehand could be taken by
+# another test's server in between. Sets KS_SERVER_PID and KS_SERVER_PORT;
+# returns 1, with the server stopped, if it did not say it within 30 s.
+ks_tls_server_start() {
+	local log=$1 keep i
+	shift
+	# Emptied here, before the fork: the child truncates LOG only when it
+	# gets to run, and a read before that saw the previous server's ACCEPT
+	# (and its port, long closed) on a loaded machine.
+	: >"$log"
+	exec {keep}< <(exec sleep 120 2>/dev/null)
+	KS_SERVER_KEEP_PID=$!
+	"$@" -accept 127.0.0.1:0 >>"$log" 2>&1 <&$keep &
+	KS_SERVER_PID=$!
+	exec {keep}<&-
+	KS_SERVER_PORT=
+	for i in $(seq 1 300); do
+		KS_SERVER_PORT=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" 2>/dev/null)
+		[ -n "$KS_SERVER_PORT" ] && return 0
+		kill -0 "$KS_SERVER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$KS_SERVER_PID" 2>/dev/null; then
+		echo "s_server did not say its port within 30 s" >>"$log"
+	else
+		echo "s_server exited before it said its port" >>"$log"
+	fi
+	ks_tls_server_stop now
+	return 1
+}
+
+# ks_tls_server_stop [now]: the server of ks_tls_server_start, given up to
+# 10 s to end by itself (s_server -naccept 1 ends after its one client and
+# prints its statistics) unless "now", then stopped and waited for.
+ks_tls_server_stop() {
+	local i
+	[ -n "${KS_SERVER_PID:-}" ] || return 0
+	if [ "${1:-}" != now ]; then
+		for i in $(seq 1 100); do
+			kill -0 "$KS_SERVER_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	kill "$KS_SERVER_PID" 2>/dev/null
+	wait "$KS_SERVER_PID" 2>/dev/null
+	kill "$KS_SERVER_KEEP_PID" 2>/dev/null
+	KS_SERVER_PID=
 }

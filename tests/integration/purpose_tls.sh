@@ -62,8 +62,8 @@ pt_n_denied() { # pt_n_denied KEY: sign outcomes "denied" for KEY in the audit l
 }
 
 pt_handshake() {
-	local side=$1 key=$2 version=$3 sigalgs=$4 port log=$work/s_server.log i before st=0
-	local keep keep_pid srv cli
+	local side=$1 key=$2 version=$3 sigalgs=$4 log=$work/s_server.log before st=0
+	local srv cli
 	if [ "$side" = server ]; then
 		srv=("${prov[@]}" -cert "$work/$key.pem" -key "keysvc:$key")
 		cli=(-sigalgs "$sigalgs")
@@ -72,51 +72,27 @@ pt_handshake() {
 		     -client_sigalgs "$sigalgs")
 		cli=("${prov[@]}" -cert "$work/$key.pem" -key "keysvc:$key" -client_sigalgs "$sigalgs")
 	fi
-	# s_server binds a port of the kernel's choice and says which
-	# ("ACCEPT 127.0.0.1:PORT"): a port picked beforehand could be taken by
-	# another test's server in between, and its client served by ours. Its
-	# one accept (-naccept 1) can still be taken by a connection of another
-	# program (on a loaded machine: a test polling a port it just lost);
-	# then our client finds the port closed, nothing was signed for it, and
-	# the connection is tried again with a new server, three times at most.
+	# The server's one accept (-naccept 1) can be taken by a connection of
+	# another program (on a loaded machine: a test polling a port it just
+	# lost, which the kernel gave our server); then our client finds the
+	# port closed, nothing was signed for it, and the connection is tried
+	# again with a new server, three times at most.
 	local attempt
 	for attempt in 1 2 3; do
 		st=0
 		before=$(pt_n_signed "$key")
-		# s_server reads stdin and stops at its end; keep it open while it serves.
-		exec {keep}< <(exec sleep 60 2>/dev/null)
-		keep_pid=$!
-		openssl s_server -accept 127.0.0.1:0 -naccept 1 -CAfile "$ca/ca.pem" "${srv[@]}" \
-			"-$version" >"$log" 2>&1 <&$keep &
-		server_pid=$!
-		exec {keep}<&-
-		port=
-		for i in $(seq 1 200); do
-			port=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" 2>/dev/null)
-			[ -n "$port" ] && break
-			kill -0 "$server_pid" 2>/dev/null || break
-			sleep 0.1
-	done
-	if [ -n "$port" ]; then
-		echo "hello" | timeout 60 openssl s_client -connect "127.0.0.1:$port" -brief -no_ign_eof \
-			-CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 "${cli[@]}" \
-			"-$version" >"$work/s_client.log" 2>&1 || st=$?
-	else
-		echo "s_server did not say its port within 20 s" >"$work/s_client.log"
-		st=1
-	fi
-	[ "$st" -eq 0 ] || kill "$server_pid" 2>/dev/null
-	for i in $(seq 1 100); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$server_pid" 2>/dev/null
-	wait "$server_pid" 2>/dev/null
-	server_pid=
-	kill "$keep_pid" 2>/dev/null
-	cat "$work/s_client.log" "$log"
-	[ "$st" -ne 0 ] && grep -q "connect:errno=111" "$work/s_client.log" || break
-	echo "# the server's port was closed when the client connected: again"
+		if ks_tls_server_start "$log" openssl s_server -naccept 1 -CAfile "$ca/ca.pem" "${srv[@]}" "-$version"; then
+			echo "hello" | timeout 60 openssl s_client -connect "127.0.0.1:$KS_SERVER_PORT" -brief -no_ign_eof \
+				-CAfile "$ca/ca.pem" -verify_return_error -verify_ip 127.0.0.1 "${cli[@]}" \
+				"-$version" >"$work/s_client.log" 2>&1 || st=$?
+		else
+			: >"$work/s_client.log"
+			st=1
+		fi
+		if [ "$st" -eq 0 ]; then ks_tls_server_stop; else ks_tls_server_stop now; fi
+		cat "$work/s_client.log" "$log"
+		[ "$st" -ne 0 ] && grep -q "connect:errno=111" "$work/s_client.log" || break
+		echo "# the server's port was closed when the client connected: again"
 	done
 	[ "$st" -eq 0 ] || return 1
 	local want=TLSv1.2

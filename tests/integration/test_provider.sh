@@ -17,10 +17,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-provider.XXXXXX")
 chmod 0711 "$work"
 passed=0
 failed=0
-server_pid=
 
 cleanup() {
-	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+	ks_tls_server_stop now
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -118,10 +117,6 @@ activate = 1
 activate = 1
 CNF
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # tls_handshake ROLE KEYNAME CERT VERSION ORDER: one mutual-TLS handshake on
 # 127.0.0.1 in which the keysvc key keysvc:KEYNAME (certificate CERT) signs.
 # ROLE client: s_client holds it, s_server demands a client certificate from
@@ -130,7 +125,7 @@ free_port() {
 # the providers: "default-first", "keysvc-first" (-provider options), or
 # "conf-keysvc-first" (activated from an openssl.cnf listing keysvc first).
 tls_handshake() {
-	local role=$1 key=$2 cert=$3 version=$4 order=$5 port log=$work/s_server.log i
+	local role=$1 key=$2 cert=$3 version=$4 order=$5 log=$work/s_server.log
 	local ks=(env) plain=(env) ks_prov
 	case $order in
 	default-first) ks+=(openssl) ks_prov=(-provider default -provider keysvc) ;;
@@ -148,40 +143,18 @@ tls_handshake() {
 		srv_args=("${ks_prov[@]}" -cert "$cert" -key "keysvc:$key")
 		cli_args=(-cert "$ca/fclient.pem" -key "$ca/fclient.key" -verify_ip 127.0.0.1)
 	fi
-	port=$(free_port)
-	# s_server reads stdin and stops at its end; keep it open while it serves.
-	local keep keep_pid
-	exec {keep}< <(exec sleep 60 2>/dev/null)
-	keep_pid=$!
-	"${srv[@]}" s_server "${srv_args[@]}" -accept "127.0.0.1:$port" -naccept 1 -CAfile "$ca/ca.pem" \
-		-Verify 1 -verify_return_error "-$version" >"$log" 2>&1 <&$keep &
-	server_pid=$!
-	exec {keep}<&-
-	# Up to 30 s: a sanitized s_server with keysvc loaded first starts slowly on a busy machine.
-	for i in $(seq 1 300); do
-		grep -q ACCEPT "$log" 2>/dev/null && break
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
 	local st=0
-	if grep -q ACCEPT "$log" 2>/dev/null; then
-		echo "hello" | timeout 60 "${cli[@]}" s_client "${cli_args[@]}" -connect "127.0.0.1:$port" -brief \
-			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error "-$version" >"$work/s_client.log" 2>&1 || st=$?
+	if ks_tls_server_start "$log" "${srv[@]}" s_server "${srv_args[@]}" -naccept 1 -CAfile "$ca/ca.pem" \
+		-Verify 1 -verify_return_error "-$version"; then
+		echo "hello" | timeout 60 "${cli[@]}" s_client "${cli_args[@]}" -connect "127.0.0.1:$KS_SERVER_PORT" \
+			-brief -no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error "-$version" \
+			>"$work/s_client.log" 2>&1 || st=$?
 	else
-		{ echo "s_server did not listen on port $port within 30 s; its output:"; cat "$log"; } >"$work/s_client.log"
+		: >"$work/s_client.log"
 		st=1
 	fi
-	# A server that never got this client's connection (it failed to start,
-	# or another program took the port) would wait for one for ever.
-	[ "$st" -eq 0 ] || kill "$server_pid" 2>/dev/null
-	for i in $(seq 1 100); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$server_pid" 2>/dev/null
-	wait "$server_pid" 2>/dev/null
-	server_pid=
-	kill "$keep_pid" 2>/dev/null
+	# A server that never got this client's connection would wait for one for ever.
+	if [ "$st" -eq 0 ]; then ks_tls_server_stop; else ks_tls_server_stop now; fi
 	cat "$work/s_client.log" "$log"
 	[ "$st" -eq 0 ] || return 1
 	local want=TLSv1.2 subject="O = keysvc test, CN = $key"

@@ -18,10 +18,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-purposes.XXXXXX")
 chmod 0711 "$work"
 passed=0
 failed=0
-server_pid=
 
 cleanup() {
-	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+	ks_tls_server_stop now
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }

@@ -547,8 +547,11 @@ if [ -s "$work/agent-server.pid" ]; then
 	kill \$pid 2>/dev/null
 	while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
 fi
+# Emptied before the start: the server truncates it only when it runs, and
+# the grep below would see the stopped server's ACCEPT before that.
+: >"$work/agent-server.log"
 openssl s_server -provider default -provider keysvc -accept 127.0.0.1:$p_agent -cert "$cert" \\
-	-key keysvc:agent1 -www </dev/null >"$work/agent-server.log" 2>&1 &
+	-key keysvc:agent1 -www </dev/null >>"$work/agent-server.log" 2>&1 &
 echo \$! >"$work/agent-server.pid"
 for i in \$(seq 1 100); do
 	grep -q ACCEPT "$work/agent-server.log" && { echo reloaded >>"$work/reload.log"; exit 0; }

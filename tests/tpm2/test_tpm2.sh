@@ -40,9 +40,8 @@ if why=$(ks_tpm2_missing); then skip "$why"; fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keysvc-tpm2.XXXXXX")
 chmod 0711 "$work"
-server_pid=
 cleanup() {
-	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+	ks_tls_server_stop now
 	ks_stop >/dev/null 2>&1 || true
 	ks_tpm2_stop
 	rm -rf "$work"
@@ -178,35 +177,19 @@ printf 'extendedKeyUsage=clientAuth\n' >"$ca/client.ext"
 # tls13 KEYNAME: s_server demands a client certificate from the test CA;
 # s_client presents the one of keysvc:KEYNAME.
 tls13() {
-	local key=$1 d=$work/$2 port log=$work/s_server.log i st=0 keep keep_pid
+	local key=$1 d=$work/$2 log=$work/s_server.log st=0
 	openssl x509 -req -in "$d/csr.pem" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" -CAcreateserial \
 		-days 1 -extfile "$ca/client.ext" -out "$d/client.pem" >/dev/null 2>&1 || return 1
-	# Port 0: s_server says the port the kernel chose (see tests/integration/purpose_tls.sh).
-	exec {keep}< <(exec sleep 30 2>/dev/null)
-	keep_pid=$!
-	openssl s_server -accept 127.0.0.1:0 -naccept 1 -cert "$ca/server.pem" \
-		-key "$ca/server.key" -CAfile "$ca/ca.pem" -Verify 1 -verify_return_error -tls1_3 \
-		>"$log" 2>&1 <&$keep &
-	server_pid=$!
-	exec {keep}<&-
-	port=
-	for i in $(seq 1 100); do
-		port=$(sed -n 's/^ACCEPT 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" 2>/dev/null)
-		[ -n "$port" ] && break
-		sleep 0.1
-	done
-	echo hello | timeout 60 openssl s_client "${prov[@]}" -connect "127.0.0.1:$port" -brief \
-		-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error -cert "$d/client.pem" \
-		-key "keysvc:$key" -tls1_3 >"$work/s_client.log" 2>&1 || st=$?
-	[ "$st" -eq 0 ] || kill "$server_pid" 2>/dev/null
-	for i in $(seq 1 100); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$server_pid" 2>/dev/null
-	wait "$server_pid" 2>/dev/null
-	server_pid=
-	kill "$keep_pid" 2>/dev/null
+	if ks_tls_server_start "$log" openssl s_server -naccept 1 -cert "$ca/server.pem" -key "$ca/server.key" \
+		-CAfile "$ca/ca.pem" -Verify 1 -verify_return_error -tls1_3; then
+		echo hello | timeout 60 openssl s_client "${prov[@]}" -connect "127.0.0.1:$KS_SERVER_PORT" -brief \
+			-no_ign_eof -CAfile "$ca/ca.pem" -verify_return_error -cert "$d/client.pem" \
+			-key "keysvc:$key" -tls1_3 >"$work/s_client.log" 2>&1 || st=$?
+	else
+		: >"$work/s_client.log"
+		st=1
+	fi
+	if [ "$st" -eq 0 ]; then ks_tls_server_stop; else ks_tls_server_stop now; fi
 	cat "$work/s_client.log" "$log"
 	[ "$st" -eq 0 ] && grep -q "Protocol version: TLSv1.3" "$work/s_client.log" &&
 		grep -q "1 server accepts that finished" "$log" && grep -q "^hello" "$log"
