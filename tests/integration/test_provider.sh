@@ -261,9 +261,11 @@ for type in ec-p256 ec-p384 rsa-2048 rsa-3072; do
 		"${vopts[@]}" -in "$work/data.sha256" -sigfile "$vsig"
 	check "$type: pkeyutl -verify -pubin -inkey keysvc:$k" openssl pkeyutl "${prov[@]}" -verify -pubin \
 		-inkey "keysvc:$k" "${vopts[@]}" -in "$work/data.sha256" -sigfile "$vsig"
+	# One bit of the signature flipped (a byte set to a value would leave it as it was 1 time in 256).
+	python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[10] ^= 1; open(sys.argv[2], "wb").write(b)' \
+		"$vsig" "$d/bad.sig"
 	check_fails_with "$type: pkeyutl -verify -inkey keysvc:$k rejects a changed signature" "Signature Verification Failure" \
-		bash -c "cp '$vsig' '$d/bad.sig' && printf '\\x01' | dd of='$d/bad.sig' bs=1 seek=10 conv=notrunc 2>/dev/null &&
-		openssl pkeyutl ${prov[*]} -verify -inkey 'keysvc:$k' ${vopts[*]} -in '$work/data.sha256' -sigfile '$d/bad.sig'"
+		openssl pkeyutl "${prov[@]}" -verify -inkey "keysvc:$k" "${vopts[@]}" -in "$work/data.sha256" -sigfile "$d/bad.sig"
 	check "$type: EVP_DigestVerify with the keysvc key" "$api" verify "$k"
 	n=$(grep -c '"op":"key.public"' "$KS_DIR/audit.log")
 	check "$type: storeutl -certs keysvc:$k finds no key" bash -c \
