@@ -130,7 +130,7 @@ ks_tls_server_start() {
 	# gets to run, and a read before that saw the previous server's ACCEPT
 	# (and its port, long closed) on a loaded machine.
 	: >"$log"
-	exec {keep}< <(exec sleep 120 2>/dev/null)
+	exec {keep}< <(exec sleep 600 2>/dev/null)
 	KS_SERVER_KEEP_PID=$!
 	"$@" -accept 127.0.0.1:0 >>"$log" 2>&1 <&$keep &
 	KS_SERVER_PID=$!

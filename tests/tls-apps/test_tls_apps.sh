@@ -48,6 +48,7 @@ fi
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	ks_tls_server_stop now
 	ks_stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -250,15 +251,10 @@ ks_cli keygen other-key >/dev/null
 	"$KS_KEYSVC_CLI" provider-check --key "$work/denied.ref"
 
 # ---- curl, client certificate, against openssl s_server -Verify 1 ----
-port=$(free_port)
-exec {keep}< <(exec sleep 600 2>/dev/null)
-pids+=($!)
-env -u OPENSSL_CONF openssl s_server -accept "127.0.0.1:$port" -www -cert "$ca/server.pem" \
-	-key "$ca/server.key" -CAfile "$ca/ca.pem" -Verify 1 -verify_return_error \
-	>"$work/s_server.log" 2>&1 <&$keep &
-pids+=($!)
-exec {keep}<&-
-wait_tls "$port" || ks_die "s_server did not listen"
+ks_tls_server_start "$work/s_server.log" env -u OPENSSL_CONF openssl s_server -www -cert "$ca/server.pem" \
+	-key "$ca/server.key" -CAfile "$ca/ca.pem" -Verify 1 -verify_return_error ||
+	ks_die "s_server did not listen: $(cat "$work/s_server.log")"
+port=$KS_SERVER_PORT
 for t in "${types[@]}"; do
 	for v in 1.2 1.3; do
 		[ "$curl_loads_provider" = 1 ] ||
